@@ -1,0 +1,50 @@
+"""Quiet, lazy access to Paddle.
+
+Paddle prints glog lines and warnings on import and on every predictor it creates.
+``quiet()`` sets the environment that silences them; it must run before the first
+``import paddle``. ``import_paddle()`` does both and turns a missing package into
+a MissingDependencyError naming the extra to install.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from typing import Any
+
+from workbench.errors import MissingDependencyError
+
+_QUIET_ENV = {
+    "GLOG_minloglevel": "3",
+    "GLOG_v": "0",
+    "FLAGS_call_stack_level": "0",
+    "FLAGS_print_ir": "0",
+}
+
+
+def quiet() -> None:
+    """Silence Paddle's glog output (unless the user set these variables)."""
+    for key, value in _QUIET_ENV.items():
+        os.environ.setdefault(key, value)
+
+
+def import_paddle() -> Any:
+    """Import paddle quietly; raise MissingDependencyError if it is not installed."""
+    quiet()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            import paddle
+    except ModuleNotFoundError as exc:
+        if exc.name != "paddle":
+            raise
+        raise MissingDependencyError("paddlepaddle", "cpu") from exc
+    return paddle
+
+
+def import_inference() -> Any:
+    """Import ``paddle.inference`` quietly."""
+    import_paddle()
+    import paddle.inference
+
+    return paddle.inference

@@ -1,0 +1,51 @@
+"""The ``workbench`` command line: one typer sub-app per group of verbs."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import typer
+
+from workbench.errors import WorkbenchError
+
+app = typer.Typer(
+    name="workbench",
+    help="Versions side by side, hot swap, blue/green and canary serving for Paddle models.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+def _register() -> None:
+    from workbench.cli import models
+
+    app.add_typer(models.app, name="models")
+    for name in ("serve", "deploy", "lab", "extension"):
+        try:
+            module = __import__(f"workbench.cli.{name}", fromlist=["register"])
+        except ModuleNotFoundError as exc:
+            if exc.name != f"workbench.cli.{name}":
+                raise
+            continue
+        module.register(app)
+
+
+_register()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the console script: WorkbenchError becomes a sentence and an exit code."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        app(args=argv, standalone_mode=False)
+    except WorkbenchError as exc:
+        from rich.console import Console
+
+        Console(stderr=True).print(f"[red]error:[/red] {exc}", highlight=False)
+        sys.exit(exc.exit_code)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        sys.exit(130)

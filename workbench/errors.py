@@ -1,0 +1,152 @@
+"""The one exception tree of the workbench.
+
+Every error the workbench raises on purpose derives from :class:`WorkbenchError`.
+Errors from Paddle, Docker, paramiko, nginx and HTTP are translated at the seam
+where they occur (``raise ... from exc``), so callers catch ours, not theirs.
+Each class carries the exit code the CLI uses for it.
+
+::
+
+    WorkbenchError
+    ├── MissingDependencyError      an optional extra is not installed
+    ├── RepositoryError             the model repository on disk
+    │   ├── ModelNotFoundError
+    │   ├── VersionNotFoundError
+    │   ├── AliasError
+    │   ├── ManifestError
+    │   └── PublishError
+    ├── IntegrityError              a file's sha256 or size differs from the manifest
+    │   └── SignatureError          unsigned, or the signature does not verify
+    ├── ModelLoadError              Paddle could not load a version
+    ├── InputError                  a request's inputs do not match the signature
+    ├── PredictError                Paddle failed while running a valid request
+    ├── HubError                    misuse of the version hub
+    │   └── VersionNotLoadedError
+    ├── ServingError                talking to a serving instance over HTTP
+    └── DeployError                 blue/green deployments
+        ├── BackendError            starting or stopping serving instances
+        ├── RouterError             rendering, checking or reloading nginx
+        ├── StateError              the persisted deployment state
+        └── RolloutError            an action the rollout's phase does not allow
+"""
+
+from __future__ import annotations
+
+
+class WorkbenchError(Exception):
+    """Base of every error the workbench raises on purpose."""
+
+    exit_code = 1
+
+
+class MissingDependencyError(WorkbenchError, ImportError):
+    """An optional dependency is missing; the message names the extra to install."""
+
+    exit_code = 3
+
+    def __init__(self, package: str, extra: str) -> None:
+        super().__init__(
+            f"{package} is not installed; install it with: pip install 'paddle-workbench[{extra}]'"
+        )
+        self.package = package
+        self.extra = extra
+
+
+class RepositoryError(WorkbenchError):
+    """Something is wrong with the model repository on disk."""
+
+    exit_code = 4
+
+
+class ModelNotFoundError(RepositoryError, LookupError):
+    """No model of that name in the repository."""
+
+
+class VersionNotFoundError(RepositoryError, LookupError):
+    """No published version (or alias) of that name."""
+
+
+class AliasError(RepositoryError):
+    """An alias name is invalid or points at a version that does not exist."""
+
+
+class ManifestError(RepositoryError):
+    """A manifest is missing, unreadable or invalid."""
+
+
+class PublishError(RepositoryError):
+    """A version could not be published."""
+
+
+class IntegrityError(WorkbenchError):
+    """A version's files differ from what its manifest records."""
+
+    exit_code = 5
+
+    def __init__(self, message: str, *, path: str | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+class SignatureError(IntegrityError):
+    """A version is unsigned, or its signature does not verify, while a key is configured."""
+
+
+class ModelLoadError(WorkbenchError):
+    """Paddle could not load or warm up a version."""
+
+    exit_code = 6
+
+
+class InputError(WorkbenchError, ValueError):
+    """Inputs do not match the model's signature (name, dtype, rank or shape)."""
+
+    exit_code = 2
+
+
+class PredictError(WorkbenchError):
+    """Paddle failed while running inputs that passed validation."""
+
+    exit_code = 6
+
+
+class HubError(WorkbenchError, RuntimeError):
+    """The version hub was asked for something its state does not allow."""
+
+    exit_code = 7
+
+
+class VersionNotLoadedError(HubError, LookupError):
+    """The version is not loaded in this hub."""
+
+
+class ServingError(WorkbenchError):
+    """A serving instance could not be reached or answered with an error."""
+
+    exit_code = 8
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class DeployError(WorkbenchError):
+    """A blue/green deployment could not do what was asked."""
+
+    exit_code = 9
+
+
+class BackendError(DeployError):
+    """A serving backend could not start, find or stop an instance."""
+
+
+class RouterError(DeployError):
+    """The nginx router could not be rendered, checked or reloaded."""
+
+
+class StateError(DeployError):
+    """The persisted deployment state is missing, locked or invalid."""
+
+
+class RolloutError(DeployError):
+    """The rollout's current phase does not allow that action."""

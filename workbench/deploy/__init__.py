@@ -1,0 +1,64 @@
+"""Blue/green deployments of serving instances behind an nginx router.
+
+The public API (shared by the CLI and the notebook extension)::
+
+    from workbench.deploy import DeploymentManager
+    web = DeploymentManager().create("web", "digits", "1.0.0")
+    web.update("1.1.0"); web.promote(); web.rollback()
+
+Submodules are imported lazily, so ``import workbench.deploy`` stays cheap.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from workbench.deploy.backends import get_backend
+    from workbench.deploy.deployment import (
+        DeployEvent,
+        Deployment,
+        DeploymentManager,
+        DeploymentStatus,
+        InstanceStatus,
+    )
+    from workbench.deploy.process import ProcessBackend
+    from workbench.deploy.rollout import Phase
+    from workbench.deploy.state import DeploymentState, HistoryEntry, StateStore
+
+__all__ = [
+    "DeployEvent",
+    "Deployment",
+    "DeploymentManager",
+    "DeploymentState",
+    "DeploymentStatus",
+    "HistoryEntry",
+    "InstanceStatus",
+    "Phase",
+    "ProcessBackend",
+    "StateStore",
+    "get_backend",
+]
+
+_WHERE = {
+    "DeployEvent": "deployment",
+    "Deployment": "deployment",
+    "DeploymentManager": "deployment",
+    "DeploymentStatus": "deployment",
+    "InstanceStatus": "deployment",
+    "DeploymentState": "state",
+    "HistoryEntry": "state",
+    "StateStore": "state",
+    "Phase": "rollout",
+    "ProcessBackend": "process",
+    "get_backend": "backends",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'workbench.deploy' has no attribute {name!r}")
+    from importlib import import_module
+
+    return getattr(import_module(f"workbench.deploy.{module}"), name)

@@ -1,0 +1,231 @@
+"""Output agreement of a candidate colour against the stable one, over HTTP.
+
+The same input batches (the manifests' samples, plus an optional ``.npz``/``.npy``
+file) go to both instances; their outputs are compared per output tensor: top-1
+agreement (argmax over the last axis, for outputs with more than one class) and the
+maximum and mean absolute difference. The report passes when both answered every
+batch with outputs of the same shapes and top-1 agreement is at least the threshold.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from workbench.errors import DeployError, ServingError
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
+    from workbench._types import Array, StrPath, Tensors
+    from workbench.deploy.client import ServingClient
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class OutputAgreement:
+    """How one output tensor of the candidate compares with the stable one."""
+
+    name: str
+    rows: int
+    top1: float | None  # share of rows whose argmax agrees; None for single-value outputs
+    max_abs_diff: float
+    mean_abs_diff: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "rows": self.rows,
+            "top1": self.top1,
+            "max_abs_diff": self.max_abs_diff,
+            "mean_abs_diff": self.mean_abs_diff,
+        }
+
+
+@dataclass(frozen=True)
+class AgreementReport:
+    """The result of :func:`check_agreement`, small enough to persist and print."""
+
+    model: str
+    stable_version: str | None
+    candidate_version: str | None
+    sources: tuple[str, ...]
+    rows: int
+    outputs: tuple[OutputAgreement, ...]
+    errors: tuple[str, ...] = ()
+    min_top1: float = 0.0
+    seconds: float = 0.0
+    extra: Mapping[str, Any] = field(default_factory=dict, compare=False)
+
+    @property
+    def top1(self) -> float | None:
+        """Top-1 agreement of the first classification-like output (None if there is none)."""
+        for output in self.outputs:
+            if output.top1 is not None:
+                return output.top1
+        return None
+
+    @property
+    def max_abs_diff(self) -> float:
+        return max((o.max_abs_diff for o in self.outputs), default=0.0)
+
+    @property
+    def mean_abs_diff(self) -> float:
+        if not self.outputs:
+            return 0.0
+        return float(np.mean([o.mean_abs_diff for o in self.outputs]))
+
+    @property
+    def passed(self) -> bool:
+        if self.errors or not self.outputs:
+            return False
+        top1 = self.top1
+        return top1 is None or top1 >= self.min_top1
+
+    def summary(self) -> str:
+        """One line for logs, history and the CLI."""
+        if self.errors:
+            return f"agreement check failed: {self.errors[0]}"
+        top1 = "n/a" if self.top1 is None else f"{self.top1:.1%}"
+        verdict = "passed" if self.passed else f"below the threshold {self.min_top1:.1%}"
+        return (
+            f"{self.candidate_version} vs {self.stable_version} on {self.rows} rows: "
+            f"top-1 agreement {top1}, max |diff| {self.max_abs_diff:.4g}, "
+            f"mean |diff| {self.mean_abs_diff:.4g} ({verdict})"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "stable_version": self.stable_version,
+            "candidate_version": self.candidate_version,
+            "sources": list(self.sources),
+            "rows": self.rows,
+            "top1": self.top1,
+            "max_abs_diff": self.max_abs_diff,
+            "mean_abs_diff": self.mean_abs_diff,
+            "min_top1": self.min_top1,
+            "passed": self.passed,
+            "errors": list(self.errors),
+            "seconds": self.seconds,
+            "outputs": [o.to_dict() for o in self.outputs],
+            "summary": self.summary(),
+        }
+
+
+def load_sample_file(path: StrPath, input_names: Sequence[str]) -> Tensors:
+    """Inputs from ``.npz`` (arrays named like the inputs) or ``.npy`` (the single input)."""
+    file = Path(path)
+    if not file.is_file():
+        raise DeployError(f"sample file {file} does not exist")
+    try:
+        if file.suffix == ".npz":
+            with np.load(file, allow_pickle=False) as archive:
+                arrays = {name: np.asarray(archive[name]) for name in archive.files}
+        elif file.suffix == ".npy":
+            array = np.load(file, allow_pickle=False)
+            if len(input_names) != 1:
+                raise DeployError(
+                    f"{file} holds one array but the model has inputs {list(input_names)}; "
+                    "use an .npz with one array per input"
+                )
+            arrays = {input_names[0]: np.asarray(array)}
+        else:
+            raise DeployError(f"sample file {file} must be .npz or .npy")
+    except (OSError, ValueError) as exc:
+        raise DeployError(f"cannot read sample file {file}: {exc}") from exc
+    missing = [n for n in input_names if n not in arrays]
+    if missing:
+        raise DeployError(f"sample file {file} lacks inputs {missing} (has {sorted(arrays)})")
+    return {name: arrays[name] for name in input_names}
+
+
+def compare_outputs(name: str, stable: Array, candidate: Array) -> OutputAgreement:
+    """Top-1 agreement and absolute differences of two outputs of the same shape."""
+    a = np.asarray(stable, dtype=np.float64)
+    b = np.asarray(candidate, dtype=np.float64)
+    if a.shape != b.shape:
+        raise ValueError(f"output {name!r}: shapes differ, {a.shape} vs {b.shape}")
+    diff = np.abs(a - b)
+    top1: float | None = None
+    if a.ndim >= 2 and a.shape[-1] > 1:
+        top1 = float(np.mean(np.argmax(a, axis=-1) == np.argmax(b, axis=-1)))
+    rows = int(a.shape[0]) if a.ndim else 1
+    return OutputAgreement(
+        name=name,
+        rows=rows,
+        top1=top1,
+        max_abs_diff=float(diff.max()) if diff.size else 0.0,
+        mean_abs_diff=float(diff.mean()) if diff.size else 0.0,
+    )
+
+
+def check_agreement(
+    stable: ServingClient,
+    candidate: ServingClient,
+    model: str,
+    batches: Sequence[tuple[str, Mapping[str, Array]]],
+    *,
+    min_top1: float = 0.0,
+    stable_version: str | None = None,
+    candidate_version: str | None = None,
+) -> AgreementReport:
+    """Send every ``(source, inputs)`` batch to both instances and compare the outputs."""
+    import time
+
+    started = time.perf_counter()
+    errors: list[str] = []
+    gathered: dict[str, tuple[list[Array], list[Array]]] = {}
+    sources = []
+    for source, inputs in batches:
+        sources.append(source)
+        try:
+            left = stable.infer(model, inputs)
+            right = candidate.infer(model, inputs)
+        except ServingError as exc:
+            errors.append(f"{source}: {exc}")
+            continue
+        stable_version = stable_version or left.version
+        candidate_version = candidate_version or right.version
+        missing = sorted(set(left.outputs) ^ set(right.outputs))
+        if missing:
+            errors.append(f"{source}: outputs differ by name: {missing}")
+            continue
+        for name in left.outputs:
+            pair = gathered.setdefault(name, ([], []))
+            pair[0].append(left.outputs[name])
+            pair[1].append(right.outputs[name])
+    outputs = []
+    for name, (lefts, rights) in gathered.items():
+        try:
+            outputs.append(compare_outputs(name, _stack(lefts), _stack(rights)))
+        except ValueError as exc:
+            errors.append(str(exc))
+    rows = max((o.rows for o in outputs), default=0)
+    report = AgreementReport(
+        model=model,
+        stable_version=stable_version,
+        candidate_version=candidate_version,
+        sources=tuple(sources),
+        rows=rows,
+        outputs=tuple(outputs),
+        errors=tuple(errors),
+        min_top1=min_top1,
+        seconds=time.perf_counter() - started,
+    )
+    log.info("%s: %s", model, report.summary())
+    return report
+
+
+def _stack(arrays: list[Array]) -> Array:
+    if len(arrays) == 1:
+        return arrays[0]
+    try:
+        return np.concatenate([np.atleast_1d(a) for a in arrays], axis=0)
+    except ValueError as exc:
+        raise ValueError(f"batches have incompatible output shapes: {exc}") from exc

@@ -1,0 +1,242 @@
+"""A small HTTP client for one serving instance (or a router in front of some).
+
+The deploy layer judges instances the way a user's client sees them: over the Open
+Inference Protocol REST API. Every transport error and every error status becomes a
+:class:`~workbench.errors.ServingError` (with ``status`` when there was a response).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import httpx
+import numpy as np
+
+from workbench.errors import ServingError
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from workbench._types import Array, TensorsIn
+
+log = logging.getLogger(__name__)
+
+_DATATYPES: dict[str, str] = {
+    "bool": "BOOL",
+    "uint8": "UINT8",
+    "uint16": "UINT16",
+    "uint32": "UINT32",
+    "uint64": "UINT64",
+    "int8": "INT8",
+    "int16": "INT16",
+    "int32": "INT32",
+    "int64": "INT64",
+    "float16": "FP16",
+    "float32": "FP32",
+    "float64": "FP64",
+}
+_DTYPES: dict[str, str] = {v: k for k, v in _DATATYPES.items()}
+
+
+@dataclass(frozen=True)
+class Health:
+    """A health endpoint's answer: ``ok`` and what it said (or why it could not say)."""
+
+    ok: bool
+    status: int | None = None
+    detail: dict[str, Any] = field(default_factory=dict, compare=False)
+    error: str = ""
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+
+@dataclass(frozen=True)
+class InferResult:
+    """An inference response: the outputs by name and the version (and colour) that answered."""
+
+    outputs: dict[str, Array]
+    version: str | None
+    model: str | None = None
+    color: str | None = None  # from the router's x-deploy-color, when behind a router
+    seconds: float = 0.0
+
+
+def encode_inputs(inputs: TensorsIn) -> dict[str, Any]:
+    """The JSON body of an infer request for ``inputs``."""
+    encoded = []
+    for name, value in inputs.items():
+        array = np.asarray(value)
+        try:
+            datatype = _DATATYPES[array.dtype.name]
+        except KeyError:
+            raise ValueError(f"input {name!r}: unsupported dtype {array.dtype.name}") from None
+        encoded.append(
+            {
+                "name": name,
+                "shape": list(array.shape),
+                "datatype": datatype,
+                "data": array.reshape(-1).tolist(),
+            }
+        )
+    return {"inputs": encoded}
+
+
+def decode_outputs(body: Mapping[str, Any]) -> dict[str, Array]:
+    """The outputs of a JSON infer response as arrays."""
+    outputs: dict[str, Array] = {}
+    for item in body.get("outputs", []):
+        dtype = _DTYPES.get(str(item.get("datatype")), "float32")
+        shape = [int(d) for d in item.get("shape", [])]
+        outputs[str(item["name"])] = np.asarray(item.get("data", []), dtype=dtype).reshape(shape)
+    return outputs
+
+
+class ServingClient:
+    """Health, metadata, inference and metrics of one instance at ``base_url``."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        timeout: float = 10.0,
+        headers: Mapping[str, str] | None = None,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._http = httpx.Client(
+            base_url=self.base_url,
+            timeout=timeout,
+            headers=dict(headers or {}),
+            transport=transport,
+            trust_env=False,
+        )
+
+    def __repr__(self) -> str:
+        return f"ServingClient({self.base_url!r})"
+
+    def __enter__(self) -> ServingClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    # -- plumbing ------------------------------------------------------------------------
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            return self._http.request(method, path, **kwargs)
+        except httpx.TimeoutException as exc:
+            raise ServingError(f"{method} {self.base_url}{path} timed out") from exc
+        except httpx.HTTPError as exc:
+            raise ServingError(f"{method} {self.base_url}{path} failed: {exc}") from exc
+
+    def _checked(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        response = self._request(method, path, **kwargs)
+        if response.status_code >= 400:
+            raise ServingError(
+                f"{method} {self.base_url}{path} answered {response.status_code}: "
+                f"{_error_text(response)}",
+                status=response.status_code,
+            )
+        return response
+
+    def _health(self, path: str, timeout: float | None) -> Health:
+        kwargs: dict[str, Any] = {} if timeout is None else {"timeout": timeout}
+        try:
+            response = self._request("GET", path, **kwargs)
+        except ServingError as exc:
+            return Health(False, None, error=str(exc))
+        detail = _json(response)
+        ok = response.status_code == 200
+        error = "" if ok else (_error_text(response) or f"status {response.status_code}")
+        return Health(ok, response.status_code, detail, error)
+
+    # -- API -----------------------------------------------------------------------------
+
+    def live(self, timeout: float | None = 2.0) -> Health:
+        """``GET /v2/health/live``."""
+        return self._health("/v2/health/live", timeout)
+
+    def ready(self, timeout: float | None = 2.0) -> Health:
+        """``GET /v2/health/ready``."""
+        return self._health("/v2/health/ready", timeout)
+
+    def deep_health(self, timeout: float | None = 30.0) -> Health:
+        """``GET /v2/health/deep``: a real inference on the manifest sample."""
+        health = self._health("/v2/health/deep", timeout)
+        if health.ok and health.detail.get("ok") is False:
+            return Health(False, health.status, health.detail, str(health.detail.get("error")))
+        return health
+
+    def server_metadata(self) -> dict[str, Any]:
+        """``GET /v2``."""
+        return _json(self._checked("GET", "/v2"))
+
+    def metadata(self, model: str, version: str | None = None) -> dict[str, Any]:
+        """``GET /v2/models/{model}[/versions/{version}]``."""
+        path = f"/v2/models/{model}" + (f"/versions/{version}" if version else "")
+        return _json(self._checked("GET", path))
+
+    def infer(
+        self,
+        model: str,
+        inputs: TensorsIn,
+        *,
+        version: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> InferResult:
+        """``POST /v2/models/{model}/infer`` with JSON tensors; ``version`` pins one by URL."""
+        path = f"/v2/models/{model}" + (f"/versions/{version}" if version else "") + "/infer"
+        response = self._checked("POST", path, json=encode_inputs(inputs), headers=headers)
+        body = _json(response)
+        try:
+            outputs = decode_outputs(body)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ServingError(f"malformed infer response from {self.base_url}: {exc}") from exc
+        return InferResult(
+            outputs=outputs,
+            version=response.headers.get("x-model-version") or body.get("model_version"),
+            model=body.get("model_name"),
+            color=response.headers.get("x-deploy-color"),
+            seconds=response.elapsed.total_seconds(),
+        )
+
+    def metrics_text(self) -> str:
+        """``GET /metrics`` as Prometheus text."""
+        return self._checked("GET", "/metrics").text
+
+    def metrics(self) -> dict[str, list[tuple[dict[str, str], float]]]:
+        """``GET /metrics`` parsed: sample name -> [(labels, value), ...]."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        samples: dict[str, list[tuple[dict[str, str], float]]] = {}
+        try:
+            for family in text_string_to_metric_families(self.metrics_text()):
+                for sample in family.samples:
+                    samples.setdefault(sample.name, []).append(
+                        (dict(sample.labels), float(sample.value))
+                    )
+        except ValueError as exc:
+            raise ServingError(f"unparseable metrics from {self.base_url}: {exc}") from exc
+        return samples
+
+
+def _json(response: httpx.Response) -> dict[str, Any]:
+    try:
+        data = response.json()
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {"value": data}
+
+
+def _error_text(response: httpx.Response) -> str:
+    data = _json(response)
+    if "error" in data:
+        return str(data["error"])
+    return response.text.strip()[:500]

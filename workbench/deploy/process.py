@@ -1,0 +1,320 @@
+"""The process backend: serving instances as local processes on loopback ports.
+
+The embedded default; it needs no Docker. Each instance is ``python -m workbench
+serve ...`` in a new session (so it outlives the shell or kernel that started it),
+its output in a log file, and a small JSON record beside it (pid, process start
+time, port, colour, version) so a new shell or a restarted kernel finds it again.
+The start time guards against pid reuse: a pid whose process started at another
+time is not ours.
+
+::
+
+    <home>/deployments/<name>/instances/<colour>.json   the record
+    <home>/deployments/<name>/instances/<colour>.log    stdout and stderr
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import deque
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import psutil
+
+from workbench.deploy.base import COLORS, Backend, Instance, InstanceSpec, check_deployment_name
+from workbench.errors import BackendError
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from workbench._types import Color, StrPath
+
+log = logging.getLogger(__name__)
+
+#: How long a started process must survive before start() returns.
+START_GRACE = 0.3
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port that is free on ``host`` right now (bind port 0, read it back)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether something already listens on (or holds) ``host:port``."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            if exc.errno in (errno.EADDRINUSE, errno.EACCES):
+                return True
+            raise
+    return False
+
+
+def _tail(path: Path, lines: int) -> str:
+    try:
+        with path.open("r", encoding="utf-8", errors="replace") as handle:
+            return "".join(deque(handle, maxlen=lines))
+    except FileNotFoundError:
+        return ""
+
+
+class ProcessBackend(Backend):
+    """Starts ``workbench serve`` as local processes and finds them again after a restart."""
+
+    name = "process"
+
+    def __init__(
+        self,
+        home: StrPath | None = None,
+        *,
+        command: Sequence[str] | None = None,
+        env: dict[str, str] | None = None,
+        start_grace: float = START_GRACE,
+    ) -> None:
+        """``command`` replaces ``[sys.executable, "-m", "workbench"]`` (tests use a stub)."""
+        if home is None:
+            from workbench.deploy.state import default_home
+
+            home = default_home()
+        self.home = Path(home)
+        self.command = list(command) if command else [sys.executable, "-m", "workbench"]
+        self.env = dict(env or {})
+        self.start_grace = start_grace
+        self._children: dict[int, subprocess.Popen[bytes]] = {}
+
+    def __repr__(self) -> str:
+        return f"ProcessBackend(home={str(self.home)!r})"
+
+    # -- files ---------------------------------------------------------------------------
+
+    def directory(self, deployment: str) -> Path:
+        return self.home / "deployments" / check_deployment_name(deployment) / "instances"
+
+    def record_path(self, spec: InstanceSpec) -> Path:
+        return self.directory(spec.deployment) / f"{spec.color}.json"
+
+    def log_path(self, spec: InstanceSpec) -> Path:
+        return self.directory(spec.deployment) / f"{spec.color}.log"
+
+    # -- Backend -------------------------------------------------------------------------
+
+    def start(self, spec: InstanceSpec) -> Instance:
+        if port_in_use(spec.port, spec.host):
+            raise BackendError(
+                f"cannot start {spec.deployment}/{spec.color}: port {spec.port} on {spec.host} "
+                "is in use"
+            )
+        for existing in self.find(spec.deployment):
+            if existing.spec.color == spec.color:
+                raise BackendError(
+                    f"{spec.deployment}/{spec.color} already runs (pid {existing.ref}); "
+                    "stop it first"
+                )
+        directory = self.directory(spec.deployment)
+        directory.mkdir(parents=True, exist_ok=True)
+        log_path = self.log_path(spec)
+        argv = [*self.command, *spec.serve_args()]
+        env = {**os.environ, **self.env, **dict(spec.env), "PYTHONUNBUFFERED": "1"}
+        if spec.admin_token:
+            env["WORKBENCH_ADMIN_TOKEN"] = spec.admin_token
+        log.info("starting %s/%s: %s", spec.deployment, spec.color, " ".join(argv))
+        with log_path.open("ab") as out:
+            out.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(argv)}\n".encode())
+            out.flush()
+            try:
+                proc = subprocess.Popen(
+                    argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    env=env,
+                    start_new_session=True,
+                    close_fds=True,
+                )
+            except OSError as exc:
+                raise BackendError(f"cannot run {argv[0]}: {exc}") from exc
+        try:
+            created = psutil.Process(proc.pid).create_time()
+        except psutil.Error:
+            created = 0.0
+        instance = Instance(
+            spec=spec,
+            backend=self.name,
+            ref=str(proc.pid),
+            labels={
+                "create_time": repr(created),
+                "log": str(log_path),
+                "deployment": spec.deployment,
+                "color": spec.color,
+                "version": spec.version,
+            },
+        )
+        self._write_record(instance)
+        deadline = time.monotonic() + self.start_grace
+        while time.monotonic() < deadline:
+            code = proc.poll()
+            if code is not None:
+                self.record_path(spec).unlink(missing_ok=True)
+                raise BackendError(
+                    f"{spec.deployment}/{spec.color} ({spec.model} {spec.version}) exited with "
+                    f"code {code} during start; last lines of {log_path}:\n"
+                    f"{_tail(log_path, 20).rstrip()}"
+                )
+            time.sleep(0.02)
+        self._children[proc.pid] = proc  # reaped by stop() or poll() in is_running()
+        return instance
+
+    def stop(self, instance: Instance, timeout: float = 10.0) -> None:
+        proc = self._process(instance)
+        if proc is not None:
+            log.info("stopping %s/%s (pid %s)", instance.spec.deployment, instance.spec.color,
+                     instance.ref)
+            with contextlib.suppress(psutil.NoSuchProcess):
+                proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=timeout)
+            except psutil.TimeoutExpired:
+                log.warning("pid %s did not stop within %.0fs; killing it", instance.ref, timeout)
+                self._kill_group(proc)
+                with contextlib.suppress(psutil.Error):
+                    proc.wait(timeout=5)
+            except psutil.NoSuchProcess:
+                pass
+        if instance.ref.isdigit():
+            child = self._children.pop(int(instance.ref), None)
+            if child is not None:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    child.wait(timeout=0.1)
+        record = self.record_path(instance.spec)
+        current = self._read_record(record)
+        if current is not None and current.get("pid") == instance.ref:
+            record.unlink(missing_ok=True)
+
+    def is_running(self, instance: Instance) -> bool:
+        child = self._children.get(int(instance.ref)) if instance.ref.isdigit() else None
+        if child is not None and child.poll() is not None:
+            return False
+        proc = self._process(instance)
+        if proc is None:
+            return False
+        try:
+            return proc.status() != psutil.STATUS_ZOMBIE
+        except psutil.Error:
+            return False
+
+    def logs(self, instance: Instance, tail: int = 200) -> str:
+        path = Path(instance.labels.get("log", "")) if instance.labels.get("log") else None
+        return _tail(path or self.log_path(instance.spec), tail)
+
+    def find(self, deployment: str) -> list[Instance]:
+        found = []
+        for color in COLORS:
+            path = self.directory(deployment) / f"{color}.json"
+            data = self._read_record(path)
+            if data is None:
+                continue
+            try:
+                instance = self._from_record(data)
+            except (KeyError, TypeError, ValueError) as exc:
+                log.warning("ignoring unreadable instance record %s: %s", path, exc)
+                continue
+            if self.is_running(instance):
+                found.append(instance)
+        return found
+
+    # -- helpers -------------------------------------------------------------------------
+
+    def _process(self, instance: Instance) -> psutil.Process | None:
+        """The live process of ``instance``, or None (gone, or the pid was reused)."""
+        try:
+            pid = int(instance.ref)
+        except ValueError:
+            return None
+        try:
+            proc = psutil.Process(pid)
+            created = proc.create_time()
+        except psutil.Error:
+            return None
+        expected = instance.labels.get("create_time")
+        if expected is not None:
+            try:
+                if abs(float(expected) - created) > 1.0:
+                    return None
+            except ValueError:
+                return None
+        return proc
+
+    def _kill_group(self, proc: psutil.Process) -> None:
+        try:
+            os.killpg(os.getpgid(proc.pid), signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
+
+    def _write_record(self, instance: Instance) -> None:
+        spec = instance.spec
+        data = {
+            "pid": instance.ref,
+            "labels": dict(instance.labels),
+            "spec": {
+                "deployment": spec.deployment,
+                "color": spec.color,
+                "model": spec.model,
+                "version": spec.version,
+                "repo": spec.repo,
+                "port": spec.port,
+                "host": spec.host,
+                "device": spec.device,
+                "workers": spec.workers,
+                "extra_args": list(spec.extra_args),
+            },
+        }
+        path = self.record_path(spec)
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+        tmp.replace(path)
+
+    @staticmethod
+    def _read_record(path: Path) -> dict[str, Any] | None:
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            log.warning("cannot read %s: %s", path, exc)
+            return None
+        return data if isinstance(data, dict) else None
+
+    def _from_record(self, data: dict[str, Any]) -> Instance:
+        raw = data["spec"]
+        color: Color = "green" if raw["color"] == "green" else "blue"
+        spec = InstanceSpec(
+            deployment=str(raw["deployment"]),
+            color=color,
+            model=str(raw["model"]),
+            version=str(raw["version"]),
+            repo=str(raw["repo"]),
+            port=int(raw["port"]),
+            host=str(raw.get("host", "127.0.0.1")),
+            device=str(raw.get("device", "cpu")),
+            workers=int(raw.get("workers", 1)),
+            extra_args=tuple(str(a) for a in raw.get("extra_args", [])),
+        )
+        labels = {str(k): str(v) for k, v in dict(data.get("labels", {})).items()}
+        return Instance(spec=spec, backend=self.name, ref=str(data["pid"]), labels=labels)

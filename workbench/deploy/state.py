@@ -1,0 +1,530 @@
+"""The persisted truth of each deployment: one JSON file, one file lock.
+
+Layout under the workbench home::
+
+    $WORKBENCH_HOME/deployments/<name>/state.json       the DeploymentState
+    $WORKBENCH_HOME/deployments/<name>/state.json.lock  held while a process changes it
+    $WORKBENCH_HOME/deployments/<name>/router/          nginx's workdir
+    $WORKBENCH_HOME/deployments/<name>/instances/       the process backend's records and logs
+
+Writers take the lock, read, change and write back (:meth:`StateStore.transaction`),
+so two processes acting on one deployment at once lose no update. Writes go to a
+temporary file that is fsynced and renamed over the old one, so a reader without the
+lock never sees half a file. The notebook, an SSH shell and a restarted process all
+read the same file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import getpass
+import json
+import logging
+import os
+import shutil
+import socket
+import tempfile
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from filelock import FileLock
+from filelock import Timeout as LockTimeout
+
+from workbench.deploy.base import COLORS, Instance, InstanceSpec, check_deployment_name
+from workbench.deploy.rollout import Rollout
+from workbench.errors import StateError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Mapping
+
+    from workbench._types import Color, StrPath
+
+log = logging.getLogger(__name__)
+
+SCHEMA = 1
+MAX_HISTORY = 1000
+STATE_FILE = "state.json"
+
+
+def default_home() -> Path:
+    """The workbench home from the environment (``WORKBENCH_HOME``, default ``~/.workbench``)."""
+    from workbench.settings import Settings
+
+    return Settings.from_env().home
+
+
+def _color(value: object) -> Color:
+    if value == "blue":
+        return "blue"
+    if value == "green":
+        return "green"
+    raise StateError(f"invalid colour {value!r} in deployment state")
+
+
+def actor() -> str:
+    """Who acts: ``user@host:pid``, recorded in the history."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = str(os.getuid())
+    return f"{user}@{socket.gethostname()}:{os.getpid()}"
+
+
+@dataclass(frozen=True)
+class InstanceRecord:
+    """One colour's serving instance as last started by a backend."""
+
+    color: Color
+    version: str
+    host: str
+    port: int
+    backend: str
+    ref: str  # pid (process) or container id (docker)
+    started_at: float
+    labels: Mapping[str, str] = field(default_factory=dict, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.color not in COLORS:
+            raise ValueError(f"color must be one of {COLORS}, not {self.color!r}")
+        if not 0 < self.port < 65536:
+            raise ValueError(f"port must be in 1..65535, not {self.port}")
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @classmethod
+    def from_instance(
+        cls, instance: Instance, *, started_at: float | None = None
+    ) -> InstanceRecord:
+        return cls(
+            color=instance.spec.color,
+            version=instance.spec.version,
+            host=instance.spec.host,
+            port=instance.spec.port,
+            backend=instance.backend,
+            ref=instance.ref,
+            started_at=time.time() if started_at is None else started_at,
+            labels=dict(instance.labels),
+        )
+
+    def to_instance(self, state: DeploymentState) -> Instance:
+        spec = InstanceSpec(
+            deployment=state.name,
+            color=self.color,
+            model=state.model,
+            version=self.version,
+            repo=state.repo,
+            port=self.port,
+            host=self.host,
+            device=state.device,
+            workers=state.workers,
+        )
+        return Instance(spec=spec, backend=self.backend, ref=self.ref, labels=dict(self.labels))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "color": self.color,
+            "version": self.version,
+            "host": self.host,
+            "port": self.port,
+            "backend": self.backend,
+            "ref": self.ref,
+            "started_at": self.started_at,
+            "labels": dict(self.labels),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> InstanceRecord:
+        return cls(
+            color=_color(data["color"]),
+            version=str(data["version"]),
+            host=str(data["host"]),
+            port=int(data["port"]),
+            backend=str(data["backend"]),
+            ref=str(data["ref"]),
+            started_at=float(data.get("started_at", 0.0)),
+            labels={str(k): str(v) for k, v in dict(data.get("labels", {})).items()},
+        )
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    """One action on a deployment: when, what, from which version to which, how it ended."""
+
+    time: float
+    action: str  # create, update, verify, promote, weight, switch, rollback, abort, delete, ...
+    outcome: str  # "ok" | "failed" | "refused"
+    stable_version: str | None
+    candidate_version: str | None
+    phase: str
+    weights: Mapping[str, int] = field(default_factory=dict, compare=False)
+    reason: str = ""
+    actor: str = ""
+
+    def __post_init__(self) -> None:
+        if self.outcome not in ("ok", "failed", "refused"):
+            raise ValueError(f"outcome must be ok, failed or refused, not {self.outcome!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "time": self.time,
+            "action": self.action,
+            "outcome": self.outcome,
+            "stable_version": self.stable_version,
+            "candidate_version": self.candidate_version,
+            "phase": self.phase,
+            "weights": dict(self.weights),
+            "reason": self.reason,
+            "actor": self.actor,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> HistoryEntry:
+        def opt(key: str) -> str | None:
+            value = data.get(key)
+            return None if value is None else str(value)
+
+        return cls(
+            time=float(data["time"]),
+            action=str(data["action"]),
+            outcome=str(data["outcome"]),
+            stable_version=opt("stable_version"),
+            candidate_version=opt("candidate_version"),
+            phase=str(data.get("phase", "")),
+            weights={str(k): int(v) for k, v in dict(data.get("weights", {})).items()},
+            reason=str(data.get("reason", "")),
+            actor=str(data.get("actor", "")),
+        )
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What the current rollout deploys: the candidate's version and port, and how to verify it."""
+
+    version: str
+    port: int
+    sample_file: str | None = None  # extra agreement inputs (.npz or .npy)
+    min_agreement: float = 0.0  # top-1 agreement the candidate needs to pass
+
+    def __post_init__(self) -> None:
+        if not 0 < self.port < 65536:
+            raise ValueError(f"port must be in 1..65535, not {self.port}")
+        if not 0.0 <= self.min_agreement <= 1.0:
+            raise ValueError(f"min_agreement must be in 0..1, not {self.min_agreement}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "version": self.version,
+            "port": self.port,
+            "sample_file": self.sample_file,
+            "min_agreement": self.min_agreement,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Plan:
+        sample = data.get("sample_file")
+        return cls(
+            version=str(data["version"]),
+            port=int(data["port"]),
+            sample_file=None if sample is None else str(sample),
+            min_agreement=float(data.get("min_agreement", 0.0)),
+        )
+
+
+@dataclass(frozen=True)
+class DeploymentState:
+    """Everything persisted about one deployment."""
+
+    name: str
+    model: str
+    repo: str
+    port: int  # the router's public port
+    host: str = "127.0.0.1"  # the router's listen address
+    backend: str = "process"
+    backend_options: Mapping[str, str] = field(default_factory=dict)
+    device: str = "cpu"
+    workers: int = 1
+    rollout: Rollout = field(default_factory=Rollout)
+    instances: Mapping[Color, InstanceRecord] = field(default_factory=dict)
+    plan: Plan | None = None  # the current (or last) rollout's target
+    agreement: Mapping[str, Any] | None = None  # the last output-agreement report
+    history: tuple[HistoryEntry, ...] = ()
+    revision: int = 0  # bumped on every write
+    created_at: float = 0.0
+    updated_at: float = 0.0
+
+    def __post_init__(self) -> None:
+        check_deployment_name(self.name)
+        if not 0 < self.port < 65536:
+            raise ValueError(f"port must be in 1..65535, not {self.port}")
+        for color, record in self.instances.items():
+            if record.color != color:
+                raise ValueError(f"instance recorded under {color} is {record.color}")
+
+    # -- derived views -------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        """The public endpoint (the router)."""
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def phase(self) -> str:
+        return self.rollout.phase.value
+
+    @property
+    def stable(self) -> InstanceRecord | None:
+        return self.instances.get(self.rollout.stable)
+
+    @property
+    def candidate(self) -> InstanceRecord | None:
+        return self.instances.get(self.rollout.candidate)
+
+    @property
+    def live(self) -> InstanceRecord | None:
+        """The instance that takes most of the traffic."""
+        return self.instances.get(self.rollout.live)
+
+    @property
+    def weights(self) -> dict[str, int]:
+        """Traffic share per running colour (a colour with no instance gets nothing)."""
+        weights = self.rollout.weights
+        return {c: weights[c] for c in COLORS if c in self.instances}
+
+    @property
+    def stable_version(self) -> str | None:
+        record = self.stable
+        return record.version if record else None
+
+    @property
+    def candidate_version(self) -> str | None:
+        record = self.candidate
+        return record.version if record else None
+
+    def with_instance(self, record: InstanceRecord) -> DeploymentState:
+        return replace(self, instances={**self.instances, record.color: record})
+
+    def without_instance(self, color: Color) -> DeploymentState:
+        return replace(self, instances={c: r for c, r in self.instances.items() if c != color})
+
+    def record(
+        self,
+        action: str,
+        outcome: str = "ok",
+        reason: str = "",
+        *,
+        now: float | None = None,
+    ) -> DeploymentState:
+        """Return this state with a history entry appended (versions and phase as they are now)."""
+        entry = HistoryEntry(
+            time=time.time() if now is None else now,
+            action=action,
+            outcome=outcome,
+            stable_version=self.stable_version,
+            candidate_version=self.candidate_version,
+            phase=self.phase,
+            weights=dict(self.weights),
+            reason=reason,
+            actor=actor(),
+        )
+        return replace(self, history=(*self.history, entry)[-MAX_HISTORY:])
+
+    # -- JSON ----------------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema": SCHEMA,
+            "name": self.name,
+            "model": self.model,
+            "repo": self.repo,
+            "host": self.host,
+            "port": self.port,
+            "url": self.url,
+            "backend": self.backend,
+            "backend_options": dict(self.backend_options),
+            "device": self.device,
+            "workers": self.workers,
+            "rollout": self.rollout.to_dict(),
+            "weights": dict(self.weights),
+            "instances": {c: r.to_dict() for c, r in self.instances.items()},
+            "plan": None if self.plan is None else self.plan.to_dict(),
+            "agreement": None if self.agreement is None else dict(self.agreement),
+            "history": [h.to_dict() for h in self.history],
+            "revision": self.revision,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> DeploymentState:
+        schema = data.get("schema", SCHEMA)
+        if schema != SCHEMA:
+            raise StateError(f"unsupported deployment state schema {schema!r} (expected {SCHEMA})")
+        agreement = data.get("agreement")
+        plan = data.get("plan")
+        return cls(
+            name=str(data["name"]),
+            model=str(data["model"]),
+            repo=str(data["repo"]),
+            host=str(data.get("host", "127.0.0.1")),
+            port=int(data["port"]),
+            backend=str(data.get("backend", "process")),
+            backend_options={
+                str(k): str(v) for k, v in dict(data.get("backend_options", {})).items()
+            },
+            device=str(data.get("device", "cpu")),
+            workers=int(data.get("workers", 1)),
+            rollout=Rollout.from_dict(data["rollout"]),
+            instances={
+                _color(c): InstanceRecord.from_dict(r)
+                for c, r in dict(data.get("instances", {})).items()
+            },
+            plan=None if plan is None else Plan.from_dict(plan),
+            agreement=None if agreement is None else dict(agreement),
+            history=tuple(HistoryEntry.from_dict(h) for h in data.get("history", [])),
+            revision=int(data.get("revision", 0)),
+            created_at=float(data.get("created_at", 0.0)),
+            updated_at=float(data.get("updated_at", 0.0)),
+        )
+
+
+class Transaction:
+    """A locked read-modify-write of one deployment's state (see StateStore.transaction)."""
+
+    def __init__(self, store: StateStore, name: str, state: DeploymentState | None) -> None:
+        self._store = store
+        self.name = name
+        self._state = state
+        self.saved = False
+
+    @property
+    def exists(self) -> bool:
+        return self._state is not None
+
+    @property
+    def state(self) -> DeploymentState:
+        if self._state is None:
+            raise StateError(f"no deployment named {self.name!r}")
+        return self._state
+
+    def save(self, state: DeploymentState) -> DeploymentState:
+        """Write ``state`` (revision bumped) while the lock is held; return what was written."""
+        if state.name != self.name:
+            raise StateError(f"transaction for {self.name!r} cannot save {state.name!r}")
+        previous = self._state.revision if self._state is not None else 0
+        now = time.time()
+        state = replace(
+            state,
+            revision=previous + 1,
+            updated_at=now,
+            created_at=state.created_at or now,
+        )
+        self._store._write(state)
+        self._state = state
+        self.saved = True
+        return state
+
+
+class StateStore:
+    """Deployment states under ``<home>/deployments``, one JSON file and lock each."""
+
+    def __init__(self, home: StrPath | None = None, *, lock_timeout: float = 60.0) -> None:
+        self.home = Path(home) if home is not None else default_home()
+        self.root = self.home / "deployments"
+        self.lock_timeout = lock_timeout
+
+    def __repr__(self) -> str:
+        return f"StateStore({str(self.root)!r})"
+
+    def directory(self, name: str) -> Path:
+        """The deployment's directory (state, router workdir, instance logs)."""
+        return self.root / check_deployment_name(name)
+
+    def path(self, name: str) -> Path:
+        return self.directory(name) / STATE_FILE
+
+    def exists(self, name: str) -> bool:
+        return self.path(name).is_file()
+
+    def names(self) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        return sorted(p.parent.name for p in self.root.glob(f"*/{STATE_FILE}"))
+
+    def load(self, name: str) -> DeploymentState:
+        """Read the state without the lock (writes are atomic renames)."""
+        path = self.path(name)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise StateError(f"no deployment named {name!r} (looked in {self.root})") from None
+        except OSError as exc:
+            raise StateError(f"cannot read {path}: {exc}") from exc
+        try:
+            return DeploymentState.from_dict(json.loads(text))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise StateError(f"invalid deployment state in {path}: {exc}") from exc
+
+    def all(self) -> list[DeploymentState]:
+        states = []
+        for name in self.names():
+            try:
+                states.append(self.load(name))
+            except StateError as exc:
+                log.warning("skipping %s: %s", name, exc)
+        return states
+
+    @contextlib.contextmanager
+    def lock(self, name: str, timeout: float | None = None) -> Iterator[None]:
+        """Hold the deployment's file lock (StateError if another process holds it too long)."""
+        directory = self.directory(name)
+        directory.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(directory / (STATE_FILE + ".lock")))
+        wait = self.lock_timeout if timeout is None else timeout
+        try:
+            lock.acquire(timeout=wait)
+        except LockTimeout:
+            raise StateError(
+                f"deployment {name!r} is locked by another process (waited {wait:.0f}s)"
+            ) from None
+        try:
+            yield
+        finally:
+            lock.release()
+
+    @contextlib.contextmanager
+    def transaction(self, name: str, timeout: float | None = None) -> Iterator[Transaction]:
+        """Lock, read (None if it does not exist yet), let the caller save, unlock."""
+        with self.lock(name, timeout):
+            state = self.load(name) if self.exists(name) else None
+            yield Transaction(self, name, state)
+
+    def remove(self, name: str) -> None:
+        """Delete the deployment's directory (state, logs, router workdir)."""
+        with self.lock(name):
+            self.path(name).unlink(missing_ok=True)
+        shutil.rmtree(self.directory(name), ignore_errors=True)
+
+    def _write(self, state: DeploymentState) -> None:
+        path = self.path(state.name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        data = json.dumps(state.to_dict(), indent=2, sort_keys=False) + "\n"
+        fd, tmp = tempfile.mkstemp(prefix=".state.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            Path(tmp).replace(path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        with contextlib.suppress(OSError):
+            dir_fd = os.open(path.parent, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)

@@ -8,6 +8,7 @@ a MissingDependencyError naming the extra to install.
 
 from __future__ import annotations
 
+import logging
 import os
 import warnings
 from typing import Any
@@ -31,6 +32,8 @@ def quiet() -> None:
 def import_paddle() -> Any:
     """Import paddle quietly; raise MissingDependencyError if it is not installed."""
     quiet()
+    root = logging.getLogger()
+    handlers = list(root.handlers)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -39,6 +42,12 @@ def import_paddle() -> Any:
         if exc.name != "paddle":
             raise
         raise MissingDependencyError("paddlepaddle", "cpu") from exc
+    finally:
+        # Paddle installs a handler on the root logger at import; the application's
+        # logging configuration is not Paddle's to make.
+        for handler in root.handlers[:]:
+            if handler not in handlers:
+                root.removeHandler(handler)
     return paddle
 
 

@@ -1,0 +1,432 @@
+"""The model repository on disk: ``<root>/<model>/<version>/`` plus aliases.
+
+Readers see only complete versions: a version directory counts when its name is
+a semantic version, it is not hidden, and its manifest exists. Publishing stages
+into a hidden directory, writes the manifest last, fsyncs and renames, so a
+half-copied version is never listed or loaded. Aliases live in
+``<root>/<model>/aliases.json``, replaced atomically under a file lock.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from filelock import FileLock
+
+from workbench.errors import (
+    AliasError,
+    ManifestError,
+    ModelNotFoundError,
+    PublishError,
+    RepositoryError,
+    VersionNotFoundError,
+)
+from workbench.model import formats, signing
+from workbench.model.manifest import (
+    MANIFEST_NAME,
+    SAMPLE_NAME,
+    UNHASHED,
+    Manifest,
+    TensorSpec,
+    hash_files,
+    write_sample,
+)
+from workbench.model.version import ModelRef, Version, check_alias, check_model_name
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
+
+    import numpy as np
+
+    from workbench._types import StrPath, TensorsIn
+
+log = logging.getLogger(__name__)
+ALIASES_NAME = "aliases.json"
+LATEST = "latest"
+
+
+class ModelRepository:
+    """A directory of models, each with semantic-versioned, manifest-sealed versions."""
+
+    def __init__(self, root: StrPath, *, verify_key: StrPath | None = None) -> None:
+        self.root = Path(root).expanduser()
+        self.verify_key = Path(verify_key) if verify_key is not None else None
+
+    def __repr__(self) -> str:
+        return f"ModelRepository({str(self.root)!r})"
+
+    # -- reading ---------------------------------------------------------------------
+
+    def models(self) -> list[str]:
+        """Models that have at least one complete version."""
+        if not self.root.is_dir():
+            return []
+        return sorted(
+            entry.name
+            for entry in self.root.iterdir()
+            if entry.is_dir() and not entry.name.startswith(".") and self._version_dirs(entry)
+        )
+
+    def versions(self, model: str) -> list[Version]:
+        """Complete versions of ``model``, oldest first."""
+        model_dir = self._model_dir(model)
+        return sorted(self._version_dirs(model_dir))
+
+    def _version_dirs(self, model_dir: Path) -> dict[Version, Path]:
+        found: dict[Version, Path] = {}
+        try:
+            entries = list(model_dir.iterdir())
+        except (FileNotFoundError, NotADirectoryError):
+            return found
+        for entry in entries:
+            if entry.name.startswith(".") or not Version.is_version(entry.name):
+                continue
+            if (entry / MANIFEST_NAME).is_file():
+                found[Version.parse(entry.name)] = entry
+        return found
+
+    def _model_dir(self, model: str) -> Path:
+        try:
+            check_model_name(model)
+        except ValueError as exc:
+            raise ModelNotFoundError(str(exc)) from exc
+        model_dir = self.root / model
+        if not model_dir.is_dir():
+            known = ", ".join(self.models()) or "none"
+            raise ModelNotFoundError(f"no model {model!r} in {self.root} (models: {known})")
+        return model_dir
+
+    def path(self, model: str, version: Version | str) -> Path:
+        """Directory of a complete version; raise VersionNotFoundError otherwise."""
+        version = self.resolve(model, version)
+        return self._model_dir(model) / str(version)
+
+    def manifest(self, model: str, version: Version | str) -> Manifest:
+        return Manifest.read(self.path(model, version))
+
+    def sample(self, model: str, version: Version | str) -> dict[str, np.ndarray[Any, Any]]:
+        """The sample input batch recorded with a version."""
+        path = self.path(model, version)
+        return Manifest.read(path).load_sample(path)
+
+    def fingerprint(self, model: str) -> tuple[object, ...]:
+        """A cheap value that changes when versions or aliases of ``model`` change."""
+        model_dir = self.root / model
+        try:
+            names = sorted(e.name for e in model_dir.iterdir() if not e.name.startswith("."))
+        except FileNotFoundError:
+            return ()
+        marks = []
+        for name in names:
+            path = model_dir / name
+            stamp = path / MANIFEST_NAME if path.is_dir() else path
+            try:
+                marks.append((name, stamp.stat().st_mtime_ns))
+            except FileNotFoundError:
+                marks.append((name, 0))
+        return tuple(marks)
+
+    # -- aliases ---------------------------------------------------------------------
+
+    def aliases(self, model: str) -> dict[str, Version]:
+        """Alias → version, including the implicit ``latest`` (highest release)."""
+        model_dir = self._model_dir(model)
+        versions = self._version_dirs(model_dir)
+        result: dict[str, Version] = {}
+        if versions:
+            releases = [v for v in versions if not v.prerelease]
+            result[LATEST] = max(releases or versions)
+        for alias, text in self._read_aliases(model_dir).items():
+            try:
+                version = Version.parse(text)
+            except ValueError:
+                log.warning("ignoring alias %s of %s: %r is not a version", alias, model, text)
+                continue
+            if version in versions:
+                result[alias] = version
+            else:
+                log.warning("alias %s of %s points at missing version %s", alias, model, version)
+        return dict(sorted(result.items()))
+
+    def _read_aliases(self, model_dir: Path) -> dict[str, str]:
+        path = model_dir / ALIASES_NAME
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            return {}
+        except (OSError, json.JSONDecodeError) as exc:
+            raise RepositoryError(f"cannot read {path}: {exc}") from exc
+        if not isinstance(data, dict):
+            raise RepositoryError(f"{path} must hold a JSON object of alias → version")
+        return {str(k): str(v) for k, v in data.items()}
+
+    def set_alias(self, model: str, alias: str, version: Version | str) -> Version:
+        """Point ``alias`` at an existing version of ``model``."""
+        try:
+            check_alias(alias)
+        except ValueError as exc:
+            raise AliasError(str(exc)) from exc
+        model_dir = self._model_dir(model)
+        try:
+            target = Version.parse(version)
+        except ValueError:
+            target = self.resolve(model, version)
+        if target not in self._version_dirs(model_dir):
+            raise AliasError(
+                f"cannot point {model}@{alias} at {target}: no such version "
+                f"(versions: {', '.join(map(str, self.versions(model))) or 'none'})"
+            )
+        self._update_aliases(model_dir, {alias: str(target)})
+        log.info("alias %s@%s -> %s", model, alias, target)
+        return target
+
+    def remove_alias(self, model: str, alias: str) -> None:
+        model_dir = self._model_dir(model)
+        if alias not in self._read_aliases(model_dir):
+            raise AliasError(f"{model} has no alias {alias!r}")
+        self._update_aliases(model_dir, {alias: None})
+
+    def _update_aliases(self, model_dir: Path, changes: Mapping[str, str | None]) -> None:
+        with FileLock(str(model_dir / ".aliases.lock"), timeout=30):
+            current = self._read_aliases(model_dir)
+            for alias, target in changes.items():
+                if target is None:
+                    current.pop(alias, None)
+                else:
+                    current[alias] = target
+            _write_atomic(model_dir / ALIASES_NAME, json.dumps(current, indent=2, sort_keys=True) + "\n")
+
+    # -- resolving -------------------------------------------------------------------
+
+    def resolve(self, model: str, ref: Version | str | None = None) -> Version:
+        """Turn a version string, alias or ``None`` (latest) into an existing version."""
+        versions = self._version_dirs(self._model_dir(model))
+        if isinstance(ref, Version):
+            if ref in versions:
+                return ref
+            raise VersionNotFoundError(self._missing(model, str(ref), versions))
+        ref = (ref or LATEST).strip()
+        if Version.is_version(ref):
+            version = Version.parse(ref)
+            if version in versions:
+                return version
+            raise VersionNotFoundError(self._missing(model, ref, versions))
+        aliases = self.aliases(model)
+        if ref in aliases:
+            return aliases[ref]
+        raise VersionNotFoundError(self._missing(model, ref, versions, aliases))
+
+    def _missing(
+        self,
+        model: str,
+        ref: str,
+        versions: Iterable[Version],
+        aliases: Mapping[str, Version] | None = None,
+    ) -> str:
+        known = ", ".join(str(v) for v in sorted(versions)) or "none"
+        message = f"{model} has no version or alias {ref!r} (versions: {known}"
+        if aliases:
+            message += "; aliases: " + ", ".join(f"{a}→{v}" for a, v in aliases.items())
+        return message + ")"
+
+    def parse_ref(self, text: str, default_model: str | None = None) -> tuple[str, Version]:
+        """Resolve ``model@alias``, ``model:version``, ``model`` or a bare ref of ``default_model``."""
+        try:
+            ref = ModelRef.parse(text, default_model)
+        except ValueError as exc:
+            raise VersionNotFoundError(str(exc)) from exc
+        return ref.model, self.resolve(ref.model, ref.ref)
+
+    # -- writing ---------------------------------------------------------------------
+
+    def publish(
+        self,
+        model: str,
+        version: Version | str,
+        source: StrPath,
+        *,
+        sample: TensorsIn | None = None,
+        inputs: Iterable[TensorSpec] | None = None,
+        outputs: Iterable[TensorSpec] | None = None,
+        metrics: Mapping[str, float] | None = None,
+        notes: str = "",
+        aliases: Iterable[str] = (),
+        signing_key: StrPath | None = None,
+    ) -> Manifest:
+        """Publish the model files in ``source`` as ``model:version``, atomically.
+
+        The signature is taken from ``inputs``/``outputs`` when given, otherwise
+        from ``sample`` (its dtypes and shapes, batch dimension dynamic) and from
+        running the sample through the model once, which also proves it loads.
+        """
+        try:
+            check_model_name(model)
+            version = Version.parse(version)
+            alias_list = [check_alias(a) for a in aliases]
+        except ValueError as exc:
+            raise PublishError(str(exc)) from exc
+        source = Path(source)
+        if not source.is_dir():
+            raise PublishError(f"source {source} is not a directory")
+        model_dir = self.root / model
+        target = model_dir / str(version)
+        if target.exists():
+            raise PublishError(f"{model}:{version} already exists in {self.root}; versions are immutable")
+        model_dir.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".staging-{version}-", dir=model_dir))
+        try:
+            manifest = self._stage(
+                staging, model, version, source, sample, inputs, outputs, metrics, notes
+            )
+            if signing_key is not None:
+                signing.sign_directory(staging, Path(signing_key))
+            _fsync_tree(staging)
+            try:
+                staging.rename(target)
+            except OSError as exc:
+                raise PublishError(f"{model}:{version} was published concurrently: {exc}") from exc
+            _fsync_dir(model_dir)
+        finally:
+            if staging.exists():
+                shutil.rmtree(staging, ignore_errors=True)
+        if alias_list:
+            self._update_aliases(model_dir, {a: str(version) for a in alias_list})
+        log.info("published %s:%s (%d files)", model, version, len(manifest.files))
+        return manifest
+
+    def _stage(
+        self,
+        staging: Path,
+        model: str,
+        version: Version,
+        source: Path,
+        sample: TensorsIn | None,
+        inputs: Iterable[TensorSpec] | None,
+        outputs: Iterable[TensorSpec] | None,
+        metrics: Mapping[str, float] | None,
+        notes: str,
+    ) -> Manifest:
+        for path in sorted(source.rglob("*")):
+            rel = path.relative_to(source)
+            if any(part.startswith(".") for part in rel.parts) or rel.as_posix() in UNHASHED:
+                continue
+            if path.is_dir():
+                (staging / rel).mkdir(parents=True, exist_ok=True)
+            elif path.is_file():
+                (staging / rel).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(path, staging / rel)
+        files = formats.detect(staging)
+        sample_name: str | None = None
+        if sample is not None:
+            if not sample:
+                raise PublishError("sample must name at least one input")
+            write_sample(staging / SAMPLE_NAME, sample)
+            sample_name = SAMPLE_NAME
+        input_specs = tuple(inputs) if inputs is not None else ()
+        if not input_specs:
+            if sample is None:
+                raise PublishError(
+                    "give a sample input (recommended: it is used for warm-up and deep health "
+                    "checks) or the input signature"
+                )
+            input_specs = tuple(TensorSpec.from_array(n, a) for n, a in sample.items())
+        output_specs = tuple(outputs) if outputs is not None else ()
+        if not output_specs:
+            if sample is None:
+                raise PublishError("give a sample input or the output signature")
+            from workbench.runtime.paddle import probe_outputs
+
+            output_specs = probe_outputs(files, input_specs, sample)
+        framework = ""
+        try:
+            from importlib.metadata import version as dist_version
+
+            framework = "paddle " + dist_version("paddlepaddle")
+        except Exception:
+            framework = ""
+        manifest = Manifest(
+            model=model,
+            version=str(version),
+            format=files.format,
+            files=hash_files(staging),
+            inputs=input_specs,
+            outputs=output_specs,
+            created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            sample=sample_name,
+            metrics=dict(metrics or {}),
+            notes=notes,
+            framework=framework,
+        )
+        _write_atomic(staging / MANIFEST_NAME, manifest.to_json())
+        return manifest
+
+    def verify(self, model: str, version: Version | str, *, public_key: StrPath | None = None) -> Manifest:
+        """Check sha256s (always) and the signature (when a key is given or configured).
+
+        Raises IntegrityError or SignatureError naming the file that changed.
+        """
+        path = self.path(model, version)
+        try:
+            manifest = Manifest.read(path)
+        except ManifestError:
+            raise
+        key = Path(public_key) if public_key is not None else self.verify_key
+        label = f"{model}:{path.name}"
+        if key is not None:
+            signing.verify_directory(path, key, label=label)
+        manifest.verify_files(path)
+        return manifest
+
+    def sign(self, model: str, version: Version | str, private_key: StrPath) -> Path:
+        """Sign a published version in place (after checking its sha256s)."""
+        path = self.path(model, version)
+        Manifest.read(path).verify_files(path)
+        return signing.sign_directory(path, Path(private_key))
+
+    def delete(self, model: str, version: Version | str) -> None:
+        """Remove a version (aliases pointing at it are dropped); the rename makes it vanish at once."""
+        path = self.path(model, version)
+        model_dir = path.parent
+        trash = model_dir / f".deleted-{path.name}"
+        path.rename(trash)
+        shutil.rmtree(trash, ignore_errors=True)
+        stale = {a: None for a, v in self._read_aliases(model_dir).items() if v == path.name}
+        if stale:
+            self._update_aliases(model_dir, stale)
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(root: Path) -> None:
+    for path in root.rglob("*"):
+        if path.is_file():
+            with path.open("rb") as handle:
+                os.fsync(handle.fileno())
+    for path in [root, *[p for p in root.rglob("*") if p.is_dir()]]:
+        _fsync_dir(path)

@@ -1,0 +1,310 @@
+"""The version hub: the loaded versions of one model and the active reference.
+
+A request takes the active reference once, at its start (:meth:`VersionHub.lease`),
+so switching is a single assignment and in-flight requests finish on the version
+they started with. Unloading waits for a version's in-flight requests to drain.
+A history stack of previously active versions gives :meth:`rollback`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from workbench.errors import HubError, VersionNotLoadedError
+from workbench.model.version import Version
+from workbench.runtime.device import Device
+from workbench.runtime.loaded import LoadedVersion
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from workbench._types import Tensors, TensorsIn
+    from workbench.model.repository import ModelRepository
+
+log = logging.getLogger(__name__)
+HISTORY_LIMIT = 32
+
+
+@dataclass(frozen=True)
+class HubEvent:
+    """Something that happened to a hub: loaded, activated, rolled_back, unloaded, load_failed."""
+
+    kind: str
+    model: str
+    version: str
+    message: str = ""
+    time: float = field(default_factory=time.time)
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.model}:{self.version}" + (f" — {self.message}" if self.message else "")
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Outputs of one request and the version that produced them."""
+
+    version: Version
+    outputs: Tensors
+    seconds: float
+
+
+class VersionHub:
+    """Loaded versions of one model, one of them active; thread-safe."""
+
+    def __init__(
+        self,
+        repository: ModelRepository,
+        model: str,
+        *,
+        device: str | Device = "auto",
+        workers: int = 1,
+        cpu_threads: int = 1,
+        memory_pool_mb: int | None = None,
+    ) -> None:
+        repository.versions(model)  # raises ModelNotFoundError early
+        self.repository = repository
+        self.model = model
+        self.device = Device.parse(device, memory_pool_mb=memory_pool_mb)
+        self.workers = workers
+        self.cpu_threads = cpu_threads
+        self._versions: dict[Version, LoadedVersion] = {}
+        self._loading: set[Version] = set()
+        self._active: LoadedVersion | None = None
+        self._history: list[Version] = []
+        self._lock = threading.RLock()
+        self._listeners: list[Callable[[HubEvent], None]] = []
+        self._closed = False
+
+    def __repr__(self) -> str:
+        active = self._active.version if self._active else None
+        return f"<VersionHub {self.model} active={active} loaded={[str(v) for v in self._versions]}>"
+
+    # -- events ----------------------------------------------------------------------
+
+    def subscribe(self, callback: Callable[[HubEvent], None]) -> Callable[[], None]:
+        """Call ``callback`` with every HubEvent; returns a function that unsubscribes."""
+        self._listeners.append(callback)
+        return lambda: self._listeners.remove(callback) if callback in self._listeners else None
+
+    def _emit(self, kind: str, version: Version | str, message: str = "") -> None:
+        event = HubEvent(kind, self.model, str(version), message)
+        log.info("%s", event)
+        for listener in list(self._listeners):
+            try:
+                listener(event)
+            except Exception:
+                log.exception("hub listener failed on %s", event)
+
+    # -- loading ---------------------------------------------------------------------
+
+    def load(
+        self,
+        ref: Version | str | None = None,
+        *,
+        device: str | Device | None = None,
+        memory_pool_mb: int | None = None,
+        workers: int | None = None,
+        activate: bool | None = None,
+        verify: bool = True,
+    ) -> LoadedVersion:
+        """Load, verify and warm a version; it becomes active if ``activate`` (default: if none is).
+
+        Loading an already-loaded version returns it (and activates it if asked).
+        On failure the active version stays in place and a ``load_failed`` event is emitted.
+        """
+        self._check_open()
+        version = self.repository.resolve(self.model, ref)
+        with self._lock:
+            existing = self._versions.get(version)
+            if existing is None and version in self._loading:
+                raise HubError(f"{self.model}:{version} is being loaded already")
+            if existing is None:
+                self._loading.add(version)
+        if existing is not None:
+            if activate:
+                self.use(version)
+            return existing
+        try:
+            loaded = self._open(version, device, memory_pool_mb, workers, verify)
+        except Exception as exc:
+            self._emit("load_failed", version, str(exc))
+            raise
+        finally:
+            with self._lock:
+                self._loading.discard(version)
+        with self._lock:
+            self._versions[version] = loaded
+            make_active = activate if activate is not None else self._active is None
+        self._emit("loaded", version, f"on {loaded.device} in {loaded.load_seconds:.2f}s")
+        if make_active:
+            self.use(version)
+        return loaded
+
+    def _open(
+        self,
+        version: Version,
+        device: str | Device | None,
+        memory_pool_mb: int | None,
+        workers: int | None,
+        verify: bool,
+    ) -> LoadedVersion:
+        if verify:
+            manifest = self.repository.verify(self.model, version)
+        else:
+            manifest = self.repository.manifest(self.model, version)
+        dev = Device.parse(device, memory_pool_mb=memory_pool_mb) if device is not None else self.device
+        loaded = LoadedVersion(
+            model=self.model,
+            version=version,
+            manifest=manifest,
+            path=self.repository.path(self.model, version),
+            device=dev,
+            workers=workers or self.workers,
+            cpu_threads=self.cpu_threads,
+        )
+        return loaded.open()
+
+    def unload(self, ref: Version | str, *, timeout: float = 30.0) -> None:
+        """Drain and free a loaded version; the active version cannot be unloaded."""
+        with self._lock:
+            loaded = self._get(ref)
+            if loaded is self._active:
+                raise HubError(
+                    f"{self.model}:{loaded.version} is active; switch to another version before "
+                    "unloading it"
+                )
+            del self._versions[loaded.version]
+            self._history = [v for v in self._history if v != loaded.version]
+        try:
+            loaded.close(timeout=timeout)
+        except HubError:
+            with self._lock:  # still serving its in-flight requests: keep it registered
+                self._versions[loaded.version] = loaded
+            raise
+        self._emit("unloaded", loaded.version)
+
+    # -- switching -------------------------------------------------------------------
+
+    def use(self, ref: Version | str) -> LoadedVersion:
+        """Make a loaded version active: one assignment; in-flight requests are unaffected."""
+        with self._lock:
+            loaded = self._get(ref)
+            previous = self._active
+            if previous is loaded:
+                return loaded
+            self._active = loaded
+            if previous is not None:
+                self._history.append(previous.version)
+                del self._history[:-HISTORY_LIMIT]
+        self._emit("activated", loaded.version, f"was {previous.version}" if previous else "")
+        return loaded
+
+    def rollback(self) -> LoadedVersion:
+        """Return to the most recent previously active version that is still loaded."""
+        with self._lock:
+            while self._history:
+                version = self._history.pop()
+                target = self._versions.get(version)
+                if target is not None and target is not self._active:
+                    previous = self._active
+                    self._active = target
+                    break
+            else:
+                raise HubError(f"{self.model}: nothing to roll back to (no earlier active version loaded)")
+        self._emit("rolled_back", target.version, f"from {previous.version}" if previous else "")
+        return target
+
+    # -- requests --------------------------------------------------------------------
+
+    @contextmanager
+    def lease(self, ref: Version | str | None = None) -> Iterator[LoadedVersion]:
+        """Take the active (or a pinned) version once and count the request in flight."""
+        with self._lock:
+            loaded = self._get(ref) if ref is not None else self._active
+            if loaded is None:
+                raise HubError(f"{self.model}: no version is active; load one first")
+            loaded.acquire()
+        try:
+            yield loaded
+        finally:
+            loaded.release()
+
+    def predict(self, inputs: TensorsIn, *, version: Version | str | None = None) -> Prediction:
+        """Run ``inputs`` on the active version (or a pinned one)."""
+        with self.lease(version) as loaded:
+            started = time.perf_counter()
+            outputs = loaded.predict(inputs)
+            return Prediction(loaded.version, outputs, time.perf_counter() - started)
+
+    # -- inspection ------------------------------------------------------------------
+
+    @property
+    def active(self) -> LoadedVersion | None:
+        return self._active
+
+    @property
+    def loaded(self) -> list[LoadedVersion]:
+        with self._lock:
+            return [self._versions[v] for v in sorted(self._versions)]
+
+    @property
+    def history(self) -> list[Version]:
+        """Previously active versions, most recent last."""
+        with self._lock:
+            return list(self._history)
+
+    def get(self, ref: Version | str) -> LoadedVersion:
+        with self._lock:
+            return self._get(ref)
+
+    def _get(self, ref: Version | str | LoadedVersion) -> LoadedVersion:
+        if isinstance(ref, LoadedVersion):
+            ref = ref.version
+        if isinstance(ref, str) and not Version.is_version(ref):
+            ref = self.repository.resolve(self.model, ref)
+        try:
+            version = Version.parse(ref)
+        except ValueError as exc:
+            raise VersionNotLoadedError(str(exc)) from exc
+        loaded = self._versions.get(version)
+        if loaded is None:
+            names = ", ".join(str(v) for v in sorted(self._versions)) or "none"
+            raise VersionNotLoadedError(f"{self.model}:{version} is not loaded (loaded: {names})")
+        return loaded
+
+    def __contains__(self, ref: object) -> bool:
+        try:
+            self.get(ref)  # type: ignore[arg-type]
+        except (VersionNotLoadedError, LookupError):
+            return False
+        return True
+
+    # -- shutdown --------------------------------------------------------------------
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Drain and unload every version, the active one last."""
+        with self._lock:
+            self._closed = True
+            versions = [lv for lv in self._versions.values() if lv is not self._active]
+            if self._active is not None:
+                versions.append(self._active)
+            self._versions.clear()
+            self._active = None
+        for loaded in versions:
+            loaded.close(timeout=timeout)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise HubError(f"the hub of {self.model} is closed")
+
+    def __enter__(self) -> VersionHub:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,287 @@
+"""A version loaded into memory: a pool of predictor clones, validated and warmed."""
+
+from __future__ import annotations
+
+import enum
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from workbench.errors import HubError, InputError, ModelLoadError
+from workbench.model import formats
+from workbench.runtime.memory import MemoryUsage, gpu_memory_used, process_rss
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from pathlib import Path
+
+    from workbench._types import Tensors, TensorsIn
+    from workbench.model.manifest import Manifest, TensorSpec
+    from workbench.model.version import Version
+    from workbench.runtime.base import Predictor
+    from workbench.runtime.device import Device
+
+log = logging.getLogger(__name__)
+WARMUP_RUNS = 3
+
+
+class LoadState(str, enum.Enum):
+    """Lifecycle of a loaded version."""
+
+    LOADING = "loading"  # predictors being created
+    WARMING = "warming"  # running the sample so the first real request is fast
+    READY = "ready"  # offered for requests
+    DRAINING = "draining"  # unloading: no new leases, in-flight requests finishing
+    UNLOADED = "unloaded"  # predictors released
+
+
+class LoadedVersion:
+    """One version of a model in memory, with ``workers`` predictor clones.
+
+    ``predict`` is thread-safe: each call borrows an idle clone (waiting for one
+    when all are busy), so at most ``workers`` batches run at once.
+    """
+
+    def __init__(
+        self,
+        *,
+        model: str,
+        version: Version,
+        manifest: Manifest,
+        path: Path,
+        device: Device,
+        workers: int = 1,
+        cpu_threads: int = 1,
+        factory: Callable[[], Predictor] | None = None,
+    ) -> None:
+        if workers < 1:
+            raise ValueError("workers must be at least 1")
+        self.model = model
+        self.version = version
+        self.manifest = manifest
+        self.path = path
+        self.device = str(device)
+        self.workers = workers
+        self.state = LoadState.LOADING
+        self.loaded_at = time.time()
+        self.load_seconds = 0.0
+        self._device = device
+        self._cpu_threads = cpu_threads
+        self._factory = factory
+        self._idle: queue.LifoQueue[Predictor] = queue.LifoQueue()
+        self._all: list[Predictor] = []
+        self._lock = threading.Condition()
+        self._inflight = 0
+        self._served = 0
+        self._failed = 0
+        self._latencies: deque[float] = deque(maxlen=2048)
+        self._memory = MemoryUsage(0)
+
+    def __repr__(self) -> str:
+        return f"<LoadedVersion {self.model}:{self.version} on {self.device} ({self.state.value})>"
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def open(self, *, warmup: bool = True) -> LoadedVersion:
+        """Create the predictor pool and warm every clone; then the version is READY."""
+        started = time.perf_counter()
+        if self._factory is None:
+            from workbench._paddle import import_inference
+
+            import_inference()  # the runtime's own memory is not this version's
+        rss_before = process_rss()
+        gpu_before = gpu_memory_used(self._device.index) if self._device.is_gpu else None
+        first = self._factory() if self._factory else self._open_paddle()
+        self._all = [first] + [first.clone() for _ in range(self.workers - 1)]
+        if warmup:
+            self.state = LoadState.WARMING
+            self._warm_up()
+        for predictor in self._all:
+            self._idle.put(predictor)
+        gpu_after = gpu_memory_used(self._device.index) if self._device.is_gpu else None
+        gpu = None if gpu_after is None or gpu_before is None else max(0, gpu_after - gpu_before)
+        self._memory = MemoryUsage(max(0, process_rss() - rss_before), gpu)
+        self.load_seconds = time.perf_counter() - started
+        self.loaded_at = time.time()
+        self.state = LoadState.READY
+        log.info(
+            "%s:%s ready on %s in %.2fs (%s)",
+            self.model, self.version, self.device, self.load_seconds, self._memory,
+        )
+        return self
+
+    def _open_paddle(self) -> Predictor:
+        from workbench.runtime.paddle import PaddlePredictor
+
+        files = formats.detect(self.path)
+        predictor = PaddlePredictor.open(files, self._device, cpu_threads=self._cpu_threads)
+        expected = {spec.name for spec in self.manifest.inputs}
+        if set(predictor.input_names) != expected:
+            raise ModelLoadError(
+                f"{self.model}:{self.version}: the model's inputs {predictor.input_names} differ "
+                f"from the manifest's {sorted(expected)}"
+            )
+        return predictor
+
+    def _warm_up(self) -> None:
+        sample = self.warmup_inputs()
+        batches = [sample]
+        rows = next(iter(sample.values())).shape[0] if sample else 0
+        if rows > 1:
+            batches.insert(0, {n: a[:1] for n, a in sample.items()})
+        for predictor in self._all:
+            for batch in batches:
+                for _ in range(WARMUP_RUNS):
+                    outputs = predictor.run(batch)
+            for name, array in outputs.items():
+                if np.issubdtype(array.dtype, np.floating) and not np.all(np.isfinite(array)):
+                    raise ModelLoadError(
+                        f"{self.model}:{self.version}: warm-up output {name!r} is not finite"
+                    )
+
+    def warmup_inputs(self) -> Tensors:
+        """The manifest's sample, or a one-row batch of zeros shaped by the signature."""
+        sample = self.manifest.load_sample(self.path)
+        if sample:
+            return self.validate(sample)
+        return {
+            spec.name: np.zeros([1 if d == -1 else d for d in spec.shape], dtype=spec.dtype)
+            for spec in self.manifest.inputs
+        }
+
+    def close(self, timeout: float | None = 30.0) -> None:
+        """Wait for in-flight requests to finish, then release every predictor."""
+        with self._lock:
+            if self.state is LoadState.UNLOADED:
+                return
+            self.state = LoadState.DRAINING
+            if not self._lock.wait_for(lambda: self._inflight == 0, timeout=timeout):
+                raise HubError(
+                    f"{self.model}:{self.version} still has {self._inflight} request(s) in flight "
+                    f"after {timeout}s; not unloaded"
+                )
+            self.state = LoadState.UNLOADED
+            predictors, self._all = self._all, []
+        while not self._idle.empty():
+            self._idle.get_nowait()
+        for predictor in predictors:
+            predictor.release()
+        log.info("%s:%s unloaded", self.model, self.version)
+
+    # -- requests --------------------------------------------------------------------
+
+    @property
+    def inputs(self) -> tuple[TensorSpec, ...]:
+        return self.manifest.inputs
+
+    @property
+    def outputs(self) -> tuple[TensorSpec, ...]:
+        return self.manifest.outputs
+
+    @property
+    def inflight(self) -> int:
+        return self._inflight
+
+    @property
+    def memory(self) -> MemoryUsage:
+        return self._memory
+
+    def acquire(self) -> None:
+        """Count one request in flight; refused once the version is unloaded."""
+        with self._lock:
+            if self.state is LoadState.UNLOADED:
+                raise HubError(f"{self.model}:{self.version} is unloaded")
+            self._inflight += 1
+
+    def release(self) -> None:
+        with self._lock:
+            self._inflight -= 1
+            if self._inflight == 0:
+                self._lock.notify_all()
+
+    def validate(self, inputs: TensorsIn, *, allow_nonfinite: bool = False) -> Tensors:
+        """Check names, dtypes, ranks and fixed dimensions; return arrays in the model's dtypes.
+
+        Values are cast only within their kind (float64 → float32, int32 → int64);
+        a cast across kinds (float → int) is refused.
+        """
+        expected = {spec.name: spec for spec in self.manifest.inputs}
+        unknown = sorted(set(inputs) - expected.keys())
+        if unknown:
+            raise InputError(
+                f"unknown input {unknown[0]!r}; {self.model} expects "
+                + ", ".join(str(s) for s in self.manifest.inputs)
+            )
+        result: dict[str, np.ndarray[Any, Any]] = {}
+        batch: int | None = None
+        for name, spec in expected.items():
+            if name not in inputs:
+                raise InputError(f"missing input {name!r} ({spec})")
+            array = np.asarray(inputs[name])
+            target = np.dtype(spec.dtype)
+            if array.dtype != target:
+                if not np.can_cast(array.dtype, target, casting="same_kind"):
+                    raise InputError(
+                        f"input {name!r} has dtype {array.dtype}, expected {spec.dtype} ({spec})"
+                    )
+                array = array.astype(target)
+            if array.ndim != len(spec.shape):
+                raise InputError(
+                    f"input {name!r} has rank {array.ndim} (shape {list(array.shape)}), "
+                    f"expected rank {len(spec.shape)} ({spec})"
+                )
+            for axis, (got, want) in enumerate(zip(array.shape, spec.shape, strict=True)):
+                if want != -1 and got != want:
+                    raise InputError(
+                        f"input {name!r} has shape {list(array.shape)}: dimension {axis} is {got}, "
+                        f"expected {want} ({spec})"
+                    )
+            if spec.shape and spec.shape[0] == -1:
+                if array.shape[0] == 0:
+                    raise InputError(f"input {name!r} is an empty batch")
+                if batch is not None and array.shape[0] != batch:
+                    raise InputError(f"inputs disagree on the batch size ({batch} vs {array.shape[0]})")
+                batch = array.shape[0]
+            if (
+                not allow_nonfinite
+                and np.issubdtype(array.dtype, np.floating)
+                and not np.all(np.isfinite(array))
+            ):
+                raise InputError(f"input {name!r} contains NaN or infinity")
+            result[name] = array
+        return result
+
+    def predict(self, inputs: TensorsIn, *, validate: bool = True) -> Tensors:
+        """Run one batch on an idle clone; thread-safe."""
+        arrays = self.validate(inputs) if validate else dict(inputs)
+        self.acquire()
+        try:
+            predictor = self._idle.get()
+            started = time.perf_counter()
+            try:
+                outputs = predictor.run(arrays)
+            except Exception:
+                self._failed += 1
+                raise
+            finally:
+                self._idle.put(predictor)
+            self._latencies.append(time.perf_counter() - started)
+            self._served += 1
+            return outputs
+        finally:
+            self.release()
+
+    def stats(self) -> dict[str, Any]:
+        """Served and failed counts, and latency percentiles (seconds) of recent batches."""
+        latencies = np.asarray(self._latencies, dtype=float)
+        percentiles = (
+            dict(zip(("p50", "p90", "p99"), np.percentile(latencies, [50, 90, 99]).tolist(), strict=True))
+            if latencies.size
+            else {"p50": None, "p90": None, "p99": None}
+        )
+        return {"served": self._served, "failed": self._failed, "inflight": self._inflight, **percentiles}

@@ -1,0 +1,142 @@
+"""Persisted deployment state: round trips, atomic writes, the file lock, history."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import threading
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from workbench.deploy.rollout import Phase, Rollout
+from workbench.deploy.state import (
+    MAX_HISTORY,
+    DeploymentState,
+    InstanceRecord,
+    Plan,
+    StateStore,
+)
+from workbench.errors import StateError
+
+
+def make_state(name: str = "web") -> DeploymentState:
+    blue = InstanceRecord(
+        color="blue", version="1.0.0", host="127.0.0.1", port=9001, backend="process",
+        ref="1234", started_at=1.0, labels={"create_time": "5.0"},
+    )
+    return DeploymentState(
+        name=name, model="digits", repo="/repo", port=8080, instances={"blue": blue},
+        rollout=Rollout(phase=Phase.STABLE),
+    )
+
+
+def test_state_round_trips_through_json(tmp_path: Path) -> None:
+    store = StateStore(tmp_path)
+    state = make_state().record("create", "ok", "blue live")
+    state = replace(state, plan=Plan(version="1.1.0", port=9002, min_agreement=0.9))
+    with store.transaction("web") as txn:
+        assert not txn.exists
+        saved = txn.save(state)
+    assert saved.revision == 1 and saved.created_at > 0
+    loaded = store.load("web")
+    assert loaded == saved
+    assert loaded.stable_version == "1.0.0" and loaded.candidate_version is None
+    assert loaded.weights == {"blue": 100}
+    assert loaded.history[0].action == "create" and loaded.history[0].actor
+    data = json.loads(store.path("web").read_text())
+    assert data["schema"] == 1 and data["url"] == "http://127.0.0.1:8080"
+
+
+def test_missing_and_invalid_states_are_state_errors(tmp_path: Path) -> None:
+    store = StateStore(tmp_path)
+    with pytest.raises(StateError, match="no deployment named 'web'"):
+        store.load("web")
+    store.path("web").parent.mkdir(parents=True)
+    store.path("web").write_text("{not json")
+    with pytest.raises(StateError, match="invalid deployment state"):
+        store.load("web")
+    assert store.all() == []  # unreadable states are skipped when listing
+
+
+def test_writes_are_atomic_and_leave_no_temp_files(tmp_path: Path) -> None:
+    store = StateStore(tmp_path)
+    with store.transaction("web") as txn:
+        txn.save(make_state())
+    files = sorted(p.name for p in store.directory("web").iterdir())
+    assert files == ["state.json", "state.json.lock"]
+
+
+def test_history_is_capped(tmp_path: Path) -> None:
+    state = make_state()
+    for i in range(MAX_HISTORY + 5):
+        state = state.record("weight", "ok", str(i), now=float(i))
+    assert len(state.history) == MAX_HISTORY
+    assert state.history[-1].reason == str(MAX_HISTORY + 4)
+
+
+def test_lock_timeout_is_a_clear_error(tmp_path: Path) -> None:
+    store = StateStore(tmp_path, lock_timeout=0.2)
+    with store.transaction("web") as txn:
+        txn.save(make_state())
+        held = threading.Event()
+        errors: list[BaseException] = []
+
+        def other() -> None:
+            try:
+                with store.transaction("web"):
+                    pass
+            except StateError as exc:
+                errors.append(exc)
+            held.set()
+
+        thread = threading.Thread(target=other)
+        thread.start()
+        held.wait(5)
+        thread.join()
+    assert errors and "locked by another process" in str(errors[0])
+
+
+def _bump(home: str, n: int) -> None:
+    store = StateStore(home)
+    for i in range(n):
+        with store.transaction("web") as txn:
+            state = txn.state
+            txn.save(state.record("weight", "ok", f"{multiprocessing.current_process().pid}-{i}"))
+
+
+def test_concurrent_processes_lose_no_update(tmp_path: Path) -> None:
+    store = StateStore(tmp_path)
+    with store.transaction("web") as txn:
+        txn.save(make_state())
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_bump, args=(str(tmp_path), 25)) for _ in range(3)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    state = store.load("web")
+    assert state.revision == 1 + 75
+    assert len(state.history) == 75
+    assert len({h.reason for h in state.history}) == 75
+
+
+def test_instance_record_validates(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="port"):
+        InstanceRecord(color="blue", version="1", host="h", port=0, backend="p", ref="1",
+                       started_at=0)
+    with pytest.raises(ValueError, match="recorded under green"):
+        replace(make_state(), instances={"green": make_state().instances["blue"]})
+
+
+def test_remove_deletes_the_directory(tmp_path: Path) -> None:
+    store = StateStore(tmp_path)
+    with store.transaction("web") as txn:
+        txn.save(make_state())
+    (store.directory("web") / "router").mkdir()
+    assert store.names() == ["web"]
+    store.remove("web")
+    assert not store.directory("web").exists()
+    assert store.names() == []

@@ -36,16 +36,16 @@ _register()
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point of the console script: WorkbenchError becomes a sentence and an exit code."""
+    """Entry point of the console script: WorkbenchError becomes a sentence and an exit code.
+
+    Usage errors, ``--help`` and exits are handled by click (standalone mode);
+    anything else propagates as a traceback, which is a bug to report.
+    """
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        app(args=argv, standalone_mode=False)
+        app(args=argv)
     except WorkbenchError as exc:
         from rich.console import Console
 
         Console(stderr=True).print(f"[red]error:[/red] {exc}", highlight=False)
         sys.exit(exc.exit_code)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except typer.Abort:
-        sys.exit(130)

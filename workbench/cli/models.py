@@ -1,0 +1,280 @@
+"""``workbench models``: list, show, publish, verify, sign, alias and demo."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.table import Table
+
+from workbench.cli._common import JsonOption, RepoOption, console, print_json, resolve_repo
+from workbench.errors import WorkbenchError
+from workbench.settings import Settings
+
+if TYPE_CHECKING:
+    from workbench.model.demo import DemoVersion
+    from workbench.model.manifest import TensorSpec
+    from workbench.model.repository import ModelRepository
+
+app = typer.Typer(help="Inspect and publish model versions in a repository.", no_args_is_help=True)
+
+
+def _repository(repo: Path | None, verify_key: Path | None = None) -> ModelRepository:
+    from workbench.model.repository import ModelRepository
+
+    key = verify_key or Settings.from_env().verify_key
+    return ModelRepository(resolve_repo(repo), verify_key=key)
+
+
+@app.command("list")
+def list_(repo: RepoOption = None, json: JsonOption = False) -> None:
+    """List models, their versions, aliases and metrics."""
+    repository = _repository(repo)
+    rows: list[dict[str, Any]] = []
+    for model in repository.models():
+        aliases = repository.aliases(model)
+        for version in repository.versions(model):
+            manifest = repository.manifest(model, version)
+            rows.append(
+                {
+                    "model": model,
+                    "version": str(version),
+                    "aliases": [a for a, v in aliases.items() if v == version],
+                    "format": manifest.format,
+                    "metrics": manifest.metrics,
+                    "created": manifest.created,
+                }
+            )
+    if json:
+        print_json(rows)
+        return
+    if not rows:
+        console.print(f"no models in {repository.root} (try: workbench models demo)")
+        return
+    table = Table(title=f"models in {repository.root}")
+    for column in ("model", "version", "aliases", "format", "metrics", "created"):
+        table.add_column(column)
+    for row in rows:
+        metrics = ", ".join(f"{k}={v:.4g}" for k, v in row["metrics"].items())
+        table.add_row(
+            row["model"], row["version"], ", ".join(row["aliases"]), row["format"], metrics, row["created"]
+        )
+    console.print(table)
+
+
+@app.command()
+def show(
+    ref: Annotated[str, typer.Argument(help="model, model@alias or model:version")],
+    repo: RepoOption = None,
+    json: JsonOption = False,
+) -> None:
+    """Show one version's manifest: files, signature, sample and metrics."""
+    repository = _repository(repo)
+    model, version = repository.parse_ref(ref)
+    manifest = repository.manifest(model, version)
+    if json:
+        print_json(manifest.to_dict())
+        return
+    console.print(f"[bold]{model}:{version}[/bold]  format={manifest.format}  created={manifest.created}")
+    if manifest.notes:
+        console.print(f"notes: {manifest.notes}")
+    for label, specs in (("inputs", manifest.inputs), ("outputs", manifest.outputs)):
+        console.print(f"{label}: " + ", ".join(str(s) for s in specs))
+    if manifest.metrics:
+        console.print("metrics: " + ", ".join(f"{k}={v:.4g}" for k, v in manifest.metrics.items()))
+    table = Table("file", "size", "sha256")
+    for entry in manifest.files:
+        table.add_row(entry.path, f"{entry.size:,}", entry.sha256[:16] + "…")
+    console.print(table)
+
+
+def _parse_specs(values: list[str]) -> list[TensorSpec]:
+    from workbench.model.manifest import TensorSpec
+
+    specs = []
+    for value in values:
+        try:
+            name, dtype, dims = value.split(":")
+            shape = tuple(-1 if d in {"?", "-1"} else int(d) for d in dims.split(","))
+            specs.append(TensorSpec(name, dtype, shape))
+        except ValueError as exc:
+            raise typer.BadParameter(
+                f"{value!r}: expected name:dtype:dims such as x:float32:?,64 ({exc})"
+            ) from exc
+    return specs
+
+
+@app.command()
+def publish(
+    ref: Annotated[str, typer.Argument(help="model:version to publish, e.g. digits:1.3.0")],
+    source: Annotated[Path, typer.Argument(help="Directory with the exported Paddle model files.")],
+    repo: RepoOption = None,
+    sample: Annotated[
+        Path | None, typer.Option(help=".npz (named inputs) or .npy (single input) sample batch.")
+    ] = None,
+    input_spec: Annotated[
+        list[str] | None, typer.Option("--input", help="Input signature name:dtype:dims (repeatable).")
+    ] = None,
+    metric: Annotated[list[str] | None, typer.Option(help="Metric name=value (repeatable).")] = None,
+    alias: Annotated[list[str] | None, typer.Option(help="Alias to point at it (repeatable).")] = None,
+    notes: Annotated[str, typer.Option(help="Free-form notes.")] = "",
+    sign_key: Annotated[
+        Path | None, typer.Option(help="Private key (PEM) to sign with [default: $WORKBENCH_SIGNING_KEY].")
+    ] = None,
+) -> None:
+    """Publish a version atomically (staged, manifest last, renamed into place)."""
+    import numpy as np
+
+    from workbench.model.version import ModelRef
+
+    model_ref = ModelRef.parse(ref)
+    if model_ref.ref is None:
+        raise typer.BadParameter("give the version as model:version")
+    arrays = None
+    if sample is not None:
+        if sample.suffix == ".npz":
+            with np.load(sample, allow_pickle=False) as data:
+                arrays = {name: data[name] for name in data.files}
+        else:
+            arrays = {"x": np.load(sample, allow_pickle=False)}
+            if input_spec:
+                arrays = {_parse_specs(input_spec)[0].name: arrays["x"]}
+    metrics = {}
+    for item in metric or []:
+        name, _, value = item.partition("=")
+        try:
+            metrics[name] = float(value)
+        except ValueError as exc:
+            raise typer.BadParameter(f"metric {item!r}: expected name=number") from exc
+    repository = _repository(repo)
+    manifest = repository.publish(
+        model_ref.model,
+        model_ref.ref,
+        source,
+        sample=arrays,
+        inputs=_parse_specs(input_spec) if input_spec else None,
+        metrics=metrics,
+        notes=notes,
+        aliases=alias or (),
+        signing_key=sign_key or Settings.from_env().signing_key,
+    )
+    console.print(f"published {manifest.model}:{manifest.version} ({len(manifest.files)} files)")
+
+
+@app.command()
+def verify(
+    ref: Annotated[str, typer.Argument(help="model, model@alias or model:version; 'all' checks everything")],
+    repo: RepoOption = None,
+    key: Annotated[
+        Path | None, typer.Option(help="Public key (PEM) [default: $WORKBENCH_VERIFY_KEY].")
+    ] = None,
+) -> None:
+    """Check sha256s against the manifest, and the signature when a key is configured."""
+    repository = _repository(repo, key)
+    targets = (
+        [(m, v) for m in repository.models() for v in repository.versions(m)]
+        if ref == "all"
+        else [repository.parse_ref(ref)]
+    )
+    failed = 0
+    for model, version in targets:
+        try:
+            repository.verify(model, version)
+        except WorkbenchError as exc:
+            failed += 1
+            console.print(f"[red]✗[/red] {model}:{version}: {exc}", highlight=False)
+        else:
+            signed = " (signature verified)" if repository.verify_key else ""
+            console.print(f"[green]✓[/green] {model}:{version}{signed}", highlight=False)
+    if failed:
+        raise typer.Exit(5)
+
+
+@app.command()
+def sign(
+    ref: Annotated[str, typer.Argument(help="model@alias or model:version")],
+    repo: RepoOption = None,
+    key: Annotated[
+        Path | None, typer.Option(help="Private key (PEM) [default: $WORKBENCH_SIGNING_KEY].")
+    ] = None,
+) -> None:
+    """Sign a published version with OpenSSF model-signing (offline, private key)."""
+    key = key or Settings.from_env().signing_key
+    if key is None:
+        raise typer.BadParameter("give --key or set WORKBENCH_SIGNING_KEY (make one with `models keygen`)")
+    repository = _repository(repo)
+    model, version = repository.parse_ref(ref)
+    path = repository.sign(model, version, key)
+    console.print(f"signed {model}:{version} → {path}")
+
+
+@app.command()
+def keygen(
+    private: Annotated[Path, typer.Argument(help="Where to write the private key (PEM).")],
+    public: Annotated[Path, typer.Argument(help="Where to write the public key (PEM).")],
+) -> None:
+    """Make an elliptic-curve (P-256) key pair for signing and verifying versions."""
+    from workbench.model.signing import generate_keypair
+
+    for path in (private, public):
+        if path.exists():
+            raise typer.BadParameter(f"{path} exists; not overwriting a key")
+    generate_keypair(private, public)
+    console.print(f"private key: {private} (keep it secret)\npublic key:  {public}")
+
+
+@app.command()
+def alias(
+    model: Annotated[str, typer.Argument(help="Model name.")],
+    name: Annotated[str, typer.Argument(help="Alias, e.g. stable or canary.")],
+    version: Annotated[
+        str | None, typer.Argument(help="Version to point it at (omit with --delete).")
+    ] = None,
+    delete: Annotated[bool, typer.Option("--delete", help="Remove the alias.")] = False,
+    repo: RepoOption = None,
+) -> None:
+    """Point an alias at a version (or remove it)."""
+    repository = _repository(repo)
+    if delete:
+        repository.remove_alias(model, name)
+        console.print(f"removed {model}@{name}")
+        return
+    if version is None:
+        raise typer.BadParameter("give the version to point the alias at, or --delete")
+    target = repository.set_alias(model, name, version)
+    console.print(f"{model}@{name} → {target}")
+
+
+@app.command()
+def demo(
+    repo: RepoOption = None,
+    model: Annotated[
+        list[str] | None, typer.Option(help="Only these demo models (digits, resnet).")
+    ] = None,
+) -> None:
+    """Train and publish the demo models (digits 1.0.0/1.1.0/1.2.0, resnet 1.0.0)."""
+    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from workbench.model.demo import ALL, build_demo_repository
+
+    wanted = model or ["digits", "resnet"]
+    todo = [d for d in ALL if d.model in wanted]
+    root = resolve_repo(repo)
+    with Progress(
+        SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
+        console=console, transient=False,
+    ) as progress:
+        task = progress.add_task("training demo models", total=len(todo))
+
+        def report(version: DemoVersion, status: str) -> None:
+            label = f"{version.model}:{version.version}"
+            if status == "start":
+                progress.update(task, description=f"training {label}")
+            else:
+                progress.advance(task)
+                progress.console.print(f"{'published' if status == 'done' else 'kept'} {label}")
+
+        repository = build_demo_repository(root, models=wanted, progress=report)
+        progress.update(task, description="demo models ready")
+    list_(repo=repository.root, json=False)

@@ -1,0 +1,202 @@
+"""Dynamic batching against a fake predictor: merging, splitting, isolation of failures."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+import pytest
+
+from workbench.serving.batching import Batcher, BatchingConfig, DirectRunner
+
+
+class FakePredictor:
+    """Doubles ``x``; records each batch's rows and thread; fails on negative input."""
+
+    def __init__(self, seconds: float = 0.02) -> None:
+        self.seconds = seconds
+        self.batches: list[int] = []
+        self.threads: set[str] = set()
+        self.running = 0
+        self.peak = 0  # most calls running at once
+        self._lock = threading.Lock()
+
+    def __call__(self, inputs: Any) -> dict[str, np.ndarray]:
+        x = inputs["x"]
+        with self._lock:
+            self.batches.append(int(x.shape[0]))
+            self.threads.add(threading.current_thread().name)
+            self.running += 1
+            self.peak = max(self.peak, self.running)
+        time.sleep(self.seconds)
+        with self._lock:
+            self.running -= 1
+        if (x < 0).any():
+            raise ValueError("negative input")
+        return {"y": x * 2, "rows": np.arange(x.shape[0])}
+
+
+def rows(n: int, value: float = 1.0, width: int = 4) -> dict[str, np.ndarray]:
+    return {"x": np.full((n, width), value, dtype=np.float32)}
+
+
+@pytest.fixture
+def pool() -> Any:
+    with ThreadPoolExecutor(2) as executor:
+        yield executor
+
+
+def test_config_validates() -> None:
+    with pytest.raises(ValueError, match="max_batch_size"):
+        BatchingConfig(max_batch_size=0)
+    with pytest.raises(ValueError, match="max_queue_delay_ms"):
+        BatchingConfig(max_queue_delay_ms=-1)
+
+
+def test_direct_runner_runs_off_the_event_loop(pool: Any) -> None:
+    fake = FakePredictor(0.01)
+    seen: list[int] = []
+
+    async def main() -> None:
+        runner = DirectRunner(fake, pool, on_batch=seen.append)
+        result = await runner.submit(rows(3, 2.0))
+        np.testing.assert_array_equal(result.outputs["y"], np.full((3, 4), 4.0))
+        assert result.batch_size == 3 and result.compute_seconds >= 0.01
+        await runner.close()
+
+    asyncio.run(main())
+    assert seen == [3]
+    assert all(name.startswith("ThreadPoolExecutor") for name in fake.threads)
+
+
+def test_concurrent_requests_merge_and_split_correctly(pool: Any) -> None:
+    fake = FakePredictor(0.03)
+    sizes: list[int] = []
+
+    async def main() -> list[Any]:
+        batcher = Batcher(fake, pool, BatchingConfig(max_batch_size=4, max_concurrent=1),
+                          on_batch=sizes.append)
+        results = await asyncio.gather(
+            *(batcher.submit(rows(1, float(i))) for i in range(9))
+        )
+        await batcher.close()
+        return results
+
+    results = asyncio.run(main())
+    for i, result in enumerate(results):
+        np.testing.assert_array_equal(result.outputs["y"], np.full((1, 4), 2.0 * i))
+        assert result.outputs["rows"].shape == (1,)
+    # all nine were queued before the collector ran: full batches, in arrival order
+    assert fake.batches == [4, 4, 1]
+    assert sizes == fake.batches
+
+
+def test_incompatible_requests_are_not_merged(pool: Any) -> None:
+    fake = FakePredictor(0.02)
+
+    async def main() -> None:
+        batcher = Batcher(fake, pool, BatchingConfig(max_batch_size=8, max_queue_delay_ms=30))
+        a, b, c = await asyncio.gather(
+            batcher.submit(rows(1, 1.0, width=4)),
+            batcher.submit(rows(1, 2.0, width=5)),
+            batcher.submit(rows(2, 3.0, width=4)),
+        )
+        assert a.outputs["y"].shape == (1, 4)
+        assert b.outputs["y"].shape == (1, 5)
+        assert c.outputs["y"].shape == (2, 4)
+        await batcher.close()
+
+    asyncio.run(main())
+    assert sorted(fake.batches) == [1, 3]
+
+
+def test_queue_delay_waits_for_a_fuller_batch(pool: Any) -> None:
+    fake = FakePredictor(0.0)
+
+    async def late(delay: float) -> Any:
+        await asyncio.sleep(delay)
+        return await batcher.submit(rows(1))
+
+    async def main() -> None:
+        global batcher
+        batcher = Batcher(fake, pool, BatchingConfig(max_batch_size=8, max_queue_delay_ms=150))
+        await asyncio.gather(batcher.submit(rows(1)), late(0.02), late(0.04))
+        await batcher.close()
+
+    asyncio.run(main())
+    assert fake.batches == [3]
+
+
+def test_full_batch_leaves_without_waiting_for_the_delay(pool: Any) -> None:
+    fake = FakePredictor(0.0)
+
+    async def main() -> float:
+        batcher = Batcher(fake, pool, BatchingConfig(max_batch_size=2, max_queue_delay_ms=5000))
+        started = time.perf_counter()
+        await asyncio.gather(batcher.submit(rows(1)), batcher.submit(rows(1)))
+        await batcher.close()
+        return time.perf_counter() - started
+
+    assert asyncio.run(main()) < 2.0
+    assert fake.batches == [2]
+
+
+def test_oversized_request_runs_alone(pool: Any) -> None:
+    fake = FakePredictor(0.0)
+
+    async def main() -> None:
+        batcher = Batcher(fake, pool, BatchingConfig(max_batch_size=4, max_queue_delay_ms=20))
+        big, small = await asyncio.gather(batcher.submit(rows(10)), batcher.submit(rows(1)))
+        assert big.outputs["y"].shape == (10, 4) and small.outputs["y"].shape == (1, 4)
+        await batcher.close()
+
+    asyncio.run(main())
+    assert sorted(fake.batches) == [1, 10]
+
+
+def test_a_failing_request_fails_alone(pool: Any) -> None:
+    fake = FakePredictor(0.01)
+
+    async def main() -> list[Any]:
+        batcher = Batcher(fake, pool, BatchingConfig(max_batch_size=8, max_queue_delay_ms=50))
+        results = await asyncio.gather(
+            batcher.submit(rows(1, 1.0)),
+            batcher.submit(rows(1, -1.0)),
+            batcher.submit(rows(1, 3.0)),
+            return_exceptions=True,
+        )
+        await batcher.close()
+        return results
+
+    good, bad, also_good = asyncio.run(main())
+    assert isinstance(bad, ValueError)
+    np.testing.assert_array_equal(good.outputs["y"], np.full((1, 4), 2.0))
+    np.testing.assert_array_equal(also_good.outputs["y"], np.full((1, 4), 6.0))
+    assert fake.batches[0] == 3  # tried together first, then one by one
+
+
+def test_parallel_slots_use_several_threads(pool: Any) -> None:
+    fake = FakePredictor(0.05)
+
+    async def main() -> None:
+        batcher = Batcher(fake, pool, BatchingConfig(max_batch_size=1, max_concurrent=2))
+        await asyncio.gather(*(batcher.submit(rows(1)) for _ in range(4)))
+        await batcher.close()
+
+    asyncio.run(main())
+    assert fake.peak == 2 and len(fake.threads) == 2
+    assert fake.batches == [1, 1, 1, 1]
+
+
+def test_submit_after_close_is_refused(pool: Any) -> None:
+    async def main() -> None:
+        batcher = Batcher(FakePredictor(0.0), pool, BatchingConfig())
+        await batcher.close()
+        with pytest.raises(RuntimeError, match="closed"):
+            await batcher.submit(rows(1))
+
+    asyncio.run(main())

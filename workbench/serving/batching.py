@@ -1,0 +1,321 @@
+"""Run inference off the event loop, one request at a time or in dynamic batches.
+
+A :class:`Runner` takes decoded inputs and returns outputs, running the blocking
+``predict`` in a thread pool so the event loop keeps accepting while Paddle computes.
+
+:class:`DirectRunner` sends every request to the pool on its own. :class:`Batcher`
+queues requests for one loaded version and merges compatible ones (same input names,
+dtypes and per-row shapes) along the batch axis, up to ``max_batch_size`` rows, waiting
+at most ``max_queue_delay_ms`` after the oldest queued request arrived. A batch only
+forms when one of the ``max_concurrent`` execution slots is free, so under load requests
+pile up while the slots compute and the next batch takes them all at once, without any
+added delay; under light load a request waits at most the queue delay.
+
+If a merged batch fails, its requests are retried one by one, so one bad request fails
+alone and never takes its neighbours down with it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from concurrent.futures import Executor
+
+    from workbench._types import Tensors, TensorsIn
+
+logger = logging.getLogger(__name__)
+
+PredictFn = Callable[["TensorsIn"], "Tensors"]
+
+
+@dataclass(frozen=True)
+class BatchingConfig:
+    """How requests are grouped: off, or up to ``max_batch_size`` rows within a delay."""
+
+    enabled: bool = True
+    max_batch_size: int = 8
+    max_queue_delay_ms: float = 0.0
+    max_concurrent: int = 1  # batches computing at once (one per predictor clone)
+
+    def __post_init__(self) -> None:
+        if self.max_batch_size < 1:
+            raise ValueError(f"max_batch_size must be >= 1, not {self.max_batch_size}")
+        if not 0.0 <= self.max_queue_delay_ms <= 10_000.0:
+            raise ValueError(
+                f"max_queue_delay_ms must be in 0..10000, not {self.max_queue_delay_ms}"
+            )
+        if self.max_concurrent < 1:
+            raise ValueError(f"max_concurrent must be >= 1, not {self.max_concurrent}")
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What a runner returns for one request."""
+
+    outputs: Tensors
+    queue_seconds: float  # from submit until a thread started computing
+    compute_seconds: float  # predict() wall time for the batch that carried the request
+    batch_size: int  # rows in that batch
+
+
+class Runner:
+    """Base of the two runners; ``on_batch(rows)`` is called once per computed batch."""
+
+    def __init__(
+        self,
+        predict: PredictFn,
+        executor: Executor,
+        *,
+        on_batch: Callable[[int], None] | None = None,
+    ) -> None:
+        self._predict = predict
+        self._executor = executor
+        self._on_batch = on_batch
+        self._closed = False
+
+    async def submit(self, inputs: TensorsIn) -> RunResult:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        self._closed = True
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("runner is closed")
+
+
+class DirectRunner(Runner):
+    """One request, one ``predict`` call, in the thread pool."""
+
+    async def submit(self, inputs: TensorsIn) -> RunResult:
+        self._check_open()
+        loop = asyncio.get_running_loop()
+        queued = time.perf_counter()
+
+        def work() -> tuple[Tensors, float, float]:
+            started = time.perf_counter()
+            outputs = self._predict(inputs)
+            return outputs, started, time.perf_counter()
+
+        outputs, started, done = await loop.run_in_executor(self._executor, work)
+        rows = _rows(inputs) or 1
+        if self._on_batch is not None:
+            self._on_batch(rows)
+        return RunResult(outputs, started - queued, done - started, rows)
+
+
+class _Item:
+    __slots__ = ("future", "inputs", "key", "queued", "rows")
+
+    def __init__(self, inputs: TensorsIn, future: asyncio.Future[RunResult]) -> None:
+        self.inputs = inputs
+        self.future = future
+        self.queued = time.perf_counter()
+        self.rows = _rows(inputs)
+        self.key = _batch_key(inputs)
+
+
+class Batcher(Runner):
+    """Dynamic batching for one loaded version."""
+
+    def __init__(
+        self,
+        predict: PredictFn,
+        executor: Executor,
+        config: BatchingConfig,
+        *,
+        on_batch: Callable[[int], None] | None = None,
+        name: str = "batcher",
+    ) -> None:
+        super().__init__(predict, executor, on_batch=on_batch)
+        self.config = config
+        self.name = name
+        self._pending: deque[_Item] = deque()
+        self._wakeup = asyncio.Event()
+        self._slots = asyncio.Semaphore(config.max_concurrent)
+        self._task: asyncio.Task[None] | None = None
+        self._running: set[asyncio.Future[Any]] = set()
+
+    @property
+    def queued(self) -> int:
+        """Requests waiting for a batch."""
+        return len(self._pending)
+
+    async def submit(self, inputs: TensorsIn) -> RunResult:
+        self._check_open()
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(
+                self._collect(), name=f"{self.name}-collector"
+            )
+        future: asyncio.Future[RunResult] = asyncio.get_running_loop().create_future()
+        self._pending.append(_Item(inputs, future))
+        self._wakeup.set()
+        return await future
+
+    async def close(self) -> None:
+        """Stop collecting; requests still queued fail with RuntimeError."""
+        await super().close()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        while self._pending:
+            item = self._pending.popleft()
+            if not item.future.done():
+                item.future.set_exception(RuntimeError("the version was unloaded"))
+        if self._running:
+            await asyncio.gather(*self._running, return_exceptions=True)
+
+    async def _collect(self) -> None:
+        loop = asyncio.get_running_loop()
+        delay = self.config.max_queue_delay_ms / 1000.0
+        limit = self.config.max_batch_size
+        while True:
+            await self._slots.acquire()
+            try:
+                while not self._pending:
+                    self._wakeup.clear()
+                    await self._wakeup.wait()
+                if delay > 0:
+                    deadline = self._pending[0].queued + delay
+                    while self._ready_rows() < limit:
+                        remaining = deadline - time.perf_counter()
+                        if remaining <= 0:
+                            break
+                        self._wakeup.clear()
+                        try:
+                            await asyncio.wait_for(self._wakeup.wait(), remaining)
+                        except asyncio.TimeoutError:
+                            break
+                batch = self._take(limit)
+            except BaseException:
+                self._slots.release()
+                raise
+            running = loop.run_in_executor(self._executor, self._run, batch)
+            self._running.add(running)
+            running.add_done_callback(functools.partial(self._finish, batch=batch))
+
+    def _ready_rows(self) -> int:
+        """Rows queued that could join a batch with the oldest request."""
+        first = self._pending[0]
+        if first.key is None:
+            return self.config.max_batch_size
+        return sum(item.rows for item in self._pending if item.key == first.key)
+
+    def _take(self, limit: int) -> list[_Item]:
+        first = self._pending.popleft()
+        batch = [first]
+        if first.key is None or first.rows >= limit:
+            return batch
+        rows = first.rows
+        kept: deque[_Item] = deque()
+        while self._pending:
+            item = self._pending.popleft()
+            if item.future.done():  # cancelled while queued
+                continue
+            if item.key == first.key and rows + item.rows <= limit:
+                batch.append(item)
+                rows += item.rows
+                if rows == limit:
+                    break
+            else:
+                kept.append(item)
+        kept.extend(self._pending)
+        self._pending = kept
+        return batch
+
+    def _run(self, batch: list[_Item]) -> tuple[list[Tensors | BaseException], float, float]:
+        """In a pool thread: compute one batch; returns per-item outcomes and timings."""
+        started = time.perf_counter()
+        outcomes: list[Tensors | BaseException]
+        if len(batch) == 1:
+            outcomes = [_call(self._predict, batch[0].inputs)]
+            return outcomes, started, time.perf_counter()
+        names = list(batch[0].inputs)
+        merged = {name: np.concatenate([item.inputs[name] for item in batch]) for name in names}
+        total = sum(item.rows for item in batch)
+        try:
+            outputs = self._predict(merged)
+            if any(np.ndim(out) == 0 or np.shape(out)[0] != total for out in outputs.values()):
+                raise ValueError("an output is not batch-major; cannot split the batch")
+        except Exception as exc:
+            logger.debug("%s: batch of %d failed (%s); retrying one by one", self.name,
+                         len(batch), exc)
+            return [_call(self._predict, item.inputs) for item in batch], started, \
+                time.perf_counter()
+        done = time.perf_counter()
+        outcomes = []
+        offset = 0
+        for item in batch:
+            end = offset + item.rows
+            outcomes.append({name: out[offset:end] for name, out in outputs.items()})
+            offset = end
+        return outcomes, started, done
+
+    def _finish(self, running: asyncio.Future[Any], batch: list[_Item]) -> None:
+        self._running.discard(running)
+        self._slots.release()
+        if running.cancelled():
+            for item in batch:
+                if not item.future.done():
+                    item.future.cancel()
+            return
+        error = running.exception()
+        if error is not None:
+            for item in batch:
+                if not item.future.done():
+                    item.future.set_exception(error)
+            return
+        outcomes, started, done = running.result()
+        rows = sum(item.rows for item in batch)
+        if self._on_batch is not None:
+            self._on_batch(rows)
+        for item, outcome in zip(batch, outcomes, strict=True):
+            if item.future.done():
+                continue
+            if isinstance(outcome, BaseException):
+                item.future.set_exception(outcome)
+            else:
+                item.future.set_result(
+                    RunResult(outcome, started - item.queued, done - started, rows)
+                )
+
+
+def _call(predict: PredictFn, inputs: TensorsIn) -> Tensors | BaseException:
+    try:
+        return predict(inputs)
+    except Exception as exc:
+        return exc
+
+
+def _rows(inputs: TensorsIn) -> int:
+    for array in inputs.values():
+        return int(array.shape[0]) if np.ndim(array) else 1
+    return 0
+
+
+def _batch_key(inputs: TensorsIn) -> tuple[tuple[str, str, tuple[int, ...]], ...] | None:
+    """Requests with equal keys can be stacked along axis 0; None means never batch."""
+    key = []
+    rows = None
+    for name, array in inputs.items():
+        if np.ndim(array) == 0 or array.dtype.kind == "O":
+            return None
+        if rows is None:
+            rows = array.shape[0]
+        elif array.shape[0] != rows:
+            return None
+        key.append((name, array.dtype.str, tuple(array.shape[1:])))
+    return tuple(sorted(key))

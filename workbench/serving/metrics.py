@@ -1,0 +1,201 @@
+"""Prometheus metrics of one serving instance, labelled by model and version.
+
+Each app owns its :class:`~prometheus_client.CollectorRegistry` (several apps can live
+in one test process). Request-path metrics are cached label children, so recording a
+request is a few dictionary lookups; gauges that describe state (loaded versions, memory)
+are collected at scrape time from a snapshot callback, so they are never stale.
+
+Names (the deploy layer's analysis reads these):
+
+- ``workbench_requests_total{model,version,outcome}`` outcome = ok | client_error | server_error
+- ``workbench_request_duration_seconds{model,version}`` histogram, whole request
+- ``workbench_queue_duration_seconds{model,version}`` histogram, waiting for a predictor
+- ``workbench_inference_duration_seconds{model,version}`` histogram, predict() of the batch
+- ``workbench_batch_size{model,version}`` histogram, rows per executed batch
+- ``workbench_inflight_requests{model,version}`` gauge
+- ``workbench_loaded_versions{model}`` gauge; ``workbench_active_version_info{model,version}``
+- ``workbench_process_resident_memory_bytes{model}``; ``workbench_gpu_memory_bytes{model,version}``
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+)
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+
+OUTCOMES = ("ok", "client_error", "server_error")
+LATENCY_BUCKETS = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+UNRESOLVED = ""  # version label of requests that never reached a version
+
+
+@dataclass(frozen=True)
+class VersionState:
+    """What the metrics need to know about one loaded version at scrape time."""
+
+    version: str
+    gpu_bytes: int | None = None
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The instance's state at scrape time."""
+
+    loaded: tuple[VersionState, ...] = ()
+    active: str | None = None
+    rss_bytes: int | None = None
+
+
+@dataclass
+class _Children:
+    ok: Any
+    client_error: Any
+    server_error: Any
+    duration: Any
+    queue: Any
+    inference: Any
+    batch: Any
+    inflight: Any
+    by_outcome: dict[str, Any] = field(default_factory=dict)
+
+
+class ServingMetrics:
+    """The metrics of one instance serving ``model``."""
+
+    def __init__(
+        self,
+        model: str,
+        snapshot: Callable[[], Snapshot] | None = None,
+        *,
+        registry: CollectorRegistry | None = None,
+    ) -> None:
+        self.model = model
+        self.registry = registry if registry is not None else CollectorRegistry()
+        labels = ("model", "version")
+        self._requests = Counter(
+            "workbench_requests", "Inference requests by outcome.",
+            (*labels, "outcome"), registry=self.registry,
+        )
+        self._duration = Histogram(
+            "workbench_request_duration_seconds", "Inference request latency, end to end.",
+            labels, buckets=LATENCY_BUCKETS, registry=self.registry,
+        )
+        self._queue = Histogram(
+            "workbench_queue_duration_seconds", "Time a request waited for a predictor.",
+            labels, buckets=LATENCY_BUCKETS, registry=self.registry,
+        )
+        self._inference = Histogram(
+            "workbench_inference_duration_seconds", "Predictor time of the batch that "
+            "carried a request.", labels, buckets=LATENCY_BUCKETS, registry=self.registry,
+        )
+        self._batch = Histogram(
+            "workbench_batch_size", "Rows per executed batch.",
+            labels, buckets=BATCH_BUCKETS, registry=self.registry,
+        )
+        self._inflight = Gauge(
+            "workbench_inflight_requests", "Inference requests being served.",
+            labels, registry=self.registry,
+        )
+        self._children: dict[str, _Children] = {}
+        if snapshot is not None:
+            self.registry.register(_StateCollector(model, snapshot))
+        with contextlib.suppress(ValueError, OSError):  # pragma: no cover - non-Linux
+            ProcessCollector(registry=self.registry)
+
+    def version(self, version: str) -> _Children:
+        """The cached label children of one version (created on first use)."""
+        children = self._children.get(version)
+        if children is None:
+            labels = (self.model, version)
+            children = _Children(
+                ok=self._requests.labels(*labels, "ok"),
+                client_error=self._requests.labels(*labels, "client_error"),
+                server_error=self._requests.labels(*labels, "server_error"),
+                duration=self._duration.labels(*labels),
+                queue=self._queue.labels(*labels),
+                inference=self._inference.labels(*labels),
+                batch=self._batch.labels(*labels),
+                inflight=self._inflight.labels(*labels),
+            )
+            children.by_outcome = {
+                "ok": children.ok,
+                "client_error": children.client_error,
+                "server_error": children.server_error,
+            }
+            self._children[version] = children
+        return children
+
+    def request(self, version: str, status: int, seconds: float) -> None:
+        """Count one finished inference request and its latency."""
+        children = self.version(version)
+        outcome = "ok" if status < 400 else "client_error" if status < 500 else "server_error"
+        children.by_outcome[outcome].inc()
+        children.duration.observe(seconds)
+
+    def render(self) -> tuple[bytes, str]:
+        """The exposition text and its content type."""
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+class _StateCollector(Collector):
+    def __init__(self, model: str, snapshot: Callable[[], Snapshot]) -> None:
+        self._model = model
+        self._snapshot = snapshot
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        state = self._snapshot()
+        loaded = GaugeMetricFamily(
+            "workbench_loaded_versions", "Versions loaded in this instance.", labels=["model"]
+        )
+        loaded.add_metric([self._model], len(state.loaded))
+        yield loaded
+        active = GaugeMetricFamily(
+            "workbench_active_version_info", "The version answering unpinned requests.",
+            labels=["model", "version"],
+        )
+        if state.active is not None:
+            active.add_metric([self._model, state.active], 1)
+        yield active
+        rss = state.rss_bytes if state.rss_bytes is not None else _rss()
+        memory = GaugeMetricFamily(
+            "workbench_process_resident_memory_bytes", "Resident memory of the process.",
+            labels=["model"],
+        )
+        if rss is not None:
+            memory.add_metric([self._model], rss)
+        yield memory
+        gpu = GaugeMetricFamily(
+            "workbench_gpu_memory_bytes", "GPU memory held by a loaded version.",
+            labels=["model", "version"],
+        )
+        for item in state.loaded:
+            if item.gpu_bytes is not None:
+                gpu.add_metric([self._model, item.version], item.gpu_bytes)
+        yield gpu
+
+
+def _rss() -> int | None:
+    try:
+        import psutil
+
+        return int(psutil.Process(os.getpid()).memory_info().rss)
+    except Exception:  # pragma: no cover - psutil is a dependency, but be safe
+        return None

@@ -1,0 +1,263 @@
+"""Routing tables and nginx.conf rendering (pure; no nginx needed).
+
+Golden files live in tests/deploy/golden/; `UPDATE_GOLDEN=1 pytest ...` rewrites them.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from workbench.deploy.router import (
+    LocalNginx,
+    NginxRouter,
+    NginxRunner,
+    RoutingTable,
+    Upstream,
+    render_nginx,
+)
+from workbench.errors import DeployError, RouterError
+
+GOLDEN = Path(__file__).parent / "golden"
+WORKDIR = "/var/lib/workbench/router/digits"
+BLUE = Upstream("blue", "127.0.0.1", 9001, "1.0.0")
+GREEN = Upstream("green", "127.0.0.1", 9002, "1.1.0")
+
+
+def table(**overrides: Any) -> RoutingTable:
+    args: dict[str, Any] = {
+        "deployment": "digits",
+        "listen_port": 8080,
+        "upstreams": (BLUE, GREEN),
+        "green_weight": 25,
+    }
+    args.update(overrides)
+    return RoutingTable(**args)
+
+
+GOLDEN_CASES: dict[str, tuple[RoutingTable, str | None]] = {
+    "blue_only": (table(upstreams=(BLUE,), green_weight=0), None),
+    "canary_25": (table(), None),
+    "green_100_as_root": (table(green_weight=100), "root"),
+    "custom_header_hostnames": (
+        table(
+            upstreams=(
+                Upstream("green", "digits-green", 8000, "2.0.0+20260405"),
+                Upstream("blue", "localhost", 8001, "1.0.0"),
+            ),
+            green_weight=5,
+            user_header="X-Customer",
+            listen_host="0.0.0.0",
+            connect_timeout=0.5,
+            read_timeout=30,
+            max_body_mb=8,
+        ),
+        None,
+    ),
+    "same_version_ipv6": (
+        table(
+            upstreams=(
+                Upstream("blue", "::1", 9001, "1.0.0"),
+                Upstream("green", "::1", 9002, "1.0.0"),
+            ),
+            listen_host="::1",
+            green_weight=50,
+        ),
+        None,
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(GOLDEN_CASES))
+def test_render_matches_golden_file(name: str) -> None:
+    routing, user = GOLDEN_CASES[name]
+    rendered = render_nginx(routing, workdir=WORKDIR, user=user)
+    path = GOLDEN / f"{name}.conf"
+    if os.environ.get("UPDATE_GOLDEN") == "1":
+        path.write_text(rendered, encoding="utf-8")
+    assert path.exists(), f"missing golden file {path}; run with UPDATE_GOLDEN=1"
+    assert rendered == path.read_text(encoding="utf-8")
+
+
+def test_render_is_pure() -> None:
+    assert render_nginx(table(), workdir=WORKDIR) == render_nginx(table(), workdir=WORKDIR)
+    assert render_nginx(table(), workdir=WORKDIR) != render_nginx(table(green_weight=26), workdir=WORKDIR)
+
+
+def test_render_routing_rules() -> None:
+    conf = render_nginx(table(), workdir=WORKDIR)
+    # pins, sticky split with green first, retry to the other colour, served colour
+    assert "map $http_x_deploy_color $wb_forced_color" in conf
+    assert '"1.1.0" green;' in conf and '"1.0.0" blue;' in conf
+    assert 'split_clients "1.1.0/${http_x_user_id}" $wb_user_split' in conf
+    assert 'split_clients "${request_id}" $wb_random_split' in conf
+    assert conf.index("25%     green;") < conf.index("*       blue;")
+    assert "server 127.0.0.1:9002 max_fails=0 backup;" in conf
+    assert "proxy_next_upstream error timeout non_idempotent;" in conf
+    assert r"~(^|\s)127\.0\.0\.1:9002$ green;" in conf
+    assert "add_header x-deploy-color $wb_served_color always;" in conf
+    assert f"pid {WORKDIR}/nginx.pid;" in conf and "daemon off;" in conf
+    assert "\nuser " not in conf
+
+
+def test_blue_only_sends_everything_to_blue() -> None:
+    conf = render_nginx(table(upstreams=(BLUE,), green_weight=0), workdir=WORKDIR)
+    assert "wb_green" not in conf
+    assert "green;" not in conf  # neither pinnable nor in any split
+    assert " backup;" not in conf
+
+
+def test_same_version_on_both_colours_is_not_pinnable() -> None:
+    same = Upstream("green", "127.0.0.1", 9002, "1.0.0")
+    conf = render_nginx(table(upstreams=(BLUE, same)), workdir=WORKDIR)
+    assert '"1.0.0" blue;' not in conf and '"1.0.0" green;' not in conf
+
+
+@pytest.mark.parametrize(
+    ("overrides", "match"),
+    [
+        ({"green_weight": 101}, "0..100"),
+        ({"green_weight": -1}, "0..100"),
+        ({"green_weight": 2.5}, "0..100"),
+        ({"green_weight": True}, "0..100"),
+        ({"upstreams": (BLUE,), "green_weight": 25}, "green gets 25% of traffic but has no upstream"),
+        ({"upstreams": (GREEN,), "green_weight": 50}, "blue gets 50% of traffic but has no upstream"),
+        ({"upstreams": ()}, "one upstream per colour"),
+        ({"upstreams": (BLUE, BLUE)}, "one upstream per colour"),
+        ({"upstreams": (BLUE, Upstream("green", "127.0.0.1", 9001, "1.1.0"))}, "different"),
+        ({"upstreams": ("127.0.0.1:9001",)}, "Upstream objects"),
+        ({"listen_port": 9001}, "router's own address"),
+        ({"listen_port": 0}, "listen port"),
+        ({"listen_port": 65536}, "listen port"),
+        ({"listen_host": "bad host"}, "listen host"),
+        ({"deployment": "Digits"}, "deployment name"),
+        ({"user_header": "x user"}, "user header"),
+        ({"user_header": ""}, "user header"),
+        ({"connect_timeout": 0}, "connect_timeout"),
+        ({"read_timeout": -1.0}, "read_timeout"),
+        ({"max_body_mb": 0}, "max_body_mb"),
+    ],
+)
+def test_invalid_tables_are_refused(overrides: dict[str, Any], match: str) -> None:
+    with pytest.raises(RouterError, match=match):
+        table(**overrides)
+
+
+@pytest.mark.parametrize(
+    ("args", "match"),
+    [
+        (("red", "127.0.0.1", 9001, "1.0.0"), "color"),
+        (("blue", "127.0.0.1", 0, "1.0.0"), "port"),
+        (("blue", "127.0.0.1", "9001", "1.0.0"), "port"),
+        (("blue", "host;evil", 9001, "1.0.0"), "upstream host"),
+        (("blue", "127.0.0.1", 9001, "v1"), "version"),
+        (("blue", "127.0.0.1", 9001, "default"), "version"),
+        (("blue", "127.0.0.1", 9001, "1.0.0$x"), "version"),
+    ],
+)
+def test_invalid_upstreams_are_refused(args: tuple[Any, ...], match: str) -> None:
+    with pytest.raises(RouterError, match=match):
+        Upstream(*args)
+
+
+def test_router_errors_are_deploy_errors() -> None:
+    assert issubclass(RouterError, DeployError)
+
+
+def test_table_values() -> None:
+    routing = table()
+    assert routing.weights == {"blue": 75, "green": 25}
+    assert routing.colors == ("blue", "green")
+    assert routing.upstream("green") == GREEN
+    assert routing.url == "http://127.0.0.1:8080"
+    assert table(listen_host="0.0.0.0").url == "http://127.0.0.1:8080"
+    assert table(listen_host="::1", upstreams=(BLUE,), green_weight=0).url == "http://[::1]:8080"
+    assert str(routing) == (
+        "RoutingTable(digits on 127.0.0.1:8080: blue 75% / green 25%; "
+        "blue=127.0.0.1:9001@1.0.0, green=127.0.0.1:9002@1.1.0)"
+    )
+
+
+def test_upstreams_are_normalised_blue_first() -> None:
+    assert table(upstreams=[GREEN, BLUE]).upstreams == (BLUE, GREEN)
+    assert Upstream("blue", "::0001", 9001, "1.0.0").address == "[::1]:9001"
+
+
+def test_round_trip_and_revision() -> None:
+    routing = table()
+    assert RoutingTable.from_dict(routing.to_dict()) == routing
+    assert len(routing.revision) == 12
+    assert routing.revision == table().revision
+    assert routing.with_weight(50).revision != routing.revision
+    assert routing.with_weight(50).green_weight == 50
+    with pytest.raises(RouterError, match="invalid routing table"):
+        RoutingTable.from_dict({"deployment": "digits"})
+
+
+def test_render_refuses_unsafe_workdir_and_user() -> None:
+    with pytest.raises(RouterError, match="absolute"):
+        render_nginx(table(), workdir="relative/dir")
+    with pytest.raises(RouterError, match="absolute"):
+        render_nginx(table(), workdir="/tmp/with space")
+    with pytest.raises(RouterError, match="user"):
+        render_nginx(table(), workdir=WORKDIR, user="root; evil")
+
+
+def test_local_nginx_is_a_runner() -> None:
+    assert isinstance(LocalNginx(), NginxRunner)
+
+
+def test_missing_nginx_binary_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(RouterError, match="could not run `nginx -t`"):
+        LocalNginx(tmp_path / "no-nginx").check(tmp_path / "nginx.conf")
+
+
+class RefusingRunner:
+    """A runner whose `nginx -t` always fails and that records what else was asked."""
+
+    worker_user = None
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def check(self, conf: Path) -> None:
+        self.calls.append("check")
+        raise RouterError(f'unknown directive "oops" in {conf}:3')
+
+    def start(self, conf: Path) -> None:
+        self.calls.append("start")
+
+    def reload(self, conf: Path) -> None:
+        self.calls.append("reload")
+
+    def stop(self, conf: Path, timeout: float = 10.0) -> None:
+        self.calls.append("stop")
+
+    def is_running(self, conf: Path) -> bool:
+        return False
+
+
+def test_a_config_failing_the_check_is_never_installed(tmp_path: Path) -> None:
+    runner = RefusingRunner()
+    router = NginxRouter(tmp_path, runner)
+    with pytest.raises(RouterError, match="oops") as info:
+        router.apply(table())
+    assert f"{tmp_path / 'nginx.conf'} (candidate):3" in str(info.value)  # not the temp name
+    assert runner.calls == ["check"]
+    assert not router.conf_path.exists()
+    assert router.table is None
+    assert [p.name for p in tmp_path.iterdir() if p.suffix == ".conf"] == []
+    with pytest.raises(RouterError, match="no routing table applied"):
+        _ = router.url
+    with pytest.raises(RouterError, match="no routing table applied"):
+        router.start()
+    router.stop()  # nothing installed: a no-op
+    assert runner.calls == ["check"]
+
+
+def test_apply_wants_a_table(tmp_path: Path) -> None:
+    with pytest.raises(TypeError):
+        NginxRouter(tmp_path, RefusingRunner()).apply({"green_weight": 5})  # type: ignore[arg-type]

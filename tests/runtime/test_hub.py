@@ -1,0 +1,182 @@
+"""The version hub with real Paddle predictors: swap under load, rollback, unload drain."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from workbench import HubError, InputError, IntegrityError, ModelRepository, VersionHub
+from workbench.errors import VersionNotLoadedError
+from workbench.model.demo import digits_dataset
+
+OUTPUT = "fetch_name_0"
+
+
+@pytest.fixture(scope="module")
+def hub(demo_repo: Path) -> VersionHub:
+    hub = VersionHub(ModelRepository(demo_repo), "digits", device="cpu", workers=2)
+    for version in ("1.0.0", "1.1.0", "1.2.0"):
+        hub.load(version)
+    yield hub
+    hub.close()
+
+
+@pytest.fixture(scope="module")
+def rows() -> np.ndarray:
+    return digits_dataset()[2][:16]
+
+
+def test_first_load_is_active_and_others_wait(hub: VersionHub) -> None:
+    hub.use("1.0.0")
+    assert str(hub.active.version) == "1.0.0"
+    assert [str(lv.version) for lv in hub.loaded] == ["1.0.0", "1.1.0", "1.2.0"]
+    assert all(lv.state.value == "ready" for lv in hub.loaded)
+
+
+def test_predict_validates_inputs_with_clear_errors(hub: VersionHub, rows: np.ndarray) -> None:
+    assert hub.predict({"x": rows}).outputs[OUTPUT].shape == (16, 10)
+    assert hub.predict({"x": rows.astype(np.float64)}).outputs[OUTPUT].dtype == np.float32
+    cases = {
+        "missing input 'x'": {},
+        "unknown input 'y'": {"x": rows, "y": rows},
+        "dimension 1 is 10, expected 64": {"x": rows[:, :10]},
+        "rank 1": {"x": rows[0]},
+        "dtype <U1": {"x": np.array([["a"] * 64])},
+        "NaN": {"x": np.full((1, 64), np.nan, np.float32)},
+        "empty batch": {"x": rows[:0]},
+    }
+    for message, inputs in cases.items():
+        with pytest.raises(InputError, match=message):
+            hub.predict(inputs)
+
+
+def test_swap_under_concurrent_load_loses_nothing(hub: VersionHub, rows: np.ndarray) -> None:
+    expected = {str(lv.version): lv.predict({"x": rows})[OUTPUT] for lv in hub.loaded}
+    hub.use("1.0.0")
+    failures: list[BaseException] = []
+    served: Counter[str] = Counter()
+    mismatched: list[str] = []
+    stop = threading.Event()
+    lock = threading.Lock()
+
+    def client() -> None:
+        for _ in range(400):
+            if stop.is_set():
+                return
+            try:
+                result = hub.predict({"x": rows})
+            except BaseException as exc:  # noqa: BLE001
+                failures.append(exc)
+                continue
+            version = str(result.version)
+            # the outputs must be exactly those of the version that claims them
+            if not np.allclose(result.outputs[OUTPUT], expected[version], atol=1e-6):
+                mismatched.append(version)
+            with lock:
+                served[version] += 1
+
+    threads = [threading.Thread(target=client) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    order = ["1.1.0", "1.2.0", "1.0.0", "1.1.0", "1.0.0"]
+    for version in order:
+        time.sleep(0.05)
+        hub.use(version)
+    stop.set()
+    for thread in threads:
+        thread.join(30)
+    assert failures == []
+    assert mismatched == []
+    assert set(served) == {"1.0.0", "1.1.0", "1.2.0"}
+    assert str(hub.active.version) == "1.0.0"
+
+
+def test_rollback_walks_the_history(hub: VersionHub) -> None:
+    hub.use("1.0.0")
+    hub.use("1.1.0")
+    hub.use("1.2.0")
+    assert str(hub.rollback().version) == "1.1.0"
+    assert str(hub.rollback().version) == "1.0.0"
+    assert str(hub.active.version) == "1.0.0"
+
+
+def test_pinned_requests_ignore_the_active_version(hub: VersionHub, rows: np.ndarray) -> None:
+    hub.use("1.0.0")
+    assert str(hub.predict({"x": rows}, version="1.2.0").version) == "1.2.0"
+    assert str(hub.predict({"x": rows}, version="canary").version) == "1.1.0"
+    with pytest.raises(VersionNotLoadedError):
+        hub.predict({"x": rows}, version="9.9.9")
+
+
+def test_unload_refuses_the_active_version_and_drains_in_flight(demo_repo: Path, rows: np.ndarray) -> None:
+    hub = VersionHub(ModelRepository(demo_repo), "digits", device="cpu")
+    hub.load("1.0.0")
+    hub.load("1.1.0")
+    with pytest.raises(HubError, match="active"):
+        hub.unload("1.0.0")
+    done = threading.Event()
+    with hub.lease("1.1.0") as leased:
+        worker = threading.Thread(target=lambda: (hub.unload("1.1.0"), done.set()))
+        worker.start()
+        time.sleep(0.3)
+        assert not done.is_set(), "unload must wait for the in-flight request"
+        assert leased.predict({"x": rows})[OUTPUT].shape == (16, 10)  # still served while draining
+    worker.join(10)
+    assert done.is_set()
+    assert leased.state.value == "unloaded"
+    assert "1.1.0" not in hub
+    with pytest.raises(HubError, match="unloaded"):
+        leased.predict({"x": rows})
+    hub.close()
+
+
+def test_unload_timeout_keeps_the_version(demo_repo: Path) -> None:
+    hub = VersionHub(ModelRepository(demo_repo), "digits", device="cpu")
+    hub.load("1.0.0")
+    hub.load("1.1.0")
+    with hub.lease("1.1.0"), pytest.raises(HubError, match="in flight"):
+        hub.unload("1.1.0", timeout=0.1)
+    assert "1.1.0" in hub
+    hub.unload("1.1.0")
+    hub.close()
+
+
+def test_tampered_version_is_refused_and_active_untouched(repo_copy: Path, rows: np.ndarray) -> None:
+    params = repo_copy / "digits" / "1.1.0" / "inference.pdiparams"
+    data = bytearray(params.read_bytes())
+    data[-1] ^= 0x01
+    params.write_bytes(bytes(data))
+    events = []
+    hub = VersionHub(ModelRepository(repo_copy), "digits", device="cpu")
+    hub.subscribe(events.append)
+    hub.load("1.0.0")
+    with pytest.raises(IntegrityError, match="inference.pdiparams"):
+        hub.load("1.1.0", activate=True)
+    assert str(hub.active.version) == "1.0.0"
+    assert str(hub.predict({"x": rows}).version) == "1.0.0"
+    assert [e.kind for e in events] == ["loaded", "activated", "load_failed"]
+    hub.close()
+
+
+def test_memory_is_accounted_and_released(demo_repo: Path) -> None:
+    hub = VersionHub(ModelRepository(demo_repo), "resnet", device="cpu")
+    hub.load("1.0.0")
+    loaded = hub.active
+    # ResNet-18 holds ~45 MB of weights; the accounting sees at least most of them
+    assert loaded.memory.rss_bytes > 20 * 2**20
+    hub.close()
+    assert loaded.state.value == "unloaded"
+
+
+def test_cloned_shutil_source_is_not_needed_after_load(repo_copy: Path, rows: np.ndarray) -> None:
+    hub = VersionHub(ModelRepository(repo_copy), "digits", device="cpu")
+    hub.load("1.0.0")
+    shutil.rmtree(repo_copy / "digits" / "1.0.0")  # weights live in memory now
+    assert hub.predict({"x": rows}).outputs[OUTPUT].shape == (16, 10)
+    hub.close()

@@ -1,0 +1,209 @@
+"""``%paddle deploy ACTION``: blue/green deployments through workbench.deploy's Python API.
+
+The same calls as ``workbench deploy``; the persisted state is shared, so a
+deployment created here shows up in an SSH shell and the other way round.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from IPython.core.magic_arguments import argument, magic_arguments
+
+from workbench_ext.magics import DEPLOY_VERBS, verb
+from workbench_ext.progress import run_with_progress
+
+if TYPE_CHECKING:
+    import argparse
+
+    import pandas as pd
+
+    from workbench_ext.magics import Call
+
+reason = argument("--reason", default="", help="Why (recorded in the history).")
+name = argument("name", help="The deployment.")
+
+
+def _deployment(call: Call, deployment: str) -> Any:
+    return call.session.deployments.get(deployment)
+
+
+@verb("create", DEPLOY_VERBS)
+@magic_arguments(name="paddle deploy create")
+@name
+@argument("ref", help="What blue serves: digits@stable, digits:1.0.0.")
+@argument(
+    "--port", type=int, default=None, help="The router's public port on 127.0.0.1 (default: a free one)."
+)
+@argument("--backend", default="process", help="process (local, default) or docker.")
+@argument("--docker-host", default=None, help="Docker engine URL (e.g. ssh://user@gpu-box).")
+@argument("--device", default="cpu", help="Device of the serving instances (cpu, gpu:N).")
+@argument("--workers", type=int, default=1, help="Predictor clones per instance.")
+@argument("--timeout", type=float, default=180.0, help="Seconds to wait for blue to be healthy.")
+@argument("-q", "--quiet", action="store_true", help="No progress bar.")
+def cmd_create(call: Call, args: argparse.Namespace) -> Any:
+    """Start a version as blue and put the router in front of it."""
+    model, ref = call.session.parse(args.ref)
+    manager = call.session.deployments
+    deployment = run_with_progress(
+        lambda: manager.create(
+            args.name,
+            model,
+            ref or "latest",
+            backend=args.backend,
+            docker_host=args.docker_host,
+            port=args.port,
+            device=args.device,
+            workers=args.workers,
+            timeout=args.timeout,
+        ),
+        desc=f"create {args.name}",
+        disable=args.quiet,
+    )
+    return deployment.status()
+
+
+@verb("update", DEPLOY_VERBS)
+@magic_arguments(name="paddle deploy update")
+@name
+@argument("version", help="The candidate version or alias (green, or whichever colour is free).")
+@argument("--sample-file", default=None, help="Extra agreement inputs (.npz or .npy).")
+@argument("--min-agreement", type=float, default=0.0, help="Top-1 agreement with stable needed (0..1).")
+@argument("--auto-promote", action="store_true", help="Promote at once when verification passes.")
+@argument("--timeout", type=float, default=180.0, help="Seconds for the candidate to become healthy.")
+@argument("-q", "--quiet", action="store_true", help="No progress bar.")
+def cmd_update(call: Call, args: argparse.Namespace) -> Any:
+    """Start a candidate and verify it (ready, deep health, agreement); stable keeps the traffic."""
+    deployment = _deployment(call, args.name)
+    latest: dict[str, str] = {"text": "starting"}
+
+    def tick(state: Any) -> None:
+        latest["text"] = f"{state.phase}: {state.rollout.message}"[:60]
+
+    run_with_progress(
+        lambda: deployment.update(
+            args.version,
+            sample_file=args.sample_file,
+            min_agreement=args.min_agreement,
+            auto_promote=args.auto_promote,
+            timeout=args.timeout,
+            on_tick=tick,
+        ),
+        desc=f"update {args.name}",
+        status=lambda: latest["text"],
+        disable=args.quiet,
+    )
+    return deployment.status()
+
+
+def _simple(action: str, doc: str) -> None:
+    @verb(action, DEPLOY_VERBS)
+    @magic_arguments(name=f"paddle deploy {action}")
+    @name
+    @reason
+    def command(call: Call, args: argparse.Namespace) -> Any:
+        deployment = _deployment(call, args.name)
+        getattr(deployment, action)(args.reason)
+        return deployment.status()
+
+    command.__name__ = f"cmd_{action}"
+    command.parser.description = doc
+
+
+_simple("promote", "All traffic to the candidate; the old colour stays warm for rollback.")
+_simple("rollback", "All traffic back to stable (one router reload), then stop the candidate.")
+_simple("switch", "Flip all traffic to the other colour; both stay warm.")
+_simple("abort", "Drop the candidate before it was promoted; stable keeps all traffic.")
+
+
+@verb("weight", DEPLOY_VERBS)
+@magic_arguments(name="paddle deploy weight")
+@name
+@argument("percent", type=int, help="Share of traffic for the candidate, 0..100.")
+@reason
+def cmd_weight(call: Call, args: argparse.Namespace) -> Any:
+    """Send a share of the traffic to the candidate (sticky per user id)."""
+    deployment = _deployment(call, args.name)
+    deployment.weight(args.percent, args.reason)
+    return deployment.status()
+
+
+@verb("status", DEPLOY_VERBS)
+@magic_arguments(name="paddle deploy status")
+@argument("name", nargs="?", help="The deployment (default: every deployment, as a table).")
+def cmd_status(call: Call, args: argparse.Namespace) -> Any:
+    """Phase, colours, versions, weights and health."""
+    if args.name:
+        return _deployment(call, args.name).status()
+    return _list(call)
+
+
+@verb("history", DEPLOY_VERBS)
+@magic_arguments(name="paddle deploy history")
+@name
+@argument("--limit", type=int, default=None, help="Only the last N entries.")
+def cmd_history(call: Call, args: argparse.Namespace) -> Any:
+    """Every action on the deployment: when, what, versions, outcome, why."""
+    import pandas as pd
+
+    from workbench_ext.display import history_rows
+
+    entries = _deployment(call, args.name).history(args.limit)
+    return pd.DataFrame.from_records(
+        history_rows(entries),
+        columns=["time", "action", "outcome", "stable", "candidate", "phase", "weights", "reason"],
+    )
+
+
+@verb("agreement", DEPLOY_VERBS)
+@magic_arguments(name="paddle deploy agreement")
+@name
+def cmd_agreement(call: Call, args: argparse.Namespace) -> Any:
+    """The last output-agreement report of the candidate against stable."""
+    import pandas as pd
+
+    report = _deployment(call, args.name).agreement
+    if report is None:
+        from workbench_ext.state import SessionError
+
+        raise SessionError(f"{args.name} has no agreement report yet; run `%paddle deploy update` first")
+    frame = pd.DataFrame.from_records(report.get("outputs", []))
+    frame.attrs["summary"] = report.get("summary", "")
+    print(report.get("summary", ""))
+    return frame
+
+
+@verb("list", DEPLOY_VERBS)
+@magic_arguments(name="paddle deploy list")
+def cmd_list(call: Call, args: argparse.Namespace) -> Any:
+    """Every deployment under the workbench home."""
+    return _list(call)
+
+
+def _list(call: Call) -> pd.DataFrame:
+    import pandas as pd
+
+    rows = [
+        {
+            "name": s.name,
+            "model": s.model,
+            "url": s.url,
+            "phase": s.phase,
+            "stable": s.stable_version,
+            "candidate": s.candidate_version,
+            "weights": ", ".join(f"{c} {w}%" for c, w in s.weights.items()),
+        }
+        for s in call.session.deployments.list()
+    ]
+    return pd.DataFrame.from_records(
+        rows, columns=["name", "model", "url", "phase", "stable", "candidate", "weights"]
+    )
+
+
+@verb("delete", DEPLOY_VERBS)
+@magic_arguments(name="paddle deploy delete")
+@name
+def cmd_delete(call: Call, args: argparse.Namespace) -> Any:
+    """Stop the router and both colours, and remove the deployment's state."""
+    _deployment(call, args.name).delete()
+    return None

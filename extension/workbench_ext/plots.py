@@ -1,0 +1,289 @@
+"""Bokeh figures of the workbench: latency distributions, agreement matrices, memory, live traffic.
+
+Each builder returns a small object holding the figure and its data sources, with
+an ``update`` method: panels build a figure once, wrap it in
+``jupyter_bokeh.BokehModel`` and then change only the data (``source.data`` for
+snapshots, ``source.stream`` for time series), so the browser redraws in place.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
+    from workbench import Comparison
+
+PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
+COLOR_HEX = {"blue": "#1f77b4", "green": "#2ca02c"}
+WINDOW = 300  # points kept in live series
+
+
+def _figure(**kwargs: Any) -> Any:
+    from bokeh.plotting import figure
+
+    options: dict[str, Any] = {
+        "height": 260,
+        "width": 460,
+        "tools": "pan,wheel_zoom,box_zoom,reset,save,hover",
+        "toolbar_location": "right",
+    }
+    options.update(kwargs)
+    fig = figure(**options)
+    fig.title.text_font_size = "11pt"
+    return fig
+
+
+def histogram(values: Sequence[float], bins: int = 30) -> tuple[Any, Any]:
+    data = np.asarray(values, dtype=float)
+    if data.size == 0:
+        return np.zeros(0), np.zeros(1)
+    counts, edges = np.histogram(data, bins=bins)
+    return counts, edges
+
+
+# -- latency distributions ------------------------------------------------------------
+
+
+@dataclass
+class LatencyPlot:
+    """Per-version latency histograms (ms) on one axis."""
+
+    figure: Any
+    source: Any
+
+    def update(self, latencies: Mapping[str, Sequence[float]]) -> None:
+        self.source.data = latency_data(latencies)
+
+
+def latency_data(latencies: Mapping[str, Sequence[float]], bins: int = 30) -> dict[str, list[Any]]:
+    """Histogram quads for each version (seconds in, milliseconds out), on shared bin edges."""
+    every = [np.asarray(v, dtype=float) * 1000 for v in latencies.values() if len(v)]
+    data: dict[str, list[Any]] = {"left": [], "right": [], "top": [], "version": [], "color": []}
+    if not every:
+        return data
+    joined = np.concatenate(every)
+    hi = float(np.percentile(joined, 99.5))
+    lo = float(joined.min())
+    edges = np.linspace(lo, hi if hi > lo else lo + 1e-3, bins + 1)
+    for index, (version, seconds) in enumerate(latencies.items()):
+        ms = np.clip(np.asarray(seconds, dtype=float) * 1000, lo, edges[-1])
+        counts, _ = np.histogram(ms, bins=edges)
+        share = counts / max(1, counts.sum())
+        data["left"] += edges[:-1].tolist()
+        data["right"] += edges[1:].tolist()
+        data["top"] += share.tolist()
+        data["version"] += [version] * len(counts)
+        data["color"] += [PALETTE[index % len(PALETTE)]] * len(counts)
+    return data
+
+
+def latency_plot(latencies: Mapping[str, Sequence[float]] | None = None, *, title: str = "") -> LatencyPlot:
+    from bokeh.models import ColumnDataSource
+
+    source = ColumnDataSource(latency_data(latencies or {}))
+    fig = _figure(
+        title=title or "batch latency per version", x_axis_label="ms", y_axis_label="share of batches"
+    )
+    fig.quad(
+        left="left",
+        right="right",
+        top="top",
+        bottom=0,
+        source=source,
+        fill_color="color",
+        line_color="color",
+        fill_alpha=0.35,
+        legend_field="version",
+    )
+    fig.legend.location = "top_right"
+    fig.legend.click_policy = "hide"
+    return LatencyPlot(fig, source)
+
+
+# -- agreement matrix -----------------------------------------------------------------
+
+
+@dataclass
+class MatrixPlot:
+    """Class-by-class counts: rows predicted by version A, columns by version B."""
+
+    figure: Any
+    source: Any
+
+    def update(self, comparison: Comparison, a: str, b: str) -> None:
+        self.source.data = matrix_data(comparison, a, b)
+        self.figure.xaxis.axis_label = f"{b} predicts"
+        self.figure.yaxis.axis_label = f"{a} predicts"
+
+
+def matrix_data(comparison: Comparison | None, a: str = "", b: str = "") -> dict[str, list[Any]]:
+    data: dict[str, list[Any]] = {"x": [], "y": [], "count": [], "label": [], "alpha": [], "agree": []}
+    if comparison is None or a not in comparison.outputs or b not in comparison.outputs:
+        return data
+    predicted = comparison.predictions()
+    pa, pb = predicted[a], predicted[b]
+    classes = int(max(pa.max(initial=0), pb.max(initial=0))) + 1
+    counts = np.zeros((classes, classes), dtype=int)
+    np.add.at(counts, (pa, pb), 1)
+    peak = max(1, int(counts.max()))
+    for i in range(classes):
+        for j in range(classes):
+            data["y"].append(str(i))
+            data["x"].append(str(j))
+            data["count"].append(int(counts[i, j]))
+            data["label"].append(str(counts[i, j]) if counts[i, j] else "")
+            data["alpha"].append(0.08 + 0.92 * counts[i, j] / peak if counts[i, j] else 0.0)
+            data["agree"].append("#2ca02c" if i == j else "#d62728")
+    return data
+
+
+def matrix_plot(comparison: Comparison | None = None, a: str = "", b: str = "") -> MatrixPlot:
+    from bokeh.models import ColumnDataSource
+
+    classes = 10
+    if comparison is not None and comparison.outputs:
+        classes = next(iter(comparison.outputs.values())).reshape(comparison.rows, -1).shape[1]
+    factors = [str(i) for i in range(classes)]
+    source = ColumnDataSource(matrix_data(comparison, a, b))
+    fig = _figure(
+        title="agreement matrix (green: same class)",
+        x_range=factors,
+        y_range=list(reversed(factors)),
+        width=380,
+        height=360,
+        tools="hover,save",
+        tooltips=[("A", "@y"), ("B", "@x"), ("rows", "@count")],
+    )
+    fig.rect(
+        x="x",
+        y="y",
+        width=0.95,
+        height=0.95,
+        source=source,
+        fill_color="agree",
+        fill_alpha="alpha",
+        line_color=None,
+    )
+    fig.text(
+        x="x",
+        y="y",
+        text="label",
+        source=source,
+        text_align="center",
+        text_baseline="middle",
+        text_font_size="8pt",
+    )
+    fig.grid.visible = False
+    fig.xaxis.axis_label = f"{b} predicts" if b else "B predicts"
+    fig.yaxis.axis_label = f"{a} predicts" if a else "A predicts"
+    return MatrixPlot(fig, source)
+
+
+# -- loaded versions ------------------------------------------------------------------
+
+
+@dataclass
+class MemoryPlot:
+    """Memory (MiB) attributed to each loaded version."""
+
+    figure: Any
+    source: Any
+
+    def update(self, versions: Sequence[str], mib: Sequence[float], active: str | None) -> None:
+        self.figure.x_range.factors = list(versions)
+        self.source.data = {
+            "version": list(versions),
+            "mib": [float(m) for m in mib],
+            "color": [PALETTE[2] if v == active else PALETTE[0] for v in versions],
+        }
+
+
+def memory_plot() -> MemoryPlot:
+    from bokeh.models import ColumnDataSource
+
+    source = ColumnDataSource({"version": [], "mib": [], "color": []})
+    fig = _figure(
+        title="memory per loaded version (green: active)",
+        x_range=[],
+        height=220,
+        width=420,
+        y_axis_label="MiB",
+        tools="hover,save",
+        tooltips=[("version", "@version"), ("MiB", "@mib")],
+    )
+    fig.vbar(x="version", top="mib", width=0.6, source=source, fill_color="color", line_color=None)
+    fig.y_range.start = 0
+    return MemoryPlot(fig, source)
+
+
+# -- live traffic ---------------------------------------------------------------------
+
+
+@dataclass
+class TrafficPlot:
+    """Requests/s, error rate and p99 latency per colour, streamed."""
+
+    figures: tuple[Any, Any, Any]
+    source: Any
+
+    def stream(self, sample: Mapping[str, Mapping[str, float | None]], at: float | None = None) -> None:
+        """Append one point: ``sample[color] = {"rps", "error_rate", "p99_ms"}``."""
+        point: dict[str, list[Any]] = {"t": [(at if at is not None else time.time()) * 1000]}
+        for color in ("blue", "green"):
+            values = sample.get(color, {})
+            for key in ("rps", "error_rate", "p99_ms"):
+                value = values.get(key)
+                point[f"{color}_{key}"] = [float("nan") if value is None else float(value)]
+        self.source.stream(point, rollover=WINDOW)
+
+
+def traffic_plot() -> TrafficPlot:
+    from bokeh.models import ColumnDataSource
+
+    columns = {"t": []} | {f"{c}_{k}": [] for c in ("blue", "green") for k in ("rps", "error_rate", "p99_ms")}
+    source = ColumnDataSource(columns)
+    figures = []
+    for key, title, unit in (
+        ("rps", "requests/s", "req/s"),
+        ("error_rate", "error rate", "share"),
+        ("p99_ms", "p99 latency", "ms"),
+    ):
+        fig = _figure(
+            title=title,
+            x_axis_type="datetime",
+            height=200,
+            width=330,
+            y_axis_label=unit,
+            tools="pan,wheel_zoom,reset,save",
+        )
+        for color in ("blue", "green"):
+            fig.line(
+                x="t",
+                y=f"{color}_{key}",
+                source=source,
+                line_color=COLOR_HEX[color],
+                line_width=2,
+                legend_label=color,
+            )
+        fig.legend.location = "top_left"
+        fig.legend.label_text_font_size = "8pt"
+        figures.append(fig)
+    return TrafficPlot((figures[0], figures[1], figures[2]), source)
+
+
+def widget(fig: Any) -> Any:
+    """An ipywidget showing a Bokeh figure or layout (synced both ways by jupyter_bokeh)."""
+    from jupyter_bokeh.widgets import BokehModel
+
+    return BokehModel(fig)
+
+
+def show(fig: Any) -> Any:
+    """Wrap a figure so a notebook cell displays it as a widget."""
+    return widget(fig)

@@ -57,6 +57,8 @@ log = logging.getLogger(__name__)
 
 #: Phases after which the candidate slot is emptied (its instance stopped).
 _SINGLE = frozenset({Phase.STABLE, Phase.STARTING, Phase.ROLLED_BACK, Phase.FAILED})
+#: Phases in which the candidate has an upstream in the router.
+_ROUTED = frozenset({Phase.VERIFIED, Phase.CANARY, Phase.PROMOTED})
 
 
 @dataclass(frozen=True)
@@ -561,7 +563,7 @@ class Deployment:
             if probe.report is not None:
                 entries.append(("agreement", "ok" if probe.report.passed else "failed",
                                 probe.report.summary()))
-            if rollout.phase is not current.rollout.phase:
+            if rollout.phase is not current.rollout.phase and not rollout.in_progress:
                 action = "verify" if rollout.phase is not Phase.PROMOTED else "promote"
                 outcome = "failed" if rollout.phase is Phase.FAILED else "ok"
                 entries.append((action, outcome, rollout.message))
@@ -646,15 +648,21 @@ class Deployment:
     def _table(self, state: DeploymentState) -> RoutingTable:
         from workbench.deploy.router import RoutingTable, Upstream
 
+        # The candidate joins the router (pinnable, and backup of the stable colour)
+        # only once verified: before that it must not see a single request.
+        routed = {
+            color: record
+            for color, record in state.instances.items()
+            if color == state.rollout.stable or state.rollout.phase in _ROUTED
+        }
         upstreams = tuple(
             Upstream(color=r.color, host=r.host, port=r.port, version=r.version)
-            for r in state.instances.values()
+            for r in routed.values()
         )
-        weights = state.rollout.weights
-        green = weights["green"]
-        if "green" not in state.instances:
+        green = state.rollout.weights["green"]
+        if "green" not in routed:
             green = 0
-        if "blue" not in state.instances:
+        if "blue" not in routed:
             green = 100
         return RoutingTable(
             deployment=state.name,

@@ -20,6 +20,7 @@ import errno
 import json
 import logging
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -41,6 +42,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: Overrides the program that runs ``serve ...`` (shell-quoted), e.g. ``/opt/venv/bin/workbench``.
+SERVE_COMMAND_ENV = "WORKBENCH_SERVE_COMMAND"
 #: How long a started process must survive before start() returns.
 START_GRACE = 0.3
 
@@ -87,12 +90,16 @@ class ProcessBackend(Backend):
         env: dict[str, str] | None = None,
         start_grace: float = START_GRACE,
     ) -> None:
-        """``command`` replaces ``[sys.executable, "-m", "workbench"]`` (tests use a stub)."""
+        """``command`` replaces ``[sys.executable, "-m", "workbench"]``, the program that gets
+        ``serve ...`` appended; the environment variable ``WORKBENCH_SERVE_COMMAND`` (a
+        shell-quoted string) does the same for every backend (e.g. another venv's python)."""
         if home is None:
             from workbench.deploy.state import default_home
 
             home = default_home()
         self.home = Path(home)
+        if not command and os.environ.get(SERVE_COMMAND_ENV, "").strip():
+            command = shlex.split(os.environ[SERVE_COMMAND_ENV])
         self.command = list(command) if command else [sys.executable, "-m", "workbench"]
         self.env = dict(env or {})
         self.start_grace = start_grace

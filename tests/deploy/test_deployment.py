@@ -1,0 +1,210 @@
+"""Blue/green deployments end to end: real nginx, real processes (the stub server).
+
+Each test drives the public API (``DeploymentManager`` / ``Deployment``) and checks
+what a client of the router sees: which colour answers (``x-deploy-color``) and
+which version (``x-model-version``).
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+from typing import TYPE_CHECKING
+
+import httpx
+import numpy as np
+import pytest
+
+from tests.deploy.conftest import stub_sample
+from workbench.deploy.client import ServingClient
+from workbench.deploy.rollout import Phase
+from workbench.errors import RolloutError, RouterError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from pathlib import Path
+
+    from workbench.deploy.deployment import Deployment, DeploymentManager
+
+pytestmark = pytest.mark.nginx
+
+
+def colors(url: str, n: int = 40, headers: dict[str, str] | None = None) -> collections.Counter[str]:
+    """Which colour answered ``n`` inference requests through the router."""
+    seen: collections.Counter[str] = collections.Counter()
+    with ServingClient(url) as client:
+        for _ in range(n):
+            result = client.infer("stub", {"x": stub_sample(2)}, headers=headers)
+            seen[f"{result.color}:{result.version}"] += 1
+    return seen
+
+
+@pytest.fixture
+def web(nginx: None, make_manager: Callable[..., DeploymentManager]) -> Deployment:
+    return make_manager().create("web", "stub", "stable")
+
+
+def test_create_puts_blue_live_behind_the_router(web: Deployment) -> None:
+    state = web.state
+    assert state.phase == "stable" and state.stable_version == "1.0.0"
+    assert state.weights == {"blue": 100}
+    assert colors(web.url, 5) == {"blue:1.0.0": 5}
+    status = web.status()
+    assert status.healthy and status.router_running
+    assert [(i.color, i.running, i.ready) for i in status.instances] == [("blue", True, True)]
+    assert [h.action for h in web.history()] == ["create"]
+
+
+def test_update_verifies_reports_agreement_and_waits_for_promote(web: Deployment) -> None:
+    state = web.update("1.1.0")
+    assert state.rollout.phase is Phase.VERIFIED
+    assert state.candidate_version == "1.1.0"
+    report = web.agreement
+    assert report is not None and report["passed"] and report["top1"] == 1.0
+    assert report["rows"] == 8 and report["max_abs_diff"] == 0.0
+    # verified but not promoted: green is warm and gets nothing
+    assert colors(web.url, 10) == {"blue:1.0.0": 10}
+    assert colors(web.url, 2, {"x-model-version": "1.1.0"}) == {"green:1.1.0": 2}
+
+    web.promote()
+    assert colors(web.url, 10) == {"green:1.1.0": 10}
+    web.rollback(reason="testing rollback")
+    state = web.state
+    assert state.rollout.phase is Phase.ROLLED_BACK and state.weights == {"blue": 100}
+    assert "green" not in state.instances
+    assert colors(web.url, 10) == {"blue:1.0.0": 10}
+    actions = [(h.action, h.outcome) for h in web.history()]
+    assert actions == [
+        ("create", "ok"), ("update", "ok"), ("agreement", "ok"), ("verify", "ok"),
+        ("promote", "ok"), ("rollback", "ok"),
+    ]
+    last = web.history()[-1]
+    assert (last.reason, last.stable_version, last.phase) == ("testing rollback", "1.0.0",
+                                                              "rolled_back")
+
+
+def test_weight_switch_and_the_next_update_alternate_colours(web: Deployment,
+                                                             tmp_path: Path) -> None:
+    sample = tmp_path / "extra.npz"
+    np.savez(sample, x=stub_sample(4, seed=7))
+    web.update("1.1.0", sample_file=sample)
+    assert web.agreement is not None and web.agreement["rows"] == 12
+    web.weight(50)
+    seen = colors(web.url, 60)
+    assert set(seen) == {"blue:1.0.0", "green:1.1.0"} and min(seen.values()) >= 10
+    # sticky: one user id always lands on one colour
+    for user in ("ada", "bob", "cy"):
+        assert len(colors(web.url, 8, {"x-user-id": user})) == 1
+    web.switch()
+    assert colors(web.url, 5) == {"green:1.1.0": 5}
+    web.switch()
+    assert colors(web.url, 5) == {"blue:1.0.0": 5}
+    web.switch()
+    state = web.state
+    assert state.rollout.phase is Phase.PROMOTED and state.weights == {"blue": 0, "green": 100}
+    # the next rollout keeps green (now stable) and starts the candidate on blue
+    state = web.update("1.0.0", auto_promote=True)
+    assert state.rollout.phase is Phase.PROMOTED
+    assert state.rollout.stable == "green" and state.instances["blue"].version == "1.0.0"
+    assert colors(web.url, 5) == {"blue:1.0.0": 5}
+
+
+def test_abort_drops_green(web: Deployment) -> None:
+    web.update("1.1.0")
+    web.abort()
+    state = web.state
+    assert state.rollout.phase is Phase.STABLE and set(state.instances) == {"blue"}
+    assert colors(web.url, 5) == {"blue:1.0.0": 5}
+    with pytest.raises(RolloutError, match="cannot promote in phase 'stable'"):
+        web.promote()
+    assert web.history()[-1].outcome == "refused"
+
+
+def test_disagreeing_green_is_reported_and_refused_with_a_threshold(web: Deployment) -> None:
+    state = web.update("1.2.0")  # no threshold: reported, still verified
+    assert state.rollout.phase is Phase.VERIFIED
+    assert web.agreement is not None and web.agreement["top1"] < 0.5
+    web.abort()
+    with pytest.raises(RolloutError, match="agreement failed"):
+        web.update("1.2.0", min_agreement=0.9)
+    state = web.state
+    assert state.rollout.phase is Phase.FAILED and "green" not in state.instances
+    assert colors(web.url, 5) == {"blue:1.0.0": 5}
+
+
+@pytest.mark.parametrize(
+    ("version", "message"),
+    [
+        ("1.3.0", "timed out waiting for ready"),
+        ("1.4.0", "exited"),
+        ("1.5.0", "deep health failed: stub deep check fails"),
+    ],
+)
+def test_a_green_that_fails_never_receives_traffic(web: Deployment, version: str,
+                                                   message: str) -> None:
+    router = web.manager.router("web")
+    tables = []
+    with pytest.raises(RolloutError, match=message):
+        web.update(version, timeout=3.0, on_tick=lambda s: tables.append(router.table))
+    state = web.state
+    assert state.rollout.phase is Phase.FAILED and message in state.rollout.message
+    assert set(state.instances) == {"blue"}
+    assert all(t is not None and t.green_weight == 0 for t in tables)
+    assert colors(web.url, 5) == {"blue:1.0.0": 5}
+    greens = [json.loads(line) for line in router.access_log.read_text().splitlines()]
+    assert not [g for g in greens if g["color"] == "green"]
+    assert web.history()[-1].outcome == "failed"
+    # the failed rollout can be retried with a good version
+    assert web.update("1.1.0").rollout.phase is Phase.VERIFIED
+
+
+def test_a_bad_nginx_config_is_never_installed(
+    nginx: None, make_manager: Callable[..., DeploymentManager]
+) -> None:
+    from workbench.deploy.router import NginxRouter
+
+    broken = {"on": False}
+
+    class FlakyRouter(NginxRouter):
+        def render(self, table):  # type: ignore[no-untyped-def]
+            text = super().render(table)
+            return text + "\nthis is not nginx;\n" if broken["on"] else text
+
+    web = make_manager(router_factory=FlakyRouter).create("web", "stub", "1.0.0")
+    web.update("1.1.0")
+    installed = web.manager.router("web").conf_path.read_text()
+    broken["on"] = True
+    with pytest.raises(RouterError):
+        web.promote()
+    state = web.state
+    assert state.rollout.phase is Phase.VERIFIED and state.weights == {"blue": 100, "green": 0}
+    assert web.manager.router("web").conf_path.read_text() == installed
+    assert colors(web.url, 5) == {"blue:1.0.0": 5}
+    assert web.history()[-1].action == "promote" and web.history()[-1].outcome == "failed"
+    broken["on"] = False
+    web.promote()
+    assert colors(web.url, 5) == {"green:1.1.0": 5}
+
+
+def test_state_survives_a_new_manager(web: Deployment,
+                                      make_manager: Callable[..., DeploymentManager]) -> None:
+    web.update("1.1.0")
+    again = make_manager().get("web")  # as a restarted kernel or a new shell would
+    assert again.state == web.state
+    again.promote()
+    assert colors(web.url, 5) == {"green:1.1.0": 5}
+    status = again.status()
+    assert all(i.running and i.ready for i in status.instances)
+
+
+def test_delete_stops_everything(web: Deployment) -> None:
+    web.update("1.1.0")
+    url = web.url
+    refs = [int(r.ref) for r in web.state.instances.values()]
+    web.manager.delete("web")
+    assert web.manager.names() == []
+    import psutil
+
+    assert not any(psutil.pid_exists(p) and psutil.Process(p).status() != "zombie" for p in refs)
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(url + "/router/health", timeout=1)

@@ -17,6 +17,7 @@ from workbench.deploy.router import (
     NginxRunner,
     RoutingTable,
     Upstream,
+    render_front,
     render_nginx,
 )
 from workbench.errors import DeployError, RouterError
@@ -71,15 +72,23 @@ GOLDEN_CASES: dict[str, tuple[RoutingTable, str | None]] = {
 }
 
 
-@pytest.mark.parametrize("name", sorted(GOLDEN_CASES))
-def test_render_matches_golden_file(name: str) -> None:
-    routing, user = GOLDEN_CASES[name]
-    rendered = render_nginx(routing, workdir=WORKDIR, user=user)
-    path = GOLDEN / f"{name}.conf"
+def check_golden(path: Path, rendered: str) -> None:
     if os.environ.get("UPDATE_GOLDEN") == "1":
         path.write_text(rendered, encoding="utf-8")
     assert path.exists(), f"missing golden file {path}; run with UPDATE_GOLDEN=1"
     assert rendered == path.read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("name", sorted(GOLDEN_CASES))
+def test_render_matches_golden_file(name: str) -> None:
+    routing, user = GOLDEN_CASES[name]
+    check_golden(GOLDEN / f"{name}.conf", render_nginx(routing, workdir=WORKDIR, user=user))
+
+
+@pytest.mark.parametrize("name", ["canary_25", "custom_header_hostnames", "green_100_as_root"])
+def test_render_front_matches_golden_file(name: str) -> None:
+    routing, user = GOLDEN_CASES[name]
+    check_golden(GOLDEN / f"{name}.front.conf", render_front(routing, workdir=WORKDIR, user=user))
 
 
 def test_render_is_pure() -> None:
@@ -101,6 +110,24 @@ def test_render_routing_rules() -> None:
     assert "add_header x-deploy-color $wb_served_color always;" in conf
     assert f"pid {WORKDIR}/nginx.pid;" in conf and "daemon off;" in conf
     assert "\nuser " not in conf
+
+
+def test_front_forwards_to_the_router_socket() -> None:
+    socket = f"{WORKDIR}/front/router.sock"
+    router = render_nginx(table(), workdir=WORKDIR)
+    front = render_front(table(), workdir=WORKDIR)
+    assert f"listen unix:{socket};" in router
+    assert "listen 127.0.0.1:8080;" in front and f"server unix:{socket};" in front
+    assert "proxy_next_upstream error non_idempotent;" in front
+    assert f"pid {WORKDIR}/front/nginx.pid;" in front
+    # the front changes only with the listen address, limits and timeouts
+    other_upstreams = (BLUE, Upstream("green", "127.0.0.1", 9003, "1.2.0"))
+    assert render_front(table(green_weight=80, upstreams=other_upstreams), workdir=WORKDIR) == front
+
+
+def test_workdir_too_long_for_the_socket() -> None:
+    with pytest.raises(RouterError, match="too long"):
+        render_nginx(table(), workdir="/" + "x" * 100)
 
 
 def test_blue_only_sends_everything_to_blue() -> None:

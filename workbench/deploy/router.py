@@ -1,16 +1,23 @@
 """The nginx router: a routing table in, a checked and reloaded nginx out.
 
 A :class:`RoutingTable` says where each colour listens and what share of traffic
-green gets. :func:`render_nginx` turns it into a complete ``nginx.conf`` (a pure
-function over the packaged template ``templates/nginx.conf.tmpl``), and
-:meth:`NginxRouter.apply` installs it the safe way::
+green gets. :func:`render_nginx` and :func:`render_front` turn it into complete
+nginx configurations (pure functions over the packaged templates in
+``templates/``), and :meth:`NginxRouter.apply` installs them the safe way::
 
-    render -> write a temp file in the workdir -> `nginx -t` on it
-           -> os.replace over nginx.conf -> start, or graceful reload
+    render -> write temp files in the workdir -> `nginx -t` on each
+           -> os.replace over the installed files -> start, or graceful reload
            -> wait until new requests see the new table
 
 A configuration that fails the check is never installed; the error carries
-nginx's own message. Switching and rolling back are one ``apply``.
+nginx's own message. Switching and rolling back are one ``apply`` (one reload).
+
+Two nginx masters run per deployment: the *front* owns the public address and
+forwards everything over kept-alive connections to the *router* on a unix
+socket, which does the routing and is what ``apply`` reloads. A plain nginx
+reload closes idle kept-alive client connections, and a client that sends on one
+at that instant gets an error; behind the front, that request is retried on a
+fresh connection instead, so a cutover loses no request.
 
 Routing, in order of precedence:
 
@@ -69,6 +76,7 @@ __all__ = [
     "NginxRunner",
     "RoutingTable",
     "Upstream",
+    "render_front",
     "render_nginx",
 ]
 
@@ -83,7 +91,10 @@ TABLE_FILE = "table.json"
 OUTPUT_FILE = "nginx.out"  # stderr of a locally started master
 _LOCK_FILE = ".router.lock"
 
-_TEMPLATE = Path(__file__).parent / "templates" / "nginx.conf.tmpl"
+FRONT_DIR = "front"  # the front's own workdir, inside the router's
+SOCKET_FILE = "router.sock"  # in FRONT_DIR: the router listens here, the front connects
+_MAX_SOCKET_PATH = 107  # sun_path holds 108 bytes with the terminating NUL
+_TEMPLATES = Path(__file__).parent / "templates"
 _HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9_]([A-Za-z0-9_-]{0,62})(\.[A-Za-z0-9_-]{1,63})*$")
 _VERSION = re.compile(r"^[0-9][0-9A-Za-z.+_-]{0,63}$")
 _HEADER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,63}$")
@@ -271,18 +282,42 @@ def _duration(seconds: float) -> str:
     return f"{ms // 1000}s" if ms % 1000 == 0 else f"{ms}ms"
 
 
-def render_nginx(table: RoutingTable, *, workdir: StrPath, user: str | None = None) -> str:
-    """The complete ``nginx.conf`` for ``table``: a pure function of its arguments.
-
-    ``workdir`` (absolute, as nginx sees it) holds the pid file, logs and temp
-    paths. ``user`` renders a ``user`` directive (needed when the master runs as
-    root and the workdir is private; None leaves it out).
-    """
-    workdir = str(workdir)
+def _common(table: RoutingTable, workdir: StrPath, user: str | None) -> dict[str, str]:
+    """Checks and template values shared by both tiers."""
+    workdir = str(workdir).rstrip("/")
     if not workdir.startswith("/") or any(c in workdir for c in " ;{}'\"$\\\n"):
         raise RouterError(f"workdir must be an absolute path without spaces or quotes: {workdir!r}")
+    socket_path = f"{workdir}/{FRONT_DIR}/{SOCKET_FILE}"
+    if len(socket_path.encode()) > _MAX_SOCKET_PATH:
+        raise RouterError(
+            f"workdir {workdir!r} is too long: the router's unix socket {socket_path!r} must be at "
+            f"most {_MAX_SOCKET_PATH} bytes; use a shorter workdir"
+        )
     if user is not None and not re.match(r"^[A-Za-z_][A-Za-z0-9_.-]*$", user):
         raise RouterError(f"invalid user name {user!r}")
+    return {
+        "deployment": table.deployment,
+        "revision": table.revision,
+        "workdir": workdir,
+        "front": f"{workdir}/{FRONT_DIR}",
+        "socket": socket_path,
+        "public": _hostport(table.listen_host, table.listen_port),
+        "user": f"user {user};\n" if user else "",
+        "max_body_mb": str(table.max_body_mb),
+    }
+
+
+def render_nginx(table: RoutingTable, *, workdir: StrPath, user: str | None = None) -> str:
+    """The router's ``nginx.conf`` for ``table``: a pure function of its arguments.
+
+    The router does the routing (pins, split, retry, colour header, access log)
+    and listens on the unix socket ``<workdir>/front/router.sock``; the front
+    (:func:`render_front`) owns the public address. ``workdir`` (absolute, as
+    nginx sees it) holds the pid file, logs and temp paths. ``user`` renders a
+    ``user`` directive (needed when the master runs as root and the workdir is
+    private; None leaves it out).
+    """
+    values = _common(table, workdir, user)
     indent = " " * 8
     forced = "".join(f"{indent}{c:<7} {c};\n" for c in table.colors)
     versions = [u.version for u in table.upstreams]
@@ -311,26 +346,41 @@ def render_nginx(table: RoutingTable, *, workdir: StrPath, user: str | None = No
     )
     if "$" in table_json:
         raise RouterError("the routing table must not contain '$'")
-    values = {
-        "deployment": table.deployment,
-        "revision": table.revision,
-        "workdir": workdir.rstrip("/") or "/",
-        "user": f"user {user};\n" if user else "",
-        "shutdown_timeout": str(round(table.read_timeout) + 10),
-        "max_body_mb": str(table.max_body_mb),
-        "forced": forced,
-        "versions": pins,
-        "salt": f"{green.version}/" if green else "",
-        "user_var": "http_" + table.user_header.lower().replace("-", "_"),
-        "split": split,
-        "served": served,
-        "upstreams": "\n".join(upstreams),
-        "listen": _hostport(table.listen_host, table.listen_port),
-        "table_json": table_json.replace("\\", "\\\\").replace("'", "\\'"),
-        "connect_timeout": _duration(table.connect_timeout),
-        "read_timeout": _duration(table.read_timeout),
-    }
-    return _ConfTemplate(_TEMPLATE.read_text(encoding="utf-8")).substitute(values)
+    values.update(
+        shutdown_timeout=str(round(table.read_timeout) + 10),
+        forced=forced,
+        versions=pins,
+        salt=f"{green.version}/" if green else "",
+        user_var="http_" + table.user_header.lower().replace("-", "_"),
+        split=split,
+        served=served,
+        upstreams="\n".join(upstreams),
+        listen=f"unix:{values['socket']}",
+        table_json=table_json.replace("\\", "\\\\").replace("'", "\\'"),
+        connect_timeout=_duration(table.connect_timeout),
+        read_timeout=_duration(table.read_timeout),
+    )
+    return _ConfTemplate((_TEMPLATES / "nginx.conf.tmpl").read_text(encoding="utf-8")).substitute(values)
+
+
+def render_front(table: RoutingTable, *, workdir: StrPath, user: str | None = None) -> str:
+    """The front's ``nginx.conf`` (``<workdir>/front/nginx.conf``): pure, like :func:`render_nginx`.
+
+    The front listens on the table's public address and passes every request to
+    the router's unix socket over kept-alive connections. It only changes (and
+    reloads) when the listen address, body limit or timeouts change, so it keeps
+    the clients' connections open while the router reloads; a request caught on a
+    connection an old router worker is closing is retried on a fresh one.
+    """
+    values = _common(table, workdir, user)
+    # the router may try both colours, each up to connect + read timeout
+    budget = 2 * (table.connect_timeout + table.read_timeout) + 1
+    values.update(
+        shutdown_timeout=str(round(budget) + 10),
+        listen=values["public"],
+        read_timeout=_duration(budget),
+    )
+    return _ConfTemplate((_TEMPLATES / "front.conf.tmpl").read_text(encoding="utf-8")).substitute(values)
 
 
 # --------------------------------------------------------------------------- runners
@@ -611,6 +661,16 @@ def _check_port_free(host: str, port: int) -> None:
         ) from exc
 
 
+def _write_candidate(conf: Path, text: str) -> Path:
+    """Write ``text`` to a temp file beside ``conf`` (same filesystem: os.replace is atomic)."""
+    fd, name = tempfile.mkstemp(dir=conf.parent, prefix=".nginx-", suffix=".conf")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    return Path(name)
+
+
 def _write_atomic(path: Path, data: bytes) -> None:
     fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-", suffix=".tmp")
     try:
@@ -625,6 +685,14 @@ def _write_atomic(path: Path, data: bytes) -> None:
 
 class NginxRouter:
     """The nginx router of one deployment; all its files live in ``workdir``.
+
+    Two nginx masters, started through the same runner: the **router**
+    (``<workdir>/nginx.conf``, :func:`render_nginx`) routes, and the **front**
+    (``<workdir>/front/nginx.conf``, :func:`render_front`) owns the public
+    address and forwards to the router's unix socket. A switch reloads only the
+    router; the front keeps the clients' connections, so none of them sees the
+    reload (a plain nginx reload closes idle kept-alive connections, and a client
+    that sends on one at that instant gets an error).
 
     ``apply(table)`` is the only way a configuration gets installed. Several
     processes (a notebook, an SSH shell) may share one workdir: applies are
@@ -643,12 +711,17 @@ class NginxRouter:
 
     @property
     def conf_path(self) -> Path:
-        """The installed configuration."""
+        """The installed router configuration."""
         return self.workdir / CONF_FILE
 
     @property
+    def front_conf_path(self) -> Path:
+        """The installed front configuration."""
+        return self.workdir / FRONT_DIR / CONF_FILE
+
+    @property
     def access_log(self) -> Path:
-        """JSON lines, one per request: color, status, upstream, upstream_response_time..."""
+        """JSON lines, one per request: color, routed, status, upstream, upstream_response_time..."""
         return self.workdir / ACCESS_LOG
 
     @property
@@ -668,7 +741,8 @@ class NginxRouter:
 
     @property
     def running(self) -> bool:
-        return self.conf_path.exists() and self.runner.is_running(self.conf_path)
+        """Whether both the front and the router run."""
+        return all(p.exists() and self.runner.is_running(p) for p in self._confs)
 
     @property
     def url(self) -> str:
@@ -679,81 +753,115 @@ class NginxRouter:
         return table.url
 
     def render(self, table: RoutingTable) -> str:
-        """The configuration ``apply(table)`` would install."""
+        """The router configuration ``apply(table)`` would install."""
         return render_nginx(table, workdir=self.workdir, user=self.runner.worker_user)
 
     def apply(self, table: RoutingTable) -> None:
         """Install ``table`` and return once new requests are routed by it.
 
-        Renders, checks with ``nginx -t`` and only then replaces ``nginx.conf``
-        atomically; starts nginx if it is not running, else reloads it gracefully
-        (requests in flight finish where they started). Raises RouterError, with
-        nginx's message, when the check, the start or the reload fails; the
-        previously installed configuration then stays in place and keeps serving.
+        Renders both configurations, checks each with ``nginx -t`` and only then
+        replaces them atomically; starts nginx if it is not running, else reloads
+        the router gracefully (requests in flight finish where they started; the
+        front only reloads when its listen address or limits change). Raises
+        RouterError, with nginx's message, when a check, the start or the reload
+        fails; the previously installed configuration then stays in place and
+        keeps serving.
         """
         if not isinstance(table, RoutingTable):
             raise TypeError(f"expected a RoutingTable, not {type(table).__name__}")
         started = time.monotonic()
-        self.workdir.mkdir(parents=True, exist_ok=True)
+        user = self.runner.worker_user
+        texts = {
+            self.conf_path: render_nginx(table, workdir=self.workdir, user=user),
+            self.front_conf_path: render_front(table, workdir=self.workdir, user=user),
+        }
+        self.front_conf_path.parent.mkdir(parents=True, exist_ok=True)
         with self._lock():
-            text = self.render(table)
-            fd, name = tempfile.mkstemp(dir=self.workdir, prefix=".nginx-", suffix=".conf")
-            tmp = Path(name)
+            was_running = {conf: conf.exists() and self.runner.is_running(conf) for conf in texts}
+            changed = {conf: not conf.exists() or conf.read_text() != text for conf, text in texts.items()}
+            changed[self.conf_path] = True  # the router always reloads: that is the switch
+            installed = self.table
+            candidates: dict[Path, Path] = {}
             try:
-                with os.fdopen(fd, "w", encoding="utf-8") as f:
-                    f.write(text)
-                    f.flush()
-                    os.fsync(f.fileno())
-                try:
-                    self.runner.check(tmp)
-                except RouterError as exc:  # name the file the user knows, not the temp one
-                    message = str(exc).replace(str(tmp), f"{self.conf_path} (candidate)")
-                    raise RouterError(message) from exc
-                running = self.running
-                installed = self.table if running else None
-                if installed is None or (installed.listen_host, installed.listen_port) != (
-                    table.listen_host,
-                    table.listen_port,
-                ):
+                for conf, text in texts.items():
+                    if not changed[conf]:
+                        continue  # the installed file passed this check already
+                    candidates[conf] = tmp = _write_candidate(conf, text)
+                    try:
+                        self.runner.check(tmp)
+                    except RouterError as exc:  # name the file the user knows, not the temp one
+                        raise RouterError(str(exc).replace(str(tmp), f"{conf} (candidate)")) from exc
+                front_up = was_running[self.front_conf_path]
+                if not front_up or installed is None or installed.url != table.url:
                     _check_port_free(table.listen_host, table.listen_port)
-                previous = self._snapshot()
-                tmp.replace(self.conf_path)
+                snapshot = self._snapshot()
+                for conf, tmp in candidates.items():
+                    tmp.replace(conf)
             finally:
-                tmp.unlink(missing_ok=True)
+                for tmp in candidates.values():
+                    tmp.unlink(missing_ok=True)
             _write_atomic(self.workdir / TABLE_FILE, json.dumps(table.to_dict(), indent=2).encode())
-            try:
-                if running:
-                    self.runner.reload(self.conf_path)
-                else:
-                    self.runner.start(self.conf_path)
-            except RouterError:
-                self._restore(previous)
-                raise
+            self._bring_up(was_running, changed, snapshot)
             self._wait_for(table)
         logger.info("router %s: applied %s in %.3f s", self.workdir, table, time.monotonic() - started)
 
     def start(self) -> None:
         """Start nginx on the installed configuration (e.g. after a restart). No-op if running."""
         table = self.table
-        if table is None or not self.conf_path.exists():
+        if table is None or not all(p.exists() for p in self._confs):
             raise RouterError(f"no routing table applied in {self.workdir}; call apply(table)")
         with self._lock():
-            if self.runner.is_running(self.conf_path):
-                return
-            _check_port_free(table.listen_host, table.listen_port)
-            self.runner.start(self.conf_path)
+            was_running = {conf: self.runner.is_running(conf) for conf in self._confs}
+            if not was_running[self.front_conf_path]:
+                _check_port_free(table.listen_host, table.listen_port)
+            self._bring_up(was_running, dict.fromkeys(self._confs, False), None)
             self._wait_for(table)
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Stop nginx gracefully (in-flight requests finish). Idempotent."""
-        if self.conf_path.exists():
-            self.runner.stop(self.conf_path, timeout)
+        """Stop nginx gracefully (front first; in-flight requests finish). Idempotent."""
+        for conf in reversed(self._confs):
+            if conf.exists():
+                self.runner.stop(conf, timeout)
+
+    @property
+    def _confs(self) -> tuple[Path, Path]:
+        """Router, then front: the order to start in (stop in reverse)."""
+        return self.conf_path, self.front_conf_path
+
+    def _bring_up(
+        self,
+        was_running: dict[Path, bool],
+        changed: dict[Path, bool],
+        snapshot: dict[Path, bytes | None] | None,
+    ) -> None:
+        """Start what is not running, reload what changed; on failure, roll the files back."""
+        done: list[tuple[Path, str]] = []
+        try:
+            for conf in self._confs:
+                if not was_running[conf]:
+                    if conf == self.conf_path:  # a stale socket would fail the bind
+                        (self.workdir / FRONT_DIR / SOCKET_FILE).unlink(missing_ok=True)
+                    self.runner.start(conf)
+                    done.append((conf, "started"))
+                elif changed[conf]:
+                    self.runner.reload(conf)
+                    done.append((conf, "reloaded"))
+        except RouterError:
+            if snapshot is not None:
+                self._restore(snapshot)
+            for conf, how in reversed(done):  # best effort back to what ran before
+                with contextlib.suppress(RouterError):
+                    if how == "started":
+                        self.runner.stop(conf, 5.0)
+                    elif conf.exists():
+                        self.runner.reload(conf)
+            raise
 
     def _lock(self) -> filelock.BaseFileLock:
         return filelock.FileLock(str(self.workdir / _LOCK_FILE), timeout=60)
 
     def _snapshot(self) -> dict[Path, bytes | None]:
-        paths = (self.conf_path, self.workdir / TABLE_FILE)
+        paths = (*self._confs, self.workdir / TABLE_FILE)
         return {p: p.read_bytes() if p.exists() else None for p in paths}
 
     def _restore(self, snapshot: dict[Path, bytes | None]) -> None:
@@ -764,7 +872,7 @@ class NginxRouter:
                 _write_atomic(path, data)
 
     def _wait_for(self, table: RoutingTable) -> None:
-        """Poll ``/router/table`` on fresh connections until it reports ``table``."""
+        """Poll ``/router/table`` through the front, on fresh connections, until it shows ``table``."""
         host = table.url.removeprefix("http://").rsplit(":", 1)[0].strip("[]")
         deadline = time.monotonic() + self.ready_timeout
         last: object = None

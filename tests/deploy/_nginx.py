@@ -1,0 +1,80 @@
+"""Helpers for router tests: tiny colour upstreams and free loopback ports."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+from tests._components import require
+
+
+def nginx_available() -> bool:
+    return shutil.which("nginx") is not None or Path("/usr/sbin/nginx").exists()
+
+
+def require_nginx() -> None:
+    require("nginx", nginx_available(), "install nginx (e.g. apt-get install nginx-light)")
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on (right now)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body are separate writes
+    server: ColorServer
+
+    def _answer(self) -> None:
+        length = int(self.headers.get("content-length") or 0)
+        if length:
+            self.rfile.read(length)
+        body = json.dumps({"color": self.server.color, "version": self.server.version}).encode()
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.send_header("x-model-version", self.server.version)
+        # nginx must replace this with the colour it routed to
+        self.send_header("x-deploy-color", "upstream-says-" + self.server.color)
+        self.end_headers()
+        self.wfile.write(body)
+        with self.server.lock:
+            self.server.hits += 1
+
+    do_GET = _answer
+    do_POST = _answer
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+class ColorServer(ThreadingHTTPServer):
+    """An HTTP/1.1 server on 127.0.0.1 answering every request with its colour and version."""
+
+    daemon_threads = True
+
+    def __init__(self, color: str, version: str) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.color = color
+        self.version = version
+        self.hits = 0
+        self.lock = threading.Lock()
+        self._thread = threading.Thread(target=self.serve_forever, name=f"{color}-upstream")
+        self._thread.daemon = True
+        self._thread.start()
+
+    @property
+    def port(self) -> int:
+        return int(self.server_address[1])
+
+    def close(self) -> None:
+        self.shutdown()
+        self.server_close()
+        self._thread.join(5)

@@ -1,0 +1,363 @@
+"""The router against a real nginx on 127.0.0.1 and two real HTTP upstreams."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from collections import Counter
+from typing import TYPE_CHECKING, Any
+
+import httpx
+import pytest
+
+import workbench.deploy.router as router_module
+from tests.deploy._nginx import ColorServer, free_port, require_nginx
+from workbench.deploy.router import (
+    LocalNginx,
+    NginxRouter,
+    RoutingTable,
+    Upstream,
+    render_front,
+    render_nginx,
+)
+from workbench.errors import RouterError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
+
+pytestmark = pytest.mark.nginx
+
+BODY = b'{"inputs": []}'
+
+
+@pytest.fixture(scope="module")
+def upstreams() -> Iterator[dict[str, ColorServer]]:
+    servers = {"blue": ColorServer("blue", "1.0.0"), "green": ColorServer("green", "1.1.0")}
+    yield servers
+    for server in servers.values():
+        server.close()
+
+
+@pytest.fixture(scope="module")
+def router(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NginxRouter]:
+    require_nginx()
+    nginx = NginxRouter(tmp_path_factory.mktemp("router"))
+    yield nginx
+    nginx.stop()
+    assert not nginx.running
+
+
+@pytest.fixture(scope="module")
+def port() -> int:
+    return free_port()
+
+
+@pytest.fixture(scope="module")
+def make_table(upstreams: dict[str, ColorServer], port: int) -> Any:
+    def make(green_weight: int = 0, *, green_port: int | None = None, **kw: Any) -> RoutingTable:
+        ups = (
+            Upstream("blue", "127.0.0.1", upstreams["blue"].port, "1.0.0"),
+            Upstream("green", "127.0.0.1", green_port or upstreams["green"].port, "1.1.0"),
+        )
+        return RoutingTable(
+            deployment="digits", listen_port=port, upstreams=ups, green_weight=green_weight, **kw
+        )
+
+    return make
+
+
+@pytest.fixture
+def client(router: NginxRouter, make_table: Any) -> Iterator[httpx.Client]:
+    if not router.running:
+        router.apply(make_table(0))
+    with httpx.Client(base_url=router.url, timeout=10) as c:
+        yield c
+
+
+def colors(client: httpx.Client, n: int, **headers: str) -> Counter[str]:
+    """POST ``n`` requests; count the colour each came from (and check headers agree)."""
+    seen: Counter[str] = Counter()
+    for _ in range(n):
+        r = client.post("/v2/models/digits/infer", content=BODY, headers=headers)
+        assert r.status_code == 200, r.text
+        color = r.headers["x-deploy-color"]
+        assert r.json()["color"] == color  # the header names the colour that really answered
+        assert r.headers["x-model-version"] == {"blue": "1.0.0", "green": "1.1.0"}[color]
+        seen[color] += 1
+    return seen
+
+
+def test_apply_starts_nginx_and_routes(router: NginxRouter, make_table: Any) -> None:
+    router.stop()
+    assert not router.running
+    table = make_table(0)
+    router.apply(table)
+    assert router.running
+    assert router.table == table
+    with httpx.Client(base_url=router.url) as c:
+        assert colors(c, 20) == {"blue": 20}
+        health = c.get("/router/health")
+        assert health.status_code == 200
+        assert health.json() == {"ok": True, "deployment": "digits", "revision": table.revision}
+        served = c.get("/router/table").json()
+        assert served["revision"] == table.revision
+        assert RoutingTable.from_dict(served) == table
+
+
+def test_weights_are_respected(client: httpx.Client, router: NginxRouter, make_table: Any) -> None:
+    router.apply(make_table(100))
+    assert colors(client, 100) == {"green": 100}
+    router.apply(make_table(0))
+    assert colors(client, 100) == {"blue": 100}
+    router.apply(make_table(25))
+    n = 800  # random split on $request_id: 25% +- 6.5 points is > 4 sigma
+    share = colors(client, n)["green"] / n
+    assert 0.185 < share < 0.315, share
+
+
+def test_users_are_sticky(client: httpx.Client, router: NginxRouter, make_table: Any) -> None:
+    router.apply(make_table(25))
+    users = [f"user-{i}" for i in range(200)]
+
+    def assignment() -> dict[str, str]:
+        placed = {}
+        for user in users:
+            seen = colors(client, 2, **{"x-user-id": user})
+            assert len(seen) == 1, f"{user} moved between colours: {seen}"
+            placed[user] = next(iter(seen))
+        return placed
+
+    at_25 = assignment()
+    green_share = sum(c == "green" for c in at_25.values()) / len(users)
+    assert 0.12 < green_share < 0.38, green_share
+    router.apply(make_table(25))  # a reload with the same weight keeps everyone in place
+    assert assignment() == at_25
+    router.apply(make_table(50))  # more green: green users stay green
+    at_50 = assignment()
+    assert all(at_50[u] == "green" for u, c in at_25.items() if c == "green")
+    assert sum(c == "green" for c in at_50.values()) > sum(c == "green" for c in at_25.values())
+
+
+def test_header_pinning(client: httpx.Client, router: NginxRouter, make_table: Any) -> None:
+    router.apply(make_table(0))
+    assert colors(client, 10, **{"x-deploy-color": "green"}) == {"green": 10}
+    assert colors(client, 10, **{"x-deploy-color": "GREEN"}) == {"green": 10}
+    assert colors(client, 10, **{"x-model-version": "1.1.0"}) == {"green": 10}
+    assert colors(client, 10, **{"x-model-version": "9.9.9"}) == {"blue": 10}  # unknown: split
+    assert colors(client, 10, **{"x-deploy-color": "purple"}) == {"blue": 10}
+    router.apply(make_table(100))
+    assert colors(client, 10, **{"x-deploy-color": "blue"}) == {"blue": 10}
+    assert colors(client, 10, **{"x-model-version": "1.0.0", "x-user-id": "u1"}) == {"blue": 10}
+    # the colour header beats the version header
+    pinned = {"x-deploy-color": "green", "x-model-version": "1.0.0"}
+    assert colors(client, 5, **pinned) == {"green": 5}
+
+
+def test_blue_only_table(client: httpx.Client, router: NginxRouter, upstreams: Any, port: int) -> None:
+    blue = Upstream("blue", "127.0.0.1", upstreams["blue"].port, "1.0.0")
+    router.apply(RoutingTable(deployment="digits", listen_port=port, upstreams=(blue,)))
+    assert colors(client, 10, **{"x-deploy-color": "green"}) == {"blue": 10}
+    assert colors(client, 10, **{"x-user-id": "u7"}) == {"blue": 10}
+
+
+def test_a_config_failing_nginx_check_is_never_installed(
+    client: httpx.Client, router: NginxRouter, make_table: Any, upstreams: Any, port: int
+) -> None:
+    good = make_table(100)
+    router.apply(good)
+    installed = router.conf_path.read_text()
+    unresolvable = RoutingTable(
+        deployment="digits",
+        listen_port=port,
+        upstreams=(Upstream("blue", "no-such-host.invalid", 8000, "1.0.0"),),
+    )
+    with pytest.raises(RouterError, match="host not found in upstream") as info:
+        router.apply(unresolvable)
+    assert "nginx.conf (candidate)" in str(info.value)
+    assert router.conf_path.read_text() == installed
+    assert router.table == good
+    assert colors(client, 10) == {"green": 10}
+    assert not list(router.workdir.glob(".nginx-*"))  # no temp file left behind
+
+
+def test_an_invalid_directive_is_reported_and_not_installed(
+    client: httpx.Client, router: NginxRouter, make_table: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    router.apply(make_table(0))
+    installed = router.conf_path.read_text()
+
+    def broken(table: RoutingTable, **kw: Any) -> str:
+        return render_nginx(table, **kw).replace(
+            "server_tokens off;", "server_tokens off;\n    bogus_directive on;"
+        )
+
+    monkeypatch.setattr(router_module, "render_nginx", broken)
+    with pytest.raises(RouterError, match='unknown directive "bogus_directive"'):
+        router.apply(make_table(100))
+    assert router.conf_path.read_text() == installed
+    assert colors(client, 10) == {"blue": 10}
+
+
+def test_connection_refused_retries_the_other_colour(
+    client: httpx.Client, router: NginxRouter, make_table: Any
+) -> None:
+    dead = free_port()
+    router.apply(make_table(100, green_port=dead))  # green is routed to but nobody listens
+    assert colors(client, 30) == {"blue": 30}  # zero failures, and the header tells the truth
+    assert colors(client, 5, **{"x-deploy-color": "green"}) == {"blue": 5}
+    router.apply(make_table(50, green_port=dead))
+    assert colors(client, 30, **{"x-user-id": "someone"}) == {"blue": 30}
+    last = json.loads(router.access_log.read_text().splitlines()[-1])
+    assert last["color"] == "blue" and last["routed"] in {"blue", "green"}
+    retried = [json.loads(line) for line in router.access_log.read_text().splitlines() if f":{dead}" in line]
+    assert retried and all(e["status"] == 200 and e["color"] == "blue" for e in retried)
+    assert all(e["upstream"].endswith(f", 127.0.0.1:{e['upstream'].rsplit(':', 1)[1]}") for e in retried)
+
+
+def test_access_log_lines_are_json(client: httpx.Client, router: NginxRouter, make_table: Any) -> None:
+    router.apply(make_table(100))
+    client.post("/v2/models/digits/infer", content=BODY, headers={"x-user-id": "alice"})
+    entry = json.loads(router.access_log.read_text().splitlines()[-1])
+    assert entry["color"] == "green" and entry["routed"] == "green"
+    assert entry["status"] == 200 and entry["method"] == "POST"
+    assert entry["version"] == "1.1.0" and entry["user"] == "alice"
+    assert entry["deployment"] == "digits"
+    assert float(entry["upstream_response_time"]) >= 0
+    assert entry["upstream"].startswith("127.0.0.1:")
+
+
+def test_apply_takes_effect_before_it_returns(
+    client: httpx.Client, router: NginxRouter, make_table: Any
+) -> None:
+    seconds = []
+    for i in range(6):
+        target = "green" if i % 2 == 0 else "blue"
+        started = time.monotonic()
+        router.apply(make_table(100 if target == "green" else 0))
+        seconds.append(time.monotonic() - started)
+        # the very next requests, on the client's kept-alive connections, all see the new table
+        assert colors(client, 20) == {target: 20}
+    assert max(seconds) <= 1.0, seconds
+    print(f"apply-to-effect: max {max(seconds):.3f} s, mean {sum(seconds) / len(seconds):.3f} s")
+
+
+def test_cutover_under_load_loses_no_request(router: NginxRouter, make_table: Any) -> None:
+    router.apply(make_table(0))
+    stop = threading.Event()
+    lock = threading.Lock()
+    results: Counter[str] = Counter()
+    failures: list[str] = []
+
+    def load(worker: int) -> None:
+        with httpx.Client(base_url=router.url, timeout=10) as c:
+            i = 0
+            while not stop.is_set() and i < 3000:
+                i += 1
+                try:
+                    r = c.post(
+                        "/v2/models/digits/infer", content=BODY, headers={"x-user-id": f"w{worker}-{i}"}
+                    )
+                    outcome = (
+                        r.headers.get("x-deploy-color", "?")
+                        if r.status_code == 200
+                        else f"HTTP {r.status_code}"
+                    )
+                except httpx.HTTPError as exc:
+                    outcome = f"{type(exc).__name__}: {exc}"
+                with lock:
+                    results[outcome] += 1
+                    if outcome not in ("blue", "green"):
+                        failures.append(outcome)
+
+    threads = [threading.Thread(target=load, args=(w,)) for w in range(3)]
+    for t in threads:
+        t.start()
+    try:
+        seconds = []
+        for weight in (5, 25, 50, 100, 0, 100, 0):
+            time.sleep(0.1)
+            started = time.monotonic()
+            router.apply(make_table(weight))
+            seconds.append(time.monotonic() - started)
+        time.sleep(0.1)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(30)
+    assert not failures, failures[:5]
+    assert results["blue"] > 50 and results["green"] > 50, results
+    assert max(seconds) <= 1.0, seconds
+    print(f"cutover under load: {sum(results.values())} requests, 0 failed; applies {seconds}")
+
+
+def test_a_new_router_object_finds_the_running_nginx(router: NginxRouter, make_table: Any) -> None:
+    router.apply(make_table(0))
+    again = NginxRouter(router.workdir, LocalNginx())
+    assert again.running
+    assert again.table == router.table
+    again.apply(make_table(100))  # a reload of the running master, not a second nginx
+    with httpx.Client(base_url=router.url) as c:
+        assert colors(c, 10) == {"green": 10}
+
+
+def test_stop_then_start_serves_the_installed_table(router: NginxRouter, make_table: Any) -> None:
+    router.apply(make_table(100))
+    router.stop()
+    assert not router.running
+    router.stop()  # idempotent
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(router.url + "/router/health")
+    router.start()
+    assert router.running
+    router.start()  # no-op when running
+    with httpx.Client(base_url=router.url) as c:
+        assert colors(c, 10) == {"green": 10}
+
+
+def test_port_in_use_is_a_clear_error(tmp_path: Path, make_table: Any) -> None:
+    require_nginx()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        table = make_table(0).__class__.from_dict(
+            {**make_table(0).to_dict(), "listen_port": taken.getsockname()[1]}
+        )
+        other = NginxRouter(tmp_path / "busy")
+        with pytest.raises(RouterError, match=r"cannot listen on 127\.0\.0\.1:\d+: .*another process"):
+            other.apply(table)
+        assert not other.running
+        assert not other.conf_path.exists()
+        assert other.table is None
+
+
+def test_moving_to_a_taken_port_keeps_the_old_routing(
+    client: httpx.Client, router: NginxRouter, make_table: Any
+) -> None:
+    good = make_table(0)
+    router.apply(good)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        moved = RoutingTable.from_dict({**good.to_dict(), "listen_port": taken.getsockname()[1]})
+        with pytest.raises(RouterError, match="cannot listen"):
+            router.apply(moved)
+    assert router.table == good
+    assert colors(client, 5) == {"blue": 5}
+
+
+@pytest.mark.parametrize("name", ["blue_only", "canary_25", "green_100_as_root"])  # resolvable hosts
+def test_golden_configs_pass_nginx_check(name: str, tmp_path: Path) -> None:
+    require_nginx()
+    from tests.deploy.test_router import GOLDEN_CASES
+
+    table, _ = GOLDEN_CASES[name]
+    user = LocalNginx().worker_user
+    (tmp_path / "front").mkdir()
+    conf, front = tmp_path / "nginx.conf", tmp_path / "front" / "nginx.conf"
+    conf.write_text(render_nginx(table, workdir=tmp_path, user=user))
+    front.write_text(render_front(table, workdir=tmp_path, user=user))
+    LocalNginx().check(conf)
+    LocalNginx().check(front)

@@ -387,11 +387,11 @@ def _dispatch(table: dict[str, Any], argv: list[str], call: Call, what: str) -> 
     func = table.get(name)
     if func is None:
         raise UsageError(f"{what}: unknown verb {name!r}; choose from {', '.join(table)}")
+    if func is cmd_deploy and rest and rest[0] not in ("-h", "--help"):
+        return _dispatch(DEPLOY_VERBS, rest, call, f"{what} deploy")
     if "-h" in rest or "--help" in rest:
         print(_help(func))
         return None
-    if func is cmd_deploy:
-        return _dispatch(DEPLOY_VERBS, rest, call, f"{what} deploy")
     args = func.parser.parse_args(rest)
     return func(call, args)
 

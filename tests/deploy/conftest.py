@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -194,8 +195,16 @@ def stub_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
+def home() -> Iterator[Path]:
+    """A short workbench home: the router's unix socket path must fit in 107 bytes."""
+    path = Path(tempfile.mkdtemp(prefix="wb-", dir="/tmp"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
 def make_manager(
-    tmp_path: Path, stub_repo: Path, stub_command: list[str]
+    home: Path, stub_repo: Path, stub_command: list[str]
 ) -> Iterator[Callable[..., DeploymentManager]]:
     """Managers over one home in ``tmp_path`` whose process backend runs the stub.
 
@@ -204,7 +213,6 @@ def make_manager(
     from workbench.deploy.deployment import DeploymentManager
     from workbench.deploy.process import ProcessBackend
 
-    home = tmp_path / "home"
     env = {"WB_STUB_MODES": json.dumps(MODES)}
 
     def factory(name: str, options: object) -> ProcessBackend:

@@ -208,3 +208,31 @@ def test_delete_stops_everything(web: Deployment) -> None:
     assert not any(psutil.pid_exists(p) and psutil.Process(p).status() != "zombie" for p in refs)
     with pytest.raises(httpx.HTTPError):
         httpx.get(url + "/router/health", timeout=1)
+
+
+@pytest.mark.slow
+def test_real_serving_instances_blue_green(nginx: None, demo_repo: Path, home: Path) -> None:
+    """`workbench serve` with Paddle on the demo digits model: create, update, promote, rollback."""
+    from workbench.deploy.deployment import DeploymentManager
+
+    manager = DeploymentManager(home, repo=demo_repo)
+    web = manager.create("digits", "digits", "stable", timeout=300)
+    try:
+        x = {"x": np.random.default_rng(0).normal(size=(4, 64)).astype(np.float32)}
+        with ServingClient(web.url) as client:
+            assert client.infer("digits", x).version == "1.0.0"
+            state = web.update("1.2.0", timeout=300)  # the degraded version
+            report = web.agreement
+            assert report is not None and not report["errors"] and report["rows"] > 0
+            assert report["candidate_version"] == "1.2.0" and report["top1"] < 1.0
+            assert state.rollout.phase is Phase.VERIFIED
+            assert {client.infer("digits", x).color for _ in range(5)} == {"blue"}
+            web.promote()
+            answers = {(r.color, r.version) for r in (client.infer("digits", x) for _ in range(5))}
+            assert answers == {("green", "1.2.0")}
+            web.rollback(reason="1.2.0 is degraded")
+            answers = {(r.color, r.version) for r in (client.infer("digits", x) for _ in range(5))}
+            assert answers == {("blue", "1.0.0")}
+        assert web.state.candidate is None
+    finally:
+        manager.delete("digits")

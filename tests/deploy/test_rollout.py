@@ -44,11 +44,11 @@ def started(**kwargs: object) -> Rollout:
 
 def test_every_phase_has_transitions_and_a_comment() -> None:
     assert set(TRANSITIONS) == set(Phase)
-    source = open(flow.__file__, encoding="utf-8").read()
+    with open(flow.__file__, encoding="utf-8") as handle:
+        lines = handle.read().splitlines()
     for phase in Phase:
-        line = next(l for l in source.splitlines() if l.strip().startswith(f"{phase.name} = "))
-        before = source.splitlines()[source.splitlines().index(line) - 1].strip()
-        assert before.startswith("#"), phase
+        at = next(i for i, text in enumerate(lines) if text.strip().startswith(f"{phase.name} = "))
+        assert lines[at - 1].strip().startswith("#"), phase
 
 
 def test_update_starts_on_the_other_colour_with_no_traffic() -> None:

@@ -1,0 +1,130 @@
+"""``workbench deploy`` through typer's CliRunner and as real, concurrent processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+from typing import TYPE_CHECKING
+
+import pytest
+from typer.testing import CliRunner
+
+from tests.deploy.conftest import MODES
+from tests.deploy.test_deployment import colors
+from workbench.cli import app
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from pathlib import Path
+
+    from workbench.deploy.deployment import DeploymentManager
+
+pytestmark = pytest.mark.nginx
+
+
+@pytest.fixture
+def env(home: Path, stub_command: list[str], stub_repo: Path,
+        make_manager: Callable[..., DeploymentManager]) -> dict[str, str]:
+    """Environment of a CLI that keeps its state in ``home`` and serves with the stub."""
+    return {
+        "WORKBENCH_HOME": str(home),
+        "WORKBENCH_REPO": str(stub_repo),
+        "WORKBENCH_SERVE_COMMAND": shlex.join(stub_command),
+        "WB_STUB_MODES": json.dumps(MODES),
+        "COLUMNS": "200",
+    }
+
+
+def run(env: dict[str, str], *args: str, code: int = 0) -> str:
+    result = CliRunner().invoke(app, ["deploy", *args], env=env)
+    if result.exit_code != code:
+        raise AssertionError(
+            f"deploy {' '.join(args)} exited {result.exit_code}:\n{result.output}\n"
+            f"{result.exception!r}"
+        )
+    return result.output
+
+
+def test_cli_walks_a_rollout(nginx: None, env: dict[str, str]) -> None:
+    out = run(env, "create", "web", "--model", "stub", "--version", "stable")
+    assert "1.0.0 live on blue at http://127.0.0.1:" in out
+    status = json.loads(run(env, "status", "web", "--json"))
+    assert status["phase"] == "stable" and status["healthy"]
+    url = status["url"]
+
+    out = run(env, "update", "web", "--version", "1.1.0")
+    assert "agreement of 1.1.0 (candidate) with 1.0.0 (stable): passed" in out
+    assert "100.0%" in out and "workbench deploy promote web" in out
+    run(env, "weight", "web", "30")
+    status = json.loads(run(env, "status", "web", "--json"))
+    assert status["phase"] == "canary" and status["weights"] == {"blue": 70, "green": 30}
+    assert len(colors(url, 30)) == 2
+
+    run(env, "promote", "web")
+    assert colors(url, 5) == {"green:1.1.0": 5}
+    out = run(env, "status", "web")
+    assert "promoted" in out and "green" in out and "100%" in out
+    run(env, "rollback", "web", "--reason", "because")
+    assert colors(url, 5) == {"blue:1.0.0": 5}
+
+    history = json.loads(run(env, "history", "web", "--json"))
+    assert [h["action"] for h in history] == [
+        "create", "update", "agreement", "verify", "weight", "promote", "rollback"
+    ]
+    assert history[-1]["reason"] == "because"
+    out = run(env, "history", "web")
+    assert "rollback" in out and "because" in out
+
+    watched = run(env, "status", "--watch", "--count", "2", "--interval", "0.1", "--json")
+    assert watched.count('"name": "web"') == 2
+    run(env, "delete", "web", "--yes")
+    assert "no deployments" in run(env, "status")
+
+
+def test_cli_errors_are_sentences_with_exit_codes(nginx: None, env: dict[str, str]) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "workbench", "deploy", "promote", "nope"],
+        env={**os.environ, **env}, capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 9
+    assert "no deployment named 'nope'" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def cli(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "workbench", "deploy", *args],
+        env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+
+
+def finish(proc: subprocess.Popen[str]) -> str:
+    out, err = proc.communicate(timeout=180)
+    assert proc.returncode == 0, f"{proc.args} exited {proc.returncode}:\n{out}\n{err}"
+    return out
+
+
+def test_separate_processes_share_state_and_lose_no_update(
+    nginx: None, env: dict[str, str], make_manager: Callable[..., DeploymentManager]
+) -> None:
+    # every step runs in its own process, which then exits: the state and the
+    # instances outlive whoever started them
+    finish(cli(env, "create", "web", "--model", "stub", "--version", "1.0.0"))
+    finish(cli(env, "update", "web", "--version", "1.1.0"))
+    before = make_manager().get("web").state.revision
+    rounds = 2
+    for i in range(rounds):
+        both = [cli(env, "weight", "web", str(10 + i)), cli(env, "weight", "web", str(50 + i))]
+        for proc in both:
+            finish(proc)
+    state = make_manager().get("web").state
+    weights = [h for h in state.history if h.action == "weight"]
+    assert len(weights) == 2 * rounds and all(h.outcome == "ok" for h in weights)
+    assert len({h.actor for h in weights}) == 2 * rounds
+    assert state.revision == before + 2 * rounds
+    status = json.loads(finish(cli(env, "status", "web", "--json")))
+    assert status["router_running"] and status["healthy"]
+    assert all(i["running"] and i["ready"] for i in status["instances"])
+    assert status["weights"]["green"] == state.rollout.weight

@@ -158,6 +158,48 @@ def test_a_green_that_fails_never_receives_traffic(web: Deployment, version: str
     assert web.update("1.1.0").rollout.phase is Phase.VERIFIED
 
 
+def test_a_port_in_use_fails_the_candidate_and_leaves_blue_live(web: Deployment) -> None:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        with pytest.raises(RolloutError, match=f"port {port} on 127.0.0.1 is in use"):
+            web.update("1.1.0", instance_port=port)
+    state = web.state
+    assert state.rollout.phase is Phase.FAILED and set(state.instances) == {"blue"}
+    assert colors(web.url, 5) == {"blue:1.0.0": 5}
+
+
+def test_create_refuses_a_public_port_in_use_and_a_second_create(
+    web: Deployment, make_manager: Callable[..., DeploymentManager]
+) -> None:
+    from workbench.errors import DeployError
+
+    manager = make_manager()
+    with pytest.raises(DeployError, match="already exists"):
+        manager.create("web", "stub", "1.0.0")
+    with pytest.raises(DeployError, match=f"port {web.state.port} on 127.0.0.1 is in use"):
+        manager.create("other", "stub", "1.0.0", port=web.state.port)
+    with pytest.raises(DeployError, match="has no version or alias '9.9.9'"):
+        manager.create("other", "stub", "9.9.9")
+    assert manager.names() == ["web"]
+
+
+def test_events_are_emitted_after_each_action(web: Deployment) -> None:
+    events = []
+    web.manager.subscribe(events.append)
+    web.update("1.1.0")
+    web.weight(10)
+    web.abort()
+    assert [(e.action, e.outcome, e.phase) for e in events] == [
+        ("update", "ok", "starting"), ("agreement", "ok", "verified"),
+        ("verify", "ok", "verified"), ("weight", "ok", "canary"), ("abort", "ok", "stable"),
+    ]
+    assert events[3].weights == {"blue": 90, "green": 10}
+
+
 def test_a_bad_nginx_config_is_never_installed(
     nginx: None, make_manager: Callable[..., DeploymentManager]
 ) -> None:
@@ -195,6 +237,15 @@ def test_state_survives_a_new_manager(web: Deployment,
     assert colors(web.url, 5) == {"green:1.1.0": 5}
     status = again.status()
     assert all(i.running and i.ready for i in status.instances)
+
+
+def test_another_process_can_finish_an_interrupted_rollout(
+    web: Deployment, make_manager: Callable[..., DeploymentManager]
+) -> None:
+    assert web.update("1.1.0", wait=False).rollout.phase is Phase.STARTING
+    done = make_manager().get("web").wait(poll=0.05)
+    assert done.rollout.phase is Phase.VERIFIED and web.agreement is not None
+    assert make_manager().get("web").wait() == done  # nothing in progress: returns at once
 
 
 def test_delete_stops_everything(web: Deployment) -> None:

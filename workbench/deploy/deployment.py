@@ -525,6 +525,31 @@ class Deployment:
         state = self._attach(state, instance)
         if not wait:
             return state
+        return self._follow(state, poll, on_tick)
+
+    def wait(
+        self,
+        *,
+        poll: float = 0.2,
+        on_tick: Callable[[DeploymentState], None] | None = None,
+    ) -> DeploymentState:
+        """Tick a starting or verifying rollout until it is verified, promoted or failed.
+
+        This is how another process (a notebook, a new shell) takes over a rollout
+        whose ``update`` was interrupted. Raises RolloutError when the candidate failed.
+        """
+        state = self.state
+        if not state.rollout.in_progress:
+            return state
+        return self._follow(state, poll, on_tick)
+
+    def _follow(
+        self,
+        state: DeploymentState,
+        poll: float,
+        on_tick: Callable[[DeploymentState], None] | None,
+    ) -> DeploymentState:
+        resolved = state.plan.version if state.plan else state.candidate_version
         while state.rollout.in_progress:
             time.sleep(poll)
             state = self.tick()

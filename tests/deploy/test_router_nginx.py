@@ -7,12 +7,14 @@ import socket
 import threading
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
 
 import workbench.deploy.router as router_module
+from tests._wait import wait_until
 from tests.deploy._nginx import ColorServer, free_port, require_nginx
 from workbench.deploy.router import (
     LocalNginx,
@@ -77,17 +79,20 @@ def client(router: NginxRouter, make_table: Any) -> Iterator[httpx.Client]:
         yield c
 
 
+def post(client: httpx.Client, headers: dict[str, str]) -> str:
+    """POST once; the colour that answered (checking the headers agree with the body)."""
+    r = client.post("/v2/models/digits/infer", content=BODY, headers=headers)
+    assert r.status_code == 200, r.text
+    color = r.headers["x-deploy-color"]
+    assert r.json()["color"] == color  # the header names the colour that really answered
+    assert r.headers["x-model-version"] == {"blue": "1.0.0", "green": "1.1.0"}[color]
+    return str(color)
+
+
 def colors(client: httpx.Client, n: int, **headers: str) -> Counter[str]:
-    """POST ``n`` requests; count the colour each came from (and check headers agree)."""
-    seen: Counter[str] = Counter()
-    for _ in range(n):
-        r = client.post("/v2/models/digits/infer", content=BODY, headers=headers)
-        assert r.status_code == 200, r.text
-        color = r.headers["x-deploy-color"]
-        assert r.json()["color"] == color  # the header names the colour that really answered
-        assert r.headers["x-model-version"] == {"blue": "1.0.0", "green": "1.1.0"}[color]
-        seen[color] += 1
-    return seen
+    """POST ``n`` requests (a few at a time); count the colour each came from."""
+    with ThreadPoolExecutor(4) as pool:
+        return Counter(pool.map(lambda _: post(client, headers), range(n)))
 
 
 def test_apply_starts_nginx_and_routes(router: NginxRouter, make_table: Any) -> None:
@@ -109,30 +114,31 @@ def test_apply_starts_nginx_and_routes(router: NginxRouter, make_table: Any) -> 
 
 def test_weights_are_respected(client: httpx.Client, router: NginxRouter, make_table: Any) -> None:
     router.apply(make_table(100))
-    assert colors(client, 100) == {"green": 100}
+    assert colors(client, 50) == {"green": 50}
     router.apply(make_table(0))
-    assert colors(client, 100) == {"blue": 100}
+    assert colors(client, 50) == {"blue": 50}
     router.apply(make_table(25))
-    n = 800  # random split on $request_id: 25% +- 6.5 points is > 4 sigma
+    n = 400  # random split on $request_id: sigma is 2.2 points, the bounds are 4 sigma
     share = colors(client, n)["green"] / n
-    assert 0.185 < share < 0.315, share
+    assert 0.16 < share < 0.34, share
 
 
 def test_users_are_sticky(client: httpx.Client, router: NginxRouter, make_table: Any) -> None:
     router.apply(make_table(25))
-    users = [f"user-{i}" for i in range(200)]
+    users = [f"user-{i}" for i in range(120)]
 
     def assignment() -> dict[str, str]:
-        placed = {}
-        for user in users:
-            seen = colors(client, 2, **{"x-user-id": user})
+        def place(user: str) -> str:
+            seen = {post(client, {"x-user-id": user}) for _ in range(2)}
             assert len(seen) == 1, f"{user} moved between colours: {seen}"
-            placed[user] = next(iter(seen))
-        return placed
+            return seen.pop()
+
+        with ThreadPoolExecutor(4) as pool:
+            return dict(zip(users, pool.map(place, users)))
 
     at_25 = assignment()
     green_share = sum(c == "green" for c in at_25.values()) / len(users)
-    assert 0.12 < green_share < 0.38, green_share
+    assert 0.1 < green_share < 0.4, green_share  # the hash is fixed: this is deterministic
     router.apply(make_table(25))  # a reload with the same weight keeps everyone in place
     assert assignment() == at_25
     router.apply(make_table(50))  # more green: green users stay green
@@ -201,32 +207,45 @@ def test_an_invalid_directive_is_reported_and_not_installed(
     assert colors(client, 10) == {"blue": 10}
 
 
+def logged(router: NginxRouter, user: str, count: int) -> list[dict[str, Any]]:
+    """The access-log entries of ``user``, once there are ``count`` (nginx logs after answering)."""
+
+    def entries() -> list[dict[str, Any]]:
+        lines = router.access_log.read_text().splitlines()
+        found = [json.loads(line) for line in lines if f'"user":"{user}"' in line]
+        return found if len(found) >= count else []
+
+    return wait_until(entries, timeout=5, interval=0.02, what=f"{count} log entries of {user}")
+
+
 def test_connection_refused_retries_the_other_colour(
-    client: httpx.Client, router: NginxRouter, make_table: Any
+    client: httpx.Client, router: NginxRouter, make_table: Any, upstreams: Any
 ) -> None:
     dead = free_port()
     router.apply(make_table(100, green_port=dead))  # green is routed to but nobody listens
     assert colors(client, 30) == {"blue": 30}  # zero failures, and the header tells the truth
     assert colors(client, 5, **{"x-deploy-color": "green"}) == {"blue": 5}
     router.apply(make_table(50, green_port=dead))
-    assert colors(client, 30, **{"x-user-id": "someone"}) == {"blue": 30}
-    last = json.loads(router.access_log.read_text().splitlines()[-1])
-    assert last["color"] == "blue" and last["routed"] in {"blue", "green"}
-    retried = [json.loads(line) for line in router.access_log.read_text().splitlines() if f":{dead}" in line]
-    assert retried and all(e["status"] == 200 and e["color"] == "blue" for e in retried)
-    assert all(e["upstream"].endswith(f", 127.0.0.1:{e['upstream'].rsplit(':', 1)[1]}") for e in retried)
+    assert colors(client, 20, **{"x-user-id": "retry-me"}) == {"blue": 20}
+    entries = logged(router, "retry-me", 20)
+    retried = [e for e in entries if e["routed"] == "green"]
+    assert retried, "the sticky user should sometimes be routed to green"  # one user: all or none
+    for e in retried:
+        assert e["status"] == 200 and e["color"] == "blue"
+        assert e["upstream"] == f"127.0.0.1:{dead}, 127.0.0.1:{upstreams['blue'].port}"
+        assert e["upstream_status"] == "502, 200"
 
 
 def test_access_log_lines_are_json(client: httpx.Client, router: NginxRouter, make_table: Any) -> None:
     router.apply(make_table(100))
     client.post("/v2/models/digits/infer", content=BODY, headers={"x-user-id": "alice"})
-    entry = json.loads(router.access_log.read_text().splitlines()[-1])
+    (entry,) = logged(router, "alice", 1)
     assert entry["color"] == "green" and entry["routed"] == "green"
     assert entry["status"] == 200 and entry["method"] == "POST"
-    assert entry["version"] == "1.1.0" and entry["user"] == "alice"
-    assert entry["deployment"] == "digits"
-    assert float(entry["upstream_response_time"]) >= 0
-    assert entry["upstream"].startswith("127.0.0.1:")
+    assert entry["version"] == "1.1.0"
+    assert entry["deployment"] == "digits" and entry["client"] == "127.0.0.1"
+    assert float(entry["upstream_response_time"]) >= 0 and float(entry["request_time"]) >= 0
+    assert entry["upstream"] == f"127.0.0.1:{entry['upstream'].rsplit(':', 1)[1]}"
 
 
 def test_apply_takes_effect_before_it_returns(
@@ -346,6 +365,22 @@ def test_moving_to_a_taken_port_keeps_the_old_routing(
             router.apply(moved)
     assert router.table == good
     assert colors(client, 5) == {"blue": 5}
+
+
+def test_moving_to_a_free_port_reloads_the_front(router: NginxRouter, make_table: Any) -> None:
+    router.apply(make_table(0))
+    old_url = router.url
+    moved = RoutingTable.from_dict({**make_table(100).to_dict(), "listen_port": free_port()})
+    try:
+        router.apply(moved)
+        assert router.url != old_url
+        with httpx.Client(base_url=router.url) as c:
+            assert colors(c, 5) == {"green": 5}
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(old_url + "/router/health")
+    finally:
+        router.apply(make_table(0))  # back where the other tests expect it
+    assert router.url == old_url
 
 
 @pytest.mark.parametrize("name", ["blue_only", "canary_25", "green_100_as_root"])  # resolvable hosts

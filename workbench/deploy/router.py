@@ -397,13 +397,17 @@ class NginxRunner(Protocol):
     conf.parent/``. The configuration says ``daemon off``: the master stays in the
     foreground (what a container's main process needs).
 
-    A runner that runs nginx elsewhere (``DockerNginx``) must make the workdir
+    :class:`NginxRouter` runs two masters through one runner, one per directory:
+    the router (``<workdir>/nginx.conf``) and the front
+    (``<workdir>/front/nginx.conf``); they meet on the unix socket
+    ``<workdir>/front/router.sock``. Key everything on ``conf.parent``.
+
+    A runner that runs nginx elsewhere (``DockerNginx``) must make ``conf.parent``
     visible at the *same absolute path* (a bind mount) and see the same network
-    (host networking), so the listen address and upstream addresses in the
-    configuration mean the same thing there. Runners are stateless about which
-    workdir they serve: a new runner object (another CLI process) must find a
-    master started by an earlier one, from the workdir alone (pid file, container
-    label or name derived from the workdir).
+    (host networking), so the addresses in the configuration mean the same thing
+    there. Runners are stateless about which workdir they serve: a new runner
+    object (another CLI process) must find a master started by an earlier one,
+    from ``conf.parent`` alone (pid file, container label or name).
 
     Errors are :class:`~workbench.errors.RouterError` carrying nginx's own output.
     """
@@ -753,7 +757,7 @@ class NginxRouter:
         return table.url
 
     def render(self, table: RoutingTable) -> str:
-        """The router configuration ``apply(table)`` would install."""
+        """The router configuration ``apply(table)`` installs (a hook: ``apply`` calls it)."""
         return render_nginx(table, workdir=self.workdir, user=self.runner.worker_user)
 
     def apply(self, table: RoutingTable) -> None:
@@ -772,7 +776,7 @@ class NginxRouter:
         started = time.monotonic()
         user = self.runner.worker_user
         texts = {
-            self.conf_path: render_nginx(table, workdir=self.workdir, user=user),
+            self.conf_path: self.render(table),
             self.front_conf_path: render_front(table, workdir=self.workdir, user=user),
         }
         self.front_conf_path.parent.mkdir(parents=True, exist_ok=True)

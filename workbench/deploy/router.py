@@ -540,6 +540,8 @@ class LocalNginx:
             master = psutil.Process(pid)
             if master.status() == psutil.STATUS_ZOMBIE or "nginx" not in master.name():
                 return None
+            if str(conf) not in " ".join(master.cmdline()):  # a stale pid file, reused pid
+                return None
         except psutil.Error:
             return None
         return master
@@ -668,10 +670,14 @@ def _check_port_free(host: str, port: int) -> None:
 def _write_candidate(conf: Path, text: str) -> Path:
     """Write ``text`` to a temp file beside ``conf`` (same filesystem: os.replace is atomic)."""
     fd, name = tempfile.mkstemp(dir=conf.parent, prefix=".nginx-", suffix=".conf")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as exc:
+        Path(name).unlink(missing_ok=True)
+        raise RouterError(f"cannot write {name}: {exc}") from exc
     return Path(name)
 
 

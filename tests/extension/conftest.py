@@ -37,4 +37,3 @@ def session(shell: Any) -> Any:
     import workbench_ext
 
     return workbench_ext.get_session(shell)
-

@@ -1,0 +1,243 @@
+"""The panels driven programmatically: click a button, wait, check the hub and the widgets."""
+
+from __future__ import annotations
+
+import shutil
+import urllib.request
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pytest
+
+from tests._components import require
+from tests._wait import wait_until
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
+
+
+@pytest.fixture(scope="module")
+def session(demo_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    from workbench_ext.state import Session
+
+    session = Session(demo_repo, device="cpu", home=tmp_path_factory.mktemp("home"))
+    try:
+        yield session
+    finally:
+        session.close()
+
+
+@pytest.fixture(scope="module")
+def digits() -> dict[str, Any]:
+    from workbench.model.demo import digits_dataset
+
+    _, _, x_test, y_test = digits_dataset()
+    return {"x_test": x_test[:200], "y_test": y_test[:200], "not_an_input": np.zeros((3, 5))}
+
+
+@pytest.fixture
+def short_home() -> Iterator[Path]:
+    """A workbench home with a short path (nginx's unix socket path is limited to 107 bytes)."""
+    import tempfile
+    from pathlib import Path
+
+    path = Path(tempfile.mkdtemp(prefix="wb-ext-", dir="/tmp"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def click(panel: Any, name: str) -> Any:
+    panel.buttons[name].click()
+    try:
+        return panel.wait(120)
+    except Exception:
+        return None
+
+
+def test_versions_panel_buttons_drive_the_hub(session: Any) -> None:
+    from workbench_ext.panels.versions import VersionsPanel
+
+    panel = VersionsPanel(session, "digits")
+    try:
+        assert panel.version.options[:3] == ("1.0.0", "1.1.0", "1.2.0")
+        assert {"stable", "canary", "latest"} <= set(panel.version.options)
+        assert "stable" in panel.repository.value and "0.9389" in panel.repository.value
+        assert "no version loaded" in panel.loaded.value
+
+        panel.version.value = "stable"
+        panel.device.value = "cpu"
+        click(panel, "load")
+        hub = session.hubs["digits"]
+        assert str(hub.active.version) == "1.0.0"
+        assert "1.0.0" in panel.loaded.value and "ready" in panel.loaded.value
+        assert panel.memory.source.data["version"] == ["1.0.0"]
+        assert panel.error is None and "done" in panel.status.value
+
+        panel.version.value = "1.1.0"
+        click(panel, "load")
+        assert [str(lv.version) for lv in hub.loaded] == ["1.0.0", "1.1.0"]
+        assert str(hub.active.version) == "1.0.0"  # loading a second version does not switch
+        click(panel, "use")
+        assert str(hub.active.version) == "1.1.0"
+        assert "active: <b>1.1.0</b>" in panel.header.value
+        assert panel.memory.source.data["color"][1] != panel.memory.source.data["color"][0]
+
+        click(panel, "rollback")
+        assert str(hub.active.version) == "1.0.0"
+
+        # unloading the active version is refused: the status line says why, the hub is unchanged
+        panel.version.value = "1.0.0"
+        click(panel, "unload")
+        assert panel.error is not None and "is active" in panel.error
+        assert "color:#c62828" in panel.status.value
+        assert len(hub.loaded) == 2
+        assert not any(b.disabled for b in panel.buttons.values())  # buttons come back after a failure
+
+        panel.version.value = "1.1.0"
+        click(panel, "unload")
+        assert [str(lv.version) for lv in hub.loaded] == ["1.0.0"]
+        assert panel.memory.source.data["version"] == ["1.0.0"]
+
+        # a change made elsewhere (a magic, another panel) redraws the panel through hub events
+        hub.load("1.2.0", activate=True)
+        wait_until(lambda: "active: <b>1.2.0</b>" in panel.header.value, 10, what="the panel to follow")
+        hub.use("1.0.0")
+        hub.unload("1.2.0")
+    finally:
+        panel.close()
+    assert panel.closed
+    with pytest.raises(RuntimeError, match="closed"):
+        panel.load("1.0.0")
+
+
+def test_compare_panel_runs_and_draws(session: Any, digits: dict[str, Any]) -> None:
+    from workbench_ext.panels.compare import SAMPLE, ComparePanel
+
+    panel = ComparePanel(session, "digits", namespace=digits)
+    try:
+        assert panel.data.options == (SAMPLE, "x_test")  # only arrays shaped like the input
+        assert panel.data.value == "x_test"
+        assert panel.labels.value == "y_test"
+        panel.versions.value = ("1.0.0", "1.1.0", "1.2.0")
+        panel.batch_size.value = 50
+        click(panel, "run")
+        assert panel.error is None, panel.error
+        result = panel.result
+        assert result is not None and result.rows == 200
+        assert panel.progress.value == panel.progress.max == 12  # 4 batches x 3 versions
+        assert "accuracy" in panel.summary.value and "top1_vs_1.0.0" in panel.summary.value
+        assert "Pairwise agreement" in panel.agreement.value
+
+        matrix = panel.matrix.source.data
+        assert len(matrix["count"]) == 100 and sum(matrix["count"]) == 200
+        same = sum(c for c, x, y in zip(matrix["count"], matrix["x"], matrix["y"], strict=True) if x == y)
+        assert same == round(result.agreement.iloc[0]["top1_agreement"] * 200)
+
+        panel.pair_b.value = "1.2.0"  # re-pick the pair: the matrix redraws without re-running
+        redrawn = panel.matrix.source.data
+        same_b = sum(
+            c for c, x, y in zip(redrawn["count"], redrawn["x"], redrawn["y"], strict=True) if x == y
+        )
+        assert same_b < same
+
+        latency = panel.latency.source.data
+        assert set(latency["version"]) == {"1.0.0", "1.1.0", "1.2.0"}
+        assert all(top >= 0 for top in latency["top"])
+
+        disagree = result.disagreements()
+        assert len(disagree) > 0
+        assert f"{len(disagree)} of 200 rows differ" in panel.disagreements.value
+
+        # the manifest sample works without any data in the namespace
+        panel.data.value = SAMPLE
+        panel.labels.value = "(none)"
+        click(panel, "run")
+        assert panel.error is None, panel.error
+        assert panel.result is not None and panel.result.rows == 8
+    finally:
+        panel.close()
+
+
+def _http_infer(url: str, rows: np.ndarray) -> None:
+    import json
+
+    body = json.dumps(
+        {
+            "inputs": [
+                {"name": "x", "shape": list(rows.shape), "datatype": "FP32", "data": rows.ravel().tolist()}
+            ]
+        }
+    ).encode()
+    request = urllib.request.Request(
+        f"{url}/v2/models/digits/infer", data=body, headers={"content-type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        response.read()
+
+
+@pytest.mark.slow
+def test_deploy_panel_weight_promote_rollback(
+    demo_repo: Path, short_home: Path, digits: dict[str, Any]
+) -> None:
+    require(
+        "nginx",
+        shutil.which("nginx", path="/usr/sbin:/usr/bin:/sbin:/bin") is not None,
+        "install nginx (apt-get install nginx-light)",
+    )
+    from workbench_ext.panels.deploy import DeployPanel
+    from workbench_ext.state import Session
+
+    session = Session(demo_repo, device="cpu", home=short_home)
+    manager = session.deployments
+    manager.create("panel", "digits", "stable")
+    panel = None
+    try:
+        manager.get("panel").update("1.1.0")
+        panel = DeployPanel(session, "panel", interval=0.5, live=False)
+        assert "verified" in panel.header.value and "healthy" in panel.header.value
+        assert "1.0.0" in panel.instances.value and "1.1.0" in panel.instances.value
+        assert panel.weight.value == 0
+        assert "update" in panel.history.value
+
+        panel.weight.value = 25
+        click(panel, "weight")
+        assert panel.error is None, panel.error
+        assert manager.get("panel").state.weights == {"blue": 75, "green": 25}
+        assert "25%" in panel.instances.value
+
+        # live traffic: requests through the router show up per colour
+        url = manager.get("panel").url
+        panel.sample()
+        for _ in range(40):
+            _http_infer(url, digits["x_test"][:4])
+        point = panel.sample()
+        assert point["blue"]["rps"] is not None and point["blue"]["rps"] > 0
+        assert point["green"]["rps"] is not None and point["green"]["rps"] > 0
+        assert point["blue"]["error_rate"] == 0.0
+        assert point["blue"]["p99_ms"] is not None and point["blue"]["p99_ms"] > 0
+        assert len(panel.traffic.source.data["t"]) == 2
+
+        panel.live.value = True  # the poller streams on its own
+        wait_until(lambda: len(panel.traffic.source.data["t"]) >= 4, 15, what="live samples")
+        panel.live.value = False
+
+        click(panel, "promote")
+        assert manager.get("panel").state.weights == {"blue": 0, "green": 100}
+        assert "promoted" in panel.header.value and panel.weight.value == 100
+
+        click(panel, "rollback")
+        state = manager.get("panel").state
+        assert state.weights == {"blue": 100} and state.phase == "rolled_back"
+        assert "rolled_back" in panel.header.value
+
+        click(panel, "promote")  # nothing to promote now: refused, said in the status line
+        assert panel.error is not None and "promote" in panel.error
+        assert "refused" in panel.history.value
+    finally:
+        if panel is not None:
+            panel.close()
+        manager.delete("panel")
+        session.close()

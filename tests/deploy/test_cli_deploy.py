@@ -56,7 +56,7 @@ def test_cli_walks_a_rollout(nginx: None, env: dict[str, str]) -> None:
     url = status["url"]
 
     out = run(env, "update", "web", "--version", "1.1.0")
-    assert "agreement of 1.1.0 (candidate) with 1.0.0 (stable): passed" in out
+    assert "agreement of 1.1.0 (candidate) with 1.0.0 (stable): no threshold set" in out
     assert "100.0%" in out and "workbench deploy promote web" in out
     run(env, "weight", "web", "30")
     status = json.loads(run(env, "status", "web", "--json"))

@@ -182,7 +182,7 @@ def test_create_refuses_a_public_port_in_use_and_a_second_create(
         manager.create("web", "stub", "1.0.0")
     with pytest.raises(DeployError, match=f"port {web.state.port} on 127.0.0.1 is in use"):
         manager.create("other", "stub", "1.0.0", port=web.state.port)
-    with pytest.raises(DeployError, match="has no version or alias '9.9.9'"):
+    with pytest.raises(DeployError, match=r"has no version or alias '9\.9\.9'"):
         manager.create("other", "stub", "9.9.9")
     assert manager.names() == ["web"]
 

@@ -86,7 +86,8 @@ def _status_table(status: DeploymentStatus) -> Table:
 
 
 def _agreement_table(report: dict[str, Any]) -> Table:
-    verdict = "[green]passed[/]" if report.get("passed") else "[red]not passed[/]"
+    verdict = str(report.get("verdict", "passed" if report.get("passed") else "failed"))
+    verdict = f"[{'green' if report.get('passed') else 'red'}]{verdict}[/]"
     table = Table(
         title=(
             f"agreement of {report.get('candidate_version')} (candidate) with "
@@ -137,6 +138,9 @@ def create(
         str | None,
         typer.Option(help="Docker engine for --backend docker, e.g. ssh://user@gpu-box."),
     ] = None,
+    image: Annotated[
+        str | None, typer.Option(help="Workbench image for --backend docker.")
+    ] = None,
     port: Annotated[
         int | None, typer.Option(help="Public port of the router [default: a free port].")
     ] = None,
@@ -161,6 +165,7 @@ def create(
             device=device,
             workers=workers,
             timeout=timeout,
+            backend_options={"image": image} if image else None,
         )
     state = deployment.state
     if json:
@@ -199,7 +204,7 @@ def update(
     def progress(state: DeploymentState) -> None:
         message = state.rollout.message
         if message and message != last["message"] and not json:
-            console.log(f"{state.phase}: {message}")
+            console.print(f"[dim]{time.strftime('%H:%M:%S')}[/] {_phase(state.phase)}: {message}")
             last["message"] = message
 
     error: RolloutError | None = None

@@ -87,12 +87,21 @@ class AgreementReport:
         top1 = self.top1
         return top1 is None or top1 >= self.min_top1
 
+    @property
+    def verdict(self) -> str:
+        """``passed (>= 90.0%)``, ``below the threshold 90.0%`` or ``no threshold set``."""
+        if self.errors or not self.outputs:
+            return "failed"
+        if not self.passed:
+            return f"below the threshold {self.min_top1:.1%}"
+        return f"passed (>= {self.min_top1:.1%})" if self.min_top1 > 0 else "no threshold set"
+
     def summary(self) -> str:
         """One line for logs, history and the CLI."""
         if self.errors:
             return f"agreement check failed: {self.errors[0]}"
         top1 = "n/a" if self.top1 is None else f"{self.top1:.1%}"
-        verdict = "passed" if self.passed else f"below the threshold {self.min_top1:.1%}"
+        verdict = self.verdict
         return (
             f"{self.candidate_version} vs {self.stable_version} on {self.rows} rows: "
             f"top-1 agreement {top1}, max |diff| {self.max_abs_diff:.4g}, "
@@ -111,6 +120,7 @@ class AgreementReport:
             "mean_abs_diff": self.mean_abs_diff,
             "min_top1": self.min_top1,
             "passed": self.passed,
+            "verdict": self.verdict,
             "errors": list(self.errors),
             "seconds": self.seconds,
             "outputs": [o.to_dict() for o in self.outputs],

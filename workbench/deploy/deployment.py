@@ -247,15 +247,22 @@ class DeploymentManager:
         workers: int = 1,
         instance_port: int | None = None,
         timeout: float = 180.0,
+        backend_options: Mapping[str, str] | None = None,
     ) -> Deployment:
         """Start ``model`` ``version`` as blue, wait until it is ready and healthy, put
-        the router on ``port`` in front of it. Nothing is left behind if any step fails."""
+        the router on ``port`` in front of it. Nothing is left behind if any step fails.
+
+        ``backend_options`` go to the backend's constructor and are persisted (e.g.
+        ``{"image": "paddle-workbench:gpu"}`` for docker); ``docker_host`` is one of them.
+        """
         try:
             check_deployment_name(name)
         except ValueError as exc:
             raise DeployError(str(exc)) from exc
         resolved = self.resolve_version(model, version)
-        options = {"docker_host": docker_host} if docker_host else {}
+        options = {k: str(v) for k, v in (backend_options or {}).items() if v is not None}
+        if docker_host:
+            options["docker_host"] = docker_host
         with self.store.transaction(name) as txn:
             if txn.exists:
                 raise DeployError(f"deployment {name!r} already exists ({txn.state.url})")

@@ -248,6 +248,26 @@ def test_another_process_can_finish_an_interrupted_rollout(
     assert make_manager().get("web").wait() == done  # nothing in progress: returns at once
 
 
+def test_restore_after_a_host_restart(web: Deployment) -> None:
+    import os
+    import signal
+
+    web.update("1.1.0")
+    web.weight(50)
+    before = web.state
+    os.kill(int(before.instances["green"].ref), signal.SIGKILL)  # as a reboot would
+    web.manager.router("web").stop()
+    status = web.status()
+    assert not status.router_running and not status.instances[1].running
+    state = web.restore(timeout=30)
+    assert state.history[-1].reason == "restarted green 1.1.0 and the router"
+    assert state.instances["blue"] == before.instances["blue"]  # still ran: left alone
+    assert state.instances["green"].port == before.instances["green"].port
+    assert state.weights == {"blue": 50, "green": 50}
+    assert set(colors(web.url, 30)) == {"blue:1.0.0", "green:1.1.0"}
+    assert web.restore().history[-1].reason == "restarted no instance"
+
+
 def test_delete_stops_everything(web: Deployment) -> None:
     web.update("1.1.0")
     url = web.url

@@ -325,6 +325,26 @@ def status(
 
 
 @app.command()
+def restore(
+    name: Annotated[str | None, typer.Argument(help="Deployment [default: all].")] = None,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for each instance.")] = 180.0,
+    json: JsonOption = False,
+) -> None:
+    """Restart what should run but does not (after a host or container restart)."""
+    manager = _manager()
+    names = [name] if name else manager.names()
+    states = []
+    for each in names:
+        with console.status(f"restoring {each}…", spinner="dots"):
+            state = manager.get(each).restore(timeout)
+        states.append(state)
+        if not json:
+            _done(state, state.history[-1].reason, False)
+    if json:
+        print_json([s.to_dict() for s in states])
+
+
+@app.command()
 def history(
     name: NameArg,
     limit: Annotated[int | None, typer.Option(help="Only the last N entries.")] = None,

@@ -639,6 +639,41 @@ class Deployment:
             "abort", lambda r, now: flow.abort(r, now=now, reason=reason), reason=reason
         )
 
+    def restore(self, timeout: float = 180.0) -> DeploymentState:
+        """Bring back what the state says should run, e.g. after the host or the workbench
+        container restarted: restart each colour whose instance is gone (same version and
+        port), wait until it is ready and healthy, then start the router on the recorded
+        table. Colours that still run are left alone."""
+        restarted: list[str] = []
+        with self.manager.store.transaction(self.name) as txn:
+            state = txn.state
+            engine = self._backend(state)
+            for color, record in sorted(state.instances.items()):
+                old = record.to_instance(state)
+                if engine.is_running(old):
+                    continue
+                engine.stop(old)  # forget the stale record
+                instance = engine.start(self._spec(state, color, record.version, record.port))
+                try:
+                    self._wait_healthy(engine, instance, timeout)
+                except BaseException:
+                    with contextlib.suppress(WorkbenchError):
+                        engine.stop(instance)
+                    txn.save(state.record("restore", "failed", f"{color} did not come back"))
+                    raise
+                state = state.with_instance(InstanceRecord.from_instance(instance))
+                restarted.append(f"{color} {record.version}")
+            router_was_up = self._router_up()
+            if restarted or not router_was_up:
+                self.manager.router(self.name).apply(self._table(state))
+            what = ", ".join(restarted) or "no instance"
+            message = f"restarted {what}" + ("" if router_was_up else " and the router")
+            saved = txn.save(state.record("restore", "ok", message))
+        self.manager.emit(
+            DeployEvent(self.name, "restore", "ok", saved.phase, message, dict(saved.weights))
+        )
+        return saved
+
     def delete(self, timeout: float = 10.0) -> None:
         """Stop the router and every instance (graceful), then remove the files."""
         store = self.manager.store

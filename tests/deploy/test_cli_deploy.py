@@ -128,3 +128,25 @@ def test_separate_processes_share_state_and_lose_no_update(
     assert status["router_running"] and status["healthy"]
     assert all(i["running"] and i["ready"] for i in status["instances"])
     assert status["weights"]["green"] == state.rollout.weight
+
+
+def test_two_concurrent_updates_one_wins_and_no_instance_is_orphaned(
+    nginx: None, env: dict[str, str], make_manager: Callable[..., DeploymentManager]
+) -> None:
+    run(env, "create", "web", "--model", "stub", "--version", "1.0.0")
+    both = [cli(env, "update", "web", "--version", "1.1.0"),
+            cli(env, "update", "web", "--version", "1.2.0")]
+    results = [(p.wait(timeout=180), p.communicate()) for p in both]
+    codes = sorted(code for code, _ in results)
+    assert codes == [0, 9], results
+    loser = next(err for code, (_, err) in results if code == 9)
+    assert "cannot update in phase" in loser
+    manager = make_manager()
+    state = manager.get("web").state
+    assert state.rollout.phase.value == "verified"
+    running = manager.backend("process").find("web")
+    assert sorted((i.spec.color, i.spec.version) for i in running) == sorted(
+        (c, r.version) for c, r in state.instances.items()
+    )
+    outcomes = [(h.action, h.outcome) for h in state.history if h.action == "update"]
+    assert sorted(outcomes) == [("update", "ok"), ("update", "refused")]

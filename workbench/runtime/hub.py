@@ -66,13 +66,18 @@ class VersionHub:
         workers: int = 1,
         cpu_threads: int = 1,
         memory_pool_mb: int | None = None,
+        warmup_batch_sizes: tuple[int, ...] = (),
     ) -> None:
+        """``warmup_batch_sizes``: batch sizes each version runs before it is offered
+        (default: 1, 2, 4, ... up to the sample's rows); a server with dynamic
+        batching passes the sizes its batcher produces."""
         repository.versions(model)  # raises ModelNotFoundError early
         self.repository = repository
         self.model = model
         self.device = Device.parse(device, memory_pool_mb=memory_pool_mb)
         self.workers = workers
         self.cpu_threads = cpu_threads
+        self.warmup_batch_sizes = tuple(warmup_batch_sizes)
         self._versions: dict[Version, LoadedVersion] = {}
         self._loading: set[Version] = set()
         self._active: LoadedVersion | None = None
@@ -167,6 +172,7 @@ class VersionHub:
             device=dev,
             workers=workers or self.workers,
             cpu_threads=self.cpu_threads,
+            warmup_batch_sizes=self.warmup_batch_sizes,
         )
         return loaded.open()
 

@@ -27,7 +27,25 @@ if TYPE_CHECKING:
     from workbench.runtime.device import Device
 
 log = logging.getLogger(__name__)
-WARMUP_RUNS = 3
+WARMUP_RUNS = 2
+
+
+def _batch_sizes(rows: int) -> list[int]:
+    """1, 2, 4, ... up to and including ``rows``."""
+    sizes = {rows}
+    size = 1
+    while size < rows:
+        sizes.add(size)
+        size *= 2
+    return sorted(sizes)
+
+
+def _resize_batch(array: np.ndarray[Any, Any], size: int) -> np.ndarray[Any, Any]:
+    """The first ``size`` rows of ``array``, repeating rows when it has fewer."""
+    if array.shape[0] >= size:
+        return array[:size]
+    reps = -(-size // array.shape[0])
+    return np.concatenate([array] * reps)[:size]
 
 
 class LoadState(str, enum.Enum):
@@ -58,6 +76,7 @@ class LoadedVersion:
         workers: int = 1,
         cpu_threads: int = 1,
         factory: Callable[[], Predictor] | None = None,
+        warmup_batch_sizes: tuple[int, ...] = (),
     ) -> None:
         if workers < 1:
             raise ValueError("workers must be at least 1")
@@ -73,6 +92,7 @@ class LoadedVersion:
         self._device = device
         self._cpu_threads = cpu_threads
         self._factory = factory
+        self.warmup_batch_sizes = warmup_batch_sizes
         self._idle: queue.LifoQueue[Predictor] = queue.LifoQueue()
         self._all: list[Predictor] = []
         self._lock = threading.Condition()
@@ -129,20 +149,20 @@ class LoadedVersion:
         return predictor
 
     def _warm_up(self) -> None:
+        # Paddle prepares kernels and buffers per input shape on its first run, so
+        # every clone runs each batch size a request is likely to bring.
         sample = self.warmup_inputs()
-        batches = [sample]
-        rows = next(iter(sample.values())).shape[0] if sample else 0
-        if rows > 1:
-            batches.insert(0, {n: a[:1] for n, a in sample.items()})
+        rows = next(iter(sample.values())).shape[0] if sample else 1
         for predictor in self._all:
-            for batch in batches:
+            for size in self.warmup_batch_sizes or _batch_sizes(rows):
+                batch = {n: _resize_batch(a, size) for n, a in sample.items()}
                 for _ in range(WARMUP_RUNS):
                     outputs = predictor.run(batch)
-            for name, array in outputs.items():
-                if np.issubdtype(array.dtype, np.floating) and not np.all(np.isfinite(array)):
-                    raise ModelLoadError(
-                        f"{self.model}:{self.version}: warm-up output {name!r} is not finite"
-                    )
+                for name, array in outputs.items():
+                    if np.issubdtype(array.dtype, np.floating) and not np.all(np.isfinite(array)):
+                        raise ModelLoadError(
+                            f"{self.model}:{self.version}: warm-up output {name!r} is not finite"
+                        )
 
     def warmup_inputs(self) -> Tensors:
         """The manifest's sample, or a one-row batch of zeros shaped by the signature."""

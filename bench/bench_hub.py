@@ -1,0 +1,219 @@
+"""Hot swap, memory and side-by-side cost of the version hub, measured in one run.
+
+    uv run python bench/bench_hub.py [--repo DIR] [--seconds 12] [--threads 4] [--cycles 50]
+
+1. Swap under load: client threads call ``hub.predict`` on the digits model; first
+   a steady phase, then a phase where a freshly loaded (warmed) version is swapped
+   in every 2 s and the previous one unloaded. Reports requests, failures and
+   p50/p99 in both phases.
+1b. First request after a swap: a freshly loaded version is swapped in, its first
+   request is timed, then 30 more; first / steady p50, for a warmed version and
+   for one loaded without warm-up, on digits and on ResNet-18.
+2. Memory: RSS over ``--cycles`` load/unload cycles of ResNet-18.
+3. Side-by-side: ``compare`` over three versions against the sum of three single runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import statistics
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from workbench import ModelRepository, VersionHub, compare
+from workbench.model.demo import build_demo_repository, digits_dataset
+from workbench.runtime.device import Device
+from workbench.runtime.loaded import LoadedVersion
+from workbench.runtime.memory import process_rss
+
+console = Console()
+
+
+def pct(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q) * 1000) if values else float("nan")
+
+
+def swap_under_load(repo: ModelRepository, seconds: float, threads: int) -> dict[str, float]:
+    rows = digits_dataset()[2][:8]
+    versions = ["1.0.0", "1.1.0", "1.2.0"]
+    hub = VersionHub(repo, "digits", device="cpu", workers=threads)
+    hub.load(versions[0])
+    stop = threading.Event()
+    records: list[tuple[float, float, str]] = []  # (start, latency, version)
+    failures: list[str] = []
+    lock = threading.Lock()
+
+    def client() -> None:
+        while not stop.is_set():
+            started = time.perf_counter()
+            try:
+                result = hub.predict({"x": rows})
+            except Exception as exc:
+                failures.append(repr(exc))
+                continue
+            with lock:
+                records.append((started, time.perf_counter() - started, str(result.version)))
+
+    workers = [threading.Thread(target=client, daemon=True) for _ in range(threads)]
+    steady_start = time.perf_counter()
+    for worker in workers:
+        worker.start()
+    time.sleep(seconds / 3)
+    swap_start = time.perf_counter()
+    swaps: list[float] = []
+    index = 0
+    while time.perf_counter() - swap_start < seconds * 2 / 3:
+        time.sleep(max(0.0, 2.0 - (time.perf_counter() - swap_start) % 2.0))
+        previous, index = versions[index % 3], index + 1
+        target = versions[index % 3]
+        hub.load(target, activate=False)  # loaded and warmed off the request path
+        swaps.append(time.perf_counter())
+        hub.use(target)
+        hub.unload(previous)
+    stop.set()
+    for worker in workers:
+        worker.join(10)
+    end = time.perf_counter()
+    hub.close()
+
+    steady = [lat for start, lat, _ in records if steady_start <= start < swap_start]
+    during = [lat for start, lat, _ in records if start >= swap_start]
+    return {
+        "requests": len(records),
+        "failures": len(failures),
+        "swaps": len(swaps),
+        "seconds": end - steady_start,
+        "steady_p50_ms": pct(steady, 50),
+        "steady_p99_ms": pct(steady, 99),
+        "swap_p50_ms": pct(during, 50),
+        "swap_p99_ms": pct(during, 99),
+    }
+
+
+def first_request(repo: ModelRepository, model: str, version: str, rows: dict[str, np.ndarray],
+                  *, warmup: bool, swaps: int = 5) -> dict[str, float]:
+    """Median first-request latency after a swap and the steady p50 that follows it."""
+    firsts, steady = [], []
+    for _ in range(swaps):
+        loaded = LoadedVersion(
+            model=model, version=repo.resolve(model, version), manifest=repo.manifest(model, version),
+            path=repo.path(model, version), device=Device("cpu"),
+        ).open(warmup=warmup)
+        for index in range(31):
+            started = time.perf_counter()
+            loaded.predict(rows)
+            (firsts if index == 0 else steady).append(time.perf_counter() - started)
+        loaded.close()
+    first_ms, steady_ms = statistics.median(firsts) * 1000, pct(steady, 50)
+    return {"first_ms": first_ms, "steady_p50_ms": steady_ms, "ratio": first_ms / steady_ms}
+
+
+def memory_cycles(repo: ModelRepository, cycles: int) -> dict[str, float]:
+    hub = VersionHub(repo, "resnet", device="cpu")
+    hub.load("1.0.0")  # stays active throughout, as in a serving process
+    digits = VersionHub(repo, "digits", device="cpu")
+    digits.load("1.0.0")
+    samples: list[int] = []
+    for _ in range(cycles):
+        digits.load("1.1.0", activate=False)
+        digits.unload("1.1.0")
+        hub_b = VersionHub(repo, "resnet", device="cpu")
+        hub_b.load("1.0.0")
+        hub_b.close()
+        gc.collect()
+        samples.append(process_rss())
+    hub.close()
+    digits.close()
+    tail = np.asarray(samples[cycles // 5 :], dtype=float)
+    slope = float(np.polyfit(np.arange(len(tail)), tail, 1)[0]) if len(tail) > 2 else float("nan")
+    return {
+        "cycles": cycles,
+        "rss_after_1_mib": samples[0] / 2**20,
+        "rss_after_10_mib": samples[min(9, cycles - 1)] / 2**20,
+        "rss_after_all_mib": samples[-1] / 2**20,
+        "growth_per_cycle_kib": slope / 1024,
+        "resnet_weights_mib": sum(
+            f.size for f in repo.manifest("resnet", "1.0.0").files if f.path.endswith("pdiparams")
+        ) / 2**20,
+    }
+
+
+def side_by_side(repo: ModelRepository) -> dict[str, float]:
+    x, y = digits_dataset()[2:]
+    hub = VersionHub(repo, "digits", device="cpu")
+    for version in ("1.0.0", "1.1.0", "1.2.0"):
+        hub.load(version, activate=version == "1.0.0")
+    compare(hub, x[:64], labels=y[:64])  # warm caches
+    started = time.perf_counter()
+    compare(hub, x, labels=y)
+    together = time.perf_counter() - started
+    singles = 0.0
+    for version in ("1.0.0", "1.1.0", "1.2.0"):
+        started = time.perf_counter()
+        compare(hub, x, versions=[version], labels=y)
+        singles += time.perf_counter() - started
+    hub.close()
+    ratio = together / singles
+    return {"rows": len(x), "side_by_side_s": together, "sum_of_singles_s": singles, "ratio": ratio}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--repo", type=Path, help="demo repository (built in a temp dir if omitted)")
+    parser.add_argument("--seconds", type=float, default=12.0)
+    parser.add_argument("--threads", type=int, default=4)
+    parser.add_argument("--cycles", type=int, default=50)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        root = args.repo or Path(tmp) / "repo"
+        if not args.repo:
+            with console.status("training demo models"):
+                build_demo_repository(root)
+        repo = ModelRepository(root)
+        with console.status("swap under load"):
+            swap = swap_under_load(repo, args.seconds, args.threads)
+        firsts = {}
+        with console.status("first request after a swap"):
+            for model, version in (("digits", "1.1.0"), ("resnet", "1.0.0")):
+                rows = repo.sample(model, version)
+                rows = {k: v[:1] for k, v in rows.items()}
+                for warm in (True, False):
+                    firsts[f"{model} {'warmed' if warm else 'not warmed'}"] = first_request(
+                        repo, model, version, rows, warmup=warm)
+        with console.status(f"memory over {args.cycles} load/unload cycles"):
+            memory = memory_cycles(repo, args.cycles)
+        with console.status("side-by-side cost"):
+            sbs = side_by_side(repo)
+    for title, data in (("swap under load (digits)", swap), ("memory (resnet18 + digits)", memory),
+                        ("side-by-side vs single runs (digits test split)", sbs)):
+        table = Table("measure", "value", title=title)
+        for key, value in data.items():
+            table.add_row(key, f"{value:,.3f}" if isinstance(value, float) else str(value))
+        console.print(table)
+    table = Table(
+        "model", "first request ms", "steady p50 ms", "first / steady", title="first request after a swap"
+    )
+    for label, data in firsts.items():
+        table.add_row(
+            label, f"{data['first_ms']:.3f}", f"{data['steady_p50_ms']:.3f}", f"{data['ratio']:.2f}x"
+        )
+    console.print(table)
+    console.print(
+        f"p99 during swaps / steady = {swap['swap_p99_ms'] / swap['steady_p99_ms']:.2f}x, "
+        f"failures {swap['failures']} of {swap['requests']}; "
+        f"side-by-side / sum of singles = {sbs['ratio']:.2f}x; "
+        f"RSS growth over {memory['cycles']} cycles = {memory['growth_per_cycle_kib']:.0f} KiB/cycle"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,421 @@
+"""The ASGI app of a serving instance: Open Inference Protocol v2 REST, health, metrics.
+
+``create_app(hub, settings=...)`` returns a Starlette app serving the hub's model::
+
+    GET  /v2                                   server metadata
+    GET  /v2/health/live | /v2/health/ready    liveness; readiness (a version loaded and warm)
+    GET  /v2/health/deep[?version=V]           real inference on the manifest's sample
+    GET  /v2/models/{m}[/versions/{v}]         model metadata (inputs/outputs, datatypes, shapes)
+    GET  /v2/models/{m}[/versions/{v}]/ready   readiness of the model / of one version
+    GET  /v2/models/{m}[/versions/{v}]/config  Triton-style model configuration
+    POST /v2/models/{m}[/versions/{v}]/infer   inference (JSON or binary tensor extension)
+    POST /v2/repository/index                  the repository's versions and their state
+    GET  /metrics                              Prometheus text
+    /v2/admin/...                              bearer-token admin calls (see admin.py)
+
+A request pins a version with the URL or the ``x-model-version`` header (a version or
+an alias); otherwise the active version answers. Every inference response carries
+``x-model-version``. Errors are ``{"error": "..."}`` with a 4xx or 5xx status; nothing a
+client sends can take the instance down.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.responses import Response
+from starlette.routing import Route
+
+from workbench.errors import (
+    HubError,
+    InputError,
+    IntegrityError,
+    ModelLoadError,
+    PredictError,
+    RepositoryError,
+    VersionNotLoadedError,
+    WorkbenchError,
+)
+from workbench.serving import protocol
+from workbench.serving.protocol import HEADER_LENGTH, PayloadTooLarge, ProtocolError
+from workbench.serving.service import (
+    HealthCheckFailed,
+    Service,
+    ServingSettings,
+    describe,
+    spec_json,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+    from starlette.requests import Request
+
+    from workbench.runtime.hub import VersionHub
+    from workbench.runtime.loaded import LoadedVersion
+
+logger = logging.getLogger(__name__)
+access_log = logging.getLogger("workbench.serving.access")
+
+VERSION_HEADER = "x-model-version"
+JSON_TYPE = "application/json"
+SERVER_NAME = "paddle-workbench"
+EXTENSIONS = ("binary_tensor_data", "health_deep", "metrics", "model_repository", "admin")
+
+
+def create_app(hub: VersionHub, *, settings: ServingSettings | None = None) -> Starlette:
+    """The ASGI app serving ``hub``'s model; ``app.state.service`` is its :class:`Service`."""
+    service = Service(hub, settings)
+    handlers = _Handlers(service)
+    from workbench.serving.admin import admin_routes
+
+    routes = [
+        Route("/v2", handlers.server_metadata, methods=["GET"]),
+        Route("/v2/health/live", handlers.live, methods=["GET"]),
+        Route("/v2/health/ready", handlers.ready, methods=["GET"]),
+        Route("/v2/health/deep", handlers.deep, methods=["GET"]),
+        Route("/v2/models/{model}", handlers.model_metadata, methods=["GET"]),
+        Route("/v2/models/{model}/ready", handlers.model_ready, methods=["GET"]),
+        Route("/v2/models/{model}/config", handlers.model_config, methods=["GET"]),
+        Route("/v2/models/{model}/infer", handlers.infer, methods=["POST"]),
+        Route("/v2/models/{model}/versions/{version}", handlers.model_metadata, methods=["GET"]),
+        Route("/v2/models/{model}/versions/{version}/ready", handlers.model_ready,
+              methods=["GET"]),
+        Route("/v2/models/{model}/versions/{version}/config", handlers.model_config,
+              methods=["GET"]),
+        Route("/v2/models/{model}/versions/{version}/infer", handlers.infer, methods=["POST"]),
+        Route("/v2/repository/index", handlers.repository_index, methods=["POST", "GET"]),
+        Route("/metrics", handlers.metrics, methods=["GET"]),
+        *admin_routes(service),
+    ]
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await service.start()
+        try:
+            yield
+        finally:
+            await service.stop()
+
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={HTTPException: _http_error, Exception: _unexpected},
+    )
+    app.state.service = service
+    return app
+
+
+# -- responses ---------------------------------------------------------------------------
+
+
+def json_response(doc: Any, status: int = 200, version: str | None = None) -> Response:
+    headers = {VERSION_HEADER: version} if version else None
+    return Response(
+        json.dumps(doc, separators=(",", ":")).encode(), status, headers, media_type=JSON_TYPE
+    )
+
+
+def error_response(status: int, message: str, version: str | None = None) -> Response:
+    headers = {VERSION_HEADER: version} if version else None
+    return Response(protocol.error_body(message), status, headers, media_type=JSON_TYPE)
+
+
+def status_for(exc: BaseException, *, admin: bool = False) -> int:
+    """The HTTP status an error maps to (admin calls answer 409 for hub state conflicts)."""
+    if isinstance(exc, ProtocolError):
+        return exc.status
+    if isinstance(exc, InputError):
+        return 400
+    if isinstance(exc, VersionNotLoadedError | LookupError):
+        return 404
+    if isinstance(exc, HubError):
+        return 409 if admin else 503
+    if isinstance(exc, IntegrityError):
+        return 422
+    if isinstance(exc, RepositoryError):
+        return 400
+    if isinstance(exc, ModelLoadError | PredictError | WorkbenchError):
+        return 500
+    return 500
+
+
+def message_for(exc: BaseException) -> str:
+    if isinstance(exc, WorkbenchError):
+        return str(exc)
+    return f"internal error: {type(exc).__name__}: {exc}"
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 404:
+        return error_response(404, f"no such endpoint: {request.method} {request.url.path}")
+    if exc.status_code == 405:
+        return error_response(405, f"method {request.method} not allowed on {request.url.path}")
+    return error_response(exc.status_code, str(exc.detail))
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    logger.exception("unhandled error on %s %s", request.method, request.url.path)
+    return error_response(500, message_for(exc))
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refusing (413) anything over ``limit`` before reading it all."""
+    length = request.headers.get("content-length")
+    if length is not None:
+        try:
+            declared = int(length)
+        except ValueError:
+            raise ProtocolError(f"invalid Content-Length {length!r}") from None
+        if declared > limit:
+            raise PayloadTooLarge(limit)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(limit)
+        chunks.append(chunk)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+# -- handlers ----------------------------------------------------------------------------
+
+
+class _Handlers:
+    def __init__(self, service: Service) -> None:
+        self.service = service
+        self.model = service.model
+
+    def _check_model(self, request: Request) -> None:
+        name = request.path_params["model"]
+        if name != self.model:
+            raise _NotFound(f"unknown model {name!r}; this instance serves {self.model!r}")
+
+    def _loaded(self, ref: str | None) -> LoadedVersion:
+        hub = self.service.hub
+        if ref is None:
+            active = hub.active
+            if active is None:
+                raise HubError(f"{self.model}: no version is active yet")
+            return active
+        return hub.get(ref)
+
+    async def server_metadata(self, request: Request) -> Response:
+        from workbench import __version__
+
+        return json_response(
+            {"name": SERVER_NAME, "version": __version__, "extensions": list(EXTENSIONS)}
+        )
+
+    async def live(self, request: Request) -> Response:
+        return json_response({"live": True})
+
+    async def ready(self, request: Request) -> Response:
+        if self.service.ready:
+            return json_response({"ready": True})
+        return json_response({"ready": False}, 503)
+
+    async def deep(self, request: Request) -> Response:
+        ref = request.query_params.get("version") or None
+        try:
+            report = await self.service.deep_check(ref)
+        except HealthCheckFailed as exc:
+            return json_response({"ok": False, "error": str(exc), "model": self.model,
+                                  "version": exc.version}, 503)
+        except Exception as exc:
+            return json_response({"ok": False, "error": message_for(exc), "model": self.model}, 503)
+        return json_response(report, version=report["version"])
+
+    async def model_metadata(self, request: Request) -> Response:
+        try:
+            self._check_model(request)
+            loaded = self._loaded(request.path_params.get("version"))
+        except Exception as exc:
+            return error_response(status_for(exc), message_for(exc))
+        versioned = "version" in request.path_params
+        versions = [str(loaded.version)] if versioned else [
+            str(lv.version) for lv in self.service.hub.loaded
+        ]
+        doc = {
+            "name": self.model,
+            "versions": versions,
+            "platform": "paddle_inference",
+            "inputs": [spec_json(spec) for spec in loaded.inputs],
+            "outputs": [spec_json(spec) for spec in loaded.outputs],
+        }
+        if not versioned:
+            doc["active_version"] = str(loaded.version)
+        return json_response(doc, version=str(loaded.version))
+
+    async def model_ready(self, request: Request) -> Response:
+        try:
+            self._check_model(request)
+            ref = request.path_params.get("version")
+            if ref is None:
+                ready = self.service.ready
+                version = self.service.hub.active
+            else:
+                version = self.service.hub.get(ref)
+                ready = version.state.value == "ready"
+        except _NotFound as exc:
+            return error_response(404, str(exc))
+        except (LookupError, WorkbenchError) as exc:
+            return json_response(
+                {"name": self.model, "ready": False, "error": message_for(exc)}, 503
+            )
+        label = str(version.version) if version is not None else None
+        doc = {"name": self.model, "ready": ready}
+        if label is not None:
+            doc["version"] = label
+        return json_response(doc, 200 if ready else 503, version=label)
+
+    async def model_config(self, request: Request) -> Response:
+        try:
+            self._check_model(request)
+            loaded = self._loaded(request.path_params.get("version"))
+        except Exception as exc:
+            return error_response(status_for(exc), message_for(exc))
+        batching = self.service.settings.batching
+        batched = all(spec.shape and spec.shape[0] == -1 for spec in loaded.inputs)
+
+        def dims(spec: Any) -> list[int]:
+            return list(spec.shape[1:] if batched else spec.shape)
+
+        doc: dict[str, Any] = {
+            "name": self.model,
+            "platform": "paddle_inference",
+            "backend": "paddle",
+            "version": str(loaded.version),
+            "max_batch_size": batching.max_batch_size if batched else 0,
+            "input": [
+                {"name": s.name, "data_type": "TYPE_" + _config_type(s.dtype), "dims": dims(s)}
+                for s in loaded.inputs
+            ],
+            "output": [
+                {"name": s.name, "data_type": "TYPE_" + _config_type(s.dtype), "dims": dims(s)}
+                for s in loaded.outputs
+            ],
+            "instance_group": [{"count": self.service.hub.workers, "kind":
+                                "KIND_GPU" if loaded.device.startswith("gpu") else "KIND_CPU"}],
+        }
+        if batching.enabled and batched:
+            doc["dynamic_batching"] = {
+                "max_queue_delay_microseconds": int(batching.max_queue_delay_ms * 1000)
+            }
+        return json_response(doc, version=str(loaded.version))
+
+    async def repository_index(self, request: Request) -> Response:
+        hub = self.service.hub
+        loaded = {str(lv.version): lv for lv in hub.loaded}
+        try:
+            versions = [str(v) for v in hub.repository.versions(self.model)]
+        except Exception as exc:
+            return error_response(status_for(exc), message_for(exc))
+        active = hub.active
+        index = []
+        for version in sorted(set(versions) | set(loaded), key=versions.index
+                              if set(loaded) <= set(versions) else str):
+            lv = loaded.get(version)
+            state = "UNAVAILABLE" if lv is None else lv.state.value.upper()
+            entry = {"name": self.model, "version": version, "state": state}
+            if lv is not None and lv is active:
+                entry["reason"] = "active"
+            index.append(entry)
+        return json_response(index)
+
+    async def metrics(self, request: Request) -> Response:
+        body, content_type = self.service.metrics.render()
+        return Response(body, media_type=content_type)
+
+    async def infer(self, request: Request) -> Response:
+        started = time.perf_counter()
+        service = self.service
+        version = ""
+        status = 200
+        try:
+            name = request.path_params["model"]
+            if name != self.model:
+                raise _NotFound(f"unknown model {name!r}; this instance serves {self.model!r}")
+            ref = request.path_params.get("version")
+            pinned = request.headers.get(VERSION_HEADER)
+            if ref is None:
+                ref = pinned or None
+            elif pinned and pinned != ref:
+                raise ProtocolError(
+                    f"the URL asks for version {ref!r} but the {VERSION_HEADER} header for "
+                    f"{pinned!r}"
+                )
+            limit = service.settings.max_body_bytes
+            body = await read_body(request, limit)
+            headers = request.headers
+            encoding = headers.get("content-encoding")
+            if encoding:
+                body = protocol.decompress(body, encoding, limit)
+            header_length = protocol.parse_header_length(headers.get(HEADER_LENGTH), len(body))
+            decoded = protocol.decode_infer_request(
+                body, header_length, allow_nonfinite=service.settings.allow_nonfinite
+            )
+            with service.lease(ref) as loaded:
+                version = str(loaded.version)
+                inputs = service.check_inputs(loaded, decoded.inputs)
+                result = await service.run(loaded, inputs)
+            content, json_length = protocol.encode_infer_response(
+                model=self.model,
+                version=version,
+                outputs=result.outputs,
+                request_id=decoded.id,
+                requested=decoded.outputs,
+                binary_output=decoded.binary_output,
+            )
+            out_headers = {VERSION_HEADER: version}
+            if json_length is None:
+                response = Response(content, 200, out_headers, media_type=JSON_TYPE)
+            else:
+                out_headers["Inference-Header-Content-Length"] = str(json_length)
+                response = Response(content, 200, out_headers,
+                                    media_type="application/octet-stream")
+        except _NotFound as exc:
+            status = 404
+            response = error_response(status, str(exc))
+        except Exception as exc:
+            status = status_for(exc)
+            if status >= 500:
+                logger.error("%s:%s inference failed: %s", self.model, version or "-", exc,
+                             exc_info=not isinstance(exc, WorkbenchError))
+            response = error_response(status, message_for(exc), version or None)
+        seconds = time.perf_counter() - started
+        service.metrics.request(version, status, seconds)
+        if service.settings.access_log:
+            access_log.info(
+                "%s %s %d version=%s %.2fms", request.method, request.url.path, status,
+                version or "-", seconds * 1000.0,
+            )
+        return response
+
+
+class _NotFound(Exception):
+    """Unknown model or endpoint (404)."""
+
+
+def _config_type(dtype: str) -> str:
+    datatype = protocol.datatype_of(dtype)
+    return {"BYTES": "STRING"}.get(datatype, datatype)
+
+
+__all__ = [
+    "VERSION_HEADER",
+    "create_app",
+    "describe",
+    "error_response",
+    "json_response",
+    "message_for",
+    "status_for",
+]

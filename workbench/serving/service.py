@@ -1,0 +1,337 @@
+"""The state behind one serving instance: hub, runners, metrics, settings, startup.
+
+:class:`Service` is what the HTTP layer calls. It knows nothing of HTTP: it resolves
+which loaded version answers a request, sends decoded inputs to that version's runner
+(batched or direct) and checks a version end to end for the deep health check. The
+hub guarantees that a switch never loses a request; the service takes its lease at a
+request's start and holds it until the response is encoded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import numpy as np
+
+from workbench.serving.batching import Batcher, BatchingConfig, DirectRunner, Runner, RunResult
+from workbench.serving.metrics import ServingMetrics, Snapshot, VersionState
+from workbench.serving.protocol import ProtocolError, datatype_of
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+
+    from workbench._types import Tensors, TensorsIn
+    from workbench.runtime.hub import HubEvent, VersionHub
+    from workbench.runtime.loaded import LoadedVersion
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MAX_BODY = 64 * 2**20
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class ServingSettings:
+    """How one instance serves; built by ``workbench serve`` from its options."""
+
+    batching: BatchingConfig = field(default_factory=BatchingConfig)
+    max_body_bytes: int = DEFAULT_MAX_BODY
+    admin_token: str | None = None  # None: admin endpoints are off (404)
+    allow_nonfinite: bool = False  # NaN / inf inputs are refused with 400 unless True
+    startup: tuple[str, ...] = ()  # refs loaded at startup; the first becomes active
+    reload_ref: str = "latest"  # what /v2/admin/reload re-resolves by default
+    access_log: bool = True
+
+    def __post_init__(self) -> None:
+        if self.max_body_bytes < 1024:
+            raise ValueError(f"max_body_bytes must be at least 1024, not {self.max_body_bytes}")
+        if self.admin_token is not None and len(self.admin_token) < 8:
+            raise ValueError("the admin token must be at least 8 characters")
+
+    def __repr__(self) -> str:  # never print the token
+        token = "set" if self.admin_token else "off"
+        return (
+            f"ServingSettings(batching={self.batching}, max_body_bytes={self.max_body_bytes}, "
+            f"admin={token}, allow_nonfinite={self.allow_nonfinite}, startup={self.startup})"
+        )
+
+
+class Service:
+    """One model's hub served over the Open Inference Protocol."""
+
+    def __init__(self, hub: VersionHub, settings: ServingSettings | None = None) -> None:
+        self.hub = hub
+        self.model = hub.model
+        self.settings = settings or ServingSettings()
+        self.metrics = ServingMetrics(self.model, self.snapshot)
+        self.started_at = time.time()
+        self.startup_error: BaseException | None = None
+        self.on_fatal: Callable[[BaseException], None] | None = None
+        self._startup_done = not self.settings.startup
+        # Every thread that touches Paddle lives as long as the service: Paddle's oneDNN
+        # caches are per thread id, and a predictor warmed in a thread that has exited
+        # fails once in a new thread that reuses that id. So loading (startup and admin)
+        # runs on one long-lived control thread, inference on a fixed pool.
+        self._executor = ThreadPoolExecutor(
+            max_workers=max(1, hub.workers), thread_name_prefix="workbench-infer"
+        )
+        self._control = ThreadPoolExecutor(max_workers=1, thread_name_prefix="workbench-control")
+        self._runners: dict[int, tuple[LoadedVersion, Runner]] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._unsubscribe: Callable[[], object] | None = None
+        self._closing: set[asyncio.Future[None]] = set()
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Subscribe to the hub and load the startup versions in the background."""
+        self._loop = asyncio.get_running_loop()
+        self._unsubscribe = self.hub.subscribe(self._on_event)
+        if self.settings.startup:
+            self._control.submit(self._load_startup)
+
+    async def stop(self) -> None:
+        """Close the runners and the hub (after uvicorn has drained the requests)."""
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+        for _, runner in list(self._runners.values()):
+            await runner.close()
+        self._runners.clear()
+        await self.control(self.hub.close)
+        self._executor.shutdown(wait=True)
+        self._control.shutdown(wait=True)
+
+    async def control(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run a blocking hub call (load, unload, use, ...) on the control thread."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._control, functools.partial(fn, *args, **kwargs))
+
+    def _load_startup(self) -> None:
+        refs = self.settings.startup
+        try:
+            for index, ref in enumerate(refs):
+                self.hub.load(ref, activate=True if index == 0 else None)
+        except BaseException as exc:
+            self.startup_error = exc
+            logger.error("could not load %s at startup: %s", self.model, exc)
+            if self.on_fatal is not None:
+                self.on_fatal(exc)
+            return
+        self._startup_done = True
+        active = self.hub.active
+        logger.info(
+            "%s ready: active %s, loaded %s",
+            self.model,
+            active.version if active else None,
+            ", ".join(str(lv.version) for lv in self.hub.loaded),
+        )
+
+    # -- state ---------------------------------------------------------------------------
+
+    @property
+    def ready(self) -> bool:
+        """Startup finished and an active version is loaded and warmed."""
+        active = self.hub.active
+        return self._startup_done and active is not None and active.state.value == "ready"
+
+    @property
+    def startup_pending(self) -> bool:
+        return not self._startup_done and self.startup_error is None
+
+    def snapshot(self) -> Snapshot:
+        loaded = self.hub.loaded
+        active = self.hub.active
+        return Snapshot(
+            loaded=tuple(VersionState(str(lv.version), lv.memory.gpu_bytes) for lv in loaded),
+            active=str(active.version) if active is not None else None,
+        )
+
+    def status(self) -> dict[str, Any]:
+        """What the admin status endpoint reports."""
+        active = self.hub.active
+        return {
+            "model": self.model,
+            "ready": self.ready,
+            "active": str(active.version) if active else None,
+            "history": [str(v) for v in self.hub.history],
+            "loaded": [describe(lv, active) for lv in self.hub.loaded],
+            "device": str(self.hub.device),
+            "workers": self.hub.workers,
+            "batching": {
+                "enabled": self.settings.batching.enabled,
+                "max_batch_size": self.settings.batching.max_batch_size,
+                "max_queue_delay_ms": self.settings.batching.max_queue_delay_ms,
+            },
+            "uptime_seconds": round(time.time() - self.started_at, 3),
+        }
+
+    # -- requests ------------------------------------------------------------------------
+
+    @contextmanager
+    def lease(self, ref: str | None) -> Iterator[LoadedVersion]:
+        """Take the active version (or the pinned ``ref``) for the whole request."""
+        with self.hub.lease(ref) as loaded:
+            children = self.metrics.version(str(loaded.version))
+            children.inflight.inc()
+            try:
+                yield loaded
+            finally:
+                children.inflight.dec()
+
+    def check_inputs(self, loaded: LoadedVersion, inputs: TensorsIn) -> Tensors:
+        """Protocol datatypes must match the model's exactly; then the runtime validates."""
+        for spec in loaded.inputs:
+            array = inputs.get(spec.name)
+            if array is not None and array.dtype != np.dtype(spec.dtype):
+                want = datatype_of(spec.dtype)
+                got = datatype_of(array.dtype)
+                raise ProtocolError(
+                    f"input {spec.name!r} has datatype {got}; {self.model}:{loaded.version} "
+                    f"expects {want} with shape {list(spec.shape)}"
+                )
+        return loaded.validate(inputs, allow_nonfinite=self.settings.allow_nonfinite)
+
+    async def run(self, loaded: LoadedVersion, inputs: TensorsIn) -> RunResult:
+        """Send validated inputs to the version's runner and record queue and batch metrics."""
+        result = await self._runner(loaded).submit(inputs)
+        children = self.metrics.version(str(loaded.version))
+        children.queue.observe(result.queue_seconds)
+        children.inference.observe(result.compute_seconds)
+        return result
+
+    def _runner(self, loaded: LoadedVersion) -> Runner:
+        entry = self._runners.get(id(loaded))
+        if entry is not None and entry[0] is loaded:
+            return entry[1]
+        children = self.metrics.version(str(loaded.version))
+
+        def predict(inputs: TensorsIn) -> Tensors:
+            return loaded.predict(inputs, validate=False)
+
+        config = self.settings.batching
+        runner: Runner
+        if config.enabled:
+            runner = Batcher(
+                predict,
+                self._executor,
+                BatchingConfig(
+                    True, config.max_batch_size, config.max_queue_delay_ms, self.hub.workers
+                ),
+                on_batch=children.batch.observe,
+                name=f"{self.model}:{loaded.version}",
+            )
+        else:
+            runner = DirectRunner(predict, self._executor, on_batch=children.batch.observe)
+        self._runners[id(loaded)] = (loaded, runner)
+        return runner
+
+    def _on_event(self, event: HubEvent) -> None:
+        if event.kind != "unloaded" or self._loop is None:
+            return
+        dead = [key for key, (lv, _) in self._runners.items() if lv.state.value == "unloaded"]
+
+        def close() -> None:
+            for key in dead:
+                entry = self._runners.pop(key, None)
+                if entry is not None:
+                    task = asyncio.ensure_future(entry[1].close())
+                    self._closing.add(task)
+                    task.add_done_callback(self._closing.discard)
+
+        with contextlib.suppress(RuntimeError):  # the loop is already closed
+            self._loop.call_soon_threadsafe(close)
+
+    # -- deep health ---------------------------------------------------------------------
+
+    async def deep_check(self, ref: str | None = None) -> dict[str, Any]:
+        """Run the manifest's sample through a version; check output names, shapes, finiteness.
+
+        Returns ``{"ok": True, "model", "version", "seconds", "outputs"}``; raises
+        :class:`HealthCheckFailed` with the reason otherwise.
+        """
+        with self.lease(ref) as loaded:
+            try:
+                sample = await asyncio.to_thread(loaded.warmup_inputs)
+                started = time.perf_counter()
+                result = await self.run(loaded, sample)
+                seconds = time.perf_counter() - started
+            except HealthCheckFailed:
+                raise
+            except Exception as exc:
+                raise HealthCheckFailed(
+                    f"{self.model}:{loaded.version}: inference on the sample failed: {exc}",
+                    version=str(loaded.version),
+                ) from exc
+            rows = next(iter(sample.values())).shape[0] if sample else 1
+            check_outputs(loaded, result.outputs, rows)
+            return {
+                "ok": True,
+                "model": self.model,
+                "version": str(loaded.version),
+                "seconds": round(seconds, 6),
+                "outputs": {name: list(np.shape(out)) for name, out in result.outputs.items()},
+            }
+
+
+class HealthCheckFailed(Exception):
+    """The deep health check found a problem; the message says which."""
+
+    def __init__(self, message: str, *, version: str | None = None) -> None:
+        super().__init__(message)
+        self.version = version
+
+
+def check_outputs(loaded: LoadedVersion, outputs: TensorsIn, rows: int) -> None:
+    """Raise HealthCheckFailed unless ``outputs`` match the manifest's signature and are finite."""
+    label = f"{loaded.model}:{loaded.version}"
+    for spec in loaded.outputs:
+        if spec.name not in outputs:
+            raise HealthCheckFailed(f"{label}: output {spec.name!r} is missing",
+                                    version=str(loaded.version))
+        array = np.asarray(outputs[spec.name])
+        expected = [rows if axis == 0 and dim == -1 else dim for axis, dim in enumerate(spec.shape)]
+        fits = array.ndim == len(expected) and all(
+            want == -1 or got == want for got, want in zip(array.shape, expected, strict=True)
+        )
+        if not fits:
+            raise HealthCheckFailed(
+                f"{label}: output {spec.name!r} has shape {list(array.shape)}, expected "
+                f"{['?' if d == -1 else d for d in expected]}",
+                version=str(loaded.version),
+            )
+        if array.dtype.kind in "fc" and not np.all(np.isfinite(array)):
+            bad = int(array.size - np.count_nonzero(np.isfinite(array)))
+            raise HealthCheckFailed(
+                f"{label}: output {spec.name!r} has {bad} non-finite value(s)",
+                version=str(loaded.version),
+            )
+
+
+def describe(loaded: LoadedVersion, active: LoadedVersion | None = None) -> dict[str, Any]:
+    """A loaded version as JSON-ready data (admin status)."""
+    memory = loaded.memory
+    return {
+        "version": str(loaded.version),
+        "active": loaded is active,
+        "state": loaded.state.value,
+        "device": loaded.device,
+        "inflight": loaded.inflight,
+        "load_seconds": round(loaded.load_seconds, 3),
+        "memory": {"rss_bytes": memory.rss_bytes, "gpu_bytes": memory.gpu_bytes},
+        "inputs": [spec_json(spec) for spec in loaded.inputs],
+        "outputs": [spec_json(spec) for spec in loaded.outputs],
+    }
+
+
+def spec_json(spec: Any) -> dict[str, Any]:
+    """A TensorSpec as protocol metadata: name, datatype, shape (-1 dynamic)."""
+    return {"name": spec.name, "datatype": datatype_of(spec.dtype), "shape": list(spec.shape)}
+

@@ -37,6 +37,7 @@ from workbench.errors import (
     InputError,
     IntegrityError,
     ModelLoadError,
+    ModelNotFoundError,
     PredictError,
     RepositoryError,
     VersionNotLoadedError,
@@ -197,7 +198,7 @@ class _Handlers:
     def _check_model(self, request: Request) -> None:
         name = request.path_params["model"]
         if name != self.model:
-            raise _NotFound(f"unknown model {name!r}; this instance serves {self.model!r}")
+            raise ModelNotFoundError(f"unknown model {name!r}; this instance serves {self.model!r}")
 
     def _loaded(self, ref: str | None) -> LoadedVersion:
         hub = self.service.hub
@@ -265,7 +266,7 @@ class _Handlers:
             else:
                 version = self.service.hub.get(ref)
                 ready = version.state.value == "ready"
-        except _NotFound as exc:
+        except ModelNotFoundError as exc:
             return error_response(404, str(exc))
         except (LookupError, WorkbenchError) as exc:
             return json_response(
@@ -343,7 +344,7 @@ class _Handlers:
         try:
             name = request.path_params["model"]
             if name != self.model:
-                raise _NotFound(f"unknown model {name!r}; this instance serves {self.model!r}")
+                raise ModelNotFoundError(f"unknown model {name!r}; this instance serves {self.model!r}")
             ref = request.path_params.get("version")
             pinned = request.headers.get(VERSION_HEADER)
             if ref is None:
@@ -382,9 +383,6 @@ class _Handlers:
                 out_headers["Inference-Header-Content-Length"] = str(json_length)
                 response = Response(content, 200, out_headers,
                                     media_type="application/octet-stream")
-        except _NotFound as exc:
-            status = 404
-            response = error_response(status, str(exc))
         except Exception as exc:
             status = status_for(exc)
             if status >= 500:
@@ -399,10 +397,6 @@ class _Handlers:
                 version or "-", seconds * 1000.0,
             )
         return response
-
-
-class _NotFound(Exception):
-    """Unknown model or endpoint (404)."""
 
 
 def _config_type(dtype: str) -> str:

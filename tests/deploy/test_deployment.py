@@ -268,6 +268,22 @@ def test_restore_after_a_host_restart(web: Deployment) -> None:
     assert web.restore().history[-1].reason == "restarted no instance"
 
 
+def test_an_update_killed_before_it_recorded_its_instance_leaves_nothing_stuck(
+    web: Deployment,
+) -> None:
+    from workbench.deploy.base import InstanceSpec
+
+    state = web.update("1.1.0", wait=False)
+    engine = web.manager.backend("process")
+    # simulate: the updater died between starting green and recording it
+    web.abort()
+    orphan = engine.start(InstanceSpec(deployment="web", color="green", model="stub",
+                                       version="1.1.0", repo=state.repo, port=state.plan.port))
+    assert web.update("1.1.0").rollout.phase is Phase.VERIFIED
+    assert not engine.is_running(orphan)
+    assert [i.spec.color for i in engine.find("web")].count("green") == 1
+
+
 def test_delete_stops_everything(web: Deployment) -> None:
     web.update("1.1.0")
     url = web.url

@@ -522,6 +522,12 @@ class Deployment:
         spec = self._spec(state, state.rollout.candidate, resolved, plan.port)
         engine = self._backend(state)
         try:
+            for stale in engine.find(self.name):
+                # left behind by an update that was killed before it recorded its instance
+                if stale.spec.color == spec.color:
+                    log.warning("%s: stopping a stale %s instance (%s)", self.name, stale.spec.color,
+                                stale.ref)
+                    engine.stop(stale)
             instance = engine.start(spec)
         except BackendError as exc:
             self._fail(state, str(exc))

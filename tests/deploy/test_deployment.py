@@ -16,6 +16,9 @@ import numpy as np
 import pytest
 
 from tests.deploy.conftest import stub_sample
+
+# the Docker engine fixtures, for the docker-backed rollout at the end
+from tests.docker.conftest import docker_engine, served_repo  # noqa: F401
 from workbench.deploy.client import ServingClient
 from workbench.deploy.rollout import Phase
 from workbench.errors import RolloutError, RouterError
@@ -24,6 +27,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from pathlib import Path
 
+    from tests.docker.conftest import DockerEngine
     from workbench.deploy.deployment import Deployment, DeploymentManager
 
 pytestmark = pytest.mark.nginx
@@ -323,3 +327,39 @@ def test_real_serving_instances_blue_green(nginx: None, demo_repo: Path, home: P
         assert web.state.candidate is None
     finally:
         manager.delete("digits")
+
+
+@pytest.mark.slow
+@pytest.mark.docker
+def test_docker_backend_blue_green(nginx: None, request: pytest.FixtureRequest,
+                                   home: Path) -> None:
+    """The same rollout with serving containers of the workbench image on a real engine."""
+    from workbench.deploy.deployment import DeploymentManager
+
+    engine: DockerEngine = request.getfixturevalue("docker_engine")
+    repo: Path = request.getfixturevalue("served_repo")
+    manager = DeploymentManager(home, repo=repo)
+    web = manager.create("dock", "digits", "1.0.0", backend="docker", docker_host=engine.host,
+                         backend_options={"image": engine.image}, timeout=300)
+    try:
+        state = web.state
+        assert state.backend == "docker" and state.backend_options["image"] == engine.image
+        x = {"x": np.random.default_rng(0).normal(size=(2, 64)).astype(np.float32)}
+        web.update("1.1.0", timeout=300)
+        assert web.agreement is not None and web.agreement["rows"] > 0
+        # a new manager (another shell) finds the containers through the persisted state
+        again = DeploymentManager(home, repo=repo).get("dock")
+        assert all(i.running and i.ready for i in again.status().instances)
+        again.promote()
+        with ServingClient(web.url) as client:
+            assert {(r.color, r.version) for r in (client.infer("digits", x) for _ in range(4))} \
+                == {("green", "1.1.0")}
+            again.rollback()
+            assert {(r.color, r.version) for r in (client.infer("digits", x) for _ in range(4))} \
+                == {("blue", "1.0.0")}
+    finally:
+        manager.delete("dock")
+    from workbench.deploy.docker import LABEL
+
+    left = engine.client.containers.list(all=True, filters={"label": f"{LABEL}.deployment=dock"})
+    assert left == []

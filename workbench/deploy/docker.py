@@ -157,8 +157,8 @@ class DockerBackend(Backend):
         self.env = dict(env or {})
         self.known_hosts = known_hosts
         self.identity_file = identity_file
-        self.start_grace = start_grace
-        self.timeout = timeout
+        self.start_grace = float(start_grace)  # options may come back from JSON as strings
+        self.timeout = float(timeout)
         self._client = client
         self._lock = threading.Lock()
 

@@ -500,8 +500,9 @@ def healthcheck(url: str | None = None, timeout: float = 3.0) -> tuple[bool, str
             runs = _nginx_runs()
             return runs, "nginx runs" if runs else "nginx is not running"
         return True, f"{mode}: no health endpoint"
+    direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: no proxy
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
+        with direct.open(url, timeout=timeout) as response:
             return 200 <= response.status < 300, f"{url}: HTTP {response.status}"
     except urllib.error.HTTPError as exc:
         return False, f"{url}: HTTP {exc.code}"

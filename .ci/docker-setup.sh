@@ -70,7 +70,8 @@ start_engine() {
     stop_engine  # a stale pid file or a wedged daemon
     mkdir -p "${RUN_DIR}" "${CACHE}/docker"
     log "starting dockerd (data root ${CACHE}/docker, socket ${SOCKET})"
-    # setsid + redirections: the daemon outlives this script and holds none of its pipes.
+    # setsid + redirections: the daemon outlives this script and holds none of its pipes
+    # (nor the setup lock, fd 9).
     setsid dockerd \
         --data-root "${CACHE}/docker" \
         --exec-root "${RUN_DIR}/exec" \
@@ -78,7 +79,7 @@ start_engine() {
         --host "${DOCKER_HOST}" \
         --bridge=none --iptables=false --ip-masq=false --ip-forward=false \
         --log-level=warn \
-        > "${RUN_DIR}/dockerd.log" 2>&1 < /dev/null &
+        > "${RUN_DIR}/dockerd.log" 2>&1 < /dev/null 9>&- &
     for _ in $(seq 120); do
         engine_up && { log "dockerd $(docker version --format '{{.Server.Version}}') is up"; return; }
         sleep 0.5
@@ -181,6 +182,10 @@ main() {
     [ "$(id -u)" = 0 ] || die "needs root (it runs dockerd and debootstrap)"
     command -v docker > /dev/null || die "the docker CLI is not installed (apt-get install docker.io)"
     local started=${SECONDS}
+    # One setup at a time per cache (a test session may run this while CI does).
+    mkdir -p "${CACHE}"
+    exec 9> "${CACHE}/setup.lock"
+    flock --timeout 1800 9 || die "another docker-setup holds ${CACHE}/setup.lock"
     start_engine
     if [ "${1:-}" != "--engine" ]; then
         build_base

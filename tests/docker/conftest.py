@@ -60,13 +60,19 @@ class DockerEngine:
 
 
 def _setup_env() -> dict[str, str]:
+    """Where the engine and the images are: from .ci/docker-setup.sh, else the environment.
+
+    The script runs whenever it can (as root, with dockerd and debootstrap): when
+    nothing changed it only checks hashes (well under a second), and otherwise it
+    rebuilds the image, so the tests never run yesterday's code in a container.
+    """
     names = ("WORKBENCH_TEST_DOCKER_HOST", "WORKBENCH_TEST_IMAGE", "WORKBENCH_TEST_BASE_IMAGE")
-    if all(os.environ.get(n) for n in names[:2]):
-        return {n: os.environ.get(n, "") for n in names}
     can_build = (
         os.geteuid() == 0
         and all(shutil.which(tool) for tool in ("dockerd", "docker", "debootstrap"))
     )
+    if not can_build and all(os.environ.get(n) for n in names[:2]):
+        return {n: os.environ.get(n, "") for n in names}
     require(
         "dockerd",
         can_build,

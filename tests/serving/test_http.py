@@ -13,7 +13,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pytest
 
-from tests.serving.conftest import ServeProcess, binary_infer_body, json_infer_body, x_batch
+from tests.serving.conftest import (
+    ServeProcess,
+    binary_infer_body,
+    json_infer_body,
+    metric_value,
+    x_batch,
+)
 
 if TYPE_CHECKING:
     import httpx
@@ -95,7 +101,7 @@ def test_repository_index_and_config(client: httpx.Client) -> None:
     assert config["input"] == [{"name": "x", "data_type": "TYPE_FP32", "dims": [64]}]
 
 
-def test_deep_health_runs_the_sample(client: httpx.Client) -> None:
+def test_deep_health_runs_themetric_value(client: httpx.Client) -> None:
     deep = client.get("/v2/health/deep")
     assert deep.status_code == 200
     doc = deep.json()
@@ -327,32 +333,22 @@ def test_still_serving_after_all_the_bad_input(client: httpx.Client,
 # -- metrics and logs ---------------------------------------------------------------------
 
 
-def _sample(text: str, name: str, **labels: str) -> float:
-    for line in text.splitlines():
-        if not line.startswith(name + "{") and not line.startswith(name + " "):
-            continue
-        found = dict(re.findall(r'(\w+)="([^"]*)"', line.split("}")[0]))
-        if all(found.get(k) == v for k, v in labels.items()):
-            return float(line.rsplit(" ", 1)[1])
-    raise AssertionError(f"no sample {name}{labels} in metrics")
-
-
 def test_metrics_are_labelled_by_version(client: httpx.Client) -> None:
     for version in ("1.0.0", "1.1.0"):
         client.post(f"/v2/models/digits/versions/{version}/infer",
                     json=json_infer_body(x_batch(2)))
     client.post("/v2/models/digits/versions/1.1.0/infer", content=b"{")
     text = client.get("/metrics").text
-    assert _sample(text, "workbench_requests_total", version="1.0.0", outcome="ok") >= 1
-    assert _sample(text, "workbench_requests_total", version="1.1.0", outcome="ok") >= 1
-    assert _sample(text, "workbench_requests_total", outcome="client_error") >= 1
-    assert _sample(text, "workbench_request_duration_seconds_count", version="1.1.0") >= 1
-    assert _sample(text, "workbench_queue_duration_seconds_count", version="1.0.0") >= 1
-    assert _sample(text, "workbench_batch_size_count", version="1.0.0") >= 1
-    assert _sample(text, "workbench_inflight_requests", version="1.0.0") == 0
-    assert _sample(text, "workbench_loaded_versions", model="digits") == 2
-    assert _sample(text, "workbench_active_version_info", version="1.0.0") == 1
-    assert _sample(text, "workbench_process_resident_memory_bytes", model="digits") > 10e6
+    assert metric_value(text, "workbench_requests_total", version="1.0.0", outcome="ok") >= 1
+    assert metric_value(text, "workbench_requests_total", version="1.1.0", outcome="ok") >= 1
+    assert metric_value(text, "workbench_requests_total", outcome="client_error") >= 1
+    assert metric_value(text, "workbench_request_duration_seconds_count", version="1.1.0") >= 1
+    assert metric_value(text, "workbench_queue_duration_seconds_count", version="1.0.0") >= 1
+    assert metric_value(text, "workbench_batch_size_count", version="1.0.0") >= 1
+    assert metric_value(text, "workbench_inflight_requests", version="1.0.0") == 0
+    assert metric_value(text, "workbench_loaded_versions", model="digits") == 2
+    assert metric_value(text, "workbench_active_version_info", version="1.0.0") == 1
+    assert metric_value(text, "workbench_process_resident_memory_bytes", model="digits") > 10e6
 
 
 def test_logs_name_the_version_that_served(server: ServeProcess, client: httpx.Client) -> None:
@@ -391,7 +387,7 @@ def test_paddle_failure_is_a_500_and_the_instance_keeps_serving(broken_server: S
         assert good.status_code == 200
         assert client.get("/v2/health/live").status_code == 200
         metrics = client.get("/metrics").text
-        assert _sample(metrics, "workbench_requests_total", outcome="server_error") == 1
+        assert metric_value(metrics, "workbench_requests_total", outcome="server_error") == 1
 
 
 def test_deep_health_reports_a_signature_mismatch(broken_server: ServeProcess) -> None:

@@ -39,9 +39,15 @@ def serve(
     host: Annotated[str, typer.Option(help="Address to bind (loopback by default).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
     workers: Annotated[
-        int | None,
-        typer.Option(help="Predictor clones per version (parallel batches); default: CPUs, max 4."),
-    ] = None,
+        int,
+        typer.Option(
+            help="Predictor clones per version. Paddle's predictor holds the GIL while it "
+            "runs, so on CPU prefer --cpu-threads for throughput."
+        ),
+    ] = 1,
+    cpu_threads: Annotated[
+        int, typer.Option(help="CPU math threads per predictor clone.")
+    ] = 1,
     max_batch_size: Annotated[int, typer.Option(help="Rows per dynamic batch.")] = 8,
     max_queue_delay_ms: Annotated[
         float, typer.Option(help="Longest wait for a batch to fill once a predictor is free.")
@@ -105,12 +111,27 @@ def serve(
                                 log_level=log_level.lower())
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
-    hub = VersionHub(repository, model, device=device, workers=workers or default_workers())
+    if workers < 1 or cpu_threads < 1:
+        raise typer.BadParameter("--workers and --cpu-threads must be at least 1")
+    hub = VersionHub(
+        repository,
+        model,
+        device=device,
+        workers=workers,
+        cpu_threads=cpu_threads,
+        warmup_batch_sizes=warmup_sizes(max_batch_size) if not no_batching else (),
+    )
     run(hub, settings, options)
 
 
-def default_workers() -> int:
-    return max(1, min(4, os.cpu_count() or 1))
+def warmup_sizes(max_batch_size: int) -> tuple[int, ...]:
+    """Batch sizes the batcher produces most: 1, 2, 4, ... and the maximum itself."""
+    sizes = {max_batch_size}
+    size = 1
+    while size < max_batch_size:
+        sizes.add(size)
+        size *= 2
+    return tuple(sorted(sizes))
 
 
 def read_admin_token(path: Path | None) -> str | None:

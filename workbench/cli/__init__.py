@@ -22,7 +22,7 @@ def _register() -> None:
     from workbench.cli import models
 
     app.add_typer(models.app, name="models")
-    for name in ("serve", "deploy", "lab", "extension"):
+    for name in ("serve", "deploy", "compare", "lab", "extension"):
         try:
             module = __import__(f"workbench.cli.{name}", fromlist=["register"])
         except ModuleNotFoundError as exc:
@@ -30,6 +30,16 @@ def _register() -> None:
                 raise
             continue
         module.register(app)
+    _register_shortcuts()
+
+
+def _register_shortcuts() -> None:
+    """Top-level verbs for what a person types most in an SSH shell: ``workbench promote NAME``."""
+    from workbench.cli import deploy
+
+    for verb in ("status", "promote", "rollback", "switch", "abort", "history"):
+        command = getattr(deploy, verb)
+        app.command(verb, help=f"Same as `workbench deploy {verb}`. " + (command.__doc__ or ""))(command)
 
 
 _register()

@@ -1,0 +1,100 @@
+"""``workbench compare``: several versions side by side on the same inputs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from workbench.cli._common import JsonOption, RepoOption, console, print_json, resolve_repo
+
+
+def register(app: typer.Typer) -> None:
+    app.command("compare", no_args_is_help=True)(compare)
+
+
+def _load_data(path: Path) -> tuple[dict[str, Any] | Any, Any]:
+    """Inputs and optional labels from a .npz (named inputs, optional ``labels``) or .npy file."""
+    import numpy as np
+
+    if path.suffix == ".npz":
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {name: data[name] for name in data.files}
+        labels = arrays.pop("labels", None)
+        return arrays, labels
+    return np.load(path, allow_pickle=False), None
+
+
+def compare(
+    model: Annotated[str, typer.Argument(help="Model name.")],
+    versions: Annotated[
+        list[str] | None, typer.Argument(help="Versions or aliases [default: all versions].")
+    ] = None,
+    repo: RepoOption = None,
+    data: Annotated[
+        Path | None,
+        typer.Option(help=".npz of named inputs (and optional `labels`) or .npy [default: the sample]."),
+    ] = None,
+    labels: Annotated[Path | None, typer.Option(help=".npy of integer class labels.")] = None,
+    batch_size: Annotated[int, typer.Option(help="Rows per request.")] = 1,
+    device: Annotated[str, typer.Option(help="cpu, gpu:N or auto.")] = "auto",
+    json: JsonOption = False,
+) -> None:
+    """Run one input batch through several versions: latency, agreement, accuracy."""
+    import numpy as np
+
+    from workbench import ModelRepository, VersionHub
+    from workbench import compare as run_compare
+
+    repository = ModelRepository(resolve_repo(repo))
+    targets = [str(repository.resolve(model, v)) for v in (versions or [])] or [
+        str(v) for v in repository.versions(model)
+    ]
+    if data is not None:
+        inputs, label_values = _load_data(data)
+    else:
+        inputs, label_values = repository.sample(model, targets[0]), None
+    if labels is not None:
+        label_values = np.load(labels, allow_pickle=False)
+    hub = VersionHub(repository, model, device=device)
+    try:
+        with console.status(f"loading {', '.join(targets)}") as status:
+            for version in targets:
+                status.update(f"loading and warming {model}:{version}")
+                hub.load(version)
+            status.update("running side by side")
+            result = run_compare(hub, inputs, versions=targets, labels=label_values, batch_size=batch_size)
+    finally:
+        hub.close()
+    if json:
+        print_json(result.to_dict())
+        return
+    console.print(_frame_table(result.table(), f"{model}: {result.rows} rows, batch {batch_size}"))
+    console.print(_frame_table(result.agreement.set_index(["a", "b"]), "agreement"))
+    disagree = result.disagreements()
+    console.print(f"{len(disagree)} row(s) where versions disagree" + (
+        f": {disagree[:20].tolist()}" + (" …" if len(disagree) > 20 else "") if len(disagree) else ""
+    ))
+
+
+def _frame_table(frame: Any, title: str) -> Table:
+    table = Table(title=title)
+    names = frame.index.names
+    for name in names:
+        table.add_column(str(name or ""))
+    for column in frame.columns:
+        table.add_column(str(column), justify="right")
+    for index, row in frame.iterrows():
+        keys = index if isinstance(index, tuple) else (index,)
+        table.add_row(*[str(k) for k in keys], *[_fmt(v) for v in row])
+    return table
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)

@@ -197,4 +197,4 @@ main() {
     echo "export WORKBENCH_TEST_IMAGE=${TEST_IMAGE}"
 }
 
-main "$@"
+main "$@"; exit  # (one line: bash reads no further, even if this file changes meanwhile)

@@ -160,14 +160,17 @@ build_test_image() {
     else
         log "building ${TEST_IMAGE} from docker/Dockerfile on ${BASE_IMAGE}"
         local started=${SECONDS}
-        docker build --network host \
+        docker build --network host --force-rm \
             --build-arg "BASE_IMAGE=${BASE_IMAGE}" \
             --label "workbench.inputs=${hash}" \
             --tag "${TEST_IMAGE}" \
             --file "${context}/docker/Dockerfile" \
             "${context}" >&2
         log "built ${TEST_IMAGE} in $((SECONDS - started)) s"
-        docker image prune --force > /dev/null  # superseded builds
+        # Superseded builds, and containers an interrupted build left (older than 30 min,
+        # so nothing a test is creating right now).
+        docker image prune --force > /dev/null
+        docker container prune --force --filter until=30m > /dev/null
     fi
     rm -rf "${context}"
     trap - EXIT

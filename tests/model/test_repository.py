@@ -142,3 +142,20 @@ def test_manifest_round_trips(demo_repo: Path) -> None:
     path = demo_repo / "digits" / "1.0.0"
     manifest = Manifest.read(path)
     assert Manifest.from_dict(manifest.to_dict()) == manifest
+
+
+def test_published_versions_are_readable_by_other_users(repo_copy: Path, tmp_path: Path) -> None:
+    import os
+    import stat
+
+    repo = ModelRepository(repo_copy)
+    source = _model_files(repo_copy, "1.0.0", tmp_path / "export")
+    old = os.umask(0o022)
+    try:
+        repo.publish("digits", "5.0.0", source, sample={"x": np.zeros((1, 64), np.float32)}, aliases=["x"])
+    finally:
+        os.umask(old)
+    version_dir = repo_copy / "digits" / "5.0.0"
+    assert stat.S_IMODE(version_dir.stat().st_mode) == 0o755
+    for path in [*version_dir.iterdir(), repo_copy / "digits" / "aliases.json"]:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o644, path

@@ -287,6 +287,7 @@ class ModelRepository:
             )
             if signing_key is not None:
                 signing.sign_directory(staging, Path(signing_key))
+            _make_readable(staging)
             _fsync_tree(staging)
             try:
                 staging.rename(target)
@@ -409,10 +410,35 @@ def _write_atomic(path: Path, text: str) -> None:
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
+        Path(tmp).chmod(0o644 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    """The process umask, read without changing it where Linux allows (os.umask is racy)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _make_readable(root: Path) -> None:
+    """Give staged files the modes a plain copy would have (temp files start private).
+
+    Serving containers run as another user and mount the repository read-only.
+    """
+    mask = _umask()
+    root.chmod(0o755 & ~mask)
+    for path in root.rglob("*"):
+        path.chmod((0o755 if path.is_dir() else 0o644) & ~mask)
 
 
 def _fsync_dir(path: Path) -> None:

@@ -11,15 +11,10 @@ from typing import Any
 
 import pytest
 
-from workbench.deploy.router import (
-    LocalNginx,
-    NginxRouter,
-    NginxRunner,
-    RoutingTable,
-    Upstream,
-    render_front,
-    render_nginx,
-)
+from workbench.deploy.base import NginxRunner
+from workbench.deploy.nginx_local import LocalNginx
+from workbench.deploy.router import NginxRouter, get_runner
+from workbench.deploy.routing import RoutingTable, Upstream, render_front, render_nginx
 from workbench.errors import DeployError, RouterError
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -235,6 +230,23 @@ def test_render_refuses_unsafe_workdir_and_user() -> None:
 
 def test_local_nginx_is_a_runner() -> None:
     assert isinstance(LocalNginx(), NginxRunner)
+    assert isinstance(get_runner("process"), LocalNginx)
+    with pytest.raises(RouterError, match="unknown router runner 'k8s'"):
+        get_runner("k8s")
+
+
+def test_the_router_module_still_offers_the_names_that_moved() -> None:
+    import workbench.deploy.base as base
+    import workbench.deploy.nginx_local as nginx_local
+    import workbench.deploy.routing as routing
+    from workbench.deploy import router
+
+    moved = {
+        "RoutingTable": routing, "Upstream": routing, "render_nginx": routing,
+        "render_front": routing, "LocalNginx": nginx_local, "NginxRunner": base,
+    }
+    for name, home in moved.items():
+        assert getattr(router, name) is getattr(home, name), name
 
 
 def test_missing_nginx_binary_is_a_clear_error(tmp_path: Path) -> None:

@@ -1,6 +1,6 @@
 """DockerNginx: the router's nginx in a container of the workbench image.
 
-An :class:`~workbench.deploy.router.NginxRunner`. The router's workdir is
+An :class:`~workbench.deploy.base.NginxRunner`. The router's workdir is
 bind-mounted at the same path and the container uses host networking, so the
 rendered configuration means the same thing inside as outside; the engine must
 therefore be local (it sees this machine's paths and ports). The container is
@@ -20,7 +20,9 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from workbench.deploy._nginx import size, tail, wait_reloaded
 from workbench.deploy.docker_engine import connect, describe, sdk, translate
+from workbench.deploy.routing import ERROR_LOG, PID_FILE
 from workbench.errors import BackendError, RouterError
 
 if TYPE_CHECKING:
@@ -31,23 +33,6 @@ __all__ = ["DockerNginx"]
 logger = logging.getLogger(__name__)
 
 LABEL = "workbench"
-
-
-def _tail(path: Path, offset: int = 0, lines: int = 20) -> str:
-    try:
-        with path.open("rb") as f:
-            f.seek(offset)
-            text = f.read().decode("utf-8", "replace")
-    except OSError:
-        return ""
-    return "\n".join(text.strip().splitlines()[-lines:])
-
-
-def _size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except OSError:
-        return 0
 
 
 class DockerNginx:
@@ -195,7 +180,7 @@ class DockerNginx:
                 return
             self._remove(existing)  # a stopped router of this workdir
         workdir = conf.parent
-        (workdir / "nginx.pid").unlink(missing_ok=True)
+        (workdir / PID_FILE).unlink(missing_ok=True)
         client = self.client
         with self._errors("cannot start the router container"):
             container = client.containers.run(
@@ -216,14 +201,14 @@ class DockerNginx:
             if container.status in ("exited", "dead"):
                 code = (container.attrs.get("State") or {}).get("ExitCode")
                 output = "\n".join(
-                    filter(None, (self._output(container).strip(), _tail(workdir / "error.log")))
+                    filter(None, (self._output(container).strip(), tail(workdir / ERROR_LOG)))
                 )
                 self._remove(container)
                 raise RouterError(
                     f"nginx exited with status {code} while starting:\n"
                     + "\n".join(output.splitlines()[-20:])
                 )
-            if (workdir / "nginx.pid").exists() and self._workers(container):
+            if (workdir / PID_FILE).exists() and self._workers(container):
                 logger.debug("router container %s runs for %s", container.short_id, workdir)
                 return
             if time.monotonic() > deadline:
@@ -240,27 +225,11 @@ class DockerNginx:
         if container is None or container.status != "running":
             raise RouterError(f"nginx is not running for {conf.parent}; start it first")
         old = set(self._workers(container))
-        log = conf.parent / "error.log"
-        offset = _size(log)
+        log = conf.parent / ERROR_LOG
+        offset = size(log)
         with self._errors("cannot signal nginx"):
             container.kill(signal="SIGHUP")
-        deadline = time.monotonic() + self.reload_timeout
-        while True:
-            emerg = [line for line in _tail(log, offset, 50).splitlines() if "[emerg]" in line]
-            if emerg:
-                raise RouterError(
-                    "nginx refused to reload and keeps its previous configuration:\n"
-                    + "\n".join(emerg)
-                )
-            workers = self._workers(container)
-            fresh = [pid for pid in workers if pid not in old]
-            if fresh and not any(pid in old and not down for pid, down in workers.items()):
-                return
-            if time.monotonic() > deadline:
-                raise RouterError(
-                    f"nginx did not reload within {self.reload_timeout:g} s:\n" + _tail(log, offset)
-                )
-            time.sleep(0.02)
+        wait_reloaded(lambda: self._workers(container), old, log, offset, self.reload_timeout, poll=0.02)
 
     def stop(self, conf: Path, timeout: float = 10.0) -> None:
         container = self._container(Path(conf))

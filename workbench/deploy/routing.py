@@ -1,0 +1,353 @@
+"""Routing tables and the nginx configurations rendered from them (pure: no nginx runs here).
+
+A :class:`RoutingTable` says where each colour listens and what share of traffic
+green gets. :func:`render_nginx` and :func:`render_front` turn it into complete
+nginx configurations: pure functions over the packaged templates in
+``templates/``, checked by golden-file tests. :class:`~workbench.deploy.router.NginxRouter`
+installs them.
+
+Two nginx masters run per deployment: the *front* owns the public address and
+forwards everything over kept-alive connections to the *router* on a unix
+socket, which does the routing and is what a switch reloads. A plain nginx
+reload closes idle kept-alive client connections, and a client that sends on one
+at that instant gets an error; behind the front, that request is retried on a
+fresh connection instead, so a cutover loses no request.
+
+Routing, in order of precedence:
+
+1. ``x-deploy-color: blue|green`` forces that colour (if it has an upstream);
+2. ``x-model-version: V`` forces the colour serving ``V`` (unknown version: ignored);
+3. otherwise a sticky split on the user header (``x-user-id``) with
+   ``split_clients``, or a random split (on ``$request_id``) when it is absent.
+
+Each colour's upstream lists the other colour as ``backup``, so a connection
+error or timeout is retried on the other colour (POST included). Responses carry
+``x-deploy-color`` (the colour that answered, after any retry) and the upstream's
+``x-model-version``. The access log (``access.log`` in the workdir) is JSON lines
+with colour, status, upstream address and upstream response time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import ipaddress
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from string import Template
+from typing import TYPE_CHECKING, Any
+
+from workbench.deploy.base import COLORS, check_deployment_name
+from workbench.errors import RouterError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from workbench._types import JSON, Color, StrPath
+
+__all__ = [
+    "RoutingTable",
+    "Upstream",
+    "render_front",
+    "render_nginx",
+]
+
+# File names inside a router's workdir (the rendered configuration points at them).
+CONF_FILE = "nginx.conf"
+PID_FILE = "nginx.pid"
+ERROR_LOG = "error.log"
+ACCESS_LOG = "access.log"
+FRONT_DIR = "front"  # the front's own workdir, inside the router's
+SOCKET_FILE = "router.sock"  # in FRONT_DIR: the router listens here, the front connects
+_MAX_SOCKET_PATH = 107  # sun_path holds 108 bytes with the terminating NUL
+_TEMPLATES = Path(__file__).parent / "templates"
+_HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9_]([A-Za-z0-9_-]{0,62})(\.[A-Za-z0-9_-]{1,63})*$")
+_VERSION = re.compile(r"^[0-9][0-9A-Za-z.+_-]{0,63}$")
+_HEADER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,63}$")
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_host(host: str, what: str) -> str:
+    with contextlib.suppress(ValueError):
+        return str(ipaddress.ip_address(host))
+    if not _HOSTNAME.match(host):
+        raise RouterError(f"invalid {what} {host!r}: use an IP address or a host name")
+    return host
+
+
+def _check_port(port: int, what: str) -> None:
+    if not _is_int(port) or not 0 < port < 65536:
+        raise RouterError(f"{what} must be an integer in 1..65535, not {port!r}")
+
+
+def hostport(host: str, port: int) -> str:
+    """``host:port`` as nginx and URLs write it (an IPv6 address in brackets)."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+@dataclass(frozen=True)
+class Upstream:
+    """One colour's serving instance: where it listens and which version it serves."""
+
+    color: Color
+    host: str
+    port: int
+    version: str
+
+    def __post_init__(self) -> None:
+        if self.color not in COLORS:
+            raise RouterError(f"upstream color must be one of {COLORS}, not {self.color!r}")
+        object.__setattr__(self, "host", _check_host(self.host, "upstream host"))
+        _check_port(self.port, f"{self.color} upstream port")
+        if not isinstance(self.version, str) or not _VERSION.match(self.version):
+            raise RouterError(
+                f"invalid {self.color} version {self.version!r}: expected a semantic version "
+                "such as 1.2.0 or 1.2.0+build"
+            )
+
+    @property
+    def address(self) -> str:
+        """``host:port`` as nginx writes it (IPv6 in brackets)."""
+        return hostport(self.host, self.port)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RoutingTable:
+    """Where traffic of one deployment goes. ``green_weight`` is green's share in percent.
+
+    Blue gets ``100 - green_weight``. A colour with a share above zero must have an
+    upstream; a colour may have an upstream and no share (it is then reachable only
+    by pinning, e.g. while green is verified). ``upstreams`` is normalised to blue
+    first, then green.
+    """
+
+    deployment: str
+    listen_port: int
+    upstreams: tuple[Upstream, ...]
+    green_weight: int = 0
+    listen_host: str = "127.0.0.1"
+    user_header: str = "x-user-id"
+    connect_timeout: float = 2.0  # seconds to connect to an upstream before trying the other
+    read_timeout: float = 120.0  # seconds an upstream may take to answer
+    max_body_mb: int = 64  # largest request body accepted (inference inputs can be big)
+
+    def __post_init__(self) -> None:
+        try:
+            check_deployment_name(self.deployment)
+        except ValueError as exc:
+            raise RouterError(str(exc)) from exc
+        object.__setattr__(self, "listen_host", _check_host(self.listen_host, "listen host"))
+        _check_port(self.listen_port, "listen port")
+        ups = tuple(self.upstreams)
+        if not all(isinstance(u, Upstream) for u in ups):
+            raise RouterError("upstreams must be Upstream objects")
+        colors = [u.color for u in ups]
+        if not ups or len(set(colors)) != len(colors):
+            raise RouterError(f"need one upstream per colour (blue and/or green), got {colors}")
+        if len({u.address for u in ups}) != len(ups):
+            raise RouterError("blue and green upstreams must listen on different addresses")
+        if any(u.address == hostport(self.listen_host, self.listen_port) for u in ups):
+            raise RouterError("an upstream cannot listen on the router's own address")
+        object.__setattr__(self, "upstreams", tuple(sorted(ups, key=lambda u: COLORS.index(u.color))))
+        w = self.green_weight
+        if not _is_int(w) or not 0 <= w <= 100:
+            raise RouterError(f"green_weight must be an integer percentage 0..100, not {w!r}")
+        for color, share in self.weights.items():
+            if share > 0 and self.upstream(color) is None:
+                raise RouterError(f"{color} gets {share}% of traffic but has no upstream")
+        if not _HEADER.match(self.user_header):
+            raise RouterError(f"invalid user header name {self.user_header!r}")
+        for name in ("connect_timeout", "read_timeout"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+                raise RouterError(f"{name} must be a positive number of seconds, not {value!r}")
+        if not _is_int(self.max_body_mb) or self.max_body_mb < 1:
+            raise RouterError(f"max_body_mb must be a positive integer, not {self.max_body_mb!r}")
+
+    @property
+    def weights(self) -> dict[Color, int]:
+        """Traffic share per colour in percent, e.g. ``{"blue": 75, "green": 25}``."""
+        return {"blue": 100 - self.green_weight, "green": self.green_weight}
+
+    @property
+    def colors(self) -> tuple[Color, ...]:
+        """Colours that have an upstream."""
+        return tuple(u.color for u in self.upstreams)
+
+    def upstream(self, color: Color) -> Upstream | None:
+        """The upstream of ``color``, or None."""
+        return next((u for u in self.upstreams if u.color == color), None)
+
+    def with_weight(self, green_weight: int) -> RoutingTable:
+        """The same table with another green share."""
+        return dataclasses.replace(self, green_weight=green_weight)
+
+    @property
+    def url(self) -> str:
+        """Where clients reach the router (a wildcard listen address is reached on loopback)."""
+        host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(self.listen_host, self.listen_host)
+        return f"http://{hostport(host, self.listen_port)}"
+
+    def to_dict(self) -> JSON:
+        data = dataclasses.asdict(self)
+        data["upstreams"] = [dataclasses.asdict(u) for u in self.upstreams]
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RoutingTable:
+        known = {f.name for f in dataclasses.fields(cls)}
+        args = {k: v for k, v in data.items() if k in known}
+        try:
+            args["upstreams"] = tuple(Upstream(**u) for u in data["upstreams"])
+            return cls(**args)
+        except (KeyError, TypeError) as exc:
+            raise RouterError(f"invalid routing table {data!r}: {exc}") from exc
+
+    @property
+    def revision(self) -> str:
+        """A short digest of the table; the running router reports it at ``/router/table``."""
+        canonical = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+    def __str__(self) -> str:
+        ups = ", ".join(f"{u.color}={u.address}@{u.version}" for u in self.upstreams)
+        return (
+            f"RoutingTable({self.deployment} on {hostport(self.listen_host, self.listen_port)}: "
+            f"blue {self.weights['blue']}% / green {self.green_weight}%; {ups})"
+        )
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+class _ConfTemplate(Template):
+    delimiter = "@@"  # nginx uses `$` for its own variables
+
+
+def _served_patterns(table: RoutingTable) -> Iterable[tuple[str, Color]]:
+    """Regexes matching the last address in ``$upstream_addr`` for each colour."""
+    ports = [u.port for u in table.upstreams]
+    for u in table.upstreams:
+        if u.host == "localhost":
+            addr = rf"(127\.0\.0\.1|\[::1\]):{u.port}"
+        else:
+            try:
+                ipaddress.ip_address(u.host)
+                addr = re.escape(u.address)
+            except ValueError:  # a host name: nginx logs the address it resolved to
+                if ports.count(u.port) > 1:
+                    continue  # ambiguous by port alone: report the routed colour
+                addr = rf"[^\s]*:{u.port}"
+        yield rf"~(^|\s){addr}$", u.color
+
+
+def _duration(seconds: float) -> str:
+    ms = max(1, round(seconds * 1000))
+    return f"{ms // 1000}s" if ms % 1000 == 0 else f"{ms}ms"
+
+
+def _common(table: RoutingTable, workdir: StrPath, user: str | None) -> dict[str, str]:
+    """Checks and template values shared by both tiers."""
+    workdir = str(workdir).rstrip("/")
+    if not workdir.startswith("/") or any(c in workdir for c in " ;{}'\"$\\\n"):
+        raise RouterError(f"workdir must be an absolute path without spaces or quotes: {workdir!r}")
+    socket_path = f"{workdir}/{FRONT_DIR}/{SOCKET_FILE}"
+    if len(socket_path.encode()) > _MAX_SOCKET_PATH:
+        raise RouterError(
+            f"workdir {workdir!r} is too long: the router's unix socket {socket_path!r} must be at "
+            f"most {_MAX_SOCKET_PATH} bytes; use a shorter workdir"
+        )
+    if user is not None and not re.match(r"^[A-Za-z_][A-Za-z0-9_.-]*$", user):
+        raise RouterError(f"invalid user name {user!r}")
+    return {
+        "deployment": table.deployment,
+        "revision": table.revision,
+        "workdir": workdir,
+        "front": f"{workdir}/{FRONT_DIR}",
+        "socket": socket_path,
+        "public": hostport(table.listen_host, table.listen_port),
+        "user": f"user {user};\n" if user else "",
+        "max_body_mb": str(table.max_body_mb),
+    }
+
+
+def render_nginx(table: RoutingTable, *, workdir: StrPath, user: str | None = None) -> str:
+    """The router's ``nginx.conf`` for ``table``: a pure function of its arguments.
+
+    The router does the routing (pins, split, retry, colour header, access log)
+    and listens on the unix socket ``<workdir>/front/router.sock``; the front
+    (:func:`render_front`) owns the public address. ``workdir`` (absolute, as
+    nginx sees it) holds the pid file, logs and temp paths. ``user`` renders a
+    ``user`` directive (needed when the master runs as root and the workdir is
+    private; None leaves it out).
+    """
+    values = _common(table, workdir, user)
+    indent = " " * 8
+    forced = "".join(f"{indent}{c:<7} {c};\n" for c in table.colors)
+    versions = [u.version for u in table.upstreams]
+    pins = "".join(
+        f'{indent}"{u.version}" {u.color};\n' for u in table.upstreams if versions.count(u.version) == 1
+    )
+    w = table.green_weight
+    if w in (0, 100):
+        split = f"{indent}{'*':<7} {'green' if w else 'blue'};\n"
+    else:
+        split = f"{indent}{f'{w}%':<7} green;\n{indent}{'*':<7} blue;\n"
+    green = table.upstream("green")
+    served = "".join(f"{indent}{pattern} {color};\n" for pattern, color in _served_patterns(table))
+    upstreams = []
+    for u in table.upstreams:
+        lines = [f"    upstream wb_{u.color} {{", f"        server {u.address} max_fails=0;"]
+        lines += [f"        server {o.address} max_fails=0 backup;" for o in table.upstreams if o != u]
+        # keepalive_timeout stays below the serving instances' own (uvicorn: 5 s), so
+        # nginx never reuses a connection the upstream is closing.
+        lines += ["        keepalive 16;", "        keepalive_timeout 4s;", "    }"]
+        upstreams.append("\n".join(lines) + "\n")
+    table_json = json.dumps(
+        {**table.to_dict(), "revision": table.revision, "weights": table.weights},
+        sort_keys=True,
+        separators=(",", ":"),
+    )
+    if "$" in table_json:
+        raise RouterError("the routing table must not contain '$'")
+    values.update(
+        shutdown_timeout=str(round(table.read_timeout) + 10),
+        forced=forced,
+        versions=pins,
+        salt=f"{green.version}/" if green else "",
+        user_var="http_" + table.user_header.lower().replace("-", "_"),
+        split=split,
+        served=served,
+        upstreams="\n".join(upstreams),
+        listen=f"unix:{values['socket']}",
+        table_json=table_json.replace("\\", "\\\\").replace("'", "\\'"),
+        connect_timeout=_duration(table.connect_timeout),
+        read_timeout=_duration(table.read_timeout),
+    )
+    return _ConfTemplate((_TEMPLATES / "nginx.conf.tmpl").read_text(encoding="utf-8")).substitute(values)
+
+
+def render_front(table: RoutingTable, *, workdir: StrPath, user: str | None = None) -> str:
+    """The front's ``nginx.conf`` (``<workdir>/front/nginx.conf``): pure, like :func:`render_nginx`.
+
+    The front listens on the table's public address and passes every request to
+    the router's unix socket over kept-alive connections. It only changes (and
+    reloads) when the listen address, body limit or timeouts change, so it keeps
+    the clients' connections open while the router reloads; a request caught on a
+    connection an old router worker is closing is retried on a fresh one.
+    """
+    values = _common(table, workdir, user)
+    # the router may try both colours, each up to connect + read timeout
+    budget = 2 * (table.connect_timeout + table.read_timeout) + 1
+    values.update(
+        shutdown_timeout=str(round(budget) + 10),
+        listen=values["public"],
+        read_timeout=_duration(budget),
+    )
+    return _ConfTemplate((_TEMPLATES / "front.conf.tmpl").read_text(encoding="utf-8")).substitute(values)

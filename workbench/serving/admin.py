@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -26,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from starlette.responses import Response
 from starlette.routing import Route
 
-from workbench.serving.protocol import ProtocolError
+from workbench.serving.protocol import ProtocolError, loads
 from workbench.serving.service import describe
 
 if TYPE_CHECKING:
@@ -104,7 +103,7 @@ class _Admin:
         if not raw.strip():
             return {}
         try:
-            doc = json.loads(raw)
+            doc = loads(raw)
         except ValueError as exc:
             raise ProtocolError(f"admin body is not valid JSON: {exc}") from exc
         if not isinstance(doc, dict):

@@ -22,7 +22,6 @@ client sends can take the instance down.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import time
 from typing import TYPE_CHECKING, Any
@@ -119,7 +118,7 @@ def create_app(hub: VersionHub, *, settings: ServingSettings | None = None) -> S
 def json_response(doc: Any, status: int = 200, version: str | None = None) -> Response:
     headers = {VERSION_HEADER: version} if version else None
     return Response(
-        json.dumps(doc, separators=(",", ":")).encode(), status, headers, media_type=JSON_TYPE
+        protocol.dumps(doc), status, headers, media_type=JSON_TYPE
     )
 
 

@@ -9,7 +9,9 @@ dtypes and per-row shapes) along the batch axis, up to ``max_batch_size`` rows, 
 at most ``max_queue_delay_ms`` after the oldest queued request arrived. A batch only
 forms when one of the ``max_concurrent`` execution slots is free, so under load requests
 pile up while the slots compute and the next batch takes them all at once, without any
-added delay; under light load a request waits at most the queue delay.
+added delay; under light load a request waits at most the queue delay. Dispatch is
+event-driven (on submit, on a batch's completion, on the delay's timer): no collector
+task, so an idle request costs one hop to the thread pool and one back.
 
 If a merged batch fails, its requests are retried one by one, so one bad request fails
 alone and never takes its neighbours down with it.
@@ -18,7 +20,6 @@ alone and never takes its neighbours down with it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 import time
@@ -142,10 +143,10 @@ class Batcher(Runner):
         self.config = config
         self.name = name
         self._pending: deque[_Item] = deque()
-        self._wakeup = asyncio.Event()
-        self._slots = asyncio.Semaphore(config.max_concurrent)
-        self._task: asyncio.Task[None] | None = None
+        self._free = config.max_concurrent  # execution slots not computing a batch
+        self._timer: asyncio.TimerHandle | None = None
         self._running: set[asyncio.Future[Any]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def queued(self) -> int:
@@ -154,23 +155,18 @@ class Batcher(Runner):
 
     async def submit(self, inputs: TensorsIn) -> RunResult:
         self._check_open()
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(
-                self._collect(), name=f"{self.name}-collector"
-            )
-        future: asyncio.Future[RunResult] = asyncio.get_running_loop().create_future()
+        loop = self._loop = asyncio.get_running_loop()
+        future: asyncio.Future[RunResult] = loop.create_future()
         self._pending.append(_Item(inputs, future))
-        self._wakeup.set()
+        self._dispatch()
         return await future
 
     async def close(self) -> None:
-        """Stop collecting; requests still queued fail with RuntimeError."""
+        """Stop batching; requests still queued fail with RuntimeError."""
         await super().close()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         while self._pending:
             item = self._pending.popleft()
             if not item.future.done():
@@ -178,34 +174,36 @@ class Batcher(Runner):
         if self._running:
             await asyncio.gather(*self._running, return_exceptions=True)
 
-    async def _collect(self) -> None:
-        loop = asyncio.get_running_loop()
-        delay = self.config.max_queue_delay_ms / 1000.0
+    def _dispatch(self) -> None:
+        """Start batches while a slot is free and requests wait (event-driven, no task).
+
+        With a queue delay, a batch that is not full waits until the oldest request
+        has waited ``max_queue_delay_ms``; a timer comes back to it then.
+        """
+        loop = self._loop
+        if loop is None or self._closed:
+            return
         limit = self.config.max_batch_size
-        while True:
-            await self._slots.acquire()
-            try:
-                while not self._pending:
-                    self._wakeup.clear()
-                    await self._wakeup.wait()
-                if delay > 0:
-                    deadline = self._pending[0].queued + delay
-                    while self._ready_rows() < limit:
-                        remaining = deadline - time.perf_counter()
-                        if remaining <= 0:
-                            break
-                        self._wakeup.clear()
-                        try:
-                            await asyncio.wait_for(self._wakeup.wait(), remaining)
-                        except asyncio.TimeoutError:
-                            break
-                batch = self._take(limit)
-            except BaseException:
-                self._slots.release()
-                raise
+        delay = self.config.max_queue_delay_ms / 1000.0
+        while self._free > 0 and self._pending:
+            if self._pending[0].future.done():  # cancelled while queued
+                self._pending.popleft()
+                continue
+            if delay > 0 and self._ready_rows() < limit:
+                remaining = self._pending[0].queued + delay - time.perf_counter()
+                if remaining > 0:
+                    if self._timer is None:
+                        self._timer = loop.call_later(remaining, self._on_timer)
+                    return
+            batch = self._take(limit)
+            self._free -= 1
             running = loop.run_in_executor(self._executor, self._run, batch)
             self._running.add(running)
             running.add_done_callback(functools.partial(self._finish, batch=batch))
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._dispatch()
 
     def _ready_rows(self) -> int:
         """Rows queued that could join a batch with the oldest request."""
@@ -266,7 +264,13 @@ class Batcher(Runner):
 
     def _finish(self, running: asyncio.Future[Any], batch: list[_Item]) -> None:
         self._running.discard(running)
-        self._slots.release()
+        self._free += 1
+        try:
+            self._deliver(running, batch)
+        finally:
+            self._dispatch()
+
+    def _deliver(self, running: asyncio.Future[Any], batch: list[_Item]) -> None:
         if running.cancelled():
             for item in batch:
                 if not item.future.done():

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import orjson
 
 from workbench.errors import InputError
 
@@ -52,6 +53,26 @@ DATATYPES: dict[str, np.dtype[Any]] = {
 _NAMES: dict[str, str] = {dtype.name: name for name, dtype in DATATYPES.items()}
 _NAMES.update({"bytes": "BYTES", "str": "BYTES", "string": "BYTES", "bfloat16": "BF16"})
 _LE = {name: dtype.newbyteorder("<") for name, dtype in DATATYPES.items() if name != "BYTES"}
+# dtypes orjson writes straight from the array buffer (OPT_SERIALIZE_NUMPY)
+_ORJSON_NUMPY = frozenset({
+    "bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
+    "float16", "float32", "float64",
+})
+
+
+def loads(raw: bytes | memoryview) -> Any:
+    """Parse JSON with orjson; on failure retry with the standard library, which also
+    reads the NaN and Infinity literals some clients send (so they get a clear message
+    about non-finite values rather than a parse error)."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return json.loads(bytes(raw))
+
+
+def dumps(doc: Any) -> bytes:
+    """Compact JSON; numpy arrays are written directly from their buffers."""
+    return orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
 class ProtocolError(InputError):
@@ -164,7 +185,7 @@ def decode_infer_request(
     """Decode an inference request body (JSON, or JSON header + binary tensors)."""
     header = body if header_length is None else body[:header_length]
     try:
-        doc = json.loads(header)
+        doc = loads(header)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ProtocolError(f"request body is not valid JSON: {exc}") from exc
     if not isinstance(doc, dict):
@@ -413,7 +434,7 @@ def encode_infer_response(
     if request_id is not None:
         doc["id"] = request_id
     doc["outputs"] = entries
-    header = json.dumps(doc, separators=(",", ":")).encode()
+    header = dumps(doc)
     if not blobs:
         return header, None
     return b"".join([header, *blobs]), len(header)
@@ -430,16 +451,17 @@ def _to_binary(array: Array) -> bytes:
     return np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()
 
 
-def _to_json(array: Array) -> list[Any]:
+def _to_json(array: Array) -> Any:
     if array.dtype.kind in "OSU":
         return [
             item.decode("utf-8", "replace") if isinstance(item, bytes) else str(item)
             for item in array.ravel()
         ]
-    flat: list[Any] = array.ravel().tolist()
-    return flat
+    if array.dtype.name in _ORJSON_NUMPY:
+        return np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("=")).ravel()
+    return array.ravel().tolist()
 
 
 def error_body(message: str) -> bytes:
     """The protocol's error document, ``{"error": message}``."""
-    return json.dumps({"error": message}).encode()
+    return dumps({"error": message})

@@ -1,0 +1,486 @@
+"""Serving throughput and latency, side by side, in one run, with one load generator.
+
+    uv run python bench/bench_serving.py [--repo DIR] [--seconds 8] [--models digits,resnet]
+        [--digits-concurrency 1,4,16,64] [--resnet-concurrency 1,4,16]
+        [--cpu-threads 1] [--no-pin] [--out bench/serving-results.md]
+
+For each model (``digits``: 64 features, overhead-bound; ``resnet``: ResNet-18 at
+3x224x224, compute-bound), every system serves the same Paddle predictor (the
+runtime's LoadedVersion, ``--cpu-threads`` math threads, one clone) to the same load
+generator, ``wrk`` with a Lua body, one connection per concurrent client:
+
+- ``in-process``: threads calling ``hub.predict`` directly: the limit, no HTTP
+- ``workbench batch bin``: ``workbench serve``, dynamic batching, binary tensor extension
+- ``workbench batch json``: the same, JSON tensors
+- ``workbench nobatch json``: ``workbench serve --no-batching``, JSON tensors
+- ``naive fastapi``: FastAPI + uvicorn, a sync endpoint calling the predictor per request
+- ``litserve``: LitServe serving the same predictor (its defaults: no batching)
+
+The systems under test (and the in-process threads) are pinned to CPU 0 and wrk to
+CPU 1 (``--no-pin`` to turn off), so each gets one core. Requests carry one row (one
+image for resnet); JSON floats are rounded like normalised pixels (4 decimals for
+digits, 3 for resnet). Every system's answer is checked against the in-process
+output before it is measured. Prints a markdown table (req/s, p50, p99 in ms, errors)
+and the ratios the targets speak of.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+PY = sys.executable
+
+
+# -- models and payloads ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ModelCase:
+    name: str
+    input: str
+    shape: tuple[int, ...]
+    decimals: int
+
+    def sample(self) -> np.ndarray:
+        x = np.random.default_rng(7).random(self.shape, dtype=np.float32)
+        return np.round(x, self.decimals).astype(np.float32)
+
+
+CASES = {
+    "digits": ModelCase("digits", "x", (1, 64), 4),
+    "resnet": ModelCase("resnet", "image", (1, 3, 224, 224), 3),
+}
+
+
+def json_body(case: ModelCase, x: np.ndarray) -> bytes:
+    values = ",".join(f"{v:.{case.decimals}f}".rstrip("0").rstrip(".") or "0"
+                      for v in x.ravel().tolist())
+    header = json.dumps({"name": case.input, "datatype": "FP32", "shape": list(x.shape)})
+    return f'{{"inputs":[{header[:-1]},"data":[{values}]}}]}}'.encode()
+
+
+def binary_body(case: ModelCase, x: np.ndarray) -> tuple[bytes, int]:
+    blob = x.astype("<f4").tobytes()
+    header = json.dumps({
+        "inputs": [{"name": case.input, "datatype": "FP32", "shape": list(x.shape),
+                    "parameters": {"binary_data_size": len(blob)}}],
+        "parameters": {"binary_data_output": True},
+    }).encode()
+    return header + blob, len(header)
+
+
+# -- the comparison apps (run as subprocesses of this script) -----------------------------
+
+
+def _load(repo: str, model: str, cpu_threads: int) -> Any:
+    from workbench import ModelRepository, VersionHub
+
+    hub = VersionHub(ModelRepository(repo), model, device="cpu", workers=1,
+                     cpu_threads=cpu_threads)
+    return hub.load("1.0.0")
+
+
+def _decode(doc: dict[str, Any]) -> tuple[str, np.ndarray]:
+    spec = doc["inputs"][0]
+    return spec["name"], np.asarray(spec["data"], dtype=np.float32).reshape(spec["shape"])
+
+
+def _encode(name: str, y: np.ndarray) -> dict[str, Any]:
+    return {"outputs": [{"name": name, "datatype": "FP32", "shape": list(y.shape),
+                         "data": y.ravel().tolist()}]}
+
+
+def run_naive(args: argparse.Namespace) -> None:
+    """The common recipe: FastAPI, a sync endpoint, the predictor called per request."""
+    import uvicorn
+    from fastapi import FastAPI
+
+    loaded = _load(args.repo, args.model, args.cpu_threads)
+    out = loaded.outputs[0].name
+    app = FastAPI()
+
+    @app.get("/health")
+    def health() -> dict[str, bool]:
+        return {"ok": True}
+
+    @app.post("/predict")
+    def predict(body: dict[str, Any]) -> dict[str, Any]:
+        name, x = _decode(body)
+        return _encode(out, loaded.predict({name: x})[out])
+
+    uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning", access_log=False)
+
+
+try:  # LitServe pickles its API into a spawned worker: the class lives at module level
+    import litserve as ls
+except ImportError:  # pragma: no cover - a dev dependency
+    ls = None
+
+if ls is not None:
+
+    class PaddleAPI(ls.LitAPI):  # type: ignore[misc]
+        def configure(self, repo: str, model: str, cpu_threads: int) -> PaddleAPI:
+            self.where = (repo, model, cpu_threads)
+            return self
+
+        def setup(self, device: str) -> None:
+            self.loaded = _load(*self.where)
+            self.out = self.loaded.outputs[0].name
+
+        # LitServe reads these two annotations to type its endpoint: leave them out
+        # (with postponed annotations they would be strings FastAPI cannot use).
+        def decode_request(self, request):  # type: ignore[no-untyped-def]
+            return _decode(request)
+
+        def predict(self, item: Any) -> Any:
+            name, x = item
+            return self.loaded.predict({name: x})[self.out]
+
+        def encode_response(self, output):  # type: ignore[no-untyped-def]
+            return _encode(self.out, output)
+
+
+def run_litserve(args: argparse.Namespace) -> None:
+    """LitServe with its defaults (one worker, no batching) around the same predictor."""
+    if ls is None:
+        sys.exit("litserve is not installed")
+    api = PaddleAPI().configure(args.repo, args.model, args.cpu_threads)
+    server = ls.LitServer(api, accelerator="cpu", workers_per_device=1, timeout=120)
+    server.run(host="127.0.0.1", port=args.port, generate_client_file=False,
+               num_api_servers=1, log_level="warning")
+
+
+# -- running systems and the load generator -----------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def pinned(cpu: int | None, argv: list[str]) -> list[str]:
+    if cpu is None or shutil.which("taskset") is None:
+        return argv
+    return ["taskset", "-c", str(cpu), *argv]
+
+
+@dataclass
+class System:
+    label: str
+    argv: list[str]
+    health: str
+    path: str
+    body: bytes
+    header_length: int | None = None
+    port: int = 0
+    proc: subprocess.Popen[bytes] | None = None
+    log: Path | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, logs: Path, cpu: int | None, timeout: float = 300.0) -> None:
+        self.log = logs / (re.sub(r"\W+", "-", self.label) + ".log")
+        env = {**os.environ, "GLOG_minloglevel": "3", "PYTHONUNBUFFERED": "1"}
+        with self.log.open("wb") as out:
+            self.proc = subprocess.Popen(pinned(cpu, self.argv), stdout=out,
+                                         stderr=subprocess.STDOUT, env=env,
+                                         start_new_session=True, cwd=ROOT)
+        import httpx
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.label} exited:\n{self.log.read_text()[-3000:]}")
+            try:
+                if httpx.get(self.url + self.health, timeout=2).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.3)
+        raise RuntimeError(f"{self.label} not ready after {timeout}s")
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        os.killpg(self.proc.pid, signal.SIGTERM)  # the group this script started
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+    def check(self, expected: np.ndarray) -> None:
+        """One request, answer compared with the in-process output."""
+        import httpx
+
+        headers = {"Content-Type": "application/json"}
+        if self.header_length is not None:
+            headers = {"Content-Type": "application/octet-stream",
+                       "Inference-Header-Content-Length": str(self.header_length)}
+        response = httpx.post(self.url + self.path, content=self.body, headers=headers,
+                              timeout=120)
+        response.raise_for_status()
+        length = response.headers.get("inference-header-content-length")
+        if length is not None:
+            got = np.frombuffer(response.content[int(length):], dtype="<f4")
+        else:
+            got = np.asarray(response.json()["outputs"][0]["data"], dtype=np.float32)
+        np.testing.assert_allclose(got.reshape(expected.shape), expected, rtol=1e-3, atol=1e-4)
+
+
+@dataclass
+class Result:
+    model: str
+    system: str
+    concurrency: int
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    errors: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def wrk_script(workdir: Path, system: System) -> Path:
+    body = workdir / (re.sub(r"\W+", "-", system.label) + ".body")
+    body.write_bytes(system.body)
+    lines = [
+        f'local f = assert(io.open("{body}", "rb"))',
+        "wrk.body = f:read(\"*all\")",
+        "f:close()",
+        'wrk.method = "POST"',
+    ]
+    if system.header_length is None:
+        lines.append('wrk.headers["Content-Type"] = "application/json"')
+    else:
+        lines.append('wrk.headers["Content-Type"] = "application/octet-stream"')
+        lines.append(f'wrk.headers["Inference-Header-Content-Length"] = "{system.header_length}"')
+    script = body.with_suffix(".lua")
+    script.write_text("\n".join(lines) + "\n")
+    return script
+
+
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
+
+
+def _ms(text: str) -> float:
+    value, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text).groups()  # type: ignore[union-attr]
+    return float(value) * _UNITS[unit]
+
+
+def run_wrk(url: str, script: Path, concurrency: int, seconds: float, cpu: int | None
+            ) -> tuple[float, float, float, int]:
+    argv = pinned(cpu, ["wrk", "-t1", f"-c{concurrency}", f"-d{seconds:g}s", "--timeout", "60s",
+                        "--latency", "-s", str(script), url])
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 120).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    p50 = _ms(re.search(r"\s50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    p99 = _ms(re.search(r"\s99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    errors = 0
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if non2xx:
+        errors += int(non2xx.group(1))
+    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    if sock:
+        errors += sum(int(n) for n in sock.groups())
+    return rps, p50, p99, errors
+
+
+def in_process(repo: str, case: ModelCase, x: np.ndarray, concurrencies: list[int],
+               seconds: float, cpu_threads: int, cpu: int | None) -> tuple[list[Result],
+                                                                       np.ndarray]:
+    """Threads calling hub.predict: the predictor's limit without HTTP."""
+    from workbench import ModelRepository, VersionHub
+
+    if cpu is not None and hasattr(os, "sched_setaffinity"):
+        before = os.sched_getaffinity(0)
+        os.sched_setaffinity(0, {cpu})
+    hub = VersionHub(ModelRepository(repo), case.name, device="cpu", workers=1,
+                     cpu_threads=cpu_threads)
+    results = []
+    try:
+        loaded = hub.load("1.0.0")
+        out = loaded.outputs[0].name
+        expected = hub.predict({case.input: x}).outputs[out]
+        for concurrency in concurrencies:
+            latencies: list[float] = []
+            lock = threading.Lock()
+            stop = threading.Event()
+
+            def client(stop: threading.Event = stop, lock: threading.Lock = lock,
+                       latencies: list[float] = latencies) -> None:
+                mine = []
+                while not stop.is_set():
+                    started = time.perf_counter()
+                    hub.predict({case.input: x})
+                    mine.append(time.perf_counter() - started)
+                with lock:
+                    latencies.extend(mine)
+
+            threads = [threading.Thread(target=client) for _ in range(concurrency)]
+            started = time.perf_counter()
+            for thread in threads:
+                thread.start()
+            time.sleep(seconds)
+            stop.set()
+            for thread in threads:
+                thread.join()
+            elapsed = time.perf_counter() - started
+            ms = np.asarray(latencies) * 1000
+            results.append(Result(case.name, "in-process", concurrency, len(ms) / elapsed,
+                                  float(np.percentile(ms, 50)), float(np.percentile(ms, 99))))
+            print(f"  {results[-1]}", flush=True)
+    finally:
+        hub.close()
+        if cpu is not None and hasattr(os, "sched_setaffinity"):
+            os.sched_setaffinity(0, before)
+    return results, expected
+
+
+def systems_for(case: ModelCase, x: np.ndarray, repo: str, cpu_threads: int,
+                max_batch: int) -> list[System]:
+    workbench = [PY, "-m", "workbench", "serve", "--repo", repo, "--model", case.name,
+                 "--version", "1.0.0", "--workers", "1", "--cpu-threads", str(cpu_threads),
+                 "--no-access-log", "--log-level", "warning"]
+    batching = ["--max-batch-size", str(max_batch)]
+    infer = f"/v2/models/{case.name}/infer"
+    jbody = json_body(case, x)
+    bbody, length = binary_body(case, x)
+    here = str(Path(__file__).resolve())
+    common = ["--repo", repo, "--model", case.name, "--cpu-threads", str(cpu_threads)]
+    return [
+        System("workbench batch bin", [*workbench, *batching], "/v2/health/ready", infer,
+               bbody, length),
+        System("workbench batch json", [*workbench, *batching], "/v2/health/ready", infer,
+               jbody),
+        System("workbench nobatch json", [*workbench, "--no-batching"], "/v2/health/ready",
+               infer, jbody),
+        System("naive fastapi", [PY, here, "naive", *common], "/health", "/predict", jbody),
+        System("litserve", [PY, here, "litserve", *common], "/health", "/predict", jbody),
+    ]
+
+
+def bench_model(args: argparse.Namespace, case: ModelCase, concurrencies: list[int],
+                workdir: Path) -> list[Result]:
+    cpu_sut, cpu_gen = (None, None) if args.no_pin else (0, 1)
+    x = case.sample()
+    print(f"\n== {case.name}: in-process", flush=True)
+    results, expected = in_process(args.repo, case, x, concurrencies, args.seconds,
+                                   args.cpu_threads, cpu_sut)
+    for system in systems_for(case, x, args.repo, args.cpu_threads, args.max_batch_size):
+        print(f"== {case.name}: {system.label}", flush=True)
+        system.port = free_port()
+        system.argv += ["--port", str(system.port)]
+        try:
+            system.start(workdir, cpu_sut)
+            system.check(expected)
+            script = wrk_script(workdir, system)
+            run_wrk(system.url + system.path, script, max(concurrencies), 2.0, cpu_gen)  # warm
+            for concurrency in concurrencies:
+                rps, p50, p99, errors = run_wrk(system.url + system.path, script, concurrency,
+                                                args.seconds, cpu_gen)
+                results.append(Result(case.name, system.label, concurrency, rps, p50, p99,
+                                      errors))
+                print(f"  {results[-1]}", flush=True)
+        finally:
+            system.stop()
+    return results
+
+
+# -- report -------------------------------------------------------------------------------
+
+
+def table(results: list[Result]) -> str:
+    lines = ["| model | system | concurrency | req/s | p50 ms | p99 ms | errors |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+    for r in results:
+        lines.append(f"| {r.model} | {r.system} | {r.concurrency} | {r.rps:.1f} | "
+                     f"{r.p50_ms:.2f} | {r.p99_ms:.2f} | {r.errors} |")
+    return "\n".join(lines)
+
+
+def ratios(results: list[Result]) -> str:
+    lines = []
+    for model in sorted({r.model for r in results}):
+        best = {}
+        for r in results:
+            if r.model == model:
+                best[r.system] = max(best.get(r.system, 0.0), r.rps)
+        limit = best.get("in-process", float("nan"))
+        ours = max(best.get("workbench batch bin", 0.0), best.get("workbench batch json", 0.0))
+        lines.append(f"- {model}: best workbench {ours:.1f} req/s = {ours / limit:.2f} x "
+                     f"in-process ({limit:.1f}); "
+                     + "; ".join(f"{name} {value:.1f} ({ours / value:.2f} x)"
+                                 for name, value in best.items()
+                                 if name in ("naive fastapi", "litserve") and value))
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="mode")
+    for mode in ("naive", "litserve"):
+        app = sub.add_parser(mode)
+        app.add_argument("--repo", required=True)
+        app.add_argument("--model", required=True)
+        app.add_argument("--port", type=int, required=True)
+        app.add_argument("--cpu-threads", type=int, default=1)
+    parser.add_argument("--repo", help="model repository with digits and resnet "
+                        "(default: build the demo models in a temporary directory)")
+    parser.add_argument("--models", default="digits,resnet")
+    parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--digits-concurrency", default="1,4,16,64")
+    parser.add_argument("--resnet-concurrency", default="1,4,16")
+    parser.add_argument("--cpu-threads", type=int, default=1)
+    parser.add_argument("--max-batch-size", type=int, default=8)
+    parser.add_argument("--no-pin", action="store_true")
+    parser.add_argument("--out", type=Path, help="also write the markdown report here")
+    args = parser.parse_args()
+    if args.mode == "naive":
+        return run_naive(args)
+    if args.mode == "litserve":
+        return run_litserve(args)
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is not installed (apt-get install wrk)")
+    with tempfile.TemporaryDirectory(prefix="bench-serving-") as tmp:
+        workdir = Path(tmp)
+        if args.repo is None:
+            from workbench.model.demo import build_demo_repository
+
+            args.repo = str(workdir / "repo")
+            print("building the demo models ...", flush=True)
+            build_demo_repository(args.repo)
+        results: list[Result] = []
+        for name in args.models.split(","):
+            levels = [int(c) for c in getattr(args, f"{name}_concurrency").split(",")]
+            results += bench_model(args, CASES[name], levels, workdir)
+    command = "uv run python bench/bench_serving.py " + " ".join(sys.argv[1:])
+    report = (f"{table(results)}\n\n{ratios(results)}\n\ncommand: `{command}`; "
+              f"{os.cpu_count()} CPUs, SUT pinned to CPU 0 and wrk to CPU 1: "
+              f"{not args.no_pin}\n")
+    print("\n" + report)
+    if args.out:
+        args.out.write_text(report)
+
+
+if __name__ == "__main__":
+    main()

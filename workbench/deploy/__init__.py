@@ -15,16 +15,13 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from workbench.deploy.backends import get_backend
-    from workbench.deploy.deployment import (
-        DeployEvent,
-        Deployment,
-        DeploymentManager,
-        DeploymentStatus,
-        InstanceStatus,
-    )
+    from workbench.deploy.deployment import Deployment
+    from workbench.deploy.events import DeployEvent
+    from workbench.deploy.manager import DeploymentManager
     from workbench.deploy.process import ProcessBackend
     from workbench.deploy.rollout import Phase
     from workbench.deploy.state import DeploymentState, HistoryEntry, StateStore
+    from workbench.deploy.status import DeploymentStatus, InstanceStatus
 
 __all__ = [
     "DeployEvent",
@@ -41,11 +38,11 @@ __all__ = [
 ]
 
 _WHERE = {
-    "DeployEvent": "deployment",
+    "DeployEvent": "events",
     "Deployment": "deployment",
-    "DeploymentManager": "deployment",
-    "DeploymentStatus": "deployment",
-    "InstanceStatus": "deployment",
+    "DeploymentManager": "manager",
+    "DeploymentStatus": "status",
+    "InstanceStatus": "status",
     "DeploymentState": "state",
     "HistoryEntry": "state",
     "StateStore": "state",

@@ -1,0 +1,121 @@
+"""A deployment as seen now: its persisted state plus a live look at the router and instances."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from workbench.deploy.base import COLORS
+from workbench.deploy.client import ServingClient
+from workbench.errors import WorkbenchError
+
+if TYPE_CHECKING:
+    from workbench._types import Color
+    from workbench.deploy.base import Backend
+    from workbench.deploy.state import DeploymentState
+
+__all__ = ["DeploymentStatus", "InstanceStatus", "look_at_instances"]
+
+
+@dataclass(frozen=True)
+class InstanceStatus:
+    """One colour as seen now: what the state says and what the instance answers."""
+
+    color: Color
+    role: str  # "stable" | "candidate"
+    version: str
+    url: str
+    ref: str
+    weight: int
+    running: bool
+    ready: bool
+    error: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "color": self.color,
+            "role": self.role,
+            "version": self.version,
+            "url": self.url,
+            "ref": self.ref,
+            "weight": self.weight,
+            "running": self.running,
+            "ready": self.ready,
+            "error": self.error,
+        }
+
+
+@dataclass(frozen=True)
+class DeploymentStatus:
+    """A deployment's persisted state plus a live look at its router and instances."""
+
+    state: DeploymentState
+    router_running: bool
+    instances: tuple[InstanceStatus, ...]
+
+    @property
+    def healthy(self) -> bool:
+        """Router up and every colour that takes traffic running and ready."""
+        serving = [i for i in self.instances if i.weight > 0]
+        return self.router_running and bool(serving) and all(i.ready for i in serving)
+
+    def to_dict(self) -> dict[str, Any]:
+        state = self.state
+        return {
+            "name": state.name,
+            "model": state.model,
+            "url": state.url,
+            "backend": state.backend,
+            "phase": state.phase,
+            "message": state.rollout.message,
+            "stable": state.rollout.stable,
+            "weights": dict(state.weights),
+            "stable_version": state.stable_version,
+            "candidate_version": state.candidate_version,
+            "router_running": self.router_running,
+            "healthy": self.healthy,
+            "instances": [i.to_dict() for i in self.instances],
+            "agreement": None if state.agreement is None else dict(state.agreement),
+            "revision": state.revision,
+            "updated_at": state.updated_at,
+        }
+
+
+def look_at_instances(
+    state: DeploymentState, engine: Backend, *, probe: bool = True, timeout: float = 1.0
+) -> tuple[InstanceStatus, ...]:
+    """Each recorded colour, blue first; with ``probe``, whether it runs and is ready."""
+    weights = state.weights
+    instances = []
+    for color in COLORS:
+        record = state.instances.get(color)
+        if record is None:
+            continue
+        running = ready = False
+        error = ""
+        if probe:
+            instance = record.to_instance(state)
+            try:
+                running = engine.is_running(instance)
+            except WorkbenchError as exc:
+                error = str(exc)
+            if running:
+                with ServingClient(record.url, timeout=timeout) as client:
+                    health = client.ready(timeout=timeout)
+                ready, error = health.ok, health.error
+            elif not error:
+                error = "not running"
+        instances.append(
+            InstanceStatus(
+                color=color,
+                role="stable" if color == state.rollout.stable else "candidate",
+                version=record.version,
+                url=record.url,
+                ref=record.ref,
+                weight=weights.get(color, 0),
+                running=running,
+                ready=ready,
+                error=error,
+            )
+        )
+    return tuple(instances)

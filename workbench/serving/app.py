@@ -44,13 +44,7 @@ from workbench.errors import (
 )
 from workbench.serving import protocol
 from workbench.serving.protocol import HEADER_LENGTH, PayloadTooLarge, ProtocolError
-from workbench.serving.service import (
-    HealthCheckFailed,
-    Service,
-    ServingSettings,
-    describe,
-    spec_json,
-)
+from workbench.serving.service import HealthCheckFailed, Service, ServingSettings, spec_json
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -316,13 +310,13 @@ class _Handlers:
         hub = self.service.hub
         loaded = {str(lv.version): lv for lv in hub.loaded}
         try:
-            versions = [str(v) for v in hub.repository.versions(self.model)]
+            published = [str(v) for v in hub.repository.versions(self.model)]
         except Exception as exc:
             return error_response(status_for(exc), message_for(exc))
         active = hub.active
         index = []
-        for version in sorted(set(versions) | set(loaded), key=versions.index
-                              if set(loaded) <= set(versions) else str):
+        # the repository's versions in order, then any loaded one since deleted from it
+        for version in published + [v for v in loaded if v not in published]:
             lv = loaded.get(version)
             state = "UNAVAILABLE" if lv is None else lv.state.value.upper()
             entry = {"name": self.model, "version": version, "state": state}
@@ -406,7 +400,6 @@ def _config_type(dtype: str) -> str:
 __all__ = [
     "VERSION_HEADER",
     "create_app",
-    "describe",
     "error_response",
     "json_response",
     "message_for",

@@ -277,11 +277,63 @@ def traffic_plot() -> TrafficPlot:
     return TrafficPlot((figures[0], figures[1], figures[2]), source)
 
 
+_BOKEHJS_LOADED = False
+
+
+def ensure_bokehjs() -> None:
+    """Load BokehJS into the notebook page once per kernel (inline: no CDN, works offline).
+
+    jupyter_bokeh's widget renders with the page's BokehJS; without it the frontend
+    shows an error box instead of the figure. Outside a kernel this does nothing.
+    """
+    global _BOKEHJS_LOADED
+    if _BOKEHJS_LOADED:
+        return
+    try:
+        from IPython import get_ipython
+
+        shell = get_ipython()
+    except ImportError:  # pragma: no cover - IPython ships with the notebook extra
+        return
+    if shell is None or getattr(shell, "kernel", None) is None:
+        return
+    from bokeh.io import output_notebook
+    from bokeh.resources import INLINE
+
+    output_notebook(resources=INLINE, hide_banner=True)
+    _BOKEHJS_LOADED = True
+
+
+_WIDGET_CLASS: Any = None
+
+
+def _widget_class() -> Any:
+    """``BokehModel`` that re-serializes its figure each time it is displayed.
+
+    jupyter_bokeh sends later changes as patches to views that exist; changes made
+    before the first view (a panel filled before its cell's output is shown) would
+    be lost, so the render bundle is taken afresh at display time.
+    """
+    global _WIDGET_CLASS
+    if _WIDGET_CLASS is None:
+        from jupyter_bokeh.widgets import BokehModel
+
+        class Figure(BokehModel):  # type: ignore[misc]
+            def resync(self) -> None:
+                self.update_from_model(self._model)
+
+            def _repr_mimebundle_(self, **kwargs: Any) -> Any:
+                self.resync()
+                return super()._repr_mimebundle_(**kwargs)
+
+        _WIDGET_CLASS = Figure
+    return _WIDGET_CLASS
+
+
 def widget(fig: Any) -> Any:
     """An ipywidget showing a Bokeh figure or layout (synced both ways by jupyter_bokeh)."""
-    from jupyter_bokeh.widgets import BokehModel
-
-    return BokehModel(fig)
+    ensure_bokehjs()
+    return _widget_class()(fig)
 
 
 def show(fig: Any) -> Any:

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
 T = TypeVar("T")
+DELAY = 0.5
 log = logging.getLogger(__name__)
 
 
@@ -23,7 +24,10 @@ def bar(total: int | None = None, desc: str = "", *, unit: str = "it", disable: 
     """A ``tqdm.auto`` bar that cleans up after itself."""
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=desc, unit=unit, leave=False, disable=disable, dynamic_ncols=True)
+    # Shown only for work that takes longer than DELAY seconds; a finished bar stays (green).
+    return tqdm(
+        total=total, desc=desc, unit=unit, leave=True, delay=DELAY, disable=disable, dynamic_ncols=True
+    )
 
 
 def run_with_progress(
@@ -34,7 +38,7 @@ def run_with_progress(
     done: Callable[[], int] | None = None,
     status: Callable[[], str] | None = None,
     unit: str = "it",
-    interval: float = 0.1,
+    interval: float = 0.2,
     disable: bool = False,
 ) -> T:
     """Run ``work()`` on a thread and show progress until it returns (or raises).
@@ -68,6 +72,7 @@ def run_with_progress(
                     progress.set_postfix_str(status(), refresh=False)
                 except Exception:
                     log.debug("progress status failed", exc_info=True)
+            progress.refresh()  # also shows the bar once the delay has passed
         if total is not None and shown < total and "error" not in result:
             progress.update(total - shown)
     if "error" in result:

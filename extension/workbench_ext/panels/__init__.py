@@ -38,11 +38,22 @@ class Panel:
         self.error: str | None = None
         self.closed = False
         self.widget: Any = None
+        self.figures: list[Any] = []
 
     # -- display ---------------------------------------------------------------------
 
     def _repr_mimebundle_(self, **kwargs: Any) -> Any:
+        for figure in self.figures:
+            figure.resync()  # what changed before this display is in the figure
         return self.widget._repr_mimebundle_(**kwargs)
+
+    def figure(self, fig: Any) -> Any:
+        """A Bokeh figure as a widget of this panel."""
+        from workbench_ext import plots
+
+        wrapped = plots.widget(fig)
+        self.figures.append(wrapped)
+        return wrapped
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__}>"

@@ -78,8 +78,8 @@ class ComparePanel(Panel):
                 self.agreement,
                 w.HBox(
                     [
-                        w.VBox([w.HBox([self.pair_a, self.pair_b]), plots.widget(self.matrix.figure)]),
-                        plots.widget(self.latency.figure),
+                        w.VBox([w.HBox([self.pair_a, self.pair_b]), self.figure(self.matrix.figure)]),
+                        self.figure(self.latency.figure),
                     ],
                     layout=w.Layout(flex_flow="row wrap"),
                 ),
@@ -177,8 +177,7 @@ class ComparePanel(Panel):
         self.result = result
         self.summary.value = (
             f"<p>{result.rows} rows, batch {result.batch_size}, "
-            f"output <code>{html.escape(result.output)}</code></p>"
-            + html_table(result.table())
+            f"output <code>{html.escape(result.output)}</code></p>" + html_table(result.table())
         )
         self.agreement.value = "<b>Pairwise agreement</b>" + html_table(
             result.agreement.set_index(["a", "b"])

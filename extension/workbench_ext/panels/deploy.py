@@ -65,7 +65,7 @@ class DeployPanel(Panel):
         self.traffic = plots.traffic_plot()
         from bokeh.layouts import row
 
-        self.figure = plots.widget(row(*self.traffic.figures))
+        self.plot = self.figure(row(*self.traffic.figures))
         actions = w.HBox(
             [
                 self.weight,
@@ -85,7 +85,7 @@ class DeployPanel(Panel):
                 self.instances,
                 actions,
                 w.HBox([self.progress, self.status]),
-                self.figure,
+                self.plot,
                 w.HTML("<b>History</b>"),
                 self.history,
             ],

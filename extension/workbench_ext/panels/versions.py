@@ -58,7 +58,7 @@ class VersionsPanel(Panel):
             layout=w.Layout(flex_flow="row wrap", align_items="center"),
         )
         self.memory = plots.memory_plot()
-        self.figure = plots.widget(self.memory.figure)
+        self.plot = self.figure(self.memory.figure)
         self.widget = w.VBox(
             [
                 self.header,
@@ -68,7 +68,7 @@ class VersionsPanel(Panel):
                 self.loaded,
                 controls,
                 w.HBox([self.progress, self.status]),
-                self.figure,
+                self.plot,
             ],
             layout=w.Layout(border="1px solid #ddd", padding="8px"),
         )

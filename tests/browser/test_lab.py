@@ -1,0 +1,208 @@
+"""`workbench lab` in a real browser: JupyterLab on loopback, headless Chromium, the quickstart run.
+
+Starts ``workbench lab`` (private profile, token auth, 127.0.0.1) on a copy of the
+quickstart, opens it in Debian's Chromium through Playwright (never a downloaded
+browser), runs all cells, and checks that the version panel and the Bokeh figures
+rendered as widgets rather than error boxes; then presses a panel button in the
+page and watches the kernel's state come back. Screenshots go to artifacts/browser/.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from tests._components import require
+from tests._wait import wait_until
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = ROOT / "artifacts" / "browser"
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+RUN_TIMEOUT_MS = 300_000
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _playwright_available() -> bool:
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@pytest.fixture
+def lab(demo_repo: Path) -> Iterator[dict[str, Any]]:
+    """`workbench lab` on a free loopback port over a copy of the quickstart; stopped afterwards."""
+    require(
+        "chromium",
+        CHROMIUM.exists() and _playwright_available(),
+        "apt-get install chromium (and the playwright Python package)",
+    )
+    workdir = Path(tempfile.mkdtemp(prefix="wb-lab-", dir="/tmp"))
+    notebooks = workdir / "notebooks"
+    notebooks.mkdir()
+    shutil.copy2(ROOT / "notebooks" / "01-quickstart.ipynb", notebooks)
+    port = _free_port()
+    token = secrets.token_hex(16)
+    env = {
+        **os.environ,
+        "WORKBENCH_HOME": str(workdir / "home"),
+        "WORKBENCH_REPO": str(demo_repo),
+        "JUPYTER_TOKEN": token,
+    }
+    log = (workdir / "lab.log").open("wb")
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "workbench",
+            "lab",
+            "--port",
+            str(port),
+            "--notebook-dir",
+            str(notebooks),
+            "--no-demo",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+        start_new_session=True,
+    )
+
+    def up() -> bool:
+        if process.poll() is not None:
+            raise AssertionError(f"workbench lab exited: {(workdir / 'lab.log').read_text()[-3000:]}")
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/status?token={token}", timeout=2) as r:
+            return r.status == 200
+
+    try:
+        wait_until(up, 120, 0.5, what="JupyterLab to answer", ignore=(OSError,))
+        yield {"url": f"http://127.0.0.1:{port}", "token": token, "log": workdir / "lab.log"}
+    finally:
+        try:
+            os.killpg(process.pid, signal.SIGTERM)  # the lab and the kernels it started
+            process.wait(20)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(5)
+        log.close()
+        shutil.copy2(workdir / "lab.log", _artifacts() / "lab.log")
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _artifacts() -> Path:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    return ARTIFACTS
+
+
+def _button(panel: Any, label: str) -> Any:
+    return panel.locator("button.widget-button").filter(has_text=re.compile(rf"^\s*{label}\s*$"))
+
+
+def _run_all(page: Any) -> None:
+    """Run > Run All Cells, once the kernel is idle (retried if the kernel was not ready yet)."""
+    page.wait_for_selector(".jp-StatusBar-TextItem:has-text('| Idle')", timeout=120_000)
+    started = (
+        "() => Array.from(document.querySelectorAll('.jp-InputArea-prompt'))"
+        ".some(e => /\\[(\\*|\\d+)\\]/.test(e.textContent))"
+    )
+    for _ in range(4):
+        page.click(".lm-MenuBar-itemLabel:text-is('Run')")
+        page.click(".lm-Menu-itemLabel:text-is('Run All Cells')")
+        try:
+            page.wait_for_function(started, timeout=15_000)
+            return
+        except Exception:
+            continue
+    raise AssertionError("Run All Cells did not start the notebook")
+
+
+def test_quickstart_renders_the_version_panel_and_bokeh_figures(lab: dict[str, Any]) -> None:
+    from playwright.sync_api import sync_playwright
+
+    console_errors: list[str] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
+            page.goto(f"{lab['url']}/lab/tree/01-quickstart.ipynb?token={lab['token']}")
+            page.wait_for_selector(".jp-Notebook", timeout=120_000)
+            _run_all(page)
+            try:
+                page.wait_for_selector(
+                    ".jp-OutputArea-output:has-text('QUICKSTART OK')", timeout=RUN_TIMEOUT_MS
+                )
+            finally:
+                page.screenshot(path=str(_artifacts() / "quickstart-end.png"))
+
+            panel = page.locator(".workbench-versions-panel")
+            assert panel.count() == 1
+            panel.scroll_into_view_if_needed()
+            time.sleep(1)  # let Bokeh paint
+            page.screenshot(path=str(_artifacts() / "quickstart-version-panel.png"))
+            panel.screenshot(path=str(_artifacts() / "version-panel.png"))
+
+            # the widgets rendered: the panel's tables and buttons, not an error box
+            assert "active: 1.0.0" in panel.inner_text()
+            for label in ("Load", "Unload", "Use", "Rollback"):
+                assert _button(panel, label).count() == 1, label
+            assert page.locator(".jupyter-widgets-error-widget").count() == 0
+            assert page.get_by_text("Error displaying widget").count() == 0
+            tracebacks = page.locator(
+                ".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']"
+            )
+            assert not any("Traceback" in t for t in tracebacks.all_inner_texts())
+
+            # Bokeh drew: the panel's memory chart and the standalone latency figure have canvases
+            assert panel.locator(".bk-Figure").count() >= 1
+            assert panel.locator("canvas").count() >= 1
+            assert page.locator(".bk-Figure").count() >= 2
+            assert not any("BokehView" in e or "Could not create a view" in e for e in console_errors), (
+                console_errors
+            )
+
+            # a click in the page goes through the kernel and redraws the panel
+            panel.locator("select").first.select_option("1.1.0")
+            _button(panel, "Use").click()
+            page.wait_for_function(
+                "() => document.querySelector('.workbench-versions-panel')"
+                ".innerText.includes('active: 1.1.0')",
+                timeout=30_000,
+            )
+            panel.screenshot(path=str(_artifacts() / "version-panel-after-use.png"))
+        finally:
+            browser.close()

@@ -331,25 +331,34 @@ def test_real_serving_instances_blue_green(nginx: None, demo_repo: Path, home: P
 
 @pytest.mark.slow
 @pytest.mark.docker
-def test_docker_backend_blue_green(nginx: None, request: pytest.FixtureRequest,
-                                   home: Path) -> None:
-    """The same rollout with serving containers of the workbench image on a real engine."""
+def test_docker_backend_blue_green(request: pytest.FixtureRequest, home: Path) -> None:
+    """The same rollout with serving containers of the workbench image on a real engine,
+    behind a router that runs in containers of that image on that engine."""
     from workbench.deploy.deployment import DeploymentManager
+    from workbench.deploy.docker_router import DockerNginx
 
     engine: DockerEngine = request.getfixturevalue("docker_engine")
     repo: Path = request.getfixturevalue("served_repo")
     manager = DeploymentManager(home, repo=repo)
     web = manager.create("dock", "digits", "1.0.0", backend="docker", docker_host=engine.host,
                          backend_options={"image": engine.image}, timeout=300)
+    router = manager.router("dock")
+    confs = (router.conf_path, router.front_conf_path)
     try:
         state = web.state
         assert state.backend == "docker" and state.backend_options["image"] == engine.image
+        assert state.router == "docker" and isinstance(router.runner, DockerNginx)
+        for conf in confs:  # the router and its front, each in a container of the image
+            container = engine.client.containers.get(DockerNginx.container_name(conf))
+            assert container.status == "running" and container.attrs["Config"]["Image"] == engine.image
         x = {"x": np.random.default_rng(0).normal(size=(2, 64)).astype(np.float32)}
         web.update("1.1.0", timeout=300)
         assert web.agreement is not None and web.agreement["rows"] > 0
-        # a new manager (another shell) finds the containers through the persisted state
+        # a new manager (another shell) finds the containers and the router through the
+        # persisted state, and switches traffic by reloading the router container
         again = DeploymentManager(home, repo=repo).get("dock")
-        assert all(i.running and i.ready for i in again.status().instances)
+        status = again.status()
+        assert status.router_running and all(i.running and i.ready for i in status.instances)
         again.promote()
         with ServingClient(web.url) as client:
             assert {(r.color, r.version) for r in (client.infer("digits", x) for _ in range(4))} \
@@ -363,3 +372,6 @@ def test_docker_backend_blue_green(nginx: None, request: pytest.FixtureRequest,
 
     left = engine.client.containers.list(all=True, filters={"label": f"{LABEL}.deployment=dock"})
     assert left == []
+    for conf in confs:
+        name = DockerNginx.container_name(conf)
+        assert engine.client.containers.list(all=True, filters={"name": name}) == []

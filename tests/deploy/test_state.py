@@ -49,6 +49,14 @@ def test_state_round_trips_through_json(tmp_path: Path) -> None:
     assert data["schema"] == 1 and data["url"] == "http://127.0.0.1:8080"
 
 
+def test_a_state_written_before_routers_had_a_place_runs_a_local_router(tmp_path: Path) -> None:
+    data = make_state().to_dict()
+    del data["router"]
+    assert DeploymentState.from_dict(data).router == "process"
+    docker = replace(make_state(), backend="docker", router="docker")
+    assert DeploymentState.from_dict(docker.to_dict()).router == "docker"
+
+
 def test_missing_and_invalid_states_are_state_errors(tmp_path: Path) -> None:
     store = StateStore(tmp_path)
     with pytest.raises(StateError, match="no deployment named 'web'"):

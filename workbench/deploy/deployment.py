@@ -168,7 +168,7 @@ class Deployment:
         router_running = False
         if probe:
             with contextlib.suppress(WorkbenchError, OSError):
-                router_running = self.manager.router(self.name).running
+                router_running = self.manager.router(self.name, state).running
         return DeploymentStatus(state, router_running, instances)
 
     def logs(self, color: Color, tail: int = 200) -> str:
@@ -381,9 +381,9 @@ class Deployment:
                     raise
                 state = state.with_instance(InstanceRecord.from_instance(instance))
                 restarted.append(f"{color} {record.version}")
-            router_was_up = self._router_up()
+            router_was_up = self._router_up(state)
             if restarted or not router_was_up:
-                self.manager.router(self.name).apply(routing_table(state))
+                self.manager.router(self.name, state).apply(routing_table(state))
             what = ", ".join(restarted) or "no instance"
             message = f"restarted {what}" + ("" if router_was_up else " and the router")
             saved = txn.save(state.record("restore", "ok", message))
@@ -396,7 +396,7 @@ class Deployment:
         with store.lock(self.name):
             state = store.load(self.name)
             with contextlib.suppress(RouterError):
-                self.manager.router(self.name).stop()
+                self.manager.router(self.name, state).stop()
             engine = self._backend(state)
             seen = set()
             for record in state.instances.values():
@@ -427,8 +427,8 @@ class Deployment:
             if candidate is not None:
                 drop.append(candidate)
                 after = after.without_instance(candidate.color)
-        if routing_table(after) != routing_table(before) or not self._router_up():
-            self.manager.router(self.name).apply(routing_table(after))
+        if routing_table(after) != routing_table(before) or not self._router_up(after):
+            self.manager.router(self.name, after).apply(routing_table(after))
         engine = self._backend(after)
         for record in drop:
             try:
@@ -437,9 +437,9 @@ class Deployment:
                 log.warning("%s: could not stop %s: %s", self.name, record.color, exc)
         return after
 
-    def _router_up(self) -> bool:
+    def _router_up(self, state: DeploymentState) -> bool:
         try:
-            return self.manager.router(self.name).running
+            return self.manager.router(self.name, state).running
         except (RouterError, OSError):
             return False
 

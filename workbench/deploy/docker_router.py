@@ -3,7 +3,8 @@
 An :class:`~workbench.deploy.base.NginxRunner`. The router's workdir is
 bind-mounted at the same path and the container uses host networking, so the
 rendered configuration means the same thing inside as outside; the engine must
-therefore be local (it sees this machine's paths and ports). The container is
+therefore be local (it sees this machine's paths and ports): a unix socket,
+``DOCKER_HOST``, or a ``tcp://``/``ssh://`` address of this machine. The container is
 named after the workdir, so a runner in another process finds the router an
 earlier one started. Signals go through tini (PID 1) to nginx's process group:
 HUP reloads (workers ignore it), QUIT stops gracefully.
@@ -28,6 +29,8 @@ from workbench.errors import BackendError, RouterError
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
 
+    from workbench._types import StrPath
+
 __all__ = ["DockerNginx"]
 
 logger = logging.getLogger(__name__)
@@ -42,6 +45,8 @@ class DockerNginx:
     ``image``: the workbench image (env ``WORKBENCH_IMAGE``, else
     ``paddle-workbench:latest``). ``user``: who nginx runs as, default this
     process's ``uid:gid`` (the owner of the workdir); as root, workers run as root.
+    ``known_hosts`` / ``identity_file``: for an ``ssh://`` address of this machine,
+    as for :class:`~workbench.deploy.docker.DockerBackend`.
     """
 
     name: ClassVar[str] = "docker"
@@ -52,6 +57,8 @@ class DockerNginx:
         *,
         image: str | None = None,
         user: str | None = None,
+        known_hosts: StrPath | None = None,
+        identity_file: StrPath | None = None,
         client: Any = None,
         start_timeout: float = 20.0,
         reload_timeout: float = 10.0,
@@ -65,6 +72,8 @@ class DockerNginx:
         self.worker_user: str | None = (
             "root" if self.user.split(":", 1)[0] in ("0", "root") else None
         )
+        self.known_hosts = known_hosts
+        self.identity_file = identity_file
         self.start_timeout = start_timeout
         self.reload_timeout = reload_timeout
         self._client = client
@@ -86,7 +95,9 @@ class DockerNginx:
         with self._lock:
             if self._client is None:
                 with self._errors("cannot run nginx in a container"):
-                    self._client = connect(self.docker_host)
+                    self._client = connect(
+                        self.docker_host, known_hosts=self.known_hosts, identity_file=self.identity_file
+                    )
             return self._client
 
     @staticmethod

@@ -1,8 +1,15 @@
 """DeploymentManager: creates, finds and deletes the deployments under one workbench home.
 
-It also owns what the deployments of one process share: the serving backends (one
-object per configuration), the subscribers to deploy events, and version resolution
-against the model repository.
+It also owns what the deployments of one process share: the serving backends and
+nginx runners (one object per configuration), the subscribers to deploy events,
+and version resolution against the model repository.
+
+Where a deployment's router runs is decided when it is created and persisted as
+``state.router``, so every later process builds the same runner and finds the same
+nginx: ``"docker"`` (:class:`~workbench.deploy.docker_router.DockerNginx`, a
+container of the instances' image on their engine) for the docker backend on a
+local engine, ``"process"`` (:class:`~workbench.deploy.nginx_local.LocalNginx`)
+otherwise.
 """
 
 from __future__ import annotations
@@ -25,13 +32,36 @@ from workbench.errors import DeployError, WorkbenchError
 
 if TYPE_CHECKING:
     from workbench._types import StrPath
-    from workbench.deploy.base import Backend
+    from workbench.deploy.base import Backend, NginxRunner
     from workbench.deploy.router import NginxRouter
 
 __all__ = ["BackendFactory", "DeploymentManager", "RouterFactory", "open_deployment"]
 
 BackendFactory = Callable[[str, Mapping[str, str]], "Backend"]
 RouterFactory = Callable[[Path], "NginxRouter"]
+
+#: Backend options that say which engine and image a docker router uses.
+_DOCKER_ROUTER_OPTIONS = ("docker_host", "image", "known_hosts", "identity_file")
+
+
+def _local_engine(options: Mapping[str, str]) -> bool:
+    from workbench.deploy.docker_engine import is_local
+
+    return is_local(options.get("docker_host"))
+
+
+def default_router(backend: str, options: Mapping[str, str]) -> str:
+    """Where the router of a new deployment runs: ``docker`` beside docker instances on a
+    local engine, else ``process``.
+
+    The router container bind-mounts the router's workdir (under the workbench home)
+    at the same path, so the engine must see this machine's files: a local socket or
+    ``DOCKER_HOST``, or a ``tcp://``/``ssh://`` address of this machine (when the
+    workbench itself runs in a container, mount its home at the same path on the
+    host). A remote engine (``ssh://`` to another machine) keeps a local nginx,
+    which must then reach the instances' addresses from here.
+    """
+    return "docker" if backend == "docker" and _local_engine(options) else "process"
 
 
 class DeploymentManager:
@@ -55,6 +85,7 @@ class DeploymentManager:
         self._backend_factory = backend_factory
         self._router_factory = router_factory
         self._backends: dict[tuple[str, tuple[tuple[str, str], ...]], Backend] = {}
+        self._runners: dict[tuple[str, tuple[tuple[str, str], ...]], NginxRunner] = {}
         self._subscribers = Subscribers()
 
     def __repr__(self) -> str:
@@ -75,13 +106,33 @@ class DeploymentManager:
                 self._backends[key] = get_backend(name, **opts)
         return self._backends[key]
 
-    def router(self, name: str) -> NginxRouter:
+    def runner(self, state: DeploymentState | None) -> NginxRunner:
+        """The nginx runner of a deployment's router (one object per configuration).
+
+        ``state.router`` names it; a docker router uses the engine and image of the
+        deployment's instances (its ``backend_options``). No state: a local process.
+        """
+        from workbench.deploy.router import get_runner
+
+        name = state.router if state is not None else "process"
+        options: dict[str, str] = {}
+        if state is not None and name == "docker":
+            options = {k: v for k, v in state.backend_options.items() if k in _DOCKER_ROUTER_OPTIONS}
+        key = (name, tuple(sorted(options.items())))
+        if key not in self._runners:
+            self._runners[key] = get_runner(name, **options)
+        return self._runners[key]
+
+    def router(self, name: str, state: DeploymentState | None = None) -> NginxRouter:
+        """The router of deployment ``name``, run where its ``state`` says (read if not given)."""
         workdir = self.store.directory(name) / "router"
         if self._router_factory is not None:
             return self._router_factory(workdir)
         from workbench.deploy.router import NginxRouter
 
-        return NginxRouter(workdir)
+        if state is None and self.store.exists(name):
+            state = self.store.load(name)
+        return NginxRouter(workdir, self.runner(state))
 
     def subscribe(self, callback: EventCallback) -> Callable[[], None]:
         """Call ``callback(DeployEvent)`` after every action; returns an unsubscribe function."""
@@ -130,12 +181,15 @@ class DeploymentManager:
         instance_port: int | None = None,
         timeout: float = 180.0,
         backend_options: Mapping[str, str] | None = None,
+        router: str | None = None,
     ) -> Deployment:
         """Start ``model`` ``version`` as blue, wait until it is ready and healthy, put
         the router on ``port`` in front of it. Nothing is left behind if any step fails.
 
         ``backend_options`` go to the backend's constructor and are persisted (e.g.
         ``{"image": "paddle-workbench:gpu"}`` for docker); ``docker_host`` is one of them.
+        ``router``: where nginx runs, ``process`` or ``docker`` (a container of the
+        same image on the same engine); None picks :func:`default_router`.
         """
         try:
             check_deployment_name(name)
@@ -145,6 +199,18 @@ class DeploymentManager:
         options = {k: str(v) for k, v in (backend_options or {}).items() if v is not None}
         if docker_host:
             options["docker_host"] = docker_host
+        router = router or default_router(backend, options)
+        from workbench.deploy.router import RUNNERS
+
+        if router not in RUNNERS:
+            raise DeployError(f"unknown router {router!r}; choose one of: {', '.join(RUNNERS)}")
+        if router == "docker" and not _local_engine(options):
+            from workbench.deploy.docker_engine import describe
+
+            raise DeployError(
+                "the docker router needs a Docker engine on this machine (it mounts the "
+                f"router's files), not {describe(options.get('docker_host'))}; use router='process'"
+            )
         with self.store.transaction(name) as txn:
             if txn.exists:
                 raise DeployError(f"deployment {name!r} already exists ({txn.state.url})")
@@ -159,6 +225,7 @@ class DeploymentManager:
                 host=host,
                 backend=backend,
                 backend_options=options,
+                router=router,
                 device=device,
                 workers=workers,
                 rollout=Rollout(phase=Phase.STABLE, stable="blue", since=time.time()),
@@ -169,12 +236,12 @@ class DeploymentManager:
             try:
                 wait_healthy(engine, instance, timeout)
                 state = state.with_instance(InstanceRecord.from_instance(instance))
-                self.router(name).apply(routing_table(state))
+                self.router(name, state).apply(routing_table(state))
             except BaseException:
                 with contextlib.suppress(WorkbenchError):
                     engine.stop(instance)
                 with contextlib.suppress(WorkbenchError):
-                    self.router(name).stop()
+                    self.router(name, state).stop()
                 raise
             state = txn.save(state.record("create", "ok", f"{model} {resolved} live on blue"))
         self.emit(DeployEvent.of(state, "create", "ok", f"{model} {resolved} on blue"))

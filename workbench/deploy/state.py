@@ -245,6 +245,7 @@ class DeploymentState:
     host: str = "127.0.0.1"  # the router's listen address
     backend: str = "process"
     backend_options: Mapping[str, str] = field(default_factory=dict)
+    router: str = "process"  # where the router's nginx runs: "process" | "docker"
     device: str = "cpu"
     workers: int = 1
     rollout: Rollout = field(default_factory=Rollout)
@@ -345,6 +346,7 @@ class DeploymentState:
             "url": self.url,
             "backend": self.backend,
             "backend_options": dict(self.backend_options),
+            "router": self.router,
             "device": self.device,
             "workers": self.workers,
             "rollout": self.rollout.to_dict(),
@@ -375,6 +377,7 @@ class DeploymentState:
             backend_options={
                 str(k): str(v) for k, v in dict(data.get("backend_options", {})).items()
             },
+            router=str(data.get("router", "process")),
             device=str(data.get("device", "cpu")),
             workers=int(data.get("workers", 1)),
             rollout=Rollout.from_dict(data["rollout"]),

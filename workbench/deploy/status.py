@@ -66,6 +66,7 @@ class DeploymentStatus:
             "model": state.model,
             "url": state.url,
             "backend": state.backend,
+            "router": state.router,
             "phase": state.phase,
             "message": state.rollout.message,
             "stable": state.rollout.stable,

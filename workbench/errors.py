@@ -8,7 +8,7 @@ Each class carries the exit code the CLI uses for it.
 ::
 
     WorkbenchError
-    ├── MissingDependencyError      an optional extra is not installed
+    ├── MissingDependencyError      a dependency (or an optional extra) is not installed
     ├── RepositoryError             the model repository on disk
     │   ├── ModelNotFoundError
     │   ├── VersionNotFoundError
@@ -40,14 +40,17 @@ class WorkbenchError(Exception):
 
 
 class MissingDependencyError(WorkbenchError, ImportError):
-    """An optional dependency is missing; the message names the extra to install."""
+    """A dependency is missing; the message says what to install.
+
+    ``extra``: the extra of paddle-workbench that brings ``package``; None for a core
+    dependency (the message then names the package itself).
+    """
 
     exit_code = 3
 
-    def __init__(self, package: str, extra: str) -> None:
-        super().__init__(
-            f"{package} is not installed; install it with: pip install 'paddle-workbench[{extra}]'"
-        )
+    def __init__(self, package: str, extra: str | None = None) -> None:
+        install = package if extra is None else f"'paddle-workbench[{extra}]'"
+        super().__init__(f"{package} is not installed; install it with: pip install {install}")
         self.package = package
         self.extra = extra
 

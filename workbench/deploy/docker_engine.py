@@ -40,7 +40,7 @@ def sdk() -> Any:
     try:
         import docker
     except ImportError as exc:
-        raise MissingDependencyError("docker", "docker") from exc
+        raise MissingDependencyError("docker") from exc  # a core dependency: no extra
     return docker
 
 

@@ -10,14 +10,13 @@ import logging
 import math
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from workbench import InputError, LoadedVersion, ModelRepository, compare
-from workbench_ext.progress import run_with_progress
+from workbench_ext.progress import pool, run_with_progress
 from workbench_ext.state import SessionError
 
 if TYPE_CHECKING:
@@ -407,12 +406,12 @@ def bench(
                 counter[0] += 1
 
     def work() -> BenchResult:
-        with ThreadPoolExecutor(concurrency, thread_name_prefix="workbench-bench") as pool:
-            for lv in targets:
-                result.latencies[str(lv.version)] = []
-                started = time.perf_counter()
-                list(pool.map(one, [lv] * requests))
-                result.wall[str(lv.version)] = time.perf_counter() - started
+        threads = pool(concurrency)  # long-lived: Paddle dislikes predictors run from dying threads
+        for lv in targets:
+            result.latencies[str(lv.version)] = []
+            started = time.perf_counter()
+            list(threads.map(one, [lv] * requests))
+            result.wall[str(lv.version)] = time.perf_counter() - started
         return result
 
     out = run_with_progress(

@@ -146,6 +146,9 @@ def test_bench_and_unload(shell: Any, session: Any) -> None:
     assert list(table.index) == ["1.0.0", "1.1.0"]
     assert (table["requests"] == 12).all() and (table["errors"] == 0).all()
     assert (table["p99_ms"] >= table["p50_ms"]).all()
+    # again: Paddle fails on predictors run from short-lived threads; the bench's threads live on
+    again = paddle(shell, "bench --requests 12 --batch-size 4 --concurrency 3 -q").table
+    assert (again["errors"] == 0).all()
     assert paddle(shell, "unload 1.2.0") == ["digits:1.2.0"]
     assert [str(lv.version) for lv in session.hubs["digits"].loaded] == ["1.0.0", "1.1.0"]
 
@@ -181,3 +184,21 @@ def test_deploy_verbs_without_deployments(shell: Any) -> None:
     assert len(paddle(shell, "deploy status")) == 0
     with pytest.raises(UsageError, match="which deployment"):
         paddle(shell, "panel deploy")
+
+
+@pytest.mark.slow
+def test_serve_starts_workbench_serve_beside_the_kernel(shell: Any, session: Any) -> None:
+    served = paddle(shell, "serve digits@canary")
+    try:
+        assert served.running and served.url.startswith("http://127.0.0.1:")
+        assert "serving <b>digits</b> 1.1.0" in shell.display_formatter.format(served)[0]["text/html"]
+        with served.client() as client:
+            answer = client.infer("digits", {"x": shell.user_ns["x_test"][:3]})
+        assert answer.version == "1.1.0"
+        assert paddle(shell, "serve --list") == [served]
+    finally:
+        stopped = paddle(shell, "serve --stop all")
+    assert stopped == [served] and not served.running
+    assert session.servers == {}
+    with pytest.raises(UsageError, match="nothing served on port 1"):
+        paddle(shell, "serve --stop 1")

@@ -24,11 +24,18 @@ class Panel:
     """Base of the panels: a worker thread, a status line, a progress bar, display."""
 
     title = ""
+    #: Paddle work must run on the extension's long-lived worker thread (see progress.py);
+    #: a panel that only talks HTTP gets a thread of its own instead.
+    uses_paddle = True
 
     def __init__(self) -> None:
         import ipywidgets as w
 
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix=f"workbench-{type(self).__name__}")
+        self._pool = (
+            None
+            if self.uses_paddle
+            else ThreadPoolExecutor(1, thread_name_prefix=f"workbench-{type(self).__name__}")
+        )
         self.pending: Future[Any] | None = None
         self.status = w.HTML(value="", layout=w.Layout(min_height="1.6em"))
         self.progress = w.IntProgress(
@@ -133,7 +140,12 @@ class Panel:
                 except Exception:
                     log.exception("refreshing %s failed", type(self).__name__)
 
-        self.pending = self._pool.submit(run)
+        if self._pool is None:
+            from workbench_ext.progress import submit
+
+            self.pending = submit(run)
+        else:
+            self.pending = self._pool.submit(run)
         return self.pending
 
     def wait(self, timeout: float = 120.0) -> Any:
@@ -148,7 +160,8 @@ class Panel:
     def close(self) -> None:
         """Stop background work and close the widgets."""
         self.closed = True
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
         if self.widget is not None:
             self.widget.close()
 

@@ -37,6 +37,8 @@ PHASE_COLORS = {
 class DeployPanel(Panel):
     """One blue/green deployment: state, weight slider, actions, live traffic, history."""
 
+    uses_paddle = False  # it only talks HTTP to the router and the instances
+
     def __init__(self, session: Session, name: str, *, interval: float = 2.0, live: bool = True) -> None:
         import ipywidgets as w
 

@@ -141,13 +141,14 @@ def test_compare_returns_a_comparison(shell: Any, session: Any) -> None:
 
 
 def test_bench_and_unload(shell: Any, session: Any) -> None:
+    paddle(shell, "load digits@stable digits:1.1.0 digits:1.2.0 --no-activate -q")  # no-op when loaded
     result = paddle(shell, "bench 1.0.0 1.1.0 --requests 12 --batch-size 4 --concurrency 2 -q")
     table = result.table
     assert list(table.index) == ["1.0.0", "1.1.0"]
     assert (table["requests"] == 12).all() and (table["errors"] == 0).all()
     assert (table["p99_ms"] >= table["p50_ms"]).all()
     # again: Paddle fails on predictors run from short-lived threads; the bench's threads live on
-    again = paddle(shell, "bench --requests 12 --batch-size 4 --concurrency 3 -q").table
+    again = paddle(shell, "bench digits:1.0.0 --requests 12 --batch-size 4 --concurrency 3 -q").table
     assert (again["errors"] == 0).all()
     assert paddle(shell, "unload 1.2.0") == ["digits:1.2.0"]
     assert [str(lv.version) for lv in session.hubs["digits"].loaded] == ["1.0.0", "1.1.0"]

@@ -44,6 +44,8 @@ def _deployment(call: Call, deployment: str) -> Any:
 def cmd_create(call: Call, args: argparse.Namespace) -> Any:
     """Start a version as blue and put the router in front of it."""
     model, ref = call.session.parse(args.ref)
+    if ref is None:  # a bare model deploys its stable version (latest when there is no such alias)
+        ref = "stable" if "stable" in call.session.repo.aliases(model) else "latest"
     manager = call.session.deployments
     deployment = run_with_progress(
         lambda: manager.create(

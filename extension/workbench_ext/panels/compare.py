@@ -134,8 +134,13 @@ class ComparePanel(Panel):
             dropdown.options = options
             fallback = options[1] if dropdown is self.data and len(options) > 1 else options[0]
             dropdown.value = current if current in options else fallback
-        if self.labels.value == NONE and len(labels) == 1:
-            self.labels.value = labels[0]
+        if self.labels.value == NONE and labels:
+            # the labels that fit the chosen data, when that is unambiguous
+            data_value = self.namespace.get(self.data.value) if self.data.value != SAMPLE else None
+            rows = len(data_value) if isinstance(data_value, np.ndarray) else None
+            fitting = [n for n in labels if rows is None or len(self.namespace[n]) == rows]
+            if len(fitting) == 1:
+                self.labels.value = fitting[0]
 
     # -- running ---------------------------------------------------------------------
 
@@ -211,7 +216,7 @@ def disagreements_html(result: Comparison, labels: Any = None) -> str:
     predicted = result.predictions()
     shown = rows[:MAX_DISAGREEMENTS]
     frame = pd.DataFrame({"row": shown})
-    if labels is not None:
+    if labels is not None and len(labels) == result.rows:
         frame["label"] = np.asarray(labels)[shown]
     for version, classes in predicted.items():
         frame[version] = classes[shown]

@@ -271,6 +271,9 @@ def traffic_plot() -> TrafficPlot:
                 line_width=2,
                 legend_label=color,
             )
+            fig.scatter(  # single samples between gaps (no traffic) are visible too
+                x="t", y=f"{color}_{key}", source=source, color=COLOR_HEX[color], size=4, legend_label=color
+            )
         fig.legend.location = "top_left"
         fig.legend.label_text_font_size = "8pt"
         figures.append(fig)

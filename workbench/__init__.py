@@ -19,6 +19,7 @@ from workbench.errors import (
     VersionNotLoadedError,
     WorkbenchError,
 )
+from workbench.model.demo import build_demo_repository, digits_dataset
 from workbench.model.manifest import Manifest, TensorSpec
 from workbench.model.repository import ModelRepository
 from workbench.model.version import ModelRef, Version
@@ -60,5 +61,7 @@ __all__ = [
     "VersionNotFoundError",
     "VersionNotLoadedError",
     "WorkbenchError",
+    "build_demo_repository",
     "compare",
+    "digits_dataset",
 ]

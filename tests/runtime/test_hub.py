@@ -180,3 +180,31 @@ def test_cloned_shutil_source_is_not_needed_after_load(repo_copy: Path, rows: np
     shutil.rmtree(repo_copy / "digits" / "1.0.0")  # weights live in memory now
     assert hub.predict({"x": rows}).outputs[OUTPUT].shape == (16, 10)
     hub.close()
+
+
+def test_versions_loaded_and_run_from_threads_that_come_and_go(demo_repo: Path) -> None:
+    """Paddle keeps per-thread state; the hub must not care which threads call it."""
+    from workbench import compare
+
+    hub = VersionHub(ModelRepository(demo_repo), "digits", device="cpu")
+    rows = digits_dataset()[2][:8]
+    errors: list[BaseException] = []
+
+    def in_thread(work) -> None:
+        def run() -> None:
+            try:
+                work()
+            except BaseException as exc:
+                errors.append(exc)
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        thread.join(60)
+
+    in_thread(lambda: hub.load("1.0.0"))
+    in_thread(lambda: hub.load("1.1.0"))
+    for _ in range(10):
+        # batch size 3 is not among the warmed sizes: Paddle prepares it on first use
+        in_thread(lambda: compare(hub, rows, batch_size=3))
+    assert errors == []
+    hub.close()

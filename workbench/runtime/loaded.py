@@ -8,6 +8,7 @@ import queue
 import threading
 import time
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -46,6 +47,43 @@ def _resize_batch(array: np.ndarray[Any, Any], size: int) -> np.ndarray[Any, Any
         return array[:size]
     reps = -(-size // array.shape[0])
     return np.concatenate([array] * reps)[:size]
+
+
+class _Lane:
+    """One predictor clone and the one long-lived thread that makes every Paddle call on it.
+
+    Paddle Inference keeps per-thread state for what a predictor prepares on a run
+    (kernels, buffers for a new input shape). Driven from threads that come and go,
+    a predictor fails with ``std::exception`` once such a thread is gone, so each
+    clone is created, warmed, run and released on its own thread.
+    """
+
+    def __init__(self, name: str) -> None:
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix=name)
+        self._predictor: Predictor | None = None
+
+    def call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return self._executor.submit(fn, *args).result()
+
+    def create(self, factory: Callable[[], Predictor]) -> Predictor:
+        self._predictor = self.call(factory)
+        return self._predictor
+
+    @property
+    def predictor(self) -> Predictor:
+        if self._predictor is None:
+            raise HubError("predictor released")
+        return self._predictor
+
+    def run(self, inputs: TensorsIn) -> Tensors:
+        result: Tensors = self.call(self.predictor.run, inputs)
+        return result
+
+    def close(self) -> None:
+        if self._predictor is not None:
+            self.call(self._predictor.release)
+            self._predictor = None
+        self._executor.shutdown(wait=True)
 
 
 class LoadState(str, enum.Enum):
@@ -93,8 +131,8 @@ class LoadedVersion:
         self._cpu_threads = cpu_threads
         self._factory = factory
         self.warmup_batch_sizes = warmup_batch_sizes
-        self._idle: queue.LifoQueue[Predictor] = queue.LifoQueue()
-        self._all: list[Predictor] = []
+        self._idle: queue.LifoQueue[_Lane] = queue.LifoQueue()
+        self._lanes: list[_Lane] = []
         self._lock = threading.Condition()
         self._inflight = 0
         self._served = 0
@@ -116,13 +154,22 @@ class LoadedVersion:
             import_inference()  # the runtime's own memory is not this version's
         rss_before = process_rss()
         gpu_before = gpu_memory_used(self._device.index) if self._device.is_gpu else None
-        first = self._factory() if self._factory else self._open_paddle()
-        self._all = [first] + [first.clone() for _ in range(self.workers - 1)]
-        if warmup:
-            self.state = LoadState.WARMING
-            self._warm_up()
-        for predictor in self._all:
-            self._idle.put(predictor)
+        name = f"{self.model}-{self.version}"
+        self._lanes = [_Lane(f"{name}-{index}") for index in range(self.workers)]
+        try:
+            first = self._lanes[0].create(self._factory or self._open_paddle)
+            for lane in self._lanes[1:]:
+                lane.create(first.clone)
+            if warmup:
+                self.state = LoadState.WARMING
+                self._warm_up()
+        except BaseException:
+            for lane in self._lanes:
+                lane.close()
+            self._lanes = []
+            raise
+        for lane in self._lanes:
+            self._idle.put(lane)
         gpu_after = gpu_memory_used(self._device.index) if self._device.is_gpu else None
         gpu = None if gpu_after is None or gpu_before is None else max(0, gpu_after - gpu_before)
         self._memory = MemoryUsage(max(0, process_rss() - rss_before), gpu)
@@ -153,11 +200,11 @@ class LoadedVersion:
         # every clone runs each batch size a request is likely to bring.
         sample = self.warmup_inputs()
         rows = next(iter(sample.values())).shape[0] if sample else 1
-        for predictor in self._all:
+        for lane in self._lanes:
             for size in self.warmup_batch_sizes or _batch_sizes(rows):
                 batch = {n: _resize_batch(a, size) for n, a in sample.items()}
                 for _ in range(WARMUP_RUNS):
-                    outputs = predictor.run(batch)
+                    outputs = lane.run(batch)
                 for name, array in outputs.items():
                     if np.issubdtype(array.dtype, np.floating) and not np.all(np.isfinite(array)):
                         raise ModelLoadError(
@@ -186,11 +233,11 @@ class LoadedVersion:
                     f"after {timeout}s; not unloaded"
                 )
             self.state = LoadState.UNLOADED
-            predictors, self._all = self._all, []
+            lanes, self._lanes = self._lanes, []
         while not self._idle.empty():
             self._idle.get_nowait()
-        for predictor in predictors:
-            predictor.release()
+        for lane in lanes:
+            lane.close()
         log.info("%s:%s unloaded", self.model, self.version)
 
     # -- requests --------------------------------------------------------------------
@@ -281,15 +328,15 @@ class LoadedVersion:
         arrays = self.validate(inputs) if validate else dict(inputs)
         self.acquire()
         try:
-            predictor = self._idle.get()
+            lane = self._idle.get()
             started = time.perf_counter()
             try:
-                outputs = predictor.run(arrays)
+                outputs = lane.run(arrays)
             except Exception:
                 self._failed += 1
                 raise
             finally:
-                self._idle.put(predictor)
+                self._idle.put(lane)
             self._latencies.append(time.perf_counter() - started)
             self._served += 1
             return outputs

@@ -151,7 +151,7 @@ build_test_image() {
     # The build context: what docker/Dockerfile copies, nothing else (no .venv, no .git).
     tar -C "${ROOT}" --exclude=__pycache__ --exclude='*.pyc' --exclude=.mypy_cache \
         --exclude=.ruff_cache --exclude=.pytest_cache -cf - \
-        pyproject.toml uv.lock README.md workbench extension docker | tar -C "${context}" -xf -
+        pyproject.toml uv.lock README.md workbench extension notebooks docker | tar -C "${context}" -xf -
     base_id="$(docker image inspect --format '{{.Id}}' "${BASE_IMAGE}")"
     hash="$( (cd "${context}" && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum;
         echo "${base_id}") | sha256sum | cut -c1-16)"

@@ -34,6 +34,14 @@ def check_deployment_name(name: str) -> str:
     return name
 
 
+def check_instance_address(color: str, port: int) -> None:
+    """Raise ValueError unless ``color`` is blue or green and ``port`` is a TCP port."""
+    if color not in COLORS:
+        raise ValueError(f"color must be one of {COLORS}, not {color!r}")
+    if not 0 < port < 65536:
+        raise ValueError(f"port must be in 1..65535, not {port}")
+
+
 @dataclass(frozen=True)
 class InstanceSpec:
     """What to run: one serving instance of one model version, for one colour."""
@@ -53,10 +61,7 @@ class InstanceSpec:
 
     def __post_init__(self) -> None:
         check_deployment_name(self.deployment)
-        if self.color not in COLORS:
-            raise ValueError(f"color must be one of {COLORS}, not {self.color!r}")
-        if not 0 < self.port < 65536:
-            raise ValueError(f"port must be in 1..65535, not {self.port}")
+        check_instance_address(self.color, self.port)
 
     @property
     def url(self) -> str:

@@ -32,7 +32,13 @@ from typing import TYPE_CHECKING, Any
 from filelock import FileLock
 from filelock import Timeout as LockTimeout
 
-from workbench.deploy.base import COLORS, Instance, InstanceSpec, check_deployment_name
+from workbench.deploy.base import (
+    COLORS,
+    Instance,
+    InstanceSpec,
+    check_deployment_name,
+    check_instance_address,
+)
 from workbench.deploy.rollout import Rollout
 from workbench.errors import StateError
 
@@ -86,10 +92,7 @@ class InstanceRecord:
     labels: Mapping[str, str] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
-        if self.color not in COLORS:
-            raise ValueError(f"color must be one of {COLORS}, not {self.color!r}")
-        if not 0 < self.port < 65536:
-            raise ValueError(f"port must be in 1..65535, not {self.port}")
+        check_instance_address(self.color, self.port)
 
     @property
     def url(self) -> str:

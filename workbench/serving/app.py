@@ -359,7 +359,9 @@ class _Handlers:
             )
             with service.lease(ref) as loaded:
                 version = str(loaded.version)
-                inputs = service.check_inputs(loaded, decoded.inputs)
+                inputs = service.check_inputs(
+                    loaded, decoded.inputs, [out.name for out in decoded.outputs or ()]
+                )
                 result = await service.run(loaded, inputs)
             content, json_length = protocol.encode_infer_response(
                 model=self.model,

@@ -26,7 +26,7 @@ from workbench.serving.metrics import ServingMetrics, Snapshot, VersionState
 from workbench.serving.protocol import ProtocolError, datatype_of
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable, Iterable, Iterator
 
     from workbench._types import Tensors, TensorsIn
     from workbench.runtime.hub import HubEvent, VersionHub
@@ -186,8 +186,22 @@ class Service:
             finally:
                 children.inflight.dec()
 
-    def check_inputs(self, loaded: LoadedVersion, inputs: TensorsIn) -> Tensors:
-        """Protocol datatypes must match the model's exactly; then the runtime validates."""
+    def check_inputs(
+        self,
+        loaded: LoadedVersion,
+        inputs: TensorsIn,
+        requested: Iterable[str] = (),
+    ) -> Tensors:
+        """Protocol datatypes must match the model's exactly; then the runtime validates.
+
+        ``requested`` output names are checked too, so a typo costs no inference.
+        """
+        known = {spec.name for spec in loaded.outputs}
+        for name in requested:
+            if name not in known:
+                raise ProtocolError(
+                    f"unknown output {name!r}; {self.model}:{loaded.version} has {sorted(known)}"
+                )
         for spec in loaded.inputs:
             array = inputs.get(spec.name)
             if array is not None and array.dtype != np.dtype(spec.dtype):

@@ -150,18 +150,16 @@ def build_demo_repository(
             progress(demo, "start")
         with tempfile.TemporaryDirectory(prefix="workbench-demo-") as tmp:
             workdir = Path(tmp)
-            # Parameter names come from a process-wide counter; a fresh scope per
-            # version makes the exported program the same whatever ran before.
-            with import_paddle().utils.unique_name.guard():
-                if demo.model == "digits":
-                    accuracy = _train_digits(kinds[demo.version], workdir)
-                    sample = {DIGITS_INPUT: digits_dataset()[2][:8]}
-                    metrics = {"accuracy": round(accuracy, 4)}
-                else:
-                    _export_resnet(workdir)
-                    rng = np.random.default_rng(SEED)
-                    sample = {RESNET_INPUT: rng.standard_normal((2, 3, 224, 224)).astype(np.float32)}
-                    metrics = {}
+            if demo.model == "digits":
+                accuracy = _train_digits(kinds[demo.version], workdir)
+                x_test = digits_dataset()[2]
+                sample = {DIGITS_INPUT: x_test[:8]}
+                metrics = {"accuracy": round(accuracy, 4)}
+            else:
+                _export_resnet(workdir)
+                rng = np.random.default_rng(SEED)
+                sample = {RESNET_INPUT: rng.standard_normal((2, 3, 224, 224)).astype(np.float32)}
+                metrics = {}
             repo.publish(
                 demo.model, demo.version, workdir,
                 sample=sample, metrics=metrics, notes=demo.notes, aliases=demo.aliases,

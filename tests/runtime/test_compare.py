@@ -9,7 +9,7 @@ import pytest
 
 from workbench import ModelRepository, VersionHub, compare
 from workbench.model.demo import digits_dataset
-from workbench.runtime.compare import agreement
+from workbench.runtime.compare import agreement, top1_agreement
 
 
 def test_agreement_on_hand_made_outputs() -> None:
@@ -22,6 +22,19 @@ def test_agreement_on_hand_made_outputs() -> None:
     assert result.cosine == pytest.approx(0.5)
     same = agreement(a, a)
     assert (same.top1, same.max_abs_diff, same.cosine) == (1.0, 0.0, pytest.approx(1.0))
+
+
+def test_top1_agreement_is_the_same_measure_on_both_sides() -> None:
+    from workbench.deploy.rollout.agreement import compare_outputs
+
+    # two rows of two positions with three classes each: 3 of 4 positions agree, while an
+    # argmax over the flattened row would call both rows equal
+    a = np.array([[[0.0, 1.0, 0.0], [1.0, 0.0, 0.0]], [[0.0, 0.0, 1.0], [0.0, 1.0, 0.0]]])
+    b = np.array([[[0.0, 1.0, 0.0], [0.0, 0.0, 0.9]], [[0.0, 0.0, 1.0], [0.0, 1.0, 0.0]]])
+    assert top1_agreement(a, b) == 0.75
+    assert agreement(a, b).top1 == 0.75
+    assert compare_outputs("out", a, b).top1 == 0.75
+    assert top1_agreement(np.ones((4, 1)), np.ones((4, 1))) is None
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,6 @@ import logging
 import os
 import shutil
 import socket
-import tempfile
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -32,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 from filelock import FileLock
 from filelock import Timeout as LockTimeout
 
+from workbench._fs import write_atomic
 from workbench.deploy.backends.base import Instance, InstanceSpec, check_instance_address
 from workbench.deploy.names import COLORS, check_deployment_name
 from workbench.deploy.rollout.phases import Rollout
@@ -519,19 +519,4 @@ class StateStore:
         path = self.path(state.name)
         path.parent.mkdir(parents=True, exist_ok=True)
         data = json.dumps(state.to_dict(), indent=2, sort_keys=False) + "\n"
-        fd, tmp = tempfile.mkstemp(prefix=".state.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            Path(tmp).replace(path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        with contextlib.suppress(OSError):
-            dir_fd = os.open(path.parent, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
+        write_atomic(path, data)

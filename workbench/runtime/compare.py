@@ -42,6 +42,20 @@ class Agreement:
     cosine: float  # mean per-row cosine similarity
 
 
+def top1_agreement(a: Array, b: Array) -> float | None:
+    """Share of positions where ``a`` and ``b`` pick the same class: argmax over the last axis.
+
+    For ``(rows, classes)`` outputs, the share of rows with the same top-1 class. None
+    when the outputs are not class scores (fewer than two dimensions, or one column).
+    The deploy layer's agreement check uses the same measure.
+    """
+    if a.shape != b.shape:
+        raise InputError(f"outputs differ in shape: {a.shape} vs {b.shape}")
+    if a.ndim < 2 or a.shape[-1] < 2 or a.size == 0:
+        return None
+    return float(np.mean(np.argmax(a, axis=-1) == np.argmax(b, axis=-1)))
+
+
 def agreement(a: Array, b: Array, *, names: tuple[str, str] = ("a", "b")) -> Agreement:
     """Compare two output arrays of equal shape (rows first)."""
     if a.shape != b.shape:
@@ -53,9 +67,13 @@ def agreement(a: Array, b: Array, *, names: tuple[str, str] = ("a", "b")) -> Agr
     dots = np.einsum("ij,ij->i", fa, fb)
     with np.errstate(invalid="ignore", divide="ignore"):
         cosines = np.where(norms > 0, dots / norms, np.where(np.all(fa == fb, axis=1), 1.0, 0.0))
-    top1 = float((fa.argmax(axis=1) == fb.argmax(axis=1)).mean()) if fa.shape[1] > 1 else None
     return Agreement(
-        names[0], names[1], top1, float(diff.max(initial=0.0)), float(diff.mean()), float(cosines.mean())
+        names[0],
+        names[1],
+        top1_agreement(a, b),
+        float(diff.max(initial=0.0)),
+        float(diff.mean()),
+        float(cosines.mean()),
     )
 
 

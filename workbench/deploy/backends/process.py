@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import psutil
 
+from workbench._fs import write_atomic
 from workbench.deploy.backends.base import Backend, Instance, InstanceSpec
 from workbench.deploy.names import COLORS, check_deployment_name
 from workbench.errors import BackendError
@@ -279,9 +280,7 @@ class ProcessBackend(Backend):
         spec = instance.spec
         data = {"pid": instance.ref, "labels": dict(instance.labels), "spec": spec.to_dict()}
         path = self.record_path(spec)
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-        tmp.replace(path)
+        write_atomic(path, json.dumps(data, indent=2) + "\n")
 
     @staticmethod
     def _read_record(path: Path) -> dict[str, Any] | None:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from workbench.errors import DeployError, ServingError
+from workbench.runtime.compare import top1_agreement
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -162,9 +163,7 @@ def compare_outputs(name: str, stable: Array, candidate: Array) -> OutputAgreeme
     if a.shape != b.shape:
         raise ValueError(f"output {name!r}: shapes differ, {a.shape} vs {b.shape}")
     diff = np.abs(a - b)
-    top1: float | None = None
-    if a.ndim >= 2 and a.shape[-1] > 1:
-        top1 = float(np.mean(np.argmax(a, axis=-1) == np.argmax(b, axis=-1)))
+    top1 = top1_agreement(a, b)
     rows = int(a.shape[0]) if a.ndim else 1
     return OutputAgreement(
         name=name,

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING
 
 import filelock
 
+from workbench._fs import write_atomic
 from workbench.deploy.router.local import LocalNginx
 from workbench.deploy.router.table import (
     ACCESS_LOG,
@@ -80,18 +81,6 @@ def _write_candidate(conf: Path, text: str) -> Path:
         Path(name).unlink(missing_ok=True)
         raise RouterError(f"cannot write {name}: {exc}") from exc
     return Path(name)
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        Path(name).replace(path)
-    finally:
-        Path(name).unlink(missing_ok=True)
 
 
 class NginxRouter:
@@ -211,7 +200,7 @@ class NginxRouter:
             finally:
                 for tmp in candidates.values():
                     tmp.unlink(missing_ok=True)
-            _write_atomic(self.workdir / TABLE_FILE, json.dumps(table.to_dict(), indent=2).encode())
+            write_atomic(self.workdir / TABLE_FILE, json.dumps(table.to_dict(), indent=2).encode())
             self._bring_up(was_running, changed, snapshot)
             self._wait_for(table)
         logger.info("router %s: applied %s in %.3f s", self.workdir, table, time.monotonic() - started)
@@ -280,7 +269,7 @@ class NginxRouter:
             if data is None:
                 path.unlink(missing_ok=True)
             else:
-                _write_atomic(path, data)
+                write_atomic(path, data)
 
     def _wait_for(self, table: RoutingTable) -> None:
         """Poll ``/router/table`` through the front, on fresh connections, until it shows ``table``."""

@@ -220,7 +220,8 @@ def make_manager(
         return ProcessBackend(home, command=stub_command, env=env)
 
     def make(**kwargs: object) -> DeploymentManager:
-        return DeploymentManager(home, repo=stub_repo, backend_factory=factory, **kwargs)  # type: ignore[arg-type]
+        kwargs.setdefault("repo", stub_repo)
+        return DeploymentManager(home, backend_factory=factory, **kwargs)  # type: ignore[arg-type]
 
     yield make
     cleanup = make()

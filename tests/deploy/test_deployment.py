@@ -192,6 +192,21 @@ def test_create_refuses_a_public_port_in_use_and_a_second_create(
     assert manager.names() == ["web"]
 
 
+def test_update_resolves_versions_in_the_deployments_repository(
+    web: Deployment, make_manager: Callable[..., DeploymentManager], tmp_path: Path,
+    stub_repo: Path,
+) -> None:
+    from workbench.errors import DeployError
+
+    # another shell whose $WORKBENCH_REPO is elsewhere (here: an empty repository)
+    elsewhere = make_manager(repo=tmp_path / "other-repo").get("web")
+    with pytest.raises(DeployError, match=f"repository {stub_repo}") as refused:
+        elsewhere.update("9.9.9")
+    assert "other-repo" not in str(refused.value)
+    state = elsewhere.update("1.1.0", timeout=30)
+    assert state.phase == "verified" and state.candidate_version == "1.1.0"
+
+
 def test_events_are_emitted_after_each_action(web: Deployment) -> None:
     events = []
     web.context.events.subscribe(events.append)

@@ -79,7 +79,6 @@ class DeployContext:
     #: The router of a deployment, run where ``state.router`` says.
     router: Callable[[DeploymentState], Router]
     events: Subscribers
-    repo: Path  # where versions are resolved
 
     def emit(self, event: DeployEvent) -> None:
         self.events.emit(event)
@@ -94,7 +93,7 @@ def resolve_version(repo: StrPath, model: str, ref: str) -> str:
     try:
         return str(ModelRepository(repo).resolve(model, ref))
     except WorkbenchError as exc:
-        raise DeployError(f"cannot deploy {model} {ref}: {exc}") from exc
+        raise DeployError(f"cannot deploy {model} {ref} from the repository {repo}: {exc}") from exc
 
 
 def routing_table(state: DeploymentState) -> RoutingTable:
@@ -200,7 +199,7 @@ class Deployment:
         candidate fails (the state then says ``failed`` and why).
         """
         state = self.state
-        resolved = resolve_version(self.context.repo, state.model, version)
+        resolved = resolve_version(state.repo, state.model, version)
         if not 0.0 <= min_agreement <= 1.0:
             raise DeployError(f"min_agreement must be in 0..1, not {min_agreement}")
         sample = None

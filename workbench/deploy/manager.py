@@ -154,7 +154,6 @@ class DeploymentManager:
             backend=lambda state: self.backend(state.backend, state.backend_options),
             router=lambda state: self.router(state.name, state),
             events=self._subscribers,
-            repo=self.repo,
         )
 
     # -- the API -------------------------------------------------------------------------
@@ -225,7 +224,7 @@ class DeploymentManager:
             state = DeploymentState(
                 name=name,
                 model=model,
-                repo=str(self.repo),
+                repo=str(self.repo.expanduser().resolve()),
                 port=public,
                 host=host,
                 backend=backend,

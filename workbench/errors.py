@@ -24,6 +24,7 @@ Each class carries the exit code the CLI uses for it.
     │   └── VersionNotLoadedError
     ├── ServingError                talking to a serving instance over HTTP
     └── DeployError                 blue/green deployments
+        ├── DeployValueError        an invalid name, host, port, colour or weight
         ├── BackendError            starting or stopping serving instances
         ├── RouterError             rendering, checking or reloading nginx
         ├── StateError              the persisted deployment state
@@ -137,6 +138,12 @@ class DeployError(WorkbenchError):
     """A blue/green deployment could not do what was asked."""
 
     exit_code = 9
+
+
+class DeployValueError(DeployError, ValueError):
+    """A deployment value is invalid: its name, a host, a port, a colour or a weight."""
+
+    exit_code = 2
 
 
 class BackendError(DeployError):

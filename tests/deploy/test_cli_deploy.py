@@ -93,6 +93,33 @@ def test_cli_errors_are_sentences_with_exit_codes(nginx: None, env: dict[str, st
     assert "no deployment named 'nope'" in proc.stderr and "Traceback" not in proc.stderr
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["create", "web", "--model", "stub", "--port", "70000"],
+         "port must be an integer in 1..65535, not 70000"),
+        (["create", "web", "--model", "stub", "--host", "999.1.1.1"],
+         "invalid host '999.1.1.1': use an IP address or a host name"),
+        (["create", "Bad Name", "--model", "stub"], "invalid deployment name 'Bad Name'"),
+        (["promote", "bad name"], "invalid deployment name 'bad name'"),
+        (["rollback", "bad name"], "invalid deployment name 'bad name'"),
+    ],
+)
+def test_user_mistakes_are_one_sentence_and_leave_nothing(
+    env: dict[str, str], home: Path, args: list[str], message: str
+) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "workbench", "deploy", *args],
+        env={**os.environ, **env}, capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert message in " ".join(proc.stderr.split())
+    assert len(proc.stderr.strip().splitlines()) <= 3  # one sentence, wrapped at most
+    deployments = home / "deployments"
+    assert not deployments.exists() or list(deployments.iterdir()) == []
+
+
 def cli(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "workbench", "deploy", *args],

@@ -21,7 +21,7 @@ from tests.deploy.conftest import stub_sample
 from tests.docker.conftest import docker_engine, served_repo  # noqa: F401
 from workbench.deploy.client import ServingClient
 from workbench.deploy.rollout.phases import Phase
-from workbench.errors import RolloutError, RouterError
+from workbench.errors import RolloutError, RouterError, WorkbenchError
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -189,7 +189,10 @@ def test_create_refuses_a_public_port_in_use_and_a_second_create(
         manager.create("other", "stub", "1.0.0", port=web.state.port)
     with pytest.raises(DeployError, match=r"has no version or alias '9\.9\.9'"):
         manager.create("other", "stub", "9.9.9")
+    with pytest.raises(WorkbenchError, match="exited"):
+        manager.create("other", "stub", "1.4.0", timeout=20)  # crashes during start
     assert manager.names() == ["web"]
+    assert not manager.store.directory("other").exists()  # not even an empty directory
 
 
 def test_update_resolves_versions_in_the_deployments_repository(

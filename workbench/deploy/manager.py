@@ -24,11 +24,11 @@ from workbench.deploy.backends import get_backend
 from workbench.deploy.backends.process import free_port, port_in_use
 from workbench.deploy.deployment import DeployContext, Deployment, resolve_version, routing_table
 from workbench.deploy.events import DeployEvent, EventCallback, Subscribers
-from workbench.deploy.names import check_deployment_name
+from workbench.deploy.names import check_deployment_name, check_host, check_port
 from workbench.deploy.rollout.phases import Phase, Rollout
 from workbench.deploy.rollout.verification import wait_healthy
 from workbench.deploy.state import DeploymentState, InstanceRecord, StateStore
-from workbench.errors import DeployError, WorkbenchError
+from workbench.errors import DeployError, DeployValueError, WorkbenchError
 
 if TYPE_CHECKING:
     from workbench._types import StrPath
@@ -195,10 +195,15 @@ class DeploymentManager:
         ``router``: where nginx runs, ``process`` or ``docker`` (a container of the
         same image on the same engine); None picks :func:`default_router`.
         """
-        try:
-            check_deployment_name(name)
-        except ValueError as exc:
-            raise DeployError(str(exc)) from exc
+        # every value is checked before anything is made, so a mistake leaves nothing behind
+        check_deployment_name(name)
+        host = check_host(host, "host")
+        if port is not None:
+            check_port(port, "port")
+        if instance_port is not None:
+            check_port(instance_port, "instance port")
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+            raise DeployValueError(f"workers must be a positive integer, not {workers!r}")
         resolved = self.resolve_version(model, version)
         options = {k: str(v) for k, v in (backend_options or {}).items() if v is not None}
         if docker_host:
@@ -215,10 +220,38 @@ class DeploymentManager:
                 "the docker router needs a Docker engine on this machine (it mounts the "
                 f"router's files), not {describe(options.get('docker_host'))}; use router='process'"
             )
+        existed = self.store.directory(name).exists()
+        try:
+            state = self._create(name, model, resolved, options, router, public_port=port,
+                                 host=host, backend=backend, device=device, workers=workers,
+                                 instance_port=instance_port, timeout=timeout)
+        except BaseException:
+            if not existed and not self.store.exists(name):
+                self.store.remove(name)  # not even an empty directory stays behind
+            raise
+        self.emit(DeployEvent.of(state, "create", "ok", f"{model} {resolved} on blue"))
+        return Deployment(self.context, name)
+
+    def _create(
+        self,
+        name: str,
+        model: str,
+        resolved: str,
+        options: dict[str, str],
+        router: str,
+        *,
+        public_port: int | None,
+        host: str,
+        backend: str,
+        device: str,
+        workers: int,
+        instance_port: int | None,
+        timeout: float,
+    ) -> DeploymentState:
         with self.store.transaction(name) as txn:
             if txn.exists:
                 raise DeployError(f"deployment {name!r} already exists ({txn.state.url})")
-            public = port or free_port(host)
+            public = public_port or free_port(host)
             if port_in_use(public, host):
                 raise DeployError(f"cannot create {name!r}: port {public} on {host} is in use")
             state = DeploymentState(
@@ -247,9 +280,7 @@ class DeploymentManager:
                 with contextlib.suppress(WorkbenchError):
                     self.router(name, state).stop()
                 raise
-            state = txn.save(state.record("create", "ok", f"{model} {resolved} live on blue"))
-        self.emit(DeployEvent.of(state, "create", "ok", f"{model} {resolved} on blue"))
-        return Deployment(self.context, name)
+            return txn.save(state.record("create", "ok", f"{model} {resolved} live on blue"))
 
     def delete(self, name: str) -> None:
         """Stop the router and every instance, then remove the deployment's files."""

@@ -35,7 +35,7 @@ from workbench._fs import write_atomic
 from workbench.deploy.backends.base import Instance, InstanceSpec, check_instance_address
 from workbench.deploy.names import COLORS, check_deployment_name
 from workbench.deploy.rollout.phases import Rollout
-from workbench.errors import StateError
+from workbench.errors import DeployValueError, StateError
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping
@@ -199,9 +199,9 @@ class Plan:
 
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536:
-            raise ValueError(f"port must be in 1..65535, not {self.port}")
+            raise DeployValueError(f"port must be in 1..65535, not {self.port}")
         if not 0.0 <= self.min_agreement <= 1.0:
-            raise ValueError(f"min_agreement must be in 0..1, not {self.min_agreement}")
+            raise DeployValueError(f"min_agreement must be in 0..1, not {self.min_agreement}")
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -248,7 +248,7 @@ class DeploymentState:
     def __post_init__(self) -> None:
         check_deployment_name(self.name)
         if not 0 < self.port < 65536:
-            raise ValueError(f"port must be in 1..65535, not {self.port}")
+            raise DeployValueError(f"port must be in 1..65535, not {self.port}")
         for color, record in self.instances.items():
             if record.color != color:
                 raise ValueError(f"instance recorded under {color} is {record.color}")

@@ -11,7 +11,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from workbench.deploy.names import COLORS, check_deployment_name
+from workbench.deploy.names import check_color, check_deployment_name, check_port
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -19,11 +19,9 @@ if TYPE_CHECKING:
     from workbench._types import Color
 
 def check_instance_address(color: str, port: int) -> None:
-    """Raise ValueError unless ``color`` is blue or green and ``port`` is a TCP port."""
-    if color not in COLORS:
-        raise ValueError(f"color must be one of {COLORS}, not {color!r}")
-    if not 0 < port < 65536:
-        raise ValueError(f"port must be in 1..65535, not {port}")
+    """Raise DeployValueError unless ``color`` is blue or green and ``port`` is a TCP port."""
+    check_color(color)
+    check_port(port)
 
 
 @dataclass(frozen=True)
@@ -86,12 +84,9 @@ class InstanceSpec:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> InstanceSpec:
         """Read back :meth:`to_dict` (numbers may come as strings, e.g. from labels)."""
-        color = str(data["color"])
-        if color not in COLORS:
-            raise ValueError(f"unknown color {color!r}")
         return cls(
             deployment=str(data["deployment"]),
-            color="blue" if color == "blue" else "green",
+            color=check_color(str(data["color"])),
             model=str(data["model"]),
             version=str(data["version"]),
             repo=str(data["repo"]),

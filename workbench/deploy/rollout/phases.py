@@ -28,7 +28,7 @@ from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import TYPE_CHECKING, Protocol
 
-from workbench.errors import RolloutError
+from workbench.errors import DeployValueError, RolloutError
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -147,12 +147,12 @@ class Rollout:
         if not isinstance(self.phase, Phase):
             object.__setattr__(self, "phase", Phase(self.phase))
         if self.stable not in ("blue", "green"):
-            raise ValueError(f"stable must be 'blue' or 'green', not {self.stable!r}")
+            raise DeployValueError(f"stable must be 'blue' or 'green', not {self.stable!r}")
         if not 0 <= self.weight <= 100:
-            raise ValueError(f"weight must be in 0..100, not {self.weight}")
+            raise DeployValueError(f"weight must be in 0..100, not {self.weight}")
         unknown = set(self.checks) - set(CHECKS)
         if unknown:
-            raise ValueError(f"unknown verification checks: {sorted(unknown)}")
+            raise DeployValueError(f"unknown verification checks: {sorted(unknown)}")
 
     @property
     def candidate(self) -> Color:
@@ -265,7 +265,7 @@ def promote(rollout: Rollout, *, now: float) -> Rollout:
 def set_weight(rollout: Rollout, percent: int, *, now: float) -> Rollout:
     """Send ``percent`` of traffic to the candidate (0 keeps it warm, 100 promotes)."""
     if not 0 <= percent <= 100:
-        raise ValueError(f"weight must be a percentage in 0..100, not {percent}")
+        raise DeployValueError(f"weight must be a percentage in 0..100, not {percent}")
     _refuse(rollout, "set weights", frozenset({Phase.VERIFIED, Phase.CANARY, Phase.PROMOTED}))
     to = Phase.PROMOTED if percent == 100 else Phase.VERIFIED if percent == 0 else Phase.CANARY
     return move(

@@ -29,7 +29,6 @@ with colour, status, upstream address and upstream response time.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import ipaddress
@@ -40,8 +39,8 @@ from pathlib import Path
 from string import Template
 from typing import TYPE_CHECKING, Any
 
-from workbench.deploy.names import COLORS, check_deployment_name
-from workbench.errors import RouterError
+from workbench.deploy.names import COLORS, check_deployment_name, check_host, check_port
+from workbench.errors import DeployValueError, RouterError
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -64,7 +63,6 @@ FRONT_DIR = "front"  # the front's own workdir, inside the router's
 SOCKET_FILE = "router.sock"  # in FRONT_DIR: the router listens here, the front connects
 _MAX_SOCKET_PATH = 107  # sun_path holds 108 bytes with the terminating NUL
 _TEMPLATES = Path(__file__).parent / "templates"
-_HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9_]([A-Za-z0-9_-]{0,62})(\.[A-Za-z0-9_-]{1,63})*$")
 _VERSION = re.compile(r"^[0-9][0-9A-Za-z.+_-]{0,63}$")
 _HEADER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,63}$")
 
@@ -74,16 +72,17 @@ def _is_int(value: object) -> bool:
 
 
 def _check_host(host: str, what: str) -> str:
-    with contextlib.suppress(ValueError):
-        return str(ipaddress.ip_address(host))
-    if not _HOSTNAME.match(host):
-        raise RouterError(f"invalid {what} {host!r}: use an IP address or a host name")
-    return host
+    try:
+        return check_host(host, what)
+    except DeployValueError as exc:
+        raise RouterError(str(exc)) from None
 
 
 def _check_port(port: int, what: str) -> None:
-    if not _is_int(port) or not 0 < port < 65536:
-        raise RouterError(f"{what} must be an integer in 1..65535, not {port!r}")
+    try:
+        check_port(port, what)
+    except DeployValueError as exc:
+        raise RouterError(str(exc)) from None
 
 
 def hostport(host: str, port: int) -> str:

@@ -5,11 +5,14 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from workbench.errors import WorkbenchError
+
+if TYPE_CHECKING:
+    from workbench.serving.faults import FaultConfig
 
 ADMIN_TOKEN_ENV = "WORKBENCH_ADMIN_TOKEN"
 
@@ -70,6 +73,16 @@ def serve(
     access_log: Annotated[
         bool, typer.Option("--access-log/--no-access-log", help="Log every inference request.")
     ] = True,
+    fault_error_rate: Annotated[
+        float, typer.Option(help="Chaos testing: share of inference requests answered 500 (0..1).")
+    ] = 0.0,
+    fault_latency_ms: Annotated[
+        float, typer.Option(help="Chaos testing: milliseconds added to every inference request.")
+    ] = 0.0,
+    fault_version: Annotated[
+        list[str] | None,
+        typer.Option(help="Chaos testing: inject faults only into this version (repeatable)."),
+    ] = None,
 ) -> None:
     """Serve a model over the Open Inference Protocol (KServe v2 REST), with metrics and admin.
 
@@ -106,6 +119,7 @@ def serve(
             startup=tuple(refs),
             reload_ref=primary,
             access_log=access_log,
+            faults=fault_config(fault_error_rate, fault_latency_ms, fault_version),
         )
         options = ServerOptions(host=host, port=port, graceful_timeout=graceful_timeout,
                                 log_level=log_level.lower())
@@ -122,6 +136,19 @@ def serve(
         warmup_batch_sizes=warmup_sizes(max_batch_size) if not no_batching else (),
     )
     run(hub, settings, options)
+
+
+def fault_config(
+    error_rate: float, latency_ms: float, versions: list[str] | None
+) -> FaultConfig | None:
+    """The chaos-testing faults asked for, or None when there are none."""
+    from workbench.serving.faults import FaultConfig
+
+    faults = FaultConfig(error_rate, latency_ms, tuple(versions or ()))
+    if not faults.active:
+        return None
+    logging.getLogger("workbench.serving").warning("fault injection on: %s", faults)
+    return faults
 
 
 def warmup_sizes(max_batch_size: int) -> tuple[int, ...]:

@@ -362,6 +362,8 @@ class _Handlers:
                 inputs = service.check_inputs(
                     loaded, decoded.inputs, [out.name for out in decoded.outputs or ()]
                 )
+                if service.settings.faults is not None:
+                    await service.settings.faults.apply(version)
                 result = await service.run(loaded, inputs)
             content, json_length = protocol.encode_infer_response(
                 model=self.model,

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from workbench._types import Tensors, TensorsIn
     from workbench.runtime.hub import HubEvent, VersionHub
     from workbench.runtime.loaded import LoadedVersion
+    from workbench.serving.faults import FaultConfig
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +50,7 @@ class ServingSettings:
     startup: tuple[str, ...] = ()  # refs loaded at startup; the first becomes active
     reload_ref: str = "latest"  # what /v2/admin/reload re-resolves by default
     access_log: bool = True
+    faults: FaultConfig | None = None  # chaos testing (workbench.serving.faults)
 
     def __post_init__(self) -> None:
         if self.max_body_bytes < 1024:

@@ -124,6 +124,7 @@ def routing_table(state: DeploymentState) -> RoutingTable:
         listen_host=state.host,
         upstreams=upstreams,
         green_weight=green,
+        stable=state.rollout.stable,
     )
 
 

@@ -14,6 +14,7 @@ import pytest
 
 from tests._wait import wait_until
 from tests.deploy._nginx import free_port, require_nginx
+from tests.deploy._serve import serving_colours
 from tests.serving.conftest import ServeProcess, json_infer_body, metric_value, x_batch
 from workbench.deploy.router import NginxRouter, RoutingTable, Upstream
 
@@ -30,21 +31,9 @@ def instances(demo_repo: Path, tmp_path_factory: pytest.TempPathFactory
               ) -> Iterator[dict[str, ServeProcess]]:
     require_nginx()
     logs = tmp_path_factory.mktemp("chaos-logs")
-    common = ["--repo", str(demo_repo), "--model", "digits", "--workers", "1", "--no-access-log"]
-    servers = {
-        "blue": ServeProcess([*common, "--version", "1.0.0"], logs / "blue.log"),
-        "green": ServeProcess([*common, "--version", "1.1.0", "--fault-error-rate", "1"],
-                              logs / "green.log"),
-    }
-    try:
-        for server in servers.values():
-            server.start(wait_ready=False)
-        for server in servers.values():
-            server.wait_ready()
+    with serving_colours(demo_repo, logs, {"blue": ["--version", "1.0.0"],
+                                           "green": ["--version", "1.1.0", "--fault-error-rate", "1"]}) as servers:
         yield servers
-    finally:
-        for server in servers.values():
-            server.stop()
 
 
 @pytest.fixture(scope="module")

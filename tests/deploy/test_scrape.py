@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import httpx
 import pytest
 
+from tests.deploy._serve import serving_colours
 from tests.serving.conftest import ServeProcess, json_infer_body, x_batch
 from workbench.deploy.scrape import ScrapeSource
 from workbench.errors import MetricsError
@@ -108,21 +109,10 @@ def test_history_is_bounded() -> None:
 def instances(demo_repo: Path, tmp_path_factory: pytest.TempPathFactory
               ) -> Iterator[dict[str, ServeProcess]]:
     logs = tmp_path_factory.mktemp("scrape-logs")
-    common = ["--repo", str(demo_repo), "--model", "digits", "--workers", "1", "--no-access-log"]
-    servers = {
-        "blue": ServeProcess([*common, "--version", "1.0.0"], logs / "blue.log"),
-        "green": ServeProcess([*common, "--version", "1.1.0", "--fault-error-rate", "0.5",
-                               "--fault-latency-ms", "150"], logs / "green.log"),
-    }
-    try:
-        for server in servers.values():
-            server.start(wait_ready=False)
-        for server in servers.values():
-            server.wait_ready()
+    with serving_colours(demo_repo, logs, {"blue": ["--version", "1.0.0"],
+                                           "green": ["--version", "1.1.0", "--fault-error-rate", "0.5",
+                                     "--fault-latency-ms", "150"]}) as servers:
         yield servers
-    finally:
-        for server in servers.values():
-            server.stop()
 
 
 def test_windows_of_real_instances_under_real_traffic(instances: dict[str, ServeProcess]) -> None:

@@ -73,6 +73,9 @@ def serve(
     access_log: Annotated[
         bool, typer.Option("--access-log/--no-access-log", help="Log every inference request.")
     ] = True,
+    reservoir_size: Annotated[
+        int, typer.Option(help="Request rows kept as a uniform sample for canary replay (0: off).")
+    ] = 256,
     fault_error_rate: Annotated[
         float, typer.Option(help="Chaos testing: share of inference requests answered 500 (0..1).")
     ] = 0.0,
@@ -119,6 +122,7 @@ def serve(
             startup=tuple(refs),
             reload_ref=primary,
             access_log=access_log,
+            reservoir_size=reservoir_size,
             faults=fault_config(fault_error_rate, fault_latency_ms, fault_version),
         )
         options = ServerOptions(host=host, port=port, graceful_timeout=graceful_timeout,

@@ -35,7 +35,7 @@ from rich.console import Console
 from rich.table import Table
 
 from workbench.deploy.client import encode_inputs
-from workbench.deploy.deployment import DeploymentManager
+from workbench.deploy.manager import DeploymentManager
 
 console = Console()
 

@@ -26,7 +26,7 @@ from tests._components import require
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
-    from workbench.deploy.deployment import DeploymentManager
+    from workbench.deploy.manager import DeploymentManager
 
 STUB_MODEL = "stub"
 #: version -> behaviour of the stub serving it
@@ -210,8 +210,8 @@ def make_manager(
 
     Every deployment left at the end of the test is deleted (router and instances).
     """
-    from workbench.deploy.deployment import DeploymentManager
-    from workbench.deploy.process import ProcessBackend
+    from workbench.deploy.backends.process import ProcessBackend
+    from workbench.deploy.manager import DeploymentManager
 
     env = {"WB_STUB_MODES": json.dumps(MODES)}
 

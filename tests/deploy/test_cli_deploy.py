@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from pathlib import Path
 
-    from workbench.deploy.deployment import DeploymentManager
+    from workbench.deploy.manager import DeploymentManager
 
 pytestmark = pytest.mark.nginx
 

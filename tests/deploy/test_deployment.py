@@ -20,7 +20,7 @@ from tests.deploy.conftest import stub_sample
 # the Docker engine fixtures, for the docker-backed rollout at the end
 from tests.docker.conftest import docker_engine, served_repo  # noqa: F401
 from workbench.deploy.client import ServingClient
-from workbench.deploy.rollout import Phase
+from workbench.deploy.rollout.phases import Phase
 from workbench.errors import RolloutError, RouterError
 
 if TYPE_CHECKING:
@@ -28,7 +28,8 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from tests.docker.conftest import DockerEngine
-    from workbench.deploy.deployment import Deployment, DeploymentManager
+    from workbench.deploy.deployment import Deployment
+    from workbench.deploy.manager import DeploymentManager
 
 pytestmark = pytest.mark.nginx
 
@@ -146,7 +147,7 @@ def test_disagreeing_green_is_reported_and_refused_with_a_threshold(web: Deploym
 )
 def test_a_green_that_fails_never_receives_traffic(web: Deployment, version: str,
                                                    message: str) -> None:
-    router = web.manager.router("web")
+    router = web.context.router(web.state)
     tables = []
     with pytest.raises(RolloutError, match=message):
         web.update(version, timeout=3.0, on_tick=lambda s: tables.append(router.table))
@@ -193,7 +194,7 @@ def test_create_refuses_a_public_port_in_use_and_a_second_create(
 
 def test_events_are_emitted_after_each_action(web: Deployment) -> None:
     events = []
-    web.manager.subscribe(events.append)
+    web.context.events.subscribe(events.append)
     web.update("1.1.0")
     web.weight(10)
     web.abort()
@@ -207,7 +208,7 @@ def test_events_are_emitted_after_each_action(web: Deployment) -> None:
 def test_a_bad_nginx_config_is_never_installed(
     nginx: None, make_manager: Callable[..., DeploymentManager]
 ) -> None:
-    from workbench.deploy.router import NginxRouter
+    from workbench.deploy.router.nginx import NginxRouter
 
     broken = {"on": False}
 
@@ -218,13 +219,13 @@ def test_a_bad_nginx_config_is_never_installed(
 
     web = make_manager(router_factory=FlakyRouter).create("web", "stub", "1.0.0")
     web.update("1.1.0")
-    installed = web.manager.router("web").conf_path.read_text()
+    installed = web.context.router(web.state).conf_path.read_text()
     broken["on"] = True
     with pytest.raises(RouterError):
         web.promote()
     state = web.state
     assert state.rollout.phase is Phase.VERIFIED and state.weights == {"blue": 100, "green": 0}
-    assert web.manager.router("web").conf_path.read_text() == installed
+    assert web.context.router(web.state).conf_path.read_text() == installed
     assert colors(web.url, 5) == {"blue:1.0.0": 5}
     assert web.history()[-1].action == "promote" and web.history()[-1].outcome == "failed"
     broken["on"] = False
@@ -260,7 +261,7 @@ def test_restore_after_a_host_restart(web: Deployment) -> None:
     web.weight(50)
     before = web.state
     os.kill(int(before.instances["green"].ref), signal.SIGKILL)  # as a reboot would
-    web.manager.router("web").stop()
+    web.context.router(web.state).stop()
     status = web.status()
     assert not status.router_running and not status.instances[1].running
     state = web.restore(timeout=30)
@@ -275,10 +276,10 @@ def test_restore_after_a_host_restart(web: Deployment) -> None:
 def test_an_update_killed_before_it_recorded_its_instance_leaves_nothing_stuck(
     web: Deployment,
 ) -> None:
-    from workbench.deploy.base import InstanceSpec
+    from workbench.deploy.backends.base import InstanceSpec
 
     state = web.update("1.1.0", wait=False)
-    engine = web.manager.backend("process")
+    engine = web.context.backend(web.state)
     # simulate: the updater died between starting green and recording it
     web.abort()
     orphan = engine.start(InstanceSpec(deployment="web", color="green", model="stub",
@@ -292,8 +293,8 @@ def test_delete_stops_everything(web: Deployment) -> None:
     web.update("1.1.0")
     url = web.url
     refs = [int(r.ref) for r in web.state.instances.values()]
-    web.manager.delete("web")
-    assert web.manager.names() == []
+    web.delete()
+    assert web.context.store.names() == []
     import psutil
 
     assert not any(psutil.pid_exists(p) and psutil.Process(p).status() != "zombie" for p in refs)
@@ -304,7 +305,7 @@ def test_delete_stops_everything(web: Deployment) -> None:
 @pytest.mark.slow
 def test_real_serving_instances_blue_green(nginx: None, demo_repo: Path, home: Path) -> None:
     """`workbench serve` with Paddle on the demo digits model: create, update, promote, rollback."""
-    from workbench.deploy.deployment import DeploymentManager
+    from workbench.deploy.manager import DeploymentManager
 
     manager = DeploymentManager(home, repo=demo_repo)
     web = manager.create("digits", "digits", "stable", timeout=300)
@@ -334,8 +335,8 @@ def test_real_serving_instances_blue_green(nginx: None, demo_repo: Path, home: P
 def test_docker_backend_blue_green(request: pytest.FixtureRequest, home: Path) -> None:
     """The same rollout with serving containers of the workbench image on a real engine,
     behind a router that runs in containers of that image on that engine."""
-    from workbench.deploy.deployment import DeploymentManager
-    from workbench.deploy.docker_router import DockerNginx
+    from workbench.deploy.manager import DeploymentManager
+    from workbench.deploy.router.docker import DockerNginx
 
     engine: DockerEngine = request.getfixturevalue("docker_engine")
     repo: Path = request.getfixturevalue("served_repo")
@@ -368,7 +369,7 @@ def test_docker_backend_blue_green(request: pytest.FixtureRequest, home: Path) -
                 == {("blue", "1.0.0")}
     finally:
         manager.delete("dock")
-    from workbench.deploy.docker import LABEL
+    from workbench.deploy.backends.docker import LABEL
 
     left = engine.client.containers.list(all=True, filters={"label": f"{LABEL}.deployment=dock"})
     assert left == []

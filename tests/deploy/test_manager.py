@@ -6,10 +6,10 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from workbench.deploy.docker_router import DockerNginx
 from workbench.deploy.manager import DeploymentManager, default_router
-from workbench.deploy.nginx_local import LocalNginx
-from workbench.deploy.rollout import Rollout
+from workbench.deploy.rollout.phases import Rollout
+from workbench.deploy.router.docker import DockerNginx
+from workbench.deploy.router.local import LocalNginx
 from workbench.deploy.state import DeploymentState
 from workbench.errors import DeployError
 

@@ -12,8 +12,8 @@ import pytest
 
 from tests._wait import wait_until
 from tests.deploy.conftest import MODES
-from workbench.deploy.base import Instance, InstanceSpec
-from workbench.deploy.process import ProcessBackend, free_port, port_in_use
+from workbench.deploy.backends.base import Instance, InstanceSpec
+from workbench.deploy.backends.process import ProcessBackend, free_port, port_in_use
 from workbench.errors import BackendError
 
 

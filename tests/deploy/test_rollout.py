@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from workbench.deploy import rollout as flow
-from workbench.deploy.rollout import CHECKS, TRANSITIONS, Phase, Rollout, Verdict, advance
+from workbench.deploy.rollout import phases as flow
+from workbench.deploy.rollout.phases import CHECKS, TRANSITIONS, Phase, Rollout, Verdict, advance
 from workbench.errors import RolloutError
 
 

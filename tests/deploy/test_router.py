@@ -11,10 +11,11 @@ from typing import Any
 
 import pytest
 
-from workbench.deploy.base import NginxRunner
-from workbench.deploy.nginx_local import LocalNginx
-from workbench.deploy.router import NginxRouter, get_runner
-from workbench.deploy.routing import RoutingTable, Upstream, render_front, render_nginx
+from workbench.deploy.router import get_runner
+from workbench.deploy.router.base import NginxRunner, NopRouter, Router
+from workbench.deploy.router.local import LocalNginx
+from workbench.deploy.router.nginx import NginxRouter
+from workbench.deploy.router.table import RoutingTable, Upstream, render_front, render_nginx
 from workbench.errors import DeployError, RouterError
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -237,18 +238,15 @@ def test_local_nginx_is_a_runner() -> None:
         get_runner("k8s")
 
 
-def test_the_router_module_still_offers_the_names_that_moved() -> None:
-    import workbench.deploy.base as base
-    import workbench.deploy.nginx_local as nginx_local
-    import workbench.deploy.routing as routing
-    from workbench.deploy import router
-
-    moved = {
-        "RoutingTable": routing, "Upstream": routing, "render_nginx": routing,
-        "render_front": routing, "LocalNginx": nginx_local, "NginxRunner": base,
-    }
-    for name, home in moved.items():
-        assert getattr(router, name) is getattr(home, name), name
+def test_the_routers_follow_the_router_seam(tmp_path: Path) -> None:
+    nop = NopRouter()
+    assert isinstance(nop, Router)
+    assert isinstance(NginxRouter(tmp_path), Router)
+    assert not nop.running and nop.table is None
+    nop.apply(table())
+    assert nop.running and nop.table == table()
+    nop.stop()
+    assert not nop.running
 
 
 def test_missing_nginx_binary_is_a_clear_error(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from workbench.deploy.rollout import Phase, Rollout
+from workbench.deploy.rollout.phases import Phase, Rollout
 from workbench.deploy.state import (
     MAX_HISTORY,
     DeploymentState,

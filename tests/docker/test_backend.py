@@ -11,8 +11,8 @@ import pytest
 
 from tests._wait import wait_until
 from tests.docker.conftest import free_port
-from workbench.deploy.base import InstanceSpec
-from workbench.deploy.docker import MODELS_DIR, DockerBackend
+from workbench.deploy.backends.base import InstanceSpec
+from workbench.deploy.backends.docker import MODELS_DIR, DockerBackend
 from workbench.errors import BackendError
 
 if TYPE_CHECKING:
@@ -81,7 +81,7 @@ def test_serving_container_answers_and_is_found_again(
         str(served_repo.resolve()), MODELS_DIR, False,
     )
     assert container.attrs["Config"]["Healthcheck"]["Test"][:4] == [
-        "CMD", "python", "-m", "workbench.deploy.docker",
+        "CMD", "python", "-m", "workbench.health",
     ]
     # non-root, and the repository is read-only inside
     assert container.exec_run(["id", "-u"]).output.decode().strip() != "0"

@@ -108,7 +108,7 @@ def test_tini_is_pid_1_and_the_user_is_not_root(lab: Lab, docker_engine: DockerE
     assert config["User"] not in ("", "0", "root")
     assert config["Entrypoint"][0] == "tini"
     assert set(config["ExposedPorts"]) == {"8888/tcp", "2222/tcp", "8000/tcp", "8080/tcp"}
-    assert "workbench.deploy.docker" in " ".join(config["Healthcheck"]["Test"])
+    assert "workbench.health" in " ".join(config["Healthcheck"]["Test"])
 
 
 def test_jupyterlab_needs_the_token(lab: Lab) -> None:
@@ -122,7 +122,7 @@ def test_jupyterlab_needs_the_token(lab: Lab) -> None:
 
 
 def test_healthcheck_and_kernel_extension_config(lab: Lab) -> None:
-    result = lab.container.exec_run(["python", "-m", "workbench.deploy.docker", "healthcheck"])
+    result = lab.container.exec_run(["python", "-m", "workbench.health"])
     assert result.exit_code == 0, result.output
     assert result.output.decode().startswith("healthy: http://127.0.0.1:")
     assert "ipython_kernel_config.py" in _exec(lab.container, "ls", "/etc/ipython")

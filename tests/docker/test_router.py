@@ -10,8 +10,9 @@ import httpx
 import pytest
 
 from tests.docker.conftest import free_port
-from workbench.deploy.docker import DockerNginx
-from workbench.deploy.router import NginxRouter, RoutingTable, Upstream
+from workbench.deploy.router.docker import DockerNginx
+from workbench.deploy.router.nginx import NginxRouter
+from workbench.deploy.router.table import RoutingTable, Upstream
 from workbench.errors import RouterError
 
 if TYPE_CHECKING:

@@ -22,7 +22,7 @@ def _register() -> None:
     from workbench.cli import models
 
     app.add_typer(models.app, name="models")
-    for name in ("serve", "deploy", "compare", "lab", "extension"):
+    for name in ("serve", "deploy", "compare", "lab", "extension", "health"):
         try:
             module = __import__(f"workbench.cli.{name}", fromlist=["register"])
         except ModuleNotFoundError as exc:

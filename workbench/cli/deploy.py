@@ -1,6 +1,6 @@
 """``workbench deploy``: blue/green deployments from a shell.
 
-A thin face over :mod:`workbench.deploy.deployment`; the notebook extension calls
+A thin face over :mod:`workbench.deploy.manager`; the notebook extension calls
 the same API and reads the same state, so what one does the other sees.
 """
 
@@ -18,8 +18,9 @@ from workbench.cli._common import JsonOption, RepoOption, console, print_json
 if TYPE_CHECKING:
     from rich.console import RenderableType
 
-    from workbench.deploy.deployment import DeploymentManager, DeploymentStatus
+    from workbench.deploy.manager import DeploymentManager
     from workbench.deploy.state import DeploymentState
+    from workbench.deploy.status import DeploymentStatus
 
 app = typer.Typer(
     help="Blue/green deployments: one router in front of two colours of serving instances.",
@@ -36,7 +37,7 @@ def register(parent: typer.Typer) -> None:
 
 
 def _manager(repo: Path | None = None) -> DeploymentManager:
-    from workbench.deploy.deployment import DeploymentManager
+    from workbench.deploy.manager import DeploymentManager
 
     return DeploymentManager(repo=repo)
 

@@ -15,11 +15,11 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from workbench.deploy.backends import get_backend
+    from workbench.deploy.backends.process import ProcessBackend
     from workbench.deploy.deployment import Deployment
     from workbench.deploy.events import DeployEvent
     from workbench.deploy.manager import DeploymentManager
-    from workbench.deploy.process import ProcessBackend
-    from workbench.deploy.rollout import Phase
+    from workbench.deploy.rollout.phases import Phase
     from workbench.deploy.state import DeploymentState, HistoryEntry, StateStore
     from workbench.deploy.status import DeploymentStatus, InstanceStatus
 
@@ -46,8 +46,8 @@ _WHERE = {
     "DeploymentState": "state",
     "HistoryEntry": "state",
     "StateStore": "state",
-    "Phase": "rollout",
-    "ProcessBackend": "process",
+    "Phase": "rollout.phases",
+    "ProcessBackend": "backends.process",
     "get_backend": "backends",
 }
 

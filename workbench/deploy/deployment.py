@@ -3,7 +3,7 @@
 This is the one Python API that the ``workbench deploy`` CLI and the notebook
 extension both call. Every action is a short transaction on the persisted state
 (:mod:`workbench.deploy.state`): take the deployment's file lock, read, compute the
-next rollout (:mod:`workbench.deploy.rollout`, pure), carry out its effects in one
+next rollout (:mod:`workbench.deploy.rollout.phases`, pure), carry out its effects in one
 order — **traffic first** (one router apply), **then instances** (stop what no
 longer belongs), **then the state file**, **then the event** — and release. Slow
 work (starting a process, waiting for readiness, the agreement check) happens
@@ -16,11 +16,13 @@ the rollout in the meantime.
     >>> web.promote()                                        # all traffic to green
     >>> web.rollback()                                       # all traffic back to blue
 
-The pieces live beside this module: :mod:`~workbench.deploy.manager`
-(:class:`DeploymentManager`), :mod:`~workbench.deploy.verification` (the checks a
-candidate passes), :mod:`~workbench.deploy.status` (:class:`DeploymentStatus`) and
-:mod:`~workbench.deploy.events` (:class:`DeployEvent`). Their public names are
-re-exported here.
+A :class:`Deployment` acts through a small :class:`DeployContext` (the state store,
+its backend, its router, the event subscribers) that
+:class:`~workbench.deploy.manager.DeploymentManager` hands it; it never sees the
+manager. The pieces live beside this module: :mod:`~workbench.deploy.rollout.verification`
+(the checks a candidate passes), :mod:`~workbench.deploy.status`
+(:class:`~workbench.deploy.status.DeploymentStatus`) and :mod:`~workbench.deploy.events`
+(:class:`~workbench.deploy.events.DeployEvent`).
 """
 
 from __future__ import annotations
@@ -29,19 +31,19 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from workbench.deploy import rollout as flow
-from workbench.deploy.base import InstanceSpec, check_deployment_name
+from workbench.deploy.backends.process import free_port
 from workbench.deploy.events import DeployEvent
-from workbench.deploy.process import free_port
-from workbench.deploy.rollout import CHECKS, Phase, Rollout
-from workbench.deploy.routing import RoutingTable, Upstream
+from workbench.deploy.names import check_deployment_name
+from workbench.deploy.rollout import phases as flow
+from workbench.deploy.rollout.phases import CHECKS, Phase, Rollout
+from workbench.deploy.rollout.verification import Probe, wait_healthy
+from workbench.deploy.router.table import RoutingTable, Upstream
 from workbench.deploy.state import InstanceRecord, Plan
-from workbench.deploy.status import DeploymentStatus, InstanceStatus, look_at_instances
-from workbench.deploy.verification import Probe, wait_healthy
+from workbench.deploy.status import DeploymentStatus, look_at_instances
 from workbench.errors import (
     BackendError,
     DeployError,
@@ -52,20 +54,12 @@ from workbench.errors import (
 
 if TYPE_CHECKING:
     from workbench._types import Color, StrPath
-    from workbench.deploy.base import Backend, Instance
-    from workbench.deploy.manager import DeploymentManager, open_deployment
-    from workbench.deploy.state import DeploymentState, HistoryEntry
+    from workbench.deploy.backends.base import Backend, Instance
+    from workbench.deploy.events import Subscribers
+    from workbench.deploy.router.base import Router
+    from workbench.deploy.state import DeploymentState, HistoryEntry, StateStore
 
-__all__ = [
-    "DeployEvent",
-    "Deployment",
-    "DeploymentManager",
-    "DeploymentStatus",
-    "InstanceStatus",
-    "instance_spec",
-    "open_deployment",
-    "routing_table",
-]
+__all__ = ["DeployContext", "Deployment", "resolve_version", "routing_table"]
 
 log = logging.getLogger(__name__)
 
@@ -75,29 +69,32 @@ _SINGLE = frozenset({Phase.STABLE, Phase.STARTING, Phase.ROLLED_BACK, Phase.FAIL
 _ROUTED = frozenset({Phase.VERIFIED, Phase.CANARY, Phase.PROMOTED})
 
 
-def __getattr__(name: str) -> Any:
-    # The manager imports this module (it hands out Deployments), so its names are
-    # re-exported lazily: ``from workbench.deploy.deployment import DeploymentManager``.
-    if name in ("DeploymentManager", "open_deployment"):
-        from workbench.deploy import manager
+@dataclass(frozen=True)
+class DeployContext:
+    """What a deployment acts through: its state, its instances, its router, its listeners."""
 
-        return getattr(manager, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    store: StateStore
+    #: The backend that runs a deployment's instances (``state.backend`` with its options).
+    backend: Callable[[DeploymentState], Backend]
+    #: The router of a deployment, run where ``state.router`` says.
+    router: Callable[[DeploymentState], Router]
+    events: Subscribers
+    repo: Path  # where versions are resolved
+
+    def emit(self, event: DeployEvent) -> None:
+        self.events.emit(event)
 
 
-def instance_spec(state: DeploymentState, color: Color, version: str, port: int) -> InstanceSpec:
-    """What the backend starts for ``color`` serving ``version`` on ``port``."""
-    return InstanceSpec(
-        deployment=state.name,
-        color=color,
-        model=state.model,
-        version=version,
-        repo=state.repo,
-        port=port,
-        host="127.0.0.1",
-        device=state.device,
-        workers=state.workers,
-    )
+def resolve_version(repo: StrPath, model: str, ref: str) -> str:
+    """A version string for ``ref`` (a version, or an alias such as ``stable``) in ``repo``."""
+    try:
+        from workbench.model.repository import ModelRepository
+    except ImportError:  # pragma: no cover - the model layer ships with the package
+        return ref
+    try:
+        return str(ModelRepository(repo).resolve(model, ref))
+    except WorkbenchError as exc:
+        raise DeployError(f"cannot deploy {model} {ref}: {exc}") from exc
 
 
 def routing_table(state: DeploymentState) -> RoutingTable:
@@ -131,8 +128,8 @@ def routing_table(state: DeploymentState) -> RoutingTable:
 class Deployment:
     """One deployment; every method reads the persisted state afresh."""
 
-    def __init__(self, manager: DeploymentManager, name: str) -> None:
-        self.manager = manager
+    def __init__(self, context: DeployContext, name: str) -> None:
+        self.context = context
         self.name = check_deployment_name(name)
 
     def __repr__(self) -> str:
@@ -142,7 +139,7 @@ class Deployment:
 
     @property
     def state(self) -> DeploymentState:
-        return self.manager.store.load(self.name)
+        return self.context.store.load(self.name)
 
     @property
     def url(self) -> str:
@@ -169,7 +166,7 @@ class Deployment:
         router_running = False
         if probe:
             with contextlib.suppress(WorkbenchError, OSError):
-                router_running = self.manager.router(self.name, state).running
+                router_running = self.context.router(state).running
         return DeploymentStatus(state, router_running, instances)
 
     def logs(self, color: Color, tail: int = 200) -> str:
@@ -204,7 +201,7 @@ class Deployment:
         candidate fails (the state then says ``failed`` and why).
         """
         state = self.state
-        resolved = self.manager.resolve_version(state.model, version)
+        resolved = resolve_version(self.context.repo, state.model, version)
         if not 0.0 <= min_agreement <= 1.0:
             raise DeployError(f"min_agreement must be in 0..1, not {min_agreement}")
         sample = None
@@ -234,7 +231,7 @@ class Deployment:
         state = self._act(
             "update", begin, plan=plan, reason=f"{state.model} {resolved} as candidate"
         )
-        spec = instance_spec(state, state.rollout.candidate, resolved, plan.port)
+        spec = state.instance_spec(state.rollout.candidate, resolved, plan.port)
         engine = self._backend(state)
         try:
             for stale in engine.find(self.name):
@@ -304,7 +301,7 @@ class Deployment:
         rollout = flow.advance(state.rollout, probe, now=time.time())
         if rollout == state.rollout and probe.report is None:
             return state
-        with self.manager.store.transaction(self.name) as txn:
+        with self.context.store.transaction(self.name) as txn:
             current = txn.state
             if current.revision != state.revision:
                 return current  # someone else moved it; look again on the next tick
@@ -324,7 +321,7 @@ class Deployment:
                 after = after.record(action, outcome, reason)
             saved = txn.save(after)
         for action, outcome, reason in entries:
-            self.manager.emit(DeployEvent.of(saved, action, outcome, reason))
+            self.context.emit(DeployEvent.of(saved, action, outcome, reason))
         return saved
 
     def promote(self, reason: str = "") -> DeploymentState:
@@ -364,7 +361,7 @@ class Deployment:
         port), wait until it is ready and healthy, then start the router on the recorded
         table. Colours that still run are left alone."""
         restarted: list[str] = []
-        with self.manager.store.transaction(self.name) as txn:
+        with self.context.store.transaction(self.name) as txn:
             state = txn.state
             engine = self._backend(state)
             for color, record in sorted(state.instances.items()):
@@ -372,7 +369,7 @@ class Deployment:
                 if engine.is_running(old):
                     continue
                 engine.stop(old)  # forget the stale record
-                instance = engine.start(instance_spec(state, color, record.version, record.port))
+                instance = engine.start(state.instance_spec(color, record.version, record.port))
                 try:
                     wait_healthy(engine, instance, timeout)
                 except BaseException:
@@ -384,20 +381,20 @@ class Deployment:
                 restarted.append(f"{color} {record.version}")
             router_was_up = self._router_up(state)
             if restarted or not router_was_up:
-                self.manager.router(self.name, state).apply(routing_table(state))
+                self.context.router(state).apply(routing_table(state))
             what = ", ".join(restarted) or "no instance"
             message = f"restarted {what}" + ("" if router_was_up else " and the router")
             saved = txn.save(state.record("restore", "ok", message))
-        self.manager.emit(DeployEvent.of(saved, "restore", "ok", message))
+        self.context.emit(DeployEvent.of(saved, "restore", "ok", message))
         return saved
 
     def delete(self, timeout: float = 10.0) -> None:
         """Stop the router and every instance (graceful), then remove the files."""
-        store = self.manager.store
+        store = self.context.store
         with store.lock(self.name):
             state = store.load(self.name)
             with contextlib.suppress(RouterError):
-                self.manager.router(self.name, state).stop()
+                self.context.router(state).stop()
             engine = self._backend(state)
             seen = set()
             for record in state.instances.values():
@@ -409,12 +406,12 @@ class Deployment:
                     if instance.ref not in seen:
                         engine.stop(instance, timeout)
         store.remove(self.name)
-        self.manager.emit(DeployEvent(self.name, "delete", "ok", "deleted", "deleted"))
+        self.context.emit(DeployEvent(self.name, "delete", "ok", "deleted", "deleted"))
 
     # -- internals -----------------------------------------------------------------------
 
     def _backend(self, state: DeploymentState) -> Backend:
-        return self.manager.backend(state.backend, state.backend_options)
+        return self.context.backend(state)
 
     def _effects(self, before: DeploymentState, after: DeploymentState) -> DeploymentState:
         """Carry out what changed from ``before`` to ``after``: traffic, then instances.
@@ -429,7 +426,7 @@ class Deployment:
                 drop.append(candidate)
                 after = after.without_instance(candidate.color)
         if routing_table(after) != routing_table(before) or not self._router_up(after):
-            self.manager.router(self.name, after).apply(routing_table(after))
+            self.context.router(after).apply(routing_table(after))
         engine = self._backend(after)
         for record in drop:
             try:
@@ -440,7 +437,7 @@ class Deployment:
 
     def _router_up(self, state: DeploymentState) -> bool:
         try:
-            return self.manager.router(self.name, state).running
+            return self.context.router(state).running
         except (RouterError, OSError):
             return False
 
@@ -453,7 +450,7 @@ class Deployment:
         plan: Plan | None = None,
     ) -> DeploymentState:
         """One locked transaction: next rollout, effects, persist (refusals recorded), emit."""
-        with self.manager.store.transaction(self.name) as txn:
+        with self.context.store.transaction(self.name) as txn:
             before = txn.state
             now = time.time()
             try:
@@ -471,12 +468,12 @@ class Deployment:
                 raise
             message = reason or rollout.message
             saved = txn.save(after.record(action, "ok", message))
-        self.manager.emit(DeployEvent.of(saved, action, "ok", message))
+        self.context.emit(DeployEvent.of(saved, action, "ok", message))
         return saved
 
     def _attach(self, state: DeploymentState, instance: Instance) -> DeploymentState:
         """Record the started candidate, unless another process moved the rollout meanwhile."""
-        with self.manager.store.transaction(self.name) as txn:
+        with self.context.store.transaction(self.name) as txn:
             current = txn.state
             ok = (
                 current.rollout.phase is Phase.STARTING
@@ -495,11 +492,11 @@ class Deployment:
         return saved
 
     def _fail(self, state: DeploymentState, reason: str) -> None:
-        with self.manager.store.transaction(self.name) as txn:
+        with self.context.store.transaction(self.name) as txn:
             current = txn.state
             if current.rollout.phase is not Phase.STARTING or current.plan != state.plan:
                 return
             after = replace(current, rollout=flow.fail(current.rollout, reason, now=time.time()))
             after = self._effects(current, after)
             saved = txn.save(after.record("verify", "failed", reason))
-        self.manager.emit(DeployEvent.of(saved, "verify", "failed", reason))
+        self.context.emit(DeployEvent.of(saved, "verify", "failed", reason))

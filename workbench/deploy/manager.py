@@ -6,9 +6,9 @@ and version resolution against the model repository.
 
 Where a deployment's router runs is decided when it is created and persisted as
 ``state.router``, so every later process builds the same runner and finds the same
-nginx: ``"docker"`` (:class:`~workbench.deploy.docker_router.DockerNginx`, a
+nginx: ``"docker"`` (:class:`~workbench.deploy.router.docker.DockerNginx`, a
 container of the instances' image on their engine) for the docker backend on a
-local engine, ``"process"`` (:class:`~workbench.deploy.nginx_local.LocalNginx`)
+local engine, ``"process"`` (:class:`~workbench.deploy.router.local.LocalNginx`)
 otherwise.
 """
 
@@ -21,19 +21,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from workbench.deploy.backends import get_backend
-from workbench.deploy.base import check_deployment_name
-from workbench.deploy.deployment import Deployment, instance_spec, routing_table
+from workbench.deploy.backends.process import free_port, port_in_use
+from workbench.deploy.deployment import DeployContext, Deployment, resolve_version, routing_table
 from workbench.deploy.events import DeployEvent, EventCallback, Subscribers
-from workbench.deploy.process import free_port, port_in_use
-from workbench.deploy.rollout import Phase, Rollout
+from workbench.deploy.names import check_deployment_name
+from workbench.deploy.rollout.phases import Phase, Rollout
+from workbench.deploy.rollout.verification import wait_healthy
 from workbench.deploy.state import DeploymentState, InstanceRecord, StateStore
-from workbench.deploy.verification import wait_healthy
 from workbench.errors import DeployError, WorkbenchError
 
 if TYPE_CHECKING:
     from workbench._types import StrPath
-    from workbench.deploy.base import Backend, NginxRunner
-    from workbench.deploy.router import NginxRouter
+    from workbench.deploy.backends.base import Backend
+    from workbench.deploy.router.base import NginxRunner
+    from workbench.deploy.router.nginx import NginxRouter
 
 __all__ = ["BackendFactory", "DeploymentManager", "RouterFactory", "open_deployment"]
 
@@ -45,7 +46,7 @@ _DOCKER_ROUTER_OPTIONS = ("docker_host", "image", "known_hosts", "identity_file"
 
 
 def _local_engine(options: Mapping[str, str]) -> bool:
-    from workbench.deploy.docker_engine import is_local
+    from workbench.deploy.backends.engine import is_local
 
     return is_local(options.get("docker_host"))
 
@@ -128,7 +129,7 @@ class DeploymentManager:
         workdir = self.store.directory(name) / "router"
         if self._router_factory is not None:
             return self._router_factory(workdir)
-        from workbench.deploy.router import NginxRouter
+        from workbench.deploy.router.nginx import NginxRouter
 
         if state is None and self.store.exists(name):
             state = self.store.load(name)
@@ -143,14 +144,18 @@ class DeploymentManager:
 
     def resolve_version(self, model: str, ref: str) -> str:
         """A version string for ``ref`` (a version, or an alias such as ``stable``)."""
-        try:
-            from workbench.model.repository import ModelRepository
-        except ImportError:  # pragma: no cover - the model layer ships with the package
-            return ref
-        try:
-            return str(ModelRepository(self.repo).resolve(model, ref))
-        except WorkbenchError as exc:
-            raise DeployError(f"cannot deploy {model} {ref}: {exc}") from exc
+        return resolve_version(self.repo, model, ref)
+
+    @property
+    def context(self) -> DeployContext:
+        """What the deployments of this manager act through."""
+        return DeployContext(
+            store=self.store,
+            backend=lambda state: self.backend(state.backend, state.backend_options),
+            router=lambda state: self.router(state.name, state),
+            events=self._subscribers,
+            repo=self.repo,
+        )
 
     # -- the API -------------------------------------------------------------------------
 
@@ -164,7 +169,7 @@ class DeploymentManager:
         """An existing deployment (StateError if there is none of that name)."""
         check_deployment_name(name)
         self.store.load(name)
-        return Deployment(self, name)
+        return Deployment(self.context, name)
 
     def create(
         self,
@@ -205,7 +210,7 @@ class DeploymentManager:
         if router not in RUNNERS:
             raise DeployError(f"unknown router {router!r}; choose one of: {', '.join(RUNNERS)}")
         if router == "docker" and not _local_engine(options):
-            from workbench.deploy.docker_engine import describe
+            from workbench.deploy.backends.engine import describe
 
             raise DeployError(
                 "the docker router needs a Docker engine on this machine (it mounts the "
@@ -230,7 +235,7 @@ class DeploymentManager:
                 workers=workers,
                 rollout=Rollout(phase=Phase.STABLE, stable="blue", since=time.time()),
             )
-            spec = instance_spec(state, "blue", resolved, instance_port or free_port())
+            spec = state.instance_spec("blue", resolved, instance_port or free_port())
             engine = self.backend(backend, options)
             instance = engine.start(spec)
             try:
@@ -245,7 +250,7 @@ class DeploymentManager:
                 raise
             state = txn.save(state.record("create", "ok", f"{model} {resolved} live on blue"))
         self.emit(DeployEvent.of(state, "create", "ok", f"{model} {resolved} on blue"))
-        return Deployment(self, name)
+        return Deployment(self.context, name)
 
     def delete(self, name: str) -> None:
         """Stop the router and every instance, then remove the deployment's files."""

@@ -32,14 +32,9 @@ from typing import TYPE_CHECKING, Any
 from filelock import FileLock
 from filelock import Timeout as LockTimeout
 
-from workbench.deploy.base import (
-    COLORS,
-    Instance,
-    InstanceSpec,
-    check_deployment_name,
-    check_instance_address,
-)
-from workbench.deploy.rollout import Rollout
+from workbench.deploy.backends.base import Instance, InstanceSpec, check_instance_address
+from workbench.deploy.names import COLORS, check_deployment_name
+from workbench.deploy.rollout.phases import Rollout
 from workbench.errors import StateError
 
 if TYPE_CHECKING:
@@ -114,17 +109,7 @@ class InstanceRecord:
         )
 
     def to_instance(self, state: DeploymentState) -> Instance:
-        spec = InstanceSpec(
-            deployment=state.name,
-            color=self.color,
-            model=state.model,
-            version=self.version,
-            repo=state.repo,
-            port=self.port,
-            host=self.host,
-            device=state.device,
-            workers=state.workers,
-        )
+        spec = state.instance_spec(self.color, self.version, self.port, host=self.host)
         return Instance(spec=spec, backend=self.backend, ref=self.ref, labels=dict(self.labels))
 
     def to_dict(self) -> dict[str, Any]:
@@ -307,6 +292,22 @@ class DeploymentState:
     def candidate_version(self) -> str | None:
         record = self.candidate
         return record.version if record else None
+
+    def instance_spec(
+        self, color: Color, version: str, port: int, *, host: str = "127.0.0.1"
+    ) -> InstanceSpec:
+        """What a backend starts for ``color`` serving ``version`` on ``port``."""
+        return InstanceSpec(
+            deployment=self.name,
+            color=color,
+            model=self.model,
+            version=version,
+            repo=self.repo,
+            port=port,
+            host=host,
+            device=self.device,
+            workers=self.workers,
+        )
 
     def with_instance(self, record: InstanceRecord) -> DeploymentState:
         return replace(self, instances={**self.instances, record.color: record})

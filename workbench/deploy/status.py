@@ -5,13 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from workbench.deploy.base import COLORS
 from workbench.deploy.client import ServingClient
+from workbench.deploy.names import COLORS
 from workbench.errors import WorkbenchError
 
 if TYPE_CHECKING:
     from workbench._types import Color
-    from workbench.deploy.base import Backend
+    from workbench.deploy.backends.base import Backend
     from workbench.deploy.state import DeploymentState
 
 __all__ = ["DeploymentStatus", "InstanceStatus", "look_at_instances"]

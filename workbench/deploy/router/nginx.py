@@ -1,7 +1,7 @@
 """The nginx router of a deployment: a routing table in, a checked and reloaded nginx out.
 
-:meth:`NginxRouter.apply` installs the configurations :mod:`workbench.deploy.routing`
-renders from a :class:`~workbench.deploy.routing.RoutingTable`, the safe way::
+:meth:`NginxRouter.apply` installs the configurations :mod:`workbench.deploy.router.table`
+renders from a :class:`~workbench.deploy.router.table.RoutingTable`, the safe way::
 
     render -> write temp files in the workdir -> `nginx -t` on each
            -> os.replace over the installed files -> start, or graceful reload
@@ -10,12 +10,10 @@ renders from a :class:`~workbench.deploy.routing.RoutingTable`, the safe way::
 A configuration that fails the check is never installed; the error carries
 nginx's own message. Switching and rolling back are one ``apply`` (one reload).
 
-Where nginx runs is the :class:`~workbench.deploy.base.NginxRunner` seam:
-:class:`~workbench.deploy.nginx_local.LocalNginx` (a local process, the default) or
-:class:`~workbench.deploy.docker_router.DockerNginx` (a container); :func:`get_runner`
-picks one by name. The names that used to live here (the routing table, the
-renderers, the runners) are re-exported, so ``from workbench.deploy.router import
-RoutingTable, LocalNginx`` keeps working.
+Where nginx runs is the :class:`~workbench.deploy.router.base.NginxRunner` seam:
+:class:`~workbench.deploy.router.local.LocalNginx` (a local process, the default) or
+:class:`~workbench.deploy.router.docker.DockerNginx` (a container);
+:func:`~workbench.deploy.router.get_runner` picks one by name.
 """
 
 from __future__ import annotations
@@ -29,20 +27,18 @@ import socket
 import tempfile
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import filelock
 
-from workbench.deploy.base import NginxRunner
-from workbench.deploy.nginx_local import LocalNginx
-from workbench.deploy.routing import (
+from workbench.deploy.router.local import LocalNginx
+from workbench.deploy.router.table import (
     ACCESS_LOG,
     CONF_FILE,
     ERROR_LOG,
     FRONT_DIR,
     SOCKET_FILE,
     RoutingTable,
-    Upstream,
     hostport,
     render_front,
     render_nginx,
@@ -51,43 +47,14 @@ from workbench.errors import RouterError
 
 if TYPE_CHECKING:
     from workbench._types import StrPath
+    from workbench.deploy.router.base import NginxRunner
 
-__all__ = [
-    "RUNNERS",
-    "LocalNginx",
-    "NginxRouter",
-    "NginxRunner",
-    "RoutingTable",
-    "Upstream",
-    "get_runner",
-    "render_front",
-    "render_nginx",
-]
+__all__ = ["NginxRouter"]
 
 logger = logging.getLogger(__name__)
 
 TABLE_FILE = "table.json"  # in the workdir: the installed table, read back by `table`
 _LOCK_FILE = ".router.lock"
-
-RUNNERS: tuple[str, ...] = ("process", "docker")
-
-
-def get_runner(name: str = "process", **options: Any) -> NginxRunner:
-    """An nginx runner by name; ``options`` go to its constructor.
-
-    ``process``: :class:`~workbench.deploy.nginx_local.LocalNginx` (``binary``...).
-    ``docker``: :class:`~workbench.deploy.docker_router.DockerNginx` (``docker_host``,
-    ``image``...), imported only when asked for. Options that are None are dropped.
-    """
-    options = {k: v for k, v in options.items() if v is not None}
-    if name == "process":
-        return LocalNginx(**options)
-    if name == "docker":
-        from workbench.deploy.docker_router import DockerNginx
-
-        return DockerNginx(**options)
-    raise RouterError(f"unknown router runner {name!r}; choose one of: {', '.join(RUNNERS)}")
-
 
 def _check_port_free(host: str, port: int) -> None:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET

@@ -1,4 +1,4 @@
-"""The image's HEALTHCHECK command, without an engine: what it probes in each mode."""
+"""The image's health check (`python -m workbench.health`, `workbench health`): what it probes in each mode."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from workbench.deploy import docker as docker_module
-from workbench.deploy.docker import healthcheck, main
+from workbench import health as health_module
+from workbench.health import healthcheck, main
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -18,7 +18,7 @@ TINI = ["tini", "-g", "--", "/usr/local/bin/start.sh"]
 
 
 def _pid1(monkeypatch: pytest.MonkeyPatch, args: list[str]) -> None:
-    monkeypatch.setattr(docker_module, "_pid1_args", lambda: args)
+    monkeypatch.setattr(health_module, "_pid1_args", lambda: args)
 
 
 @pytest.mark.parametrize(
@@ -40,21 +40,21 @@ def test_the_mode_decides_what_is_probed(
     monkeypatch.delenv("JUPYTER_PORT", raising=False)
     monkeypatch.delenv("WORKBENCH_SERVE_PORT", raising=False)
     _pid1(monkeypatch, [*TINI, *args])
-    assert docker_module._health_target()[1] == url
+    assert health_module._health_target()[1] == url
 
 
 def test_lab_uses_the_configured_address(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WORKBENCH_LISTEN", "0.0.0.0")
     monkeypatch.setenv("JUPYTER_PORT", "9999")
     _pid1(monkeypatch, [*TINI, "lab"])
-    assert docker_module._health_target() == ("lab", "http://127.0.0.1:9999/api")
+    assert health_module._health_target() == ("lab", "http://127.0.0.1:9999/api")
 
 
 def test_router_mode_checks_for_nginx(monkeypatch: pytest.MonkeyPatch) -> None:
     _pid1(monkeypatch, [*TINI, "router", "/srv/router/nginx.conf"])
-    monkeypatch.setattr(docker_module, "_nginx_runs", lambda: False)
+    monkeypatch.setattr(health_module, "_nginx_runs", lambda: False)
     assert healthcheck() == (False, "nginx is not running")
-    monkeypatch.setattr(docker_module, "_nginx_runs", lambda: True)
+    monkeypatch.setattr(health_module, "_nginx_runs", lambda: True)
     assert healthcheck() == (True, "nginx runs")
 
 
@@ -84,8 +84,19 @@ def server() -> Iterator[str]:
 
 
 def test_exit_status_follows_the_answer(server: str, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["healthcheck", "--url", f"{server}/ok"]) == 0
+    assert main(["--url", f"{server}/ok"]) == 0
     assert capsys.readouterr().out.startswith("healthy: ")
-    assert main(["healthcheck", "--url", f"{server}/not-ready"]) == 1
+    assert main(["--url", f"{server}/not-ready"]) == 1
     assert "HTTP 503" in capsys.readouterr().out
-    assert main(["healthcheck", "--url", "http://127.0.0.1:1/", "--timeout", "1"]) == 1
+    assert main(["--url", "http://127.0.0.1:1/", "--timeout", "1"]) == 1
+
+
+def test_workbench_health_is_the_same_check(server: str) -> None:
+    from typer.testing import CliRunner
+
+    from workbench.cli import app
+
+    ok = CliRunner().invoke(app, ["health", "--url", f"{server}/ok"])
+    assert ok.exit_code == 0 and ok.output.startswith("healthy: ")
+    bad = CliRunner().invoke(app, ["health", "--url", f"{server}/not-ready"])
+    assert bad.exit_code == 1 and "HTTP 503" in bad.output

@@ -14,14 +14,14 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from workbench.deploy.client import ServingClient
-from workbench.deploy.rollout import Verdict
+from workbench.deploy.rollout.phases import Verdict
 from workbench.errors import BackendError, WorkbenchError
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    from workbench.deploy.agreement import AgreementReport
-    from workbench.deploy.base import Backend, Instance
+    from workbench.deploy.backends.base import Backend, Instance
+    from workbench.deploy.rollout.agreement import AgreementReport
     from workbench.deploy.state import DeploymentState, InstanceRecord, Plan
 
 __all__ = ["Probe", "agreement_samples", "wait_healthy"]
@@ -105,7 +105,7 @@ class Probe:
         return Verdict.failed(health.error or f"status {health.status}")
 
     def agreement(self) -> Verdict:
-        from workbench.deploy.agreement import check_agreement
+        from workbench.deploy.rollout.agreement import check_agreement
 
         stable, candidate = self.state.stable, self.state.candidate
         assert candidate is not None
@@ -136,7 +136,7 @@ def agreement_samples(
     state: DeploymentState, plan: Plan | None
 ) -> list[tuple[str, Mapping[str, Any]]]:
     """The agreement inputs: both versions' manifest samples and the plan's sample file."""
-    from workbench.deploy.agreement import load_sample_file
+    from workbench.deploy.rollout.agreement import load_sample_file
 
     batches: list[tuple[str, Mapping[str, Any]]] = []
     names: list[str] = []

@@ -46,7 +46,7 @@ from pathlib import Path
 from string import Template
 from typing import TYPE_CHECKING, Any
 
-from workbench.deploy.base import COLORS, check_deployment_name
+from workbench.deploy.names import COLORS, check_deployment_name
 from workbench.errors import RouterError
 
 if TYPE_CHECKING:

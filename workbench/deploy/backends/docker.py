@@ -12,13 +12,13 @@ image's non-root user, uses host networking (or publishes its port), gets the GP
 of ``spec.device`` through a device request, and carries labels
 (``workbench.deployment``, ``workbench.color``, ``workbench.model``,
 ``workbench.version``, ...) from which :meth:`DockerBackend.find` rebuilds its
-:class:`~workbench.deploy.base.Instance` after a restart. Remote engines are
+:class:`~workbench.deploy.backends.base.Instance` after a restart. Remote engines are
 reached through paramiko; an unknown SSH host key is refused (see
-:mod:`workbench.deploy.docker_engine`).
+:mod:`workbench.deploy.backends.engine`).
 
-:class:`~workbench.deploy.docker_router.DockerNginx` (re-exported here) runs the
+:class:`~workbench.deploy.router.docker.DockerNginx` (re-exported here) runs the
 router's nginx in a container of the same image, and ``python -m
-workbench.deploy.docker healthcheck`` is the image's ``HEALTHCHECK``.
+workbench.deploy.backends.docker healthcheck`` is the image's ``HEALTHCHECK``.
 
 The Docker SDK is imported when a client is first needed.
 """
@@ -31,39 +31,32 @@ import logging
 import math
 import os
 import socket
-import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from workbench.deploy.base import COLORS, Backend, Instance, InstanceSpec, check_deployment_name
-from workbench.deploy.docker_engine import (
-    UnknownHostKeyError,
+from workbench.deploy.backends.base import Backend, Instance, InstanceSpec
+from workbench.deploy.backends.engine import (
     connect,
     describe,
     is_local,
     sdk,
     translate,
 )
-from workbench.deploy.docker_router import DockerNginx
+from workbench.deploy.names import COLORS, check_deployment_name
 from workbench.errors import BackendError
+from workbench.health import loopback
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Mapping
 
-    from workbench._types import Color, StrPath
+    from workbench._types import StrPath
 
 __all__ = [
     "DEFAULT_IMAGE",
     "MODELS_DIR",
     "DockerBackend",
-    "DockerNginx",
-    "UnknownHostKeyError",
-    "connect",
-    "healthcheck",
 ]
 
 logger = logging.getLogger(__name__)
@@ -77,7 +70,6 @@ MODELS_DIR = "/models"
 START_GRACE = 3.0
 LABEL = "workbench"
 _LOG_LINES = 25
-_WILDCARDS = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}
 
 
 def default_image() -> str:
@@ -97,7 +89,7 @@ def _port_taken(host: str, port: int) -> bool:
 
 def _accepts(host: str, port: int) -> bool:
     try:
-        with socket.create_connection((_WILDCARDS.get(host, host), port), timeout=0.2):
+        with socket.create_connection((loopback(host), port), timeout=0.2):
             return True
     except OSError:
         return False
@@ -220,15 +212,9 @@ class DockerBackend(Backend):
     def labels(self, spec: InstanceSpec) -> dict[str, str]:
         """The labels of ``spec``'s container; :meth:`find` reads them back."""
         return {
-            f"{LABEL}.deployment": spec.deployment,
-            f"{LABEL}.color": spec.color,
-            f"{LABEL}.model": spec.model,
-            f"{LABEL}.version": spec.version,
-            f"{LABEL}.repo": spec.repo,
-            f"{LABEL}.host": spec.host,
-            f"{LABEL}.port": str(spec.port),
-            f"{LABEL}.device": spec.device,
-            f"{LABEL}.workers": str(spec.workers),
+            f"{LABEL}.{key}": str(value)
+            for key, value in spec.to_dict().items()
+            if not isinstance(value, list)
         }
 
     def plan(self, spec: InstanceSpec) -> tuple[list[str], dict[str, Any]]:
@@ -251,14 +237,14 @@ class DockerBackend(Backend):
         env = {**self.env, **dict(spec.env), "WORKBENCH_REPO": MODELS_DIR}
         if spec.admin_token:
             env["WORKBENCH_ADMIN_TOKEN"] = spec.admin_token
-        ready = f"http://{_WILDCARDS.get(inside.host, inside.host)}:{spec.port}/v2/health/ready"
+        ready = f"http://{loopback(inside.host)}:{spec.port}/v2/health/ready"
         kwargs: dict[str, Any] = {
             "name": self.container_name(spec),
             "labels": self.labels(spec),
             "environment": env,
             "volumes": {repo: {"bind": MODELS_DIR, "mode": "ro"}},
             "healthcheck": {
-                "test": ["CMD", "python", "-m", "workbench.deploy.docker", "healthcheck",
+                "test": ["CMD", "python", "-m", "workbench.health",
                          "--url", ready],
                 "interval": 5_000_000_000,  # nanoseconds
                 "timeout": 3_000_000_000,
@@ -416,114 +402,8 @@ class DockerBackend(Backend):
 
     def _from_labels(self, container: Any) -> Instance:
         labels: dict[str, str] = dict(container.labels)
-        color = labels[f"{LABEL}.color"]
-        if color not in COLORS:
-            raise ValueError(f"unknown color {color!r}")
-        colour: Color = "blue" if color == "blue" else "green"
-        spec = InstanceSpec(
-            deployment=labels[f"{LABEL}.deployment"],
-            color=colour,
-            model=labels[f"{LABEL}.model"],
-            version=labels[f"{LABEL}.version"],
-            repo=labels[f"{LABEL}.repo"],
-            port=int(labels[f"{LABEL}.port"]),
-            host=labels.get(f"{LABEL}.host", "127.0.0.1"),
-            device=labels.get(f"{LABEL}.device", "cpu"),
-            workers=int(labels.get(f"{LABEL}.workers", "1")),
+        prefix = f"{LABEL}."
+        spec = InstanceSpec.from_dict(
+            {k[len(prefix):]: v for k, v in labels.items() if k.startswith(prefix)}
         )
         return Instance(spec=spec, backend=self.name, ref=container.id, labels=labels)
-
-
-# --------------------------------------------------------------------------- healthcheck
-
-
-def _pid1_args() -> list[str]:
-    try:
-        raw = Path("/proc/1/cmdline").read_bytes()
-    except OSError:
-        return []
-    return [a.decode("utf-8", "replace") for a in raw.split(b"\0") if a]
-
-
-def _option(args: Sequence[str], name: str) -> str | None:
-    for i, arg in enumerate(args):
-        if arg == name and i + 1 < len(args):
-            return args[i + 1]
-        if arg.startswith(name + "="):
-            return arg.split("=", 1)[1]
-    return None
-
-
-def _url(host: str, port: str, path: str) -> str:
-    host = _WILDCARDS.get(host, host)
-    return f"http://{f'[{host}]' if ':' in host else host}:{port}{path}"
-
-
-def _health_target() -> tuple[str, str | None]:
-    """This container's mode (``lab``, ``serve``, ``router``...) and the URL to probe.
-
-    Read from PID 1's command line: ``tini -g -- /usr/local/bin/start.sh MODE ARGS...``.
-    """
-    args = _pid1_args()
-    script = next((i for i, a in enumerate(args) if a.endswith("start.sh")), None)
-    rest = args[script + 1:] if script is not None else []
-    mode = rest[0] if rest else "lab"
-    if mode == "serve":
-        port = _option(rest, "--port") or os.environ.get("WORKBENCH_SERVE_PORT", "8000")
-        return mode, _url(_option(rest, "--host") or "127.0.0.1", port, "/v2/health/ready")
-    if mode == "lab":
-        host = os.environ.get("WORKBENCH_LISTEN", "127.0.0.1")
-        return mode, _url(host, os.environ.get("JUPYTER_PORT", "8888"), "/api")
-    return mode, None
-
-
-def _nginx_runs() -> bool:
-    for comm in Path("/proc").glob("[0-9]*/comm"):
-        with contextlib.suppress(OSError):
-            if comm.read_text().strip() == "nginx":
-                return True
-    return False
-
-
-def healthcheck(url: str | None = None, timeout: float = 3.0) -> tuple[bool, str]:
-    """The image's HEALTHCHECK: ``(healthy, message)``.
-
-    With ``url``: healthy when it answers 2xx. Without: JupyterLab's ``/api`` in
-    lab mode, ``/v2/health/ready`` in serve mode, a running nginx in router mode;
-    any other command is healthy while it runs.
-    """
-    mode = "url"
-    if url is None:
-        mode, url = _health_target()
-    if url is None:
-        if mode == "router":
-            runs = _nginx_runs()
-            return runs, "nginx runs" if runs else "nginx is not running"
-        return True, f"{mode}: no health endpoint"
-    direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: no proxy
-    try:
-        with direct.open(url, timeout=timeout) as response:
-            return 200 <= response.status < 300, f"{url}: HTTP {response.status}"
-    except urllib.error.HTTPError as exc:
-        return False, f"{url}: HTTP {exc.code}"
-    except (OSError, ValueError) as exc:
-        return False, f"{url}: {exc}"
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m workbench.deploy.docker healthcheck [--url URL] [--timeout S]``."""
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="python -m workbench.deploy.docker")
-    commands = parser.add_subparsers(dest="command", required=True)
-    check = commands.add_parser("healthcheck", help="exit 0 when this container is healthy")
-    check.add_argument("--url", help="probe this URL instead of the mode's endpoint")
-    check.add_argument("--timeout", type=float, default=3.0)
-    args = parser.parse_args(argv)
-    ok, message = healthcheck(args.url, args.timeout)
-    print(("healthy: " if ok else "unhealthy: ") + message)
-    return 0 if ok else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

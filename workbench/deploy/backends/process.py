@@ -32,13 +32,14 @@ from typing import TYPE_CHECKING, Any
 
 import psutil
 
-from workbench.deploy.base import COLORS, Backend, Instance, InstanceSpec, check_deployment_name
+from workbench.deploy.backends.base import Backend, Instance, InstanceSpec
+from workbench.deploy.names import COLORS, check_deployment_name
 from workbench.errors import BackendError
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from workbench._types import Color, StrPath
+    from workbench._types import StrPath
 
 log = logging.getLogger(__name__)
 
@@ -276,22 +277,7 @@ class ProcessBackend(Backend):
 
     def _write_record(self, instance: Instance) -> None:
         spec = instance.spec
-        data = {
-            "pid": instance.ref,
-            "labels": dict(instance.labels),
-            "spec": {
-                "deployment": spec.deployment,
-                "color": spec.color,
-                "model": spec.model,
-                "version": spec.version,
-                "repo": spec.repo,
-                "port": spec.port,
-                "host": spec.host,
-                "device": spec.device,
-                "workers": spec.workers,
-                "extra_args": list(spec.extra_args),
-            },
-        }
+        data = {"pid": instance.ref, "labels": dict(instance.labels), "spec": spec.to_dict()}
         path = self.record_path(spec)
         tmp = path.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
@@ -309,19 +295,6 @@ class ProcessBackend(Backend):
         return data if isinstance(data, dict) else None
 
     def _from_record(self, data: dict[str, Any]) -> Instance:
-        raw = data["spec"]
-        color: Color = "green" if raw["color"] == "green" else "blue"
-        spec = InstanceSpec(
-            deployment=str(raw["deployment"]),
-            color=color,
-            model=str(raw["model"]),
-            version=str(raw["version"]),
-            repo=str(raw["repo"]),
-            port=int(raw["port"]),
-            host=str(raw.get("host", "127.0.0.1")),
-            device=str(raw.get("device", "cpu")),
-            workers=int(raw.get("workers", 1)),
-            extra_args=tuple(str(a) for a in raw.get("extra_args", [])),
-        )
+        spec = InstanceSpec.from_dict(data["spec"])
         labels = {str(k): str(v) for k, v in dict(data.get("labels", {})).items()}
         return Instance(spec=spec, backend=self.name, ref=str(data["pid"]), labels=labels)

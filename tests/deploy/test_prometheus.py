@@ -17,7 +17,7 @@ from tests.deploy._prometheus import (
 )
 from tests.deploy._serve import serving_colours
 from tests.serving.conftest import ServeProcess, json_infer_body, x_batch
-from workbench.deploy.prometheus import PrometheusSource, PromQLTemplates, instance_selector
+from workbench.deploy.rollout.prometheus import PrometheusSource, PromQLTemplates, instance_selector
 from workbench.errors import MetricsError
 
 if TYPE_CHECKING:

@@ -10,7 +10,7 @@ import pytest
 
 from tests.deploy._serve import serving_colours
 from tests.serving.conftest import ServeProcess, json_infer_body, x_batch
-from workbench.deploy.scrape import ScrapeSource
+from workbench.deploy.rollout.scrape import ScrapeSource
 from workbench.errors import MetricsError
 
 if TYPE_CHECKING:

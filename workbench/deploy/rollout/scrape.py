@@ -1,4 +1,4 @@
-"""A :class:`~workbench.deploy.signals.MetricsSource` that scrapes the instances itself.
+"""A :class:`~workbench.deploy.rollout.signals.MetricsSource` that scrapes the instances itself.
 
 No Prometheus needed: :class:`ScrapeSource` reads each instance's ``/metrics``
 (``workbench_requests_total``, the ``workbench_request_duration_seconds`` histogram,
@@ -25,7 +25,7 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from workbench.deploy.signals import ColourWindow
+from workbench.deploy.rollout.signals import ColourWindow
 from workbench.deploy.traffic import Counters, parse_metrics, quantile
 from workbench.errors import MetricsError
 

@@ -1,8 +1,8 @@
-"""A :class:`~workbench.deploy.signals.MetricsSource` over an existing Prometheus.
+"""A :class:`~workbench.deploy.rollout.signals.MetricsSource` over an existing Prometheus.
 
 Where the serving instances are already scraped by a Prometheus, the canary analysis
 asks it instead of scraping them itself (``--prometheus URL``). Each figure of a
-:class:`~workbench.deploy.signals.ColourWindow` is one PromQL instant query rendered
+:class:`~workbench.deploy.rollout.signals.ColourWindow` is one PromQL instant query rendered
 from a :class:`PromQLTemplates` template: ``$selector`` becomes the colour's label
 selector and ``$window`` the window as a PromQL duration. The defaults read the
 serving instance's own metric names; a team whose Prometheus relabels them gives its
@@ -26,7 +26,7 @@ from dataclasses import dataclass, fields
 from string import Template
 from typing import Any
 
-from workbench.deploy.signals import ColourWindow
+from workbench.deploy.rollout.signals import ColourWindow
 from workbench.errors import MetricsError
 
 __all__ = ["PromQLTemplates", "PrometheusSource", "Selectors", "instance_selector"]

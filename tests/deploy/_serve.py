@@ -13,12 +13,12 @@ if TYPE_CHECKING:
 
 
 @contextlib.contextmanager
-def serving_colours(demo_repo: Path, logs: Path, colours: Mapping[str, Sequence[str]]
-                    ) -> Iterator[dict[str, ServeProcess]]:
+def serving_colours(demo_repo: Path, logs: Path, colours: Mapping[str, Sequence[str]],
+                    env: dict[str, str] | None = None) -> Iterator[dict[str, ServeProcess]]:
     """Start one digits instance per colour with its extra ``workbench serve`` arguments
-    (e.g. ``{"blue": ["--version", "1.0.0"], ...}``), ready; stop them all afterwards."""
+    (e.g. ``{"blue": ["--version", "1.0.0"], ...}``) and ``env``, ready; stop them all afterwards."""
     common = ["--repo", str(demo_repo), "--model", "digits", "--workers", "1", "--no-access-log"]
-    servers = {colour: ServeProcess([*common, *args], logs / f"{colour}.log")
+    servers = {colour: ServeProcess([*common, *args], logs / f"{colour}.log", env)
                for colour, args in colours.items()}
     try:
         for server in servers.values():

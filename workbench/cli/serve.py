@@ -70,6 +70,11 @@ def serve(
         float, typer.Option(help="Seconds to let in-flight requests finish on SIGTERM.")
     ] = 30.0,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+    log_format: Annotated[
+        str,
+        typer.Option(envvar="WORKBENCH_LOG_FORMAT",
+                     help="text, or json: JSON lines tagged with model and model_version."),
+    ] = "text",
     access_log: Annotated[
         bool, typer.Option("--access-log/--no-access-log", help="Log every inference request.")
     ] = True,
@@ -100,6 +105,8 @@ def serve(
     from workbench.serving.service import ServingSettings
     from workbench.settings import Settings
 
+    if log_format not in ("text", "json"):
+        raise typer.BadParameter(f"--log-format must be text or json, not {log_format!r}")
     _configure_logging(log_level)
     if version and alias:
         raise typer.BadParameter("give --version or --alias, not both")
@@ -107,8 +114,9 @@ def serve(
     repository = ModelRepository(repo or env.repo, verify_key=env.verify_key)
     primary = version or alias or "latest"
     refs = [primary, *[ref for ref in (load or []) if ref != primary]]
-    for ref in refs:  # fail fast, before binding, on a version that does not exist
-        repository.resolve(model, ref)
+    resolved = [repository.resolve(model, ref) for ref in refs]  # fail fast, before binding
+    if log_format == "json":
+        _json_logging(model, str(resolved[0]))
     try:
         settings = ServingSettings(
             batching=BatchingConfig(
@@ -177,6 +185,14 @@ def read_admin_token(path: Path | None) -> str | None:
         return token
     token = os.environ.get(ADMIN_TOKEN_ENV, "").strip()
     return token or None
+
+
+def _json_logging(model: str, version: str) -> None:
+    from workbench.serving.jsonlog import JsonFormatter
+
+    for name in ("workbench", "uvicorn", "uvicorn.error"):
+        for handler in logging.getLogger(name).handlers:
+            handler.setFormatter(JsonFormatter(model, version))
 
 
 def _configure_logging(level: str) -> None:

@@ -396,6 +396,9 @@ class _Handlers:
             access_log.info(
                 "%s %s %d version=%s %.2fms", request.method, request.url.path, status,
                 version or "-", seconds * 1000.0,
+                extra={"model_version": version or None, "status": status,
+                       "method": request.method, "path": request.url.path,
+                       "duration_ms": round(seconds * 1000.0, 3)},
             )
         return response
 

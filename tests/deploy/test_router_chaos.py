@@ -28,21 +28,19 @@ INFER = "/v2/models/digits/infer"
 
 
 @pytest.fixture(scope="module")
-def instances(demo_repo: Path, tmp_path_factory: pytest.TempPathFactory
-              ) -> Iterator[dict[str, ServeProcess]]:
+def stack(demo_repo: Path, tmp_path_factory: pytest.TempPathFactory
+          ) -> Iterator[tuple[dict[str, ServeProcess], NginxRouter]]:
+    """Blue and green instances, and an nginx router in front of them (stopped afterwards)."""
     require_nginx()
     logs = tmp_path_factory.mktemp("chaos-logs")
-    with serving_colours(demo_repo, logs, {"blue": ["--version", "1.0.0"],
-                                           "green": ["--version", "1.1.0", "--fault-error-rate", "1"]}) as servers:
-        yield servers
-
-
-@pytest.fixture(scope="module")
-def router(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NginxRouter]:
-    require_nginx()
-    nginx = NginxRouter(tmp_path_factory.mktemp("router"))
-    yield nginx
-    nginx.stop()
+    colours = {"blue": ["--version", "1.0.0"],
+               "green": ["--version", "1.1.0", "--fault-error-rate", "1"]}
+    with serving_colours(demo_repo, logs, colours) as servers:
+        nginx = NginxRouter(logs / "router")
+        try:
+            yield servers, nginx
+        finally:
+            nginx.stop()
 
 
 def table(instances: dict[str, ServeProcess], port: int, **kw: object) -> RoutingTable:
@@ -65,8 +63,9 @@ def access_log(router: NginxRouter) -> list[dict[str, object]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def test_a_failing_canary_never_reaches_clients(instances: dict[str, ServeProcess],
-                                                router: NginxRouter) -> None:
+def test_a_failing_canary_never_reaches_clients(
+        stack: tuple[dict[str, ServeProcess], NginxRouter]) -> None:
+    instances, router = stack
     router.apply(table(instances, free_port(), green_weight=20))
     before = green_errors(instances)
     body = json_infer_body(x_batch(1))
@@ -84,7 +83,8 @@ def test_a_failing_canary_never_reaches_clients(instances: dict[str, ServeProces
 
 
 def test_a_mirror_phase_sees_the_candidates_errors_at_zero_exposure(
-        instances: dict[str, ServeProcess], router: NginxRouter) -> None:
+        stack: tuple[dict[str, ServeProcess], NginxRouter]) -> None:
+    instances, router = stack
     router.apply(table(instances, free_port(), green_weight=0, mirror_percent=100))
     before = green_errors(instances)
     body = json_infer_body(x_batch(2))

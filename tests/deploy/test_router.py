@@ -305,8 +305,12 @@ def test_apply_wants_a_table(tmp_path: Path) -> None:
 def test_mirror_and_retry_rules() -> None:
     plain = render_nginx(table(), workdir=WORKDIR)
     assert "mirror" not in plain
-    # a candidate's 5xx is answered by the other colour (its backup)
-    assert "proxy_next_upstream error timeout http_500 http_502 http_503 http_504" in plain
+    # a candidate's 5xx is answered by stable (its backup); stable's own 5xx are not retried
+    blue, green = plain.split("location @wb_blue {")[1].split("location @wb_green {")
+    assert "proxy_next_upstream error timeout non_idempotent;" in blue
+    assert "proxy_next_upstream error timeout http_500 http_502 http_503 http_504" in green
+    swapped = render_nginx(table(stable="green"), workdir=WORKDIR).split("location @wb_green {")
+    assert "http_500" in swapped[0].split("location @wb_blue {")[1] and "http_500" not in swapped[1]
     conf = render_nginx(table(green_weight=0, mirror_percent=30), workdir=WORKDIR)
     assert "mirror /_wb_mirror;" in conf and "mirror_request_body on;" in conf
     assert "30%     1;" in conf

@@ -99,3 +99,15 @@ def test_a_mirror_phase_sees_the_candidates_errors_at_zero_exposure(
                what="the mirrored requests in green's metrics")
     assert not [e for e in access_log(router) if e["color"] == "green" and e["uri"] == INFER
                 and e["routed"] == "blue"]
+
+
+def test_the_stable_colours_own_errors_are_not_moved_to_the_candidate(
+        stack: tuple[dict[str, ServeProcess], NginxRouter]) -> None:
+    instances, router = stack
+    # green is the stable colour here and fails; blue (the candidate) gets no share
+    router.apply(table(instances, free_port(), green_weight=100, stable="green"))
+    body = json_infer_body(x_batch(1))
+    with httpx.Client(base_url=router.url, timeout=30) as client:
+        answers = [client.post(INFER, json=body) for _ in range(5)]
+    assert [r.status_code for r in answers] == [500] * 5
+    assert {r.headers["x-deploy-color"] for r in answers} == {"green"}

@@ -339,6 +339,7 @@ def render_nginx(table: RoutingTable, *, workdir: StrPath, user: str | None = No
         lines += ["        keepalive 16;", "        keepalive_timeout 4s;", "    }"]
         upstreams.append("\n".join(lines) + "\n")
     mirror = _mirror(table, indent)
+    color_locations = "".join(_color_location(table, u.color) for u in table.upstreams)
     table_json = json.dumps(
         {**table.to_dict(), "revision": table.revision, "weights": table.weights},
         sort_keys=True,
@@ -360,15 +361,43 @@ def render_nginx(table: RoutingTable, *, workdir: StrPath, user: str | None = No
         connect_timeout=_duration(table.connect_timeout),
         read_timeout=_duration(table.read_timeout),
         **mirror,
+        color_locations=color_locations,
     )
     return _ConfTemplate((_TEMPLATES / "nginx.conf.tmpl").read_text(encoding="utf-8")).substitute(values)
+
+
+def _color_location(table: RoutingTable, color: Color) -> str:
+    """The named location proxying to ``color``; a candidate's 5xx are retried on stable."""
+    retry = "error timeout non_idempotent"
+    mirror = ""
+    if color != table.stable and table.upstream(table.stable) is not None:
+        retry = "error timeout http_500 http_502 http_503 http_504 non_idempotent"
+    elif color == table.stable and table.mirror_percent:
+        mirror = "            mirror /_wb_mirror;\n            mirror_request_body on;\n"
+    return (
+        f"\n        location @wb_{color} {{\n{mirror}"
+        f"            proxy_pass http://wb_{color};\n"
+        "            proxy_http_version 1.1;\n"
+        '            proxy_set_header Connection "";\n'
+        "            proxy_set_header Host $host;\n"
+        "            proxy_set_header X-Forwarded-For $http_x_forwarded_for;\n"
+        "            proxy_set_header X-Request-Id $request_id;\n"
+        f"            proxy_connect_timeout {_duration(table.connect_timeout)};\n"
+        f"            proxy_send_timeout {_duration(table.read_timeout)};\n"
+        f"            proxy_read_timeout {_duration(table.read_timeout)};\n"
+        f"            proxy_next_upstream {retry};\n"
+        "            proxy_next_upstream_tries 3;\n"
+        "            proxy_hide_header x-deploy-color;\n"
+        "            add_header x-deploy-color $wb_served_color always;\n"
+        "        }\n"
+    )
 
 
 def _mirror(table: RoutingTable, indent: str) -> dict[str, str]:
     """The template values of the mirror (all empty when nothing is mirrored)."""
     target = table.upstream(table.candidate)
     if not table.mirror_percent or target is None:
-        return {"mirror_split": "", "mirror_upstream": "", "mirror": "", "mirror_location": ""}
+        return {"mirror_split": "", "mirror_upstream": "", "mirror_location": ""}
     split = (
         f"{indent}{'*':<7} 1;\n" if table.mirror_percent == 100
         else f"{indent}{f'{table.mirror_percent}%':<7} 1;\n{indent}{'*':<7} \"\";\n"
@@ -385,7 +414,6 @@ def _mirror(table: RoutingTable, indent: str) -> dict[str, str]:
             f"    upstream wb_mirror {{\n        server {target.address} max_fails=0;\n"
             "        keepalive 8;\n        keepalive_timeout 4s;\n    }\n\n"
         ),
-        "mirror": "            mirror /_wb_mirror;\n            mirror_request_body on;\n",
         "mirror_location": (
             "        location = /_wb_mirror {\n"
             "            internal;\n"

@@ -21,9 +21,11 @@ Routing, in order of precedence:
    ``split_clients``, or a random split (on ``$request_id``) when it is absent.
 
 Each colour's upstream lists the other colour as ``backup``, so a connection
-error, a timeout or a 5xx answer is retried on the other colour (POST included:
-inference is idempotent). A failing candidate is thus answered by the stable
-colour, while its own ``/metrics`` still counts the failure against it.
+error or timeout is retried on the other colour (POST included: inference is
+idempotent). Each colour is proxied from its own named location, so that the
+candidate's 5xx answers are retried on the stable colour too, while stable's own
+5xx go to the client unchanged. A failing candidate is thus answered by stable,
+and its own ``/metrics`` still count the failure against it.
 
 With ``mirror_percent`` above zero, that share of the requests routed to the stable
 colour is also copied to the candidate (nginx ``mirror``); the copies' answers are

@@ -28,7 +28,8 @@ Each class carries the exit code the CLI uses for it.
         ├── BackendError            starting or stopping serving instances
         ├── RouterError             rendering, checking or reloading nginx
         ├── StateError              the persisted deployment state
-        └── RolloutError            an action the rollout's phase does not allow
+        ├── RolloutError            an action the rollout's phase does not allow
+        └── MetricsError            a colour's traffic could not be read (scrape, Prometheus)
 """
 
 from __future__ import annotations
@@ -160,3 +161,7 @@ class StateError(DeployError):
 
 class RolloutError(DeployError):
     """The rollout's current phase does not allow that action."""
+
+
+class MetricsError(DeployError):
+    """A colour's traffic could not be read: no instance answered its scrape, or Prometheus failed."""

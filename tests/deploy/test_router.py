@@ -65,6 +65,8 @@ GOLDEN_CASES: dict[str, tuple[RoutingTable, str | None]] = {
         ),
         None,
     ),
+    "mirror_100": (table(green_weight=0, mirror_percent=100), None),
+    "mirror_20_green_stable": (table(green_weight=10, stable="green", mirror_percent=20), None),
 }
 
 
@@ -101,7 +103,7 @@ def test_render_routing_rules() -> None:
     assert 'split_clients "${request_id}" $wb_random_split' in conf
     assert conf.index("25%     green;") < conf.index("*       blue;")
     assert "server 127.0.0.1:9002 max_fails=0 backup;" in conf
-    assert "proxy_next_upstream error timeout non_idempotent;" in conf
+    assert "proxy_next_upstream error timeout http_500 http_502 http_503 http_504 non_idempotent;" in conf
     assert r"~(^|\s)127\.0\.0\.1:9002$ green;" in conf
     assert "add_header x-deploy-color $wb_served_color always;" in conf
     assert f"pid {WORKDIR}/nginx.pid;" in conf and "daemon off;" in conf
@@ -298,3 +300,35 @@ def test_a_config_failing_the_check_is_never_installed(tmp_path: Path) -> None:
 def test_apply_wants_a_table(tmp_path: Path) -> None:
     with pytest.raises(TypeError):
         NginxRouter(tmp_path, RefusingRunner()).apply({"green_weight": 5})  # type: ignore[arg-type]
+
+
+def test_mirror_and_retry_rules() -> None:
+    plain = render_nginx(table(), workdir=WORKDIR)
+    assert "mirror" not in plain
+    # a candidate's 5xx is answered by stable (its backup); stable's own 5xx are not retried
+    blue, green = plain.split("location @wb_blue {")[1].split("location @wb_green {")
+    assert "proxy_next_upstream error timeout non_idempotent;" in blue
+    assert "proxy_next_upstream error timeout http_500 http_502 http_503 http_504" in green
+    swapped = render_nginx(table(stable="green"), workdir=WORKDIR).split("location @wb_green {")
+    assert "http_500" in swapped[0].split("location @wb_blue {")[1] and "http_500" not in swapped[1]
+    conf = render_nginx(table(green_weight=0, mirror_percent=30), workdir=WORKDIR)
+    assert "mirror /_wb_mirror;" in conf and "mirror_request_body on;" in conf
+    assert "30%     1;" in conf
+    assert '"blue:1" 1;' in conf  # only requests routed to stable are copied
+    assert "upstream wb_mirror {\n        server 127.0.0.1:9002 max_fails=0;\n" in conf
+    assert "backup" not in conf.split("upstream wb_mirror")[1].split("}")[0]
+
+
+def test_mirror_share_is_checked() -> None:
+    with pytest.raises(RouterError, match="mirror_percent"):
+        table(mirror_percent=101)
+    with pytest.raises(RouterError, match="needs its upstream"):
+        table(upstreams=(BLUE,), green_weight=0, mirror_percent=10)
+    with pytest.raises(RouterError, match="stable"):
+        table(stable="red")
+    assert table().with_mirror(50).mirror_percent == 50
+    assert table(stable="green").candidate == "blue"
+    mirrored = table(mirror_percent=40)
+    assert RoutingTable.from_dict(mirrored.to_dict()) == mirrored
+    assert "stable" not in table().to_dict()  # older tables keep their revision
+    assert "40% mirrored to green" in str(mirrored)

@@ -378,13 +378,35 @@ def history(
 @app.command()
 def logs(
     name: NameArg,
-    color: Annotated[str, typer.Argument(help="blue or green.")],
-    tail: Annotated[int, typer.Option(help="Number of lines.")] = 200,
+    color: Annotated[
+        str | None, typer.Argument(help="blue or green (default: both colours and the router).")
+    ] = None,
+    version: Annotated[
+        str | None, typer.Option("--version", "-v", help="Only the lines of this model version.")
+    ] = None,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep printing new lines (Ctrl+C stops).")
+    ] = False,
+    tail: Annotated[int, typer.Option(help="Number of lines per source.")] = 200,
 ) -> None:
-    """The last lines of one colour's serving instance output."""
-    if color not in ("blue", "green"):
+    """The last lines of a deployment's serving instances and router, by model version.
+
+    Instances log JSON lines tagged with model_version; the router's access log names the
+    colour and version that answered each request. Lines are prefixed with their source.
+    """
+    from workbench.deploy import logs as deploy_logs
+
+    if color is not None and color not in ("blue", "green"):
         raise typer.BadParameter("colour must be blue or green")
-    typer.echo(_manager().get(name).logs(color, tail), nl=False)  # type: ignore[arg-type]
+    sources = _manager().get(name).log_sources(color)  # type: ignore[arg-type]
+    for line in deploy_logs.read(sources, version, tail):
+        typer.echo(line)
+    if follow:
+        try:
+            for line in deploy_logs.follow(sources, version):
+                typer.echo(line)
+        except KeyboardInterrupt:
+            pass
 
 
 @app.command()

@@ -5,11 +5,14 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from workbench.errors import WorkbenchError
+
+if TYPE_CHECKING:
+    from workbench.serving.faults import FaultConfig
 
 ADMIN_TOKEN_ENV = "WORKBENCH_ADMIN_TOKEN"
 
@@ -67,9 +70,27 @@ def serve(
         float, typer.Option(help="Seconds to let in-flight requests finish on SIGTERM.")
     ] = 30.0,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+    log_format: Annotated[
+        str,
+        typer.Option(envvar="WORKBENCH_LOG_FORMAT",
+                     help="text, or json: JSON lines tagged with model and model_version."),
+    ] = "text",
     access_log: Annotated[
         bool, typer.Option("--access-log/--no-access-log", help="Log every inference request.")
     ] = True,
+    reservoir_size: Annotated[
+        int, typer.Option(help="Request rows kept as a uniform sample for canary replay (0: off).")
+    ] = 256,
+    fault_error_rate: Annotated[
+        float, typer.Option(help="Chaos testing: share of inference requests answered 500 (0..1).")
+    ] = 0.0,
+    fault_latency_ms: Annotated[
+        float, typer.Option(help="Chaos testing: milliseconds added to every inference request.")
+    ] = 0.0,
+    fault_version: Annotated[
+        list[str] | None,
+        typer.Option(help="Chaos testing: inject faults only into this version (repeatable)."),
+    ] = None,
 ) -> None:
     """Serve a model over the Open Inference Protocol (KServe v2 REST), with metrics and admin.
 
@@ -84,6 +105,8 @@ def serve(
     from workbench.serving.service import ServingSettings
     from workbench.settings import Settings
 
+    if log_format not in ("text", "json"):
+        raise typer.BadParameter(f"--log-format must be text or json, not {log_format!r}")
     _configure_logging(log_level)
     if version and alias:
         raise typer.BadParameter("give --version or --alias, not both")
@@ -91,8 +114,9 @@ def serve(
     repository = ModelRepository(repo or env.repo, verify_key=env.verify_key)
     primary = version or alias or "latest"
     refs = [primary, *[ref for ref in (load or []) if ref != primary]]
-    for ref in refs:  # fail fast, before binding, on a version that does not exist
-        repository.resolve(model, ref)
+    resolved = [repository.resolve(model, ref) for ref in refs]  # fail fast, before binding
+    if log_format == "json":
+        _json_logging(model, str(resolved[0]))
     try:
         settings = ServingSettings(
             batching=BatchingConfig(
@@ -106,6 +130,8 @@ def serve(
             startup=tuple(refs),
             reload_ref=primary,
             access_log=access_log,
+            reservoir_size=reservoir_size,
+            faults=fault_config(fault_error_rate, fault_latency_ms, fault_version),
         )
         options = ServerOptions(host=host, port=port, graceful_timeout=graceful_timeout,
                                 log_level=log_level.lower())
@@ -122,6 +148,19 @@ def serve(
         warmup_batch_sizes=warmup_sizes(max_batch_size) if not no_batching else (),
     )
     run(hub, settings, options)
+
+
+def fault_config(
+    error_rate: float, latency_ms: float, versions: list[str] | None
+) -> FaultConfig | None:
+    """The chaos-testing faults asked for, or None when there are none."""
+    from workbench.serving.faults import FaultConfig
+
+    faults = FaultConfig(error_rate, latency_ms, tuple(versions or ()))
+    if not faults.active:
+        return None
+    logging.getLogger("workbench.serving").warning("fault injection on: %s", faults)
+    return faults
 
 
 def warmup_sizes(max_batch_size: int) -> tuple[int, ...]:
@@ -146,6 +185,14 @@ def read_admin_token(path: Path | None) -> str | None:
         return token
     token = os.environ.get(ADMIN_TOKEN_ENV, "").strip()
     return token or None
+
+
+def _json_logging(model: str, version: str) -> None:
+    from workbench.serving.jsonlog import JsonFormatter
+
+    for name in ("workbench", "uvicorn", "uvicorn.error"):
+        for handler in logging.getLogger(name).handlers:
+            handler.setFormatter(JsonFormatter(model, version))
 
 
 def _configure_logging(level: str) -> None:

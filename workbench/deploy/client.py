@@ -213,18 +213,12 @@ class ServingClient:
 
     def metrics(self) -> dict[str, list[tuple[dict[str, str], float]]]:
         """``GET /metrics`` parsed: sample name -> [(labels, value), ...]."""
-        from prometheus_client.parser import text_string_to_metric_families
+        from workbench.deploy.traffic import parse_metrics
 
-        samples: dict[str, list[tuple[dict[str, str], float]]] = {}
         try:
-            for family in text_string_to_metric_families(self.metrics_text()):
-                for sample in family.samples:
-                    samples.setdefault(sample.name, []).append(
-                        (dict(sample.labels), float(sample.value))
-                    )
+            return parse_metrics(self.metrics_text())
         except ValueError as exc:
             raise ServingError(f"unparseable metrics from {self.base_url}: {exc}") from exc
-        return samples
 
 
 def _json(response: httpx.Response) -> dict[str, Any]:

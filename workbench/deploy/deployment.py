@@ -28,6 +28,7 @@ manager. The pieces live beside this module: :mod:`~workbench.deploy.rollout.ver
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -56,6 +57,7 @@ if TYPE_CHECKING:
     from workbench._types import Color, StrPath
     from workbench.deploy.backends.base import Backend, Instance
     from workbench.deploy.events import Subscribers
+    from workbench.deploy.logs import LogSource
     from workbench.deploy.router.base import Router
     from workbench.deploy.state import DeploymentState, HistoryEntry, StateStore
 
@@ -120,6 +122,7 @@ def routing_table(state: DeploymentState) -> RoutingTable:
         listen_host=state.host,
         upstreams=upstreams,
         green_weight=green,
+        stable=state.rollout.stable,
     )
 
 
@@ -173,6 +176,29 @@ class Deployment:
         if record is None:
             raise DeployError(f"{self.name} has no {color} instance")
         return self._backend(state).logs(record.to_instance(state), tail)
+
+    def log_sources(self, color: Color | None = None) -> list[LogSource]:
+        """Where this deployment's logs are: each colour's instance, then the router's access log."""
+        from pathlib import Path
+
+        from workbench.deploy.logs import LogSource
+
+        state = self.state
+        backend = self._backend(state)
+        sources: list[LogSource] = []
+        for name, record in sorted(state.instances.items()):
+            if color is not None and name != color:
+                continue
+            instance = record.to_instance(state)
+            path = instance.labels.get("log")
+            if path:
+                sources.append(LogSource(name, Path(path)))
+            else:
+                sources.append(LogSource(name, snapshot=functools.partial(backend.logs, instance)))
+        access = getattr(self.context.router(state), "access_log", None)
+        if color is None and isinstance(access, Path):
+            sources.append(LogSource("router", access))
+        return sources
 
     # -- the rollout -----------------------------------------------------------------------
 

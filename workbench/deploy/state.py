@@ -307,6 +307,7 @@ class DeploymentState:
             host=host,
             device=self.device,
             workers=self.workers,
+            env=(("WORKBENCH_LOG_FORMAT", "json"),),  # version-tagged JSON lines
         )
 
     def with_instance(self, record: InstanceRecord) -> DeploymentState:

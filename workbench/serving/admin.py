@@ -52,6 +52,11 @@ def admin_routes(service: Service) -> list[Route]:
     ]
 
 
+def guarded(service: Service, handler: Handler) -> Handler:
+    """``handler`` behind the admin token, for admin routes defined in other modules."""
+    return _Admin(service).guard(handler)
+
+
 def check_token(configured: str | None, authorization: str | None) -> int | None:
     """None if ``authorization`` carries the configured token, else the HTTP status to answer."""
     if not configured:

@@ -44,6 +44,7 @@ from workbench.errors import (
 )
 from workbench.serving import protocol
 from workbench.serving.protocol import HEADER_LENGTH, PayloadTooLarge, ProtocolError
+from workbench.serving.reservoir import Reservoir, reservoir_route
 from workbench.serving.service import HealthCheckFailed, Service, ServingSettings, spec_json
 
 if TYPE_CHECKING:
@@ -87,6 +88,7 @@ def create_app(hub: VersionHub, *, settings: ServingSettings | None = None) -> S
         Route("/v2/repository/index", handlers.repository_index, methods=["POST", "GET"]),
         Route("/metrics", handlers.metrics, methods=["GET"]),
         *admin_routes(service),
+        reservoir_route(service, handlers.reservoir),
     ]
 
     @contextlib.asynccontextmanager
@@ -187,6 +189,7 @@ class _Handlers:
     def __init__(self, service: Service) -> None:
         self.service = service
         self.model = service.model
+        self.reservoir = Reservoir(service.settings.reservoir_size)
 
     def _check_model(self, request: Request) -> None:
         name = request.path_params["model"]
@@ -362,6 +365,9 @@ class _Handlers:
                 inputs = service.check_inputs(
                     loaded, decoded.inputs, [out.name for out in decoded.outputs or ()]
                 )
+                self.reservoir.offer(inputs)
+                if service.settings.faults is not None:
+                    await service.settings.faults.apply(version)
                 result = await service.run(loaded, inputs)
             content, json_length = protocol.encode_infer_response(
                 model=self.model,
@@ -390,6 +396,9 @@ class _Handlers:
             access_log.info(
                 "%s %s %d version=%s %.2fms", request.method, request.url.path, status,
                 version or "-", seconds * 1000.0,
+                extra={"model_version": version or None, "status": status,
+                       "method": request.method, "path": request.url.path,
+                       "duration_ms": round(seconds * 1000.0, 3)},
             )
         return response
 

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from workbench._types import Tensors, TensorsIn
     from workbench.runtime.hub import HubEvent, VersionHub
     from workbench.runtime.loaded import LoadedVersion
+    from workbench.serving.faults import FaultConfig
 
 logger = logging.getLogger(__name__)
 
@@ -49,10 +50,14 @@ class ServingSettings:
     startup: tuple[str, ...] = ()  # refs loaded at startup; the first becomes active
     reload_ref: str = "latest"  # what /v2/admin/reload re-resolves by default
     access_log: bool = True
+    faults: FaultConfig | None = None  # chaos testing (workbench.serving.faults)
+    reservoir_size: int = 256  # request rows sampled for canary replay (workbench.serving.reservoir)
 
     def __post_init__(self) -> None:
         if self.max_body_bytes < 1024:
             raise ValueError(f"max_body_bytes must be at least 1024, not {self.max_body_bytes}")
+        if self.reservoir_size < 0:
+            raise ValueError(f"the reservoir size must be >= 0, not {self.reservoir_size}")
         if self.admin_token is not None and len(self.admin_token) < 8:
             raise ValueError("the admin token must be at least 8 characters")
 

@@ -13,10 +13,10 @@ import logging
 import threading
 from typing import TYPE_CHECKING, Any
 
+from workbench.deploy.traffic import Counters, TrafficSampler
 from workbench_ext import plots
 from workbench_ext.display import history_rows
 from workbench_ext.panels import Panel, html_table
-from workbench_ext.traffic import Counters, TrafficSampler
 
 if TYPE_CHECKING:
     from concurrent.futures import Future

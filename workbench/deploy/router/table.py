@@ -21,7 +21,15 @@ Routing, in order of precedence:
    ``split_clients``, or a random split (on ``$request_id``) when it is absent.
 
 Each colour's upstream lists the other colour as ``backup``, so a connection
-error or timeout is retried on the other colour (POST included). Responses carry
+error or timeout is retried on the other colour (POST included: inference is
+idempotent). Each colour is proxied from its own named location, so that the
+candidate's 5xx answers are retried on the stable colour too, while stable's own
+5xx go to the client unchanged. A failing candidate is thus answered by stable,
+and its own ``/metrics`` still count the failure against it.
+
+With ``mirror_percent`` above zero, that share of the requests routed to the stable
+colour is also copied to the candidate (nginx ``mirror``); the copies' answers are
+discarded, so the candidate is judged under real load at 0% user exposure. Responses carry
 ``x-deploy-color`` (the colour that answered, after any retry) and the upstream's
 ``x-model-version``. The access log (``access.log`` in the workdir) is JSON lines
 with colour, status, upstream address and upstream response time.
@@ -135,6 +143,8 @@ class RoutingTable:
     connect_timeout: float = 2.0  # seconds to connect to an upstream before trying the other
     read_timeout: float = 120.0  # seconds an upstream may take to answer
     max_body_mb: int = 64  # largest request body accepted (inference inputs can be big)
+    stable: Color = "blue"  # the known-good colour; the other one is the candidate
+    mirror_percent: int = 0  # share of stable's requests copied to the candidate (answers dropped)
 
     def __post_init__(self) -> None:
         try:
@@ -168,11 +178,27 @@ class RoutingTable:
                 raise RouterError(f"{name} must be a positive number of seconds, not {value!r}")
         if not _is_int(self.max_body_mb) or self.max_body_mb < 1:
             raise RouterError(f"max_body_mb must be a positive integer, not {self.max_body_mb!r}")
+        if self.stable not in COLORS:
+            raise RouterError(f"stable must be one of {COLORS}, not {self.stable!r}")
+        m = self.mirror_percent
+        if not _is_int(m) or not 0 <= m <= 100:
+            raise RouterError(f"mirror_percent must be an integer percentage 0..100, not {m!r}")
+        if m and self.upstream(self.candidate) is None:
+            raise RouterError(f"mirroring to the candidate ({self.candidate}) needs its upstream")
 
     @property
     def weights(self) -> dict[Color, int]:
         """Traffic share per colour in percent, e.g. ``{"blue": 75, "green": 25}``."""
         return {"blue": 100 - self.green_weight, "green": self.green_weight}
+
+    @property
+    def candidate(self) -> Color:
+        """The colour that is not the stable one."""
+        return "green" if self.stable == "blue" else "blue"
+
+    def with_mirror(self, percent: int) -> RoutingTable:
+        """The same table copying ``percent`` of stable's requests to the candidate."""
+        return dataclasses.replace(self, mirror_percent=percent)
 
     @property
     def colors(self) -> tuple[Color, ...]:
@@ -196,6 +222,9 @@ class RoutingTable:
     def to_dict(self) -> JSON:
         data = dataclasses.asdict(self)
         data["upstreams"] = [dataclasses.asdict(u) for u in self.upstreams]
+        for name, default in (("stable", "blue"), ("mirror_percent", 0)):
+            if data[name] == default:  # tables (and revisions) from before these fields
+                del data[name]
         return data
 
     @classmethod
@@ -218,7 +247,9 @@ class RoutingTable:
         ups = ", ".join(f"{u.color}={u.address}@{u.version}" for u in self.upstreams)
         return (
             f"RoutingTable({self.deployment} on {hostport(self.listen_host, self.listen_port)}: "
-            f"blue {self.weights['blue']}% / green {self.green_weight}%; {ups})"
+            f"blue {self.weights['blue']}% / green {self.green_weight}%"
+            + (f", {self.mirror_percent}% mirrored to {self.candidate}" if self.mirror_percent else "")
+            + f"; {ups})"
         )
 
 
@@ -308,6 +339,8 @@ def render_nginx(table: RoutingTable, *, workdir: StrPath, user: str | None = No
         # nginx never reuses a connection the upstream is closing.
         lines += ["        keepalive 16;", "        keepalive_timeout 4s;", "    }"]
         upstreams.append("\n".join(lines) + "\n")
+    mirror = _mirror(table, indent)
+    color_locations = "".join(_color_location(table, u.color) for u in table.upstreams)
     table_json = json.dumps(
         {**table.to_dict(), "revision": table.revision, "weights": table.weights},
         sort_keys=True,
@@ -328,8 +361,76 @@ def render_nginx(table: RoutingTable, *, workdir: StrPath, user: str | None = No
         table_json=table_json.replace("\\", "\\\\").replace("'", "\\'"),
         connect_timeout=_duration(table.connect_timeout),
         read_timeout=_duration(table.read_timeout),
+        **mirror,
+        color_locations=color_locations,
     )
     return _ConfTemplate((_TEMPLATES / "nginx.conf.tmpl").read_text(encoding="utf-8")).substitute(values)
+
+
+def _color_location(table: RoutingTable, color: Color) -> str:
+    """The named location proxying to ``color``; a candidate's 5xx are retried on stable."""
+    retry = "error timeout non_idempotent"
+    mirror = ""
+    if color != table.stable and table.upstream(table.stable) is not None:
+        retry = "error timeout http_500 http_502 http_503 http_504 non_idempotent"
+    elif color == table.stable and table.mirror_percent:
+        mirror = "            mirror /_wb_mirror;\n            mirror_request_body on;\n"
+    return (
+        f"\n        location @wb_{color} {{\n{mirror}"
+        f"            proxy_pass http://wb_{color};\n"
+        "            proxy_http_version 1.1;\n"
+        '            proxy_set_header Connection "";\n'
+        "            proxy_set_header Host $host;\n"
+        "            proxy_set_header X-Forwarded-For $http_x_forwarded_for;\n"
+        "            proxy_set_header X-Request-Id $request_id;\n"
+        f"            proxy_connect_timeout {_duration(table.connect_timeout)};\n"
+        f"            proxy_send_timeout {_duration(table.read_timeout)};\n"
+        f"            proxy_read_timeout {_duration(table.read_timeout)};\n"
+        f"            proxy_next_upstream {retry};\n"
+        "            proxy_next_upstream_tries 3;\n"
+        "            proxy_hide_header x-deploy-color;\n"
+        "            add_header x-deploy-color $wb_served_color always;\n"
+        "        }\n"
+    )
+
+
+def _mirror(table: RoutingTable, indent: str) -> dict[str, str]:
+    """The template values of the mirror (all empty when nothing is mirrored)."""
+    target = table.upstream(table.candidate)
+    if not table.mirror_percent or target is None:
+        return {"mirror_split": "", "mirror_upstream": "", "mirror_location": ""}
+    split = (
+        f"{indent}{'*':<7} 1;\n" if table.mirror_percent == 100
+        else f"{indent}{f'{table.mirror_percent}%':<7} 1;\n{indent}{'*':<7} \"\";\n"
+    )
+    return {
+        "mirror_split": (
+            f"    # A copy of {table.mirror_percent}% of the requests routed to {table.stable} goes to\n"
+            f"    # the candidate ({table.candidate}); its answers are discarded.\n"
+            f'    split_clients "${{request_id}}" $wb_mirror_draw {{\n{split}    }}\n\n'
+            f'    map "$wb_color:$wb_mirror_draw" $wb_mirror {{\n'
+            f'        default "";\n        "{table.stable}:1" 1;\n    }}\n\n'
+        ),
+        "mirror_upstream": (
+            f"    upstream wb_mirror {{\n        server {target.address} max_fails=0;\n"
+            "        keepalive 8;\n        keepalive_timeout 4s;\n    }\n\n"
+        ),
+        "mirror_location": (
+            "        location = /_wb_mirror {\n"
+            "            internal;\n"
+            '            if ($wb_mirror = "") {\n                return 204;\n            }\n'
+            "            proxy_pass http://wb_mirror$request_uri;\n"
+            "            proxy_http_version 1.1;\n"
+            '            proxy_set_header Connection "";\n'
+            '            proxy_set_header x-model-version "";\n'
+            "            proxy_set_header X-Request-Id $request_id;\n"
+            "            proxy_set_header x-workbench-mirror 1;\n"
+            f"            proxy_connect_timeout {_duration(table.connect_timeout)};\n"
+            f"            proxy_read_timeout {_duration(table.read_timeout)};\n"
+            "            proxy_next_upstream off;\n"
+            "        }\n\n"
+        ),
+    }
 
 
 def render_front(table: RoutingTable, *, workdir: StrPath, user: str | None = None) -> str:

@@ -1,8 +1,10 @@
-"""Live traffic per colour from the serving instances' Prometheus metrics.
+"""Live traffic of a serving instance from its Prometheus metrics: pure maths, no I/O.
 
-Each scrape is turned into a rate against the previous one: requests/s, the share
-of server errors, and the p99 latency of the requests in between (from the
-histogram's bucket deltas).
+A scrape (``GET /metrics`` text) is parsed into samples, reduced to cumulative
+:class:`Counters`, and turned into rates against the previous scrape: requests/s,
+the share of server errors, and the p99 latency of the requests in between (from
+the histogram's bucket deltas, as Prometheus' ``histogram_quantile`` does).
+The CLI's ``status --watch`` and the notebook's deploy panel both use it.
 """
 
 from __future__ import annotations
@@ -10,14 +12,30 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeAlias
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-Samples = "Mapping[str, list[tuple[dict[str, str], float]]]"
+Samples: TypeAlias = "dict[str, list[tuple[dict[str, str], float]]]"
+Rates: TypeAlias = "dict[str, float | None]"
 REQUESTS = "workbench_requests_total"
 BUCKETS = "workbench_request_duration_seconds_bucket"
+NO_RATES: Rates = {"rps": None, "error_rate": None, "p99_ms": None}
+
+
+def parse_metrics(text: str) -> Samples:
+    """Prometheus text exposition as sample name -> [(labels, value), ...].
+
+    Raises ``ValueError`` on text that is not the exposition format.
+    """
+    from prometheus_client.parser import text_string_to_metric_families
+
+    samples: Samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples.setdefault(sample.name, []).append((dict(sample.labels), float(sample.value)))
+    return samples
 
 
 @dataclass(frozen=True)
@@ -64,12 +82,12 @@ def quantile(buckets: tuple[tuple[float, float], ...], q: float) -> float | None
     return lower
 
 
-def rates(before: Counters, after: Counters) -> dict[str, float | None]:
+def rates(before: Counters, after: Counters) -> Rates:
     """requests/s, error rate and p99 (ms) between two scrapes of one instance."""
     seconds = after.at - before.at
     requests = after.requests - before.requests
     if seconds <= 0 or requests < 0:  # restarted instance: counters went back
-        return {"rps": None, "error_rate": None, "p99_ms": None}
+        return dict(NO_RATES)
     errors = after.errors - before.errors
     earlier = dict(before.buckets)
     delta = tuple((bound, count - earlier.get(bound, 0.0)) for bound, count in after.buckets)
@@ -87,10 +105,10 @@ class TrafficSampler:
 
     previous: dict[tuple[str, str], Counters] = field(default_factory=dict)
 
-    def add(self, color: str, url: str, counters: Counters) -> dict[str, float | None]:
+    def add(self, color: str, url: str, counters: Counters) -> Rates:
         key = (color, url)
         before = self.previous.get(key)
         self.previous[key] = counters
         if before is None:
-            return {"rps": None, "error_rate": None, "p99_ms": None}
+            return dict(NO_RATES)
         return rates(before, counters)

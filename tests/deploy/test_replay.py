@@ -1,0 +1,100 @@
+"""Replaying the reservoir, the sample or a labelled set to real stable and candidate instances."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import httpx
+import numpy as np
+import pytest
+
+from tests.deploy._serve import serving_colours
+from tests.serving.conftest import ADMIN_TOKEN, ServeProcess, json_infer_body
+from workbench.deploy.rollout.replay import fetch_reservoir, load_labelled, output_check, replay
+from workbench.errors import DeployError, ServingError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
+
+INFER = "/v2/models/digits/infer"
+
+
+@pytest.fixture(scope="module")
+def labelled(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from workbench.model.demo import digits_dataset
+
+    _, _, x_test, y_test = digits_dataset()
+    path = tmp_path_factory.mktemp("labelled") / "digits-test.npz"
+    np.savez(path, x=x_test, labels=y_test)
+    return path
+
+
+@pytest.fixture(scope="module")
+def instances(demo_repo: Path, tmp_path_factory: pytest.TempPathFactory
+              ) -> Iterator[dict[str, ServeProcess]]:
+    colours = {"stable": ["--version", "1.0.0", "--reservoir-size", "64"],
+               "good": ["--version", "1.1.0"],
+               "degraded": ["--version", "1.2.0"],
+               "failing": ["--version", "1.1.0", "--fault-error-rate", "1"]}
+    with serving_colours(demo_repo, tmp_path_factory.mktemp("replay"), colours,
+                         env={"WORKBENCH_ADMIN_TOKEN": ADMIN_TOKEN}) as servers:
+        yield servers
+
+
+def test_a_labelled_set_measures_agreement_and_accuracy(
+        instances: dict[str, ServeProcess], labelled: Path) -> None:
+    stable = instances["stable"].url
+    good = output_check(stable, instances["good"].url, "digits", labelled=labelled)
+    degraded = output_check(stable, instances["degraded"].url, "digits", labelled=labelled)
+    assert good.rows == degraded.rows == 540
+    assert good.accuracy_stable == degraded.accuracy_stable
+    assert good.accuracy_stable is not None and good.accuracy_stable > 0.8
+    assert good.accuracy_candidate is not None and good.accuracy_candidate > 0.8
+    assert good.agreement is not None and good.agreement > 0.85
+    assert degraded.accuracy_candidate is not None
+    assert degraded.accuracy_candidate < good.accuracy_stable - 0.05  # the rule's 5 points
+    assert degraded.agreement is not None and degraded.agreement < good.agreement
+    same = output_check(stable, stable, "digits", labelled=labelled)
+    assert same.agreement == 1.0 and same.accuracy_candidate == same.accuracy_stable
+
+
+def test_the_reservoir_of_real_requests_is_replayed(
+        instances: dict[str, ServeProcess], labelled: Path) -> None:
+    stable = instances["stable"]
+    inputs, _ = load_labelled(labelled)
+    with httpx.Client(timeout=30) as client:
+        for start in range(0, 100, 10):  # real traffic reaches stable
+            x = inputs["x"][start : start + 10]
+            assert client.post(stable.url + INFER, json=json_infer_body(x)).status_code == 200
+    reservoir = fetch_reservoir(stable.url, ADMIN_TOKEN)
+    assert reservoir["x"].shape == (64, 64)
+    check = output_check(stable.url, instances["good"].url, "digits", admin_token=ADMIN_TOKEN,
+                         sample={"x": inputs["x"][:3]})
+    assert check.rows == 64  # the reservoir, not the sample
+    assert check.agreement is not None and check.agreement > 0.8
+    assert check.accuracy_stable is None and check.accuracy_candidate is None
+    with pytest.raises(ServingError, match="refused"):
+        fetch_reservoir(stable.url, "wrong-token-123456")
+
+
+def test_a_failing_candidate_disagrees_and_nothing_to_compare_is_no_agreement(
+        instances: dict[str, ServeProcess], labelled: Path) -> None:
+    stable = instances["stable"].url
+    inputs, labels = load_labelled(labelled)
+    failing = replay(stable, instances["failing"].url, "digits", {"x": inputs["x"][:50]},
+                     labels=labels[:50], batch_rows=20)
+    assert failing.rows == 50 and failing.agreement == 0.0 and failing.accuracy_candidate == 0.0
+    # the stable instance cannot answer: nothing was compared, so no agreement at all
+    broken = replay(instances["failing"].url, stable, "digits", {"x": inputs["x"][:10]})
+    assert broken.rows == 0 and broken.agreement is None
+    # no labelled set, no token, no sample: nothing to replay
+    assert output_check(stable, stable, "digits").agreement is None
+
+
+def test_a_bad_labelled_set_is_one_sentence(tmp_path: Path) -> None:
+    np.savez(tmp_path / "nolabels.npz", x=np.zeros((3, 64), np.float32))
+    with pytest.raises(DeployError, match="'labels' array"):
+        load_labelled(tmp_path / "nolabels.npz")
+    with pytest.raises(DeployError, match="cannot read"):
+        load_labelled(tmp_path / "missing.npz")

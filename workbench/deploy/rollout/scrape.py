@@ -1,0 +1,180 @@
+"""A :class:`~workbench.deploy.rollout.signals.MetricsSource` that scrapes the instances itself.
+
+No Prometheus needed: :class:`ScrapeSource` reads each instance's ``/metrics``
+(``workbench_requests_total``, the ``workbench_request_duration_seconds`` histogram,
+``workbench_process_resident_memory_bytes``), keeps a short history of those
+cumulative counters per colour and instance, and answers :meth:`ScrapeSource.window`
+from the difference between the newest scrape and the last one at least ``seconds``
+older — the way Prometheus' ``increase()`` and ``histogram_quantile()`` do, counter
+resets included. Each ``window`` call scrapes the colour first, so a controller that
+calls it once per interval gets exact per-interval figures; call :meth:`scrape` at the
+start of a step so the first window already has a base::
+
+    source = ScrapeSource({"blue": ["http://127.0.0.1:9001"], "green": [...]})
+    source.scrape()
+    ...
+    window = source.window("green", 30.0)   # ColourWindow(requests, errors, p99_ms, memory)
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+from workbench.deploy.rollout.signals import ColourWindow
+from workbench.deploy.traffic import Counters, parse_metrics, quantile
+from workbench.errors import MetricsError
+
+__all__ = ["Scrape", "ScrapeSource", "Targets"]
+
+log = logging.getLogger(__name__)
+
+#: colour -> base URLs of its serving instances (or a callable giving the current ones)
+Targets = Mapping[str, Sequence[str]] | Callable[[], Mapping[str, Sequence[str]]]
+MEMORY = "workbench_process_resident_memory_bytes"
+
+
+@dataclass(frozen=True)
+class Scrape:
+    """One instance's cumulative counters and resident memory at one (monotonic) moment."""
+
+    counters: Counters
+    memory_bytes: float | None
+
+    @classmethod
+    def parse(cls, text: str, at: float) -> Scrape:
+        samples = parse_metrics(text)
+        memory = [value for _, value in samples.get(MEMORY, [])]
+        return cls(Counters.from_samples(samples, at), sum(memory) if memory else None)
+
+    @property
+    def at(self) -> float:
+        return self.counters.at
+
+
+def _increase(before: float, after: float) -> float:
+    """Counter increase, a reset (restarted instance) counting from zero."""
+    return after - before if after >= before else after
+
+
+def _bucket_increase(before: Scrape, after: Scrape) -> dict[float, float]:
+    earlier = dict(before.counters.buckets)
+    return {bound: _increase(earlier.get(bound, 0.0), count) for bound, count in after.counters.buckets}
+
+
+class ScrapeSource:
+    """Per-colour traffic windows from the instances' own ``/metrics``.
+
+    ``targets`` maps colour to instance base URLs (a callable is asked afresh on each
+    scrape, so instances that come and go are followed). ``keep`` is how many seconds
+    of history are kept per instance. ``fetch`` returns an URL's metrics text
+    (default: an HTTP GET with ``timeout``); ``clock`` is a monotonic clock. Thread-safe.
+    """
+
+    def __init__(
+        self,
+        targets: Targets,
+        *,
+        keep: float = 900.0,
+        timeout: float = 2.0,
+        fetch: Callable[[str], str] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._targets = targets
+        self.keep = keep
+        self.timeout = timeout
+        self._fetch = fetch or self._http_get
+        self._clock = clock
+        self._history: dict[tuple[str, str], deque[Scrape]] = {}
+        self._lock = threading.Lock()
+
+    def targets(self) -> dict[str, list[str]]:
+        """Colour -> instance URLs, right now."""
+        found = self._targets() if callable(self._targets) else self._targets
+        return {colour: [url.rstrip("/") for url in urls] for colour, urls in found.items()}
+
+    def scrape(self, colour: str | None = None) -> dict[str, int]:
+        """Scrape every instance (of ``colour``, or of all colours) once; colour -> instances read."""
+        read: dict[str, int] = {}
+        for name, urls in self.targets().items():
+            if colour is not None and name != colour:
+                continue
+            read[name] = 0
+            for url in urls:
+                try:
+                    text = self._fetch(f"{url}/metrics")
+                    scrape = Scrape.parse(text, self._clock())
+                except (OSError, ValueError, MetricsError) as exc:
+                    log.warning("%s: cannot scrape %s/metrics: %s", name, url, exc)
+                    continue
+                self._remember(name, url, scrape)
+                read[name] += 1
+        return read
+
+    def window(self, colour: str, seconds: float) -> ColourWindow:
+        """``colour``'s traffic over the last ``seconds`` (shorter while history is young).
+
+        Raises :class:`~workbench.errors.MetricsError` if ``colour`` has no instance or
+        none of them answered its scrape.
+        """
+        if seconds <= 0:
+            raise ValueError(f"a window must last more than 0 seconds, not {seconds}")
+        read = self.scrape(colour)
+        if not read.get(colour):
+            raise MetricsError(f"no instance of {colour} answered its metrics scrape")
+        urls = self.targets()[colour]
+        now = self._clock()
+        requests = errors = 0.0
+        span = 0.0
+        buckets: dict[float, float] = {}
+        memory: list[float] = []
+        with self._lock:
+            for url in urls:
+                history = self._history.get((colour, url))
+                if not history or now - history[-1].at > self.timeout + 1.0:
+                    continue  # never read, or not in this scrape: its data is stale
+                last = history[-1]
+                if last.memory_bytes is not None:
+                    memory.append(last.memory_bytes)
+                base = next((s for s in reversed(history) if s.at <= last.at - seconds), history[0])
+                span = max(span, last.at - base.at)
+                requests += _increase(base.counters.requests, last.counters.requests)
+                errors += _increase(base.counters.errors, last.counters.errors)
+                for bound, count in _bucket_increase(base, last).items():
+                    buckets[bound] = buckets.get(bound, 0.0) + count
+        p99 = quantile(tuple(sorted(buckets.items())), 0.99) if requests > 0 else None
+        return ColourWindow(
+            colour=colour,
+            seconds=span,
+            requests=requests,
+            errors=errors,
+            p99_ms=None if p99 is None else p99 * 1000.0,
+            memory_bytes=sum(memory) if memory else None,
+        )
+
+    def history(self, colour: str) -> dict[str, list[Scrape]]:
+        """Instance URL -> the scrapes kept for ``colour`` (oldest first)."""
+        with self._lock:
+            return {url: list(h) for (c, url), h in self._history.items() if c == colour}
+
+    def _remember(self, colour: str, url: str, scrape: Scrape) -> None:
+        with self._lock:
+            history = self._history.setdefault((colour, url), deque())
+            history.append(scrape)
+            while len(history) > 2 and scrape.at - history[1].at >= self.keep:
+                history.popleft()  # history[1] alone still covers `keep` seconds
+
+    def _http_get(self, url: str) -> str:
+        import httpx
+
+        try:
+            response = httpx.get(url, timeout=self.timeout)
+        except httpx.HTTPError as exc:
+            raise MetricsError(f"{url}: {exc}") from exc
+        if response.status_code != 200:
+            raise MetricsError(f"{url} answered {response.status_code}")
+        return response.text

@@ -1,0 +1,42 @@
+"""What the canary analysis reads: per-colour windows of live traffic and output checks.
+
+Sources (``scrape`` reads each instance's ``/metrics``; ``prometheus`` runs PromQL on an
+existing Prometheus) produce these values; the analysis rules judge them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class ColourWindow:
+    """What one colour's instances did over the last ``seconds``."""
+
+    colour: str
+    seconds: float
+    requests: float  # inference requests answered in the window (any status)
+    errors: float  # of which server errors (5xx); client errors (4xx) are not counted
+    p99_ms: float | None  # None when there were no requests
+    memory_bytes: float | None  # resident memory now (sum over the colour's instances)
+
+    @property
+    def error_rate(self) -> float | None:
+        return self.errors / self.requests if self.requests else None
+
+
+@dataclass(frozen=True)
+class OutputCheck:
+    """Stable and candidate answers to the same replayed inputs."""
+
+    rows: int
+    agreement: float | None  # top-1 agreement of candidate with stable
+    accuracy_stable: float | None  # on a labelled set, when one is given
+    accuracy_candidate: float | None
+
+
+class MetricsSource(Protocol):
+    def window(self, colour: str, seconds: float) -> ColourWindow:
+        """Traffic of ``colour`` over the last ``seconds``."""
+        ...

@@ -1,0 +1,58 @@
+"""Fault injection for chaos testing: a serving instance that fails and slows on purpose.
+
+``workbench serve --fault-error-rate 0.3 --fault-latency-ms 200`` makes 30% of the
+inference requests answer 500 (counted as server errors in ``/metrics``, like any
+real failure) and adds 200 ms to every inference request; ``--fault-version V``
+limits both to the requests answered by version ``V``. It exists to rehearse what a
+canary analysis, a router retry or a rollback does with a bad version, without
+building a bad model. Health checks, metadata and ``/metrics`` are never touched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from dataclasses import dataclass
+
+from workbench.errors import WorkbenchError
+
+__all__ = ["FaultConfig", "InjectedFault"]
+
+
+class InjectedFault(WorkbenchError):
+    """A server error injected on purpose (``--fault-error-rate``); answered as 500."""
+
+
+@dataclass(frozen=True)
+class FaultConfig:
+    """Which inference requests fail or slow down on purpose."""
+
+    error_rate: float = 0.0  # share of requests answered 500, 0..1
+    latency_ms: float = 0.0  # added to every request
+    versions: tuple[str, ...] = ()  # only requests answered by these versions; () = all
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.error_rate <= 1.0:
+            raise ValueError(f"the fault error rate must be in 0..1, not {self.error_rate}")
+        if not 0.0 <= self.latency_ms <= 600_000:
+            raise ValueError(f"the fault latency must be 0..600000 ms, not {self.latency_ms}")
+
+    @property
+    def active(self) -> bool:
+        return self.error_rate > 0 or self.latency_ms > 0
+
+    def applies_to(self, version: str) -> bool:
+        return not self.versions or version in self.versions
+
+    async def apply(self, version: str) -> None:
+        """Delay, then maybe fail, a request answered by ``version``."""
+        if not self.applies_to(version):
+            return
+        if self.latency_ms > 0:
+            await asyncio.sleep(self.latency_ms / 1000.0)
+        if self.error_rate > 0 and random.random() < self.error_rate:
+            raise InjectedFault(f"injected fault (--fault-error-rate {self.error_rate:g})")
+
+    def __str__(self) -> str:
+        scope = ", ".join(self.versions) if self.versions else "every version"
+        return f"{self.error_rate:.0%} errors, +{self.latency_ms:g} ms on {scope}"

@@ -1,0 +1,124 @@
+"""A bounded, uniform sample of the inputs this instance was asked to infer on.
+
+A canary is best judged on the inputs real users send. :class:`Reservoir` keeps a
+uniform random sample of the request rows seen so far (Vitter's Algorithm R: the
+first ``size`` rows fill it; row ``n`` then replaces a random slot with probability
+``size / n``), so it stays a few hundred rows however long the instance runs. Once
+full, most rows cost one random draw and are not copied, which keeps it off the hot
+path. A row is one slice along the batch axis of every input tensor (a request whose
+inputs disagree on their first dimension is kept whole, as one row).
+
+``GET /v2/admin/reservoir`` (admin token) answers the sample as an Open Inference
+Protocol request body, the rows stacked along the batch axis, ready to be replayed::
+
+    {"model": "digits", "seen": 12345, "rows": 256,
+     "inputs": [{"name": "x", "datatype": "FP32", "shape": [256, 64], "data": [...]}]}
+"""
+
+from __future__ import annotations
+
+import random
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from workbench.serving.protocol import datatype_of
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from starlette.requests import Request
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    from workbench.serving.service import Service
+
+__all__ = ["DEFAULT_SIZE", "Reservoir", "reservoir_route"]
+
+DEFAULT_SIZE = 256
+Row = dict[str, np.ndarray[Any, Any]]
+
+
+class Reservoir:
+    """Algorithm R over request rows; ``size`` 0 keeps nothing. Used from the event loop."""
+
+    def __init__(self, size: int = DEFAULT_SIZE, *, seed: int | None = None) -> None:
+        if size < 0:
+            raise ValueError(f"the reservoir size must be >= 0, not {size}")
+        self.size = size
+        self.seen = 0
+        self._rows: list[Row] = []
+        self._random = random.Random(seed)
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def offer(self, inputs: Mapping[str, np.ndarray[Any, Any]]) -> None:
+        """Consider every row of one request's (validated) inputs."""
+        if not self.size or not inputs:
+            return
+        arrays = list(inputs.items())
+        counts = {array.shape[0] if array.ndim else -1 for _, array in arrays}
+        rows = counts.pop() if len(counts) == 1 else -1
+        if rows < 0:  # inputs that do not share a batch axis: the request is one row
+            slot = self._slot()
+            if slot is not None:
+                self._keep(slot, {name: np.array(array) for name, array in arrays})
+            return
+        for index in range(rows):
+            slot = self._slot()
+            if slot is not None:  # copied only when kept
+                self._keep(slot, {name: np.array(array[index : index + 1]) for name, array in arrays})
+
+    def _slot(self) -> int | None:
+        """Algorithm R: where the next row goes, or None when it is not kept."""
+        self.seen += 1
+        if len(self._rows) < self.size:
+            return len(self._rows)
+        slot = self._random.randrange(self.seen)
+        return slot if slot < self.size else None
+
+    def _keep(self, slot: int, row: Row) -> None:
+        if slot == len(self._rows):
+            self._rows.append(row)
+        else:
+            self._rows[slot] = row
+
+    def sample(self) -> dict[str, np.ndarray[Any, Any]]:
+        """The kept rows stacked into one batch per input (rows shaped unlike the first left out)."""
+        if not self._rows:
+            return {}
+        first = self._rows[0]
+        same = [row for row in self._rows if row.keys() == first.keys() and all(
+            row[name].shape[1:] == first[name].shape[1:] and row[name].dtype == first[name].dtype
+            for name in first
+        )]
+        return {name: np.concatenate([row[name] for row in same], axis=0) for name in first}
+
+    def to_json(self, model: str) -> dict[str, Any]:
+        """The sample as an inference request body, with how many rows were seen."""
+        stacked = self.sample()
+        rows = next(iter(stacked.values())).shape[0] if stacked else 0
+        return {
+            "model": model,
+            "seen": self.seen,
+            "rows": rows,
+            "inputs": [
+                {"name": name, "datatype": datatype_of(array.dtype), "shape": list(array.shape),
+                 "data": array.ravel().tolist()}
+                for name, array in stacked.items()
+            ],
+        }
+
+
+def reservoir_route(service: Service, reservoir: Reservoir) -> Route:
+    """``GET /v2/admin/reservoir`` behind the admin token."""
+    from starlette.routing import Route
+
+    from workbench.serving.admin import guarded
+    from workbench.serving.app import json_response
+
+    async def handler(request: Request) -> Response:
+        return json_response(reservoir.to_json(service.model))
+
+    return Route("/v2/admin/reservoir", guarded(service, handler), methods=["GET"])

@@ -151,6 +151,7 @@ class HistoryEntry:
     weights: Mapping[str, int] = field(default_factory=dict, compare=False)
     reason: str = ""
     actor: str = ""
+    details: Mapping[str, Any] = field(default_factory=dict, compare=False)  # e.g. rule verdicts
 
     def __post_init__(self) -> None:
         if self.outcome not in ("ok", "failed", "refused"):
@@ -167,6 +168,7 @@ class HistoryEntry:
             "weights": dict(self.weights),
             "reason": self.reason,
             "actor": self.actor,
+            **({"details": dict(self.details)} if self.details else {}),
         }
 
     @classmethod
@@ -185,6 +187,7 @@ class HistoryEntry:
             weights={str(k): int(v) for k, v in dict(data.get("weights", {})).items()},
             reason=str(data.get("reason", "")),
             actor=str(data.get("actor", "")),
+            details=dict(data.get("details") or {}),
         )
 
 
@@ -240,6 +243,7 @@ class DeploymentState:
     instances: Mapping[Color, InstanceRecord] = field(default_factory=dict)
     plan: Plan | None = None  # the current (or last) rollout's target
     agreement: Mapping[str, Any] | None = None  # the last output-agreement report
+    canary: Mapping[str, Any] | None = None  # the canary controller's status (its plan, step, verdicts)
     history: tuple[HistoryEntry, ...] = ()
     revision: int = 0  # bumped on every write
     created_at: float = 0.0
@@ -323,6 +327,7 @@ class DeploymentState:
         reason: str = "",
         *,
         now: float | None = None,
+        details: Mapping[str, Any] | None = None,
     ) -> DeploymentState:
         """Return this state with a history entry appended (versions and phase as they are now)."""
         entry = HistoryEntry(
@@ -335,6 +340,7 @@ class DeploymentState:
             weights=dict(self.weights),
             reason=reason,
             actor=actor(),
+            details=dict(details or {}),
         )
         return replace(self, history=(*self.history, entry)[-MAX_HISTORY:])
 
@@ -359,6 +365,7 @@ class DeploymentState:
             "instances": {c: r.to_dict() for c, r in self.instances.items()},
             "plan": None if self.plan is None else self.plan.to_dict(),
             "agreement": None if self.agreement is None else dict(self.agreement),
+            "canary": None if self.canary is None else dict(self.canary),
             "history": [h.to_dict() for h in self.history],
             "revision": self.revision,
             "created_at": self.created_at,
@@ -392,6 +399,7 @@ class DeploymentState:
             },
             plan=None if plan is None else Plan.from_dict(plan),
             agreement=None if agreement is None else dict(agreement),
+            canary=None if data.get("canary") is None else dict(data["canary"]),
             history=tuple(HistoryEntry.from_dict(h) for h in data.get("history", [])),
             revision=int(data.get("revision", 0)),
             created_at=float(data.get("created_at", 0.0)),

@@ -1,0 +1,168 @@
+"""The canary analysis rules and the analysis spec, judged on hand-made windows."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from workbench.deploy.rollout.analysis import (
+    AccuracyRule,
+    AgreementRule,
+    AnalysisSpec,
+    ErrorRateRule,
+    LatencyRule,
+    MemoryRule,
+    Observation,
+    RelativeLatencyRule,
+    parse_duration,
+    parse_steps,
+    wilson_interval,
+)
+from workbench.deploy.rollout.signals import ColourWindow, OutputCheck
+from workbench.errors import DeployValueError
+
+
+def window(requests: float = 100, errors: float = 0, p99: float | None = 20.0,
+           memory: float | None = 1e8, colour: str = "green") -> ColourWindow:
+    return ColourWindow(colour, 30.0, requests, errors, p99, memory)
+
+
+def seen(candidate: ColourWindow, **kwargs: object) -> Observation:
+    return Observation(interval=30.0, candidate=candidate, **kwargs)  # type: ignore[arg-type]
+
+
+def test_wilson_interval_brackets_the_rate_and_narrows_with_samples() -> None:
+    low_small, high_small = wilson_interval(9, 10)
+    low_big, high_big = wilson_interval(900, 1000)
+    assert low_small < 0.9 < high_small
+    assert low_small < low_big < 0.9 < high_big < high_small
+    assert wilson_interval(0, 0) == (0.0, 1.0)
+
+
+def test_error_rate_too_few_requests_is_inconclusive_never_passed() -> None:
+    result = ErrorRateRule().judge(seen(window(requests=5)))
+    assert result.verdict == "inconclusive"
+    assert "need 20" in result.message
+
+
+def test_error_rate_slightly_high_fails_only_after_three_intervals() -> None:
+    rule = ErrorRateRule()
+    first = rule.judge(seen(window(requests=100, errors=5)))
+    assert (first.verdict, first.sustained) == ("fail", False)
+    assert first.value == pytest.approx(0.05) and first.threshold == 0.03
+    third = rule.judge(seen(window(requests=100, errors=5), streaks={"error_rate": 2}))
+    assert (third.verdict, third.sustained) == ("fail", True)
+
+
+def test_error_rate_far_above_the_threshold_fails_at_once() -> None:
+    result = ErrorRateRule().judge(seen(window(requests=100, errors=40)))
+    assert (result.verdict, result.sustained) == ("fail", True)
+
+
+def test_error_rate_within_threshold_passes() -> None:
+    assert ErrorRateRule().judge(seen(window(requests=100, errors=2))).verdict == "pass"
+
+
+def test_latency_absolute_is_held_for_a_minute() -> None:
+    rule = LatencyRule()
+    first = rule.judge(seen(window(p99=800)))
+    assert (first.verdict, first.sustained) == ("fail", False)
+    second = rule.judge(seen(window(p99=800), streaks={"latency_p99": 1}))
+    assert second.sustained  # 2 intervals of 30 s = 1 minute
+    assert rule.judge(seen(window(p99=100))).verdict == "pass"
+
+
+def test_latency_relative_to_stable() -> None:
+    rule = RelativeLatencyRule(intervals=1)
+    slow = rule.judge(seen(window(p99=300), stable=window(p99=100, colour="blue")))
+    assert slow.verdict == "fail" and slow.value == pytest.approx(3.0)
+    same = rule.judge(seen(window(p99=120), stable=window(p99=100, colour="blue")))
+    assert same.verdict == "pass"
+    fast_enough = rule.judge(seen(window(p99=9), stable=window(p99=2, colour="blue")))
+    assert fast_enough.verdict == "pass"  # under the floor
+    assert rule.judge(seen(window(p99=300))).verdict == "skip"
+
+
+def test_memory_growth_per_minute() -> None:
+    rule = MemoryRule(intervals=1)
+    leak = rule.judge(seen(window(memory=3e8), previous_memory=1e8))  # 200 MB in 30 s
+    assert leak.verdict == "fail" and leak.value == pytest.approx(400.0)
+    assert rule.judge(seen(window(memory=1.1e8), previous_memory=1e8)).verdict == "pass"
+    assert rule.judge(seen(window())).verdict == "skip"
+
+
+def test_agreement_judged_on_the_wilson_lower_bound() -> None:
+    rule = AgreementRule()
+    good = OutputCheck(rows=540, agreement=0.943, accuracy_stable=None, accuracy_candidate=None)
+    bad = OutputCheck(rows=540, agreement=0.744, accuracy_stable=None, accuracy_candidate=None)
+    few = OutputCheck(rows=8, agreement=1.0, accuracy_stable=None, accuracy_candidate=None)
+    assert rule.judge(seen(window(), output=good)).verdict == "pass"
+    failed = rule.judge(seen(window(), output=bad))
+    assert (failed.verdict, failed.sustained) == ("fail", True)
+    assert rule.judge(seen(window(), output=few)).verdict == "inconclusive"
+    assert rule.judge(seen(window())).verdict == "inconclusive"
+
+
+def test_accuracy_drop_in_points() -> None:
+    rule = AccuracyRule()
+    drop = OutputCheck(rows=540, agreement=0.74, accuracy_stable=0.94, accuracy_candidate=0.735)
+    result = rule.judge(seen(window(), output=drop))
+    assert result.verdict == "fail" and result.value == pytest.approx(20.5)
+    nolabels = OutputCheck(rows=540, agreement=0.9, accuracy_stable=None, accuracy_candidate=None)
+    assert rule.judge(seen(window(), output=nolabels)).verdict == "skip"
+
+
+def test_spec_from_toml_file(tmp_path: Path) -> None:
+    path = tmp_path / "analysis.toml"
+    path.write_text(
+        'steps = [10, "gate", 50, 100]\ninterval = "2s"\n'
+        "[error_rate]\nmax = 0.01\nintervals = 1\n[memory]\ngrowth_mb_per_min = 50\n"
+        "[accuracy]\nmax_drop = 2\n[relative_latency]\n"
+    )
+    spec = AnalysisSpec.load(path)
+    assert spec.steps == (10, "gate", 50, 100)
+    assert spec.interval == 2.0
+    assert spec.rule("error_rate") == ErrorRateRule(max_rate=0.01, intervals=1)
+    assert spec.rule("memory_growth") == MemoryRule(max_mb_per_min=50)
+    again = AnalysisSpec.from_dict(spec.to_dict())
+    assert again == spec
+
+
+def test_spec_from_yaml_file_drops_a_rule(tmp_path: Path) -> None:
+    path = tmp_path / "analysis.yaml"
+    path.write_text("steps: 5,25,100\nlatency:\n  p99_ms: 200\n  hold: 1m\nmemory: false\n")
+    spec = AnalysisSpec.load(path)
+    assert spec.rule("latency_p99") == LatencyRule(max_ms=200, hold_seconds=60)
+    with pytest.raises(KeyError):
+        spec.rule("memory_growth")
+
+
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [("colour = 1\n", "'colour'"), ("[latency]\np95_ms = 3\n", "latency.p95_ms")],
+)
+def test_unknown_key_is_a_clear_error(tmp_path: Path, text: str, named: str) -> None:
+    path = tmp_path / "analysis.toml"
+    path.write_text(text)
+    with pytest.raises(DeployValueError, match=named.replace(".", r"\.")):
+        AnalysisSpec.load(path)
+
+
+def test_flags_override_the_file() -> None:
+    spec = AnalysisSpec().with_flags(steps="5,gate,100", interval="1.5s", mirror=None)
+    assert spec.steps == (5, "gate", 100) and spec.interval == 1.5 and spec.mirror == 0
+
+
+@pytest.mark.parametrize("steps", ["50,25", "5,x", "0,100", "5,5"])
+def test_bad_steps_are_refused(steps: str) -> None:
+    with pytest.raises(DeployValueError):
+        AnalysisSpec().with_flags(steps=steps)
+
+
+def test_durations() -> None:
+    assert parse_duration("30s") == 30 and parse_duration("2m") == 120
+    assert parse_duration("500ms") == 0.5 and parse_duration(3) == 3
+    assert parse_steps("5, 25 ,gate,100%") == (5, 25, "gate", 100)
+    with pytest.raises(DeployValueError, match="not a duration"):
+        parse_duration("soon")

@@ -122,6 +122,24 @@ def _done(state: DeploymentState, what: str, json: bool) -> None:
     console.print(f"{state.name}: {what} — phase {_phase(state.phase)}; traffic {weights}")
 
 
+def _canary_verb(deployment: Any, verb: str, reason: str, json: bool) -> bool:
+    """Send ``verb`` to the deployment's canary when one is under way (True if it was)."""
+    from workbench.deploy import canary
+
+    if not canary.active(deployment):
+        return False
+    from workbench.cli import canary as canary_cli
+
+    status = canary_cli.command(deployment, verb, reason)
+    if json:
+        print_json(deployment.state.to_dict())
+    else:
+        console.print(
+            f"{deployment.name}: canary {status.stage.value} at {status.weight}% — {status.message}"
+        )
+    return True
+
+
 # -- commands -----------------------------------------------------------------------------
 
 
@@ -190,15 +208,51 @@ def update(
         float, typer.Option(help="Top-1 agreement (0..1) the candidate needs with stable.")
     ] = 0.0,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for verification.")] = 180.0,
+    strategy: Annotated[
+        str, typer.Option(help="blue-green (wait for promote) or canary (step by step, judged).")
+    ] = "blue-green",
+    steps: Annotated[
+        str | None, typer.Option(help="Canary weights in percent, 'gate' waits: 5,25,gate,100.")
+    ] = None,
+    interval: Annotated[
+        str | None, typer.Option(help="Canary analysis interval, e.g. 30s or 1m.")
+    ] = None,
+    mirror: Annotated[
+        int | None, typer.Option(help="Mirror this % of stable's requests to the candidate first.")
+    ] = None,
+    analysis: Annotated[
+        Path | None, typer.Option(help="Canary analysis file (.toml or .yaml) with the rules.")
+    ] = None,
+    synthetic: Annotated[
+        float | None, typer.Option(help="Send the sample at this many requests/s to the canary.")
+    ] = None,
+    prometheus: Annotated[
+        str | None, typer.Option(help="Judge on this Prometheus (PromQL) instead of scraping.")
+    ] = None,
+    detach: Annotated[
+        bool, typer.Option("--detach", help="Run the canary controller in the background.")
+    ] = False,
     json: JsonOption = False,
 ) -> None:
     """Start VERSION on the other colour, verify it, report, then wait for `promote`.
 
     Verification: readiness, deep health, and output agreement with stable on the
-    manifests' samples (plus --sample). Stable keeps all traffic meanwhile.
+    manifests' samples (plus --sample). Stable keeps all traffic meanwhile. With
+    --strategy canary the candidate then takes the --steps weights one --interval at a
+    time, judged by the analysis rules: promoted at the end, rolled back when one fails.
     """
-    from workbench.errors import RolloutError
+    from workbench.errors import DeployValueError, RolloutError
 
+    spec = None
+    if strategy == "canary":
+        from workbench.cli import canary as canary_cli
+
+        spec = canary_cli.analysis_spec(
+            analysis=analysis, steps=steps, interval=interval, mirror=mirror,
+            synthetic=synthetic,
+        )
+    elif strategy != "blue-green":
+        raise DeployValueError(f"--strategy is blue-green or canary, not {strategy!r}")
     deployment = _manager().get(name)
     last = {"message": ""}
 
@@ -227,24 +281,34 @@ def update(
     else:
         if state.agreement:
             console.print(_agreement_table(dict(state.agreement)))
-        if error is None:
+        if error is None and spec is None:
             hint = "" if auto_promote else f" — promote with: workbench deploy promote {name}"
             _done(state, f"{state.candidate_version} verified{hint}", False)
     if error is not None:
         raise error
+    if spec is not None:
+        canary_cli.start(deployment, spec, detach=detach, prometheus=prometheus, json=json)
 
 
 @app.command()
 def promote(name: NameArg, reason: ReasonOption = "", json: JsonOption = False) -> None:
-    """All traffic to the candidate; stable stays warm as the rollback target."""
-    state = _manager().get(name).promote(reason)
+    """All traffic to the candidate; stable stays warm as the rollback target.
+
+    During a canary: skip ahead to the next step (past a gate, too)."""
+    deployment = _manager().get(name)
+    if _canary_verb(deployment, "promote", reason, json):
+        return
+    state = deployment.promote(reason)
     _done(state, f"promoted {state.candidate_version}", json)
 
 
 @app.command()
 def rollback(name: NameArg, reason: ReasonOption = "", json: JsonOption = False) -> None:
     """All traffic back to stable (one router reload), then stop the candidate."""
-    state = _manager().get(name).rollback(reason)
+    deployment = _manager().get(name)
+    if _canary_verb(deployment, "rollback", reason, json):
+        return
+    state = deployment.rollback(reason)
     _done(state, f"rolled back to {state.stable_version}", json)
 
 
@@ -270,7 +334,10 @@ def weight(
 @app.command()
 def abort(name: NameArg, reason: ReasonOption = "", json: JsonOption = False) -> None:
     """Drop the candidate before it was promoted; stable keeps all traffic."""
-    state = _manager().get(name).abort(reason)
+    deployment = _manager().get(name)
+    if _canary_verb(deployment, "abort", reason, json):
+        return
+    state = deployment.abort(reason)
     _done(state, "candidate dropped", json)
 
 
@@ -296,7 +363,13 @@ def status(
 
         if not statuses:
             return "no deployments (create one with: workbench deploy create NAME --model M)"
-        return Group(*(_status_table(s) for s in statuses))
+        from workbench.cli.canary import status_part
+
+        parts: list[RenderableType] = []
+        for each in statuses:
+            parts.append(_status_table(each))
+            parts.extend(status_part(manager.get(each.state.name)))
+        return Group(*parts)
 
     if json and not watch:
         statuses = snapshot()
@@ -341,6 +414,9 @@ def restore(
         states.append(state)
         if not json:
             _done(state, state.history[-1].reason, False)
+        from workbench.cli.canary import carry_on
+
+        carry_on(manager.get(each), quiet=json)
     if json:
         print_json([s.to_dict() for s in states])
 
@@ -421,3 +497,12 @@ def delete(
         typer.confirm(f"delete deployment {name} ({deployment.url})?", abort=True)
     deployment.delete()
     console.print(f"{name}: deleted")
+
+
+def _register_canary() -> None:
+    from workbench.cli import canary
+
+    canary.register(app, lambda: _manager())
+
+
+_register_canary()

@@ -320,10 +320,10 @@ class AgreementRule:
     def judge(self, seen: Observation) -> RuleResult:
         check = seen.output
         base = partial(RuleResult, rule=self.name, threshold=self.min_agreement)
-        if check is None or check.agreement is None:
-            return base(
-                verdict="inconclusive", value=None, message="no replayed outputs"
-            )
+        if check is None:
+            return base(verdict="skip", value=None, message="no inputs to replay (no labelled set)")
+        if check.agreement is None:
+            return base(verdict="inconclusive", value=None, message="no replayed outputs")
         if check.rows < self.min_rows:
             return base(
                 verdict="inconclusive", value=check.agreement, samples=check.rows,

@@ -1,0 +1,197 @@
+"""Canaries of the demo digits model with real nginx, real ``workbench serve`` instances and
+real client traffic: a good version is promoted through every step, a degraded one and a
+failing one are rolled back — with no failed client request — and a quiet canary holds.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from collections import Counter
+from typing import TYPE_CHECKING
+
+import httpx
+import numpy as np
+import pytest
+
+from tests.serving.conftest import json_infer_body, x_batch
+from workbench.deploy import canary
+from workbench.deploy.rollout.analysis import (
+    AgreementRule,
+    AnalysisSpec,
+    ErrorRateRule,
+    LatencyRule,
+)
+from workbench.deploy.rollout.controller import Stage
+from workbench.deploy.rollout.phases import Phase
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
+
+    from workbench.deploy.deployment import Deployment
+    from workbench.deploy.manager import DeploymentManager
+
+pytestmark = [pytest.mark.nginx, pytest.mark.slow]
+INFER = "/v2/models/digits/infer"
+FAULTY = "1.1.0"  # with the faulty backend, this version answers 500 to every inference
+
+
+class Clients:
+    """Client traffic through the router: every answer's status and version, counted."""
+
+    def __init__(self, url: str, rate: float = 40.0) -> None:
+        self.url, self.rate = url, rate
+        self.answers: Counter[tuple[int, str]] = Counter()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> Clients:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def _run(self) -> None:
+        body = json_infer_body(x_batch(1))
+        with httpx.Client(base_url=self.url, timeout=10) as client:
+            while not self._stop.wait(1 / self.rate):
+                try:
+                    response = client.post(INFER, json=body)
+                    key = (response.status_code, response.headers.get("x-model-version", "?"))
+                except httpx.HTTPError:
+                    key = (0, "?")
+                self.answers[key] += 1
+
+    @property
+    def failed(self) -> int:
+        return sum(n for (status, _), n in self.answers.items() if status != 200)
+
+    def by_version(self, version: str) -> int:
+        return sum(n for (_, v), n in self.answers.items() if v == version)
+
+
+@pytest.fixture(scope="module")
+def labelled(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from workbench.model.demo import digits_dataset
+
+    _, _, x_test, y_test = digits_dataset()
+    path = tmp_path_factory.mktemp("labelled") / "digits-test.npz"
+    np.savez(path, x=x_test, labels=y_test)
+    return path
+
+
+@pytest.fixture
+def manager(nginx: None, demo_repo: Path, home: Path) -> Iterator[DeploymentManager]:
+    """A manager whose instances of version FAULTY fail every inference on purpose
+    (``workbench serve --fault-error-rate 1 --fault-version 1.1.0``)."""
+    from workbench.deploy.backends.process import ProcessBackend
+    from workbench.deploy.manager import DeploymentManager
+
+    wrapper = home / "faulty_serve.py"
+    wrapper.write_text(
+        "import os, sys\n"
+        f"args = [sys.executable, '-m', 'workbench', *sys.argv[1:]]\n"
+        f"if os.environ.get('WB_TEST_FAULTY') == '1':\n"
+        f"    args += ['--fault-error-rate', '1', '--fault-version', {FAULTY!r}]\n"
+        "os.execv(sys.executable, args)\n"
+    )
+
+    def factory(name: str, options: object) -> ProcessBackend:
+        return ProcessBackend(home, command=[sys.executable, str(wrapper)])
+
+    made = DeploymentManager(home, repo=demo_repo, backend_factory=factory)
+    yield made
+    for name in made.names():
+        made.delete(name)
+
+
+def spec(labelled: Path | None = None, **kw: object) -> AnalysisSpec:
+    rules = (ErrorRateRule(min_requests=10), LatencyRule(min_requests=10),
+             AgreementRule(min_rows=32))
+    base = AnalysisSpec(steps=(25, 50, 100), interval=1.5, max_inconclusive=8, rules=rules,
+                        labelled=None if labelled is None else str(labelled))
+    from dataclasses import replace
+
+    return replace(base, **kw)  # type: ignore[arg-type]
+
+
+def updated(manager: DeploymentManager, version: str, checks: tuple[str, ...] = ("ready",
+            "deep_health", "agreement")) -> Deployment:
+    web = manager.get("digits") if "digits" in manager.names() else manager.create(
+        "digits", "digits", "1.0.0", timeout=300)
+    web.update(version, timeout=300, checks=checks)
+    assert web.phase is Phase.VERIFIED
+    return web
+
+
+def test_good_version_is_promoted_through_every_step(manager: DeploymentManager,
+                                                      labelled: Path) -> None:
+    web = updated(manager, "1.1.0")
+    weights: list[int] = []
+    with Clients(web.url) as clients:
+        status = canary.run(web, spec(labelled),
+                            on_tick=lambda s, a: weights.append(a.weight) if a.weight else None)
+    assert status.stage is Stage.PROMOTED, status.message
+    assert weights == [25, 50, 100]
+    assert web.phase is Phase.PROMOTED and web.state.weights[web.state.rollout.candidate] == 100
+    assert clients.failed == 0 and clients.by_version("1.1.0") > 0
+    ticks = [h for h in web.history() if h.action == "canary" and h.details.get("results")]
+    assert ticks and all("threshold" in r for h in ticks for r in h.details["results"])
+
+
+def test_degraded_version_is_rolled_back_by_the_agreement_rule(manager: DeploymentManager,
+                                                                labelled: Path) -> None:
+    web = updated(manager, "1.2.0")
+    with Clients(web.url) as clients:
+        status = canary.run(web, spec(labelled))
+    assert status.stage is Stage.ROLLED_BACK
+    assert "agreement" in status.message and "min 80%" in status.message
+    assert status.weight == 25  # judged at the first step, never beyond it
+    assert web.phase is Phase.ROLLED_BACK and web.state.candidate is None
+    assert clients.failed == 0
+    last = web.history()[-1]
+    assert last.action == "canary" and last.outcome == "failed"
+    assert any(r["rule"] == "agreement" and r["verdict"] == "fail"
+               for r in last.details["results"])
+
+
+def test_failing_version_is_rolled_back_by_error_rate_without_client_failures(
+    manager: DeploymentManager, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WB_TEST_FAULTY", "1")
+    # only readiness is verified: the faults show under traffic, as a real regression would
+    web = updated(manager, FAULTY, checks=("ready",))
+    with Clients(web.url) as clients:
+        status = canary.run(web, spec())
+    assert status.stage is Stage.ROLLED_BACK
+    assert status.message.startswith("rule error_rate failed: 100.0%")
+    assert status.ticks <= 2
+    assert clients.failed == 0  # the router retried every candidate 500 on stable
+    assert web.phase is Phase.ROLLED_BACK
+
+
+def test_quiet_canary_holds_then_synthetic_traffic_gets_it_judged(
+    manager: DeploymentManager,
+) -> None:
+    web = updated(manager, "1.1.0")
+    stop = threading.Event()
+    seen: list[str] = []
+
+    def watch(status: object, action: object) -> None:
+        seen.append(getattr(action, "kind", ""))
+        if len(seen) >= 4:
+            stop.set()
+
+    status = canary.run(web, spec(), stop=stop, on_tick=watch)
+    assert status.stage is Stage.STEP and status.weight == 25  # held: no traffic at all
+    assert seen[1:] == ["hold", "hold", "hold"]
+    verdicts = {r.rule: r.verdict for r in status.last}
+    assert verdicts == {"error_rate": "inconclusive", "latency_p99": "inconclusive",
+                        "agreement": "skip"}  # no labelled set: nothing to replay
+    web.abort("quiet")
+    web.update("1.1.0", timeout=300)
+    status = canary.run(web, spec(synthetic=20.0))
+    assert status.stage is Stage.PROMOTED, status.message

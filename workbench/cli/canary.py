@@ -1,0 +1,237 @@
+"""``workbench deploy`` canary verbs: the canary of ``update --strategy canary``, ``pause``,
+``resume``, and the controller run in the foreground (a live view) or detached.
+
+The controller's status lives in the deployment's state file, so these verbs act on
+the same canary whichever shell, notebook or background process runs its controller.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.console import Group
+from rich.table import Table
+
+from workbench.cli._common import JsonOption, console, print_json
+
+if TYPE_CHECKING:
+    from rich.console import RenderableType
+
+    from workbench.deploy.deployment import Deployment
+    from workbench.deploy.rollout.analysis import AnalysisSpec
+    from workbench.deploy.rollout.controller import CanaryStatus
+
+NameArg = Annotated[str, typer.Argument(help="Deployment name.")]
+_VERDICT_STYLE = {"pass": "green", "fail": "red", "inconclusive": "yellow", "skip": "dim"}
+LOG_FILE = "controller.log"
+
+
+def analysis_spec(
+    *,
+    analysis: Path | None,
+    steps: str | None,
+    interval: str | None,
+    mirror: int | None,
+    synthetic: float | None,
+) -> AnalysisSpec:
+    """The spec of ``--analysis FILE`` (or the defaults) with the flags given on top."""
+    from workbench.deploy.rollout.analysis import AnalysisSpec
+
+    spec = AnalysisSpec.load(analysis) if analysis is not None else AnalysisSpec()
+    return spec.with_flags(steps=steps, interval=interval, mirror=mirror, synthetic=synthetic)
+
+
+def render(deployment_name: str, status: CanaryStatus | None, spec: AnalysisSpec) -> RenderableType:
+    """The step plan and each rule's last value against its threshold."""
+    if status is None:
+        return f"{deployment_name}: no canary yet"
+    plan = []
+    for i, step in enumerate(status.steps):
+        text = "gate" if step == "gate" else f"{step}%"
+        if i == status.index:
+            text = f"[bold reverse] {text} [/]"
+        elif i < status.index:
+            text = f"[green]{text}[/]"
+        else:
+            text = f"[dim]{text}[/]"
+        plan.append(text)
+    if status.index < 0:
+        plan.insert(0, "[bold reverse] mirror [/]")
+    header = (
+        f"{deployment_name}: canary [bold]{status.stage.value}[/] at {status.weight}% "
+        f"(tick {status.ticks}, every {spec.interval:g}s)   plan: " + " → ".join(plan)
+    )
+    table = Table(title=header, title_justify="left")
+    for column in ("rule", "value", "threshold", "verdict", "detail"):
+        table.add_column(column)
+    for result in status.last:
+        style = _VERDICT_STYLE.get(result.verdict, "white")
+        verdict = result.verdict + (" (sustained)" if result.sustained else "")
+        table.add_row(
+            result.rule,
+            "–" if result.value is None else f"{result.value:.4g}",
+            f"{result.threshold:g}",
+            f"[{style}]{verdict}[/]",
+            result.message,
+        )
+    table.caption = status.message
+    table.caption_justify = "left"
+    return Group(table)
+
+
+def start(
+    deployment: Deployment,
+    spec: AnalysisSpec,
+    *,
+    detach: bool,
+    prometheus: str | None,
+    json: bool,
+) -> None:
+    """Run the canary of a verified candidate: in the foreground, or detached."""
+    from workbench.deploy import canary
+
+    _remember_spec(deployment, spec, prometheus)
+    if detach:
+        pid, log = spawn(deployment, prometheus)
+        if json:
+            print_json({"deployment": deployment.name, "pid": pid, "log": str(log)})
+        else:
+            console.print(f"{deployment.name}: canary controller runs as pid {pid}; log {log}")
+        return
+    foreground(deployment, spec, prometheus=prometheus, json=json, run=canary.run)
+
+
+def foreground(deployment: Deployment, spec: AnalysisSpec | None, *, prometheus: str | None,
+               json: bool, run: Any) -> None:
+    from rich.live import Live
+
+    from workbench.deploy.canary import controller
+
+    spec = spec or controller(deployment).spec
+    stop = threading.Event()
+    if json:
+        status = run(deployment, spec, prometheus=prometheus, stop=stop)
+        print_json(status.to_dict())
+        return
+    with Live(render(deployment.name, None, spec), console=console, refresh_per_second=2) as live:
+        def show(status: CanaryStatus, _action: object) -> None:
+            live.update(render(deployment.name, status, spec))
+
+        try:
+            status = run(deployment, spec, prometheus=prometheus, stop=stop, on_tick=show)
+        except KeyboardInterrupt:
+            stop.set()
+            console.print("stopped watching; the canary stays where it is "
+                          f"(carry on with: workbench deploy restore {deployment.name})")
+            raise typer.Exit(130) from None
+        live.update(render(deployment.name, status, spec))
+    if status.stage.value == "rolled_back":
+        raise typer.Exit(1)
+
+
+def spawn(deployment: Deployment, prometheus: str | None) -> tuple[int, Path]:
+    """Start ``workbench deploy canary-run NAME`` in the background; its pid and log file."""
+    directory = deployment.context.store.directory(deployment.name)
+    log = directory / LOG_FILE
+    command = [sys.executable, "-m", "workbench", "deploy", "canary-run", deployment.name]
+    if prometheus:
+        command += ["--prometheus", prometheus]
+    with log.open("ab") as out:
+        process = subprocess.Popen(
+            command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True, env={**os.environ},
+        )
+    (directory / "controller.pid").write_text(str(process.pid))
+    return process.pid, log
+
+
+def _remember_spec(deployment: Deployment, spec: AnalysisSpec, prometheus: str | None) -> None:
+    from dataclasses import replace
+
+    store = deployment.context.store
+    with store.transaction(deployment.name) as txn:
+        state = txn.state
+        canary = {"spec": spec.to_dict(), "source": "prometheus" if prometheus else "scrape",
+                  "prometheus": prometheus}
+        txn.save(replace(state, canary=canary))
+
+
+def command(deployment: Deployment, verb: str, reason: str = "") -> CanaryStatus:
+    """Pause, resume, promote (skip ahead), abort or roll back the deployment's canary."""
+    from workbench.deploy.canary import controller
+
+    return controller(deployment).command(verb, reason)
+
+
+def status_part(deployment: Deployment) -> list[RenderableType]:
+    """What ``deploy status`` adds for a canary: whether its controller runs, the verdicts."""
+    from workbench.deploy.canary import controller, running_pid
+
+    data = deployment.state.canary
+    if not data or "status" not in data:
+        return []
+    control = controller(deployment)
+    status = control.status
+    pid = running_pid(deployment)
+    runs = f"controller runs (pid {pid})" if pid else "no controller runs"
+    if status is not None and not status.done and not pid:
+        runs += f" — carry on with: workbench deploy restore {deployment.name}"
+    return [render(deployment.name, status, control.spec), f"  {runs}"]
+
+
+def carry_on(deployment: Deployment, *, quiet: bool = False) -> int | None:
+    """After a restore: start a detached controller for an unfinished canary none runs."""
+    from workbench.deploy.canary import active, running_pid
+
+    if not active(deployment) or running_pid(deployment):
+        return None
+    pid, log = spawn(deployment, (deployment.state.canary or {}).get("prometheus"))
+    if not quiet:
+        console.print(f"{deployment.name}: canary controller resumed as pid {pid}; log {log}")
+    return pid
+
+
+def register(app: typer.Typer, manager: Any) -> None:
+    """Add ``pause``, ``resume`` and the hidden ``canary-run`` to the deploy group."""
+
+    @app.command()
+    def pause(name: NameArg, reason: Annotated[str, typer.Option(help="Why.")] = "",
+              json: JsonOption = False) -> None:
+        """Pause a canary at its current step (its controller keeps the weight, judges nothing)."""
+        status = command(manager().get(name), "pause", reason)
+        _said(name, status, json)
+
+    @app.command()
+    def resume(name: NameArg, json: JsonOption = False) -> None:
+        """Resume a paused canary, or pass a gate step."""
+        status = command(manager().get(name), "resume")
+        _said(name, status, json)
+
+    @app.command("canary-run", hidden=True)
+    def canary_run(
+        name: NameArg,
+        prometheus: Annotated[str | None, typer.Option(help="Prometheus URL.")] = None,
+    ) -> None:
+        """Run a deployment's canary controller (what --detach starts)."""
+        import logging
+
+        from workbench.deploy import canary
+
+        logging.basicConfig(level=logging.INFO, format="%(message)s")
+        deployment = manager().get(name)
+        status = canary.run(deployment, prometheus=prometheus)
+        print(f"{time.strftime('%H:%M:%S')} {name}: canary {status.stage.value}: {status.message}")
+
+
+def _said(name: str, status: CanaryStatus, json: bool) -> None:
+    if json:
+        print_json(status.to_dict())
+    else:
+        console.print(f"{name}: canary {status.stage.value} at {status.weight}% — {status.message}")

@@ -1,0 +1,210 @@
+"""A canary of a deployment: the controller wired to the deployment, its instances and state.
+
+:class:`DeploymentTarget` lets the :class:`~workbench.deploy.rollout.controller.CanaryController`
+act on a :class:`~workbench.deploy.deployment.Deployment` (weights, promote, rollback
+through the router; the canary status and each tick's verdicts in the state file, key
+``canary``, and its history). :func:`controller` builds one from the persisted spec, so
+a CLI command in another shell (``deploy pause``, ``resume``, ``promote``) acts on the
+same canary a detached controller or a notebook thread runs. :func:`run` starts a canary
+on a verified candidate and ticks it to the end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+from workbench.deploy.rollout.analysis import AnalysisSpec
+from workbench.deploy.rollout.controller import (
+    Action,
+    CanaryController,
+    CanaryStatus,
+    Hooks,
+    controller_lock,
+    controller_running,
+)
+from workbench.deploy.rollout.phases import Phase
+from workbench.errors import RolloutError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from workbench.deploy.deployment import Deployment
+    from workbench.deploy.rollout.signals import MetricsSource, OutputCheck
+
+__all__ = ["DeploymentTarget", "active", "controller", "run", "running_pid"]
+
+log = logging.getLogger(__name__)
+
+
+class DeploymentTarget:
+    """The deployment seen by the controller (see the module docstring)."""
+
+    def __init__(self, deployment: Deployment, spec: AnalysisSpec, source: str = "scrape") -> None:
+        self.deployment = deployment
+        self.spec = spec
+        self.source = source
+
+    def set_weight(self, percent: int, reason: str) -> None:
+        self.deployment.weight(percent, reason)
+
+    def promote(self, reason: str) -> None:
+        self.deployment.promote(reason)
+
+    def rollback(self, reason: str) -> None:
+        if self.deployment.phase in (Phase.VERIFIED, Phase.CANARY, Phase.PROMOTED):
+            self.deployment.rollback(reason)
+
+    def load(self) -> CanaryStatus | None:
+        data = self.deployment.state.canary
+        if not data or "status" not in data:
+            return None
+        return CanaryStatus.from_dict(data["status"])
+
+    def save(self, status: CanaryStatus, action: Action) -> None:
+        store = self.deployment.context.store
+        with store.transaction(self.deployment.name) as txn:
+            state = txn.state
+            canary = {**(state.canary or {}), "status": status.to_dict(),
+                      "spec": self.spec.to_dict(), "source": self.source}
+            details: dict[str, Any] = {
+                "canary": action.kind,
+                "stage": status.stage.value,
+                "step": status.index,
+                "weight": status.weight,
+                "results": [r.to_dict() for r in status.last],
+            }
+            outcome = "failed" if action.kind == "rollback" and status.last else "ok"
+            state = replace(state, canary=canary)
+            txn.save(state.record("canary", outcome, action.reason or status.message,
+                                  details=details))
+
+
+def active(deployment: Deployment) -> bool:
+    """Whether ``deployment`` has a canary that is not done yet."""
+    data = deployment.state.canary
+    if not data or "status" not in data:
+        return False
+    return not CanaryStatus.from_dict(data["status"]).done
+
+
+def running_pid(deployment: Deployment) -> int | None:
+    """The pid of the controller running this deployment's canary, if one runs."""
+    return controller_running(deployment.context.store.directory(deployment.name))
+
+
+def controller(
+    deployment: Deployment,
+    spec: AnalysisSpec | None = None,
+    *,
+    prometheus: str | None = None,
+) -> CanaryController:
+    """A controller for ``deployment``'s canary: ``spec`` or the persisted one."""
+    state = deployment.state
+    data = state.canary or {}
+    if spec is None:
+        spec = AnalysisSpec.from_dict(data.get("spec", {}), source="persisted canary spec")
+    prometheus = prometheus or data.get("prometheus")
+    stable, candidate = state.rollout.stable, state.rollout.candidate
+
+    def urls() -> dict[str, list[str]]:
+        now = deployment.state
+        return {color: [record.url] for color, record in now.instances.items()}
+
+    source: MetricsSource
+    if prometheus:
+        from workbench.deploy.rollout.prometheus import PrometheusSource, instance_selector
+
+        source = PrometheusSource(
+            prometheus, lambda: {c: instance_selector(u) for c, u in urls().items()}
+        )
+    else:
+        from workbench.deploy.rollout.scrape import ScrapeSource
+
+        source = ScrapeSource(urls)
+    output: Callable[[], OutputCheck | None] | None = None
+    if spec.labelled:
+        labelled = spec.labelled
+
+        def output() -> OutputCheck | None:
+            from workbench.deploy.rollout.replay import output_check
+
+            now = deployment.state
+            if stable not in now.instances or candidate not in now.instances:
+                return None
+            return output_check(now.instances[stable].url, now.instances[candidate].url,
+                                now.model, labelled=labelled)
+
+    target = DeploymentTarget(deployment, spec, "prometheus" if prometheus else "scrape")
+    return CanaryController(deployment.name, target, spec, source, stable=stable,
+                            candidate=candidate, output=output, hooks=Hooks(spec.hooks))
+
+
+def run(
+    deployment: Deployment,
+    spec: AnalysisSpec | None = None,
+    *,
+    prometheus: str | None = None,
+    stop: threading.Event | None = None,
+    on_tick: Callable[[CanaryStatus, Action], None] | None = None,
+) -> CanaryStatus:
+    """Run ``deployment``'s canary to its end (or until ``stop``), holding its controller lock.
+
+    A verified candidate starts at the plan's first step; a canary persisted earlier (a
+    restore after a crash) carries on where it stood.
+    """
+    with controller_lock(deployment.context.store.directory(deployment.name)):
+        control = controller(deployment, spec, prometheus=prometheus)
+        if on_tick is not None:
+            control.listeners.append(on_tick)
+        status = control.status
+        fresh = status is None or status.done or deployment.phase is Phase.VERIFIED
+        if fresh:
+            if deployment.phase is not Phase.VERIFIED:
+                raise RolloutError(
+                    f"{deployment.name}: a canary starts from a verified candidate, "
+                    f"not from phase {deployment.phase.value!r}"
+                )
+            _scrape(control)
+            status = control.begin()
+        synthetic = _synthetic(deployment, control.spec)
+        try:
+            return control.run(stop)
+        finally:
+            if synthetic is not None:
+                synthetic.stop()
+
+
+def _scrape(control: CanaryController) -> None:
+    """Give the scrape source a base, so the first window is one interval long."""
+    scrape = getattr(control.source, "scrape", None)
+    if scrape is not None:
+        with contextlib.suppress(Exception):
+            scrape()
+
+
+def _synthetic(deployment: Deployment, spec: AnalysisSpec) -> Any:
+    """Sample traffic at ``spec.synthetic`` requests/s through the router, if asked for."""
+    if not spec.synthetic:
+        return None
+    from workbench.deploy.rollout.synthetic import SyntheticTraffic
+    from workbench.model.repository import ModelRepository
+
+    state = deployment.state
+    candidate = state.candidate
+    if candidate is None:
+        return None
+    sample = ModelRepository(state.repo).sample(state.model, candidate.version)
+    if not sample:
+        log.warning("%s: %s has no sample to send as synthetic traffic", state.name,
+                    candidate.version)
+        return None
+    budget = max(1.0, spec.interval * (len(spec.steps) + spec.max_inconclusive + 2))
+    traffic = SyntheticTraffic(
+        candidate.url, state.model, sample, rate=spec.synthetic,
+        max_requests=int(spec.synthetic * budget) + 1, max_seconds=budget,
+    )
+    return traffic.start()

@@ -1,0 +1,54 @@
+"""``workbench deploy update --strategy canary`` and the canary verbs through the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from typing import TYPE_CHECKING
+
+import pytest
+
+from tests._wait import wait_until
+from tests.deploy.test_cli_deploy import env, run  # noqa: F401 - the env fixture
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+pytestmark = pytest.mark.nginx
+
+
+def test_a_bad_analysis_file_is_one_sentence_and_starts_nothing(
+    nginx: None, env: dict[str, str], tmp_path: Path  # noqa: F811
+) -> None:
+    run(env, "create", "web", "--model", "stub", "--version", "stable")
+    bad = tmp_path / "analysis.toml"
+    bad.write_text("[latency]\np95_ms = 100\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "workbench", "deploy", "update", "web", "--version", "1.1.0",
+         "--strategy", "canary", "--analysis", str(bad)],
+        env={**os.environ, **env}, capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "unknown key latency.p95_ms" in proc.stderr and "Traceback" not in proc.stderr
+    assert json.loads(run(env, "status", "web", "--json"))["phase"] == "stable"
+
+
+def test_detached_canary_waits_at_a_gate_until_resume(
+    nginx: None, env: dict[str, str]  # noqa: F811
+) -> None:
+    run(env, "create", "web", "--model", "stub", "--version", "stable")
+    out = run(env, "update", "web", "--version", "1.1.0", "--strategy", "canary",
+              "--steps", "gate,100", "--interval", "0.5s", "--detach")
+    assert "canary controller runs as pid" in out
+    wait_until(lambda: "controller runs (pid" in run(env, "status", "web"), timeout=30)
+    status = run(env, "status", "web")
+    assert "canary gate" in status
+    out = run(env, "resume", "web")
+    assert "canary promoted at 100%" in out
+    state = json.loads(run(env, "status", "web", "--json"))
+    assert state["phase"] == "promoted"
+    wait_until(lambda: "no controller runs" in run(env, "status", "web"), timeout=30)
+    history = run(env, "history", "web")
+    assert "canary" in history

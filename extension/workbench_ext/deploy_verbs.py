@@ -73,9 +73,35 @@ def cmd_create(call: Call, args: argparse.Namespace) -> Any:
 @argument("--min-agreement", type=float, default=0.0, help="Top-1 agreement with stable needed (0..1).")
 @argument("--auto-promote", action="store_true", help="Promote at once when verification passes.")
 @argument("--timeout", type=float, default=180.0, help="Seconds for the candidate to become healthy.")
+@argument(
+    "--strategy", default="blue-green", choices=["blue-green", "canary"], help="canary: step by step, judged."
+)
+@argument("--steps", default=None, help="Canary weights, 'gate' waits for resume: 5,25,gate,100.")
+@argument("--interval", default=None, help="Canary analysis interval: 30s, 2m.")
+@argument("--analysis", default=None, help="Canary analysis file (.toml or .yaml).")
+@argument("--labelled", default=None, help="Labelled .npz (inputs, 'labels') for agreement and accuracy.")
+@argument("--synthetic", type=float, default=None, help="Sample requests/s sent to the canary.")
+@argument("--mirror", type=int, default=None, help="Mirror this %% of stable's requests first.")
+@argument("--prometheus", default=None, help="Judge on this Prometheus instead of scraping.")
 @argument("-q", "--quiet", action="store_true", help="No progress bar.")
 def cmd_update(call: Call, args: argparse.Namespace) -> Any:
-    """Start a candidate and verify it (ready, deep health, agreement); stable keeps the traffic."""
+    """Start a candidate and verify it (ready, deep health, agreement); stable keeps the traffic.
+
+    With --strategy canary a kernel thread then steps its weight and judges it; the
+    result is the canary's live view (``.wait()`` for the end)."""
+    spec = None
+    if args.strategy == "canary":
+        from workbench.deploy.rollout.analysis import AnalysisSpec
+        from workbench.errors import WorkbenchError
+
+        try:
+            spec = AnalysisSpec.load(args.analysis) if args.analysis else AnalysisSpec()
+            spec = spec.with_flags(steps=args.steps, interval=args.interval, mirror=args.mirror,
+                                   synthetic=args.synthetic, labelled=args.labelled)
+        except WorkbenchError as exc:
+            from IPython.core.error import UsageError
+
+            raise UsageError(str(exc)) from None
     deployment = _deployment(call, args.name)
     latest: dict[str, str] = {"text": "starting"}
 
@@ -95,6 +121,10 @@ def cmd_update(call: Call, args: argparse.Namespace) -> Any:
         status=lambda: latest["text"],
         disable=args.quiet,
     )
+    if spec is not None:
+        from workbench_ext import canary
+
+        return canary.start(deployment, spec, prometheus=args.prometheus)
     return deployment.status()
 
 
@@ -105,7 +135,14 @@ def _simple(action: str, doc: str) -> None:
     @reason
     def command(call: Call, args: argparse.Namespace) -> Any:
         deployment = _deployment(call, args.name)
-        getattr(deployment, action)(args.reason)
+        from workbench.deploy.canary import active
+
+        if action in ("promote", "rollback", "abort") and active(deployment):
+            from workbench_ext import canary
+
+            canary.command(deployment, action, args.reason)  # promote skips ahead a step
+        else:
+            getattr(deployment, action)(args.reason)
         return deployment.status()
 
     command.__name__ = f"cmd_{action}"
@@ -116,6 +153,24 @@ _simple("promote", "All traffic to the candidate; the old colour stays warm for 
 _simple("rollback", "All traffic back to stable (one router reload), then stop the candidate.")
 _simple("switch", "Flip all traffic to the other colour; both stay warm.")
 _simple("abort", "Drop the candidate before it was promoted; stable keeps all traffic.")
+
+
+def _canary_verb(action: str, doc: str) -> None:
+    @verb(action, DEPLOY_VERBS)
+    @magic_arguments(name=f"paddle deploy {action}")
+    @name
+    @reason
+    def command(call: Call, args: argparse.Namespace) -> Any:
+        from workbench_ext import canary
+
+        return canary.command(_deployment(call, args.name), action, args.reason)
+
+    command.__name__ = f"cmd_{action}"
+    command.parser.description = doc
+
+
+_canary_verb("pause", "Pause a canary at its current step.")
+_canary_verb("resume", "Resume a paused canary, or pass a gate step.")
 
 
 @verb("weight", DEPLOY_VERBS)

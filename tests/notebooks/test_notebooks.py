@@ -165,3 +165,21 @@ def test_kernel_autoloads_the_extension(env: Path, tmp_path: Path, monkeypatch: 
         assert "digits" in out["data"]["text/html"] and "resnet" in out["data"]["text/html"]
     finally:
         shutil.rmtree(ipython_dir, ignore_errors=True)
+
+
+def test_canary(env: Path) -> None:
+    require(
+        "nginx",
+        shutil.which("nginx", path="/usr/sbin:/usr/bin:/sbin:/bin") is not None,
+        "the router is nginx (apt-get install nginx-light)",
+    )
+    notebook = execute(NOTEBOOKS / "04-canary.ipynb", env)
+    assert_clean(notebook)
+    text = text_of(notebook)
+    assert "CANARY OK" in text
+    assert "promoted - all rules passed; promoted" in text
+    assert "rolled_back - rule agreement failed" in text
+    assert "user requests: {'ok':" in text and "'failed': 0}" in text
+    assert has(output_of(notebook, "--strategy canary"), WIDGET)
+    assert has(output_of(notebook, "%paddle panel deploy"), WIDGET)
+    assert not (env / "deployments" / "nb-canary").exists()

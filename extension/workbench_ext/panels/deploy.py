@@ -50,6 +50,7 @@ class DeployPanel(Panel):
         self.sampler = TrafficSampler()
         self.header = w.HTML()
         self.instances = w.HTML()
+        self.canary = w.HTML()  # the canary's step plan and rule verdicts, when one ran
         self.history = w.HTML()
         self.weight = w.IntSlider(
             value=0,
@@ -85,6 +86,7 @@ class DeployPanel(Panel):
             [
                 self.header,
                 self.instances,
+                self.canary,
                 actions,
                 w.HBox([self.progress, self.status]),
                 self.plot,
@@ -131,6 +133,9 @@ class DeployPanel(Panel):
             "<table class='workbench-table' style='font-size:12px'><tr><th>colour</th><th>role</th>"
             "<th>version</th><th>traffic</th><th>health</th><th>url</th></tr>" + "".join(rows) + "</table>"
         )
+        from workbench_ext.canary import panel_html
+
+        self.canary.value = panel_html(self.deployment)
         candidate = status.state.rollout.candidate
         self.weight.value = int(data["weights"].get(candidate, 0))
         import pandas as pd

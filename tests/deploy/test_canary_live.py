@@ -11,9 +11,9 @@ from collections import Counter
 from typing import TYPE_CHECKING
 
 import httpx
-import numpy as np
 import pytest
 
+from tests.deploy.test_replay import labelled  # noqa: F401 - the labelled-set fixture
 from tests.serving.conftest import json_infer_body, x_batch
 from workbench.deploy import canary
 from workbench.deploy.rollout.analysis import (
@@ -73,16 +73,6 @@ class Clients:
         return sum(n for (_, v), n in self.answers.items() if v == version)
 
 
-@pytest.fixture(scope="module")
-def labelled(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from workbench.model.demo import digits_dataset
-
-    _, _, x_test, y_test = digits_dataset()
-    path = tmp_path_factory.mktemp("labelled") / "digits-test.npz"
-    np.savez(path, x=x_test, labels=y_test)
-    return path
-
-
 @pytest.fixture
 def manager(nginx: None, demo_repo: Path, home: Path) -> Iterator[DeploymentManager]:
     """A manager whose instances of version FAULTY fail every inference on purpose
@@ -108,11 +98,11 @@ def manager(nginx: None, demo_repo: Path, home: Path) -> Iterator[DeploymentMana
         made.delete(name)
 
 
-def spec(labelled: Path | None = None, **kw: object) -> AnalysisSpec:
+def spec(labelled_set: Path | None = None, **kw: object) -> AnalysisSpec:
     rules = (ErrorRateRule(min_requests=10), LatencyRule(min_requests=10),
              AgreementRule(min_rows=32))
     base = AnalysisSpec(steps=(25, 50, 100), interval=1.5, max_inconclusive=8, rules=rules,
-                        labelled=None if labelled is None else str(labelled))
+                        labelled=None if labelled_set is None else str(labelled_set))
     from dataclasses import replace
 
     return replace(base, **kw)  # type: ignore[arg-type]
@@ -128,7 +118,7 @@ def updated(manager: DeploymentManager, version: str, checks: tuple[str, ...] = 
 
 
 def test_good_version_is_promoted_through_every_step(manager: DeploymentManager,
-                                                      labelled: Path) -> None:
+                                                      labelled: Path) -> None:  # noqa: F811
     web = updated(manager, "1.1.0")
     weights: list[int] = []
     with Clients(web.url) as clients:
@@ -143,7 +133,7 @@ def test_good_version_is_promoted_through_every_step(manager: DeploymentManager,
 
 
 def test_degraded_version_is_rolled_back_by_the_agreement_rule(manager: DeploymentManager,
-                                                                labelled: Path) -> None:
+                                                                labelled: Path) -> None:  # noqa: F811
     web = updated(manager, "1.2.0")
     with Clients(web.url) as clients:
         status = canary.run(web, spec(labelled))

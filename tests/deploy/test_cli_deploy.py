@@ -177,3 +177,44 @@ def test_two_concurrent_updates_one_wins_and_no_instance_is_orphaned(
     )
     outcomes = [(h.action, h.outcome) for h in state.history if h.action == "update"]
     assert sorted(outcomes) == [("update", "ok"), ("update", "refused")]
+
+
+CREATOR = """
+import sys
+from workbench.deploy.manager import DeploymentManager
+web = DeploymentManager().create("web", "stub", "1.0.0")
+web.update("1.1.0")
+print(" ".join(r.ref for r in web.state.instances.values()), flush=True)
+sys.stdin.readline()  # stay alive, as a notebook kernel does
+"""
+
+
+def test_a_deployment_made_elsewhere_is_deleted_quickly_and_leaves_no_zombie(
+    nginx: None, env: dict[str, str]
+) -> None:
+    import time
+
+    import psutil
+
+    creator = subprocess.Popen(
+        [sys.executable, "-c", CREATOR], env={**os.environ, **env}, text=True,
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    try:
+        assert creator.stdout is not None
+        pids = [int(p) for p in creator.stdout.readline().split()]
+        assert len(pids) == 2, creator.stderr.read() if creator.poll() is not None else pids
+        for pid in pids:  # nobody's children: a kernel that exits or never waits harms nothing
+            assert psutil.Process(pid).ppid() != creator.pid
+        started = time.monotonic()
+        finish(cli(env, "delete", "web", "--yes"))  # from another process
+        took = time.monotonic() - started
+        assert took < 10, f"delete took {took:.1f}s"
+        for pid in pids:
+            assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+        zombies = [c for c in psutil.Process(creator.pid).children()
+                   if c.status() == psutil.STATUS_ZOMBIE]
+        assert zombies == []
+    finally:
+        creator.kill()
+        creator.wait(timeout=10)

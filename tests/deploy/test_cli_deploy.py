@@ -218,3 +218,35 @@ def test_a_deployment_made_elsewhere_is_deleted_quickly_and_leaves_no_zombie(
     finally:
         creator.kill()
         creator.wait(timeout=10)
+
+
+def test_a_corrupt_state_is_recovered_by_restore_or_removed_by_delete_force(
+    nginx: None, env: dict[str, str], home: Path
+) -> None:
+    run(env, "create", "web", "--model", "stub", "--version", "1.0.0")
+    run(env, "restore", "web")  # a second write: the first state is kept beside it
+    state_file = home / "deployments" / "web" / "state.json"
+    assert (state_file.parent / "state.json.prev").is_file()
+    state_file.write_text('{"name": "web", "trunc')
+    proc = subprocess.run([sys.executable, "-m", "workbench", "deploy", "status", "web"],
+                          env={**os.environ, **env}, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 9 and "Traceback" not in proc.stderr
+    assert "deploy restore web" in " ".join(proc.stderr.split())
+    out = run(env, "restore", "web")
+    assert "recovered the state" in " ".join(out.split())
+    assert json.loads(run(env, "status", "web", "--json"))["healthy"]
+
+    state_file.write_text("not json")
+    (state_file.parent / "state.json.prev").write_text("not json either")
+    refused = subprocess.run(  # without --force it refuses, in one sentence
+        [sys.executable, "-m", "workbench", "deploy", "delete", "web", "--yes"],
+        env={**os.environ, **env}, capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 9 and "--force" in refused.stderr
+    url = "http://127.0.0.1:" + str(json.loads(
+        (state_file.parent / "router" / "table.json").read_text())["listen_port"])
+    run(env, "delete", "web", "--yes", "--force")
+    assert not (home / "deployments" / "web").exists()
+    from workbench.errors import ServingError
+
+    with pytest.raises(ServingError, match="Connection refused"):
+        colors(url, 1)  # the router is gone too

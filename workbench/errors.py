@@ -28,6 +28,7 @@ Each class carries the exit code the CLI uses for it.
         ├── BackendError            starting or stopping serving instances
         ├── RouterError             rendering, checking or reloading nginx
         ├── StateError              the persisted deployment state
+        │   └── StateCorruptError   state.json cannot be read (restore or delete --force)
         ├── RolloutError            an action the rollout's phase does not allow
         └── MetricsError            a colour's traffic could not be read (scrape, Prometheus)
 """
@@ -157,6 +158,10 @@ class RouterError(DeployError):
 
 class StateError(DeployError):
     """The persisted deployment state is missing, locked or invalid."""
+
+
+class StateCorruptError(StateError):
+    """A deployment's state file exists but cannot be read."""
 
 
 class RolloutError(DeployError):

@@ -177,3 +177,76 @@ def test_two_concurrent_updates_one_wins_and_no_instance_is_orphaned(
     )
     outcomes = [(h.action, h.outcome) for h in state.history if h.action == "update"]
     assert sorted(outcomes) == [("update", "ok"), ("update", "refused")]
+
+
+CREATOR = """
+import sys
+from workbench.deploy.manager import DeploymentManager
+web = DeploymentManager().create("web", "stub", "1.0.0")
+web.update("1.1.0")
+print(" ".join(r.ref for r in web.state.instances.values()), flush=True)
+sys.stdin.readline()  # stay alive, as a notebook kernel does
+"""
+
+
+def test_a_deployment_made_elsewhere_is_deleted_quickly_and_leaves_no_zombie(
+    nginx: None, env: dict[str, str]
+) -> None:
+    import time
+
+    import psutil
+
+    creator = subprocess.Popen(
+        [sys.executable, "-c", CREATOR], env={**os.environ, **env}, text=True,
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    try:
+        assert creator.stdout is not None
+        pids = [int(p) for p in creator.stdout.readline().split()]
+        assert len(pids) == 2, creator.stderr.read() if creator.poll() is not None else pids
+        for pid in pids:  # nobody's children: a kernel that exits or never waits harms nothing
+            assert psutil.Process(pid).ppid() != creator.pid
+        started = time.monotonic()
+        finish(cli(env, "delete", "web", "--yes"))  # from another process
+        took = time.monotonic() - started
+        assert took < 10, f"delete took {took:.1f}s"
+        for pid in pids:
+            assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+        zombies = [c for c in psutil.Process(creator.pid).children()
+                   if c.status() == psutil.STATUS_ZOMBIE]
+        assert zombies == []
+    finally:
+        creator.kill()
+        creator.wait(timeout=10)
+
+
+def test_a_corrupt_state_is_recovered_by_restore_or_removed_by_delete_force(
+    nginx: None, env: dict[str, str], home: Path
+) -> None:
+    run(env, "create", "web", "--model", "stub", "--version", "1.0.0")
+    run(env, "restore", "web")  # a second write: the first state is kept beside it
+    state_file = home / "deployments" / "web" / "state.json"
+    assert (state_file.parent / "state.json.prev").is_file()
+    state_file.write_text('{"name": "web", "trunc')
+    proc = subprocess.run([sys.executable, "-m", "workbench", "deploy", "status", "web"],
+                          env={**os.environ, **env}, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 9 and "Traceback" not in proc.stderr
+    assert "deploy restore web" in " ".join(proc.stderr.split())
+    out = run(env, "restore", "web")
+    assert "recovered the state" in " ".join(out.split())
+    assert json.loads(run(env, "status", "web", "--json"))["healthy"]
+
+    state_file.write_text("not json")
+    (state_file.parent / "state.json.prev").write_text("not json either")
+    refused = subprocess.run(  # without --force it refuses, in one sentence
+        [sys.executable, "-m", "workbench", "deploy", "delete", "web", "--yes"],
+        env={**os.environ, **env}, capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 9 and "--force" in refused.stderr
+    url = "http://127.0.0.1:" + str(json.loads(
+        (state_file.parent / "router" / "table.json").read_text())["listen_port"])
+    run(env, "delete", "web", "--yes", "--force")
+    assert not (home / "deployments" / "web").exists()
+    from workbench.errors import ServingError
+
+    with pytest.raises(ServingError, match="Connection refused"):
+        colors(url, 1)  # the router is gone too

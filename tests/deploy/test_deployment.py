@@ -394,3 +394,29 @@ def test_docker_backend_blue_green(request: pytest.FixtureRequest, home: Path) -
     for conf in confs:
         name = DockerNginx.container_name(conf)
         assert engine.client.containers.list(all=True, filters={"name": name}) == []
+
+
+def test_rollback_and_restore_recover_from_a_killed_front_master(web: Deployment) -> None:
+    import os
+    import signal
+
+    import psutil
+
+    web.update("1.1.0", timeout=30)
+    web.promote()
+    front_pid = int((web.context.store.directory("web") / "router" / "front" / "nginx.pid")
+                    .read_text())
+    workers = psutil.Process(front_pid).children()
+    assert workers
+    os.kill(front_pid, signal.SIGKILL)  # its workers live on, holding the port
+    state = web.rollback("front master was killed")
+    assert state.phase == "rolled_back"
+    assert colors(web.url, 5) == {"blue:1.0.0": 5}
+    assert not any(w.is_running() and w.status() != psutil.STATUS_ZOMBIE for w in workers)
+
+    front_pid = int((web.context.store.directory("web") / "router" / "front" / "nginx.pid")
+                    .read_text())
+    os.kill(front_pid, signal.SIGKILL)
+    restored = web.restore(timeout=30)
+    assert restored.history[-1].outcome == "ok"
+    assert colors(web.url, 5) == {"blue:1.0.0": 5}

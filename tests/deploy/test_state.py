@@ -63,7 +63,7 @@ def test_missing_and_invalid_states_are_state_errors(tmp_path: Path) -> None:
         store.load("web")
     store.path("web").parent.mkdir(parents=True)
     store.path("web").write_text("{not json")
-    with pytest.raises(StateError, match="invalid deployment state"):
+    with pytest.raises(StateError, match="is unreadable"):
         store.load("web")
     assert store.all() == []  # unreadable states are skipped when listing
 

@@ -14,6 +14,7 @@ import typer
 from rich.table import Table
 
 from workbench.cli._common import JsonOption, RepoOption, console, print_json
+from workbench.errors import WorkbenchError
 
 if TYPE_CHECKING:
     from rich.console import RenderableType
@@ -489,13 +490,22 @@ def logs(
 def delete(
     name: NameArg,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask.")] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Delete even when its state file is unreadable.")
+    ] = False,
 ) -> None:
     """Stop the router and both colours, then remove the deployment's state."""
     manager = _manager()
     deployment = manager.get(name)
     if not yes:
-        typer.confirm(f"delete deployment {name} ({deployment.url})?", abort=True)
-    deployment.delete()
+        try:
+            where = deployment.url
+        except WorkbenchError:
+            if not force:
+                raise
+            where = "unreadable state"
+        typer.confirm(f"delete deployment {name} ({where})?", abort=True)
+    deployment.delete(force=force)
     console.print(f"{name}: deleted")
 
 

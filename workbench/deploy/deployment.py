@@ -50,6 +50,7 @@ from workbench.errors import (
     DeployError,
     RolloutError,
     RouterError,
+    StateCorruptError,
     WorkbenchError,
 )
 
@@ -383,9 +384,21 @@ class Deployment:
         """Bring back what the state says should run, e.g. after the host or the workbench
         container restarted: restart each colour whose instance is gone (same version and
         port), wait until it is ready and healthy, then start the router on the recorded
-        table. Colours that still run are left alone."""
+        table. Colours that still run are left alone.
+
+        An unreadable state file is replaced by the previous state first (kept on every
+        write), and the router is restarted, killing what is left of a dead nginx."""
         restarted: list[str] = []
-        with self.context.store.transaction(self.name) as txn:
+        store = self.context.store
+        recovered = ""
+        with store.lock(self.name):
+            try:
+                store.load(self.name)
+            except StateCorruptError as exc:
+                log.warning("%s: %s", self.name, exc)
+                previous = store.recover(self.name)
+                recovered = f"recovered the state of revision {previous.revision}; "
+        with store.transaction(self.name) as txn:
             state = txn.state
             engine = self._backend(state)
             for color, record in sorted(state.instances.items()):
@@ -407,30 +420,59 @@ class Deployment:
             if restarted or not router_was_up:
                 self.context.router(state).apply(routing_table(state))
             what = ", ".join(restarted) or "no instance"
-            message = f"restarted {what}" + ("" if router_was_up else " and the router")
+            message = recovered + f"restarted {what}" + ("" if router_was_up else " and the router")
             saved = txn.save(state.record("restore", "ok", message))
         self.context.emit(DeployEvent.of(saved, "restore", "ok", message))
         return saved
 
-    def delete(self, timeout: float = 10.0) -> None:
-        """Stop the router and every instance (graceful), then remove the files."""
+    def delete(self, timeout: float = 10.0, *, force: bool = False) -> None:
+        """Stop the router and every instance (graceful), then remove the files.
+
+        ``force``: also when the state file is unreadable; what to stop is then taken
+        from the previous state, or else from the process records and the router's files.
+        """
         store = self.context.store
         with store.lock(self.name):
-            state = store.load(self.name)
-            with contextlib.suppress(RouterError):
-                self.context.router(state).stop()
-            engine = self._backend(state)
-            seen = set()
-            for record in state.instances.values():
-                seen.add(record.ref)
-                with contextlib.suppress(BackendError):
-                    engine.stop(record.to_instance(state), timeout)
-            with contextlib.suppress(BackendError):
-                for instance in engine.find(self.name):
-                    if instance.ref not in seen:
-                        engine.stop(instance, timeout)
+            try:
+                state: DeploymentState | None = store.load(self.name)
+            except StateCorruptError:
+                if not force:
+                    raise
+                state = store.load_previous(self.name)
+            if state is None:
+                self._stop_without_state(timeout)
+            else:
+                self._stop_everything(state, timeout)
         store.remove(self.name)
         self.context.emit(DeployEvent(self.name, "delete", "ok", "deleted", "deleted"))
+
+    def _stop_everything(self, state: DeploymentState, timeout: float) -> None:
+        with contextlib.suppress(RouterError):
+            self.context.router(state).stop()
+        engine = self._backend(state)
+        seen = set()
+        for record in state.instances.values():
+            seen.add(record.ref)
+            with contextlib.suppress(BackendError):
+                engine.stop(record.to_instance(state), timeout)
+        with contextlib.suppress(BackendError):
+            for instance in engine.find(self.name):
+                if instance.ref not in seen:
+                    engine.stop(instance, timeout)
+
+    def _stop_without_state(self, timeout: float) -> None:
+        """Best effort with no state at all: local instances by their records, local nginx."""
+        from workbench.deploy.backends import get_backend
+        from workbench.deploy.router import get_runner
+        from workbench.deploy.router.nginx import NginxRouter
+
+        log.warning("%s: no readable state; stopping local instances and nginx it left", self.name)
+        with contextlib.suppress(RouterError):
+            NginxRouter(self.context.store.directory(self.name) / "router", get_runner()).stop()
+        engine = get_backend("process", home=self.context.store.home)
+        with contextlib.suppress(BackendError):
+            for instance in engine.find(self.name):
+                engine.stop(instance, timeout)
 
     # -- internals -----------------------------------------------------------------------
 

@@ -28,7 +28,7 @@ from workbench.deploy.names import check_deployment_name, check_host, check_port
 from workbench.deploy.rollout.phases import Phase, Rollout
 from workbench.deploy.rollout.verification import wait_healthy
 from workbench.deploy.state import DeploymentState, InstanceRecord, StateStore
-from workbench.errors import DeployError, DeployValueError, WorkbenchError
+from workbench.errors import DeployError, DeployValueError, StateCorruptError, WorkbenchError
 
 if TYPE_CHECKING:
     from workbench._types import StrPath
@@ -167,7 +167,8 @@ class DeploymentManager:
     def get(self, name: str) -> Deployment:
         """An existing deployment (StateError if there is none of that name)."""
         check_deployment_name(name)
-        self.store.load(name)
+        with contextlib.suppress(StateCorruptError):  # restore and delete --force handle it
+            self.store.load(name)
         return Deployment(self.context, name)
 
     def create(
@@ -282,9 +283,12 @@ class DeploymentManager:
                 raise
             return txn.save(state.record("create", "ok", f"{model} {resolved} live on blue"))
 
-    def delete(self, name: str) -> None:
-        """Stop the router and every instance, then remove the deployment's files."""
-        self.get(name).delete()
+    def delete(self, name: str, *, force: bool = False) -> None:
+        """Stop the router and every instance, then remove the deployment's files.
+
+        ``force``: also when its state is unreadable (see :meth:`Deployment.delete`).
+        """
+        self.get(name).delete(force=force)
 
 
 def open_deployment(name: str, home: StrPath | None = None) -> Deployment:

@@ -35,7 +35,7 @@ from workbench._fs import write_atomic
 from workbench.deploy.backends.base import Instance, InstanceSpec, check_instance_address
 from workbench.deploy.names import COLORS, check_deployment_name
 from workbench.deploy.rollout.phases import Rollout
-from workbench.errors import DeployValueError, StateError
+from workbench.errors import DeployValueError, StateCorruptError, StateError
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping
@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 SCHEMA = 1
 MAX_HISTORY = 1000
 STATE_FILE = "state.json"
+PREVIOUS_FILE = "state.json.prev"  # the state before the last write
 
 
 def default_home() -> Path:
@@ -482,7 +483,31 @@ class StateStore:
         try:
             return DeploymentState.from_dict(json.loads(text))
         except (ValueError, KeyError, TypeError) as exc:
-            raise StateError(f"invalid deployment state in {path}: {exc}") from exc
+            raise StateCorruptError(
+                f"the state of deployment {name!r} ({path}) is unreadable ({exc}); "
+                f"`workbench deploy restore {name}` brings back the previous state, "
+                f"`workbench deploy delete {name} --force` removes the deployment"
+            ) from exc
+
+    def load_previous(self, name: str) -> DeploymentState | None:
+        """The state before the last write (kept beside it), or None if there is none usable."""
+        try:
+            text = (self.directory(name) / PREVIOUS_FILE).read_text(encoding="utf-8")
+            return DeploymentState.from_dict(json.loads(text))
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def recover(self, name: str) -> DeploymentState:
+        """Put the previous state back over an unreadable one (call with the lock held)."""
+        previous = self.load_previous(name)
+        if previous is None:
+            raise StateCorruptError(
+                f"the state of deployment {name!r} is unreadable and no earlier copy is usable; "
+                f"`workbench deploy delete {name} --force` removes the deployment"
+            )
+        self._write(previous, keep_previous=False)
+        log.warning("%s: recovered the previous state (revision %d)", name, previous.revision)
+        return previous
 
     def all(self) -> list[DeploymentState]:
         states = []
@@ -524,8 +549,13 @@ class StateStore:
             self.path(name).unlink(missing_ok=True)
         shutil.rmtree(self.directory(name), ignore_errors=True)
 
-    def _write(self, state: DeploymentState) -> None:
+    def _write(self, state: DeploymentState, *, keep_previous: bool = True) -> None:
         path = self.path(state.name)
         path.parent.mkdir(parents=True, exist_ok=True)
+        if keep_previous:
+            with contextlib.suppress(OSError, ValueError):
+                current = path.read_bytes()
+                json.loads(current)  # only a readable state is worth keeping
+                write_atomic(path.parent / PREVIOUS_FILE, current)
         data = json.dumps(state.to_dict(), indent=2, sort_keys=False) + "\n"
         write_atomic(path, data)

@@ -23,7 +23,6 @@ import os
 import shlex
 import signal
 import socket
-import subprocess
 import sys
 import time
 from collections import deque
@@ -35,6 +34,8 @@ import psutil
 from workbench._fs import write_atomic
 from workbench.deploy.backends.base import Backend, Instance, InstanceSpec
 from workbench.deploy.names import COLORS, check_deployment_name
+from workbench.deploy.spawn import alive as _alive
+from workbench.deploy.spawn import launch_detached, wait_gone
 from workbench.errors import BackendError
 
 if TYPE_CHECKING:
@@ -105,7 +106,6 @@ class ProcessBackend(Backend):
         self.command = list(command) if command else [sys.executable, "-m", "workbench"]
         self.env = dict(env or {})
         self.start_grace = start_grace
-        self._children: dict[int, subprocess.Popen[bytes]] = {}
 
     def __repr__(self) -> str:
         return f"ProcessBackend(home={str(self.home)!r})"
@@ -145,27 +145,24 @@ class ProcessBackend(Backend):
         log.info("starting %s/%s: %s", spec.deployment, spec.color, " ".join(argv))
         with log_path.open("ab") as out:
             out.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(argv)}\n".encode())
-            out.flush()
-            try:
-                proc = subprocess.Popen(
-                    argv,
-                    stdin=subprocess.DEVNULL,
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    env=env,
-                    start_new_session=True,
-                    close_fds=True,
-                )
-            except OSError as exc:
-                raise BackendError(f"cannot run {argv[0]}: {exc}") from exc
         try:
-            created = psutil.Process(proc.pid).create_time()
+            pid, code = launch_detached(argv, env, log_path, self.start_grace)
+        except OSError as exc:
+            raise BackendError(f"cannot start {argv[0]}: {exc}") from exc
+        if code is not None:
+            raise BackendError(
+                f"{spec.deployment}/{spec.color} ({spec.model} {spec.version}) exited with "
+                f"code {code} during start; last lines of {log_path}:\n"
+                f"{_tail(log_path, 20).rstrip()}"
+            )
+        try:
+            created = psutil.Process(pid).create_time()
         except psutil.Error:
             created = 0.0
         instance = Instance(
             spec=spec,
             backend=self.name,
-            ref=str(proc.pid),
+            ref=str(pid),
             labels={
                 "create_time": repr(created),
                 "log": str(log_path),
@@ -175,57 +172,29 @@ class ProcessBackend(Backend):
             },
         )
         self._write_record(instance)
-        deadline = time.monotonic() + self.start_grace
-        while time.monotonic() < deadline:
-            code = proc.poll()
-            if code is not None:
-                self.record_path(spec).unlink(missing_ok=True)
-                raise BackendError(
-                    f"{spec.deployment}/{spec.color} ({spec.model} {spec.version}) exited with "
-                    f"code {code} during start; last lines of {log_path}:\n"
-                    f"{_tail(log_path, 20).rstrip()}"
-                )
-            time.sleep(0.02)
-        self._children[proc.pid] = proc  # reaped by stop() or poll() in is_running()
         return instance
 
     def stop(self, instance: Instance, timeout: float = 10.0) -> None:
+        """SIGTERM, wait up to ``timeout`` (the drain time) for the pid to end, then SIGKILL
+        its process group. Works from any process: instances are nobody's children."""
         proc = self._process(instance)
-        if proc is not None:
+        if proc is not None and _alive(proc):
             log.info("stopping %s/%s (pid %s)", instance.spec.deployment, instance.spec.color,
                      instance.ref)
-            with contextlib.suppress(psutil.NoSuchProcess):
+            with contextlib.suppress(psutil.Error):
                 proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=timeout)
-            except psutil.TimeoutExpired:
+            if not wait_gone(proc, timeout):
                 log.warning("pid %s did not stop within %.0fs; killing it", instance.ref, timeout)
                 self._kill_group(proc)
-                with contextlib.suppress(psutil.Error):
-                    proc.wait(timeout=5)
-            except psutil.NoSuchProcess:
-                pass
-        if instance.ref.isdigit():
-            child = self._children.pop(int(instance.ref), None)
-            if child is not None:
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    child.wait(timeout=0.1)
+                wait_gone(proc, 5.0)
         record = self.record_path(instance.spec)
         current = self._read_record(record)
         if current is not None and current.get("pid") == instance.ref:
             record.unlink(missing_ok=True)
 
     def is_running(self, instance: Instance) -> bool:
-        child = self._children.get(int(instance.ref)) if instance.ref.isdigit() else None
-        if child is not None and child.poll() is not None:
-            return False
         proc = self._process(instance)
-        if proc is None:
-            return False
-        try:
-            return proc.status() != psutil.STATUS_ZOMBIE
-        except psutil.Error:
-            return False
+        return proc is not None and _alive(proc)
 
     def logs(self, instance: Instance, tail: int = 200) -> str:
         path = Path(instance.labels.get("log", "")) if instance.labels.get("log") else None

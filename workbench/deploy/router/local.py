@@ -22,6 +22,7 @@ import psutil
 
 from workbench.deploy.router._nginx import size, tail, wait_reloaded
 from workbench.deploy.router.table import ERROR_LOG, PID_FILE
+from workbench.deploy.spawn import alive, launch_detached, wait_gone
 from workbench.errors import RouterError
 
 if TYPE_CHECKING:
@@ -64,7 +65,6 @@ class LocalNginx:
         self.reload_timeout = reload_timeout
         euid = os.geteuid()
         self.worker_user: str | None = pwd.getpwuid(euid).pw_name if euid == 0 else None
-        self._children: dict[Path, subprocess.Popen[bytes]] = {}
 
     def __repr__(self) -> str:
         return f"LocalNginx(binary={self._binary!r})"
@@ -96,9 +96,6 @@ class LocalNginx:
             raise RouterError(f"nginx rejected the configuration:\n{message}")
 
     def _master(self, conf: Path) -> psutil.Process | None:
-        child = self._children.get(conf.parent)
-        if child is not None and child.poll() is not None:  # reap an exited master
-            del self._children[conf.parent]
         pid = _read_pid(conf.parent / PID_FILE)
         if pid is None:
             return None
@@ -123,31 +120,26 @@ class LocalNginx:
         out_path = workdir / OUTPUT_FILE
         offset = size(out_path)
         try:
-            with out_path.open("ab") as out:
-                proc = subprocess.Popen(
-                    self._args(conf),
-                    stdin=subprocess.DEVNULL,
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
+            pid, code = launch_detached(self._args(conf), dict(os.environ), out_path, 0.0)
         except OSError as exc:
             raise RouterError(f"could not start nginx: {exc}") from exc
-        self._children[workdir] = proc
+        if code is not None:
+            raise RouterError(f"nginx exited with status {code} while starting:\n" + tail(out_path, offset))
         deadline = time.monotonic() + self.start_timeout
         while True:
-            if proc.poll() is not None:
-                del self._children[workdir]
-                raise RouterError(
-                    f"nginx exited with status {proc.returncode} while starting:\n" + tail(out_path, offset)
-                )
-            if _read_pid(workdir / PID_FILE) == proc.pid:
+            try:
+                master: psutil.Process | None = psutil.Process(pid)
+            except psutil.NoSuchProcess:
+                master = None
+            if master is None or not alive(master):
+                raise RouterError("nginx exited while starting:\n" + tail(out_path, offset))
+            if _read_pid(workdir / PID_FILE) == pid:
                 with contextlib.suppress(psutil.Error):
-                    if psutil.Process(proc.pid).children():
-                        logger.debug("nginx master %d started in %s", proc.pid, workdir)
+                    if master.children():
+                        logger.debug("nginx master %d started in %s", pid, workdir)
                         return
             if time.monotonic() > deadline:
-                self._kill(proc.pid)
+                self._kill(pid)
                 raise RouterError(
                     f"nginx did not start within {self.start_timeout:g} s:\n" + tail(out_path, offset)
                 )
@@ -175,19 +167,39 @@ class LocalNginx:
         wait_reloaded(workers, old, log, offset, self.reload_timeout, poll=0.002)
 
     def stop(self, conf: Path, timeout: float = 10.0) -> None:
+        """SIGQUIT the master and wait; kill it after ``timeout``. Then kill whatever is
+        left of its process group: workers orphaned by a master that died (``kill -9``)
+        keep the port until they are killed."""
         master = self._master(conf)
-        child = self._children.pop(conf.parent, None)
         if master is not None:
             with contextlib.suppress(psutil.Error):
                 master.send_signal(signal.SIGQUIT)
-                try:
-                    master.wait(timeout)
-                except psutil.TimeoutExpired:
-                    logger.warning("nginx master %d did not quit in %g s; killing", master.pid, timeout)
-                    self._kill(master.pid)
-        if child is not None:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                child.wait(5)
+            if not wait_gone(master, timeout):
+                logger.warning("nginx master %d did not quit in %g s; killing", master.pid, timeout)
+                self._kill(master.pid)
+        self._kill_orphans(conf)
+
+    @staticmethod
+    def _kill_orphans(conf: Path) -> None:
+        """Kill the nginx processes left in the process group of this workdir's master.
+
+        The master runs in its own session, so its pid (in ``nginx.pid``, which a killed
+        master leaves behind) is the process group of every worker it forked.
+        """
+        group = _read_pid(conf.parent / PID_FILE)
+        if group is None:
+            return
+        orphans = []
+        for proc in psutil.process_iter(["name"]):
+            with contextlib.suppress(psutil.Error, OSError):
+                if proc.info["name"] == "nginx" and os.getpgid(proc.pid) == group and alive(proc):
+                    orphans.append(proc)
+        for proc in orphans:
+            logger.warning("killing orphaned nginx process %d of %s", proc.pid, conf.parent)
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
+        for proc in orphans:
+            wait_gone(proc, 5.0)
 
     @staticmethod
     def _kill(pid: int) -> None:
@@ -197,7 +209,8 @@ class LocalNginx:
             for p in procs:
                 with contextlib.suppress(psutil.Error):
                     p.kill()
-            psutil.wait_procs(procs, timeout=5)
+            for p in procs:
+                wait_gone(p, 5.0)
 
 
 def _shutting_down(worker: psutil.Process) -> bool:

@@ -178,6 +178,7 @@ class NginxRouter:
         self.front_conf_path.parent.mkdir(parents=True, exist_ok=True)
         with self._lock():
             was_running = {conf: conf.exists() and self.runner.is_running(conf) for conf in texts}
+            self._clear_dead(was_running)
             changed = {conf: not conf.exists() or conf.read_text() != text for conf, text in texts.items()}
             changed[self.conf_path] = True  # the router always reloads: that is the switch
             installed = self.table
@@ -212,6 +213,7 @@ class NginxRouter:
             raise RouterError(f"no routing table applied in {self.workdir}; call apply(table)")
         with self._lock():
             was_running = {conf: self.runner.is_running(conf) for conf in self._confs}
+            self._clear_dead(was_running)
             if not was_running[self.front_conf_path]:
                 _check_port_free(table.listen_host, table.listen_port)
             self._bring_up(was_running, dict.fromkeys(self._confs, False), None)
@@ -222,6 +224,13 @@ class NginxRouter:
         for conf in reversed(self._confs):
             if conf.exists():
                 self.runner.stop(conf, timeout)
+
+    def _clear_dead(self, was_running: dict[Path, bool]) -> None:
+        """Clean up after masters that are not running: a killed master's orphaned workers
+        still hold its port or socket until the runner kills them."""
+        for conf, running in was_running.items():
+            if not running and conf.exists():
+                self.runner.stop(conf, 5.0)
 
     @property
     def _confs(self) -> tuple[Path, Path]:

@@ -75,8 +75,8 @@ class Clients:
 
 @pytest.fixture
 def manager(nginx: None, demo_repo: Path, home: Path) -> Iterator[DeploymentManager]:
-    """A manager whose instances of version FAULTY fail every inference on purpose
-    (``workbench serve --fault-error-rate 1 --fault-version 1.1.0``)."""
+    """A manager whose instances of version FAULTY get the faults in $WB_TEST_FAULTS
+    (e.g. ``workbench serve --fault-error-rate 1 --fault-version 1.1.0``)."""
     from workbench.deploy.backends.process import ProcessBackend
     from workbench.deploy.manager import DeploymentManager
 
@@ -84,8 +84,9 @@ def manager(nginx: None, demo_repo: Path, home: Path) -> Iterator[DeploymentMana
     wrapper.write_text(
         "import os, sys\n"
         f"args = [sys.executable, '-m', 'workbench', *sys.argv[1:]]\n"
-        f"if os.environ.get('WB_TEST_FAULTY') == '1':\n"
-        f"    args += ['--fault-error-rate', '1', '--fault-version', {FAULTY!r}]\n"
+        "faults = os.environ.get('WB_TEST_FAULTS', '').split()\n"
+        f"if faults:\n"
+        f"    args += [*faults, '--fault-version', {FAULTY!r}]\n"
         "os.execv(sys.executable, args)\n"
     )
 
@@ -151,7 +152,7 @@ def test_degraded_version_is_rolled_back_by_the_agreement_rule(manager: Deployme
 def test_failing_version_is_rolled_back_by_error_rate_without_client_failures(
     manager: DeploymentManager, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("WB_TEST_FAULTY", "1")
+    monkeypatch.setenv("WB_TEST_FAULTS", "--fault-error-rate 1")
     # only readiness is verified: the faults show under traffic, as a real regression would
     web = updated(manager, FAULTY, checks=("ready",))
     with Clients(web.url) as clients:
@@ -161,6 +162,35 @@ def test_failing_version_is_rolled_back_by_error_rate_without_client_failures(
     assert status.ticks <= 2
     assert clients.failed == 0  # the router retried every candidate 500 on stable
     assert web.phase is Phase.ROLLED_BACK
+
+
+def test_slow_version_is_rolled_back_by_the_latency_rule_without_client_failures(
+    manager: DeploymentManager, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WB_TEST_FAULTS", "--fault-latency-ms 400")
+    web = updated(manager, FAULTY, checks=("ready",))
+    rules = (ErrorRateRule(min_requests=5), LatencyRule(max_ms=250, hold_seconds=0, min_requests=5))
+    with Clients(web.url) as clients:
+        status = canary.run(web, spec(rules=rules))
+    assert status.stage is Stage.ROLLED_BACK
+    assert status.message.startswith("rule latency_p99 failed: p99"), status.message
+    assert "(max 250 ms)" in status.message
+    assert clients.failed == 0
+
+
+def test_mirror_finds_a_failing_candidate_before_any_user_reaches_it(
+    manager: DeploymentManager, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WB_TEST_FAULTS", "--fault-error-rate 1")
+    web = updated(manager, FAULTY, checks=("ready",))
+    with Clients(web.url) as clients:
+        status = canary.run(web, spec(mirror=100))
+    assert status.stage is Stage.ROLLED_BACK and status.index == -1  # still mirroring
+    assert "error_rate" in status.message
+    assert status.weight == 0
+    weights = [h.weights for h in web.history() if h.action in ("canary", "weight")]
+    assert all(w.get(web.state.rollout.candidate, 0) == 0 for w in weights)
+    assert clients.failed == 0 and clients.by_version(FAULTY) == 0
 
 
 def test_quiet_canary_holds_then_synthetic_traffic_gets_it_judged(

@@ -47,6 +47,10 @@ class FakeTarget:
         self.order.append("weight")
         self.weights.append(percent)
 
+    def mirror(self, percent: int, reason: str) -> None:
+        self.order.append("mirror")
+        self.weights.append(0)
+
     def promote(self, reason: str) -> None:
         self.order.append("promote")
         self.weights.append(100)

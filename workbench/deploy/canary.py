@@ -51,6 +51,16 @@ class DeploymentTarget:
     def set_weight(self, percent: int, reason: str) -> None:
         self.deployment.weight(percent, reason)
 
+    def mirror(self, percent: int, reason: str) -> None:
+        """The candidate at 0% with a mirror share: one router change, undone by the
+        first weight (the deployment's routing table has no mirror)."""
+        from workbench.deploy.deployment import routing_table
+
+        state = self.deployment.state
+        if state.rollout.phase is not Phase.VERIFIED:
+            raise RolloutError(f"{state.name}: mirroring needs a verified candidate")
+        self.deployment.context.router(state).apply(routing_table(state).with_mirror(percent))
+
     def promote(self, reason: str) -> None:
         self.deployment.promote(reason)
 

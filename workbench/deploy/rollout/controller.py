@@ -285,6 +285,10 @@ class Target(Protocol):
 
     def set_weight(self, percent: int, reason: str) -> None: ...
 
+    def mirror(self, percent: int, reason: str) -> None:
+        """Copy ``percent`` of stable's requests to the candidate (answers discarded)."""
+        ...
+
     def promote(self, reason: str) -> None: ...
 
     def rollback(self, reason: str) -> None: ...
@@ -428,7 +432,9 @@ class CanaryController:
 
     def _carry_out(self, status: CanaryStatus, action: Action) -> CanaryStatus:
         """Traffic first (one router change), then persist, then the event."""
-        if action.kind in ("advance", "mirror") and action.weight is not None:
+        if action.kind == "mirror":
+            self.target.mirror(self.spec.mirror, action.reason)
+        elif action.kind == "advance" and action.weight is not None:
             self.target.set_weight(action.weight, action.reason)
         elif action.kind == "promote":
             self.target.promote(action.reason)

@@ -193,6 +193,30 @@ def test_mirror_finds_a_failing_candidate_before_any_user_reaches_it(
     assert clients.failed == 0 and clients.by_version(FAULTY) == 0
 
 
+@pytest.mark.prometheus
+def test_failing_version_is_rolled_back_on_a_real_prometheus(
+    manager: DeploymentManager, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from tests._wait import wait_until
+    from tests.deploy._prometheus import PrometheusServer, require_prometheus
+
+    require_prometheus()
+    monkeypatch.setenv("WB_TEST_FAULTS", "--fault-error-rate 1")
+    web = updated(manager, FAULTY, checks=("ready",))
+    targets = {c: [r.url] for c, r in web.state.instances.items()}
+    prometheus = PrometheusServer(tmp_path / "prometheus", targets, deployment="digits")
+    try:
+        wait_until(lambda: prometheus.scrapes_done() >= 4, 30, 0.2, what="first scrapes")
+        with Clients(web.url) as clients:
+            status = canary.run(web, spec(interval=2.0), prometheus=prometheus.url)
+    finally:
+        prometheus.stop()
+    assert status.stage is Stage.ROLLED_BACK
+    assert status.message.startswith("rule error_rate failed"), status.message
+    assert clients.failed == 0
+    assert web.state.canary is not None and web.state.canary["source"] == "prometheus"
+
+
 def test_quiet_canary_holds_then_synthetic_traffic_gets_it_judged(
     manager: DeploymentManager,
 ) -> None:

@@ -206,3 +206,35 @@ def test_only_one_controller_per_deployment(tmp_path: Path) -> None:
     ):
         pass
     assert controller_running(tmp_path) is None
+
+
+def test_url_hooks_get_the_event_posted_as_json() -> None:
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    bodies: list[dict[str, object]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            length = int(self.headers["content-length"])
+            bodies.append(json.loads(self.rfile.read(length)))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/hook"
+        controller, source, _ = make(hooks=Hooks((url,)))
+        controller.begin()
+        source.candidate = (100.0, 60.0, 20.0)
+        controller.tick()
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert [b["event"] for b in bodies] == ["advance", "rollback"]
+    assert bodies[-1]["deployment"] == "web" and bodies[-1]["weight"] == 0

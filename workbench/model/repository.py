@@ -22,10 +22,10 @@ from filelock import FileLock
 
 from workbench.errors import (
     AliasError,
-    ManifestError,
     ModelNotFoundError,
     PublishError,
     RepositoryError,
+    SignatureError,
     VersionNotFoundError,
 )
 from workbench.model import formats, signing
@@ -109,12 +109,14 @@ class ModelRepository:
         return self._model_dir(model) / str(version)
 
     def manifest(self, model: str, version: Version | str) -> Manifest:
-        return Manifest.read(self.path(model, version))
+        """A version's manifest, checked to name this model and version (see Manifest.bind)."""
+        path = self.path(model, version)
+        return Manifest.read(path).bind(path)
 
     def sample(self, model: str, version: Version | str) -> dict[str, np.ndarray[Any, Any]]:
         """The sample input batch recorded with a version."""
         path = self.path(model, version)
-        return Manifest.read(path).load_sample(path)
+        return Manifest.read(path).bind(path).load_sample(path)
 
     def fingerprint(self, model: str) -> tuple[object, ...]:
         """A cheap value that changes when versions or aliases of ``model`` change."""
@@ -372,23 +374,40 @@ class ModelRepository:
         """Check sha256s (always) and the signature (when a key is given or configured).
 
         Raises IntegrityError or SignatureError naming the file that changed.
+        With a key, the signed manifest must also name this model and version: a
+        signature binds a version to its place, so a signed version copied or renamed
+        elsewhere is refused (IntegrityError naming both), and a signed manifest from
+        before the identity was recorded is refused until it is signed again.
         """
         path = self.path(model, version)
-        try:
-            manifest = Manifest.read(path)
-        except ManifestError:
-            raise
+        manifest = Manifest.read(path)
         key = Path(public_key) if public_key is not None else self.verify_key
         label = f"{model}:{path.name}"
         if key is not None:
             signing.verify_directory(path, key, label=label)
+            if not manifest.names_identity:
+                raise SignatureError(
+                    f"{label}: its signed manifest does not name its model and version, so "
+                    f"the signature does not bind it to {label}; sign it again with "
+                    f"`workbench models sign {label}`",
+                    path=MANIFEST_NAME,
+                )
+        manifest = manifest.bind(path)
         manifest.verify_files(path)
         return manifest
 
     def sign(self, model: str, version: Version | str, private_key: StrPath) -> Path:
-        """Sign a published version in place (after checking its sha256s)."""
+        """Sign a published version in place (after checking its sha256s).
+
+        A manifest that does not name its model and version yet gets them first, so
+        the signature binds the version to this place.
+        """
         path = self.path(model, version)
-        Manifest.read(path).verify_files(path)
+        recorded = Manifest.read(path)
+        manifest = recorded.bind(path)
+        manifest.verify_files(path)
+        if not recorded.names_identity:
+            _write_atomic(path / MANIFEST_NAME, manifest.to_json())
         return signing.sign_directory(path, Path(private_key))
 
     def delete(self, model: str, version: Version | str) -> None:

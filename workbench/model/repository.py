@@ -135,6 +135,25 @@ class ModelRepository:
                 marks.append((name, 0))
         return tuple(marks)
 
+    def version_fingerprint(self, model: str, version: Version | str) -> tuple[object, ...]:
+        """A cheap value that changes when any file of a version changes.
+
+        Relative name, size and mtime of every file under the version directory (the
+        manifest and signature included), so a version refused as unsigned or half
+        copied is noticed once it is signed or its copy completes. Empty when the
+        directory is gone.
+        """
+        path = self.root / model / str(version)
+        marks: list[object] = []
+        for child in sorted(path.rglob("*")):
+            try:
+                stat = child.stat()
+            except FileNotFoundError:
+                continue
+            if not child.is_dir():
+                marks.append((child.relative_to(path).as_posix(), stat.st_size, stat.st_mtime_ns))
+        return tuple(marks)
+
     # -- aliases ---------------------------------------------------------------------
 
     def aliases(self, model: str) -> dict[str, Version]:

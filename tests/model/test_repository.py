@@ -159,3 +159,18 @@ def test_published_versions_are_readable_by_other_users(repo_copy: Path, tmp_pat
     assert stat.S_IMODE(version_dir.stat().st_mode) == 0o755
     for path in [*version_dir.iterdir(), repo_copy / "digits" / "aliases.json"]:
         assert stat.S_IMODE(path.stat().st_mode) == 0o644, path
+
+
+def test_version_fingerprint_follows_every_file(repo_copy: Path) -> None:
+    repo = ModelRepository(repo_copy)
+    version_dir = repo_copy / "digits" / "1.1.0"
+    before = repo.version_fingerprint("digits", "1.1.0")
+    assert {name for name, *_ in before} >= {MANIFEST_NAME, "inference.pdiparams"}
+    assert repo.version_fingerprint("digits", "1.1.0") == before
+    (version_dir / "nested").mkdir()
+    (version_dir / "nested" / "part").write_bytes(b"1")
+    grown = repo.version_fingerprint("digits", "1.1.0")
+    assert ("nested/part", 1) in [mark[:2] for mark in grown]
+    (version_dir / "nested" / "part").write_bytes(b"12")
+    assert repo.version_fingerprint("digits", "1.1.0") != grown
+    assert repo.version_fingerprint("digits", "9.9.9") == ()

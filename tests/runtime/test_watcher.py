@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
 import numpy as np
 
+from tests._wait import wait_until
 from workbench import ModelRepository, RepositoryWatcher, VersionHub
+from workbench.model.manifest import MANIFEST_NAME
+from workbench.model.signing import generate_keypair
 
 
 def _export(repo: Path, version: str, target: Path) -> Path:
@@ -54,4 +58,53 @@ def test_watcher_follows_an_alias_in_the_background(repo_copy: Path) -> None:
             time.sleep(0.05)
     assert str(hub.active.version) == "1.1.0"
     assert str(hub.history[-1]) == "1.0.0"
+    hub.close()
+
+
+def _swapped_in(hub: VersionHub, watcher: RepositoryWatcher, version: str) -> bool:
+    return hub.active is not None and str(hub.active.version) == version
+
+
+def _refused(watcher: RepositoryWatcher, version: str) -> bool:
+    return any(e.kind == "load_failed" and e.version == version for e in watcher.events)
+
+
+def test_watcher_retries_a_refused_version_once_it_is_signed(repo_copy: Path, tmp_path: Path) -> None:
+    private, public = tmp_path / "sign.pem", tmp_path / "sign.pub"
+    generate_keypair(private, public)
+    repo = ModelRepository(repo_copy, verify_key=public)
+    repo.sign("digits", "1.2.0", private)
+    hub = VersionHub(repo, "digits", device="cpu")
+    hub.load("1.2.0")
+    sample = {"x": np.zeros((2, 64), np.float32)}
+    with RepositoryWatcher(hub, interval=0.05, follow="latest") as watcher:
+        repo.publish("digits", "1.3.0", _export(repo_copy, "1.1.0", tmp_path / "a"), sample=sample)
+        wait_until(lambda: _refused(watcher, "1.3.0"), timeout=30, what="1.3.0 refused (unsigned)")
+        assert str(hub.active.version) == "1.2.0"
+        repo.sign("digits", "1.3.0", private)  # adds model.sig; the manifest is unchanged
+        wait_until(lambda: _swapped_in(hub, watcher, "1.3.0"), timeout=30, what="1.3.0 swapped in")
+    assert [e.kind for e in watcher.events if e.version == "1.3.0"][-1] == "swapped"
+    hub.close()
+
+
+def test_watcher_retries_a_version_whose_copy_completes(repo_copy: Path) -> None:
+    repo = ModelRepository(repo_copy)
+    hub = VersionHub(repo, "digits", device="cpu")
+    hub.load("1.2.0")
+    source, target = repo_copy / "digits" / "1.1.0", repo_copy / "digits" / "1.5.0"
+    # a plain `cp -r` seen half-way: manifest and program there, the weights cut short
+    # (staged under a hidden name, so the watcher sees only this state before the fix)
+    staged = repo_copy / "digits" / ".incoming"
+    shutil.copytree(source, staged, ignore=shutil.ignore_patterns("inference.pdiparams"))
+    manifest = json.loads((staged / MANIFEST_NAME).read_text())
+    manifest["version"] = "1.5.0"
+    (staged / MANIFEST_NAME).write_text(json.dumps(manifest))
+    params = (source / "inference.pdiparams").read_bytes()
+    (staged / "inference.pdiparams").write_bytes(params[: len(params) // 2])
+    with RepositoryWatcher(hub, interval=0.05, follow="latest") as watcher:
+        staged.rename(target)
+        wait_until(lambda: _refused(watcher, "1.5.0"), timeout=30, what="1.5.0 refused (half copied)")
+        assert str(hub.active.version) == "1.2.0"
+        (target / "inference.pdiparams").write_bytes(params)  # the copy completes
+        wait_until(lambda: _swapped_in(hub, watcher, "1.5.0"), timeout=30, what="1.5.0 swapped in")
     hub.close()

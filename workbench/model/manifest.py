@@ -4,19 +4,28 @@ It is written last when a version is published, so its presence marks a complete
 version. It records every file's sha256 and size, the input/output signature, the
 name of the sample-input file used for warm-up and deep health checks, metrics
 such as accuracy, the creation time and free-form notes.
+
+It also names its model and version. The signature covers the manifest, so this
+binds a signed version to its place: a copy of ``digits/1.2.0`` at
+``digits/1.9.0``, or of ``resnet/1.0.0`` at ``digits/2.0.0``, is refused when
+read through :meth:`Manifest.bind`. Manifests written before the identity was
+recorded take the identity of the directory they sit in; such a manifest cannot
+pass verification with a key (see ``ModelRepository.verify``), and signing it
+adds the identity first.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from workbench.errors import IntegrityError, ManifestError
+from workbench.model.version import Version
 
 if TYPE_CHECKING:
     from workbench._types import TensorsIn
@@ -107,8 +116,8 @@ class Manifest:
     def from_dict(cls, data: dict[str, Any]) -> Manifest:
         try:
             return cls(
-                model=data["model"],
-                version=data["version"],
+                model=data.get("model", ""),
+                version=data.get("version", ""),
                 format=data["format"],
                 files=tuple(FileEntry(**f) for f in data["files"]),
                 inputs=tuple(TensorSpec(t["name"], t["dtype"], tuple(t["shape"])) for t in data["inputs"]),
@@ -132,6 +141,29 @@ class Manifest:
         except (OSError, json.JSONDecodeError) as exc:
             raise ManifestError(f"cannot read {path}: {exc}") from exc
         return cls.from_dict(data)
+
+    @property
+    def names_identity(self) -> bool:
+        """Whether the manifest records its model and version (older ones do not)."""
+        return bool(self.model and self.version)
+
+    def bind(self, version_dir: Path) -> Manifest:
+        """This manifest, checked against the directory it sits in (``<model>/<version>``).
+
+        Raises IntegrityError naming both identities when the manifest names another
+        model or version; one that names none takes the directory's.
+        """
+        model, version = version_dir.parent.name, version_dir.name
+        if not self.names_identity:
+            return replace(self, model=model, version=version)
+        if self.model != model or not _same_version(self.version, version):
+            raise IntegrityError(
+                f"{model}:{version} holds the manifest of {self.model}:{self.version}: a version "
+                f"is bound to its model and version and cannot be copied or renamed; publish "
+                f"it as {model}:{version} instead",
+                path=MANIFEST_NAME,
+            )
+        return self
 
     def verify_files(self, version_dir: Path) -> None:
         """Check every recorded file's size and sha256, and that no file was added.
@@ -165,6 +197,13 @@ class Manifest:
             return {}
         with np.load(version_dir / self.sample, allow_pickle=False) as data:
             return {name: data[name] for name in data.files}
+
+
+def _same_version(recorded: str, directory: str) -> bool:
+    try:
+        return Version.parse(recorded) == Version.parse(directory)
+    except ValueError:
+        return False
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:

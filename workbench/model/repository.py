@@ -23,10 +23,10 @@ from filelock import FileLock
 from workbench._fs import write_atomic
 from workbench.errors import (
     AliasError,
-    ManifestError,
     ModelNotFoundError,
     PublishError,
     RepositoryError,
+    SignatureError,
     VersionNotFoundError,
 )
 from workbench.model import formats, signing
@@ -110,12 +110,14 @@ class ModelRepository:
         return self._model_dir(model) / str(version)
 
     def manifest(self, model: str, version: Version | str) -> Manifest:
-        return Manifest.read(self.path(model, version))
+        """A version's manifest, checked to name this model and version (see Manifest.bind)."""
+        path = self.path(model, version)
+        return Manifest.read(path).bind(path)
 
     def sample(self, model: str, version: Version | str) -> dict[str, np.ndarray[Any, Any]]:
         """The sample input batch recorded with a version."""
         path = self.path(model, version)
-        return Manifest.read(path).load_sample(path)
+        return Manifest.read(path).bind(path).load_sample(path)
 
     def fingerprint(self, model: str) -> tuple[object, ...]:
         """A cheap value that changes when versions or aliases of ``model`` change."""
@@ -132,6 +134,25 @@ class ModelRepository:
                 marks.append((name, stamp.stat().st_mtime_ns))
             except FileNotFoundError:
                 marks.append((name, 0))
+        return tuple(marks)
+
+    def version_fingerprint(self, model: str, version: Version | str) -> tuple[object, ...]:
+        """A cheap value that changes when any file of a version changes.
+
+        Relative name, size and mtime of every file under the version directory (the
+        manifest and signature included), so a version refused as unsigned or half
+        copied is noticed once it is signed or its copy completes. Empty when the
+        directory is gone.
+        """
+        path = self.root / model / str(version)
+        marks: list[object] = []
+        for child in sorted(path.rglob("*")):
+            try:
+                stat = child.stat()
+            except FileNotFoundError:
+                continue
+            if not child.is_dir():
+                marks.append((child.relative_to(path).as_posix(), stat.st_size, stat.st_mtime_ns))
         return tuple(marks)
 
     # -- aliases ---------------------------------------------------------------------
@@ -373,23 +394,40 @@ class ModelRepository:
         """Check sha256s (always) and the signature (when a key is given or configured).
 
         Raises IntegrityError or SignatureError naming the file that changed.
+        With a key, the signed manifest must also name this model and version: a
+        signature binds a version to its place, so a signed version copied or renamed
+        elsewhere is refused (IntegrityError naming both), and a signed manifest from
+        before the identity was recorded is refused until it is signed again.
         """
         path = self.path(model, version)
-        try:
-            manifest = Manifest.read(path)
-        except ManifestError:
-            raise
+        manifest = Manifest.read(path)
         key = Path(public_key) if public_key is not None else self.verify_key
         label = f"{model}:{path.name}"
         if key is not None:
             signing.verify_directory(path, key, label=label)
+            if not manifest.names_identity:
+                raise SignatureError(
+                    f"{label}: its signed manifest does not name its model and version, so "
+                    f"the signature does not bind it to {label}; sign it again with "
+                    f"`workbench models sign {label}`",
+                    path=MANIFEST_NAME,
+                )
+        manifest = manifest.bind(path)
         manifest.verify_files(path)
         return manifest
 
     def sign(self, model: str, version: Version | str, private_key: StrPath) -> Path:
-        """Sign a published version in place (after checking its sha256s)."""
+        """Sign a published version in place (after checking its sha256s).
+
+        A manifest that does not name its model and version yet gets them first, so
+        the signature binds the version to this place.
+        """
         path = self.path(model, version)
-        Manifest.read(path).verify_files(path)
+        recorded = Manifest.read(path)
+        manifest = recorded.bind(path)
+        manifest.verify_files(path)
+        if not recorded.names_identity:
+            _write_atomic(path / MANIFEST_NAME, manifest.to_json())
         return signing.sign_directory(path, Path(private_key))
 
     def delete(self, model: str, version: Version | str) -> None:

@@ -3,7 +3,10 @@
 Polling, not inotify: it works on NFS and bind mounts. When the followed alias
 points at a new version, the watcher loads, verifies and warms it on its own
 thread, then swaps it in. A version that fails leaves the active one serving,
-is reported as an event, and is not retried until its files change.
+is reported as an event, and is not retried until its files change: the watcher
+keeps a fingerprint of each refused version's files (names, sizes, mtimes, the
+manifest and signature included), so signing it later or completing its copy
+brings it in, even though the manifest did not change.
 """
 
 from __future__ import annotations
@@ -88,7 +91,7 @@ class RepositoryWatcher:
         """Look once; returns the events this poll produced."""
         repo, model = self.hub.repository, self.hub.model
         fingerprint = repo.fingerprint(model)
-        if fingerprint == self._fingerprint:
+        if fingerprint == self._fingerprint and not self._refused_changed():
             return []
         self._fingerprint = fingerprint
         produced: list[HubEvent] = []
@@ -106,7 +109,8 @@ class RepositoryWatcher:
         active = self.hub.active
         if active is not None and active.version == target:
             return produced
-        stamp = self._version_stamp(target)
+        self._failed = {v: s for v, s in self._failed.items() if v in versions}
+        stamp = repo.version_fingerprint(model, target)
         if self._failed.get(target) == stamp:
             return produced
         previous = active.version if active is not None else None
@@ -125,16 +129,10 @@ class RepositoryWatcher:
                 log.warning("could not unload %s:%s: %s", model, previous, exc)
         return produced
 
-    def _version_stamp(self, version: Version) -> tuple[object, ...]:
-        path = self.hub.repository.root / self.hub.model / str(version)
-        stamps: list[object] = []
-        for child in sorted(path.iterdir()) if path.is_dir() else []:
-            try:
-                stat = child.stat()
-            except FileNotFoundError:
-                continue
-            stamps.append((child.name, stat.st_mtime_ns, stat.st_size))
-        return tuple(stamps)
+    def _refused_changed(self) -> bool:
+        """Whether a file of a version refused earlier changed (signed later, copy completed)."""
+        repo, model = self.hub.repository, self.hub.model
+        return any(repo.version_fingerprint(model, v) != stamp for v, stamp in self._failed.items())
 
     def __enter__(self) -> RepositoryWatcher:
         return self.start()

@@ -95,6 +95,7 @@ def lab(demo_repo: Path) -> Iterator[dict[str, Any]]:
             "--notebook-dir",
             str(notebooks),
             "--no-demo",
+            *(["--allow-root"] if os.geteuid() == 0 else []),
         ],
         stdout=log,
         stderr=subprocess.STDOUT,

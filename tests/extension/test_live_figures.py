@@ -25,7 +25,6 @@ def test_traffic_axes_start_at_zero_and_follow_the_data() -> None:
 
 def test_traffic_legends_sit_below_the_lines() -> None:
     from bokeh.models import Legend
-
     from workbench_ext.plots import traffic_plot
 
     for fig in traffic_plot().figures:

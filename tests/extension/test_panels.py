@@ -72,6 +72,7 @@ def test_versions_panel_buttons_drive_the_hub(session: Any) -> None:
         assert {"stable", "canary", "latest"} <= set(panel.version.options)
         assert "stable" in panel.repository.value and "0.9389" in panel.repository.value
         assert "no version loaded" in panel.loaded.value
+        assert panel.device.options == ("cpu", "auto")  # no GPU here: none is offered
 
         panel.version.value = "stable"
         panel.device.value = "cpu"
@@ -165,6 +166,15 @@ def test_compare_panel_runs_and_draws(session: Any, digits: dict[str, Any]) -> N
         assert panel.result is not None and panel.result.rows == 8
     finally:
         panel.close()
+
+
+def test_the_device_list_holds_the_gpus_paddle_reports(monkeypatch: pytest.MonkeyPatch) -> None:
+    from workbench.runtime import device
+
+    monkeypatch.setattr(device, "gpu_count", lambda: 0)
+    assert device.available_devices() == ["auto", "cpu"]
+    monkeypatch.setattr(device, "gpu_count", lambda: 2)
+    assert device.available_devices() == ["auto", "cpu", "gpu:0", "gpu:1"]
 
 
 def _http_infer(url: str, rows: np.ndarray) -> None:

@@ -137,6 +137,9 @@ class DeployPanel(Panel):
 
     def refresh(self, *, probe: bool = True) -> None:
         """Redraw from the persisted state; ``probe`` also asks each colour whether it is ready."""
+        if self.name not in self.session.deployments.names():
+            self._gone()
+            return
         status = self.deployment.status(probe=probe)
         with self._redraw:
             self._drawing.on = True
@@ -176,6 +179,7 @@ class DeployPanel(Panel):
             candidate = status.state.rollout.candidate
             self.weight.value = int(data["weights"].get(candidate, 0))
         self.weight.disabled = not self.allowed("weight")
+        self.live.disabled = False
         busy = self.pending is not None and not self.pending.done()
         self._enable(busy)
         import pandas as pd
@@ -183,6 +187,19 @@ class DeployPanel(Panel):
         entries = self.deployment.history(HISTORY_ROWS)
         frame = pd.DataFrame.from_records(list(reversed(history_rows(entries))))
         self.history.value = html_table(frame.set_index("time") if len(frame) else frame)
+
+    def _gone(self) -> None:
+        """The deployment was deleted (here, in another cell or an SSH shell): say so, keep the rest."""
+        self.phase = "deleted"
+        self._stop.set()
+        self.header.value = (
+            f"<h3 style='margin:2px 0'>{html.escape(self.name)}</h3>"
+            "<span>phase <b style='color:#666'>deleted</b> · the router and its instances are gone; "
+            "the figures and history below are what the panel last saw</span>"
+        )
+        self.weight.disabled = True
+        self.live.disabled = True
+        self._enable()  # only refresh: the name may be created again
 
     # -- live traffic ----------------------------------------------------------------
 

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import ast
 import logging
+import shlex
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments
-from IPython.utils.process import arg_split
 
 from workbench import WorkbenchError
 from workbench_ext import ops
@@ -460,7 +460,7 @@ class PaddleMagics(Magics):
         With %%paddle the cell's last expression is the input of predict, compare or bench.
         """
         try:
-            argv = arg_split(line, posix=True, strict=True)
+            argv = shlex.split(line, comments=True)  # `%paddle use 1.1.0  # why` as in Python
         except ValueError as exc:
             raise UsageError(f"cannot parse the arguments: {exc}") from None
         call = Call(self.shell, self.session, cell)

@@ -175,7 +175,7 @@ def test_use_acts_on_the_named_model_and_never_switches_the_current_one(
         assert str(digits.active.version) == "1.1.0"
         with pytest.raises(UsageError, match="resnet is the current model"):
             paddle(shell, "use 1.2.0")
-        paddle(shell, "use digits:1.0.0")
+        paddle(shell, "use digits:1.0.0   # a comment ends the line, as in Python")
     finally:
         paddle(shell, "unload --all --model resnet")
         session.default_model = "digits"

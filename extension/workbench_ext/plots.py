@@ -284,12 +284,12 @@ def traffic_plot() -> TrafficPlot:
             x_axis_type="datetime",
             y_range=Range1d(0, floor),
             height=230,
-            width=330,
+            width=305,  # three side by side in a notebook next to JupyterLab's sidebar
             y_axis_label=unit,
             tools="pan,wheel_zoom,reset,save",
             toolbar_location="above",
         )
-        fig.xaxis.ticker.desired_num_ticks = 4  # HH:MM:SS labels never run into each other
+        fig.xaxis.ticker.desired_num_ticks = 3  # HH:MM:SS labels never run into each other
         fig.xaxis.formatter = DatetimeTickFormatter(
             milliseconds="%H:%M:%S", seconds="%H:%M:%S", minsec="%H:%M:%S", minutes="%H:%M", hours="%H:%M"
         )

@@ -111,7 +111,13 @@ def lab(demo_repo: Path) -> Iterator[dict[str, Any]]:
 
     try:
         wait_until(up, 120, 0.5, what="JupyterLab to answer", ignore=(OSError,))
-        yield {"url": f"http://127.0.0.1:{port}", "token": token, "log": workdir / "lab.log"}
+        yield {
+            "url": f"http://127.0.0.1:{port}",
+            "token": token,
+            "log": workdir / "lab.log",
+            "notebooks": notebooks,
+            "env": env,
+        }
     finally:
         try:
             os.killpg(process.pid, signal.SIGTERM)  # the lab and the kernels it started
@@ -207,3 +213,78 @@ def test_quickstart_renders_the_version_panel_and_bokeh_figures(lab: dict[str, A
             panel.screenshot(path=str(_artifacts() / "version-panel-after-use.png"))
         finally:
             browser.close()
+
+
+DEPLOY_NOTEBOOK = [
+    "%paddle deploy create bw digits@stable -q\n%paddle deploy update bw 1.1.0 -q\n%paddle deploy weight bw 25",
+    "panel = %paddle panel deploy bw\npanel",
+    (
+        "import time\n"
+        "from workbench.deploy.client import ServingClient\n"
+        "from workbench.model.demo import digits_dataset\n"
+        "x = digits_dataset()[2][:4]\n"
+        "url = panel.deployment.url\n"
+        "with ServingClient(url, timeout=30) as client:\n"
+        "    end = time.monotonic() + 14\n"
+        "    while time.monotonic() < end:\n"
+        "        client.infer('digits', {'x': x})\n"
+        "        time.sleep(0.02)\n"
+        "print('DEPLOY PANEL OK')"
+    ),
+]
+
+
+def test_deploy_panel_fits_the_page_with_readable_figures(lab: dict[str, Any]) -> None:
+    """At 1400 px the three live figures fit in the panel (wrapping if needed), axes start at 0."""
+    import nbformat
+    from playwright.sync_api import sync_playwright
+
+    require(
+        "nginx",
+        shutil.which("nginx", path="/usr/sbin:/usr/bin:/sbin:/bin") is not None,
+        "the router is nginx (apt-get install nginx-light)",
+    )
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in DEPLOY_NOTEBOOK])
+    nbformat.write(notebook, lab["notebooks"] / "deploy-panel.ipynb")
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+            try:
+                page = browser.new_page(viewport={"width": 1400, "height": 1000})
+                page.goto(f"{lab['url']}/lab/tree/deploy-panel.ipynb?token={lab['token']}")
+                page.wait_for_selector(".jp-Notebook", timeout=120_000)
+                _run_all(page)
+                try:
+                    page.wait_for_selector(
+                        ".jp-OutputArea-output:has-text('DEPLOY PANEL OK')", timeout=RUN_TIMEOUT_MS
+                    )
+                finally:
+                    page.screenshot(path=str(_artifacts() / "deploy-end.png"))
+                panel = page.locator(".workbench-deploy-panel")
+                assert panel.count() == 1
+                panel.scroll_into_view_if_needed()
+                time.sleep(4)  # a few more live points, and let Bokeh paint
+                panel.screenshot(path=str(_artifacts() / "deploy-panel.png"))
+
+                box = panel.bounding_box()
+                figures = panel.locator(".bk-Figure")
+                assert figures.count() == 3
+                for index in range(3):
+                    figure = figures.nth(index).bounding_box()
+                    assert figure is not None and box is not None
+                    # the whole figure is inside the panel: nothing cut at the right edge
+                    assert figure["x"] + figure["width"] <= box["x"] + box["width"] + 1, (figure, box)
+                    assert figure["width"] >= 250
+                assert "phase" in panel.inner_text() and "?" not in panel.locator("table").first.inner_text()
+                # buttons follow the phase (canary): promote works, abort too; nothing greyed wrongly
+                assert _button(panel, "Promote").is_enabled()
+                assert page.locator(".jupyter-widgets-error-widget").count() == 0
+            finally:
+                browser.close()
+    finally:
+        subprocess.run(
+            [sys.executable, "-m", "workbench", "deploy", "delete", "bw"],
+            env=lab["env"],
+            capture_output=True,
+            timeout=120,
+        )

@@ -77,6 +77,7 @@ class DeployPanel(Panel):
             step=5,
             description="candidate %",
             continuous_update=False,
+            style={"description_width": "initial"},
             layout=w.Layout(width="360px"),
         )
         self.live = w.ToggleButton(

@@ -20,6 +20,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -157,62 +158,66 @@ def _run_all(page: Any) -> None:
     raise AssertionError("Run All Cells did not start the notebook")
 
 
-def test_quickstart_renders_the_version_panel_and_bokeh_figures(lab: dict[str, Any]) -> None:
+@contextmanager
+def _run_notebook(lab: dict[str, Any], name: str, done: str, errors: list[str]) -> Iterator[Any]:
+    """Open ``name`` in Chromium at 1400x1000, run all cells until an output shows ``done``."""
     from playwright.sync_api import sync_playwright
 
-    console_errors: list[str] = []
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
-            page.goto(f"{lab['url']}/lab/tree/01-quickstart.ipynb?token={lab['token']}")
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page.goto(f"{lab['url']}/lab/tree/{name}?token={lab['token']}")
             page.wait_for_selector(".jp-Notebook", timeout=120_000)
             _run_all(page)
             try:
-                page.wait_for_selector(
-                    ".jp-OutputArea-output:has-text('QUICKSTART OK')", timeout=RUN_TIMEOUT_MS
-                )
+                page.wait_for_selector(f".jp-OutputArea-output:has-text('{done}')", timeout=RUN_TIMEOUT_MS)
             finally:
-                page.screenshot(path=str(_artifacts() / "quickstart-end.png"))
-
-            panel = page.locator(".workbench-versions-panel")
-            assert panel.count() == 1
-            panel.scroll_into_view_if_needed()
-            time.sleep(1)  # let Bokeh paint
-            page.screenshot(path=str(_artifacts() / "quickstart-version-panel.png"))
-            panel.screenshot(path=str(_artifacts() / "version-panel.png"))
-
-            # the widgets rendered: the panel's tables and buttons, not an error box
-            assert "active: 1.0.0" in panel.inner_text()
-            for label in ("Load", "Unload", "Use", "Rollback"):
-                assert _button(panel, label).count() == 1, label
-            assert page.locator(".jupyter-widgets-error-widget").count() == 0
-            assert page.get_by_text("Error displaying widget").count() == 0
-            tracebacks = page.locator(
-                ".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']"
-            )
-            assert not any("Traceback" in t for t in tracebacks.all_inner_texts())
-
-            # Bokeh drew: the panel's memory chart and the standalone latency figure have canvases
-            assert panel.locator(".bk-Figure").count() >= 1
-            assert panel.locator("canvas").count() >= 1
-            assert page.locator(".bk-Figure").count() >= 2
-            assert not any("BokehView" in e or "Could not create a view" in e for e in console_errors), (
-                console_errors
-            )
-
-            # a click in the page goes through the kernel and redraws the panel
-            panel.locator("select").first.select_option("1.1.0")
-            _button(panel, "Use").click()
-            page.wait_for_function(
-                "() => document.querySelector('.workbench-versions-panel')"
-                ".innerText.includes('active: 1.1.0')",
-                timeout=30_000,
-            )
-            panel.screenshot(path=str(_artifacts() / "version-panel-after-use.png"))
+                page.screenshot(path=str(_artifacts() / f"{Path(name).stem}-end.png"))
+            yield page
         finally:
             browser.close()
+
+
+def test_quickstart_renders_the_version_panel_and_bokeh_figures(lab: dict[str, Any]) -> None:
+    console_errors: list[str] = []
+    with _run_notebook(lab, "01-quickstart.ipynb", "QUICKSTART OK", console_errors) as page:
+        panel = page.locator(".workbench-versions-panel")
+        assert panel.count() == 1
+        panel.scroll_into_view_if_needed()
+        time.sleep(1)  # let Bokeh paint
+        page.screenshot(path=str(_artifacts() / "quickstart-version-panel.png"))
+        panel.screenshot(path=str(_artifacts() / "version-panel.png"))
+
+        # the widgets rendered: the panel's tables and buttons, not an error box
+        assert "active: 1.0.0" in panel.inner_text()
+        for label in ("Load", "Unload", "Use", "Rollback"):
+            assert _button(panel, label).count() == 1, label
+        assert page.locator(".jupyter-widgets-error-widget").count() == 0
+        assert page.get_by_text("Error displaying widget").count() == 0
+        tracebacks = page.locator(
+            ".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']"
+        )
+        assert not any("Traceback" in t for t in tracebacks.all_inner_texts())
+
+        # Bokeh drew: the panel's memory chart and the standalone latency figure have canvases
+        assert panel.locator(".bk-Figure").count() >= 1
+        assert panel.locator("canvas").count() >= 1
+        assert page.locator(".bk-Figure").count() >= 2
+        assert not any("BokehView" in e or "Could not create a view" in e for e in console_errors), (
+            console_errors
+        )
+
+        # a click in the page goes through the kernel and redraws the panel
+        panel.locator("select").first.select_option("1.1.0")
+        _button(panel, "Use").click()
+        page.wait_for_function(
+            "() => document.querySelector('.workbench-versions-panel')"
+            ".innerText.includes('active: 1.1.0')",
+            timeout=30_000,
+        )
+        panel.screenshot(path=str(_artifacts() / "version-panel-after-use.png"))
 
 
 DEPLOY_NOTEBOOK = [
@@ -235,9 +240,8 @@ DEPLOY_NOTEBOOK = [
 
 
 def test_deploy_panel_fits_the_page_with_readable_figures(lab: dict[str, Any]) -> None:
-    """At 1400 px the three live figures fit in the panel (wrapping if needed), axes start at 0."""
+    """At 1400 px the three live figures fit in the panel (wrapping if needed), health stays known."""
     import nbformat
-    from playwright.sync_api import sync_playwright
 
     require(
         "nginx",
@@ -247,40 +251,27 @@ def test_deploy_panel_fits_the_page_with_readable_figures(lab: dict[str, Any]) -
     notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in DEPLOY_NOTEBOOK])
     nbformat.write(notebook, lab["notebooks"] / "deploy-panel.ipynb")
     try:
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-            try:
-                page = browser.new_page(viewport={"width": 1400, "height": 1000})
-                page.goto(f"{lab['url']}/lab/tree/deploy-panel.ipynb?token={lab['token']}")
-                page.wait_for_selector(".jp-Notebook", timeout=120_000)
-                _run_all(page)
-                try:
-                    page.wait_for_selector(
-                        ".jp-OutputArea-output:has-text('DEPLOY PANEL OK')", timeout=RUN_TIMEOUT_MS
-                    )
-                finally:
-                    page.screenshot(path=str(_artifacts() / "deploy-end.png"))
-                panel = page.locator(".workbench-deploy-panel")
-                assert panel.count() == 1
-                panel.scroll_into_view_if_needed()
-                time.sleep(4)  # a few more live points, and let Bokeh paint
-                panel.screenshot(path=str(_artifacts() / "deploy-panel.png"))
+        with _run_notebook(lab, "deploy-panel.ipynb", "DEPLOY PANEL OK", []) as page:
+            panel = page.locator(".workbench-deploy-panel")
+            assert panel.count() == 1
+            panel.scroll_into_view_if_needed()
+            time.sleep(4)  # a few more live points, and let Bokeh paint
+            panel.screenshot(path=str(_artifacts() / "deploy-panel.png"))
 
-                box = panel.bounding_box()
-                figures = panel.locator(".bk-Figure")
-                assert figures.count() == 3
-                for index in range(3):
-                    figure = figures.nth(index).bounding_box()
-                    assert figure is not None and box is not None
-                    # the whole figure is inside the panel: nothing cut at the right edge
-                    assert figure["x"] + figure["width"] <= box["x"] + box["width"] + 1, (figure, box)
-                    assert figure["width"] >= 250
-                assert "phase" in panel.inner_text() and "?" not in panel.locator("table").first.inner_text()
-                # buttons follow the phase (canary): promote works, abort too; nothing greyed wrongly
-                assert _button(panel, "Promote").is_enabled()
-                assert page.locator(".jupyter-widgets-error-widget").count() == 0
-            finally:
-                browser.close()
+            box = panel.bounding_box()
+            figures = panel.locator(".bk-Figure")
+            assert figures.count() == 3
+            for index in range(3):
+                figure = figures.nth(index).bounding_box()
+                assert figure is not None and box is not None
+                # the whole figure is inside the panel: nothing cut at the right edge
+                assert figure["x"] + figure["width"] <= box["x"] + box["width"] + 1, (figure, box)
+                assert figure["width"] >= 250
+            assert "phase" in panel.inner_text() and "?" not in panel.locator("table").first.inner_text()
+            # buttons follow the phase (canary): every action works there
+            for label in ("Set weight", "Promote", "Rollback", "Abort", "Switch"):
+                assert _button(panel, label).is_enabled(), label
+            assert page.locator(".jupyter-widgets-error-widget").count() == 0
     finally:
         subprocess.run(
             [sys.executable, "-m", "workbench", "deploy", "delete", "bw"],

@@ -22,6 +22,12 @@ if TYPE_CHECKING:
 
 reason = argument("--reason", default="", help="Why (recorded in the history).")
 name = argument("name", help="The deployment.")
+#: The verification checks of an update, in the order the rollout runs them.
+UPDATE_STEPS = {
+    "ready": "wait until ready",
+    "deep_health": "deep health check",
+    "agreement": "agreement with stable",
+}
 
 
 def _deployment(call: Call, deployment: str) -> Any:
@@ -60,6 +66,7 @@ def cmd_create(call: Call, args: argparse.Namespace) -> Any:
             timeout=args.timeout,
         ),
         desc=f"create {args.name}",
+        steps=[f"start {model}:{ref or 'latest'} as blue and the router in front of it"],
         disable=args.quiet,
     )
     return deployment.status()
@@ -103,10 +110,16 @@ def cmd_update(call: Call, args: argparse.Namespace) -> Any:
 
             raise UsageError(str(exc)) from None
     deployment = _deployment(call, args.name)
-    latest: dict[str, str] = {"text": "starting"}
+    steps = [f"start {args.version}", *UPDATE_STEPS.values()]
+    latest: dict[str, Any] = {"done": 0, "text": steps[0]}
 
     def tick(state: Any) -> None:
-        latest["text"] = f"{state.phase}: {state.rollout.message}"[:60]
+        rollout = state.rollout
+        started = 0 if str(rollout.phase) == "starting" else 1
+        latest["done"] = min(len(steps), started + len(rollout.passed))
+        if not rollout.in_progress:
+            latest["done"] = len(steps)
+        latest["text"] = f"{steps[min(latest['done'], len(steps) - 1)]} ({rollout.message})"[:70]
 
     run_with_progress(
         lambda: deployment.update(
@@ -118,7 +131,9 @@ def cmd_update(call: Call, args: argparse.Namespace) -> Any:
             on_tick=tick,
         ),
         desc=f"update {args.name}",
-        status=lambda: latest["text"],
+        steps=steps,
+        done=lambda: int(latest["done"]),
+        status=lambda: str(latest["text"]),
         disable=args.quiet,
     )
     if spec is not None:

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import ast
 import logging
+import shlex
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments
-from IPython.utils.process import arg_split
 
 from workbench import WorkbenchError
 from workbench_ext import ops
@@ -190,14 +190,32 @@ def cmd_unload(call: Call, args: argparse.Namespace) -> Any:
 
 @verb("use")
 @magic_arguments(name="paddle use")
-@argument("ref", help="A loaded version (digits:1.1.0, digits@canary, 1.1.0).")
+@argument("ref", help="A loaded version: digits:1.1.0, digits@canary, or 1.1.0 of the current model.")
 def cmd_use(call: Call, args: argparse.Namespace) -> Any:
-    """Switch the active version atomically (in-flight requests finish on the old one)."""
-    model, version = call.session.resolve(args.ref)
-    hub = call.session.hub(model, create=False)
-    if version not in hub:
+    """Switch the active version atomically (in-flight requests finish on the old one).
+
+    It acts on the model named in REF, else on the current model, and says which;
+    it never changes which model is current.
+    """
+    session = call.session
+    current = session.default_model
+    model, ref = session.parse(args.ref)
+    try:
+        version = session.repo.resolve(model, ref)
+    except WorkbenchError as exc:
+        if model == current and not any(sep in args.ref for sep in "@:"):
+            raise SessionError(
+                f"{exc} ({model} is the current model); name the model, e.g. `%paddle use MODEL:{ref}`"
+            ) from None
+        raise
+    hub = session.hubs.get(model)
+    if hub is None or version not in hub:
         raise SessionError(f"{model}:{version} is not loaded; run `%paddle load {model}:{version}` first")
-    return hub.use(version)
+    before = hub.active.version if hub.active is not None else None
+    active = hub.use(version)
+    note = f"; the current model stays {current}" if current not in (None, model) else ""
+    print(f"{model}: {version} is active (was {before}){note}")
+    return active
 
 
 @verb("rollback")
@@ -371,8 +389,17 @@ def cmd_deploy(call: Call, args: argparse.Namespace) -> Any:
 # -- dispatch -------------------------------------------------------------------------
 
 
+def plain_help(text: str) -> str:
+    """IPython writes magic help as reST (``::`` before the usage and literal blocks);
+    a notebook shows it as plain text, so the markers go."""
+    usage = "::\n\n  "
+    if text.startswith(usage):
+        text = "Usage: " + text.removeprefix(usage)
+    return text.replace("::\n", ":\n")
+
+
 def _help(func: Any) -> str:
-    return str(func.parser.format_help())
+    return plain_help(str(func.parser.format_help()))
 
 
 def _dispatch(table: dict[str, Any], argv: list[str], call: Call, what: str) -> Any:
@@ -433,7 +460,7 @@ class PaddleMagics(Magics):
         With %%paddle the cell's last expression is the input of predict, compare or bench.
         """
         try:
-            argv = arg_split(line, posix=True, strict=True)
+            argv = shlex.split(line, comments=True)  # `%paddle use 1.1.0  # why` as in Python
         except ValueError as exc:
             raise UsageError(f"cannot parse the arguments: {exc}") from None
         call = Call(self.shell, self.session, cell)
@@ -444,6 +471,8 @@ class PaddleMagics(Magics):
         except (WorkbenchError, SessionError) as exc:
             raise UsageError(str(exc)) from None
 
+
+PaddleMagics.paddle.__doc__ = plain_help(PaddleMagics.paddle.__doc__ or "")
 
 # The top-level parser is only documentation (`%paddle?`); parsing is per verb.
 from workbench_ext import deploy_verbs  # noqa: E402,F401  (registers the deploy verbs)

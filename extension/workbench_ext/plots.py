@@ -225,59 +225,90 @@ def memory_plot() -> MemoryPlot:
 # -- live traffic ---------------------------------------------------------------------
 
 
+#: The live series: key, title, axis label, the y-axis top while nothing was seen, its ceiling.
+TRAFFIC_SERIES = (
+    ("rps", "requests/s", "req/s", 1.0, None),
+    ("error_rate", "error rate", "share of requests", 0.01, 1.0),
+    ("p99_ms", "p99 latency", "ms", 1.0, None),
+)
+
+
+def axis_top(values: Sequence[float], floor: float, ceiling: float | None = None) -> float:
+    """The top of a y-axis that starts at 0: headroom over the largest finite value."""
+    finite = [v for v in values if v == v and v not in (float("inf"), float("-inf"))]
+    top = max([floor, *(v * 1.15 for v in finite)])
+    return top if ceiling is None else min(top, ceiling)
+
+
 @dataclass
 class TrafficPlot:
-    """Requests/s, error rate and p99 latency per colour, streamed."""
+    """Requests/s, error rate and p99 latency per colour, streamed; one figure per series.
+
+    Each figure is its own widget (Bokeh ties a data source to one document), so a
+    panel can lay them out in a wrapping row that fits any notebook width. The
+    y-axes start at 0 and grow with what the window holds.
+    """
 
     figures: tuple[Any, Any, Any]
-    source: Any
+    sources: tuple[Any, Any, Any]
+
+    @property
+    def source(self) -> Any:
+        """The requests/s series (every source has the same time column)."""
+        return self.sources[0]
 
     def stream(self, sample: Mapping[str, Mapping[str, float | None]], at: float | None = None) -> None:
         """Append one point: ``sample[color] = {"rps", "error_rate", "p99_ms"}``."""
-        point: dict[str, list[Any]] = {"t": [(at if at is not None else time.time()) * 1000]}
-        for color in ("blue", "green"):
-            values = sample.get(color, {})
-            for key in ("rps", "error_rate", "p99_ms"):
-                value = values.get(key)
-                point[f"{color}_{key}"] = [float("nan") if value is None else float(value)]
-        self.source.stream(point, rollover=WINDOW)
+        t = (at if at is not None else time.time()) * 1000
+        for (key, _, _, floor, ceiling), fig, source in zip(
+            TRAFFIC_SERIES, self.figures, self.sources, strict=True
+        ):
+            point: dict[str, list[Any]] = {"t": [t]}
+            for color in ("blue", "green"):
+                value = sample.get(color, {}).get(key)
+                point[color] = [float("nan") if value is None else float(value)]
+            source.stream(point, rollover=WINDOW)
+            seen = [*source.data["blue"], *source.data["green"]]
+            fig.y_range.end = axis_top(seen, floor, ceiling)
 
 
 def traffic_plot() -> TrafficPlot:
-    from bokeh.models import ColumnDataSource
+    from bokeh.models import ColumnDataSource, DatetimeTickFormatter, Range1d
 
-    columns = {"t": []} | {f"{c}_{k}": [] for c in ("blue", "green") for k in ("rps", "error_rate", "p99_ms")}
-    source = ColumnDataSource(columns)
     figures = []
-    for key, title, unit in (
-        ("rps", "requests/s", "req/s"),
-        ("error_rate", "error rate", "share"),
-        ("p99_ms", "p99 latency", "ms"),
-    ):
+    sources = []
+    for _key, title, unit, floor, _ceiling in TRAFFIC_SERIES:
+        source = ColumnDataSource({"t": [], "blue": [], "green": []})
         fig = _figure(
             title=title,
             x_axis_type="datetime",
-            height=200,
-            width=330,
+            y_range=Range1d(0, floor),
+            height=230,
+            width=305,  # three side by side in a notebook next to JupyterLab's sidebar
             y_axis_label=unit,
             tools="pan,wheel_zoom,reset,save",
+            toolbar_location="above",
+        )
+        fig.xaxis.ticker.desired_num_ticks = 3  # HH:MM:SS labels never run into each other
+        fig.xaxis.formatter = DatetimeTickFormatter(
+            milliseconds="%H:%M:%S", seconds="%H:%M:%S", minsec="%H:%M:%S", minutes="%H:%M", hours="%H:%M"
         )
         for color in ("blue", "green"):
             fig.line(
-                x="t",
-                y=f"{color}_{key}",
-                source=source,
-                line_color=COLOR_HEX[color],
-                line_width=2,
-                legend_label=color,
+                x="t", y=color, source=source, line_color=COLOR_HEX[color], line_width=2, legend_label=color
             )
             fig.scatter(  # single samples between gaps (no traffic) are visible too
-                x="t", y=f"{color}_{key}", source=source, color=COLOR_HEX[color], size=4, legend_label=color
+                x="t", y=color, source=source, color=COLOR_HEX[color], size=4, legend_label=color
             )
-        fig.legend.location = "top_left"
-        fig.legend.label_text_font_size = "8pt"
+        legend = fig.legend[0]
+        legend.orientation = "horizontal"
+        legend.label_text_font_size = "8pt"
+        legend.padding = legend.margin = 2
+        fig.center = [r for r in fig.center if r is not legend]
+        fig.add_layout(legend, "below")  # under the plot, never over the lines
         figures.append(fig)
-    return TrafficPlot((figures[0], figures[1], figures[2]), source)
+        sources.append(source)
+    return TrafficPlot((figures[0], figures[1], figures[2]), (sources[0], sources[1], sources[2]))
 
 
 _BOKEHJS_LOADED = False

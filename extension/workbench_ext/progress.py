@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
 
 T = TypeVar("T")
 DELAY = 0.5
@@ -69,13 +68,31 @@ def pool(size: int) -> ThreadPoolExecutor:
         return _POOLS[size]
 
 
-def bar(total: int | None = None, desc: str = "", *, unit: str = "it", disable: bool = False) -> Any:
+#: A bar over named steps: no rate (steps take seconds each), the elapsed time and the step.
+STEP_FORMAT = "{desc}: {n_fmt}/{total_fmt} steps |{bar}| {elapsed}{postfix}"
+
+
+def bar(
+    total: int | None = None,
+    desc: str = "",
+    *,
+    unit: str = "it",
+    disable: bool = False,
+    bar_format: str | None = None,
+) -> Any:
     """A ``tqdm.auto`` bar that cleans up after itself."""
     from tqdm.auto import tqdm
 
     # Shown only for work that takes longer than DELAY seconds; a finished bar stays (green).
     return tqdm(
-        total=total, desc=desc, unit=unit, leave=True, delay=DELAY, disable=disable, dynamic_ncols=True
+        total=total,
+        desc=desc,
+        unit=unit,
+        leave=True,
+        delay=DELAY,
+        disable=disable,
+        dynamic_ncols=True,
+        bar_format=bar_format,
     )
 
 
@@ -86,35 +103,48 @@ def run_with_progress(
     total: int | None = None,
     done: Callable[[], int] | None = None,
     status: Callable[[], str] | None = None,
+    steps: Sequence[str] | None = None,
     unit: str = "it",
     interval: float = 0.2,
     disable: bool = False,
 ) -> T:
     """Run ``work()`` on the worker thread and show progress until it returns (or raises).
 
-    ``done()`` says how many of ``total`` units are finished; without it the bar
-    counts seconds. ``status()`` may return a short text shown after the bar.
-    Called from the worker itself (a panel's task), the work runs inline and a
-    helper thread draws the progress.
+    ``done()`` says how many of ``total`` units are finished. Work in a few named
+    ``steps`` shows ``n/N steps``, the elapsed time and the current step's name
+    (``done()`` counts finished steps); work that reports nothing is one step named
+    ``desc``. ``status()`` may return a short text shown after the bar. Called from
+    the worker itself (a panel's task), the work runs inline and a helper thread
+    draws the progress.
     """
-    started = time.monotonic()
     finished = threading.Event()
+    bar_format = None
+    if done is None or steps is not None:
+        steps = list(steps or [desc])
+        total, bar_format = len(steps), STEP_FORMAT
+        if done is None:
+            done = lambda: 0  # noqa: E731 - finished when the work returns
+        if status is None:
+            count, names = done, steps
+            status = lambda: names[min(count(), len(names) - 1)]  # noqa: E731
 
     def draw(progress: Any, wait: Callable[[float], bool]) -> None:
         shown = 0
         while not wait(interval):
-            shown = _tick(progress, shown, total, done, status, started)
-        _tick(progress, shown, total, done, status, started)
+            shown = _tick(progress, shown, total, done, status)
+        _tick(progress, shown, total, done, status)
 
-    with bar(total, desc, unit=unit if done else "s", disable=disable) as progress:
+    with bar(total, desc, unit=unit, disable=disable, bar_format=bar_format) as progress:
         if on_worker():
             painter = threading.Thread(target=draw, args=(progress, finished.wait), daemon=True)
             painter.start()
             try:
-                return work()
+                result = work()
             finally:
                 finished.set()
                 painter.join()
+            _finish(progress, total)
+            return result
         future = submit(work)
 
         def wait(seconds: float) -> bool:
@@ -125,7 +155,17 @@ def run_with_progress(
             return True
 
         draw(progress, wait)
-        return future.result()
+        result = future.result()
+        _finish(progress, total)
+        return result
+
+
+def _finish(progress: Any, total: int | None) -> None:
+    """Work that returned did all its steps: fill the bar."""
+    if total is not None and progress.n < total:
+        progress.update(total - progress.n)
+        progress.set_postfix_str("done", refresh=False)
+        progress.refresh()
 
 
 def _tick(
@@ -134,10 +174,9 @@ def _tick(
     total: int | None,
     done: Callable[[], int] | None,
     status: Callable[[], str] | None,
-    started: float,
 ) -> int:
     try:
-        now = done() if done is not None else int(time.monotonic() - started)
+        now = done() if done is not None else 0
         if total is not None:
             now = min(now, total)
         if now > shown:

@@ -20,6 +20,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -95,6 +96,7 @@ def lab(demo_repo: Path) -> Iterator[dict[str, Any]]:
             "--notebook-dir",
             str(notebooks),
             "--no-demo",
+            *(["--allow-root"] if os.geteuid() == 0 else []),
         ],
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -110,7 +112,13 @@ def lab(demo_repo: Path) -> Iterator[dict[str, Any]]:
 
     try:
         wait_until(up, 120, 0.5, what="JupyterLab to answer", ignore=(OSError,))
-        yield {"url": f"http://127.0.0.1:{port}", "token": token, "log": workdir / "lab.log"}
+        yield {
+            "url": f"http://127.0.0.1:{port}",
+            "token": token,
+            "log": workdir / "lab.log",
+            "notebooks": notebooks,
+            "env": env,
+        }
     finally:
         try:
             os.killpg(process.pid, signal.SIGTERM)  # the lab and the kernels it started
@@ -150,59 +158,124 @@ def _run_all(page: Any) -> None:
     raise AssertionError("Run All Cells did not start the notebook")
 
 
-def test_quickstart_renders_the_version_panel_and_bokeh_figures(lab: dict[str, Any]) -> None:
+@contextmanager
+def _run_notebook(lab: dict[str, Any], name: str, done: str, errors: list[str]) -> Iterator[Any]:
+    """Open ``name`` in Chromium at 1400x1000, run all cells until an output shows ``done``."""
     from playwright.sync_api import sync_playwright
 
-    console_errors: list[str] = []
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
-            page.goto(f"{lab['url']}/lab/tree/01-quickstart.ipynb?token={lab['token']}")
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page.goto(f"{lab['url']}/lab/tree/{name}?token={lab['token']}")
             page.wait_for_selector(".jp-Notebook", timeout=120_000)
             _run_all(page)
             try:
-                page.wait_for_selector(
-                    ".jp-OutputArea-output:has-text('QUICKSTART OK')", timeout=RUN_TIMEOUT_MS
-                )
+                page.wait_for_selector(f".jp-OutputArea-output:has-text('{done}')", timeout=RUN_TIMEOUT_MS)
             finally:
-                page.screenshot(path=str(_artifacts() / "quickstart-end.png"))
-
-            panel = page.locator(".workbench-versions-panel")
-            assert panel.count() == 1
-            panel.scroll_into_view_if_needed()
-            time.sleep(1)  # let Bokeh paint
-            page.screenshot(path=str(_artifacts() / "quickstart-version-panel.png"))
-            panel.screenshot(path=str(_artifacts() / "version-panel.png"))
-
-            # the widgets rendered: the panel's tables and buttons, not an error box
-            assert "active: 1.0.0" in panel.inner_text()
-            for label in ("Load", "Unload", "Use", "Rollback"):
-                assert _button(panel, label).count() == 1, label
-            assert page.locator(".jupyter-widgets-error-widget").count() == 0
-            assert page.get_by_text("Error displaying widget").count() == 0
-            tracebacks = page.locator(
-                ".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']"
-            )
-            assert not any("Traceback" in t for t in tracebacks.all_inner_texts())
-
-            # Bokeh drew: the panel's memory chart and the standalone latency figure have canvases
-            assert panel.locator(".bk-Figure").count() >= 1
-            assert panel.locator("canvas").count() >= 1
-            assert page.locator(".bk-Figure").count() >= 2
-            assert not any("BokehView" in e or "Could not create a view" in e for e in console_errors), (
-                console_errors
-            )
-
-            # a click in the page goes through the kernel and redraws the panel
-            panel.locator("select").first.select_option("1.1.0")
-            _button(panel, "Use").click()
-            page.wait_for_function(
-                "() => document.querySelector('.workbench-versions-panel')"
-                ".innerText.includes('active: 1.1.0')",
-                timeout=30_000,
-            )
-            panel.screenshot(path=str(_artifacts() / "version-panel-after-use.png"))
+                page.screenshot(path=str(_artifacts() / f"{Path(name).stem}-end.png"))
+            yield page
         finally:
             browser.close()
+
+
+def test_quickstart_renders_the_version_panel_and_bokeh_figures(lab: dict[str, Any]) -> None:
+    console_errors: list[str] = []
+    with _run_notebook(lab, "01-quickstart.ipynb", "QUICKSTART OK", console_errors) as page:
+        panel = page.locator(".workbench-versions-panel")
+        assert panel.count() == 1
+        panel.scroll_into_view_if_needed()
+        time.sleep(1)  # let Bokeh paint
+        page.screenshot(path=str(_artifacts() / "quickstart-version-panel.png"))
+        panel.screenshot(path=str(_artifacts() / "version-panel.png"))
+
+        # the widgets rendered: the panel's tables and buttons, not an error box
+        assert "active: 1.0.0" in panel.inner_text()
+        for label in ("Load", "Unload", "Use", "Rollback"):
+            assert _button(panel, label).count() == 1, label
+        assert page.locator(".jupyter-widgets-error-widget").count() == 0
+        assert page.get_by_text("Error displaying widget").count() == 0
+        tracebacks = page.locator(
+            ".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']"
+        )
+        assert not any("Traceback" in t for t in tracebacks.all_inner_texts())
+
+        # Bokeh drew: the panel's memory chart and the standalone latency figure have canvases
+        assert panel.locator(".bk-Figure").count() >= 1
+        assert panel.locator("canvas").count() >= 1
+        assert page.locator(".bk-Figure").count() >= 2
+        assert not any("BokehView" in e or "Could not create a view" in e for e in console_errors), (
+            console_errors
+        )
+
+        # a click in the page goes through the kernel and redraws the panel
+        panel.locator("select").first.select_option("1.1.0")
+        _button(panel, "Use").click()
+        page.wait_for_function(
+            "() => document.querySelector('.workbench-versions-panel')"
+            ".innerText.includes('active: 1.1.0')",
+            timeout=30_000,
+        )
+        panel.screenshot(path=str(_artifacts() / "version-panel-after-use.png"))
+
+
+DEPLOY_NOTEBOOK = [
+    "%paddle deploy create bw digits@stable -q\n%paddle deploy update bw 1.1.0 -q\n%paddle deploy weight bw 25",
+    "panel = %paddle panel deploy bw\npanel",
+    (
+        "import time\n"
+        "from workbench.deploy.client import ServingClient\n"
+        "from workbench.model.demo import digits_dataset\n"
+        "x = digits_dataset()[2][:4]\n"
+        "url = panel.deployment.url\n"
+        "with ServingClient(url, timeout=30) as client:\n"
+        "    end = time.monotonic() + 14\n"
+        "    while time.monotonic() < end:\n"
+        "        client.infer('digits', {'x': x})\n"
+        "        time.sleep(0.02)\n"
+        "print('DEPLOY PANEL OK')"
+    ),
+]
+
+
+def test_deploy_panel_fits_the_page_with_readable_figures(lab: dict[str, Any]) -> None:
+    """At 1400 px the three live figures fit in the panel (wrapping if needed), health stays known."""
+    import nbformat
+
+    require(
+        "nginx",
+        shutil.which("nginx", path="/usr/sbin:/usr/bin:/sbin:/bin") is not None,
+        "the router is nginx (apt-get install nginx-light)",
+    )
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in DEPLOY_NOTEBOOK])
+    nbformat.write(notebook, lab["notebooks"] / "deploy-panel.ipynb")
+    try:
+        with _run_notebook(lab, "deploy-panel.ipynb", "DEPLOY PANEL OK", []) as page:
+            panel = page.locator(".workbench-deploy-panel")
+            assert panel.count() == 1
+            panel.scroll_into_view_if_needed()
+            time.sleep(4)  # a few more live points, and let Bokeh paint
+            panel.screenshot(path=str(_artifacts() / "deploy-panel.png"))
+
+            box = panel.bounding_box()
+            figures = panel.locator(".bk-Figure")
+            assert figures.count() == 3
+            for index in range(3):
+                figure = figures.nth(index).bounding_box()
+                assert figure is not None and box is not None
+                # the whole figure is inside the panel: nothing cut at the right edge
+                assert figure["x"] + figure["width"] <= box["x"] + box["width"] + 1, (figure, box)
+                assert figure["width"] >= 250
+            assert "phase" in panel.inner_text() and "?" not in panel.locator("table").first.inner_text()
+            # buttons follow the phase (canary): every action works there
+            for label in ("Set weight", "Promote", "Rollback", "Abort", "Switch"):
+                assert _button(panel, label).is_enabled(), label
+            assert page.locator(".jupyter-widgets-error-widget").count() == 0
+    finally:
+        subprocess.run(
+            [sys.executable, "-m", "workbench", "deploy", "delete", "bw"],
+            env=lab["env"],
+            capture_output=True,
+            timeout=120,
+        )

@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from typer.testing import CliRunner
 
 from workbench.cli import app
+from workbench.errors import WorkbenchError
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
     import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def invoke(*args: str) -> str:
@@ -63,6 +69,9 @@ def test_lab_plan_is_loopback_with_a_token_and_a_private_profile(
     monkeypatch.setenv("WORKBENCH_HOME", str(home))
     monkeypatch.setenv("WORKBENCH_REPO", str(demo_repo))
     monkeypatch.setenv("JUPYTER_TOKEN", "sesame")
+    from workbench.cli import lab
+
+    monkeypatch.setattr(lab, "running_as_root", lambda: False)
     out = invoke(
         "lab", "--print-command", "--no-demo", "--port", "18765", "--notebook-dir", str(tmp_path / "nb")
     )
@@ -82,19 +91,24 @@ def test_lab_generates_a_token_and_uses_the_tutorials(
     from workbench.cli import lab
 
     monkeypatch.delenv("JUPYTER_TOKEN", raising=False)
+    monkeypatch.setattr(lab, "running_as_root", lambda: False)
     plan = lab.plan(home=tmp_path / "home", repo=tmp_path / "repo", port=18766)
     assert len(plan.token) == 48 and plan.url.endswith(plan.token)
     assert plan.env["JUPYTER_TOKEN"] == plan.token
     assert plan.env["IPYTHONDIR"] == str(tmp_path / "home" / "ipython")
     assert plan.env["WORKBENCH_REPO"] == str(tmp_path / "repo")
-    # in a source checkout the lab opens the project's notebooks
-    assert (plan.notebook_dir / "01-quickstart.ipynb").is_file()
+    assert not any("allow_root" in arg for arg in plan.argv)
+    # even in a source checkout the lab serves copies in the user's work directory, so
+    # autosave never rewrites the tracked tutorials
+    assert plan.notebook_dir == tmp_path / "home" / "notebooks"
+    assert (plan.notebook_dir / "01-quickstart.ipynb").read_bytes() == (
+        ROOT / "notebooks" / "01-quickstart.ipynb"
+    ).read_bytes()
 
 
-def test_lab_copies_the_tutorials_outside_a_checkout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_lab_copies_the_tutorials_and_keeps_the_users_edits(tmp_path: Path) -> None:
     from workbench.cli import lab
 
-    monkeypatch.setattr(lab, "project_root", lambda: None)
     target = lab.notebook_dir(tmp_path)
     assert target == tmp_path / "notebooks"
     names = sorted(p.name for p in target.glob("*.ipynb"))
@@ -102,6 +116,59 @@ def test_lab_copies_the_tutorials_outside_a_checkout(tmp_path: Path, monkeypatch
     (target / "01-quickstart.ipynb").write_text("{}")  # the user's edits survive the next start
     lab.notebook_dir(tmp_path)
     assert (target / "01-quickstart.ipynb").read_text() == "{}"
+
+    # a newer tutorial replaces a copy the user never touched, never an edited one
+    source = tmp_path / "tutorials"
+    source.mkdir()
+    (source / "a.ipynb").write_text("v1")
+    (source / "b.ipynb").write_text("v1")
+    work = tmp_path / "work"
+    assert lab.copy_tutorials(source, work) == ["a.ipynb", "b.ipynb"]
+    (work / "b.ipynb").write_text("mine")
+    (source / "a.ipynb").write_text("v2")
+    (source / "b.ipynb").write_text("v2")
+    assert lab.copy_tutorials(source, work) == ["a.ipynb"]
+    assert (work / "a.ipynb").read_text() == "v2" and (work / "b.ipynb").read_text() == "mine"
+
+
+def test_lab_on_a_busy_port_says_so_before_any_work(tmp_path: Path) -> None:
+    env = {**os.environ, "WORKBENCH_HOME": str(tmp_path / "home"), "WORKBENCH_REPO": str(tmp_path / "repo")}
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "workbench", "lab", "--port", str(port), "--allow-root", "--print-command"],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            env=env,
+        )
+    assert result.returncode != 0
+    assert f"port {port} on 127.0.0.1 is already in use" in result.stderr
+    assert "workbench lab --port " in result.stderr and "Traceback" not in result.stderr
+    assert "token=" not in result.stdout  # no URL of someone else's server
+    assert not (tmp_path / "repo").exists() and not (tmp_path / "home").exists()  # nothing trained
+
+
+def test_lab_as_root_refuses_without_allow_root(
+    demo_repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from workbench.cli import lab
+
+    monkeypatch.setenv("WORKBENCH_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("WORKBENCH_REPO", str(demo_repo))
+    monkeypatch.setattr(lab, "running_as_root", lambda: True)
+    args = ["lab", "--print-command", "--no-demo", "--port", "18767"]
+    refused = CliRunner().invoke(app, args)
+    assert refused.exit_code != 0 and isinstance(refused.exception, WorkbenchError)
+    assert "--allow-root" in str(refused.exception)
+    assert not (tmp_path / "home").exists()  # nothing written
+
+    allowed = CliRunner().invoke(app, [*args, "--allow-root"])
+    assert allowed.exit_code == 0, allowed.output
+    assert "--ServerApp.allow_root=True" in allowed.stdout
+    assert "WARNING: JupyterLab runs as root" in allowed.stderr
 
 
 def test_lab_does_not_retrain_an_existing_repository(demo_repo: Path) -> None:

@@ -36,9 +36,11 @@ def test_load_ext_twice_is_a_noop_and_unload_removes_the_magics(shell: Any) -> N
 def test_help_is_argparse_style(shell: Any, capsys: pytest.CaptureFixture[str]) -> None:
     doc = shell.magics_manager.magics["line"]["paddle"].__doc__
     assert "%paddle verb" in doc and "compare" in doc
+    assert doc.startswith("Usage: %paddle verb") and "::" not in doc  # plain text, not reST
     assert paddle(shell, "load --help") is None
     out = capsys.readouterr().out
     assert "%paddle load" in out and "--memory-pool MB" in out and "--device" in out
+    assert out.startswith("Usage: %paddle load") and "::" not in out
     paddle(shell, "deploy weight --help")
     assert "%paddle deploy weight" in capsys.readouterr().out
     paddle(shell, "")
@@ -152,6 +154,32 @@ def test_bench_and_unload(shell: Any, session: Any) -> None:
     assert (again["errors"] == 0).all()
     assert paddle(shell, "unload 1.2.0") == ["digits:1.2.0"]
     assert [str(lv.version) for lv in session.hubs["digits"].loaded] == ["1.0.0", "1.1.0"]
+
+
+def test_use_acts_on_the_named_model_and_never_switches_the_current_one(
+    shell: Any, session: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    digits = session.hubs["digits"]
+    assert str(digits.active.version) == "1.0.0"
+    paddle(shell, "load resnet:1.0.0 -q")
+    assert session.default_model == "resnet"
+    capsys.readouterr()
+    try:
+        assert str(paddle(shell, "use digits:1.1.0").version) == "1.1.0"
+        assert str(digits.active.version) == "1.1.0"
+        assert session.default_model == "resnet"  # still the current model
+        out = capsys.readouterr().out
+        assert "digits: 1.1.0 is active (was 1.0.0); the current model stays resnet" in out
+        paddle(shell, "use 1.0.0")  # a bare version is the current model's, and it says so
+        assert "resnet: 1.0.0 is active" in capsys.readouterr().out
+        assert str(digits.active.version) == "1.1.0"
+        with pytest.raises(UsageError, match="resnet is the current model"):
+            paddle(shell, "use 1.2.0")
+        paddle(shell, "use digits:1.0.0   # a comment ends the line, as in Python")
+    finally:
+        paddle(shell, "unload --all --model resnet")
+        session.default_model = "digits"
+    assert str(digits.active.version) == "1.0.0"
 
 
 def test_repo_switches_the_session(shell: Any, session: Any, demo_repo: Any, tmp_path: Any) -> None:

@@ -57,6 +57,12 @@ def click(panel: Any, name: str) -> Any:
         return None
 
 
+def enabled(panel: Any) -> set[str]:
+    """The panel's buttons a user can press now."""
+    names = {name for name, button in panel.buttons.items() if not button.disabled}
+    return names | {"live"} if not panel.live.disabled else names
+
+
 def test_versions_panel_buttons_drive_the_hub(session: Any) -> None:
     from workbench_ext.panels.versions import VersionsPanel
 
@@ -66,6 +72,7 @@ def test_versions_panel_buttons_drive_the_hub(session: Any) -> None:
         assert {"stable", "canary", "latest"} <= set(panel.version.options)
         assert "stable" in panel.repository.value and "0.9389" in panel.repository.value
         assert "no version loaded" in panel.loaded.value
+        assert panel.device.options == ("cpu", "auto")  # no GPU here: none is offered
 
         panel.version.value = "stable"
         panel.device.value = "cpu"
@@ -161,6 +168,15 @@ def test_compare_panel_runs_and_draws(session: Any, digits: dict[str, Any]) -> N
         panel.close()
 
 
+def test_the_device_list_holds_the_gpus_paddle_reports(monkeypatch: pytest.MonkeyPatch) -> None:
+    from workbench.runtime import device
+
+    monkeypatch.setattr(device, "gpu_count", lambda: 0)
+    assert device.available_devices() == ["auto", "cpu"]
+    monkeypatch.setattr(device, "gpu_count", lambda: 2)
+    assert device.available_devices() == ["auto", "cpu", "gpu:0", "gpu:1"]
+
+
 def _http_infer(url: str, rows: np.ndarray) -> None:
     import json
 
@@ -201,12 +217,19 @@ def test_deploy_panel_weight_promote_rollback(
         assert "1.0.0" in panel.instances.value and "1.1.0" in panel.instances.value
         assert panel.weight.value == 0
         assert "update" in panel.history.value
+        assert enabled(panel) == {"weight", "promote", "rollback", "abort", "switch", "refresh", "live"}
 
+        # a refresh (the live poller's) never moves the slider the user is choosing a value with
         panel.weight.value = 25
+        panel.refresh()
+        assert panel.weight.value == 25
         click(panel, "weight")
         assert panel.error is None, panel.error
         assert manager.get("panel").state.weights == {"blue": 75, "green": 25}
         assert "25%" in panel.instances.value
+        manager.get("panel").weight(30, "from an SSH shell")  # once set, the slider follows again
+        panel.refresh()
+        assert panel.weight.value == 30
 
         # live traffic: requests through the router show up per colour
         url = manager.get("panel").url
@@ -220,20 +243,32 @@ def test_deploy_panel_weight_promote_rollback(
         assert point["blue"]["p99_ms"] is not None and point["blue"]["p99_ms"] > 0
         assert len(panel.traffic.source.data["t"]) == 2
 
-        panel.live.value = True  # the poller streams on its own
+        # the y-axes start at 0 and hold what was seen (no -1..1 error-rate axis)
+        for fig in panel.traffic.figures:
+            assert fig.y_range.start == 0 and fig.y_range.end > 0
+        assert panel.traffic.figures[1].y_range.end <= 1
+
+        panel.live.value = True  # the poller streams on its own and redraws with health probes
         wait_until(lambda: len(panel.traffic.source.data["t"]) >= 4, 15, what="live samples")
+        manager.get("panel").weight(20, "from an SSH shell")
+        wait_until(lambda: "20%" in panel.instances.value, 20, what="a live redraw")
+        assert "?" not in panel.instances.value and "ready" in panel.instances.value
+        assert "healthy" in panel.header.value
         panel.live.value = False
 
         click(panel, "promote")
         assert manager.get("panel").state.weights == {"blue": 0, "green": 100}
         assert "promoted" in panel.header.value and panel.weight.value == 100
+        assert "promote" not in enabled(panel) and "abort" not in enabled(panel)
+        assert {"weight", "rollback", "switch"} <= enabled(panel)
 
         click(panel, "rollback")
         state = manager.get("panel").state
         assert state.weights == {"blue": 100} and state.phase == "rolled_back"
         assert "rolled_back" in panel.header.value
+        assert enabled(panel) == {"refresh", "live"} and panel.weight.disabled
 
-        click(panel, "promote")  # nothing to promote now: refused, said in the status line
+        click(panel, "promote")  # clicked anyway (greyed out): refused, said in the status line
         assert panel.error is not None and "promote" in panel.error
         assert "refused" in panel.history.value
     finally:

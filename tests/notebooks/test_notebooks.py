@@ -38,11 +38,14 @@ def env(demo_repo: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
         shutil.rmtree(home, ignore_errors=True)
 
 
-def execute(path: Path, workdir: Path) -> Any:
+def execute(path: Path, workdir: Path, *, after: str = "") -> Any:
+    """Run the notebook; ``after``: a test-only cell appended at the end (checks in its kernel)."""
     import nbformat
     from nbclient import NotebookClient
 
     notebook = nbformat.read(path, as_version=4)
+    if after:
+        notebook.cells.append(nbformat.v4.new_code_cell(after))
     client = NotebookClient(
         notebook,
         timeout=CELL_TIMEOUT,
@@ -126,8 +129,16 @@ def test_blue_green(env: Path) -> None:
         shutil.which("nginx", path="/usr/sbin:/usr/bin:/sbin:/bin") is not None,
         "the router is nginx (apt-get install nginx-light)",
     )
-    notebook = execute(NOTEBOOKS / "03-blue-green.ipynb", env)
+    # the tutorial leaves its panel for the user to look at: open, saying the deployment is gone
+    check = (
+        "panel.refresh()\n"
+        "assert not panel.closed and panel.widget.comm is not None\n"
+        "assert 'deleted' in panel.header.value and panel.buttons['promote'].disabled\n"
+        "print('PANEL STAYS')"
+    )
+    notebook = execute(NOTEBOOKS / "03-blue-green.ipynb", env, after=check)
     assert_clean(notebook)
+    assert "PANEL STAYS" in text_of(notebook)
     text = text_of(notebook)
     assert "BLUE GREEN OK" in text
     assert "{'1.0.0': 60}" in text  # before the update, blue answers everything

@@ -1,19 +1,28 @@
 """``workbench lab``: JupyterLab with the workbench extension and the demo models, on loopback.
 
-On a fresh machine it trains and publishes the demo models (if the repository has
-none), writes a private Jupyter/IPython configuration under ``$WORKBENCH_HOME``
-(kernels auto-load ``workbench_ext``; the lab never reaches the internet), picks
-the notebook directory (the project's ``notebooks/`` in a source checkout, else a
-copy of the tutorials under ``$WORKBENCH_HOME/notebooks``) and starts JupyterLab on
-127.0.0.1 with token authentication. The token is ``$JUPYTER_TOKEN`` or a new one,
-printed with the URL.
+First it checks that the port is free (before anything slow: a busy port means
+another server, whose URL must not be printed as ours). On a fresh machine it then
+trains and publishes the demo models (if the repository has none), writes a private
+Jupyter/IPython configuration under ``$WORKBENCH_HOME`` (kernels auto-load
+``workbench_ext``; the lab never reaches the internet), copies the tutorials into
+the user's work directory ``$WORKBENCH_HOME/notebooks`` (never serving, and so never
+autosaving over, the installed or checked-out originals; a copy the user edited is
+left alone) and starts JupyterLab on 127.0.0.1 with token authentication. The token
+is ``$JUPYTER_TOKEN`` or a new one, printed with the URL.
+
+As root it refuses to start unless ``--allow-root`` is given: the lab's terminals
+would be root shells.
 """
 
 from __future__ import annotations
 
+import errno
+import hashlib
+import json
 import os
 import secrets
 import shutil
+import socket
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,9 +30,11 @@ from typing import Annotated
 
 import typer
 
-from workbench.errors import MissingDependencyError
+from workbench.errors import MissingDependencyError, WorkbenchError
 
 DEMO_MODELS = ("digits", "resnet")
+#: Which tutorial copies the lab wrote (name -> sha256), to tell them from the user's edits.
+COPIED = ".workbench-tutorials.json"
 
 
 def register(app: typer.Typer) -> None:
@@ -43,17 +54,8 @@ class LabPlan:
     repo: Path
 
 
-def project_root() -> Path | None:
-    """The source checkout this workbench runs from, if any."""
-    import workbench
-
-    root = Path(workbench.__file__).resolve().parent.parent
-    if (root / "pyproject.toml").is_file() and (root / "notebooks").is_dir():
-        return root
-    return None
-
-
 def packaged_notebooks() -> Path | None:
+    """The tutorials shipped with the workbench: packaged data, else the checkout's notebooks/."""
     import workbench
 
     package = Path(workbench.__file__).resolve().parent
@@ -63,22 +65,86 @@ def packaged_notebooks() -> Path | None:
     return None
 
 
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def copy_tutorials(source: Path, target: Path) -> list[str]:
+    """Copy the tutorials into ``target``; a copy the user changed is never overwritten.
+
+    A copy still identical to what the lab wrote last time is updated when the
+    tutorial changed. Returns the names written.
+    """
+    target.mkdir(parents=True, exist_ok=True)
+    ledger = target / COPIED
+    try:
+        copied: dict[str, str] = json.loads(ledger.read_text())
+    except (OSError, ValueError):
+        copied = {}
+    written = []
+    for notebook in sorted(source.glob("*.ipynb")):
+        copy = target / notebook.name
+        fresh = _sha256(notebook)
+        if copy.exists() and (copied.get(notebook.name) != _sha256(copy) or fresh == copied[notebook.name]):
+            continue  # the user's edits (or already up to date)
+        shutil.copyfile(notebook, copy)
+        copied[notebook.name] = fresh
+        written.append(notebook.name)
+    ledger.write_text(json.dumps(copied, indent=1, sort_keys=True) + "\n")
+    return written
+
+
 def notebook_dir(home: Path, explicit: Path | None = None) -> Path:
-    """``explicit``, else the checkout's notebooks/, else a copy of the tutorials under ``home``."""
+    """``explicit``, else the user's copy of the tutorials under ``home``."""
     if explicit is not None:
         explicit.mkdir(parents=True, exist_ok=True)
         return explicit.resolve()
-    root = project_root()
-    if root is not None:
-        return root / "notebooks"
     target = home / "notebooks"
     target.mkdir(parents=True, exist_ok=True)
     source = packaged_notebooks()
     if source is not None:
-        for notebook in sorted(source.glob("*.ipynb")):
-            if not (target / notebook.name).exists():  # never overwrite the user's edits
-                shutil.copy2(notebook, target / notebook.name)
+        copy_tutorials(source, target)
     return target
+
+
+def check_port(port: int, host: str = "127.0.0.1") -> None:
+    """Refuse a busy port (another Jupyter server?) before anything else happens."""
+    if not 0 < port < 65536:
+        raise WorkbenchError(f"--port must be 1..65535, not {port}")
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+            return
+        except OSError as exc:
+            if exc.errno not in (errno.EADDRINUSE, errno.EACCES):
+                raise WorkbenchError(f"cannot use port {port} on {host}: {exc.strerror}") from exc
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        free = sock.getsockname()[1]
+    raise WorkbenchError(
+        f"port {port} on {host} is already in use (another Jupyter server?); "
+        f"start the lab on a free one, e.g. workbench lab --port {free}"
+    )
+
+
+def running_as_root() -> bool:
+    return hasattr(os, "geteuid") and os.geteuid() == 0
+
+
+def check_root(allow_root: bool) -> None:
+    """Refuse to run as root unless the user said so."""
+    if running_as_root() and not allow_root:
+        raise WorkbenchError(
+            "refusing to run JupyterLab as root (its terminals would be root shells); "
+            "run it as an ordinary user, or pass --allow-root if you must"
+        )
+
+
+ROOT_WARNING = (
+    "WARNING: JupyterLab runs as root. Its terminals are root shells and every notebook "
+    "can change the whole machine. Run it as an ordinary user where you can."
+)
 
 
 def install_profile(home: Path) -> dict[str, Path]:
@@ -139,12 +205,14 @@ def plan(
     notebooks: Path | None = None,
     token: str | None = None,
     browser: bool = False,
+    allow_root: bool = False,
 ) -> LabPlan:
     """The JupyterLab command line and environment (nothing is started)."""
     try:
         import jupyterlab  # noqa: F401
     except ModuleNotFoundError as exc:
         raise MissingDependencyError("jupyterlab", "notebook") from exc
+    check_root(allow_root)
     dirs = install_profile(home)
     root = notebook_dir(home, notebooks)
     secret = token or os.environ.get("JUPYTER_TOKEN") or secrets.token_hex(24)
@@ -171,8 +239,8 @@ def plan(
         f"--ServerApp.open_browser={browser}",
         f"--LabApp.app_settings_dir={dirs['settings']}",
     ]
-    if hasattr(os, "geteuid") and os.geteuid() == 0:
-        argv.append("--ServerApp.allow_root=True")  # containers and CI machines run as root
+    if running_as_root():
+        argv.append("--ServerApp.allow_root=True")
     url = f"http://127.0.0.1:{port}/lab?token={secret}"
     return LabPlan(argv, env, url, secret, root, repo)
 
@@ -192,14 +260,28 @@ def lab(
     print_only: Annotated[
         bool, typer.Option("--print-command", help="Print the command and URL instead of starting.")
     ] = False,
+    allow_root: Annotated[
+        bool, typer.Option("--allow-root", help="Run as root (terminals become root shells).")
+    ] = False,
 ) -> None:
     """Start JupyterLab with the %paddle extension and the demo models, on 127.0.0.1 with a token."""
     from workbench.settings import Settings
 
+    check_root(allow_root)
+    check_port(port)
     settings = Settings.from_env()
     if demo:
         ensure_demo(settings.repo)
-    lab_plan = plan(home=settings.home, repo=settings.repo, port=port, notebooks=notebooks, browser=browser)
+    lab_plan = plan(
+        home=settings.home,
+        repo=settings.repo,
+        port=port,
+        notebooks=notebooks,
+        browser=browser,
+        allow_root=allow_root,
+    )
+    if running_as_root():
+        typer.secho(ROOT_WARNING, fg=typer.colors.RED, bold=True, err=True)
     typer.echo(f"notebooks: {lab_plan.notebook_dir}")
     typer.echo(f"models:    {lab_plan.repo}")
     typer.echo(f"JupyterLab: {lab_plan.url}")

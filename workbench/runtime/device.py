@@ -57,3 +57,8 @@ def gpu_count() -> int:
         return int(paddle.device.cuda.device_count())
     except Exception:
         return 0
+
+
+def available_devices() -> list[str]:
+    """The devices a user can pick here: ``auto``, ``cpu`` and each GPU Paddle reports."""
+    return ["auto", "cpu", *(f"gpu:{index}" for index in range(gpu_count()))]

@@ -102,9 +102,17 @@ class Panel:
         self.buttons[name] = button
         return button
 
+    def allowed(self, action: str) -> bool:
+        """Whether the button ``action`` can work now (panels narrow this per state)."""
+        return True
+
+    def _enable(self, busy: bool = False) -> None:
+        """Enable each button that can work now; all are disabled while work runs."""
+        for action, button in self.buttons.items():
+            button.disabled = busy or not self.allowed(action)
+
     def _busy(self, busy: bool) -> None:
-        for button in self.buttons.values():
-            button.disabled = busy
+        self._enable(busy)
         self.progress.layout.visibility = "visible" if busy else "hidden"
 
     def submit(
@@ -134,11 +142,11 @@ class Panel:
                 return result
             finally:
                 self.progress.value = self.progress.max
-                self._busy(False)
                 try:
                     self.refresh()
                 except Exception:
                     log.exception("refreshing %s failed", type(self).__name__)
+                self._busy(False)  # after the redraw: the buttons follow the new state
 
         if self._pool is None:
             from workbench_ext.progress import submit

@@ -3,7 +3,13 @@
 Reads and changes a deployment only through ``workbench.deploy``'s Python API (the
 same persisted state as ``workbench deploy`` in an SSH shell). While ``live`` is on,
 a background thread scrapes each colour's ``/metrics`` every few seconds and streams
-requests/s, error rate and p99 latency into the Bokeh figures.
+requests/s, error rate and p99 latency into the Bokeh figures, and now and then
+redraws the state (with health probes).
+
+Each button is enabled only in the phases where its action can work
+(``ACTION_PHASES``), and a redraw never moves the traffic slider while the user
+is choosing a value: it follows the deployment again once "Set weight" (or
+another action) was clicked.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from workbench_ext.display import history_rows
 from workbench_ext.panels import Panel, html_table
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from concurrent.futures import Future
 
     from workbench_ext.state import Session
@@ -31,6 +38,14 @@ PHASE_COLORS = {
     "verified": "#1565c0",
     "failed": "#c62828",
     "rolled_back": "#ef6c00",
+}
+#: The phases in which each action can work (the rollout's rules); elsewhere its button is greyed out.
+ACTION_PHASES: dict[str, frozenset[str]] = {
+    "weight": frozenset({"verified", "canary", "promoted"}),
+    "promote": frozenset({"verified", "canary"}),
+    "rollback": frozenset({"verified", "canary", "promoted"}),
+    "abort": frozenset({"starting", "verifying", "verified", "canary", "failed"}),
+    "switch": frozenset({"verified", "canary", "promoted"}),
 }
 
 
@@ -48,6 +63,10 @@ class DeployPanel(Panel):
         self.deployment = session.deployments.get(name)
         self.interval = interval
         self.sampler = TrafficSampler()
+        self.phase = ""
+        self.editing = False  # the user moved the slider and has not set the weight yet
+        self._drawing = threading.local()  # set while refresh() itself moves widgets
+        self._redraw = threading.RLock()
         self.header = w.HTML()
         self.instances = w.HTML()
         self.canary = w.HTML()  # the canary's step plan and rule verdicts, when one ran
@@ -59,16 +78,19 @@ class DeployPanel(Panel):
             step=5,
             description="candidate %",
             continuous_update=False,
+            style={"description_width": "initial"},
             layout=w.Layout(width="360px"),
         )
         self.live = w.ToggleButton(
             value=False, description="live", icon="line-chart", tooltip="Scrape metrics every few seconds"
         )
         self.live.observe(lambda change: self._set_live(bool(change["new"])), names="value")
+        self.weight.observe(self._slider_moved, names="value")
         self.traffic = plots.traffic_plot()
-        from bokeh.layouts import row
-
-        self.plot = self.figure(row(*self.traffic.figures))
+        self.plot = w.HBox(  # wraps onto more lines in a narrow notebook
+            [self.figure(fig) for fig in self.traffic.figures],
+            layout=w.Layout(flex_flow="row wrap", width="100%"),
+        )
         actions = w.HBox(
             [
                 self.weight,
@@ -106,10 +128,33 @@ class DeployPanel(Panel):
 
     # -- drawing ---------------------------------------------------------------------
 
+    def allowed(self, action: str) -> bool:
+        phases = ACTION_PHASES.get(action)
+        return phases is None or self.phase in phases
+
+    def _slider_moved(self, change: dict[str, Any]) -> None:
+        if getattr(self._drawing, "on", False):
+            return
+        self.editing = True  # refreshes leave the slider alone until the weight is set
+        self.buttons["weight"].button_style = "primary"
+
     def refresh(self, *, probe: bool = True) -> None:
+        """Redraw from the persisted state; ``probe`` also asks each colour whether it is ready."""
+        if self.name not in self.session.deployments.names():
+            self._gone()
+            return
         status = self.deployment.status(probe=probe)
+        with self._redraw:
+            self._drawing.on = True
+            try:
+                self._draw(status, probe)
+            finally:
+                self._drawing.on = False
+
+    def _draw(self, status: Any, probe: bool) -> None:
         data = status.to_dict()
         phase = data["phase"]
+        self.phase = phase
         color = PHASE_COLORS.get(phase, "#444")
         health = "healthy" if data["healthy"] else "not healthy" if probe else ""
         message = (
@@ -136,13 +181,31 @@ class DeployPanel(Panel):
         from workbench_ext.canary import panel_html
 
         self.canary.value = panel_html(self.deployment)
-        candidate = status.state.rollout.candidate
-        self.weight.value = int(data["weights"].get(candidate, 0))
+        if not self.editing:
+            candidate = status.state.rollout.candidate
+            self.weight.value = int(data["weights"].get(candidate, 0))
+        self.weight.disabled = not self.allowed("weight")
+        self.live.disabled = False
+        busy = self.pending is not None and not self.pending.done()
+        self._enable(busy)
         import pandas as pd
 
         entries = self.deployment.history(HISTORY_ROWS)
         frame = pd.DataFrame.from_records(list(reversed(history_rows(entries))))
         self.history.value = html_table(frame.set_index("time") if len(frame) else frame)
+
+    def _gone(self) -> None:
+        """The deployment was deleted (here, in another cell or an SSH shell): say so, keep the rest."""
+        self.phase = "deleted"
+        self._stop.set()
+        self.header.value = (
+            f"<h3 style='margin:2px 0'>{html.escape(self.name)}</h3>"
+            "<span>phase <b style='color:#666'>deleted</b> · the router and its instances are gone; "
+            "the figures and history below are what the panel last saw</span>"
+        )
+        self.weight.disabled = True
+        self.live.disabled = True
+        self._enable()  # only refresh: the name may be created again
 
     # -- live traffic ----------------------------------------------------------------
 
@@ -180,33 +243,42 @@ class DeployPanel(Panel):
                 self.sample()
                 ticks += 1
                 if ticks % 5 == 0 and (self.pending is None or self.pending.done()):
-                    self.refresh(probe=False)
+                    self.refresh()  # probes too: health stays known while live is on
             except Exception:
                 log.debug("live update of %s failed", self.name, exc_info=True)
             self._stop.wait(self.interval)
 
     # -- actions ---------------------------------------------------------------------
 
+    def act(self, label: str, work: Callable[[], Any]) -> Future[Any]:
+        """Run a deployment action; once it succeeded the slider follows the deployment again."""
+
+        def run() -> Any:
+            result = work()
+            self.editing = False
+            self.buttons["weight"].button_style = ""
+            return result
+
+        return self.submit(label, run)
+
     def set_weight(self, percent: int | None = None) -> Future[Any]:
         value = int(self.weight.value if percent is None else percent)
-        return self.submit(
+        return self.act(
             f"{value}% to the candidate",
             lambda: self.deployment.weight(value, "weight slider in the notebook"),
         )
 
     def promote(self) -> Future[Any]:
-        return self.submit("promoting", lambda: self.deployment.promote("promote button in the notebook"))
+        return self.act("promoting", lambda: self.deployment.promote("promote button in the notebook"))
 
     def rollback(self) -> Future[Any]:
-        return self.submit(
-            "rolling back", lambda: self.deployment.rollback("rollback button in the notebook")
-        )
+        return self.act("rolling back", lambda: self.deployment.rollback("rollback button in the notebook"))
 
     def abort(self) -> Future[Any]:
-        return self.submit("aborting", lambda: self.deployment.abort("abort button in the notebook"))
+        return self.act("aborting", lambda: self.deployment.abort("abort button in the notebook"))
 
     def switch(self) -> Future[Any]:
-        return self.submit("switching", lambda: self.deployment.switch("switch button in the notebook"))
+        return self.act("switching", lambda: self.deployment.switch("switch button in the notebook"))
 
     def close(self) -> None:
         self._stop.set()

@@ -22,7 +22,6 @@ if TYPE_CHECKING:
     from workbench_ext.state import Session
 
 log = logging.getLogger(__name__)
-DEVICES = ("auto", "cpu", "gpu:0", "gpu:1")
 
 
 class VersionsPanel(Panel):
@@ -39,9 +38,11 @@ class VersionsPanel(Panel):
         self.repository = w.HTML()
         self.loaded = w.HTML()
         self.version = w.Dropdown(description="version", layout=w.Layout(width="220px"))
-        self.device = w.Dropdown(
+        from workbench.runtime.device import available_devices
+
+        self.device = w.Dropdown(  # only the devices Paddle reports on this machine
             description="device",
-            options=list(dict.fromkeys([session.device, *DEVICES])),
+            options=list(dict.fromkeys([session.device, *available_devices()])),
             value=session.device,
             layout=w.Layout(width="180px"),
         )

@@ -62,7 +62,7 @@ def test_direct_runner_runs_off_the_event_loop(pool: Any) -> None:
     seen: list[int] = []
 
     async def main() -> None:
-        runner = DirectRunner(fake, pool, on_batch=seen.append)
+        runner = DirectRunner(fake, pool, on_batch=lambda rows, _: seen.append(rows))
         result = await runner.submit(rows(3, 2.0))
         np.testing.assert_array_equal(result.outputs["y"], np.full((3, 4), 4.0))
         assert result.batch_size == 3 and result.compute_seconds >= 0.01
@@ -79,7 +79,7 @@ def test_concurrent_requests_merge_and_split_correctly(pool: Any) -> None:
 
     async def main() -> list[Any]:
         batcher = Batcher(fake, pool, BatchingConfig(max_batch_size=4, max_concurrent=1),
-                          on_batch=sizes.append)
+                          on_batch=lambda rows, _: sizes.append(rows))
         results = await asyncio.gather(
             *(batcher.submit(rows(1, float(i))) for i in range(9))
         )

@@ -248,8 +248,7 @@ BAD_INPUTS = [
     ("strings for floats",
      {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 1], "data": ["a"]}]},
      400, "strings are not valid FP32"),
-    ("NaN", b'{"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 2], '
-            b'"data": [NaN, 1]}]}', 400, "NaN"),
+    ("batch over max_batch_size", json_infer_body(x_batch(9)), 400, "max_batch_size"),
     ("unknown output",
      {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 64], "data": [0] * 64}],
       "outputs": [{"name": "logits"}]}, 400, "unknown output 'logits'"),

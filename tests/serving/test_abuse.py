@@ -176,15 +176,16 @@ def test_large_bodies_do_not_stall_the_event_loop(server: ServeProcess) -> None:
     threads = [threading.Thread(target=post) for _ in range(8)]
     for thread in threads:
         thread.start()
-    worst = 0.0
+    latencies = []
     with server.client() as client:
         while any(thread.is_alive() for thread in threads):
             started = time.monotonic()
             assert client.get("/v2/health/live").status_code == 200
-            worst = max(worst, time.monotonic() - started)
+            latencies.append(time.monotonic() - started)
             time.sleep(0.01)
     assert statuses == [400] * 8  # decoded in full, then refused: no input "nope"
-    assert worst < 0.3, worst
+    slow = [round(t, 3) for t in latencies if t > 0.1]
+    assert len(slow) <= 2, slow  # decoded inline, every body stalled one check by ~0.25 s
 
 
 def test_nesting_and_dimensions_beyond_limits_are_client_errors(server: ServeProcess) -> None:

@@ -390,12 +390,11 @@ class _Handlers:
         timings: list[float] = []
         try:
             ref = self._infer_ref(request)
-            decoded, size = await self._decode(request)
+            decoded = await self._decode(request)
             with service.lease(ref) as loaded:
                 version = str(loaded.version)
-                inputs = await service.offload(
-                    size, service.check_inputs, loaded, decoded.inputs,
-                    [out.name for out in decoded.outputs or ()],
+                inputs = service.check_inputs(
+                    loaded, decoded.inputs, [out.name for out in decoded.outputs or ()]
                 )
                 service.check_batch(loaded, decoded.batch_size)
                 computed = time.perf_counter()
@@ -455,7 +454,7 @@ class _Handlers:
             )
         return ref
 
-    async def _decode(self, request: Request) -> tuple[protocol.InferRequest, int]:
+    async def _decode(self, request: Request) -> protocol.InferRequest:
         """Read and decode the body; a large one waits its turn and decodes off the loop."""
         service = self.service
         settings = service.settings
@@ -475,10 +474,9 @@ class _Handlers:
                     len(body), protocol.decompress, body, encoding, settings.max_body_bytes
                 )
             header_length = protocol.parse_header_length(headers.get(HEADER_LENGTH), len(body))
-            decoded = await decoder.decode(
+            return await decoder.decode(
                 body, header_length, allow_nonfinite=not settings.reject_nonfinite
             )
-        return decoded, len(body)
 
 
 def _int_or_none(text: str) -> int | None:

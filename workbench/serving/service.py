@@ -236,7 +236,8 @@ class Service:
         return loaded.validate(inputs, allow_nonfinite=not self.settings.reject_nonfinite)
 
     async def offload(self, size: int, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """``fn(...)`` in a thread when it works on ``size`` >= large_body_bytes, else here."""
+        """``fn(...)`` in a thread when it works on ``size`` >= large_body_bytes, else here
+        (for work that lets go of the GIL, such as zlib)."""
         if size < self.settings.large_body_bytes:
             return fn(*args, **kwargs)
         return await asyncio.to_thread(fn, *args, **kwargs)

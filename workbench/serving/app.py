@@ -26,6 +26,7 @@ instance down. A full queue answers 503 with ``Retry-After``; a batch over the a
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import time
 import uuid
@@ -227,6 +228,12 @@ class _Handlers:
     def __init__(self, service: Service) -> None:
         self.service = service
         self.model = service.model
+        # ids for responses to requests without one: unique per process start and request
+        self._id_prefix = uuid.uuid4().hex[:12]
+        self._ids = itertools.count(1)
+
+    def _next_id(self) -> str:
+        return f"{self._id_prefix}-{next(self._ids)}"
 
     def _check_model(self, request: Request) -> None:
         name = request.path_params["model"]
@@ -404,7 +411,7 @@ class _Handlers:
                     model=self.model,
                     version=version,
                     outputs=result.outputs,
-                    request_id=decoded.id if decoded.id is not None else uuid.uuid4().hex,
+                    request_id=decoded.id if decoded.id is not None else self._next_id(),
                     requested=decoded.outputs,
                     binary_output=decoded.binary_output,
                 )

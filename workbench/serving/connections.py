@@ -47,6 +47,11 @@ _REASONS = {
 }
 WARN_EVERY = 10.0  # seconds between two warnings about refused connections
 PEER_CLOSED = "workbench.peer_closed"  # scope["extensions"] key of the probe
+# a connection's phases, in order
+_CONNECTED = 0  # nothing received yet
+_HEAD = 1  # request line and headers arriving
+_BODY = 2  # body arriving
+_READ = 3  # the request is read; the app has it
 
 
 @dataclass(frozen=True)
@@ -88,13 +93,14 @@ def guarded_protocol(limits: ConnectionLimits) -> type[asyncio.Protocol]:
     warned = [0.0]
 
     class GuardedHttpToolsProtocol(HttpToolsProtocol):
+        # One timer per connection, re-armed lazily: it looks at the phase and the time
+        # of the last progress when it fires, so a request costs no timer operations.
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
+            self._phase = _CONNECTED
+            self._since = 0.0  # when the phase began, or the body last progressed
             self._head_bytes = 0
-            self._head_done = False
-            self._begun = False  # a request's first byte has arrived
-            self._head_timer: TimerHandle | None = None
-            self._body_timer: TimerHandle | None = None
+            self._timer: TimerHandle | None = None
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
@@ -107,75 +113,75 @@ def guarded_protocol(limits: ConnectionLimits) -> type[asyncio.Protocol]:
                 self._refuse(503, "too many open connections; retry shortly",
                              {"retry-after": "1"})
                 return
-            self._head_timer = self.loop.call_later(limits.header_timeout, self._head_late)
+            self._enter(_CONNECTED)
 
         def connection_lost(self, exc: Exception | None) -> None:
-            self._cancel_timers()
+            self._cancel_timer()
             super().connection_lost(exc)
 
         def data_received(self, data: bytes) -> None:
-            reading_head = not self._head_done
+            reading_head = self._phase <= _HEAD
             if reading_head:
                 self._head_bytes += len(data)
             super().data_received(data)
-            if reading_head and not self._head_done and self._head_bytes > limits.max_header_bytes:
+            if (reading_head and self._phase <= _HEAD
+                    and self._head_bytes > limits.max_header_bytes):
                 self._refuse(431, f"request line and headers exceed {limits.max_header_bytes} "
                                   "bytes")
 
         def on_message_begin(self) -> None:
             super().on_message_begin()
             self._head_bytes = 0
-            self._head_done = False
-            self._begun = True
-            if self._head_timer is None:
-                self._head_timer = self.loop.call_later(limits.header_timeout, self._head_late)
+            self._enter(_HEAD)
 
         def on_headers_complete(self) -> None:
-            self._head_done = True
-            if self._head_timer is not None:
-                self._head_timer.cancel()
-                self._head_timer = None
+            self._enter(_BODY)
             super().on_headers_complete()
             extensions: dict[str, Any] = self.scope.setdefault("extensions", {})  # type: ignore[assignment]
             extensions[PEER_CLOSED] = self._peer_closed
-            self._arm_body_timer()
 
         def _peer_closed(self) -> bool:
             return self.transport.is_closing() or peer_closed(self.transport)
 
         def on_body(self, body: bytes) -> None:
             super().on_body(body)
-            self._arm_body_timer()
+            self._since = self.loop.time()
 
         def on_message_complete(self) -> None:
-            if self._body_timer is not None:
-                self._body_timer.cancel()
-                self._body_timer = None
+            self._phase = _READ
             super().on_message_complete()
 
-        def _arm_body_timer(self) -> None:
-            if self._body_timer is not None:
-                self._body_timer.cancel()
-            self._body_timer = self.loop.call_later(limits.body_timeout, self._body_late)
+        def _enter(self, phase: int) -> None:
+            self._phase = phase
+            self._since = self.loop.time()
+            if self._timer is None:
+                self._arm(min(limits.header_timeout, limits.body_timeout))
 
-        def _head_late(self) -> None:
-            self._head_timer = None
-            if not self._begun:
+        def _arm(self, delay: float) -> None:
+            self._timer = self.loop.call_later(delay, self._check)
+
+        def _check(self) -> None:
+            self._timer = None
+            now = self.loop.time()
+            if self._phase == _READ:
+                return  # the app has the request; the next one re-arms
+            if self._phase == _BODY and self.flow.read_paused:
+                self._since = now  # the server holds the body back, not the client
+            limit = limits.body_timeout if self._phase == _BODY else limits.header_timeout
+            left = self._since + limit - now
+            if left > 0:
+                self._arm(left)
+            elif self._phase == _CONNECTED:
                 self.transport.close()  # connected and said nothing
-                return
-            self._refuse(408, f"the request headers did not arrive within "
-                              f"{limits.header_timeout:g} s")
-
-        def _body_late(self) -> None:
-            self._body_timer = None
-            if self.flow.read_paused:  # the server is holding the body back, not the client
-                self._arm_body_timer()
-                return
-            self._refuse(408, f"the request body stalled for {limits.body_timeout:g} s")
+            elif self._phase == _HEAD:
+                self._refuse(408, f"the request headers did not arrive within "
+                                  f"{limits.header_timeout:g} s")
+            else:
+                self._refuse(408, f"the request body stalled for {limits.body_timeout:g} s")
 
         def _refuse(self, status: int, message: str,
                     headers: dict[str, str] | None = None) -> None:
-            self._cancel_timers()
+            self._cancel_timer()
             if self.transport.is_closing():
                 return
             cycle = self.cycle
@@ -183,11 +189,10 @@ def guarded_protocol(limits: ConnectionLimits) -> type[asyncio.Protocol]:
                 self.transport.write(raw_response(status, message, headers))
             self.transport.close()
 
-        def _cancel_timers(self) -> None:
-            for timer in (self._head_timer, self._body_timer):
-                if timer is not None:
-                    timer.cancel()
-            self._head_timer = self._body_timer = None
+        def _cancel_timer(self) -> None:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
 
     return GuardedHttpToolsProtocol
 
@@ -197,10 +202,14 @@ def peer_closed(transport: asyncio.BaseTransport) -> bool:
     sock = transport.get_extra_info("socket")
     if sock is None:
         return False
-    try:  # uvloop hands out a pseudo-socket: peek through a duplicate of its descriptor
-        with socket.fromfd(sock.fileno(), sock.family, sock.type) as probe:
-            return probe.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+    # uvloop hands out a pseudo-socket that cannot recv: peek through a socket object on
+    # the same descriptor, detached afterwards so the descriptor stays open
+    probe = socket.socket(sock.family, sock.type, fileno=sock.fileno())
+    try:
+        return probe.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
     except BlockingIOError:
         return False  # open, nothing to read
     except OSError:
         return True  # reset, or already gone
+    finally:
+        probe.detach()

@@ -190,7 +190,9 @@ def test_serve_help_lists_the_options() -> None:
     assert result.exit_code == 0
     for option in ("--repo", "--model", "--version", "--alias", "--load", "--device", "--host",
                    "--port", "--workers", "--max-batch-size", "--max-queue-delay-ms",
-                   "--no-batching", "--admin-token-file"):
+                   "--no-batching", "--admin-token-file", "--max-queue", "--max-connections",
+                   "--header-timeout", "--body-timeout", "--keep-alive-timeout",
+                   "--reject-nonfinite"):
         assert option in result.output
 
 

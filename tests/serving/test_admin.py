@@ -126,6 +126,36 @@ def test_reload_follows_an_alias(client: httpx.Client) -> None:
     assert doc["ref"] == "stable" and doc["active"] == "1.0.0"
 
 
+def test_triton_repository_load_and_unload(server: ServeProcess, client: httpx.Client) -> None:
+    """tritonclient's load_model reloads the startup alias and makes it active; unload_model
+    frees every version but the active one; both need the admin token."""
+    import tritonclient.http as triton
+
+    triton_client = triton.InferenceServerClient(server.url.removeprefix("http://"))
+    try:
+        with pytest.raises(triton.InferenceServerException, match="bearer token"):
+            triton_client.load_model("digits")
+        admin(client, "use", {"version": "1.1.0"})
+        triton_client.load_model("digits", headers=AUTH)
+        assert served_by(client) == "1.0.0"  # stable, re-resolved and active again
+        triton_client.unload_model("digits", headers=AUTH)
+        index = {entry["version"]: entry["state"]
+                 for entry in triton_client.get_model_repository_index()}
+        assert index == {"1.0.0": "READY", "1.1.0": "UNAVAILABLE", "1.2.0": "UNAVAILABLE"}
+        assert triton_client.is_model_ready("digits")
+        with pytest.raises(triton.InferenceServerException, match="unknown model"):
+            triton_client.load_model("resnet", headers=AUTH)
+        response = client.post("/v2/repository/models/digits/load", headers=AUTH,
+                               json={"parameters": {"version": "1.1.0"}})
+        assert response.status_code == 200 and served_by(client) == "1.1.0"
+        response = client.post("/v2/repository/models/digits/unload", headers=AUTH,
+                               json={"parameters": {"version": "1.2.0"}})
+        assert response.status_code == 404  # not loaded
+    finally:
+        triton_client.close()
+        admin(client, "load", {"version": "1.1.0"})  # as the other tests expect
+
+
 def test_switching_under_concurrent_load_loses_nothing(
     server: ServeProcess, client: httpx.Client, expected: dict[str, np.ndarray]
 ) -> None:

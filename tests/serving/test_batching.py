@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from workbench.serving.batching import Batcher, BatchingConfig, DirectRunner
+from workbench.serving.batching import Batcher, BatchingConfig, ClientGone, DirectRunner, QueueFull
 
 
 class FakePredictor:
@@ -62,7 +62,7 @@ def test_direct_runner_runs_off_the_event_loop(pool: Any) -> None:
     seen: list[int] = []
 
     async def main() -> None:
-        runner = DirectRunner(fake, pool, on_batch=seen.append)
+        runner = DirectRunner(fake, pool, on_batch=lambda rows, _: seen.append(rows))
         result = await runner.submit(rows(3, 2.0))
         np.testing.assert_array_equal(result.outputs["y"], np.full((3, 4), 4.0))
         assert result.batch_size == 3 and result.compute_seconds >= 0.01
@@ -79,7 +79,7 @@ def test_concurrent_requests_merge_and_split_correctly(pool: Any) -> None:
 
     async def main() -> list[Any]:
         batcher = Batcher(fake, pool, BatchingConfig(max_batch_size=4, max_concurrent=1),
-                          on_batch=sizes.append)
+                          on_batch=lambda rows, _: sizes.append(rows))
         results = await asyncio.gather(
             *(batcher.submit(rows(1, float(i))) for i in range(9))
         )
@@ -200,3 +200,44 @@ def test_submit_after_close_is_refused(pool: Any) -> None:
             await batcher.submit(rows(1))
 
     asyncio.run(main())
+
+
+def test_a_full_queue_refuses_at_once(pool: Any) -> None:
+    async def main() -> None:
+        batcher = Batcher(FakePredictor(0.2), pool, BatchingConfig(max_batch_size=1,
+                                                                   max_queue=2))
+        first = asyncio.ensure_future(batcher.submit(rows(1)))
+        await asyncio.sleep(0.05)  # computing: the queue is empty again
+        queued = [asyncio.ensure_future(batcher.submit(rows(1))) for _ in range(2)]
+        await asyncio.sleep(0)
+        with pytest.raises(QueueFull, match="queue is full"):
+            await batcher.submit(rows(1))
+        await asyncio.gather(first, *queued)
+        await batcher.close()
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("batching", [True, False])
+def test_a_request_whose_client_left_is_not_computed(pool: Any, batching: bool) -> None:
+    fake = FakePredictor(0.1)
+
+    async def main() -> None:
+        runner: Batcher | DirectRunner
+        if batching:
+            runner = Batcher(fake, pool, BatchingConfig(max_batch_size=1))
+        else:
+            runner = DirectRunner(fake, pool)
+        left = threading.Event()
+        busy = asyncio.ensure_future(runner.submit(rows(1)))
+        await asyncio.sleep(0.02)
+        waiting = asyncio.ensure_future(runner.submit(rows(2), left.is_set))
+        await asyncio.sleep(0.02)
+        left.set()  # the client hangs up while its request waits
+        await busy
+        with pytest.raises(ClientGone):
+            await waiting
+        await runner.close()
+
+    asyncio.run(main())
+    assert fake.batches == [1]

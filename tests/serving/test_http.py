@@ -65,7 +65,9 @@ def test_server_live_ready_and_metadata(client: httpx.Client) -> None:
     assert client.get("/v2/health/ready").json() == {"ready": True}
     meta = client.get("/v2").json()
     assert meta["name"] == "paddle-workbench"
-    assert "binary_tensor_data" in meta["extensions"]
+    assert {"binary_tensor_data", "model_repository", "statistics"} <= set(meta["extensions"])
+    slash = client.get("/v2/", follow_redirects=False)
+    assert slash.status_code == 200 and slash.json() == meta
 
 
 def test_model_metadata_and_readiness(client: httpx.Client) -> None:
@@ -170,6 +172,61 @@ def test_tritonclient_works_unchanged(server: ServeProcess,
         client.close()
 
 
+def test_nan_and_infinity_are_accepted_as_triton_does(client: httpx.Client) -> None:
+    """perf_analyzer's random FP32 data holds NaN and infinity; Triton accepts them."""
+    x = x_batch(2)
+    x[0, 0], x[1, 1] = np.nan, np.inf
+    body, headers = binary_infer_body({"x": x})
+    assert client.post("/v2/models/digits/infer", content=body,
+                       headers=headers).status_code == 200
+    raw = b'{"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 64], "data": [NaN, ' + \
+        b", ".join([b"Infinity"] + [b"0.5"] * 62) + b"]}]}"
+    assert _infer(client, raw).status_code == 200
+
+
+def test_a_response_without_a_request_id_carries_one(client: httpx.Client) -> None:
+    ids = set()
+    for _ in range(2):
+        doc = client.post("/v2/models/digits/infer", json=json_infer_body(x_batch(1))).json()
+        assert isinstance(doc["id"], str) and doc["id"]
+        ids.add(doc["id"])
+    assert len(ids) == 2
+
+
+def test_statistics_extension_with_tritonclient(server: ServeProcess,
+                                                client: httpx.Client) -> None:
+    import tritonclient.http as triton
+
+    for version in ("1.0.0", "1.1.0", "1.0.0"):
+        client.post(f"/v2/models/digits/versions/{version}/infer",
+                    json=json_infer_body(x_batch(3)))
+    triton_client = triton.InferenceServerClient(server.url.removeprefix("http://"))
+    try:
+        stats = triton_client.get_inference_statistics("digits")
+        by_version = {entry["version"]: entry for entry in stats["model_stats"]}
+        assert set(by_version) == {"1.0.0", "1.1.0"}
+        entry = by_version["1.0.0"]
+        assert entry["name"] == "digits"
+        assert entry["inference_count"] >= 6 and entry["execution_count"] >= 2
+        assert entry["last_inference"] > 0
+        inference = entry["inference_stats"]
+        for key in ("success", "queue", "compute_input", "compute_infer", "compute_output"):
+            assert inference[key]["count"] >= 2, key
+            assert inference[key]["ns"] > 0, key
+        assert {"fail", "cache_hit", "cache_miss"} <= set(inference)
+        assert inference["success"]["ns"] >= inference["compute_infer"]["ns"]
+        assert entry["batch_stats"] and entry["batch_stats"][0]["compute_infer"]["count"] >= 1
+        one = triton_client.get_inference_statistics("digits", "1.1.0")["model_stats"]
+        assert [e["version"] for e in one] == ["1.1.0"]
+        assert one[0]["inference_stats"]["success"]["count"] >= 1
+        every = triton_client.get_inference_statistics()["model_stats"]
+        assert {e["version"] for e in every} == {"1.0.0", "1.1.0"}
+        with pytest.raises(triton.InferenceServerException, match="unknown model"):
+            triton_client.get_inference_statistics("resnet")
+    finally:
+        triton_client.close()
+
+
 def test_pinning_by_url_header_and_alias(client: httpx.Client,
                                          expected: dict[str, np.ndarray]) -> None:
     body = json_infer_body(x_batch(4))
@@ -248,8 +305,7 @@ BAD_INPUTS = [
     ("strings for floats",
      {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 1], "data": ["a"]}]},
      400, "strings are not valid FP32"),
-    ("NaN", b'{"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 2], '
-            b'"data": [NaN, 1]}]}', 400, "NaN"),
+    ("batch over max_batch_size", json_infer_body(x_batch(9)), 400, "max_batch_size"),
     ("unknown output",
      {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 64], "data": [0] * 64}],
       "outputs": [{"name": "logits"}]}, 400, "unknown output 'logits'"),
@@ -310,6 +366,9 @@ def test_oversized_body_is_413(client: httpx.Client) -> None:
 def test_wrong_method_and_path_are_json_errors(client: httpx.Client) -> None:
     response = client.get("/v2/models/digits/infer")
     assert response.status_code == 405 and "not allowed" in response.json()["error"]
+    assert response.headers["allow"] == "POST"
+    response = client.delete("/v2/health/live")
+    assert response.status_code == 405 and "GET" in response.headers["allow"]
     response = client.get("/v2/nothing")
     assert response.status_code == 404 and "no such endpoint" in response.json()["error"]
 
@@ -349,6 +408,27 @@ def test_metrics_are_labelled_by_version(client: httpx.Client) -> None:
     assert metric_value(text, "workbench_loaded_versions", model="digits") == 2
     assert metric_value(text, "workbench_active_version_info", version="1.0.0") == 1
     assert metric_value(text, "workbench_process_resident_memory_bytes", model="digits") > 10e6
+
+
+def test_metrics_carry_no_noise(client: httpx.Client) -> None:
+    """No *_created samples, no always-zero series for requests that reached no version,
+    one resident-memory gauge, and latency buckets between 10 and 25 ms."""
+    client.post("/v2/models/digits/infer", content=b"{")  # reaches no version
+    client.post("/v2/models/digits/infer", json=json_infer_body(x_batch(1)))
+    text = client.get("/metrics").text
+    assert "_created" not in text
+    unresolved = [line for line in text.splitlines()
+                  if 'version=""' in line and not line.startswith("#")]
+    assert unresolved
+    for line in unresolved:
+        name = line.split("{")[0]
+        assert name.startswith(("workbench_requests_total", "workbench_request_duration")), line
+        if name == "workbench_requests_total":
+            assert float(line.rsplit(" ", 1)[1]) > 0, line
+    assert not re.search(r"^process_resident_memory_bytes", text, re.MULTILINE)
+    assert metric_value(text, "workbench_process_resident_memory_bytes", model="digits") > 0
+    for le in ("0.015", "0.02"):
+        metric_value(text, "workbench_request_duration_seconds_bucket", version="1.0.0", le=le)
 
 
 def test_logs_name_the_version_that_served(server: ServeProcess, client: httpx.Client) -> None:

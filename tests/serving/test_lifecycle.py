@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -153,6 +155,25 @@ def test_unknown_version_fails_before_binding(demo_repo: Path) -> None:
     assert "9.9.9" in result.stderr
 
 
+def test_busy_port_fails_at_once_with_one_sentence(demo_repo: Path) -> None:
+    """Nothing is loaded and nothing claims to be serving when the port is taken."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        started = time.monotonic()
+        result = _cli("serve", "--repo", str(demo_repo), "--model", "digits",
+                      "--port", str(port), "--log-level", "debug")
+        seconds = time.monotonic() - started
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert f"port {port} on 127.0.0.1 is already in use; choose another with --port" in output
+    assert "Traceback" not in output
+    for claim in (r"\bready\b", "serving digits", r"\bloaded\b"):
+        assert not re.search(claim, output), output
+    assert seconds < 60, seconds  # no model was loaded
+
+
 def test_version_and_alias_are_exclusive(demo_repo: Path) -> None:
     result = _cli("serve", "--repo", str(demo_repo), "--model", "digits", "--version", "1.0.0",
                   "--alias", "stable")
@@ -169,7 +190,9 @@ def test_serve_help_lists_the_options() -> None:
     assert result.exit_code == 0
     for option in ("--repo", "--model", "--version", "--alias", "--load", "--device", "--host",
                    "--port", "--workers", "--max-batch-size", "--max-queue-delay-ms",
-                   "--no-batching", "--admin-token-file"):
+                   "--no-batching", "--admin-token-file", "--max-queue", "--max-connections",
+                   "--header-timeout", "--body-timeout", "--keep-alive-timeout",
+                   "--reject-nonfinite"):
         assert option in result.output
 
 

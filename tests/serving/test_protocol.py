@@ -169,10 +169,12 @@ def test_mixed_json_and_binary_inputs() -> None:
         (body({"inputs": [{"name": "x", "datatype": "FP32", "shape": [1], "data": [1]},
                           {"name": "x", "datatype": "FP32", "shape": [1], "data": [1]}]}),
          "given twice"),
-        (b'{"inputs": [{"name": "x", "datatype": "FP32", "shape": [2], "data": [1, NaN]}]}',
-         "NaN or infinite"),
-        (b'{"inputs": [{"name": "x", "datatype": "FP32", "shape": [1], "data": [Infinity]}]}',
-         "NaN or infinite"),
+        (body({"inputs": [{"name": "x", "datatype": "FP32", "shape": [1] * 65, "data": [1]}]}),
+         "65 dimensions"),
+        (b'{"inputs": [{"name": "x", "datatype": "FP32", "shape": [1], "data": '
+         + b"[" * 1100 + b"1" + b"]" * 1100 + b"}]}", "not valid JSON"),
+        (b'{"inputs": [{"name": "x", "datatype": "FP32", "shape": [1], "data": '
+         + b"[" * 100 + b"1" + b"]" * 100 + b"}]}", "not a regular array"),
         (body({"inputs": [{"name": "x", "datatype": "FP32", "shape": [1], "data": [1]}],
                "parameters": {"classification": 3}}), "classification"),
         (body({"inputs": [{"name": "x", "datatype": "FP32", "shape": [1], "data": [1]}],
@@ -186,15 +188,26 @@ def test_malformed_requests_are_refused(raw: bytes, message: str) -> None:
     assert info.value.status == 400
 
 
-def test_nan_allowed_when_configured() -> None:
-    raw = b'{"inputs": [{"name": "x", "datatype": "FP32", "shape": [1], "data": [NaN]}]}'
-    assert np.isnan(decode_infer_request(raw, allow_nonfinite=True).inputs["x"][0])
+def test_nan_and_infinity_are_accepted_by_default() -> None:
+    """Triton accepts non-finite floats (perf_analyzer's random data holds them)."""
+    raw = b'{"inputs": [{"name": "x", "datatype": "FP32", "shape": [2], "data": [NaN, Infinity]}]}'
+    x = decode_infer_request(raw).inputs["x"]
+    assert np.isnan(x[0]) and np.isinf(x[1])
+    binary, length = binary_request({"x": np.array([1.0, np.nan], dtype=np.float32)})
+    assert np.isnan(decode_infer_request(binary, length).inputs["x"][1])
 
 
-def test_binary_nan_is_refused() -> None:
+@pytest.mark.parametrize("data", [b"[1, NaN]", b"[Infinity, 1]"])
+def test_nonfinite_refused_when_configured(data: bytes) -> None:
+    raw = b'{"inputs": [{"name": "x", "datatype": "FP32", "shape": [2], "data": ' + data + b"}]}"
+    with pytest.raises(ProtocolError, match="NaN or infinite"):
+        decode_infer_request(raw, allow_nonfinite=False)
+
+
+def test_binary_nan_is_refused_when_configured() -> None:
     raw, length = binary_request({"x": np.array([1.0, np.nan], dtype=np.float32)})
     with pytest.raises(ProtocolError, match="NaN"):
-        decode_infer_request(raw, length)
+        decode_infer_request(raw, length, allow_nonfinite=False)
 
 
 def test_binary_size_mismatches_are_refused() -> None:

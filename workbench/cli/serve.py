@@ -59,12 +59,29 @@ def serve(
         bool, typer.Option("--no-batching", help="One request per predictor run.")
     ] = False,
     max_body_mb: Annotated[float, typer.Option(help="Largest request body, in MiB.")] = 64.0,
+    max_queue: Annotated[
+        int, typer.Option(help="Requests waiting per version; more get 503 with Retry-After.")
+    ] = 256,
+    max_connections: Annotated[
+        int, typer.Option(help="Open connections; more get 503 and are closed.")
+    ] = 1024,
+    header_timeout: Annotated[
+        float, typer.Option(help="Seconds for a request's headers to arrive, else 408.")
+    ] = 10.0,
+    body_timeout: Annotated[
+        float, typer.Option(help="Longest pause in a request body, in seconds, else 408.")
+    ] = 30.0,
+    keep_alive_timeout: Annotated[
+        float, typer.Option(help="Seconds an idle kept-alive connection stays open.")
+    ] = 5.0,
     admin_token_file: Annotated[
         Path | None,
         typer.Option(help=f"File holding the admin bearer token (or set ${ADMIN_TOKEN_ENV})."),
     ] = None,
-    allow_nonfinite: Annotated[
-        bool, typer.Option("--allow-nonfinite", help="Accept NaN and infinity in inputs.")
+    reject_nonfinite: Annotated[
+        bool,
+        typer.Option("--reject-nonfinite",
+                     help="Refuse NaN and infinity in inputs (accepted by default, as Triton does)."),
     ] = False,
     graceful_timeout: Annotated[
         float, typer.Option(help="Seconds to let in-flight requests finish on SIGTERM.")
@@ -101,7 +118,8 @@ def serve(
     from workbench.model.repository import ModelRepository
     from workbench.runtime.hub import VersionHub
     from workbench.serving.batching import BatchingConfig
-    from workbench.serving.server import ServerOptions, run
+    from workbench.serving.connections import ConnectionLimits
+    from workbench.serving.server import ServerOptions, bind, run
     from workbench.serving.service import ServingSettings
     from workbench.settings import Settings
 
@@ -110,44 +128,56 @@ def serve(
     _configure_logging(log_level)
     if version and alias:
         raise typer.BadParameter("give --version or --alias, not both")
-    env = Settings.from_env()
-    repository = ModelRepository(repo or env.repo, verify_key=env.verify_key)
+    if workers < 1 or cpu_threads < 1:
+        raise typer.BadParameter("--workers and --cpu-threads must be at least 1")
     primary = version or alias or "latest"
     refs = [primary, *[ref for ref in (load or []) if ref != primary]]
-    resolved = [repository.resolve(model, ref) for ref in refs]  # fail fast, before binding
-    if log_format == "json":
-        _json_logging(model, str(resolved[0]))
     try:
         settings = ServingSettings(
             batching=BatchingConfig(
                 enabled=not no_batching,
                 max_batch_size=max_batch_size,
                 max_queue_delay_ms=max_queue_delay_ms,
+                max_queue=max_queue,
             ),
             max_body_bytes=int(max_body_mb * 2**20),
             admin_token=read_admin_token(admin_token_file),
-            allow_nonfinite=allow_nonfinite,
+            reject_nonfinite=reject_nonfinite,
             startup=tuple(refs),
             reload_ref=primary,
             access_log=access_log,
             reservoir_size=reservoir_size,
             faults=fault_config(fault_error_rate, fault_latency_ms, fault_version),
         )
+        limits = ConnectionLimits(
+            keep_alive_timeout=keep_alive_timeout,
+            header_timeout=header_timeout,
+            body_timeout=body_timeout,
+            max_connections=max_connections,
+        )
         options = ServerOptions(host=host, port=port, graceful_timeout=graceful_timeout,
-                                log_level=log_level.lower())
+                                log_level=log_level.lower(), limits=limits)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
-    if workers < 1 or cpu_threads < 1:
-        raise typer.BadParameter("--workers and --cpu-threads must be at least 1")
-    hub = VersionHub(
-        repository,
-        model,
-        device=device,
-        workers=workers,
-        cpu_threads=cpu_threads,
-        warmup_batch_sizes=warmup_sizes(max_batch_size) if not no_batching else (),
-    )
-    run(hub, settings, options)
+    env = Settings.from_env()
+    repository = ModelRepository(repo or env.repo, verify_key=env.verify_key)
+    # fail fast, before binding, on a version that does not exist
+    resolved = [repository.resolve(model, ref) for ref in refs]
+    if log_format == "json":
+        _json_logging(model, str(resolved[0]))
+    sock = bind(host, port)  # a busy port fails here, before anything is loaded or logged
+    try:
+        hub = VersionHub(
+            repository,
+            model,
+            device=device,
+            workers=workers,
+            cpu_threads=cpu_threads,
+            warmup_batch_sizes=warmup_sizes(max_batch_size) if not no_batching else (),
+        )
+        run(hub, settings, options, sock)
+    finally:
+        sock.close()
 
 
 def fault_config(

@@ -9,6 +9,15 @@
     POST /v2/admin/rollback
     POST /v2/admin/reload   {"version": <startup ref>}  re-resolve (an alias, "latest") and switch
 
+Triton's model repository extension, behind the same token (``tritonclient``'s
+``load_model`` / ``unload_model`` send ``Authorization`` through their ``headers``)::
+
+    POST /v2/repository/models/{m}/load    {"parameters": {"version": ref}}  load ref
+         (default: the instance's startup ref, re-resolved) and make it active
+    POST /v2/repository/models/{m}/unload  {"parameters": {"version": ref}}  unload ref;
+         without a version, every loaded version but the active one (an instance
+         always serves one; stop the instance to free it)
+
 With no token configured the admin API does not exist (404). A missing or wrong
 ``Authorization: Bearer <token>`` gets 401. Loading and unloading run in a thread:
 the event loop keeps serving inference while a version loads, warms or drains.
@@ -49,6 +58,10 @@ def admin_routes(service: Service) -> list[Route]:
         Route("/v2/admin/use", admin.guard(admin.use), methods=["POST"]),
         Route("/v2/admin/rollback", admin.guard(admin.rollback), methods=["POST"]),
         Route("/v2/admin/reload", admin.guard(admin.reload), methods=["POST"]),
+        Route("/v2/repository/models/{model}/load", admin.guard(admin.repository_load),
+              methods=["POST"]),
+        Route("/v2/repository/models/{model}/unload", admin.guard(admin.repository_unload),
+              methods=["POST"]),
     ]
 
 
@@ -183,6 +196,9 @@ class _Admin:
     async def reload(self, request: Request) -> Response:
         doc = await self._body(request)
         ref = self._version(doc, required=False) or self.service.settings.reload_ref
+        return await self._reload(ref)
+
+    async def _reload(self, ref: str) -> Response:
         async with self._lock:
             previous = self.hub.active
             target = await self.service.control(
@@ -193,3 +209,34 @@ class _Admin:
             loaded = await self.service.control(self.hub.load, target, activate=True)
         return self._done("reload", version=str(loaded.version), ref=ref, changed=True,
                           previous=str(previous.version) if previous else None)
+
+    # -- Triton's repository extension -------------------------------------------------
+
+    async def _triton_ref(self, request: Request) -> str | None:
+        """Check the model name; the optional ``parameters.version`` of the body."""
+        from workbench.errors import ModelNotFoundError
+
+        name = request.path_params["model"]
+        if name != self.service.model:
+            raise ModelNotFoundError(
+                f"unknown model {name!r}; this instance serves {self.service.model!r}"
+            )
+        params = (await self._body(request)).get("parameters") or {}
+        if not isinstance(params, dict):
+            raise ProtocolError("'parameters' must be an object")
+        return self._version(params, required=False)
+
+    async def repository_load(self, request: Request) -> Response:
+        ref = await self._triton_ref(request)
+        return await self._reload(ref or self.service.settings.reload_ref)
+
+    async def repository_unload(self, request: Request) -> Response:
+        ref = await self._triton_ref(request)
+        async with self._lock:
+            if ref is not None:
+                targets = [await self.service.control(self.hub.get, ref)]
+            else:
+                targets = [lv for lv in self.hub.loaded if lv is not self.hub.active]
+            for loaded in targets:
+                await self.service.control(self.hub.unload, loaded.version)
+        return self._done("unload", versions=[str(lv.version) for lv in targets])

@@ -2,32 +2,39 @@
 
 ``create_app(hub, settings=...)`` returns a Starlette app serving the hub's model::
 
-    GET  /v2                                   server metadata
+    GET  /v2 | /v2/                            server metadata
     GET  /v2/health/live | /v2/health/ready    liveness; readiness (a version loaded and warm)
     GET  /v2/health/deep[?version=V]           real inference on the manifest's sample
     GET  /v2/models/{m}[/versions/{v}]         model metadata (inputs/outputs, datatypes, shapes)
     GET  /v2/models/{m}[/versions/{v}]/ready   readiness of the model / of one version
     GET  /v2/models/{m}[/versions/{v}]/config  Triton-style model configuration
     POST /v2/models/{m}[/versions/{v}]/infer   inference (JSON or binary tensor extension)
+    GET  /v2/models[/{m}[/versions/{v}]]/stats Triton's statistics extension
     POST /v2/repository/index                  the repository's versions and their state
+    POST /v2/repository/models/{m}/load|unload Triton's repository extension (admin token)
     GET  /metrics                              Prometheus text
     /v2/admin/...                              bearer-token admin calls (see admin.py)
 
 A request pins a version with the URL or the ``x-model-version`` header (a version or
 an alias); otherwise the active version answers. Every inference response carries
-``x-model-version``. Errors are ``{"error": "..."}`` with a 4xx or 5xx status; nothing a
-client sends can take the instance down.
+``x-model-version`` and an ``id`` (the request's, or a generated one). Errors are
+``{"error": "..."}`` with a 4xx or 5xx status; nothing a client sends can take the
+instance down. A full queue answers 503 with ``Retry-After``; a batch over the advertised
+``max_batch_size`` is refused with 400, as Triton does.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import time
+import uuid
 from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 from starlette.routing import Route
 
@@ -43,12 +50,20 @@ from workbench.errors import (
     WorkbenchError,
 )
 from workbench.serving import protocol
+from workbench.serving.batching import ClientGone, QueueFull
+from workbench.serving.connections import PEER_CLOSED
 from workbench.serving.protocol import HEADER_LENGTH, PayloadTooLarge, ProtocolError
 from workbench.serving.reservoir import Reservoir, reservoir_route
-from workbench.serving.service import HealthCheckFailed, Service, ServingSettings, spec_json
+from workbench.serving.service import (
+    HealthCheckFailed,
+    Service,
+    ServingSettings,
+    batched,
+    spec_json,
+)
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Callable, Mapping
 
     from starlette.requests import Request
 
@@ -61,7 +76,11 @@ access_log = logging.getLogger("workbench.serving.access")
 VERSION_HEADER = "x-model-version"
 JSON_TYPE = "application/json"
 SERVER_NAME = "paddle-workbench"
-EXTENSIONS = ("binary_tensor_data", "health_deep", "metrics", "model_repository", "admin")
+EXTENSIONS = (
+    "binary_tensor_data", "health_deep", "metrics", "model_repository", "statistics", "admin",
+)
+RETRY_AFTER = "1"  # seconds a client should wait after a 503 for a full queue
+CLIENT_CLOSED = 499  # nginx's status for a request whose client went away
 
 
 def create_app(hub: VersionHub, *, settings: ServingSettings | None = None) -> Starlette:
@@ -72,10 +91,13 @@ def create_app(hub: VersionHub, *, settings: ServingSettings | None = None) -> S
 
     routes = [
         Route("/v2", handlers.server_metadata, methods=["GET"]),
+        Route("/v2/", handlers.server_metadata, methods=["GET"]),
         Route("/v2/health/live", handlers.live, methods=["GET"]),
         Route("/v2/health/ready", handlers.ready, methods=["GET"]),
         Route("/v2/health/deep", handlers.deep, methods=["GET"]),
+        Route("/v2/models/stats", handlers.stats, methods=["GET"]),
         Route("/v2/models/{model}", handlers.model_metadata, methods=["GET"]),
+        Route("/v2/models/{model}/stats", handlers.stats, methods=["GET"]),
         Route("/v2/models/{model}/ready", handlers.model_ready, methods=["GET"]),
         Route("/v2/models/{model}/config", handlers.model_config, methods=["GET"]),
         Route("/v2/models/{model}/infer", handlers.infer, methods=["POST"]),
@@ -85,6 +107,7 @@ def create_app(hub: VersionHub, *, settings: ServingSettings | None = None) -> S
         Route("/v2/models/{model}/versions/{version}/config", handlers.model_config,
               methods=["GET"]),
         Route("/v2/models/{model}/versions/{version}/infer", handlers.infer, methods=["POST"]),
+        Route("/v2/models/{model}/versions/{version}/stats", handlers.stats, methods=["GET"]),
         Route("/v2/repository/index", handlers.repository_index, methods=["POST", "GET"]),
         Route("/metrics", handlers.metrics, methods=["GET"]),
         *admin_routes(service),
@@ -118,8 +141,15 @@ def json_response(doc: Any, status: int = 200, version: str | None = None) -> Re
     )
 
 
-def error_response(status: int, message: str, version: str | None = None) -> Response:
-    headers = {VERSION_HEADER: version} if version else None
+def error_response(
+    status: int,
+    message: str,
+    version: str | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> Response:
+    headers = dict(headers or {})
+    if version:
+        headers[VERSION_HEADER] = version
     return Response(protocol.error_body(message), status, headers, media_type=JSON_TYPE)
 
 
@@ -127,6 +157,10 @@ def status_for(exc: BaseException, *, admin: bool = False) -> int:
     """The HTTP status an error maps to (admin calls answer 409 for hub state conflicts)."""
     if isinstance(exc, ProtocolError):
         return exc.status
+    if isinstance(exc, QueueFull):
+        return 503
+    if isinstance(exc, ClientGone | ClientDisconnect):
+        return CLIENT_CLOSED
     if isinstance(exc, InputError):
         return 400
     if isinstance(exc, VersionNotLoadedError | LookupError):
@@ -153,8 +187,9 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     if exc.status_code == 404:
         return error_response(404, f"no such endpoint: {request.method} {request.url.path}")
     if exc.status_code == 405:
-        return error_response(405, f"method {request.method} not allowed on {request.url.path}")
-    return error_response(exc.status_code, str(exc.detail))
+        return error_response(405, f"method {request.method} not allowed on {request.url.path}",
+                              headers=exc.headers)
+    return error_response(exc.status_code, str(exc.detail), headers=exc.headers)
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:
@@ -162,16 +197,22 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
     return error_response(500, message_for(exc))
 
 
+def declared_length(request: Request) -> int | None:
+    """The request's Content-Length, or None when it sends none (chunked)."""
+    length = request.headers.get("content-length")
+    if length is None:
+        return None
+    try:
+        return int(length)
+    except ValueError:
+        raise ProtocolError(f"invalid Content-Length {length!r}") from None
+
+
 async def read_body(request: Request, limit: int) -> bytes:
     """The request body, refusing (413) anything over ``limit`` before reading it all."""
-    length = request.headers.get("content-length")
-    if length is not None:
-        try:
-            declared = int(length)
-        except ValueError:
-            raise ProtocolError(f"invalid Content-Length {length!r}") from None
-        if declared > limit:
-            raise PayloadTooLarge(limit)
+    declared = declared_length(request)
+    if declared is not None and declared > limit:
+        raise PayloadTooLarge(limit)
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
@@ -190,6 +231,12 @@ class _Handlers:
         self.service = service
         self.model = service.model
         self.reservoir = Reservoir(service.settings.reservoir_size)
+        # ids for responses to requests without one: unique per process start and request
+        self._id_prefix = uuid.uuid4().hex[:12]
+        self._ids = itertools.count(1)
+
+    def _next_id(self) -> str:
+        return f"{self._id_prefix}-{next(self._ids)}"
 
     def _check_model(self, request: Request) -> None:
         name = request.path_params["model"]
@@ -281,17 +328,17 @@ class _Handlers:
         except Exception as exc:
             return error_response(status_for(exc), message_for(exc))
         batching = self.service.settings.batching
-        batched = all(spec.shape and spec.shape[0] == -1 for spec in loaded.inputs)
+        is_batched = batched(loaded)
 
         def dims(spec: Any) -> list[int]:
-            return list(spec.shape[1:] if batched else spec.shape)
+            return list(spec.shape[1:] if is_batched else spec.shape)
 
         doc: dict[str, Any] = {
             "name": self.model,
             "platform": "paddle_inference",
             "backend": "paddle",
             "version": str(loaded.version),
-            "max_batch_size": batching.max_batch_size if batched else 0,
+            "max_batch_size": batching.max_batch_size if is_batched else 0,
             "input": [
                 {"name": s.name, "data_type": "TYPE_" + _config_type(s.dtype), "dims": dims(s)}
                 for s in loaded.inputs
@@ -303,7 +350,7 @@ class _Handlers:
             "instance_group": [{"count": self.service.hub.workers, "kind":
                                 "KIND_GPU" if loaded.device.startswith("gpu") else "KIND_CPU"}],
         }
-        if batching.enabled and batched:
+        if batching.enabled and is_batched:
             doc["dynamic_batching"] = {
                 "max_queue_delay_microseconds": int(batching.max_queue_delay_ms * 1000)
             }
@@ -332,51 +379,50 @@ class _Handlers:
         body, content_type = self.service.metrics.render()
         return Response(body, media_type=content_type)
 
+    async def stats(self, request: Request) -> Response:
+        hub = self.service.hub
+        try:
+            if "model" in request.path_params:
+                self._check_model(request)
+            ref = request.path_params.get("version")
+            versions = [str(self._loaded(ref).version)] if ref else [
+                str(lv.version) for lv in hub.loaded
+            ]
+        except Exception as exc:
+            return error_response(status_for(exc), message_for(exc))
+        return json_response(self.service.statistics.document(versions))
+
     async def infer(self, request: Request) -> Response:
         started = time.perf_counter()
         service = self.service
         version = ""
         status = 200
+        timings: list[float] = []
         try:
-            name = request.path_params["model"]
-            if name != self.model:
-                raise ModelNotFoundError(f"unknown model {name!r}; this instance serves {self.model!r}")
-            ref = request.path_params.get("version")
-            pinned = request.headers.get(VERSION_HEADER)
-            if ref is None:
-                ref = pinned or None
-            elif pinned and pinned != ref:
-                raise ProtocolError(
-                    f"the URL asks for version {ref!r} but the {VERSION_HEADER} header for "
-                    f"{pinned!r}"
-                )
-            limit = service.settings.max_body_bytes
-            body = await read_body(request, limit)
-            headers = request.headers
-            encoding = headers.get("content-encoding")
-            if encoding:
-                body = protocol.decompress(body, encoding, limit)
-            header_length = protocol.parse_header_length(headers.get(HEADER_LENGTH), len(body))
-            decoded = protocol.decode_infer_request(
-                body, header_length, allow_nonfinite=service.settings.allow_nonfinite
-            )
+            ref = self._infer_ref(request)
+            decoded = await self._decode(request)
             with service.lease(ref) as loaded:
                 version = str(loaded.version)
                 inputs = service.check_inputs(
                     loaded, decoded.inputs, [out.name for out in decoded.outputs or ()]
                 )
+                service.check_batch(loaded, decoded.batch_size)
                 self.reservoir.offer(inputs)
                 if service.settings.faults is not None:
                     await service.settings.faults.apply(version)
-                result = await service.run(loaded, inputs)
-            content, json_length = protocol.encode_infer_response(
-                model=self.model,
-                version=version,
-                outputs=result.outputs,
-                request_id=decoded.id,
-                requested=decoded.outputs,
-                binary_output=decoded.binary_output,
-            )
+                computed = time.perf_counter()
+                result = await service.run(loaded, inputs, gone=peer_closed(request))
+                encoding = time.perf_counter()
+                content, json_length = protocol.encode_infer_response(
+                    model=self.model,
+                    version=version,
+                    outputs=result.outputs,
+                    request_id=decoded.id if decoded.id is not None else self._next_id(),
+                    requested=decoded.outputs,
+                    binary_output=decoded.binary_output,
+                )
+            timings = [computed - started, result.queue_seconds, result.compute_seconds,
+                       time.perf_counter() - encoding]
             out_headers = {VERSION_HEADER: version}
             if json_length is None:
                 response = Response(content, 200, out_headers, media_type=JSON_TYPE)
@@ -388,10 +434,17 @@ class _Handlers:
             status = status_for(exc)
             if status >= 500:
                 logger.error("%s:%s inference failed: %s", self.model, version or "-", exc,
-                             exc_info=not isinstance(exc, WorkbenchError))
-            response = error_response(status, message_for(exc), version or None)
+                             exc_info=not isinstance(exc, WorkbenchError | QueueFull))
+            retry = {"Retry-After": RETRY_AFTER} if isinstance(exc, QueueFull) else None
+            response = error_response(status, message_for(exc), version or None, retry)
         seconds = time.perf_counter() - started
         service.metrics.request(version, status, seconds)
+        if version:
+            stats = service.statistics.version(version)
+            if timings:
+                stats.succeeded(decoded.batch_size, seconds, *timings)
+            else:
+                stats.failed(seconds)
         if service.settings.access_log:
             access_log.info(
                 "%s %s %d version=%s %.2fms", request.method, request.url.path, status,
@@ -401,6 +454,59 @@ class _Handlers:
                        "duration_ms": round(seconds * 1000.0, 3)},
             )
         return response
+
+    def _infer_ref(self, request: Request) -> str | None:
+        """The version or alias a request pins (URL or header), None for the active one."""
+        name = request.path_params["model"]
+        if name != self.model:
+            raise ModelNotFoundError(f"unknown model {name!r}; this instance serves {self.model!r}")
+        ref: str | None = request.path_params.get("version")
+        pinned = request.headers.get(VERSION_HEADER)
+        if ref is None:
+            return pinned or None
+        if pinned and pinned != ref:
+            raise ProtocolError(
+                f"the URL asks for version {ref!r} but the {VERSION_HEADER} header for {pinned!r}"
+            )
+        return ref
+
+    async def _decode(self, request: Request) -> protocol.InferRequest:
+        """Read and decode the body; a large one waits its turn and decodes off the loop."""
+        service = self.service
+        settings = service.settings
+        decoder = service.decoder
+        json_size = declared_length(request)
+        if HEADER_LENGTH in request.headers:  # binary extension: only the JSON part counts
+            json_size = _int_or_none(request.headers[HEADER_LENGTH])
+        gate: contextlib.AbstractAsyncContextManager[object] = contextlib.nullcontext()
+        if decoder.is_large(json_size):
+            gate = decoder.gate
+        async with gate:
+            body = await read_body(request, settings.max_body_bytes)
+            headers = request.headers
+            encoding = headers.get("content-encoding")
+            if encoding:  # zlib lets go of the GIL: a thread is enough
+                body = await service.offload(
+                    len(body), protocol.decompress, body, encoding, settings.max_body_bytes
+                )
+            header_length = protocol.parse_header_length(headers.get(HEADER_LENGTH), len(body))
+            return await decoder.decode(
+                body, header_length, allow_nonfinite=not settings.reject_nonfinite
+            )
+
+
+def _int_or_none(text: str) -> int | None:
+    try:
+        return int(text)
+    except ValueError:
+        return None
+
+
+def peer_closed(request: Request) -> Callable[[], bool] | None:
+    """The connection's "has the client gone?" probe, when the server provides one."""
+    extensions = request.scope.get("extensions") or {}
+    probe: Callable[[], bool] | None = extensions.get(PEER_CLOSED)
+    return probe
 
 
 def _config_type(dtype: str) -> str:

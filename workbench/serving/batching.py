@@ -15,6 +15,14 @@ task, so an idle request costs one hop to the thread pool and one back.
 
 If a merged batch fails, its requests are retried one by one, so one bad request fails
 alone and never takes its neighbours down with it.
+
+The queue is bounded: a request that finds ``max_queue`` requests already waiting is
+refused at once with :class:`QueueFull` (the server answers 503 with ``Retry-After``).
+A request may come with ``gone()``, asked when its batch forms: one whose client has
+disconnected meanwhile fails with :class:`ClientGone` instead of being computed. (The
+event loop may not have seen the disconnect yet, when a predictor that holds the GIL
+has just finished; ``gone()`` looks at the connection itself.) A cancelled request
+leaves the queue unrun too.
 """
 
 from __future__ import annotations
@@ -38,6 +46,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 PredictFn = Callable[["TensorsIn"], "Tensors"]
+BatchCallback = Callable[[int, float], None]  # rows and predictor seconds of one run
+Gone = Callable[[], bool]  # whether a request's client has disconnected
 
 
 @dataclass(frozen=True)
@@ -48,6 +58,7 @@ class BatchingConfig:
     max_batch_size: int = 8
     max_queue_delay_ms: float = 0.0
     max_concurrent: int = 1  # batches computing at once (one per predictor clone)
+    max_queue: int = 256  # requests waiting for a predictor; more are refused (QueueFull)
 
     def __post_init__(self) -> None:
         if self.max_batch_size < 1:
@@ -58,6 +69,20 @@ class BatchingConfig:
             )
         if self.max_concurrent < 1:
             raise ValueError(f"max_concurrent must be >= 1, not {self.max_concurrent}")
+        if self.max_queue < 1:
+            raise ValueError(f"max_queue must be >= 1, not {self.max_queue}")
+
+
+class ClientGone(Exception):
+    """The client disconnected while its request waited; it was not computed."""
+
+
+class QueueFull(RuntimeError):
+    """A version's queue holds ``limit`` waiting requests already; try again shortly."""
+
+    def __init__(self, name: str, limit: int) -> None:
+        super().__init__(f"{name}: the queue is full ({limit} requests waiting); retry shortly")
+        self.limit = limit
 
 
 @dataclass(frozen=True)
@@ -71,21 +96,31 @@ class RunResult:
 
 
 class Runner:
-    """Base of the two runners; ``on_batch(rows)`` is called once per computed batch."""
+    """Base of the two runners; ``on_batch(rows, seconds)`` is called once per computed batch."""
 
     def __init__(
         self,
         predict: PredictFn,
         executor: Executor,
         *,
-        on_batch: Callable[[int], None] | None = None,
+        on_batch: BatchCallback | None = None,
+        max_queue: int | None = None,
+        name: str = "runner",
     ) -> None:
         self._predict = predict
         self._executor = executor
         self._on_batch = on_batch
         self._closed = False
+        self.max_queue = max_queue
+        self.name = name
 
-    async def submit(self, inputs: TensorsIn) -> RunResult:
+    @property
+    def queued(self) -> int:
+        """Requests waiting for a predictor."""
+        return 0
+
+    async def submit(self, inputs: TensorsIn, gone: Gone | None = None) -> RunResult:
+        """The outputs for ``inputs``; ``gone()`` is asked just before they would run."""
         raise NotImplementedError
 
     async def close(self) -> None:
@@ -94,12 +129,36 @@ class Runner:
     def _check_open(self) -> None:
         if self._closed:
             raise RuntimeError("runner is closed")
+        if self.max_queue is not None and self.queued >= self.max_queue:
+            raise QueueFull(self.name, self.max_queue)
 
 
 class DirectRunner(Runner):
-    """One request, one ``predict`` call, in the thread pool."""
+    """One request, one ``predict`` call, in the thread pool.
 
-    async def submit(self, inputs: TensorsIn) -> RunResult:
+    ``max_concurrent`` requests compute at once; the others wait here (not in the
+    pool's queue), so one whose client has gone is dropped before it runs.
+    """
+
+    def __init__(
+        self,
+        predict: PredictFn,
+        executor: Executor,
+        *,
+        on_batch: BatchCallback | None = None,
+        max_queue: int | None = None,
+        max_concurrent: int = 1,
+        name: str = "runner",
+    ) -> None:
+        super().__init__(predict, executor, on_batch=on_batch, max_queue=max_queue, name=name)
+        self._slots = asyncio.Semaphore(max_concurrent)
+        self._waiting = 0
+
+    @property
+    def queued(self) -> int:
+        return self._waiting
+
+    async def submit(self, inputs: TensorsIn, gone: Gone | None = None) -> RunResult:
         self._check_open()
         loop = asyncio.get_running_loop()
         queued = time.perf_counter()
@@ -109,19 +168,32 @@ class DirectRunner(Runner):
             outputs = self._predict(inputs)
             return outputs, started, time.perf_counter()
 
-        outputs, started, done = await loop.run_in_executor(self._executor, work)
+        self._waiting += 1
+        try:
+            await self._slots.acquire()
+        finally:
+            self._waiting -= 1
+        if gone is not None and gone():
+            self._slots.release()
+            raise ClientGone(f"{self.name}: the client left before its request ran")
+        running = loop.run_in_executor(self._executor, work)
+        # the slot is free when the thread is, even if this request is cancelled meanwhile
+        running.add_done_callback(lambda _: self._slots.release())
+        outputs, started, done = await asyncio.shield(running)
         rows = _rows(inputs) or 1
         if self._on_batch is not None:
-            self._on_batch(rows)
+            self._on_batch(rows, done - started)
         return RunResult(outputs, started - queued, done - started, rows)
 
 
 class _Item:
-    __slots__ = ("future", "inputs", "key", "queued", "rows")
+    __slots__ = ("future", "gone", "inputs", "key", "queued", "rows")
 
-    def __init__(self, inputs: TensorsIn, future: asyncio.Future[RunResult]) -> None:
+    def __init__(self, inputs: TensorsIn, future: asyncio.Future[RunResult],
+                 gone: Gone | None) -> None:
         self.inputs = inputs
         self.future = future
+        self.gone = gone
         self.queued = time.perf_counter()
         self.rows = _rows(inputs)
         self.key = _batch_key(inputs)
@@ -136,12 +208,12 @@ class Batcher(Runner):
         executor: Executor,
         config: BatchingConfig,
         *,
-        on_batch: Callable[[int], None] | None = None,
+        on_batch: BatchCallback | None = None,
         name: str = "batcher",
     ) -> None:
-        super().__init__(predict, executor, on_batch=on_batch)
+        super().__init__(predict, executor, on_batch=on_batch, max_queue=config.max_queue,
+                         name=name)
         self.config = config
-        self.name = name
         self._pending: deque[_Item] = deque()
         self._free = config.max_concurrent  # execution slots not computing a batch
         self._timer: asyncio.TimerHandle | None = None
@@ -153,13 +225,19 @@ class Batcher(Runner):
         """Requests waiting for a batch."""
         return len(self._pending)
 
-    async def submit(self, inputs: TensorsIn) -> RunResult:
+    async def submit(self, inputs: TensorsIn, gone: Gone | None = None) -> RunResult:
         self._check_open()
         loop = self._loop = asyncio.get_running_loop()
         future: asyncio.Future[RunResult] = loop.create_future()
-        self._pending.append(_Item(inputs, future))
+        item = _Item(inputs, future, gone)
+        self._pending.append(item)
         self._dispatch()
-        return await future
+        try:
+            return await future
+        except asyncio.CancelledError:
+            if item in self._pending:  # abandoned while waiting: it never runs
+                self._pending.remove(item)
+            raise
 
     async def close(self) -> None:
         """Stop batching; requests still queued fail with RuntimeError."""
@@ -186,7 +264,7 @@ class Batcher(Runner):
         limit = self.config.max_batch_size
         delay = self.config.max_queue_delay_ms / 1000.0
         while self._free > 0 and self._pending:
-            if self._pending[0].future.done():  # cancelled while queued
+            if self._abandoned(self._pending[0]):
                 self._pending.popleft()
                 continue
             if delay > 0 and self._ready_rows() < limit:
@@ -200,6 +278,16 @@ class Batcher(Runner):
             running = loop.run_in_executor(self._executor, self._run, batch)
             self._running.add(running)
             running.add_done_callback(functools.partial(self._finish, batch=batch))
+
+    def _abandoned(self, item: _Item) -> bool:
+        """Cancelled, or its client has gone (then it fails with ClientGone)."""
+        if item.future.done():
+            return True
+        if item.gone is not None and item.gone():
+            item.future.set_exception(ClientGone(f"{self.name}: the client left while its "
+                                                 "request waited"))
+            return True
+        return False
 
     def _on_timer(self) -> None:
         self._timer = None
@@ -221,7 +309,7 @@ class Batcher(Runner):
         kept: deque[_Item] = deque()
         while self._pending:
             item = self._pending.popleft()
-            if item.future.done():  # cancelled while queued
+            if self._abandoned(item):
                 continue
             if item.key == first.key and rows + item.rows <= limit:
                 batch.append(item)
@@ -285,7 +373,7 @@ class Batcher(Runner):
         outcomes, started, done = running.result()
         rows = sum(item.rows for item in batch)
         if self._on_batch is not None:
-            self._on_batch(rows)
+            self._on_batch(rows, done - started)
         for item, outcome in zip(batch, outcomes, strict=True):
             if item.future.done():
                 continue

@@ -15,6 +15,11 @@ Names (the deploy layer's analysis reads these):
 - ``workbench_inflight_requests{model,version}`` gauge
 - ``workbench_loaded_versions{model}`` gauge; ``workbench_active_version_info{model,version}``
 - ``workbench_process_resident_memory_bytes{model}``; ``workbench_gpu_memory_bytes{model,version}``
+- the standard ``process_*`` families, less its resident memory (ours above has the model)
+
+Requests that never reached a version (a malformed body, an unknown version) are counted
+with ``version=""``, in their outcome's counter and the latency histogram only, so no
+always-zero series appear. No ``*_created`` samples are exported.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from prometheus_client import (
     Gauge,
     Histogram,
     ProcessCollector,
+    disable_created_metrics,
     generate_latest,
 )
 from prometheus_client.core import GaugeMetricFamily
@@ -39,9 +45,11 @@ from prometheus_client.registry import Collector
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
+    from prometheus_client import Metric
+
 OUTCOMES = ("ok", "client_error", "server_error")
 LATENCY_BUCKETS = (
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.015, 0.02, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 )
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 UNRESOLVED = ""  # version label of requests that never reached a version
@@ -87,6 +95,7 @@ class ServingMetrics:
         *,
         registry: CollectorRegistry | None = None,
     ) -> None:
+        disable_created_metrics()  # type: ignore[no-untyped-call]  # process-wide: the *_created series are noise here
         self.model = model
         self.registry = registry if registry is not None else CollectorRegistry()
         labels = ("model", "version")
@@ -118,7 +127,7 @@ class ServingMetrics:
         if snapshot is not None:
             self.registry.register(_StateCollector(model, snapshot))
         with contextlib.suppress(ValueError, OSError):  # pragma: no cover - non-Linux
-            ProcessCollector(registry=self.registry)
+            _ProcessCollector(registry=self.registry)
 
     def version(self, version: str) -> _Children:
         """The cached label children of one version (created on first use)."""
@@ -145,14 +154,27 @@ class ServingMetrics:
 
     def request(self, version: str, status: int, seconds: float) -> None:
         """Count one finished inference request and its latency."""
-        children = self.version(version)
         outcome = "ok" if status < 400 else "client_error" if status < 500 else "server_error"
+        if version == UNRESOLVED:
+            self._requests.labels(self.model, version, outcome).inc()
+            self._duration.labels(self.model, version).observe(seconds)
+            return
+        children = self.version(version)
         children.by_outcome[outcome].inc()
         children.duration.observe(seconds)
 
     def render(self) -> tuple[bytes, str]:
         """The exposition text and its content type."""
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+class _ProcessCollector(ProcessCollector):
+    """The standard process metrics, less the resident memory our own gauge reports."""
+
+    def collect(self) -> Iterator[Metric]:
+        for family in super().collect():
+            if family.name != "process_resident_memory_bytes":
+                yield family
 
 
 class _StateCollector(Collector):

@@ -33,6 +33,8 @@ if TYPE_CHECKING:
     from workbench._types import Array
 
 HEADER_LENGTH = "inference-header-content-length"
+MAX_JSON_DEPTH = 1024  # orjson's limit; the standard library's fallback may stop earlier
+MAX_DIMS = 64  # numpy's limit on an array's dimensions
 
 #: Open Inference Protocol datatype -> numpy dtype (BF16 has no numpy dtype).
 DATATYPES: dict[str, np.dtype[Any]] = {
@@ -67,7 +69,10 @@ def loads(raw: bytes | memoryview) -> Any:
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError:
-        return json.loads(bytes(raw))
+        try:
+            return json.loads(bytes(raw))
+        except RecursionError:  # nesting deeper than Python's recursion limit
+            raise ValueError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels") from None
 
 
 def dumps(doc: Any) -> bytes:
@@ -81,6 +86,13 @@ class ProtocolError(InputError):
     def __init__(self, message: str, *, status: int = 400) -> None:
         super().__init__(message)
         self.status = status
+
+    def __reduce__(self) -> tuple[object, tuple[str, int]]:  # crosses process boundaries
+        return _protocol_error, (str(self), self.status)
+
+
+def _protocol_error(message: str, status: int) -> ProtocolError:
+    return ProtocolError(message, status=status)
 
 
 class PayloadTooLarge(ProtocolError):
@@ -180,13 +192,17 @@ def parse_header_length(value: str | None, body_size: int) -> int | None:
 
 
 def decode_infer_request(
-    body: bytes, header_length: int | None = None, *, allow_nonfinite: bool = False
+    body: bytes, header_length: int | None = None, *, allow_nonfinite: bool = True
 ) -> InferRequest:
-    """Decode an inference request body (JSON, or JSON header + binary tensors)."""
+    """Decode an inference request body (JSON, or JSON header + binary tensors).
+
+    NaN and infinity are valid floating-point data (Triton accepts them; perf_analyzer's
+    random data holds them); ``allow_nonfinite=False`` refuses them.
+    """
     header = body if header_length is None else body[:header_length]
     try:
         doc = loads(header)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise ProtocolError(f"request body is not valid JSON: {exc}") from exc
     if not isinstance(doc, dict):
         raise ProtocolError("request body must be a JSON object with an 'inputs' list")
@@ -257,6 +273,10 @@ def _shape(value: object, name: str) -> tuple[int, ...]:
         isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in value
     ):
         raise ProtocolError(f"input {name!r} needs a 'shape' list of non-negative integers")
+    if len(value) > MAX_DIMS:
+        raise ProtocolError(
+            f"input {name!r} has {len(value)} dimensions; at most {MAX_DIMS} are supported"
+        )
     return tuple(value)
 
 

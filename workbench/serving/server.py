@@ -1,8 +1,11 @@
 """Run a serving instance under uvicorn, with a graceful SIGTERM.
 
-uvicorn binds (loopback by default) and answers liveness at once; the startup
-versions load and warm in the background, and readiness turns green when they are
-in. On SIGTERM (or Ctrl+C) uvicorn stops accepting, lets in-flight requests finish
+The listening socket is bound first (:func:`bind`), before anything loads: a busy port
+fails at once with one sentence. uvicorn then serves on it (loopback by default) and
+answers liveness at once; the startup versions load and warm in the background, and
+readiness turns green when they are in. Connections are guarded by
+:class:`~workbench.serving.connections.ConnectionLimits` (timeouts, sizes, count).
+On SIGTERM (or Ctrl+C) uvicorn stops accepting, lets in-flight requests finish
 (up to ``graceful_timeout`` seconds), then the app's shutdown closes the batchers and
 drains and unloads every version; the process exits 0. If a startup version cannot
 be loaded, the server stops and :func:`run` raises that error.
@@ -10,11 +13,16 @@ be loaded, the server stops and :func:`run` raises that error.
 
 from __future__ import annotations
 
+import errno
 import importlib.util
 import logging
 import signal
-from dataclasses import dataclass
+import socket
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
+
+from workbench.errors import ServingError
+from workbench.serving.connections import ConnectionLimits
 
 if TYPE_CHECKING:
     from workbench.runtime.hub import VersionHub
@@ -32,6 +40,7 @@ class ServerOptions:
     graceful_timeout: float = 30.0
     log_level: str = "info"
     backlog: int = 2048
+    limits: ConnectionLimits = field(default_factory=ConnectionLimits)
 
     def __post_init__(self) -> None:
         if not 0 <= self.port < 65536:
@@ -47,22 +56,63 @@ def fastest_loop() -> tuple[str, str]:
     return loop, http
 
 
-def run(hub: VersionHub, settings: ServingSettings, options: ServerOptions) -> None:
-    """Serve ``hub`` until SIGTERM/SIGINT; raise the startup error if loading failed."""
+def bind(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``host:port``; a busy or unusable address is one sentence."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise ServingError(
+                f"port {port} on {host} is already in use; choose another with --port"
+            ) from exc
+        raise ServingError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+    except (OverflowError, socket.gaierror) as exc:
+        sock.close()
+        raise ServingError(f"cannot listen on {host}:{port}: {exc}") from exc
+    return sock
+
+
+def run(
+    hub: VersionHub,
+    settings: ServingSettings,
+    options: ServerOptions,
+    sock: socket.socket | None = None,
+) -> None:
+    """Serve ``hub`` until SIGTERM/SIGINT; raise the startup error if loading failed.
+
+    ``sock``: the socket from :func:`bind` (bound here when not given), so nothing is
+    loaded, and nothing logged as serving, unless the address is ours.
+    """
     import uvicorn
 
     from workbench.serving.app import create_app
+    from workbench.serving.connections import guarded_protocol
 
+    if sock is None:
+        sock = bind(options.host, options.port)
     app = create_app(hub, settings=settings)
     service = app.state.service
     loop, http = fastest_loop()
+    limits = options.limits
+    http_protocol: type[object] | str = http
+    if http == "httptools":
+        http_protocol = guarded_protocol(limits)
+    else:  # pragma: no cover - uvicorn[standard] brings httptools
+        logger.warning("httptools is not installed: header and body read timeouts are off")
     config = uvicorn.Config(
         app,
         host=options.host,
         port=options.port,
         loop=loop,
-        http=http,
+        http=http_protocol,  # type: ignore[arg-type]
+        ws="none",
         lifespan="on",
+        timeout_keep_alive=limits.keep_alive_timeout,  # type: ignore[arg-type]
+        h11_max_incomplete_event_size=limits.max_header_bytes,
         access_log=False,  # ours (workbench.serving.access) names the version
         log_config=None,
         log_level=options.log_level,
@@ -82,9 +132,10 @@ def run(hub: VersionHub, settings: ServingSettings, options: ServerOptions) -> N
     previous = {sig: signal.signal(sig, _after_shutdown) for sig in (signal.SIGTERM,)}
     try:
         logger.info("serving %s on http://%s:%d (%s, %s)", hub.model, options.host,
-                    options.port, loop, http)
-        server.run()
+                    sock.getsockname()[1], loop, http)
+        server.run(sockets=[sock])
     finally:
+        sock.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     if service.startup_error is not None:

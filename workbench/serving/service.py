@@ -5,6 +5,12 @@ which loaded version answers a request, sends decoded inputs to that version's r
 (batched or direct) and checks a version end to end for the deep health check. The
 hub guarantees that a switch never loses a request; the service takes its lease at a
 request's start and holds it until the response is encoded.
+
+Under abuse it protects itself: large bodies are decoded in worker processes, a few at
+a time (``max_large_bodies``, :mod:`workbench.serving.decoding`), so the event loop
+keeps answering; a version's queue is bounded
+(``batching.max_queue``, then :class:`~workbench.serving.batching.QueueFull`); and a
+request whose client has gone leaves the queue before it is computed (``ClientGone``).
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -21,9 +28,12 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
+from workbench.serving.aliases import AliasCache
 from workbench.serving.batching import Batcher, BatchingConfig, DirectRunner, Runner, RunResult
+from workbench.serving.decoding import BodyDecoder
 from workbench.serving.metrics import ServingMetrics, Snapshot, VersionState
 from workbench.serving.protocol import ProtocolError, datatype_of
+from workbench.serving.statistics import InferenceStatistics
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator
@@ -36,6 +46,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_BODY = 64 * 2**20
+LARGE_BODY = 256 * 2**10  # bodies from this size are decoded off the event loop
 T = TypeVar("T")
 
 
@@ -46,7 +57,10 @@ class ServingSettings:
     batching: BatchingConfig = field(default_factory=BatchingConfig)
     max_body_bytes: int = DEFAULT_MAX_BODY
     admin_token: str | None = None  # None: admin endpoints are off (404)
-    allow_nonfinite: bool = False  # NaN / inf inputs are refused with 400 unless True
+    reject_nonfinite: bool = False  # refuse NaN / inf inputs with 400 (Triton accepts them)
+    large_body_bytes: int = LARGE_BODY  # from this size a body is decoded in a worker process
+    max_large_bodies: int = field(default_factory=lambda: max(1, (os.cpu_count() or 2) // 2))
+    # ^ large bodies read and decoded at once (each in its own process); others wait
     startup: tuple[str, ...] = ()  # refs loaded at startup; the first becomes active
     reload_ref: str = "latest"  # what /v2/admin/reload re-resolves by default
     access_log: bool = True
@@ -60,12 +74,14 @@ class ServingSettings:
             raise ValueError(f"the reservoir size must be >= 0, not {self.reservoir_size}")
         if self.admin_token is not None and len(self.admin_token) < 8:
             raise ValueError("the admin token must be at least 8 characters")
+        if self.max_large_bodies < 1:
+            raise ValueError(f"max_large_bodies must be >= 1, not {self.max_large_bodies}")
 
     def __repr__(self) -> str:  # never print the token
         token = "set" if self.admin_token else "off"
         return (
             f"ServingSettings(batching={self.batching}, max_body_bytes={self.max_body_bytes}, "
-            f"admin={token}, allow_nonfinite={self.allow_nonfinite}, startup={self.startup})"
+            f"admin={token}, reject_nonfinite={self.reject_nonfinite}, startup={self.startup})"
         )
 
 
@@ -77,6 +93,9 @@ class Service:
         self.model = hub.model
         self.settings = settings or ServingSettings()
         self.metrics = ServingMetrics(self.model, self.snapshot)
+        self.statistics = InferenceStatistics(self.model)
+        self.aliases = AliasCache(hub.repository, self.model)
+        self.decoder = BodyDecoder(self.settings.large_body_bytes, self.settings.max_large_bodies)
         self.started_at = time.time()
         self.startup_error: BaseException | None = None
         self.on_fatal: Callable[[BaseException], None] | None = None
@@ -111,6 +130,7 @@ class Service:
             await runner.close()
         self._runners.clear()
         await self.control(self.hub.close)
+        self.decoder.close()
         self._executor.shutdown(wait=True)
         self._control.shutdown(wait=True)
 
@@ -183,6 +203,8 @@ class Service:
     @contextmanager
     def lease(self, ref: str | None) -> Iterator[LoadedVersion]:
         """Take the active version (or the pinned ``ref``) for the whole request."""
+        if ref is not None:
+            ref = self.aliases.resolve(ref)
         with self.hub.lease(ref) as loaded:
             children = self.metrics.version(str(loaded.version))
             children.inflight.inc()
@@ -216,11 +238,37 @@ class Service:
                     f"input {spec.name!r} has datatype {got}; {self.model}:{loaded.version} "
                     f"expects {want} with shape {list(spec.shape)}"
                 )
-        return loaded.validate(inputs, allow_nonfinite=self.settings.allow_nonfinite)
+        return loaded.validate(inputs, allow_nonfinite=not self.settings.reject_nonfinite)
 
-    async def run(self, loaded: LoadedVersion, inputs: TensorsIn) -> RunResult:
-        """Send validated inputs to the version's runner and record queue and batch metrics."""
-        result = await self._runner(loaded).submit(inputs)
+    async def offload(self, size: int, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """``fn(...)`` in a thread when it works on ``size`` >= large_body_bytes, else here
+        (for work that lets go of the GIL, such as zlib)."""
+        if size < self.settings.large_body_bytes:
+            return fn(*args, **kwargs)
+        return await asyncio.to_thread(fn, *args, **kwargs)
+
+    def check_batch(self, loaded: LoadedVersion, rows: int) -> None:
+        """Refuse a batch over the ``max_batch_size`` the model's config advertises."""
+        limit = self.settings.batching.max_batch_size
+        if rows > limit and batched(loaded):
+            raise ProtocolError(
+                f"the batch has {rows} rows; {self.model} accepts at most {limit} per request "
+                "(max_batch_size)"
+            )
+
+    async def run(
+        self,
+        loaded: LoadedVersion,
+        inputs: TensorsIn,
+        gone: Callable[[], bool] | None = None,
+    ) -> RunResult:
+        """Send validated inputs to the version's runner and record queue and batch metrics.
+
+        ``gone()`` says whether the client has disconnected; it is asked when the
+        request's batch forms, and a request whose client has gone is dropped unrun
+        (:class:`~workbench.serving.batching.ClientGone`).
+        """
+        result = await self._runner(loaded).submit(inputs, gone)
         children = self.metrics.version(str(loaded.version))
         children.queue.observe(result.queue_seconds)
         children.inference.observe(result.compute_seconds)
@@ -231,24 +279,33 @@ class Service:
         if entry is not None and entry[0] is loaded:
             return entry[1]
         children = self.metrics.version(str(loaded.version))
+        stats = self.statistics.version(str(loaded.version))
 
         def predict(inputs: TensorsIn) -> Tensors:
             return loaded.predict(inputs, validate=False)
 
+        def on_batch(rows: int, seconds: float) -> None:
+            children.batch.observe(rows)
+            stats.executed(rows, seconds)
+
         config = self.settings.batching
+        name = f"{self.model}:{loaded.version}"
         runner: Runner
         if config.enabled:
             runner = Batcher(
                 predict,
                 self._executor,
                 BatchingConfig(
-                    True, config.max_batch_size, config.max_queue_delay_ms, self.hub.workers
+                    True, config.max_batch_size, config.max_queue_delay_ms, self.hub.workers,
+                    config.max_queue,
                 ),
-                on_batch=children.batch.observe,
-                name=f"{self.model}:{loaded.version}",
+                on_batch=on_batch,
+                name=name,
             )
         else:
-            runner = DirectRunner(predict, self._executor, on_batch=children.batch.observe)
+            runner = DirectRunner(predict, self._executor, on_batch=on_batch,
+                                  max_queue=config.max_queue, max_concurrent=self.hub.workers,
+                                  name=name)
         self._runners[id(loaded)] = (loaded, runner)
         return runner
 
@@ -332,6 +389,11 @@ def check_outputs(loaded: LoadedVersion, outputs: TensorsIn, rows: int) -> None:
                 f"{label}: output {spec.name!r} has {bad} non-finite value(s)",
                 version=str(loaded.version),
             )
+
+
+def batched(loaded: LoadedVersion) -> bool:
+    """Every input has a dynamic first (batch) axis."""
+    return all(spec.shape and spec.shape[0] == -1 for spec in loaded.inputs)
 
 
 def describe(loaded: LoadedVersion, active: LoadedVersion | None = None) -> dict[str, Any]:

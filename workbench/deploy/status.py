@@ -6,7 +6,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from workbench.deploy.base import COLORS
-from workbench.deploy.client import ServingClient
 from workbench.errors import WorkbenchError
 
 if TYPE_CHECKING:
@@ -101,6 +100,8 @@ def look_at_instances(
             except WorkbenchError as exc:
                 error = str(exc)
             if running:
+                from workbench.deploy.client import ServingClient
+
                 with ServingClient(record.url, timeout=timeout) as client:
                     health = client.ready(timeout=timeout)
                 ready, error = health.ok, health.error

@@ -254,6 +254,15 @@ def status(
                 shown += 1
                 time.sleep(interval)
             return
+        if not console.is_terminal:  # piped or logged: one frame after the other
+            while count is None or shown < count:
+                if shown:
+                    time.sleep(interval)
+                    console.print()
+                statuses = snapshot()
+                console.print(_render(statuses, live_rates(statuses)))
+                shown += 1
+            return
         statuses = snapshot()
         with Live(_render(statuses, live_rates(statuses)), console=console,
                   auto_refresh=False) as live:

@@ -7,7 +7,9 @@ Names are imported on first use (module ``__getattr__``), so ``import workbench`
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from workbench._lazy import lazy_attributes
 
 if TYPE_CHECKING:
     from workbench.errors import (
@@ -105,15 +107,7 @@ _WHERE = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _WHERE.get(name)
-    if module is None:
-        raise AttributeError(f"module 'workbench' has no attribute {name!r}")
-    from importlib import import_module
-
-    value = getattr(import_module(f"workbench.{module}"), name)
-    globals()[name] = value  # later look-ups skip this function
-    return value
+__getattr__ = lazy_attributes(__name__, _WHERE)
 
 
 def __dir__() -> list[str]:

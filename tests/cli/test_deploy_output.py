@@ -93,11 +93,7 @@ def test_status_watch_shows_requests_per_second_errors_p99_and_a_timestamp(
     load.start()
     try:
         out = cli(env, "status", "web", "--watch", "--count", "2", "--interval", "0.5")
-        proc = subprocess.run(
-            [sys.executable, "-m", "workbench", "status", "web", "--watch", "--json",
-             "--count", "2", "--interval", "0.5"],
-            env={**os.environ, **env}, capture_output=True, text=True, timeout=60, check=True,
-        )
+        frames = watch_frames(env, "web", "--count", "2", "--interval", "0.5")
     finally:
         stop.set()
         load.join(10)
@@ -110,11 +106,6 @@ def test_status_watch_shows_requests_per_second_errors_p99_and_a_timestamp(
     first, second = (line.split() for line in lines if line.startswith("blue"))
     assert first[5] == "–"  # one scrape gives no rate yet
     assert float(second[5]) > 0 and second[6] == "0.0%"
-    decoder, text, frames = json.JSONDecoder(), proc.stdout.strip(), []
-    while text:
-        frame, end = decoder.raw_decode(text)
-        frames.append(frame)
-        text = text[end:].strip()
     assert len(frames) == 2
     assert frames[0][0]["traffic"]["blue"]["rps"] is None  # one scrape gives no rate yet
     assert frames[1][0]["traffic"]["blue"]["rps"] > 0
@@ -127,3 +118,47 @@ def test_verbs_that_start_no_instance_load_nothing_heavy(canary: Deployment, env
         loaded = loaded_by(*argv, env=env)
         assert not loaded & {*HEAVY, "prometheus_client"}, (argv, loaded & {*HEAVY})
     assert canary.state.phase == "rolled_back" and canary.state.weights["blue"] == 100
+
+
+def watch_frames(env: dict[str, str], *args: str) -> list[list[dict[str, object]]]:
+    proc = subprocess.run(
+        [sys.executable, "-m", "workbench", "status", *args, "--watch", "--json"],
+        env={**os.environ, **env}, capture_output=True, text=True, timeout=120, check=True,
+    )
+    decoder, text, frames = json.JSONDecoder(), proc.stdout.strip(), []
+    while text:
+        frame, end = decoder.raw_decode(text)
+        frames.append(frame)
+        text = text[end:].strip()
+    return frames
+
+
+@pytest.mark.slow
+def test_status_watch_p99_from_a_real_serving_instance(nginx: None, demo_repo: Path, home: Path) -> None:
+    """`workbench serve` (Paddle, digits) behind nginx: p99 comes from its latency histogram."""
+    import numpy as np
+
+    from workbench.deploy.deployment import DeploymentManager
+
+    manager = DeploymentManager(home, repo=demo_repo)
+    web = manager.create("digits", "digits", "stable", timeout=300)
+    stop = threading.Event()
+
+    def load() -> None:
+        x = {"x": np.random.default_rng(0).normal(size=(2, 64)).astype(np.float32)}
+        with ServingClient(web.url) as client:
+            while not stop.is_set():
+                client.infer("digits", x)
+
+    thread = threading.Thread(target=load, daemon=True)
+    thread.start()
+    try:
+        env = {"WORKBENCH_HOME": str(home), "WORKBENCH_REPO": str(demo_repo)}
+        frames = watch_frames(env, "digits", "--count", "2", "--interval", "1")
+    finally:
+        stop.set()
+        thread.join(10)
+        manager.delete("digits")
+    blue = frames[1][0]["traffic"]["blue"]  # type: ignore[index]
+    assert blue["rps"] > 0 and blue["error_rate"] == 0.0
+    assert 0 < blue["p99_ms"] < 10_000

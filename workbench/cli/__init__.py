@@ -91,7 +91,9 @@ def _register_shortcuts() -> None:
 
     for verb in ("status", "promote", "rollback", "switch", "abort", "history"):
         command = getattr(deploy, verb)
-        app.command(verb, help=f"Same as `workbench deploy {verb}`. " + (command.__doc__ or ""))(command)
+        summary, _, details = (command.__doc__ or "").partition("\n\n")
+        text = f"{summary.strip()} Same as `workbench deploy {verb}`."
+        app.command(verb, help=text + (f"\n\n{details}" if details else ""))(command)
 
 
 _register()

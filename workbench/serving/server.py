@@ -10,11 +10,15 @@ be loaded, the server stops and :func:`run` raises that error.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import logging
 import signal
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+from workbench._paddle import import_inference
+from workbench.errors import MissingDependencyError
 
 if TYPE_CHECKING:
     from workbench.runtime.hub import VersionHub
@@ -53,6 +57,10 @@ def run(hub: VersionHub, settings: ServingSettings, options: ServerOptions) -> N
 
     from workbench.serving.app import create_app
 
+    with contextlib.suppress(MissingDependencyError):
+        # Paddle imported once uvicorn runs would take over SIGTERM (see _paddle);
+        # imported first, uvicorn's handler is the one that drains.
+        import_inference()
     app = create_app(hub, settings=settings)
     service = app.state.service
     loop, http = fastest_loop()

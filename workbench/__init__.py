@@ -1,35 +1,41 @@
 """paddle-workbench: Paddle model versions side by side, hot swap, blue/green and canary serving.
 
 The public API is re-exported here; everything else is internal and may change.
-Paddle, Docker, paramiko and the notebook packages are imported only where used.
+Names are imported on first use (module ``__getattr__``), so ``import workbench`` and
+``workbench --help`` load neither numpy, pandas, Paddle, Docker nor the notebook packages.
 """
 
 from __future__ import annotations
 
-from workbench.errors import (
-    HubError,
-    InputError,
-    IntegrityError,
-    ModelLoadError,
-    ModelNotFoundError,
-    PredictError,
-    RepositoryError,
-    SignatureError,
-    VersionNotFoundError,
-    VersionNotLoadedError,
-    WorkbenchError,
-)
-from workbench.model.demo import build_demo_repository, digits_dataset
-from workbench.model.manifest import Manifest, TensorSpec
-from workbench.model.repository import ModelRepository
-from workbench.model.version import ModelRef, Version
-from workbench.runtime.compare import Agreement, Comparison, compare
-from workbench.runtime.device import Device
-from workbench.runtime.hub import HubEvent, Prediction, VersionHub
-from workbench.runtime.loaded import LoadedVersion, LoadState
-from workbench.runtime.memory import MemoryUsage
-from workbench.runtime.watcher import RepositoryWatcher
-from workbench.settings import Settings
+from typing import TYPE_CHECKING
+
+from workbench._lazy import lazy_attributes
+
+if TYPE_CHECKING:
+    from workbench.errors import (
+        HubError,
+        InputError,
+        IntegrityError,
+        ModelLoadError,
+        ModelNotFoundError,
+        PredictError,
+        RepositoryError,
+        SignatureError,
+        VersionNotFoundError,
+        VersionNotLoadedError,
+        WorkbenchError,
+    )
+    from workbench.model.demo import build_demo_repository, digits_dataset
+    from workbench.model.manifest import Manifest, TensorSpec
+    from workbench.model.repository import ModelRepository
+    from workbench.model.version import ModelRef, Version
+    from workbench.runtime.compare import Agreement, Comparison, compare
+    from workbench.runtime.device import Device
+    from workbench.runtime.hub import HubEvent, Prediction, VersionHub
+    from workbench.runtime.loaded import LoadedVersion, LoadState
+    from workbench.runtime.memory import MemoryUsage
+    from workbench.runtime.watcher import RepositoryWatcher
+    from workbench.settings import Settings
 
 __version__ = "0.1.0"
 
@@ -65,3 +71,44 @@ __all__ = [
     "compare",
     "digits_dataset",
 ]
+
+# Where each public name lives (module under ``workbench``).
+_WHERE = {
+    "Agreement": "runtime.compare",
+    "Comparison": "runtime.compare",
+    "Device": "runtime.device",
+    "HubError": "errors",
+    "HubEvent": "runtime.hub",
+    "InputError": "errors",
+    "IntegrityError": "errors",
+    "LoadState": "runtime.loaded",
+    "LoadedVersion": "runtime.loaded",
+    "Manifest": "model.manifest",
+    "MemoryUsage": "runtime.memory",
+    "ModelLoadError": "errors",
+    "ModelNotFoundError": "errors",
+    "ModelRef": "model.version",
+    "ModelRepository": "model.repository",
+    "PredictError": "errors",
+    "Prediction": "runtime.hub",
+    "RepositoryError": "errors",
+    "RepositoryWatcher": "runtime.watcher",
+    "Settings": "settings",
+    "SignatureError": "errors",
+    "TensorSpec": "model.manifest",
+    "Version": "model.version",
+    "VersionHub": "runtime.hub",
+    "VersionNotFoundError": "errors",
+    "VersionNotLoadedError": "errors",
+    "WorkbenchError": "errors",
+    "build_demo_repository": "model.demo",
+    "compare": "runtime.compare",
+    "digits_dataset": "model.demo",
+}
+
+
+__getattr__ = lazy_attributes(__name__, _WHERE)
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

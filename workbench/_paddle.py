@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import warnings
 from typing import Any
 
@@ -37,7 +38,13 @@ def import_paddle() -> Any:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
+            first = "paddle" not in sys.modules
             import paddle
+
+            if first:
+                # Paddle's C++ handlers for SIGTERM & co. print a "FatalError" and abort,
+                # which pre-empts a server's graceful drain on SIGTERM.
+                paddle.disable_signal_handler()
     except ModuleNotFoundError as exc:
         if exc.name != "paddle":
             raise

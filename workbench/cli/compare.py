@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.table import Table
 
 from workbench.cli._common import JsonOption, RepoOption, console, print_json, resolve_repo
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 
 def register(app: typer.Typer) -> None:
@@ -80,6 +82,8 @@ def compare(
 
 
 def _frame_table(frame: Any, title: str) -> Table:
+    from rich.table import Table
+
     table = Table(title=title)
     names = frame.index.names
     for name in names:

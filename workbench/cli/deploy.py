@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.table import Table
 
 from workbench.cli._common import JsonOption, RepoOption, console, print_json
 from workbench.errors import WorkbenchError
@@ -22,10 +21,12 @@ if TYPE_CHECKING:
     from workbench.deploy.manager import DeploymentManager
     from workbench.deploy.state import DeploymentState
     from workbench.deploy.status import DeploymentStatus
+    from workbench.deploy.traffic import Rates
 
 app = typer.Typer(
     help="Blue/green deployments: one router in front of two colours of serving instances.",
     no_args_is_help=True,
+    rich_markup_mode=None,
 )
 
 NameArg = Annotated[str, typer.Argument(help="Deployment name (lowercase letters, digits, '-').")]
@@ -43,84 +44,13 @@ def _manager(repo: Path | None = None) -> DeploymentManager:
     return DeploymentManager(repo=repo)
 
 
-# -- rendering ----------------------------------------------------------------------------
-
-_PHASE_STYLE = {
-    "stable": "green",
-    "verified": "cyan",
-    "canary": "yellow",
-    "promoted": "green",
-    "starting": "blue",
-    "verifying": "blue",
-    "rolled_back": "magenta",
-    "failed": "red",
-}
-
-
-def _phase(phase: str) -> str:
-    return f"[{_PHASE_STYLE.get(phase, 'white')}]{phase}[/]"
-
-
-def _status_table(status: DeploymentStatus) -> Table:
-    state = status.state
-    router = "[green]up[/]" if status.router_running else "[red]down[/]"
-    title = (
-        f"{state.name}: {state.model} at {state.url}  phase {_phase(state.phase)}  router {router}"
-    )
-    table = Table(title=title, title_justify="left")
-    for column in ("colour", "role", "version", "traffic", "url", "ref", "running", "ready"):
-        table.add_column(column)
-    for i in status.instances:
-        table.add_row(
-            f"[{i.color}]{i.color}[/]",
-            i.role,
-            i.version,
-            f"{i.weight}%",
-            i.url,
-            i.ref[:12],
-            "yes" if i.running else "[red]no[/]",
-            "yes" if i.ready else f"[red]no[/] {i.error[:40]}",
-        )
-    if state.rollout.message:
-        table.caption = state.rollout.message
-        table.caption_justify = "left"
-    return table
-
-
-def _agreement_table(report: dict[str, Any]) -> Table:
-    verdict = str(report.get("verdict", "passed" if report.get("passed") else "failed"))
-    verdict = f"[{'green' if report.get('passed') else 'red'}]{verdict}[/]"
-    table = Table(
-        title=(
-            f"agreement of {report.get('candidate_version')} (candidate) with "
-            f"{report.get('stable_version')} (stable): {verdict}"
-        ),
-        title_justify="left",
-    )
-    for column in ("output", "rows", "top-1 agreement", "max |diff|", "mean |diff|"):
-        table.add_column(column)
-    for output in report.get("outputs", []):
-        top1 = output.get("top1")
-        table.add_row(
-            str(output["name"]),
-            str(output["rows"]),
-            "n/a" if top1 is None else f"{top1:.1%}",
-            f"{output['max_abs_diff']:.4g}",
-            f"{output['mean_abs_diff']:.4g}",
-        )
-    sources = ", ".join(report.get("sources", []))
-    errors = "; ".join(report.get("errors", []))
-    table.caption = f"inputs: {sources}" + (f"\nerrors: {errors}" if errors else "")
-    table.caption_justify = "left"
-    return table
-
-
 def _done(state: DeploymentState, what: str, json: bool) -> None:
     if json:
         print_json(state.to_dict())
         return
-    weights = ", ".join(f"{c} {w}%" for c, w in state.weights.items())
-    console.print(f"{state.name}: {what} — phase {_phase(state.phase)}; traffic {weights}")
+    from workbench.cli._deploy_view import done_line
+
+    console.print(done_line(state, what))
 
 
 def _canary_verb(deployment: Any, verb: str, reason: str, json: bool) -> bool:
@@ -242,6 +172,7 @@ def update(
     --strategy canary the candidate then takes the --steps weights one --interval at a
     time, judged by the analysis rules: promoted at the end, rolled back when one fails.
     """
+    from workbench.cli._deploy_view import agreement_view, phase
     from workbench.errors import DeployValueError, RolloutError
 
     spec = None
@@ -260,7 +191,7 @@ def update(
     def progress(state: DeploymentState) -> None:
         message = state.rollout.message
         if message and message != last["message"] and not json:
-            console.print(f"[dim]{time.strftime('%H:%M:%S')}[/] {_phase(state.phase)}: {message}")
+            console.print(f"[dim]{time.strftime('%H:%M:%S')}[/] {phase(state.phase)}: {message}")
             last["message"] = message
 
     error: RolloutError | None = None
@@ -281,7 +212,7 @@ def update(
         print_json(state.to_dict())
     else:
         if state.agreement:
-            console.print(_agreement_table(dict(state.agreement)))
+            console.print(agreement_view(dict(state.agreement)))
         if error is None and spec is None:
             hint = "" if auto_promote else f" — promote with: workbench deploy promote {name}"
             _done(state, f"{state.candidate_version} verified{hint}", False)
@@ -352,51 +283,86 @@ def status(
     ] = None,
     json: JsonOption = False,
 ) -> None:
-    """Phase, traffic split and live health of one deployment (or all)."""
+    """Phase, traffic split and live health of one deployment (or all).
+
+    With --watch, also each colour's requests/s, server errors and p99 latency
+    (from its /metrics between two refreshes), under a timestamp.
+    """
     manager = _manager()
 
     def snapshot() -> list[DeploymentStatus]:
         names = [name] if name else manager.names()
         return [manager.get(n).status() for n in names]
 
-    def render(statuses: list[DeploymentStatus]) -> RenderableType:
-        from rich.console import Group
-
-        if not statuses:
-            return "no deployments (create one with: workbench deploy create NAME --model M)"
-        from workbench.cli.canary import status_part
-
-        parts: list[RenderableType] = []
-        for each in statuses:
-            parts.append(_status_table(each))
-            parts.extend(status_part(manager.get(each.state.name)))
-        return Group(*parts)
-
+    from workbench.deploy.status import DeploymentStatus
+    from workbench.deploy.traffic import Rates
     if json and not watch:
         statuses = snapshot()
         print_json(statuses[0].to_dict() if name else [s.to_dict() for s in statuses])
         return
     if not watch:
-        console.print(render(snapshot()))
+        console.print(_render(snapshot(), None))
         return
     from rich.live import Live
+
+    from workbench.deploy.traffic import TrafficSampler
+
+    sampler = TrafficSampler()
+
+    def live_rates(statuses: list[DeploymentStatus]) -> list[dict[str, Rates]]:
+        return [
+            sampler.scrape({i.color: i.url for i in s.instances if i.running}) for s in statuses
+        ]
 
     shown = 0
     try:
         if json:
             while count is None or shown < count:
-                print_json([s.to_dict() for s in snapshot()])
+                statuses = snapshot()
+                print_json([
+                    {**s.to_dict(), "traffic": r} for s, r in zip(statuses, live_rates(statuses), strict=True)
+                ])
                 shown += 1
                 time.sleep(interval)
             return
-        with Live(render(snapshot()), console=console, auto_refresh=False) as live:
+        if not console.is_terminal:  # piped or logged: one frame after the other
+            while count is None or shown < count:
+                if shown:
+                    time.sleep(interval)
+                    console.print()
+                statuses = snapshot()
+                console.print(_render(statuses, live_rates(statuses)))
+                shown += 1
+            return
+        statuses = snapshot()
+        with Live(_render(statuses, live_rates(statuses)), console=console,
+                  auto_refresh=False) as live:
             shown = 1
             while count is None or shown < count:
                 time.sleep(interval)
-                live.update(render(snapshot()), refresh=True)
+                statuses = snapshot()
+                live.update(_render(statuses, live_rates(statuses)), refresh=True)
                 shown += 1
     except KeyboardInterrupt:
         pass
+
+
+def _render(statuses: list[DeploymentStatus], rates: list[dict[str, Rates]] | None) -> RenderableType:
+    from rich.console import Group
+
+    from workbench.cli._deploy_view import status_view
+    from workbench.cli.canary import status_part
+
+    if not statuses:
+        return "no deployments (create one with: workbench deploy create NAME --model M)"
+    manager = _manager()
+    views: list[RenderableType] = []
+    for k, s in enumerate(statuses):
+        if k:
+            views.append("")
+        views.append(status_view(s, None if rates is None else rates[k], console.width))
+        views.extend(status_part(manager.get(s.state.name)))
+    return Group(*views)
 
 
 @app.command()
@@ -433,23 +399,9 @@ def history(
     if json:
         print_json([e.to_dict() for e in entries])
         return
-    table = Table(title=f"history of {name}", title_justify="left")
-    for column in ("time", "action", "outcome", "stable", "candidate", "phase", "traffic",
-                   "reason"):
-        table.add_column(column)
-    style = {"ok": "green", "failed": "red", "refused": "yellow"}
-    for e in entries:
-        table.add_row(
-            time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e.time)),
-            e.action,
-            f"[{style.get(e.outcome, 'white')}]{e.outcome}[/]",
-            e.stable_version or "",
-            e.candidate_version or "",
-            e.phase,
-            " / ".join(f"{c} {w}%" for c, w in e.weights.items()),
-            e.reason,
-        )
-    console.print(table)
+    from workbench.cli._deploy_view import history_view
+
+    console.print(history_view(name, entries, console.width))
 
 
 @app.command()

@@ -22,7 +22,11 @@ BEGIN = "# >>> paddle-workbench >>>"
 END = "# <<< paddle-workbench <<<"
 _BLOCK = re.compile(rf"\n?{re.escape(BEGIN)}.*?{re.escape(END)}\n?", re.DOTALL)
 
-app = typer.Typer(help="Install the workbench's IPython extension into a profile.", no_args_is_help=True)
+app = typer.Typer(
+    help="Install the workbench's IPython extension into a profile.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
 
 
 def register(parent: typer.Typer) -> None:

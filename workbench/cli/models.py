@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.table import Table
 
 from workbench.cli._common import JsonOption, RepoOption, console, print_json, resolve_repo
 from workbench.errors import WorkbenchError
@@ -17,7 +16,11 @@ if TYPE_CHECKING:
     from workbench.model.manifest import TensorSpec
     from workbench.model.repository import ModelRepository
 
-app = typer.Typer(help="Inspect and publish model versions in a repository.", no_args_is_help=True)
+app = typer.Typer(
+    help="Inspect and publish model versions in a repository.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
 
 
 def _repository(repo: Path | None, verify_key: Path | None = None) -> ModelRepository:
@@ -52,6 +55,8 @@ def list_(repo: RepoOption = None, json: JsonOption = False) -> None:
     if not rows:
         console.print(f"no models in {repository.root} (try: workbench models demo)")
         return
+    from rich.table import Table
+
     table = Table(title=f"models in {repository.root}")
     for column in ("model", "version", "aliases", "format", "metrics", "created"):
         table.add_column(column)
@@ -83,6 +88,8 @@ def show(
         console.print(f"{label}: " + ", ".join(str(s) for s in specs))
     if manifest.metrics:
         console.print("metrics: " + ", ".join(f"{k}={v:.4g}" for k, v in manifest.metrics.items()))
+    from rich.table import Table
+
     table = Table("file", "size", "sha256")
     for entry in manifest.files:
         table.add_row(entry.path, f"{entry.size:,}", entry.sha256[:16] + "…")

@@ -11,7 +11,9 @@ Submodules are imported lazily, so ``import workbench.deploy`` stays cheap.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from workbench._lazy import lazy_attributes
 
 if TYPE_CHECKING:
     from workbench.deploy.backends import get_backend
@@ -52,10 +54,4 @@ _WHERE = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _WHERE.get(name)
-    if module is None:
-        raise AttributeError(f"module 'workbench.deploy' has no attribute {name!r}")
-    from importlib import import_module
-
-    return getattr(import_module(f"workbench.deploy.{module}"), name)
+__getattr__ = lazy_attributes(__name__, _WHERE)

@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import httpx
-import numpy as np
 
 from workbench.errors import ServingError
 
@@ -66,6 +65,8 @@ class InferResult:
 
 def encode_inputs(inputs: TensorsIn) -> dict[str, Any]:
     """The JSON body of an infer request for ``inputs``."""
+    import numpy as np
+
     encoded = []
     for name, value in inputs.items():
         array = np.asarray(value)
@@ -86,6 +87,8 @@ def encode_inputs(inputs: TensorsIn) -> dict[str, Any]:
 
 def decode_outputs(body: Mapping[str, Any]) -> dict[str, Array]:
     """The outputs of a JSON infer response as arrays."""
+    import numpy as np
+
     outputs: dict[str, Array] = {}
     for item in body.get("outputs", []):
         dtype = _DTYPES.get(str(item.get("datatype")), "float32")

@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from workbench.deploy.client import ServingClient
 from workbench.deploy.names import COLORS
 from workbench.errors import WorkbenchError
 
@@ -101,6 +100,8 @@ def look_at_instances(
             except WorkbenchError as exc:
                 error = str(exc)
             if running:
+                from workbench.deploy.client import ServingClient
+
                 with ServingClient(record.url, timeout=timeout) as client:
                     health = client.ready(timeout=timeout)
                 ready, error = health.ok, health.error

@@ -4,11 +4,13 @@ A scrape (``GET /metrics`` text) is parsed into samples, reduced to cumulative
 :class:`Counters`, and turned into rates against the previous scrape: requests/s,
 the share of server errors, and the p99 latency of the requests in between (from
 the histogram's bucket deltas, as Prometheus' ``histogram_quantile`` does).
-The CLI's ``status --watch`` and the notebook's deploy panel both use it.
+The CLI's ``status --watch`` and the notebook's deploy panel both use it; only
+:meth:`TrafficSampler.scrape` talks to the instances.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from dataclasses import dataclass, field
@@ -22,6 +24,8 @@ Rates: TypeAlias = "dict[str, float | None]"
 REQUESTS = "workbench_requests_total"
 BUCKETS = "workbench_request_duration_seconds_bucket"
 NO_RATES: Rates = {"rps": None, "error_rate": None, "p99_ms": None}
+
+log = logging.getLogger(__name__)
 
 
 def parse_metrics(text: str) -> Samples:
@@ -112,3 +116,20 @@ class TrafficSampler:
         if before is None:
             return dict(NO_RATES)
         return rates(before, counters)
+
+    def scrape(self, urls: Mapping[str, str], timeout: float = 1.0) -> dict[str, Rates]:
+        """GET each colour's ``/metrics`` (colour -> instance url) and add it; colours that
+        do not answer are left out."""
+        from workbench.deploy.client import ServingClient
+        from workbench.errors import WorkbenchError
+
+        point: dict[str, Rates] = {}
+        for color, url in urls.items():
+            try:
+                with ServingClient(url, timeout=timeout) as client:
+                    samples = client.metrics()
+            except WorkbenchError as exc:
+                log.debug("scraping %s failed: %s", url, exc)
+                continue
+            point[color] = self.add(color, url, Counters.from_samples(samples))
+        return point

@@ -13,6 +13,7 @@ be loaded, the server stops and :func:`run` raises that error.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import importlib.util
 import logging
@@ -21,7 +22,8 @@ import socket
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from workbench.errors import ServingError
+from workbench._paddle import import_inference
+from workbench.errors import MissingDependencyError, ServingError
 from workbench.serving.connections import ConnectionLimits
 
 if TYPE_CHECKING:
@@ -94,6 +96,10 @@ def run(
 
     if sock is None:
         sock = bind(options.host, options.port)
+    with contextlib.suppress(MissingDependencyError):
+        # Paddle imported once uvicorn runs would take over SIGTERM (see _paddle);
+        # imported first, uvicorn's handler is the one that drains.
+        import_inference()
     app = create_app(hub, settings=settings)
     service = app.state.service
     loop, http = fastest_loop()

@@ -19,7 +19,7 @@ import logging
 import threading
 from typing import TYPE_CHECKING, Any
 
-from workbench.deploy.traffic import Counters, TrafficSampler
+from workbench.deploy.traffic import TrafficSampler
 from workbench_ext import plots
 from workbench_ext.display import history_rows
 from workbench_ext.panels import Panel, html_table
@@ -211,18 +211,8 @@ class DeployPanel(Panel):
 
     def sample(self) -> dict[str, dict[str, float | None]]:
         """Scrape each colour's /metrics once and stream the rates into the figures."""
-        from workbench.deploy.client import ServingClient
-
         state = self.deployment.state
-        point: dict[str, dict[str, float | None]] = {}
-        for color, record in state.instances.items():
-            try:
-                with ServingClient(record.url, timeout=1.0) as client:
-                    samples = client.metrics()
-            except Exception as exc:
-                log.debug("scraping %s failed: %s", record.url, exc)
-                continue
-            point[color] = self.sampler.add(color, record.url, Counters.from_samples(samples))
+        point = self.sampler.scrape({c: r.url for c, r in state.instances.items()})
         self.traffic.stream(point)
         return point
 

@@ -13,7 +13,6 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from workbench.deploy.client import ServingClient
 from workbench.deploy.rollout.phases import Verdict
 from workbench.errors import BackendError, WorkbenchError
 
@@ -21,6 +20,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
 
     from workbench.deploy.backends.base import Backend, Instance
+    from workbench.deploy.client import ServingClient
     from workbench.deploy.rollout.agreement import AgreementReport
     from workbench.deploy.state import DeploymentState, InstanceRecord, Plan
 
@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 
 def wait_healthy(engine: Backend, instance: Instance, timeout: float) -> None:
     """Wait for readiness, then run the deep health check (BackendError on failure)."""
+    from workbench.deploy.client import ServingClient
+
     deadline = time.monotonic() + timeout
     with ServingClient(instance.url, timeout=60.0) as client:
         while True:
@@ -67,6 +69,8 @@ class Probe:
         self.report: AgreementReport | None = None
 
     def _client(self, record: InstanceRecord, timeout: float = 10.0) -> ServingClient:
+        from workbench.deploy.client import ServingClient
+
         return ServingClient(record.url, timeout=timeout)
 
     def running(self) -> Verdict:

@@ -294,8 +294,6 @@ def status(
         names = [name] if name else manager.names()
         return [manager.get(n).status() for n in names]
 
-    from workbench.deploy.status import DeploymentStatus
-    from workbench.deploy.traffic import Rates
     if json and not watch:
         statuses = snapshot()
         print_json(statuses[0].to_dict() if name else [s.to_dict() for s in statuses])

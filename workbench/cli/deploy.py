@@ -14,6 +14,7 @@ import typer
 from rich.table import Table
 
 from workbench.cli._common import JsonOption, RepoOption, console, print_json
+from workbench.deploy.rollout.phases import DEFAULT_MIN_AGREEMENT
 from workbench.errors import WorkbenchError
 
 if TYPE_CHECKING:
@@ -87,9 +88,15 @@ def _status_table(status: DeploymentStatus) -> Table:
     return table
 
 
+def _interval(report: dict[str, Any]) -> str:
+    interval = report.get("interval")
+    return "" if not interval else " ({:.1%}..{:.1%})".format(*interval)
+
+
 def _agreement_table(report: dict[str, Any]) -> Table:
     verdict = str(report.get("verdict", "passed" if report.get("passed") else "failed"))
-    verdict = f"[{'green' if report.get('passed') else 'red'}]{verdict}[/]"
+    colour = "green" if report.get("passed") else "yellow" if report.get("inconclusive") else "red"
+    verdict = f"[{colour}]{verdict}[/]"
     table = Table(
         title=(
             f"agreement of {report.get('candidate_version')} (candidate) with "
@@ -104,7 +111,7 @@ def _agreement_table(report: dict[str, Any]) -> Table:
         table.add_row(
             str(output["name"]),
             str(output["rows"]),
-            "n/a" if top1 is None else f"{top1:.1%}",
+            "n/a" if top1 is None else f"{top1:.1%}" + _interval(report),
             f"{output['max_abs_diff']:.4g}",
             f"{output['mean_abs_diff']:.4g}",
         )
@@ -188,8 +195,9 @@ def update(
         bool, typer.Option("--auto-promote", help="Promote as soon as verification passes.")
     ] = False,
     min_agreement: Annotated[
-        float, typer.Option(help="Top-1 agreement (0..1) the candidate needs with stable.")
-    ] = 0.0,
+        float,
+        typer.Option(help="Top-1 agreement (0..1) the candidate needs with stable; 0: no check."),
+    ] = DEFAULT_MIN_AGREEMENT,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for verification.")] = 180.0,
     json: JsonOption = False,
 ) -> None:

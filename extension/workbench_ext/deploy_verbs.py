@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from IPython.core.magic_arguments import argument, magic_arguments
 
+from workbench.deploy.rollout.phases import DEFAULT_MIN_AGREEMENT
 from workbench_ext.magics import DEPLOY_VERBS, verb
 from workbench_ext.progress import run_with_progress
 
@@ -77,7 +78,8 @@ def cmd_create(call: Call, args: argparse.Namespace) -> Any:
 @name
 @argument("version", help="The candidate version or alias (green, or whichever colour is free).")
 @argument("--sample-file", default=None, help="Extra agreement inputs (.npz or .npy).")
-@argument("--min-agreement", type=float, default=0.0, help="Top-1 agreement with stable needed (0..1).")
+@argument("--min-agreement", type=float, default=DEFAULT_MIN_AGREEMENT,
+          help="Top-1 agreement with stable needed (0..1); 0: no check.")
 @argument("--auto-promote", action="store_true", help="Promote at once when verification passes.")
 @argument("--timeout", type=float, default=180.0, help="Seconds for the candidate to become healthy.")
 @argument(

@@ -186,7 +186,7 @@ def stub_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
             STUB_MODEL,
             version,
             source,
-            sample={"x": stub_sample()},
+            sample={"x": stub_sample(200)},
             inputs=[TensorSpec("x", "float32", (-1, 64))],
             outputs=[TensorSpec("probabilities", "float32", (-1, 10))],
             aliases=("stable",) if version == "1.0.0" else (),

@@ -56,7 +56,7 @@ def test_cli_walks_a_rollout(nginx: None, env: dict[str, str]) -> None:
     url = status["url"]
 
     out = run(env, "update", "web", "--version", "1.1.0")
-    assert "agreement of 1.1.0 (candidate) with 1.0.0 (stable): no threshold set" in out
+    assert "agreement of 1.1.0 (candidate) with 1.0.0 (stable): passed (>= 85.0%)" in out
     assert "100.0%" in out and "workbench deploy promote web" in out
     run(env, "weight", "web", "30")
     status = json.loads(run(env, "status", "web", "--json"))
@@ -162,7 +162,7 @@ def test_two_concurrent_updates_one_wins_and_no_instance_is_orphaned(
 ) -> None:
     run(env, "create", "web", "--model", "stub", "--version", "1.0.0")
     both = [cli(env, "update", "web", "--version", "1.1.0"),
-            cli(env, "update", "web", "--version", "1.2.0")]
+            cli(env, "update", "web", "--version", "1.2.0", "--min-agreement", "0")]
     results = [(p.wait(timeout=180), p.communicate()) for p in both]
     codes = sorted(code for code, _ in results)
     assert codes == [0, 9], results

@@ -66,7 +66,7 @@ def test_update_verifies_reports_agreement_and_waits_for_promote(web: Deployment
     assert state.candidate_version == "1.1.0"
     report = web.agreement
     assert report is not None and report["passed"] and report["top1"] == 1.0
-    assert report["rows"] == 8 and report["max_abs_diff"] == 0.0
+    assert report["rows"] == 200 and report["max_abs_diff"] == 0.0
     # verified but not promoted: green is warm and gets nothing
     assert colors(web.url, 10) == {"blue:1.0.0": 10}
     assert colors(web.url, 2, {"x-model-version": "1.1.0"}) == {"green:1.1.0": 2}
@@ -93,7 +93,7 @@ def test_weight_switch_and_the_next_update_alternate_colours(web: Deployment,
     sample = tmp_path / "extra.npz"
     np.savez(sample, x=stub_sample(4, seed=7))
     web.update("1.1.0", sample_file=sample)
-    assert web.agreement is not None and web.agreement["rows"] == 12
+    assert web.agreement is not None and web.agreement["rows"] == 204
     web.weight(50)
     seen = colors(web.url, 60)
     assert set(seen) == {"blue:1.0.0", "green:1.1.0"} and min(seen.values()) >= 10
@@ -126,15 +126,32 @@ def test_abort_drops_green(web: Deployment) -> None:
 
 
 def test_disagreeing_green_is_reported_and_refused_with_a_threshold(web: Deployment) -> None:
-    state = web.update("1.2.0")  # no threshold: reported, still verified
+    state = web.update("1.2.0", min_agreement=0)  # no threshold: reported, still verified
     assert state.rollout.phase is Phase.VERIFIED
     assert web.agreement is not None and web.agreement["top1"] < 0.5
     web.abort()
+    with pytest.raises(RolloutError, match="below the threshold 85.0%"):
+        web.update("1.2.0")  # the default threshold
     with pytest.raises(RolloutError, match="agreement failed"):
         web.update("1.2.0", min_agreement=0.9)
     state = web.state
     assert state.rollout.phase is Phase.FAILED and "green" not in state.instances
     assert colors(web.url, 5) == {"blue:1.0.0": 5}
+
+
+def test_an_unreadable_sample_does_not_pass_the_agreement_check(
+    nginx: None, make_manager: Callable[..., DeploymentManager], stub_repo: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    repo = tmp_path / "repo"
+    shutil.copytree(stub_repo, repo)
+    (sample,) = (repo / "stub" / "1.1.0").glob("sample*")
+    sample.write_bytes(b"not an npz archive")
+    web = make_manager(repo=repo).create("web", "stub", "1.0.0")
+    with pytest.raises(RolloutError, match="cannot read the manifest sample of 1.1.0"):
+        web.update("1.1.0")
+    assert web.state.rollout.phase is Phase.FAILED
 
 
 @pytest.mark.parametrize(
@@ -331,16 +348,24 @@ def test_real_serving_instances_blue_green(nginx: None, demo_repo: Path, home: P
         x = {"x": np.random.default_rng(0).normal(size=(4, 64)).astype(np.float32)}
         with ServingClient(web.url) as client:
             assert client.infer("digits", x).version == "1.0.0"
-            state = web.update("1.2.0", timeout=300)  # the degraded version
+            # the default threshold rejects the degraded version with confidence...
+            with pytest.raises(RolloutError, match="below the threshold 85.0%"):
+                web.update("1.2.0", timeout=300)
             report = web.agreement
-            assert report is not None and not report["errors"] and report["rows"] > 0
-            assert report["candidate_version"] == "1.2.0" and report["top1"] < 1.0
-            assert state.rollout.phase is Phase.VERIFIED
+            assert report is not None and not report["errors"] and report["rows"] >= 300
+            assert report["candidate_version"] == "1.2.0" and report["interval"][1] < 0.85
+            assert web.state.rollout.phase is Phase.FAILED
             assert {client.infer("digits", x).color for _ in range(5)} == {"blue"}
+            # ... and passes the better one
+            state = web.update("1.1.0", timeout=300)
+            report = web.agreement
+            assert report is not None and report["passed"] and report["interval"][0] >= 0.85
+            assert report["verdict"] == "passed (>= 85.0%)"
+            assert state.rollout.phase is Phase.VERIFIED
             web.promote()
             answers = {(r.color, r.version) for r in (client.infer("digits", x) for _ in range(5))}
-            assert answers == {("green", "1.2.0")}
-            web.rollback(reason="1.2.0 is degraded")
+            assert answers == {("green", "1.1.0")}
+            web.rollback(reason="back to 1.0.0")
             answers = {(r.color, r.version) for r in (client.infer("digits", x) for _ in range(5))}
             assert answers == {("blue", "1.0.0")}
         assert web.state.candidate is None

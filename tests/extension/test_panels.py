@@ -163,7 +163,7 @@ def test_compare_panel_runs_and_draws(session: Any, digits: dict[str, Any]) -> N
         panel.labels.value = "(none)"
         click(panel, "run")
         assert panel.error is None, panel.error
-        assert panel.result is not None and panel.result.rows == 8
+        assert panel.result is not None and panel.result.rows == 400
     finally:
         panel.close()
 

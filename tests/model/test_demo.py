@@ -33,6 +33,9 @@ def test_demo_training_is_reproducible_and_ordered(tmp_path: Path) -> None:
         assert weights == {f.path: f.sha256 for f in theirs.files if not f.path.endswith(".json")}
         assert ours.metrics == theirs.metrics
         accuracy[version] = ours.metrics["accuracy"]
+        # a sample large enough to judge agreement on, and an output with a real name
+        assert first.sample("digits", version)["x"].shape == (400, 64)
+        assert [t.name for t in ours.outputs] == ["probabilities"]
     # baseline, better, deliberately degraded
     assert accuracy["1.2.0"] < accuracy["1.0.0"] < accuracy["1.1.0"]
     assert accuracy["1.1.0"] > 0.95

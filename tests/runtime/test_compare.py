@@ -53,7 +53,7 @@ def test_compare_matches_manifest_accuracy_and_direct_predictions(hub: VersionHu
     for version in result.versions:
         # the demo measured accuracy on the same test split when it trained the version
         assert result.accuracy[version] == pytest.approx(repo.manifest("digits", version).metrics["accuracy"], abs=1e-4)
-    direct = {v: hub.predict({"x": x_test}, version=v).outputs["fetch_name_0"] for v in result.versions}
+    direct = {v: hub.predict({"x": x_test}, version=v).outputs["probabilities"] for v in result.versions}
     for pair in result.pairs:
         expected = agreement(direct[pair.a], direct[pair.b], names=(pair.a, pair.b))
         assert pair.top1 == pytest.approx(expected.top1)

@@ -15,7 +15,7 @@ from workbench import HubError, InputError, IntegrityError, ModelRepository, Ver
 from workbench.errors import VersionNotLoadedError
 from workbench.model.demo import digits_dataset
 
-OUTPUT = "fetch_name_0"
+OUTPUT = "probabilities"
 
 
 @pytest.fixture(scope="module")

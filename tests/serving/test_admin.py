@@ -17,7 +17,7 @@ from tests.serving.conftest import ADMIN_TOKEN, ServeProcess, json_infer_body, x
 if TYPE_CHECKING:
     import httpx
 
-OUT = "fetch_name_0"
+OUT = "probabilities"
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 

@@ -24,7 +24,7 @@ from tests.serving.conftest import (
 if TYPE_CHECKING:
     import httpx
 
-OUT = "fetch_name_0"  # the demo digits model's output tensor
+OUT = "probabilities"  # the demo digits model's output tensor
 
 
 @pytest.fixture(scope="module")
@@ -475,5 +475,5 @@ def test_deep_health_reports_a_signature_mismatch(broken_server: ServeProcess) -
         deep = client.get("/v2/health/deep")
         assert deep.status_code == 503
         doc = deep.json()
-        assert doc["ok"] is False and "shape [8, 10], expected [8, 11]" in doc["error"]
+        assert doc["ok"] is False and "shape [400, 10], expected [400, 11]" in doc["error"]
         assert client.get("/v2/health/ready").status_code == 200  # shallow readiness holds

@@ -20,7 +20,7 @@ import pytest
 from tests._wait import wait_until
 from tests.serving.conftest import ServeProcess, binary_infer_body, metric_value
 
-OUT = "fetch_name_0"
+OUT = "logits"  # the demo resnet's output tensor
 
 
 def images(rows: int, seed: int = 0) -> np.ndarray:

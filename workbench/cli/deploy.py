@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from workbench.cli._common import JsonOption, RepoOption, console, print_json
+from workbench.deploy.rollout.phases import DEFAULT_MIN_AGREEMENT
 from workbench.errors import WorkbenchError
 
 if TYPE_CHECKING:
@@ -136,8 +137,9 @@ def update(
         bool, typer.Option("--auto-promote", help="Promote as soon as verification passes.")
     ] = False,
     min_agreement: Annotated[
-        float, typer.Option(help="Top-1 agreement (0..1) the candidate needs with stable.")
-    ] = 0.0,
+        float,
+        typer.Option(help="Top-1 agreement (0..1) the candidate needs with stable; 0: no check."),
+    ] = DEFAULT_MIN_AGREEMENT,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for verification.")] = 180.0,
     strategy: Annotated[
         str, typer.Option(help="blue-green (wait for promote) or canary (step by step, judged).")

@@ -40,7 +40,7 @@ from workbench.deploy.backends.process import free_port
 from workbench.deploy.events import DeployEvent
 from workbench.deploy.names import check_deployment_name
 from workbench.deploy.rollout import phases as flow
-from workbench.deploy.rollout.phases import CHECKS, Phase, Rollout
+from workbench.deploy.rollout.phases import CHECKS, DEFAULT_MIN_AGREEMENT, Phase, Rollout
 from workbench.deploy.rollout.verification import Probe, wait_healthy
 from workbench.deploy.router.table import RoutingTable, Upstream
 from workbench.deploy.state import InstanceRecord, Plan
@@ -209,7 +209,7 @@ class Deployment:
         *,
         sample_file: StrPath | None = None,
         auto_promote: bool = False,
-        min_agreement: float = 0.0,
+        min_agreement: float = DEFAULT_MIN_AGREEMENT,
         checks: Sequence[str] = CHECKS,
         timeout: float = 180.0,
         instance_port: int | None = None,

@@ -1,12 +1,13 @@
 """Demo models trained here, on data that ships with scikit-learn (no downloads).
 
-``digits`` (8x8 handwritten digits, 64 features → 10 class probabilities):
+``digits`` (8x8 handwritten digits, input ``x``: 64 features → output ``probabilities``:
+10 class probabilities; each version's sample holds 400 rows of the test split):
 
 - 1.0.0 ``stable``: a softmax-regression baseline
 - 1.1.0 ``canary``: a better two-layer network
 - 1.2.0: deliberately degraded (trained on mostly shuffled labels), for rollback demos
 
-``resnet`` 1.0.0: ResNet-18 (random weights) at 3x224x224, a compute-heavy model
+``resnet`` 1.0.0: ResNet-18 (random weights), ``image`` 3x224x224 → ``logits``, a compute-heavy model
 for benchmarks. Training is seeded, so the same machine publishes the same models.
 """
 
@@ -34,7 +35,12 @@ log = logging.getLogger(__name__)
 SEED = 2026
 Array = np.ndarray[Any, Any]
 DIGITS_INPUT = "x"
+DIGITS_OUTPUT = "probabilities"
 RESNET_INPUT = "image"
+RESNET_OUTPUT = "logits"
+#: Rows of the digits test split recorded as each version's sample: enough for an
+#: agreement check to tell 1.1.0 (better) from 1.2.0 (degraded) with confidence.
+DIGITS_SAMPLE_ROWS = 400
 
 
 @dataclass(frozen=True)
@@ -108,6 +114,7 @@ def _train_digits(kind: str, workdir: Path) -> float:
     accuracy = float((predicted == y_test).mean())
     spec = [InputSpec([None, 64], "float32", DIGITS_INPUT)]
     paddle.jit.save(net, str(workdir / "inference"), input_spec=spec)
+    name_outputs(workdir / "inference.json", [DIGITS_OUTPUT])
     return accuracy
 
 
@@ -121,6 +128,39 @@ def _export_resnet(workdir: Path) -> None:
     net.eval()
     spec = [InputSpec([None, 3, 224, 224], "float32", RESNET_INPUT)]
     paddle.jit.save(net, str(workdir / "inference"), input_spec=spec)
+    name_outputs(workdir / "inference.json", [RESNET_OUTPUT])
+
+
+def name_outputs(program: Path, names: list[str]) -> None:
+    """Give an exported program's outputs real names instead of ``fetch_name_<i>``.
+
+    Paddle's PIR export names an output after its value, and the values of a layer's
+    results have no name (only persistable values can be named), so the fetch ops get
+    ``fetch_name_<i>``. The name is the ``name`` attribute of each ``fetch`` op in the
+    program JSON; it is rewritten there, in output order.
+    """
+    import json
+
+    data = json.loads(program.read_text(encoding="utf-8"))
+    fetches = []
+
+    def visit(node: object) -> None:
+        if isinstance(node, dict):
+            if node.get("#") == "1.fetch":
+                fetches.append(node)
+            for value in node.values():
+                visit(value)
+        elif isinstance(node, list):
+            for value in node:
+                visit(value)
+
+    visit(data)
+    if len(fetches) != len(names):
+        raise ValueError(f"{program} has {len(fetches)} outputs, not {len(names)}")
+    for fetch in fetches:
+        attrs = {a["N"]: a for a in fetch["A"]}
+        attrs["name"]["AT"]["D"] = names[int(attrs["col"]["AT"]["D"])]
+    program.write_text(json.dumps(data, separators=(",", ":")), encoding="utf-8")
 
 
 def build_demo_repository(
@@ -153,7 +193,7 @@ def build_demo_repository(
             if demo.model == "digits":
                 accuracy = _train_digits(kinds[demo.version], workdir)
                 x_test = digits_dataset()[2]
-                sample = {DIGITS_INPUT: x_test[:8]}
+                sample = {DIGITS_INPUT: x_test[:DIGITS_SAMPLE_ROWS]}
                 metrics = {"accuracy": round(accuracy, 4)}
             else:
                 _export_resnet(workdir)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from workbench.deploy.rollout.phases import MIN_AGREEMENT_ROWS
 from workbench.errors import DeployError, ServingError
 from workbench.runtime.compare import top1_agreement
 
@@ -60,6 +61,7 @@ class AgreementReport:
     outputs: tuple[OutputAgreement, ...]
     errors: tuple[str, ...] = ()
     min_top1: float = 0.0
+    min_rows: int = MIN_AGREEMENT_ROWS
     seconds: float = 0.0
     extra: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
@@ -82,31 +84,55 @@ class AgreementReport:
         return float(np.mean([o.mean_abs_diff for o in self.outputs]))
 
     @property
-    def passed(self) -> bool:
-        if self.errors or not self.outputs:
-            return False
+    def interval(self) -> tuple[float, float] | None:
+        """The 95% Wilson interval of the top-1 agreement (None without a top-1 output)."""
         top1 = self.top1
-        return top1 is None or top1 >= self.min_top1
+        if top1 is None or self.rows == 0:
+            return None
+        return wilson_interval(round(top1 * self.rows), self.rows)
+
+    @property
+    def inconclusive(self) -> bool:
+        """Too few rows, or an interval on both sides of the threshold: neither pass nor fail."""
+        return self.verdict.startswith("inconclusive")
+
+    @property
+    def passed(self) -> bool:
+        return self.verdict.startswith(("passed", "no threshold"))
 
     @property
     def verdict(self) -> str:
-        """``passed (>= 90.0%)``, ``below the threshold 90.0%`` or ``no threshold set``."""
+        """``passed (>= 85.0%)``, ``below the threshold 85.0%``, ``inconclusive: ...``,
+        ``no threshold set`` or ``failed``."""
         if self.errors or not self.outputs:
             return "failed"
-        if not self.passed:
+        if self.min_top1 <= 0:
+            return "no threshold set"
+        interval = self.interval
+        if interval is None:
+            return "passed (no class-score output to compare)"
+        if self.rows < self.min_rows:
+            return (f"inconclusive: {self.rows} rows compared, at least {self.min_rows} needed "
+                    "(give more with --sample)")
+        low, high = interval
+        if high < self.min_top1:
             return f"below the threshold {self.min_top1:.1%}"
-        return f"passed (>= {self.min_top1:.1%})" if self.min_top1 > 0 else "no threshold set"
+        if low >= self.min_top1:
+            return f"passed (>= {self.min_top1:.1%})"
+        return (f"inconclusive: the 95% interval {low:.1%}..{high:.1%} includes the threshold "
+                f"{self.min_top1:.1%} (give more rows with --sample)")
 
     def summary(self) -> str:
         """One line for logs, history and the CLI."""
         if self.errors:
             return f"agreement check failed: {self.errors[0]}"
         top1 = "n/a" if self.top1 is None else f"{self.top1:.1%}"
-        verdict = self.verdict
+        if self.interval is not None:
+            top1 += " (95% CI {:.1%}..{:.1%})".format(*self.interval)
         return (
             f"{self.candidate_version} vs {self.stable_version} on {self.rows} rows: "
             f"top-1 agreement {top1}, max |diff| {self.max_abs_diff:.4g}, "
-            f"mean |diff| {self.mean_abs_diff:.4g} ({verdict})"
+            f"mean |diff| {self.mean_abs_diff:.4g} ({self.verdict})"
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -120,6 +146,9 @@ class AgreementReport:
             "max_abs_diff": self.max_abs_diff,
             "mean_abs_diff": self.mean_abs_diff,
             "min_top1": self.min_top1,
+            "min_rows": self.min_rows,
+            "interval": None if self.interval is None else list(self.interval),
+            "inconclusive": self.inconclusive,
             "passed": self.passed,
             "verdict": self.verdict,
             "errors": list(self.errors),
@@ -127,6 +156,16 @@ class AgreementReport:
             "outputs": [o.to_dict() for o in self.outputs],
             "summary": self.summary(),
         }
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """The Wilson score interval of a proportion (95% for the default ``z``)."""
+    if n <= 0:
+        return 0.0, 1.0
+    p = successes / n
+    center = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * ((p * (1 - p) / n + z * z / (4 * n * n)) ** 0.5) / (1 + z * z / n)
+    return max(0.0, center - half), min(1.0, center + half)
 
 
 def load_sample_file(path: StrPath, input_names: Sequence[str]) -> Tensors:
@@ -181,6 +220,7 @@ def check_agreement(
     batches: Sequence[tuple[str, Mapping[str, Array]]],
     *,
     min_top1: float = 0.0,
+    min_rows: int = MIN_AGREEMENT_ROWS,
     stable_version: str | None = None,
     candidate_version: str | None = None,
 ) -> AgreementReport:
@@ -225,6 +265,7 @@ def check_agreement(
         outputs=tuple(outputs),
         errors=tuple(errors),
         min_top1=min_top1,
+        min_rows=min_rows,
         seconds=time.perf_counter() - started,
     )
     log.info("%s: %s", model, report.summary())

@@ -85,6 +85,11 @@ IDLE_PHASES = frozenset({Phase.STABLE, Phase.PROMOTED, Phase.ROLLED_BACK, Phase.
 
 #: The verification checks, in the order ``advance()`` runs them.
 CHECKS: tuple[str, ...] = ("ready", "deep_health", "agreement")
+#: Top-1 agreement with stable a candidate needs by default: the demo's better 1.1.0
+#: agrees with 1.0.0 on ~94% of its sample, the degraded 1.2.0 on ~74%.
+DEFAULT_MIN_AGREEMENT = 0.85
+#: Fewer compared rows than this make an agreement verdict inconclusive.
+MIN_AGREEMENT_ROWS = 100
 
 
 def other(color: Color) -> Color:

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import logging
 import time
+import zipfile
 from typing import TYPE_CHECKING, Any
 
 from workbench.deploy.rollout.phases import Verdict
-from workbench.errors import BackendError, WorkbenchError
+from workbench.errors import BackendError, DeployError, WorkbenchError
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -120,7 +121,13 @@ class Probe:
             batches = agreement_samples(self.state, plan)
         except WorkbenchError as exc:
             return Verdict.failed(str(exc))
+        threshold = plan.min_agreement if plan else 0.0
         if not batches:
+            if threshold > 0:
+                return Verdict.failed(
+                    f"no sample inputs to check the agreement threshold {threshold:.0%} on; "
+                    "give --sample, or --min-agreement 0 to skip the check"
+                )
             return Verdict.passed("no sample inputs to compare on (agreement not checked)")
         with self._client(stable, 60.0) as left, self._client(candidate, 60.0) as right:
             report = check_agreement(
@@ -128,7 +135,7 @@ class Probe:
                 right,
                 self.state.model,
                 batches,
-                min_top1=plan.min_agreement if plan else 0.0,
+                min_top1=threshold,
                 stable_version=stable.version,
                 candidate_version=candidate.version,
             )
@@ -151,10 +158,17 @@ def agreement_samples(
         repo = ModelRepository(state.repo)
         for version in dict.fromkeys(versions):
             try:
-                sample = repo.sample(state.model, version)
-                names = names or [t.name for t in repo.manifest(state.model, version).inputs]
+                manifest = repo.manifest(state.model, version)
             except WorkbenchError as exc:
-                log.info("%s: no manifest sample for %s: %s", state.name, version, exc)
+                log.info("%s: no manifest for %s: %s", state.name, version, exc)
+                continue
+            names = names or [t.name for t in manifest.inputs]
+            try:
+                sample = repo.sample(state.model, version)
+            except (WorkbenchError, OSError, ValueError, zipfile.BadZipFile) as exc:
+                # a sample that is there but unreadable must not let the check pass
+                raise DeployError(f"cannot read the manifest sample of {version}: {exc}") from exc
+            if not sample:
                 continue
             if not any(_same(sample, seen) for _, seen in batches):
                 batches.append((f"manifest sample of {version}", sample))

@@ -109,6 +109,7 @@ class ServingClient:
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        self._batch_limits: dict[tuple[str, str | None], int] = {}
         self._http = httpx.Client(
             base_url=self.base_url,
             timeout=timeout,
@@ -186,6 +187,23 @@ class ServingClient:
         path = f"/v2/models/{model}" + (f"/versions/{version}" if version else "")
         return _json(self._checked("GET", path))
 
+    def max_batch_size(self, model: str, version: str | None = None) -> int:
+        """The rows one request may carry (Triton's ``max_batch_size``; 0: no limit known).
+
+        Read once from ``/v2/models/{model}[/versions/{version}]/config`` and kept; a server
+        without that endpoint is taken to have no limit.
+        """
+        key = (model, version)
+        if key not in self._batch_limits:
+            path = f"/v2/models/{model}" + (f"/versions/{version}" if version else "") + "/config"
+            try:
+                response = self._request("GET", path)
+            except ServingError:
+                return 0  # not known now; asked again next time
+            limit = _json(response).get("max_batch_size") if response.status_code == 200 else 0
+            self._batch_limits[key] = int(limit) if isinstance(limit, int) and limit > 0 else 0
+        return self._batch_limits[key]
+
     def infer(
         self,
         model: str,
@@ -194,7 +212,37 @@ class ServingClient:
         version: str | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> InferResult:
-        """``POST /v2/models/{model}/infer`` with JSON tensors; ``version`` pins one by URL."""
+        """``POST /v2/models/{model}/infer`` with JSON tensors; ``version`` pins one by URL.
+
+        More rows than the model's ``max_batch_size`` go as several requests of at most that
+        many rows (the server refuses larger ones, as Triton does); their outputs are joined.
+        """
+        limit = self.max_batch_size(model, version)
+        rows = {len(value) for value in inputs.values() if getattr(value, "ndim", 0) >= 1}
+        if limit and len(rows) == 1 and (total := rows.pop()) > limit:
+            import numpy as np
+
+            parts = [
+                self._infer_once(model, {k: v[start : start + limit] for k, v in inputs.items()},
+                                 version, headers)
+                for start in range(0, total, limit)
+            ]
+            return InferResult(
+                outputs={k: np.concatenate([p.outputs[k] for p in parts]) for k in parts[0].outputs},
+                version=parts[-1].version,
+                model=parts[-1].model,
+                color=parts[-1].color,
+                seconds=sum(p.seconds for p in parts),
+            )
+        return self._infer_once(model, inputs, version, headers)
+
+    def _infer_once(
+        self,
+        model: str,
+        inputs: TensorsIn,
+        version: str | None,
+        headers: Mapping[str, str] | None,
+    ) -> InferResult:
         path = f"/v2/models/{model}" + (f"/versions/{version}" if version else "") + "/infer"
         response = self._checked("POST", path, json=encode_inputs(inputs), headers=headers)
         body = _json(response)

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from IPython.core.magic_arguments import argument, magic_arguments
 
-from workbench.deploy.rollout.phases import DEFAULT_MIN_AGREEMENT
+from workbench.deploy.rollout.phases import DEFAULT_MIN_AGREEMENT, verification_threshold
 from workbench_ext.magics import DEPLOY_VERBS, verb
 from workbench_ext.progress import run_with_progress
 
@@ -78,8 +78,9 @@ def cmd_create(call: Call, args: argparse.Namespace) -> Any:
 @name
 @argument("version", help="The candidate version or alias (green, or whichever colour is free).")
 @argument("--sample-file", default=None, help="Extra agreement inputs (.npz or .npy).")
-@argument("--min-agreement", type=float, default=DEFAULT_MIN_AGREEMENT,
-          help="Top-1 agreement with stable needed (0..1); 0: no check.")
+@argument("--min-agreement", type=float, default=None,
+          help=f"Top-1 agreement with stable needed before traffic (0..1); 0: no check "
+               f"[default: {DEFAULT_MIN_AGREEMENT}; 0 with --strategy canary].")
 @argument("--auto-promote", action="store_true", help="Promote at once when verification passes.")
 @argument("--timeout", type=float, default=180.0, help="Seconds for the candidate to become healthy.")
 @argument(
@@ -127,7 +128,7 @@ def cmd_update(call: Call, args: argparse.Namespace) -> Any:
         lambda: deployment.update(
             args.version,
             sample_file=args.sample_file,
-            min_agreement=args.min_agreement,
+            min_agreement=verification_threshold(args.min_agreement, args.strategy),
             auto_promote=args.auto_promote,
             timeout=args.timeout,
             on_tick=tick,

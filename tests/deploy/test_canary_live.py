@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import sys
 import threading
+import time
 from collections import Counter
 from typing import TYPE_CHECKING
 
@@ -14,7 +15,7 @@ import httpx
 import pytest
 
 from tests.deploy.test_replay import labelled  # noqa: F401 - the labelled-set fixture
-from tests.serving.conftest import json_infer_body, x_batch
+from tests.serving.conftest import json_infer_body
 from workbench.deploy import canary
 from workbench.deploy.rollout.analysis import (
     AgreementRule,
@@ -55,9 +56,17 @@ class Clients:
         self._thread.join(10)
 
     def _run(self) -> None:
-        body = json_infer_body(x_batch(1))
+        # Real digits, one row a request: what the stable instance's reservoir keeps and
+        # the agreement rule replays when no labelled set is given.
+        from workbench.model.demo import digits_dataset
+
+        _, _, x_test, _ = digits_dataset()
+        bodies = [json_infer_body(x_test[i : i + 1]) for i in range(len(x_test))]
+        sent = 0
         with httpx.Client(base_url=self.url, timeout=10) as client:
             while not self._stop.wait(1 / self.rate):
+                body = bodies[sent % len(bodies)]
+                sent += 1
                 try:
                     response = client.post(INFER, json=body)
                     key = (response.status_code, response.headers.get("x-model-version", "?"))
@@ -133,9 +142,27 @@ def test_good_version_is_promoted_through_every_step(manager: DeploymentManager,
     assert ticks and all("threshold" in r for h in ticks for r in h.details["results"])
 
 
+def test_degraded_version_is_rolled_back_on_a_replay_of_live_inputs(
+        manager: DeploymentManager) -> None:
+    """No labelled set: the controller replays the stable instance's reservoir of recent
+    request inputs to both colours (read with the deployment's admin token)."""
+    web = updated(manager, "1.2.0", checks=("ready",))
+    with Clients(web.url) as clients:
+        time.sleep(3)  # stable's reservoir fills with live requests first
+        status = canary.run(web, spec())
+    assert status.stage is Stage.ROLLED_BACK, status.message
+    assert "agreement" in status.message
+    assert clients.failed == 0
+    (tick,) = [h for h in web.history() if h.action == "canary" and h.outcome == "failed"]
+    (agreement,) = [r for r in tick.details["results"] if r["rule"] == "agreement"]
+    assert agreement["verdict"] == "fail" and agreement["value"] < 0.85
+
+
 def test_degraded_version_is_rolled_back_by_the_agreement_rule(manager: DeploymentManager,
                                                                 labelled: Path) -> None:  # noqa: F811
-    web = updated(manager, "1.2.0")
+    # verification at deploy time would refuse 1.2.0 already (agreement below 85%): let it
+    # through on readiness alone so the canary analysis is what catches it
+    web = updated(manager, "1.2.0", checks=("ready",))
     with Clients(web.url) as clients:
         status = canary.run(web, spec(labelled))
     assert status.stage is Stage.ROLLED_BACK
@@ -233,8 +260,9 @@ def test_quiet_canary_holds_then_synthetic_traffic_gets_it_judged(
     assert status.stage is Stage.STEP and status.weight == 25  # held: no traffic at all
     assert seen[1:] == ["hold", "hold", "hold"]
     verdicts = {r.rule: r.verdict for r in status.last}
+    # no labelled set and no traffic: agreement is judged on stable's manifest sample
     assert verdicts == {"error_rate": "inconclusive", "latency_p99": "inconclusive",
-                        "agreement": "skip"}  # no labelled set: nothing to replay
+                        "agreement": "pass"}
     web.abort("quiet")
     web.update("1.1.0", timeout=300)
     status = canary.run(web, spec(synthetic=20.0))

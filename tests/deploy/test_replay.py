@@ -64,8 +64,8 @@ def test_the_reservoir_of_real_requests_is_replayed(
     stable = instances["stable"]
     inputs, _ = load_labelled(labelled)
     with httpx.Client(timeout=30) as client:
-        for start in range(0, 100, 10):  # real traffic reaches stable
-            x = inputs["x"][start : start + 10]
+        for start in range(0, 96, 8):  # real traffic reaches stable, 8 rows (its max batch) a time
+            x = inputs["x"][start : start + 8]
             assert client.post(stable.url + INFER, json=json_infer_body(x)).status_code == 200
     reservoir = fetch_reservoir(stable.url, ADMIN_TOKEN)
     assert reservoir["x"].shape == (64, 64)
@@ -73,6 +73,12 @@ def test_the_reservoir_of_real_requests_is_replayed(
                          sample={"x": inputs["x"][:3]})
     assert check.rows == 64  # the reservoir, not the sample
     assert check.agreement is not None and check.agreement > 0.8
+    # the replay is counted apart from live traffic and leaves the reservoir as it was
+    from tests.serving.conftest import metric_value
+
+    metrics = httpx.get(instances["good"].url + "/metrics").text
+    assert metric_value(metrics, "workbench_replayed_requests_total", outcome="ok") >= 64
+    assert metric_value(metrics, "workbench_requests_total", outcome="ok") == 0  # only replays
     assert check.accuracy_stable is None and check.accuracy_candidate is None
     with pytest.raises(ServingError, match="refused"):
         fetch_reservoir(stable.url, "wrong-token-123456")

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from workbench.cli._common import JsonOption, RepoOption, console, print_json
-from workbench.deploy.rollout.phases import DEFAULT_MIN_AGREEMENT
+from workbench.deploy.rollout.phases import DEFAULT_MIN_AGREEMENT, verification_threshold
 from workbench.errors import WorkbenchError
 
 if TYPE_CHECKING:
@@ -137,9 +137,11 @@ def update(
         bool, typer.Option("--auto-promote", help="Promote as soon as verification passes.")
     ] = False,
     min_agreement: Annotated[
-        float,
-        typer.Option(help="Top-1 agreement (0..1) the candidate needs with stable; 0: no check."),
-    ] = DEFAULT_MIN_AGREEMENT,
+        float | None,
+        typer.Option(help=f"Top-1 agreement (0..1) the candidate needs with stable on the "
+                     f"samples before any traffic; 0: no check [default: {DEFAULT_MIN_AGREEMENT}; "
+                     "0 with --strategy canary, whose analysis judges agreement on live inputs]."),
+    ] = None,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for verification.")] = 180.0,
     strategy: Annotated[
         str, typer.Option(help="blue-green (wait for promote) or canary (step by step, judged).")
@@ -203,7 +205,7 @@ def update(
                 version,
                 sample_file=sample,
                 auto_promote=auto_promote,
-                min_agreement=min_agreement,
+                min_agreement=verification_threshold(min_agreement, strategy),
                 timeout=timeout,
                 on_tick=progress,
             )

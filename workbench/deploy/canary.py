@@ -27,7 +27,7 @@ from workbench.deploy.rollout.controller import (
     controller_running,
 )
 from workbench.deploy.rollout.phases import Phase
-from workbench.errors import RolloutError
+from workbench.errors import RolloutError, WorkbenchError
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -135,18 +135,25 @@ def controller(
         from workbench.deploy.rollout.scrape import ScrapeSource
 
         source = ScrapeSource(urls)
-    output: Callable[[], OutputCheck | None] | None = None
-    if spec.labelled:
-        labelled = spec.labelled
+    labelled = spec.labelled
+    token = deployment.admin_token
 
-        def output() -> OutputCheck | None:
-            from workbench.deploy.rollout.replay import output_check
+    def output() -> OutputCheck | None:
+        """Replay the labelled set if one is given, else the stable instance's reservoir of
+        recent request inputs, else stable's manifest sample, to both colours."""
+        from workbench.deploy.rollout.replay import output_check
 
-            now = deployment.state
-            if stable not in now.instances or candidate not in now.instances:
-                return None
-            return output_check(now.instances[stable].url, now.instances[candidate].url,
-                                now.model, labelled=labelled)
+        now = deployment.state
+        if stable not in now.instances or candidate not in now.instances:
+            return None
+        sample = None
+        if not labelled:
+            with contextlib.suppress(WorkbenchError, OSError):
+                from workbench.model.repository import ModelRepository
+
+                sample = ModelRepository(now.repo).sample(now.model, now.instances[stable].version)
+        return output_check(now.instances[stable].url, now.instances[candidate].url, now.model,
+                            labelled=labelled, admin_token=token, sample=sample)
 
     target = DeploymentTarget(deployment, spec, "prometheus" if prometheus else "scrape")
     return CanaryController(deployment.name, target, spec, source, stable=stable,

@@ -144,6 +144,11 @@ class Deployment:
         return self.context.store.load(self.name)
 
     @property
+    def admin_token(self) -> str:
+        """The bearer token of this deployment's instances' admin API."""
+        return self.context.store.admin_token(self.name)
+
+    @property
     def url(self) -> str:
         return self.state.url
 
@@ -256,7 +261,8 @@ class Deployment:
         state = self._act(
             "update", begin, plan=plan, reason=f"{state.model} {resolved} as candidate"
         )
-        spec = state.instance_spec(state.rollout.candidate, resolved, plan.port)
+        spec = state.instance_spec(state.rollout.candidate, resolved, plan.port,
+                                   admin_token=self.admin_token)
         engine = self._backend(state)
         try:
             for stale in engine.find(self.name):
@@ -406,7 +412,8 @@ class Deployment:
                 if engine.is_running(old):
                     continue
                 engine.stop(old)  # forget the stale record
-                instance = engine.start(state.instance_spec(color, record.version, record.port))
+                instance = engine.start(state.instance_spec(color, record.version, record.port,
+                                                            admin_token=self.admin_token))
                 try:
                     wait_healthy(engine, instance, timeout)
                 except BaseException:

@@ -268,7 +268,8 @@ class DeploymentManager:
                 workers=workers,
                 rollout=Rollout(phase=Phase.STABLE, stable="blue", since=time.time()),
             )
-            spec = state.instance_spec("blue", resolved, instance_port or free_port())
+            spec = state.instance_spec("blue", resolved, instance_port or free_port(),
+                                      admin_token=self.store.admin_token(name))
             engine = self.backend(backend, options)
             instance = engine.start(spec)
             try:

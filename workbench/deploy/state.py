@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 SCHEMA = 1
 MAX_HISTORY = 1000
 STATE_FILE = "state.json"
+ADMIN_TOKEN_FILE = "admin.token"
 PREVIOUS_FILE = "state.json.prev"  # the state before the last write
 
 
@@ -299,7 +300,13 @@ class DeploymentState:
         return record.version if record else None
 
     def instance_spec(
-        self, color: Color, version: str, port: int, *, host: str = "127.0.0.1"
+        self,
+        color: Color,
+        version: str,
+        port: int,
+        *,
+        host: str = "127.0.0.1",
+        admin_token: str | None = None,
     ) -> InstanceSpec:
         """What a backend starts for ``color`` serving ``version`` on ``port``."""
         return InstanceSpec(
@@ -312,6 +319,7 @@ class DeploymentState:
             host=host,
             device=self.device,
             workers=self.workers,
+            admin_token=admin_token,
             env=(("WORKBENCH_LOG_FORMAT", "json"),),  # version-tagged JSON lines
         )
 
@@ -462,6 +470,25 @@ class StateStore:
 
     def path(self, name: str) -> Path:
         return self.directory(name) / STATE_FILE
+
+    def admin_token(self, name: str) -> str:
+        """The bearer token of the deployment's instances' admin API, made on first use.
+
+        Kept beside the state (0600), never in it, so ``status --json`` and the history do
+        not show it. The canary analysis uses it to read the stable instance's reservoir of
+        recent request inputs.
+        """
+        import secrets
+
+        path = self.directory(name) / ADMIN_TOKEN_FILE
+        with contextlib.suppress(FileNotFoundError):
+            token = path.read_text().strip()
+            if token:
+                return token
+        token = secrets.token_urlsafe(32)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, token + "\n", mode=0o600)
+        return token
 
     def exists(self, name: str) -> bool:
         return self.path(name).is_file()

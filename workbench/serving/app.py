@@ -74,6 +74,8 @@ logger = logging.getLogger(__name__)
 access_log = logging.getLogger("workbench.serving.access")
 
 VERSION_HEADER = "x-model-version"
+#: Marks a request a canary analysis replays: counted apart, never kept in the reservoir.
+REPLAY_HEADER = "x-workbench-replay"
 JSON_TYPE = "application/json"
 SERVER_NAME = "paddle-workbench"
 EXTENSIONS = (
@@ -407,7 +409,9 @@ class _Handlers:
                     loaded, decoded.inputs, [out.name for out in decoded.outputs or ()]
                 )
                 service.check_batch(loaded, decoded.batch_size)
-                self.reservoir.offer(inputs)
+                replay = REPLAY_HEADER in request.headers
+                if not replay:
+                    self.reservoir.offer(inputs)
                 if service.settings.faults is not None:
                     await service.settings.faults.apply(version)
                 computed = time.perf_counter()
@@ -438,7 +442,8 @@ class _Handlers:
             retry = {"Retry-After": RETRY_AFTER} if isinstance(exc, QueueFull) else None
             response = error_response(status, message_for(exc), version or None, retry)
         seconds = time.perf_counter() - started
-        service.metrics.request(version, status, seconds)
+        service.metrics.request(version, status, seconds,
+                                replay=REPLAY_HEADER in request.headers)
         if version:
             stats = service.statistics.version(version)
             if timings:

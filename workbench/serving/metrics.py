@@ -9,6 +9,9 @@ Names (the deploy layer's analysis reads these):
 
 - ``workbench_requests_total{model,version,outcome}`` outcome = ok | client_error | server_error
 - ``workbench_request_duration_seconds{model,version}`` histogram, whole request
+- ``workbench_replayed_requests_total{model,version,outcome}``: requests marked
+  ``x-workbench-replay`` (a canary analysis replaying inputs to compare outputs), kept out
+  of the two above so that replays never pass for live traffic
 - ``workbench_queue_duration_seconds{model,version}`` histogram, waiting for a predictor
 - ``workbench_inference_duration_seconds{model,version}`` histogram, predict() of the batch
 - ``workbench_batch_size{model,version}`` histogram, rows per executed batch
@@ -103,6 +106,10 @@ class ServingMetrics:
             "workbench_requests", "Inference requests by outcome.",
             (*labels, "outcome"), registry=self.registry,
         )
+        self._replayed = Counter(
+            "workbench_replayed_requests", "Replayed inference requests (canary analysis) by outcome.",
+            (*labels, "outcome"), registry=self.registry,
+        )
         self._duration = Histogram(
             "workbench_request_duration_seconds", "Inference request latency, end to end.",
             labels, buckets=LATENCY_BUCKETS, registry=self.registry,
@@ -152,9 +159,12 @@ class ServingMetrics:
             self._children[version] = children
         return children
 
-    def request(self, version: str, status: int, seconds: float) -> None:
-        """Count one finished inference request and its latency."""
+    def request(self, version: str, status: int, seconds: float, *, replay: bool = False) -> None:
+        """Count one finished inference request and its latency (a replay only by outcome)."""
         outcome = "ok" if status < 400 else "client_error" if status < 500 else "server_error"
+        if replay:
+            self._replayed.labels(self.model, version, outcome).inc()
+            return
         if version == UNRESOLVED:
             self._requests.labels(self.model, version, outcome).inc()
             self._duration.labels(self.model, version).observe(seconds)

@@ -88,6 +88,16 @@ CHECKS: tuple[str, ...] = ("ready", "deep_health", "agreement")
 #: Top-1 agreement with stable a candidate needs by default: the demo's better 1.1.0
 #: agrees with 1.0.0 on ~94% of its sample, the degraded 1.2.0 on ~74%.
 DEFAULT_MIN_AGREEMENT = 0.85
+
+
+def verification_threshold(min_agreement: float | None, strategy: str) -> float:
+    """The agreement a candidate needs before traffic: as given, else the default for the
+    strategy (a canary's analysis judges agreement step by step on live inputs instead)."""
+    if min_agreement is not None:
+        return min_agreement
+    return 0.0 if strategy == "canary" else DEFAULT_MIN_AGREEMENT
+
+
 #: Fewer compared rows than this make an agreement verdict inconclusive.
 MIN_AGREEMENT_ROWS = 100
 

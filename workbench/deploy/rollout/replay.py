@@ -92,8 +92,11 @@ def replay(
     if batch_rows < 1:
         raise ValueError("batch_rows must be at least 1")
     compared = agreed = stable_right = candidate_right = 0
-    with ServingClient(stable_url, timeout=timeout) as stable, \
-            ServingClient(candidate_url, timeout=timeout) as candidate:
+    # Marked as replays: the instances count them apart from live traffic (a replay must not
+    # make a quiet canary look judged) and keep them out of their reservoirs.
+    marked = {"x-workbench-replay": "1"}
+    with ServingClient(stable_url, timeout=timeout, headers=marked) as stable, \
+            ServingClient(candidate_url, timeout=timeout, headers=marked) as candidate:
         for start in range(0, rows, batch_rows):
             batch = {name: array[start : start + batch_rows] for name, array in inputs.items()}
             count = min(batch_rows, rows - start)

@@ -138,7 +138,7 @@ def cmd_list(call: Call, args: argparse.Namespace) -> Any:
 )
 @argument("--device", default=None, help="cpu, gpu, gpu:N or auto (default: the session's).")
 @argument("--memory-pool", type=int, default=None, metavar="MB", help="GPU memory pool in MB.")
-@argument("--workers", type=int, default=None, help="Predictor clones (worker processes with --isolation process).")
+@argument("--workers", type=int, default=None, help="Predictor clones, or worker processes.")
 @argument(
     "--isolation", choices=("process", "thread"), default=None,
     help="process: the version runs in its own worker processes (unload frees its memory, "

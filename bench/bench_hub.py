@@ -126,6 +126,12 @@ def first_request(repo: ModelRepository, model: str, version: str, rows: dict[st
     return {"first_ms": first_ms, "steady_p50_ms": steady_ms, "ratio": first_ms / steady_ms}
 
 
+def _slope(samples: list[int]) -> float:
+    """Bytes per cycle of a straight line through the samples after the first fifth."""
+    tail = np.asarray(samples[len(samples) // 5 :], dtype=float)
+    return float(np.polyfit(np.arange(len(tail)), tail, 1)[0]) if len(tail) > 2 else float("nan")
+
+
 def memory_cycles(repo: ModelRepository, cycles: int) -> dict[str, float]:
     hub = VersionHub(repo, "resnet", device="cpu")
     hub.load("1.0.0")  # stays active throughout, as in a serving process
@@ -142,8 +148,7 @@ def memory_cycles(repo: ModelRepository, cycles: int) -> dict[str, float]:
         samples.append(process_rss())
     hub.close()
     digits.close()
-    tail = np.asarray(samples[cycles // 5 :], dtype=float)
-    slope = float(np.polyfit(np.arange(len(tail)), tail, 1)[0]) if len(tail) > 2 else float("nan")
+    slope = _slope(samples)
     return {
         "cycles": cycles,
         "rss_after_1_mib": samples[0] / 2**20,
@@ -172,8 +177,7 @@ def worker_memory_cycles(repo: ModelRepository, cycles: int) -> dict[str, float]
         gc.collect()
         samples.append(process_rss())
     hub.close()
-    tail = np.asarray(samples[cycles // 5 :], dtype=float)
-    slope = float(np.polyfit(np.arange(len(tail)), tail, 1)[0]) if len(tail) > 2 else float("nan")
+    slope = _slope(samples)
     return {
         "cycles": cycles,
         "front_rss_after_1_mib": samples[0] / 2**20,

@@ -132,15 +132,8 @@ class ProcessLoadedVersion(LoadedVersion):
     def close(self, timeout: float | None = 30.0) -> None:
         """Drain in-flight requests, then stop every worker process (its memory returns)."""
         with self._lock:
-            if self.state is LoadState.UNLOADED:
+            if not self._drain(timeout):
                 return
-            self.state = LoadState.DRAINING
-            if not self._lock.wait_for(lambda: self._inflight == 0, timeout=timeout):
-                raise HubError(
-                    f"{self.label} still has {self._inflight} request(s) in flight "
-                    f"after {timeout}s; not unloaded"
-                )
-            self.state = LoadState.UNLOADED
             self._closing.set()  # before the workers stop: their exit is no death
         with self._cond:
             lanes, self._worker_lanes, self._free, self._lanes = self._worker_lanes, [], [], []

@@ -232,21 +232,30 @@ class LoadedVersion:
     def close(self, timeout: float | None = 30.0) -> None:
         """Wait for in-flight requests to finish, then release every predictor."""
         with self._lock:
-            if self.state is LoadState.UNLOADED:
+            if not self._drain(timeout):
                 return
-            self.state = LoadState.DRAINING
-            if not self._lock.wait_for(lambda: self._inflight == 0, timeout=timeout):
-                raise HubError(
-                    f"{self.model}:{self.version} still has {self._inflight} request(s) in flight "
-                    f"after {timeout}s; not unloaded"
-                )
-            self.state = LoadState.UNLOADED
             lanes, self._lanes = self._lanes, []
         while not self._idle.empty():
             self._idle.get_nowait()
         for lane in lanes:
             lane.close()
         log.info("%s:%s unloaded", self.model, self.version)
+
+    def _drain(self, timeout: float | None) -> bool:
+        """DRAINING until no request is in flight, then UNLOADED; False if it was already.
+
+        Called with ``self._lock`` held; raises HubError (and stays DRAINING) on timeout.
+        """
+        if self.state is LoadState.UNLOADED:
+            return False
+        self.state = LoadState.DRAINING
+        if not self._lock.wait_for(lambda: self._inflight == 0, timeout=timeout):
+            raise HubError(
+                f"{self.model}:{self.version} still has {self._inflight} request(s) in flight "
+                f"after {timeout}s; not unloaded"
+            )
+        self.state = LoadState.UNLOADED
+        return True
 
     # -- requests --------------------------------------------------------------------
 

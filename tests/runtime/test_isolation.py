@@ -17,7 +17,7 @@ import psutil
 import pytest
 
 from tests._wait import wait_until
-from workbench import ModelLoadError, ModelRepository, VersionHub
+from workbench import ModelLoadError, ModelRepository, VersionHub, compare
 from workbench.errors import WorkerDiedError
 from workbench.model.demo import digits_dataset
 
@@ -175,3 +175,22 @@ def test_thread_mode_labels_its_memory_figure(demo_repo: Path) -> None:
         assert "(load growth)" in str(loaded.memory)
     finally:
         hub.close()
+
+
+def test_compare_runs_worker_versions_side_by_side_with_the_same_answers(
+    hub: VersionHub, demo_repo: Path
+) -> None:
+    x, y = digits_dataset()[2:]
+    result = compare(hub, x[:96], labels=y[:96], batch_size=16)
+    assert result.versions == ["1.0.0", "1.1.0"]
+    assert all(len(result.latencies[v]) == 6 for v in result.versions)
+    threaded = VersionHub(ModelRepository(demo_repo), "digits", device="cpu", isolation="thread")
+    try:
+        threaded.load("1.0.0")
+        threaded.load("1.1.0")
+        reference = compare(threaded, x[:96], labels=y[:96], batch_size=16)
+    finally:
+        threaded.close()
+    for version in result.versions:
+        assert np.allclose(result.outputs[version], reference.outputs[version], atol=1e-5)
+    assert result.accuracy == reference.accuracy

@@ -18,6 +18,7 @@ from workbench.errors import (
     VersionNotFoundError,
     VersionNotLoadedError,
     WorkbenchError,
+    WorkerDiedError,
 )
 from workbench.model.demo import build_demo_repository, digits_dataset
 from workbench.model.manifest import Manifest, TensorSpec
@@ -61,6 +62,7 @@ __all__ = [
     "VersionNotFoundError",
     "VersionNotLoadedError",
     "WorkbenchError",
+    "WorkerDiedError",
     "build_demo_repository",
     "compare",
     "digits_dataset",

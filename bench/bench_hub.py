@@ -14,6 +14,8 @@
 3. Side-by-side: ``compare`` over three versions against the sum of three single runs.
 
 With ``--isolation process`` every version runs in ``--workers`` worker processes;
+the swap phase loads the three digits versions first (a worker takes seconds to
+start) and swaps the active one every 2 s;
 the memory section then loads and unloads a digits version ``--cycles`` times and
 reports the front's RSS (flat: this process never imports Paddle) and whether each
 unload ended the version's worker processes and returned their memory.
@@ -55,6 +57,11 @@ def swap_under_load(repo: ModelRepository, seconds: float, threads: int, isolati
     hub = VersionHub(repo, "digits", device="cpu", isolation=isolation,
                      workers=threads if isolation == "thread" else workers)
     hub.load(versions[0])
+    if isolation == "process":
+        # a worker takes seconds to start: every version is loaded (in its own workers)
+        # before the clients start, and a swap is the hub's one assignment
+        for version in versions[1:]:
+            hub.load(version, activate=False)
     stop = threading.Event()
     records: list[tuple[float, float, str]] = []  # (start, latency, version)
     failures: list[str] = []
@@ -83,6 +90,10 @@ def swap_under_load(repo: ModelRepository, seconds: float, threads: int, isolati
         time.sleep(max(0.0, 2.0 - (time.perf_counter() - swap_start) % 2.0))
         previous, index = versions[index % 3], index + 1
         target = versions[index % 3]
+        if isolation == "process":
+            swaps.append(time.perf_counter())
+            hub.use(target)
+            continue
         hub.load(target, activate=False)  # loaded and warmed off the request path
         swaps.append(time.perf_counter())
         hub.use(target)

@@ -17,6 +17,7 @@ import psutil
 import pytest
 
 from tests._wait import wait_until
+from tests.runtime._swap import swap_under_load
 from workbench import ModelLoadError, ModelRepository, VersionHub, compare
 from workbench.errors import WorkerDiedError
 from workbench.model.demo import digits_dataset
@@ -69,41 +70,14 @@ def test_front_never_imports_paddle_and_unload_frees_the_worker(demo_repo: Path)
 
 
 def test_swap_under_load_every_answer_from_exactly_one_version(hub: VersionHub, rows: np.ndarray) -> None:
-    expected = {str(lv.version): lv.predict({"x": rows})[OUTPUT] for lv in hub.loaded}
-    assert not np.allclose(expected["1.0.0"], expected["1.1.0"])
+    first, second = (lv.predict({"x": rows})[OUTPUT] for lv in hub.loaded)
+    assert not np.allclose(first, second)
     hub.use("1.0.0")
-    failures: list[BaseException] = []
-    mismatched: list[str] = []
-    served: Counter[str] = Counter()
-    lock = threading.Lock()
-    stop = threading.Event()
-
-    def client() -> None:
-        while not stop.is_set():
-            try:
-                result = hub.predict({"x": rows})
-            except BaseException as exc:
-                failures.append(exc)
-                continue
-            version = str(result.version)
-            if not np.allclose(result.outputs[OUTPUT], expected[version], atol=1e-6):
-                mismatched.append(version)
-            with lock:
-                served[version] += 1
-
-    threads = [threading.Thread(target=client) for _ in range(6)]
-    for thread in threads:
-        thread.start()
-    for version in ["1.1.0", "1.0.0", "1.1.0", "1.0.0"]:
-        time.sleep(0.3)
-        hub.use(version)
-    time.sleep(0.2)
-    stop.set()
-    for thread in threads:
-        thread.join(30)
-    assert failures == []
-    assert mismatched == []
-    assert set(served) == {"1.0.0", "1.1.0"}
+    run = swap_under_load(hub, rows, ["1.1.0", "1.0.0", "1.1.0", "1.0.0"], threads=6, pause=0.3,
+                          max_requests=100_000)
+    assert run.failures == []
+    assert run.mismatched == []
+    assert set(run.served) == {"1.0.0", "1.1.0"}
 
 
 def test_kill_9_fails_only_in_flight_and_the_worker_comes_back(hub: VersionHub, rows: np.ndarray) -> None:

@@ -1,6 +1,7 @@
 """Hot swap, memory and side-by-side cost of the version hub, measured in one run.
 
     uv run python bench/bench_hub.py [--repo DIR] [--seconds 12] [--threads 4] [--cycles 50]
+        [--isolation thread|process] [--workers 1]
 
 1. Swap under load: client threads call ``hub.predict`` on the digits model; first
    a steady phase, then a phase where a freshly loaded (warmed) version is swapped
@@ -11,6 +12,13 @@
    for one loaded without warm-up, on digits and on ResNet-18.
 2. Memory: RSS over ``--cycles`` load/unload cycles of ResNet-18.
 3. Side-by-side: ``compare`` over three versions against the sum of three single runs.
+
+With ``--isolation process`` every version runs in ``--workers`` worker processes;
+the swap phase loads the three digits versions first (a worker takes seconds to
+start) and swaps the active one every 2 s;
+the memory section then loads and unloads a digits version ``--cycles`` times and
+reports the front's RSS (flat: this process never imports Paddle) and whether each
+unload ended the version's worker processes and returned their memory.
 """
 
 from __future__ import annotations
@@ -24,12 +32,14 @@ import time
 from pathlib import Path
 
 import numpy as np
+import psutil
 from rich.console import Console
 from rich.table import Table
 
 from workbench import ModelRepository, VersionHub, compare
 from workbench.model.demo import build_demo_repository, digits_dataset
 from workbench.runtime.device import Device
+from workbench.runtime.isolated import ProcessLoadedVersion
 from workbench.runtime.loaded import LoadedVersion
 from workbench.runtime.memory import process_rss
 
@@ -40,11 +50,18 @@ def pct(values: list[float], q: float) -> float:
     return float(np.percentile(values, q) * 1000) if values else float("nan")
 
 
-def swap_under_load(repo: ModelRepository, seconds: float, threads: int) -> dict[str, float]:
+def swap_under_load(repo: ModelRepository, seconds: float, threads: int, isolation: str = "thread",
+                    workers: int = 1) -> dict[str, float]:
     rows = digits_dataset()[2][:8]
     versions = ["1.0.0", "1.1.0", "1.2.0"]
-    hub = VersionHub(repo, "digits", device="cpu", workers=threads)
+    hub = VersionHub(repo, "digits", device="cpu", isolation=isolation,
+                     workers=threads if isolation == "thread" else workers)
     hub.load(versions[0])
+    if isolation == "process":
+        # a worker takes seconds to start: every version is loaded (in its own workers)
+        # before the clients start, and a swap is the hub's one assignment
+        for version in versions[1:]:
+            hub.load(version, activate=False)
     stop = threading.Event()
     records: list[tuple[float, float, str]] = []  # (start, latency, version)
     failures: list[str] = []
@@ -73,6 +90,10 @@ def swap_under_load(repo: ModelRepository, seconds: float, threads: int) -> dict
         time.sleep(max(0.0, 2.0 - (time.perf_counter() - swap_start) % 2.0))
         previous, index = versions[index % 3], index + 1
         target = versions[index % 3]
+        if isolation == "process":
+            swaps.append(time.perf_counter())
+            hub.use(target)
+            continue
         hub.load(target, activate=False)  # loaded and warmed off the request path
         swaps.append(time.perf_counter())
         hub.use(target)
@@ -98,11 +119,12 @@ def swap_under_load(repo: ModelRepository, seconds: float, threads: int) -> dict
 
 
 def first_request(repo: ModelRepository, model: str, version: str, rows: dict[str, np.ndarray],
-                  *, warmup: bool, swaps: int = 5) -> dict[str, float]:
+                  *, warmup: bool, swaps: int = 5, isolation: str = "thread") -> dict[str, float]:
     """Median first-request latency after a swap and the steady p50 that follows it."""
     firsts, steady = [], []
+    kind = ProcessLoadedVersion if isolation == "process" else LoadedVersion
     for _ in range(swaps):
-        loaded = LoadedVersion(
+        loaded = kind(
             model=model, version=repo.resolve(model, version), manifest=repo.manifest(model, version),
             path=repo.path(model, version), device=Device("cpu"),
         ).open(warmup=warmup)
@@ -113,6 +135,12 @@ def first_request(repo: ModelRepository, model: str, version: str, rows: dict[st
         loaded.close()
     first_ms, steady_ms = statistics.median(firsts) * 1000, pct(steady, 50)
     return {"first_ms": first_ms, "steady_p50_ms": steady_ms, "ratio": first_ms / steady_ms}
+
+
+def _slope(samples: list[int]) -> float:
+    """Bytes per cycle of a straight line through the samples after the first fifth."""
+    tail = np.asarray(samples[len(samples) // 5 :], dtype=float)
+    return float(np.polyfit(np.arange(len(tail)), tail, 1)[0]) if len(tail) > 2 else float("nan")
 
 
 def memory_cycles(repo: ModelRepository, cycles: int) -> dict[str, float]:
@@ -131,8 +159,7 @@ def memory_cycles(repo: ModelRepository, cycles: int) -> dict[str, float]:
         samples.append(process_rss())
     hub.close()
     digits.close()
-    tail = np.asarray(samples[cycles // 5 :], dtype=float)
-    slope = float(np.polyfit(np.arange(len(tail)), tail, 1)[0]) if len(tail) > 2 else float("nan")
+    slope = _slope(samples)
     return {
         "cycles": cycles,
         "rss_after_1_mib": samples[0] / 2**20,
@@ -142,6 +169,33 @@ def memory_cycles(repo: ModelRepository, cycles: int) -> dict[str, float]:
         "resnet_weights_mib": sum(
             f.size for f in repo.manifest("resnet", "1.0.0").files if f.path.endswith("pdiparams")
         ) / 2**20,
+    }
+
+
+def worker_memory_cycles(repo: ModelRepository, cycles: int) -> dict[str, float]:
+    """Process isolation: load/unload a digits version; the front stays flat, workers end."""
+    hub = VersionHub(repo, "digits", device="cpu", isolation="process")
+    hub.load("1.0.0")
+    samples: list[int] = []
+    worker_rss: list[int] = []
+    survivors = 0
+    for _ in range(cycles):
+        loaded = hub.load("1.1.0", activate=False)
+        pids = loaded.worker_pids
+        worker_rss.append(loaded.memory.rss_bytes)
+        hub.unload("1.1.0")
+        survivors += sum(1 for pid in pids if psutil.pid_exists(pid))
+        gc.collect()
+        samples.append(process_rss())
+    hub.close()
+    slope = _slope(samples)
+    return {
+        "cycles": cycles,
+        "front_rss_after_1_mib": samples[0] / 2**20,
+        "front_rss_after_all_mib": samples[-1] / 2**20,
+        "growth_per_cycle_kib": slope / 1024,
+        "worker_rss_per_version_mib": float(np.median(worker_rss)) / 2**20,
+        "workers_alive_after_unload": survivors,
     }
 
 
@@ -172,6 +226,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=12.0)
     parser.add_argument("--threads", type=int, default=4)
     parser.add_argument("--cycles", type=int, default=50)
+    parser.add_argument("--isolation", choices=("thread", "process"), default="thread")
+    parser.add_argument("--workers", type=int, default=1, help="worker processes per version")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = args.repo or Path(tmp) / "repo"
@@ -180,7 +236,7 @@ def main() -> None:
                 build_demo_repository(root)
         repo = ModelRepository(root)
         with console.status("swap under load"):
-            swap = swap_under_load(repo, args.seconds, args.threads)
+            swap = swap_under_load(repo, args.seconds, args.threads, args.isolation, args.workers)
         firsts = {}
         with console.status("first request after a swap"):
             for model, version in (("digits", "1.1.0"), ("resnet", "1.0.0")):
@@ -188,12 +244,17 @@ def main() -> None:
                 rows = {k: v[:1] for k, v in rows.items()}
                 for warm in (True, False):
                     firsts[f"{model} {'warmed' if warm else 'not warmed'}"] = first_request(
-                        repo, model, version, rows, warmup=warm)
+                        repo, model, version, rows, warmup=warm, isolation=args.isolation)
         with console.status(f"memory over {args.cycles} load/unload cycles"):
-            memory = memory_cycles(repo, args.cycles)
+            if args.isolation == "process":
+                memory = worker_memory_cycles(repo, args.cycles)
+            else:
+                memory = memory_cycles(repo, args.cycles)
         with console.status("side-by-side cost"):
             sbs = side_by_side(repo)
-    for title, data in (("swap under load (digits)", swap), ("memory (resnet18 + digits)", memory),
+    memory_title = "memory (digits, worker processes)" if args.isolation == "process" else (
+        "memory (resnet18 + digits)")
+    for title, data in ((f"swap under load (digits, {args.isolation})", swap), (memory_title, memory),
                         ("side-by-side vs single runs (digits test split)", sbs)):
         table = Table("measure", "value", title=title)
         for key, value in data.items():
@@ -208,7 +269,7 @@ def main() -> None:
         )
     console.print(table)
     console.print(
-        f"p99 during swaps / steady = {swap['swap_p99_ms'] / swap['steady_p99_ms']:.2f}x, "
+        f"[{args.isolation}] p99 during swaps / steady = {swap['swap_p99_ms'] / swap['steady_p99_ms']:.2f}x, "
         f"failures {swap['failures']} of {swap['requests']}; "
         f"side-by-side / sum of singles = {sbs['ratio']:.2f}x; "
         f"RSS growth over {memory['cycles']} cycles = {memory['growth_per_cycle_kib']:.0f} KiB/cycle"

@@ -12,9 +12,13 @@ generator, ``wrk`` with a Lua body, one connection per concurrent client:
 - ``in-process``: threads calling ``hub.predict`` directly: the limit, no HTTP;
   measured in a fresh process before the servers and again after them (the machine's
   load drifts), the ratios use the better of the two
-- ``workbench batch bin``: ``workbench serve``, dynamic batching, binary tensor extension
+- ``workbench batch bin``: ``workbench serve --isolation thread``, dynamic batching,
+  binary tensor extension (the predictor inside the server process)
 - ``workbench batch json``: the same, JSON tensors
-- ``workbench nobatch json``: ``workbench serve --no-batching``, JSON tensors
+- ``workbench nobatch json``: the same with ``--no-batching``, JSON tensors
+- ``workbench process x1 bin`` / ``x2 bin``: ``workbench serve --isolation process
+  --workers 1|2``: the predictors in worker processes, tensors through shared memory;
+  x2 may use both cores (it is not pinned), so its ratio is the scaling with cores
 - ``naive fastapi``: FastAPI + uvicorn, a sync endpoint calling the predictor per request
 - ``litserve``: LitServe serving the same predictor (its defaults: no batching)
 
@@ -192,6 +196,7 @@ class System:
     path: str
     body: bytes
     header_length: int | None = None
+    unpinned: bool = False  # may use every core (worker processes scaling with cores)
     port: int = 0
     proc: subprocess.Popen[bytes] | None = None
     log: Path | None = None
@@ -384,9 +389,11 @@ def in_fresh_process(args: argparse.Namespace, case: ModelCase, concurrencies: l
 
 def systems_for(case: ModelCase, x: np.ndarray, repo: str, cpu_threads: int,
                 max_batch: int) -> list[System]:
-    workbench = [PY, "-m", "workbench", "serve", "--repo", repo, "--model", case.name,
-                 "--version", "1.0.0", "--workers", "1", "--cpu-threads", str(cpu_threads),
-                 "--no-access-log", "--log-level", "warning"]
+    serve = [PY, "-m", "workbench", "serve", "--repo", repo, "--model", case.name,
+             "--version", "1.0.0", "--cpu-threads", str(cpu_threads),
+             "--no-access-log", "--log-level", "warning"]
+    workbench = [*serve, "--isolation", "thread", "--workers", "1"]
+    process = [*serve, "--isolation", "process"]
     batching = ["--max-batch-size", str(max_batch)]
     infer = f"/v2/models/{case.name}/infer"
     jbody = json_body(case, x)
@@ -400,6 +407,10 @@ def systems_for(case: ModelCase, x: np.ndarray, repo: str, cpu_threads: int,
                jbody),
         System("workbench nobatch json", [*workbench, "--no-batching"], "/v2/health/ready",
                infer, jbody),
+        System("workbench process x1 bin", [*process, "--workers", "1", *batching],
+               "/v2/health/ready", infer, bbody, length),
+        System("workbench process x2 bin", [*process, "--workers", "2", *batching],
+               "/v2/health/ready", infer, bbody, length, unpinned=True),
         System("naive fastapi", [PY, here, "naive", *common], "/health", "/predict", jbody),
         System("litserve", [PY, here, "litserve", *common], "/health", "/predict", jbody),
     ]
@@ -417,7 +428,7 @@ def bench_model(args: argparse.Namespace, case: ModelCase, concurrencies: list[i
         system.port = free_port()
         system.argv += ["--port", str(system.port)]
         try:
-            system.start(workdir, cpu_sut)
+            system.start(workdir, None if system.unpinned else cpu_sut)
             system.check(expected)
             script = wrk_script(workdir, system)
             run_wrk(system.url + system.path, script, max(concurrencies), 2.0, cpu_gen)  # warm
@@ -458,11 +469,16 @@ def ratios(results: list[Result]) -> str:
                 best[r.system] = max(best.get(r.system, 0.0), r.rps)
         limit = max(best.get("in-process", 0.0), best.get("in-process (again)", 0.0))
         ours = max(best.get("workbench batch bin", 0.0), best.get("workbench batch json", 0.0))
-        lines.append(f"- {model}: best workbench {ours:.1f} req/s = {ours / limit:.2f} x "
+        lines.append(f"- {model}: best workbench (thread) {ours:.1f} req/s = {ours / limit:.2f} x "
                      f"in-process (best of both runs, {limit:.1f}); "
                      + "; ".join(f"{name} {value:.1f} ({ours / value:.2f} x)"
                                  for name, value in best.items()
                                  if name in ("naive fastapi", "litserve") and value))
+        for workers in (1, 2):
+            value = best.get(f"workbench process x{workers} bin", 0.0)
+            if value and limit:
+                lines.append(f"- {model}: workbench process x{workers} {value:.1f} req/s = "
+                             f"{value / limit:.2f} x the one-core in-process limit")
     return "\n".join(lines)
 
 

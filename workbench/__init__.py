@@ -24,6 +24,7 @@ if TYPE_CHECKING:
         VersionNotFoundError,
         VersionNotLoadedError,
         WorkbenchError,
+        WorkerDiedError,
     )
     from workbench.model.demo import build_demo_repository, digits_dataset
     from workbench.model.manifest import Manifest, TensorSpec
@@ -67,6 +68,7 @@ __all__ = [
     "VersionNotFoundError",
     "VersionNotLoadedError",
     "WorkbenchError",
+    "WorkerDiedError",
     "build_demo_repository",
     "compare",
     "digits_dataset",
@@ -101,6 +103,7 @@ _WHERE = {
     "VersionNotFoundError": "errors",
     "VersionNotLoadedError": "errors",
     "WorkbenchError": "errors",
+    "WorkerDiedError": "errors",
     "build_demo_repository": "model.demo",
     "compare": "runtime.compare",
     "digits_dataset": "model.demo",

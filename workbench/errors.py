@@ -21,7 +21,8 @@ Each class carries the exit code the CLI uses for it.
     ├── InputError                  a request's inputs do not match the signature
     ├── PredictError                Paddle failed while running a valid request
     ├── HubError                    misuse of the version hub
-    │   └── VersionNotLoadedError
+    │   ├── VersionNotLoadedError
+    │   └── WorkerDiedError         a version's worker process died (restarting)
     ├── ServingError                talking to a serving instance over HTTP
     └── DeployError                 blue/green deployments
         ├── DeployValueError        an invalid name, host, port, colour or weight
@@ -120,6 +121,10 @@ class HubError(WorkbenchError, RuntimeError):
     """The version hub was asked for something its state does not allow."""
 
     exit_code = 7
+
+
+class WorkerDiedError(HubError):
+    """A version's worker process died; the requests it was running fail, it restarts."""
 
 
 class VersionNotLoadedError(HubError, LookupError):

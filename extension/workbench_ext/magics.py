@@ -138,7 +138,12 @@ def cmd_list(call: Call, args: argparse.Namespace) -> Any:
 )
 @argument("--device", default=None, help="cpu, gpu, gpu:N or auto (default: the session's).")
 @argument("--memory-pool", type=int, default=None, metavar="MB", help="GPU memory pool in MB.")
-@argument("--workers", type=int, default=None, help="Predictor clones (parallel batches).")
+@argument("--workers", type=int, default=None, help="Predictor clones, or worker processes.")
+@argument(
+    "--isolation", choices=("process", "thread"), default=None,
+    help="process: the version runs in its own worker processes (unload frees its memory, "
+    "a crash does not take the kernel); thread: in the kernel (default on CPU).",
+)
 @argument("--activate", action="store_true", default=None, help="Make the (last) loaded version active.")
 @argument("--no-activate", dest="activate", action="store_false", help="Never change the active version.")
 @quiet
@@ -159,6 +164,7 @@ def cmd_load(call: Call, args: argparse.Namespace) -> Any:
             memory_pool_mb=args.memory_pool,
             workers=args.workers,
             activate=args.activate,
+            isolation=args.isolation,
             progress=_progress(args),
         )
     return loaded[0] if len(loaded) == 1 else loaded

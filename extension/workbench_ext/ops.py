@@ -145,6 +145,8 @@ def loaded_table(hub: VersionHub) -> pd.DataFrame:
                 "memory_mib": round(memory.rss_bytes / 2**20, 1),
                 "gpu_mib": None if memory.gpu_bytes is None else round(memory.gpu_bytes / 2**20, 1),
                 "workers": lv.workers,
+                "isolation": lv.isolation,
+                "memory_scope": memory.scope,
                 "inflight": stats["inflight"],
                 "served": stats["served"],
                 "failed": stats["failed"],
@@ -161,6 +163,8 @@ def loaded_table(hub: VersionHub) -> pd.DataFrame:
         "memory_mib",
         "gpu_mib",
         "workers",
+        "isolation",
+        "memory_scope",
         "inflight",
         "served",
         "failed",
@@ -220,6 +224,7 @@ def load_versions(
     memory_pool_mb: int | None = None,
     workers: int | None = None,
     activate: bool | None = None,
+    isolation: str | None = None,
     progress: bool = True,
 ) -> list[LoadedVersion]:
     """Load (verify, warm) versions of ``model``; the first load of a hub becomes active."""
@@ -239,6 +244,7 @@ def load_versions(
                     memory_pool_mb=memory_pool_mb,
                     workers=workers,
                     activate=make_active,
+                    isolation=isolation,
                 )
             )
         return done

@@ -5,12 +5,12 @@ from __future__ import annotations
 import shutil
 import threading
 import time
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from tests.runtime._swap import swap_under_load
 from workbench import HubError, InputError, IntegrityError, ModelRepository, VersionHub
 from workbench.errors import VersionNotLoadedError
 from workbench.model.demo import digits_dataset
@@ -57,43 +57,11 @@ def test_predict_validates_inputs_with_clear_errors(hub: VersionHub, rows: np.nd
 
 
 def test_swap_under_concurrent_load_loses_nothing(hub: VersionHub, rows: np.ndarray) -> None:
-    expected = {str(lv.version): lv.predict({"x": rows})[OUTPUT] for lv in hub.loaded}
     hub.use("1.0.0")
-    failures: list[BaseException] = []
-    served: Counter[str] = Counter()
-    mismatched: list[str] = []
-    stop = threading.Event()
-    lock = threading.Lock()
-
-    def client() -> None:
-        for _ in range(400):
-            if stop.is_set():
-                return
-            try:
-                result = hub.predict({"x": rows})
-            except BaseException as exc:
-                failures.append(exc)
-                continue
-            version = str(result.version)
-            # the outputs must be exactly those of the version that claims them
-            if not np.allclose(result.outputs[OUTPUT], expected[version], atol=1e-6):
-                mismatched.append(version)
-            with lock:
-                served[version] += 1
-
-    threads = [threading.Thread(target=client) for _ in range(8)]
-    for thread in threads:
-        thread.start()
-    order = ["1.1.0", "1.2.0", "1.0.0", "1.1.0", "1.0.0"]
-    for version in order:
-        time.sleep(0.05)
-        hub.use(version)
-    stop.set()
-    for thread in threads:
-        thread.join(30)
-    assert failures == []
-    assert mismatched == []
-    assert set(served) == {"1.0.0", "1.1.0", "1.2.0"}
+    run = swap_under_load(hub, rows, ["1.1.0", "1.2.0", "1.0.0", "1.1.0", "1.0.0"], threads=8, pause=0.05)
+    assert run.failures == []
+    assert run.mismatched == []
+    assert set(run.served) == {"1.0.0", "1.1.0", "1.2.0"}
     assert str(hub.active.version) == "1.0.0"
 
 

@@ -42,13 +42,22 @@ def serve(
     device: Annotated[str, typer.Option(help="cpu, gpu, gpu:N or auto.")] = "auto",
     host: Annotated[str, typer.Option(help="Address to bind (loopback by default).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
-    workers: Annotated[
-        int,
+    isolation: Annotated[
+        str,
         typer.Option(
-            help="Predictor clones per version. Paddle's predictor holds the GIL while it "
-            "runs, so on CPU prefer --cpu-threads for throughput."
+            help="process: each version in its own worker processes (this server never "
+            "imports Paddle; a crashing model restarts, unload frees memory); thread: "
+            "predictors inside the server process."
         ),
-    ] = 1,
+    ] = "process",
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            help="Per version: worker processes (process isolation; default one per CPU "
+            "core, one per GPU) or predictor clones (thread isolation; default 1, and "
+            "Paddle holds the GIL while it runs, so clones add no CPU throughput)."
+        ),
+    ] = None,
     cpu_threads: Annotated[
         int, typer.Option(help="CPU math threads per predictor clone.")
     ] = 1,
@@ -129,6 +138,9 @@ def serve(
     _configure_logging(log_level)
     if version and alias:
         raise typer.BadParameter("give --version or --alias, not both")
+    if isolation not in ("process", "thread"):
+        raise typer.BadParameter("--isolation must be process or thread")
+    workers = workers if workers is not None else default_workers(isolation, device)
     if workers < 1 or cpu_threads < 1:
         raise typer.BadParameter("--workers and --cpu-threads must be at least 1")
     primary = version or alias or "latest"
@@ -172,6 +184,7 @@ def serve(
             repository,
             model,
             device=device,
+            isolation=isolation,
             workers=workers,
             cpu_threads=cpu_threads,
             warmup_batch_sizes=warmup_sizes(max_batch_size) if not no_batching else (),
@@ -197,6 +210,16 @@ def fault_config(
         return None
     logging.getLogger("workbench.serving").warning("fault injection on: %s", faults)
     return faults
+
+
+def default_workers(isolation: str, device: str) -> int:
+    """One worker process per usable CPU core in process isolation on the CPU, else 1."""
+    if isolation != "process" or device.strip().lower().startswith("gpu"):
+        return 1
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
 
 
 def warmup_sizes(max_batch_size: int) -> tuple[int, ...]:

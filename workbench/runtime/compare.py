@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
     from workbench._types import TensorsIn
     from workbench.model.version import Version
     from workbench.runtime.hub import VersionHub
+    from workbench.runtime.loaded import LoadedVersion
 
 Array = np.ndarray[Any, Any]
 
@@ -190,7 +192,8 @@ def compare(
     """Run ``inputs`` through ``versions`` (default: all loaded) and compare them.
 
     ``inputs`` is a dict of arrays, or one array for single-input models. Rows
-    are sent in batches of ``batch_size``, round-robin across versions.
+    are sent in batches of ``batch_size``, round-robin across versions; versions
+    that all run in worker processes (process isolation) run in parallel.
     """
     loaded = [hub.get(v) for v in versions] if versions else hub.loaded
     if not loaded:
@@ -212,16 +215,32 @@ def compare(
     names = [str(lv.version) for lv in loaded]
     chunks: dict[str, list[Array]] = {n: [] for n in names}
     latencies: dict[str, list[float]] = {n: [] for n in names}
-    for start in range(0, rows, batch_size):
-        batch = {k: v[start : start + batch_size] for k, v in arrays.items()}
-        for name, lv in zip(names, loaded, strict=True):
-            with hub.lease(lv.version) as leased:
-                began = time.perf_counter()
-                result = leased.predict(batch, validate=False)
-                latencies[name].append(time.perf_counter() - began)
-            if out_name not in result:
-                raise InputError(f"{hub.model}:{name} has no output {out_name!r} (has {sorted(result)})")
-            chunks[name].append(result[out_name])
+    batches = [{k: v[start : start + batch_size] for k, v in arrays.items()}
+               for start in range(0, rows, batch_size)]
+
+    def run(name: str, lv: LoadedVersion, batch: TensorsIn) -> None:
+        with hub.lease(lv.version) as leased:
+            began = time.perf_counter()
+            result = leased.predict(batch, validate=False)
+            latencies[name].append(time.perf_counter() - began)
+        if out_name not in result:
+            raise InputError(f"{hub.model}:{name} has no output {out_name!r} (has {sorted(result)})")
+        chunks[name].append(result[out_name])
+
+    def run_all(name: str, lv: LoadedVersion) -> None:
+        for batch in batches:
+            run(name, lv, batch)
+
+    if len(loaded) > 1 and all(lv.isolation == "process" for lv in loaded):
+        # each version runs in its own worker processes: run them side by side
+        with ThreadPoolExecutor(len(loaded), thread_name_prefix="workbench-compare") as pool:
+            futures = [pool.submit(run_all, name, lv) for name, lv in zip(names, loaded, strict=True)]
+            for future in futures:
+                future.result()
+    else:
+        for batch in batches:
+            for name, lv in zip(names, loaded, strict=True):
+                run(name, lv, batch)
     outputs = {n: np.concatenate(c) for n, c in chunks.items()}
     pairs = [
         agreement(outputs[a], outputs[b], names=(a, b)) for a, b in itertools.combinations(names, 2)

@@ -14,12 +14,13 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from workbench.errors import HubError, VersionNotLoadedError
 from workbench.model.version import Version
 from workbench.runtime.device import Device
 from workbench.runtime.loaded import LoadedVersion
+from workbench.runtime.memory import nvml_gpu_count
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -33,7 +34,8 @@ HISTORY_LIMIT = 32
 
 @dataclass(frozen=True)
 class HubEvent:
-    """Something that happened to a hub: loaded, activated, rolled_back, unloaded, load_failed."""
+    """Something that happened to a hub: loaded, activated, rolled_back, unloaded, load_failed,
+    worker_died, worker_restarted, worker_restart_failed (process isolation)."""
 
     kind: str
     model: str
@@ -54,6 +56,18 @@ class Prediction:
     seconds: float
 
 
+ISOLATIONS = ("process", "thread")
+
+
+def _isolation(name: str, device: Device) -> str:
+    """``process`` or ``thread``; ``auto`` is process on a GPU, thread on the CPU."""
+    if name == "auto":
+        return "process" if device.is_gpu else "thread"
+    if name not in ISOLATIONS:
+        raise ValueError(f"isolation must be process, thread or auto, not {name!r}")
+    return name
+
+
 class VersionHub:
     """Loaded versions of one model, one of them active; thread-safe."""
 
@@ -67,14 +81,22 @@ class VersionHub:
         cpu_threads: int = 1,
         memory_pool_mb: int | None = None,
         warmup_batch_sizes: tuple[int, ...] = (),
+        isolation: str = "auto",
     ) -> None:
         """``warmup_batch_sizes``: batch sizes each version runs before it is offered
         (default: 1, 2, 4, ... up to the sample's rows); a server with dynamic
-        batching passes the sizes its batcher produces."""
+        batching passes the sizes its batcher produces.
+
+        ``isolation``: ``process`` (each version in its own worker processes; this
+        process never imports Paddle), ``thread`` (predictors in this process), or
+        ``auto`` (process on a GPU, thread on the CPU); a load may choose its own."""
         repository.versions(model)  # raises ModelNotFoundError early
         self.repository = repository
         self.model = model
+        if isolation == "process" and isinstance(device, str) and device.strip().lower() == "auto":
+            device = "gpu" if nvml_gpu_count() > 0 else "cpu"  # without importing Paddle
         self.device = Device.parse(device, memory_pool_mb=memory_pool_mb)
+        self.isolation = _isolation(isolation, self.device)
         self.workers = workers
         self.cpu_threads = cpu_threads
         self.warmup_batch_sizes = tuple(warmup_batch_sizes)
@@ -117,6 +139,7 @@ class VersionHub:
         workers: int | None = None,
         activate: bool | None = None,
         verify: bool = True,
+        isolation: str | None = None,
     ) -> LoadedVersion:
         """Load, verify and warm a version; it becomes active if ``activate`` (default: if none is).
 
@@ -136,7 +159,7 @@ class VersionHub:
                 self.use(version)
             return existing
         try:
-            loaded = self._open(version, device, memory_pool_mb, workers, verify)
+            loaded = self._open(version, device, memory_pool_mb, workers, verify, isolation)
         except Exception as exc:
             self._emit("load_failed", version, str(exc))
             raise
@@ -158,23 +181,32 @@ class VersionHub:
         memory_pool_mb: int | None,
         workers: int | None,
         verify: bool,
+        isolation: str | None,
     ) -> LoadedVersion:
         if verify:
             manifest = self.repository.verify(self.model, version)
         else:
             manifest = self.repository.manifest(self.model, version)
         dev = Device.parse(device, memory_pool_mb=memory_pool_mb) if device is not None else self.device
-        loaded = LoadedVersion(
-            model=self.model,
-            version=version,
-            manifest=manifest,
-            path=self.repository.path(self.model, version),
-            device=dev,
-            workers=workers or self.workers,
-            cpu_threads=self.cpu_threads,
-            warmup_batch_sizes=self.warmup_batch_sizes,
-        )
-        return loaded.open()
+        mode = _isolation(isolation, dev) if isolation is not None else self.isolation
+        kwargs: dict[str, Any] = {
+            "model": self.model,
+            "version": version,
+            "manifest": manifest,
+            "path": self.repository.path(self.model, version),
+            "device": dev,
+            "workers": workers or self.workers,
+            "cpu_threads": self.cpu_threads,
+            "warmup_batch_sizes": self.warmup_batch_sizes,
+        }
+        if mode == "process":
+            from workbench.runtime.isolated import ProcessLoadedVersion
+
+            def on_event(kind: str, message: str) -> None:
+                self._emit(kind, version, message)
+
+            return ProcessLoadedVersion(on_event=on_event, **kwargs).open()
+        return LoadedVersion(**kwargs).open()
 
     def unload(self, ref: Version | str, *, timeout: float = 30.0) -> None:
         """Drain and free a loaded version; the active version cannot be unloaded."""

@@ -92,12 +92,13 @@ class LoadState(str, enum.Enum):
     LOADING = "loading"  # predictors being created
     WARMING = "warming"  # running the sample so the first real request is fast
     READY = "ready"  # offered for requests
+    DOWN = "down"  # a worker process died; restarting (process isolation)
     DRAINING = "draining"  # unloading: no new leases, in-flight requests finishing
     UNLOADED = "unloaded"  # predictors released
 
 
 class LoadedVersion:
-    """One version of a model in memory, with ``workers`` predictor clones.
+    """One version of a model in memory, with ``workers`` predictor clones in this process.
 
     ``predict`` is thread-safe: each call borrows an idle clone (waiting for one
     when all are busy), so at most ``workers`` batches run at once.
@@ -140,6 +141,8 @@ class LoadedVersion:
         self._latencies: deque[float] = deque(maxlen=2048)
         self._memory = MemoryUsage(0)
 
+    isolation = "thread"
+
     def __repr__(self) -> str:
         return f"<LoadedVersion {self.model}:{self.version} on {self.device} ({self.state.value})>"
 
@@ -172,7 +175,9 @@ class LoadedVersion:
             self._idle.put(lane)
         gpu_after = gpu_memory_used(self._device.index) if self._device.is_gpu else None
         gpu = None if gpu_after is None or gpu_before is None else max(0, gpu_after - gpu_before)
-        self._memory = MemoryUsage(max(0, process_rss() - rss_before), gpu)
+        # In-process, a version's memory cannot be told apart from the process's: this is
+        # the growth during its load, and the first version also pays Paddle's start-up.
+        self._memory = MemoryUsage(max(0, process_rss() - rss_before), gpu, scope="load growth")
         self.load_seconds = time.perf_counter() - started
         self.loaded_at = time.time()
         self.state = LoadState.READY
@@ -198,18 +203,21 @@ class LoadedVersion:
     def _warm_up(self) -> None:
         # Paddle prepares kernels and buffers per input shape on its first run, so
         # every clone runs each batch size a request is likely to bring.
+        for lane in self._lanes:
+            self._warm_lane(lane)
+
+    def _warm_lane(self, lane: Any) -> None:
         sample = self.warmup_inputs()
         rows = next(iter(sample.values())).shape[0] if sample else 1
-        for lane in self._lanes:
-            for size in self.warmup_batch_sizes or _batch_sizes(rows):
-                batch = {n: _resize_batch(a, size) for n, a in sample.items()}
-                for _ in range(WARMUP_RUNS):
-                    outputs = lane.run(batch)
-                for name, array in outputs.items():
-                    if np.issubdtype(array.dtype, np.floating) and not np.all(np.isfinite(array)):
-                        raise ModelLoadError(
-                            f"{self.model}:{self.version}: warm-up output {name!r} is not finite"
-                        )
+        for size in self.warmup_batch_sizes or _batch_sizes(rows):
+            batch = {n: _resize_batch(a, size) for n, a in sample.items()}
+            for _ in range(WARMUP_RUNS):
+                outputs = lane.run(batch)
+            for name, array in outputs.items():
+                if np.issubdtype(array.dtype, np.floating) and not np.all(np.isfinite(array)):
+                    raise ModelLoadError(
+                        f"{self.model}:{self.version}: warm-up output {name!r} is not finite"
+                    )
 
     def warmup_inputs(self) -> Tensors:
         """The manifest's sample, or a one-row batch of zeros shaped by the signature."""
@@ -224,21 +232,30 @@ class LoadedVersion:
     def close(self, timeout: float | None = 30.0) -> None:
         """Wait for in-flight requests to finish, then release every predictor."""
         with self._lock:
-            if self.state is LoadState.UNLOADED:
+            if not self._drain(timeout):
                 return
-            self.state = LoadState.DRAINING
-            if not self._lock.wait_for(lambda: self._inflight == 0, timeout=timeout):
-                raise HubError(
-                    f"{self.model}:{self.version} still has {self._inflight} request(s) in flight "
-                    f"after {timeout}s; not unloaded"
-                )
-            self.state = LoadState.UNLOADED
             lanes, self._lanes = self._lanes, []
         while not self._idle.empty():
             self._idle.get_nowait()
         for lane in lanes:
             lane.close()
         log.info("%s:%s unloaded", self.model, self.version)
+
+    def _drain(self, timeout: float | None) -> bool:
+        """DRAINING until no request is in flight, then UNLOADED; False if it was already.
+
+        Called with ``self._lock`` held; raises HubError (and stays DRAINING) on timeout.
+        """
+        if self.state is LoadState.UNLOADED:
+            return False
+        self.state = LoadState.DRAINING
+        if not self._lock.wait_for(lambda: self._inflight == 0, timeout=timeout):
+            raise HubError(
+                f"{self.model}:{self.version} still has {self._inflight} request(s) in flight "
+                f"after {timeout}s; not unloaded"
+            )
+        self.state = LoadState.UNLOADED
+        return True
 
     # -- requests --------------------------------------------------------------------
 

@@ -12,24 +12,35 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class MemoryUsage:
-    """Bytes attributed to a loaded version (measured around its load and warm-up)."""
+    """Bytes attributed to a loaded version, and what the figure measures (``scope``).
+
+    ``worker``: the resident memory of the version's own worker processes (process
+    isolation). ``load growth``: how much the shared process grew while the version
+    loaded and warmed (thread isolation); the first version loaded also carries
+    Paddle's one-time start-up, so it is not what the version alone holds.
+    """
 
     rss_bytes: int
     gpu_bytes: int | None = None
+    scope: str = "load growth"
 
     def __str__(self) -> str:
         text = f"{self.rss_bytes / 2**20:.1f} MiB RSS"
         if self.gpu_bytes is not None:
             text += f", {self.gpu_bytes / 2**20:.1f} MiB GPU"
-        return text
+        return f"{text} ({self.scope})"
 
 
-def process_rss() -> int:
-    return int(psutil.Process().memory_info().rss)
+def process_rss(pid: int | None = None) -> int:
+    """Resident memory of this process (or of ``pid``); 0 when that process is gone."""
+    try:
+        return int(psutil.Process(pid).memory_info().rss)
+    except psutil.NoSuchProcess:
+        return 0
 
 
-def gpu_memory_used(index: int) -> int | None:
-    """Memory used on GPU ``index`` by this process, via NVML; None where unavailable.
+def gpu_memory_used(index: int, pid: int | None = None) -> int | None:
+    """Memory used on GPU ``index`` by this process (or ``pid``), via NVML; None where unavailable.
 
     This path is written against NVML's documented API and is not exercised on
     machines without an NVIDIA GPU.
@@ -41,7 +52,7 @@ def gpu_memory_used(index: int) -> int | None:
     try:
         pynvml.nvmlInit()
         handle = pynvml.nvmlDeviceGetHandleByIndex(index)
-        pid = psutil.Process().pid
+        pid = pid or psutil.Process().pid
         for proc in pynvml.nvmlDeviceGetComputeRunningProcesses(handle):
             if proc.pid == pid:
                 return int(proc.usedGpuMemory or 0)
@@ -49,3 +60,16 @@ def gpu_memory_used(index: int) -> int | None:
     except Exception as exc:
         log.debug("NVML unavailable: %s", exc)
         return None
+
+
+def nvml_gpu_count() -> int:
+    """GPUs NVML sees, without importing Paddle (0 where NVML is unavailable)."""
+    try:
+        import pynvml
+    except ModuleNotFoundError:
+        return 0
+    try:
+        pynvml.nvmlInit()
+        return int(pynvml.nvmlDeviceGetCount())
+    except Exception:
+        return 0

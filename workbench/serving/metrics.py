@@ -18,6 +18,9 @@ Names (the deploy layer's analysis reads these):
 - ``workbench_inflight_requests{model,version}`` gauge
 - ``workbench_loaded_versions{model}`` gauge; ``workbench_active_version_info{model,version}``
 - ``workbench_process_resident_memory_bytes{model}``; ``workbench_gpu_memory_bytes{model,version}``
+- ``workbench_version_ready{model,version}``; in process isolation also
+  ``workbench_worker_resident_memory_bytes{model,version}`` and
+  ``workbench_worker_restarts_total{model,version}``
 - the standard ``process_*`` families, less its resident memory (ours above has the model)
 
 Requests that never reached a version (a malformed body, an unknown version) are counted
@@ -42,7 +45,7 @@ from prometheus_client import (
     disable_created_metrics,
     generate_latest,
 )
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
@@ -64,6 +67,9 @@ class VersionState:
 
     version: str
     gpu_bytes: int | None = None
+    worker_rss_bytes: int | None = None  # process isolation: the version's worker processes
+    worker_restarts: int | None = None
+    ready: bool = True
 
 
 @dataclass(frozen=True)
@@ -222,6 +228,31 @@ class _StateCollector(Collector):
             if item.gpu_bytes is not None:
                 gpu.add_metric([self._model, item.version], item.gpu_bytes)
         yield gpu
+        yield from _worker_families(self._model, state.loaded)
+
+
+def _worker_families(model: str, loaded: tuple[VersionState, ...]) -> Iterator[Any]:
+    """Process isolation: the workers' memory, their restarts, and each version's readiness."""
+    rss = GaugeMetricFamily(
+        "workbench_worker_resident_memory_bytes", "Resident memory of a version's worker processes.",
+        labels=["model", "version"],
+    )
+    restarts = CounterMetricFamily(
+        "workbench_worker_restarts", "Worker processes of a version that died and were restarted.",
+        labels=["model", "version"],
+    )
+    ready = GaugeMetricFamily(
+        "workbench_version_ready", "1 when a loaded version is ready to serve.", labels=["model", "version"]
+    )
+    for item in loaded:
+        if item.worker_rss_bytes is not None:
+            rss.add_metric([model, item.version], item.worker_rss_bytes)
+        if item.worker_restarts is not None:
+            restarts.add_metric([model, item.version], item.worker_restarts)
+        ready.add_metric([model, item.version], 1 if item.ready else 0)
+    yield rss
+    yield restarts
+    yield ready
 
 
 def _rss() -> int | None:

@@ -96,10 +96,11 @@ def run(
 
     if sock is None:
         sock = bind(options.host, options.port)
-    with contextlib.suppress(MissingDependencyError):
-        # Paddle imported once uvicorn runs would take over SIGTERM (see _paddle);
-        # imported first, uvicorn's handler is the one that drains.
-        import_inference()
+    if hub.isolation != "process":  # in process isolation Paddle lives in the workers only
+        with contextlib.suppress(MissingDependencyError):
+            # Paddle imported once uvicorn runs would take over SIGTERM (see _paddle);
+            # imported first, uvicorn's handler is the one that drains.
+            import_inference()
     app = create_app(hub, settings=settings)
     service = app.state.service
     loop, http = fastest_loop()

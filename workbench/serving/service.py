@@ -175,7 +175,7 @@ class Service:
         loaded = self.hub.loaded
         active = self.hub.active
         return Snapshot(
-            loaded=tuple(VersionState(str(lv.version), lv.memory.gpu_bytes) for lv in loaded),
+            loaded=tuple(_version_state(lv) for lv in loaded),
             active=str(active.version) if active is not None else None,
         )
 
@@ -406,10 +406,32 @@ def describe(loaded: LoadedVersion, active: LoadedVersion | None = None) -> dict
         "device": loaded.device,
         "inflight": loaded.inflight,
         "load_seconds": round(loaded.load_seconds, 3),
-        "memory": {"rss_bytes": memory.rss_bytes, "gpu_bytes": memory.gpu_bytes},
+        "memory": {"rss_bytes": memory.rss_bytes, "gpu_bytes": memory.gpu_bytes, "scope": memory.scope},
+        **_isolation(loaded),
         "inputs": [spec_json(spec) for spec in loaded.inputs],
         "outputs": [spec_json(spec) for spec in loaded.outputs],
     }
+
+
+def _version_state(loaded: LoadedVersion) -> VersionState:
+    memory = loaded.memory
+    worker = memory.scope == "worker"
+    return VersionState(
+        str(loaded.version),
+        memory.gpu_bytes,
+        worker_rss_bytes=memory.rss_bytes if worker else None,
+        worker_restarts=loaded.stats().get("worker_restarts") if worker else None,
+        ready=loaded.state.value == "ready",
+    )
+
+
+def _isolation(loaded: LoadedVersion) -> dict[str, Any]:
+    """How the version runs; in process isolation, its worker processes and restarts."""
+    workers_info = getattr(loaded, "workers_info", None)
+    if workers_info is None:
+        return {"isolation": loaded.isolation}
+    return {"isolation": loaded.isolation, "workers": workers_info(),
+            "worker_restarts": loaded.stats()["worker_restarts"]}
 
 
 def spec_json(spec: Any) -> dict[str, Any]:

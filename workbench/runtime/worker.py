@@ -1,0 +1,341 @@
+"""A version's predictor in its own worker process; tensors through shared memory.
+
+The front process (serving instance, notebook kernel, CLI) never imports Paddle in
+this mode: it starts a worker (a fresh interpreter, never a fork, so no Paddle
+state is copied), which opens the predictor on its device and answers one
+small control message per batch over a pipe. The tensors themselves go through one
+shared-memory segment per worker, owned by the front: preallocated, grown on demand
+(the next message names the new segment) and unlinked when the worker stops.
+
+Control messages (tuples, pickled by the pipe):
+
+- front → worker: ``("run", segment, [(name, dtype, shape, offset), ...])``, ``("stop",)``
+- worker → front: ``("ok", [(name, dtype, shape, offset), ...])`` outputs in the segment,
+  ``("inline", {name: array}, needed_bytes)`` when the outputs did not fit,
+  ``("error", kind, message)``; at start ``("ready", pid)`` or ``("error", kind, message)``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from multiprocessing import shared_memory
+from multiprocessing.connection import Connection
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from workbench import errors
+from workbench.errors import ModelLoadError, WorkerDiedError
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from workbench._types import Tensors, TensorsIn
+    from workbench.runtime.device import Device
+
+log = logging.getLogger(__name__)
+ALIGN = 64
+MIN_SEGMENT = 1 << 20
+START_TIMEOUT = 120.0
+STOP_TIMEOUT = 5.0
+
+Layout = list[tuple[str, str, tuple[int, ...], int]]
+
+
+def _aligned(size: int) -> int:
+    return -(-size // ALIGN) * ALIGN
+
+
+def _segment_size(needed: int) -> int:
+    """The next power of two at or above ``needed`` (at least 1 MiB)."""
+    size = MIN_SEGMENT
+    while size < needed:
+        size *= 2
+    return size
+
+
+def _write(buf: memoryview, arrays: TensorsIn) -> Layout:
+    layout: Layout = []
+    offset = 0
+    for name, array in arrays.items():
+        view: np.ndarray[Any, Any] = np.ndarray(array.shape, array.dtype, buffer=buf, offset=offset)
+        view[...] = array
+        layout.append((name, array.dtype.str, tuple(array.shape), offset))
+        offset = _aligned(offset + array.nbytes)
+        del view
+    return layout
+
+
+def _nbytes(arrays: TensorsIn) -> int:
+    return sum(_aligned(np.asarray(a).nbytes) for a in arrays.values())
+
+
+def _read(buf: memoryview, layout: Layout, *, copy: bool) -> Tensors:
+    out: dict[str, np.ndarray[Any, Any]] = {}
+    for name, dtype, shape, offset in layout:
+        view: np.ndarray[Any, Any] = np.ndarray(shape, np.dtype(dtype), buffer=buf, offset=offset)
+        out[name] = view.copy() if copy else view
+    return out
+
+
+def _buf(segment: shared_memory.SharedMemory) -> memoryview:
+    buf = segment.buf
+    if buf is None:
+        raise RuntimeError(f"shared memory segment {segment.name} is closed")
+    return buf
+
+
+def _error(exc: BaseException) -> tuple[str, str, str]:
+    kind = type(exc).__name__ if isinstance(exc, errors.WorkbenchError) else "PredictError"
+    return ("error", kind, str(exc))
+
+
+def _rebuild(kind: str, message: str) -> errors.WorkbenchError:
+    cls = getattr(errors, kind, errors.PredictError)
+    if not (isinstance(cls, type) and issubclass(cls, errors.WorkbenchError)):
+        cls = errors.PredictError
+    try:
+        return cls(message)
+    except TypeError:  # an error class with another constructor
+        return errors.PredictError(message)
+
+
+# -- the worker process --------------------------------------------------------------
+
+
+def worker_main(fd: int) -> None:
+    """Entry point of a worker process: open the predictor, then serve control messages."""
+    from multiprocessing import resource_tracker
+    from multiprocessing.connection import Connection
+
+    # The front owns (and unlinks) every segment; a tracker here would unlink them
+    # when this process exits.
+    resource_tracker.register = lambda *args, **kwargs: None  # type: ignore[assignment]
+    os.environ.setdefault("GLOG_minloglevel", "3")
+    conn = Connection(fd)
+    label, path, device, cpu_threads, input_names = conn.recv()
+    try:
+        from workbench.model import formats
+        from workbench.runtime.paddle import PaddlePredictor
+
+        predictor = PaddlePredictor.open(formats.detect(path), device, cpu_threads=cpu_threads)
+        if set(predictor.input_names) != set(input_names):
+            raise ModelLoadError(
+                f"{label}: the model's inputs {predictor.input_names} differ from the "
+                f"manifest's {sorted(input_names)}"
+            )
+    except BaseException as exc:
+        conn.send(_error(exc) if isinstance(exc, errors.WorkbenchError)
+                  else ("error", "ModelLoadError", f"{label}: {exc}"))
+        return
+    conn.send(("ready", os.getpid()))
+    segment: shared_memory.SharedMemory | None = None
+    try:
+        while True:
+            try:
+                message = conn.recv()
+            except (EOFError, OSError):
+                return  # the front is gone
+            if message[0] == "stop":
+                return
+            _, name, layout = message
+            if segment is None or segment.name != name:
+                if segment is not None:
+                    segment.close()
+                segment = shared_memory.SharedMemory(name=name)
+            try:
+                inputs = _read(_buf(segment), layout, copy=False)
+                outputs = predictor.run(inputs)
+                del inputs
+                needed = _nbytes(outputs)
+                if needed <= segment.size:
+                    conn.send(("ok", _write(_buf(segment), outputs)))
+                else:
+                    conn.send(("inline", outputs, needed))
+            except BaseException as exc:
+                conn.send(_error(exc))
+    finally:
+        predictor.release()
+        if segment is not None:
+            segment.close()
+
+
+# -- the front's handle --------------------------------------------------------------
+
+
+class WorkerPredictor:
+    """The front's handle on one worker process; one batch at a time (not thread-safe).
+
+    Implements the runtime's predictor seam (``run``, ``clone``, ``release``), so a
+    loaded version drives it like an in-process predictor. A worker that dies fails
+    the batch it was running with :class:`WorkerDiedError` naming the version.
+    """
+
+    def __init__(
+        self,
+        *,
+        label: str,
+        path: Path,
+        device: Device,
+        cpu_threads: int,
+        input_names: list[str],
+        segment_bytes: int = MIN_SEGMENT,
+    ) -> None:
+        self.label = label
+        self._args = (label, path, device, cpu_threads, list(input_names))
+        self._segment_bytes = _segment_size(segment_bytes)
+        self._segment: shared_memory.SharedMemory | None = None
+        self._conn: Connection | None = None
+        self._process: subprocess.Popen[bytes] | None = None
+        self._pidfd: int | None = None
+        self.pid: int | None = None
+        self.broken = False
+
+    def __repr__(self) -> str:
+        return f"<WorkerPredictor {self.label} pid={self.pid}>"
+
+    def start(self) -> WorkerPredictor:
+        """Start the worker and wait until its predictor is open; load errors are re-raised.
+
+        A fresh interpreter (``python -m workbench.runtime.worker``), never a fork: no
+        Paddle state is copied, and the caller's ``__main__`` is not run again. It gets
+        its own session and process group, so a signal to the front's group spares it.
+        """
+        front, back = socket.socketpair()
+        try:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "workbench.runtime.worker", str(back.fileno())],
+                pass_fds=[back.fileno()],
+                start_new_session=True,
+            )
+        finally:
+            back.close()
+        self._conn, self._process = Connection(front.detach()), process
+        self._pidfd = os.pidfd_open(process.pid)
+        try:
+            self._conn.send(self._args)
+            if not self._conn.poll(START_TIMEOUT):
+                raise ModelLoadError(f"{self.label}: the worker did not start in {START_TIMEOUT:.0f}s")
+            reply = self._conn.recv()
+        except (EOFError, OSError) as exc:
+            code = process.wait(STOP_TIMEOUT)
+            self._stop_process()
+            raise ModelLoadError(
+                f"{self.label}: the worker exited while loading (exit code {code})"
+            ) from exc
+        except BaseException:
+            self._stop_process()
+            raise
+        if reply[0] != "ready":
+            self._stop_process()
+            raise _rebuild(reply[1], reply[2])
+        self.pid = int(reply[1])
+        self._segment = shared_memory.SharedMemory(create=True, size=self._segment_bytes)
+        self.broken = False
+        return self
+
+    @property
+    def sentinel(self) -> int | None:
+        """A file descriptor that becomes readable when the worker process ends."""
+        return self._pidfd
+
+    @property
+    def alive(self) -> bool:
+        return not self.broken and self._process is not None and self._process.poll() is None
+
+    def run(self, inputs: TensorsIn) -> Tensors:
+        if self._conn is None or self._segment is None:
+            raise WorkerDiedError(f"{self.label}: the worker is not running")
+        needed = _nbytes(inputs)
+        if needed > self._segment.size:
+            self._grow(needed)
+        layout = _write(_buf(self._segment), inputs)
+        try:
+            self._conn.send(("run", self._segment.name, layout))
+            reply = self._conn.recv()
+        except (EOFError, OSError) as exc:
+            self.broken = True
+            raise WorkerDiedError(
+                f"{self.label}: its worker process (pid {self.pid}) died while running the batch"
+            ) from exc
+        if reply[0] == "ok":
+            return _read(_buf(self._segment), reply[1], copy=True)
+        if reply[0] == "inline":
+            self._grow(reply[2])
+            outputs: Tensors = reply[1]
+            return outputs
+        raise _rebuild(reply[1], reply[2])
+
+    def _grow(self, needed: int) -> None:
+        old = self._segment
+        self._segment = shared_memory.SharedMemory(create=True, size=_segment_size(needed))
+        if old is not None:
+            old.close()
+            old.unlink()
+
+    def clone(self) -> WorkerPredictor:
+        """Another worker process for the same version (one more CPU core's worth)."""
+        label, path, device, cpu_threads, names = self._args
+        return WorkerPredictor(
+            label=label, path=path, device=device, cpu_threads=cpu_threads, input_names=names,
+            segment_bytes=self._segment.size if self._segment else MIN_SEGMENT,
+        ).start()
+
+    def release(self) -> None:
+        """Stop the worker (its memory returns to the system) and free the segment."""
+        if self._conn is not None and not self.broken:
+            with contextlib.suppress(OSError, ValueError):
+                self._conn.send(("stop",))
+        self._stop_process()
+        if self._segment is not None:
+            self._segment.close()
+            with contextlib.suppress(FileNotFoundError):
+                self._segment.unlink()
+            self._segment = None
+
+    def _stop_process(self) -> None:
+        process, self._process = self._process, None
+        if process is not None:
+            try:
+                process.wait(STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                # its own group: this reaches the worker and anything it started, nothing else
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                process.wait(STOP_TIMEOUT)
+        if self._pidfd is not None:
+            os.close(self._pidfd)
+            self._pidfd = None
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+
+def backoff_delays() -> list[float]:
+    """Seconds to wait before each restart attempt: 0, 1, 1, 2, 3, 5, 8, ... capped at 30."""
+    delays = [0.0, 1.0]
+    while len(delays) < 16:
+        delays.append(min(30.0, delays[-1] + delays[-2]))
+    return delays
+
+
+def wait_for_exit(sentinels: list[int], timeout: float) -> list[int]:
+    """The sentinels (of :attr:`WorkerPredictor.sentinel`) whose process has ended."""
+    from multiprocessing.connection import wait
+
+    started = time.monotonic()
+    ready = wait(sentinels, timeout) if sentinels else []
+    if not sentinels:
+        time.sleep(max(0.0, timeout - (time.monotonic() - started)))
+    return [s for s in ready if isinstance(s, int)]
+
+
+if __name__ == "__main__":
+    worker_main(int(sys.argv[1]))

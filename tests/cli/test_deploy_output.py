@@ -24,7 +24,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from pathlib import Path
 
-    from workbench.deploy.deployment import Deployment, DeploymentManager
+    from workbench.deploy.deployment import Deployment
+    from workbench.deploy.manager import DeploymentManager
 
 pytestmark = pytest.mark.nginx
 REASON = "try a fifth of the users on the new version before lunch"
@@ -138,7 +139,7 @@ def test_status_watch_p99_from_a_real_serving_instance(nginx: None, demo_repo: P
     """`workbench serve` (Paddle, digits) behind nginx: p99 comes from its latency histogram."""
     import numpy as np
 
-    from workbench.deploy.deployment import DeploymentManager
+    from workbench.deploy.manager import DeploymentManager
 
     manager = DeploymentManager(home, repo=demo_repo)
     web = manager.create("digits", "digits", "stable", timeout=300)

@@ -13,7 +13,7 @@ import numpy as np
 if TYPE_CHECKING:
     from workbench import VersionHub
 
-OUTPUT = "fetch_name_0"
+OUTPUT = "probabilities"
 
 
 @dataclass

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
     from workbench.runtime.hub import HubEvent
 
-OUTPUT = "fetch_name_0"
+OUTPUT = "probabilities"
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +54,7 @@ def test_front_never_imports_paddle_and_unload_frees_the_worker(demo_repo: Path)
         loaded = hub.load("1.1.0")
         pids = loaded.worker_pids
         assert loaded.memory.scope == "worker" and loaded.memory.rss_bytes > 20 * 2**20, loaded.memory
-        assert hub.predict({{"x": digits_dataset()[2][:4]}}).outputs["fetch_name_0"].shape == (4, 10)
+        assert hub.predict({{"x": digits_dataset()[2][:4]}}).outputs["probabilities"].shape == (4, 10)
         hub.unload("1.1.0")
         assert not any(psutil.pid_exists(pid) for pid in pids), pids
         hub.close()

@@ -53,7 +53,7 @@ def test_inputs_without_a_shared_batch_axis_are_one_row() -> None:
 def test_reservoir_of_a_real_instance(serve, demo_repo: Path) -> None:  # type: ignore[no-untyped-def]
     server: ServeProcess = serve(
         ["--repo", str(demo_repo), "--model", "digits", "--version", "1.0.0",
-         "--reservoir-size", "16", "--no-access-log"],
+         "--reservoir-size", "16", "--max-batch-size", "16", "--no-access-log"],
         env={"WORKBENCH_ADMIN_TOKEN": ADMIN_TOKEN},
     )
     sent = [x_batch(4, seed) for seed in range(10)]

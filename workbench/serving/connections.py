@@ -166,7 +166,11 @@ def guarded_protocol(limits: ConnectionLimits) -> type[asyncio.Protocol]:
             if self._phase == _READ:
                 return  # the app has the request; the next one re-arms
             if self._phase == _BODY and self.flow.read_paused:
-                self._since = now  # the server holds the body back, not the client
+                # The server holds the body back, not the client: the clock starts again
+                # when reading resumes (looked at often, so a resume is seen within 0.1 s).
+                self._since = now
+                self._arm(min(0.1, limits.body_timeout))
+                return
             limit = limits.body_timeout if self._phase == _BODY else limits.header_timeout
             left = self._since + limit - now
             if left > 0:

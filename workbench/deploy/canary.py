@@ -137,6 +137,7 @@ def controller(
         source = ScrapeSource(urls)
     labelled = spec.labelled
     token = deployment.admin_token
+    fallback: dict[str, Any] = {}  # stable's manifest sample, read once (stable does not change)
 
     def output() -> OutputCheck | None:
         """Replay the labelled set if one is given, else the stable instance's reservoir of
@@ -146,12 +147,14 @@ def controller(
         now = deployment.state
         if stable not in now.instances or candidate not in now.instances:
             return None
-        sample = None
-        if not labelled:
+        if not labelled and "sample" not in fallback:
+            fallback["sample"] = None
             with contextlib.suppress(WorkbenchError, OSError):
                 from workbench.model.repository import ModelRepository
 
-                sample = ModelRepository(now.repo).sample(now.model, now.instances[stable].version)
+                fallback["sample"] = ModelRepository(now.repo).sample(
+                    now.model, now.instances[stable].version)
+        sample = fallback.get("sample")
         return output_check(now.instances[stable].url, now.instances[candidate].url, now.model,
                             labelled=labelled, admin_token=token, sample=sample)
 

@@ -400,6 +400,7 @@ class _Handlers:
         version = ""
         status = 200
         timings: list[float] = []
+        replay = REPLAY_HEADER in request.headers
         try:
             ref = self._infer_ref(request)
             decoded = await self._decode(request)
@@ -409,7 +410,6 @@ class _Handlers:
                     loaded, decoded.inputs, [out.name for out in decoded.outputs or ()]
                 )
                 service.check_batch(loaded, decoded.batch_size)
-                replay = REPLAY_HEADER in request.headers
                 if not replay:
                     self.reservoir.offer(inputs)
                 if service.settings.faults is not None:
@@ -442,8 +442,7 @@ class _Handlers:
             retry = {"Retry-After": RETRY_AFTER} if isinstance(exc, QueueFull) else None
             response = error_response(status, message_for(exc), version or None, retry)
         seconds = time.perf_counter() - started
-        service.metrics.request(version, status, seconds,
-                                replay=REPLAY_HEADER in request.headers)
+        service.metrics.request(version, status, seconds, replay=replay)
         if version:
             stats = service.statistics.version(version)
             if timings:

@@ -12,7 +12,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pytest
 
-from tests.serving.conftest import ADMIN_TOKEN, ServeProcess, json_infer_body, x_batch
+from tests.serving.conftest import (
+    ADMIN_TOKEN,
+    ServeProcess,
+    json_infer_body,
+    metric_value,
+    x_batch,
+)
 
 if TYPE_CHECKING:
     import httpx
@@ -107,6 +113,28 @@ def test_load_use_rollback_unload(client: httpx.Client) -> None:
     gone = client.post("/v2/models/digits/versions/1.2.0/infer", json=json_infer_body(x_batch(1)))
     assert gone.status_code == 404
     assert client.get("/metrics").text.count('workbench_loaded_versions{model="digits"} 2.0') == 1
+
+
+def test_a_loaded_version_has_its_series_at_zero_until_unloaded(client: httpx.Client) -> None:
+    """Prometheus' increase() needs a sample before a version's first request to count it."""
+    admin(client, "load", {"version": "1.2.0"})
+    text = client.get("/metrics").text
+    for outcome in ("ok", "client_error", "server_error"):
+        assert metric_value(text, "workbench_requests_total", version="1.2.0",
+                            outcome=outcome) == 0
+        assert metric_value(text, "workbench_replayed_requests_total", version="1.2.0",
+                            outcome=outcome) == 0
+    for histogram in ("request_duration_seconds", "queue_duration_seconds",
+                      "inference_duration_seconds", "batch_size"):
+        assert metric_value(text, f"workbench_{histogram}_count", version="1.2.0") == 0
+    assert metric_value(text, "workbench_inflight_requests", version="1.2.0") == 0
+    assert served_by(client, **{"x-model-version": "1.2.0"}) == "1.2.0"
+    text = client.get("/metrics").text
+    assert metric_value(text, "workbench_requests_total", version="1.2.0", outcome="ok") == 1
+    admin(client, "unload", {"version": "1.2.0"})
+    text = client.get("/metrics").text
+    assert 'version="1.2.0"' not in text
+    metric_value(text, "workbench_requests_total", version="1.0.0", outcome="ok")  # still loaded
 
 
 def test_admin_conflicts_and_unknowns(client: httpx.Client) -> None:

@@ -23,9 +23,12 @@ Names (the deploy layer's analysis reads these):
   ``workbench_worker_restarts_total{model,version}``
 - the standard ``process_*`` families, less its resident memory (ours above has the model)
 
-Requests that never reached a version (a malformed body, an unknown version) are counted
-with ``version=""``, in their outcome's counter and the latency histogram only, so no
-always-zero series appear. No ``*_created`` samples are exported.
+A version's request-path series exist from the moment it is loaded, at zero, so that
+Prometheus' ``increase()`` and ``rate()`` count its very first requests (a counter that
+appears at 1 has no earlier sample to increase from); they are removed when it is
+unloaded. Requests that never reached a version (a malformed body, an unknown version)
+are counted with ``version=""``, in their outcome's counter and the latency histogram
+only, so no always-zero series appear. No ``*_created`` samples are exported.
 """
 
 from __future__ import annotations
@@ -165,17 +168,43 @@ class ServingMetrics:
             self._children[version] = children
         return children
 
+    def loaded(self, version: str) -> None:
+        """Create a freshly loaded version's series at zero (replays included)."""
+        self.version(version)
+        for outcome in OUTCOMES:
+            self._replayed.labels(self.model, version, outcome)
+
+    def unloaded(self, version: str) -> None:
+        """Remove an unloaded version's series."""
+        self._children.pop(version, None)
+        labels = (self.model, version)
+        for outcome in OUTCOMES:
+            self._requests.remove(*labels, outcome)
+            self._replayed.remove(*labels, outcome)
+        for metric in (self._duration, self._queue, self._inference, self._batch, self._inflight):
+            metric.remove(*labels)
+
     def request(self, version: str, status: int, seconds: float, *, replay: bool = False) -> None:
-        """Count one finished inference request and its latency (a replay only by outcome)."""
+        """Count one finished inference request and its latency (a replay only by outcome).
+
+        A request that finishes after its version was unloaded (it drained, then the
+        response was still being sent) is not counted: counting it would bring back the
+        series of a version that is gone.
+        """
         outcome = "ok" if status < 400 else "client_error" if status < 500 else "server_error"
-        if replay:
-            self._replayed.labels(self.model, version, outcome).inc()
-            return
         if version == UNRESOLVED:
+            if replay:
+                self._replayed.labels(self.model, version, outcome).inc()
+                return
             self._requests.labels(self.model, version, outcome).inc()
             self._duration.labels(self.model, version).observe(seconds)
             return
-        children = self.version(version)
+        children = self._children.get(version)
+        if children is None:
+            return
+        if replay:
+            self._replayed.labels(self.model, version, outcome).inc()
+            return
         children.by_outcome[outcome].inc()
         children.duration.observe(seconds)
 

@@ -119,6 +119,8 @@ class Service:
         """Subscribe to the hub and load the startup versions in the background."""
         self._loop = asyncio.get_running_loop()
         self._unsubscribe = self.hub.subscribe(self._on_event)
+        for loaded in self.hub.loaded:
+            self.metrics.loaded(str(loaded.version))
         if self.settings.startup:
             self._control.submit(self._load_startup)
 
@@ -310,6 +312,10 @@ class Service:
         return runner
 
     def _on_event(self, event: HubEvent) -> None:
+        if event.kind == "loaded":
+            self.metrics.loaded(event.version)
+        elif event.kind == "unloaded":
+            self.metrics.unloaded(event.version)
         if event.kind != "unloaded" or self._loop is None:
             return
         dead = [key for key, (lv, _) in self._runners.items() if lv.state.value == "unloaded"]

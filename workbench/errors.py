@@ -16,7 +16,8 @@ Each class carries the exit code the CLI uses for it.
     │   ├── ManifestError
     │   └── PublishError
     ├── IntegrityError              a file's sha256 or size differs from the manifest
-    │   └── SignatureError          unsigned, or the signature does not verify
+    │   ├── SignatureError          unsigned, or the signature does not verify
+    │   └── MisplacedVersionError   a version directory holds another version's manifest
     ├── ModelLoadError              Paddle could not load a version
     ├── InputError                  a request's inputs do not match the signature
     ├── PredictError                Paddle failed while running a valid request
@@ -97,6 +98,18 @@ class IntegrityError(WorkbenchError):
 
 class SignatureError(IntegrityError):
     """A version is unsigned, or its signature does not verify, while a key is configured."""
+
+
+class MisplacedVersionError(IntegrityError):
+    """A version directory holds the manifest of another model or version (a copy or rename).
+
+    ``found``: the ``model:version`` the manifest names; ``location``: the directory's.
+    """
+
+    def __init__(self, message: str, *, found: str, location: str, path: str | None = None) -> None:
+        super().__init__(message, path=path)
+        self.found = found
+        self.location = location
 
 
 class ModelLoadError(WorkbenchError):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -26,6 +27,37 @@ def test_list_and_show_as_json(demo_repo: Path) -> None:
     result = runner.invoke(app, ["models", "show", "digits@canary", "--repo", str(demo_repo), "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["version"] == "1.1.0"
+
+
+def test_list_marks_a_misplaced_copy_and_lists_the_rest(demo_repo: Path, tmp_path: Path) -> None:
+    root = tmp_path / "repo"
+    shutil.copytree(demo_repo, root, ignore=shutil.ignore_patterns(".complete"))
+    shutil.copytree(root / "digits" / "1.2.0", root / "digits" / "1.3.0")  # manifest and all
+    result = runner.invoke(app, ["models", "list", "--repo", str(root), "--json"])
+    assert result.exit_code == 0, result.output
+    rows = {(r["model"], r["version"]): r for r in json.loads(result.output)}
+    assert set(rows) == {("digits", "1.0.0"), ("digits", "1.1.0"), ("digits", "1.2.0"),
+                         ("digits", "1.3.0"), ("resnet", "1.0.0")}
+    bad = rows["digits", "1.3.0"]
+    assert bad["problem"] == "misplaced: manifest says digits:1.2.0, directory is digits:1.3.0"
+    assert bad["format"] is None and bad["created"] is None
+    assert all(r["problem"] is None and r["format"] for key, r in rows.items() if key != ("digits", "1.3.0"))
+
+    result = runner.invoke(app, ["models", "list", "--repo", str(root)], env={"COLUMNS": "80"})
+    assert result.exit_code == 0, result.output
+    assert "✗ misplaced" in result.output
+    assert "digits:1.3.0 misplaced: manifest says digits:1.2.0, directory is digits:1.3.0" in result.output
+    assert "accuracy=0.9704" in result.output  # 1.1.0, a good row, with its metrics
+    assert max(len(line) for line in result.output.splitlines()) <= 80
+
+
+def test_list_fails_when_no_version_can_be_read(demo_repo: Path, tmp_path: Path) -> None:
+    root = tmp_path / "repo"
+    shutil.copytree(demo_repo / "digits" / "1.2.0", root / "digits" / "2.0.0")
+    result = runner.invoke(app, ["models", "list", "--repo", str(root), "--json"])
+    assert result.exit_code == 5
+    [row] = json.loads(result.output)
+    assert row["problem"].startswith("misplaced: manifest says digits:1.2.0")
 
 
 def test_publish_alias_sign_and_verify(repo_copy: Path, tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from workbench.cli._common import JsonOption, RepoOption, console, print_json, resolve_repo
-from workbench.errors import WorkbenchError
+from workbench.errors import IntegrityError, MisplacedVersionError, WorkbenchError
 from workbench.settings import Settings
 
 if TYPE_CHECKING:
@@ -32,40 +32,70 @@ def _repository(repo: Path | None, verify_key: Path | None = None) -> ModelRepos
 
 @app.command("list")
 def list_(repo: RepoOption = None, json: JsonOption = False) -> None:
-    """List models, their versions, aliases and metrics."""
+    """List models, their versions, aliases and metrics.
+
+    A version that cannot be read (a copy holding another version's manifest, an
+    unreadable manifest) is listed with its problem; the command fails only when no
+    version can be read.
+    """
     repository = _repository(repo)
     rows: list[dict[str, Any]] = []
     for model in repository.models():
         aliases = repository.aliases(model)
         for version in repository.versions(model):
-            manifest = repository.manifest(model, version)
-            rows.append(
-                {
-                    "model": model,
-                    "version": str(version),
-                    "aliases": [a for a, v in aliases.items() if v == version],
-                    "format": manifest.format,
-                    "metrics": manifest.metrics,
-                    "created": manifest.created,
-                }
-            )
+            row: dict[str, Any] = {
+                "model": model,
+                "version": str(version),
+                "aliases": [a for a, v in aliases.items() if v == version],
+                "format": None,
+                "metrics": {},
+                "created": None,
+                "problem": None,
+            }
+            try:
+                manifest = repository.manifest(model, version)
+            except WorkbenchError as exc:
+                row["problem"] = _problem(exc)
+            else:
+                row.update(format=manifest.format, metrics=manifest.metrics, created=manifest.created)
+            rows.append(row)
+    failed = bool(rows) and all(row["problem"] for row in rows)
     if json:
         print_json(rows)
-        return
-    if not rows:
+    elif not rows:
         console.print(f"no models in {repository.root} (try: workbench models demo)")
-        return
+    else:
+        _print_versions(repository.root, rows)
+    if failed:
+        raise typer.Exit(IntegrityError.exit_code)
+
+
+def _problem(exc: WorkbenchError) -> str:
+    """A version's problem in a few words, for its row: the first word names its kind."""
+    if isinstance(exc, MisplacedVersionError):
+        return f"misplaced: manifest says {exc.found}, directory is {exc.location}"
+    return f"unreadable: {exc}"
+
+
+def _print_versions(root: Path, rows: list[dict[str, Any]]) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title=f"models in {repository.root}")
+    table = Table(title=f"models in {root}")
     for column in ("model", "version", "aliases", "format", "metrics", "created"):
         table.add_column(column)
     for row in rows:
         metrics = ", ".join(f"{k}={v:.4g}" for k, v in row["metrics"].items())
+        kind = row["problem"].split(":", 1)[0] if row["problem"] else None
         table.add_row(
-            row["model"], row["version"], ", ".join(row["aliases"]), row["format"], metrics, row["created"]
+            row["model"], row["version"], ", ".join(row["aliases"]),
+            f"[red]✗ {kind}[/red]" if kind else row["format"], metrics, row["created"] or "",
         )
     console.print(table)
+    for row in rows:
+        if row["problem"]:
+            console.print(f"[red]✗[/red] {row['model']}:{row['version']} {escape(row['problem'])}",
+                          highlight=False)
 
 
 @app.command()

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from workbench.errors import IntegrityError, ManifestError
+from workbench.errors import IntegrityError, ManifestError, MisplacedVersionError
 from workbench.model.version import Version
 
 if TYPE_CHECKING:
@@ -150,17 +150,19 @@ class Manifest:
     def bind(self, version_dir: Path) -> Manifest:
         """This manifest, checked against the directory it sits in (``<model>/<version>``).
 
-        Raises IntegrityError naming both identities when the manifest names another
+        Raises MisplacedVersionError naming both identities when the manifest names another
         model or version; one that names none takes the directory's.
         """
         model, version = version_dir.parent.name, version_dir.name
         if not self.names_identity:
             return replace(self, model=model, version=version)
         if self.model != model or not _same_version(self.version, version):
-            raise IntegrityError(
+            raise MisplacedVersionError(
                 f"{model}:{version} holds the manifest of {self.model}:{self.version}: a version "
                 f"is bound to its model and version and cannot be copied or renamed; publish "
                 f"it as {model}:{version} instead",
+                found=f"{self.model}:{self.version}",
+                location=f"{model}:{version}",
                 path=MANIFEST_NAME,
             )
         return self

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from typing import TYPE_CHECKING
@@ -39,16 +40,26 @@ def test_detached_canary_waits_at_a_gate_until_resume(
     nginx: None, env: dict[str, str]  # noqa: F811
 ) -> None:
     run(env, "create", "web", "--model", "stub", "--version", "stable")
+    assert json.loads(run(env, "status", "web", "--json"))["canary"] is None
     out = run(env, "update", "web", "--version", "1.1.0", "--strategy", "canary",
               "--steps", "gate,100", "--interval", "0.5s", "--detach")
-    assert "canary controller runs as pid" in out
-    wait_until(lambda: "controller runs (pid" in run(env, "status", "web"), timeout=30)
+    match = re.search(r"canary controller runs as pid (\d+)", out)
+    assert match, out
+    pid = int(match.group(1))
+    wait_until(lambda: f"controller: pid {pid}, running" in run(env, "status", "web"), timeout=30)
     status = run(env, "status", "web")
     assert "canary gate" in status
+    assert max(len(line) for line in status.splitlines()) <= 80, status
+    canary = json.loads(run(env, "status", "web", "--json"))["canary"]
+    assert canary["controller"] == {"pid": pid, "alive": True}
+    assert canary["status"]["stage"] == "gate"
     out = run(env, "resume", "web")
     assert "canary promoted at 100%" in out
     state = json.loads(run(env, "status", "web", "--json"))
     assert state["phase"] == "promoted"
-    wait_until(lambda: "no controller runs" in run(env, "status", "web"), timeout=30)
+    wait_until(lambda: f"controller: pid {pid}, gone" in run(env, "status", "web"), timeout=30)
+    canary = json.loads(run(env, "status", "web", "--json"))["canary"]
+    assert canary["controller"] == {"pid": pid, "alive": False}
+    assert "carry on with" not in run(env, "status", "web")  # the canary is done
     history = run(env, "history", "web")
     assert "canary" in history

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -11,12 +13,15 @@ import pytest
 
 from workbench.deploy.rollout.analysis import AnalysisSpec, ErrorRateRule, LatencyRule
 from workbench.deploy.rollout.controller import (
+    SPAWNED_PID,
     Action,
     CanaryController,
     CanaryStatus,
+    ControllerProcess,
     Hooks,
     Stage,
     controller_lock,
+    controller_process,
     controller_running,
 )
 from workbench.deploy.rollout.signals import ColourWindow
@@ -206,6 +211,18 @@ def test_only_one_controller_per_deployment(tmp_path: Path) -> None:
     ):
         pass
     assert controller_running(tmp_path) is None
+
+
+def test_controller_process_names_the_latest_controller_and_whether_it_runs(tmp_path: Path) -> None:
+    assert controller_process(tmp_path) == ControllerProcess(None, False)
+    with controller_lock(tmp_path):
+        assert controller_process(tmp_path) == ControllerProcess(os.getpid(), True)
+    assert controller_process(tmp_path) == ControllerProcess(os.getpid(), False)
+    time.sleep(0.01)
+    (tmp_path / SPAWNED_PID).write_text("4242")  # started later, never took the lock
+    assert controller_process(tmp_path) == ControllerProcess(4242, False)
+    with controller_lock(tmp_path):
+        assert controller_process(tmp_path) == ControllerProcess(os.getpid(), True)
 
 
 def test_url_hooks_get_the_event_posted_as_json() -> None:

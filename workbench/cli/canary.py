@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
     from workbench.deploy.deployment import Deployment
     from workbench.deploy.rollout.analysis import AnalysisSpec
-    from workbench.deploy.rollout.controller import CanaryStatus
+    from workbench.deploy.rollout.controller import CanaryStatus, ControllerProcess
 
 NameArg = Annotated[str, typer.Argument(help="Deployment name.")]
 _VERDICT_STYLE = {"pass": "green", "fail": "red", "inconclusive": "yellow", "skip": "dim"}
@@ -138,6 +138,8 @@ def foreground(deployment: Deployment, spec: AnalysisSpec | None, *, prometheus:
 
 def spawn(deployment: Deployment, prometheus: str | None) -> tuple[int, Path]:
     """Start ``workbench deploy canary-run NAME`` in the background; its pid and log file."""
+    from workbench.deploy.rollout.controller import SPAWNED_PID
+
     directory = deployment.context.store.directory(deployment.name)
     log = directory / LOG_FILE
     command = [sys.executable, "-m", "workbench", "deploy", "canary-run", deployment.name]
@@ -148,7 +150,7 @@ def spawn(deployment: Deployment, prometheus: str | None) -> tuple[int, Path]:
             command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=True, env={**os.environ},
         )
-    (directory / "controller.pid").write_text(str(process.pid))
+    (directory / SPAWNED_PID).write_text(str(process.pid))
     return process.pid, log
 
 
@@ -170,20 +172,24 @@ def command(deployment: Deployment, verb: str, reason: str = "") -> CanaryStatus
     return controller(deployment).command(verb, reason)
 
 
-def status_part(deployment: Deployment) -> list[RenderableType]:
-    """What ``deploy status`` adds for a canary: whether its controller runs, the verdicts."""
-    from workbench.deploy.canary import controller, running_pid
+def status_part(deployment: Deployment, process: ControllerProcess | None) -> list[RenderableType]:
+    """What ``deploy status`` adds for a canary: the verdicts, and its controller process."""
+    from workbench.deploy.canary import controller
 
     data = deployment.state.canary
     if not data or "status" not in data:
         return []
     control = controller(deployment)
     status = control.status
-    pid = running_pid(deployment)
-    runs = f"controller runs (pid {pid})" if pid else "no controller runs"
-    if status is not None and not status.done and not pid:
-        runs += f" — carry on with: workbench deploy restore {deployment.name}"
-    return [render(deployment.name, status, control.spec), f"  {runs}"]
+    lines: list[RenderableType] = [render(deployment.name, status, control.spec)]
+    if process is None or process.pid is None:
+        lines.append("  controller: none")
+    else:
+        state = "[green]running[/]" if process.alive else "gone"
+        lines.append(f"  controller: pid {process.pid}, {state}")
+    if status is not None and not status.done and not (process and process.alive):
+        lines.append(f"  carry on with: workbench deploy restore {deployment.name}")
+    return lines
 
 
 def carry_on(deployment: Deployment, *, quiet: bool = False) -> int | None:

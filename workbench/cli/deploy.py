@@ -363,7 +363,7 @@ def _render(statuses: list[DeploymentStatus], rates: list[dict[str, Rates]] | No
         if k:
             views.append("")
         views.append(status_view(s, None if rates is None else rates[k], console.width))
-        views.extend(status_part(manager.get(s.state.name)))
+        views.extend(status_part(manager.get(s.state.name), s.controller))
     return Group(*views)
 
 

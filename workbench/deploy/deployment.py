@@ -174,7 +174,12 @@ class Deployment:
         if probe:
             with contextlib.suppress(WorkbenchError, OSError):
                 router_running = self.context.router(state).running
-        return DeploymentStatus(state, router_running, instances)
+        controller = None
+        if state.canary is not None:
+            from workbench.deploy.rollout.controller import controller_process
+
+            controller = controller_process(self.context.store.directory(self.name))
+        return DeploymentStatus(state, router_running, instances, controller)
 
     def logs(self, color: Color, tail: int = 200) -> str:
         state = self.state

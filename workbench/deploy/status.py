@@ -11,6 +11,7 @@ from workbench.errors import WorkbenchError
 if TYPE_CHECKING:
     from workbench._types import Color
     from workbench.deploy.backends.base import Backend
+    from workbench.deploy.rollout.controller import ControllerProcess
     from workbench.deploy.state import DeploymentState
 
 __all__ = ["DeploymentStatus", "InstanceStatus", "look_at_instances"]
@@ -46,11 +47,13 @@ class InstanceStatus:
 
 @dataclass(frozen=True)
 class DeploymentStatus:
-    """A deployment's persisted state plus a live look at its router and instances."""
+    """A deployment's persisted state plus a live look at its router and instances
+    (and, with a canary, at its controller process)."""
 
     state: DeploymentState
     router_running: bool
     instances: tuple[InstanceStatus, ...]
+    controller: ControllerProcess | None = None
 
     @property
     def healthy(self) -> bool:
@@ -76,9 +79,18 @@ class DeploymentStatus:
             "healthy": self.healthy,
             "instances": [i.to_dict() for i in self.instances],
             "agreement": None if state.agreement is None else dict(state.agreement),
+            "canary": self._canary(),
             "revision": state.revision,
             "updated_at": state.updated_at,
         }
+
+    def _canary(self) -> dict[str, Any] | None:
+        """The canary's persisted status and its controller: ``{"pid", "alive"}``."""
+        canary = self.state.canary
+        if canary is None:
+            return None
+        controller = self.controller.to_dict() if self.controller is not None else None
+        return {"status": canary.get("status"), "controller": controller}
 
 
 def look_at_instances(

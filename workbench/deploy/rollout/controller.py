@@ -53,6 +53,7 @@ __all__ = [
     "Action",
     "CanaryController",
     "CanaryStatus",
+    "ControllerProcess",
     "Hooks",
     "Stage",
     "Target",
@@ -466,6 +467,9 @@ def event(name: str, status: CanaryStatus, action: Action) -> dict[str, Any]:
     }
 
 
+SPAWNED_PID = "controller.pid"  # written by whoever starts a detached controller
+
+
 @contextlib.contextmanager
 def controller_lock(directory: Path) -> Iterator[Path]:
     """Hold the deployment's controller lock (StateError when another controller runs).
@@ -495,18 +499,41 @@ def controller_lock(directory: Path) -> Iterator[Path]:
 
 def controller_running(directory: Path) -> int | None:
     """The pid of the controller that holds the lock, or None when none runs."""
+    process = controller_process(directory)
+    return process.pid if process.alive else None
+
+
+@dataclass(frozen=True)
+class ControllerProcess:
+    """A deployment's canary controller: the pid of the latest one, and whether it runs."""
+
+    pid: int | None  # None: no controller ever started here
+    alive: bool  # it holds the controller lock
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"pid": self.pid, "alive": self.alive}
+
+
+def controller_process(directory: Path) -> ControllerProcess:
+    """The deployment's controller as seen now.
+
+    The lock file names its latest holder; a detached start also writes
+    ``controller.pid``, which names a controller that has not taken the lock yet (or died
+    before it could): the newer of the two files is the latest controller.
+    """
     import fcntl
 
     path = directory / "controller.lock"
-    if not path.exists():
-        return None
-    with path.open("a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return _pid(path)
-        fcntl.flock(handle, fcntl.LOCK_UN)
-    return None
+    if path.exists():
+        with path.open("a+") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return ControllerProcess(_pid(path), True)
+            fcntl.flock(handle, fcntl.LOCK_UN)
+    candidates = [p for p in (path, directory / SPAWNED_PID) if p.exists()]
+    latest = max(candidates, key=lambda p: p.stat().st_mtime_ns, default=None)
+    return ControllerProcess(None if latest is None else _pid(latest), False)
 
 
 def _pid(path: Path) -> int | None:

@@ -9,24 +9,41 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from workbench._types import StrPath
 
 
 def write_atomic(path: StrPath, data: str | bytes, *, mode: int = 0o600) -> None:
     """Replace ``path`` with ``data`` in one step: a reader sees the old file or the new one.
 
-    Writes a temp file beside ``path`` (same file system), fsyncs it, gives it ``mode``,
-    renames it over ``path`` and fsyncs the directory. Text is written as UTF-8. The
-    temp file never outlives a failure.
+    Text is written as UTF-8; see :func:`atomic_path` for how the file is replaced.
+    """
+    payload = data.encode("utf-8") if isinstance(data, str) else data
+    with atomic_path(path, mode=mode) as tmp:
+        tmp.write_bytes(payload)
+
+
+@contextlib.contextmanager
+def atomic_path(
+    path: StrPath, *, mode: int = 0o600, tmp_dir: StrPath | None = None
+) -> Iterator[Path]:
+    """A temp path to write ``path``'s new content to; a clean exit puts it in place at once.
+
+    For writers that take a path (a library, a command) or that must check the new file
+    before it replaces the old one (``nginx -t``): the temp file (empty, created beside
+    ``path``, or in ``tmp_dir`` on the same file system) is fsynced, given ``mode`` and
+    renamed over ``path``, then the directory is fsynced. On an exception ``path`` keeps
+    its old content and the temp file is removed.
     """
     target = Path(path)
-    payload = data.encode("utf-8") if isinstance(data, str) else data
-    fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}-", suffix=".tmp")
+    directory = Path(tmp_dir) if tmp_dir is not None else target.parent
+    fd, name = tempfile.mkstemp(dir=directory, prefix=f".{target.name}-", suffix=".tmp")
+    os.close(fd)
     tmp = Path(name)
     try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(payload)
-            handle.flush()
+        yield tmp
+        with tmp.open("rb") as handle:
             os.fsync(handle.fileno())
         tmp.chmod(mode)
         tmp.replace(target)

@@ -182,7 +182,7 @@ def test_a_config_failing_nginx_check_is_never_installed(
     assert router.conf_path.read_text() == installed
     assert router.table == good
     assert colors(client, 10) == {"green": 10}
-    assert not list(router.workdir.glob(".nginx-*"))  # no temp file left behind
+    assert not list(router.workdir.rglob(".*.tmp"))  # no temp file left behind
 
 
 def test_an_invalid_directive_is_reported_and_not_installed(

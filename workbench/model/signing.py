@@ -9,14 +9,15 @@ made with :func:`generate_keypair`.
 from __future__ import annotations
 
 import logging
-import os
 import re
-import tempfile
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from workbench._fs import atomic_path
 from workbench.errors import MissingDependencyError, SignatureError
 from workbench.model.manifest import SIGNATURE_NAME
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 log = logging.getLogger(__name__)
 _MISMATCH = re.compile(r"Hash mismatch for '([^']+)'")
@@ -40,22 +41,18 @@ def _hashing_config(ms: Any, version_dir: Path) -> Any:
 def sign_directory(version_dir: Path, private_key: Path, password: str | None = None) -> Path:
     """Sign ``version_dir`` in place; the signature file is replaced atomically."""
     ms = _model_signing()
-    fd, tmp_name = tempfile.mkstemp(prefix=".sig-", dir=version_dir.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    target = version_dir / SIGNATURE_NAME
     try:
-        (
-            ms.signing.Config()
-            .use_elliptic_key_signer(private_key=private_key, password=password)
-            .set_hashing_config(_hashing_config(ms, version_dir))
-            .sign(version_dir, tmp)
-        )
-        target = version_dir / SIGNATURE_NAME
-        os.replace(tmp, target)
+        # the temp file waits outside the directory being hashed (and hidden from readers)
+        with atomic_path(target, tmp_dir=version_dir.parent) as tmp:
+            (
+                ms.signing.Config()
+                .use_elliptic_key_signer(private_key=private_key, password=password)
+                .set_hashing_config(_hashing_config(ms, version_dir))
+                .sign(version_dir, tmp)
+            )
     except (ValueError, OSError) as exc:
         raise SignatureError(f"cannot sign {version_dir}: {exc}") from exc
-    finally:
-        tmp.unlink(missing_ok=True)
     return target
 
 

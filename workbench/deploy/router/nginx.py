@@ -22,16 +22,14 @@ import contextlib
 import http.client
 import json
 import logging
-import os
 import socket
-import tempfile
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import filelock
 
-from workbench._fs import write_atomic
+from workbench._fs import atomic_path, write_atomic
 from workbench.deploy.router.local import LocalNginx
 from workbench.deploy.router.table import (
     ACCESS_LOG,
@@ -69,18 +67,14 @@ def _check_port_free(host: str, port: int) -> None:
         ) from exc
 
 
-def _write_candidate(conf: Path, text: str) -> Path:
-    """Write ``text`` to a temp file beside ``conf`` (same filesystem: os.replace is atomic)."""
-    fd, name = tempfile.mkstemp(dir=conf.parent, prefix=".nginx-", suffix=".conf")
+def _write_candidate(candidates: contextlib.ExitStack, conf: Path, text: str) -> Path:
+    """``text`` in a temp file beside ``conf``, put in place when ``candidates`` closes."""
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
+        tmp = candidates.enter_context(atomic_path(conf))
+        tmp.write_text(text, encoding="utf-8")
     except OSError as exc:
-        Path(name).unlink(missing_ok=True)
-        raise RouterError(f"cannot write {name}: {exc}") from exc
-    return Path(name)
+        raise RouterError(f"cannot write a candidate for {conf}: {exc}") from exc
+    return tmp
 
 
 class NginxRouter:
@@ -182,12 +176,12 @@ class NginxRouter:
             changed = {conf: not conf.exists() or conf.read_text() != text for conf, text in texts.items()}
             changed[self.conf_path] = True  # the router always reloads: that is the switch
             installed = self.table
-            candidates: dict[Path, Path] = {}
-            try:
+            # each candidate replaces its file when the block ends, all checks passed
+            with contextlib.ExitStack() as candidates:
                 for conf, text in texts.items():
                     if not changed[conf]:
                         continue  # the installed file passed this check already
-                    candidates[conf] = tmp = _write_candidate(conf, text)
+                    tmp = _write_candidate(candidates, conf, text)
                     try:
                         self.runner.check(tmp)
                     except RouterError as exc:  # name the file the user knows, not the temp one
@@ -196,11 +190,6 @@ class NginxRouter:
                 if not front_up or installed is None or installed.url != table.url:
                     _check_port_free(table.listen_host, table.listen_port)
                 snapshot = self._snapshot()
-                for conf, tmp in candidates.items():
-                    tmp.replace(conf)
-            finally:
-                for tmp in candidates.values():
-                    tmp.unlink(missing_ok=True)
             write_atomic(self.workdir / TABLE_FILE, json.dumps(table.to_dict(), indent=2).encode())
             self._bring_up(was_running, changed, snapshot)
             self._wait_for(table)

@@ -170,30 +170,9 @@ def ensure_demo(repo: Path, models: tuple[str, ...] = DEMO_MODELS, *, quiet: boo
 
     if ModelRepository(repo).models():
         return False
-    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+    from workbench.cli.models import train_demo
 
-    from workbench.model.demo import ALL, build_demo_repository
-
-    wanted = [d for d in ALL if d.model in models]
-    with Progress(
-        SpinnerColumn(),
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TimeElapsedColumn(),
-        disable=quiet,
-        transient=False,
-    ) as progress:
-        task = progress.add_task(f"training demo models into {repo}", total=len(wanted))
-
-        def report(demo: object, status: str) -> None:
-            name = f"{getattr(demo, 'model', '')}:{getattr(demo, 'version', '')}"
-            if status == "start":
-                progress.update(task, description=f"training {name}")
-            else:
-                progress.advance(task)
-
-        build_demo_repository(repo, models=models, progress=report)
-        progress.update(task, description=f"demo models ready in {repo}")
+    train_demo(repo, models, quiet=quiet)
     return True
 
 

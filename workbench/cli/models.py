@@ -12,6 +12,8 @@ from workbench.errors import IntegrityError, MisplacedVersionError, WorkbenchErr
 from workbench.settings import Settings
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from workbench.model.demo import DemoVersion
     from workbench.model.manifest import TensorSpec
     from workbench.model.repository import ModelRepository
@@ -291,27 +293,33 @@ def demo(
     ] = None,
 ) -> None:
     """Train and publish the demo models (digits 1.0.0/1.1.0/1.2.0, resnet 1.0.0)."""
+    repository = train_demo(resolve_repo(repo), model or ["digits", "resnet"])
+    list_(repo=repository.root, json=False)
+
+
+def train_demo(root: Path, models: Sequence[str], *, quiet: bool = False) -> ModelRepository:
+    """Train and publish the demo ``models`` into ``root`` under a progress bar, saying
+    which versions it published and which were there already (kept)."""
     from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     from workbench.model.demo import ALL, build_demo_repository
 
-    wanted = model or ["digits", "resnet"]
-    todo = [d for d in ALL if d.model in wanted]
-    root = resolve_repo(repo)
+    todo = [d for d in ALL if d.model in models]
     with Progress(
         SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
-        console=console, transient=False,
+        console=console, transient=False, disable=quiet,
     ) as progress:
-        task = progress.add_task("training demo models", total=len(todo))
+        task = progress.add_task(f"training demo models into {root}", total=len(todo))
 
         def report(version: DemoVersion, status: str) -> None:
             label = f"{version.model}:{version.version}"
             if status == "start":
                 progress.update(task, description=f"training {label}")
-            else:
-                progress.advance(task)
+                return
+            progress.advance(task)
+            if not quiet:
                 progress.console.print(f"{'published' if status == 'done' else 'kept'} {label}")
 
-        repository = build_demo_repository(root, models=wanted, progress=report)
-        progress.update(task, description="demo models ready")
-    list_(repo=repository.root, json=False)
+        repository = build_demo_repository(root, models=models, progress=report)
+        progress.update(task, description=f"demo models ready in {root}")
+    return repository

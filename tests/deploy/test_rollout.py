@@ -148,8 +148,10 @@ def test_weight_steps_then_promote_and_rollback() -> None:
 def test_switch_flips_traffic_and_back() -> None:
     r = flow.switch(verified(), now=2.0)
     assert (r.phase, r.weights) == (Phase.PROMOTED, {"blue": 0, "green": 100})
+    assert (r.step, r.message) == (1, "switched to green; blue stays warm")
     r = flow.switch(r, now=3.0)
     assert (r.phase, r.weights) == (Phase.VERIFIED, {"blue": 100, "green": 0})
+    assert (r.step, r.message) == (2, "switched to blue; green stays warm")
 
 
 def test_next_update_after_promote_makes_the_promoted_colour_stable() -> None:

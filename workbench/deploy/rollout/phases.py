@@ -301,22 +301,15 @@ def switch(rollout: Rollout, *, now: float) -> Rollout:
         frozenset({Phase.VERIFIED, Phase.CANARY, Phase.PROMOTED}),
         "switch needs both colours running and verified",
     )
-    if rollout.weight == 100:
-        return move(
-            rollout,
-            Phase.VERIFIED,
-            now=now,
-            weight=0,
-            step=rollout.step + 1,
-            message=f"switched to {rollout.stable}; {rollout.candidate} stays warm",
-        )
+    back = rollout.weight == 100  # the candidate has it all: back to stable
+    to, warm = (rollout.stable, rollout.candidate) if back else (rollout.candidate, rollout.stable)
     return move(
         rollout,
-        Phase.PROMOTED,
+        Phase.VERIFIED if back else Phase.PROMOTED,
         now=now,
-        weight=100,
+        weight=0 if back else 100,
         step=rollout.step + 1,
-        message=f"switched to {rollout.candidate}; {rollout.stable} stays warm",
+        message=f"switched to {to}; {warm} stays warm",
     )
 
 

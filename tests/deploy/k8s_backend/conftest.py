@@ -34,3 +34,32 @@ def api(kubeconfig: Path) -> Iterator[KubeApi]:
         yield client
     finally:
         client.close()
+
+
+@pytest.fixture
+def make_backend(kubeconfig: Path):
+    """KubernetesBackend factories on the emulator (each with its progress lines)."""
+    from workbench.deploy.backends.kubernetes import KubernetesBackend
+
+    made: list[KubernetesBackend] = []
+
+    def make(**options: object) -> KubernetesBackend:
+        lines: list[str] = []
+        options = {"kubeconfig": str(kubeconfig), "image": "registry.example/paddle-workbench:1",
+                   "ready_timeout": 10.0, **options}
+        backend = KubernetesBackend(progress=lines.append, **options)
+        backend.lines = lines  # type: ignore[attr-defined]
+        made.append(backend)
+        return backend
+
+    yield make
+    for backend in made:
+        if backend._api is not None:
+            backend._api.close()
+
+
+def spec(color: str = "blue", version: str = "1.0.0", deployment: str = "web"):
+    from workbench.deploy.backends.base import InstanceSpec
+
+    return InstanceSpec(deployment=deployment, color=color, model="digits", version=version,  # type: ignore[arg-type]
+                        repo="/models", port=9000, admin_token="s3cret")

@@ -38,7 +38,7 @@ import yaml
 
 _PATH = re.compile(
     r"^/(?P<group>api/v1|apis/[^/]+/[^/]+)/namespaces/(?P<ns>[^/]+)/(?P<plural>[^/]+)"
-    r"(?:/(?P<name>[^/]+))?(?:/(?P<sub>status|scale))?$"
+    r"(?:/(?P<name>[^/]+))?(?:/(?P<sub>status|scale|log))?$"
 )
 
 
@@ -111,6 +111,7 @@ class Emulator:
     calls: list[Call] = field(default_factory=list)
     faults: list[Fault] = field(default_factory=list)
     broken: dict[str, Broken] = field(default_factory=dict)  # Deployment name -> why
+    logs: dict[str, list[str]] = field(default_factory=dict)  # pod name -> log lines
     ready_after: int = 0  # GETs of a Deployment before its status turns ready
     _rv: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     _lock: threading.RLock = field(default_factory=threading.RLock)
@@ -136,9 +137,10 @@ class Emulator:
                 raw = self.rfile.read(length) if length else b""
                 status, answer = emulator.handle(self.command, self.path,
                                                  self.headers.get("Content-Type", ""), raw)
-                data = json.dumps(answer).encode()
+                text = isinstance(answer, str)
+                data = answer.encode() if text else json.dumps(answer).encode()
                 self.send_response(status)
-                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Type", "text/plain" if text else "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
@@ -237,6 +239,9 @@ class Emulator:
         if method == "GET":
             if current is None:
                 return self._status(404, "NotFound", f'{plural} "{name}" not found')
+            if m["sub"] == "log":
+                lines = self.logs.get(name, [])[-int(query.get("tailLines", "1000")):]
+                return 200, "".join(line + "\n" for line in lines)  # type: ignore[return-value]
             if plural == "deployments":
                 self._tick(key)
             return 200, copy.deepcopy(self.objects[key])
@@ -328,21 +333,23 @@ class Emulator:
         group, ns = "api/v1", key[1]
         pod_key = (group, ns, "pods", f"{name}-7d9f-x1")
         labels = obj.get("spec", {}).get("selector", {}).get("matchLabels", {})
-        if broken is not None and replicas:
-            self.objects[pod_key] = {
-                "apiVersion": "v1", "kind": "Pod",
-                "metadata": {"name": pod_key[3], "namespace": ns, "labels": dict(labels),
-                             "resourceVersion": str(next(self._rv))},
-                "status": {"phase": "Running", "containerStatuses": [{
-                    "name": "serve", "ready": False, "restartCount": 4,
-                    "state": {"waiting": {"reason": broken.reason, "message": broken.message}},
-                }]},
-            }
+        if not replicas:
+            self.objects.pop(pod_key, None)
+            return
+        container: dict[str, Any] = {"name": "serve", "ready": True, "restartCount": 0,
+                                     "state": {"running": {}}}
+        if broken is not None:
+            container = {"name": "serve", "ready": False, "restartCount": 4,
+                         "state": {"waiting": {"reason": broken.reason, "message": broken.message}}}
             self.objects[(group, ns, "events", f"{pod_key[3]}.1")] = {
                 "apiVersion": "v1", "kind": "Event", "type": "Warning",
                 "reason": broken.event_reason, "message": broken.message, "count": 4,
                 "metadata": {"name": f"{pod_key[3]}.1", "namespace": ns},
                 "involvedObject": {"kind": "Pod", "name": pod_key[3], "namespace": ns},
             }
-        else:
-            self.objects.pop(pod_key, None)
+        self.objects[pod_key] = {
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": pod_key[3], "namespace": ns, "labels": dict(labels),
+                         "resourceVersion": str(next(self._rv))},
+            "status": {"phase": "Running", "containerStatuses": [container]},
+        }

@@ -188,7 +188,23 @@ class KubeApi:
         what: str = "",
     ) -> Obj:
         """One call; the decoded JSON answer. ClusterError on any failure."""
-        headers = {"Accept": "application/json"}
+        data = self._call(method, path, body=body, query=query, content_type=content_type, what=what)
+        if not data:
+            return {}
+        decoded: Obj = json.loads(data)
+        return decoded
+
+    def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        query: Mapping[str, str] | None = None,
+        content_type: str | None = None,
+        what: str = "",
+    ) -> bytes:
+        headers = {"Accept": "application/json, */*"}
         if body is not None:
             headers["Content-Type"] = content_type or "application/json"
         verb = _VERBS.get(method, method.lower())
@@ -215,10 +231,13 @@ class KubeApi:
             ) from exc
         if not 200 <= response.status < 300:
             raise describe_error(response.status, data, verb, what)
-        if not data:
-            return {}
-        decoded: Obj = json.loads(data)
-        return decoded
+        return bytes(data or b"")
+
+    def pod_log(self, pod: str, tail: int = 200) -> str:
+        """The last ``tail`` lines of a pod's (first container's) log."""
+        data = self._call("GET", path_of("v1", "Pod", self.namespace, pod) + "/log",
+                          query={"tailLines": str(tail)}, what=f"the log of pod {pod}")
+        return data.decode("utf-8", "replace")
 
     def get(self, api_version: str, kind: str, name: str) -> Obj | None:
         """The object, or None if it does not exist."""

@@ -1,0 +1,211 @@
+"""KubernetesRouter: a routing table made live in the cluster.
+
+Blue/green switches flip the deployment's stable Service's selector to the colour that
+takes all traffic (one PATCH; kube-proxy follows within a second or two). Canary
+weights patch the ``backendRefs`` weights of a Gateway API ``HTTPRoute`` over the two
+colour Services, so the canary controller drives weights through this router exactly
+as it does through nginx. The HTTPRoute is used when the deployment names a Gateway
+(``gateway`` option); without one, a split is refused with one sentence.
+
+Order of one :meth:`KubernetesRouter.apply`, so a failure leaves traffic where it was:
+
+1. every colour that is to take traffic is scaled to its full ``replicas`` (a candidate
+   starts with ``preview_replicas``; a colour parked after a switch has 0) and waited
+   for until it is available; if it never is, RouterError and nothing was flipped;
+2. the stable Service's selector, then the HTTPRoute's weights;
+3. a colour that just lost all its traffic is kept up for ``scale_down_delay`` seconds
+   (the annotation ``workbench.io/scale-down-at`` on its Deployment), so a rollback
+   within the delay is one flip; every apply (and :meth:`KubernetesRouter.reap`) then
+   scales colours whose time has come to 0 replicas. A rollback after that scales the
+   old colour back up first (step 1).
+
+Tested against an in-memory API emulator, not a live cluster.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from workbench.deploy.backends.kubernetes import LABEL_COLOR, LABEL_DEPLOYMENT, SERVE_PORT
+from workbench.deploy.k8s.client import ClusterError, translate
+from workbench.errors import BackendError, RouterError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from workbench.deploy.backends.kubernetes import KubernetesBackend
+    from workbench.deploy.k8s.client import KubeApi, Obj
+    from workbench.deploy.router.table import RoutingTable
+
+__all__ = ["KubernetesRouter"]
+
+log = logging.getLogger(__name__)
+
+WEIGHTS = "workbench.io/weights"  # on the stable Service: the last applied weights (JSON)
+SCALE_DOWN_AT = "workbench.io/scale-down-at"  # on a colour's Deployment: unix time
+PARKED = "workbench.io/parked"  # on a colour's Deployment scaled to 0 after the delay
+
+
+class KubernetesRouter:
+    """Routes one deployment's traffic in the cluster (see the module docstring)."""
+
+    def __init__(self, deployment: str, backend: KubernetesBackend, *,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.deployment = deployment
+        self.backend = backend
+        self.options = backend.options
+        self.clock = clock
+
+    def __repr__(self) -> str:
+        return f"KubernetesRouter({self.deployment!r}, gateway={self.options.gateway!r})"
+
+    @property
+    def api(self) -> KubeApi:
+        with translate(RouterError):
+            return self.backend.api
+
+    def _colour_name(self, color: str) -> str:
+        return self.backend.object_name(self.deployment, color)
+
+    # -- Router --------------------------------------------------------------------------
+
+    def apply(self, table: RoutingTable) -> None:
+        from workbench.deploy.k8s.colour import backend_refs, http_route, stable_service
+
+        weights: dict[str, int] = {c: table.weights[c] for c in table.colors}
+        split = all(0 < w < 100 for w in weights.values()) and len(weights) == 2
+        if split and not self.options.gateway:
+            raise RouterError(
+                f"{self.deployment}: a traffic split ({_show(weights)}) needs a Gateway API HTTPRoute; "
+                "give the deployment a gateway (--gateway NAME), or switch all at once"
+            )
+        live = table.stable if split else max(weights, key=lambda c: weights[c])
+        with translate(RouterError):
+            for color, weight in sorted(weights.items()):
+                if weight > 0:
+                    self._scale_up(color)
+            service = self.api.get("v1", "Service", self.deployment)
+            before = _weights_of(service)
+            if service is None:
+                self.api.apply(stable_service(self.deployment, live, port=SERVE_PORT))
+            elif (service.get("spec") or {}).get("selector", {}).get(LABEL_COLOR) != live:
+                self.api.patch("v1", "Service", self.deployment,
+                               {"spec": {"selector": {LABEL_DEPLOYMENT: self.deployment,
+                                                      LABEL_COLOR: live}}})
+                log.info("%s: stable Service now selects %s", self.deployment, live)
+            if self.options.gateway:
+                route = self.api.get("gateway.networking.k8s.io/v1", "HTTPRoute", self.deployment)
+                refs = backend_refs(self.deployment, weights, port=SERVE_PORT)
+                if route is None:
+                    self.api.apply(http_route(self.deployment, self.options.gateway, weights,
+                                              port=SERVE_PORT))
+                elif _route_refs(route) != refs:
+                    rules = list((route.get("spec") or {}).get("rules") or [{}])
+                    rules[0] = {**rules[0], "backendRefs": refs}
+                    self.api.patch("gateway.networking.k8s.io/v1", "HTTPRoute", self.deployment,
+                                   {"spec": {"rules": rules}})
+            if before != weights:
+                self.api.patch("v1", "Service", self.deployment,
+                               {"metadata": {"annotations": {WEIGHTS: json.dumps(weights, sort_keys=True)}}})
+            now = self.clock()
+            for color in sorted(before):
+                if before[color] > 0 and weights.get(color, 0) == 0:
+                    self._mark(color, now + self.options.scale_down_delay)
+            self.reap(now)
+
+    @property
+    def running(self) -> bool:
+        """Whether the stable Service exists."""
+        with translate(RouterError):
+            return self.api.get("v1", "Service", self.deployment) is not None
+
+    def stop(self) -> None:
+        """Delete the stable Service and the HTTPRoute. Idempotent."""
+        with translate(RouterError):
+            self.api.delete("v1", "Service", self.deployment)
+            if self.options.gateway:
+                self.api.delete("gateway.networking.k8s.io/v1", "HTTPRoute", self.deployment)
+
+    # -- keeping the old colour for a while ----------------------------------------------
+
+    def reap(self, now: float | None = None) -> list[str]:
+        """Scale to 0 every colour whose scale-down time has passed; their names."""
+        now = self.clock() if now is None else now
+        parked = []
+        with translate(RouterError):
+            for obj in self.api.list("apps/v1", "Deployment", labels={LABEL_DEPLOYMENT: self.deployment}):
+                annotations = (obj.get("metadata") or {}).get("annotations") or {}
+                due = annotations.get(SCALE_DOWN_AT)
+                if due is None or float(due) > now:
+                    continue
+                name = obj["metadata"]["name"]
+                self.api.patch("apps/v1", "Deployment", name, {
+                    "metadata": {"annotations": {SCALE_DOWN_AT: None, PARKED: "true"}},
+                    "spec": {"replicas": 0},
+                })
+                log.info("%s: scaled %s down (no traffic for its delay)", self.deployment, name)
+                parked.append(name)
+        return parked
+
+    def next_scale_down(self) -> float | None:
+        """When the next parked colour is due (unix time), or None."""
+        with translate(RouterError):
+            found = self.api.list("apps/v1", "Deployment", labels={LABEL_DEPLOYMENT: self.deployment})
+        times = [float(a[SCALE_DOWN_AT]) for o in found
+                 if SCALE_DOWN_AT in (a := (o.get("metadata") or {}).get("annotations") or {})]
+        return min(times, default=None)
+
+    def _mark(self, color: str, when: float) -> None:
+        try:
+            self.api.patch("apps/v1", "Deployment", self._colour_name(color),
+                           {"metadata": {"annotations": {SCALE_DOWN_AT: f"{when:.3f}"}}})
+        except ClusterError as exc:
+            if exc.status != 404:  # already gone (a rollback stops the candidate next)
+                raise
+
+    def _scale_up(self, color: str) -> None:
+        """Give ``color`` its full replicas (and no pending scale-down) before it takes traffic."""
+        name = self._colour_name(color)
+        obj = self.api.get("apps/v1", "Deployment", name)
+        if obj is None:
+            raise RouterError(f"{self.deployment}: {color} has no Deployment {name}; traffic unchanged")
+        replicas = int((obj.get("spec") or {}).get("replicas", 1))
+        annotations = (obj.get("metadata") or {}).get("annotations") or {}
+        want = max(replicas, self.options.replicas)
+        if replicas == want and not ({SCALE_DOWN_AT, PARKED} & set(annotations)):
+            return
+        self.api.patch("apps/v1", "Deployment", name, {
+            "metadata": {"annotations": {SCALE_DOWN_AT: None, PARKED: None}},
+            "spec": {"replicas": want},
+        })
+        if replicas < want:
+            log.info("%s: scaling %s to %d replicas before it takes traffic", self.deployment, name, want)
+            try:
+                self.backend.wait_ready(name, self.options.ready_timeout)
+            except BackendError as exc:
+                raise RouterError(f"{exc}; traffic unchanged") from exc
+
+
+def _weights_of(service: Obj | None) -> dict[str, int]:
+    if service is None:
+        return {}
+    text = ((service.get("metadata") or {}).get("annotations") or {}).get(WEIGHTS)
+    if text:
+        try:
+            return {str(k): int(v) for k, v in json.loads(text).items()}
+        except (ValueError, AttributeError):
+            pass
+    color = (service.get("spec") or {}).get("selector", {}).get(LABEL_COLOR)
+    return {str(color): 100} if color else {}
+
+
+def _route_refs(route: Obj) -> list[Obj]:
+    rules = (route.get("spec") or {}).get("rules") or [{}]
+    return list(rules[0].get("backendRefs") or [])
+
+
+def _show(weights: dict[str, int]) -> str:
+    return ", ".join(f"{c} {w}%" for c, w in sorted(weights.items()))

@@ -44,7 +44,7 @@ __all__ = ["KubernetesRouter"]
 
 log = logging.getLogger(__name__)
 
-WEIGHTS = "workbench.io/weights"  # on the stable Service: the last applied weights (JSON)
+WEIGHTS = "workbench.io/weights"  # on the stable Service: colours with traffic, their weights (JSON)
 SCALE_DOWN_AT = "workbench.io/scale-down-at"  # on a colour's Deployment: unix time
 PARKED = "workbench.io/parked"  # on a colour's Deployment scaled to 0 after the delay
 
@@ -107,9 +107,10 @@ class KubernetesRouter:
                     rules[0] = {**rules[0], "backendRefs": refs}
                     self.api.patch("gateway.networking.k8s.io/v1", "HTTPRoute", self.deployment,
                                    {"spec": {"rules": rules}})
-            if before != weights:
+            serving = {c: w for c, w in weights.items() if w > 0}
+            if before != serving:
                 self.api.patch("v1", "Service", self.deployment,
-                               {"metadata": {"annotations": {WEIGHTS: json.dumps(weights, sort_keys=True)}}})
+                               {"metadata": {"annotations": {WEIGHTS: json.dumps(serving, sort_keys=True)}}})
             now = self.clock()
             for color in sorted(before):
                 if before[color] > 0 and weights.get(color, 0) == 0:
@@ -139,7 +140,7 @@ class KubernetesRouter:
             for obj in self.api.list("apps/v1", "Deployment", labels={LABEL_DEPLOYMENT: self.deployment}):
                 annotations = (obj.get("metadata") or {}).get("annotations") or {}
                 due = annotations.get(SCALE_DOWN_AT)
-                if due is None or float(due) > now:
+                if due is None or float(due) > round(now, 3):
                     continue
                 name = obj["metadata"]["name"]
                 self.api.patch("apps/v1", "Deployment", name, {
@@ -195,7 +196,7 @@ def _weights_of(service: Obj | None) -> dict[str, int]:
     text = ((service.get("metadata") or {}).get("annotations") or {}).get(WEIGHTS)
     if text:
         try:
-            return {str(k): int(v) for k, v in json.loads(text).items()}
+            return {str(k): int(v) for k, v in json.loads(text).items() if int(v) > 0}
         except (ValueError, AttributeError):
             pass
     color = (service.get("spec") or {}).get("selector", {}).get(LABEL_COLOR)

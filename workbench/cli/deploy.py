@@ -90,7 +90,19 @@ def create(
         typer.Option(help="Docker engine for --backend docker, e.g. ssh://user@gpu-box."),
     ] = None,
     image: Annotated[
-        str | None, typer.Option(help="Workbench image for --backend docker.")
+        str | None, typer.Option(help="Workbench image for --backend docker or kubernetes.")
+    ] = None,
+    # --backend kubernetes (state, colours and traffic in the cluster)
+    namespace: Annotated[str | None, typer.Option(help="Kubernetes namespace [default: context's].")] = None,
+    context: Annotated[str | None, typer.Option(help="Kube context [default: the current one].")] = None,
+    kubeconfig: Annotated[str | None, typer.Option(help="Kubeconfig file [default: $KUBECONFIG].")] = None,
+    pvc: Annotated[str | None, typer.Option(help="PersistentVolumeClaim of the model repository.")] = None,
+    gpus: Annotated[int | None, typer.Option(help="nvidia.com/gpu per replica.")] = None,
+    replicas: Annotated[int | None, typer.Option(help="Replicas of the colour that takes traffic.")] = None,
+    preview_replicas: Annotated[int | None, typer.Option(help="Candidate replicas before traffic.")] = None,
+    gateway: Annotated[str | None, typer.Option(help="Gateway for the HTTPRoute (canary weights).")] = None,
+    scale_down_delay: Annotated[
+        float | None, typer.Option(help="Seconds the old colour stays up after a switch.")
     ] = None,
     port: Annotated[
         int | None, typer.Option(help="Public port of the router [default: a free port].")
@@ -103,7 +115,13 @@ def create(
     json: JsonOption = False,
 ) -> None:
     """Start MODEL VERSION as blue and put the router in front of it."""
+    options: dict[str, Any] = {"image": image}
     manager = _manager(repo)
+    if backend == "kubernetes":
+        options |= {"namespace": namespace, "context": context, "kubeconfig": kubeconfig, "pvc": pvc,
+                    "gpus": gpus, "replicas": replicas, "preview_replicas": preview_replicas,
+                    "gateway": gateway, "scale_down_delay": scale_down_delay}
+        manager = _kubernetes_manager(manager, namespace, context, kubeconfig)
     with console.status(f"starting {model} {version} as blue of {name}…", spinner="dots"):
         deployment = manager.create(
             name,
@@ -116,13 +134,41 @@ def create(
             device=device,
             workers=workers,
             timeout=timeout,
-            backend_options={"image": image} if image else None,
+            backend_options={k: str(v) for k, v in options.items() if v is not None} or None,
         )
     state = deployment.state
     if json:
         print_json(state.to_dict())
         return
     console.print(f"{name}: {model} {state.stable_version} live on blue at [bold]{state.url}[/]")
+    if backend == "kubernetes":
+        console.print(_kubernetes_hint(manager, name))
+
+
+def _kubernetes_manager(manager: DeploymentManager, namespace: str | None, context: str | None,
+                        kubeconfig: str | None) -> DeploymentManager:
+    """The manager with its state in the cluster (unless WORKBENCH_STATE already says so)."""
+    from workbench.deploy.k8s.client import KubeApi, translate
+    from workbench.deploy.k8s.store import ClusterStateStore
+    from workbench.deploy.manager import DeploymentManager
+    from workbench.errors import StateError
+
+    if isinstance(manager.store, ClusterStateStore):
+        return manager
+    with translate(StateError):
+        api = KubeApi.connect(context=context, config_file=kubeconfig, namespace=namespace)
+    return DeploymentManager(manager.home, repo=manager.repo, store=ClusterStateStore(api, manager.home))
+
+
+def _kubernetes_hint(manager: DeploymentManager, name: str) -> str:
+    from workbench.deploy.k8s.store import ClusterStateStore
+
+    store = manager.store
+    assert isinstance(store, ClusterStateStore)
+    context = f" WORKBENCH_K8S_CONTEXT={store.api.context}" if store.api.context else ""
+    return (f"state in ConfigMap {store.api.namespace}/{store.configmap(name)}; "
+            f"other shells and machines reach it with: export WORKBENCH_STATE=kubernetes "
+            f"WORKBENCH_K8S_NAMESPACE={store.api.namespace}{context}")
 
 
 @app.command()

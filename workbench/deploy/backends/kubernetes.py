@@ -132,7 +132,12 @@ class KubernetesBackend(Backend):
         return f"{deployment}-{color}"
 
     def service_host(self, deployment: str, color: Color | str) -> str:
+        """The in-cluster host name of a colour's Service."""
         return f"{self.object_name(deployment, color)}.{self.api.namespace}.svc"
+
+    def stable_host(self, deployment: str) -> str:
+        """The in-cluster host name of the deployment's stable Service (its public address)."""
+        return f"{deployment}.{self.api.namespace}.svc"
 
     def objects(self, spec: InstanceSpec, replicas: int) -> list[Obj]:
         """The colour's Deployment and Service (and the admin token's Secret)."""

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -149,6 +150,9 @@ class KubeApi:
         kconfig: Any = kubernetes.config
         configuration = kclient.Configuration()
         current_ns = None
+        explicit = config_file is not None or bool(os.environ.get("KUBECONFIG"))
+        # read $KUBECONFIG now: the client reads it once, when first imported
+        config_file = config_file or os.environ.get("KUBECONFIG") or None
         try:
             kconfig.load_kube_config(config_file=config_file, context=context,
                                      client_configuration=configuration, persist_config=False)
@@ -158,7 +162,7 @@ class KubeApi:
                 active = next((c for c in contexts if c.get("name") == context), active)
             current_ns = (active or {}).get("context", {}).get("namespace")
         except kconfig.ConfigException as exc:
-            if config_file is not None or context is not None:
+            if explicit or context is not None:
                 raise ClusterError(f"cannot use the kube config: {exc}") from exc
             try:
                 kconfig.load_incluster_config(client_configuration=configuration)

@@ -54,7 +54,7 @@ if TYPE_CHECKING:
     from workbench._types import StrPath
     from workbench.deploy.k8s.client import KubeApi, Obj
 
-__all__ = ["STATE_LABELS", "ClusterStateStore"]
+__all__ = ["STATE_LABELS", "ClusterStateStore", "store_from_env"]
 
 log = logging.getLogger(__name__)
 
@@ -301,3 +301,24 @@ class ClusterStateStore(StateStore):
         if current is not None and current.get("spec", {}).get("holderIdentity") == holder:
             current["spec"]["holderIdentity"] = ""
             self.api.replace(current)
+
+
+def store_from_env(home: StrPath, *, lock_timeout: float = 60.0) -> ClusterStateStore | None:
+    """The cluster store when ``WORKBENCH_STATE=kubernetes``, else None (files).
+
+    ``WORKBENCH_K8S_NAMESPACE`` and ``WORKBENCH_K8S_CONTEXT`` pick the namespace and
+    kube context (default: the context's own), ``KUBECONFIG`` the file, as for kubectl.
+    """
+    import os
+
+    from workbench.deploy.k8s.client import KubeApi
+
+    kind = os.environ.get("WORKBENCH_STATE", "file").strip().lower()
+    if kind in ("", "file", "files"):
+        return None
+    if kind not in ("kubernetes", "k8s"):
+        raise StateError(f"WORKBENCH_STATE must be file or kubernetes, not {kind!r}")
+    with translate(StateError):
+        api = KubeApi.connect(context=os.environ.get("WORKBENCH_K8S_CONTEXT") or None,
+                              namespace=os.environ.get("WORKBENCH_K8S_NAMESPACE") or None)
+    return ClusterStateStore(api, home, lock_timeout=lock_timeout)

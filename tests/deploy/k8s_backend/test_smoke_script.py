@@ -1,0 +1,61 @@
+"""bench/k8s_smoke.sh cannot run here (no API server); its syntax and argument handling can."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[3] / "bench" / "k8s_smoke.sh"
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["bash", str(SCRIPT), *args], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, **(env or {})})
+
+
+def test_the_script_parses() -> None:
+    assert subprocess.run(["bash", "-n", str(SCRIPT)], capture_output=True).returncode == 0
+
+
+def test_help_lists_the_options() -> None:
+    proc = run("--help")
+    assert proc.returncode == 0
+    for option in ("--context", "--namespace", "--image", "--pvc", "--gateway-service", "--requests"):
+        assert option in proc.stdout
+
+
+def test_it_refuses_to_run_without_a_context() -> None:
+    proc = run("--image", "img", "--pvc", "models")
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == ("k8s_smoke: refusing to run without --context: "
+                                   "this script changes a real cluster")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [(("--context", "c", "--pvc", "m"), "--image is required"),
+     (("--context", "c", "--image", "i"), "--pvc is required"),
+     (("--context", "c", "--image", "i", "--pvc", "m", "--requests", "0"), "--requests must be a number"),
+     (("--context", "c", "--image", "i", "--pvc", "m", "--name", "Bad_Name"), "--name must be a DNS label"),
+     (("--context", "c", "--image", "i", "--pvc", "m", "--gateway-service", "gw"),
+      "--gateway-service must be NAMESPACE/SERVICE"),
+     (("--bogus",), "unknown argument: --bogus"),
+     (("--context",), "--context needs a value")],
+)
+def test_bad_arguments_are_one_line_and_exit_2(args: tuple[str, ...], message: str) -> None:
+    proc = run(*args)
+    assert proc.returncode != 0
+    assert message in proc.stderr
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="needs kubectl")
+def test_an_unknown_context_is_refused_before_anything_runs(tmp_path: Path) -> None:
+    config = tmp_path / "kubeconfig"
+    config.write_text("apiVersion: v1\nkind: Config\nclusters: []\ncontexts: []\nusers: []\n")
+    proc = run("--context", "nowhere", "--image", "i", "--pvc", "m", env={"KUBECONFIG": str(config)})
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "k8s_smoke: no kube context named nowhere"

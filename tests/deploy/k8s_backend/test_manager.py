@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from tests.deploy.k8s_backend.conftest import spec
+from tests.deploy.k8s_backend.emulator import Broken
 from workbench.deploy.backends.kubernetes import KubernetesBackend
 from workbench.deploy.deployment import routing_table
 from workbench.deploy.k8s.client import KubeApi
@@ -23,7 +24,7 @@ from workbench.deploy.manager import DeploymentManager, default_router
 from workbench.deploy.rollout.phases import Phase, Rollout
 from workbench.deploy.router.kubernetes import KubernetesRouter
 from workbench.deploy.state import DeploymentState, InstanceRecord
-from workbench.errors import RouterError
+from workbench.errors import RolloutError, RouterError
 
 if TYPE_CHECKING:
     from tests.deploy.k8s_backend.emulator import Emulator
@@ -131,3 +132,51 @@ def test_state_in_the_cluster_is_picked_by_the_environment(kubeconfig: Path, tmp
     monkeypatch.setenv("WORKBENCH_STATE", "etcd")
     with pytest.raises(Exception, match="WORKBENCH_STATE must be file or kubernetes, not 'etcd'"):
         DeploymentManager(tmp_path, repo=tmp_path)
+
+
+def _stable_only(manager: DeploymentManager, kubeconfig: Path, repo: Path, **options: str) -> None:
+    """web with blue 1.0.0 of the stub model live, as create leaves it."""
+    opts = {"kubeconfig": str(kubeconfig), **options}
+    backend = manager.backend("kubernetes", opts)
+    assert isinstance(backend, KubernetesBackend)
+    blue = backend.start(spec("blue"))
+    state = DeploymentState(
+        name="web", model="stub", repo=str(repo), host=backend.stable_host("web"), port=8000,
+        backend="kubernetes", backend_options=opts, router="kubernetes",
+        rollout=Rollout(phase=Phase.STABLE, stable="blue", since=time.time()),
+        instances={"blue": InstanceRecord.from_instance(blue)},
+    )
+    with manager.store.transaction("web") as txn:
+        txn.save(state)
+    manager.router("web").apply(routing_table(state))
+
+
+def test_an_update_whose_candidate_never_gets_ready_fails_and_leaves_stable_alone(
+    kubeconfig: Path, tmp_path: Path, emulator: Emulator, stub_repo: Path
+) -> None:
+    manager = _manager(kubeconfig, tmp_path)
+    _stable_only(manager, kubeconfig, stub_repo, gateway="public", ready_timeout="5")
+    stable = {k: emulator.obj(*k) for k in (("services", "web"), ("httproutes", "web"),
+                                            ("deployments", "web-blue"), ("services", "web-blue"))}
+    emulator.broken["web-green"] = Broken("ImagePullBackOff", 'Back-off pulling image "nope:1"', "Failed")
+    web = manager.get("web")
+    with pytest.raises(RolloutError, match=r"^web: could not start 1\.1\.0 on green: web-green did not "
+                                           r"become ready: pod web-green-7d9f-x1: ImagePullBackOff .*"
+                                           r"blue keeps all traffic$"):
+        web.update("1.1.0")
+    assert web.state.phase == "failed" and web.state.candidate is None
+    assert {k: emulator.obj(*k) for k in stable} == stable  # selector, weights, stable Deployment
+    assert emulator.obj("deployments", "web-green") is None
+    assert web.history()[-1].outcome == "failed"
+
+
+def test_an_update_applies_the_candidate_beside_stable(kubeconfig: Path, tmp_path: Path,
+                                                       emulator: Emulator, stub_repo: Path) -> None:
+    manager = _manager(kubeconfig, tmp_path)
+    _stable_only(manager, kubeconfig, stub_repo, replicas="3", preview_replicas="1")
+    state = manager.get("web").update("1.1.0", wait=False)
+    assert state.phase == "starting"
+    assert state.candidate is not None and state.candidate.url == "http://web-green.ml.svc:8000"
+    green = emulator.obj("deployments", "web-green") or {}
+    assert green["spec"]["replicas"] == 1 and green["status"]["availableReplicas"] == 1
+    assert _selector(emulator) == "blue"

@@ -43,6 +43,15 @@ def annotations(emulator: Emulator, color: str) -> dict[str, str]:
     return (emulator.obj("deployments", f"web-{color}") or {})["metadata"].get("annotations", {})
 
 
+def both_colours(backend) -> KubernetesRouter:
+    """Blue live behind the stable Service, green started beside it with no traffic."""
+    router = KubernetesRouter("web", backend)
+    backend.start(spec("blue"))
+    router.apply(table(0, colors=("blue",)))
+    backend.start(spec("green", "1.1.0"))
+    return router
+
+
 def test_blue_green_apply_wait_flip_keep_then_scale_down(make_backend, emulator: Emulator) -> None:
     backend = make_backend(replicas=3, preview_replicas=1, scale_down_delay=60)
     clock = Clock()
@@ -132,11 +141,7 @@ def test_canary_weights_go_through_the_httproute(make_backend, emulator: Emulato
 
 
 def test_a_split_without_a_gateway_is_refused_and_nothing_changes(make_backend, emulator: Emulator) -> None:
-    backend = make_backend()
-    router = KubernetesRouter("web", backend)
-    backend.start(spec("blue"))
-    router.apply(table(0, colors=("blue",)))
-    backend.start(spec("green", "1.1.0"))
+    router = both_colours(make_backend())
     emulator.calls.clear()
     with pytest.raises(RouterError, match=r"^web: a traffic split \(blue 75%, green 25%\) needs a Gateway "
                                           r"API HTTPRoute; give the deployment a gateway"):
@@ -145,11 +150,7 @@ def test_a_split_without_a_gateway_is_refused_and_nothing_changes(make_backend, 
 
 
 def test_a_colour_that_cannot_scale_up_never_gets_traffic(make_backend, emulator: Emulator) -> None:
-    backend = make_backend(replicas=3, gateway="public")
-    router = KubernetesRouter("web", backend)
-    backend.start(spec("blue"))
-    router.apply(table(0, colors=("blue",)))
-    backend.start(spec("green", "1.1.0"))
+    router = both_colours(make_backend(replicas=3, gateway="public"))
     service, route = emulator.obj("services", "web"), emulator.obj("httproutes", "web")
     blue = emulator.obj("deployments", "web-blue")
     emulator.broken["web-green"] = Broken()
@@ -162,11 +163,7 @@ def test_a_colour_that_cannot_scale_up_never_gets_traffic(make_backend, emulator
 
 
 def test_api_errors_on_the_flip_are_one_sentence(make_backend, emulator: Emulator) -> None:
-    backend = make_backend()
-    router = KubernetesRouter("web", backend)
-    backend.start(spec("blue"))
-    router.apply(table(0, colors=("blue",)))
-    backend.start(spec("green", "1.1.0"))
+    router = both_colours(make_backend())
     emulator.fail("PATCH", "/services/web$", 403, 'services "web" is forbidden')
     with pytest.raises(RouterError, match=r"^the Kubernetes API refused to patch Service ml/web: "
                                           r"forbidden \(services \"web\" is forbidden\)"):

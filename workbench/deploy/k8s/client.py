@@ -181,18 +181,9 @@ class KubeApi:
 
     # -- the REST calls ------------------------------------------------------------------
 
-    def request(
-        self,
-        method: str,
-        path: str,
-        *,
-        body: Any = None,
-        query: Mapping[str, str] | None = None,
-        content_type: str | None = None,
-        what: str = "",
-    ) -> Obj:
-        """One call; the decoded JSON answer. ClusterError on any failure."""
-        data = self._call(method, path, body=body, query=query, content_type=content_type, what=what)
+    def request(self, method: str, path: str, **options: Any) -> Obj:
+        """One call (options as :meth:`_call`); the decoded JSON answer."""
+        data = self._call(method, path, **options)
         if not data:
             return {}
         decoded: Obj = json.loads(data)
@@ -208,6 +199,7 @@ class KubeApi:
         content_type: str | None = None,
         what: str = "",
     ) -> bytes:
+        """One call; the answer's bytes. ClusterError on any failure."""
         headers = {"Accept": "application/json, */*"}
         if body is not None:
             headers["Content-Type"] = content_type or "application/json"

@@ -45,6 +45,7 @@ from workbench.deploy.state import (
     StateStore,
     Transaction,
     actor,
+    parse_state,
 )
 from workbench.errors import StateCorruptError, StateError
 
@@ -122,14 +123,11 @@ class ClusterStateStore(StateStore):
             raise StateError(f"no deployment named {name!r} (looked in {where})")
         with self._guard:
             self._seen[name] = str(obj["metadata"].get("resourceVersion", ""))
-        try:
-            return DeploymentState.from_dict(json.loads((obj.get("data") or {})[STATE_FILE]))
-        except (ValueError, KeyError, TypeError) as exc:
-            raise StateCorruptError(
-                f"the state of deployment {name!r} ({where}) is unreadable ({exc}); "
-                f"`workbench deploy restore {name}` brings back the previous state, "
-                f"`workbench deploy delete {name} --force` removes the deployment"
-            ) from exc
+        text = (obj.get("data") or {}).get(STATE_FILE)
+        if not isinstance(text, str):
+            raise StateCorruptError(f"the state of deployment {name!r} ({where}) has no {STATE_FILE}; "
+                                    f"`workbench deploy restore {name}` brings back the previous state")
+        return parse_state(name, where, text)
 
     def load_previous(self, name: str) -> DeploymentState | None:
         obj = self._get(name)

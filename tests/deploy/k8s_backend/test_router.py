@@ -169,3 +169,16 @@ def test_api_errors_on_the_flip_are_one_sentence(make_backend, emulator: Emulato
                                           r"forbidden \(services \"web\" is forbidden\)"):
         router.apply(table(100))
     assert selector(emulator) == "blue"
+
+
+def test_a_mirror_share_becomes_a_request_mirror_filter(make_backend, emulator: Emulator) -> None:
+    router = both_colours(make_backend(gateway="public"))
+    router.apply(table(0).with_mirror(20))
+    rule = (emulator.obj("httproutes", "web") or {})["spec"]["rules"][0]
+    assert rule["filters"] == [{"type": "RequestMirror", "requestMirror": {
+        "backendRef": {"name": "web-green", "port": 8000}, "percent": 20}}]
+    assert weights(emulator) == {"web-blue": 100, "web-green": 0}
+    router.apply(table(5))  # the first weight ends the mirror
+    assert (emulator.obj("httproutes", "web") or {})["spec"]["rules"][0]["filters"] == []
+    with pytest.raises(RouterError, match="^web: mirroring needs a Gateway API HTTPRoute"):
+        both_colours(make_backend()).apply(table(0).with_mirror(20))

@@ -12,7 +12,8 @@ Order of one :meth:`KubernetesRouter.apply`, so a failure leaves traffic where i
 1. every colour that is to take traffic is scaled to its full ``replicas`` (a candidate
    starts with ``preview_replicas``; a colour parked after a switch has 0) and waited
    for until it is available; if it never is, RouterError and nothing was flipped;
-2. the stable Service's selector, then the HTTPRoute's weights;
+2. the stable Service's selector, then the HTTPRoute's weights (and its ``RequestMirror``
+   filter, when the table mirrors a share of stable's requests to the candidate);
 3. a colour that just lost all its traffic is kept up for ``scale_down_delay`` seconds
    (the annotation ``workbench.io/scale-down-at`` on its Deployment), so a rollback
    within the delay is one flip; every apply (and :meth:`KubernetesRouter.reap`) then
@@ -82,6 +83,10 @@ class KubernetesRouter:
                 f"{self.deployment}: a traffic split ({_show(weights)}) needs a Gateway API HTTPRoute; "
                 "give the deployment a gateway (--gateway NAME), or switch all at once"
             )
+        mirror = table.mirror_percent if table.candidate in weights else 0
+        if mirror and not self.options.gateway:
+            raise RouterError(f"{self.deployment}: mirroring needs a Gateway API HTTPRoute; "
+                              "give the deployment a gateway (--gateway NAME)")
         live = table.stable if split else max(weights, key=lambda c: weights[c])
         with translate(RouterError):
             for color, weight in sorted(weights.items()):
@@ -98,15 +103,18 @@ class KubernetesRouter:
                 log.info("%s: stable Service now selects %s", self.deployment, live)
             if self.options.gateway:
                 route = self.api.get("gateway.networking.k8s.io/v1", "HTTPRoute", self.deployment)
-                refs = backend_refs(self.deployment, weights, port=SERVE_PORT)
+                rule = {"backendRefs": backend_refs(self.deployment, weights, port=SERVE_PORT),
+                        "filters": self._mirror(table.candidate, mirror)}
                 if route is None:
-                    self.api.apply(http_route(self.deployment, self.options.gateway, weights,
-                                              port=SERVE_PORT))
-                elif _route_refs(route) != refs:
+                    route = http_route(self.deployment, self.options.gateway, weights, port=SERVE_PORT)
+                    route["spec"]["rules"][0].update(rule)
+                    self.api.apply(route)
+                else:
                     rules = list((route.get("spec") or {}).get("rules") or [{}])
-                    rules[0] = {**rules[0], "backendRefs": refs}
-                    self.api.patch("gateway.networking.k8s.io/v1", "HTTPRoute", self.deployment,
-                                   {"spec": {"rules": rules}})
+                    if {k: rules[0].get(k, []) for k in rule} != rule:
+                        rules[0] = {**rules[0], **rule}
+                        self.api.patch("gateway.networking.k8s.io/v1", "HTTPRoute", self.deployment,
+                                       {"spec": {"rules": rules}})
             serving = {c: w for c, w in weights.items() if w > 0}
             if before != serving:
                 self.api.patch("v1", "Service", self.deployment,
@@ -116,6 +124,13 @@ class KubernetesRouter:
                 if before[color] > 0 and weights.get(color, 0) == 0:
                     self._mark(color, now + self.options.scale_down_delay)
             self.reap(now)
+
+    def _mirror(self, candidate: str, percent: int) -> list[Obj]:
+        """The HTTPRoute filter copying ``percent`` of requests to the candidate (GEP-3171)."""
+        if not percent:
+            return []
+        ref = {"name": self._colour_name(candidate), "port": SERVE_PORT}
+        return [{"type": "RequestMirror", "requestMirror": {"backendRef": ref, "percent": percent}}]
 
     @property
     def running(self) -> bool:
@@ -201,11 +216,6 @@ def _weights_of(service: Obj | None) -> dict[str, int]:
             pass
     color = (service.get("spec") or {}).get("selector", {}).get(LABEL_COLOR)
     return {str(color): 100} if color else {}
-
-
-def _route_refs(route: Obj) -> list[Obj]:
-    rules = (route.get("spec") or {}).get("rules") or [{}]
-    return list(rules[0].get("backendRefs") or [])
 
 
 def _show(weights: dict[str, int]) -> str:

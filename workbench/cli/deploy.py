@@ -122,7 +122,10 @@ def create(
                     "gpus": gpus, "replicas": replicas, "preview_replicas": preview_replicas,
                     "gateway": gateway, "scale_down_delay": scale_down_delay}
         manager = _kubernetes_manager(manager, namespace, context, kubeconfig)
-    with console.status(f"starting {model} {version} as blue of {name}…", spinner="dots"):
+    with console.status(f"starting {model} {version} as blue of {name}…", spinner="dots") as spinner:
+        if backend == "kubernetes":
+            opts = {k: str(v) for k, v in options.items() if v is not None}
+            _kubernetes_progress(manager.backend(backend, opts), spinner, f"{name}:")
         deployment = manager.create(
             name,
             model,
@@ -158,6 +161,12 @@ def _kubernetes_manager(manager: DeploymentManager, namespace: str | None, conte
     with translate(StateError):
         api = KubeApi.connect(context=context, config_file=kubeconfig, namespace=namespace)
     return DeploymentManager(manager.home, repo=manager.repo, store=ClusterStateStore(api, manager.home))
+
+
+def _kubernetes_progress(engine: Any, spinner: Any, prefix: str) -> None:
+    """Show a Kubernetes backend's waits (``2 of 3 updated replicas are available``) on the spinner."""
+    if getattr(engine, "name", None) == "kubernetes":
+        engine.progress = lambda line: spinner.update(f"{prefix} {line}")
 
 
 def _kubernetes_hint(manager: DeploymentManager, name: str) -> str:
@@ -245,7 +254,8 @@ def update(
             last["message"] = message
 
     error: RolloutError | None = None
-    with console.status(f"rolling out {version} to {name}…", spinner="dots"):
+    with console.status(f"rolling out {version} to {name}…", spinner="dots") as spinner:
+        _kubernetes_progress(deployment.context.backend(deployment.state), spinner, f"{name}:")
         try:
             state = deployment.update(
                 version,

@@ -78,13 +78,13 @@ def _state_store(home: Path, lock_timeout: float) -> StateStore:
     return store_from_env(home, lock_timeout=lock_timeout) or StateStore(home, lock_timeout=lock_timeout)
 
 
-def _kubernetes_router(name: str, backend: Backend) -> Router:
+def _kubernetes_router(name: str, backend: Backend, workdir: Path) -> Router:
     from workbench.deploy.backends.kubernetes import KubernetesBackend
     from workbench.deploy.router.kubernetes import KubernetesRouter
 
     if not isinstance(backend, KubernetesBackend):
         raise DeployError(f"deployment {name!r} routes in Kubernetes but runs on {backend.name}")
-    return KubernetesRouter(name, backend)
+    return KubernetesRouter(name, backend, workdir=workdir)
 
 
 def _kubernetes_address(name: str, backend: Backend) -> tuple[str, int]:
@@ -165,7 +165,7 @@ class DeploymentManager:
         if state is None and self.store.exists(name):
             state = self.store.load(name)
         if state is not None and state.router == "kubernetes":
-            return _kubernetes_router(name, self.backend(state.backend, state.backend_options))
+            return _kubernetes_router(name, self.backend(state.backend, state.backend_options), workdir)
         return NginxRouter(workdir, self.runner(state))
 
     def subscribe(self, callback: EventCallback) -> Callable[[], None]:

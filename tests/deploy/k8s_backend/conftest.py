@@ -63,3 +63,9 @@ def spec(color: str = "blue", version: str = "1.0.0", deployment: str = "web"):
 
     return InstanceSpec(deployment=deployment, color=color, model="digits", version=version,  # type: ignore[arg-type]
                         repo="/models", port=9000, admin_token="s3cret")
+
+
+@pytest.fixture(autouse=True)
+def _no_background_reaper(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests drive scale-downs themselves; the one that tests the reaper turns it on."""
+    monkeypatch.setenv("WORKBENCH_K8S_REAPER", "off")

@@ -130,6 +130,9 @@ def test_stop_deletes_the_colour_and_is_idempotent(make_backend, emulator: Emula
     assert not backend.is_running(green) and backend.is_running(blue)
     assert emulator.obj("deployments", "web-green") is None
     assert [i.spec.color for i in backend.find("web")] == ["blue"]
+    assert emulator.obj("secrets", "wb-web-admin") is not None
+    backend.stop(blue)
+    assert emulator.obj("secrets", "wb-web-admin") is None  # gone with the last colour
 
 
 def test_logs_come_from_the_colour_pod(make_backend, emulator: Emulator) -> None:

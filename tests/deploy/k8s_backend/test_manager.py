@@ -109,7 +109,7 @@ def test_delete_removes_every_object(kubeconfig: Path, tmp_path: Path, emulator:
     _verified(manager, kubeconfig)
     manager.delete("web")
     assert manager.names() == []
-    left = [k for k in emulator.objects if k[2] in ("deployments", "services", "configmaps")]
+    left = [k for k in emulator.objects if k[2] not in ("pods", "events")]
     assert left == []
 
 

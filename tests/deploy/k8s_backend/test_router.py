@@ -3,6 +3,8 @@ the in-memory API emulator (no API server runs on these machines)."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from tests.deploy.k8s_backend.conftest import spec
@@ -182,3 +184,24 @@ def test_a_mirror_share_becomes_a_request_mirror_filter(make_backend, emulator: 
     assert (emulator.obj("httproutes", "web") or {})["spec"]["rules"][0]["filters"] == []
     with pytest.raises(RouterError, match="^web: mirroring needs a Gateway API HTTPRoute"):
         both_colours(make_backend()).apply(table(0).with_mirror(20))
+
+
+def test_a_detached_reaper_scales_the_old_colour_down_after_the_delay(
+    make_backend, emulator: Emulator, monkeypatch: pytest.MonkeyPatch, tmp_path
+) -> None:
+    monkeypatch.setenv("WORKBENCH_K8S_REAPER", "on")
+    backend = make_backend(replicas=2, scale_down_delay=1.5)
+    router = KubernetesRouter("web", backend, workdir=tmp_path)
+    backend.start(spec("blue"))
+    router.apply(table(0, colors=("blue",)))
+    backend.start(spec("green", "1.1.0"))
+    started = time.monotonic()
+    router.apply(table(100))  # promote; nothing else happens afterwards
+    assert replicas(emulator, "blue") == 2
+    deadline = time.monotonic() + 30
+    while replicas(emulator, "blue") != 0 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert replicas(emulator, "blue") == 0 and annotations(emulator, "blue")[PARKED] == "true"
+    assert time.monotonic() - started >= 1.4  # not before its delay
+    assert replicas(emulator, "green") == 2
+    assert "scaled down web-blue" in (tmp_path / "reaper.log").read_text()

@@ -203,8 +203,13 @@ class KubernetesBackend(Backend):
         return pod_problems(pods, events)
 
     def stop(self, instance: Instance, timeout: float = 10.0) -> None:
+        """Delete the colour's Deployment and Service (and, with the last colour, the
+        instances' admin-token Secret)."""
+        deployment = instance.spec.deployment
         with translate(BackendError):
-            self._delete_colour(self.object_name(instance.spec.deployment, instance.spec.color))
+            self._delete_colour(self.object_name(deployment, instance.spec.color))
+            if not self.api.list("apps/v1", "Deployment", labels={LABEL_DEPLOYMENT: deployment}):
+                self.api.delete("v1", "Secret", f"wb-{deployment}-admin")
 
     def _delete_colour(self, name: str) -> None:
         for api_version, kind in (("apps/v1", "Deployment"), ("v1", "Service")):

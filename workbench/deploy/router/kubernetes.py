@@ -16,9 +16,9 @@ Order of one :meth:`KubernetesRouter.apply`, so a failure leaves traffic where i
    filter, when the table mirrors a share of stable's requests to the candidate);
 3. a colour that just lost all its traffic is kept up for ``scale_down_delay`` seconds
    (the annotation ``workbench.io/scale-down-at`` on its Deployment), so a rollback
-   within the delay is one flip; every apply (and :meth:`KubernetesRouter.reap`) then
-   scales colours whose time has come to 0 replicas. A rollback after that scales the
-   old colour back up first (step 1).
+   within the delay is one flip; a detached reaper (:mod:`workbench.deploy.k8s.reaper`)
+   scales it to 0 replicas when the delay is over, and every apply reaps what is due
+   too. A rollback after that scales the old colour back up first (step 1).
 
 Tested against an in-memory API emulator, not a live cluster.
 """
@@ -36,6 +36,7 @@ from workbench.errors import BackendError, RouterError
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from pathlib import Path
 
     from workbench.deploy.backends.kubernetes import KubernetesBackend
     from workbench.deploy.k8s.client import KubeApi, Obj
@@ -54,11 +55,14 @@ class KubernetesRouter:
     """Routes one deployment's traffic in the cluster (see the module docstring)."""
 
     def __init__(self, deployment: str, backend: KubernetesBackend, *,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, workdir: Path | None = None,
+                 background: bool = True) -> None:
         self.deployment = deployment
         self.backend = backend
         self.options = backend.options
         self.clock = clock
+        self.workdir = workdir  # where the background reaper logs (None: nowhere)
+        self.background = background  # start a reaper for each scale-down delay
 
     def __repr__(self) -> str:
         return f"KubernetesRouter({self.deployment!r}, gateway={self.options.gateway!r})"
@@ -120,10 +124,18 @@ class KubernetesRouter:
                 self.api.patch("v1", "Service", self.deployment,
                                {"metadata": {"annotations": {WEIGHTS: json.dumps(serving, sort_keys=True)}}})
             now = self.clock()
-            for color in sorted(before):
-                if before[color] > 0 and weights.get(color, 0) == 0:
-                    self._mark(color, now + self.options.scale_down_delay)
+            due = now + self.options.scale_down_delay
+            parked = [c for c in sorted(before) if before[c] > 0 and weights.get(c, 0) == 0]
+            for color in parked:
+                self._mark(color, due)
             self.reap(now)
+        if parked and self.background and self.options.scale_down_delay > 0:
+            from dataclasses import asdict
+
+            from workbench.deploy.k8s.reaper import launch
+
+            log_path = None if self.workdir is None else self.workdir / "reaper.log"
+            launch(self.deployment, due, asdict(self.options), log_path)
 
     def _mirror(self, candidate: str, percent: int) -> list[Obj]:
         """The HTTPRoute filter copying ``percent`` of requests to the candidate (GEP-3171)."""

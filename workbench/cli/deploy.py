@@ -104,6 +104,9 @@ def create(
     scale_down_delay: Annotated[
         float | None, typer.Option(help="Seconds the old colour stays up after a switch.")
     ] = None,
+    node_address: Annotated[
+        str | None, typer.Option(help="Reach colours at this node's NodePorts (workbench outside).")
+    ] = None,
     port: Annotated[
         int | None, typer.Option(help="Public port of the router [default: a free port].")
     ] = None,
@@ -120,7 +123,8 @@ def create(
     if backend == "kubernetes":
         options |= {"namespace": namespace, "context": context, "kubeconfig": kubeconfig, "pvc": pvc,
                     "gpus": gpus, "replicas": replicas, "preview_replicas": preview_replicas,
-                    "gateway": gateway, "scale_down_delay": scale_down_delay}
+                    "gateway": gateway, "scale_down_delay": scale_down_delay,
+                    "node_address": node_address}
         manager = _kubernetes_manager(manager, namespace, context, kubeconfig)
     with console.status(f"starting {model} {version} as blue of {name}…", spinner="dots") as spinner:
         if backend == "kubernetes":

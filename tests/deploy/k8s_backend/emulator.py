@@ -16,7 +16,10 @@ workbench uses, not Kubernetes:
   reason) and a Warning Event for it;
 - fault injection (:meth:`Emulator.fail`): the next matching calls answer a ``Status``
   with the given code (403, 409, 422 ...);
-- a journal of every call (:attr:`Emulator.calls`) for call-sequence assertions.
+- a journal of every call (:attr:`Emulator.calls`) for call-sequence assertions;
+- NodePort Services get a free loopback port as ``nodePort``, and an optional
+  ``kubelet`` (see ``kubelet.py``) is told after every write, so tests can run a real
+  process per ready colour behind it.
 
 It does not schedule pods, route traffic, validate schemas, or track field managers.
 """
@@ -27,6 +30,7 @@ import copy
 import itertools
 import json
 import re
+import socket
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -76,6 +80,12 @@ class Broken:
     event_reason: str = "BackOff"
 
 
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def merge(target: Any, patch: Any) -> Any:
     """RFC 7386 JSON merge patch (what the emulator also uses for apply)."""
     if not isinstance(patch, dict):
@@ -112,6 +122,7 @@ class Emulator:
     faults: list[Fault] = field(default_factory=list)
     broken: dict[str, Broken] = field(default_factory=dict)  # Deployment name -> why
     logs: dict[str, list[str]] = field(default_factory=dict)  # pod name -> log lines
+    kubelet: Any = None  # object with sync(emulator), called after every write
     ready_after: int = 0  # GETs of a Deployment before its status turns ready
     _rv: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     _lock: threading.RLock = field(default_factory=threading.RLock)
@@ -203,6 +214,8 @@ class Emulator:
         with self._lock:
             status, answer = self._handle(method, url.path, query, content_type, body)
             self.calls.append(Call(method, url.path, content_type, body, status))
+            if method != "GET" and status < 400 and self.kubelet is not None:
+                self.kubelet.sync(self)
         return status, answer
 
     def _status(self, code: int, reason: str, message: str) -> tuple[int, dict[str, Any]]:
@@ -289,6 +302,10 @@ class Emulator:
             meta["generation"] = current["metadata"].get("generation", 1) + int(changed)
             if "status" in current and "status" not in body:
                 obj["status"] = current["status"]
+        if key[2] == "services" and obj.get("spec", {}).get("type") == "NodePort":
+            old = {p.get("name"): p.get("nodePort") for p in (current or {}).get("spec", {}).get("ports", [])}
+            for port in obj["spec"].get("ports", []):
+                port.setdefault("nodePort", old.get(port.get("name")) or _free_port())
         self.objects[key] = obj
         if key[2] == "deployments":
             self._pending[key[3]] = self.ready_after

@@ -4,7 +4,8 @@
 serve mode) and Service, waits until the Deployment is available (the readiness probe
 on ``/v2/health/ready`` passed on every replica), logging its progress, and returns an
 :class:`~workbench.deploy.backends.base.Instance` whose URL is the colour Service's
-in-cluster address (``http://<deployment>-<colour>.<namespace>.svc:8000``). A colour
+in-cluster address (``http://<deployment>-<colour>.<namespace>.svc:8000``), or, for a
+workbench outside the cluster, ``node_address`` and the Service's NodePort. A colour
 that never becomes ready (a crash loop, an image that cannot be pulled, an
 unschedulable pod, the progress deadline, or ``ready_timeout``) raises BackendError
 naming the reason, and its objects are deleted; only the candidate colour's objects
@@ -66,6 +67,7 @@ class KubernetesOptions:
     ready_timeout: float = 300.0  # seconds a colour may take to become available
     scale_down_delay: float = 30.0  # seconds a colour that lost its traffic stays up
     gateway: str | None = None  # the Gateway an HTTPRoute attaches to (canary weights)
+    node_address: str | None = None  # reach colours at this node's NodePorts (workbench outside)
 
     def __post_init__(self) -> None:
         for name in ("gpus", "replicas", "preview_replicas"):
@@ -139,6 +141,19 @@ class KubernetesBackend(Backend):
         """The in-cluster host name of the deployment's stable Service (its public address)."""
         return f"{deployment}.{self.api.namespace}.svc"
 
+    def address(self, deployment: str, color: Color | str) -> tuple[str, int]:
+        """Where the workbench reaches a colour: its Service's in-cluster name and port, or,
+        with ``node_address``, that node and the Service's NodePort."""
+        if not self.options.node_address:
+            return self.service_host(deployment, color), SERVE_PORT
+        with translate(BackendError):
+            service = self.api.get("v1", "Service", self.object_name(deployment, color)) or {}
+        ports = (service.get("spec") or {}).get("ports") or [{}]
+        node_port = ports[0].get("nodePort")
+        if not node_port:
+            raise BackendError(f"Service {self.object_name(deployment, color)} has no NodePort")
+        return self.options.node_address, int(node_port)
+
     def objects(self, spec: InstanceSpec, replicas: int) -> list[Obj]:
         """The colour's Deployment and Service (and the admin token's Secret)."""
         from workbench.deploy.k8s.colour import colour_objects
@@ -165,8 +180,8 @@ class KubernetesBackend(Backend):
             with contextlib.suppress(ClusterError):
                 self._delete_colour(name)
             raise
-        host = self.service_host(spec.deployment, spec.color)
-        ready = replace(spec, host=host, port=SERVE_PORT)
+        host, port = self.address(spec.deployment, spec.color)
+        ready = replace(spec, host=host, port=port)
         return Instance(spec=ready, backend=self.name, ref=f"{self.api.namespace}/{name}",
                         labels={LABEL_DEPLOYMENT: spec.deployment, LABEL_COLOR: spec.color,
                                 LABEL_VERSION: spec.version, "replicas": str(replicas)})
@@ -242,10 +257,14 @@ class KubernetesBackend(Backend):
             color = labels.get(LABEL_COLOR)
             if color not in ("blue", "green"):
                 continue
+            try:
+                host, port = self.address(deployment, color)
+            except BackendError:
+                host, port = self.service_host(deployment, color), SERVE_PORT
             spec = InstanceSpec(
                 deployment=deployment, color=color, model=annotations.get("workbench.io/model", "?"),
                 version=labels.get(LABEL_VERSION, "?"), repo=annotations.get("workbench.io/repo", "?"),
-                port=SERVE_PORT, host=self.service_host(deployment, color),
+                port=port, host=host,
             )
             instances.append(Instance(spec=spec, backend=self.name,
                                       ref=f"{self.api.namespace}/{obj['metadata']['name']}",

@@ -66,7 +66,8 @@ def colour_objects(spec: InstanceSpec, options: KubernetesOptions, *, replicas: 
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": {"name": name, "labels": labels},
-        "spec": {"selector": select, "ports": [{"name": "http", "port": port, "targetPort": port}]},
+        "spec": {"selector": select, "ports": [{"name": "http", "port": port, "targetPort": port}],
+                 **({"type": "NodePort"} if options.node_address else {})},
     })
     return objects
 

@@ -83,7 +83,7 @@ def create(
         str, typer.Option("--version", "-v", help="Version or alias for blue.")
     ] = "stable",
     backend: Annotated[
-        str, typer.Option(help="Where instances run: process (local, default) or docker.")
+        str, typer.Option(help="Where instances run: process (local, default), docker or kubernetes.")
     ] = "process",
     docker_host: Annotated[
         str | None,

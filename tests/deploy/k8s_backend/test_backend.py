@@ -21,7 +21,8 @@ def test_start_applies_the_colour_and_waits_until_it_is_available(make_backend, 
     assert instance.url == "http://web-blue.ml.svc:8000"
     assert instance.ref == "ml/web-blue" and instance.backend == "kubernetes"
     assert emulator.writes() == ["PATCH secrets/wb-web-admin", "PATCH deployments/web-blue",
-                                 "PATCH services/web-blue"]
+                                 "PATCH services/web-blue", "PATCH horizontalpodautoscalers/web-blue",
+                                 "PATCH poddisruptionbudgets/web-blue"]
     applied = [c for c in emulator.calls if c.method == "PATCH"]
     assert all(c.content_type == "application/apply-patch+yaml" for c in applied)
     deployment = emulator.obj("deployments", "web-blue")
@@ -44,7 +45,7 @@ def test_a_candidate_starts_with_preview_replicas(make_backend, emulator: Emulat
     green = emulator.obj("deployments", "web-green") or {}
     assert green["spec"]["replicas"] == 1
     limits = green["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]
-    assert limits == {"nvidia.com/gpu": "1"}
+    assert limits["nvidia.com/gpu"] == 1
     assert (emulator.obj("deployments", "web-blue") or {})["spec"]["replicas"] == 4
 
 

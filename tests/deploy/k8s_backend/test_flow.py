@@ -39,7 +39,7 @@ def kubelet(emulator: Emulator, stub_command: list[str], stub_repo: Path) -> Ite
 
 
 def _selector(emulator: Emulator) -> str:
-    return (emulator.obj("services", "web") or {})["spec"]["selector"]["workbench.io/color"]
+    return (emulator.obj("services", "web") or {})["spec"]["selector"]["workbench.paddle.dev/color"]
 
 
 def test_create_update_promote_rollback_on_the_emulated_cluster(
@@ -64,7 +64,7 @@ def test_create_update_promote_rollback_on_the_emulated_cluster(
     web.promote()
     assert _selector(emulator) == "green"
     assert (emulator.obj("deployments", "web-green") or {})["spec"]["replicas"] == 2
-    assert "workbench.io/scale-down-at" in (emulator.obj("deployments", "web-blue") or {})["metadata"]["annotations"]
+    assert "workbench.paddle.dev/scale-down-at" in (emulator.obj("deployments", "web-blue") or {})["metadata"]["annotations"]
 
     web.rollback("smoke")
     assert _selector(emulator) == "blue" and set(kubelet.running) == {"web-blue"}

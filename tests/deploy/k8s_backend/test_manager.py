@@ -56,7 +56,7 @@ def _verified(manager: DeploymentManager, kubeconfig: Path, **options: str) -> K
 
 
 def _selector(emulator: Emulator) -> str:
-    return (emulator.obj("services", "web") or {})["spec"]["selector"]["workbench.io/color"]
+    return (emulator.obj("services", "web") or {})["spec"]["selector"]["workbench.paddle.dev/color"]
 
 
 def test_promote_and_rollback_flip_the_service_through_the_deploy_api(
@@ -70,7 +70,7 @@ def test_promote_and_rollback_flip_the_service_through_the_deploy_api(
     web.promote()
     assert _selector(emulator) == "green" and web.state.phase == "promoted"
     blue = emulator.obj("deployments", "web-blue") or {}
-    assert "workbench.io/scale-down-at" in blue["metadata"]["annotations"]  # kept for the delay
+    assert "workbench.paddle.dev/scale-down-at" in blue["metadata"]["annotations"]  # kept for the delay
     web.rollback("bad p99")
     assert _selector(emulator) == "blue" and web.state.phase == "rolled_back"
     assert emulator.obj("deployments", "web-green") is None  # the candidate was stopped
@@ -88,7 +88,7 @@ def test_canary_weights_reach_the_httproute(kubeconfig: Path, tmp_path: Path, em
     for percent in (5, 25, 100):
         web.weight(percent)
         route = emulator.obj("httproutes", "web") or {}
-        refs = {r["name"]: r["weight"] for r in route["spec"]["rules"][0]["backendRefs"]}
+        refs = {r["name"]: r["weight"] for r in route["spec"]["rules"][-1]["backendRefs"]}
         assert refs == {"web-blue": 100 - percent, "web-green": percent}
     assert web.state.phase == "promoted" and _selector(emulator) == "green"
 

@@ -29,12 +29,12 @@ def table(green: int, stable: str = "blue", colors: tuple[str, ...] = ("blue", "
 
 
 def selector(emulator: Emulator) -> str:
-    return (emulator.obj("services", "web") or {})["spec"]["selector"]["workbench.io/color"]
+    return (emulator.obj("services", "web") or {})["spec"]["selector"]["workbench.paddle.dev/color"]
 
 
 def weights(emulator: Emulator) -> dict[str, int]:
     route = emulator.obj("httproutes", "web") or {}
-    return {r["name"]: r["weight"] for r in route["spec"]["rules"][0]["backendRefs"]}
+    return {r["name"]: r["weight"] for r in route["spec"]["rules"][-1]["backendRefs"]}
 
 
 def replicas(emulator: Emulator, color: str) -> int:
@@ -73,7 +73,10 @@ def test_blue_green_apply_wait_flip_keep_then_scale_down(make_backend, emulator:
     emulator.ready_after = 2
     router.apply(table(100))
     writes = emulator.writes()
-    assert writes[:2] == ["PATCH deployments/web-green", "PATCH services/web"]
+    assert writes[:3] == ["PATCH deployments/web-green", "PATCH horizontalpodautoscalers/web-green",
+                          "PATCH services/web"]
+    hpa = emulator.obj("horizontalpodautoscalers", "web-green") or {}
+    assert hpa["spec"]["minReplicas"] == 3  # the HPA rendered for the preview no longer shrinks it
     scale_up = next(c for c in emulator.calls if c.method == "PATCH" and c.path.endswith("web-green"))
     assert scale_up.body["spec"]["replicas"] == 3
     assert scale_up.content_type == "application/merge-patch+json"
@@ -125,7 +128,7 @@ def test_canary_weights_go_through_the_httproute(make_backend, emulator: Emulato
     backend.start(spec("blue"))
     router.apply(table(0, colors=("blue",)))
     route = emulator.obj("httproutes", "web") or {}
-    assert route["spec"]["parentRefs"] == [{"name": "public"}]
+    assert route["spec"]["parentRefs"][0]["name"] == "public"
     assert weights(emulator) == {"web-blue": 100}
     backend.start(spec("green", "1.1.0"))
     seen = []
@@ -176,12 +179,12 @@ def test_api_errors_on_the_flip_are_one_sentence(make_backend, emulator: Emulato
 def test_a_mirror_share_becomes_a_request_mirror_filter(make_backend, emulator: Emulator) -> None:
     router = both_colours(make_backend(gateway="public"))
     router.apply(table(0).with_mirror(20))
-    rule = (emulator.obj("httproutes", "web") or {})["spec"]["rules"][0]
+    rule = (emulator.obj("httproutes", "web") or {})["spec"]["rules"][-1]
     assert rule["filters"] == [{"type": "RequestMirror", "requestMirror": {
         "backendRef": {"name": "web-green", "port": 8000}, "percent": 20}}]
     assert weights(emulator) == {"web-blue": 100, "web-green": 0}
     router.apply(table(5))  # the first weight ends the mirror
-    assert (emulator.obj("httproutes", "web") or {})["spec"]["rules"][0]["filters"] == []
+    assert "filters" not in (emulator.obj("httproutes", "web") or {})["spec"]["rules"][-1]
     with pytest.raises(RouterError, match="^web: mirroring needs a Gateway API HTTPRoute"):
         both_colours(make_backend()).apply(table(0).with_mirror(20))
 

@@ -33,7 +33,7 @@ def test_state_round_trips_through_a_configmap(kubeconfig: Path, tmp_path: Path,
     assert store.exists("web") and store.names() == ["web"]
     assert store.load("web") == saved
     cm = emulator.obj("configmaps", "wb-web-state")
-    assert cm is not None and cm["metadata"]["labels"]["workbench.io/deployment"] == "web"
+    assert cm is not None and cm["metadata"]["labels"]["workbench.paddle.dev/deployment"] == "web"
     with store.transaction("web") as txn:
         txn.save(txn.state.record("promote"))
     # a second machine (another store, another client) reads the same truth and the previous one

@@ -32,6 +32,7 @@ from dataclasses import dataclass, fields, replace
 from typing import TYPE_CHECKING, Any
 
 from workbench.deploy.backends.base import Backend, Instance, InstanceSpec
+from workbench.deploy.k8s import manifests
 from workbench.deploy.k8s.client import ClusterError, KubeApi, translate
 from workbench.deploy.k8s.readiness import pod_problems, rollout_progress
 from workbench.errors import BackendError, DeployValueError
@@ -47,9 +48,14 @@ __all__ = ["KubernetesBackend", "KubernetesOptions"]
 log = logging.getLogger(__name__)
 
 SERVE_PORT = 8000  # the container's and the colour Service's port
-LABEL_DEPLOYMENT = "workbench.io/deployment"
-LABEL_COLOR = "workbench.io/color"
-LABEL_VERSION = "workbench.io/version"
+#: The renderer's label and annotation keys.
+LABEL_DEPLOYMENT = manifests.DEPLOYMENT_LABEL
+LABEL_COLOR = manifests.COLOR_LABEL
+MODEL_ANNOTATION = manifests.MODEL_ANNOTATION
+VERSION_ANNOTATION = manifests.VERSION_ANNOTATION
+#: What a colour is made of, in the order it is deleted.
+COLOUR_KINDS = (("autoscaling/v2", "HorizontalPodAutoscaler"), ("policy/v1", "PodDisruptionBudget"),
+                ("apps/v1", "Deployment"), ("v1", "Service"))
 
 
 @dataclass(frozen=True)
@@ -155,10 +161,11 @@ class KubernetesBackend(Backend):
         return self.options.node_address, int(node_port)
 
     def objects(self, spec: InstanceSpec, replicas: int) -> list[Obj]:
-        """The colour's Deployment and Service (and the admin token's Secret)."""
+        """The admin token's Secret, the colour's Deployment, Service, HPA and PDB, as
+        :mod:`workbench.deploy.k8s.manifests` renders them."""
         from workbench.deploy.k8s.colour import colour_objects
 
-        return colour_objects(spec, self.options, replicas=replicas, port=SERVE_PORT)
+        return colour_objects(spec, self.options, self.api.namespace, replicas=replicas, port=SERVE_PORT)
 
     # -- Backend -------------------------------------------------------------------------
 
@@ -184,7 +191,7 @@ class KubernetesBackend(Backend):
         ready = replace(spec, host=host, port=port)
         return Instance(spec=ready, backend=self.name, ref=f"{self.api.namespace}/{name}",
                         labels={LABEL_DEPLOYMENT: spec.deployment, LABEL_COLOR: spec.color,
-                                LABEL_VERSION: spec.version, "replicas": str(replicas)})
+                                "replicas": str(replicas)})
 
     def wait_ready(self, name: str, timeout: float, *, poll: float = 0.5) -> None:
         """Wait until Deployment ``name`` is available; BackendError naming why it is not."""
@@ -218,16 +225,23 @@ class KubernetesBackend(Backend):
         return pod_problems(pods, events)
 
     def stop(self, instance: Instance, timeout: float = 10.0) -> None:
-        """Delete the colour's Deployment and Service (and, with the last colour, the
-        instances' admin-token Secret)."""
+        """Delete the colour's objects (and, with the last colour, the instances'
+        admin-token Secret)."""
+        from workbench.deploy.k8s.colour import admin_secret_name
+
         deployment = instance.spec.deployment
         with translate(BackendError):
             self._delete_colour(self.object_name(deployment, instance.spec.color))
-            if not self.api.list("apps/v1", "Deployment", labels={LABEL_DEPLOYMENT: deployment}):
-                self.api.delete("v1", "Secret", f"wb-{deployment}-admin")
+            if not self._colours(deployment):
+                self.api.delete("v1", "Secret", admin_secret_name(deployment))
+
+    def _colours(self, deployment: str) -> list[Obj]:
+        """The deployment's colour Deployments (not its nginx router, if it has one)."""
+        found = self.api.list("apps/v1", "Deployment", labels={LABEL_DEPLOYMENT: deployment})
+        return [o for o in found if ((o.get("metadata") or {}).get("labels") or {}).get(LABEL_COLOR)]
 
     def _delete_colour(self, name: str) -> None:
-        for api_version, kind in (("apps/v1", "Deployment"), ("v1", "Service")):
+        for api_version, kind in COLOUR_KINDS:
             self.api.delete(api_version, kind, name)
 
     def is_running(self, instance: Instance) -> bool:
@@ -249,7 +263,7 @@ class KubernetesBackend(Backend):
 
     def find(self, deployment: str) -> list[Instance]:
         with translate(BackendError):
-            found = self.api.list("apps/v1", "Deployment", labels={LABEL_DEPLOYMENT: deployment})
+            found = self._colours(deployment)
         instances = []
         for obj in found:
             labels = (obj.get("metadata") or {}).get("labels") or {}
@@ -262,9 +276,8 @@ class KubernetesBackend(Backend):
             except BackendError:
                 host, port = self.service_host(deployment, color), SERVE_PORT
             spec = InstanceSpec(
-                deployment=deployment, color=color, model=annotations.get("workbench.io/model", "?"),
-                version=labels.get(LABEL_VERSION, "?"), repo=annotations.get("workbench.io/repo", "?"),
-                port=port, host=host,
+                deployment=deployment, color=color, model=annotations.get(MODEL_ANNOTATION, "?"),
+                version=annotations.get(VERSION_ANNOTATION, "?"), repo="/models", port=port, host=host,
             )
             instances.append(Instance(spec=spec, backend=self.name,
                                       ref=f"{self.api.namespace}/{obj['metadata']['name']}",

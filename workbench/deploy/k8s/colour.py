@@ -1,9 +1,17 @@
-"""What the Kubernetes backend applies for one colour, from an InstanceSpec."""
+"""What the Kubernetes backend and router apply, rendered by :mod:`workbench.deploy.k8s.manifests`.
+
+The renderer knows deployments (names, options); the backend knows instance specs and its
+own options. These functions translate one into the other and add what only a live
+deployment has: the admin token's Secret, and NodePort Services when the workbench
+reaches colours from outside the cluster.
+"""
 
 from __future__ import annotations
 
 import base64
 from typing import TYPE_CHECKING
+
+from workbench.deploy.k8s import manifests
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -12,96 +20,71 @@ if TYPE_CHECKING:
     from workbench.deploy.backends.kubernetes import KubernetesOptions
     from workbench.deploy.k8s.client import Obj
 
+__all__ = ["admin_secret_name", "colour_objects", "http_route", "render_options", "stable_service"]
 
-def colour_objects(spec: InstanceSpec, options: KubernetesOptions, *, replicas: int,
-                   port: int) -> list[Obj]:
-    """The colour's admin-token Secret (when it has a token), Deployment and Service."""
-    from workbench.deploy.backends.kubernetes import LABEL_COLOR, LABEL_DEPLOYMENT, LABEL_VERSION
 
-    name = f"{spec.deployment}-{spec.color}"
-    select = {LABEL_DEPLOYMENT: spec.deployment, LABEL_COLOR: spec.color}
-    labels = {"app.kubernetes.io/name": "paddle-workbench", "app.kubernetes.io/managed-by": "workbench",
-              **select, LABEL_VERSION: spec.version}
-    args = ["serve", "--repo", "/models", "--model", spec.model, "--version", spec.version,
-            "--host", "0.0.0.0", "--port", str(port), "--device", spec.device,
-            "--workers", str(spec.workers), *spec.extra_args]
-    env: list[dict[str, object]] = [{"name": k, "value": v} for k, v in spec.env]
+def admin_secret_name(deployment: str) -> str:
+    return f"wb-{deployment}-admin"
+
+
+def render_options(options: KubernetesOptions, namespace: str, deployment: str, *, port: int,
+                   workers: int = 1, admin_token: bool = False) -> manifests.K8sOptions:
+    """The renderer's options for a deployment run by a backend with ``options``."""
+    kwargs: dict[str, object] = {}
+    if options.pvc:
+        kwargs["models_claim"] = options.pvc
+    if options.gateway:
+        kwargs["gateway_name"] = options.gateway
+    return manifests.K8sOptions(
+        namespace=namespace,
+        image=options.image,
+        port=port,
+        gpus=options.gpus,
+        workers=workers,
+        replicas=options.replicas,
+        preview_replicas=options.preview_replicas,
+        hpa_max=max(options.replicas, manifests.K8sOptions.hpa_max),
+        router="gateway" if options.gateway else "service",
+        admin_token_secret=admin_secret_name(deployment) if admin_token else None,
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+def colour_objects(spec: InstanceSpec, options: KubernetesOptions, namespace: str, *,
+                   replicas: int, port: int) -> list[Obj]:
+    """The admin token's Secret (when the spec has one), then the colour's Deployment,
+    Service, HorizontalPodAutoscaler and PodDisruptionBudget."""
+    opts = render_options(options, namespace, spec.deployment, port=port, workers=spec.workers,
+                          admin_token=bool(spec.admin_token))
     objects: list[Obj] = []
     if spec.admin_token:
-        secret = f"wb-{spec.deployment}-admin"
-        objects.append({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
-                        "metadata": {"name": secret, "labels": {LABEL_DEPLOYMENT: spec.deployment}},
-                        "data": {"token": base64.b64encode(spec.admin_token.encode()).decode()}})
-        env.append({"name": "WORKBENCH_ADMIN_TOKEN",
-                    "valueFrom": {"secretKeyRef": {"name": secret, "key": "token"}}})
-    resources = {"limits": {"nvidia.com/gpu": str(options.gpus)}} if options.gpus else {}
-    volume = ({"name": "models", "persistentVolumeClaim": {"claimName": options.pvc, "readOnly": True}}
-              if options.pvc else {"name": "models", "emptyDir": {}})
-    probe = {"httpGet": {"path": "/v2/health/ready", "port": port}, "periodSeconds": 5}
-    objects.append({
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": name, "labels": labels,
-                     "annotations": {"workbench.io/model": spec.model, "workbench.io/repo": spec.repo}},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": select},
-            "template": {
-                "metadata": {"labels": labels},
-                "spec": {
-                    "containers": [{
-                        "name": "serve", "image": options.image, "args": args, "env": env,
-                        "ports": [{"name": "http", "containerPort": port}],
-                        "readinessProbe": probe,
-                        "livenessProbe": {"httpGet": {"path": "/v2/health/live", "port": port}},
-                        "resources": resources,
-                        "volumeMounts": [{"name": "models", "mountPath": "/models", "readOnly": True}],
-                    }],
-                    "volumes": [volume],
-                },
-            },
-        },
-    })
-    objects.append({
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": {"name": name, "labels": labels},
-        "spec": {"selector": select, "ports": [{"name": "http", "port": port, "targetPort": port}],
-                 **({"type": "NodePort"} if options.node_address else {})},
-    })
-    return objects
+        objects.append({
+            "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+            "metadata": {"name": admin_secret_name(spec.deployment), "namespace": namespace,
+                         "labels": manifests.labels(spec.deployment, role="admin")},
+            "data": {"token": base64.b64encode(spec.admin_token.encode()).decode()},
+        })
+    rendered = manifests.colour_objects(opts, spec.deployment, spec.color, spec.model, spec.version,
+                                        replicas=replicas)
+    for obj in rendered:
+        if obj["kind"] == "Service" and options.node_address:
+            obj["spec"]["type"] = "NodePort"  # reached from outside at node_address:nodePort
+    return [*objects, *rendered]
 
 
-def stable_service(deployment: str, color: str, *, port: int) -> Obj:
-    """The deployment's public Service, selecting one colour's pods."""
-    from workbench.deploy.backends.kubernetes import LABEL_COLOR, LABEL_DEPLOYMENT
-
-    return {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": {"name": deployment, "labels": {LABEL_DEPLOYMENT: deployment,
-                                                     "app.kubernetes.io/managed-by": "workbench"}},
-        "spec": {"selector": {LABEL_DEPLOYMENT: deployment, LABEL_COLOR: color},
-                 "ports": [{"name": "http", "port": port, "targetPort": port}]},
-    }
+def stable_service(options: KubernetesOptions, namespace: str, deployment: str, color: str, *,
+                   port: int) -> Obj:
+    """The deployment's stable Service, selecting ``color``."""
+    return manifests.stable_service(render_options(options, namespace, deployment, port=port),
+                                    deployment, color)
 
 
-def http_route(deployment: str, gateway: str, weights: Mapping[str, int], *, port: int) -> Obj:
-    """A Gateway API HTTPRoute splitting traffic between the colour Services by weight."""
-    from workbench.deploy.backends.kubernetes import LABEL_DEPLOYMENT
-
-    return {
-        "apiVersion": "gateway.networking.k8s.io/v1",
-        "kind": "HTTPRoute",
-        "metadata": {"name": deployment, "labels": {LABEL_DEPLOYMENT: deployment,
-                                                     "app.kubernetes.io/managed-by": "workbench"}},
-        "spec": {
-            "parentRefs": [{"name": gateway}],
-            "rules": [{"backendRefs": backend_refs(deployment, weights, port=port)}],
-        },
-    }
-
-
-def backend_refs(deployment: str, weights: Mapping[str, int], *, port: int) -> list[Obj]:
-    return [{"name": f"{deployment}-{color}", "port": port, "weight": weight}
-            for color, weight in sorted(weights.items())]
+def http_route(options: KubernetesOptions, namespace: str, deployment: str, weights: Mapping[str, int],
+               versions: Mapping[str, str], *, port: int, mirror: Obj | None = None) -> Obj:
+    """The HTTPRoute splitting traffic by ``weights`` (with colour and version pins); a
+    ``mirror`` filter goes on its weighted rule."""
+    route = manifests.http_route(render_options(options, namespace, deployment, port=port), deployment,
+                                 weights, versions=versions)
+    if mirror is not None:
+        route["spec"]["rules"][-1]["filters"] = [mirror]
+    return route

@@ -37,6 +37,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
 from workbench.deploy.k8s.client import ClusterError, translate
+from workbench.deploy.k8s.manifests import DEPLOYMENT_LABEL, ROLE_LABEL
 from workbench.deploy.names import check_deployment_name
 from workbench.deploy.state import (
     PREVIOUS_FILE,
@@ -60,8 +61,7 @@ __all__ = ["STATE_LABELS", "ClusterStateStore", "store_from_env"]
 log = logging.getLogger(__name__)
 
 #: Labels of every state ConfigMap (``names()`` lists by them).
-STATE_LABELS = {"app.kubernetes.io/managed-by": "workbench", "workbench.io/role": "state"}
-_DEPLOYMENT_LABEL = "workbench.io/deployment"
+STATE_LABELS = {"app.kubernetes.io/managed-by": "workbench", ROLE_LABEL: "state"}
 
 
 def _now() -> str:
@@ -113,8 +113,8 @@ class ClusterStateStore(StateStore):
     def names(self) -> list[str]:
         with translate(StateError):
             items = self.api.list("v1", "ConfigMap", labels=STATE_LABELS)
-        return sorted(str(i["metadata"]["labels"][_DEPLOYMENT_LABEL]) for i in items
-                      if _DEPLOYMENT_LABEL in i["metadata"].get("labels", {}))
+        return sorted(str(i["metadata"]["labels"][DEPLOYMENT_LABEL]) for i in items
+                      if DEPLOYMENT_LABEL in i["metadata"].get("labels", {}))
 
     def load(self, name: str) -> DeploymentState:
         obj = self._get(name)
@@ -155,7 +155,7 @@ class ClusterStateStore(StateStore):
             "apiVersion": "v1",
             "kind": "ConfigMap",
             "metadata": {"name": self.configmap(name),
-                         "labels": {**STATE_LABELS, _DEPLOYMENT_LABEL: name}},
+                         "labels": {**STATE_LABELS, DEPLOYMENT_LABEL: name}},
             "data": data,
         }
         try:
@@ -212,7 +212,7 @@ class ClusterStateStore(StateStore):
                         "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
                         "metadata": {"name": secret,
                                      "labels": {"app.kubernetes.io/managed-by": "workbench",
-                                                _DEPLOYMENT_LABEL: name}},
+                                                DEPLOYMENT_LABEL: name}},
                         "data": {"token": base64.b64encode(token.encode()).decode()},
                     })
                     return token

@@ -15,7 +15,7 @@ Order of one :meth:`KubernetesRouter.apply`, so a failure leaves traffic where i
 2. the stable Service's selector, then the HTTPRoute's weights (and its ``RequestMirror``
    filter, when the table mirrors a share of stable's requests to the candidate);
 3. a colour that just lost all its traffic is kept up for ``scale_down_delay`` seconds
-   (the annotation ``workbench.io/scale-down-at`` on its Deployment), so a rollback
+   (the annotation ``workbench.paddle.dev/scale-down-at`` on its Deployment), so a rollback
    within the delay is one flip; a detached reaper (:mod:`workbench.deploy.k8s.reaper`)
    scales it to 0 replicas when the delay is over, and every apply reaps what is due
    too. A rollback after that scales the old colour back up first (step 1).
@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING
 
 from workbench.deploy.backends.kubernetes import LABEL_COLOR, LABEL_DEPLOYMENT, SERVE_PORT
 from workbench.deploy.k8s.client import ClusterError, translate
+from workbench.deploy.k8s.manifests import PREFIX, selector
 from workbench.errors import BackendError, RouterError
 
 if TYPE_CHECKING:
@@ -46,9 +47,9 @@ __all__ = ["KubernetesRouter"]
 
 log = logging.getLogger(__name__)
 
-WEIGHTS = "workbench.io/weights"  # on the stable Service: colours with traffic, their weights (JSON)
-SCALE_DOWN_AT = "workbench.io/scale-down-at"  # on a colour's Deployment: unix time
-PARKED = "workbench.io/parked"  # on a colour's Deployment scaled to 0 after the delay
+WEIGHTS = f"{PREFIX}/weights"  # on the stable Service: colours with traffic, their weights (JSON)
+SCALE_DOWN_AT = f"{PREFIX}/scale-down-at"  # on a colour's Deployment: unix time
+PARKED = f"{PREFIX}/parked"  # on a colour's Deployment scaled to 0 after the delay
 
 
 class KubernetesRouter:
@@ -78,7 +79,7 @@ class KubernetesRouter:
     # -- Router --------------------------------------------------------------------------
 
     def apply(self, table: RoutingTable) -> None:
-        from workbench.deploy.k8s.colour import backend_refs, http_route, stable_service
+        from workbench.deploy.k8s.colour import http_route, stable_service
 
         weights: dict[str, int] = {c: table.weights[c] for c in table.colors}
         split = all(0 < w < 100 for w in weights.values()) and len(weights) == 2
@@ -92,6 +93,7 @@ class KubernetesRouter:
             raise RouterError(f"{self.deployment}: mirroring needs a Gateway API HTTPRoute; "
                               "give the deployment a gateway (--gateway NAME)")
         live = table.stable if split else max(weights, key=lambda c: weights[c])
+        namespace = self.api.namespace
         with translate(RouterError):
             for color, weight in sorted(weights.items()):
                 if weight > 0:
@@ -99,26 +101,23 @@ class KubernetesRouter:
             service = self.api.get("v1", "Service", self.deployment)
             before = _weights_of(service)
             if service is None:
-                self.api.apply(stable_service(self.deployment, live, port=SERVE_PORT))
+                self.api.apply(stable_service(self.options, namespace, self.deployment, live,
+                                              port=SERVE_PORT))
             elif (service.get("spec") or {}).get("selector", {}).get(LABEL_COLOR) != live:
                 self.api.patch("v1", "Service", self.deployment,
-                               {"spec": {"selector": {LABEL_DEPLOYMENT: self.deployment,
-                                                      LABEL_COLOR: live}}})
+                               {"spec": {"selector": selector(self.deployment, live)}})
                 log.info("%s: stable Service now selects %s", self.deployment, live)
             if self.options.gateway:
+                versions: dict[str, str] = {u.color: u.version for u in table.upstreams}
+                wanted = http_route(self.options, namespace, self.deployment, weights, versions,
+                                    port=SERVE_PORT, mirror=self._mirror(table.candidate, mirror))
                 route = self.api.get("gateway.networking.k8s.io/v1", "HTTPRoute", self.deployment)
-                rule = {"backendRefs": backend_refs(self.deployment, weights, port=SERVE_PORT),
-                        "filters": self._mirror(table.candidate, mirror)}
                 if route is None:
-                    route = http_route(self.deployment, self.options.gateway, weights, port=SERVE_PORT)
-                    route["spec"]["rules"][0].update(rule)
-                    self.api.apply(route)
-                else:
-                    rules = list((route.get("spec") or {}).get("rules") or [{}])
-                    if {k: rules[0].get(k, []) for k in rule} != rule:
-                        rules[0] = {**rules[0], **rule}
-                        self.api.patch("gateway.networking.k8s.io/v1", "HTTPRoute", self.deployment,
-                                       {"spec": {"rules": rules}})
+                    self.api.apply(wanted)
+                elif (route.get("spec") or {}).get("rules") != wanted["spec"]["rules"]:
+                    # one merge patch replaces the rules list: pins and weights change together
+                    self.api.patch("gateway.networking.k8s.io/v1", "HTTPRoute", self.deployment,
+                                   {"spec": {"rules": wanted["spec"]["rules"]}})
             serving = {c: w for c, w in weights.items() if w > 0}
             if before != serving:
                 self.api.patch("v1", "Service", self.deployment,
@@ -137,12 +136,12 @@ class KubernetesRouter:
             log_path = None if self.workdir is None else self.workdir / "reaper.log"
             launch(self.deployment, due, asdict(self.options), log_path)
 
-    def _mirror(self, candidate: str, percent: int) -> list[Obj]:
+    def _mirror(self, candidate: str, percent: int) -> Obj | None:
         """The HTTPRoute filter copying ``percent`` of requests to the candidate (GEP-3171)."""
         if not percent:
-            return []
+            return None
         ref = {"name": self._colour_name(candidate), "port": SERVE_PORT}
-        return [{"type": "RequestMirror", "requestMirror": {"backendRef": ref, "percent": percent}}]
+        return {"type": "RequestMirror", "requestMirror": {"backendRef": ref, "percent": percent}}
 
     @property
     def running(self) -> bool:
@@ -186,6 +185,19 @@ class KubernetesRouter:
                  if SCALE_DOWN_AT in (a := (o.get("metadata") or {}).get("annotations") or {})]
         return min(times, default=None)
 
+    def _hpa_floor(self, name: str, replicas: int) -> None:
+        """Keep the colour's HPA from scaling it below ``replicas`` (the candidate's HPA was
+        rendered for its preview replicas)."""
+        try:
+            hpa = self.api.get("autoscaling/v2", "HorizontalPodAutoscaler", name)
+            if hpa is not None and int(hpa.get("spec", {}).get("minReplicas", 1)) < replicas:
+                top = max(replicas, int(hpa["spec"].get("maxReplicas", replicas)))
+                self.api.patch("autoscaling/v2", "HorizontalPodAutoscaler", name,
+                               {"spec": {"minReplicas": replicas, "maxReplicas": top}})
+        except ClusterError as exc:
+            if exc.status not in (403, 404):  # no HPA, or no right to it: the Deployment decides
+                raise
+
     def _mark(self, color: str, when: float) -> None:
         try:
             self.api.patch("apps/v1", "Deployment", self._colour_name(color),
@@ -209,6 +221,7 @@ class KubernetesRouter:
             "metadata": {"annotations": {SCALE_DOWN_AT: None, PARKED: None}},
             "spec": {"replicas": want},
         })
+        self._hpa_floor(name, want)
         if replicas < want:
             log.info("%s: scaling %s to %d replicas before it takes traffic", self.deployment, name, want)
             try:

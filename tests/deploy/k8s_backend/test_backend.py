@@ -122,6 +122,14 @@ def test_api_errors_while_starting_are_one_sentence(make_backend, emulator: Emul
     assert "\n" not in str(info.value)
 
 
+def test_a_refused_apply_midway_leaves_nothing_of_the_colour(make_backend, emulator: Emulator) -> None:
+    emulator.fail("PATCH", "/services/web-blue$", 422, 'Service "web-blue" is invalid: spec.ports')
+    with pytest.raises(BackendError, match=r"refused to patch Service ml/web-blue: the object is invalid"):
+        make_backend().start(spec("blue"))
+    assert "PATCH deployments/web-blue" in emulator.writes()  # applied before the refusal ...
+    assert emulator.obj("deployments", "web-blue") is None  # ... and deleted after it
+
+
 def test_stop_deletes_the_colour_and_is_idempotent(make_backend, emulator: Emulator) -> None:
     backend = make_backend()
     blue = backend.start(spec("blue"))

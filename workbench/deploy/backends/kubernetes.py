@@ -175,16 +175,17 @@ class KubernetesBackend(Backend):
         with translate(BackendError):
             candidate = self.api.get("apps/v1", "Deployment",
                                      self.object_name(spec.deployment, other)) is not None
-            replicas = self.options.preview_replicas if candidate else self.options.replicas
-            replicas = max(1, min(replicas, self.options.replicas))
-            for obj in self.objects(spec, replicas):
-                self.api.apply(obj)
-        self._say(f"{name}: applied ({spec.model} {spec.version}, {replicas} replica(s)"
-                  f"{', candidate' if candidate else ''})")
+        replicas = self.options.preview_replicas if candidate else self.options.replicas
+        replicas = max(1, min(replicas, self.options.replicas))
         try:
+            with translate(BackendError):
+                for obj in self.objects(spec, replicas):
+                    self.api.apply(obj)
+            self._say(f"{name}: applied ({spec.model} {spec.version}, {replicas} replica(s)"
+                      f"{', candidate' if candidate else ''})")
             self.wait_ready(name, self.options.ready_timeout)
         except BackendError:
-            with contextlib.suppress(ClusterError):
+            with contextlib.suppress(ClusterError):  # nothing of this colour stays behind
                 self._delete_colour(name)
             raise
         host, port = self.address(spec.deployment, spec.color)

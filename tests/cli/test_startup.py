@@ -21,7 +21,7 @@ def test_public_names_load_on_first_use() -> None:
 
 
 def test_help_loads_nothing_heavy() -> None:
-    for argv in (["--help"], ["deploy", "--help"], ["deploy", "status", "--help"],
+    for argv in (["--help"], ["deploy", "--help"], ["deploy", "status", "--help"], ["deploy", "export", "--help"],
                  ["models", "--help"]):
         loaded = loaded_by(*argv)
         assert not loaded & {*HEAVY, "httpx", "psutil", "filelock", "prometheus_client"}, argv

@@ -34,7 +34,7 @@ def inference_service(opts: K8sOptions, name: str, model: str, version: str, *,
                       canary_percent: int | None = None) -> Manifest:
     """The InferenceService ``<name>`` serving ``version`` (the candidate when ``canary_percent`` is set)."""
     container = serve_container(opts, name, "blue", model, version, container_name="kserve-container",
-                                startup_probe=False, probe_port=None)
+                                startup_probe=False, probe_port=opts.port)
     args = container["args"]
     args[args.index("--repo") + 1] = KSERVE_MODELS
     container.pop("lifecycle")  # Knative drains the revision itself

@@ -239,7 +239,8 @@ def version_annotations(model: str, version: str) -> dict[str, str]:
 # -- the serving pod ----------------------------------------------------------------------
 
 
-def _probe(path: str, *, period: int, failures: int, timeout: int = 3, port: str | None = "http") -> Manifest:
+def _probe(path: str, *, period: int, failures: int, timeout: int = 3,
+           port: str | int | None = "http") -> Manifest:
     action: Manifest = {"path": path}
     if port is not None:
         action["port"] = port
@@ -249,7 +250,7 @@ def _probe(path: str, *, period: int, failures: int, timeout: int = 3, port: str
 
 def serve_container(opts: K8sOptions, name: str, color: str, model: str, version: str, *,
                     container_name: str = "serve", startup_probe: bool = True,
-                    probe_port: str | None = "http") -> Manifest:
+                    probe_port: str | int | None = "http") -> Manifest:
     """The serving container: ``workbench serve`` of one version, hardened, with probes.
 
     The image's entrypoint (tini + start.sh) runs ``serve ARGS`` as ``workbench serve``.

@@ -107,9 +107,14 @@ kubectl --context "$CONTEXT" create namespace "$NAMESPACE" --dry-run=client -o y
 # -- 1. server-side dry run of the export ----------------------------------------------
 if [[ -z "$EXPORT_DIR" ]]; then
     EXPORT_DIR="$WORK/export"
-    export_args=(deploy export "$NAME" --format k8s --output "$EXPORT_DIR" --model "$MODEL"
-                 --version "$FROM" --image "$IMAGE" --pvc "$PVC" --namespace "$NAMESPACE")
-    [[ -n "$GATEWAY" ]] && export_args+=(--gateway "$GATEWAY")
+    export_args=(deploy export "$NAME" --format k8s --out "$EXPORT_DIR" --model "$MODEL"
+                 --version "$FROM" --candidate "$TO" --image "$IMAGE" --pvc "$PVC"
+                 --namespace "$NAMESPACE")
+    if [[ -n "$GATEWAY" ]]; then
+        export_args+=(--router gateway --gateway "$GATEWAY")
+    else
+        export_args+=(--router service)
+    fi
     ${WORKBENCH:-workbench} "${export_args[@]}" >/dev/null
 fi
 t0=$(now)

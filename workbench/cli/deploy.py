@@ -524,9 +524,10 @@ def delete(
 
 
 def _register_canary() -> None:
-    from workbench.cli import canary
+    from workbench.cli import canary, export
 
     canary.register(app, lambda: _manager())
+    export.register(app)
 
 
 _register_canary()

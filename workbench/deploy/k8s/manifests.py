@@ -127,6 +127,7 @@ class K8sOptions:
     run_as_group: int = 100
     admin_token_secret: str | None = None  # Secret (key ``token``) for the admin API
     service_account: str | None = None
+    prometheus_url: str = "http://prometheus.monitoring.svc:9090"  # for exported analyses
     extra_labels: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -223,7 +224,7 @@ def labels(name: str, color: str | None = None, *, role: str = "serve",
     }
 
 
-def _meta(opts: K8sOptions, obj_name: str, obj_labels: Mapping[str, str],
+def metadata(opts: K8sOptions, obj_name: str, obj_labels: Mapping[str, str],
           annotations: Mapping[str, str] | None = None) -> Manifest:
     meta: Manifest = {"name": obj_name, "namespace": opts.namespace, "labels": dict(obj_labels)}
     if annotations:
@@ -231,14 +232,15 @@ def _meta(opts: K8sOptions, obj_name: str, obj_labels: Mapping[str, str],
     return meta
 
 
-def _version_annotations(model: str, version: str) -> dict[str, str]:
+def version_annotations(model: str, version: str) -> dict[str, str]:
     return {MODEL_ANNOTATION: model, VERSION_ANNOTATION: version}
 
 
 # -- the serving pod ----------------------------------------------------------------------
 
 
-def _probe(path: str, *, period: int, failures: int, timeout: int = 3, port: str | None = "http") -> Manifest:
+def _probe(path: str, *, period: int, failures: int, timeout: int = 3,
+           port: str | int | None = "http") -> Manifest:
     action: Manifest = {"path": path}
     if port is not None:
         action["port"] = port
@@ -248,7 +250,7 @@ def _probe(path: str, *, period: int, failures: int, timeout: int = 3, port: str
 
 def serve_container(opts: K8sOptions, name: str, color: str, model: str, version: str, *,
                     container_name: str = "serve", startup_probe: bool = True,
-                    probe_port: str | None = "http") -> Manifest:
+                    probe_port: str | int | None = "http") -> Manifest:
     """The serving container: ``workbench serve`` of one version, hardened, with probes.
 
     The image's entrypoint (tini + start.sh) runs ``serve ARGS`` as ``workbench serve``.
@@ -322,7 +324,7 @@ def _pod_security(opts: K8sOptions) -> Manifest:
     }
 
 
-def _serve_volumes(opts: K8sOptions) -> list[Manifest]:
+def serve_volumes(opts: K8sOptions) -> list[Manifest]:
     return [
         {"name": "models", "persistentVolumeClaim": {"claimName": opts.models_claim, "readOnly": True}},
         {"name": "tmp", "emptyDir": {}},
@@ -349,21 +351,21 @@ def pod_template(opts: K8sOptions, name: str, color: str, model: str, version: s
     return {
         "metadata": {
             "labels": labels(name, color, extra=opts.extra_labels),
-            "annotations": _version_annotations(model, version),
+            "annotations": version_annotations(model, version),
         },
-        "spec": pod_spec(opts, [serve_container(opts, name, color, model, version)], _serve_volumes(opts)),
+        "spec": pod_spec(opts, [serve_container(opts, name, color, model, version)], serve_volumes(opts)),
     }
 
 
 # -- per colour ---------------------------------------------------------------------------
 
 
-def _service(opts: K8sOptions, obj_name: str, obj_labels: Mapping[str, str], sel: Mapping[str, str],
+def service(opts: K8sOptions, obj_name: str, obj_labels: Mapping[str, str], sel: Mapping[str, str],
              port: int, annotations: Mapping[str, str] | None = None) -> Manifest:
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": _meta(opts, obj_name, obj_labels, annotations),
+        "metadata": metadata(opts, obj_name, obj_labels, annotations),
         "spec": {
             "type": "ClusterIP",
             "selector": dict(sel),
@@ -379,7 +381,7 @@ def hpa(opts: K8sOptions, target: Mapping[str, str], obj_name: str, obj_labels: 
     return {
         "apiVersion": "autoscaling/v2",
         "kind": "HorizontalPodAutoscaler",
-        "metadata": _meta(opts, obj_name, obj_labels),
+        "metadata": metadata(opts, obj_name, obj_labels),
         "spec": {
             "scaleTargetRef": dict(target),
             "minReplicas": low,
@@ -397,7 +399,7 @@ def pdb(opts: K8sOptions, obj_name: str, obj_labels: Mapping[str, str], sel: Map
     return {
         "apiVersion": "policy/v1",
         "kind": "PodDisruptionBudget",
-        "metadata": _meta(opts, obj_name, obj_labels),
+        "metadata": metadata(opts, obj_name, obj_labels),
         "spec": {"maxUnavailable": 1, "selector": {"matchLabels": dict(sel)}},
     }
 
@@ -416,7 +418,7 @@ def colour_objects(opts: K8sOptions, name: str, color: str, model: str, version:
     deployment = {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": _meta(opts, obj, obj_labels, _version_annotations(model, version)),
+        "metadata": metadata(opts, obj, obj_labels, version_annotations(model, version)),
         "spec": {
             "replicas": replicas,
             "revisionHistoryLimit": 3,
@@ -429,7 +431,7 @@ def colour_objects(opts: K8sOptions, name: str, color: str, model: str, version:
     target = {"apiVersion": "apps/v1", "kind": "Deployment", "name": obj}
     return [
         deployment,
-        _service(opts, obj, obj_labels, sel, opts.port),
+        service(opts, obj, obj_labels, sel, opts.port),
         hpa(opts, target, obj, obj_labels, replicas),
         pdb(opts, obj, obj_labels, sel),
     ]
@@ -437,7 +439,7 @@ def colour_objects(opts: K8sOptions, name: str, color: str, model: str, version:
 
 def stable_service(opts: K8sOptions, name: str, color: str) -> Manifest:
     """The Service ``<name>``: selects the pods of ``color`` only; blue/green flips its selector."""
-    return _service(opts, _check_name(name), labels(name, None, extra=opts.extra_labels),
+    return service(opts, _check_name(name), labels(name, None, extra=opts.extra_labels),
                     selector(name, color), opts.port)
 
 
@@ -488,6 +490,11 @@ def http_route(opts: K8sOptions, name: str, weights: Mapping[str, int], *,
             rules.append({"matches": [{"headers": [header]}], "backendRefs": [ref(color)]})
     rules.append({"matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
                   "backendRefs": [ref(c, w) for c, w in shares.items()]})
+    return route(opts, name, rules)
+
+
+def route(opts: K8sOptions, name: str, rules: list[Manifest]) -> Manifest:
+    """An HTTPRoute ``<name>`` attached to the options' Gateway, with ``rules``."""
     parent: Manifest = {"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": opts.gateway_name}
     if opts.gateway_namespace:
         parent["namespace"] = opts.gateway_namespace
@@ -497,7 +504,8 @@ def http_route(opts: K8sOptions, name: str, weights: Mapping[str, int], *,
     return {
         "apiVersion": "gateway.networking.k8s.io/v1",
         "kind": "HTTPRoute",
-        "metadata": _meta(opts, _check_name(name), labels(name, None, role="route", extra=opts.extra_labels)),
+        "metadata": metadata(opts, _check_name(name),
+                             labels(name, None, role="route", extra=opts.extra_labels)),
         "spec": spec,
     }
 
@@ -594,11 +602,11 @@ def router_objects(opts: K8sOptions, name: str, routing: RoutingTable | Mapping[
     budget = round(2 * (table.connect_timeout + table.read_timeout))
     spec["terminationGracePeriodSeconds"] = PRESTOP_SECONDS + budget + 20
     return [
-        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": _meta(opts, obj, obj_labels), "data": data},
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata(opts, obj, obj_labels), "data": data},
         {
             "apiVersion": "apps/v1",
             "kind": "Deployment",
-            "metadata": _meta(opts, obj, obj_labels),
+            "metadata": metadata(opts, obj, obj_labels),
             "spec": {
                 "replicas": 2,
                 "revisionHistoryLimit": 3,
@@ -608,7 +616,7 @@ def router_objects(opts: K8sOptions, name: str, routing: RoutingTable | Mapping[
                              "spec": spec},
             },
         },
-        _service(opts, obj, obj_labels, sel, ROUTER_PORT),
+        service(opts, obj, obj_labels, sel, ROUTER_PORT),
     ]
 
 

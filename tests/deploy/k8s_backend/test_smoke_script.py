@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -59,3 +60,40 @@ def test_an_unknown_context_is_refused_before_anything_runs(tmp_path: Path) -> N
     proc = run("--context", "nowhere", "--image", "i", "--pvc", "m", env={"KUBECONFIG": str(config)})
     assert proc.returncode == 2
     assert proc.stderr.strip() == "k8s_smoke: no kube context named nowhere"
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="needs kubectl (for kustomize)")
+def test_the_dry_run_step_gets_a_kustomization_that_builds(tmp_path: Path) -> None:
+    """A kubectl stand-in records the calls and answers the cluster-side ones; the export
+    is the real `workbench deploy export`, and `kubectl kustomize` (offline, real) must
+    build what the script hands to `apply --dry-run=server -k`. The stand-in refuses the
+    driver pod's wait, so the script stops there, and its cleanup runs."""
+    real = shutil.which("kubectl")
+    log = tmp_path / "calls"
+    fake = tmp_path / "bin" / "kubectl"
+    fake.parent.mkdir()
+    fake.write_text(f"""#!/usr/bin/env bash
+echo "$*" >> {log}
+args=" $* "
+if [[ "$args" == *" --dry-run=server -k "* ]]; then
+    exec {real} kustomize "${{@: -1}}" | grep '^kind:'
+fi
+[[ "$args" == *" -f - "* ]] && cat >/dev/null
+[[ "$args" == *" wait "* ]] && {{ echo "timed out waiting" >&2; exit 1; }}
+[[ "$args" == *" -o yaml"* ]] && echo "apiVersion: v1"
+exit 0
+""")
+    fake.chmod(0o755)
+    workbench = f"{sys.executable} -m workbench"
+    proc = run("--context", "kind-test", "--image", "registry.example/wb:1", "--pvc", "models",
+               "--namespace", "smoke-ns",
+               env={"PATH": f"{fake.parent}:{os.environ['PATH']}", "WORKBENCH": workbench,
+                    "WORKBENCH_HOME": str(tmp_path / "home")})
+    assert proc.returncode != 0  # stopped at the driver pod, as the stand-in wanted
+    assert "dry run (server): ok (" in proc.stdout, proc.stdout + proc.stderr
+    objects = int(proc.stdout.split("ok (")[1].split()[0])
+    assert objects >= 9  # two colours of Deployment, Service, HPA, PDB and the stable Service
+    calls = log.read_text().splitlines()
+    dry = next(c for c in calls if "--dry-run=server" in c)
+    assert dry.startswith("--context kind-test apply --dry-run=server -k ")
+    assert any("delete pod wb-smoke-driver" in c for c in calls)  # cleanup ran

@@ -78,3 +78,36 @@ def test_create_update_promote_rollback_on_the_emulated_cluster(
     web.delete()
     assert manager.names() == [] and kubelet.running == {}
     assert [k for k in emulator.objects if k[2] not in ("pods", "events")] == []
+
+
+def test_the_canary_controller_steps_the_httproute_weights(
+    kubeconfig: Path, emulator: Emulator, kubelet: StubKubelet, stub_repo: Path, home: Path
+) -> None:
+    """The canary controller (scraping the stubs' /metrics over HTTP) moves the candidate
+    through its steps with the same Deployment.weight calls it makes on nginx; here each
+    lands as a patch of the HTTPRoute's weights."""
+    from workbench.deploy import canary
+    from workbench.deploy.rollout.analysis import AnalysisSpec, ErrorRateRule
+
+    store = ClusterStateStore(KubeApi.connect(config_file=str(kubeconfig), timeout=5.0), home)
+    manager = DeploymentManager(home, repo=stub_repo, store=store)
+    options = {"kubeconfig": str(kubeconfig), "node_address": "127.0.0.1", "gateway": "public",
+               "scale_down_delay": "0"}
+    web = manager.create("web", "stub", "1.0.0", backend="kubernetes", backend_options=options,
+                         timeout=30)
+    web.update("1.1.0", timeout=30, min_agreement=0.0)
+    emulator.calls.clear()
+    spec = AnalysisSpec(steps=(5, 50, 100), interval=0.5, max_inconclusive=50, synthetic=40.0,
+                        rules=(ErrorRateRule(min_requests=3),))
+    status = canary.run(web, spec)
+    assert status.done and web.state.phase == "promoted"
+    assert [r.verdict for r in status.last] == ["pass"]  # judged on the stubs' scraped metrics
+    steps = []
+    for call in emulator.calls:
+        if call.method == "PATCH" and call.path.endswith("/httproutes/web"):
+            refs = call.body["spec"]["rules"][-1]["backendRefs"]
+            steps.append({r["name"]: r["weight"] for r in refs}["web-green"])
+    assert steps == [5, 50, 100]
+    assert _selector(emulator) == "green"
+    assert (emulator.obj("deployments", "web-blue") or {})["spec"]["replicas"] == 0  # no delay
+    web.delete()

@@ -18,7 +18,11 @@ Public API (stable; the Kubernetes backend and ``workbench deploy export`` use i
 - :func:`http_route`: HTTPRoute with weighted ``backendRefs`` and ``x-deploy-color`` pins.
 - :func:`router_objects`: the nginx router (ConfigMap, Deployment, Service).
 - :func:`deployment_objects`: all of the above for one deployment, in apply order.
-- :func:`check_dns_label`, :func:`colour_name`, :func:`router_name`.
+- :func:`check_dns_label`, :func:`check_weights`, :func:`live_colour`, :func:`colour_name`,
+  :func:`router_name`, :func:`service_host`, :func:`routing_table`.
+- Building blocks the exports share: :func:`metadata`, :func:`service`, :func:`hpa`,
+  :func:`pdb`, :func:`pod_spec`, :func:`serve_volumes`, :func:`route`,
+  :func:`version_annotations`.
 
 Invalid values raise :class:`~workbench.errors.DeployValueError` with one sentence.
 """
@@ -43,17 +47,29 @@ if TYPE_CHECKING:
 __all__ = [
     "K8sOptions",
     "check_dns_label",
+    "check_weights",
     "colour_name",
     "colour_objects",
     "deployment_objects",
+    "hpa",
     "http_route",
     "labels",
+    "live_colour",
+    "metadata",
+    "pdb",
+    "pod_spec",
     "pod_template",
+    "route",
     "router_name",
     "router_objects",
+    "routing_table",
     "selector",
     "serve_container",
+    "serve_volumes",
+    "service",
+    "service_host",
     "stable_service",
+    "version_annotations",
 ]
 
 Manifest = dict[str, Any]

@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from workbench.errors import DeployError, MissingDependencyError
+from workbench.errors import ClusterError, DeployError, MissingDependencyError
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -54,16 +54,6 @@ PLURALS: Mapping[str, str] = {
 }
 
 _VERBS = {"GET": "read", "POST": "create", "PUT": "replace", "PATCH": "patch", "DELETE": "delete"}
-
-
-class ClusterError(DeployError):
-    """The Kubernetes API refused or failed a call (``status`` is its HTTP status, 0 if
-    it could not be reached)."""
-
-    def __init__(self, message: str, status: int = 0, reason: str = "") -> None:
-        super().__init__(message)
-        self.status = status
-        self.reason = reason
 
 
 @contextmanager

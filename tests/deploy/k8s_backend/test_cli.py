@@ -37,3 +37,32 @@ def test_create_that_cannot_reach_its_service_leaves_nothing_behind(
     left = sorted(f"{k[2]}/{k[3]}" for k in emulator.objects if k[2] not in ("pods", "events"))
     assert left == []
     assert not any(tmp_path.glob("deployments/*/state.json"))
+
+
+def test_other_shells_reach_the_state_in_the_cluster(
+    kubeconfig: Path, emulator: Emulator, stub_repo: Path, tmp_path: Path
+) -> None:
+    """A deployment whose state is a ConfigMap: `status`, `history` and `rollback` from a
+    fresh process that only has WORKBENCH_STATE=kubernetes and a kubeconfig."""
+    from tests.deploy.k8s_backend.test_manager import _manager, _verified
+
+    manager = _manager(kubeconfig, tmp_path / "first-machine")
+    _verified(manager, kubeconfig)
+    manager.get("web").promote()
+    env = {**os.environ, "WORKBENCH_HOME": str(tmp_path / "second-machine"),
+           "WORKBENCH_STATE": "kubernetes", "KUBECONFIG": str(kubeconfig), "COLUMNS": "200",
+           "WORKBENCH_K8S_REAPER": "off"}
+
+    def workbench(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "workbench", *args], capture_output=True,
+                              text=True, timeout=120, env=env)
+
+    status = workbench("deploy", "status", "web", "--json")
+    assert status.returncode == 0, status.stderr
+    assert '"backend": "kubernetes"' in status.stdout and '"phase": "promoted"' in status.stdout
+    assert "promote" in workbench("deploy", "history", "web").stdout
+    back = workbench("rollback", "web")
+    assert back.returncode == 0, back.stderr
+    selector = (emulator.obj("services", "web") or {})["spec"]["selector"]
+    assert selector["workbench.paddle.dev/color"] == "blue"
+    assert manager.get("web").state.phase == "rolled_back"

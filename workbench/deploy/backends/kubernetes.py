@@ -278,7 +278,8 @@ class KubernetesBackend(Backend):
                 host, port = self.service_host(deployment, color), SERVE_PORT
             spec = InstanceSpec(
                 deployment=deployment, color=color, model=annotations.get(MODEL_ANNOTATION, "?"),
-                version=annotations.get(VERSION_ANNOTATION, "?"), repo="/models", port=port, host=host,
+                version=annotations.get(VERSION_ANNOTATION, "?"), repo=manifests.MODELS_DIR, port=port,
+                host=host,
             )
             instances.append(Instance(spec=spec, backend=self.name,
                                       ref=f"{self.api.namespace}/{obj['metadata']['name']}",

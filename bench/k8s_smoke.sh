@@ -26,7 +26,8 @@ usage: bench/k8s_smoke.sh --context CONTEXT --image IMAGE --pvc CLAIM [options]
 
   --context CONTEXT        kube context to use (required: nothing runs without it)
   --namespace NS           namespace to work in [workbench-smoke]
-  --image IMAGE            the workbench image, pullable by the cluster (required)
+  --image IMAGE            the workbench image with the k8s extra (the default build),
+                           pullable by the cluster (required)
   --pvc CLAIM              PersistentVolumeClaim holding the model repository (required),
                            e.g. filled with `workbench models demo`
   --model MODEL            model to deploy [digits]

@@ -10,7 +10,14 @@ from pathlib import Path
 
 import pytest
 
+from tests._components import require
+
 SCRIPT = Path(__file__).resolve().parents[3] / "bench" / "k8s_smoke.sh"
+
+
+def need_kubectl() -> None:
+    require("kubectl", shutil.which("kubectl") is not None,
+            "install kubernetes-client (Debian) for `kubectl kustomize`")
 
 
 def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -53,8 +60,8 @@ def test_bad_arguments_are_one_line_and_exit_2(args: tuple[str, ...], message: s
     assert message in proc.stderr
 
 
-@pytest.mark.skipif(shutil.which("kubectl") is None, reason="needs kubectl")
 def test_an_unknown_context_is_refused_before_anything_runs(tmp_path: Path) -> None:
+    need_kubectl()
     config = tmp_path / "kubeconfig"
     config.write_text("apiVersion: v1\nkind: Config\nclusters: []\ncontexts: []\nusers: []\n")
     proc = run("--context", "nowhere", "--image", "i", "--pvc", "m", env={"KUBECONFIG": str(config)})
@@ -62,12 +69,12 @@ def test_an_unknown_context_is_refused_before_anything_runs(tmp_path: Path) -> N
     assert proc.stderr.strip() == "k8s_smoke: no kube context named nowhere"
 
 
-@pytest.mark.skipif(shutil.which("kubectl") is None, reason="needs kubectl (for kustomize)")
 def test_the_dry_run_step_gets_a_kustomization_that_builds(tmp_path: Path) -> None:
     """A kubectl stand-in records the calls and answers the cluster-side ones; the export
     is the real `workbench deploy export`, and `kubectl kustomize` (offline, real) must
     build what the script hands to `apply --dry-run=server -k`. The stand-in refuses the
     driver pod's wait, so the script stops there, and its cleanup runs."""
+    need_kubectl()
     real = shutil.which("kubectl")
     log = tmp_path / "calls"
     fake = tmp_path / "bin" / "kubectl"

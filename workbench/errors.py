@@ -32,7 +32,9 @@ Each class carries the exit code the CLI uses for it.
         ├── StateError              the persisted deployment state
         │   └── StateCorruptError   state.json cannot be read (restore or delete --force)
         ├── RolloutError            an action the rollout's phase does not allow
-        └── MetricsError            a colour's traffic could not be read (scrape, Prometheus)
+        ├── MetricsError            a colour's traffic could not be read (scrape, Prometheus)
+        └── ClusterError            the Kubernetes API refused or failed a call (re-raised at
+                                    the seam as BackendError, RouterError or StateError)
 """
 
 from __future__ import annotations
@@ -188,3 +190,12 @@ class RolloutError(DeployError):
 
 class MetricsError(DeployError):
     """A colour's traffic could not be read: no instance answered its scrape, or Prometheus failed."""
+
+
+class ClusterError(DeployError):
+    """The Kubernetes API refused or failed a call; ``status`` is its HTTP status (0: unreachable)."""
+
+    def __init__(self, message: str, status: int = 0, reason: str = "") -> None:
+        super().__init__(message)
+        self.status = status
+        self.reason = reason

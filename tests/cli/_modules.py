@@ -10,7 +10,7 @@ import sys
 #: never needed to show help, talk to nginx or read the state
 HEAVY = (
     "numpy", "pandas", "paddle", "docker", "paramiko", "starlette", "uvicorn", "ipywidgets",
-    "bokeh", "IPython", "model_signing", "sklearn",
+    "bokeh", "IPython", "model_signing", "sklearn", "kubernetes",
 )
 
 _PROBE = """

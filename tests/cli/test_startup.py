@@ -21,8 +21,8 @@ def test_public_names_load_on_first_use() -> None:
 
 
 def test_help_loads_nothing_heavy() -> None:
-    for argv in (["--help"], ["deploy", "--help"], ["deploy", "status", "--help"],
-                 ["models", "--help"]):
+    for argv in (["--help"], ["deploy", "--help"], ["deploy", "status", "--help"], ["deploy", "export", "--help"],
+                 ["deploy", "create", "--help"], ["models", "--help"]):
         loaded = loaded_by(*argv)
         assert not loaded & {*HEAVY, "httpx", "psutil", "filelock", "prometheus_client"}, argv
 

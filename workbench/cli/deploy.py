@@ -83,14 +83,29 @@ def create(
         str, typer.Option("--version", "-v", help="Version or alias for blue.")
     ] = "stable",
     backend: Annotated[
-        str, typer.Option(help="Where instances run: process (local, default) or docker.")
+        str, typer.Option(help="Where instances run: process (local, default), docker or kubernetes.")
     ] = "process",
     docker_host: Annotated[
         str | None,
         typer.Option(help="Docker engine for --backend docker, e.g. ssh://user@gpu-box."),
     ] = None,
     image: Annotated[
-        str | None, typer.Option(help="Workbench image for --backend docker.")
+        str | None, typer.Option(help="Workbench image for --backend docker or kubernetes.")
+    ] = None,
+    # --backend kubernetes (state, colours and traffic in the cluster)
+    namespace: Annotated[str | None, typer.Option(help="Kubernetes namespace [default: context's].")] = None,
+    context: Annotated[str | None, typer.Option(help="Kube context [default: the current one].")] = None,
+    kubeconfig: Annotated[str | None, typer.Option(help="Kubeconfig file [default: $KUBECONFIG].")] = None,
+    pvc: Annotated[str | None, typer.Option(help="PersistentVolumeClaim of the model repository.")] = None,
+    gpus: Annotated[int | None, typer.Option(help="nvidia.com/gpu per replica.")] = None,
+    replicas: Annotated[int | None, typer.Option(help="Replicas of the colour that takes traffic.")] = None,
+    preview_replicas: Annotated[int | None, typer.Option(help="Candidate replicas before traffic.")] = None,
+    gateway: Annotated[str | None, typer.Option(help="Gateway for the HTTPRoute (canary weights).")] = None,
+    scale_down_delay: Annotated[
+        float | None, typer.Option(help="Seconds the old colour stays up after a switch.")
+    ] = None,
+    node_address: Annotated[
+        str | None, typer.Option(help="Reach colours at this node's NodePorts (workbench outside).")
     ] = None,
     port: Annotated[
         int | None, typer.Option(help="Public port of the router [default: a free port].")
@@ -103,8 +118,18 @@ def create(
     json: JsonOption = False,
 ) -> None:
     """Start MODEL VERSION as blue and put the router in front of it."""
+    options: dict[str, Any] = {"image": image}
     manager = _manager(repo)
-    with console.status(f"starting {model} {version} as blue of {name}…", spinner="dots"):
+    if backend == "kubernetes":
+        options |= {"namespace": namespace, "context": context, "kubeconfig": kubeconfig, "pvc": pvc,
+                    "gpus": gpus, "replicas": replicas, "preview_replicas": preview_replicas,
+                    "gateway": gateway, "scale_down_delay": scale_down_delay,
+                    "node_address": node_address}
+        manager = _kubernetes_manager(manager, namespace, context, kubeconfig)
+    with console.status(f"starting {model} {version} as blue of {name}…", spinner="dots") as spinner:
+        if backend == "kubernetes":
+            opts = {k: str(v) for k, v in options.items() if v is not None}
+            _kubernetes_progress(manager.backend(backend, opts), spinner, f"{name}:")
         deployment = manager.create(
             name,
             model,
@@ -116,13 +141,47 @@ def create(
             device=device,
             workers=workers,
             timeout=timeout,
-            backend_options={"image": image} if image else None,
+            backend_options={k: str(v) for k, v in options.items() if v is not None} or None,
         )
     state = deployment.state
     if json:
         print_json(state.to_dict())
         return
     console.print(f"{name}: {model} {state.stable_version} live on blue at [bold]{state.url}[/]")
+    if backend == "kubernetes":
+        console.print(_kubernetes_hint(manager, name))
+
+
+def _kubernetes_manager(manager: DeploymentManager, namespace: str | None, context: str | None,
+                        kubeconfig: str | None) -> DeploymentManager:
+    """The manager with its state in the cluster (unless WORKBENCH_STATE already says so)."""
+    from workbench.deploy.k8s.client import KubeApi, translate
+    from workbench.deploy.k8s.store import ClusterStateStore
+    from workbench.deploy.manager import DeploymentManager
+    from workbench.errors import StateError
+
+    if isinstance(manager.store, ClusterStateStore):
+        return manager
+    with translate(StateError):
+        api = KubeApi.connect(context=context, config_file=kubeconfig, namespace=namespace)
+    return DeploymentManager(manager.home, repo=manager.repo, store=ClusterStateStore(api, manager.home))
+
+
+def _kubernetes_progress(engine: Any, spinner: Any, prefix: str) -> None:
+    """Show a Kubernetes backend's waits (``2 of 3 updated replicas are available``) on the spinner."""
+    if getattr(engine, "name", None) == "kubernetes":
+        engine.progress = lambda line: spinner.update(f"{prefix} {line}")
+
+
+def _kubernetes_hint(manager: DeploymentManager, name: str) -> str:
+    from workbench.deploy.k8s.store import ClusterStateStore
+
+    store = manager.store
+    assert isinstance(store, ClusterStateStore)
+    context = f" WORKBENCH_K8S_CONTEXT={store.api.context}" if store.api.context else ""
+    return (f"state in ConfigMap {store.api.namespace}/{store.configmap(name)}; "
+            f"other shells and machines reach it with: export WORKBENCH_STATE=kubernetes "
+            f"WORKBENCH_K8S_NAMESPACE={store.api.namespace}{context}")
 
 
 @app.command()
@@ -199,7 +258,8 @@ def update(
             last["message"] = message
 
     error: RolloutError | None = None
-    with console.status(f"rolling out {version} to {name}…", spinner="dots"):
+    with console.status(f"rolling out {version} to {name}…", spinner="dots") as spinner:
+        _kubernetes_progress(deployment.context.backend(deployment.state), spinner, f"{name}:")
         try:
             state = deployment.update(
                 version,
@@ -464,9 +524,10 @@ def delete(
 
 
 def _register_canary() -> None:
-    from workbench.cli import canary
+    from workbench.cli import canary, export
 
     canary.register(app, lambda: _manager())
+    export.register(app)
 
 
 _register_canary()

@@ -33,7 +33,7 @@ from workbench.errors import DeployError, DeployValueError, StateCorruptError, W
 if TYPE_CHECKING:
     from workbench._types import StrPath
     from workbench.deploy.backends.base import Backend
-    from workbench.deploy.router.base import NginxRunner
+    from workbench.deploy.router.base import NginxRunner, Router
     from workbench.deploy.router.nginx import NginxRouter
 
 __all__ = ["BackendFactory", "DeploymentManager", "RouterFactory", "open_deployment"]
@@ -62,7 +62,37 @@ def default_router(backend: str, options: Mapping[str, str]) -> str:
     host). A remote engine (``ssh://`` to another machine) keeps a local nginx,
     which must then reach the instances' addresses from here.
     """
+    if backend == "kubernetes":
+        return "kubernetes"  # the stable Service's selector and the HTTPRoute's weights
     return "docker" if backend == "docker" and _local_engine(options) else "process"
+
+
+# -- Kubernetes: state in a ConfigMap, traffic through Services (workbench.deploy.k8s) ------
+
+
+def _state_store(home: Path, lock_timeout: float) -> StateStore:
+    """Where deployment states live: files under ``home``, or the cluster when
+    ``WORKBENCH_STATE=kubernetes`` (see :func:`workbench.deploy.k8s.store.store_from_env`)."""
+    from workbench.deploy.k8s.store import store_from_env
+
+    return store_from_env(home, lock_timeout=lock_timeout) or StateStore(home, lock_timeout=lock_timeout)
+
+
+def _kubernetes_router(name: str, backend: Backend, workdir: Path) -> Router:
+    from workbench.deploy.backends.kubernetes import KubernetesBackend
+    from workbench.deploy.router.kubernetes import KubernetesRouter
+
+    if not isinstance(backend, KubernetesBackend):
+        raise DeployError(f"deployment {name!r} routes in Kubernetes but runs on {backend.name}")
+    return KubernetesRouter(name, backend, workdir=workdir)
+
+
+def _kubernetes_address(name: str, backend: Backend) -> tuple[str, int]:
+    """The stable Service's in-cluster host and port: a deployment's public address."""
+    from workbench.deploy.backends.kubernetes import SERVE_PORT, KubernetesBackend
+
+    assert isinstance(backend, KubernetesBackend)
+    return backend.stable_host(name), SERVE_PORT
 
 
 class DeploymentManager:
@@ -76,13 +106,14 @@ class DeploymentManager:
         backend_factory: BackendFactory | None = None,
         router_factory: RouterFactory | None = None,
         lock_timeout: float = 60.0,
+        store: StateStore | None = None,
     ) -> None:
         from workbench.settings import Settings
 
         settings = Settings.from_env()
         self.home = Path(home) if home is not None else settings.home
         self.repo = Path(repo) if repo is not None else settings.repo
-        self.store = StateStore(self.home, lock_timeout=lock_timeout)
+        self.store = store if store is not None else _state_store(self.home, lock_timeout)
         self._backend_factory = backend_factory
         self._router_factory = router_factory
         self._backends: dict[tuple[str, tuple[tuple[str, str], ...]], Backend] = {}
@@ -124,7 +155,7 @@ class DeploymentManager:
             self._runners[key] = get_runner(name, **options)
         return self._runners[key]
 
-    def router(self, name: str, state: DeploymentState | None = None) -> NginxRouter:
+    def router(self, name: str, state: DeploymentState | None = None) -> Router:
         """The router of deployment ``name``, run where its ``state`` says (read if not given)."""
         workdir = self.store.directory(name) / "router"
         if self._router_factory is not None:
@@ -133,6 +164,8 @@ class DeploymentManager:
 
         if state is None and self.store.exists(name):
             state = self.store.load(name)
+        if state is not None and state.router == "kubernetes":
+            return _kubernetes_router(name, self.backend(state.backend, state.backend_options), workdir)
         return NginxRouter(workdir, self.runner(state))
 
     def subscribe(self, callback: EventCallback) -> Callable[[], None]:
@@ -212,7 +245,7 @@ class DeploymentManager:
         router = router or default_router(backend, options)
         from workbench.deploy.router import RUNNERS
 
-        if router not in RUNNERS:
+        if router not in (*RUNNERS, "kubernetes"):
             raise DeployError(f"unknown router {router!r}; choose one of: {', '.join(RUNNERS)}")
         if router == "docker" and not _local_engine(options):
             from workbench.deploy.backends.engine import describe
@@ -252,8 +285,10 @@ class DeploymentManager:
         with self.store.transaction(name) as txn:
             if txn.exists:
                 raise DeployError(f"deployment {name!r} already exists ({txn.state.url})")
+            if backend == "kubernetes":
+                host, public_port = _kubernetes_address(name, self.backend(backend, options))
             public = public_port or free_port(host)
-            if port_in_use(public, host):
+            if backend != "kubernetes" and port_in_use(public, host):
                 raise DeployError(f"cannot create {name!r}: port {public} on {host} is in use")
             state = DeploymentState(
                 name=name,

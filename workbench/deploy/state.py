@@ -416,6 +416,19 @@ class DeploymentState:
         )
 
 
+def parse_state(name: str, where: object, text: str) -> DeploymentState:
+    """The state of deployment ``name`` from its JSON ``text`` read at ``where`` (a file,
+    a ConfigMap); StateCorruptError saying how to recover if it is unreadable."""
+    try:
+        return DeploymentState.from_dict(json.loads(text))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise StateCorruptError(
+            f"the state of deployment {name!r} ({where}) is unreadable ({exc}); "
+            f"`workbench deploy restore {name}` brings back the previous state, "
+            f"`workbench deploy delete {name} --force` removes the deployment"
+        ) from exc
+
+
 class Transaction:
     """A locked read-modify-write of one deployment's state (see StateStore.transaction)."""
 
@@ -507,14 +520,7 @@ class StateStore:
             raise StateError(f"no deployment named {name!r} (looked in {self.root})") from None
         except OSError as exc:
             raise StateError(f"cannot read {path}: {exc}") from exc
-        try:
-            return DeploymentState.from_dict(json.loads(text))
-        except (ValueError, KeyError, TypeError) as exc:
-            raise StateCorruptError(
-                f"the state of deployment {name!r} ({path}) is unreadable ({exc}); "
-                f"`workbench deploy restore {name}` brings back the previous state, "
-                f"`workbench deploy delete {name} --force` removes the deployment"
-            ) from exc
+        return parse_state(name, path, text)
 
     def load_previous(self, name: str) -> DeploymentState | None:
         """The state before the last write (kept beside it), or None if there is none usable."""

@@ -1,4 +1,4 @@
-"""Pick a serving backend by name: ``process`` (the embedded default) or ``docker``."""
+"""Pick a serving backend by name: ``process`` (the embedded default), ``docker`` or ``kubernetes``."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from workbench.errors import BackendError
 if TYPE_CHECKING:
     from workbench.deploy.backends.base import Backend
 
-BACKENDS: tuple[str, ...] = ("process", "docker")
+BACKENDS: tuple[str, ...] = ("process", "docker", "kubernetes")
 
 
 def get_backend(name: str = "process", **options: Any) -> Backend:
@@ -35,4 +35,9 @@ def get_backend(name: str = "process", **options: Any) -> Backend:
             raise BackendError("the docker backend is not available in this build") from exc
         backend: Backend = DockerBackend(**options)
         return backend
+    if name == "kubernetes":
+        # the kubernetes client itself is imported when the backend first talks to the API
+        from workbench.deploy.backends.kubernetes import KubernetesBackend
+
+        return KubernetesBackend(**options)
     raise BackendError(f"unknown backend {name!r}; choose one of: {', '.join(BACKENDS)}")

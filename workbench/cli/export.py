@@ -1,0 +1,92 @@
+"""``workbench deploy export``: a deployment as Kubernetes manifests (a kustomize directory) for GitOps."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from workbench.cli._common import console
+
+if TYPE_CHECKING:
+    from workbench.deploy.k8s.export import ExportSource
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``export`` to the ``deploy`` group."""
+    app.command("export", no_args_is_help=True)(export)
+
+
+def export(
+    name: Annotated[str, typer.Argument(help="Deployment name (also the Kubernetes objects' base name).")],
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Directory to write (new, empty or a previous export).")
+    ],
+    fmt: Annotated[str, typer.Option("--format", "-f", help="k8s, argo-rollouts or kserve.")] = "k8s",
+    model: Annotated[
+        str | None, typer.Option(help="Export without a local deployment: the model (with --version).")
+    ] = None,
+    version: Annotated[str | None, typer.Option("--version", help="Stable version (with --model).")] = None,
+    candidate: Annotated[str | None, typer.Option(help="Candidate version (with --model).")] = None,
+    weight: Annotated[int, typer.Option(help="Candidate's traffic percent (with --candidate).")] = 0,
+    namespace: Annotated[str, typer.Option(help="Kubernetes namespace.")] = "default",
+    image: Annotated[str, typer.Option(help="The workbench image the pods run.")] = "paddle-workbench:latest",
+    pvc: Annotated[
+        str, typer.Option(help="PersistentVolumeClaim holding the model repository (mounted read-only).")
+    ] = "workbench-models",
+    gpus: Annotated[int, typer.Option(help="NVIDIA GPUs per serving pod (0: CPU).")] = 0,
+    replicas: Annotated[int, typer.Option(help="Pods of the live colour (HPA minimum).")] = 2,
+    preview_replicas: Annotated[int, typer.Option(help="Pods of the other colour.")] = 1,
+    max_replicas: Annotated[int, typer.Option(help="HPA maximum per colour.")] = 4,
+    router: Annotated[
+        str, typer.Option(help="gateway (Gateway API HTTPRoute), nginx (the workbench's router) or service.")
+    ] = "gateway",
+    gateway: Annotated[str, typer.Option(help="Gateway the HTTPRoute attaches to.")] = "workbench",
+    gateway_namespace: Annotated[str | None, typer.Option(help="The Gateway's namespace.")] = None,
+    hostname: Annotated[
+        list[str] | None, typer.Option(help="Host name the route answers (repeatable).")
+    ] = None,
+    deep_health: Annotated[
+        bool, typer.Option("--deep-health", help="Readiness runs a real inference (/v2/health/deep).")
+    ] = False,
+    prometheus: Annotated[
+        str, typer.Option(help="Prometheus the Argo Rollouts analysis queries.")
+    ] = "http://prometheus.monitoring.svc:9090",
+) -> None:
+    """Write a deployment as Kubernetes manifests: a kustomize directory for Argo CD or Flux.
+
+    From the local deployment NAME (its running versions and weights), or, with --model
+    and --version, from the command line alone. Nothing is applied: `kubectl apply -k DIR`.
+    A non-empty directory that is not a previous export is refused.
+    """
+    from workbench.deploy.k8s.export import FORMATS
+    from workbench.deploy.k8s.export import export as write_export
+    from workbench.deploy.k8s.manifests import K8sOptions
+
+    if fmt not in FORMATS:
+        raise typer.BadParameter(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
+    opts = K8sOptions(
+        namespace=namespace, image=image, models_claim=pvc, gpus=gpus, replicas=replicas,
+        preview_replicas=preview_replicas, hpa_max=max_replicas, router=router, gateway_name=gateway,
+        gateway_namespace=gateway_namespace, hostnames=tuple(hostname or ()), deep_health=deep_health,
+        prometheus_url=prometheus,
+    )
+    source = _source(name, model, version, candidate, weight)
+    files = write_export(source, opts, fmt, out)
+    console.print(f"{name}: wrote {len(files)} files to {out} ({fmt}); apply with: kubectl apply -k {out}")
+
+
+def _source(name: str, model: str | None, version: str | None, candidate: str | None,
+            weight: int) -> ExportSource:
+    from workbench.deploy.k8s.export import ExportSource
+
+    if model is not None or version is not None:
+        if model is None or version is None:
+            raise typer.BadParameter("give --model and --version together")
+        return ExportSource.from_versions(name, model, version, candidate, weight)
+    if candidate is not None or weight:
+        raise typer.BadParameter("--candidate and --weight need --model and --version")
+    from workbench.deploy.state import StateStore
+
+    return ExportSource.from_state(StateStore().load(name))

@@ -87,7 +87,6 @@ MODELS_DIR = "/models"  # where the model repository PVC is mounted (read-only)
 TMP_DIR = "/tmp"  # the only writable path of a serving pod besides /dev/shm
 ROUTER_CONF_DIR = "/etc/workbench/router"
 ROUTER_WORKDIR = "/run/workbench-router"
-ROUTER_PORT = 8080
 PIN_HEADER = "x-deploy-color"
 VERSION_HEADER = "x-model-version"
 ROUTERS = ("gateway", "nginx", "service")
@@ -122,6 +121,7 @@ class K8sOptions:
     image_pull_policy: str = "IfNotPresent"
     models_claim: str = "workbench-models"  # PVC holding the model repository (mounted read-only)
     port: int = 8000
+    router_port: int = 8080  # the nginx router's port (router="nginx")
     gpus: int = 0  # per pod; > 0 adds nvidia.com/gpu limits and serves on gpu:0
     workers: int = 1  # worker processes per version (``workbench serve --workers``)
     replicas: int = 2  # pods of the live colour
@@ -163,6 +163,7 @@ class K8sOptions:
                 f"image pull policy must be Always, IfNotPresent or Never, not {self.image_pull_policy!r}"
             )
         check_port(self.port)
+        check_port(self.router_port, "router port")
         _positive(self.gpus, "gpus", 0)
         _positive(self.workers, "workers")
         _positive(self.replicas, "replicas")
@@ -540,7 +541,7 @@ def routing_table(opts: K8sOptions, name: str, weights: Mapping[str, int], versi
             Upstream(check_color(color), service_host(opts, name, color), opts.port, versions[color])
             for color in shares
         )
-        return RoutingTable(deployment=name, listen_port=ROUTER_PORT, listen_host="0.0.0.0",
+        return RoutingTable(deployment=name, listen_port=opts.router_port, listen_host="0.0.0.0",
                             upstreams=upstreams, green_weight=shares.get("green", 0),
                             stable=check_color(stable))
     except KeyError as exc:
@@ -589,11 +590,11 @@ def router_objects(opts: K8sOptions, name: str, routing: RoutingTable | Mapping[
             "volumeMounts": [{"name": "config", "mountPath": ROUTER_CONF_DIR, "readOnly": True}, *mounts],
             # nginx stops accepting on SIGQUIT and finishes open requests; SIGTERM would cut them
             "lifecycle": {"preStop": {"exec": {"command": [
-                "sh", "-c", f"sleep {PRESTOP_SECONDS}; nginx -c {ROUTER_CONF_DIR}/{conf} -s quit; sleep 5",
+                "sh", "-c", f"sleep {PRESTOP_SECONDS}; nginx -c {ROUTER_CONF_DIR}/{conf} -s quit",
             ]}}},
         }
         if tier == "front":
-            container["ports"] = [{"name": "http", "containerPort": ROUTER_PORT, "protocol": "TCP"}]
+            container["ports"] = [{"name": "http", "containerPort": table.listen_port, "protocol": "TCP"}]
             probe = {"tcpSocket": {"port": "http"}, "periodSeconds": 5, "timeoutSeconds": 3,
                      "failureThreshold": 3}
             container["readinessProbe"] = probe
@@ -632,7 +633,7 @@ def router_objects(opts: K8sOptions, name: str, routing: RoutingTable | Mapping[
                              "spec": spec},
             },
         },
-        service(opts, obj, obj_labels, sel, ROUTER_PORT),
+        service(opts, obj, obj_labels, sel, table.listen_port),
     ]
 
 

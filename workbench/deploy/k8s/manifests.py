@@ -90,6 +90,7 @@ ROUTER_WORKDIR = "/run/workbench-router"
 PIN_HEADER = "x-deploy-color"
 VERSION_HEADER = "x-model-version"
 ROUTERS = ("gateway", "nginx", "service")
+ROUTER_PORT = 8080  # default port of the nginx router pods
 PRESTOP_SECONDS = 5  # endpoints controllers and proxies drop the pod before SIGTERM
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -121,7 +122,7 @@ class K8sOptions:
     image_pull_policy: str = "IfNotPresent"
     models_claim: str = "workbench-models"  # PVC holding the model repository (mounted read-only)
     port: int = 8000
-    router_port: int = 8080  # the nginx router's port (router="nginx")
+    router_port: int = ROUTER_PORT  # the nginx router's port (router="nginx")
     gpus: int = 0  # per pod; > 0 adds nvidia.com/gpu limits and serves on gpu:0
     workers: int = 1  # worker processes per version (``workbench serve --workers``)
     replicas: int = 2  # pods of the live colour

@@ -250,3 +250,24 @@ def test_each_pdb_selects_the_pods_of_its_own_colour(case: str) -> None:
     for budget in kinds(objects, "PodDisruptionBudget"):
         own = deployments[budget["metadata"]["name"]]
         assert matches(budget["spec"]["selector"]["matchLabels"], own["spec"]["template"]["metadata"]["labels"])
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_ingresses_reference_existing_services_and_the_canary_carries_the_weight(case: str) -> None:
+    objects = render(case)
+    services = {s["metadata"]["name"]: s for s in kinds(objects, "Service")}
+    ingresses = {i["metadata"]["name"]: i for i in kinds(objects, "Ingress")}
+    for ingress in ingresses.values():
+        for rule in ingress["spec"]["rules"]:
+            for path in rule["http"]["paths"]:
+                backend = path["backend"]["service"]
+                assert backend["name"] in services
+                assert backend["port"]["number"] in [p["port"] for p in services[backend["name"]]["spec"]["ports"]]
+    if ingresses:
+        _, _, weights, stable = CASES[case]
+        canary = ingresses["web-canary"]["metadata"]["annotations"]
+        candidate = next(c for c in weights if c != stable)
+        assert canary["nginx.ingress.kubernetes.io/canary-weight"] == str(weights[candidate])
+        assert canary["nginx.ingress.kubernetes.io/canary-by-header-value"] == candidate
+        main_backend = ingresses["web"]["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]["name"]
+        assert main_backend == f"web-{stable}"

@@ -17,6 +17,7 @@ Public API (stable; the Kubernetes backend and ``workbench deploy export`` use i
 - :func:`stable_service`: the Service whose selector flips between colours.
 - :func:`http_route`: HTTPRoute with weighted ``backendRefs`` and ``x-deploy-color`` pins.
 - :func:`router_objects`: the nginx router (ConfigMap, Deployment, Service).
+- :func:`ingress_objects`: legacy ingress-nginx Ingresses with canary annotations.
 - :func:`deployment_objects`: all of the above for one deployment, in apply order.
 - :func:`check_dns_label`, :func:`check_weights`, :func:`live_colour`, :func:`colour_name`,
   :func:`router_name`, :func:`service_host`, :func:`routing_table`.
@@ -53,6 +54,7 @@ __all__ = [
     "deployment_objects",
     "hpa",
     "http_route",
+    "ingress_objects",
     "labels",
     "live_colour",
     "metadata",
@@ -89,7 +91,7 @@ ROUTER_CONF_DIR = "/etc/workbench/router"
 ROUTER_WORKDIR = "/run/workbench-router"
 PIN_HEADER = "x-deploy-color"
 VERSION_HEADER = "x-model-version"
-ROUTERS = ("gateway", "nginx", "service")
+ROUTERS = ("gateway", "nginx", "service", "ingress-nginx")
 ROUTER_PORT = 8080  # default port of the nginx router pods
 PRESTOP_SECONDS = 5  # endpoints controllers and proxies drop the pod before SIGTERM
 
@@ -131,7 +133,8 @@ class K8sOptions:
     hpa_cpu_percent: int = 70  # HPA target: average CPU utilisation of the requests
     deep_health: bool = False  # readiness runs a real inference (/v2/health/deep)
     graceful_timeout: int = 30  # seconds ``workbench serve`` drains in-flight requests on SIGTERM
-    router: str = "gateway"  # "gateway" (HTTPRoute) | "nginx" (own router) | "service" (selector only)
+    # "gateway" (HTTPRoute) | "nginx" (own router) | "service" (selector only) | "ingress-nginx" (legacy)
+    router: str = "gateway"
     gateway_name: str = "workbench"
     gateway_namespace: str | None = None  # None: the deployment's namespace
     hostnames: tuple[str, ...] = ()
@@ -638,6 +641,47 @@ def router_objects(opts: K8sOptions, name: str, routing: RoutingTable | Mapping[
     ]
 
 
+INGRESS_CANARY = "nginx.ingress.kubernetes.io/canary"
+
+
+def ingress_objects(opts: K8sOptions, name: str, weights: Mapping[str, int], *,
+                    stable: str = "blue") -> list[Manifest]:
+    """Legacy: ingress-nginx Ingresses (class ``nginx``) for clusters that still run it.
+
+    ``<name>`` sends to the stable colour's Service; with a candidate, ``<name>-canary``
+    carries ingress-nginx's canary annotations: ``canary-weight`` percent of the
+    requests, and every request with ``x-deploy-color: <candidate>``, go to the
+    candidate. (ingress-nginx was retired in March 2026; prefer the Gateway API route.)
+    """
+    shares = check_weights(weights)
+    stable_color = check_color(stable)
+    if stable_color not in shares:
+        raise DeployValueError(f"the stable colour {stable_color} has no weight")
+
+    def ingress(obj: str, color: str, annotations: Mapping[str, str] | None = None) -> Manifest:
+        backend = {"service": {"name": colour_name(name, color), "port": {"number": opts.port}}}
+        http = {"paths": [{"path": "/", "pathType": "Prefix", "backend": backend}]}
+        rules: list[Manifest] = [{"host": h, "http": http} for h in opts.hostnames] or [{"http": http}]
+        return {
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "Ingress",
+            "metadata": metadata(opts, obj, labels(name, None, role="route", extra=opts.extra_labels),
+                                 annotations),
+            "spec": {"ingressClassName": "nginx", "rules": rules},
+        }
+
+    objects = [ingress(_check_name(name), stable_color)]
+    for color, weight in shares.items():
+        if color != stable_color:
+            objects.append(ingress(f"{name}-canary", color, {
+                INGRESS_CANARY: "true",
+                f"{INGRESS_CANARY}-weight": str(weight),
+                f"{INGRESS_CANARY}-by-header": PIN_HEADER,
+                f"{INGRESS_CANARY}-by-header-value": color,
+            }))
+    return objects
+
+
 # -- a whole deployment -------------------------------------------------------------------
 
 
@@ -680,4 +724,6 @@ def deployment_objects(opts: K8sOptions, name: str, model: str, versions: Mappin
         objects.append(http_route(opts, name, full, versions=versions))
     elif opts.router == "nginx":
         objects += router_objects(opts, name, full, versions=versions, stable=stable_color)
+    elif opts.router == "ingress-nginx":
+        objects += ingress_objects(opts, name, full, stable=stable_color)
     return objects

@@ -213,6 +213,7 @@ def test_a_scaled_down_colour_keeps_its_objects_with_no_pods() -> None:
 @pytest.mark.parametrize(("field", "value"), [
     ("namespace", "ML"), ("models_claim", "models_pvc"), ("gpus", -1), ("replicas", 0),
     ("router", "istio"), ("memory_limit", "4 gigs"), ("run_as_user", 0), ("hpa_max", 1),
+    ("hostnames", ("Digits.Example.com",)), ("hostnames", ("10.0.0.1:80",)), ("prometheus_url", "prom:9090"),
 ])
 def test_bad_options_are_refused(field: str, value: Any) -> None:
     with pytest.raises(DeployValueError):

@@ -96,6 +96,8 @@ ROUTER_PORT = 8080  # default port of the nginx router pods
 PRESTOP_SECONDS = 5  # endpoints controllers and proxies drop the pod before SIGTERM
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_HOSTNAME = re.compile(r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_URL = re.compile(r"^https?://[^\s]+$")
 _QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|Ki|Mi|Gi|Ti|k|M|G|T)?$")
 _IMAGE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:@-]*$")
 
@@ -177,6 +179,11 @@ class K8sOptions:
             raise DeployValueError(f"HPA maximum ({self.hpa_max}) is below replicas ({self.replicas})")
         _positive(self.hpa_cpu_percent, "HPA CPU target")
         _positive(self.graceful_timeout, "graceful timeout", 0)
+        for host in self.hostnames:
+            if not isinstance(host, str) or len(host) > 253 or not _HOSTNAME.match(host):
+                raise DeployValueError(f"invalid host name {host!r}: use a DNS name like digits.example.com")
+        if not isinstance(self.prometheus_url, str) or not _URL.match(self.prometheus_url):
+            raise DeployValueError(f"invalid Prometheus URL {self.prometheus_url!r}")
         if self.router not in ROUTERS:
             raise DeployValueError(f"router must be one of {', '.join(ROUTERS)}, not {self.router!r}")
         for what in ("cpu_request", "memory_request", "cpu_limit", "memory_limit", "shm_size"):

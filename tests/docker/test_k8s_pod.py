@@ -95,3 +95,69 @@ def test_the_rendered_pod_serves_drains_and_exits_cleanly(
 
     container.stop(timeout=pod["terminationGracePeriodSeconds"])
     assert container.wait(timeout=30)["StatusCode"] == 0, container.logs().decode()[-4000:]
+
+
+@pytest.mark.timeout(600)
+def test_the_rendered_router_pod_routes_to_the_colour_services(
+        docker_engine: DockerEngine, containers: Containers, demo_repo: Path, tmp_path: Path) -> None:
+    """The nginx router's two containers, sharing the ``front`` volume, route by weight and pin.
+
+    The colour Services' cluster DNS names resolve to loopback, where a real ``workbench
+    serve`` per colour listens (each on its own port, where a cluster would use one
+    Service port).
+    """
+    from tests.deploy._serve import serving_colours
+    from workbench.deploy.k8s.manifests import router_objects, routing_table, service_host
+    from workbench.deploy.router.table import RoutingTable, Upstream
+
+    with serving_colours(demo_repo, tmp_path, {"blue": ["--version", "1.0.0"],
+                                               "green": ["--version", "1.1.0"]}) as servers:
+        opts = K8sOptions(image=docker_engine.image, router="nginx", router_port=free_port())
+        base = routing_table(opts, "web", {"blue": 50, "green": 50}, {"blue": "1.0.0", "green": "1.1.0"})
+        table = RoutingTable(**{**base.to_dict(), "upstreams": tuple(
+            Upstream(u.color, u.host, servers[u.color].port, u.version) for u in base.upstreams)})
+        config, deployment, _ = router_objects(opts, "web", table)
+        pod = deployment["spec"]["template"]["spec"]
+        conf_dir, front_dir = tmp_path / "config", tmp_path / "front"
+        conf_dir.mkdir()
+        front_dir.mkdir()
+        front_dir.chmod(0o777)  # an emptyDir is writable by the pod's user
+        for name, text in config["data"].items():
+            (conf_dir / name).write_text(text)
+        conf_dir.chmod(0o755)
+        hosts = {service_host(opts, "web", c): "127.0.0.1" for c in ("blue", "green")}
+        started = {}
+        for spec in pod["containers"]:
+            binds = {str(conf_dir): {"bind": "/etc/workbench/router", "mode": "ro"},
+                     str(front_dir): {"bind": next(m["mountPath"] for m in spec["volumeMounts"]
+                                                   if m["name"] == "front"), "mode": "rw"}}
+            tmpfs = {m["mountPath"]: "rw,mode=1777" for m in spec["volumeMounts"] if m["name"] == "work"}
+            security = {**pod["securityContext"], **spec["securityContext"]}
+            started[spec["name"]] = containers.run(
+                spec["args"], user=f"{security['runAsUser']}:{security['runAsGroup']}",
+                read_only=security["readOnlyRootFilesystem"], cap_drop=security["capabilities"]["drop"],
+                security_opt=["no-new-privileges"], volumes=binds, tmpfs=tmpfs, extra_hosts=hosts)
+        url = f"http://127.0.0.1:{table.listen_port}"
+        body = {"inputs": [{"name": "x", "shape": [1, 64], "datatype": "FP32", "data": [0.5] * 64}]}
+
+        def answers() -> bool:
+            for container in started.values():
+                container.reload()
+                if container.status == "exited":
+                    pytest.fail(f"{container.name} exited:\n{container.logs().decode()[-4000:]}")
+            return httpx.post(f"{url}/v2/models/digits/infer", json=body, timeout=10).status_code == 200
+
+        wait_until(answers, timeout=60, interval=0.5, what="the router pod", ignore=(httpx.HTTPError,))
+        seen = {httpx.post(f"{url}/v2/models/digits/infer", json=body, timeout=10).headers["x-model-version"]
+                for _ in range(40)}
+        assert seen == {"1.0.0", "1.1.0"}
+        for color, version in (("blue", "1.0.0"), ("green", "1.1.0")):
+            pinned = httpx.post(f"{url}/v2/models/digits/infer", json=body, timeout=10,
+                                headers={"x-deploy-color": color})
+            assert pinned.headers["x-model-version"] == version
+        front = started["front"]
+        pre_stop = next(c for c in pod["containers"] if c["name"] == "front")["lifecycle"]["preStop"]["exec"]
+        # the exec may end with the container: nginx quits as soon as its requests are done
+        assert b"signal process started" in front.exec_run(pre_stop["command"]).output
+        assert front.wait(timeout=30)["StatusCode"] == 0, front.logs().decode()[-4000:]
+

@@ -40,7 +40,8 @@ def export(
     preview_replicas: Annotated[int, typer.Option(help="Pods of the other colour.")] = 1,
     max_replicas: Annotated[int, typer.Option(help="HPA maximum per colour.")] = 4,
     router: Annotated[
-        str, typer.Option(help="gateway (Gateway API HTTPRoute), nginx (the workbench's router) or service.")
+        str, typer.Option(help="gateway (Gateway API HTTPRoute), nginx (the workbench's router), service, "
+                               "or ingress-nginx (legacy canary annotations).")
     ] = "gateway",
     gateway: Annotated[str, typer.Option(help="Gateway the HTTPRoute attaches to.")] = "workbench",
     gateway_namespace: Annotated[str | None, typer.Option(help="The Gateway's namespace.")] = None,

@@ -21,6 +21,10 @@ CASES: dict[str, tuple[K8sOptions, dict[str, str], dict[str, int], str]] = {
         {"blue": "1.0.0", "green": "1.1.0"}, {"blue": 95, "green": 5}, "blue",
     ),
     "promoted_green": (K8sOptions(), {"blue": "1.0.0", "green": "1.1.0"}, {"green": 100}, "blue"),
+    "canary_ingress_legacy": (
+        K8sOptions(router="ingress-nginx", hostnames=("digits.example.com",)),
+        {"blue": "1.0.0", "green": "1.1.0"}, {"blue": 90, "green": 10}, "blue",
+    ),
 }
 
 

@@ -213,7 +213,62 @@ def test_a_scaled_down_colour_keeps_its_objects_with_no_pods() -> None:
 @pytest.mark.parametrize(("field", "value"), [
     ("namespace", "ML"), ("models_claim", "models_pvc"), ("gpus", -1), ("replicas", 0),
     ("router", "istio"), ("memory_limit", "4 gigs"), ("run_as_user", 0), ("hpa_max", 1),
+    ("hostnames", ("Digits.Example.com",)), ("hostnames", ("10.0.0.1:80",)), ("prometheus_url", "prom:9090"),
 ])
 def test_bad_options_are_refused(field: str, value: Any) -> None:
     with pytest.raises(DeployValueError):
         K8sOptions(**{field: value})
+
+
+@pytest.mark.parametrize("router", ["gateway", "service"])
+def test_the_argo_rollout_selects_its_pods_and_its_services_select_them_too(router: str) -> None:
+    from workbench.deploy.k8s.export import ExportSource
+    from workbench.deploy.k8s.export import render as render_export
+
+    opts = K8sOptions(router=router, gpus=1)
+    objects = render_export(ExportSource.from_versions("web", "digits", "1.0.0", "1.1.0", 25), opts,
+                            "argo-rollouts")
+    (rollout,) = kinds(objects, "Rollout")
+    pod_labels = rollout["spec"]["template"]["metadata"]["labels"]
+    assert matches(rollout["spec"]["selector"]["matchLabels"], pod_labels)
+    for obj in kinds(objects, "Service"):
+        assert matches(obj["spec"]["selector"], pod_labels)
+    (budget,) = kinds(objects, "PodDisruptionBudget")
+    assert matches(budget["spec"]["selector"]["matchLabels"], pod_labels)
+    (container,) = rollout["spec"]["template"]["spec"]["containers"]
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert "readinessProbe" in container and "livenessProbe" in container and "startupProbe" in container
+    services = {s["metadata"]["name"] for s in kinds(objects, "Service")}
+    for route in kinds(objects, "HTTPRoute"):
+        refs = route["spec"]["rules"][0]["backendRefs"]
+        assert {r["name"] for r in refs} == services and sum(r["weight"] for r in refs) == 100
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_each_pdb_selects_the_pods_of_its_own_colour(case: str) -> None:
+    objects = render(case)
+    deployments = {d["metadata"]["name"]: d for d in kinds(objects, "Deployment")}
+    for budget in kinds(objects, "PodDisruptionBudget"):
+        own = deployments[budget["metadata"]["name"]]
+        assert matches(budget["spec"]["selector"]["matchLabels"], own["spec"]["template"]["metadata"]["labels"])
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_ingresses_reference_existing_services_and_the_canary_carries_the_weight(case: str) -> None:
+    objects = render(case)
+    services = {s["metadata"]["name"]: s for s in kinds(objects, "Service")}
+    ingresses = {i["metadata"]["name"]: i for i in kinds(objects, "Ingress")}
+    for ingress in ingresses.values():
+        for rule in ingress["spec"]["rules"]:
+            for path in rule["http"]["paths"]:
+                backend = path["backend"]["service"]
+                assert backend["name"] in services
+                assert backend["port"]["number"] in [p["port"] for p in services[backend["name"]]["spec"]["ports"]]
+    if ingresses:
+        _, _, weights, stable = CASES[case]
+        canary = ingresses["web-canary"]["metadata"]["annotations"]
+        candidate = next(c for c in weights if c != stable)
+        assert canary["nginx.ingress.kubernetes.io/canary-weight"] == str(weights[candidate])
+        assert canary["nginx.ingress.kubernetes.io/canary-by-header-value"] == candidate
+        main_backend = ingresses["web"]["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]["name"]
+        assert main_backend == f"web-{stable}"

@@ -17,6 +17,7 @@ Public API (stable; the Kubernetes backend and ``workbench deploy export`` use i
 - :func:`stable_service`: the Service whose selector flips between colours.
 - :func:`http_route`: HTTPRoute with weighted ``backendRefs`` and ``x-deploy-color`` pins.
 - :func:`router_objects`: the nginx router (ConfigMap, Deployment, Service).
+- :func:`ingress_objects`: legacy ingress-nginx Ingresses with canary annotations.
 - :func:`deployment_objects`: all of the above for one deployment, in apply order.
 - :func:`check_dns_label`, :func:`check_weights`, :func:`live_colour`, :func:`colour_name`,
   :func:`router_name`, :func:`service_host`, :func:`routing_table`.
@@ -53,6 +54,7 @@ __all__ = [
     "deployment_objects",
     "hpa",
     "http_route",
+    "ingress_objects",
     "labels",
     "live_colour",
     "metadata",
@@ -87,13 +89,15 @@ MODELS_DIR = "/models"  # where the model repository PVC is mounted (read-only)
 TMP_DIR = "/tmp"  # the only writable path of a serving pod besides /dev/shm
 ROUTER_CONF_DIR = "/etc/workbench/router"
 ROUTER_WORKDIR = "/run/workbench-router"
-ROUTER_PORT = 8080
 PIN_HEADER = "x-deploy-color"
 VERSION_HEADER = "x-model-version"
-ROUTERS = ("gateway", "nginx", "service")
+ROUTERS = ("gateway", "nginx", "service", "ingress-nginx")
+ROUTER_PORT = 8080  # default port of the nginx router pods
 PRESTOP_SECONDS = 5  # endpoints controllers and proxies drop the pod before SIGTERM
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_HOSTNAME = re.compile(r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_URL = re.compile(r"^https?://[^\s]+$")
 _QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|Ki|Mi|Gi|Ti|k|M|G|T)?$")
 _IMAGE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:@-]*$")
 
@@ -122,6 +126,7 @@ class K8sOptions:
     image_pull_policy: str = "IfNotPresent"
     models_claim: str = "workbench-models"  # PVC holding the model repository (mounted read-only)
     port: int = 8000
+    router_port: int = ROUTER_PORT  # the nginx router's port (router="nginx")
     gpus: int = 0  # per pod; > 0 adds nvidia.com/gpu limits and serves on gpu:0
     workers: int = 1  # worker processes per version (``workbench serve --workers``)
     replicas: int = 2  # pods of the live colour
@@ -130,7 +135,8 @@ class K8sOptions:
     hpa_cpu_percent: int = 70  # HPA target: average CPU utilisation of the requests
     deep_health: bool = False  # readiness runs a real inference (/v2/health/deep)
     graceful_timeout: int = 30  # seconds ``workbench serve`` drains in-flight requests on SIGTERM
-    router: str = "gateway"  # "gateway" (HTTPRoute) | "nginx" (own router) | "service" (selector only)
+    # "gateway" (HTTPRoute) | "nginx" (own router) | "service" (selector only) | "ingress-nginx" (legacy)
+    router: str = "gateway"
     gateway_name: str = "workbench"
     gateway_namespace: str | None = None  # None: the deployment's namespace
     hostnames: tuple[str, ...] = ()
@@ -163,6 +169,7 @@ class K8sOptions:
                 f"image pull policy must be Always, IfNotPresent or Never, not {self.image_pull_policy!r}"
             )
         check_port(self.port)
+        check_port(self.router_port, "router port")
         _positive(self.gpus, "gpus", 0)
         _positive(self.workers, "workers")
         _positive(self.replicas, "replicas")
@@ -172,6 +179,11 @@ class K8sOptions:
             raise DeployValueError(f"HPA maximum ({self.hpa_max}) is below replicas ({self.replicas})")
         _positive(self.hpa_cpu_percent, "HPA CPU target")
         _positive(self.graceful_timeout, "graceful timeout", 0)
+        for host in self.hostnames:
+            if not isinstance(host, str) or len(host) > 253 or not _HOSTNAME.match(host):
+                raise DeployValueError(f"invalid host name {host!r}: use a DNS name like digits.example.com")
+        if not isinstance(self.prometheus_url, str) or not _URL.match(self.prometheus_url):
+            raise DeployValueError(f"invalid Prometheus URL {self.prometheus_url!r}")
         if self.router not in ROUTERS:
             raise DeployValueError(f"router must be one of {', '.join(ROUTERS)}, not {self.router!r}")
         for what in ("cpu_request", "memory_request", "cpu_limit", "memory_limit", "shm_size"):
@@ -540,7 +552,7 @@ def routing_table(opts: K8sOptions, name: str, weights: Mapping[str, int], versi
             Upstream(check_color(color), service_host(opts, name, color), opts.port, versions[color])
             for color in shares
         )
-        return RoutingTable(deployment=name, listen_port=ROUTER_PORT, listen_host="0.0.0.0",
+        return RoutingTable(deployment=name, listen_port=opts.router_port, listen_host="0.0.0.0",
                             upstreams=upstreams, green_weight=shares.get("green", 0),
                             stable=check_color(stable))
     except KeyError as exc:
@@ -589,11 +601,11 @@ def router_objects(opts: K8sOptions, name: str, routing: RoutingTable | Mapping[
             "volumeMounts": [{"name": "config", "mountPath": ROUTER_CONF_DIR, "readOnly": True}, *mounts],
             # nginx stops accepting on SIGQUIT and finishes open requests; SIGTERM would cut them
             "lifecycle": {"preStop": {"exec": {"command": [
-                "sh", "-c", f"sleep {PRESTOP_SECONDS}; nginx -c {ROUTER_CONF_DIR}/{conf} -s quit; sleep 5",
+                "sh", "-c", f"sleep {PRESTOP_SECONDS}; nginx -c {ROUTER_CONF_DIR}/{conf} -s quit",
             ]}}},
         }
         if tier == "front":
-            container["ports"] = [{"name": "http", "containerPort": ROUTER_PORT, "protocol": "TCP"}]
+            container["ports"] = [{"name": "http", "containerPort": table.listen_port, "protocol": "TCP"}]
             probe = {"tcpSocket": {"port": "http"}, "periodSeconds": 5, "timeoutSeconds": 3,
                      "failureThreshold": 3}
             container["readinessProbe"] = probe
@@ -632,8 +644,49 @@ def router_objects(opts: K8sOptions, name: str, routing: RoutingTable | Mapping[
                              "spec": spec},
             },
         },
-        service(opts, obj, obj_labels, sel, ROUTER_PORT),
+        service(opts, obj, obj_labels, sel, table.listen_port),
     ]
+
+
+INGRESS_CANARY = "nginx.ingress.kubernetes.io/canary"
+
+
+def ingress_objects(opts: K8sOptions, name: str, weights: Mapping[str, int], *,
+                    stable: str = "blue") -> list[Manifest]:
+    """Legacy: ingress-nginx Ingresses (class ``nginx``) for clusters that still run it.
+
+    ``<name>`` sends to the stable colour's Service; with a candidate, ``<name>-canary``
+    carries ingress-nginx's canary annotations: ``canary-weight`` percent of the
+    requests, and every request with ``x-deploy-color: <candidate>``, go to the
+    candidate. (ingress-nginx was retired in March 2026; prefer the Gateway API route.)
+    """
+    shares = check_weights(weights)
+    stable_color = check_color(stable)
+    if stable_color not in shares:
+        raise DeployValueError(f"the stable colour {stable_color} has no weight")
+
+    def ingress(obj: str, color: str, annotations: Mapping[str, str] | None = None) -> Manifest:
+        backend = {"service": {"name": colour_name(name, color), "port": {"number": opts.port}}}
+        http = {"paths": [{"path": "/", "pathType": "Prefix", "backend": backend}]}
+        rules: list[Manifest] = [{"host": h, "http": http} for h in opts.hostnames] or [{"http": http}]
+        return {
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "Ingress",
+            "metadata": metadata(opts, obj, labels(name, None, role="route", extra=opts.extra_labels),
+                                 annotations),
+            "spec": {"ingressClassName": "nginx", "rules": rules},
+        }
+
+    objects = [ingress(_check_name(name), stable_color)]
+    for color, weight in shares.items():
+        if color != stable_color:
+            objects.append(ingress(f"{name}-canary", color, {
+                INGRESS_CANARY: "true",
+                f"{INGRESS_CANARY}-weight": str(weight),
+                f"{INGRESS_CANARY}-by-header": PIN_HEADER,
+                f"{INGRESS_CANARY}-by-header-value": color,
+            }))
+    return objects
 
 
 # -- a whole deployment -------------------------------------------------------------------
@@ -678,4 +731,6 @@ def deployment_objects(opts: K8sOptions, name: str, model: str, versions: Mappin
         objects.append(http_route(opts, name, full, versions=versions))
     elif opts.router == "nginx":
         objects += router_objects(opts, name, full, versions=versions, stable=stable_color)
+    elif opts.router == "ingress-nginx":
+        objects += ingress_objects(opts, name, full, stable=stable_color)
     return objects

@@ -544,11 +544,13 @@ def bench_model(args: argparse.Namespace, case: ModelCase, concurrencies: list[i
         print(f"== {case.name}: {system.label}", flush=True)
         system.port = free_port()
         system.argv += ["--port", str(system.port)]
+        started = time.monotonic()
         try:
             system.start(workdir, None if system.unpinned else cpu_sut)
+            print(f"  ready in {time.monotonic() - started:.1f} s", flush=True)
             system.check(expected)
             script = wrk_script(workdir, system)
-            run_wrk(system.url + system.path, script, max(concurrencies), 2.0, cpu_gen)  # warm
+            run_wrk(system.url + system.path, script, max(concurrencies), 1.0, cpu_gen)  # warm
             for concurrency in concurrencies:
                 rps, p50, p99, errors = run_wrk(system.url + system.path, script, concurrency,
                                                 args.seconds, cpu_gen)

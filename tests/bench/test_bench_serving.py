@@ -84,3 +84,19 @@ def test_one_line_keeps_the_end_of_a_long_traceback(bench: ModuleType) -> None:
     assert line.startswith("RuntimeError: mlserver exited:")
     assert line.endswith("ValueError: the real cause")
     assert "\n" not in line and len(line) <= 125
+
+
+def test_a_peer_that_cannot_be_installed_is_named_with_the_installer_s_last_words(
+    bench: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    uv = tmp_path / "uv"
+    uv.write_text("#!/bin/sh\nif [ \"$1\" = pip ]; then echo 'No solution found: mlserver' >&2; exit 1; fi\n"
+                  "mkdir -p \"$5/bin\"\n")
+    uv.chmod(0o755)
+    monkeypatch.setattr(bench.shutil, "which", lambda name: str(uv) if name == "uv" else None)
+    found, missing = bench.peer_pythons(tmp_path / "cache")
+    assert found == {}
+    assert set(missing) == {"mlserver", "kserve"}
+    assert "uv pip install ...` failed: No solution found: mlserver" in missing["mlserver"]
+    assert not (tmp_path / "cache" / f"mlserver-py{sys.version_info.major}{sys.version_info.minor}"
+                / "bench-requirements.txt").exists()

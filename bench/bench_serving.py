@@ -41,8 +41,8 @@ image for resnet); JSON floats are rounded like normalised pixels (4 decimals fo
 digits, 3 for resnet). Every system's answer is checked against the in-process
 output before it is measured. Prints markdown tables (req/s per concurrency; req/s, p50,
 p99 in ms and errors per run; workbench process x1 and x2 against every peer) and the
-ratios the targets speak of. With the default arguments a whole run takes about ten
-minutes once the peers' environments are cached.
+ratios the targets speak of. The defaults are sized for about ten minutes on a quiet
+2-core machine once the peers' environments are cached; the run prints its duration.
 """
 
 from __future__ import annotations

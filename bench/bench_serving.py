@@ -1,8 +1,8 @@
 """Serving throughput and latency, side by side, in one run, with one load generator.
 
-    uv run python bench/bench_serving.py [--repo DIR] [--seconds 8] [--models digits,resnet]
-        [--digits-concurrency 1,4,16,64] [--resnet-concurrency 1,4,16]
-        [--cpu-threads 1] [--no-pin] [--out bench/serving-results.md]
+    uv run python bench/bench_serving.py [--repo DIR] [--seconds 4] [--models digits,resnet]
+        [--digits-concurrency 1,16,64] [--resnet-concurrency 1,4] [--only LABEL,...]
+        [--no-peers] [--peers-cache DIR] [--cpu-threads 1] [--no-pin] [--out FILE.md]
 
 For each model (``digits``: 64 features, overhead-bound; ``resnet``: ResNet-18 at
 3x224x224, compute-bound), every system serves the same Paddle predictor (the
@@ -21,18 +21,34 @@ generator, ``wrk`` with a Lua body, one connection per concurrent client:
   x2 may use both cores (it is not pinned), so its ratio is the scaling with cores
 - ``naive fastapi``: FastAPI + uvicorn, a sync endpoint calling the predictor per request
 - ``litserve``: LitServe serving the same predictor (its defaults: no batching)
+- ``mlserver x1 json`` / ``x2 json``: MLServer 1.7, a custom runtime around the same
+  predictor, ``parallel_workers`` 1|2, JSON tensors (MLServer's REST API has no binary
+  tensor extension), its defaults otherwise (no adaptive batching)
+- ``kserve x1 bin`` / ``x2 bin``: KServe 0.21's ``ModelServer`` with a custom ``Model``
+  around the same predictor, binary tensors, ``workers`` 1|2 (KServe's multi-process REST
+  server, each process with its own predictor)
+
+The peers (``bench/peers.py``) run in virtual environments this script makes once with
+``uv`` under ``--peers-cache`` (default ``~/.cache/workbench-bench``): the peer, and the
+project's own paddlepaddle and numpy versions; never in the project's lock. ``--no-peers``
+skips them; a peer that cannot be installed, start or answer correctly is reported as
+failed, and the run goes on.
 
 The systems under test (and the in-process threads) are pinned to CPU 0 and wrk to
-CPU 1 (``--no-pin`` to turn off), so each gets one core. Requests carry one row (one
+CPU 1 (``--no-pin`` to turn off), so each gets one core; the x2 rows (two worker
+processes) are not pinned, so they show the scaling with cores. Requests carry one row (one
 image for resnet); JSON floats are rounded like normalised pixels (4 decimals for
 digits, 3 for resnet). Every system's answer is checked against the in-process
-output before it is measured. Prints a markdown table (req/s, p50, p99 in ms, errors)
-and the ratios the targets speak of.
+output before it is measured. Prints markdown tables (req/s per concurrency; req/s, p50,
+p99 in ms and errors per run; workbench process x1 and x2 against every peer) and the
+ratios the targets speak of. The defaults are sized for about ten minutes on a quiet
+2-core machine once the peers' environments are cached; the run prints its duration.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import os
 import re
@@ -52,6 +68,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
+PEERS_PY = Path(__file__).resolve().with_name("peers.py")
 
 
 # -- models and payloads ------------------------------------------------------------------
@@ -173,6 +190,68 @@ def run_litserve(args: argparse.Namespace) -> None:
                num_api_servers=1, log_level="warning")
 
 
+# -- peers in throwaway environments ------------------------------------------------------
+
+# What each peer's environment holds besides the project's paddlepaddle and numpy versions.
+# MLServer 1.7's inference workers call asyncio.get_event_loop() before they run a loop,
+# which uvloop 0.22 and later refuse: with them every worker dies at start.
+PEERS: dict[str, list[str]] = {
+    "mlserver": ["mlserver==1.7.*", "uvloop<0.22"],
+    "kserve": ["kserve==0.21.*"],
+}
+
+
+class PeerUnavailable(Exception):
+    """A peer's environment could not be made; the message says why."""
+
+
+def peer_requirements(name: str) -> list[str]:
+    pins = [f"{package}=={importlib.metadata.version(package)}"
+            for package in ("paddlepaddle", "numpy")]
+    return [*PEERS[name], *pins, "setuptools"]
+
+
+def peer_python(name: str, cache: Path) -> Path:
+    """The interpreter of ``name``'s cached environment, made with uv on first use."""
+    requirements = peer_requirements(name)
+    where = cache / f"{name}-py{sys.version_info.major}{sys.version_info.minor}"
+    python = where / "bin" / "python"
+    stamp = where / "bench-requirements.txt"
+    wanted = "\n".join(requirements) + "\n"
+    if python.exists() and stamp.exists() and stamp.read_text() == wanted:
+        return python
+    uv = shutil.which("uv")
+    if uv is None:
+        raise PeerUnavailable("uv is not on PATH (https://docs.astral.sh/uv/)")
+    print(f"installing {' '.join(requirements)} into {where} (once) ...", flush=True)
+    shutil.rmtree(where, ignore_errors=True)
+    steps = [[uv, "venv", "-q", "--python", sys.executable, str(where)],
+             [uv, "pip", "install", "-q", "--python", str(python), *requirements]]
+    for argv in steps:
+        try:
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=1800)
+        except subprocess.TimeoutExpired as exc:
+            raise PeerUnavailable(f"`{' '.join(argv[:3])}` took over 30 minutes") from exc
+        if done.returncode != 0:
+            reason = (done.stderr.strip() or done.stdout.strip()).splitlines()[-3:]
+            raise PeerUnavailable(f"`{' '.join(argv[:3])} ...` failed: " + " / ".join(reason))
+    stamp.write_text(wanted)
+    return python
+
+
+def peer_pythons(cache: Path) -> tuple[dict[str, Path], dict[str, str]]:
+    """Every peer's interpreter, and why the ones that could not be installed are missing."""
+    found, missing = {}, {}
+    for name in PEERS:
+        try:
+            found[name] = peer_python(name, cache)
+        except PeerUnavailable as exc:
+            missing[name] = str(exc)
+            print(f"{name} cannot be installed, its rows are reported as failed: {exc}",
+                  flush=True)
+    return found, missing
+
+
 # -- running systems and the load generator -----------------------------------------------
 
 
@@ -197,6 +276,7 @@ class System:
     body: bytes
     header_length: int | None = None
     unpinned: bool = False  # may use every core (worker processes scaling with cores)
+    env: dict[str, str] = field(default_factory=dict)
     port: int = 0
     proc: subprocess.Popen[bytes] | None = None
     log: Path | None = None
@@ -207,7 +287,7 @@ class System:
 
     def start(self, logs: Path, cpu: int | None, timeout: float = 300.0) -> None:
         self.log = logs / (re.sub(r"\W+", "-", self.label) + ".log")
-        env = {**os.environ, "GLOG_minloglevel": "3", "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "GLOG_minloglevel": "3", "PYTHONUNBUFFERED": "1", **self.env}
         with self.log.open("wb") as out:
             self.proc = subprocess.Popen(pinned(cpu, self.argv), stdout=out,
                                          stderr=subprocess.STDOUT, env=env,
@@ -387,6 +467,32 @@ def in_fresh_process(args: argparse.Namespace, case: ModelCase, concurrencies: l
     return results, np.load(expected_path)
 
 
+def peer_systems(case: ModelCase, x: np.ndarray, repo: str, cpu_threads: int,
+                 pythons: dict[str, Path], workdir: Path) -> list[System]:
+    """MLServer x1|x2 (JSON: no binary tensors on its REST API) and KServe x1|x2 (binary)."""
+    env = {"PYTHONPATH": os.pathsep.join([str(ROOT), str(PEERS_PY.parent)])}
+    infer = f"/v2/models/{case.name}/infer"
+    ready = f"/v2/models/{case.name}/ready"
+    common = ["--repo", repo, "--model", case.name, "--cpu-threads", str(cpu_threads)]
+    systems = []
+    if "mlserver" in pythons:
+        for workers in (1, 2):
+            home = workdir / f"mlserver-{case.name}-x{workers}"
+            argv = [str(pythons["mlserver"]), str(PEERS_PY), "mlserver", *common,
+                    "--workers", str(workers), "--workdir", str(home),
+                    "--grpc-port", str(free_port()), "--metrics-port", str(free_port())]
+            systems.append(System(f"mlserver x{workers} json", argv, ready, infer,
+                                  json_body(case, x), unpinned=workers > 1, env=env))
+    if "kserve" in pythons:
+        bbody, length = binary_body(case, x)
+        for workers in (1, 2):
+            argv = [str(pythons["kserve"]), str(PEERS_PY), "kserve", *common,
+                    "--workers", str(workers)]
+            systems.append(System(f"kserve x{workers} bin", argv, ready, infer, bbody, length,
+                                  unpinned=workers > 1, env=env))
+    return systems
+
+
 def systems_for(case: ModelCase, x: np.ndarray, repo: str, cpu_threads: int,
                 max_batch: int) -> list[System]:
     serve = [PY, "-m", "workbench", "serve", "--repo", repo, "--model", case.name,
@@ -416,28 +522,45 @@ def systems_for(case: ModelCase, x: np.ndarray, repo: str, cpu_threads: int,
     ]
 
 
+@dataclass(frozen=True)
+class Failure:
+    model: str
+    system: str
+    reason: str
+
+
 def bench_model(args: argparse.Namespace, case: ModelCase, concurrencies: list[int],
-                workdir: Path) -> list[Result]:
+                workdir: Path, pythons: dict[str, Path]
+                ) -> tuple[list[Result], list[Failure]]:
     cpu_sut, cpu_gen = (None, None) if args.no_pin else (0, 1)
     x = case.sample()
     print(f"\n== {case.name}: in-process", flush=True)
     results, expected = in_fresh_process(args, case, concurrencies, cpu_sut, workdir,
                                          "in-process")
-    for system in systems_for(case, x, args.repo, args.cpu_threads, args.max_batch_size):
+    failures = []
+    systems = [*systems_for(case, x, args.repo, args.cpu_threads, args.max_batch_size),
+               *peer_systems(case, x, args.repo, args.cpu_threads, pythons, workdir)]
+    for system in selected(systems, args.only):
         print(f"== {case.name}: {system.label}", flush=True)
         system.port = free_port()
         system.argv += ["--port", str(system.port)]
+        started = time.monotonic()
         try:
             system.start(workdir, None if system.unpinned else cpu_sut)
+            print(f"  ready in {time.monotonic() - started:.1f} s", flush=True)
             system.check(expected)
             script = wrk_script(workdir, system)
-            run_wrk(system.url + system.path, script, max(concurrencies), 2.0, cpu_gen)  # warm
+            run_wrk(system.url + system.path, script, max(concurrencies), 1.0, cpu_gen)  # warm
             for concurrency in concurrencies:
                 rps, p50, p99, errors = run_wrk(system.url + system.path, script, concurrency,
                                                 args.seconds, cpu_gen)
                 results.append(Result(case.name, system.label, concurrency, rps, p50, p99,
                                       errors))
                 print(f"  {results[-1]}", flush=True)
+        except Exception as exc:  # reported with the results, and the run goes on
+            reason = one_line(f"{type(exc).__name__}: {exc}")
+            failures.append(Failure(case.name, system.label, reason))
+            print(f"  FAILED: {reason} (log: {system.log})", flush=True)
         finally:
             system.stop()
     # The limit once more, after the servers: on a shared machine the load drifts, and
@@ -445,7 +568,21 @@ def bench_model(args: argparse.Namespace, case: ModelCase, concurrencies: list[i
     print(f"== {case.name}: in-process, again", flush=True)
     again, _ = in_fresh_process(args, case, concurrencies, cpu_sut, workdir,
                                 "in-process (again)")
-    return results + again
+    return results + again, failures
+
+
+def one_line(text: str, limit: int = 600) -> str:
+    """``text`` on one line; when long, its start and its end (where a traceback ends)."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else f"{text[:limit // 3]} ... {text[-2 * limit // 3:]}"
+
+
+def selected(systems: list[System], only: str | None) -> list[System]:
+    """The systems whose label contains one of the comma-separated ``only`` words (all if none)."""
+    if not only:
+        return systems
+    words = [word.strip() for word in only.split(",") if word.strip()]
+    return [system for system in systems if any(word in system.label for word in words)]
 
 
 # -- report -------------------------------------------------------------------------------
@@ -460,26 +597,119 @@ def table(results: list[Result]) -> str:
     return "\n".join(lines)
 
 
+LIMIT = "in-process (limit, better of two runs)"
+OURS = ("workbench process x1 bin", "workbench process x2 bin")
+PEER_PREFIXES = ("mlserver", "kserve")
+
+
+def best_rps(results: list[Result]) -> dict[tuple[str, str, int], float]:
+    """req/s by (model, system, concurrency); the two in-process runs merged into the limit."""
+    best: dict[tuple[str, str, int], float] = {}
+    for r in results:
+        system = LIMIT if r.system.startswith("in-process") else r.system
+        key = (r.model, system, r.concurrency)
+        best[key] = max(best.get(key, 0.0), r.rps)
+    return best
+
+
+def _fmt_rps(value: float) -> str:
+    return f"{value:.1f}" if value < 100 else f"{value:.0f}"
+
+
+def pivot(results: list[Result]) -> str:
+    """req/s with one column per concurrency, the in-process limit first: the README's table."""
+    best = best_rps(results)
+    levels = sorted({c for _, _, c in best})
+    lines = ["| model | system | " + " | ".join(f"c={c}" for c in levels) + " |",
+             "| --- | --- | " + " | ".join("---:" for _ in levels) + " |"]
+    rows: dict[tuple[str, str], None] = {}
+    for model in dict.fromkeys(r.model for r in results):
+        if any(m == model and s == LIMIT for m, s, _ in best):
+            rows[(model, LIMIT)] = None
+        for m, system, _ in best:
+            if m == model:
+                rows[(model, system)] = None
+    for model, system in rows:
+        cells = [_fmt_rps(best[(model, system, c)]) if (model, system, c) in best else ""
+                 for c in levels]
+        lines.append(f"| {model} | {system} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def peer_ratios(results: list[Result]) -> str:
+    """Workbench process x1 and x2 against every peer row at every concurrency, and a verdict."""
+    best = best_rps(results)
+    levels = sorted({c for _, _, c in best})
+    lines = ["| model | workbench ÷ peer | " + " | ".join(f"c={c}" for c in levels) + " |",
+             "| --- | --- | " + " | ".join("---:" for _ in levels) + " |"]
+    behind = []
+    compared = 0
+    models = dict.fromkeys(r.model for r in results)
+    for model in models:
+        peers = dict.fromkeys(s for m, s, _ in best if m == model and s.startswith(PEER_PREFIXES))
+        for ours in OURS:
+            for peer in peers:
+                cells = []
+                for c in levels:
+                    a, b = best.get((model, ours, c)), best.get((model, peer, c))
+                    if not a or not b:
+                        cells.append("")
+                        continue
+                    compared += 1
+                    cells.append(f"{a / b:.2f}×")
+                    if a <= b:
+                        behind.append(f"{model} c={c}: {ours} {_fmt_rps(a)} ≤ {peer} "
+                                      f"{_fmt_rps(b)} req/s")
+                if any(cells):
+                    lines.append(f"| {model} | {ours.removesuffix(' bin')} ÷ "
+                                 f"{peer} | " + " | ".join(cells) + " |")
+    if not compared:
+        return "no peer rows to compare with"
+    verdict = ("workbench process x1 and x2 are ahead of every peer row at every concurrency"
+               if not behind else "workbench is not ahead everywhere:\n" +
+               "\n".join(f"  - {line}" for line in behind))
+    return "\n".join(lines) + "\n\n" + verdict
+
+
 def ratios(results: list[Result]) -> str:
     lines = []
     for model in sorted({r.model for r in results}):
-        best = {}
+        best: dict[str, float] = {}
         for r in results:
             if r.model == model:
                 best[r.system] = max(best.get(r.system, 0.0), r.rps)
         limit = max(best.get("in-process", 0.0), best.get("in-process (again)", 0.0))
         ours = max(best.get("workbench batch bin", 0.0), best.get("workbench batch json", 0.0))
-        lines.append(f"- {model}: best workbench (thread) {ours:.1f} req/s = {ours / limit:.2f} x "
-                     f"in-process (best of both runs, {limit:.1f}); "
-                     + "; ".join(f"{name} {value:.1f} ({ours / value:.2f} x)"
-                                 for name, value in best.items()
-                                 if name in ("naive fastapi", "litserve") and value))
+        if ours and limit:
+            lines.append(f"- {model}: best workbench (thread) {ours:.1f} req/s = "
+                         f"{ours / limit:.2f} x in-process (best of both runs, {limit:.1f}); "
+                         + "; ".join(f"{name} {value:.1f} ({ours / value:.2f} x)"
+                                     for name, value in best.items()
+                                     if name in ("naive fastapi", "litserve") and value))
         for workers in (1, 2):
             value = best.get(f"workbench process x{workers} bin", 0.0)
             if value and limit:
                 lines.append(f"- {model}: workbench process x{workers} {value:.1f} req/s = "
                              f"{value / limit:.2f} x the one-core in-process limit")
+        one, two = best.get(OURS[0], 0.0), best.get(OURS[1], 0.0)
+        if one and two:
+            lines.append(f"- {model}: workbench process x2 = {two / one:.2f} x process x1")
     return "\n".join(lines)
+
+
+def report(results: list[Result], failures: list[Failure], command: str, pinned: bool) -> str:
+    parts = [f"command: `{command}`; {os.cpu_count()} CPUs, SUT pinned to CPU 0 (x2 rows "
+             f"unpinned) and wrk to CPU 1: {pinned}",
+             "Requests/s (best of the runs at each concurrency for the in-process limit):",
+             pivot(results),
+             "Workbench in worker processes against MLServer 1.7 and KServe 0.21 (req/s ratio):",
+             peer_ratios(results),
+             "Ratios:", ratios(results),
+             "Every run:", table(results)]
+    if failures:
+        parts.append("FAILED (no figures):\n" + "\n".join(
+            f"- {f.model} / {f.system}: {f.reason}" for f in failures))
+    return "\n\n".join(parts) + "\n"
 
 
 def main() -> None:
@@ -498,12 +728,18 @@ def main() -> None:
     parser.add_argument("--repo", help="model repository with digits and resnet "
                         "(default: build the demo models in a temporary directory)")
     parser.add_argument("--models", default="digits,resnet")
-    parser.add_argument("--seconds", type=float, default=8.0)
-    parser.add_argument("--digits-concurrency", default="1,4,16,64")
-    parser.add_argument("--resnet-concurrency", default="1,4,16")
+    parser.add_argument("--seconds", type=float, default=4.0)
+    parser.add_argument("--digits-concurrency", default="1,16,64")
+    parser.add_argument("--resnet-concurrency", default="1,4")
     parser.add_argument("--cpu-threads", type=int, default=1)
     parser.add_argument("--max-batch-size", type=int, default=8)
     parser.add_argument("--no-pin", action="store_true")
+    parser.add_argument("--only", help="run only the systems whose label contains one of these "
+                        "comma-separated words (the in-process limit always runs)")
+    parser.add_argument("--no-peers", action="store_true", help="skip MLServer and KServe")
+    parser.add_argument("--peers-cache", type=Path,
+                        default=Path.home() / ".cache" / "workbench-bench",
+                        help="where the peers' virtual environments are made and kept")
     parser.add_argument("--out", type=Path, help="also write the markdown report here")
     args = parser.parse_args()
     if args.mode == "naive":
@@ -514,6 +750,13 @@ def main() -> None:
         return run_inproc(args)
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed (apt-get install wrk)")
+    started = time.monotonic()
+    pythons: dict[str, Path] = {}
+    failures: list[Failure] = []
+    if not args.no_peers:
+        pythons, missing = peer_pythons(args.peers_cache)
+        failures += [Failure("all", name, f"not installed: {reason}")
+                     for name, reason in missing.items()]
     with tempfile.TemporaryDirectory(prefix="bench-serving-") as tmp:
         workdir = Path(tmp)
         if args.repo is None:
@@ -525,14 +768,16 @@ def main() -> None:
         results: list[Result] = []
         for name in args.models.split(","):
             levels = [int(c) for c in getattr(args, f"{name}_concurrency").split(",")]
-            results += bench_model(args, CASES[name], levels, workdir)
+            measured, failed = bench_model(args, CASES[name], levels, workdir, pythons)
+            results += measured
+            failures += failed
     command = "uv run python bench/bench_serving.py " + " ".join(sys.argv[1:])
-    report = (f"{table(results)}\n\n{ratios(results)}\n\ncommand: `{command}`; "
-              f"{os.cpu_count()} CPUs, SUT pinned to CPU 0 and wrk to CPU 1: "
-              f"{not args.no_pin}\n")
-    print("\n" + report)
+    text = report(results, failures, command, not args.no_pin)
+    print("\n" + text + f"\n(whole run: {time.monotonic() - started:.0f} s)")
     if args.out:
-        args.out.write_text(report)
+        args.out.write_text(text)
+    if failures:
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -99,10 +99,32 @@ def create(
     device: Annotated[str, typer.Option(help="cpu or gpu:N for the instances.")] = "cpu",
     workers: Annotated[int, typer.Option(help="Predictor workers per instance.")] = 1,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for blue to get ready.")] = 180.0,
+    engine: Annotated[
+        list[str] | None,
+        typer.Option(help="A Docker engine each colour runs on, URL[=ADDRESS] (repeat for a "
+                     "fleet), e.g. ssh://deploy@gpu1; implies --backend docker."),
+    ] = None,
+    replicas: Annotated[int, typer.Option(help="Instances of each colour per --engine.")] = 1,
+    publish_address: Annotated[
+        str | None,
+        typer.Option(help="Address the router reaches --engine instances at [default: the "
+                     "engine's host name resolved].")
+    ] = None,
+    min_ready: Annotated[
+        int, typer.Option(help="Ready instances a colour needs [default: all of them].")
+    ] = 0,
     repo: RepoOption = None,
     json: JsonOption = False,
 ) -> None:
-    """Start MODEL VERSION as blue and put the router in front of it."""
+    """Start MODEL VERSION as blue and put the router in front of it.
+
+    With --engine (repeatable) each colour runs --replicas instances on every engine,
+    and the router balances over all of them."""
+    from workbench.deploy.fleet import parse_engine
+
+    engines = [parse_engine(e, replicas, publish_address) for e in engine or ()]
+    if engines:
+        backend = "docker"
     manager = _manager(repo)
     with console.status(f"starting {model} {version} as blue of {name}…", spinner="dots"):
         deployment = manager.create(
@@ -117,6 +139,8 @@ def create(
             workers=workers,
             timeout=timeout,
             backend_options={"image": image} if image else None,
+            engines=engines,
+            min_ready=min_ready,
         )
     state = deployment.state
     if json:

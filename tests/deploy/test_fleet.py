@@ -1,0 +1,176 @@
+"""A colour spanning several engines: engines and their addresses, the state, status (pure logic).
+
+The real thing (hosts as network namespaces, each with its own sshd and dockerd) is
+``tests/docker/test_fleet_netns.py``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+import pytest
+
+from workbench.deploy.backends.base import Backend, Instance, InstanceSpec
+from workbench.deploy.backends.fleet import FleetBackend
+from workbench.deploy.fleet import Engine, parse_engine, publish_address
+from workbench.deploy.manager import fleet_of
+from workbench.deploy.rollout.phases import Phase, Rollout
+from workbench.deploy.state import DeploymentState, InstanceRecord, StateStore
+from workbench.deploy.status import look_at_instances
+from workbench.errors import BackendError, DeployValueError
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+FLEET = (Engine("ssh://root@127.0.0.11", "127.0.0.11", 2), Engine("ssh://root@127.0.0.12", "127.0.0.12"))
+
+
+def fleet_state() -> DeploymentState:
+    state = DeploymentState(name="web", model="digits", repo="/repo", port=8080, backend="docker",
+                            fleet=FLEET, rollout=Rollout(phase=Phase.STABLE))
+    records = [
+        InstanceRecord.from_instance(Instance(spec, "docker", f"c{k}"), started_at=1.0)
+        for k, spec in enumerate(state.instance_specs("blue", "1.0.0", 9000))
+    ]
+    return state.with_instances(records)
+
+
+def test_engines_publish_their_hosts_address() -> None:
+    assert publish_address("ssh://root@10.231.7.11") == "10.231.7.11"
+    assert publish_address("ssh://deploy@localhost:2222") == "127.0.0.1"
+    assert publish_address("unix:///run/docker.sock") == "127.0.0.1"
+    assert parse_engine("ssh://deploy@127.0.0.2:2222", 3) == Engine(
+        "ssh://deploy@127.0.0.2:2222", "127.0.0.2", 3)
+    assert parse_engine("ssh://deploy@gpu1=10.0.0.5").address == "10.0.0.5"
+    assert parse_engine("ssh://deploy@gpu1", address="10.0.0.6").address == "10.0.0.6"
+    with pytest.raises(DeployValueError, match="not a Docker engine URL"):
+        parse_engine("gpu1")
+    with pytest.raises(DeployValueError, match="cannot resolve"):
+        parse_engine("ssh://deploy@no-such-host.invalid")
+    with pytest.raises(DeployValueError, match="replicas"):
+        Engine("ssh://a@b", "127.0.0.11", 0)
+
+
+def test_a_remote_docker_host_is_a_fleet_of_one_at_its_address() -> None:
+    # before fleets, instances on ssh://deploy@127.0.0.2 were recorded at 127.0.0.1
+    (engine,) = fleet_of("docker", "ssh://deploy@127.0.0.2", ())
+    assert engine.address == "127.0.0.2"
+    assert fleet_of("docker", "unix:///run/docker.sock", ()) == ()
+    assert fleet_of("process", None, ()) == ()
+    with pytest.raises(DeployValueError, match="backend 'docker'"):
+        fleet_of("process", None, FLEET)
+    with pytest.raises(DeployValueError, match="twice"):
+        fleet_of("docker", None, (FLEET[0], FLEET[0]))
+
+
+def test_each_engine_runs_its_replicas_at_its_address() -> None:
+    specs = fleet_state().instance_specs("green", "1.1.0", 9100, admin_token="t")
+    assert [(s.engine, s.host, s.port, s.replica) for s in specs] == [
+        ("ssh://root@127.0.0.11", "127.0.0.11", 9100, 0),
+        ("ssh://root@127.0.0.11", "127.0.0.11", 9101, 1),
+        ("ssh://root@127.0.0.12", "127.0.0.12", 9100, 0),
+    ]
+    assert all(s.admin_token == "t" and s.color == "green" for s in specs)
+    assert InstanceSpec.from_dict(specs[1].to_dict()) == replace(specs[1], admin_token=None, env=())
+
+
+def test_fleet_state_round_trips_and_reads_as_one_colour(tmp_path: Path) -> None:
+    state = fleet_state()
+    blue = state.instances["blue"]
+    assert len(blue) == 3 and blue.version == "1.0.0" and blue.url == "http://127.0.0.11:9000"
+    assert state.replicas == 3 and state.needed() == 3
+    assert replace(state, min_ready=2).needed() == 2
+    store = StateStore(tmp_path)
+    with store.transaction("web") as txn:
+        saved = txn.save(state)
+    loaded = store.load("web")
+    assert loaded == saved and loaded.fleet == FLEET
+    assert [(r.engine, r.replica, r.host) for r in loaded.records("blue")] == [
+        ("ssh://root@127.0.0.11", 0, "127.0.0.11"),
+        ("ssh://root@127.0.0.11", 1, "127.0.0.11"),
+        ("ssh://root@127.0.0.12", 0, "127.0.0.12"),
+    ]
+
+
+def test_a_state_written_with_one_instance_per_colour_still_loads(tmp_path: Path) -> None:
+    old = {
+        "schema": 1, "name": "web", "model": "digits", "repo": "/repo", "port": 8080,
+        "rollout": Rollout(phase=Phase.STABLE).to_dict(),
+        "instances": {"blue": {"color": "blue", "version": "1.0.0", "host": "127.0.0.1",
+                               "port": 9001, "backend": "process", "ref": "42",
+                               "started_at": 1.0, "labels": {}}},
+    }
+    (tmp_path / "deployments" / "web").mkdir(parents=True)
+    (tmp_path / "deployments" / "web" / "state.json").write_text(json.dumps(old))
+    state = StateStore(tmp_path).load("web")
+    assert state.fleet == () and state.engines == (Engine(""),)
+    (record,) = state.records()
+    assert (record.engine, record.replica, record.ref) == ("", 0, "42")
+    assert state.stable is not None and state.stable.ref == "42"
+    assert state.stable_version == "1.0.0"
+
+
+class FakeEngine(Backend):
+    """Knobs: ``down`` makes every call fail as an unreachable engine does; ``gone`` refs."""
+
+    name = "docker"
+
+    def __init__(self) -> None:
+        self.down = False
+        self.gone: set[str] = set()
+        self.started: list[InstanceSpec] = []
+
+    def _check(self) -> None:
+        if self.down:
+            raise BackendError("cannot reach the Docker engine: connection refused")
+
+    def start(self, spec: InstanceSpec) -> Instance:
+        self._check()
+        self.started.append(spec)
+        return Instance(spec, self.name, f"{spec.engine}/{spec.color}/{spec.replica}")
+
+    def stop(self, instance: Instance, timeout: float = 10.0) -> None:
+        self._check()
+        self.gone.add(instance.ref)
+
+    def is_running(self, instance: Instance) -> bool:
+        self._check()
+        return instance.ref not in self.gone
+
+    def logs(self, instance: Instance, tail: int = 200) -> str:
+        return ""
+
+    def find(self, deployment: str) -> list[Instance]:
+        self._check()
+        return []
+
+
+def test_fleet_backend_sends_each_instance_to_its_engine() -> None:
+    one, two = FakeEngine(), FakeEngine()
+    fleet = FleetBackend({FLEET[0].url: one, FLEET[1].url: two})
+    specs = fleet_state().instance_specs("green", "1.1.0", 9100)
+    instances = [fleet.start(s) for s in specs]
+    assert [s.replica for s in one.started] == [0, 1] and len(two.started) == 1
+    two.down = True
+    assert fleet.find("web") == []  # an unreachable engine is left out, not an error
+    with pytest.raises(BackendError, match="cannot reach"):
+        fleet.is_running(instances[2])
+    with pytest.raises(BackendError, match="not one of this deployment's engines"):
+        fleet.start(replace(specs[0], engine="ssh://other"))
+
+
+def test_status_shows_lost_instances_without_raising() -> None:
+    one, two = FakeEngine(), FakeEngine()
+    fleet = FleetBackend({FLEET[0].url: one, FLEET[1].url: two})
+    state = fleet_state()
+    refs = [r.ref for r in state.records()]
+    one.gone.add(refs[1])  # its container is gone
+    two.down = True  # its engine is unreachable
+    seen = look_at_instances(state, fleet, probe=True, timeout=0.2)
+    assert [i.state for i in seen[1:]] == ["lost", "lost"]
+    assert "not running" in seen[1].error and "cannot reach" in seen[2].error
+    assert [i.engine for i in seen] == [FLEET[0].url, FLEET[0].url, FLEET[1].url]
+    assert seen[0].address == "127.0.0.11:9000" and seen[0].to_dict()["state"] in (
+        "ready", "not ready")

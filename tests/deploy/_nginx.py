@@ -34,10 +34,11 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _answer(self) -> None:
         length = int(self.headers.get("content-length") or 0)
-        if length:
-            self.rfile.read(length)
-        body = json.dumps({"color": self.server.color, "version": self.server.version}).encode()
-        self.send_response(200)
+        received = self.rfile.read(length) if length else b""
+        status = self.server.status
+        body = json.dumps({"color": self.server.color, "version": self.server.version,
+                           "received": len(received)}).encode()
+        self.send_response(status)
         self.send_header("content-type", "application/json")
         self.send_header("content-length", str(len(body)))
         self.send_header("x-model-version", self.server.version)
@@ -47,6 +48,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
         with self.server.lock:
             self.server.hits += 1
+            self.server.statuses.append(status)
 
     do_GET = _answer
     do_POST = _answer
@@ -56,7 +58,8 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class ColorServer(ThreadingHTTPServer):
-    """An HTTP/1.1 server on 127.0.0.1 answering every request with its colour and version."""
+    """An HTTP/1.1 server on 127.0.0.1 answering every request with its colour and version
+    (and how many body bytes it received), with status ``status`` (200 unless set)."""
 
     daemon_threads = True
 
@@ -65,6 +68,8 @@ class ColorServer(ThreadingHTTPServer):
         self.color = color
         self.version = version
         self.hits = 0
+        self.status = 200
+        self.statuses: list[int] = []  # the status of every answer, in order
         self.lock = threading.Lock()
         self._thread = threading.Thread(target=self.serve_forever, name=f"{color}-upstream")
         self._thread.daemon = True

@@ -22,6 +22,9 @@ GOLDEN = Path(__file__).parent / "golden"
 WORKDIR = "/var/lib/workbench/router/digits"
 BLUE = Upstream("blue", "127.0.0.1", 9001, "1.0.0")
 GREEN = Upstream("green", "127.0.0.1", 9002, "1.1.0")
+BLUE2 = Upstream("blue", "127.0.0.1", 9011, "1.0.0")
+BLUE3 = Upstream("blue", "127.0.0.1", 9021, "1.0.0")
+GREEN2 = Upstream("green", "127.0.0.1", 9012, "1.1.0")
 
 
 def table(**overrides: Any) -> RoutingTable:
@@ -67,6 +70,25 @@ GOLDEN_CASES: dict[str, tuple[RoutingTable, str | None]] = {
     ),
     "mirror_100": (table(green_weight=0, mirror_percent=100), None),
     "mirror_20_green_stable": (table(green_weight=10, stable="green", mirror_percent=20), None),
+    # a colour spanning several instances (hosts)
+    "fleet_3_blue_2_green": (table(upstreams=(BLUE, GREEN, BLUE2, GREEN2, BLUE3)), None),
+    "fleet_2_green_stable_mirror": (
+        table(
+            upstreams=(
+                Upstream("green", "10.77.0.2", 8000, "2.0.0"),
+                Upstream("green", "10.77.0.3", 8000, "2.0.0"),
+                Upstream("blue", "10.77.0.2", 8001, "1.9.0"),
+                Upstream("blue", "10.77.0.3", 8001, "1.9.0"),
+            ),
+            stable="green",
+            green_weight=95,
+            mirror_percent=50,
+            max_fails=1,
+            fail_timeout=2,
+        ),
+        None,
+    ),
+    "fleet_blue_only": (table(upstreams=(BLUE, BLUE2), green_weight=0), None),
 }
 
 
@@ -102,8 +124,8 @@ def test_render_routing_rules() -> None:
     assert 'split_clients "1.1.0/${http_x_user_id}" $wb_user_split' in conf
     assert 'split_clients "${request_id}" $wb_random_split' in conf
     assert conf.index("25%     green;") < conf.index("*       blue;")
-    assert "server 127.0.0.1:9002 max_fails=0 backup;" in conf
-    assert "proxy_next_upstream error timeout http_500 http_502 http_503 http_504 non_idempotent;" in conf
+    assert "server 127.0.0.1:9002 max_fails=3 fail_timeout=10s backup;" in conf
+    assert "error_page 500 502 503 504 = @wb_blue_final;" in conf
     assert r"~(^|\s)127\.0\.0\.1:9002$ green;" in conf
     assert "add_header x-deploy-color $wb_served_color always;" in conf
     assert f"pid {WORKDIR}/nginx.pid;" in conf and "daemon off;" in conf
@@ -150,9 +172,18 @@ def test_same_version_on_both_colours_is_not_pinnable() -> None:
         ({"green_weight": True}, "0..100"),
         ({"upstreams": (BLUE,), "green_weight": 25}, "green gets 25% of traffic but has no upstream"),
         ({"upstreams": (GREEN,), "green_weight": 50}, "blue gets 50% of traffic but has no upstream"),
-        ({"upstreams": ()}, "one upstream per colour"),
-        ({"upstreams": (BLUE, BLUE)}, "one upstream per colour"),
+        ({"upstreams": ()}, "at least one upstream"),
+        ({"upstreams": (BLUE, BLUE)}, "different addresses: 127.0.0.1:9001 twice"),
         ({"upstreams": (BLUE, Upstream("green", "127.0.0.1", 9001, "1.1.0"))}, "different"),
+        (
+            {"upstreams": (BLUE, GREEN, Upstream("blue", "127.0.0.1", 9011, "1.0.1"))},
+            r"blue upstreams serve different versions \(1.0.0, 1.0.1\)",
+        ),
+        ({"max_fails": -1}, "max_fails"),
+        ({"max_fails": 1.5}, "max_fails"),
+        ({"fail_timeout": 0}, "fail_timeout"),
+        ({"fail_timeout": True}, "fail_timeout"),
+        ({"fail_timeout": 2.5}, "whole number of seconds"),
         ({"upstreams": ("127.0.0.1:9001",)}, "Upstream objects"),
         ({"listen_port": 9001}, "router's own address"),
         ({"listen_port": 0}, "listen port"),
@@ -305,17 +336,22 @@ def test_apply_wants_a_table(tmp_path: Path) -> None:
 def test_mirror_and_retry_rules() -> None:
     plain = render_nginx(table(), workdir=WORKDIR)
     assert "mirror" not in plain
-    # a candidate's 5xx is answered by stable (its backup); stable's own 5xx are not retried
+    # a candidate's 5xx is answered by stable (its backup); of stable's own 5xx only 503
     blue, green = plain.split("location @wb_blue {")[1].split("location @wb_green {")
-    assert "proxy_next_upstream error timeout non_idempotent;" in blue
-    assert "proxy_next_upstream error timeout http_500 http_502 http_503 http_504" in green
+    assert "proxy_next_upstream error timeout http_503 non_idempotent;" in blue
+    assert "proxy_next_upstream error timeout non_idempotent;" in green
+    assert "proxy_intercept_errors on;" in green
+    assert "recursive_error_pages on;\n            error_page 418 = @wb_$wb_location;" in plain
+    assert "error_page 500 502 503 504 = @wb_blue_final;" in green
+    assert "error_page 5" not in blue
     swapped = render_nginx(table(stable="green"), workdir=WORKDIR).split("location @wb_green {")
-    assert "http_500" in swapped[0].split("location @wb_blue {")[1] and "http_500" not in swapped[1]
+    assert "= @wb_green_final;" in swapped[0].split("location @wb_blue {")[1]
+    assert "error_page 5" not in swapped[1].split("location @wb_green_final {")[0]
     conf = render_nginx(table(green_weight=0, mirror_percent=30), workdir=WORKDIR)
     assert "mirror /_wb_mirror;" in conf and "mirror_request_body on;" in conf
     assert "30%     1;" in conf
     assert '"blue:1" 1;' in conf  # only requests routed to stable are copied
-    assert "upstream wb_mirror {\n        server 127.0.0.1:9002 max_fails=0;\n" in conf
+    assert "upstream wb_mirror {\n        least_conn;\n        server 127.0.0.1:9002 max_fails=0;\n" in conf
     assert "backup" not in conf.split("upstream wb_mirror")[1].split("}")[0]
 
 
@@ -332,3 +368,58 @@ def test_mirror_share_is_checked() -> None:
     assert RoutingTable.from_dict(mirrored.to_dict()) == mirrored
     assert "stable" not in table().to_dict()  # older tables keep their revision
     assert "40% mirrored to green" in str(mirrored)
+
+
+def test_a_colour_with_several_instances() -> None:
+    routing = table(upstreams=(GREEN2, BLUE, GREEN, BLUE2))
+    assert routing.upstreams == (BLUE, BLUE2, GREEN2, GREEN)  # colour first, given order within
+    assert routing.servers("blue") == (BLUE, BLUE2) and routing.servers("green") == (GREEN2, GREEN)
+    assert routing.upstream("green") == GREEN2 and routing.version("green") == "1.1.0"
+    assert routing.colors == ("blue", "green")
+    assert table(upstreams=(BLUE,), green_weight=0).version("green") is None
+    assert RoutingTable.from_dict(routing.to_dict()) == routing
+    assert "blue=127.0.0.1:9001,127.0.0.1:9011@1.0.0, green=127.0.0.1:9012,127.0.0.1:9002@1.1.0" in str(routing)
+    conf = render_nginx(routing, workdir=WORKDIR)
+    blue = conf.split("upstream wb_blue {")[1].split("}")[0]
+    assert blue.split()[:1] == ["least_conn;"]
+    assert "server 127.0.0.1:9001 max_fails=3 fail_timeout=10s;\n" in blue
+    assert "server 127.0.0.1:9011 max_fails=3 fail_timeout=10s;\n" in blue
+    assert "server 127.0.0.1:9012 max_fails=3 fail_timeout=10s backup;\n" in blue
+    assert "keepalive 16;" in blue
+    # every colour's version pins once; every instance reports its colour
+    assert conf.count('"1.0.0" blue;') == 1 and conf.count('"1.1.0" green;') == 1
+    assert r"~(^|\s)127\.0\.0\.1:9011$ blue;" in conf and r"~(^|\s)127\.0\.0\.1:9012$ green;" in conf
+    assert conf.count("location @wb_green {") == 1
+    # each of the colour's servers once, then one of the other colour
+    assert "proxy_next_upstream_tries 3;" in conf.split("location @wb_blue {")[1]
+
+
+def test_passive_health_is_configurable() -> None:
+    conf = render_nginx(table(max_fails=0, fail_timeout=1), workdir=WORKDIR)
+    assert "server 127.0.0.1:9001 max_fails=0 fail_timeout=1s;" in conf
+    assert table().to_dict().keys() == table(max_fails=3, fail_timeout=10).to_dict().keys()
+    assert "max_fails" not in table().to_dict()  # older tables keep their revision
+    assert table(max_fails=1).revision != table().revision
+
+
+def test_stable_503_is_retried_unless_pinned() -> None:
+    conf = render_nginx(table(), workdir=WORKDIR)
+    blue = conf.split("location @wb_blue {")[1].split("}")[0]
+    pinned = conf.split("location @wb_blue_final {")[1].split("}")[0]
+    assert "proxy_next_upstream error timeout http_503 non_idempotent;" in blue  # not http_500
+    assert "proxy_pass http://wb_blue;" in blue
+    # a pin keeps stable's 503, and its own upstream (unpinned 503s do not take it out)
+    assert "proxy_next_upstream error timeout non_idempotent;" in pinned
+    assert "proxy_pass http://wb_blue_final;" in pinned
+    assert "upstream wb_blue_final {" in conf
+    assert "~^blue:. blue_final;" in conf
+    assert "error_page 418 = @wb_$wb_location;" in conf
+    assert "proxy_next_upstream_timeout 122s;" in blue
+    swapped = render_nginx(table(stable="green"), workdir=WORKDIR)
+    assert "~^green:. green_final;" in swapped and "wb_blue_final" not in swapped
+    # nothing to retry on: one instance and no other colour
+    alone = render_nginx(table(upstreams=(BLUE,), green_weight=0), workdir=WORKDIR)
+    assert "http_503" not in alone and "_final" not in alone
+    # several stable instances and no other colour: 503 moves to a sibling
+    fleet = render_nginx(table(upstreams=(BLUE, BLUE2), green_weight=0), workdir=WORKDIR)
+    assert "http_503" in fleet and "_final" not in fleet

@@ -20,12 +20,21 @@ Routing, in order of precedence:
 3. otherwise a sticky split on the user header (``x-user-id``) with
    ``split_clients``, or a random split (on ``$request_id``) when it is absent.
 
-Each colour's upstream lists the other colour as ``backup``, so a connection
-error or timeout is retried on the other colour (POST included: inference is
-idempotent). Each colour is proxied from its own named location, so that the
-candidate's 5xx answers are retried on the stable colour too, while stable's own
-5xx go to the client unchanged. A failing candidate is thus answered by stable,
-and its own ``/metrics`` still count the failure against it.
+A colour may have several upstream servers (instances of the same version);
+its upstream balances over them by least connections, with passive health: a
+server that fails ``max_fails`` times within ``fail_timeout`` is left out for
+``fail_timeout``. Each colour's upstream lists the other colour's servers as
+``backup``, so a connection error or timeout is retried on another server of
+the colour, then on the other colour (POST included: inference is idempotent).
+Each colour is proxied from its own named location, so that the candidate's
+5xx answers are answered by the stable colour instead (``error_page``: they do
+not count against the candidate's passive health, so a canary keeps its share
+of traffic and its analysis sees every failure), while of stable's own 5xx only
+a 503 (instance unavailable: its worker down, not ready, draining, queue full)
+is retried, and a 500 (a real model error) goes to the client unchanged. A
+request pinned to stable (``x-deploy-color`` or ``x-model-version``) keeps
+stable's 503: the client asked for that colour. A failing candidate is thus
+answered by stable, and its own ``/metrics`` still count the failure against it.
 
 With ``mirror_percent`` above zero, that share of the requests routed to the stable
 colour is also copied to the candidate (nginx ``mirror``); the copies' answers are
@@ -100,7 +109,7 @@ def hostport(host: str, port: int) -> str:
 
 @dataclass(frozen=True)
 class Upstream:
-    """One colour's serving instance: where it listens and which version it serves."""
+    """One serving instance of a colour: where it listens and which version it serves."""
 
     color: Color
     host: str
@@ -130,8 +139,10 @@ class RoutingTable:
 
     Blue gets ``100 - green_weight``. A colour with a share above zero must have an
     upstream; a colour may have an upstream and no share (it is then reachable only
-    by pinning, e.g. while green is verified). ``upstreams`` is normalised to blue
-    first, then green.
+    by pinning, e.g. while green is verified). A colour may have several upstreams
+    (instances on distinct addresses, all serving the colour's one version).
+    ``upstreams`` is normalised to blue first, then green, each colour's in the
+    order given.
     """
 
     deployment: str
@@ -145,6 +156,8 @@ class RoutingTable:
     max_body_mb: int = 64  # largest request body accepted (inference inputs can be big)
     stable: Color = "blue"  # the known-good colour; the other one is the candidate
     mirror_percent: int = 0  # share of stable's requests copied to the candidate (answers dropped)
+    max_fails: int = 3  # failed attempts within fail_timeout that take a server out (0: never)
+    fail_timeout: int = 10  # seconds the failures are counted in, and a failed server stays out
 
     def __post_init__(self) -> None:
         try:
@@ -156,11 +169,19 @@ class RoutingTable:
         ups = tuple(self.upstreams)
         if not all(isinstance(u, Upstream) for u in ups):
             raise RouterError("upstreams must be Upstream objects")
-        colors = [u.color for u in ups]
-        if not ups or len(set(colors)) != len(colors):
-            raise RouterError(f"need one upstream per colour (blue and/or green), got {colors}")
-        if len({u.address for u in ups}) != len(ups):
-            raise RouterError("blue and green upstreams must listen on different addresses")
+        if not ups:
+            raise RouterError("need at least one upstream (blue and/or green)")
+        addresses = [u.address for u in ups]
+        if len(set(addresses)) != len(addresses):
+            twice = sorted({a for a in addresses if addresses.count(a) > 1})
+            raise RouterError(f"upstreams must listen on different addresses: {', '.join(twice)} twice")
+        for color in COLORS:
+            versions = sorted({u.version for u in ups if u.color == color})
+            if len(versions) > 1:
+                raise RouterError(
+                    f"the {color} upstreams serve different versions ({', '.join(versions)}): "
+                    "a colour serves one version"
+                )
         if any(u.address == hostport(self.listen_host, self.listen_port) for u in ups):
             raise RouterError("an upstream cannot listen on the router's own address")
         object.__setattr__(self, "upstreams", tuple(sorted(ups, key=lambda u: COLORS.index(u.color))))
@@ -185,6 +206,12 @@ class RoutingTable:
             raise RouterError(f"mirror_percent must be an integer percentage 0..100, not {m!r}")
         if m and self.upstream(self.candidate) is None:
             raise RouterError(f"mirroring to the candidate ({self.candidate}) needs its upstream")
+        if not _is_int(self.max_fails) or self.max_fails < 0:
+            raise RouterError(f"max_fails must be a non-negative integer, not {self.max_fails!r}")
+        if not _is_int(self.fail_timeout) or self.fail_timeout < 1:  # nginx counts it in whole seconds
+            raise RouterError(
+                f"fail_timeout must be a positive whole number of seconds, not {self.fail_timeout!r}"
+            )
 
     @property
     def weights(self) -> dict[Color, int]:
@@ -203,11 +230,20 @@ class RoutingTable:
     @property
     def colors(self) -> tuple[Color, ...]:
         """Colours that have an upstream."""
-        return tuple(u.color for u in self.upstreams)
+        return tuple(c for c in COLORS if self.upstream(c) is not None)
 
     def upstream(self, color: Color) -> Upstream | None:
-        """The upstream of ``color``, or None."""
+        """The (first) upstream of ``color``, or None."""
         return next((u for u in self.upstreams if u.color == color), None)
+
+    def servers(self, color: Color) -> tuple[Upstream, ...]:
+        """All upstreams of ``color`` (empty when it has none)."""
+        return tuple(u for u in self.upstreams if u.color == color)
+
+    def version(self, color: Color) -> str | None:
+        """The version ``color`` serves, or None when it has no upstream."""
+        first = self.upstream(color)
+        return first.version if first else None
 
     def with_weight(self, green_weight: int) -> RoutingTable:
         """The same table with another green share."""
@@ -222,7 +258,8 @@ class RoutingTable:
     def to_dict(self) -> JSON:
         data = dataclasses.asdict(self)
         data["upstreams"] = [dataclasses.asdict(u) for u in self.upstreams]
-        for name, default in (("stable", "blue"), ("mirror_percent", 0)):
+        defaults = (("stable", "blue"), ("mirror_percent", 0), ("max_fails", 3), ("fail_timeout", 10))
+        for name, default in defaults:
             if data[name] == default:  # tables (and revisions) from before these fields
                 del data[name]
         return data
@@ -244,7 +281,9 @@ class RoutingTable:
         return hashlib.sha256(canonical.encode()).hexdigest()[:12]
 
     def __str__(self) -> str:
-        ups = ", ".join(f"{u.color}={u.address}@{u.version}" for u in self.upstreams)
+        ups = ", ".join(
+            f"{c}={','.join(u.address for u in self.servers(c))}@{self.version(c)}" for c in self.colors
+        )
         return (
             f"RoutingTable({self.deployment} on {hostport(self.listen_host, self.listen_port)}: "
             f"blue {self.weights['blue']}% / green {self.green_weight}%"
@@ -320,9 +359,9 @@ def render_nginx(table: RoutingTable, *, workdir: StrPath, user: str | None = No
     values = _common(table, workdir, user)
     indent = " " * 8
     forced = "".join(f"{indent}{c:<7} {c};\n" for c in table.colors)
-    versions = [u.version for u in table.upstreams]
+    versions = {c: table.version(c) for c in table.colors}
     pins = "".join(
-        f'{indent}"{u.version}" {u.color};\n' for u in table.upstreams if versions.count(u.version) == 1
+        f'{indent}"{v}" {c};\n' for c, v in versions.items() if list(versions.values()).count(v) == 1
     )
     w = table.green_weight
     if w in (0, 100):
@@ -331,16 +370,14 @@ def render_nginx(table: RoutingTable, *, workdir: StrPath, user: str | None = No
         split = f"{indent}{f'{w}%':<7} green;\n{indent}{'*':<7} blue;\n"
     green = table.upstream("green")
     served = "".join(f"{indent}{pattern} {color};\n" for pattern, color in _served_patterns(table))
-    upstreams = []
-    for u in table.upstreams:
-        lines = [f"    upstream wb_{u.color} {{", f"        server {u.address} max_fails=0;"]
-        lines += [f"        server {o.address} max_fails=0 backup;" for o in table.upstreams if o != u]
-        # keepalive_timeout stays below the serving instances' own (uvicorn: 5 s), so
-        # nginx never reuses a connection the upstream is closing.
-        lines += ["        keepalive 16;", "        keepalive_timeout 4s;", "    }"]
-        upstreams.append("\n".join(lines) + "\n")
+    upstreams = [_upstream_block(table, f"wb_{c}", c) for c in table.colors]
+    color_locations = "".join(_color_location(table, c) for c in table.colors)
+    pinned = ""
+    if _has_final(table):
+        upstreams.append(_upstream_block(table, f"wb_{table.stable}_final", table.stable))
+        color_locations += _color_location(table, table.stable, final=True)
+        pinned = f"{indent}~^{table.stable}:. {table.stable}_final;\n"
     mirror = _mirror(table, indent)
-    color_locations = "".join(_color_location(table, u.color) for u in table.upstreams)
     table_json = json.dumps(
         {**table.to_dict(), "revision": table.revision, "weights": table.weights},
         sort_keys=True,
@@ -356,6 +393,7 @@ def render_nginx(table: RoutingTable, *, workdir: StrPath, user: str | None = No
         user_var="http_" + table.user_header.lower().replace("-", "_"),
         split=split,
         served=served,
+        pinned=pinned,
         upstreams="\n".join(upstreams),
         listen=f"unix:{values['socket']}",
         table_json=table_json.replace("\\", "\\\\").replace("'", "\\'"),
@@ -367,17 +405,61 @@ def render_nginx(table: RoutingTable, *, workdir: StrPath, user: str | None = No
     return _ConfTemplate((_TEMPLATES / "nginx.conf.tmpl").read_text(encoding="utf-8")).substitute(values)
 
 
-def _color_location(table: RoutingTable, color: Color) -> str:
-    """The named location proxying to ``color``; a candidate's 5xx are retried on stable."""
+def _other(color: Color) -> Color:
+    return "green" if color == "blue" else "blue"
+
+
+def _server_params(table: RoutingTable) -> str:
+    return f"max_fails={table.max_fails} fail_timeout={table.fail_timeout}s"
+
+
+def _upstream_block(table: RoutingTable, name: str, color: Color) -> str:
+    """``color``'s servers balanced by least connections, the other colour's as backup."""
+    params = _server_params(table)
+    lines = [f"    upstream {name} {{", "        least_conn;"]
+    lines += [f"        server {u.address} {params};" for u in table.servers(color)]
+    lines += [f"        server {u.address} {params} backup;" for u in table.servers(_other(color))]
+    # keepalive_timeout stays below the serving instances' own (uvicorn: 5 s), so
+    # nginx never reuses a connection the upstream is closing.
+    lines += ["        keepalive 16;", "        keepalive_timeout 4s;", "    }"]
+    return "\n".join(lines) + "\n"
+
+
+def _has_final(table: RoutingTable) -> bool:
+    """Whether stable needs a location whose 503s are final: both colours have upstreams."""
+    return bool(table.servers(table.stable)) and bool(table.servers(table.candidate))
+
+
+def _color_location(table: RoutingTable, color: Color, *, final: bool = False) -> str:
+    """The named location proxying to ``color``.
+
+    Connection errors and timeouts go to another server of the colour, then to the
+    other colour's (its backups); only these count against a server's passive health,
+    and stable's 503s. Stable's 503 (instance unavailable) is retried the same way,
+    except in its ``final`` location (requests pinned to stable, and the candidate's
+    fallbacks). A 500 from stable is a real model error and goes to the client. A
+    candidate's 5xx are answered by stable's final location (``error_page``), so they
+    never take the candidate out of rotation: the canary analysis keeps seeing them.
+    """
     retry = "error timeout non_idempotent"
-    mirror = ""
-    if color != table.stable and table.upstream(table.stable) is not None:
-        retry = "error timeout http_500 http_502 http_503 http_504 non_idempotent"
-    elif color == table.stable and table.mirror_percent:
-        mirror = "            mirror /_wb_mirror;\n            mirror_request_body on;\n"
+    extra = ""
+    block = len(table.servers(color)) + len(table.servers(_other(color)))
+    if color != table.stable and _has_final(table):
+        extra = (
+            "            proxy_intercept_errors on;\n"
+            f"            error_page 500 502 503 504 = @wb_{table.stable}_final;\n"
+        )
+    elif color == table.stable and block > 1 and not final:
+        retry = "error timeout http_503 non_idempotent"
+    if color == table.stable and table.mirror_percent:
+        extra = "            mirror /_wb_mirror;\n            mirror_request_body on;\n"
+    name = f"{color}_final" if final else color
+    # every server of the colour once, then one of the other colour; within one
+    # connect + read timeout after the first try
+    tries = len(table.servers(color)) + (1 if table.servers(_other(color)) else 0)
     return (
-        f"\n        location @wb_{color} {{\n{mirror}"
-        f"            proxy_pass http://wb_{color};\n"
+        f"\n        location @wb_{name} {{\n{extra}"
+        f"            proxy_pass http://wb_{name};\n"
         "            proxy_http_version 1.1;\n"
         '            proxy_set_header Connection "";\n'
         "            proxy_set_header Host $host;\n"
@@ -387,7 +469,8 @@ def _color_location(table: RoutingTable, color: Color) -> str:
         f"            proxy_send_timeout {_duration(table.read_timeout)};\n"
         f"            proxy_read_timeout {_duration(table.read_timeout)};\n"
         f"            proxy_next_upstream {retry};\n"
-        "            proxy_next_upstream_tries 3;\n"
+        f"            proxy_next_upstream_tries {tries};\n"
+        f"            proxy_next_upstream_timeout {_duration(table.connect_timeout + table.read_timeout)};\n"
         "            proxy_hide_header x-deploy-color;\n"
         "            add_header x-deploy-color $wb_served_color always;\n"
         "        }\n"
@@ -396,8 +479,8 @@ def _color_location(table: RoutingTable, color: Color) -> str:
 
 def _mirror(table: RoutingTable, indent: str) -> dict[str, str]:
     """The template values of the mirror (all empty when nothing is mirrored)."""
-    target = table.upstream(table.candidate)
-    if not table.mirror_percent or target is None:
+    targets = table.servers(table.candidate)
+    if not table.mirror_percent or not targets:
         return {"mirror_split": "", "mirror_upstream": "", "mirror_location": ""}
     split = (
         f"{indent}{'*':<7} 1;\n" if table.mirror_percent == 100
@@ -412,8 +495,9 @@ def _mirror(table: RoutingTable, indent: str) -> dict[str, str]:
             f'        default "";\n        "{table.stable}:1" 1;\n    }}\n\n'
         ),
         "mirror_upstream": (
-            f"    upstream wb_mirror {{\n        server {target.address} max_fails=0;\n"
-            "        keepalive 8;\n        keepalive_timeout 4s;\n    }\n\n"
+            "    upstream wb_mirror {\n        least_conn;\n"
+            + "".join(f"        server {t.address} max_fails=0;\n" for t in targets)
+            + "        keepalive 8;\n        keepalive_timeout 4s;\n    }\n\n"
         ),
         "mirror_location": (
             "        location = /_wb_mirror {\n"

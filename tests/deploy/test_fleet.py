@@ -174,3 +174,12 @@ def test_status_shows_lost_instances_without_raising() -> None:
     assert [i.engine for i in seen] == [FLEET[0].url, FLEET[0].url, FLEET[1].url]
     assert seen[0].address == "127.0.0.11:9000" and seen[0].to_dict()["state"] in (
         "ready", "not ready")
+
+
+def test_the_router_gets_every_instance_of_a_colour() -> None:
+    from workbench.deploy.deployment import routing_table
+
+    table = routing_table(fleet_state())
+    assert [u.address for u in table.upstreams] == [
+        "127.0.0.11:9000", "127.0.0.11:9001", "127.0.0.12:9000"]
+    assert {u.color for u in table.upstreams} == {"blue"}

@@ -125,6 +125,15 @@ class DeploymentManager:
                 self._backends[key] = get_backend(name, **opts)
         return self._backends[key]
 
+    def close(self) -> None:
+        """Close the backends' engine connections (e.g. SSH to remote engines); they
+        reopen on next use."""
+        for backend in self._backends.values():
+            close = getattr(backend, "close", None)
+            if close is not None:
+                with contextlib.suppress(Exception):
+                    close()
+
     def runner(self, state: DeploymentState | None) -> NginxRunner:
         """The nginx runner of a deployment's router (one object per configuration).
 

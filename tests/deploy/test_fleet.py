@@ -183,3 +183,21 @@ def test_the_router_gets_every_instance_of_a_colour() -> None:
     assert [u.address for u in table.upstreams] == [
         "127.0.0.11:9000", "127.0.0.11:9001", "127.0.0.12:9000"]
     assert {u.color for u in table.upstreams} == {"blue"}
+
+
+def test_cli_refuses_a_bad_engine_in_one_sentence(tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from workbench.cli import app
+
+    monkeypatch.setenv("WORKBENCH_HOME", str(tmp_path))
+    for engine, said in (("gpu1", "is not a Docker engine URL"),
+                         ("ssh://deploy@gpu1=", "has an empty address"),
+                         ("ssh://deploy@no-such-host.invalid", "cannot resolve")):
+        result = CliRunner().invoke(app, ["deploy", "create", "web", "-m", "digits",
+                                          "--engine", engine])
+        # a WorkbenchError, which the console script prints as one sentence with its exit code
+        assert isinstance(result.exception, DeployValueError), result.output
+        assert said in str(result.exception) and result.exception.exit_code != 1
+    assert not (tmp_path / "deployments" / "web").exists()

@@ -11,6 +11,7 @@ Traffic goes only to loopback (the router) and to these hosts.
 
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
 import threading
@@ -21,11 +22,13 @@ from typing import TYPE_CHECKING
 
 import httpx
 import pytest
+from typer.testing import CliRunner
 
 from tests._components import require
 from tests._wait import wait_until
 from tests.docker._netns import HostFleet, missing_tools, netns_works
 from tests.serving.conftest import json_infer_body, metric_value, x_batch
+from workbench.cli import app
 from workbench.deploy.fleet import parse_engine
 from workbench.deploy.rollout.phases import Phase
 
@@ -136,7 +139,8 @@ def answered_since(load: Load, moment: float) -> Counter[str]:
 
 
 def test_blue_green_across_two_hosts_and_a_host_lost_under_load(
-    fleet: HostFleet, docker_engine: DockerEngine, served_repo: Path, tmp_path: Path
+    fleet: HostFleet, docker_engine: DockerEngine, served_repo: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from workbench.cli._deploy_view import status_view
     from workbench.deploy.manager import DeploymentManager
@@ -210,6 +214,13 @@ def test_blue_green_across_two_hosts_and_a_host_lost_under_load(
         console.print(status_view(status))
         text = console.export_text()
         assert "lost" in text and lost_host.address in text, text
+        # the same through the CLI, as an SSH session would ask
+        monkeypatch.setenv("WORKBENCH_HOME", str(home))
+        result = CliRunner().invoke(app, ["deploy", "status", "fleet", "--json"])
+        assert result.exit_code == 0, result.output
+        shown = json.loads(result.stdout)["instances"]
+        assert [(i["engine"], i["address"].split(":")[0], i["state"]) for i in shown] == [
+            (hosts[0].url, hosts[0].address, "ready"), (lost_host.url, lost_host.address, "lost")]
         print(f"fleet under load: {len(load.answers)} requests, 0 failed; {dict(during)} "
               f"answered from the host's stop ({gone - stopped:.1f}s) on")
     finally:

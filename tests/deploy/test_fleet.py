@@ -194,9 +194,10 @@ def test_cli_refuses_a_bad_engine_in_one_sentence(tmp_path: Path,
     monkeypatch.setenv("WORKBENCH_HOME", str(tmp_path))
     for engine, said in (("gpu1", "is not a Docker engine URL"),
                          ("ssh://deploy@gpu1=", "has an empty address"),
-                         ("ssh://deploy@no-such-host.invalid", "cannot resolve")):
-        result = CliRunner().invoke(app, ["deploy", "create", "web", "-m", "digits",
-                                          "--engine", engine])
+                         ("ssh://deploy@no-such-host.invalid", "cannot resolve"),
+                         (None, "go with --engine")):
+        flags = ["--engine", engine] if engine else ["--replicas", "2"]
+        result = CliRunner().invoke(app, ["deploy", "create", "web", "-m", "digits", *flags])
         # a WorkbenchError, which the console script prints as one sentence with its exit code
         assert isinstance(result.exception, DeployValueError), result.output
         assert said in str(result.exception) and result.exception.exit_code != 1

@@ -221,6 +221,14 @@ def test_blue_green_across_two_hosts_and_a_host_lost_under_load(
         shown = json.loads(result.stdout)["instances"]
         assert [(i["engine"], i["address"].split(":")[0], i["state"]) for i in shown] == [
             (hosts[0].url, hosts[0].address, "ready"), (lost_host.url, lost_host.address, "lost")]
+
+        # the host comes back: restore restarts its instance where it was
+        lost_host.start_dockerd()
+        lost_host.wait_dockerd()
+        state = web.restore(timeout=300)
+        assert state.history[-1].outcome == "ok" and lost_host.url in state.history[-1].reason
+        assert colour_at(state, "blue") == [(h.url, h.address) for h in hosts]
+        assert [i.state for i in web.status(timeout=5.0).instances] == ["ready", "ready"]
         print(f"fleet under load: {len(load.answers)} requests, 0 failed; {dict(during)} "
               f"answered from the host's stop ({gone - stopped:.1f}s) on")
     finally:

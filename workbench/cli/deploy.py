@@ -122,6 +122,10 @@ def create(
     and the router balances over all of them."""
     from workbench.deploy.fleet import parse_engine
 
+    if not engine and (replicas != 1 or publish_address):
+        from workbench.errors import DeployValueError
+
+        raise DeployValueError("--replicas and --publish-address go with --engine")
     engines = [parse_engine(e, replicas, publish_address) for e in engine or ()]
     if engines:
         backend = "docker"

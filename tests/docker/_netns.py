@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from tests.docker.conftest import accepts, sshd_config
+
 log = logging.getLogger(__name__)
 
 SUBNET = "10.231.7"
@@ -64,16 +66,6 @@ def netns_works() -> str:
     result = sh("ip", "netns", "add", probe, check=False)
     sh("ip", "netns", "del", probe, check=False)
     return "" if result.returncode == 0 else result.stderr.strip()
-
-
-def _accepts(host: str, port: int) -> bool:
-    import socket
-
-    try:
-        with socket.create_connection((host, port), timeout=0.5):
-            return True
-    except OSError:
-        return False
 
 
 def _wait(predicate: Any, timeout: float, what: str) -> None:
@@ -182,18 +174,7 @@ class NetnsHost:
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(d / "host_key")],
                        check=True, stdin=subprocess.DEVNULL)
         (d / "sshd_config").write_text(
-            f"ListenAddress {self.address}\n"
-            "Port 22\n"
-            f"HostKey {d / 'host_key'}\n"
-            f"AuthorizedKeysFile {self.keys / 'client_key.pub'}\n"
-            "PubkeyAuthentication yes\n"
-            "PasswordAuthentication no\n"
-            "KbdInteractiveAuthentication no\n"
-            "PermitRootLogin prohibit-password\n"
-            "StrictModes no\n"
-            "UsePAM no\n"
-            f"PidFile {d / 'sshd.pid'}\n"
-            f"SetEnv DOCKER_HOST={self.socket}\n"
+            sshd_config(self.address, 22, d, self.keys / "client_key.pub", self.socket)
         )
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # privilege separation dir
         self.sshd = subprocess.Popen(
@@ -202,7 +183,7 @@ class NetnsHost:
             start_new_session=True,
         )
         _wait(lambda: self.sshd is None or self.sshd.poll() is not None
-              or _accepts(self.address, 22), 15, f"sshd of {self.name}")
+              or accepts(self.address, 22), 15, f"sshd of {self.name}")
         if self.sshd.poll() is not None:
             raise RuntimeError(f"sshd of {self.name} exited: {(d / 'sshd.log').read_text()}")
         key_type, key = (d / "host_key.pub").read_text().split()[:2]

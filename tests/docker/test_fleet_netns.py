@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
-import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -26,8 +25,9 @@ from typer.testing import CliRunner
 
 from tests._components import require
 from tests._wait import wait_until
+from tests.deploy._load import Load
 from tests.docker._netns import HostFleet, missing_tools, netns_works
-from tests.serving.conftest import json_infer_body, metric_value, x_batch
+from tests.serving.conftest import metric_value
 from workbench.cli import app
 from workbench.deploy.fleet import parse_engine
 from workbench.deploy.rollout.phases import Phase
@@ -39,62 +39,10 @@ if TYPE_CHECKING:
     from workbench.deploy.deployment import Deployment
     from workbench.deploy.state import DeploymentState
 
-pytestmark = [pytest.mark.docker, pytest.mark.sshd, pytest.mark.nginx, pytest.mark.slow]
+pytestmark = [pytest.mark.usefixtures("no_user_ssh_config"), pytest.mark.docker,
+              pytest.mark.sshd, pytest.mark.nginx, pytest.mark.slow]
 
 HOSTS = 2
-INFER = "/v2/models/digits/infer"
-
-
-class Load:
-    """Clients posting inferences through the router at a steady pace until stopped.
-
-    Bounded: ``threads`` × ``rate`` requests/s, at most ``max_requests`` and ``max_seconds``.
-    """
-
-    def __init__(self, url: str, *, threads: int = 2, rate: float = 20.0,
-                 max_requests: int = 40_000, max_seconds: float = 900.0) -> None:
-        self.url = url
-        self.body = json_infer_body(x_batch(2))
-        self.pause = 1.0 / rate
-        self.max_requests = max_requests
-        self.deadline = time.monotonic() + max_seconds
-        self.answers: list[tuple[float, int, str]] = []  # (time, status, answering colour)
-        self.errors: list[str] = []
-        self.lock = threading.Lock()
-        self.stop = threading.Event()
-        self.threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
-
-    def __enter__(self) -> Load:
-        for thread in self.threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        for thread in self.threads:
-            thread.join(60)
-
-    def _run(self) -> None:
-        with httpx.Client(base_url=self.url, timeout=60) as client:
-            while not self.stop.wait(self.pause) and time.monotonic() < self.deadline:
-                with self.lock:
-                    if len(self.answers) + len(self.errors) >= self.max_requests:
-                        return
-                try:
-                    r = client.post(INFER, json=self.body)
-                except httpx.HTTPError as exc:
-                    with self.lock:
-                        self.errors.append(f"{time.strftime('%H:%M:%S')} {type(exc).__name__}: {exc}")
-                    continue
-                with self.lock:
-                    self.answers.append((time.monotonic(), r.status_code,
-                                         r.headers.get("x-deploy-color", "")))
-                    if r.status_code != 200:
-                        self.errors.append(f"HTTP {r.status_code}: {r.text[:200]}")
-
-    def since(self, moment: float) -> list[tuple[float, int, str]]:
-        with self.lock:
-            return [a for a in self.answers if a[0] >= moment]
 
 
 @pytest.fixture(scope="module")
@@ -110,15 +58,6 @@ def fleet(docker_engine: DockerEngine, tmp_path_factory: pytest.TempPathFactory)
         yield hosts
     finally:
         hosts.close()
-
-
-@pytest.fixture(autouse=True)
-def _no_user_ssh_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Keep this user's ~/.ssh (config, known_hosts, keys) out of the test."""
-    home = tmp_path / "home"
-    (home / ".ssh").mkdir(parents=True)
-    monkeypatch.setenv("HOME", str(home))
-    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
 
 
 def served(url: str) -> float:
@@ -161,7 +100,8 @@ def test_blue_green_across_two_hosts_and_a_host_lost_under_load(
         # each instance is recorded at the address its host publishes, not at loopback
         assert colour_at(state, "blue") == [(h.url, h.address) for h in hosts]
 
-        with Load(web.url) as load:
+        # bounded: 2 clients at 20 requests/s each, at most 40 000 requests and 15 minutes
+        with Load(web.url, threads=2, rate=20.0, max_requests=40_000, max_seconds=900.0) as load:
             wait_until(lambda: len(load.since(0)) >= 40, 120, 0.05, what="load through the router")
             # the router balances over both hosts
             blue = state.records("blue")

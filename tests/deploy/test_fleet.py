@@ -202,3 +202,26 @@ def test_cli_refuses_a_bad_engine_in_one_sentence(tmp_path: Path,
         assert isinstance(result.exception, DeployValueError), result.output
         assert said in str(result.exception) and result.exception.exit_code != 1
     assert not (tmp_path / "deployments" / "web").exists()
+
+
+def test_a_colour_starts_with_min_ready_instances_or_not_at_all() -> None:
+    from workbench.deploy.fleet import start_all
+
+    one, two = FakeEngine(), FakeEngine()
+    fleet = FleetBackend({FLEET[0].url: one, FLEET[1].url: two})
+    specs = fleet_state().instance_specs("green", "1.1.0", 9100)
+    two.down = True
+    started = start_all(fleet, specs, need=2)  # min_ready 2: the host that is down is left out
+    assert [i.spec.engine for i in started] == [FLEET[0].url] * 2 and not one.gone
+    with pytest.raises(BackendError, match="cannot reach"):
+        start_all(fleet, specs, need=3)  # all needed: none is left running
+    assert len(one.gone) == 2
+
+    def not_ready(instance: Instance) -> None:
+        if instance.spec.replica == 1:
+            raise BackendError("not ready within 1s")
+
+    two.down = False
+    started = start_all(fleet, specs, need=2, ready=not_ready)
+    assert [(i.spec.engine, i.spec.replica) for i in started] == [(FLEET[0].url, 0), (FLEET[1].url, 0)]
+    assert f"{FLEET[0].url}/green/1" in one.gone  # the one that failed readiness was stopped

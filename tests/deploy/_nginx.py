@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tests._components import require
+from workbench.deploy.router.nginx import NginxRouter
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 
 def nginx_available() -> bool:
@@ -18,6 +24,18 @@ def nginx_available() -> bool:
 
 def require_nginx() -> None:
     require("nginx", nginx_available(), "install nginx (e.g. apt-get install nginx-light)")
+
+
+@contextlib.contextmanager
+def running_router(workdir: Path) -> Iterator[NginxRouter]:
+    """A router in ``workdir`` (skips without nginx), stopped afterwards."""
+    require_nginx()
+    nginx = NginxRouter(workdir)
+    try:
+        yield nginx
+    finally:
+        nginx.stop()
+    assert not nginx.running
 
 
 def free_port() -> int:

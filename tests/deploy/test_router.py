@@ -423,3 +423,19 @@ def test_stable_503_is_retried_unless_pinned() -> None:
     # several stable instances and no other colour: 503 moves to a sibling
     fleet = render_nginx(table(upstreams=(BLUE, BLUE2), green_weight=0), workdir=WORKDIR)
     assert "http_503" in fleet and "_final" not in fleet
+
+
+def test_instances_on_host_names_report_their_colour() -> None:
+    hosts = (
+        Upstream("blue", "gpu1", 8000, "1.0.0"),
+        Upstream("blue", "gpu2", 8000, "1.0.0"),
+        Upstream("green", "gpu1", 8001, "1.1.0"),
+        Upstream("green", "gpu2", 8001, "1.1.0"),
+    )
+    conf = render_nginx(table(upstreams=hosts), workdir=WORKDIR)
+    # one pattern per colour's port (nginx logs the resolved address)
+    assert conf.count(r"~(^|\s)[^\s]*:8000$ blue;") == 1
+    assert conf.count(r"~(^|\s)[^\s]*:8001$ green;") == 1
+    # a port both colours use on host names cannot tell them apart: the routed colour
+    shared = (*hosts[:2], Upstream("green", "gpu3", 8000, "1.1.0"))
+    assert ":8000$" not in render_nginx(table(upstreams=shared), workdir=WORKDIR)

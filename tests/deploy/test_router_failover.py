@@ -16,12 +16,13 @@ import httpx
 import pytest
 
 from tests._wait import wait_until
-from tests.deploy._nginx import ColorServer, free_port, require_nginx
-from workbench.deploy.router.nginx import NginxRouter
+from tests.deploy._nginx import ColorServer, free_port, running_router
 from workbench.deploy.router.table import RoutingTable, Upstream
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
+
+    from workbench.deploy.router.nginx import NginxRouter
 
 pytestmark = pytest.mark.nginx
 
@@ -33,10 +34,8 @@ VERSIONS = {"blue": "1.0.0", "green": "1.1.0"}
 
 @pytest.fixture(scope="module")
 def router(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NginxRouter]:
-    require_nginx()
-    nginx = NginxRouter(tmp_path_factory.mktemp("failover-router"))
-    yield nginx
-    nginx.stop()
+    with running_router(tmp_path_factory.mktemp("failover-router")) as nginx:
+        yield nginx
 
 
 @pytest.fixture

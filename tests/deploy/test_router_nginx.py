@@ -16,7 +16,7 @@ import pytest
 
 import workbench.deploy.router.nginx as router_module
 from tests._wait import wait_until
-from tests.deploy._nginx import ColorServer, free_port, require_nginx
+from tests.deploy._nginx import ColorServer, free_port, require_nginx, running_router
 from workbench.deploy.router.local import LocalNginx
 from workbench.deploy.router.nginx import NginxRouter
 from workbench.deploy.router.table import RoutingTable, Upstream, render_front, render_nginx
@@ -41,11 +41,8 @@ def upstreams() -> Iterator[dict[str, ColorServer]]:
 
 @pytest.fixture(scope="module")
 def router(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NginxRouter]:
-    require_nginx()
-    nginx = NginxRouter(tmp_path_factory.mktemp("router"))
-    yield nginx
-    nginx.stop()
-    assert not nginx.running
+    with running_router(tmp_path_factory.mktemp("router")) as nginx:
+        yield nginx
 
 
 @pytest.fixture(scope="module")

@@ -301,7 +301,7 @@ class _ConfTemplate(Template):
 
 def _served_patterns(table: RoutingTable) -> Iterable[tuple[str, Color]]:
     """Regexes matching the last address in ``$upstream_addr`` for each colour."""
-    ports = [u.port for u in table.upstreams]
+    seen = set()
     for u in table.upstreams:
         if u.host == "localhost":
             addr = rf"(127\.0\.0\.1|\[::1\]):{u.port}"
@@ -310,10 +310,12 @@ def _served_patterns(table: RoutingTable) -> Iterable[tuple[str, Color]]:
                 ipaddress.ip_address(u.host)
                 addr = re.escape(u.address)
             except ValueError:  # a host name: nginx logs the address it resolved to
-                if ports.count(u.port) > 1:
+                if any(o.port == u.port for o in table.servers(_other(u.color))):
                     continue  # ambiguous by port alone: report the routed colour
-                addr = rf"[^\s]*:{u.port}"
-        yield rf"~(^|\s){addr}$", u.color
+                addr = rf"[^\s]*:{u.port}"  # the same for the colour's instances on one port
+        if addr not in seen:
+            seen.add(addr)
+            yield rf"~(^|\s){addr}$", u.color
 
 
 def _duration(seconds: float) -> str:

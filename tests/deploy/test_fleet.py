@@ -7,6 +7,7 @@ The real thing (hosts as network namespaces, each with its own sshd and dockerd)
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -225,3 +226,16 @@ def test_a_colour_starts_with_min_ready_instances_or_not_at_all() -> None:
     started = start_all(fleet, specs, need=2, ready=not_ready)
     assert [(i.spec.engine, i.spec.replica) for i in started] == [(FLEET[0].url, 0), (FLEET[1].url, 0)]
     assert f"{FLEET[0].url}/green/1" in one.gone  # the one that failed readiness was stopped
+
+
+def test_live_rates_of_a_colour_add_up_its_instances() -> None:
+    from workbench.deploy.traffic import Counters, rates
+
+    def at(t: float, requests: float, errors: float, fast: float) -> Counters:
+        return Counters(t, requests, errors, ((0.01, fast), (0.5, requests), (math.inf, requests)))
+
+    one = [at(0.0, 100, 0, 100), at(10.0, 200, 0, 200)]  # 10 req/s, all fast
+    two = [at(0.0, 50, 0, 50), at(10.0, 150, 10, 50)]  # 10 req/s, 10% errors, all slow
+    both = rates(Counters.combined([one[0], two[0]]), Counters.combined([one[1], two[1]]))
+    assert both["rps"] == pytest.approx(20.0) and both["error_rate"] == pytest.approx(0.05)
+    assert both["p99_ms"] is not None and both["p99_ms"] > 10  # the slow host's latency shows

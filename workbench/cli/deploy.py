@@ -341,7 +341,7 @@ def status(
 
     def live_rates(statuses: list[DeploymentStatus]) -> list[dict[str, Rates]]:
         return [
-            sampler.scrape({i.color: i.url for i in s.instances if i.running}) for s in statuses
+            sampler.scrape(_running_urls(s)) for s in statuses
         ]
 
     shown = 0
@@ -375,6 +375,15 @@ def status(
                 shown += 1
     except KeyboardInterrupt:
         pass
+
+
+def _running_urls(status: DeploymentStatus) -> dict[str, list[str]]:
+    """Colour -> the URLs of its running instances (all of them, on every engine)."""
+    urls: dict[str, list[str]] = {}
+    for i in status.instances:
+        if i.running:
+            urls.setdefault(i.color, []).append(i.url)
+    return urls
 
 
 def _render(statuses: list[DeploymentStatus], rates: list[dict[str, Rates]] | None) -> RenderableType:

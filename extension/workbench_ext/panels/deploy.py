@@ -215,7 +215,7 @@ class DeployPanel(Panel):
     def sample(self) -> dict[str, dict[str, float | None]]:
         """Scrape each colour's /metrics once and stream the rates into the figures."""
         state = self.deployment.state
-        point = self.sampler.scrape({c: r.url for c, r in state.instances.items()})
+        point = self.sampler.scrape({c: r.urls for c, r in state.instances.items()})
         self.traffic.stream(point)
         return point
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import signal
-import threading
 import time
 from collections import Counter
 from typing import TYPE_CHECKING
@@ -20,7 +19,8 @@ import psutil
 import pytest
 
 from tests._wait import wait_until
-from tests.serving.conftest import json_infer_body, metric_value, x_batch
+from tests.deploy._load import Load
+from tests.serving.conftest import metric_value
 from workbench.deploy.rollout.phases import Phase
 
 if TYPE_CHECKING:
@@ -28,10 +28,6 @@ if TYPE_CHECKING:
 
 pytestmark = [pytest.mark.nginx, pytest.mark.slow]
 
-INFER = "/v2/models/digits/infer"
-THREADS = 4
-MAX_REQUESTS = 20_000  # the load stops by itself even if the test body fails to stop it
-MAX_SECONDS = 240.0
 
 
 def worker_pids(instance_pid: int) -> list[int]:
@@ -42,52 +38,6 @@ def worker_pids(instance_pid: int) -> list[int]:
 
 def ready(url: str) -> int:
     return httpx.get(f"{url}/v2/health/ready", timeout=5).status_code
-
-
-class Load:
-    """``THREADS`` clients posting inferences through the router until stopped (bounded)."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.body = json_infer_body(x_batch(2))
-        self.answers: list[tuple[float, int, str]] = []  # (time, status, answering colour)
-        self.errors: list[str] = []
-        self.lock = threading.Lock()
-        self.stop = threading.Event()
-        self.threads = [threading.Thread(target=self._run, daemon=True) for _ in range(THREADS)]
-        self.deadline = time.monotonic() + MAX_SECONDS
-
-    def __enter__(self) -> Load:
-        for thread in self.threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        for thread in self.threads:
-            thread.join(60)
-
-    def _run(self) -> None:
-        with httpx.Client(base_url=self.url, timeout=60) as client:
-            while not self.stop.is_set() and time.monotonic() < self.deadline:
-                with self.lock:
-                    if len(self.answers) + len(self.errors) >= MAX_REQUESTS:
-                        return
-                try:
-                    r = client.post(INFER, json=self.body)
-                except httpx.HTTPError as exc:
-                    with self.lock:
-                        self.errors.append(f"{type(exc).__name__}: {exc}")
-                    continue
-                with self.lock:
-                    self.answers.append((time.monotonic(), r.status_code,
-                                         r.headers.get("x-deploy-color", "")))
-                    if r.status_code != 200:
-                        self.errors.append(f"HTTP {r.status_code}: {r.text[:200]}")
-
-    def since(self, moment: float) -> list[tuple[float, int, str]]:
-        with self.lock:
-            return [a for a in self.answers if a[0] >= moment]
 
 
 def test_kill_9_of_the_stable_worker_moves_traffic_to_the_other_colour(

@@ -188,6 +188,15 @@ def containers(docker_engine: DockerEngine) -> Iterator[Containers]:
         tracker.cleanup()
 
 
+@pytest.fixture
+def no_user_ssh_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keep this user's ~/.ssh (config, known_hosts, keys) and ssh-agent out of a test."""
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True)
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
+
+
 @dataclass
 class SSHDockerHost:
     """A local sshd that forwards ``docker system dial-stdio`` to the private engine."""
@@ -211,6 +220,26 @@ def _keygen(path: Path) -> None:
     )
 
 
+def sshd_config(address: str, port: int, directory: Path, authorized_keys: Path,
+                docker_host: str) -> str:
+    """A key-only sshd on ``address:port`` (host key and pid file in ``directory``) whose
+    sessions reach ``docker_host``, so ``docker system dial-stdio`` over SSH works."""
+    return (
+        f"Port {port}\n"
+        f"ListenAddress {address}\n"
+        f"HostKey {directory / 'host_key'}\n"
+        f"AuthorizedKeysFile {authorized_keys}\n"
+        "PubkeyAuthentication yes\n"
+        "PasswordAuthentication no\n"
+        "KbdInteractiveAuthentication no\n"
+        "PermitRootLogin prohibit-password\n"
+        "StrictModes no\n"
+        "UsePAM no\n"
+        f"PidFile {directory / 'sshd.pid'}\n"
+        f"SetEnv DOCKER_HOST={docker_host}\n"
+    )
+
+
 @pytest.fixture(scope="module")
 def ssh_docker_host(
     docker_engine: DockerEngine, tmp_path_factory: pytest.TempPathFactory
@@ -226,18 +255,7 @@ def ssh_docker_host(
     (d / "authorized_keys").write_text((d / "client_key.pub").read_text())
     port = free_port()
     (d / "sshd_config").write_text(
-        f"Port {port}\n"
-        "ListenAddress 127.0.0.1\n"
-        f"HostKey {d / 'host_key'}\n"
-        f"AuthorizedKeysFile {d / 'authorized_keys'}\n"
-        "PubkeyAuthentication yes\n"
-        "PasswordAuthentication no\n"
-        "KbdInteractiveAuthentication no\n"
-        "PermitRootLogin prohibit-password\n"
-        "StrictModes no\n"
-        "UsePAM no\n"
-        f"PidFile {d / 'sshd.pid'}\n"
-        f"SetEnv DOCKER_HOST={docker_engine.host}\n"
+        sshd_config("127.0.0.1", port, d, d / "authorized_keys", docker_engine.host)
     )
     if os.geteuid() == 0:
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # privilege separation dir

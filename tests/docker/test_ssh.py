@@ -18,16 +18,8 @@ if TYPE_CHECKING:
 
     from tests.docker.conftest import Containers, DockerEngine, SSHDockerHost
 
-pytestmark = [pytest.mark.docker, pytest.mark.sshd, pytest.mark.slow]
-
-
-@pytest.fixture(autouse=True)
-def _no_user_ssh_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Keep this user's ~/.ssh (config, known_hosts, keys) out of the tests."""
-    home = tmp_path / "home"
-    (home / ".ssh").mkdir(parents=True)
-    monkeypatch.setenv("HOME", str(home))
-    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
+pytestmark = [pytest.mark.usefixtures("no_user_ssh_config"), pytest.mark.docker,
+              pytest.mark.sshd, pytest.mark.slow]
 
 
 def test_backend_over_ssh_lists_and_starts_containers(

@@ -79,11 +79,13 @@ def status_view(
     if rates is not None:
         heading += f"  [dim]{time.strftime('%H:%M:%S')}[/]"
     live = ("req/s", "errors", "p99 ms")
-    columns = ("colour", "role", "version", "traffic", "ready", *(live if rates is not None else ("url",)))
+    fleet = any(i.engine for i in status.instances)
+    where = ("engine", "address") if fleet else ("url",)
+    columns = ("colour", "role", "version", "traffic", "ready", *(live if rates is not None else where))
     table = _table(*columns, justify_right=("traffic", *live))
     notes: list[str] = []
     for i in status.instances:
-        ready = "yes" if i.ready else "[red]no[/]"
+        ready = "yes" if i.ready else ("[red]lost[/]" if i.lost else "[red]no[/]")
         row = [f"[{i.color}]{i.color}[/]", i.role, escape(i.version), f"{i.weight}%", ready]
         if rates is not None:
             r = rates.get(i.color, {})
@@ -93,16 +95,27 @@ def status_view(
                 DASH if error_rate is None else f"{error_rate:.1%}",
                 _rate(r.get("p99_ms"), ".1f"),
             ]
+        elif fleet:
+            row += [escape(engine_name(i.engine, i.replica)), escape(i.address)]
         else:
             row.append(escape(i.url))
         table.add_row(*row)
         if not i.ready and i.error:
-            notes.append(f"{i.color}: {i.error}")
+            on = f" on {engine_name(i.engine, i.replica)}" if i.engine else ""
+            notes.append(f"{i.color}{on}: {i.error}")
     lines: list[RenderableType] = [heading, table]
     if state.rollout.message:
         lines.append(_wrapped(state.rollout.message, width))
     lines.extend(f"[red]{_wrapped(note, width)}[/]" for note in notes)
     return Group(*lines)
+
+
+def engine_name(url: str, replica: int = 0) -> str:
+    """An engine as a short column: its host (``gpu1``), ``#N`` for a further replica."""
+    import urllib.parse
+
+    host = urllib.parse.urlsplit(url).hostname or url or "default"
+    return host + (f" #{replica}" if replica else "")
 
 
 def _wrapped(text: str, width: int, indent: str = "") -> str:

@@ -98,7 +98,11 @@ def create(
     kubeconfig: Annotated[str | None, typer.Option(help="Kubeconfig file [default: $KUBECONFIG].")] = None,
     pvc: Annotated[str | None, typer.Option(help="PersistentVolumeClaim of the model repository.")] = None,
     gpus: Annotated[int | None, typer.Option(help="nvidia.com/gpu per replica.")] = None,
-    replicas: Annotated[int | None, typer.Option(help="Replicas of the colour that takes traffic.")] = None,
+    replicas: Annotated[
+        int | None,
+        typer.Option(help="Instances of each colour: per --engine, or the Kubernetes Deployment's "
+                     "replicas [default: 1].")
+    ] = None,
     preview_replicas: Annotated[int | None, typer.Option(help="Candidate replicas before traffic.")] = None,
     gateway: Annotated[str | None, typer.Option(help="Gateway for the HTTPRoute (canary weights).")] = None,
     scale_down_delay: Annotated[
@@ -114,10 +118,35 @@ def create(
     device: Annotated[str, typer.Option(help="cpu or gpu:N for the instances.")] = "cpu",
     workers: Annotated[int, typer.Option(help="Predictor workers per instance.")] = 1,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for blue to get ready.")] = 180.0,
+    engine: Annotated[
+        list[str] | None,
+        typer.Option(help="A Docker engine each colour runs on, URL[=ADDRESS] (repeat for a "
+                     "fleet), e.g. ssh://deploy@gpu1; implies --backend docker."),
+    ] = None,
+    publish_address: Annotated[
+        str | None,
+        typer.Option(help="Address the router reaches --engine instances at [default: the "
+                     "engine's host name resolved].")
+    ] = None,
+    min_ready: Annotated[
+        int, typer.Option(help="Ready instances a colour needs [default: all of them].")
+    ] = 0,
     repo: RepoOption = None,
     json: JsonOption = False,
 ) -> None:
-    """Start MODEL VERSION as blue and put the router in front of it."""
+    """Start MODEL VERSION as blue and put the router in front of it.
+
+    With --engine (repeatable) each colour runs --replicas instances on every engine,
+    and the router balances over all of them."""
+    from workbench.deploy.fleet import parse_engine
+
+    if not engine and backend != "kubernetes" and (replicas is not None or publish_address):
+        from workbench.errors import DeployValueError
+
+        raise DeployValueError("--replicas and --publish-address go with --engine")
+    engines = [parse_engine(e, replicas or 1, publish_address) for e in engine or ()]
+    if engines:
+        backend = "docker"
     options: dict[str, Any] = {"image": image}
     manager = _manager(repo)
     if backend == "kubernetes":
@@ -142,6 +171,8 @@ def create(
             workers=workers,
             timeout=timeout,
             backend_options={k: str(v) for k, v in options.items() if v is not None} or None,
+            engines=engines,
+            min_ready=min_ready,
         )
     state = deployment.state
     if json:
@@ -373,7 +404,7 @@ def status(
 
     def live_rates(statuses: list[DeploymentStatus]) -> list[dict[str, Rates]]:
         return [
-            sampler.scrape({i.color: i.url for i in s.instances if i.running}) for s in statuses
+            sampler.scrape(_running_urls(s)) for s in statuses
         ]
 
     shown = 0
@@ -407,6 +438,15 @@ def status(
                 shown += 1
     except KeyboardInterrupt:
         pass
+
+
+def _running_urls(status: DeploymentStatus) -> dict[str, list[str]]:
+    """Colour -> the URLs of its running instances (all of them, on every engine)."""
+    urls: dict[str, list[str]] = {}
+    for i in status.instances:
+        if i.running:
+            urls.setdefault(i.color, []).append(i.url)
+    return urls
 
 
 def _render(statuses: list[DeploymentStatus], rates: list[dict[str, Rates]] | None) -> RenderableType:

@@ -122,7 +122,7 @@ def controller(
 
     def urls() -> dict[str, list[str]]:
         now = deployment.state
-        return {color: [record.url] for color, record in now.instances.items()}
+        return {color: group.urls for color, group in now.instances.items()}  # every instance
 
     source: MetricsSource
     if prometheus:

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 from workbench.deploy.backends.process import free_port
 from workbench.deploy.events import DeployEvent
+from workbench.deploy.fleet import start_all
 from workbench.deploy.names import check_deployment_name
 from workbench.deploy.rollout import phases as flow
 from workbench.deploy.rollout.phases import CHECKS, DEFAULT_MIN_AGREEMENT, Phase, Rollout
@@ -108,9 +109,11 @@ def routing_table(state: DeploymentState) -> RoutingTable:
         for color, record in state.instances.items()
         if color == state.rollout.stable or state.rollout.phase in _ROUTED
     }
+    # every instance of a colour (on every engine) is one of its upstream's servers
     upstreams = tuple(
         Upstream(color=r.color, host=r.host, port=r.port, version=r.version)
-        for r in routed.values()
+        for records in routed.values()
+        for r in records
     )
     green = state.rollout.weights["green"]
     if "green" not in routed:
@@ -182,11 +185,16 @@ class Deployment:
         return DeploymentStatus(state, router_running, instances, controller)
 
     def logs(self, color: Color, tail: int = 200) -> str:
+        """The last lines of ``color``'s instances (each under a heading when there are several)."""
         state = self.state
-        record = state.instances.get(color)
-        if record is None:
+        records = state.records(color)
+        if not records:
             raise DeployError(f"{self.name} has no {color} instance")
-        return self._backend(state).logs(record.to_instance(state), tail)
+        backend = self._backend(state)
+        if len(records) == 1:
+            return backend.logs(records[0].to_instance(state), tail)
+        return "".join(f"== {color} {r.where} ==\n{backend.logs(r.to_instance(state), tail)}"
+                       for r in records)
 
     def log_sources(self, color: Color | None = None) -> list[LogSource]:
         """Where this deployment's logs are: each colour's instance, then the router's access log."""
@@ -197,11 +205,10 @@ class Deployment:
         state = self.state
         backend = self._backend(state)
         sources: list[LogSource] = []
-        for name, record in sorted(state.instances.items()):
-            if color is not None and name != color:
-                continue
+        for record in state.records(color):
             instance = record.to_instance(state)
             path = instance.labels.get("log")
+            name = record.color if not record.where else f"{record.color} {record.where}"
             if path:
                 sources.append(LogSource(name, Path(path)))
             else:
@@ -266,24 +273,25 @@ class Deployment:
         state = self._act(
             "update", begin, plan=plan, reason=f"{state.model} {resolved} as candidate"
         )
-        spec = state.instance_spec(state.rollout.candidate, resolved, plan.port,
-                                   admin_token=self.admin_token)
+        specs = state.instance_specs(state.rollout.candidate, resolved, plan.port,
+                                     admin_token=self.admin_token)
+        color = state.rollout.candidate
         engine = self._backend(state)
         try:
             for stale in engine.find(self.name):
                 # left behind by an update that was killed before it recorded its instance
-                if stale.spec.color == spec.color:
+                if stale.spec.color == color:
                     log.warning("%s: stopping a stale %s instance (%s)", self.name, stale.spec.color,
                                 stale.ref)
                     engine.stop(stale)
-            instance = engine.start(spec)
+            instances = start_all(engine, specs, need=state.needed(len(specs)))
         except BackendError as exc:
             self._fail(state, str(exc))
             raise RolloutError(
-                f"{self.name}: could not start {resolved} on {spec.color}: {exc}; "
+                f"{self.name}: could not start {resolved} on {color}: {exc}; "
                 f"{state.rollout.stable} keeps all traffic"
             ) from exc
-        state = self._attach(state, instance)
+        state = self._attach(state, instances)
         if not wait:
             return state
         return self._follow(state, poll, on_tick)
@@ -412,13 +420,13 @@ class Deployment:
         with store.transaction(self.name) as txn:
             state = txn.state
             engine = self._backend(state)
-            for color, record in sorted(state.instances.items()):
+            for record in state.records():
+                color = record.color
                 old = record.to_instance(state)
                 if engine.is_running(old):
                     continue
                 engine.stop(old)  # forget the stale record
-                instance = engine.start(state.instance_spec(color, record.version, record.port,
-                                                            admin_token=self.admin_token))
+                instance = engine.start(replace(old.spec, admin_token=self.admin_token))
                 try:
                     wait_healthy(engine, instance, timeout)
                 except BaseException:
@@ -426,8 +434,11 @@ class Deployment:
                         engine.stop(instance)
                     txn.save(state.record("restore", "failed", f"{color} did not come back"))
                     raise
-                state = state.with_instance(InstanceRecord.from_instance(instance))
-                restarted.append(f"{color} {record.version}")
+                fresh = InstanceRecord.from_instance(instance)
+                state = state.with_instances(
+                    fresh if r == record else r for r in state.records(color)
+                )
+                restarted.append(" ".join(filter(None, (color, record.version, record.where))))
             router_was_up = self._router_up(state)
             if restarted or not router_was_up:
                 self.context.router(state).apply(routing_table(state))
@@ -463,7 +474,7 @@ class Deployment:
             self.context.router(state).stop()
         engine = self._backend(state)
         seen = set()
-        for record in state.instances.values():
+        for record in state.records():
             seen.add(record.ref)
             with contextlib.suppress(BackendError):
                 engine.stop(record.to_instance(state), timeout)
@@ -501,7 +512,7 @@ class Deployment:
         if phase in _SINGLE and phase is not before.rollout.phase:
             candidate = after.candidate
             if candidate is not None:
-                drop.append(candidate)
+                drop.extend(candidate)
                 after = after.without_instance(candidate.color)
         if routing_table(after) != routing_table(before) or not self._router_up(after):
             self.context.router(after).apply(routing_table(after))
@@ -549,23 +560,27 @@ class Deployment:
         self.context.emit(DeployEvent.of(saved, action, "ok", message))
         return saved
 
-    def _attach(self, state: DeploymentState, instance: Instance) -> DeploymentState:
+    def _attach(self, state: DeploymentState, instances: Sequence[Instance]) -> DeploymentState:
         """Record the started candidate, unless another process moved the rollout meanwhile."""
+        first = instances[0].spec
         with self.context.store.transaction(self.name) as txn:
             current = txn.state
             ok = (
                 current.rollout.phase is Phase.STARTING
                 and current.plan == state.plan
-                and current.rollout.candidate == instance.spec.color
+                and current.rollout.candidate == first.color
             )
             if ok:
-                saved = txn.save(current.with_instance(InstanceRecord.from_instance(instance)))
+                saved = txn.save(current.with_instances(
+                    InstanceRecord.from_instance(i) for i in instances
+                ))
         if not ok:
-            with contextlib.suppress(BackendError):
-                self._backend(state).stop(instance)
+            for instance in instances:
+                with contextlib.suppress(BackendError):
+                    self._backend(state).stop(instance)
             raise RolloutError(
                 f"{self.name}: the rollout was changed by another process while "
-                f"{instance.spec.version} was starting (now {current.phase}); stopped it"
+                f"{first.version} was starting (now {current.phase}); stopped it"
             )
         return saved
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -24,6 +24,7 @@ from workbench.deploy.backends import get_backend
 from workbench.deploy.backends.process import free_port, port_in_use
 from workbench.deploy.deployment import DeployContext, Deployment, resolve_version, routing_table
 from workbench.deploy.events import DeployEvent, EventCallback, Subscribers
+from workbench.deploy.fleet import start_all
 from workbench.deploy.names import check_deployment_name, check_host, check_port
 from workbench.deploy.rollout.phases import Phase, Rollout
 from workbench.deploy.rollout.verification import wait_healthy
@@ -33,6 +34,7 @@ from workbench.errors import DeployError, DeployValueError, StateCorruptError, W
 if TYPE_CHECKING:
     from workbench._types import StrPath
     from workbench.deploy.backends.base import Backend
+    from workbench.deploy.fleet import Engine
     from workbench.deploy.router.base import NginxRunner, Router
     from workbench.deploy.router.nginx import NginxRouter
 
@@ -49,6 +51,22 @@ def _local_engine(options: Mapping[str, str]) -> bool:
     from workbench.deploy.backends.engine import is_local
 
     return is_local(options.get("docker_host"))
+
+
+def fleet_of(backend: str, docker_host: str | None, engines: Sequence[Engine]) -> tuple[Engine, ...]:
+    """The engines of a new deployment: those given, or a remote ``docker_host`` alone
+    (so its instances are recorded at its host's address, not at loopback), or none."""
+    from workbench.deploy.fleet import check_fleet, parse_engine
+
+    if engines and backend != "docker":
+        raise DeployValueError(f"engines are Docker engines; they need backend 'docker', not {backend!r}")
+    if engines and docker_host:
+        raise DeployValueError("give either docker_host or engines, not both")
+    if not engines and backend == "docker" and docker_host and not _local_engine(
+        {"docker_host": docker_host}
+    ):
+        return (parse_engine(docker_host),)
+    return check_fleet(engines)
 
 
 def default_router(backend: str, options: Mapping[str, str]) -> str:
@@ -138,6 +156,15 @@ class DeploymentManager:
                 self._backends[key] = get_backend(name, **opts)
         return self._backends[key]
 
+    def close(self) -> None:
+        """Close the backends' engine connections (e.g. SSH to remote engines); they
+        reopen on next use."""
+        for backend in self._backends.values():
+            close = getattr(backend, "close", None)
+            if close is not None:
+                with contextlib.suppress(Exception):
+                    close()
+
     def runner(self, state: DeploymentState | None) -> NginxRunner:
         """The nginx runner of a deployment's router (one object per configuration).
 
@@ -179,12 +206,23 @@ class DeploymentManager:
         """A version string for ``ref`` (a version, or an alias such as ``stable``)."""
         return resolve_version(self.repo, model, ref)
 
+    def fleet_backend(self, state: DeploymentState) -> Backend:
+        """The backend of a deployment's instances: one per engine of its fleet, if it has one."""
+        if not state.fleet:
+            return self.backend(state.backend, state.backend_options)
+        from workbench.deploy.backends.fleet import FleetBackend
+
+        return FleetBackend({
+            e.url: self.backend(state.backend, {**state.backend_options, "docker_host": e.url})
+            for e in state.fleet
+        })
+
     @property
     def context(self) -> DeployContext:
         """What the deployments of this manager act through."""
         return DeployContext(
             store=self.store,
-            backend=lambda state: self.backend(state.backend, state.backend_options),
+            backend=self.fleet_backend,
             router=lambda state: self.router(state.name, state),
             events=self._subscribers,
         )
@@ -220,6 +258,8 @@ class DeploymentManager:
         timeout: float = 180.0,
         backend_options: Mapping[str, str] | None = None,
         router: str | None = None,
+        engines: Sequence[Engine] = (),
+        min_ready: int = 0,
     ) -> Deployment:
         """Start ``model`` ``version`` as blue, wait until it is ready and healthy, put
         the router on ``port`` in front of it. Nothing is left behind if any step fails.
@@ -228,6 +268,9 @@ class DeploymentManager:
         ``{"image": "paddle-workbench:gpu"}`` for docker); ``docker_host`` is one of them.
         ``router``: where nginx runs, ``process`` or ``docker`` (a container of the
         same image on the same engine); None picks :func:`default_router`.
+        ``engines``: the Docker engines each colour spans (:mod:`workbench.deploy.fleet`),
+        with their replicas; a remote ``docker_host`` alone is a fleet of one.
+        ``min_ready``: instances of a colour that must be ready (0: all).
         """
         # every value is checked before anything is made, so a mistake leaves nothing behind
         check_deployment_name(name)
@@ -242,23 +285,30 @@ class DeploymentManager:
         options = {k: str(v) for k, v in (backend_options or {}).items() if v is not None}
         if docker_host:
             options["docker_host"] = docker_host
-        router = router or default_router(backend, options)
+        router = router or (
+            "process" if engines else default_router(backend, options)
+        )
         from workbench.deploy.router import RUNNERS
 
         if router not in (*RUNNERS, "kubernetes"):
             raise DeployError(f"unknown router {router!r}; choose one of: {', '.join(RUNNERS)}")
-        if router == "docker" and not _local_engine(options):
+        if router == "docker" and (engines or not _local_engine(options)):
             from workbench.deploy.backends.engine import describe
 
+            where = ", ".join(e.url for e in engines) or describe(options.get("docker_host"))
             raise DeployError(
                 "the docker router needs a Docker engine on this machine (it mounts the "
-                f"router's files), not {describe(options.get('docker_host'))}; use router='process'"
+                f"router's files), not {where}; use router='process'"
             )
+        fleet = fleet_of(backend, docker_host, engines)
+        if fleet:
+            options.pop("docker_host", None)  # each engine of the fleet names its own
         existed = self.store.directory(name).exists()
         try:
             state = self._create(name, model, resolved, options, router, public_port=port,
                                  host=host, backend=backend, device=device, workers=workers,
-                                 instance_port=instance_port, timeout=timeout)
+                                 instance_port=instance_port, timeout=timeout,
+                                 fleet=fleet, min_ready=min_ready)
         except BaseException:
             if not existed and not self.store.exists(name):
                 self.store.remove(name)  # not even an empty directory stays behind
@@ -281,6 +331,8 @@ class DeploymentManager:
         workers: int,
         instance_port: int | None,
         timeout: float,
+        fleet: tuple[Engine, ...] = (),
+        min_ready: int = 0,
     ) -> DeploymentState:
         with self.store.transaction(name) as txn:
             if txn.exists:
@@ -302,18 +354,21 @@ class DeploymentManager:
                 device=device,
                 workers=workers,
                 rollout=Rollout(phase=Phase.STABLE, stable="blue", since=time.time()),
+                fleet=fleet,
+                min_ready=min_ready,
             )
-            spec = state.instance_spec("blue", resolved, instance_port or free_port(),
-                                      admin_token=self.store.admin_token(name))
-            engine = self.backend(backend, options)
-            instance = engine.start(spec)
+            specs = state.instance_specs("blue", resolved, instance_port or free_port(),
+                                         admin_token=self.store.admin_token(name))
+            engine = self.fleet_backend(state)
+            instances = start_all(engine, specs, need=state.needed(len(specs)),
+                                  ready=lambda i: wait_healthy(engine, i, timeout))
             try:
-                wait_healthy(engine, instance, timeout)
-                state = state.with_instance(InstanceRecord.from_instance(instance))
+                state = state.with_instances(InstanceRecord.from_instance(i) for i in instances)
                 self.router(name, state).apply(routing_table(state))
             except BaseException:
-                with contextlib.suppress(WorkbenchError):
-                    engine.stop(instance)
+                for instance in instances:
+                    with contextlib.suppress(WorkbenchError):
+                        engine.stop(instance)
                 with contextlib.suppress(WorkbenchError):
                     self.router(name, state).stop()
                 raise

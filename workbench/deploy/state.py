@@ -33,12 +33,13 @@ from filelock import Timeout as LockTimeout
 
 from workbench._fs import write_atomic
 from workbench.deploy.backends.base import Instance, InstanceSpec, check_instance_address
+from workbench.deploy.fleet import Engine, check_fleet
 from workbench.deploy.names import COLORS, check_deployment_name
 from workbench.deploy.rollout.phases import Rollout
 from workbench.errors import DeployValueError, StateCorruptError, StateError
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Mapping
+    from collections.abc import Iterable, Iterator, Mapping
 
     from workbench._types import Color, StrPath
 
@@ -87,6 +88,8 @@ class InstanceRecord:
     ref: str  # pid (process) or container id (docker)
     started_at: float
     labels: Mapping[str, str] = field(default_factory=dict, compare=False)
+    engine: str = ""  # the Docker engine it runs on ("" = the deployment's default)
+    replica: int = 0  # which of the colour's instances on that engine
 
     def __post_init__(self) -> None:
         check_instance_address(self.color, self.port)
@@ -108,10 +111,19 @@ class InstanceRecord:
             ref=instance.ref,
             started_at=time.time() if started_at is None else started_at,
             labels=dict(instance.labels),
+            engine=instance.spec.engine,
+            replica=instance.spec.replica,
         )
 
+    @property
+    def where(self) -> str:
+        """The engine and replica, for messages: ``ssh://gpu1 #1`` (empty for the default)."""
+        place = self.engine + (f" #{self.replica}" if self.replica else "")
+        return place.strip()
+
     def to_instance(self, state: DeploymentState) -> Instance:
-        spec = state.instance_spec(self.color, self.version, self.port, host=self.host)
+        spec = state.instance_spec(self.color, self.version, self.port, host=self.host,
+                                   engine=self.engine, replica=self.replica)
         return Instance(spec=spec, backend=self.backend, ref=self.ref, labels=dict(self.labels))
 
     def to_dict(self) -> dict[str, Any]:
@@ -124,6 +136,8 @@ class InstanceRecord:
             "ref": self.ref,
             "started_at": self.started_at,
             "labels": dict(self.labels),
+            "engine": self.engine,
+            "replica": self.replica,
         }
 
     @classmethod
@@ -137,7 +151,77 @@ class InstanceRecord:
             ref=str(data["ref"]),
             started_at=float(data.get("started_at", 0.0)),
             labels={str(k): str(v) for k, v in dict(data.get("labels", {})).items()},
+            engine=str(data.get("engine", "")),
+            replica=int(data.get("replica", 0)),
         )
+
+
+@dataclass(frozen=True)
+class InstanceSet:
+    """All instances of one colour (one per engine and replica), all serving one version.
+
+    ``version``, ``url`` and ``color`` read as those of a single instance did, so code
+    that needs one instance of the colour (a replay, a sample) takes the first.
+    """
+
+    color: Color
+    records: tuple[InstanceRecord, ...]
+
+    def __post_init__(self) -> None:
+        if not self.records:
+            raise ValueError(f"{self.color} has no instances")
+        for record in self.records:
+            if record.color != self.color:
+                raise ValueError(f"instance recorded under {self.color} is {record.color}")
+        if len({r.version for r in self.records}) > 1:
+            raise ValueError(f"the {self.color} instances serve different versions")
+        if len({(r.engine, r.replica) for r in self.records}) != len(self.records):
+            raise ValueError(f"two {self.color} instances share an engine and replica")
+
+    @classmethod
+    def of(cls, records: InstanceSet | InstanceRecord | Iterable[InstanceRecord]) -> InstanceSet:
+        if isinstance(records, InstanceSet):
+            return records
+        if isinstance(records, InstanceRecord):
+            return cls(records.color, (records,))
+        items = tuple(records)
+        return cls(items[0].color if items else "blue", items)
+
+    def __iter__(self) -> Iterator[InstanceRecord]:
+        return iter(self.records)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    @property
+    def version(self) -> str:
+        return self.records[0].version
+
+    # The first instance's address and reference: what a colour was before it could span
+    # engines, so single-instance code reads on unchanged.
+    @property
+    def url(self) -> str:
+        return self.records[0].url
+
+    @property
+    def host(self) -> str:
+        return self.records[0].host
+
+    @property
+    def port(self) -> int:
+        return self.records[0].port
+
+    @property
+    def ref(self) -> str:
+        return self.records[0].ref
+
+    @property
+    def backend(self) -> str:
+        return self.records[0].backend
+
+    @property
+    def urls(self) -> list[str]:
+        return [r.url for r in self.records]
 
 
 @dataclass(frozen=True)
@@ -242,7 +326,12 @@ class DeploymentState:
     device: str = "cpu"
     workers: int = 1
     rollout: Rollout = field(default_factory=Rollout)
-    instances: Mapping[Color, InstanceRecord] = field(default_factory=dict)
+    #: Each colour's instances; an InstanceRecord given here is read as a set of one.
+    instances: Mapping[Color, InstanceSet] = field(default_factory=dict)
+    #: The engines a colour spans; empty: one instance on the backend's default engine.
+    fleet: tuple[Engine, ...] = ()
+    #: Instances of a colour that must be ready for it to be ready; 0: all of them.
+    min_ready: int = 0
     plan: Plan | None = None  # the current (or last) rollout's target
     agreement: Mapping[str, Any] | None = None  # the last output-agreement report
     canary: Mapping[str, Any] | None = None  # the canary controller's status (its plan, step, verdicts)
@@ -255,9 +344,18 @@ class DeploymentState:
         check_deployment_name(self.name)
         if not 0 < self.port < 65536:
             raise DeployValueError(f"port must be in 1..65535, not {self.port}")
-        for color, record in self.instances.items():
-            if record.color != color:
-                raise ValueError(f"instance recorded under {color} is {record.color}")
+        sets = {}
+        for color, records in self.instances.items():
+            group = InstanceSet.of(records)  # type: ignore[arg-type]  # a record: a set of one
+            if group.color != color:
+                raise ValueError(f"instance recorded under {color} is {group.color}")
+            sets[color] = group
+        object.__setattr__(self, "instances", sets)
+        object.__setattr__(self, "fleet", check_fleet(self.fleet))
+        if isinstance(self.min_ready, bool) or not isinstance(self.min_ready, int) or (
+            self.min_ready < 0
+        ):
+            raise DeployValueError(f"min_ready must be a non-negative integer, not {self.min_ready!r}")
 
     # -- derived views -------------------------------------------------------------------
 
@@ -271,15 +369,34 @@ class DeploymentState:
         return self.rollout.phase.value
 
     @property
-    def stable(self) -> InstanceRecord | None:
+    def stable(self) -> InstanceSet | None:
         return self.instances.get(self.rollout.stable)
 
     @property
-    def candidate(self) -> InstanceRecord | None:
+    def candidate(self) -> InstanceSet | None:
         return self.instances.get(self.rollout.candidate)
 
     @property
-    def live(self) -> InstanceRecord | None:
+    def engines(self) -> tuple[Engine, ...]:
+        """The engines a colour spans (one implicit engine when none were given)."""
+        return self.fleet or (Engine(""),)
+
+    @property
+    def replicas(self) -> int:
+        """How many instances each colour runs."""
+        return sum(e.replicas for e in self.engines)
+
+    def needed(self, total: int | None = None) -> int:
+        """Ready instances a colour needs (of ``total``, default :attr:`replicas`)."""
+        total = self.replicas if total is None else total
+        return min(total, self.min_ready) if self.min_ready else total
+
+    def records(self, color: Color | None = None) -> list[InstanceRecord]:
+        """Every instance (of ``color``), blue first."""
+        return [r for c in COLORS if color in (None, c) for r in self.instances.get(c, ())]
+
+    @property
+    def live(self) -> InstanceSet | None:
         """The instance that takes most of the traffic."""
         return self.instances.get(self.rollout.live)
 
@@ -307,6 +424,8 @@ class DeploymentState:
         *,
         host: str = "127.0.0.1",
         admin_token: str | None = None,
+        engine: str = "",
+        replica: int = 0,
     ) -> InstanceSpec:
         """What a backend starts for ``color`` serving ``version`` on ``port``."""
         return InstanceSpec(
@@ -321,10 +440,32 @@ class DeploymentState:
             workers=self.workers,
             admin_token=admin_token,
             env=(("WORKBENCH_LOG_FORMAT", "json"),),  # version-tagged JSON lines
+            engine=engine,
+            replica=replica,
         )
 
+    def instance_specs(
+        self, color: Color, version: str, port: int, *, admin_token: str | None = None
+    ) -> list[InstanceSpec]:
+        """What a colour runs: on each engine, ``replicas`` instances on ``port``, ``port + 1``, ...
+
+        Each binds (host networking) and is recorded at its engine's publish address.
+        """
+        return [
+            self.instance_spec(color, version, port + k, host=engine.address,
+                               admin_token=admin_token, engine=engine.url, replica=k)
+            for engine in self.engines
+            for k in range(engine.replicas)
+        ]
+
     def with_instance(self, record: InstanceRecord) -> DeploymentState:
-        return replace(self, instances={**self.instances, record.color: record})
+        """This state with ``record`` as its colour's only instance."""
+        return self.with_instances([record])
+
+    def with_instances(self, records: Iterable[InstanceRecord]) -> DeploymentState:
+        """This state with ``records`` (one colour's) as that colour's instances."""
+        group = InstanceSet.of(records)
+        return replace(self, instances={**self.instances, group.color: group})
 
     def without_instance(self, color: Color) -> DeploymentState:
         return replace(self, instances={c: r for c, r in self.instances.items() if c != color})
@@ -371,7 +512,9 @@ class DeploymentState:
             "workers": self.workers,
             "rollout": self.rollout.to_dict(),
             "weights": dict(self.weights),
-            "instances": {c: r.to_dict() for c, r in self.instances.items()},
+            "instances": {c: [r.to_dict() for r in g] for c, g in self.instances.items()},
+            "fleet": [e.to_dict() for e in self.fleet],
+            "min_ready": self.min_ready,
             "plan": None if self.plan is None else self.plan.to_dict(),
             "agreement": None if self.agreement is None else dict(self.agreement),
             "canary": None if self.canary is None else dict(self.canary),
@@ -403,9 +546,15 @@ class DeploymentState:
             workers=int(data.get("workers", 1)),
             rollout=Rollout.from_dict(data["rollout"]),
             instances={
-                _color(c): InstanceRecord.from_dict(r)
+                _color(c): InstanceSet.of(
+                    # one object per colour: written before a colour could span engines
+                    [InstanceRecord.from_dict(r)] if isinstance(r, dict)
+                    else [InstanceRecord.from_dict(x) for x in r]
+                )
                 for c, r in dict(data.get("instances", {})).items()
             },
+            fleet=tuple(Engine.from_dict(e) for e in data.get("fleet") or ()),
+            min_ready=int(data.get("min_ready", 0)),
             plan=None if plan is None else Plan.from_dict(plan),
             agreement=None if agreement is None else dict(agreement),
             canary=None if data.get("canary") is None else dict(data["canary"]),

@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from workbench.deploy.names import COLORS
 from workbench.errors import WorkbenchError
 
 if TYPE_CHECKING:
@@ -19,7 +18,12 @@ __all__ = ["DeploymentStatus", "InstanceStatus", "look_at_instances"]
 
 @dataclass(frozen=True)
 class InstanceStatus:
-    """One colour as seen now: what the state says and what the instance answers."""
+    """One instance as seen now: what the state says and what the instance answers.
+
+    :attr:`state` sums it up: ``ready``; ``not ready`` (it runs but does not say ready);
+    ``lost`` (its container or process is gone, or its engine cannot be reached); or
+    ``unknown`` (not probed).
+    """
 
     color: Color
     role: str  # "stable" | "candidate"
@@ -30,6 +34,22 @@ class InstanceStatus:
     running: bool
     ready: bool
     error: str = ""
+    engine: str = ""  # "" = the deployment's default engine
+    replica: int = 0
+    lost: bool = False
+
+    @property
+    def state(self) -> str:
+        if self.lost:
+            return "lost"
+        if self.ready:
+            return "ready"
+        return "not ready" if self.running else "unknown"
+
+    @property
+    def address(self) -> str:
+        """``host:port`` the router reaches it at."""
+        return self.url.removeprefix("http://")
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -42,6 +62,10 @@ class InstanceStatus:
             "running": self.running,
             "ready": self.ready,
             "error": self.error,
+            "engine": self.engine,
+            "replica": self.replica,
+            "address": self.address,
+            "state": self.state,
         }
 
 
@@ -57,9 +81,19 @@ class DeploymentStatus:
 
     @property
     def healthy(self) -> bool:
-        """Router up and every colour that takes traffic running and ready."""
-        serving = [i for i in self.instances if i.weight > 0]
-        return self.router_running and bool(serving) and all(i.ready for i in serving)
+        """Router up and every colour that takes traffic has enough ready instances
+        (all of them, or the deployment's ``min_ready``)."""
+        serving = {i.color for i in self.instances if i.weight > 0}
+        for color in serving:
+            mine = [i for i in self.instances if i.color == color]
+            if sum(i.ready for i in mine) < self.state.needed(len(mine)):
+                return False
+        return self.router_running and bool(serving)
+
+    @property
+    def lost(self) -> list[InstanceStatus]:
+        """The instances whose container, process or engine is gone."""
+        return [i for i in self.instances if i.lost]
 
     def to_dict(self) -> dict[str, Any]:
         state = self.state
@@ -96,14 +130,16 @@ class DeploymentStatus:
 def look_at_instances(
     state: DeploymentState, engine: Backend, *, probe: bool = True, timeout: float = 1.0
 ) -> tuple[InstanceStatus, ...]:
-    """Each recorded colour, blue first; with ``probe``, whether it runs and is ready."""
+    """Each recorded instance, blue first; with ``probe``, whether it runs and is ready.
+
+    An instance whose engine cannot be reached, or whose container or process is gone,
+    is ``lost`` (with the reason as its error), never an exception.
+    """
     weights = state.weights
     instances = []
-    for color in COLORS:
-        record = state.instances.get(color)
-        if record is None:
-            continue
-        running = ready = False
+    for record in state.records():
+        color = record.color
+        running = ready = lost = False
         error = ""
         if probe:
             instance = record.to_instance(state)
@@ -117,8 +153,9 @@ def look_at_instances(
                 with ServingClient(record.url, timeout=timeout) as client:
                     health = client.ready(timeout=timeout)
                 ready, error = health.ok, health.error
-            elif not error:
-                error = "not running"
+            else:
+                lost = True
+                error = error or "not running"
         instances.append(
             InstanceStatus(
                 color=color,
@@ -130,6 +167,9 @@ def look_at_instances(
                 running=running,
                 ready=ready,
                 error=error,
+                engine=record.engine,
+                replica=record.replica,
+                lost=lost,
             )
         )
     return tuple(instances)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeAlias
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Iterable, Mapping, Sequence
 
 Samples: TypeAlias = "dict[str, list[tuple[dict[str, str], float]]]"
 Rates: TypeAlias = "dict[str, float | None]"
@@ -65,6 +65,25 @@ class Counters:
             bound = float(labels.get("le", "inf"))
             merged[bound] = merged.get(bound, 0.0) + value
         return cls(time.time() if at is None else at, requests, errors, tuple(sorted(merged.items())))
+
+    @classmethod
+    def combined(cls, counters: Iterable[Counters]) -> Counters:
+        """The counters of several instances of one colour as one (at the latest moment)."""
+        items = list(counters)
+        return cls(
+            max(c.at for c in items),
+            sum(c.requests for c in items),
+            sum(c.errors for c in items),
+            _sum_buckets(items),
+        )
+
+
+def _sum_buckets(counters: Iterable[Counters]) -> tuple[tuple[float, float], ...]:
+    merged: dict[float, float] = {}
+    for each in counters:
+        for bound, count in each.buckets:
+            merged[bound] = merged.get(bound, 0.0) + count
+    return tuple(sorted(merged.items()))
 
 
 def quantile(buckets: tuple[tuple[float, float], ...], q: float) -> float | None:
@@ -117,19 +136,25 @@ class TrafficSampler:
             return dict(NO_RATES)
         return rates(before, counters)
 
-    def scrape(self, urls: Mapping[str, str], timeout: float = 1.0) -> dict[str, Rates]:
-        """GET each colour's ``/metrics`` (colour -> instance url) and add it; colours that
-        do not answer are left out."""
+    def scrape(self, urls: Mapping[str, str | Sequence[str]], timeout: float = 1.0) -> dict[str, Rates]:
+        """GET ``/metrics`` of each colour's instances (colour -> url, or urls when the colour
+        spans several) and add their sum; colours none of whose instances answer are left out.
+
+        The rates are over the instances that answered both times (a set that changed
+        starts afresh), so an instance that stops answering never makes them negative.
+        """
         from workbench.deploy.client import ServingClient
         from workbench.errors import WorkbenchError
 
         point: dict[str, Rates] = {}
-        for color, url in urls.items():
-            try:
-                with ServingClient(url, timeout=timeout) as client:
-                    samples = client.metrics()
-            except WorkbenchError as exc:
-                log.debug("scraping %s failed: %s", url, exc)
-                continue
-            point[color] = self.add(color, url, Counters.from_samples(samples))
+        for color, where in urls.items():
+            read: dict[str, Counters] = {}
+            for url in [where] if isinstance(where, str) else where:
+                try:
+                    with ServingClient(url, timeout=timeout) as client:
+                        read[url] = Counters.from_samples(client.metrics())
+                except WorkbenchError as exc:
+                    log.debug("scraping %s failed: %s", url, exc)
+            if read:
+                point[color] = self.add(color, " ".join(sorted(read)), Counters.combined(read.values()))
         return point

@@ -169,10 +169,13 @@ class DeployPanel(Panel):
         for inst in data["instances"]:
             swatch = plots.COLOR_HEX.get(inst["color"], "#999")
             ready = "ready" if inst["ready"] else (inst["error"] or "not ready") if probe else "?"
+            if probe and inst.get("state") == "lost":  # its container or its engine is gone
+                ready = f"lost: {inst['error']}"
+            where = inst["url"] + (f" on {inst['engine']}" if inst.get("engine") else "")
             rows.append(
                 f"<tr><td><span style='color:{swatch}'>■</span> {inst['color']}</td><td>{inst['role']}</td>"
                 f"<td>{html.escape(inst['version'])}</td><td>{inst['weight']}%</td>"
-                f"<td>{html.escape(ready)}</td><td><code>{html.escape(inst['url'])}</code></td></tr>"
+                f"<td>{html.escape(ready)}</td><td><code>{html.escape(where)}</code></td></tr>"
             )
         self.instances.value = (
             "<table class='workbench-table' style='font-size:12px'><tr><th>colour</th><th>role</th>"
@@ -212,7 +215,7 @@ class DeployPanel(Panel):
     def sample(self) -> dict[str, dict[str, float | None]]:
         """Scrape each colour's /metrics once and stream the rates into the figures."""
         state = self.deployment.state
-        point = self.sampler.scrape({c: r.url for c, r in state.instances.items()})
+        point = self.sampler.scrape({c: r.urls for c, r in state.instances.items()})
         self.traffic.stream(point)
         return point
 

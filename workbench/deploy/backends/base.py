@@ -40,10 +40,14 @@ class InstanceSpec:
     admin_token: str | None = None
     extra_args: tuple[str, ...] = ()
     env: tuple[tuple[str, str], ...] = ()
+    engine: str = ""  # the Docker engine it runs on ("" = the backend's default)
+    replica: int = 0  # which of the colour's instances on that engine (0, 1, ...)
 
     def __post_init__(self) -> None:
         check_deployment_name(self.deployment)
         check_instance_address(self.color, self.port)
+        if isinstance(self.replica, bool) or not isinstance(self.replica, int) or self.replica < 0:
+            raise ValueError(f"replica must be a non-negative integer, not {self.replica!r}")
 
     @property
     def url(self) -> str:
@@ -79,6 +83,8 @@ class InstanceSpec:
             "device": self.device,
             "workers": self.workers,
             "extra_args": list(self.extra_args),
+            "engine": self.engine,
+            "replica": self.replica,
         }
 
     @classmethod
@@ -95,6 +101,8 @@ class InstanceSpec:
             device=str(data.get("device", "cpu")),
             workers=int(data.get("workers", 1)),
             extra_args=tuple(str(a) for a in data.get("extra_args", ())),
+            engine=str(data.get("engine", "")),
+            replica=int(data.get("replica", 0)),
         )
 
 

@@ -207,7 +207,9 @@ class DockerBackend(Backend):
     # -- planning ------------------------------------------------------------------------
 
     def container_name(self, spec: InstanceSpec) -> str:
-        return f"workbench-{spec.deployment}-{spec.color}"
+        """``workbench-<deployment>-<colour>``, then ``-<replica>`` for a colour's second, ..."""
+        suffix = f"-{spec.replica}" if spec.replica else ""
+        return f"workbench-{spec.deployment}-{spec.color}{suffix}"
 
     def labels(self, spec: InstanceSpec) -> dict[str, str]:
         """The labels of ``spec``'s container; :meth:`find` reads them back."""
@@ -398,7 +400,7 @@ class DockerBackend(Backend):
                 found.append(self._from_labels(container))
             except (KeyError, ValueError) as exc:
                 logger.warning("ignoring container %s: unreadable labels (%s)", container.name, exc)
-        return sorted(found, key=lambda i: COLORS.index(i.spec.color))
+        return sorted(found, key=lambda i: (COLORS.index(i.spec.color), i.spec.replica))
 
     def _from_labels(self, container: Any) -> Instance:
         labels: dict[str, str] = dict(container.labels)

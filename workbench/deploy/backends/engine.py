@@ -193,6 +193,10 @@ def _ssh_client(
     url: str, *, known_hosts: str | None, identity_file: str | None, timeout: float
 ) -> Any:
     docker = sdk()
+    parts = urllib.parse.urlsplit(url)
+    if parts.port is None:
+        # without a port docker-py dials port 0 when ~/.ssh/config names none: say 22
+        url = parts._replace(netloc=f"{parts.netloc}:22").geturl()
     adapter = _strict_ssh_adapter()(
         url,
         known_hosts=known_hosts,

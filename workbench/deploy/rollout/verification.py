@@ -74,40 +74,69 @@ class Probe:
 
         return ServingClient(record.url, timeout=timeout)
 
+    def _need(self) -> int:
+        """How many of the candidate's instances must pass (all, or the state's min_ready)."""
+        candidate = self.state.candidate
+        return self.state.needed(len(candidate) if candidate is not None else None)
+
     def running(self) -> Verdict:
-        record = self.state.candidate
-        if record is None:
+        """Passes while enough of the candidate's instances run; fails once too many exited."""
+        group = self.state.candidate
+        if group is None:
             return Verdict.pending("waiting for the backend to start the candidate")
-        instance = record.to_instance(self.state)
-        if self.engine.is_running(instance):
+        exited: list[str] = []
+        for record in group:
+            instance = record.to_instance(self.state)
+            if self.engine.is_running(instance):
+                continue
+            tail = self.engine.logs(instance, tail=15).strip()
+            where = f" on {record.where}" if record.where else ""
+            exited.append(
+                f"the candidate ({record.version}, {record.backend} {record.ref}{where}) exited"
+                + (f"; last lines of its log:\n{tail}" if tail else "")
+            )
+        if len(group) - len(exited) >= self._need():
             return Verdict.passed()
-        tail = self.engine.logs(instance, tail=15).strip()
-        return Verdict.failed(
-            f"the candidate ({record.version}, {record.backend} {record.ref}) exited"
-            + (f"; last lines of its log:\n{tail}" if tail else "")
-        )
+        return Verdict.failed("; ".join(exited))
 
     def ready(self) -> Verdict:
-        record = self.state.candidate
-        assert record is not None
-        with self._client(record) as client:
-            health = client.ready()
-        if health.ok:
-            return Verdict.passed(f"{record.color} {record.version} is ready")
-        return Verdict.pending(f"waiting for {record.color} to be ready ({health.error})")
+        group = self.state.candidate
+        assert group is not None
+        errors = []
+        for record in group:
+            with self._client(record) as client:
+                health = client.ready()
+            if not health.ok:
+                errors.append(f"{record.url}: {health.error}")
+        count = len(group) - len(errors)
+        if count >= self._need():
+            of = f" ({count} of {len(group)} instances)" if len(group) > 1 else ""
+            return Verdict.passed(f"{group.color} {group.version} is ready{of}")
+        return Verdict.pending(f"waiting for {group.color} to be ready ({'; '.join(errors)})")
 
     def deep_health(self) -> Verdict:
-        record = self.state.candidate
-        assert record is not None
-        with self._client(record, timeout=60.0) as client:
-            health = client.deep_health()
-        if health.ok:
-            seconds = health.detail.get("seconds")
-            took = f" in {float(seconds) * 1000:.0f} ms" if isinstance(seconds, int | float) else ""
-            return Verdict.passed(f"deep health check passed{took}")
-        if health.status is None:
-            return Verdict.pending(f"deep health check unreachable: {health.error}")
-        return Verdict.failed(health.error or f"status {health.status}")
+        """Passes when enough instances pass their deep health check; an instance that answers
+        it with a failure fails the candidate (the same version fails the same way elsewhere)."""
+        group = self.state.candidate
+        assert group is not None
+        passed: list[float | None] = []
+        pending: list[str] = []
+        for record in group:
+            with self._client(record, timeout=60.0) as client:
+                health = client.deep_health()
+            if health.ok:
+                seconds = health.detail.get("seconds")
+                passed.append(float(seconds) if isinstance(seconds, int | float) else None)
+            elif health.status is None:
+                pending.append(f"{record.url}: {health.error}")
+            else:
+                return Verdict.failed(health.error or f"status {health.status}")
+        if len(passed) < self._need():
+            return Verdict.pending(f"deep health check unreachable: {'; '.join(pending)}")
+        times = [t for t in passed if t is not None]
+        took = f" in {max(times) * 1000:.0f} ms" if times else ""
+        of = f" on {len(passed)} of {len(group)} instances" if len(group) > 1 else ""
+        return Verdict.passed(f"deep health check passed{of}{took}")
 
     def agreement(self) -> Verdict:
         from workbench.deploy.rollout.agreement import check_agreement
@@ -129,7 +158,9 @@ class Probe:
                     "give --sample, or --min-agreement 0 to skip the check"
                 )
             return Verdict.passed("no sample inputs to compare on (agreement not checked)")
-        with self._client(stable, 60.0) as left, self._client(candidate, 60.0) as right:
+        # one instance of each colour: every instance of a colour serves the same files
+        with self._client(stable.records[0], 60.0) as left, \
+                self._client(candidate.records[0], 60.0) as right:
             report = check_agreement(
                 left,
                 right,

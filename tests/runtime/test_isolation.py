@@ -168,3 +168,19 @@ def test_compare_runs_worker_versions_side_by_side_with_the_same_answers(
     for version in result.versions:
         assert np.allclose(result.outputs[version], reference.outputs[version], atol=1e-5)
     assert result.accuracy == reference.accuracy
+
+
+def test_compare_of_worker_versions_runs_them_at_the_same_time(hub: VersionHub, demo_repo: Path) -> None:
+    """Versions in worker processes overlap (time in batches > wall time); in-process ones take turns."""
+    x = digits_dataset()[2][:240]
+    result = compare(hub, x, batch_size=1)
+    assert result.seconds > 0
+    assert result.overlap > 1.2, (result.overlap, result.seconds)
+    threaded = VersionHub(ModelRepository(demo_repo), "digits", device="cpu", isolation="thread")
+    try:
+        threaded.load("1.0.0")
+        threaded.load("1.1.0")
+        serial = compare(threaded, x, batch_size=1)
+    finally:
+        threaded.close()
+    assert serial.overlap < 1.0, serial.overlap

@@ -20,6 +20,7 @@ from tests._wait import wait_until
 from tests.runtime._swap import swap_under_load
 from workbench import ModelLoadError, ModelRepository, VersionHub, compare
 from workbench.errors import WorkerDiedError
+from workbench.runtime.worker import backoff_delays
 from workbench.model.demo import digits_dataset
 
 if TYPE_CHECKING:
@@ -184,3 +185,42 @@ def test_compare_of_worker_versions_runs_them_at_the_same_time(hub: VersionHub, 
     finally:
         threaded.close()
     assert serial.overlap < 1.0, serial.overlap
+
+
+def test_a_worker_that_cannot_reload_is_retried_with_backoff_until_it_can(
+    repo_copy: Path, rows: np.ndarray
+) -> None:
+    """Restarts wait 0, 1, 1, 2 ... s; while they fail the version stays down and says so."""
+    hub = VersionHub(ModelRepository(repo_copy), "digits", device="cpu", isolation="process")
+    events: list[HubEvent] = []
+    hub.subscribe(events.append)
+    try:
+        loaded = hub.load("1.0.0")
+        expected = hub.predict({"x": rows}).outputs[OUTPUT]
+        params = repo_copy / "digits" / "1.0.0" / "inference.pdiparams"
+        good = params.read_bytes()
+        params.write_bytes(b"not paddle parameters" * 10)  # the restarts cannot load it
+        os.kill(loaded.worker_pids[0], signal.SIGKILL)
+        wait_until(lambda: sum(e.kind == "worker_restart_failed" for e in events) >= 3, 90,
+                   what="three failed restart attempts")
+        assert loaded.state.value == "down"
+        with pytest.raises(WorkerDiedError, match="digits:1.0.0"):
+            hub.predict({"x": rows})
+        params.write_bytes(good)
+        wait_until(lambda: loaded.state.value == "ready", 90, what="the worker to come back")
+        kinds = [e.kind for e in events if e.kind.startswith("worker")]
+        assert kinds[0] == "worker_died" and kinds[-1] == "worker_restarted"
+        assert set(kinds[1:-1]) == {"worker_restart_failed"} and len(kinds) >= 5, kinds
+        failed = [e.time for e in events if e.kind == "worker_restart_failed"]
+        back = next(e.time for e in events if e.kind == "worker_restarted")
+        # attempts 2 and 3 wait 1 s each after the one before failed, attempt 4 waits 2 s
+        assert failed[1] - failed[0] >= 1.0 and failed[2] - failed[1] >= 1.0, failed
+        assert (back if len(failed) == 3 else failed[3]) - failed[2] >= 2.0, (failed, back)
+        assert np.allclose(hub.predict({"x": rows}).outputs[OUTPUT], expected)
+    finally:
+        hub.close()
+
+
+def test_restart_delays_follow_torchserve() -> None:
+    assert backoff_delays()[:8] == [0.0, 1.0, 1.0, 2.0, 3.0, 5.0, 8.0, 13.0]
+    assert max(backoff_delays()) == 30.0

@@ -10,6 +10,7 @@ import textwrap
 import threading
 import time
 from collections import Counter
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -20,12 +21,10 @@ from tests._wait import wait_until
 from tests.runtime._swap import swap_under_load
 from workbench import ModelLoadError, ModelRepository, VersionHub, compare
 from workbench.errors import WorkerDiedError
-from workbench.runtime.worker import backoff_delays
 from workbench.model.demo import digits_dataset
+from workbench.runtime.worker import backoff_delays
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
     from workbench.runtime.hub import HubEvent
 
 OUTPUT = "probabilities"
@@ -224,3 +223,32 @@ def test_a_worker_that_cannot_reload_is_retried_with_backoff_until_it_can(
 def test_restart_delays_follow_torchserve() -> None:
     assert backoff_delays()[:8] == [0.0, 1.0, 1.0, 2.0, 3.0, 5.0, 8.0, 13.0]
     assert max(backoff_delays()) == 30.0
+
+
+def test_unload_drains_in_flight_requests_then_stops_the_workers(
+    demo_repo: Path, rows: np.ndarray
+) -> None:
+    hub = VersionHub(ModelRepository(demo_repo), "digits", device="cpu", isolation="process")
+    try:
+        hub.load("1.0.0")
+        loaded = hub.load("1.1.0", activate=False)
+        pids = loaded.worker_pids
+        segments = [lane.worker._segment.name for lane in loaded._worker_lanes]  # type: ignore[union-attr]
+        assert all(Path("/dev/shm", name).exists() for name in segments)
+        unloaded = threading.Event()
+        with hub.lease("1.1.0") as leased:  # a request in flight on 1.1.0
+            unloader = threading.Thread(target=lambda: (hub.unload("1.1.0"), unloaded.set()))
+            unloader.start()
+            wait_until(lambda: leased.state.value == "draining", 10, what="1.1.0 to drain")
+            time.sleep(0.5)
+            assert not unloaded.is_set()
+            assert all(psutil.pid_exists(pid) for pid in pids), "workers stop only after the drain"
+            assert leased.predict({"x": rows})[OUTPUT].shape == (16, 10)  # the in-flight one finishes
+        unloader.join(30)
+        assert unloaded.is_set()
+        assert not any(psutil.pid_exists(pid) for pid in pids), pids
+        assert loaded.memory.rss_bytes == 0
+        assert not any(Path("/dev/shm", name).exists() for name in segments), segments
+        assert str(hub.active.version) == "1.0.0"
+    finally:
+        hub.close()

@@ -168,12 +168,12 @@ def test_compare_panel_runs_and_draws(session: Any, digits: dict[str, Any]) -> N
         panel.close()
 
 
-def test_the_device_list_holds_the_gpus_paddle_reports(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_device_list_holds_the_visible_gpus(monkeypatch: pytest.MonkeyPatch) -> None:
     from workbench.runtime import device
 
-    monkeypatch.setattr(device, "gpu_count", lambda: 0)
+    monkeypatch.setattr(device, "visible_gpu_count", lambda: 0)
     assert device.available_devices() == ["auto", "cpu"]
-    monkeypatch.setattr(device, "gpu_count", lambda: 2)
+    monkeypatch.setattr(device, "visible_gpu_count", lambda: 2)
     assert device.available_devices() == ["auto", "cpu", "gpu:0", "gpu:1"]
 
 

@@ -252,3 +252,32 @@ def test_unload_drains_in_flight_requests_then_stops_the_workers(
         assert str(hub.active.version) == "1.0.0"
     finally:
         hub.close()
+
+
+def test_tensors_larger_than_the_shared_segment_grow_it_and_match_in_process(demo_repo: Path) -> None:
+    """ResNet inputs of 4 x 3x224x224 float32 (2.4 MB) outgrow the 1 MiB segment a worker starts with."""
+    repo = ModelRepository(demo_repo)
+    sample = repo.sample("resnet", "1.0.0")
+    name = next(iter(sample))
+    rng = np.random.default_rng(0)
+    batch = {name: rng.standard_normal((4, *sample[name].shape[1:])).astype(np.float32)}
+    assert batch[name].nbytes > 2**20
+    reference = VersionHub(repo, "resnet", device="cpu", isolation="thread")
+    try:
+        reference.load("1.0.0")
+        expected = reference.predict(batch).outputs
+    finally:
+        reference.close()
+    hub = VersionHub(repo, "resnet", device="cpu", isolation="process")
+    try:
+        loaded = hub.load("1.0.0")
+        worker = loaded._worker_lanes[0].worker  # type: ignore[attr-defined]
+        first = worker._segment.name
+        got = hub.predict(batch).outputs
+        assert worker._segment.size >= batch[name].nbytes and worker._segment.name != first
+        assert not Path("/dev/shm", first).exists()  # the outgrown segment is unlinked
+        for key, value in expected.items():
+            assert np.allclose(got[key], value, atol=1e-4)
+        assert hub.predict({name: batch[name][:1]}).outputs.keys() == expected.keys()
+    finally:
+        hub.close()

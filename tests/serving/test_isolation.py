@@ -19,6 +19,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from pathlib import Path
 
+    import pytest
+
     from tests.serving.conftest import ServeProcess
 
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -144,3 +146,17 @@ def test_two_workers_their_memory_a_down_version_and_a_version_paddle_cannot_loa
     log = server.log_path.read_text()
     assert "worker_died digits:1.0.0" in log and "worker_restarted digits:1.0.0" in log
     assert "load_failed digits:1.4.0" in log
+
+
+def test_workers_default_to_one_per_usable_core_in_process_isolation_on_the_cpu(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from workbench.cli.serve import default_workers
+    from workbench.runtime import device
+
+    assert default_workers("process", "cpu") == len(os.sched_getaffinity(0))
+    assert default_workers("process", "auto") == len(os.sched_getaffinity(0))
+    assert default_workers("process", "gpu:1") == 1
+    assert default_workers("thread", "cpu") == 1
+    monkeypatch.setattr(device, "visible_gpu_count", lambda: 2)
+    assert default_workers("process", "auto") == 1  # auto is the GPU here: one worker per GPU

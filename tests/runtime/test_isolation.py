@@ -281,3 +281,45 @@ def test_tensors_larger_than_the_shared_segment_grow_it_and_match_in_process(dem
         assert hub.predict({name: batch[name][:1]}).outputs.keys() == expected.keys()
     finally:
         hub.close()
+
+
+def test_with_two_workers_a_kill_9_fails_only_the_batch_it_was_running(
+    demo_repo: Path, rows: np.ndarray
+) -> None:
+    """The other worker keeps answering while the dead one restarts: one request at most fails."""
+    hub = VersionHub(ModelRepository(demo_repo), "digits", device="cpu", isolation="process", workers=2)
+    failures: list[BaseException] = []
+    answered: list[float] = []
+    stop = threading.Event()
+
+    def client() -> None:
+        while not stop.is_set():
+            try:
+                hub.predict({"x": rows})
+                answered.append(time.monotonic())
+            except WorkerDiedError as exc:
+                failures.append(exc)
+
+    try:
+        loaded = hub.load("1.0.0")
+        assert len(set(loaded.worker_pids)) == 2
+        threads = [threading.Thread(target=client) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        time.sleep(0.3)
+        victim = loaded.worker_pids[0]
+        os.kill(victim, signal.SIGKILL)
+        killed = time.monotonic()
+        wait_until(lambda: loaded.state.value == "down", 10, what="the version to go down")
+        wait_until(lambda: loaded.state.value == "ready", 90, what="the worker to restart")
+        back = time.monotonic()
+        stop.set()
+        for thread in threads:
+            thread.join(30)
+        assert len(failures) <= 1, failures  # the one batch the killed worker was running
+        assert all("digits:1.0.0" in str(exc) for exc in failures)
+        assert any(killed + 0.2 < t < back for t in answered), "the other worker answered meanwhile"
+        assert victim not in loaded.worker_pids and len(loaded.worker_pids) == 2
+    finally:
+        stop.set()
+        hub.close()

@@ -114,6 +114,7 @@ def test_two_workers_their_memory_a_down_version_and_a_version_paddle_cannot_loa
         pids = [w["pid"] for w in entry["workers"]]
         assert len(set(pids)) == 2 and all(psutil.pid_exists(pid) for pid in pids), entry
         assert all(w["state"] == "ready" and w["rss_bytes"] > 20 * 2**20 for w in entry["workers"]), entry
+        assert entry["memory"]["scope"] == "worker" and entry["memory"]["rss_bytes"] > 40 * 2**20, entry
         text = http.get("/metrics").text
         assert metric_value(text, "workbench_worker_resident_memory_bytes", version="1.0.0") >= sum(
             w["rss_bytes"] for w in entry["workers"]) * 0.5

@@ -200,25 +200,36 @@ def worker_memory_cycles(repo: ModelRepository, cycles: int) -> dict[str, float]
     }
 
 
-def side_by_side(repo: ModelRepository, isolation: str = "thread", workers: int = 1) -> dict[str, float]:
+def side_by_side(repo: ModelRepository, isolation: str = "thread", workers: int = 1,
+                 rounds: int = 3) -> dict[str, float]:
     """``compare`` of three digits versions against the sum of three single-version runs.
 
     In process isolation each version runs in its own worker processes and the versions
-    run at the same time; ``overlap`` is the time spent in batches over wall time
-    (above 1: versions ran at once; below 1: they took turns).
+    run at the same time; the same measure in-process is printed beside it. ``overlap``
+    is the time spent in batches over wall time (above 1: versions ran at once; below 1:
+    they took turns). Medians of ``rounds`` rounds (one round takes about a second).
     """
     x, y = digits_dataset()[2:]
+    versions = ("1.0.0", "1.1.0", "1.2.0")
     hub = VersionHub(repo, "digits", device="cpu", isolation=isolation, workers=workers)
-    for version in ("1.0.0", "1.1.0", "1.2.0"):
+    for version in versions:
         hub.load(version, activate=version == "1.0.0")
     compare(hub, x[:64], labels=y[:64])  # warm caches
-    together = compare(hub, x, labels=y)
-    singles = 0.0
-    for version in ("1.0.0", "1.1.0", "1.2.0"):
-        singles += compare(hub, x, versions=[version], labels=y).seconds
+    together, singles, overlaps = [], [], []
+    for _ in range(rounds):
+        result = compare(hub, x, labels=y)
+        together.append(result.seconds)
+        overlaps.append(result.overlap)
+        singles.append(sum(compare(hub, x, versions=[v], labels=y).seconds for v in versions))
     hub.close()
-    return {"rows": len(x), "side_by_side_s": together.seconds, "sum_of_singles_s": singles,
-            "ratio": together.seconds / singles, "overlap": together.overlap}
+    ratios = [t / s for t, s in zip(together, singles, strict=True)]
+    summary = {"rows": len(x), "rounds": rounds, "side_by_side_s": statistics.median(together),
+               "sum_of_singles_s": statistics.median(singles), "ratio": statistics.median(ratios),
+               "overlap": statistics.median(overlaps)}
+    if isolation == "process":
+        in_process = side_by_side(repo, "thread", rounds=rounds)
+        summary |= {"in_process_ratio": in_process["ratio"], "in_process_overlap": in_process["overlap"]}
+    return summary
 
 
 def main() -> None:

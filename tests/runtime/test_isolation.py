@@ -317,3 +317,20 @@ def test_with_two_workers_a_kill_9_fails_only_the_batch_it_was_running(
     finally:
         stop.set()
         hub.close()
+
+
+def test_auto_isolation_is_process_on_a_gpu_and_thread_on_the_cpu(demo_repo: Path) -> None:
+    repo = ModelRepository(demo_repo)
+    assert VersionHub(repo, "digits", device="gpu:0").isolation == "process"
+    assert VersionHub(repo, "digits", device="cpu").isolation == "thread"
+    assert VersionHub(repo, "digits", device="cpu", isolation="process").isolation == "process"
+
+
+def test_a_worker_is_a_fresh_interpreter_in_its_own_session(hub: VersionHub) -> None:
+    """Never a fork of a process that may hold Paddle; a signal to the front's group spares it."""
+    for loaded in hub.loaded:
+        for pid in loaded.worker_pids:
+            worker = psutil.Process(pid)
+            assert worker.cmdline()[1:3] == ["-m", "workbench.runtime.worker"], worker.cmdline()
+            assert worker.ppid() == os.getpid()
+            assert os.getsid(pid) == pid != os.getsid(0)

@@ -31,6 +31,7 @@ def test_visible_gpus_need_a_gpu_build_and_respect_cuda_visible_devices(
     for bus in ("0000:01:00.0", "0000:02:00.0"):
         (gpus / bus).mkdir(parents=True)
     monkeypatch.setattr(device, "NVIDIA_GPUS", gpus)
+    monkeypatch.setattr(device, "DEV", tmp_path / "dev")
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     assert device.visible_gpu_count() == 0  # a CPU build of Paddle: no GPU, whatever the driver says
     monkeypatch.setattr(device, "_installed", lambda name: name == "paddlepaddle-gpu")
@@ -41,3 +42,9 @@ def test_visible_gpus_need_a_gpu_build_and_respect_cuda_visible_devices(
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "-1")
     assert device.visible_gpu_count() == 0
     assert Device.parse("auto") == Device("cpu", 0)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    monkeypatch.setattr(device, "NVIDIA_GPUS", tmp_path / "absent")
+    (tmp_path / "dev").mkdir()
+    for node in ("nvidia0", "nvidia1", "nvidiactl", "nvidia-uvm"):
+        (tmp_path / "dev" / node).touch()
+    assert device.visible_gpu_count() == 2  # the device nodes, where /proc has no driver entries

@@ -68,15 +68,16 @@ def gpu_count() -> int:
 
 GPU_DISTRIBUTIONS = ("paddlepaddle-gpu",)
 NVIDIA_GPUS = Path("/proc/driver/nvidia/gpus")
+DEV = Path("/dev")
 
 
 def visible_gpu_count() -> int:
     """GPUs a GPU build of Paddle would use here, counted without importing Paddle.
 
     0 when the installed Paddle is a CPU build (no ``paddlepaddle-gpu`` distribution) or
-    ``CUDA_VISIBLE_DEVICES`` hides every GPU; else what NVML counts, or the NVIDIA
-    driver's entries under ``/proc`` where pynvml is not installed, capped by
-    ``CUDA_VISIBLE_DEVICES``.
+    ``CUDA_VISIBLE_DEVICES`` hides every GPU; else what NVML counts, or where pynvml is
+    not installed the NVIDIA driver's entries under ``/proc`` (or its ``/dev/nvidiaN``
+    nodes), capped by ``CUDA_VISIBLE_DEVICES``.
     """
     from workbench.runtime.memory import nvml_gpu_count
 
@@ -85,6 +86,8 @@ def visible_gpu_count() -> int:
     count = nvml_gpu_count()
     if count == 0 and NVIDIA_GPUS.is_dir():
         count = sum(1 for _ in NVIDIA_GPUS.iterdir())
+    if count == 0:  # a container given the device nodes but not the driver's /proc entries
+        count = sum(1 for node in DEV.glob("nvidia*") if node.name[6:].isdigit())
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     if visible is not None:
         ids = [part for part in visible.split(",") if part.strip() not in ("", "-1")]

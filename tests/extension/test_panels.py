@@ -285,7 +285,10 @@ def test_versions_panel_loads_into_a_worker_process_and_shows_its_memory_and_sta
     import psutil
     from workbench_ext.panels.versions import VersionsPanel
 
-    session.hub("digits").load("1.0.0")  # active, in this process: 1.2.0 loads beside it
+    hub = session.hub("digits")
+    hub.load("1.0.0", activate=True)  # active, in this process: 1.2.0 loads beside it
+    if "1.2.0" in hub:  # loaded in-process by an earlier test
+        hub.unload("1.2.0")
     panel = VersionsPanel(session, "digits")
     try:
         assert panel.isolation.options == ("auto", "process", "thread")
@@ -293,7 +296,6 @@ def test_versions_panel_loads_into_a_worker_process_and_shows_its_memory_and_sta
         panel.isolation.value = "process"
         click(panel, "load")
         assert panel.error is None, panel.error
-        hub = session.hubs["digits"]
         loaded = hub.get("1.2.0")
         assert loaded.isolation == "process"
         (pid,) = loaded.worker_pids

@@ -11,7 +11,8 @@
    request is timed, then 30 more; first / steady p50, for a warmed version and
    for one loaded without warm-up, on digits and on ResNet-18.
 2. Memory: RSS over ``--cycles`` load/unload cycles of ResNet-18.
-3. Side-by-side: ``compare`` over three versions against the sum of three single runs.
+3. Side-by-side: ``compare`` over three versions against the sum of three single runs
+   (with ``--isolation process`` each version in its own workers, run at the same time).
 
 With ``--isolation process`` every version runs in ``--workers`` worker processes;
 the swap phase loads the three digits versions first (a worker takes seconds to
@@ -199,23 +200,36 @@ def worker_memory_cycles(repo: ModelRepository, cycles: int) -> dict[str, float]
     }
 
 
-def side_by_side(repo: ModelRepository) -> dict[str, float]:
+def side_by_side(repo: ModelRepository, isolation: str = "thread", workers: int = 1,
+                 rounds: int = 3) -> dict[str, float]:
+    """``compare`` of three digits versions against the sum of three single-version runs.
+
+    In process isolation each version runs in its own worker processes and the versions
+    run at the same time; the same measure in-process is printed beside it. ``overlap``
+    is the time spent in batches over wall time (above 1: versions ran at once; below 1:
+    they took turns). Medians of ``rounds`` rounds (one round takes about a second).
+    """
     x, y = digits_dataset()[2:]
-    hub = VersionHub(repo, "digits", device="cpu")
-    for version in ("1.0.0", "1.1.0", "1.2.0"):
+    versions = ("1.0.0", "1.1.0", "1.2.0")
+    hub = VersionHub(repo, "digits", device="cpu", isolation=isolation, workers=workers)
+    for version in versions:
         hub.load(version, activate=version == "1.0.0")
     compare(hub, x[:64], labels=y[:64])  # warm caches
-    started = time.perf_counter()
-    compare(hub, x, labels=y)
-    together = time.perf_counter() - started
-    singles = 0.0
-    for version in ("1.0.0", "1.1.0", "1.2.0"):
-        started = time.perf_counter()
-        compare(hub, x, versions=[version], labels=y)
-        singles += time.perf_counter() - started
+    together, singles, overlaps = [], [], []
+    for _ in range(rounds):
+        result = compare(hub, x, labels=y)
+        together.append(result.seconds)
+        overlaps.append(result.overlap)
+        singles.append(sum(compare(hub, x, versions=[v], labels=y).seconds for v in versions))
     hub.close()
-    ratio = together / singles
-    return {"rows": len(x), "side_by_side_s": together, "sum_of_singles_s": singles, "ratio": ratio}
+    ratios = [t / s for t, s in zip(together, singles, strict=True)]
+    summary = {"rows": len(x), "rounds": rounds, "side_by_side_s": statistics.median(together),
+               "sum_of_singles_s": statistics.median(singles), "ratio": statistics.median(ratios),
+               "overlap": statistics.median(overlaps)}
+    if isolation == "process":
+        in_process = side_by_side(repo, "thread", rounds=rounds)
+        summary |= {"in_process_ratio": in_process["ratio"], "in_process_overlap": in_process["overlap"]}
+    return summary
 
 
 def main() -> None:
@@ -251,11 +265,11 @@ def main() -> None:
             else:
                 memory = memory_cycles(repo, args.cycles)
         with console.status("side-by-side cost"):
-            sbs = side_by_side(repo)
+            sbs = side_by_side(repo, args.isolation, args.workers)
     memory_title = "memory (digits, worker processes)" if args.isolation == "process" else (
         "memory (resnet18 + digits)")
     for title, data in ((f"swap under load (digits, {args.isolation})", swap), (memory_title, memory),
-                        ("side-by-side vs single runs (digits test split)", sbs)):
+                        (f"side-by-side vs single runs (digits test split, {args.isolation})", sbs)):
         table = Table("measure", "value", title=title)
         for key, value in data.items():
             table.add_row(key, f"{value:,.3f}" if isinstance(value, float) else str(value))
@@ -271,7 +285,7 @@ def main() -> None:
     console.print(
         f"[{args.isolation}] p99 during swaps / steady = {swap['swap_p99_ms'] / swap['steady_p99_ms']:.2f}x, "
         f"failures {swap['failures']} of {swap['requests']}; "
-        f"side-by-side / sum of singles = {sbs['ratio']:.2f}x; "
+        f"side-by-side / sum of singles = {sbs['ratio']:.2f}x (overlap {sbs['overlap']:.2f}); "
         f"RSS growth over {memory['cycles']} cycles = {memory['growth_per_cycle_kib']:.0f} KiB/cycle"
     )
 

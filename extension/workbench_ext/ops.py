@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from workbench import Comparison, TensorSpec, VersionHub
+    from workbench.runtime.loaded import LoadedVersion
     from workbench_ext.state import Session
 
 log = logging.getLogger(__name__)
@@ -128,6 +129,16 @@ def versions_table(session: Session, model: str) -> pd.DataFrame:
     return frame.rename(columns={f"metric:{m}": m for m in metric_names})
 
 
+def _worker_processes(lv: LoadedVersion) -> str:
+    """Process isolation: each worker's pid, state and resident memory; empty in-process."""
+    workers_info = getattr(lv, "workers_info", None)
+    if workers_info is None:
+        return ""
+    return "; ".join(
+        f"pid {w['pid']} {w['state']} {w['rss_bytes'] / 2**20:.1f} MiB" for w in workers_info()
+    )
+
+
 def loaded_table(hub: VersionHub) -> pd.DataFrame:
     """One row per loaded version: device, memory, state, requests and latency."""
     import pandas as pd
@@ -147,6 +158,7 @@ def loaded_table(hub: VersionHub) -> pd.DataFrame:
                 "workers": lv.workers,
                 "isolation": lv.isolation,
                 "memory_scope": memory.scope,
+                "worker_processes": _worker_processes(lv),
                 "inflight": stats["inflight"],
                 "served": stats["served"],
                 "failed": stats["failed"],
@@ -165,6 +177,7 @@ def loaded_table(hub: VersionHub) -> pd.DataFrame:
         "workers",
         "isolation",
         "memory_scope",
+        "worker_processes",
         "inflight",
         "served",
         "failed",

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from tests._python import NO_PADDLE, run_python
 from workbench.cli import app
 from workbench.model.demo import digits_dataset
 
@@ -30,3 +31,29 @@ def test_compare_reports_accuracy_and_agreement(demo_repo: Path, tmp_path: Path)
 def test_compare_rejects_unknown_versions(demo_repo: Path) -> None:
     result = CliRunner().invoke(app, ["compare", "digits", "9.9.9", "--repo", str(demo_repo)])
     assert result.exit_code != 0
+
+
+def test_compare_in_worker_processes_runs_them_at_once_without_importing_paddle(
+    demo_repo: Path, tmp_path: Path
+) -> None:
+    """The CLI is a front too: ``--isolation process`` keeps Paddle out of its process."""
+    _, _, x, y = digits_dataset()
+    np.savez(tmp_path / "test.npz", x=x[:300], labels=y[:300])
+    script = (
+        "import json, sys\n"
+        "from typer.testing import CliRunner\n"
+        "from workbench.cli import app\n"
+        f"result = CliRunner().invoke(app, ['compare', 'digits', '1.0.0', '1.1.0', '--repo', {str(demo_repo)!r},\n"
+        f"    '--data', {str(tmp_path / 'test.npz')!r}, '--isolation', 'process', '--json'])\n"
+        "assert result.exit_code == 0, result.output\n" + NO_PADDLE + "print(result.output)\n"
+    )
+    report = json.loads(run_python(script, timeout=300))
+    assert report["rows"] == 300 and 0.8 < report["accuracy"]["1.1.0"] <= 1.0
+    assert report["overlap"] > 1.2, report["overlap"]  # the two versions ran at the same time
+
+
+def test_compare_rejects_an_unknown_isolation(demo_repo: Path) -> None:
+    result = CliRunner().invoke(app, ["compare", "digits", "1.0.0", "--repo", str(demo_repo),
+                                      "--isolation", "fork"])
+    assert result.exit_code == 2
+    assert "--isolation must be process, thread or auto" in result.output

@@ -168,12 +168,12 @@ def test_compare_panel_runs_and_draws(session: Any, digits: dict[str, Any]) -> N
         panel.close()
 
 
-def test_the_device_list_holds_the_gpus_paddle_reports(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_device_list_holds_the_visible_gpus(monkeypatch: pytest.MonkeyPatch) -> None:
     from workbench.runtime import device
 
-    monkeypatch.setattr(device, "gpu_count", lambda: 0)
+    monkeypatch.setattr(device, "visible_gpu_count", lambda: 0)
     assert device.available_devices() == ["auto", "cpu"]
-    monkeypatch.setattr(device, "gpu_count", lambda: 2)
+    monkeypatch.setattr(device, "visible_gpu_count", lambda: 2)
     assert device.available_devices() == ["auto", "cpu", "gpu:0", "gpu:1"]
 
 
@@ -276,3 +276,42 @@ def test_deploy_panel_weight_promote_rollback(
             panel.close()
         manager.delete("panel")
         session.close()
+
+
+def test_versions_panel_loads_into_a_worker_process_and_shows_its_memory_and_state(session: Any) -> None:
+    import os
+    import signal
+
+    import psutil
+    from workbench_ext.panels.versions import VersionsPanel
+
+    hub = session.hub("digits")
+    hub.load("1.0.0", activate=True)  # active, in this process: 1.2.0 loads beside it
+    if "1.2.0" in hub:  # loaded in-process by an earlier test
+        hub.unload("1.2.0")
+    panel = VersionsPanel(session, "digits")
+    try:
+        assert panel.isolation.options == ("auto", "process", "thread")
+        panel.version.value = "1.2.0"
+        panel.isolation.value = "process"
+        click(panel, "load")
+        assert panel.error is None, panel.error
+        loaded = hub.get("1.2.0")
+        assert loaded.isolation == "process"
+        (pid,) = loaded.worker_pids
+        assert f"pid {pid} ready" in panel.loaded.value
+        assert "worker" in panel.loaded.value  # the memory figure is the worker's own
+        worker_mib = dict(zip(panel.memory.source.data["version"], panel.memory.source.data["mib"],
+                              strict=True))["1.2.0"]
+        assert worker_mib > 20, worker_mib
+        os.kill(pid, signal.SIGKILL)  # the panel follows the worker's death and restart
+        wait_until(lambda: f"pid {pid} down" in panel.loaded.value, 15, what="the panel to show it down")
+        wait_until(lambda: "ready" in panel.loaded.value and f"pid {pid} " not in panel.loaded.value
+                   and loaded.state.value == "ready", 120, what="the panel to show the new worker")
+        (new_pid,) = loaded.worker_pids
+        assert str(hub.active.version) == "1.0.0"
+        click(panel, "unload")
+        assert "1.2.0" not in hub
+        assert not psutil.pid_exists(new_pid)
+    finally:
+        panel.close()

@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import psutil
 
 from tests._wait import wait_until
 from workbench import ModelRepository, RepositoryWatcher, VersionHub
@@ -108,3 +109,30 @@ def test_watcher_retries_a_version_whose_copy_completes(repo_copy: Path) -> None
         (target / "inference.pdiparams").write_bytes(params)  # the copy completes
         wait_until(lambda: _swapped_in(hub, watcher, "1.5.0"), timeout=30, what="1.5.0 swapped in")
     hub.close()
+
+
+def test_watcher_over_worker_processes_swaps_in_and_survives_a_version_paddle_cannot_load(
+    repo_copy: Path, tmp_path: Path
+) -> None:
+    repo = ModelRepository(repo_copy)
+    hub = VersionHub(repo, "digits", device="cpu", isolation="process")
+    try:
+        old_pids = hub.load("1.2.0").worker_pids
+        sample = {"x": np.zeros((2, 64), np.float32)}
+        with RepositoryWatcher(hub, interval=0.1, follow="latest", unload_previous=True) as watcher:
+            repo.publish("digits", "1.3.0", _export(repo_copy, "1.1.0", tmp_path / "a"), sample=sample)
+            wait_until(lambda: _swapped_in(hub, watcher, "1.3.0"), timeout=120, what="1.3.0 swapped in")
+            assert hub.active.isolation == "process" and hub.active.worker_pids
+            wait_until(lambda: not any(psutil.pid_exists(pid) for pid in old_pids), timeout=30,
+                       what="1.2.0's worker stopped (unload_previous)")
+            # hashes and signature in order, but the weights are not Paddle's: the worker fails to load
+            signature = repo.manifest("digits", "1.1.0")
+            broken = _export(repo_copy, "1.1.0", tmp_path / "b")
+            (broken / "inference.pdiparams").write_bytes(b"not paddle parameters" * 10)
+            repo.publish("digits", "1.4.0", broken, inputs=signature.inputs, outputs=signature.outputs)
+            wait_until(lambda: _refused(watcher, "1.4.0"), timeout=120, what="1.4.0 refused")
+        assert str(hub.active.version) == "1.3.0"
+        assert str(hub.predict(sample).version) == "1.3.0"
+        assert "1.4.0" not in hub
+    finally:
+        hub.close()

@@ -42,12 +42,23 @@ def compare(
     labels: Annotated[Path | None, typer.Option(help=".npy of integer class labels.")] = None,
     batch_size: Annotated[int, typer.Option(help="Rows per request.")] = 1,
     device: Annotated[str, typer.Option(help="cpu, gpu:N or auto.")] = "auto",
+    isolation: Annotated[
+        str,
+        typer.Option(
+            help="process: each version in its own worker process, all run at once (this "
+            "command never imports Paddle); thread: in this process, one after another; "
+            "auto: process on a GPU, thread on the CPU."
+        ),
+    ] = "auto",
     json: JsonOption = False,
 ) -> None:
     """Run one input batch through several versions: latency, agreement, accuracy."""
     import numpy as np
 
     from workbench import ModelRepository, VersionHub
+
+    if isolation not in ("process", "thread", "auto"):
+        raise typer.BadParameter("--isolation must be process, thread or auto")
     from workbench import compare as run_compare
 
     repository = ModelRepository(resolve_repo(repo))
@@ -60,7 +71,7 @@ def compare(
         inputs, label_values = repository.sample(model, targets[0]), None
     if labels is not None:
         label_values = np.load(labels, allow_pickle=False)
-    hub = VersionHub(repository, model, device=device)
+    hub = VersionHub(repository, model, device=device, isolation=isolation)
     try:
         with console.status(f"loading {', '.join(targets)}") as status:
             for version in targets:

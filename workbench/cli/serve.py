@@ -140,7 +140,10 @@ def serve(
         raise typer.BadParameter("give --version or --alias, not both")
     if isolation not in ("process", "thread"):
         raise typer.BadParameter("--isolation must be process or thread")
-    workers = workers if workers is not None else default_workers(isolation, device)
+    try:
+        workers = workers if workers is not None else default_workers(isolation, device)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
     if workers < 1 or cpu_threads < 1:
         raise typer.BadParameter("--workers and --cpu-threads must be at least 1")
     primary = version or alias or "latest"
@@ -213,8 +216,11 @@ def fault_config(
 
 
 def default_workers(isolation: str, device: str) -> int:
-    """One worker process per usable CPU core in process isolation on the CPU, else 1."""
-    if isolation != "process" or device.strip().lower().startswith("gpu"):
+    """One worker process per usable CPU core in process isolation on the CPU, else 1
+    (``auto`` on a machine with a GPU is the GPU; deciding it does not import Paddle)."""
+    from workbench.runtime.device import Device
+
+    if isolation != "process" or Device.parse(device).is_gpu:
         return 1
     try:
         return max(1, len(os.sched_getaffinity(0)))

@@ -91,6 +91,17 @@ class Comparison:
     accuracy: dict[str, float] = field(default_factory=dict)
     rows: int = 0
     batch_size: int = 1
+    seconds: float = 0.0  # wall time of running every batch through every version
+
+    @property
+    def overlap(self) -> float:
+        """Time spent in versions' batches over wall time: above 1 when versions ran at once.
+
+        Versions in worker processes run side by side (up to the number of versions);
+        in-process versions take turns, so it stays below 1.
+        """
+        busy = sum(sum(seconds) for seconds in self.latencies.values())
+        return busy / self.seconds if self.seconds > 0 else float("nan")
 
     @property
     def latency(self) -> pd.DataFrame:
@@ -162,6 +173,8 @@ class Comparison:
             "output": self.output,
             "rows": self.rows,
             "batch_size": self.batch_size,
+            "seconds": self.seconds,
+            "overlap": self.overlap,
             "accuracy": self.accuracy,
             "latency_ms": self.latency.round(4).reset_index().to_dict(orient="records"),
             "agreement": self.agreement.to_dict(orient="records"),
@@ -231,6 +244,7 @@ def compare(
         for batch in batches:
             run(name, lv, batch)
 
+    began = time.perf_counter()
     if len(loaded) > 1 and all(lv.isolation == "process" for lv in loaded):
         # each version runs in its own worker processes: run them side by side
         with ThreadPoolExecutor(len(loaded), thread_name_prefix="workbench-compare") as pool:
@@ -241,6 +255,7 @@ def compare(
         for batch in batches:
             for name, lv in zip(names, loaded, strict=True):
                 run(name, lv, batch)
+    seconds = time.perf_counter() - began
     outputs = {n: np.concatenate(c) for n, c in chunks.items()}
     pairs = [
         agreement(outputs[a], outputs[b], names=(a, b)) for a, b in itertools.combinations(names, 2)
@@ -249,4 +264,4 @@ def compare(
     if labels is not None:
         for name, out in outputs.items():
             accuracy[name] = float((out.reshape(rows, -1).argmax(axis=1) == labels).mean())
-    return Comparison(names, out_name, outputs, latencies, pairs, accuracy, rows, batch_size)
+    return Comparison(names, out_name, outputs, latencies, pairs, accuracy, rows, batch_size, seconds)

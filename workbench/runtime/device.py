@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
 
 _DEVICE = re.compile(r"^(?:(?P<cpu>cpu)|(?P<gpu>gpu)(?::(?P<index>\d+))?|(?P<auto>auto))$")
 DEFAULT_POOL_MB = 512
@@ -25,7 +28,11 @@ class Device:
 
     @classmethod
     def parse(cls, text: str | Device, *, memory_pool_mb: int | None = None) -> Device:
-        """``cpu``, ``gpu``, ``gpu:1`` or ``auto`` (the first GPU if Paddle sees one, else CPU)."""
+        """``cpu``, ``gpu``, ``gpu:1`` or ``auto`` (the first GPU if Paddle can use one, else CPU).
+
+        ``auto`` is decided without importing Paddle (:func:`visible_gpu_count`), so a
+        front that runs its versions in worker processes never loads it.
+        """
         if isinstance(text, Device):
             return text
         match = _DEVICE.match(text.strip().lower())
@@ -36,7 +43,7 @@ class Device:
             return cls("cpu", 0, pool)
         if match["gpu"]:
             return cls("gpu", int(match["index"] or 0), pool)
-        return cls("gpu", 0, pool) if gpu_count() > 0 else cls("cpu", 0, pool)
+        return cls("gpu", 0, pool) if visible_gpu_count() > 0 else cls("cpu", 0, pool)
 
     @property
     def is_gpu(self) -> bool:
@@ -59,6 +66,43 @@ def gpu_count() -> int:
         return 0
 
 
+GPU_DISTRIBUTIONS = ("paddlepaddle-gpu",)
+NVIDIA_GPUS = Path("/proc/driver/nvidia/gpus")
+DEV = Path("/dev")
+
+
+def visible_gpu_count() -> int:
+    """GPUs a GPU build of Paddle would use here, counted without importing Paddle.
+
+    0 when the installed Paddle is a CPU build (no ``paddlepaddle-gpu`` distribution) or
+    ``CUDA_VISIBLE_DEVICES`` hides every GPU; else what NVML counts, or where pynvml is
+    not installed the NVIDIA driver's entries under ``/proc`` (or its ``/dev/nvidiaN``
+    nodes), capped by ``CUDA_VISIBLE_DEVICES``.
+    """
+    from workbench.runtime.memory import nvml_gpu_count
+
+    if not any(_installed(name) for name in GPU_DISTRIBUTIONS):
+        return 0
+    count = nvml_gpu_count()
+    if count == 0 and NVIDIA_GPUS.is_dir():
+        count = sum(1 for _ in NVIDIA_GPUS.iterdir())
+    if count == 0:  # a container given the device nodes but not the driver's /proc entries
+        count = sum(1 for node in DEV.glob("nvidia*") if node.name[6:].isdigit())
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        ids = [part for part in visible.split(",") if part.strip() not in ("", "-1")]
+        count = min(count, len(ids))
+    return count
+
+
+def _installed(distribution: str) -> bool:
+    try:
+        metadata.distribution(distribution)
+    except metadata.PackageNotFoundError:
+        return False
+    return True
+
+
 def available_devices() -> list[str]:
-    """The devices a user can pick here: ``auto``, ``cpu`` and each GPU Paddle reports."""
-    return ["auto", "cpu", *(f"gpu:{index}" for index in range(gpu_count()))]
+    """The devices a user can pick here: ``auto``, ``cpu`` and each GPU (without importing Paddle)."""
+    return ["auto", "cpu", *(f"gpu:{index}" for index in range(visible_gpu_count()))]

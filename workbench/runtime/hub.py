@@ -20,7 +20,6 @@ from workbench.errors import HubError, VersionNotLoadedError
 from workbench.model.version import Version
 from workbench.runtime.device import Device
 from workbench.runtime.loaded import LoadedVersion
-from workbench.runtime.memory import nvml_gpu_count
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -93,8 +92,6 @@ class VersionHub:
         repository.versions(model)  # raises ModelNotFoundError early
         self.repository = repository
         self.model = model
-        if isolation == "process" and isinstance(device, str) and device.strip().lower() == "auto":
-            device = "gpu" if nvml_gpu_count() > 0 else "cpu"  # without importing Paddle
         self.device = Device.parse(device, memory_pool_mb=memory_pool_mb)
         self.isolation = _isolation(isolation, self.device)
         self.workers = workers

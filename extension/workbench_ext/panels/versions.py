@@ -1,9 +1,10 @@
 """The version panel: the repository's versions, what is loaded, and buttons to change it.
 
 Shows every version of a model with its aliases and metrics, the versions loaded in
-this kernel with device, memory and state, and Load / Unload / Use / Rollback
-buttons. It follows the session's hub events, so ``%paddle use`` in another cell
-redraws it too.
+this kernel with device, memory and state (in process isolation each worker
+process's pid, state and memory), and Load / Unload / Use / Rollback buttons, with
+the device and the isolation to load in. It follows the session's hub events, so
+``%paddle use`` in another cell, or a worker's death and restart, redraws it too.
 """
 
 from __future__ import annotations
@@ -46,10 +47,18 @@ class VersionsPanel(Panel):
             value=session.device,
             layout=w.Layout(width="180px"),
         )
+        self.isolation = w.Dropdown(  # auto: the hub's own (worker processes on a GPU)
+            description="isolation",
+            options=("auto", "process", "thread"),
+            value="auto",
+            tooltip="process: the version runs in its own worker process; Unload frees its memory",
+            layout=w.Layout(width="200px"),
+        )
         controls = w.HBox(
             [
                 self.version,
                 self.device,
+                self.isolation,
                 self._button("load", "Load", lambda: self.load(), style="primary", icon="upload"),
                 self._button("unload", "Unload", lambda: self.unload(), icon="trash"),
                 self._button("use", "Use", lambda: self.use(), style="success", icon="exchange"),
@@ -128,9 +137,10 @@ class VersionsPanel(Panel):
     def load(self, ref: str | None = None, *, activate: bool | None = None) -> Future[Any]:
         version = self._target(ref)
         device = self.device.value
+        isolation = None if self.isolation.value == "auto" else self.isolation.value
         return self.submit(
             f"loading {self.model}:{version} on {device}",
-            lambda: self.hub.load(version, device=device, activate=activate),
+            lambda: self.hub.load(version, device=device, activate=activate, isolation=isolation),
         )
 
     def unload(self, ref: str | None = None) -> Future[Any]:

@@ -7,6 +7,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 import threading
@@ -65,6 +66,23 @@ def test_status_at_80_columns_shows_every_colour_whole(canary: Deployment, env: 
                                     (canary.state.instances["green"], "1.1.0", "20%")):
         row = next(line for line in out.splitlines() if record.url in line)
         assert version in row and weight in row and "yes" in row
+
+
+def test_status_of_all_shows_the_readable_deployments_beside_an_unreadable_one(
+        canary: Deployment, env: dict[str, str], home: Path) -> None:
+    junk = home / "deployments" / "junk"
+    junk.mkdir()
+    (junk / "state.json").write_text("[]\n")
+    try:
+        result = CliRunner().invoke(app, ["deploy", "status"], env=env)
+        assert result.exit_code == 0, result.output
+        assert "web  stub  canary" in result.output
+        assert "state of deployment 'junk'" in " ".join(result.output.split())
+        result = CliRunner().invoke(app, ["deploy", "status", "--json"], env=env)
+        assert result.exit_code == 0, result.output
+        assert [s["name"] for s in json.loads(result.stdout)] == ["web"]
+    finally:
+        shutil.rmtree(junk)
 
 
 def test_history_at_80_columns_keeps_each_action_on_a_line_and_its_reason_whole(

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from workbench.cli._common import JsonOption, RepoOption, console, print_json
+from workbench.cli._common import JsonOption, RepoOption, console, err_console, print_json
 from workbench.deploy.rollout.phases import DEFAULT_MIN_AGREEMENT, verification_threshold
 from workbench.errors import WorkbenchError
 
@@ -352,11 +352,23 @@ def status(
     With --watch, also each colour's requests/s, server errors and p99 latency
     (from its /metrics between two refreshes), under a timestamp.
     """
+    from workbench.errors import StateCorruptError
+
     manager = _manager()
+    unreadable: set[str] = set()
 
     def snapshot() -> list[DeploymentStatus]:
-        names = [name] if name else manager.names()
-        return [manager.get(n).status() for n in names]
+        if name:
+            return [manager.get(name).status()]
+        statuses = []
+        for each in manager.names():
+            try:
+                statuses.append(manager.get(each).status())
+            except StateCorruptError as exc:  # one unreadable deployment hides none of the others
+                if each not in unreadable:
+                    unreadable.add(each)
+                    err_console.print(f"✗ {exc}")
+        return statuses
 
     if json and not watch:
         statuses = snapshot()

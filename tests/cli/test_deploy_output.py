@@ -85,6 +85,16 @@ def test_status_of_all_shows_the_readable_deployments_beside_an_unreadable_one(
         shutil.rmtree(junk)
 
 
+@pytest.mark.parametrize("args", [["--interval", "-1", "--count", "2"], ["--interval", "0", "--count", "2"],
+                                  ["--count", "0"]])
+def test_status_watch_refuses_a_non_positive_interval_or_count(args: list[str], tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["deploy", "status", "--watch", *args],
+                                env={"WORKBENCH_HOME": str(tmp_path)})
+    assert result.exit_code == 2, result.output
+    assert "Invalid value" in result.output and result.exception is not None
+    assert not isinstance(result.exception, ValueError)
+
+
 def test_history_at_80_columns_keeps_each_action_on_a_line_and_its_reason_whole(
     canary: Deployment, env: dict[str, str]
 ) -> None:

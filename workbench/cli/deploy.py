@@ -341,9 +341,9 @@ def abort(name: NameArg, reason: ReasonOption = "", json: JsonOption = False) ->
 def status(
     name: Annotated[str | None, typer.Argument(help="Deployment [default: all].")] = None,
     watch: Annotated[bool, typer.Option("--watch", "-w", help="Refresh until Ctrl-C.")] = False,
-    interval: Annotated[float, typer.Option(help="Seconds between refreshes.")] = 1.0,
+    interval: Annotated[float, typer.Option(min=0.1, help="Seconds between refreshes.")] = 1.0,
     count: Annotated[
-        int | None, typer.Option(help="With --watch: stop after this many refreshes.")
+        int | None, typer.Option(min=1, help="With --watch: stop after this many refreshes.")
     ] = None,
     json: JsonOption = False,
 ) -> None:

@@ -95,6 +95,15 @@ def test_status_watch_refuses_a_non_positive_interval_or_count(args: list[str], 
     assert not isinstance(result.exception, ValueError)
 
 
+@pytest.mark.parametrize("args", [["history", "web", "--limit", "0"], ["history", "web", "--limit", "-1"],
+                                  ["logs", "web", "--tail", "-3"]])
+def test_history_and_logs_refuse_a_negative_or_empty_count(args: list[str], canary: Deployment,
+                                                           env: dict[str, str]) -> None:
+    result = CliRunner().invoke(app, ["deploy", *args], env=env)
+    assert result.exit_code == 2, result.output
+    assert "Invalid value" in result.output
+
+
 def test_history_at_80_columns_keeps_each_action_on_a_line_and_its_reason_whole(
     canary: Deployment, env: dict[str, str]
 ) -> None:

@@ -465,7 +465,7 @@ def restore(
 @app.command()
 def history(
     name: NameArg,
-    limit: Annotated[int | None, typer.Option(help="Only the last N entries.")] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="Only the last N entries.")] = None,
     json: JsonOption = False,
 ) -> None:
     """What was done to a deployment: time, action, versions, outcome, reason."""
@@ -490,7 +490,7 @@ def logs(
     follow: Annotated[
         bool, typer.Option("--follow", "-f", help="Keep printing new lines (Ctrl+C stops).")
     ] = False,
-    tail: Annotated[int, typer.Option(help="Number of lines per source.")] = 200,
+    tail: Annotated[int, typer.Option(min=0, help="Number of lines per source.")] = 200,
 ) -> None:
     """The last lines of a deployment's serving instances and router, by model version.
 

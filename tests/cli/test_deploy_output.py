@@ -7,6 +7,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 import threading
@@ -65,6 +66,42 @@ def test_status_at_80_columns_shows_every_colour_whole(canary: Deployment, env: 
                                     (canary.state.instances["green"], "1.1.0", "20%")):
         row = next(line for line in out.splitlines() if record.url in line)
         assert version in row and weight in row and "yes" in row
+
+
+def test_status_of_all_shows_the_readable_deployments_beside_an_unreadable_one(
+        canary: Deployment, env: dict[str, str], home: Path) -> None:
+    junk = home / "deployments" / "junk"
+    junk.mkdir()
+    (junk / "state.json").write_text("[]\n")
+    try:
+        result = CliRunner().invoke(app, ["deploy", "status"], env=env)
+        assert result.exit_code == 0, result.output
+        assert "web  stub  canary" in result.output
+        assert "state of deployment 'junk'" in " ".join(result.output.split())
+        result = CliRunner().invoke(app, ["deploy", "status", "--json"], env=env)
+        assert result.exit_code == 0, result.output
+        assert [s["name"] for s in json.loads(result.stdout)] == ["web"]
+    finally:
+        shutil.rmtree(junk)
+
+
+@pytest.mark.parametrize("args", [["--interval", "-1", "--count", "2"], ["--interval", "0", "--count", "2"],
+                                  ["--count", "0"]])
+def test_status_watch_refuses_a_non_positive_interval_or_count(args: list[str], tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["deploy", "status", "--watch", *args],
+                                env={"WORKBENCH_HOME": str(tmp_path)})
+    assert result.exit_code == 2, result.output
+    assert "Invalid value" in result.output and result.exception is not None
+    assert not isinstance(result.exception, ValueError)
+
+
+@pytest.mark.parametrize("args", [["history", "web", "--limit", "0"], ["history", "web", "--limit", "-1"],
+                                  ["logs", "web", "--tail", "-3"]])
+def test_history_and_logs_refuse_a_negative_or_empty_count(args: list[str], canary: Deployment,
+                                                           env: dict[str, str]) -> None:
+    result = CliRunner().invoke(app, ["deploy", *args], env=env)
+    assert result.exit_code == 2, result.output
+    assert "Invalid value" in result.output
 
 
 def test_history_at_80_columns_keeps_each_action_on_a_line_and_its_reason_whole(

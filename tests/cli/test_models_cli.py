@@ -51,6 +51,24 @@ def test_list_marks_a_misplaced_copy_and_lists_the_rest(demo_repo: Path, tmp_pat
     assert max(len(line) for line in result.output.splitlines()) <= 80
 
 
+def test_list_marks_a_manifest_that_is_not_an_object_or_lacks_a_field(demo_repo: Path, tmp_path: Path) -> None:
+    root = tmp_path / "repo"
+    shutil.copytree(demo_repo, root, ignore=shutil.ignore_patterns(".complete"))
+    shutil.copytree(root / "digits" / "1.2.0", root / "digits" / "1.3.0")
+    (root / "digits" / "1.3.0" / "workbench.json").write_text("[]\n")
+    shutil.copytree(root / "digits" / "1.2.0", root / "digits" / "1.4.0")
+    manifest = json.loads((root / "digits" / "1.4.0" / "workbench.json").read_text())
+    del manifest["files"]
+    manifest["version"] = "1.4.0"
+    (root / "digits" / "1.4.0" / "workbench.json").write_text(json.dumps(manifest))
+    result = runner.invoke(app, ["models", "list", "--repo", str(root), "--json"])
+    assert result.exit_code == 0, result.output
+    rows = {r["version"]: r for r in json.loads(result.output) if r["model"] == "digits"}
+    assert rows["1.3.0"]["problem"] == "unreadable: invalid manifest: a JSON object expected, not list"
+    assert rows["1.4.0"]["problem"] == "unreadable: invalid manifest: the field 'files' is missing"
+    assert rows["1.1.0"]["problem"] is None
+
+
 def test_list_fails_when_no_version_can_be_read(demo_repo: Path, tmp_path: Path) -> None:
     root = tmp_path / "repo"
     shutil.copytree(demo_repo / "digits" / "1.2.0", root / "digits" / "2.0.0")

@@ -13,12 +13,13 @@ import pytest
 from workbench.deploy.rollout.phases import Phase, Rollout
 from workbench.deploy.state import (
     MAX_HISTORY,
+    PREVIOUS_FILE,
     DeploymentState,
     InstanceRecord,
     Plan,
     StateStore,
 )
-from workbench.errors import StateError
+from workbench.errors import StateCorruptError, StateError
 
 
 def make_state(name: str = "web") -> DeploymentState:
@@ -66,6 +67,23 @@ def test_missing_and_invalid_states_are_state_errors(tmp_path: Path) -> None:
     with pytest.raises(StateError, match="is unreadable"):
         store.load("web")
     assert store.all() == []  # unreadable states are skipped when listing
+
+
+@pytest.mark.parametrize(("text", "reason"), [
+    ("[]\n", "a JSON object expected, not list"),
+    ('{"name": "web", "model": "digits", "repo": "r", "port": 1, "plan": [],\n'
+     ' "rollout": {"phase": "stable", "stable": "blue"}}\n', ""),
+])
+def test_a_state_of_the_wrong_shape_is_unreadable_not_a_crash(text: str, reason: str, tmp_path: Path) -> None:
+    store = StateStore(tmp_path)
+    store.path("web").parent.mkdir(parents=True)
+    store.path("web").write_text(text)
+    with pytest.raises(StateCorruptError, match="is unreadable") as raised:
+        store.load("web")
+    assert reason in str(raised.value)
+    assert store.all() == []
+    store.directory("web").joinpath(PREVIOUS_FILE).write_text(text)
+    assert store.load_previous("web") is None
 
 
 def test_writes_are_atomic_and_leave_no_temp_files(tmp_path: Path) -> None:

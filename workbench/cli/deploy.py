@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from workbench.cli._common import JsonOption, RepoOption, console, print_json
+from workbench.cli._common import JsonOption, RepoOption, console, err_console, print_json
 from workbench.deploy.rollout.phases import DEFAULT_MIN_AGREEMENT, verification_threshold
 from workbench.errors import WorkbenchError
 
@@ -372,9 +372,9 @@ def abort(name: NameArg, reason: ReasonOption = "", json: JsonOption = False) ->
 def status(
     name: Annotated[str | None, typer.Argument(help="Deployment [default: all].")] = None,
     watch: Annotated[bool, typer.Option("--watch", "-w", help="Refresh until Ctrl-C.")] = False,
-    interval: Annotated[float, typer.Option(help="Seconds between refreshes.")] = 1.0,
+    interval: Annotated[float, typer.Option(min=0.1, help="Seconds between refreshes.")] = 1.0,
     count: Annotated[
-        int | None, typer.Option(help="With --watch: stop after this many refreshes.")
+        int | None, typer.Option(min=1, help="With --watch: stop after this many refreshes.")
     ] = None,
     json: JsonOption = False,
 ) -> None:
@@ -383,11 +383,23 @@ def status(
     With --watch, also each colour's requests/s, server errors and p99 latency
     (from its /metrics between two refreshes), under a timestamp.
     """
+    from workbench.errors import StateCorruptError
+
     manager = _manager()
+    unreadable: set[str] = set()
 
     def snapshot() -> list[DeploymentStatus]:
-        names = [name] if name else manager.names()
-        return [manager.get(n).status() for n in names]
+        if name:
+            return [manager.get(name).status()]
+        statuses = []
+        for each in manager.names():
+            try:
+                statuses.append(manager.get(each).status())
+            except StateCorruptError as exc:  # one unreadable deployment hides none of the others
+                if each not in unreadable:
+                    unreadable.add(each)
+                    err_console.print(f"✗ {exc}")
+        return statuses
 
     if json and not watch:
         statuses = snapshot()
@@ -493,7 +505,7 @@ def restore(
 @app.command()
 def history(
     name: NameArg,
-    limit: Annotated[int | None, typer.Option(help="Only the last N entries.")] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="Only the last N entries.")] = None,
     json: JsonOption = False,
 ) -> None:
     """What was done to a deployment: time, action, versions, outcome, reason."""
@@ -518,7 +530,7 @@ def logs(
     follow: Annotated[
         bool, typer.Option("--follow", "-f", help="Keep printing new lines (Ctrl+C stops).")
     ] = False,
-    tail: Annotated[int, typer.Option(help="Number of lines per source.")] = 200,
+    tail: Annotated[int, typer.Option(min=0, help="Number of lines per source.")] = 200,
 ) -> None:
     """The last lines of a deployment's serving instances and router, by model version.
 

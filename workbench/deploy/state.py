@@ -526,6 +526,8 @@ class DeploymentState:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> DeploymentState:
+        if not isinstance(data, dict):
+            raise TypeError(f"a JSON object expected, not {type(data).__name__}")
         schema = data.get("schema", SCHEMA)
         if schema != SCHEMA:
             raise StateError(f"unsupported deployment state schema {schema!r} (expected {SCHEMA})")
@@ -570,7 +572,7 @@ def parse_state(name: str, where: object, text: str) -> DeploymentState:
     a ConfigMap); StateCorruptError saying how to recover if it is unreadable."""
     try:
         return DeploymentState.from_dict(json.loads(text))
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise StateCorruptError(
             f"the state of deployment {name!r} ({where}) is unreadable ({exc}); "
             f"`workbench deploy restore {name}` brings back the previous state, "
@@ -676,7 +678,7 @@ class StateStore:
         try:
             text = (self.directory(name) / PREVIOUS_FILE).read_text(encoding="utf-8")
             return DeploymentState.from_dict(json.loads(text))
-        except (OSError, ValueError, KeyError, TypeError):
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
             return None
 
     def recover(self, name: str) -> DeploymentState:

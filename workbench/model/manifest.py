@@ -114,6 +114,8 @@ class Manifest:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Manifest:
+        if not isinstance(data, dict):
+            raise ManifestError(f"invalid manifest: a JSON object expected, not {type(data).__name__}")
         try:
             return cls(
                 model=data.get("model", ""),
@@ -128,7 +130,9 @@ class Manifest:
                 notes=data.get("notes", ""),
                 framework=data.get("framework", ""),
             )
-        except (KeyError, TypeError, ValueError) as exc:
+        except KeyError as exc:
+            raise ManifestError(f"invalid manifest: the field {exc} is missing") from exc
+        except (AttributeError, TypeError, ValueError) as exc:
             raise ManifestError(f"invalid manifest: {exc}") from exc
 
     @classmethod

@@ -180,6 +180,60 @@ def test_cli_refuses_a_foreign_directory(tmp_path: Path, monkeypatch: pytest.Mon
     from workbench.cli import main
 
     with pytest.raises(SystemExit) as exited:
-        main(["deploy", "export", "web", "--out", str(tmp_path / "out"), "--model", "digits", "--version", "1"])
+        main(["deploy", "export", "web", "--out", str(tmp_path / "out"), "--model", "digits", "--version", "1.0.0"])
     assert exited.value.code == 2
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["keep.yaml"]
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--model", "digits", "--version", "abc"], "'abc' is not a semantic version"),
+    (["--model", "digits", "--version", "1.0.0", "--candidate", "next"], "'next' is not a semantic version"),
+    (["--model", "dig its", "--version", "1.0.0"], "invalid model name 'dig its'"),
+])
+def test_cli_refuses_a_model_or_version_the_repository_could_never_hold(
+        argv: list[str], message: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("WORKBENCH_HOME", str(tmp_path / "home"))
+    from workbench.cli import main
+
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as exited:
+        main(["deploy", "export", "web", "--out", str(out), *argv])
+    assert exited.value.code == 2
+    assert not out.exists()
+    err = " ".join(capsys.readouterr().err.split())
+    assert message in err and "Traceback" not in err
+
+
+def test_cli_an_unwritable_directory_is_one_sentence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("WORKBENCH_HOME", str(tmp_path / "home"))
+    (tmp_path / "a-file").write_text("x\n")
+    from workbench.cli import main
+
+    with pytest.raises(SystemExit) as exited:
+        main(["deploy", "export", "web", "--out", str(tmp_path / "a-file" / "out"),
+              "--model", "digits", "--version", "1.0.0"])
+    assert exited.value.code == 9
+    err = " ".join(capsys.readouterr().err.split())
+    assert "cannot write the export to" in err and "Traceback" not in err
+
+
+def test_a_failed_write_removes_the_directories_it_made(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    import workbench.deploy.k8s.export as export_module
+
+    calls = []
+
+    def full_disk(path: Path, text: str, *, mode: int = 0o600) -> None:
+        calls.append(path)
+        if len(calls) == 3:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        Path(path).write_text(text)
+
+    monkeypatch.setattr(export_module, "write_atomic", full_disk)
+    source = ExportSource.from_versions("web", "digits", "1.0.0")
+    with pytest.raises(export_module.DeployError, match="No space left on device"):
+        export(source, K8sOptions(), "k8s", tmp_path / "new" / "out")
+    assert list(tmp_path.iterdir()) == []

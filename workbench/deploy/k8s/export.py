@@ -20,6 +20,7 @@ removed, so files a user added beside them stay.
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,7 +29,8 @@ from workbench._fs import write_atomic
 from workbench.deploy.k8s import argo, kserve
 from workbench.deploy.k8s.manifests import K8sOptions, Manifest, check_weights, deployment_objects
 from workbench.deploy.names import COLORS, check_color
-from workbench.errors import DeployValueError
+from workbench.errors import DeployError, DeployValueError
+from workbench.model.version import Version, check_model_name
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -87,7 +89,18 @@ class ExportSource:
     @classmethod
     def from_versions(cls, name: str, model: str, version: str, candidate: str | None = None,
                       weight: int = 0) -> ExportSource:
-        """Not a local deployment: ``version`` on blue (stable), ``candidate`` on green at ``weight`` %."""
+        """Not a local deployment: ``version`` on blue (stable), ``candidate`` on green at ``weight`` %.
+
+        The model and versions need not be in the local repository (the cluster's may
+        differ), but they must be names a repository could hold.
+        """
+        try:
+            check_model_name(model)
+            for text in (version, candidate):
+                if text is not None:
+                    Version.parse(text)
+        except ValueError as exc:
+            raise DeployValueError(str(exc)) from exc
         if candidate is None:
             if weight:
                 raise DeployValueError("a weight needs a candidate version")
@@ -169,15 +182,21 @@ def write(out: StrPath, files: Mapping[str, str], *, meta: Mapping[str, Any] | N
     """Write ``files`` into ``out`` as an export (replacing a previous export's files only)."""
     out = Path(out)
     previous = _previous(out)
-    out.mkdir(parents=True, exist_ok=True)
+    made = next((d for d in reversed((out, *out.parents)) if not d.exists()), None)
     written = []
-    for name, text in files.items():
-        write_atomic(out / name, text, mode=0o644)
-        written.append(out / name)
-    for stale in set(previous) - set(files):
-        (out / stale).unlink(missing_ok=True)
-    record = {"files": list(files), **(meta or {})}
-    write_atomic(out / MARKER, json.dumps(record, indent=2, sort_keys=True) + "\n", mode=0o644)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        for name, text in files.items():
+            write_atomic(out / name, text, mode=0o644)
+            written.append(out / name)
+        for stale in set(previous) - set(files):
+            (out / stale).unlink(missing_ok=True)
+        record = {"files": list(files), **(meta or {})}
+        write_atomic(out / MARKER, json.dumps(record, indent=2, sort_keys=True) + "\n", mode=0o644)
+    except OSError as exc:
+        if made is not None:  # the directories this export made go again
+            shutil.rmtree(made, ignore_errors=True)
+        raise DeployError(f"cannot write the export to {out}: {exc.strerror or exc}") from exc
     return written
 
 

@@ -80,6 +80,21 @@ def test_swap_under_load_every_answer_from_exactly_one_version(hub: VersionHub, 
     assert set(run.served) == {"1.0.0", "1.1.0"}
 
 
+def test_use_primes_the_worker_through_shared_memory_before_the_switch(hub: VersionHub) -> None:
+    hub.use("1.0.0")
+    target = hub.get("1.1.0")
+    served, before = target.stats()["served"], target.primed
+    primed_when_active: list[int] = []
+    unsubscribe = hub.subscribe(
+        lambda event: primed_when_active.append(target.primed) if event.kind == "activated" else None
+    )
+    hub.use("1.1.0")
+    unsubscribe()
+    assert primed_when_active and primed_when_active[0] > before  # round trips to the worker
+    assert target.stats()["served"] == served
+    hub.use("1.0.0")
+
+
 def test_kill_9_fails_only_in_flight_and_the_worker_comes_back(hub: VersionHub, rows: np.ndarray) -> None:
     hub.use("1.0.0")
     loaded = hub.get("1.0.0")

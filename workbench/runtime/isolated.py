@@ -239,28 +239,18 @@ class ProcessLoadedVersion(LoadedVersion):
         loop.add_reader(fd, on_reply)
         return future
 
-    def prime(self) -> int:
-        """One small batch through every idle worker (see :meth:`LoadedVersion.prime`):
-        the front's shared memory and control channel, and the worker's predictor."""
-        if self.state is not LoadState.READY:
-            return 0
-        try:
-            self.acquire()  # counted in flight: an unload waits for it
-        except HubError:  # unloaded meanwhile
-            return 0
-        try:
-            with self._cond:
-                lanes, self._free = self._free, []
-            primed = 0
-            for lane in lanes:
-                primed += self._prime_lane(lane)
-                if lane.worker.broken:
-                    self._worker_exited(lane)
-                else:
-                    self._give(lane)
-            return primed
-        finally:
-            self.release()
+    def _prime_idle(self) -> int:
+        """Every idle worker, through the front's shared memory and control channel."""
+        with self._cond:
+            lanes, self._free = self._free, []
+        primed = 0
+        for lane in lanes:
+            primed += self._prime_lane(lane)
+            if lane.worker.broken:
+                self._worker_exited(lane)
+            else:
+                self._give(lane)
+        return primed
 
     def _take(self) -> _WorkerLane:
         with self._cond:

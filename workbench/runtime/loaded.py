@@ -246,6 +246,12 @@ class LoadedVersion:
             self.acquire()  # counted in flight: an unload waits for it
         except HubError:  # unloaded meanwhile
             return 0
+        try:
+            return self._prime_idle()
+        finally:
+            self.release()
+
+    def _prime_idle(self) -> int:
         lanes: list[_Lane] = []
         try:
             while True:
@@ -257,7 +263,6 @@ class LoadedVersion:
         finally:
             for lane in lanes:
                 self._idle.put(lane)
-            self.release()
 
     def _prime_lane(self, lane: Any) -> bool:
         """Up to PRIME_RUNS small batches on ``lane`` (at least one, then within PRIME_SECONDS);

@@ -139,9 +139,12 @@ def first_request(repo: ModelRepository, model: str, version: str, rows: dict[st
     firsts, steady = [], []
     with tempfile.TemporaryDirectory(prefix="bench-first-") as tmp:
         scratch = ModelRepository(tmp)
-        sample = repo.sample(model, version)
-        copies = [str(scratch.publish(model, v, repo.path(model, version), sample=sample).version)
-                  for v in ("1.0.0", "1.0.1")]
+        sample, manifest = repo.sample(model, version), repo.manifest(model, version)
+        copies = [  # the signature given: publishing runs nothing (no Paddle in this process)
+            str(scratch.publish(model, v, repo.path(model, version), sample=sample,
+                                inputs=manifest.inputs, outputs=manifest.outputs).version)
+            for v in ("1.0.0", "1.0.1")
+        ]
         hub = VersionHub(scratch, model, device="cpu", isolation=isolation)
         hub.load(copies[0])
         kind = ProcessLoadedVersion if isolation == "process" else LoadedVersion

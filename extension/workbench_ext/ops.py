@@ -128,16 +128,6 @@ def versions_table(session: Session, model: str) -> pd.DataFrame:
     return frame.rename(columns={f"metric:{m}": m for m in metric_names})
 
 
-def _worker_processes(lv: Any) -> str:
-    """Process isolation: each worker's pid, state and resident memory; empty in thread mode."""
-    info = getattr(lv, "workers_info", None)
-    if info is None:
-        return ""
-    return "; ".join(
-        f"pid {w['pid']} {w['state']} {w['rss_bytes'] / 2**20:.1f} MiB" for w in info()
-    )
-
-
 def loaded_table(hub: VersionHub) -> pd.DataFrame:
     """One row per loaded version: device, memory, state, requests and latency."""
     import pandas as pd
@@ -157,7 +147,6 @@ def loaded_table(hub: VersionHub) -> pd.DataFrame:
                 "workers": lv.workers,
                 "isolation": lv.isolation,
                 "memory_scope": memory.scope,
-                "worker_processes": _worker_processes(lv),
                 "inflight": stats["inflight"],
                 "served": stats["served"],
                 "failed": stats["failed"],
@@ -176,7 +165,6 @@ def loaded_table(hub: VersionHub) -> pd.DataFrame:
         "workers",
         "isolation",
         "memory_scope",
-        "worker_processes",
         "inflight",
         "served",
         "failed",

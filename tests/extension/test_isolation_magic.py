@@ -16,10 +16,6 @@ def test_load_in_worker_processes_predict_and_unload_frees_them(shell: Any, sess
     assert table.loc["1.2.0", "isolation"] == "process"
     assert table.loc["1.2.0", "memory_scope"] == "worker"
     assert table.loc["1.2.0", "memory_mib"] > 20
-    # per worker process: pid, state and its own memory, as the versions panel shows them
-    workers = table.loc["1.2.0", "worker_processes"]
-    assert workers.startswith(f"pid {pid} ready ") and workers.endswith(" MiB"), workers
-    assert float(workers.split()[3]) > 20
     prediction = shell.run_line_magic("paddle", "predict digits:1.2.0 --input x_test[:3]")
     assert str(prediction.version) == "1.2.0"
     assert next(iter(prediction.outputs.values())).shape == (3, 10)

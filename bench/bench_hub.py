@@ -7,9 +7,11 @@
    a steady phase, then a phase where a freshly loaded (warmed) version is swapped
    in every 2 s and the previous one unloaded. Reports requests, failures and
    p50/p99 in both phases.
-1b. First request after a swap: a freshly loaded version is swapped in, its first
-   request is timed, then 30 more; first / steady p50, for a warmed version and
-   for one loaded without warm-up, on digits and on ResNet-18.
+1b. First request after a swap: one client calls ``hub.predict`` (one row) back to
+   back; a freshly loaded, warmed version waits ``--idle`` seconds beside the active
+   one (as a version waits for its switch) and ``hub.use`` switches to it; its first
+   answer is timed, then 30 more; first / steady p50 (median of 5 swaps), on digits
+   and on ResNet-18, and the same for a version opened without warm-up.
 2. Memory: RSS over ``--cycles`` load/unload cycles of ResNet-18.
 3. Side-by-side: ``compare`` over three versions against the sum of three single runs
    (with ``--isolation process`` each version in its own workers, run at the same time).
@@ -31,6 +33,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import psutil
@@ -43,6 +46,9 @@ from workbench.runtime.device import Device
 from workbench.runtime.isolated import ProcessLoadedVersion
 from workbench.runtime.loaded import LoadedVersion
 from workbench.runtime.memory import process_rss
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 console = Console()
 
@@ -120,22 +126,79 @@ def swap_under_load(repo: ModelRepository, seconds: float, threads: int, isolati
 
 
 def first_request(repo: ModelRepository, model: str, version: str, rows: dict[str, np.ndarray],
-                  *, warmup: bool, swaps: int = 5, isolation: str = "thread") -> dict[str, float]:
-    """Median first-request latency after a swap and the steady p50 that follows it."""
+                  *, warmup: bool, swaps: int = 5, isolation: str = "thread",
+                  idle: float = 1.0) -> dict[str, float]:
+    """Median latency of the first request after a swap and the steady p50 that follows it.
+
+    Warmed: ``version`` is published twice into a scratch repository; while one copy is
+    active, the other is loaded through the hub (warmed), waits ``idle`` seconds (a
+    loaded version waits for its switch while other work runs), and ``hub.use``
+    switches to it while one client keeps calling ``hub.predict``; the first answer
+    the new copy gives is the first request after the swap. Not warmed: a copy is
+    opened without warm-up, waits as long, and takes the client's requests.
+    """
     firsts, steady = [], []
-    kind = ProcessLoadedVersion if isolation == "process" else LoadedVersion
-    for _ in range(swaps):
-        loaded = kind(
-            model=model, version=repo.resolve(model, version), manifest=repo.manifest(model, version),
-            path=repo.path(model, version), device=Device("cpu"),
-        ).open(warmup=warmup)
-        for index in range(31):
-            started = time.perf_counter()
-            loaded.predict(rows)
-            (firsts if index == 0 else steady).append(time.perf_counter() - started)
-        loaded.close()
+    with tempfile.TemporaryDirectory(prefix="bench-first-") as tmp:
+        scratch = ModelRepository(tmp)
+        sample, manifest = repo.sample(model, version), repo.manifest(model, version)
+        copies = [  # the signature given: publishing runs nothing (no Paddle in this process)
+            str(scratch.publish(model, v, repo.path(model, version), sample=sample,
+                                inputs=manifest.inputs, outputs=manifest.outputs).version)
+            for v in ("1.0.0", "1.0.1")
+        ]
+        hub = VersionHub(scratch, model, device="cpu", isolation=isolation)
+        hub.load(copies[0])
+        kind = ProcessLoadedVersion if isolation == "process" else LoadedVersion
+        for _ in range(swaps):
+            active = str(hub.active.version) if hub.active else copies[0]
+            target = next(v for v in copies if v != active)
+            if warmup:
+                hub.load(target, activate=False)
+                time.sleep(idle)
+                records = _client_across_swap(hub, rows, lambda target=target: hub.use(target), target)
+                hub.unload(active)
+            else:
+                loaded = kind(
+                    model=model, version=scratch.resolve(model, target),
+                    manifest=scratch.manifest(model, target), path=scratch.path(model, target),
+                    device=Device("cpu"),
+                ).open(warmup=False)
+                time.sleep(idle)
+                records = [_timed(loaded.predict, rows) for _ in range(31)]
+                loaded.close()
+            firsts.append(records[0])
+            steady.extend(records[1:31])
+        hub.close()
     first_ms, steady_ms = statistics.median(firsts) * 1000, pct(steady, 50)
     return {"first_ms": first_ms, "steady_p50_ms": steady_ms, "ratio": first_ms / steady_ms}
+
+
+def _timed(fn: Callable[[dict[str, np.ndarray]], object], rows: dict[str, np.ndarray]) -> float:
+    started = time.perf_counter()
+    fn(rows)
+    return time.perf_counter() - started
+
+
+def _client_across_swap(hub: VersionHub, rows: dict[str, np.ndarray], swap: Callable[[], object],
+                        target: str) -> list[float]:
+    """One client calling ``hub.predict`` back to back while ``swap()`` runs; the latencies
+    of the first 31 requests ``target`` answered."""
+    latencies: list[float] = []
+
+    def client() -> None:
+        deadline = time.monotonic() + 60
+        while len(latencies) < 31 and time.monotonic() < deadline:
+            started = time.perf_counter()
+            result = hub.predict(rows)
+            if str(result.version) == target:
+                latencies.append(time.perf_counter() - started)
+
+    thread = threading.Thread(target=client)
+    thread.start()
+    time.sleep(0.05)  # the client is in its stride on the active version
+    swap()
+    thread.join()
+    return latencies
 
 
 def _slope(samples: list[int]) -> float:
@@ -242,6 +305,8 @@ def main() -> None:
     parser.add_argument("--cycles", type=int, default=50)
     parser.add_argument("--isolation", choices=("thread", "process"), default="thread")
     parser.add_argument("--workers", type=int, default=1, help="worker processes per version")
+    parser.add_argument("--idle", type=float, default=1.0,
+                        help="seconds a loaded version waits before it is swapped in")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = args.repo or Path(tmp) / "repo"
@@ -258,7 +323,8 @@ def main() -> None:
                 rows = {k: v[:1] for k, v in rows.items()}
                 for warm in (True, False):
                     firsts[f"{model} {'warmed' if warm else 'not warmed'}"] = first_request(
-                        repo, model, version, rows, warmup=warm, isolation=args.isolation)
+                        repo, model, version, rows, warmup=warm, isolation=args.isolation,
+                        idle=args.idle)
         with console.status(f"memory over {args.cycles} load/unload cycles"):
             if args.isolation == "process":
                 memory = worker_memory_cycles(repo, args.cycles)

@@ -74,6 +74,27 @@ def test_rollback_walks_the_history(hub: VersionHub) -> None:
     assert str(hub.active.version) == "1.0.0"
 
 
+def test_use_and_rollback_prime_every_predictor_before_the_switch(hub: VersionHub) -> None:
+    """A loaded version goes cold while it waits; the switch runs a few batches on it first."""
+    hub.use("1.0.0")
+    target = hub.get("1.2.0")
+    served = target.stats()["served"]
+    primed_when_active: list[int] = []
+    unsubscribe = hub.subscribe(
+        lambda event: primed_when_active.append(target.primed) if event.kind == "activated" else None
+    )
+    before = target.primed
+    hub.use("1.2.0")
+    unsubscribe()
+    assert primed_when_active and primed_when_active[0] >= before + hub.workers  # each clone, before
+    assert target.stats()["served"] == served  # priming is not a served request
+    previous = hub.get("1.0.0").primed
+    hub.use("1.1.0")
+    hub.use("1.0.0")
+    assert str(hub.rollback().version) == "1.1.0"
+    assert hub.get("1.0.0").primed > previous
+
+
 def test_pinned_requests_ignore_the_active_version(hub: VersionHub, rows: np.ndarray) -> None:
     hub.use("1.0.0")
     assert str(hub.predict({"x": rows}, version="1.2.0").version) == "1.2.0"

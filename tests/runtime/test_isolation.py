@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import textwrap
@@ -94,6 +95,63 @@ def test_swap_under_load_every_answer_from_exactly_one_version(hub: VersionHub, 
     assert run.failures == []
     assert run.mismatched == []
     assert set(run.served) == {"1.0.0", "1.1.0"}
+
+
+def test_use_primes_the_worker_through_shared_memory_before_the_switch(hub: VersionHub) -> None:
+    hub.use("1.0.0")
+    target = hub.get("1.1.0")
+    served, before = target.stats()["served"], target.primed
+    primed_when_active: list[int] = []
+    unsubscribe = hub.subscribe(
+        lambda event: primed_when_active.append(target.primed) if event.kind == "activated" else None
+    )
+    hub.use("1.1.0")
+    unsubscribe()
+    assert primed_when_active and primed_when_active[0] > before  # round trips to the worker
+    assert target.stats()["served"] == served
+    hub.use("1.0.0")
+
+
+@pytest.mark.parametrize("loop_kind", ["asyncio", "uvloop"])
+def test_batches_sent_from_an_event_loop_are_stacked_in_place_and_never_cross(
+    hub: VersionHub, rows: np.ndarray, loop_kind: str
+) -> None:
+    """The serving loop's path: parts written into shared memory, the reply read on the loop.
+
+    A cancelled batch still owns its worker until its reply is read, so the next batch
+    never receives the cancelled one's outputs; and the worker's channel works for
+    callers from other threads afterwards (uvloop leaves a watched descriptor non-blocking).
+    """
+    import uvloop
+
+    loaded = hub.get("1.0.0")
+    restarts = loaded.stats()["worker_restarts"]
+    expected = loaded.predict({"x": rows})[OUTPUT]
+
+    async def main() -> None:
+        future = loaded.start_predict([{"x": rows[:3]}, {"x": rows[3:7]}, {"x": rows[7:]}])
+        assert future is not None
+        assert loaded.start_predict([{"x": rows}]) is None  # its one worker is busy
+        np.testing.assert_allclose((await future)[OUTPUT], expected, atol=1e-6)
+        for _ in range(20):
+            cancelled = loaded.start_predict([{"x": rows[8:]}])
+            assert cancelled is not None
+            cancelled.cancel()
+            while (future := loaded.start_predict([{"x": rows[:4]}])) is None:
+                await asyncio.sleep(0.001)
+            np.testing.assert_allclose((await future)[OUTPUT], expected[:4], atol=1e-6)
+
+    served = loaded.stats()["served"]
+    loop = uvloop.new_event_loop() if loop_kind == "uvloop" else asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(main())
+    finally:
+        loop.close()
+    assert loaded.stats()["served"] == served + 41
+    assert loaded.inflight == 0
+    for _ in range(5):  # from this thread now, through the same worker
+        np.testing.assert_allclose(loaded.predict({"x": rows})[OUTPUT], expected, atol=1e-6)
+    assert loaded.stats()["worker_restarts"] == restarts
 
 
 def test_kill_9_fails_only_in_flight_and_the_worker_comes_back(hub: VersionHub, rows: np.ndarray) -> None:

@@ -241,3 +241,40 @@ def test_a_request_whose_client_left_is_not_computed(pool: Any, batching: bool) 
 
     asyncio.run(main())
     assert fake.batches == [1]
+
+
+class NoPool:
+    """An executor that must not be used."""
+
+    def submit(self, *args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the batch went through a thread")
+
+
+def test_batches_run_on_the_loop_with_an_async_predict_unmerged() -> None:
+    """Process isolation's path: requests go to ``apredict`` unmerged, no thread hop."""
+    fake = FakePredictor(0.0)
+    calls: list[list[int]] = []
+
+    async def apredict(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+        calls.append([int(part["x"].shape[0]) for part in parts])
+        await asyncio.sleep(0.02)
+        return fake({"x": np.concatenate([part["x"] for part in parts])})
+
+    async def main() -> list[Any]:
+        batcher = Batcher(fake, NoPool(), BatchingConfig(max_batch_size=4),  # type: ignore[arg-type]
+                          apredict=apredict)
+        results = await asyncio.gather(
+            *(batcher.submit(rows(1, float(i))) for i in range(6)),
+            batcher.submit(rows(1, -1.0)),
+            return_exceptions=True,
+        )
+        await batcher.close()
+        return results
+
+    *good, bad = asyncio.run(main())
+    for i, result in enumerate(good):
+        np.testing.assert_array_equal(result.outputs["y"], np.full((1, 4), 2.0 * i))
+    assert isinstance(bad, ValueError)
+    # the first alone, then 4 together; the failing batch of the last two retried one by one
+    assert calls == [[1], [1, 1, 1, 1], [1, 1], [1], [1]]
+    assert fake.threads == {threading.current_thread().name}

@@ -14,7 +14,9 @@ compare and the watcher use it unchanged). What differs:
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -23,10 +25,10 @@ from typing import TYPE_CHECKING, Any
 from workbench.errors import HubError, WorkerDiedError
 from workbench.runtime.loaded import LoadedVersion, LoadState
 from workbench.runtime.memory import MemoryUsage, gpu_memory_used, process_rss
-from workbench.runtime.worker import WorkerPredictor, backoff_delays, wait_for_exit
+from workbench.runtime.worker import STOP_TIMEOUT, WorkerPredictor, backoff_delays, wait_for_exit
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
 
     from workbench._types import Tensors, TensorsIn
 
@@ -40,6 +42,10 @@ class _WorkerLane:
     def __init__(self, worker: WorkerPredictor) -> None:
         self.worker = worker
         self.state = "ready"  # ready | down
+        # set while no event loop waits on this worker's channel (see start_predict):
+        # a restart must not close a descriptor a loop still watches
+        self.loop_idle = threading.Event()
+        self.loop_idle.set()
 
     def run(self, inputs: TensorsIn) -> Tensors:
         return self.worker.run(inputs)
@@ -171,6 +177,81 @@ class ProcessLoadedVersion(LoadedVersion):
         finally:
             self.release()
 
+    def start_predict(self, parts: Sequence[TensorsIn]) -> asyncio.Future[Tensors] | None:
+        """Send ``parts`` (validated, stacked along the batch axis) to an idle worker from
+        the running event loop; a future for the outputs, or None when no worker is idle.
+
+        No thread hop: the tensors go straight into the worker's shared memory (one copy,
+        no concatenation), the control message goes out from the loop, and the reply is
+        read when the loop sees the channel readable. Cancelling the future does not
+        cancel the batch: the worker is taken back only once its reply is read, so a
+        late reply is never mistaken for the next batch's.
+        """
+        loop = asyncio.get_running_loop()
+        with self._cond:
+            if not self._free:
+                return None
+            lane = self._free.pop()
+        try:
+            self.acquire()
+        except HubError:
+            self._give(lane)
+            raise
+        started = time.perf_counter()
+        future: asyncio.Future[Tensors] = loop.create_future()
+        try:
+            conn = lane.worker.send(parts)
+        except BaseException:
+            self._failed += 1
+            if lane.worker.broken:
+                self._worker_exited(lane)
+            else:
+                self._give(lane)
+            self.release()
+            raise
+        fd = conn.fileno()
+        lane.loop_idle.clear()
+
+        def on_reply() -> None:
+            loop.remove_reader(fd)
+            os.set_blocking(fd, True)  # libuv (uvloop) made it non-blocking; replies are read whole
+            try:
+                outputs = lane.worker.receive(conn)
+            except BaseException as exc:
+                self._failed += 1
+                lane.loop_idle.set()
+                if isinstance(exc, WorkerDiedError):
+                    self._worker_exited(lane)
+                else:
+                    self._give(lane)
+                if not future.done():
+                    future.set_exception(exc)
+            else:
+                lane.loop_idle.set()
+                self._give(lane)
+                self._latencies.append(time.perf_counter() - started)
+                self._served += 1
+                if not future.done():
+                    future.set_result(outputs)
+            finally:
+                self.release()
+
+        loop.add_reader(fd, on_reply)
+        return future
+
+    def _prime_idle(self) -> int:
+        """Every idle worker, through the front's shared memory and control channel."""
+        with self._cond:
+            lanes, self._free = self._free, []
+        primed = 0
+        for lane in lanes:
+            primed += self._prime_lane(lane)
+            if lane.worker.broken:
+                self._worker_exited(lane)
+            else:
+                self._give(lane)
+        return primed
+
     def _take(self) -> _WorkerLane:
         with self._cond:
             while not self._free:
@@ -222,6 +303,7 @@ class ProcessLoadedVersion(LoadedVersion):
         ).start()
 
     def _restart(self, lane: _WorkerLane) -> None:
+        lane.loop_idle.wait(STOP_TIMEOUT)  # an event loop reads the dead channel's end first
         for attempt, delay in enumerate(backoff_delays(), start=1):
             if self._closing.wait(delay):
                 lane.worker.release()

@@ -35,6 +35,7 @@ from workbench import errors
 from workbench.errors import ModelLoadError, WorkerDiedError
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
     from pathlib import Path
 
     from workbench._types import Tensors, TensorsIn
@@ -61,20 +62,34 @@ def _segment_size(needed: int) -> int:
     return size
 
 
-def _write(buf: memoryview, arrays: TensorsIn) -> Layout:
+def _write(buf: memoryview, parts: Sequence[TensorsIn]) -> Layout:
+    """Write ``parts`` stacked along the batch axis, each tensor at an aligned offset.
+
+    One part is written as it is; several (requests a batcher merged, with the same
+    names, dtypes and row shapes) go straight into place, with no concatenated copy.
+    """
     layout: Layout = []
     offset = 0
-    for name, array in arrays.items():
-        view: np.ndarray[Any, Any] = np.ndarray(array.shape, array.dtype, buffer=buf, offset=offset)
-        view[...] = array
-        layout.append((name, array.dtype.str, tuple(array.shape), offset))
-        offset = _aligned(offset + array.nbytes)
+    for name, first in parts[0].items():
+        shape = first.shape if len(parts) == 1 else (
+            sum(part[name].shape[0] for part in parts), *first.shape[1:])
+        view: np.ndarray[Any, Any] = np.ndarray(shape, first.dtype, buffer=buf, offset=offset)
+        if len(parts) == 1:
+            view[...] = first
+        else:
+            row = 0
+            for part in parts:
+                rows = part[name].shape[0]
+                view[row:row + rows] = part[name]
+                row += rows
+        layout.append((name, first.dtype.str, tuple(shape), offset))
+        offset = _aligned(offset + view.nbytes)
         del view
     return layout
 
 
-def _nbytes(arrays: TensorsIn) -> int:
-    return sum(_aligned(np.asarray(a).nbytes) for a in arrays.values())
+def _nbytes(parts: Sequence[TensorsIn]) -> int:
+    return sum(_aligned(sum(np.asarray(part[name]).nbytes for part in parts)) for name in parts[0])
 
 
 def _read(buf: memoryview, layout: Layout, *, copy: bool) -> Tensors:
@@ -154,9 +169,9 @@ def worker_main(fd: int) -> None:
                 inputs = _read(_buf(segment), layout, copy=False)
                 outputs = predictor.run(inputs)
                 del inputs
-                needed = _nbytes(outputs)
+                needed = _nbytes([outputs])
                 if needed <= segment.size:
-                    conn.send(("ok", _write(_buf(segment), outputs)))
+                    conn.send(("ok", _write(_buf(segment), [outputs])))
                 else:
                     conn.send(("inline", outputs, needed))
             except BaseException as exc:
@@ -251,21 +266,33 @@ class WorkerPredictor:
         return not self.broken and self._process is not None and self._process.poll() is None
 
     def run(self, inputs: TensorsIn) -> Tensors:
-        if self._conn is None or self._segment is None:
+        return self.receive(self.send([inputs]))
+
+    def send(self, parts: Sequence[TensorsIn]) -> Connection:
+        """Write ``parts`` (stacked along the batch axis) into the segment and send the
+        control message; returns the connection the reply comes on (see :meth:`receive`)."""
+        conn, segment = self._conn, self._segment
+        if conn is None or segment is None:
             raise WorkerDiedError(f"{self.label}: the worker is not running")
-        needed = _nbytes(inputs)
-        if needed > self._segment.size:
-            self._grow(needed)
-        layout = _write(_buf(self._segment), inputs)
+        needed = _nbytes(parts)
+        if needed > segment.size:
+            segment = self._grow(needed)
+        layout = _write(_buf(segment), parts)
         try:
-            self._conn.send(("run", self._segment.name, layout))
-            reply = self._conn.recv()
+            conn.send(("run", segment.name, layout))
+        except OSError as exc:
+            raise self._died() from exc
+        return conn
+
+    def receive(self, conn: Connection) -> Tensors:
+        """The outputs of the batch :meth:`send` sent on ``conn`` (blocks until they come)."""
+        try:
+            reply = conn.recv()
         except (EOFError, OSError) as exc:
-            self.broken = True
-            raise WorkerDiedError(
-                f"{self.label}: its worker process (pid {self.pid}) died while running the batch"
-            ) from exc
+            raise self._died() from exc
         if reply[0] == "ok":
+            if self._segment is None:  # released meanwhile
+                raise self._died()
             return _read(_buf(self._segment), reply[1], copy=True)
         if reply[0] == "inline":
             self._grow(reply[2])
@@ -273,12 +300,24 @@ class WorkerPredictor:
             return outputs
         raise _rebuild(reply[1], reply[2])
 
-    def _grow(self, needed: int) -> None:
+    def _died(self) -> WorkerDiedError:
+        self.broken = True
+        return WorkerDiedError(
+            f"{self.label}: its worker process (pid {self.pid}) died while running the batch"
+        )
+
+    @property
+    def fileno(self) -> int | None:
+        """The control channel's descriptor: readable when a reply (or the worker's end) comes."""
+        return self._conn.fileno() if self._conn is not None else None
+
+    def _grow(self, needed: int) -> shared_memory.SharedMemory:
         old = self._segment
         self._segment = shared_memory.SharedMemory(create=True, size=_segment_size(needed))
         if old is not None:
             old.close()
             old.unlink()
+        return self._segment
 
     def clone(self) -> WorkerPredictor:
         """Another worker process for the same version (one more CPU core's worth)."""

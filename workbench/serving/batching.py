@@ -16,6 +16,11 @@ task, so an idle request costs one hop to the thread pool and one back.
 If a merged batch fails, its requests are retried one by one, so one bad request fails
 alone and never takes its neighbours down with it.
 
+A :class:`Batcher` given ``apredict`` (an awaitable predict over a batch's requests, not
+yet merged) runs batches on the event loop instead: process isolation writes the
+requests' rows straight into a worker's shared memory and awaits its reply on the loop,
+with no thread hop and no concatenated copy.
+
 The queue is bounded: a request that finds ``max_queue`` requests already waiting is
 refused at once with :class:`QueueFull` (the server answers 503 with ``Retry-After``).
 A request may come with ``gone()``, asked when its batch forms: one whose client has
@@ -32,7 +37,7 @@ import functools
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -46,6 +51,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 PredictFn = Callable[["TensorsIn"], "Tensors"]
+# the inputs of a batch's requests, in order, to be stacked along the batch axis
+AsyncPredictFn = Callable[[list["TensorsIn"]], Awaitable["Tensors"]]
 BatchCallback = Callable[[int, float], None]  # rows and predictor seconds of one run
 Gone = Callable[[], bool]  # whether a request's client has disconnected
 
@@ -210,10 +217,12 @@ class Batcher(Runner):
         *,
         on_batch: BatchCallback | None = None,
         name: str = "batcher",
+        apredict: AsyncPredictFn | None = None,
     ) -> None:
         super().__init__(predict, executor, on_batch=on_batch, max_queue=config.max_queue,
                          name=name)
         self.config = config
+        self._apredict = apredict
         self._pending: deque[_Item] = deque()
         self._free = config.max_concurrent  # execution slots not computing a batch
         self._timer: asyncio.TimerHandle | None = None
@@ -275,7 +284,11 @@ class Batcher(Runner):
                     return
             batch = self._take(limit)
             self._free -= 1
-            running = loop.run_in_executor(self._executor, self._run, batch)
+            running: asyncio.Future[Any]
+            if self._apredict is not None:
+                running = loop.create_task(self._run_async(self._apredict, batch))
+            else:
+                running = loop.run_in_executor(self._executor, self._run, batch)
             self._running.add(running)
             running.add_done_callback(functools.partial(self._finish, batch=batch))
 
@@ -325,30 +338,33 @@ class Batcher(Runner):
     def _run(self, batch: list[_Item]) -> tuple[list[Tensors | BaseException], float, float]:
         """In a pool thread: compute one batch; returns per-item outcomes and timings."""
         started = time.perf_counter()
-        outcomes: list[Tensors | BaseException]
         if len(batch) == 1:
             outcomes = [_call(self._predict, batch[0].inputs)]
             return outcomes, started, time.perf_counter()
-        names = list(batch[0].inputs)
-        merged = {name: np.concatenate([item.inputs[name] for item in batch]) for name in names}
-        total = sum(item.rows for item in batch)
         try:
-            outputs = self._predict(merged)
-            if any(np.ndim(out) == 0 or np.shape(out)[0] != total for out in outputs.values()):
-                raise ValueError("an output is not batch-major; cannot split the batch")
+            outputs = _batch_major(self._predict(stack([item.inputs for item in batch])), batch)
         except Exception as exc:
             logger.debug("%s: batch of %d failed (%s); retrying one by one", self.name,
                          len(batch), exc)
             return [_call(self._predict, item.inputs) for item in batch], started, \
                 time.perf_counter()
-        done = time.perf_counter()
-        outcomes = []
-        offset = 0
-        for item in batch:
-            end = offset + item.rows
-            outcomes.append({name: out[offset:end] for name, out in outputs.items()})
-            offset = end
-        return outcomes, started, done
+        return _split(outputs, batch), started, time.perf_counter()
+
+    async def _run_async(self, apredict: AsyncPredictFn, batch: list[_Item]
+                         ) -> tuple[list[Tensors | BaseException], float, float]:
+        """On the loop: :meth:`_run` with ``apredict``."""
+        started = time.perf_counter()
+        if len(batch) == 1:
+            outcomes = [await _acall(apredict, batch[0].inputs)]
+            return outcomes, started, time.perf_counter()
+        try:
+            outputs = _batch_major(await apredict([item.inputs for item in batch]), batch)
+        except Exception as exc:
+            logger.debug("%s: batch of %d failed (%s); retrying one by one", self.name,
+                         len(batch), exc)
+            return [await _acall(apredict, item.inputs) for item in batch], started, \
+                time.perf_counter()
+        return _split(outputs, batch), started, time.perf_counter()
 
     def _finish(self, running: asyncio.Future[Any], batch: list[_Item]) -> None:
         self._running.discard(running)
@@ -390,6 +406,38 @@ def _call(predict: PredictFn, inputs: TensorsIn) -> Tensors | BaseException:
         return predict(inputs)
     except Exception as exc:
         return exc
+
+
+async def _acall(apredict: AsyncPredictFn, inputs: TensorsIn) -> Tensors | BaseException:
+    try:
+        return await apredict([inputs])
+    except Exception as exc:
+        return exc
+
+
+def stack(parts: list[TensorsIn]) -> TensorsIn:
+    """The inputs of several requests merged along the batch axis (one request: as it is)."""
+    if len(parts) == 1:
+        return parts[0]
+    return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
+
+
+def _batch_major(outputs: Tensors, batch: list[_Item]) -> Tensors:
+    total = sum(item.rows for item in batch)
+    if any(np.ndim(out) == 0 or np.shape(out)[0] != total for out in outputs.values()):
+        raise ValueError("an output is not batch-major; cannot split the batch")
+    return outputs
+
+
+def _split(outputs: Tensors, batch: list[_Item]) -> list[Tensors | BaseException]:
+    """Each request's rows of a batch's outputs (views, no copies)."""
+    outcomes: list[Tensors | BaseException] = []
+    offset = 0
+    for item in batch:
+        end = offset + item.rows
+        outcomes.append({name: out[offset:end] for name, out in outputs.items()})
+        offset = end
+    return outcomes
 
 
 def _rows(inputs: TensorsIn) -> int:

@@ -29,7 +29,14 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import numpy as np
 
 from workbench.serving.aliases import AliasCache
-from workbench.serving.batching import Batcher, BatchingConfig, DirectRunner, Runner, RunResult
+from workbench.serving.batching import (
+    Batcher,
+    BatchingConfig,
+    DirectRunner,
+    Runner,
+    RunResult,
+    stack,
+)
 from workbench.serving.decoding import BodyDecoder
 from workbench.serving.metrics import ServingMetrics, Snapshot, VersionState
 from workbench.serving.protocol import ProtocolError, datatype_of
@@ -41,6 +48,7 @@ if TYPE_CHECKING:
     from workbench._types import Tensors, TensorsIn
     from workbench.runtime.hub import HubEvent, VersionHub
     from workbench.runtime.loaded import LoadedVersion
+    from workbench.serving.batching import AsyncPredictFn, PredictFn
     from workbench.serving.faults import FaultConfig
 
 logger = logging.getLogger(__name__)
@@ -303,6 +311,7 @@ class Service:
                 ),
                 on_batch=on_batch,
                 name=name,
+                apredict=self._on_loop(loaded, predict),
             )
         else:
             runner = DirectRunner(predict, self._executor, on_batch=on_batch,
@@ -310,6 +319,25 @@ class Service:
                                   name=name)
         self._runners[id(loaded)] = (loaded, runner)
         return runner
+
+    def _on_loop(self, loaded: LoadedVersion, predict: PredictFn) -> AsyncPredictFn | None:
+        """In process isolation, batches go to an idle worker from the event loop (no
+        thread hop); when another caller (deep health, compare, a switch's priming)
+        holds every worker, the batch waits for one in the pool as before."""
+        start = getattr(loaded, "start_predict", None)
+        if start is None:
+            return None
+        executor = self._executor
+
+        async def apredict(parts: list[TensorsIn]) -> Tensors:
+            future = start(parts)
+            if future is None:
+                loop = asyncio.get_running_loop()
+                return await loop.run_in_executor(executor, predict, stack(parts))
+            outputs: Tensors = await future
+            return outputs
+
+        return apredict
 
     def _on_event(self, event: HubEvent) -> None:
         if event.kind == "loaded":

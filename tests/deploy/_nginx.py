@@ -56,6 +56,9 @@ class _Handler(BaseHTTPRequestHandler):
         status = self.server.status
         body = json.dumps({"color": self.server.color, "version": self.server.version,
                            "received": len(received)}).encode()
+        with self.server.lock:  # counted before the answer leaves, so a client sees it counted
+            self.server.hits += 1
+            self.server.statuses.append(status)
         self.send_response(status)
         self.send_header("content-type", "application/json")
         self.send_header("content-length", str(len(body)))
@@ -64,9 +67,6 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("x-deploy-color", "upstream-says-" + self.server.color)
         self.end_headers()
         self.wfile.write(body)
-        with self.server.lock:
-            self.server.hits += 1
-            self.server.statuses.append(status)
 
     do_GET = _answer
     do_POST = _answer

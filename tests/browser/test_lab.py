@@ -273,9 +273,12 @@ def test_deploy_panel_fits_the_page_with_readable_figures(lab: dict[str, Any]) -
                 assert _button(panel, label).is_enabled(), label
             assert page.locator(".jupyter-widgets-error-widget").count() == 0
     finally:
-        subprocess.run(
-            [sys.executable, "-m", "workbench", "deploy", "delete", "bw"],
+        deleted = subprocess.run(
+            [sys.executable, "-m", "workbench", "deploy", "delete", "bw", "--yes"],
             env=lab["env"],
             capture_output=True,
+            text=True,
             timeout=120,
         )
+        # nothing of the deployment outlives the test (its instances run detached)
+        assert deleted.returncode == 0, deleted.stdout + deleted.stderr

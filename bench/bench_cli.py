@@ -38,7 +38,7 @@ from bench_cutover import Load, demo_repo
 from rich.console import Console
 from rich.table import Table
 
-from workbench.deploy.deployment import DeploymentManager
+from workbench.deploy.manager import DeploymentManager
 
 console = Console()
 NAME = "bench"

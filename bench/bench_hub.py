@@ -29,6 +29,8 @@ from __future__ import annotations
 import argparse
 import gc
 import statistics
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -41,7 +43,7 @@ from rich.console import Console
 from rich.table import Table
 
 from workbench import ModelRepository, VersionHub, compare
-from workbench.model.demo import build_demo_repository, digits_dataset
+from workbench.model.demo import digits_dataset
 from workbench.runtime.device import Device
 from workbench.runtime.isolated import ProcessLoadedVersion
 from workbench.runtime.loaded import LoadedVersion
@@ -260,6 +262,7 @@ def worker_memory_cycles(repo: ModelRepository, cycles: int) -> dict[str, float]
         "growth_per_cycle_kib": slope / 1024,
         "worker_rss_per_version_mib": float(np.median(worker_rss)) / 2**20,
         "workers_alive_after_unload": survivors,
+        "paddle_imported_in_front": "paddle" in sys.modules,
     }
 
 
@@ -312,7 +315,14 @@ def main() -> None:
         root = args.repo or Path(tmp) / "repo"
         if not args.repo:
             with console.status("training demo models"):
-                build_demo_repository(root)
+                # in a child process: this one is the front, which in process
+                # isolation must never import Paddle (its RSS is measured below)
+                subprocess.run(
+                    [sys.executable, "-c",
+                     "import sys; from workbench.model.demo import build_demo_repository; "
+                     "build_demo_repository(sys.argv[1])", str(root)],
+                    check=True,
+                )
         repo = ModelRepository(root)
         with console.status("swap under load"):
             swap = swap_under_load(repo, args.seconds, args.threads, args.isolation, args.workers)

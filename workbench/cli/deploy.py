@@ -155,10 +155,10 @@ def create(
                     "gateway": gateway, "scale_down_delay": scale_down_delay,
                     "node_address": node_address}
         manager = _kubernetes_manager(manager, namespace, context, kubeconfig)
+    backend_options = {k: str(v) for k, v in options.items() if v is not None}
     with console.status(f"starting {model} {version} as blue of {name}…", spinner="dots") as spinner:
         if backend == "kubernetes":
-            opts = {k: str(v) for k, v in options.items() if v is not None}
-            _kubernetes_progress(manager.backend(backend, opts), spinner, f"{name}:")
+            _kubernetes_progress(manager.backend(backend, backend_options), spinner, f"{name}:")
         deployment = manager.create(
             name,
             model,
@@ -170,7 +170,7 @@ def create(
             device=device,
             workers=workers,
             timeout=timeout,
-            backend_options={k: str(v) for k, v in options.items() if v is not None} or None,
+            backend_options=backend_options or None,
             engines=engines,
             min_ready=min_ready,
         )

@@ -276,15 +276,20 @@ class VersionHub:
     @contextmanager
     def lease(self, ref: Version | str | None = None) -> Iterator[LoadedVersion]:
         """Take the active (or a pinned) version once and count the request in flight."""
+        loaded = self.take(ref)
+        try:
+            yield loaded
+        finally:
+            loaded.release()
+
+    def take(self, ref: Version | str | None = None) -> LoadedVersion:
+        """:meth:`lease` without the context manager: the caller must ``release()`` it."""
         with self._lock:
             loaded = self._get(ref) if ref is not None else self._active
             if loaded is None:
                 raise HubError(f"{self.model}: no version is active; load one first")
             loaded.acquire()
-        try:
-            yield loaded
-        finally:
-            loaded.release()
+        return loaded
 
     def predict(self, inputs: TensorsIn, *, version: Version | str | None = None) -> Prediction:
         """Run ``inputs`` on the active version (or a pinned one)."""

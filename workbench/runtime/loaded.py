@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import functools
 import logging
 import queue
 import threading
@@ -126,6 +127,7 @@ class LoadedVersion:
             raise ValueError("workers must be at least 1")
         self.model = model
         self.version = version
+        self.version_label = str(version)  # str(version), once: the request path asks often
         self.manifest = manifest
         self.path = path
         self.device = str(device)
@@ -356,51 +358,62 @@ class LoadedVersion:
         Values are cast only within their kind (float64 → float32, int32 → int64);
         a cast across kinds (float → int) is refused.
         """
-        expected = {spec.name: spec for spec in self.manifest.inputs}
-        unknown = sorted(set(inputs) - expected.keys())
-        if unknown:
-            raise InputError(
-                f"unknown input {unknown[0]!r}; {self.model} expects "
-                + ", ".join(str(s) for s in self.manifest.inputs)
-            )
+        expected = self.expected_inputs
+        if len(inputs) != len(expected) or any(name not in expected for name in inputs):
+            unknown = sorted(set(inputs) - expected.keys())
+            if unknown:
+                raise InputError(
+                    f"unknown input {unknown[0]!r}; {self.model} expects "
+                    + ", ".join(str(s) for s in self.manifest.inputs)
+                )
+            for name, (spec, *_) in expected.items():
+                if name not in inputs:
+                    raise InputError(f"missing input {name!r} ({spec})")
         result: dict[str, np.ndarray[Any, Any]] = {}
         batch: int | None = None
-        for name, spec in expected.items():
-            if name not in inputs:
-                raise InputError(f"missing input {name!r} ({spec})")
+        for name, (spec, target, shape, batched) in expected.items():
             array = np.asarray(inputs[name])
-            target = np.dtype(spec.dtype)
             if array.dtype != target:
                 if not np.can_cast(array.dtype, target, casting="same_kind"):
                     raise InputError(
                         f"input {name!r} has dtype {array.dtype}, expected {spec.dtype} ({spec})"
                     )
                 array = array.astype(target)
-            if array.ndim != len(spec.shape):
+            got = array.shape
+            if len(got) != len(shape):
                 raise InputError(
-                    f"input {name!r} has rank {array.ndim} (shape {list(array.shape)}), "
-                    f"expected rank {len(spec.shape)} ({spec})"
+                    f"input {name!r} has rank {array.ndim} (shape {list(got)}), "
+                    f"expected rank {len(shape)} ({spec})"
                 )
-            for axis, (got, want) in enumerate(zip(array.shape, spec.shape, strict=True)):
-                if want != -1 and got != want:
+            for axis, want in enumerate(shape):
+                if want != -1 and got[axis] != want:
                     raise InputError(
-                        f"input {name!r} has shape {list(array.shape)}: dimension {axis} is {got}, "
-                        f"expected {want} ({spec})"
+                        f"input {name!r} has shape {list(got)}: dimension {axis} is "
+                        f"{got[axis]}, expected {want} ({spec})"
                     )
-            if spec.shape and spec.shape[0] == -1:
-                if array.shape[0] == 0:
+            if batched:
+                if got[0] == 0:
                     raise InputError(f"input {name!r} is an empty batch")
-                if batch is not None and array.shape[0] != batch:
-                    raise InputError(f"inputs disagree on the batch size ({batch} vs {array.shape[0]})")
-                batch = array.shape[0]
-            if (
-                not allow_nonfinite
-                and np.issubdtype(array.dtype, np.floating)
-                and not np.all(np.isfinite(array))
-            ):
+                if batch is not None and got[0] != batch:
+                    raise InputError(f"inputs disagree on the batch size ({batch} vs {got[0]})")
+                batch = got[0]
+            if not allow_nonfinite and array.dtype.kind == "f" and not np.isfinite(array).all():
                 raise InputError(f"input {name!r} contains NaN or infinity")
             result[name] = array
         return result
+
+    @functools.cached_property
+    def output_names(self) -> frozenset[str]:
+        return frozenset(spec.name for spec in self.manifest.outputs)
+
+    @functools.cached_property
+    def expected_inputs(self) -> dict[str, tuple[TensorSpec, np.dtype[Any], tuple[int, ...], bool]]:
+        """Each input's spec, dtype, shape and whether its first axis is the batch."""
+        return {
+            spec.name: (spec, np.dtype(spec.dtype), tuple(spec.shape),
+                        bool(spec.shape) and spec.shape[0] == -1)
+            for spec in self.manifest.inputs
+        }
 
     def predict(self, inputs: TensorsIn, *, validate: bool = True) -> Tensors:
         """Run one batch on an idle clone; thread-safe."""

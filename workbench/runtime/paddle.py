@@ -34,6 +34,9 @@ class PaddlePredictor:
         self.device = device
         self.input_names: list[str] = list(predictor.get_input_names())
         self.output_names: list[str] = list(predictor.get_output_names())
+        # handles belong to the predictor and stay valid across runs: looked up once
+        self._inputs = [(name, predictor.get_input_handle(name)) for name in self.input_names]
+        self._outputs = [(name, predictor.get_output_handle(name)) for name in self.output_names]
 
     @classmethod
     def open(cls, files: ModelFiles, device: Device, *, cpu_threads: int = 1) -> PaddlePredictor:
@@ -60,15 +63,13 @@ class PaddlePredictor:
         return cls(predictor, device=str(device))
 
     def run(self, inputs: TensorsIn) -> Tensors:
-        predictor = self._predictor
         try:
-            for name in self.input_names:
+            for name, handle in self._inputs:
                 array = np.ascontiguousarray(inputs[name])
-                handle = predictor.get_input_handle(name)
                 handle.reshape(list(array.shape))
                 handle.copy_from_cpu(array)
-            predictor.run()
-            return {name: predictor.get_output_handle(name).copy_to_cpu() for name in self.output_names}
+            self._predictor.run()
+            return {name: handle.copy_to_cpu() for name, handle in self._outputs}
         except KeyError as exc:
             raise PredictError(f"input {exc.args[0]!r} missing") from exc
         except Exception as exc:
@@ -84,6 +85,7 @@ class PaddlePredictor:
         except Exception as exc:
             log.debug("releasing predictor: %s", exc)
         self._predictor = None
+        self._inputs = self._outputs = []
 
 
 def probe_outputs(

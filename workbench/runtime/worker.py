@@ -7,7 +7,9 @@ small control message per batch over a pipe. The tensors themselves go through o
 shared-memory segment per worker, owned by the front: preallocated, grown on demand
 (the next message names the new segment) and unlinked when the worker stops.
 
-Control messages (tuples, pickled by the pipe):
+Control messages are tuples, pickled, one datagram each on a ``SOCK_SEQPACKET`` socket
+pair (:class:`Channel`: one system call per message each way, no length prefix to read
+first; a message over :data:`PACKET` bytes goes as several datagrams):
 
 - front → worker: ``("run", segment, [(name, dtype, shape, offset), ...])``, ``("stop",)``
 - worker → front: ``("ok", [(name, dtype, shape, offset), ...])`` outputs in the segment,
@@ -20,13 +22,15 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import pickle
+import select
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import time
 from multiprocessing import shared_memory
-from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -48,6 +52,68 @@ START_TIMEOUT = 120.0
 STOP_TIMEOUT = 5.0
 
 Layout = list[tuple[str, str, tuple[int, ...], int]]
+PACKET = 32 * 1024  # the largest control datagram; longer messages are sent in parts
+_WHOLE, _PARTS = b"\x00", b"\x01"
+
+
+class Channel:
+    """The control channel's end: pickled tuples, one datagram per message.
+
+    ``recv`` raises EOFError when the other end has closed, as
+    :class:`multiprocessing.connection.Connection` does.
+    """
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self._buffer = bytearray(PACKET + 1)
+        self._view = memoryview(self._buffer)
+
+    @classmethod
+    def pair(cls) -> tuple[Channel, socket.socket]:
+        """The front's channel and the socket to hand to the worker."""
+        front, back = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        return cls(front), back
+
+    def fileno(self) -> int:
+        return self._sock.fileno()
+
+    def send(self, message: object) -> None:
+        data = pickle.dumps(message, pickle.HIGHEST_PROTOCOL)
+        sock = self._sock
+        if len(data) <= PACKET:
+            sock.sendmsg((_WHOLE, data))
+            return
+        sock.sendmsg((_PARTS, struct.pack("<Q", len(data))))
+        view = memoryview(data)
+        for start in range(0, len(data), PACKET):
+            sock.sendall(view[start:start + PACKET])
+
+    def recv(self) -> Any:
+        size = self._sock.recv_into(self._buffer)
+        if size == 0:
+            raise EOFError("the other end closed the channel")
+        if self._buffer[0:1] == _WHOLE:
+            return pickle.loads(self._view[1:size])
+        (total,) = struct.unpack_from("<Q", self._buffer, 1)
+        data = bytearray(total)
+        got = 0
+        while got < total:
+            size = self._sock.recv_into(memoryview(data)[got:], PACKET)
+            if size == 0:
+                raise EOFError("the other end closed the channel")
+            got += size
+        return pickle.loads(data)
+
+    def poll(self, timeout: float) -> bool:
+        """Whether a message (or the end of the channel) is waiting, within ``timeout``."""
+        readable, _, _ = select.select([self._sock], [], [], timeout)
+        return bool(readable)
+
+    def set_blocking(self, blocking: bool) -> None:
+        self._sock.setblocking(blocking)
+
+    def close(self) -> None:
+        self._sock.close()
 
 
 def _aligned(size: int) -> int:
@@ -128,13 +194,12 @@ def _rebuild(kind: str, message: str) -> errors.WorkbenchError:
 def worker_main(fd: int) -> None:
     """Entry point of a worker process: open the predictor, then serve control messages."""
     from multiprocessing import resource_tracker
-    from multiprocessing.connection import Connection
 
     # The front owns (and unlinks) every segment; a tracker here would unlink them
     # when this process exits.
     resource_tracker.register = lambda *args, **kwargs: None  # type: ignore[assignment]
     os.environ.setdefault("GLOG_minloglevel", "3")
-    conn = Connection(fd)
+    conn = Channel(socket.socket(fileno=fd))
     label, path, device, cpu_threads, input_names = conn.recv()
     try:
         from workbench.model import formats
@@ -207,7 +272,7 @@ class WorkerPredictor:
         self._args = (label, path, device, cpu_threads, list(input_names))
         self._segment_bytes = _segment_size(segment_bytes)
         self._segment: shared_memory.SharedMemory | None = None
-        self._conn: Connection | None = None
+        self._conn: Channel | None = None
         self._process: subprocess.Popen[bytes] | None = None
         self._pidfd: int | None = None
         self.pid: int | None = None
@@ -223,7 +288,7 @@ class WorkerPredictor:
         Paddle state is copied, and the caller's ``__main__`` is not run again. It gets
         its own session and process group, so a signal to the front's group spares it.
         """
-        front, back = socket.socketpair()
+        front, back = Channel.pair()
         try:
             process = subprocess.Popen(
                 [sys.executable, "-m", "workbench.runtime.worker", str(back.fileno())],
@@ -232,7 +297,7 @@ class WorkerPredictor:
             )
         finally:
             back.close()
-        self._conn, self._process = Connection(front.detach()), process
+        self._conn, self._process = front, process
         self._pidfd = os.pidfd_open(process.pid)
         try:
             self._conn.send(self._args)
@@ -268,7 +333,7 @@ class WorkerPredictor:
     def run(self, inputs: TensorsIn) -> Tensors:
         return self.receive(self.send([inputs]))
 
-    def send(self, parts: Sequence[TensorsIn]) -> Connection:
+    def send(self, parts: Sequence[TensorsIn]) -> Channel:
         """Write ``parts`` (stacked along the batch axis) into the segment and send the
         control message; returns the connection the reply comes on (see :meth:`receive`)."""
         conn, segment = self._conn, self._segment
@@ -284,7 +349,7 @@ class WorkerPredictor:
             raise self._died() from exc
         return conn
 
-    def receive(self, conn: Connection) -> Tensors:
+    def receive(self, conn: Channel) -> Tensors:
         """The outputs of the batch :meth:`send` sent on ``conn`` (blocks until they come)."""
         try:
             reply = conn.recv()

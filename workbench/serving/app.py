@@ -63,9 +63,10 @@ from workbench.serving.service import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable, Mapping
+    from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 
     from starlette.requests import Request
+    from starlette.types import Receive, Scope, Send
 
     from workbench.runtime.hub import VersionHub
     from workbench.runtime.loaded import LoadedVersion
@@ -102,13 +103,11 @@ def create_app(hub: VersionHub, *, settings: ServingSettings | None = None) -> S
         Route("/v2/models/{model}/stats", handlers.stats, methods=["GET"]),
         Route("/v2/models/{model}/ready", handlers.model_ready, methods=["GET"]),
         Route("/v2/models/{model}/config", handlers.model_config, methods=["GET"]),
-        Route("/v2/models/{model}/infer", handlers.infer, methods=["POST"]),
         Route("/v2/models/{model}/versions/{version}", handlers.model_metadata, methods=["GET"]),
         Route("/v2/models/{model}/versions/{version}/ready", handlers.model_ready,
               methods=["GET"]),
         Route("/v2/models/{model}/versions/{version}/config", handlers.model_config,
               methods=["GET"]),
-        Route("/v2/models/{model}/versions/{version}/infer", handlers.infer, methods=["POST"]),
         Route("/v2/models/{model}/versions/{version}/stats", handlers.stats, methods=["GET"]),
         Route("/v2/repository/index", handlers.repository_index, methods=["POST", "GET"]),
         Route("/metrics", handlers.metrics, methods=["GET"]),
@@ -124,7 +123,8 @@ def create_app(hub: VersionHub, *, settings: ServingSettings | None = None) -> S
         finally:
             await service.stop()
 
-    app = Starlette(
+    app = _App(
+        handlers,
         routes=routes,
         lifespan=lifespan,
         exception_handlers={HTTPException: _http_error, Exception: _unexpected},
@@ -199,30 +199,45 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
     return error_response(500, message_for(exc))
 
 
-def declared_length(request: Request) -> int | None:
-    """The request's Content-Length, or None when it sends none (chunked)."""
-    length = request.headers.get("content-length")
-    if length is None:
+def _content_length(value: str | None) -> int | None:
+    """A Content-Length header's value, None when absent (chunked)."""
+    if value is None:
         return None
     try:
-        return int(length)
+        return int(value)
     except ValueError:
-        raise ProtocolError(f"invalid Content-Length {length!r}") from None
+        raise ProtocolError(f"invalid Content-Length {value!r}") from None
+
+
+def declared_length(request: Request) -> int | None:
+    """The request's Content-Length, or None when it sends none (chunked)."""
+    return _content_length(request.headers.get("content-length"))
 
 
 async def read_body(request: Request, limit: int) -> bytes:
     """The request body, refusing (413) anything over ``limit`` before reading it all."""
-    declared = declared_length(request)
+    return await receive_body(request.receive, declared_length(request), limit)
+
+
+async def receive_body(receive: Receive, declared: int | None, limit: int) -> bytes:
+    """The body from ASGI ``receive``; over ``limit`` is refused (413) as soon as it shows,
+    by the declared length before anything is read."""
     if declared is not None and declared > limit:
         raise PayloadTooLarge(limit)
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(limit)
-        chunks.append(chunk)
-    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect()
+        chunk = message.get("body", b"")
+        if chunk:
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(limit)
+            chunks.append(chunk)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 # -- handlers ----------------------------------------------------------------------------
@@ -394,28 +409,32 @@ class _Handlers:
             return error_response(status_for(exc), message_for(exc))
         return json_response(self.service.statistics.document(versions))
 
-    async def infer(self, request: Request) -> Response:
+    async def infer(self, scope: Scope, receive: Receive, send: Send, model: str,
+                    pinned: str | None) -> None:
+        """``POST /v2/models/{model}[/versions/{pinned}]/infer``, on the bare ASGI scope."""
         started = time.perf_counter()
         service = self.service
+        head = _InferHead(scope["headers"])
         version = ""
         status = 200
         timings: list[float] = []
-        replay = REPLAY_HEADER in request.headers
+        extra: list[tuple[bytes, bytes]] = []
         try:
-            ref = self._infer_ref(request)
-            decoded = await self._decode(request)
-            with service.lease(ref) as loaded:
-                version = str(loaded.version)
+            ref = self._infer_ref(model, pinned, head.version)
+            decoded = await self._decode(head, receive)
+            loaded = service.take(ref)
+            try:
+                version = loaded.version_label
                 inputs = service.check_inputs(
                     loaded, decoded.inputs, [out.name for out in decoded.outputs or ()]
                 )
                 service.check_batch(loaded, decoded.batch_size)
-                if not replay:
+                if not head.replay:
                     self.reservoir.offer(inputs)
                 if service.settings.faults is not None:
                     await service.settings.faults.apply(version)
                 computed = time.perf_counter()
-                result = await service.run(loaded, inputs, gone=peer_closed(request))
+                result = await service.run(loaded, inputs, gone=_peer_probe(scope))
                 encoding = time.perf_counter()
                 content, json_length = protocol.encode_infer_response(
                     model=self.model,
@@ -425,24 +444,26 @@ class _Handlers:
                     requested=decoded.outputs,
                     binary_output=decoded.binary_output,
                 )
+            finally:
+                service.give_back(loaded)
             timings = [computed - started, result.queue_seconds, result.compute_seconds,
                        time.perf_counter() - encoding]
-            out_headers = {VERSION_HEADER: version}
-            if json_length is None:
-                response = Response(content, 200, out_headers, media_type=JSON_TYPE)
-            else:
-                out_headers["Inference-Header-Content-Length"] = str(json_length)
-                response = Response(content, 200, out_headers,
-                                    media_type="application/octet-stream")
+            content_type = _JSON
+            if json_length is not None:
+                content_type = _OCTETS
+                extra.append((_HEADER_LENGTH, b"%d" % json_length))
         except Exception as exc:
             status = status_for(exc)
             if status >= 500:
                 logger.error("%s:%s inference failed: %s", self.model, version or "-", exc,
                              exc_info=not isinstance(exc, WorkbenchError | QueueFull))
-            retry = {"Retry-After": RETRY_AFTER} if isinstance(exc, QueueFull) else None
-            response = error_response(status, message_for(exc), version or None, retry)
+            if isinstance(exc, QueueFull):
+                extra.append((b"retry-after", RETRY_AFTER.encode()))
+            content, content_type = protocol.error_body(message_for(exc)), _JSON
+        if version:
+            extra.append((_VERSION, version.encode()))
         seconds = time.perf_counter() - started
-        service.metrics.request(version, status, seconds, replay=replay)
+        service.metrics.request(version, status, seconds, replay=head.replay)
         if version:
             stats = service.statistics.version(version)
             if timings:
@@ -450,53 +471,125 @@ class _Handlers:
             else:
                 stats.failed(seconds)
         if service.settings.access_log:
+            method, path = scope["method"], scope["path"]
             access_log.info(
-                "%s %s %d version=%s %.2fms", request.method, request.url.path, status,
+                "%s %s %d version=%s %.2fms", method, path, status,
                 version or "-", seconds * 1000.0,
                 extra={"model_version": version or None, "status": status,
-                       "method": request.method, "path": request.url.path,
+                       "method": method, "path": path,
                        "duration_ms": round(seconds * 1000.0, 3)},
             )
-        return response
+        await send({"type": "http.response.start", "status": status, "headers": [
+            (b"content-type", content_type), (b"content-length", b"%d" % len(content)), *extra,
+        ]})
+        await send({"type": "http.response.body", "body": content})
 
-    def _infer_ref(self, request: Request) -> str | None:
+    def _infer_ref(self, model: str, pinned: str | None, header: str | None) -> str | None:
         """The version or alias a request pins (URL or header), None for the active one."""
-        name = request.path_params["model"]
-        if name != self.model:
-            raise ModelNotFoundError(f"unknown model {name!r}; this instance serves {self.model!r}")
-        ref: str | None = request.path_params.get("version")
-        pinned = request.headers.get(VERSION_HEADER)
-        if ref is None:
-            return pinned or None
-        if pinned and pinned != ref:
+        if model != self.model:
+            raise ModelNotFoundError(f"unknown model {model!r}; this instance serves {self.model!r}")
+        if pinned is None:
+            return header or None
+        if header and header != pinned:
             raise ProtocolError(
-                f"the URL asks for version {ref!r} but the {VERSION_HEADER} header for {pinned!r}"
+                f"the URL asks for version {pinned!r} but the {VERSION_HEADER} header for "
+                f"{header!r}"
             )
-        return ref
+        return pinned
 
-    async def _decode(self, request: Request) -> protocol.InferRequest:
+    async def _decode(self, head: _InferHead, receive: Receive) -> protocol.InferRequest:
         """Read and decode the body; a large one waits its turn and decodes off the loop."""
         service = self.service
         settings = service.settings
         decoder = service.decoder
-        json_size = declared_length(request)
-        if HEADER_LENGTH in request.headers:  # binary extension: only the JSON part counts
-            json_size = _int_or_none(request.headers[HEADER_LENGTH])
+        json_size = head.content_length
+        if head.header_length is not None:  # binary extension: only the JSON part counts
+            json_size = _int_or_none(head.header_length)
         gate: contextlib.AbstractAsyncContextManager[object] = contextlib.nullcontext()
         if decoder.is_large(json_size):
             gate = decoder.gate
         async with gate:
-            body = await read_body(request, settings.max_body_bytes)
-            headers = request.headers
-            encoding = headers.get("content-encoding")
-            if encoding:  # zlib lets go of the GIL: a thread is enough
+            body = await receive_body(receive, head.content_length, settings.max_body_bytes)
+            if head.encoding:  # zlib lets go of the GIL: a thread is enough
                 body = await service.offload(
-                    len(body), protocol.decompress, body, encoding, settings.max_body_bytes
+                    len(body), protocol.decompress, body, head.encoding, settings.max_body_bytes
                 )
-            header_length = protocol.parse_header_length(headers.get(HEADER_LENGTH), len(body))
+            header_length = protocol.parse_header_length(head.header_length, len(body))
             return await decoder.decode(
                 body, header_length, allow_nonfinite=not settings.reject_nonfinite
             )
+
+
+_JSON = JSON_TYPE.encode()
+_OCTETS = b"application/octet-stream"
+_VERSION = VERSION_HEADER.encode()
+_HEADER_LENGTH = HEADER_LENGTH.lower().encode()
+_REPLAY = REPLAY_HEADER.encode()
+
+
+class _InferHead:
+    """The request headers an inference needs, read in one pass over the raw list."""
+
+    __slots__ = ("content_length", "encoding", "header_length", "replay", "version")
+
+    def __init__(self, raw: Iterable[tuple[bytes, bytes]]) -> None:
+        self.content_length: int | None = None
+        self.header_length: str | None = None
+        self.encoding: str | None = None
+        self.version: str | None = None
+        self.replay = False
+        for name, value in raw:
+            if name == b"content-length":
+                self.content_length = _content_length(value.decode("latin-1"))
+            elif name == _HEADER_LENGTH:
+                self.header_length = value.decode("latin-1")
+            elif name == _VERSION:
+                self.version = value.decode("latin-1")
+            elif name == b"content-encoding":
+                self.encoding = value.decode("latin-1") or None
+            elif name == _REPLAY:
+                self.replay = True
+
+
+class _App(Starlette):
+    """The Starlette app with inference taken before routing and middleware.
+
+    ``/v2/models/{m}[/versions/{v}]/infer`` is the path every client pays on, so it
+    skips the router, the middleware stack and the Request/Response objects: one pass
+    over the headers, the body read under its limit, two ASGI messages back. Every
+    other path goes through Starlette as before.
+    """
+
+    def __init__(self, handlers: _Handlers, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._infer = handlers.infer
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            target = infer_target(scope["path"])
+            if target is not None:
+                if scope["method"] == "POST":
+                    await self._infer(scope, receive, send, *target)
+                    return
+                response = error_response(
+                    405, f"method {scope['method']} not allowed on {scope['path']}",
+                    headers={"Allow": "POST"},
+                )
+                await response(scope, receive, send)
+                return
+        await super().__call__(scope, receive, send)
+
+
+def infer_target(path: str) -> tuple[str, str | None] | None:
+    """``(model, version or None)`` when ``path`` is an inference URL, else None."""
+    if not (path.startswith("/v2/models/") and path.endswith("/infer")):
+        return None
+    parts = path[len("/v2/models/"):-len("/infer")].split("/")
+    if len(parts) == 1 and parts[0]:
+        return parts[0], None
+    if len(parts) == 3 and parts[1] == "versions" and parts[0] and parts[2]:
+        return parts[0], parts[2]
+    return None
 
 
 def _int_or_none(text: str) -> int | None:
@@ -506,9 +599,9 @@ def _int_or_none(text: str) -> int | None:
         return None
 
 
-def peer_closed(request: Request) -> Callable[[], bool] | None:
+def _peer_probe(scope: Scope) -> Callable[[], bool] | None:
     """The connection's "has the client gone?" probe, when the server provides one."""
-    extensions = request.scope.get("extensions") or {}
+    extensions = scope.get("extensions") or {}
     probe: Callable[[], bool] | None = extensions.get(PEER_CLOSED)
     return probe
 

@@ -200,6 +200,60 @@ def decode_infer_request(
     random data holds them); ``allow_nonfinite=False`` refuses them.
     """
     header = body if header_length is None else body[:header_length]
+    reuse = header_length is not None and isinstance(header, bytes)
+    plan = _PLANS.get(header) if reuse else None
+    if plan is None:
+        plan = _plan(header)
+        if reuse and plan.reusable and len(header) <= _PLAN_HEADER_MAX:
+            if len(_PLANS) >= _PLANS_MAX:
+                _PLANS.clear()
+            _PLANS[header] = plan
+    binary = memoryview(body)[header_length:] if header_length is not None else memoryview(b"")
+    offset = 0
+    inputs: dict[str, Array] = {}
+    for name, datatype, shape, size, array in plan.inputs:
+        if array is None:
+            if offset + size > len(binary):
+                raise ProtocolError(
+                    f"input {name!r} declares {size} binary bytes but only "
+                    f"{len(binary) - offset} remain in the body"
+                )
+            array = _from_binary(binary[offset : offset + size], datatype, shape, name)
+            offset += size
+        if not allow_nonfinite and array.dtype.kind == "f" and not np.isfinite(array).all():
+            raise ProtocolError(f"input {name!r} contains NaN or infinite values")
+        inputs[name] = array
+    if offset != len(binary):
+        raise ProtocolError(
+            f"{len(binary) - offset} bytes after the JSON header belong to no input"
+        )
+    return InferRequest(inputs, plan.id, plan.outputs, plan.binary_output, plan.parameters)
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What a request's JSON header says, checked: each input as (name, datatype, shape,
+    binary size, array or None), and the rest of the request. A header whose tensors are
+    all binary and that carries no ``id`` is the same for every request a client sends,
+    so its plan is kept (:data:`_PLANS`) and the next identical header skips the parse."""
+
+    inputs: tuple[tuple[str, str, tuple[int, ...], int, Array | None], ...]
+    id: str | None
+    outputs: tuple[RequestedOutput, ...] | None
+    binary_output: bool
+    parameters: Mapping[str, Any]
+
+    @property
+    def reusable(self) -> bool:
+        return self.id is None and all(array is None for *_, array in self.inputs)
+
+
+_PLANS: dict[bytes, _Plan] = {}  # JSON header bytes -> its plan (binary requests only)
+_PLANS_MAX = 256
+_PLAN_HEADER_MAX = 4096
+
+
+def _plan(header: bytes) -> _Plan:
     try:
         doc = loads(header)
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
@@ -212,43 +266,29 @@ def decode_infer_request(
     raw_inputs = doc.get("inputs")
     if not isinstance(raw_inputs, list) or not raw_inputs:
         raise ProtocolError("request must have a non-empty 'inputs' list")
-
-    binary = memoryview(body)[header_length:] if header_length is not None else memoryview(b"")
-    offset = 0
-    inputs: dict[str, Array] = {}
+    inputs: list[tuple[str, str, tuple[int, ...], int, Array | None]] = []
+    names: set[str] = set()
     for index, raw in enumerate(raw_inputs):
         if not isinstance(raw, dict):
             raise ProtocolError(f"inputs[{index}] must be an object")
         name = raw.get("name")
         if not isinstance(name, str) or not name:
             raise ProtocolError(f"inputs[{index}] needs a 'name' string")
-        if name in inputs:
+        if name in names:
             raise ProtocolError(f"input {name!r} is given twice")
+        names.add(name)
         shape = _shape(raw.get("shape"), name)
         dtype = dtype_of(raw.get("datatype"))
         size = _binary_size(_parameters(raw, f"input {name!r}"), name)
         if size is not None:
             if "data" in raw:
                 raise ProtocolError(f"input {name!r} has both 'data' and binary_data_size")
-            if offset + size > len(binary):
-                raise ProtocolError(
-                    f"input {name!r} declares {size} binary bytes but only "
-                    f"{len(binary) - offset} remain in the body"
-                )
-            array = _from_binary(binary[offset : offset + size], raw["datatype"], shape, name)
-            offset += size
+            inputs.append((name, raw["datatype"], shape, size, None))
         else:
             if "data" not in raw:
                 raise ProtocolError(f"input {name!r} has neither 'data' nor binary_data_size")
             array = _from_json(raw["data"], raw["datatype"], dtype, shape, name)
-        if not allow_nonfinite and array.dtype.kind == "f" and not np.isfinite(array).all():
-            raise ProtocolError(f"input {name!r} contains NaN or infinite values")
-        inputs[name] = array
-    if offset != len(binary):
-        raise ProtocolError(
-            f"{len(binary) - offset} bytes after the JSON header belong to no input"
-        )
-
+            inputs.append((name, raw["datatype"], shape, 0, array))
     outputs = _requested_outputs(doc.get("outputs"))
     binary_output = params.get("binary_data_output", False)
     if not isinstance(binary_output, bool):
@@ -256,7 +296,7 @@ def decode_infer_request(
     request_id = doc.get("id")
     if request_id is not None and not isinstance(request_id, str):
         raise ProtocolError("'id' must be a string")
-    return InferRequest(inputs, request_id, outputs, binary_output, params)
+    return _Plan(tuple(inputs), request_id, outputs, binary_output, params)
 
 
 def _parameters(obj: Mapping[str, Any], where: str) -> dict[str, Any]:

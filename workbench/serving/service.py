@@ -213,15 +213,24 @@ class Service:
     @contextmanager
     def lease(self, ref: str | None) -> Iterator[LoadedVersion]:
         """Take the active version (or the pinned ``ref``) for the whole request."""
+        loaded = self.take(ref)
+        try:
+            yield loaded
+        finally:
+            self.give_back(loaded)
+
+    def take(self, ref: str | None) -> LoadedVersion:
+        """:meth:`lease` without the context manager, for the request path: the caller
+        must :meth:`give_back` what it took."""
         if ref is not None:
             ref = self.aliases.resolve(ref)
-        with self.hub.lease(ref) as loaded:
-            children = self.metrics.version(str(loaded.version))
-            children.inflight.inc()
-            try:
-                yield loaded
-            finally:
-                children.inflight.dec()
+        loaded = self.hub.take(ref)
+        self.metrics.version(loaded.version_label).inflight.inc()
+        return loaded
+
+    def give_back(self, loaded: LoadedVersion) -> None:
+        self.metrics.version(loaded.version_label).inflight.dec()
+        loaded.release()
 
     def check_inputs(
         self,
@@ -233,15 +242,15 @@ class Service:
 
         ``requested`` output names are checked too, so a typo costs no inference.
         """
-        known = {spec.name for spec in loaded.outputs}
+        known = loaded.output_names
         for name in requested:
             if name not in known:
                 raise ProtocolError(
                     f"unknown output {name!r}; {self.model}:{loaded.version} has {sorted(known)}"
                 )
-        for spec in loaded.inputs:
-            array = inputs.get(spec.name)
-            if array is not None and array.dtype != np.dtype(spec.dtype):
+        for name, (spec, dtype, _, _) in loaded.expected_inputs.items():
+            array = inputs.get(name)
+            if array is not None and array.dtype != dtype:
                 want = datatype_of(spec.dtype)
                 got = datatype_of(array.dtype)
                 raise ProtocolError(
@@ -279,7 +288,7 @@ class Service:
         (:class:`~workbench.serving.batching.ClientGone`).
         """
         result = await self._runner(loaded).submit(inputs, gone)
-        children = self.metrics.version(str(loaded.version))
+        children = self.metrics.version(loaded.version_label)
         children.queue.observe(result.queue_seconds)
         children.inference.observe(result.compute_seconds)
         return result

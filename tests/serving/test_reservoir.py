@@ -74,3 +74,19 @@ def test_reservoir_of_a_real_instance(serve, demo_repo: Path) -> None:  # type: 
     with server.client() as client:  # the sample is a valid request body as it is
         replayed = client.post("/v2/models/digits/infer", json={"inputs": doc["inputs"]})
     assert replayed.status_code == 200
+
+
+def test_reservoir_stays_uniform_over_long_streams_of_batched_requests() -> None:
+    # once full, rows are passed over in skips (Algorithm L): a long stream of 4-row
+    # requests must still leave every tenth of the stream about equally represented
+    deciles: Counter[int] = Counter()
+    for seed in range(200):
+        reservoir = Reservoir(20, seed=seed)
+        for start in range(0, 4000, 4):
+            reservoir.offer({"x": np.arange(start, start + 4).reshape(4, 1)})
+        assert reservoir.seen == 4000 and len(reservoir) == 20
+        rows = reservoir.sample()["x"].ravel()
+        assert len(set(rows.tolist())) == 20  # no row kept twice
+        deciles.update(int(v) // 400 for v in rows)
+    assert sum(deciles.values()) == 4000
+    assert all(330 <= deciles[d] <= 470 for d in range(10)), deciles  # 400 each; sd about 19

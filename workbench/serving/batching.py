@@ -446,16 +446,21 @@ def _rows(inputs: TensorsIn) -> int:
     return 0
 
 
-def _batch_key(inputs: TensorsIn) -> tuple[tuple[str, str, tuple[int, ...]], ...] | None:
+def _batch_key(inputs: TensorsIn) -> tuple[tuple[str, np.dtype[Any], tuple[int, ...]], ...] | None:
     """Requests with equal keys can be stacked along axis 0; None means never batch."""
     key = []
     rows = None
     for name, array in inputs.items():
-        if np.ndim(array) == 0 or array.dtype.kind == "O":
+        shape = np.shape(array) if not isinstance(array, np.ndarray) else array.shape
+        if not shape or array.dtype.kind == "O":
             return None
         if rows is None:
-            rows = array.shape[0]
-        elif array.shape[0] != rows:
+            rows = shape[0]
+        elif shape[0] != rows:
             return None
-        key.append((name, array.dtype.str, tuple(array.shape[1:])))
-    return tuple(sorted(key))
+        key.append((name, array.dtype, tuple(shape[1:])))
+    return tuple(key) if len(key) == 1 else tuple(sorted(key, key=_first))
+
+
+def _first(item: tuple[str, Any, Any]) -> str:
+    return item[0]

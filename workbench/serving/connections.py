@@ -17,6 +17,10 @@ directly exposed instance is taken offline by a few thousand such connections.
 - ``max_header_bytes``: larger request heads get 431.
 - ``max_connections``: a connection beyond this many gets 503 and is closed at once.
 
+A refused connection (408, 431, 503) is closed the way nginx closes one: the answer is
+sent, the sending side shut, and whatever the client still sends is read and dropped
+for up to :data:`LINGER_SECONDS`, so the client reads the answer instead of a reset.
+
 Each request's scope carries a probe, ``scope["extensions"][PEER_CLOSED]()``, that says
 whether the client has closed its end, by peeking at the socket: the batcher asks it
 before computing a queued request, even when the event loop has not yet run the
@@ -46,6 +50,7 @@ _REASONS = {
     503: "Service Unavailable",
 }
 WARN_EVERY = 10.0  # seconds between two warnings about refused connections
+LINGER_SECONDS = 2.0  # how long a refused connection's further input is read and dropped
 PEER_CLOSED = "workbench.peer_closed"  # scope["extensions"] key of the probe
 # a connection's phases, in order
 _CONNECTED = 0  # nothing received yet
@@ -101,6 +106,7 @@ def guarded_protocol(limits: ConnectionLimits) -> type[asyncio.Protocol]:
             self._since = 0.0  # when the phase began, or the body last progressed
             self._head_bytes = 0
             self._timer: TimerHandle | None = None
+            self._lingering = False
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
@@ -120,6 +126,8 @@ def guarded_protocol(limits: ConnectionLimits) -> type[asyncio.Protocol]:
             super().connection_lost(exc)
 
         def data_received(self, data: bytes) -> None:
+            if self._lingering:
+                return  # refused: dropped until the client closes or the linger ends
             reading_head = self._phase <= _HEAD
             if reading_head:
                 self._head_bytes += len(data)
@@ -191,7 +199,21 @@ def guarded_protocol(limits: ConnectionLimits) -> type[asyncio.Protocol]:
             cycle = self.cycle
             if cycle is None or cycle.response_complete or not cycle.response_started:
                 self.transport.write(raw_response(status, message, headers))
-            self.transport.close()
+            self._linger()
+
+        def _linger(self) -> None:
+            # A lingering close, as nginx does: stop sending, then read and drop what the
+            # client still sends for a while before closing. Closing with unread data
+            # would reset the connection, and a client still sending (a huge header)
+            # could lose the answer before reading it.
+            self._lingering = True
+            try:
+                self.transport.write_eof()
+                self.transport.resume_reading()
+            except (NotImplementedError, OSError, RuntimeError):
+                self.transport.close()
+                return
+            self.loop.call_later(LINGER_SECONDS, self.transport.close)
 
         def _cancel_timer(self) -> None:
             if self._timer is not None:

@@ -1,8 +1,9 @@
 """Prometheus metrics of one serving instance, labelled by model and version.
 
 Each app owns its :class:`~prometheus_client.CollectorRegistry` (several apps can live
-in one test process). Request-path metrics are cached label children, so recording a
-request is a few dictionary lookups; gauges that describe state (loaded versions, memory)
+in one test process). The request path's series are plain numbers updated on the event
+loop (no lock; a histogram is one bisect), read into metric families at scrape time, so
+recording a request costs about a microsecond; gauges that describe state (loaded versions, memory)
 are collected at scrape time from a snapshot callback, so they are never stale.
 
 Names (the deploy layer's analysis reads these):
@@ -33,7 +34,9 @@ only, so no always-zero series appear. No ``*_created`` samples are exported.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
+import math
 import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -42,14 +45,13 @@ from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
-    Gauge,
-    Histogram,
     ProcessCollector,
     disable_created_metrics,
     generate_latest,
 )
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -84,17 +86,61 @@ class Snapshot:
     rss_bytes: int | None = None
 
 
+class _Count:
+    """A counter or gauge touched only from the event loop: no lock."""
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = 0.0
+
+    def inc(self, amount: float = 1.0) -> None:
+        self.value += amount
+
+    def dec(self, amount: float = 1.0) -> None:
+        self.value -= amount
+
+
+class _Histogram:
+    """A histogram touched only from the event loop: one bisect, no lock."""
+
+    __slots__ = ("bounds", "counts", "total")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)  # the last one is +Inf
+        self.total = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect.bisect_left(self.bounds, value)] += 1  # le: value <= bound
+        self.total += value
+
+    def buckets(self) -> list[tuple[str, float]]:
+        """Cumulative ``(le, count)`` pairs, as the exposition format wants them."""
+        out = []
+        running = 0
+        for bound, count in zip((*self.bounds, math.inf), self.counts, strict=True):
+            running += count
+            out.append((floatToGoString(bound), float(running)))  # type: ignore[no-untyped-call]
+        return out
+
+
 @dataclass
 class _Children:
-    ok: Any
-    client_error: Any
-    server_error: Any
-    duration: Any
-    queue: Any
-    inference: Any
-    batch: Any
-    inflight: Any
-    by_outcome: dict[str, Any] = field(default_factory=dict)
+    ok: _Count = field(default_factory=_Count)
+    client_error: _Count = field(default_factory=_Count)
+    server_error: _Count = field(default_factory=_Count)
+    duration: _Histogram = field(default_factory=lambda: _Histogram(LATENCY_BUCKETS))
+    queue: _Histogram = field(default_factory=lambda: _Histogram(LATENCY_BUCKETS))
+    inference: _Histogram = field(default_factory=lambda: _Histogram(LATENCY_BUCKETS))
+    batch: _Histogram = field(default_factory=lambda: _Histogram(BATCH_BUCKETS))
+    inflight: _Count = field(default_factory=_Count)
+    by_outcome: dict[str, _Count] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.by_outcome = {
+            "ok": self.ok, "client_error": self.client_error, "server_error": self.server_error,
+        }
 
 
 class ServingMetrics:
@@ -111,61 +157,26 @@ class ServingMetrics:
         self.model = model
         self.registry = registry if registry is not None else CollectorRegistry()
         labels = ("model", "version")
-        self._requests = Counter(
-            "workbench_requests", "Inference requests by outcome.",
-            (*labels, "outcome"), registry=self.registry,
-        )
         self._replayed = Counter(
             "workbench_replayed_requests", "Replayed inference requests (canary analysis) by outcome.",
             (*labels, "outcome"), registry=self.registry,
         )
-        self._duration = Histogram(
-            "workbench_request_duration_seconds", "Inference request latency, end to end.",
-            labels, buckets=LATENCY_BUCKETS, registry=self.registry,
-        )
-        self._queue = Histogram(
-            "workbench_queue_duration_seconds", "Time a request waited for a predictor.",
-            labels, buckets=LATENCY_BUCKETS, registry=self.registry,
-        )
-        self._inference = Histogram(
-            "workbench_inference_duration_seconds", "Predictor time of the batch that "
-            "carried a request.", labels, buckets=LATENCY_BUCKETS, registry=self.registry,
-        )
-        self._batch = Histogram(
-            "workbench_batch_size", "Rows per executed batch.",
-            labels, buckets=BATCH_BUCKETS, registry=self.registry,
-        )
-        self._inflight = Gauge(
-            "workbench_inflight_requests", "Inference requests being served.",
-            labels, registry=self.registry,
-        )
+        # The request path's series: updated on the event loop only (every request
+        # touches about ten of them), exported by _RequestCollector at scrape time.
         self._children: dict[str, _Children] = {}
+        self._unresolved: dict[str, _Count] = {}  # outcome -> requests that reached no version
+        self._unresolved_duration: _Histogram | None = None
+        self.registry.register(_RequestCollector(self))
         if snapshot is not None:
             self.registry.register(_StateCollector(model, snapshot))
         with contextlib.suppress(ValueError, OSError):  # pragma: no cover - non-Linux
             _ProcessCollector(registry=self.registry)
 
     def version(self, version: str) -> _Children:
-        """The cached label children of one version (created on first use)."""
+        """The series of one version (created on first use)."""
         children = self._children.get(version)
         if children is None:
-            labels = (self.model, version)
-            children = _Children(
-                ok=self._requests.labels(*labels, "ok"),
-                client_error=self._requests.labels(*labels, "client_error"),
-                server_error=self._requests.labels(*labels, "server_error"),
-                duration=self._duration.labels(*labels),
-                queue=self._queue.labels(*labels),
-                inference=self._inference.labels(*labels),
-                batch=self._batch.labels(*labels),
-                inflight=self._inflight.labels(*labels),
-            )
-            children.by_outcome = {
-                "ok": children.ok,
-                "client_error": children.client_error,
-                "server_error": children.server_error,
-            }
-            self._children[version] = children
+            children = self._children[version] = _Children()
         return children
 
     def loaded(self, version: str) -> None:
@@ -177,12 +188,8 @@ class ServingMetrics:
     def unloaded(self, version: str) -> None:
         """Remove an unloaded version's series."""
         self._children.pop(version, None)
-        labels = (self.model, version)
         for outcome in OUTCOMES:
-            self._requests.remove(*labels, outcome)
-            self._replayed.remove(*labels, outcome)
-        for metric in (self._duration, self._queue, self._inference, self._batch, self._inflight):
-            metric.remove(*labels)
+            self._replayed.remove(self.model, version, outcome)
 
     def request(self, version: str, status: int, seconds: float, *, replay: bool = False) -> None:
         """Count one finished inference request and its latency (a replay only by outcome).
@@ -196,8 +203,10 @@ class ServingMetrics:
             if replay:
                 self._replayed.labels(self.model, version, outcome).inc()
                 return
-            self._requests.labels(self.model, version, outcome).inc()
-            self._duration.labels(self.model, version).observe(seconds)
+            self._unresolved.setdefault(outcome, _Count()).inc()
+            if self._unresolved_duration is None:
+                self._unresolved_duration = _Histogram(LATENCY_BUCKETS)
+            self._unresolved_duration.observe(seconds)
             return
         children = self._children.get(version)
         if children is None:
@@ -211,6 +220,53 @@ class ServingMetrics:
     def render(self) -> tuple[bytes, str]:
         """The exposition text and its content type."""
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+class _RequestCollector(Collector):
+    """The request path's families, read from :class:`ServingMetrics`' loop-only series."""
+
+    def __init__(self, metrics: ServingMetrics) -> None:
+        self._metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        metrics = self._metrics
+        model = metrics.model
+        versions = list(metrics._children.items())
+        requests = CounterMetricFamily(
+            "workbench_requests", "Inference requests by outcome.",
+            labels=["model", "version", "outcome"],
+        )
+        for version, children in versions:
+            for outcome, count in children.by_outcome.items():
+                requests.add_metric([model, version, outcome], count.value)
+        for outcome, count in list(metrics._unresolved.items()):
+            requests.add_metric([model, UNRESOLVED, outcome], count.value)
+        yield requests
+        histograms = (
+            ("workbench_request_duration_seconds", "Inference request latency, end to end.",
+             "duration"),
+            ("workbench_queue_duration_seconds", "Time a request waited for a predictor.",
+             "queue"),
+            ("workbench_inference_duration_seconds", "Predictor time of the batch that "
+             "carried a request.", "inference"),
+            ("workbench_batch_size", "Rows per executed batch.", "batch"),
+        )
+        for name, documentation, attribute in histograms:
+            family = HistogramMetricFamily(name, documentation, labels=["model", "version"])
+            for version, children in versions:
+                series: _Histogram = getattr(children, attribute)
+                family.add_metric([model, version], series.buckets(), series.total)
+            unresolved = metrics._unresolved_duration
+            if attribute == "duration" and unresolved is not None:
+                family.add_metric([model, UNRESOLVED], unresolved.buckets(), unresolved.total)
+            yield family
+        inflight = GaugeMetricFamily(
+            "workbench_inflight_requests", "Inference requests being served.",
+            labels=["model", "version"],
+        )
+        for version, children in versions:
+            inflight.add_metric([model, version], children.inflight.value)
+        yield inflight
 
 
 class _ProcessCollector(ProcessCollector):

@@ -60,6 +60,7 @@ _ORJSON_NUMPY = frozenset({
     "bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
     "float16", "float32", "float64",
 })
+_ORJSON_DTYPES = frozenset(np.dtype(name) for name in _ORJSON_NUMPY)  # native byte order
 
 
 def loads(raw: bytes | memoryview) -> Any:
@@ -103,11 +104,21 @@ class PayloadTooLarge(ProtocolError):
         self.limit = limit
 
 
+_BY_DTYPE: dict[object, str] = {}  # dtype objects seen -> datatype (``.name`` is slow)
+
+
 def datatype_of(dtype: str | np.dtype[Any]) -> str:
     """The protocol datatype for a numpy dtype (or dtype name), e.g. ``float32`` -> ``FP32``."""
+    if not isinstance(dtype, str):
+        known = _BY_DTYPE.get(dtype)
+        if known is not None:
+            return known
     name = dtype if isinstance(dtype, str) else np.dtype(dtype).name
     try:
-        return _NAMES[name]
+        datatype = _NAMES[name]
+        if not isinstance(dtype, str) and len(_BY_DTYPE) < 64:
+            _BY_DTYPE[dtype] = datatype
+        return datatype
     except KeyError:
         raise ValueError(f"no Open Inference Protocol datatype for numpy dtype {name!r}") from None
 
@@ -342,7 +353,7 @@ def _from_binary(raw: memoryview, datatype: str, shape: tuple[int, ...], name: s
     array = np.frombuffer(raw, dtype=dtype)
     if datatype == "BOOL" and array.size and array.view(np.uint8).max() > 1:
         raise ProtocolError(f"input {name!r}: BOOL bytes must be 0 or 1")
-    if not dtype.isnative or array.ctypes.data % dtype.alignment:
+    if not (dtype.isnative and array.flags.aligned):
         array = array.astype(dtype.newbyteorder("="))  # aligned, native copy
     return array.reshape(shape)
 
@@ -517,7 +528,9 @@ def _to_json(array: Array) -> Any:
             item.decode("utf-8", "replace") if isinstance(item, bytes) else str(item)
             for item in array.ravel()
         ]
-    if array.dtype.name in _ORJSON_NUMPY:
+    if array.dtype in _ORJSON_DTYPES or array.dtype.name in _ORJSON_NUMPY:
+        if array.dtype.isnative and array.flags.c_contiguous:
+            return array.ravel()
         return np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("=")).ravel()
     return array.ravel().tolist()
 

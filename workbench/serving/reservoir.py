@@ -1,12 +1,12 @@
 """A bounded, uniform sample of the inputs this instance was asked to infer on.
 
 A canary is best judged on the inputs real users send. :class:`Reservoir` keeps a
-uniform random sample of the request rows seen so far (Vitter's Algorithm R: the
-first ``size`` rows fill it; row ``n`` then replaces a random slot with probability
-``size / n``), so it stays a few hundred rows however long the instance runs. Once
-full, most rows cost one random draw and are not copied, which keeps it off the hot
-path. A row is one slice along the batch axis of every input tensor (a request whose
-inputs disagree on their first dimension is kept whole, as one row).
+uniform random sample of the request rows seen so far (the first ``size`` rows fill
+it; row ``n`` then holds a random slot with probability ``size / n``), so it stays a few
+hundred rows however long the instance runs. Once full, it draws how many rows to pass
+over before the next one it keeps (Li's Algorithm L), so most requests cost one
+comparison: no random draw, no copy. A row is one slice along the batch axis of every
+input tensor (a request whose inputs disagree on their first dimension is kept whole, as one row).
 
 ``GET /v2/admin/reservoir`` (admin token) answers the sample as an Open Inference
 Protocol request body, the rows stacked along the batch axis, ready to be replayed::
@@ -17,6 +17,7 @@ Protocol request body, the rows stacked along the batch axis, ready to be replay
 
 from __future__ import annotations
 
+import math
 import random
 from typing import TYPE_CHECKING, Any
 
@@ -40,7 +41,7 @@ Row = dict[str, np.ndarray[Any, Any]]
 
 
 class Reservoir:
-    """Algorithm R over request rows; ``size`` 0 keeps nothing. Used from the event loop."""
+    """A uniform sample of request rows; ``size`` 0 keeps nothing. Used from the event loop."""
 
     def __init__(self, size: int = DEFAULT_SIZE, *, seed: int | None = None) -> None:
         if size < 0:
@@ -49,6 +50,8 @@ class Reservoir:
         self.seen = 0
         self._rows: list[Row] = []
         self._random = random.Random(seed)
+        self._weight = 1.0  # Algorithm L's running weight
+        self._next = 0  # the number of the next row to keep once full
 
     def __len__(self) -> int:
         return len(self._rows)
@@ -60,23 +63,32 @@ class Reservoir:
         arrays = list(inputs.items())
         counts = {array.shape[0] if array.ndim else -1 for _, array in arrays}
         rows = counts.pop() if len(counts) == 1 else -1
-        if rows < 0:  # inputs that do not share a batch axis: the request is one row
-            slot = self._slot()
-            if slot is not None:
-                self._keep(slot, {name: np.array(array) for name, array in arrays})
-            return
-        for index in range(rows):
-            slot = self._slot()
-            if slot is not None:  # copied only when kept
-                self._keep(slot, {name: np.array(array[index : index + 1]) for name, array in arrays})
+        whole = rows < 0  # inputs that do not share a batch axis: the request is one row
+        first = self.seen + 1  # the number of this request's first row, counting from 1
+        self.seen += 1 if whole else rows
+        if len(self._rows) == self.size and self._next > self.seen:
+            return  # the common case once full: no row of this request is kept
+        for number in range(first, self.seen + 1):
+            if len(self._rows) < self.size:
+                slot = len(self._rows)
+            elif number == self._next:
+                slot = self._random.randrange(self.size)
+            else:
+                continue
+            index = number - first
+            self._keep(slot, {name: np.array(array) for name, array in arrays} if whole else
+                       {name: np.array(array[index : index + 1]) for name, array in arrays})
+            if len(self._rows) == self.size:
+                self._skip(number)
 
-    def _slot(self) -> int | None:
-        """Algorithm R: where the next row goes, or None when it is not kept."""
-        self.seen += 1
-        if len(self._rows) < self.size:
-            return len(self._rows)
-        slot = self._random.randrange(self.seen)
-        return slot if slot < self.size else None
+    def _skip(self, number: int) -> None:
+        """Algorithm L: draw the number of the next row to keep after row ``number``."""
+        draw = self._random.random
+        self._weight *= math.exp(math.log(1.0 - draw()) / self.size)
+        if self._weight >= 1.0:
+            self._next = number + 1
+            return
+        self._next = number + 1 + int(math.log(1.0 - draw()) / math.log1p(-self._weight))
 
     def _keep(self, slot: int, row: Row) -> None:
         if slot == len(self._rows):

@@ -278,3 +278,21 @@ def test_batches_run_on_the_loop_with_an_async_predict_unmerged() -> None:
     # the first alone, then 4 together; the failing batch of the last two retried one by one
     assert calls == [[1], [1, 1, 1, 1], [1, 1], [1], [1]]
     assert fake.threads == {threading.current_thread().name}
+
+
+def test_a_request_that_did_not_wait_is_not_asked_about_its_client(pool: Any) -> None:
+    # asking costs a system call per request; one dispatched at once is sent on unasked
+    fake = FakePredictor(0.0)
+    asked: list[int] = []
+
+    def gone() -> bool:
+        asked.append(1)
+        return False
+
+    async def main() -> None:
+        batcher = Batcher(fake, pool, BatchingConfig(max_batch_size=4))
+        await asyncio.gather(*(batcher.submit(rows(1), gone) for _ in range(8)))
+        await batcher.close()
+
+    asyncio.run(main())
+    assert sum(fake.batches) == 8 and asked == []

@@ -499,25 +499,27 @@ class _Handlers:
 
     async def _decode(self, head: _InferHead, receive: Receive) -> protocol.InferRequest:
         """Read and decode the body; a large one waits its turn and decodes off the loop."""
-        service = self.service
-        settings = service.settings
-        decoder = service.decoder
+        decoder = self.service.decoder
         json_size = head.content_length
         if head.header_length is not None:  # binary extension: only the JSON part counts
             json_size = _int_or_none(head.header_length)
-        gate: contextlib.AbstractAsyncContextManager[object] = contextlib.nullcontext()
         if decoder.is_large(json_size):
-            gate = decoder.gate
-        async with gate:
-            body = await receive_body(receive, head.content_length, settings.max_body_bytes)
-            if head.encoding:  # zlib lets go of the GIL: a thread is enough
-                body = await service.offload(
-                    len(body), protocol.decompress, body, head.encoding, settings.max_body_bytes
-                )
-            header_length = protocol.parse_header_length(head.header_length, len(body))
-            return await decoder.decode(
-                body, header_length, allow_nonfinite=not settings.reject_nonfinite
+            async with decoder.gate:
+                return await self._read_and_decode(head, receive)
+        return await self._read_and_decode(head, receive)
+
+    async def _read_and_decode(self, head: _InferHead, receive: Receive) -> protocol.InferRequest:
+        service = self.service
+        settings = service.settings
+        body = await receive_body(receive, head.content_length, settings.max_body_bytes)
+        if head.encoding:  # zlib lets go of the GIL: a thread is enough
+            body = await service.offload(
+                len(body), protocol.decompress, body, head.encoding, settings.max_body_bytes
             )
+        header_length = protocol.parse_header_length(head.header_length, len(body))
+        return await service.decoder.decode(
+            body, header_length, allow_nonfinite=not settings.reject_nonfinite
+        )
 
 
 _JSON = JSON_TYPE.encode()

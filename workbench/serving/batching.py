@@ -23,7 +23,8 @@ with no thread hop and no concatenated copy.
 
 The queue is bounded: a request that finds ``max_queue`` requests already waiting is
 refused at once with :class:`QueueFull` (the server answers 503 with ``Retry-After``).
-A request may come with ``gone()``, asked when its batch forms: one whose client has
+A request may come with ``gone()``, asked when its batch forms if it has waited at
+least ``GONE_AFTER`` (a fresh one is sent on without the system call): one whose client has
 disconnected meanwhile fails with :class:`ClientGone` instead of being computed. (The
 event loop may not have seen the disconnect yet, when a predictor that holds the GIL
 has just finished; ``gone()`` looks at the connection itself.) A cancelled request
@@ -55,6 +56,7 @@ PredictFn = Callable[["TensorsIn"], "Tensors"]
 AsyncPredictFn = Callable[[list["TensorsIn"]], Awaitable["Tensors"]]
 BatchCallback = Callable[[int, float], None]  # rows and predictor seconds of one run
 Gone = Callable[[], bool]  # whether a request's client has disconnected
+GONE_AFTER = 0.002  # seconds a request waits before its batch asks whether its client left
 
 
 @dataclass(frozen=True)
@@ -293,10 +295,15 @@ class Batcher(Runner):
             running.add_done_callback(functools.partial(self._finish, batch=batch))
 
     def _abandoned(self, item: _Item) -> bool:
-        """Cancelled, or its client has gone (then it fails with ClientGone)."""
+        """Cancelled, or its client has gone (then it fails with ClientGone).
+
+        Only a request that has waited ``GONE_AFTER`` is asked about its client (a
+        system call): one that just arrived almost never has lost it, and under load
+        that is nearly every request."""
         if item.future.done():
             return True
-        if item.gone is not None and item.gone():
+        if (item.gone is not None and time.perf_counter() - item.queued >= GONE_AFTER
+                and item.gone()):
             item.future.set_exception(ClientGone(f"{self.name}: the client left while its "
                                                  "request waited"))
             return True

@@ -392,3 +392,10 @@ def test_a_worker_is_a_fresh_interpreter_in_its_own_session(hub: VersionHub) -> 
             assert worker.cmdline()[1:3] == ["-m", "workbench.runtime.worker"], worker.cmdline()
             assert worker.ppid() == os.getpid()
             assert os.getsid(pid) == pid != os.getsid(0)
+
+
+def test_hub_workers_keep_the_normal_scheduling_policy(hub: VersionHub) -> None:
+    # only `workbench serve` asks for SCHED_BATCH: a notebook's single requests would
+    # wait behind whatever else runs on the core
+    pids = hub.get("1.0.0").worker_pids  # type: ignore[attr-defined]
+    assert pids and all(os.sched_getscheduler(pid) == os.SCHED_OTHER for pid in pids)

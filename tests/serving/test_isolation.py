@@ -44,6 +44,8 @@ def test_kill_9_of_a_worker_fails_only_in_flight_requests_and_recovers(
     maps = psutil.Process(server.proc.pid).memory_maps()
     assert not [m.path for m in maps if "paddle" in m.path.lower()], "the front must not load Paddle"
     pid = _workers(server)[0]
+    # a serving instance's workers are scheduled for throughput (no wake-up preemption)
+    assert os.sched_getscheduler(pid) == os.SCHED_BATCH
     body = json_infer_body(x_batch(4))
     codes: Counter[int] = Counter()
     errors: list[str] = []

@@ -182,6 +182,10 @@ def serve(
     if log_format == "json":
         _json_logging(model, str(resolved[0]))
     sock = bind(host, port)  # a busy port fails here, before anything is loaded or logged
+    from workbench.runtime.worker import SCHEDULING_ENV
+
+    # a serving instance's workers are scheduled for throughput (see runtime.worker)
+    os.environ.setdefault(SCHEDULING_ENV, "batch")
     try:
         hub = VersionHub(
             repository,

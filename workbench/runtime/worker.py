@@ -52,6 +52,7 @@ START_TIMEOUT = 120.0
 STOP_TIMEOUT = 5.0
 
 Layout = list[tuple[str, str, tuple[int, ...], int]]
+SCHEDULING_ENV = "WORKBENCH_WORKER_SCHEDULING"  # "batch": SCHED_BATCH workers (throughput)
 PACKET = 32 * 1024  # the largest control datagram; longer messages are sent in parts
 _WHOLE, _PARTS = b"\x00", b"\x01"
 
@@ -249,13 +250,16 @@ def worker_main(fd: int) -> None:
 
 
 def _throughput_scheduling() -> None:
-    """Run this process under SCHED_BATCH: a worker woken by a control message does not
-    preempt the front on its core, but runs when the front waits. The front finishes
-    the request it is in (instead of being cut off and coming back to cold caches), and
-    on a shared core this cut the CPU time per request by 2-6% in our measurements.
-    Latency is not affected when the front is idle: the worker then runs at once."""
+    """With ``WORKBENCH_WORKER_SCHEDULING=batch`` (``workbench serve`` sets it), run this
+    process under SCHED_BATCH: a worker woken by a control message does not preempt the
+    front on its core but runs when the front waits, so the front finishes the request
+    it is in instead of coming back to cold caches. On a core shared by front and worker
+    this cut the CPU time per request by about 3% (alternating runs under ``wrk``). The
+    price is latency when the core is busy with something else: a batch-scheduled worker
+    waits for it, which a notebook's or the CLI's single requests would feel, so they
+    keep the normal policy."""
     policy = getattr(os, "SCHED_BATCH", None)
-    if policy is None:  # pragma: no cover - not Linux
+    if policy is None or os.environ.get(SCHEDULING_ENV, "").lower() != "batch":
         return
     with contextlib.suppress(OSError):
         os.sched_setscheduler(0, policy, os.sched_param(0))

@@ -29,7 +29,9 @@ def export(
     ] = None,
     version: Annotated[str | None, typer.Option("--version", help="Stable version (with --model).")] = None,
     candidate: Annotated[str | None, typer.Option(help="Candidate version (with --model).")] = None,
-    weight: Annotated[int, typer.Option(help="Candidate's traffic percent (with --candidate).")] = 0,
+    weight: Annotated[
+        int, typer.Option(min=0, max=100, help="Candidate's traffic percent (with --candidate).")
+    ] = 0,
     namespace: Annotated[str, typer.Option(help="Kubernetes namespace.")] = "default",
     image: Annotated[str, typer.Option(help="The workbench image the pods run.")] = "paddle-workbench:latest",
     pvc: Annotated[
@@ -40,9 +42,10 @@ def export(
     preview_replicas: Annotated[int, typer.Option(help="Pods of the other colour.")] = 1,
     max_replicas: Annotated[int, typer.Option(help="HPA maximum per colour.")] = 4,
     router: Annotated[
-        str, typer.Option(help="gateway (Gateway API HTTPRoute), nginx (the workbench's router), service, "
-                               "or ingress-nginx (legacy canary annotations).")
-    ] = "gateway",
+        str | None, typer.Option(help="gateway (Gateway API HTTPRoute, the default), nginx (the workbench's "
+                                      "router), service, or ingress-nginx (legacy canary annotations); "
+                                      "not with kserve, which routes itself.")
+    ] = None,
     gateway: Annotated[str, typer.Option(help="Gateway the HTTPRoute attaches to.")] = "workbench",
     gateway_namespace: Annotated[str | None, typer.Option(help="The Gateway's namespace.")] = None,
     hostname: Annotated[
@@ -67,9 +70,14 @@ def export(
 
     if fmt not in FORMATS:
         raise typer.BadParameter(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
+    if fmt == "kserve" and router is not None:
+        raise typer.BadParameter(
+            "--router does not apply to --format kserve: its InferenceService splits the traffic itself"
+        )
     opts = K8sOptions(
         namespace=namespace, image=image, models_claim=pvc, gpus=gpus, replicas=replicas,
-        preview_replicas=preview_replicas, hpa_max=max_replicas, router=router, gateway_name=gateway,
+        preview_replicas=preview_replicas, hpa_max=max_replicas, router=router or "gateway",
+        gateway_name=gateway,
         gateway_namespace=gateway_namespace, hostnames=tuple(hostname or ()), deep_health=deep_health,
         prometheus_url=prometheus,
     )
@@ -85,6 +93,10 @@ def _source(name: str, model: str | None, version: str | None, candidate: str | 
     if model is not None or version is not None:
         if model is None or version is None:
             raise typer.BadParameter("give --model and --version together")
+        if candidate is not None and candidate == version:
+            raise typer.BadParameter(f"--candidate {candidate} is the stable --version; give another")
+        if weight and candidate is None:
+            raise typer.BadParameter("--weight needs a --candidate to send the traffic to")
         return ExportSource.from_versions(name, model, version, candidate, weight)
     if candidate is not None or weight:
         raise typer.BadParameter("--candidate and --weight need --model and --version")

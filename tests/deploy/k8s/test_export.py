@@ -157,6 +157,12 @@ def test_cli_exports_without_a_local_deployment(tmp_path: Path, monkeypatch: pyt
     (["--model", "digits"], "--model and --version"),
     (["--namespace", "ML", "--model", "digits", "--version", "1.0.0"], "invalid Kubernetes namespace"),
     ([], "no deployment named 'web'"),
+    (["--model", "digits", "--version", "1.0.0", "--candidate", "1.0.0"], "is the stable --version"),
+    (["--model", "digits", "--version", "1.0.0", "--weight", "5"], "--weight needs a --candidate"),
+    (["--model", "digits", "--version", "1.0.0", "--candidate", "1.1.0", "--weight", "150"],
+     "--weight"),
+    (["--format", "kserve", "--router", "nginx", "--model", "digits", "--version", "1.0.0"],
+     "--router does not apply to --format kserve"),
 ])
 def test_cli_mistakes_are_one_sentence(argv: list[str], message: str, tmp_path: Path,
                                        monkeypatch: pytest.MonkeyPatch,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -239,3 +240,27 @@ def test_live_rates_of_a_colour_add_up_its_instances() -> None:
     both = rates(Counters.combined([one[0], two[0]]), Counters.combined([one[1], two[1]]))
     assert both["rps"] == pytest.approx(20.0) and both["error_rate"] == pytest.approx(0.05)
     assert both["p99_ms"] is not None and both["p99_ms"] > 10  # the slow host's latency shows
+
+
+def test_status_asks_each_engine_once_and_engines_at_the_same_time() -> None:
+    # a host that cannot be reached costs one connect timeout, not one per instance,
+    # and two dead hosts cost it once, not twice
+    class SlowDeadEngine(FakeEngine):
+        def __init__(self) -> None:
+            super().__init__()
+            self.asked = 0
+
+        def is_running(self, instance: Instance) -> bool:
+            self.asked += 1
+            time.sleep(0.3)  # the connect timeout
+            raise BackendError("cannot reach the Docker engine: timed out")
+
+    one, two = SlowDeadEngine(), SlowDeadEngine()
+    fleet = FleetBackend({FLEET[0].url: one, FLEET[1].url: two})
+    started = time.monotonic()
+    seen = look_at_instances(fleet_state(), fleet, probe=True, timeout=0.2)
+    elapsed = time.monotonic() - started
+    assert [i.state for i in seen] == ["lost", "lost", "lost"]
+    assert all("timed out" in i.error for i in seen)
+    assert (one.asked, two.asked) == (1, 1)  # engine 0 holds two of the instances
+    assert elapsed < 0.55, elapsed  # asked one after the other: 0.9 s

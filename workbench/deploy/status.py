@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from workbench.errors import WorkbenchError
 
@@ -11,7 +11,7 @@ if TYPE_CHECKING:
     from workbench._types import Color
     from workbench.deploy.backends.base import Backend
     from workbench.deploy.rollout.controller import ControllerProcess
-    from workbench.deploy.state import DeploymentState
+    from workbench.deploy.state import DeploymentState, InstanceRecord
 
 __all__ = ["DeploymentStatus", "InstanceStatus", "look_at_instances"]
 
@@ -133,29 +133,39 @@ def look_at_instances(
     """Each recorded instance, blue first; with ``probe``, whether it runs and is ready.
 
     An instance whose engine cannot be reached, or whose container or process is gone,
-    is ``lost`` (with the reason as its error), never an exception.
+    is ``lost`` (with the reason as its error), never an exception. Engines are asked
+    at the same time, one thread each (an engine's client is used by one thread), and
+    an engine that cannot be reached is asked once: its other instances share the
+    answer, so a dead host costs one connect timeout, not one per instance.
     """
     weights = state.weights
-    instances = []
-    for record in state.records():
-        color = record.color
-        running = ready = lost = False
-        error = ""
-        if probe:
-            instance = record.to_instance(state)
-            try:
-                running = engine.is_running(instance)
-            except WorkbenchError as exc:
-                error = str(exc)
-            if running:
-                from workbench.deploy.client import ServingClient
+    records = state.records()
+    looks: dict[int, _Look] = {}
+    if probe:
+        by_engine: dict[str, list[int]] = {}
+        for index, record in enumerate(records):
+            by_engine.setdefault(record.engine, []).append(index)
 
-                with ServingClient(record.url, timeout=timeout) as client:
-                    health = client.ready(timeout=timeout)
-                ready, error = health.ok, health.error
-            else:
-                lost = True
-                error = error or "not running"
+        def look_at_engine(indexes: list[int]) -> None:
+            failed: _Look | None = None  # the engine's answer once it could not be reached
+            for index in indexes:
+                look = failed or _look_at(state, records[index], engine, timeout)
+                looks[index] = look
+                if look.engine_failed:
+                    failed = look
+
+        if len(by_engine) == 1:
+            look_at_engine(next(iter(by_engine.values())))
+        else:
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(max_workers=min(8, len(by_engine))) as pool:
+                list(pool.map(look_at_engine, by_engine.values()))
+    instances = []
+    for index, record in enumerate(records):
+        color = record.color
+        look = looks.get(index, _NOT_PROBED)
+        running, ready, lost, error = look.running, look.ready, look.lost, look.error
         instances.append(
             InstanceStatus(
                 color=color,
@@ -173,3 +183,31 @@ def look_at_instances(
             )
         )
     return tuple(instances)
+
+
+class _Look(NamedTuple):
+    running: bool
+    ready: bool
+    lost: bool
+    error: str
+    engine_failed: bool = False  # the engine could not be asked
+
+
+_NOT_PROBED = _Look(False, False, False, "")
+
+
+def _look_at(
+    state: DeploymentState, record: InstanceRecord, engine: Backend, timeout: float
+) -> _Look:
+    """Whether one instance runs and is ready."""
+    try:
+        running = engine.is_running(record.to_instance(state))
+    except WorkbenchError as exc:
+        return _Look(False, False, True, str(exc), engine_failed=True)
+    if not running:
+        return _Look(False, False, True, "not running")
+    from workbench.deploy.client import ServingClient
+
+    with ServingClient(record.url, timeout=timeout) as client:
+        health = client.ready(timeout=timeout)
+    return _Look(True, health.ok, False, health.error)

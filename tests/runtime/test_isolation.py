@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import signal
 import textwrap
@@ -284,9 +285,10 @@ def test_a_worker_that_cannot_reload_is_retried_with_backoff_until_it_can(
         hub.close()
 
 
-def test_restart_delays_follow_torchserve() -> None:
-    assert backoff_delays()[:8] == [0.0, 1.0, 1.0, 2.0, 3.0, 5.0, 8.0, 13.0]
-    assert max(backoff_delays()) == 30.0
+def test_restart_delays_follow_torchserve_and_never_give_up() -> None:
+    delays = list(itertools.islice(backoff_delays(), 40))
+    assert delays[:8] == [0.0, 1.0, 1.0, 2.0, 3.0, 5.0, 8.0, 13.0]
+    assert max(delays) == 30.0 and delays[-20:] == [30.0] * 20  # still trying, slowly
 
 
 def test_unload_drains_in_flight_requests_then_stops_the_workers(

@@ -328,7 +328,6 @@ class ProcessLoadedVersion(LoadedVersion):
                 self._cond.notify_all()
             self._emit("worker_restarted", f"worker pid {lane.worker.pid} ready after {attempt} attempt(s)")
             return
-        self._emit("worker_restart_failed", "gave up restarting the worker")
 
     # -- inspection ------------------------------------------------------------------
 

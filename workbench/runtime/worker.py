@@ -39,7 +39,7 @@ from workbench import errors
 from workbench.errors import ModelLoadError, WorkerDiedError
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Iterator, Sequence
     from pathlib import Path
 
     from workbench._types import Tensors, TensorsIn
@@ -50,6 +50,7 @@ ALIGN = 64
 MIN_SEGMENT = 1 << 20
 START_TIMEOUT = 120.0
 STOP_TIMEOUT = 5.0
+MAX_BACKOFF = 30.0  # seconds between two restart attempts, at most
 
 Layout = list[tuple[str, str, tuple[int, ...], int]]
 SCHEDULING_ENV = "WORKBENCH_WORKER_SCHEDULING"  # "batch": SCHED_BATCH workers (throughput)
@@ -440,12 +441,15 @@ class WorkerPredictor:
             self._conn = None
 
 
-def backoff_delays() -> list[float]:
-    """Seconds to wait before each restart attempt: 0, 1, 1, 2, 3, 5, 8, ... capped at 30."""
-    delays = [0.0, 1.0]
-    while len(delays) < 16:
-        delays.append(min(30.0, delays[-1] + delays[-2]))
-    return delays
+def backoff_delays() -> Iterator[float]:
+    """Seconds to wait before each restart attempt: 0, 1, 1, 2, 3, 5, 8, ..., then 30 s
+    for ever. A worker that cannot come back (a driver gone, a disk full) keeps being
+    tried at a slow pace and returns by itself once the cause is fixed."""
+    yield 0.0
+    previous, delay = 0.0, 1.0
+    while True:
+        yield delay
+        previous, delay = delay, min(MAX_BACKOFF, previous + delay)
 
 
 def wait_for_exit(sentinels: list[int], timeout: float) -> list[int]:

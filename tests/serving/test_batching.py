@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -280,19 +281,30 @@ def test_batches_run_on_the_loop_with_an_async_predict_unmerged() -> None:
     assert fake.threads == {threading.current_thread().name}
 
 
-def test_a_request_that_did_not_wait_is_not_asked_about_its_client(pool: Any) -> None:
-    # asking costs a system call per request; one dispatched at once is sent on unasked
-    fake = FakePredictor(0.0)
-    asked: list[int] = []
+def test_a_request_that_did_not_wait_is_not_asked_about_its_client(
+    pool: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # asking costs a system call per request; one dispatched at once (an idle batcher
+    # starts its batch inside submit) is sent on unasked, one that waited is asked
+    from workbench.serving import batching
 
-    def gone() -> bool:
-        asked.append(1)
-        return False
+    monkeypatch.setattr(batching, "GONE_AFTER", 0.02)  # wide margins on a busy machine
+    fake = FakePredictor(0.1)
+    asked: list[str] = []
+
+    def gone(label: str) -> Callable[[], bool]:
+        def probe() -> bool:
+            asked.append(label)
+            return False
+        return probe
 
     async def main() -> None:
-        batcher = Batcher(fake, pool, BatchingConfig(max_batch_size=4))
-        await asyncio.gather(*(batcher.submit(rows(1), gone) for _ in range(8)))
+        batcher = Batcher(fake, pool, BatchingConfig(max_batch_size=1))
+        first = asyncio.ensure_future(batcher.submit(rows(1), gone("at once")))
+        await asyncio.sleep(0)  # submitted: its batch started without waiting
+        second = asyncio.ensure_future(batcher.submit(rows(1), gone("waited")))
+        await asyncio.gather(first, second)  # the second waited ~100 ms behind the first
         await batcher.close()
 
     asyncio.run(main())
-    assert sum(fake.batches) == 8 and asked == []
+    assert fake.batches == [1, 1] and asked == ["waited"]

@@ -6,6 +6,9 @@ import gzip
 import json
 import struct
 import zlib
+from collections.abc import MutableMapping
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -313,3 +316,32 @@ def test_tritonclient_request_body_decodes() -> None:
     np.testing.assert_array_equal(decoded.inputs["x"], x)
     assert decoded.id == "abc"
     assert decoded.outputs == (RequestedOutput("probs", True),)
+
+
+def test_an_unreadable_content_length_is_a_400_from_the_app_itself(demo_repo: Path) -> None:
+    # uvicorn's parser refuses such a header before the app sees it; any other ASGI
+    # server may pass it on, and the inference path must still answer in JSON
+    import asyncio
+
+    from workbench import ModelRepository, VersionHub
+    from workbench.serving.app import create_app
+
+    hub = VersionHub(ModelRepository(demo_repo), "digits", device="cpu", isolation="thread")
+    hub.load("1.0.0")
+    app = create_app(hub)
+    sent: list[MutableMapping[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"{}", "more_body": False}
+
+    async def send(message: MutableMapping[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": "/v2/models/digits/infer",
+             "headers": [(b"content-length", b"two")], "query_string": b""}
+    try:
+        asyncio.run(app(scope, receive, send))
+    finally:
+        hub.close()
+    assert sent[0]["status"] == 400
+    assert b"invalid Content-Length 'two'" in sent[1]["body"]

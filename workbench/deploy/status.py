@@ -165,7 +165,6 @@ def look_at_instances(
     for index, record in enumerate(records):
         color = record.color
         look = looks.get(index, _NOT_PROBED)
-        running, ready, lost, error = look.running, look.ready, look.lost, look.error
         instances.append(
             InstanceStatus(
                 color=color,
@@ -174,12 +173,12 @@ def look_at_instances(
                 url=record.url,
                 ref=record.ref,
                 weight=weights.get(color, 0),
-                running=running,
-                ready=ready,
-                error=error,
+                running=look.running,
+                ready=look.ready,
+                error=look.error,
                 engine=record.engine,
                 replica=record.replica,
-                lost=lost,
+                lost=look.lost,
             )
         )
     return tuple(instances)

@@ -3,7 +3,7 @@
 The front process (serving instance, notebook kernel, CLI) never imports Paddle in
 this mode: it starts a worker (a fresh interpreter, never a fork, so no Paddle
 state is copied), which opens the predictor on its device and answers one
-small control message per batch over a pipe. The tensors themselves go through one
+small control message per batch over a socket. The tensors themselves go through one
 shared-memory segment per worker, owned by the front: preallocated, grown on demand
 (the next message names the new segment) and unlinked when the worker stops.
 
@@ -110,9 +110,6 @@ class Channel:
         """Whether a message (or the end of the channel) is waiting, within ``timeout``."""
         readable, _, _ = select.select([self._sock], [], [], timeout)
         return bool(readable)
-
-    def set_blocking(self, blocking: bool) -> None:
-        self._sock.setblocking(blocking)
 
     def close(self) -> None:
         self._sock.close()

@@ -500,18 +500,20 @@ class _Handlers:
     async def _decode(self, head: _InferHead, receive: Receive) -> protocol.InferRequest:
         """Read and decode the body; a large one waits its turn and decodes off the loop."""
         decoder = self.service.decoder
-        json_size = head.content_length
+        declared = _content_length(head.content_length)
+        json_size = declared
         if head.header_length is not None:  # binary extension: only the JSON part counts
             json_size = _int_or_none(head.header_length)
         if decoder.is_large(json_size):
             async with decoder.gate:
-                return await self._read_and_decode(head, receive)
-        return await self._read_and_decode(head, receive)
+                return await self._read_and_decode(head, declared, receive)
+        return await self._read_and_decode(head, declared, receive)
 
-    async def _read_and_decode(self, head: _InferHead, receive: Receive) -> protocol.InferRequest:
+    async def _read_and_decode(self, head: _InferHead, declared: int | None,
+                               receive: Receive) -> protocol.InferRequest:
         service = self.service
         settings = service.settings
-        body = await receive_body(receive, head.content_length, settings.max_body_bytes)
+        body = await receive_body(receive, declared, settings.max_body_bytes)
         if head.encoding:  # zlib lets go of the GIL: a thread is enough
             body = await service.offload(
                 len(body), protocol.decompress, body, head.encoding, settings.max_body_bytes
@@ -535,14 +537,14 @@ class _InferHead:
     __slots__ = ("content_length", "encoding", "header_length", "replay", "version")
 
     def __init__(self, raw: Iterable[tuple[bytes, bytes]]) -> None:
-        self.content_length: int | None = None
+        self.content_length: str | None = None  # parsed where its error can be answered
         self.header_length: str | None = None
         self.encoding: str | None = None
         self.version: str | None = None
         self.replay = False
         for name, value in raw:
             if name == b"content-length":
-                self.content_length = _content_length(value.decode("latin-1"))
+                self.content_length = value.decode("latin-1")
             elif name == _HEADER_LENGTH:
                 self.header_length = value.decode("latin-1")
             elif name == _VERSION:

@@ -458,7 +458,7 @@ def _batch_key(inputs: TensorsIn) -> tuple[tuple[str, np.dtype[Any], tuple[int, 
     key = []
     rows = None
     for name, array in inputs.items():
-        shape = np.shape(array) if not isinstance(array, np.ndarray) else array.shape
+        shape = array.shape
         if not shape or array.dtype.kind == "O":
             return None
         if rows is None:

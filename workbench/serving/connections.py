@@ -15,7 +15,7 @@ directly exposed instance is taken offline by a few thousand such connections.
 - ``body_timeout``: the body may pause at most this long between two reads (while the
   server is not itself holding the reading back); then 408.
 - ``max_header_bytes``: larger request heads get 431.
-- ``max_connections``: a connection beyond this many gets 503 and is closed at once.
+- ``max_connections``: a connection beyond this many gets 503 at once.
 
 A refused connection (408, 431, 503) is closed the way nginx closes one: the answer is
 sent, the sending side shut, and whatever the client still sends is read and dropped

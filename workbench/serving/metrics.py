@@ -135,7 +135,7 @@ class _Children:
     inference: _Histogram = field(default_factory=lambda: _Histogram(LATENCY_BUCKETS))
     batch: _Histogram = field(default_factory=lambda: _Histogram(BATCH_BUCKETS))
     inflight: _Count = field(default_factory=_Count)
-    by_outcome: dict[str, _Count] = field(default_factory=dict)
+    by_outcome: dict[str, _Count] = field(init=False)
 
     def __post_init__(self) -> None:
         self.by_outcome = {

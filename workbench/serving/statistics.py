@@ -66,13 +66,11 @@ class VersionStatistics:
     def succeeded(self, rows: int, total: float, queue: float, compute_input: float,
                   compute_infer: float, compute_output: float) -> None:
         """One successful request and where its time went."""
-        for duration, seconds in ((self.success, total), (self.queue, queue),
-                                  (self.compute_input, compute_input),
-                                  (self.compute_infer, compute_infer),
-                                  (self.compute_output, compute_output)):
-            duration.count += 1
-            if seconds > 0:
-                duration.ns += int(seconds * 1e9)
+        self.success.add(total)
+        self.queue.add(queue)
+        self.compute_input.add(compute_input)
+        self.compute_infer.add(compute_infer)
+        self.compute_output.add(compute_output)
         self.inference_count += rows
         self.last_inference_ms = int(time.time() * 1000)
 

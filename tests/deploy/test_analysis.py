@@ -102,6 +102,15 @@ def test_agreement_judged_on_the_wilson_lower_bound() -> None:
     assert (failed.verdict, failed.sustained) == ("fail", True)
     assert rule.judge(seen(window(), output=few)).verdict == "inconclusive"
     assert rule.judge(seen(window())).verdict == "skip"
+    assert "error" not in failed.message
+
+
+def test_agreement_says_when_the_candidate_failed_rather_than_disagreed() -> None:
+    down = OutputCheck(rows=61, agreement=0.0, accuracy_stable=None, accuracy_candidate=None,
+                       unanswered=61)
+    result = AgreementRule().judge(seen(window(), output=down))
+    assert (result.verdict, result.sustained) == ("fail", True)
+    assert result.message.endswith("the candidate answered 61 of them with an error")
 
 
 def test_accuracy_drop_in_points() -> None:

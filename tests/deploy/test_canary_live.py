@@ -45,10 +45,14 @@ class Clients:
         self.url, self.rate = url, rate
         self.answers: Counter[tuple[int, str]] = Counter()
         self._stop = threading.Event()
+        self._sending = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def __enter__(self) -> Clients:
+        # Traffic flows before the block starts: loading the digits takes a second or two,
+        # and a canary's first interval must not pass in silence.
         self._thread.start()
+        assert self._sending.wait(60), "the clients never got a first answer"
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -73,6 +77,7 @@ class Clients:
                 except httpx.HTTPError:
                     key = (0, "?")
                 self.answers[key] += 1
+                self._sending.set()
 
     @property
     def failed(self) -> int:
@@ -182,8 +187,11 @@ def test_failing_version_is_rolled_back_by_error_rate_without_client_failures(
     monkeypatch.setenv("WB_TEST_FAULTS", "--fault-error-rate 1")
     # only readiness is verified: the faults show under traffic, as a real regression would
     web = updated(manager, FAULTY, checks=("ready",))
+    # Judged on live traffic alone (a replay would catch it too, as rows the candidate
+    # failed): 25% of 40 requests/s makes about 12 candidate requests an interval.
+    rules = (ErrorRateRule(min_requests=5), LatencyRule(min_requests=10))
     with Clients(web.url) as clients:
-        status = canary.run(web, spec())
+        status = canary.run(web, spec(rules=rules))
     assert status.stage is Stage.ROLLED_BACK
     assert status.message.startswith("rule error_rate failed: 100.0%")
     assert status.ticks <= 2

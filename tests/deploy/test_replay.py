@@ -91,6 +91,7 @@ def test_a_failing_candidate_disagrees_and_nothing_to_compare_is_no_agreement(
     failing = replay(stable, instances["failing"].url, "digits", {"x": inputs["x"][:50]},
                      labels=labels[:50], batch_rows=20)
     assert failing.rows == 50 and failing.agreement == 0.0 and failing.accuracy_candidate == 0.0
+    assert failing.unanswered == 50  # failed, not disagreed
     # the stable instance cannot answer: nothing was compared, so no agreement at all
     broken = replay(instances["failing"].url, stable, "digits", {"x": inputs["x"][:10]})
     assert broken.rows == 0 and broken.agreement is None

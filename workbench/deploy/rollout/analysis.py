@@ -334,6 +334,8 @@ class AgreementRule:
             f"{check.agreement:.1%} of {check.rows} rows agree, lower bound {low:.1%} "
             f"(min {self.min_agreement:.0%})"
         )
+        if check.unanswered:
+            text += f"; the candidate answered {check.unanswered} of them with an error"
         verdict: Verdict = "pass" if low >= self.min_agreement else "fail"
         # An output disagreement does not fade with time: one failed interval is enough.
         return base(

@@ -10,7 +10,8 @@ accuracy against the labels.
 
 A batch the stable instance cannot answer is left out (it says nothing about the
 candidate); a batch the candidate cannot answer counts as disagreeing on every row (it
-did not give the stable answer). No rows compared means ``agreement=None``: an
+did not give the stable answer), and its rows are counted as ``unanswered`` too, so a
+verdict can say the candidate failed rather than disagreed. No rows compared means ``agreement=None``: an
 unreadable sample never passes as agreement.
 """
 
@@ -91,7 +92,7 @@ def replay(
     rows = _rows(inputs)
     if batch_rows < 1:
         raise ValueError("batch_rows must be at least 1")
-    compared = agreed = stable_right = candidate_right = 0
+    compared = agreed = stable_right = candidate_right = unanswered = 0
     # Marked as replays: the instances count them apart from live traffic (a replay must not
     # make a quiet canary look judged) and keep them out of their reservoirs.
     marked = {"x-workbench-replay": "1"}
@@ -112,6 +113,7 @@ def replay(
             except ServingError as exc:
                 log.info("%s: candidate failed a replayed batch: %s", model, exc)
                 got = None
+                unanswered += count
             compared += count
             if got is not None and got.shape == want.shape:
                 agreed += int((got == want).sum())
@@ -127,6 +129,7 @@ def replay(
         agreement=agreed / compared,
         accuracy_stable=stable_right / compared if labels is not None else None,
         accuracy_candidate=candidate_right / compared if labels is not None else None,
+        unanswered=unanswered,
     )
 
 

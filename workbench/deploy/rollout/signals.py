@@ -34,6 +34,7 @@ class OutputCheck:
     agreement: float | None  # top-1 agreement of candidate with stable
     accuracy_stable: float | None  # on a labelled set, when one is given
     accuracy_candidate: float | None
+    unanswered: int = 0  # of ``rows``, those the candidate answered with an error
 
 
 class MetricsSource(Protocol):

@@ -199,12 +199,16 @@ def _look_at(
     state: DeploymentState, record: InstanceRecord, engine: Backend, timeout: float
 ) -> _Look:
     """Whether one instance runs and is ready."""
+    instance = record.to_instance(state)
     try:
-        running = engine.is_running(record.to_instance(state))
+        known = engine.readiness(instance)
+        running = known.running if known is not None else engine.is_running(instance)
     except WorkbenchError as exc:
         return _Look(False, False, True, str(exc), engine_failed=True)
     if not running:
-        return _Look(False, False, True, "not running")
+        return _Look(False, False, True, known.error if known is not None else "not running")
+    if known is not None:
+        return _Look(True, known.ready, False, known.error)
     from workbench.deploy.client import ServingClient
 
     with ServingClient(record.url, timeout=timeout) as client:

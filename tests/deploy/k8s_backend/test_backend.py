@@ -38,6 +38,25 @@ def test_start_applies_the_colour_and_waits_until_it_is_available(make_backend, 
     assert [i.spec.color for i in backend.find("web")] == ["blue"]
 
 
+def test_readiness_is_the_deployments_own_not_a_probe_from_outside_the_cluster(
+        make_backend, emulator: Emulator) -> None:
+    # the Service's in-cluster name does not resolve here: an HTTP probe could only fail
+    backend = make_backend(replicas=2)
+    instance = backend.start(spec("blue"))
+    assert tuple(backend.readiness(instance)) == (True, True, "")
+    emulator.broken["web-blue"] = Broken()  # its pods crash from now on
+    running, ready, why = backend.readiness(instance)
+    assert (running, ready) == (False, False)
+    assert why.startswith("0 of 2 replicas available; pod web-blue-7d9f-x1: CrashLoopBackOff")
+    emulator.broken.clear()
+    backend.api.apply({**(emulator.obj("deployments", "web-blue") or {}),
+                       "spec": {**(emulator.obj("deployments", "web-blue") or {})["spec"],
+                                "replicas": 0}})
+    assert tuple(backend.readiness(instance)) == (True, False, "scaled to zero while it takes no traffic")
+    emulator.objects.clear()
+    assert tuple(backend.readiness(instance)) == (False, False, "Deployment web-blue is gone")
+
+
 def test_a_candidate_starts_with_preview_replicas(make_backend, emulator: Emulator) -> None:
     backend = make_backend(replicas=4, preview_replicas=1, gpus=1)
     backend.start(spec("blue"))

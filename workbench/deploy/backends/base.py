@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from workbench.deploy.names import check_color, check_deployment_name, check_port
 
@@ -120,6 +120,14 @@ class Instance:
         return self.spec.url
 
 
+class Readiness(NamedTuple):
+    """An instance as its platform sees it (e.g. a Kubernetes Deployment's status)."""
+
+    running: bool
+    ready: bool
+    error: str = ""  # why it is not ready
+
+
 class Backend(ABC):
     """Starts, finds and stops serving instances."""
 
@@ -140,6 +148,14 @@ class Backend(ABC):
     @abstractmethod
     def is_running(self, instance: Instance) -> bool:
         """Whether the process or container is still running."""
+
+    def readiness(self, instance: Instance) -> Readiness | None:
+        """Whether the instance runs and is ready, as the platform itself knows it; None
+        (the default) when the caller is to ask the instance over HTTP instead.
+
+        Raises BackendError when the engine cannot be asked.
+        """
+        return None
 
     @abstractmethod
     def logs(self, instance: Instance, tail: int = 200) -> str:

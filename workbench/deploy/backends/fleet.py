@@ -13,7 +13,7 @@ import dataclasses
 import logging
 from typing import TYPE_CHECKING
 
-from workbench.deploy.backends.base import Backend, Instance, InstanceSpec
+from workbench.deploy.backends.base import Backend, Instance, InstanceSpec, Readiness
 from workbench.errors import BackendError
 
 if TYPE_CHECKING:
@@ -54,6 +54,9 @@ class FleetBackend(Backend):
 
     def is_running(self, instance: Instance) -> bool:
         return self.engine(instance.spec.engine).is_running(instance)
+
+    def readiness(self, instance: Instance) -> Readiness | None:
+        return self.engine(instance.spec.engine).readiness(instance)
 
     def logs(self, instance: Instance, tail: int = 200) -> str:
         return self.engine(instance.spec.engine).logs(instance, tail)

@@ -31,7 +31,7 @@ import time
 from dataclasses import dataclass, fields, replace
 from typing import TYPE_CHECKING, Any
 
-from workbench.deploy.backends.base import Backend, Instance, InstanceSpec
+from workbench.deploy.backends.base import Backend, Instance, InstanceSpec, Readiness
 from workbench.deploy.k8s import manifests
 from workbench.deploy.k8s.client import ClusterError, KubeApi, translate
 from workbench.deploy.k8s.readiness import pod_problems, rollout_progress
@@ -255,6 +255,25 @@ class KubernetesBackend(Backend):
         if int((deployment.get("spec") or {}).get("replicas", 1)) == 0:
             return True  # parked by the router's scale-down delay; it scales back up for traffic
         return int((deployment.get("status") or {}).get("availableReplicas", 0)) > 0
+
+    def readiness(self, instance: Instance) -> Readiness:
+        """Ready when every replica the Deployment wants is available: the pods' own
+        readiness probes decide, not an HTTP probe from here (the in-cluster Service
+        name does not resolve outside the cluster)."""
+        name = self.object_name(instance.spec.deployment, instance.spec.color)
+        with translate(BackendError):
+            deployment = self.api.get("apps/v1", "Deployment", name)
+            if deployment is None:
+                return Readiness(False, False, f"Deployment {name} is gone")
+            want = int((deployment.get("spec") or {}).get("replicas", 1))
+            if want == 0:  # parked by the router's scale-down delay
+                return Readiness(True, False, "scaled to zero while it takes no traffic")
+            available = int((deployment.get("status") or {}).get("availableReplicas", 0))
+            if available >= want:
+                return Readiness(True, True)
+            fatal, _ = self._problems(deployment)
+        why = "; ".join([f"{available} of {want} replicas available", *fatal])
+        return Readiness(available > 0, False, why)
 
     def logs(self, instance: Instance, tail: int = 200) -> str:
         labels = {LABEL_DEPLOYMENT: instance.spec.deployment, LABEL_COLOR: instance.spec.color}

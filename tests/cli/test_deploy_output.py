@@ -8,6 +8,7 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -75,14 +76,27 @@ def test_status_of_all_shows_the_readable_deployments_beside_an_unreadable_one(
     (junk / "state.json").write_text("[]\n")
     try:
         result = CliRunner().invoke(app, ["deploy", "status"], env=env)
-        assert result.exit_code == 0, result.output
+        assert result.exit_code == 1, result.output  # shown, but not all is well
         assert "web  stub  canary" in result.output
         assert "state of deployment 'junk'" in " ".join(result.output.split())
         result = CliRunner().invoke(app, ["deploy", "status", "--json"], env=env)
-        assert result.exit_code == 0, result.output
+        assert result.exit_code == 1, result.output
         assert [s["name"] for s in json.loads(result.stdout)] == ["web"]
     finally:
         shutil.rmtree(junk)
+
+
+def test_status_exits_1_while_a_colour_taking_traffic_is_down(canary: Deployment,
+                                                                env: dict[str, str]) -> None:
+    cli(env, "deploy", "status", "web")  # exits 0 while healthy
+    green = canary.state.instances["green"]
+    os.kill(int(green.ref), signal.SIGKILL)  # the canary's instance, at 20% of the traffic
+    for args in (["web"], [], ["--json"]):
+        result = CliRunner().invoke(app, ["deploy", "status", *args], env=env)
+        assert result.exit_code == 1, result.output
+    assert [s["healthy"] for s in json.loads(result.stdout)] == [False]
+    canary.rollback("the canary's instance died")  # stable alone takes the traffic again
+    cli(env, "deploy", "status", "web")
 
 
 @pytest.mark.parametrize("args", [["--interval", "-1", "--count", "2"], ["--interval", "0", "--count", "2"],

@@ -157,7 +157,8 @@ def test_blue_green_across_two_hosts_and_a_host_lost_under_load(
         # the same through the CLI, as an SSH session would ask
         monkeypatch.setenv("WORKBENCH_HOME", str(home))
         result = CliRunner().invoke(app, ["deploy", "status", "fleet", "--json"])
-        assert result.exit_code == 0, result.output
+        assert result.exit_code == 1, result.output  # a blue instance short: not healthy
+        assert json.loads(result.stdout)["healthy"] is False
         shown = json.loads(result.stdout)["instances"]
         assert [(i["engine"], i["address"].split(":")[0], i["state"]) for i in shown] == [
             (hosts[0].url, hosts[0].address, "ready"), (lost_host.url, lost_host.address, "lost")]

@@ -381,7 +381,10 @@ def status(
     """Phase, traffic split and live health of one deployment (or all).
 
     With --watch, also each colour's requests/s, server errors and p99 latency
-    (from its /metrics between two refreshes), under a timestamp.
+    (from its /metrics between two refreshes), under a timestamp. Without --watch,
+    exits 1 when a deployment shown is unhealthy (its router down, or a colour that
+    takes traffic short of ready instances) or unreadable, so scripts and monitors
+    can act on it.
     """
     from workbench.errors import StateCorruptError
 
@@ -401,12 +404,14 @@ def status(
                     err_console.print(f"✗ {exc}")
         return statuses
 
-    if json and not watch:
-        statuses = snapshot()
-        print_json(statuses[0].to_dict() if name else [s.to_dict() for s in statuses])
-        return
     if not watch:
-        console.print(_render(snapshot(), None))
+        statuses = snapshot()
+        if json:
+            print_json(statuses[0].to_dict() if name else [s.to_dict() for s in statuses])
+        else:
+            console.print(_render(statuses, None))
+        if unreadable or not all(s.healthy for s in statuses):
+            raise typer.Exit(1)
         return
     from rich.live import Live
 

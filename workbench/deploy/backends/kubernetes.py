@@ -245,34 +245,35 @@ class KubernetesBackend(Backend):
         for api_version, kind in COLOUR_KINDS:
             self.api.delete(api_version, kind, name)
 
-    def is_running(self, instance: Instance) -> bool:
-        """The Deployment exists and has an available replica (or was scaled down on purpose)."""
+    def _colour_deployment(self, instance: Instance) -> tuple[str, Obj | None]:
+        """The name of ``instance``'s colour Deployment and the object (None if gone)."""
         name = self.object_name(instance.spec.deployment, instance.spec.color)
         with translate(BackendError):
-            deployment = self.api.get("apps/v1", "Deployment", name)
+            return name, self.api.get("apps/v1", "Deployment", name)
+
+    def is_running(self, instance: Instance) -> bool:
+        """The Deployment exists and has an available replica (or was scaled down on purpose)."""
+        _, deployment = self._colour_deployment(instance)
         if deployment is None:
             return False
-        if int((deployment.get("spec") or {}).get("replicas", 1)) == 0:
-            return True  # parked by the router's scale-down delay; it scales back up for traffic
-        return int((deployment.get("status") or {}).get("availableReplicas", 0)) > 0
+        wanted, available = _replicas(deployment)
+        return wanted == 0 or available > 0  # 0: parked by the router's scale-down delay
 
     def readiness(self, instance: Instance) -> Readiness:
         """Ready when every replica the Deployment wants is available: the pods' own
         readiness probes decide, not an HTTP probe from here (the in-cluster Service
         name does not resolve outside the cluster)."""
-        name = self.object_name(instance.spec.deployment, instance.spec.color)
+        name, deployment = self._colour_deployment(instance)
+        if deployment is None:
+            return Readiness(False, False, f"Deployment {name} is gone")
+        wanted, available = _replicas(deployment)
+        if wanted == 0:  # parked by the router's scale-down delay
+            return Readiness(True, False, "scaled to zero while it takes no traffic")
+        if available >= wanted:
+            return Readiness(True, True)
         with translate(BackendError):
-            deployment = self.api.get("apps/v1", "Deployment", name)
-            if deployment is None:
-                return Readiness(False, False, f"Deployment {name} is gone")
-            want = int((deployment.get("spec") or {}).get("replicas", 1))
-            if want == 0:  # parked by the router's scale-down delay
-                return Readiness(True, False, "scaled to zero while it takes no traffic")
-            available = int((deployment.get("status") or {}).get("availableReplicas", 0))
-            if available >= want:
-                return Readiness(True, True)
             fatal, _ = self._problems(deployment)
-        why = "; ".join([f"{available} of {want} replicas available", *fatal])
+        why = "; ".join([f"{available} of {wanted} replicas available", *fatal])
         return Readiness(available > 0, False, why)
 
     def logs(self, instance: Instance, tail: int = 200) -> str:
@@ -309,3 +310,9 @@ class KubernetesBackend(Backend):
         log.info("%s", line)
         if self.progress is not None:
             self.progress(line)
+
+
+def _replicas(deployment: Obj) -> tuple[int, int]:
+    """A Deployment's wanted replicas and how many of them are available."""
+    wanted = int((deployment.get("spec") or {}).get("replicas", 1))
+    return wanted, int((deployment.get("status") or {}).get("availableReplicas", 0))

@@ -178,7 +178,7 @@ def html_table(frame: Any, *, max_rows: int = 30) -> str:
     """A DataFrame as compact HTML for an ipywidgets.HTML."""
     if frame is None or len(frame) == 0:
         return "<i>nothing yet</i>"
-    styled = frame.head(max_rows).to_html(
+    styled: str = frame.head(max_rows).to_html(
         float_format=lambda v: f"{v:.4g}",
         na_rep="",
         border=0,

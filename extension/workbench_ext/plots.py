@@ -194,34 +194,50 @@ def matrix_plot(comparison: Comparison | None = None, a: str = "", b: str = "") 
 
 @dataclass
 class MemoryPlot:
-    """Memory (MiB) attributed to each loaded version."""
+    """What each loaded version holds: its worker processes' resident memory (MiB).
+
+    Only a version in process isolation has memory of its own; one loaded in the
+    kernel shares the kernel's memory (what grew while it loaded is not what it holds:
+    the first one also carries Paddle's start-up), so it gets no bar and its axis
+    label says so.
+    """
 
     figure: Any
     source: Any
 
-    def update(self, versions: Sequence[str], mib: Sequence[float], active: str | None) -> None:
-        self.figure.x_range.factors = list(versions)
+    def update(self, versions: Sequence[str], mib: Sequence[float | None], active: str | None) -> None:
+        """``mib[i]``: what version ``i``'s worker processes hold, None for a version in the kernel."""
+        labels = [v if m is not None else f"{v} (in kernel)" for v, m in zip(versions, mib, strict=True)]
+        self.figure.x_range.factors = labels
         self.source.data = {
             "version": list(versions),
-            "mib": [float(m) for m in mib],
+            "label": labels,
+            "mib": [float(m) if m is not None else 0.0 for m in mib],
             "color": [PALETTE[2] if v == active else PALETTE[0] for v in versions],
         }
+        in_kernel = bool(versions) and all(m is None for m in mib)
+        self.figure.title.text = MEMORY_IN_KERNEL if in_kernel else MEMORY_TITLE
+
+
+MEMORY_TITLE = "worker process RSS per loaded version (green: active)"
+MEMORY_IN_KERNEL = "versions in the kernel share its memory: load with isolation=process to see each"
 
 
 def memory_plot() -> MemoryPlot:
     from bokeh.models import ColumnDataSource
 
-    source = ColumnDataSource({"version": [], "mib": [], "color": []})
+    source = ColumnDataSource({"version": [], "label": [], "mib": [], "color": []})
     fig = _figure(
-        title="memory per loaded version (green: active)",
+        title=MEMORY_TITLE,
         x_range=[],
         height=220,
-        width=420,
-        y_axis_label="MiB",
+        width=460,
+        y_axis_label="MiB (worker RSS)",
         tools="hover,save",
-        tooltips=[("version", "@version"), ("MiB", "@mib")],
+        tooltips=[("version", "@version"), ("worker RSS MiB", "@mib")],
     )
-    fig.vbar(x="version", top="mib", width=0.6, source=source, fill_color="color", line_color=None)
+    fig.title.text_font_size = "10pt"
+    fig.vbar(x="label", top="mib", width=0.6, source=source, fill_color="color", line_color=None)
     fig.y_range.start = 0
     return MemoryPlot(fig, source)
 

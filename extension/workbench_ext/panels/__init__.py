@@ -185,8 +185,9 @@ def html_table(frame: Any, *, max_rows: int = 30) -> str:
         classes="workbench-table",
     )
     return (
-        "<style>.workbench-table{border-collapse:collapse;font-size:12px}"
+        "<style>.workbench-table{border-collapse:collapse;font-size:12px;max-width:100%}"
         ".workbench-table td,.workbench-table th"
-        "{padding:2px 8px;border-bottom:1px solid #ddd;text-align:right}"
+        "{padding:2px 8px;border-bottom:1px solid #ddd;text-align:right;"
+        "white-space:normal;overflow-wrap:anywhere}"
         "</style>" + styled
     )

@@ -142,8 +142,15 @@ def _button(panel: Any, label: str) -> Any:
 
 
 def _run_all(page: Any) -> None:
-    """Run > Run All Cells, once the kernel is idle (retried if the kernel was not ready yet)."""
+    """Clear the saved outputs, then Run > Run All Cells once the kernel is idle (retried if needed).
+
+    The tutorials are saved executed: without clearing, the closing line of the last run
+    would already be on the page.
+    """
     page.wait_for_selector(".jp-StatusBar-TextItem:has-text('| Idle')", timeout=120_000)
+    page.click(".lm-MenuBar-itemLabel:text-is('Edit')")
+    page.click(".lm-Menu-itemLabel:text-is('Clear Outputs of All Cells')")
+    page.wait_for_function("() => document.querySelectorAll('.jp-OutputArea-output').length === 0")
     started = (
         "() => Array.from(document.querySelectorAll('.jp-InputArea-prompt'))"
         ".some(e => /\\[(\\*|\\d+)\\]/.test(e.textContent))"

@@ -125,7 +125,8 @@ def check_port(port: int, host: str = "127.0.0.1") -> None:
     """Refuse a busy port (another Jupyter server?) before anything else happens."""
     if not 0 < port < 65536:
         raise WorkbenchError(f"--port must be 1..65535, not {port}")
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
@@ -133,7 +134,7 @@ def check_port(port: int, host: str = "127.0.0.1") -> None:
         except OSError as exc:
             if exc.errno not in (errno.EADDRINUSE, errno.EACCES):
                 raise WorkbenchError(f"cannot use port {port} on {host}: {exc.strerror}") from exc
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         free = sock.getsockname()[1]
     raise WorkbenchError(

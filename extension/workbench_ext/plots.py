@@ -220,7 +220,7 @@ class MemoryPlot:
 
 
 MEMORY_TITLE = "worker process RSS per loaded version (green: active)"
-MEMORY_IN_KERNEL = "versions in the kernel share its memory: load with isolation=process to see each"
+MEMORY_IN_KERNEL = "versions in the kernel share its memory: load with isolation=process"
 
 
 def memory_plot() -> MemoryPlot:
@@ -231,12 +231,12 @@ def memory_plot() -> MemoryPlot:
         title=MEMORY_TITLE,
         x_range=[],
         height=220,
-        width=460,
+        width=520,
         y_axis_label="MiB (worker RSS)",
         tools="hover,save",
         tooltips=[("version", "@version"), ("worker RSS MiB", "@mib")],
     )
-    fig.title.text_font_size = "10pt"
+    fig.title.text_font_size = "9pt"  # the longer title fits the figure's width
     fig.vbar(x="label", top="mib", width=0.6, source=source, fill_color="color", line_color=None)
     fig.y_range.start = 0
     return MemoryPlot(fig, source)

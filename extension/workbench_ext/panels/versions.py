@@ -181,9 +181,10 @@ def compact(frame: Any) -> Any:
     loaded in the kernel (thread isolation) shares the kernel's memory, so it has none
     of its own to show.
     """
-    shown = frame[list(COLUMNS)].rename(columns=COLUMNS)
+    shown = frame[list(COLUMNS)].rename(columns=COLUMNS).astype(object)
+    shown = shown.where(shown.notna(), "")  # no latency yet: blank, not "None"
     in_kernel = frame["memory_scope"] != "worker"
-    shown["RSS MiB"] = shown["RSS MiB"].astype(object).where(~in_kernel, "in kernel")
+    shown["RSS MiB"] = shown["RSS MiB"].where(~in_kernel, "in kernel")
     return shown
 
 

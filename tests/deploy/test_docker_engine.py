@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from workbench.deploy.backends.engine import sdk
+from workbench.deploy.platforms.docker.engine import sdk
 from workbench.errors import MissingDependencyError
 
 

@@ -12,8 +12,9 @@ import pytest
 
 from tests._wait import wait_until
 from tests.deploy.conftest import MODES
-from workbench.deploy.backends.base import Instance, InstanceSpec
-from workbench.deploy.backends.process import ProcessBackend, free_port, port_in_use
+from workbench.deploy.backend import Instance, InstanceSpec
+from workbench.deploy.platforms.process.backend import ProcessBackend
+from workbench.deploy.ports import free_port, port_in_use
 from workbench.errors import BackendError
 
 
@@ -107,7 +108,7 @@ def test_one_instance_per_colour(backend: ProcessBackend) -> None:
 
 
 def test_get_backend_picks_by_name(tmp_path: Path) -> None:
-    from workbench.deploy.backends import get_backend
+    from workbench.deploy.platforms import get_backend
 
     assert isinstance(get_backend("process", home=tmp_path, docker_host=None), ProcessBackend)
     with pytest.raises(BackendError, match="unknown backend 'k8s'"):

@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 
-from workbench.deploy.router import get_runner
-from workbench.deploy.router.base import NginxRunner, NopRouter, Router
-from workbench.deploy.router.local import LocalNginx
-from workbench.deploy.router.nginx import NginxRouter
-from workbench.deploy.router.table import RoutingTable, Upstream, render_front, render_nginx
+from workbench.deploy.nginx import NginxRouter
+from workbench.deploy.platforms import get_runner
+from workbench.deploy.platforms.process.router import LocalNginx
+from workbench.deploy.router import NginxRunner, NopRouter, Router
+from workbench.deploy.routing import RoutingTable, Upstream, render_front, render_nginx
 from workbench.errors import DeployError, RouterError
 
 GOLDEN = Path(__file__).parent / "golden"

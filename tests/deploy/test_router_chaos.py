@@ -16,8 +16,8 @@ from tests._wait import wait_until
 from tests.deploy._nginx import free_port, require_nginx
 from tests.deploy._serve import serving_colours
 from tests.serving.conftest import ServeProcess, json_infer_body, metric_value, x_batch
-from workbench.deploy.router.nginx import NginxRouter
-from workbench.deploy.router.table import RoutingTable, Upstream
+from workbench.deploy.nginx import NginxRouter
+from workbench.deploy.routing import RoutingTable, Upstream
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

@@ -17,12 +17,12 @@ import pytest
 
 from tests._wait import wait_until
 from tests.deploy._nginx import ColorServer, free_port, running_router
-from workbench.deploy.router.table import RoutingTable, Upstream
+from workbench.deploy.routing import RoutingTable, Upstream
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-    from workbench.deploy.router.nginx import NginxRouter
+    from workbench.deploy.nginx import NginxRouter
 
 pytestmark = pytest.mark.nginx
 

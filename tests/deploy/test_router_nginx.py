@@ -14,12 +14,12 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import pytest
 
-import workbench.deploy.router.nginx as router_module
+import workbench.deploy.nginx as router_module
 from tests._wait import wait_until
 from tests.deploy._nginx import ColorServer, free_port, require_nginx, running_router
-from workbench.deploy.router.local import LocalNginx
-from workbench.deploy.router.nginx import NginxRouter
-from workbench.deploy.router.table import RoutingTable, Upstream, render_front, render_nginx
+from workbench.deploy.nginx import NginxRouter
+from workbench.deploy.platforms.process.router import LocalNginx
+from workbench.deploy.routing import RoutingTable, Upstream, render_front, render_nginx
 from workbench.errors import RouterError
 
 if TYPE_CHECKING:

@@ -19,7 +19,8 @@ import pytest
 
 from tests._wait import wait_until
 from tests.docker.conftest import Containers, DockerEngine, free_port
-from workbench.deploy.k8s.manifests import K8sOptions, colour_objects
+from workbench.deploy.platforms.kubernetes.manifests import colour_objects
+from workbench.deploy.platforms.kubernetes.options import K8sOptions
 
 _SIZES = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30}
 
@@ -107,8 +108,8 @@ def test_the_rendered_router_pod_routes_to_the_colour_services(
     Service port).
     """
     from tests.deploy._serve import serving_colours
-    from workbench.deploy.k8s.manifests import router_objects, routing_table, service_host
-    from workbench.deploy.router.table import RoutingTable, Upstream
+    from workbench.deploy.platforms.kubernetes.routes import router_objects, routing_table, service_host
+    from workbench.deploy.routing import RoutingTable, Upstream
 
     with serving_colours(demo_repo, tmp_path, {"blue": ["--version", "1.0.0"],
                                                "green": ["--version", "1.1.0"]}) as servers:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from workbench.deploy.k8s.manifests import K8sOptions, deployment_objects
+from workbench.deploy.platforms.kubernetes.options import K8sOptions
+from workbench.deploy.platforms.kubernetes.routes import deployment_objects
 
 Manifest = dict[str, Any]
 

@@ -12,9 +12,9 @@ import pytest
 from tests._components import require
 from tests.deploy.k8s import _crds
 from tests.deploy.k8s.conftest import CASES, render
-from workbench.deploy.k8s.export import FORMATS, ExportSource
-from workbench.deploy.k8s.export import render as render_export
-from workbench.deploy.k8s.manifests import K8sOptions
+from workbench.deploy.platforms.kubernetes.export import FORMATS, ExportSource
+from workbench.deploy.platforms.kubernetes.export import render as render_export
+from workbench.deploy.platforms.kubernetes.options import K8sOptions
 
 pytest.importorskip("kubernetes_validate")
 

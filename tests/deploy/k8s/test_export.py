@@ -17,8 +17,8 @@ import yaml
 from typer.testing import CliRunner
 
 from workbench.cli import app
-from workbench.deploy.k8s.export import FORMATS, MARKER, ExportSource, export, render
-from workbench.deploy.k8s.manifests import K8sOptions
+from workbench.deploy.platforms.kubernetes.export import FORMATS, MARKER, ExportSource, export, render
+from workbench.deploy.platforms.kubernetes.options import K8sOptions
 from workbench.deploy.rollout.phases import Phase, Rollout
 from workbench.deploy.state import DeploymentState, InstanceRecord, StateStore
 from workbench.errors import DeployValueError
@@ -228,7 +228,7 @@ def test_cli_an_unwritable_directory_is_one_sentence(tmp_path: Path, monkeypatch
 def test_a_failed_write_removes_the_directories_it_made(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import errno
 
-    import workbench.deploy.k8s.export as export_module
+    import workbench.deploy.platforms.kubernetes.export as export_module
 
     calls = []
 

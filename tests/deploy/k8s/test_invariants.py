@@ -8,14 +8,9 @@ from typing import Any
 import pytest
 
 from tests.deploy.k8s.conftest import CASES, render
-from workbench.deploy.k8s.manifests import (
-    COLOR_LABEL,
-    K8sOptions,
-    colour_objects,
-    deployment_objects,
-    http_route,
-    stable_service,
-)
+from workbench.deploy.platforms.kubernetes.manifests import colour_objects, stable_service
+from workbench.deploy.platforms.kubernetes.options import COLOR_LABEL, K8sOptions
+from workbench.deploy.platforms.kubernetes.routes import deployment_objects, http_route
 from workbench.errors import DeployValueError
 
 Manifest = dict[str, Any]
@@ -222,8 +217,8 @@ def test_bad_options_are_refused(field: str, value: Any) -> None:
 
 @pytest.mark.parametrize("router", ["gateway", "service"])
 def test_the_argo_rollout_selects_its_pods_and_its_services_select_them_too(router: str) -> None:
-    from workbench.deploy.k8s.export import ExportSource
-    from workbench.deploy.k8s.export import render as render_export
+    from workbench.deploy.platforms.kubernetes.export import ExportSource
+    from workbench.deploy.platforms.kubernetes.export import render as render_export
 
     opts = K8sOptions(router=router, gpus=1)
     objects = render_export(ExportSource.from_versions("web", "digits", "1.0.0", "1.1.0", 25), opts,

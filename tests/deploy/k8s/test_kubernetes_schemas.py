@@ -39,9 +39,9 @@ def test_a_misspelt_field_fails_strict_validation() -> None:
 @pytest.mark.parametrize("version", VERSIONS)
 @pytest.mark.parametrize("fmt", ["k8s", "argo-rollouts"])
 def test_the_core_objects_of_every_export_validate_strictly(fmt: str, version: str) -> None:
-    from workbench.deploy.k8s.export import ExportSource
-    from workbench.deploy.k8s.export import render as render_export
-    from workbench.deploy.k8s.manifests import K8sOptions
+    from workbench.deploy.platforms.kubernetes.export import ExportSource
+    from workbench.deploy.platforms.kubernetes.export import render as render_export
+    from workbench.deploy.platforms.kubernetes.options import K8sOptions
 
     source = ExportSource.from_versions("web", "digits", "1.0.0", "1.1.0", 25)
     core = [o for o in render_export(source, K8sOptions(gpus=1), fmt) if o["kind"] not in CRD_KINDS]

@@ -10,7 +10,7 @@ import pytest
 pytest.importorskip("kubernetes")
 
 from tests.deploy.k8s_backend.emulator import Emulator
-from workbench.deploy.k8s.client import KubeApi
+from workbench.deploy.platforms.kubernetes.client import KubeApi
 
 
 @pytest.fixture
@@ -39,7 +39,7 @@ def api(kubeconfig: Path) -> Iterator[KubeApi]:
 @pytest.fixture
 def make_backend(kubeconfig: Path):
     """KubernetesBackend factories on the emulator (each with its progress lines)."""
-    from workbench.deploy.backends.kubernetes import KubernetesBackend
+    from workbench.deploy.platforms.kubernetes.backend import KubernetesBackend
 
     made: list[KubernetesBackend] = []
 
@@ -59,7 +59,7 @@ def make_backend(kubeconfig: Path):
 
 
 def spec(color: str = "blue", version: str = "1.0.0", deployment: str = "web"):
-    from workbench.deploy.backends.base import InstanceSpec
+    from workbench.deploy.backend import InstanceSpec
 
     return InstanceSpec(deployment=deployment, color=color, model="digits", version=version,  # type: ignore[arg-type]
                         repo="/models", port=9000, admin_token="s3cret")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.deploy.k8s_backend.emulator import Emulator
-from workbench.deploy.k8s.client import ClusterError, KubeApi
+from workbench.deploy.platforms.kubernetes.client import ClusterError, KubeApi
 
 
 def _cm(name: str, **data: str) -> dict[str, object]:

@@ -17,9 +17,9 @@ import pytest
 
 from tests.deploy.conftest import MODES
 from tests.deploy.k8s_backend.kubelet import StubKubelet
-from workbench.deploy.k8s.client import KubeApi
-from workbench.deploy.k8s.store import ClusterStateStore
 from workbench.deploy.manager import DeploymentManager
+from workbench.deploy.platforms.kubernetes.client import KubeApi
+from workbench.deploy.platforms.kubernetes.store import ClusterStateStore
 from workbench.errors import RolloutError
 
 if TYPE_CHECKING:

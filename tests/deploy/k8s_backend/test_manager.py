@@ -16,13 +16,13 @@ import pytest
 
 from tests.deploy.k8s_backend.conftest import spec
 from tests.deploy.k8s_backend.emulator import Broken
-from workbench.deploy.backends.kubernetes import KubernetesBackend
 from workbench.deploy.deployment import routing_table
-from workbench.deploy.k8s.client import KubeApi
-from workbench.deploy.k8s.store import ClusterStateStore
 from workbench.deploy.manager import DeploymentManager, default_router
+from workbench.deploy.platforms.kubernetes.backend import KubernetesBackend
+from workbench.deploy.platforms.kubernetes.client import KubeApi
+from workbench.deploy.platforms.kubernetes.router import KubernetesRouter
+from workbench.deploy.platforms.kubernetes.store import ClusterStateStore
 from workbench.deploy.rollout.phases import Phase, Rollout
-from workbench.deploy.router.kubernetes import KubernetesRouter
 from workbench.deploy.state import DeploymentState, InstanceRecord
 from workbench.errors import RolloutError, RouterError
 
@@ -114,7 +114,7 @@ def test_delete_removes_every_object(kubeconfig: Path, tmp_path: Path, emulator:
 
 
 def test_the_backend_factory_knows_kubernetes(kubeconfig: Path) -> None:
-    from workbench.deploy.backends import BACKENDS, get_backend
+    from workbench.deploy.platforms import BACKENDS, get_backend
 
     assert "kubernetes" in BACKENDS
     backend = get_backend("kubernetes", kubeconfig=str(kubeconfig), namespace="prod", gpus="2")

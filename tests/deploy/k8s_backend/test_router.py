@@ -9,8 +9,8 @@ import pytest
 
 from tests.deploy.k8s_backend.conftest import spec
 from tests.deploy.k8s_backend.emulator import Broken, Emulator
-from workbench.deploy.router.kubernetes import PARKED, SCALE_DOWN_AT, KubernetesRouter
-from workbench.deploy.router.table import RoutingTable, Upstream
+from workbench.deploy.platforms.kubernetes.router import PARKED, SCALE_DOWN_AT, KubernetesRouter
+from workbench.deploy.routing import RoutingTable, Upstream
 from workbench.errors import RouterError
 
 

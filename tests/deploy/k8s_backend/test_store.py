@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING
 import pytest
 
 from tests.deploy.test_state import make_state
-from workbench.deploy.k8s.client import KubeApi
-from workbench.deploy.k8s.store import ClusterStateStore
+from workbench.deploy.platforms.kubernetes.client import KubeApi
+from workbench.deploy.platforms.kubernetes.store import ClusterStateStore
 from workbench.errors import StateCorruptError, StateError
 
 if TYPE_CHECKING:

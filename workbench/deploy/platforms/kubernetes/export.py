@@ -2,12 +2,12 @@
 
 Three formats over the same :class:`ExportSource` (model, versions per colour, weights):
 
-- ``k8s``: plain Kubernetes (:func:`~workbench.deploy.k8s.manifests.deployment_objects`):
+- ``k8s``: plain Kubernetes (:func:`~workbench.deploy.platforms.kubernetes.manifests.deployment_objects`):
   the colour Deployments, Services, HPAs, PDBs, the stable Service and the route;
 - ``argo-rollouts``: a ``Rollout`` with canary steps and an ``AnalysisTemplate``
-  (:mod:`~workbench.deploy.k8s.argo`) serving the desired version (the candidate's,
+  (:mod:`~workbench.deploy.platforms.kubernetes.argo`) serving the desired version (the candidate's,
   if there is one);
-- ``kserve``: an ``InferenceService`` (:mod:`~workbench.deploy.k8s.kserve`), the
+- ``kserve``: an ``InferenceService`` (:mod:`~workbench.deploy.platforms.kubernetes.kserve`), the
   candidate with ``canaryTrafficPercent``.
 
 The directory gets one YAML file per object, ``kustomization.yaml`` listing them in
@@ -26,9 +26,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from workbench._fs import write_atomic
-from workbench.deploy.k8s import argo, kserve
-from workbench.deploy.k8s.manifests import K8sOptions, Manifest, check_weights, deployment_objects
 from workbench.deploy.names import COLORS, check_color
+from workbench.deploy.platforms.kubernetes import argo, kserve
+from workbench.deploy.platforms.kubernetes.routes import check_weights, deployment_objects
 from workbench.errors import DeployError, DeployValueError
 from workbench.model.version import Version, check_model_name
 
@@ -36,6 +36,8 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
 
     from workbench._types import Color, StrPath
+    from workbench.deploy.platforms.kubernetes.manifests import Manifest
+    from workbench.deploy.platforms.kubernetes.options import K8sOptions
     from workbench.deploy.state import DeploymentState
 
 __all__ = ["FORMATS", "MARKER", "ExportSource", "export", "render", "write"]

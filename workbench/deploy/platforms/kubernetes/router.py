@@ -16,7 +16,7 @@ Order of one :meth:`KubernetesRouter.apply`, so a failure leaves traffic where i
    filter, when the table mirrors a share of stable's requests to the candidate);
 3. a colour that just lost all its traffic is kept up for ``scale_down_delay`` seconds
    (the annotation ``workbench.paddle.dev/scale-down-at`` on its Deployment), so a rollback
-   within the delay is one flip; a detached reaper (:mod:`workbench.deploy.k8s.reaper`)
+   within the delay is one flip; a detached reaper (:mod:`workbench.deploy.platforms.kubernetes.reaper`)
    scales it to 0 replicas when the delay is over, and every apply reaps what is due
    too. A rollback after that scales the old colour back up first (step 1).
 
@@ -30,18 +30,19 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from workbench.deploy.backends.kubernetes import LABEL_COLOR, LABEL_DEPLOYMENT, SERVE_PORT
-from workbench.deploy.k8s.client import ClusterError, translate
-from workbench.deploy.k8s.manifests import PREFIX, selector
+from workbench.deploy.platforms.kubernetes.backend import LABEL_COLOR, LABEL_DEPLOYMENT, SERVE_PORT
+from workbench.deploy.platforms.kubernetes.client import ClusterError, translate
+from workbench.deploy.platforms.kubernetes.manifests import selector
+from workbench.deploy.platforms.kubernetes.options import PREFIX
 from workbench.errors import BackendError, RouterError
 
 if TYPE_CHECKING:
     from collections.abc import Callable
     from pathlib import Path
 
-    from workbench.deploy.backends.kubernetes import KubernetesBackend
-    from workbench.deploy.k8s.client import KubeApi, Obj
-    from workbench.deploy.router.table import RoutingTable
+    from workbench.deploy.platforms.kubernetes.backend import KubernetesBackend
+    from workbench.deploy.platforms.kubernetes.client import KubeApi, Obj
+    from workbench.deploy.routing import RoutingTable
 
 __all__ = ["KubernetesRouter"]
 
@@ -79,7 +80,7 @@ class KubernetesRouter:
     # -- Router --------------------------------------------------------------------------
 
     def apply(self, table: RoutingTable) -> None:
-        from workbench.deploy.k8s.colour import http_route, stable_service
+        from workbench.deploy.platforms.kubernetes.colour import http_route, stable_service
 
         weights: dict[str, int] = {c: table.weights[c] for c in table.colors}
         split = all(0 < w < 100 for w in weights.values()) and len(weights) == 2
@@ -131,7 +132,7 @@ class KubernetesRouter:
         if parked and self.background and self.options.scale_down_delay > 0:
             from dataclasses import asdict
 
-            from workbench.deploy.k8s.reaper import launch
+            from workbench.deploy.platforms.kubernetes.reaper import launch
 
             log_path = None if self.workdir is None else self.workdir / "reaper.log"
             launch(self.deployment, due, asdict(self.options), log_path)

@@ -12,13 +12,13 @@ image's non-root user, uses host networking (or publishes its port), gets the GP
 of ``spec.device`` through a device request, and carries labels
 (``workbench.deployment``, ``workbench.color``, ``workbench.model``,
 ``workbench.version``, ...) from which :meth:`DockerBackend.find` rebuilds its
-:class:`~workbench.deploy.backends.base.Instance` after a restart. Remote engines are
+:class:`~workbench.deploy.backend.Instance` after a restart. Remote engines are
 reached through paramiko; an unknown SSH host key is refused (see
-:mod:`workbench.deploy.backends.engine`).
+:mod:`workbench.deploy.platforms.docker.engine`).
 
-:class:`~workbench.deploy.router.docker.DockerNginx` (re-exported here) runs the
+:class:`~workbench.deploy.platforms.docker.router.DockerNginx` (re-exported here) runs the
 router's nginx in a container of the same image, and ``python -m
-workbench.deploy.backends.docker healthcheck`` is the image's ``HEALTHCHECK``.
+workbench.deploy.platforms.docker.backend healthcheck`` is the image's ``HEALTHCHECK``.
 
 The Docker SDK is imported when a client is first needed.
 """
@@ -36,15 +36,15 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from workbench.deploy.backends.base import Backend, Instance, InstanceSpec
-from workbench.deploy.backends.engine import (
+from workbench.deploy.backend import Backend, Instance, InstanceSpec
+from workbench.deploy.names import COLORS, check_deployment_name
+from workbench.deploy.platforms.docker.engine import (
     connect,
     describe,
     is_local,
     sdk,
     translate,
 )
-from workbench.deploy.names import COLORS, check_deployment_name
 from workbench.errors import BackendError
 from workbench.health import loopback
 

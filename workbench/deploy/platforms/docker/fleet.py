@@ -1,7 +1,7 @@
 """One backend over several engines: each instance goes to the engine its spec names.
 
 :class:`FleetBackend` holds one backend per engine URL (e.g. a
-:class:`~workbench.deploy.backends.docker.DockerBackend` per ``ssh://`` host) and sends
+:class:`~workbench.deploy.platforms.docker.backend.DockerBackend` per ``ssh://`` host) and sends
 each call to the engine of the instance (``spec.engine``). :meth:`FleetBackend.find`
 asks every engine and leaves out those it cannot reach (logged), so one dead host does
 not hide the others.
@@ -13,7 +13,7 @@ import dataclasses
 import logging
 from typing import TYPE_CHECKING
 
-from workbench.deploy.backends.base import Backend, Instance, InstanceSpec, Readiness
+from workbench.deploy.backend import Backend, Instance, InstanceSpec, Readiness
 from workbench.errors import BackendError
 
 if TYPE_CHECKING:

@@ -5,8 +5,8 @@ Rendering is pure (plain dicts, no Kubernetes client). The live side builds on i
 :mod:`.colour` (what the backend and router apply, from the renderer), :mod:`.readiness`
 (is a Deployment ready, and if not, why), :mod:`.store` (deployment state in a
 ConfigMap) and :mod:`.reaper` (the delayed scale-down of an old colour); the backend and
-router themselves are :mod:`workbench.deploy.backends.kubernetes` and
-:mod:`workbench.deploy.router.kubernetes`.
+router themselves are :mod:`workbench.deploy.platforms.kubernetes.backend` and
+:mod:`workbench.deploy.platforms.kubernetes.router`.
 """
 
 from __future__ import annotations

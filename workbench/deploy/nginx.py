@@ -1,7 +1,7 @@
 """The nginx router of a deployment: a routing table in, a checked and reloaded nginx out.
 
-:meth:`NginxRouter.apply` installs the configurations :mod:`workbench.deploy.router.table`
-renders from a :class:`~workbench.deploy.router.table.RoutingTable`, the safe way::
+:meth:`NginxRouter.apply` installs the configurations :mod:`workbench.deploy.routing`
+renders from a :class:`~workbench.deploy.routing.RoutingTable`, the safe way::
 
     render -> write temp files in the workdir -> `nginx -t` on each
            -> os.replace over the installed files -> start, or graceful reload
@@ -10,9 +10,9 @@ renders from a :class:`~workbench.deploy.router.table.RoutingTable`, the safe wa
 A configuration that fails the check is never installed; the error carries
 nginx's own message. Switching and rolling back are one ``apply`` (one reload).
 
-Where nginx runs is the :class:`~workbench.deploy.router.base.NginxRunner` seam:
-:class:`~workbench.deploy.router.local.LocalNginx` (a local process, the default) or
-:class:`~workbench.deploy.router.docker.DockerNginx` (a container);
+Where nginx runs is the :class:`~workbench.deploy.router.NginxRunner` seam:
+:class:`~workbench.deploy.platforms.process.router.LocalNginx` (a local process, the default) or
+:class:`~workbench.deploy.platforms.docker.router.DockerNginx` (a container);
 :func:`~workbench.deploy.router.get_runner` picks one by name.
 """
 
@@ -30,8 +30,8 @@ from typing import TYPE_CHECKING
 import filelock
 
 from workbench._fs import atomic_path, write_atomic
-from workbench.deploy.router.local import LocalNginx
-from workbench.deploy.router.table import (
+from workbench.deploy.platforms.process.router import LocalNginx
+from workbench.deploy.routing import (
     ACCESS_LOG,
     CONF_FILE,
     ERROR_LOG,
@@ -46,7 +46,7 @@ from workbench.errors import RouterError
 
 if TYPE_CHECKING:
     from workbench._types import StrPath
-    from workbench.deploy.router.base import NginxRunner
+    from workbench.deploy.router import NginxRunner
 
 __all__ = ["NginxRouter"]
 

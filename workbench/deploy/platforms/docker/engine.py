@@ -23,6 +23,7 @@ import urllib.parse
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from workbench.deploy.fleet import describe, is_local
 from workbench.errors import BackendError, MissingDependencyError, WorkbenchError
 
 if TYPE_CHECKING:
@@ -42,19 +43,6 @@ def sdk() -> Any:
     except ImportError as exc:
         raise MissingDependencyError("docker") from exc  # a core dependency: no extra
     return docker
-
-
-def describe(docker_host: str | None) -> str:
-    """The engine address as the user would write it."""
-    return docker_host or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
-
-
-def is_local(docker_host: str | None) -> bool:
-    """Whether the engine runs on this machine (so its ports and paths are ours)."""
-    url = docker_host or os.environ.get("DOCKER_HOST") or "unix://"
-    if url.startswith(("unix://", "npipe://", "fd://")):
-        return True
-    return (urllib.parse.urlsplit(url).hostname or "") in {"localhost", "127.0.0.1", "::1"}
 
 
 class UnknownHostKeyError(BackendError):

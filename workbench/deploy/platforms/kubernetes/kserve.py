@@ -15,8 +15,9 @@ roll back: set it to 0.
 
 from __future__ import annotations
 
-from workbench.deploy.k8s.manifests import (
-    K8sOptions,
+from typing import TYPE_CHECKING
+
+from workbench.deploy.platforms.kubernetes.manifests import (
     Manifest,
     labels,
     metadata,
@@ -24,6 +25,9 @@ from workbench.deploy.k8s.manifests import (
     version_annotations,
 )
 from workbench.errors import DeployValueError
+
+if TYPE_CHECKING:
+    from workbench.deploy.platforms.kubernetes.options import K8sOptions
 
 __all__ = ["KSERVE_MODELS", "inference_service"]
 

@@ -3,7 +3,7 @@
 ``start(spec)`` server-side applies the colour's Deployment (the workbench image in
 serve mode) and Service, waits until the Deployment is available (the readiness probe
 on ``/v2/health/ready`` passed on every replica), logging its progress, and returns an
-:class:`~workbench.deploy.backends.base.Instance` whose URL is the colour Service's
+:class:`~workbench.deploy.backend.Instance` whose URL is the colour Service's
 in-cluster address (``http://<deployment>-<colour>.<namespace>.svc:8000``), or, for a
 workbench outside the cluster, ``node_address`` and the Service's NodePort. A colour
 that never becomes ready (a crash loop, an image that cannot be pulled, an
@@ -14,7 +14,7 @@ they were. ``stop`` deletes the colour's objects.
 
 A colour started while the other colour of the deployment runs is a candidate: it
 starts with ``preview_replicas`` (default 1) so that a blue/green rollout does not
-double the GPUs; :class:`~workbench.deploy.router.kubernetes.KubernetesRouter` scales
+double the GPUs; :class:`~workbench.deploy.platforms.kubernetes.router.KubernetesRouter` scales
 it to ``replicas`` before it takes traffic.
 
 Traffic is not the backend's business: the router flips the stable Service's selector
@@ -28,85 +28,35 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from dataclasses import dataclass, fields, replace
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from workbench.deploy.backends.base import Backend, Instance, InstanceSpec, Readiness
-from workbench.deploy.k8s import manifests
-from workbench.deploy.k8s.client import ClusterError, KubeApi, translate
-from workbench.deploy.k8s.readiness import pod_problems, rollout_progress
-from workbench.errors import BackendError, DeployValueError
+from workbench.deploy.backend import Backend, Instance, InstanceSpec, Readiness
+from workbench.deploy.platforms.kubernetes import options
+from workbench.deploy.platforms.kubernetes.client import ClusterError, KubeApi, translate
+from workbench.deploy.platforms.kubernetes.options import KubernetesOptions
+from workbench.deploy.platforms.kubernetes.readiness import pod_problems, rollout_progress
+from workbench.errors import BackendError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import Callable
 
     from workbench._types import Color
-    from workbench.deploy.k8s.client import Obj
+    from workbench.deploy.platforms.kubernetes.client import Obj
 
-__all__ = ["KubernetesBackend", "KubernetesOptions"]
+__all__ = ["KubernetesBackend"]
 
 log = logging.getLogger(__name__)
 
 SERVE_PORT = 8000  # the container's and the colour Service's port
 #: The renderer's label and annotation keys.
-LABEL_DEPLOYMENT = manifests.DEPLOYMENT_LABEL
-LABEL_COLOR = manifests.COLOR_LABEL
-MODEL_ANNOTATION = manifests.MODEL_ANNOTATION
-VERSION_ANNOTATION = manifests.VERSION_ANNOTATION
+LABEL_DEPLOYMENT = options.DEPLOYMENT_LABEL
+LABEL_COLOR = options.COLOR_LABEL
+MODEL_ANNOTATION = options.MODEL_ANNOTATION
+VERSION_ANNOTATION = options.VERSION_ANNOTATION
 #: What a colour is made of, in the order it is deleted.
 COLOUR_KINDS = (("autoscaling/v2", "HorizontalPodAutoscaler"), ("policy/v1", "PodDisruptionBudget"),
                 ("apps/v1", "Deployment"), ("v1", "Service"))
-
-
-@dataclass(frozen=True)
-class KubernetesOptions:
-    """Where and how colours run; every field may be given as a string (the CLI, the state)."""
-
-    namespace: str | None = None  # None: the kube context's namespace
-    context: str | None = None  # None: the kubeconfig's current context
-    kubeconfig: str | None = None  # None: $KUBECONFIG or ~/.kube/config, else in-cluster
-    image: str = "paddle-workbench:latest"
-    pvc: str | None = None  # the model repository's PersistentVolumeClaim (mounted read-only)
-    gpus: int = 0  # nvidia.com/gpu per replica
-    replicas: int = 1  # replicas of a colour that takes traffic
-    preview_replicas: int = 1  # replicas of a candidate before it takes traffic
-    ready_timeout: float = 300.0  # seconds a colour may take to become available
-    scale_down_delay: float = 30.0  # seconds a colour that lost its traffic stays up
-    gateway: str | None = None  # the Gateway an HTTPRoute attaches to (canary weights)
-    node_address: str | None = None  # reach colours at this node's NodePorts (workbench outside)
-
-    def __post_init__(self) -> None:
-        for name in ("gpus", "replicas", "preview_replicas"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise DeployValueError(f"{name} must be a non-negative integer, not {value!r}")
-        if self.replicas < 1:
-            raise DeployValueError(f"replicas must be at least 1, not {self.replicas}")
-        if self.ready_timeout <= 0 or self.scale_down_delay < 0:
-            raise DeployValueError("ready_timeout must be positive and scale_down_delay not negative")
-
-    @classmethod
-    def from_mapping(cls, options: Mapping[str, Any]) -> KubernetesOptions:
-        """Options from strings (or values); unknown keys are refused by name."""
-        known = {f.name: f for f in fields(cls)}
-        values: dict[str, Any] = {}
-        for key, value in options.items():
-            if value is None:
-                continue
-            if key not in known:
-                raise DeployValueError(
-                    f"unknown kubernetes backend option {key!r}; known: {', '.join(sorted(known))}")
-            kind = str(known[key].type)
-            try:
-                if kind.startswith("int"):
-                    values[key] = int(value)
-                elif kind.startswith("float"):
-                    values[key] = float(value)
-                else:
-                    values[key] = str(value)
-            except ValueError:
-                raise DeployValueError(f"{key} must be a number, not {value!r}") from None
-        return cls(**values)
 
 
 class KubernetesBackend(Backend):
@@ -162,8 +112,8 @@ class KubernetesBackend(Backend):
 
     def objects(self, spec: InstanceSpec, replicas: int) -> list[Obj]:
         """The admin token's Secret, the colour's Deployment, Service, HPA and PDB, as
-        :mod:`workbench.deploy.k8s.manifests` renders them."""
-        from workbench.deploy.k8s.colour import colour_objects
+        :mod:`workbench.deploy.platforms.kubernetes.manifests` renders them."""
+        from workbench.deploy.platforms.kubernetes.colour import colour_objects
 
         return colour_objects(spec, self.options, self.api.namespace, replicas=replicas, port=SERVE_PORT)
 
@@ -228,7 +178,7 @@ class KubernetesBackend(Backend):
     def stop(self, instance: Instance, timeout: float = 10.0) -> None:
         """Delete the colour's objects (and, with the last colour, the instances'
         admin-token Secret)."""
-        from workbench.deploy.k8s.colour import admin_secret_name
+        from workbench.deploy.platforms.kubernetes.colour import admin_secret_name
 
         deployment = instance.spec.deployment
         with translate(BackendError):
@@ -298,7 +248,7 @@ class KubernetesBackend(Backend):
                 host, port = self.service_host(deployment, color), SERVE_PORT
             spec = InstanceSpec(
                 deployment=deployment, color=color, model=annotations.get(MODEL_ANNOTATION, "?"),
-                version=annotations.get(VERSION_ANNOTATION, "?"), repo=manifests.MODELS_DIR, port=port,
+                version=annotations.get(VERSION_ANNOTATION, "?"), repo=options.MODELS_DIR, port=port,
                 host=host,
             )
             instances.append(Instance(spec=spec, backend=self.name,

@@ -22,22 +22,21 @@ from __future__ import annotations
 
 from typing import Any
 
-from workbench.deploy.k8s.manifests import (
-    VERSION_ANNOTATION,
-    K8sOptions,
+from workbench.deploy.platforms.kubernetes.manifests import (
     Manifest,
     hpa,
     labels,
     metadata,
     pdb,
     pod_spec,
-    route,
     selector,
     serve_container,
     serve_volumes,
     service,
     version_annotations,
 )
+from workbench.deploy.platforms.kubernetes.options import VERSION_ANNOTATION, K8sOptions
+from workbench.deploy.platforms.kubernetes.routes import route
 from workbench.deploy.rollout.analysis import ErrorRateRule, LatencyRule
 
 __all__ = ["CANARY_STEPS", "analysis_template", "rollout", "rollout_objects"]

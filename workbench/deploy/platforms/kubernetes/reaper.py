@@ -1,14 +1,17 @@
 """Scale a parked colour down when its delay is over, without waiting for the next action.
 
-After a switch, :class:`~workbench.deploy.router.kubernetes.KubernetesRouter` marks the
+After a switch, :class:`~workbench.deploy.platforms.kubernetes.router.KubernetesRouter` marks the
 colour that lost its traffic with the time it may be scaled down, and starts this module
 as a detached process (nobody's child, like the serving instances) that sleeps until
-then, calls :meth:`~workbench.deploy.router.kubernetes.KubernetesRouter.reap` once and
+then, calls :meth:`~workbench.deploy.platforms.kubernetes.router.KubernetesRouter.reap` once and
 exits. A colour that took traffic again meanwhile lost its mark, so the reaper leaves it
 alone. Every router action also reaps, so a reaper that never ran (the machine slept,
 ``WORKBENCH_K8S_REAPER=off``) only delays the scale-down to the next action.
 
-    python -m workbench.deploy.k8s.reaper DEPLOYMENT AT   # backend options as JSON in $WORKBENCH_K8S_OPTIONS
+    python -m workbench.deploy.platforms.kubernetes DEPLOYMENT AT  # options: JSON in $WORKBENCH_K8S_OPTIONS
+
+The entry point (:mod:`workbench.deploy.platforms.kubernetes.__main__`) builds the backend
+and router and passes the router in: this module knows only that a router can ``reap()``.
 """
 
 from __future__ import annotations
@@ -19,7 +22,10 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
+
+from workbench.deploy.spawn import launch_detached
+from workbench.errors import WorkbenchError
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -34,10 +40,8 @@ def launch(deployment: str, at: float, options: Mapping[str, object], log_path: 
     """Start a detached reaper for ``deployment`` due at ``at``; its pid (None if off or failed)."""
     if os.environ.get(SWITCH_ENV, "on").lower() in ("off", "0", "no", "false"):
         return None
-    from workbench.deploy.spawn import launch_detached
-
     env = {**os.environ, OPTIONS_ENV: json.dumps({k: v for k, v in options.items() if v is not None})}
-    argv = [sys.executable, "-m", "workbench.deploy.k8s.reaper", deployment, f"{at:.3f}"]
+    argv = [sys.executable, "-m", "workbench.deploy.platforms.kubernetes", deployment, f"{at:.3f}"]
     try:
         if log_path is not None:
             log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -48,17 +52,18 @@ def launch(deployment: str, at: float, options: Mapping[str, object], log_path: 
     return pid
 
 
-def main(argv: list[str]) -> int:
-    from workbench.deploy.backends.kubernetes import KubernetesBackend
-    from workbench.deploy.router.kubernetes import KubernetesRouter
-    from workbench.errors import WorkbenchError
+class Reaper(Protocol):
+    """What the reaper needs of a router: scale down the colours whose delay is over."""
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    deployment, at = argv[0], float(argv[1])
+    def reap(self) -> list[str]: ...
+
+
+def reap_when_due(deployment: str, at: float, router: Reaper) -> int:
+    """Sleep until ``at``, then scale down ``deployment``'s parked colours through
+    ``router``; the process' exit status."""
     time.sleep(max(0.0, min(at - time.time(), 24 * 3600.0)))
     try:
-        backend = KubernetesBackend(**json.loads(os.environ.get(OPTIONS_ENV, "{}")))
-        parked = KubernetesRouter(deployment, backend, background=False).reap()
+        parked = router.reap()
     except WorkbenchError as exc:
         log.warning("%s: scale-down failed: %s", deployment, exc)
         return 1
@@ -66,5 +71,7 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+def options_from_env() -> dict[str, object]:
+    """The backend options :func:`launch` passed to the detached process."""
+    options: dict[str, object] = json.loads(os.environ.get(OPTIONS_ENV, "{}"))
+    return options

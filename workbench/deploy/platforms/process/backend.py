@@ -16,13 +16,11 @@ time is not ours.
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
 import logging
 import os
 import shlex
 import signal
-import socket
 import sys
 import time
 from collections import deque
@@ -32,8 +30,9 @@ from typing import TYPE_CHECKING, Any
 import psutil
 
 from workbench._fs import write_atomic
-from workbench.deploy.backends.base import Backend, Instance, InstanceSpec
+from workbench.deploy.backend import Backend, Instance, InstanceSpec
 from workbench.deploy.names import COLORS, check_deployment_name
+from workbench.deploy.ports import port_in_use
 from workbench.deploy.spawn import alive as _alive
 from workbench.deploy.spawn import launch_detached, wait_gone
 from workbench.errors import BackendError
@@ -49,27 +48,6 @@ log = logging.getLogger(__name__)
 SERVE_COMMAND_ENV = "WORKBENCH_SERVE_COMMAND"
 #: How long a started process must survive before start() returns.
 START_GRACE = 0.3
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port that is free on ``host`` right now (bind port 0, read it back)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
-    """Whether something already listens on (or holds) ``host:port``."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError as exc:
-            if exc.errno in (errno.EADDRINUSE, errno.EACCES):
-                return True
-            raise
-    return False
 
 
 def _tail(path: Path, lines: int) -> str:

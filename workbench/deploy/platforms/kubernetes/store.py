@@ -36,9 +36,9 @@ import uuid
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
-from workbench.deploy.k8s.client import ClusterError, translate
-from workbench.deploy.k8s.manifests import DEPLOYMENT_LABEL, ROLE_LABEL
 from workbench.deploy.names import check_deployment_name
+from workbench.deploy.platforms.kubernetes.client import ClusterError, translate
+from workbench.deploy.platforms.kubernetes.options import DEPLOYMENT_LABEL, ROLE_LABEL
 from workbench.deploy.state import (
     PREVIOUS_FILE,
     STATE_FILE,
@@ -54,7 +54,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
 
     from workbench._types import StrPath
-    from workbench.deploy.k8s.client import KubeApi, Obj
+    from workbench.deploy.platforms.kubernetes.client import KubeApi, Obj
 
 __all__ = ["STATE_LABELS", "ClusterStateStore", "store_from_env"]
 
@@ -309,7 +309,7 @@ def store_from_env(home: StrPath, *, lock_timeout: float = 60.0) -> ClusterState
     """
     import os
 
-    from workbench.deploy.k8s.client import KubeApi
+    from workbench.deploy.platforms.kubernetes.client import KubeApi
 
     kind = os.environ.get("WORKBENCH_STATE", "file").strip().lower()
     if kind in ("", "file", "files"):

@@ -1,6 +1,6 @@
 """DockerNginx: the router's nginx in a container of the workbench image.
 
-An :class:`~workbench.deploy.router.base.NginxRunner`. The router's workdir is
+An :class:`~workbench.deploy.router.NginxRunner`. The router's workdir is
 bind-mounted at the same path and the container uses host networking, so the
 rendered configuration means the same thing inside as outside; the engine must
 therefore be local (it sees this machine's paths and ports): a unix socket,
@@ -21,9 +21,9 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from workbench.deploy.backends.engine import connect, describe, sdk, translate
-from workbench.deploy.router._nginx import size, tail, wait_reloaded
-from workbench.deploy.router.table import ERROR_LOG, PID_FILE
+from workbench.deploy._nginx import size, tail, wait_reloaded
+from workbench.deploy.platforms.docker.engine import connect, describe, sdk, translate
+from workbench.deploy.routing import ERROR_LOG, PID_FILE
 from workbench.errors import BackendError, RouterError
 
 if TYPE_CHECKING:
@@ -46,7 +46,7 @@ class DockerNginx:
     ``paddle-workbench:latest``). ``user``: who nginx runs as, default this
     process's ``uid:gid`` (the owner of the workdir); as root, workers run as root.
     ``known_hosts`` / ``identity_file``: for an ``ssh://`` address of this machine,
-    as for :class:`~workbench.deploy.backends.docker.DockerBackend`.
+    as for :class:`~workbench.deploy.platforms.docker.backend.DockerBackend`.
     """
 
     name: ClassVar[str] = "docker"
@@ -63,7 +63,7 @@ class DockerNginx:
         start_timeout: float = 20.0,
         reload_timeout: float = 10.0,
     ) -> None:
-        from workbench.deploy.backends.docker import default_image
+        from workbench.deploy.platforms.docker.backend import default_image
 
         self.docker_host = docker_host
         self.image = image or default_image()

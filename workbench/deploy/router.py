@@ -1,7 +1,7 @@
 """The router seam: what the rollout asks of a router, and where its nginx runs.
 
-A :class:`Router` takes a :class:`~workbench.deploy.router.table.RoutingTable` and
-makes it live; :class:`~workbench.deploy.router.nginx.NginxRouter` is the real one,
+A :class:`Router` takes a :class:`~workbench.deploy.routing.RoutingTable` and
+makes it live; :class:`~workbench.deploy.nginx.NginxRouter` is the real one,
 :class:`NopRouter` keeps the table in memory for pure-logic tests.
 
 An :class:`NginxRunner` runs the router's nginx somewhere (a local process, a
@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from workbench.deploy.router.table import RoutingTable
+    from workbench.deploy.routing import RoutingTable
 
 
 @runtime_checkable
@@ -66,8 +66,8 @@ class NopRouter:
 class NginxRunner(Protocol):
     """Where the router's nginx master runs: a local process or a container.
 
-    Implementations: :class:`~workbench.deploy.router.local.LocalNginx` and
-    :class:`~workbench.deploy.router.docker.DockerNginx`; ``get_runner`` in
+    Implementations: :class:`~workbench.deploy.platforms.process.router.LocalNginx` and
+    :class:`~workbench.deploy.platforms.docker.router.DockerNginx`; ``get_runner`` in
     :mod:`workbench.deploy.router` picks one by name.
 
     Every method takes ``conf``, the path of a configuration file; its directory

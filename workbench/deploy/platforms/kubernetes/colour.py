@@ -1,4 +1,4 @@
-"""What the Kubernetes backend and router apply, rendered by :mod:`workbench.deploy.k8s.manifests`.
+"""What the Kubernetes backend and router apply, rendered by :mod:`.manifests`.
 
 The renderer knows deployments (names, options); the backend knows instance specs and its
 own options. These functions translate one into the other and add what only a live
@@ -11,14 +11,15 @@ from __future__ import annotations
 import base64
 from typing import TYPE_CHECKING
 
-from workbench.deploy.k8s import manifests
+from workbench.deploy.platforms.kubernetes import manifests, routes
+from workbench.deploy.platforms.kubernetes.options import K8sOptions
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    from workbench.deploy.backends.base import InstanceSpec
-    from workbench.deploy.backends.kubernetes import KubernetesOptions
-    from workbench.deploy.k8s.client import Obj
+    from workbench.deploy.backend import InstanceSpec
+    from workbench.deploy.platforms.kubernetes.client import Obj
+    from workbench.deploy.platforms.kubernetes.options import KubernetesOptions
 
 __all__ = ["admin_secret_name", "colour_objects", "http_route", "render_options", "stable_service"]
 
@@ -28,14 +29,14 @@ def admin_secret_name(deployment: str) -> str:
 
 
 def render_options(options: KubernetesOptions, namespace: str, deployment: str, *, port: int,
-                   workers: int = 1, admin_token: bool = False) -> manifests.K8sOptions:
+                   workers: int = 1, admin_token: bool = False) -> K8sOptions:
     """The renderer's options for a deployment run by a backend with ``options``."""
     kwargs: dict[str, object] = {}
     if options.pvc:
         kwargs["models_claim"] = options.pvc
     if options.gateway:
         kwargs["gateway_name"] = options.gateway
-    return manifests.K8sOptions(
+    return K8sOptions(
         namespace=namespace,
         image=options.image,
         port=port,
@@ -43,7 +44,7 @@ def render_options(options: KubernetesOptions, namespace: str, deployment: str, 
         workers=workers,
         replicas=options.replicas,
         preview_replicas=options.preview_replicas,
-        hpa_max=max(options.replicas, manifests.K8sOptions.hpa_max),
+        hpa_max=max(options.replicas, K8sOptions.hpa_max),
         router="gateway" if options.gateway else "service",
         admin_token_secret=admin_secret_name(deployment) if admin_token else None,
         **kwargs,  # type: ignore[arg-type]
@@ -83,7 +84,7 @@ def http_route(options: KubernetesOptions, namespace: str, deployment: str, weig
                versions: Mapping[str, str], *, port: int, mirror: Obj | None = None) -> Obj:
     """The HTTPRoute splitting traffic by ``weights`` (with colour and version pins); a
     ``mirror`` filter goes on its weighted rule."""
-    route = manifests.http_route(render_options(options, namespace, deployment, port=port), deployment,
+    route = routes.http_route(render_options(options, namespace, deployment, port=port), deployment,
                                  weights, versions=versions)
     if mirror is not None:
         route["spec"]["rules"][-1]["filters"] = [mirror]

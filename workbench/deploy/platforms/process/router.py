@@ -1,6 +1,6 @@
 """LocalNginx: the router's nginx as a local process (the process backend's router).
 
-An :class:`~workbench.deploy.router.base.NginxRunner`: ``nginx -c <conf> -p <workdir>/`` in
+An :class:`~workbench.deploy.router.NginxRunner`: ``nginx -c <conf> -p <workdir>/`` in
 its own session, so it outlives the Python process that started it; a later runner
 finds it again through the pid file in the workdir.
 """
@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, ClassVar
 
 import psutil
 
-from workbench.deploy.router._nginx import size, tail, wait_reloaded
-from workbench.deploy.router.table import ERROR_LOG, PID_FILE
+from workbench.deploy._nginx import size, tail, wait_reloaded
+from workbench.deploy.routing import ERROR_LOG, PID_FILE
 from workbench.deploy.spawn import alive, launch_detached, wait_gone
 from workbench.errors import RouterError
 

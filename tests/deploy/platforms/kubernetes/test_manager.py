@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.deploy.k8s_backend.conftest import spec
-from tests.deploy.k8s_backend.emulator import Broken
+from tests.deploy.platforms.kubernetes.conftest import spec
+from tests.deploy.platforms.kubernetes.emulator import Broken
 from workbench.deploy.deployment import routing_table
 from workbench.deploy.manager import DeploymentManager, default_router
 from workbench.deploy.platforms.kubernetes.backend import KubernetesBackend
@@ -27,7 +27,7 @@ from workbench.deploy.state import DeploymentState, InstanceRecord
 from workbench.errors import RolloutError, RouterError
 
 if TYPE_CHECKING:
-    from tests.deploy.k8s_backend.emulator import Emulator
+    from tests.deploy.platforms.kubernetes.emulator import Emulator
 
 
 def _manager(kubeconfig: Path, home: Path) -> DeploymentManager:

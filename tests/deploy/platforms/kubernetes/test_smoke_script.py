@@ -12,7 +12,7 @@ import pytest
 
 from tests._components import require
 
-SCRIPT = Path(__file__).resolve().parents[3] / "bench" / "k8s_smoke.sh"
+SCRIPT = Path(__file__).resolve().parents[4] / "bench" / "k8s_smoke.sh"
 
 
 def need_kubectl() -> None:

@@ -34,7 +34,7 @@ from typing import Any
 
 import yaml
 
-DATA = Path(__file__).parents[2] / "data" / "crds"
+DATA = Path(__file__).parents[4] / "data" / "crds"
 
 #: package -> (version, sha512 integrity as npm publishes it)
 PACKAGES: dict[str, tuple[str, str]] = {

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.deploy.k8s_backend.conftest import spec
-from tests.deploy.k8s_backend.emulator import Broken, Emulator
+from tests.deploy.platforms.kubernetes.conftest import spec
+from tests.deploy.platforms.kubernetes.emulator import Broken, Emulator
 from workbench.errors import BackendError, DeployValueError
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.deploy.k8s.conftest import CASES, render
+from tests.deploy.platforms.kubernetes.manifests.conftest import CASES, render
 from workbench.deploy.platforms.kubernetes.manifests import colour_objects, stable_service
 from workbench.deploy.platforms.kubernetes.options import COLOR_LABEL, K8sOptions
 from workbench.deploy.platforms.kubernetes.routes import deployment_objects, http_route

@@ -15,7 +15,7 @@ import subprocess
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from tests.deploy.k8s_backend.emulator import Emulator
+    from tests.deploy.platforms.kubernetes.emulator import Emulator
 
 
 class StubKubelet:

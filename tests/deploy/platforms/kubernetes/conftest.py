@@ -9,7 +9,7 @@ import pytest
 
 pytest.importorskip("kubernetes")
 
-from tests.deploy.k8s_backend.emulator import Emulator
+from tests.deploy.platforms.kubernetes.emulator import Emulator
 from workbench.deploy.platforms.kubernetes.client import KubeApi
 
 

@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from tests.deploy.k8s_backend.conftest import spec
-from tests.deploy.k8s_backend.emulator import Broken, Emulator
+from tests.deploy.platforms.kubernetes.conftest import spec
+from tests.deploy.platforms.kubernetes.emulator import Broken, Emulator
 from workbench.deploy.platforms.kubernetes.router import PARKED, SCALE_DOWN_AT, KubernetesRouter
 from workbench.deploy.routing import RoutingTable, Upstream
 from workbench.errors import RouterError

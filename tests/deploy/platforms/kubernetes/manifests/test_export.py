@@ -1,7 +1,7 @@
 """``workbench deploy export``: golden kustomize directories, the overwrite rules, the CLI.
 
-Golden directories live in tests/deploy/k8s/golden/<case>/; after an intended change to
-the manifests, `UPDATE_GOLDEN=1 pytest tests/deploy/k8s/test_export.py` rewrites them
+Golden directories live in tests/deploy/platforms/kubernetes/manifests/golden/<case>/; after an intended change to
+the manifests, `UPDATE_GOLDEN=1 pytest tests/deploy/platforms/kubernetes/manifests/test_export.py` rewrites them
 (review the diff before committing it).
 """
 

@@ -10,8 +10,8 @@ import jsonschema
 import pytest
 
 from tests._components import require
-from tests.deploy.k8s import _crds
-from tests.deploy.k8s.conftest import CASES, render
+from tests.deploy.platforms.kubernetes.manifests import _crds
+from tests.deploy.platforms.kubernetes.manifests.conftest import CASES, render
 from workbench.deploy.platforms.kubernetes.export import FORMATS, ExportSource
 from workbench.deploy.platforms.kubernetes.export import render as render_export
 from workbench.deploy.platforms.kubernetes.options import K8sOptions

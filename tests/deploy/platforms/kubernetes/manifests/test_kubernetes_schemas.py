@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.deploy.k8s.conftest import CASES, render
+from tests.deploy.platforms.kubernetes.manifests.conftest import CASES, render
 
 kubernetes_validate = pytest.importorskip("kubernetes_validate")
 

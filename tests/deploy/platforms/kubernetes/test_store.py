@@ -17,7 +17,7 @@ from workbench.deploy.platforms.kubernetes.store import ClusterStateStore
 from workbench.errors import StateCorruptError, StateError
 
 if TYPE_CHECKING:
-    from tests.deploy.k8s_backend.emulator import Emulator
+    from tests.deploy.platforms.kubernetes.emulator import Emulator
 
 
 def _store(kubeconfig: Path, home: Path, **kw: float) -> ClusterStateStore:

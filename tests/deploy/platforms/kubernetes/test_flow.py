@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from tests.deploy.conftest import MODES
-from tests.deploy.k8s_backend.kubelet import StubKubelet
+from tests.deploy.platforms.kubernetes.kubelet import StubKubelet
 from workbench.deploy.manager import DeploymentManager
 from workbench.deploy.platforms.kubernetes.client import KubeApi
 from workbench.deploy.platforms.kubernetes.store import ClusterStateStore
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
     from pathlib import Path
 
-    from tests.deploy.k8s_backend.emulator import Emulator
+    from tests.deploy.platforms.kubernetes.emulator import Emulator
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.deploy.k8s_backend.emulator import Emulator
+from tests.deploy.platforms.kubernetes.emulator import Emulator
 from workbench.deploy.platforms.kubernetes.client import ClusterError, KubeApi
 
 

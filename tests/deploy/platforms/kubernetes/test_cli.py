@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from tests.deploy.k8s_backend.emulator import Emulator
+    from tests.deploy.platforms.kubernetes.emulator import Emulator
 
 
 def test_create_that_cannot_reach_its_service_leaves_nothing_behind(
@@ -44,7 +44,7 @@ def test_other_shells_reach_the_state_in_the_cluster(
 ) -> None:
     """A deployment whose state is a ConfigMap: `status`, `history` and `rollback` from a
     fresh process that only has WORKBENCH_STATE=kubernetes and a kubeconfig."""
-    from tests.deploy.k8s_backend.test_manager import _manager, _verified
+    from tests.deploy.platforms.kubernetes.test_manager import _manager, _verified
 
     manager = _manager(kubeconfig, tmp_path / "first-machine")
     _verified(manager, kubeconfig)

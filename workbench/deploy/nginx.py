@@ -13,7 +13,7 @@ nginx's own message. Switching and rolling back are one ``apply`` (one reload).
 Where nginx runs is the :class:`~workbench.deploy.router.NginxRunner` seam:
 :class:`~workbench.deploy.platforms.process.router.LocalNginx` (a local process, the default) or
 :class:`~workbench.deploy.platforms.docker.router.DockerNginx` (a container);
-:func:`~workbench.deploy.router.get_runner` picks one by name.
+:func:`~workbench.deploy.platforms.get_runner` picks one by name.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 import filelock
 
 from workbench._fs import atomic_path, write_atomic
-from workbench.deploy.platforms.process.router import LocalNginx
+from workbench.deploy.platforms import get_runner
 from workbench.deploy.routing import (
     ACCESS_LOG,
     CONF_FILE,
@@ -97,7 +97,7 @@ class NginxRouter:
         self, workdir: StrPath, runner: NginxRunner | None = None, *, ready_timeout: float = 5.0
     ) -> None:
         self.workdir = Path(workdir).expanduser().resolve()
-        self.runner: NginxRunner = runner if runner is not None else LocalNginx()
+        self.runner: NginxRunner = runner if runner is not None else get_runner("process")
         self.ready_timeout = ready_timeout
 
     def __repr__(self) -> str:

@@ -68,7 +68,7 @@ class NginxRunner(Protocol):
 
     Implementations: :class:`~workbench.deploy.platforms.process.router.LocalNginx` and
     :class:`~workbench.deploy.platforms.docker.router.DockerNginx`; ``get_runner`` in
-    :mod:`workbench.deploy.router` picks one by name.
+    :mod:`workbench.deploy.platforms` picks one by name.
 
     Every method takes ``conf``, the path of a configuration file; its directory
     (``conf.parent``) is the router's workdir and holds everything the rendered
@@ -77,7 +77,7 @@ class NginxRunner(Protocol):
     conf.parent/``. The configuration says ``daemon off``: the master stays in the
     foreground (what a container's main process needs).
 
-    :class:`~workbench.deploy.router.NginxRouter` runs two masters through one
+    :class:`~workbench.deploy.nginx.NginxRouter` runs two masters through one
     runner, one per directory: the router (``<workdir>/nginx.conf``) and the front
     (``<workdir>/front/nginx.conf``); they meet on the unix socket
     ``<workdir>/front/router.sock``. Key everything on ``conf.parent``.

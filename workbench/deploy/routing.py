@@ -3,7 +3,7 @@
 A :class:`RoutingTable` says where each colour listens and what share of traffic
 green gets. :func:`render_nginx` and :func:`render_front` turn it into complete
 nginx configurations: pure functions over the packaged templates in
-``templates/``, checked by golden-file tests. :class:`~workbench.deploy.router.NginxRouter`
+``templates/``, checked by golden-file tests. :class:`~workbench.deploy.nginx.NginxRouter`
 installs them.
 
 Two nginx masters run per deployment: the *front* owns the public address and

@@ -29,7 +29,6 @@ import contextlib
 import dataclasses
 import logging
 import math
-import os
 import socket
 import threading
 import time
@@ -39,7 +38,9 @@ from typing import TYPE_CHECKING, Any
 from workbench.deploy.backend import Backend, Instance, InstanceSpec
 from workbench.deploy.names import COLORS, check_deployment_name
 from workbench.deploy.platforms.docker.engine import (
+    DEFAULT_IMAGE,
     connect,
+    default_image,
     describe,
     is_local,
     sdk,
@@ -62,7 +63,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 #: The image serving containers run unless told otherwise (env ``WORKBENCH_IMAGE``).
-DEFAULT_IMAGE = "paddle-workbench:latest"
 #: Where containers see the model repository (mounted read-only).
 MODELS_DIR = "/models"
 #: How long ``start`` watches a new container for an early exit; it returns sooner
@@ -70,10 +70,6 @@ MODELS_DIR = "/models"
 START_GRACE = 3.0
 LABEL = "workbench"
 _LOG_LINES = 25
-
-
-def default_image() -> str:
-    return os.environ.get("WORKBENCH_IMAGE") or DEFAULT_IMAGE
 
 
 def _port_taken(host: str, port: int) -> bool:

@@ -31,7 +31,15 @@ if TYPE_CHECKING:
 
     from workbench._types import StrPath
 
-__all__ = ["UnknownHostKeyError", "connect", "describe", "is_local", "translate"]
+__all__ = [
+    "DEFAULT_IMAGE",
+    "UnknownHostKeyError",
+    "connect",
+    "default_image",
+    "describe",
+    "is_local",
+    "translate",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +51,14 @@ def sdk() -> Any:
     except ImportError as exc:
         raise MissingDependencyError("docker") from exc  # a core dependency: no extra
     return docker
+
+
+DEFAULT_IMAGE = "paddle-workbench:latest"
+
+
+def default_image() -> str:
+    """The image serving instances and the router run: ``$WORKBENCH_IMAGE`` or the default."""
+    return os.environ.get("WORKBENCH_IMAGE") or DEFAULT_IMAGE
 
 
 class UnknownHostKeyError(BackendError):

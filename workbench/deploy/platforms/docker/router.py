@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from workbench.deploy._nginx import size, tail, wait_reloaded
-from workbench.deploy.platforms.docker.engine import connect, describe, sdk, translate
+from workbench.deploy.platforms.docker.engine import connect, default_image, describe, sdk, translate
 from workbench.deploy.routing import ERROR_LOG, PID_FILE
 from workbench.errors import BackendError, RouterError
 
@@ -63,8 +63,6 @@ class DockerNginx:
         start_timeout: float = 20.0,
         reload_timeout: float = 10.0,
     ) -> None:
-        from workbench.deploy.platforms.docker.backend import default_image
-
         self.docker_host = docker_host
         self.image = image or default_image()
         self.user = user or f"{os.getuid()}:{os.getgid()}"

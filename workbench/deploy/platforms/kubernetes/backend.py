@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 from workbench.deploy.backend import Backend, Instance, InstanceSpec, Readiness
 from workbench.deploy.platforms.kubernetes import options
 from workbench.deploy.platforms.kubernetes.client import ClusterError, KubeApi, translate
+from workbench.deploy.platforms.kubernetes.colour import admin_secret_name, live_colour_objects
 from workbench.deploy.platforms.kubernetes.options import KubernetesOptions
 from workbench.deploy.platforms.kubernetes.readiness import pod_problems, rollout_progress
 from workbench.errors import BackendError
@@ -113,9 +114,7 @@ class KubernetesBackend(Backend):
     def objects(self, spec: InstanceSpec, replicas: int) -> list[Obj]:
         """The admin token's Secret, the colour's Deployment, Service, HPA and PDB, as
         :mod:`workbench.deploy.platforms.kubernetes.manifests` renders them."""
-        from workbench.deploy.platforms.kubernetes.colour import colour_objects
-
-        return colour_objects(spec, self.options, self.api.namespace, replicas=replicas, port=SERVE_PORT)
+        return live_colour_objects(spec, self.options, self.api.namespace, replicas=replicas, port=SERVE_PORT)
 
     # -- Backend -------------------------------------------------------------------------
 
@@ -178,8 +177,6 @@ class KubernetesBackend(Backend):
     def stop(self, instance: Instance, timeout: float = 10.0) -> None:
         """Delete the colour's objects (and, with the last colour, the instances'
         admin-token Secret)."""
-        from workbench.deploy.platforms.kubernetes.colour import admin_secret_name
-
         deployment = instance.spec.deployment
         with translate(BackendError):
             self._delete_colour(self.object_name(deployment, instance.spec.color))

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from workbench.deploy.platforms.kubernetes.client import Obj
     from workbench.deploy.platforms.kubernetes.options import KubernetesOptions
 
-__all__ = ["admin_secret_name", "colour_objects", "http_route", "render_options", "stable_service"]
+__all__ = ["admin_secret_name", "http_route", "live_colour_objects", "render_options", "stable_service"]
 
 
 def admin_secret_name(deployment: str) -> str:
@@ -51,7 +51,7 @@ def render_options(options: KubernetesOptions, namespace: str, deployment: str, 
     )
 
 
-def colour_objects(spec: InstanceSpec, options: KubernetesOptions, namespace: str, *,
+def live_colour_objects(spec: InstanceSpec, options: KubernetesOptions, namespace: str, *,
                    replicas: int, port: int) -> list[Obj]:
     """The admin token's Secret (when the spec has one), then the colour's Deployment,
     Service, HorizontalPodAutoscaler and PodDisruptionBudget."""

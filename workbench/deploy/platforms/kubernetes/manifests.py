@@ -23,7 +23,7 @@ Public API (stable; the Kubernetes backend and ``workbench deploy export`` use i
 - :func:`ingress_objects`: legacy ingress-nginx Ingresses with canary annotations.
 - :func:`deployment_objects`: all of the above for one deployment, in apply order.
 - :func:`check_dns_label`, :func:`check_weights`, :func:`live_colour`, :func:`colour_name`,
-  :func:`router_name`, :func:`service_host`, :func:`routing_table`.
+  :func:`router_name`, :func:`service_host`, :func:`cluster_routing_table`.
 - Building blocks the exports share: :func:`metadata`, :func:`service`, :func:`hpa`,
   :func:`pdb`, :func:`pod_spec`, :func:`serve_volumes`, :func:`route`,
   :func:`version_annotations`.

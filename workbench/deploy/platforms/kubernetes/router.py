@@ -28,12 +28,15 @@ from __future__ import annotations
 import json
 import logging
 import time
+from dataclasses import asdict
 from typing import TYPE_CHECKING
 
 from workbench.deploy.platforms.kubernetes.backend import LABEL_COLOR, LABEL_DEPLOYMENT, SERVE_PORT
 from workbench.deploy.platforms.kubernetes.client import ClusterError, translate
+from workbench.deploy.platforms.kubernetes.colour import http_route, stable_service
 from workbench.deploy.platforms.kubernetes.manifests import selector
 from workbench.deploy.platforms.kubernetes.options import PREFIX
+from workbench.deploy.platforms.kubernetes.reaper import launch
 from workbench.errors import BackendError, RouterError
 
 if TYPE_CHECKING:
@@ -80,8 +83,6 @@ class KubernetesRouter:
     # -- Router --------------------------------------------------------------------------
 
     def apply(self, table: RoutingTable) -> None:
-        from workbench.deploy.platforms.kubernetes.colour import http_route, stable_service
-
         weights: dict[str, int] = {c: table.weights[c] for c in table.colors}
         split = all(0 < w < 100 for w in weights.values()) and len(weights) == 2
         if split and not self.options.gateway:
@@ -130,10 +131,6 @@ class KubernetesRouter:
                 self._mark(color, due)
             self.reap(now)
         if parked and self.background and self.options.scale_down_delay > 0:
-            from dataclasses import asdict
-
-            from workbench.deploy.platforms.kubernetes.reaper import launch
-
             log_path = None if self.workdir is None else self.workdir / "reaper.log"
             launch(self.deployment, due, asdict(self.options), log_path)
 

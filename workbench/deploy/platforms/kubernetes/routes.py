@@ -43,13 +43,13 @@ if TYPE_CHECKING:
 __all__ = [
     "INGRESS_CANARY",
     "check_weights",
+    "cluster_routing_table",
     "deployment_objects",
     "http_route",
     "ingress_objects",
     "live_colour",
     "route",
     "router_objects",
-    "routing_table",
     "service_host",
 ]
 
@@ -123,8 +123,8 @@ def service_host(opts: K8sOptions, name: str, color: str) -> str:
     return f"{colour_name(name, color)}.{opts.namespace}.svc.cluster.local"
 
 
-def routing_table(opts: K8sOptions, name: str, weights: Mapping[str, int], versions: Mapping[str, str], *,
-                  stable: str = "blue") -> RoutingTable:
+def cluster_routing_table(opts: K8sOptions, name: str, weights: Mapping[str, int],
+                          versions: Mapping[str, str], *, stable: str = "blue") -> RoutingTable:
     """The nginx router's table, its upstreams being the colour Services' cluster DNS names."""
     shares = check_weights(weights)
     try:
@@ -150,7 +150,7 @@ def router_objects(opts: K8sOptions, name: str, routing: RoutingTable | Mapping[
     router's unix socket in an emptyDir) from the image's ``router`` mode; the ConfigMap's
     hash is a pod annotation, so a new table rolls the router's pods.
     """
-    table = routing if isinstance(routing, RoutingTable) else routing_table(
+    table = routing if isinstance(routing, RoutingTable) else cluster_routing_table(
         opts, name, routing, versions or {}, stable=stable)
     try:
         router_conf = render_nginx(table, workdir=ROUTER_WORKDIR)

@@ -390,7 +390,7 @@ def test_moving_to_a_free_port_reloads_the_front(router: NginxRouter, make_table
 )
 def test_golden_configs_pass_nginx_check(name: str, tmp_path: Path) -> None:
     require_nginx()
-    from tests.deploy.test_router import GOLDEN_CASES
+    from tests.deploy.test_routing import GOLDEN_CASES
 
     table, _ = GOLDEN_CASES[name]
     user = LocalNginx().worker_user

@@ -25,7 +25,6 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from workbench import Comparison, TensorSpec, VersionHub
-    from workbench.runtime.loaded import LoadedVersion
     from workbench_ext.state import Session
 
 log = logging.getLogger(__name__)

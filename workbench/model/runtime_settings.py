@@ -28,7 +28,7 @@ from workbench.errors import InputError
 PRECISIONS = ("fp32", "fp16", "bf16")
 _ON = frozenset({"on", "true", "yes", "1"})
 _OFF = frozenset({"off", "false", "no", "0"})
-_SWITCHES = {"onednn": "onednn", "ir_optim": "ir_optim", "memory_optim": "memory_optim", "tensorrt": "tensorrt"}
+_SWITCHES = frozenset({"onednn", "ir_optim", "memory_optim", "tensorrt"})
 KEYS = ("onednn", "ir_optim", "memory_optim", "threads", "delete_pass", "precision", "tensorrt")
 
 
@@ -52,7 +52,7 @@ class ShapeRange:
             raise SettingsError(f"input {self.name!r}: min, opt and max shapes differ in rank")
         if any(d <= 0 for d in (*self.min, *self.opt, *self.max)):
             raise SettingsError(f"input {self.name!r}: shape range dimensions must be positive")
-        if any(lo > mid or mid > hi for lo, mid, hi in zip(self.min, self.opt, self.max)):
+        if any(lo > mid or mid > hi for lo, mid, hi in zip(self.min, self.opt, self.max, strict=True)):
             raise SettingsError(f"input {self.name!r}: shape range needs min <= opt <= max per dimension")
 
     @classmethod
@@ -61,7 +61,9 @@ class ShapeRange:
         try:
             low, mid, high = (tuple(int(d) for d in shape) for shape in lists)
         except (TypeError, ValueError) as exc:
-            raise SettingsError(f"input {name!r}: a shape range is three lists of integers (min, opt, max)") from exc
+            raise SettingsError(
+                f"input {name!r}: a shape range is three lists of integers (min, opt, max)"
+            ) from exc
         return cls(name, low, mid, high)
 
 
@@ -82,12 +84,15 @@ class RuntimeSettings:
     def __post_init__(self) -> None:
         object.__setattr__(self, "delete_passes", tuple(self.delete_passes))
         object.__setattr__(self, "trt_shapes", tuple(self.trt_shapes))
-        if self.cpu_threads is not None and (isinstance(self.cpu_threads, bool) or self.cpu_threads < 1):
+        threads = self.cpu_threads
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
             raise SettingsError(f"threads must be a positive integer, not {self.cpu_threads!r}")
         if self.precision not in PRECISIONS:
             raise SettingsError(f"precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}")
         if any(not name or not name.replace("_", "").isalnum() for name in self.delete_passes):
-            raise SettingsError(f"pass names are letters, digits and underscores, not {list(self.delete_passes)}")
+            raise SettingsError(
+                f"pass names are letters, digits and underscores, not {list(self.delete_passes)}"
+            )
 
     @property
     def is_default(self) -> bool:
@@ -106,14 +111,16 @@ class RuntimeSettings:
             key, sep, value = item.partition("=")
             key, value = key.strip().lower(), value.strip()
             if not sep or not value:
-                raise SettingsError(f"runtime setting {item!r} needs the form key=value (keys: {', '.join(KEYS)})")
+                raise SettingsError(
+                    f"runtime setting {item!r} needs the form key=value (keys: {', '.join(KEYS)})"
+                )
             if key not in KEYS:
                 raise SettingsError(f"unknown runtime setting {key!r}; known settings: {', '.join(KEYS)}")
             if key in seen:
                 raise SettingsError(f"runtime setting {key!r} is given twice")
             seen.add(key)
             if key in _SWITCHES:
-                values[_SWITCHES[key]] = _switch(key, value)
+                values[key] = _switch(key, value)
             elif key == "threads":
                 if not value.isdigit() or int(value) < 1:
                     raise SettingsError(f"threads must be a positive integer, not {value!r}")
@@ -204,7 +211,9 @@ class RuntimeTrial:
     reason: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        return {"settings": self.settings.to_dict(), "ok": self.ok, "p50_ms": self.p50_ms, "reason": self.reason}
+        return {
+            "settings": self.settings.to_dict(), "ok": self.ok, "p50_ms": self.p50_ms, "reason": self.reason,
+        }
 
     @classmethod
     def from_dict(cls, data: Any) -> RuntimeTrial:

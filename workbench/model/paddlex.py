@@ -11,8 +11,9 @@ holds everything needed to publish the directory as is, without a sample:
 - ``PreProcess.transform_ops`` and ``PostProcess``: copied verbatim into the
   manifest's ``codec`` (``{"preprocess": [...], "postprocess": {...}}``, character
   dictionary included), from which the codecs build pre/post-processing.
-- ``PostProcess.name``: the task (DBPostProcess -> text-detection, CTCLabelDecode ->
-  text-recognition, Topk -> classification, anything else generic).
+- ``PostProcess.name`` (or its one key, as in ``{Topk: {...}}``): the task
+  (DBPostProcess -> text-detection, CTCLabelDecode -> text-recognition, Topk ->
+  classification, anything else generic).
 
 Exports from before PaddleX (``inference.pdmodel`` without YAML) are published with
 a config file written in the same shape (``workbench models publish --config``).
@@ -102,8 +103,15 @@ def parse_config(data: Any, *, source: str = CONFIG_NAME) -> ExportConfig:
         model_name=str(name or ""),
         shapes=shapes,
         codec={"preprocess": list(pre or []), "postprocess": dict(post or {})},
-        task=task_for_postprocess((post or {}).get("name")),
+        task=task_for_postprocess(_postprocess_name(post or {})),
     )
+
+
+def _postprocess_name(post: dict[str, Any]) -> str | None:
+    """``PostProcess.name``, or the one key of PaddleX's ``{Topk: {...}}`` layout."""
+    if "name" in post:
+        return str(post["name"])
+    return str(next(iter(post))) if len(post) == 1 else None
 
 
 def _dig(data: Any, *keys: str) -> Any:

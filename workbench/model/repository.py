@@ -21,14 +21,11 @@ import logging
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass, replace
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from filelock import FileLock
 
-from workbench._fs import write_atomic
 from workbench.errors import (
     AliasError,
     ModelNotFoundError,
@@ -36,20 +33,10 @@ from workbench.errors import (
     RepositoryError,
     SignatureError,
     VersionNotFoundError,
-    WorkbenchError,
 )
-from workbench.model import formats, paddlex, signing, tuning
-from workbench.model.manifest import (
-    MANIFEST_NAME,
-    SAMPLE_NAME,
-    UNHASHED,
-    Manifest,
-    TensorSpec,
-    hash_files,
-    write_sample,
-)
-from workbench.model.runtime_settings import RuntimeSettings, RuntimeTrial
-from workbench.model.task import Task
+from workbench.model import publishing, signing, tuning
+from workbench.model.manifest import MANIFEST_NAME, Manifest
+from workbench.model.publishing import AUTO
 from workbench.model.version import ModelRef, Version, check_alias, check_model_name
 
 if TYPE_CHECKING:
@@ -58,12 +45,15 @@ if TYPE_CHECKING:
     import numpy as np
 
     from workbench._types import StrPath, TensorsIn
+    from workbench.model.manifest import TensorSpec
     from workbench.model.probe import ModelProbe
+    from workbench.model.runtime_settings import RuntimeSettings, RuntimeTrial
 
 log = logging.getLogger(__name__)
+_M = TypeVar("_M")
 ALIASES_NAME = "aliases.json"
 LATEST = "latest"
-AUTO = "auto"
+__all__ = ["AUTO", "LATEST", "ModelRepository"]
 
 
 class ModelRepository:
@@ -236,7 +226,8 @@ class ModelRepository:
                     current.pop(alias, None)
                 else:
                     current[alias] = target
-            _write_atomic(model_dir / ALIASES_NAME, json.dumps(current, indent=2, sort_keys=True) + "\n")
+            text = json.dumps(current, indent=2, sort_keys=True) + "\n"
+            publishing.write_manifest(model_dir / ALIASES_NAME, text)
 
     # -- resolving -------------------------------------------------------------------
 
@@ -321,6 +312,23 @@ class ModelRepository:
         source = Path(source)
         if not source.is_dir():
             raise PublishError(f"source {source} is not a directory")
+        probing = publishing.Probing(probe, runtime, config, progress, tuning_runs)
+        manifest = self._publish_staged(
+            model, version, signing_key,
+            lambda staging: publishing.stage(
+                staging, model, version, source, sample, inputs, outputs, metrics, notes, probing
+            ),
+        )
+        if alias_list:
+            self._update_aliases(self.root / model, {a: str(version) for a in alias_list})
+        log.info("published %s:%s (%d files)", model, version, len(manifest.files))
+        return manifest
+
+    def _publish_staged(
+        self, model: str, version: Version, signing_key: StrPath | None, fill: Callable[[Path], _M]
+    ) -> _M:
+        """Stage a version with ``fill`` (which writes its files and manifest), sign it,
+        fsync it and rename it into place; nothing is left behind when anything fails."""
         model_dir = self.root / model
         target = model_dir / str(version)
         if target.exists():
@@ -328,10 +336,7 @@ class ModelRepository:
         model_dir.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".staging-{version}-", dir=model_dir))
         try:
-            manifest = self._stage(
-                staging, model, version, source, sample, inputs, outputs, metrics, notes,
-                _Probing(probe, runtime, config, progress, tuning_runs),
-            )
+            manifest = fill(staging)
             if signing_key is not None:
                 signing.sign_directory(staging, Path(signing_key))
             _make_readable(staging)
@@ -344,9 +349,6 @@ class ModelRepository:
         finally:
             if staging.exists():
                 shutil.rmtree(staging, ignore_errors=True)
-        if alias_list:
-            self._update_aliases(model_dir, {a: str(version) for a in alias_list})
-        log.info("published %s:%s (%d files)", model, version, len(manifest.files))
         return manifest
 
     def publish_settings(
@@ -387,141 +389,6 @@ class ModelRepository:
             tuning_runs=tuning_runs,
         )
 
-    def _stage(
-        self,
-        staging: Path,
-        model: str,
-        version: Version,
-        source: Path,
-        sample: TensorsIn | None,
-        inputs: Iterable[TensorSpec] | None,
-        outputs: Iterable[TensorSpec] | None,
-        metrics: Mapping[str, float] | None,
-        notes: str,
-        probing: _Probing,
-    ) -> Manifest:
-        _copy_tree(source, staging)
-        export = self._stage_config(staging, source, probing.config)
-        files = formats.detect(staging)
-        input_specs = tuple(inputs) if inputs is not None else ()
-        if sample is None and export is not None and not input_specs:
-            sample = export.sample()
-        if sample is None and not input_specs:
-            raise PublishError(
-                f"{source} has neither a sample input nor an {paddlex.CONFIG_NAME}: give a sample "
-                f"(--sample x.npz; recommended: it is used for warm-up and deep health checks), "
-                f"the input signature, or a PaddleX-style config for this export (--config)"
-            )
-        sample_name: str | None = None
-        if sample is not None:
-            if not sample:
-                raise PublishError("sample must name at least one input")
-            write_sample(staging / SAMPLE_NAME, sample)
-            sample_name = SAMPLE_NAME
-        if not input_specs:
-            if export is not None and sample is not None and set(sample) == {s.name for s in export.shapes}:
-                input_specs = export.inputs()
-            elif sample is not None:
-                input_specs = tuple(TensorSpec.from_array(n, a) for n, a in sample.items())
-        settings, trials = self._settings(files, sample, export, probing)
-        output_specs = tuple(outputs) if outputs is not None else ()
-        if not output_specs or (probing.probe is not None and sample is not None):
-            described = self._describe_outputs(files, sample, export, settings, probing.probe)
-            output_specs = output_specs or described
-        framework = ""
-        try:
-            from importlib.metadata import version as dist_version
-
-            framework = "paddle " + dist_version("paddlepaddle")
-        except Exception:
-            framework = ""
-        manifest = Manifest(
-            model=model,
-            version=str(version),
-            format=files.format,
-            files=hash_files(staging),
-            inputs=input_specs,
-            outputs=output_specs,
-            created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            sample=sample_name,
-            metrics=dict(metrics or {}),
-            notes=notes,
-            framework=framework,
-            task=export.task if export is not None else Task.GENERIC,
-            codec=export.codec if export is not None else None,
-            runtime=settings,
-            runtime_trials=trials,
-            config=paddlex.CONFIG_NAME if export is not None else None,
-        )
-        _write_atomic(staging / MANIFEST_NAME, manifest.to_json())
-        return manifest
-
-    @staticmethod
-    def _stage_config(staging: Path, source: Path, config: StrPath | None) -> paddlex.ExportConfig | None:
-        """Copy ``config`` in as ``inference.yml`` (refusing a second one) and read it."""
-        target = staging / paddlex.CONFIG_NAME
-        if config is not None:
-            config = Path(config)
-            if target.exists():
-                raise PublishError(
-                    f"{source} already has an {paddlex.CONFIG_NAME}; publish it as is, without a config file"
-                )
-            if not config.is_file():
-                raise PublishError(f"config file {config} does not exist")
-            shutil.copyfile(config, target)
-        return paddlex.read_config(target) if target.exists() else None
-
-    @staticmethod
-    def _settings(
-        files: formats.ModelFiles,
-        sample: TensorsIn | None,
-        export: paddlex.ExportConfig | None,
-        probing: _Probing,
-    ) -> tuple[RuntimeSettings, tuple[RuntimeTrial, ...]]:
-        runtime = probing.runtime
-        shapes = export.shapes if export is not None else ()
-        if runtime is None or isinstance(runtime, RuntimeSettings):
-            settings = runtime or RuntimeSettings()
-            if shapes and not settings.trt_shapes:
-                settings = replace(settings, trt_shapes=shapes)
-            return settings, ()
-        if runtime != AUTO:
-            raise PublishError(f"runtime must be settings or {AUTO!r}, not {runtime!r}")
-        if probing.probe is None or sample is None:
-            raise PublishError("runtime settings are tuned by running the sample: give a probe and a sample")
-        result = tuning.tune(
-            probing.probe, files, sample,
-            base=RuntimeSettings(trt_shapes=shapes), runs=probing.runs, progress=probing.progress,
-        )
-        return result.chosen, result.trials
-
-    @staticmethod
-    def _describe_outputs(
-        files: formats.ModelFiles,
-        sample: TensorsIn | None,
-        export: paddlex.ExportConfig | None,
-        settings: RuntimeSettings,
-        probe: ModelProbe | None,
-    ) -> tuple[TensorSpec, ...]:
-        """Run the sample (and the smallest export shape) once; dimensions that differ are -1."""
-        if sample is None:
-            raise PublishError("give a sample input or the output signature")
-        if probe is None:
-            raise PublishError(
-                "describing the outputs runs the model: give the output signature or a probe "
-                "(workbench.runtime.paddle.PaddleProbe)"
-            )
-        outputs = _measure(probe, files, sample, settings).outputs
-        specs = {name: TensorSpec.from_array(name, array) for name, array in outputs.items()}
-        if export is not None and set(sample) == {s.name for s in export.shapes}:
-            smaller = _measure(probe, files, export.sample("min"), settings).outputs
-            for name, array in smaller.items():
-                if name in specs and array.ndim == len(specs[name].shape):
-                    pairs = zip(specs[name].shape, array.shape, strict=True)
-                    dims = tuple(d if d == s else -1 for d, s in pairs)
-                    specs[name] = replace(specs[name], shape=dims)
-        return tuple(specs.values())
-
     def verify(self, model: str, version: Version | str, *, public_key: StrPath | None = None) -> Manifest:
         """Check sha256s (always) and the signature (when a key is given or configured).
 
@@ -559,7 +426,7 @@ class ModelRepository:
         manifest = recorded.bind(path)
         manifest.verify_files(path)
         if not recorded.names_identity:
-            _write_atomic(path / MANIFEST_NAME, manifest.to_json())
+            publishing.write_manifest(path / MANIFEST_NAME, manifest.to_json())
         return signing.sign_directory(path, Path(private_key))
 
     def delete(self, model: str, version: Version | str) -> None:
@@ -574,63 +441,12 @@ class ModelRepository:
             self._update_aliases(model_dir, stale)
 
 
-@dataclass(frozen=True)
-class _Probing:
-    """How publishing may run the model: the probe, the runtime settings, the config."""
-
-    probe: ModelProbe | None
-    runtime: RuntimeSettings | str | None
-    config: StrPath | None
-    progress: Callable[[int, int, RuntimeTrial | None], None] | None
-    runs: int = tuning.RUNS
-
-
-def _measure(
-    probe: ModelProbe, files: formats.ModelFiles, sample: TensorsIn, settings: RuntimeSettings
-) -> Any:
-    try:
-        return probe.measure(files, sample, settings)
-    except WorkbenchError as exc:
-        hint = "" if settings.onednn is False else "; try --runtime auto or --runtime onednn=off"
-        raise PublishError(f"the model does not run with runtime settings {settings}: {exc}{hint}") from exc
-
-
-def _copy_tree(source: Path, staging: Path) -> None:
-    """Copy the content of ``source`` (not hidden files, manifest or signature)."""
-    for path in sorted(source.rglob("*")):
-        rel = path.relative_to(source)
-        if any(part.startswith(".") for part in rel.parts) or rel.as_posix() in UNHASHED:
-            continue
-        if path.is_dir():
-            (staging / rel).mkdir(parents=True, exist_ok=True)
-        elif path.is_file():
-            (staging / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(path, staging / rel)
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    write_atomic(path, text, mode=0o644 & ~_umask())  # readable like a plain copy
-
-
-def _umask() -> int:
-    """The process umask, read without changing it where Linux allows (os.umask is racy)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    except OSError:
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
 def _make_readable(root: Path) -> None:
     """Give staged files the modes a plain copy would have (temp files start private).
 
     Serving containers run as another user and mount the repository read-only.
     """
-    mask = _umask()
+    mask = publishing.umask()
     root.chmod(0o755 & ~mask)
     for path in root.rglob("*"):
         path.chmod((0o755 if path.is_dir() else 0o644) & ~mask)

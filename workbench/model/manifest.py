@@ -45,6 +45,8 @@ MANIFEST_NAME = "workbench.json"
 SAMPLE_NAME = "sample.npz"
 SIGNATURE_NAME = "model.sig"
 FORMAT_VERSION = 1
+MODEL_KIND = "model"
+PIPELINE_KIND = "pipeline"  # a version naming other versions (workbench.model.pipeline)
 # Files that are not part of a version's content: the manifest itself and the
 # detached signature (which covers the manifest).
 UNHASHED = frozenset({MANIFEST_NAME, SIGNATURE_NAME})
@@ -132,6 +134,7 @@ class Manifest:
         data["task"] = self.task.value
         data["runtime"] = self.runtime.to_dict()
         data["runtime_trials"] = [trial.to_dict() for trial in self.runtime_trials]
+        data["kind"] = MODEL_KIND
         data["format_version"] = FORMAT_VERSION
         return data
 
@@ -142,6 +145,11 @@ class Manifest:
     def from_dict(cls, data: dict[str, Any]) -> Manifest:
         if not isinstance(data, dict):
             raise ManifestError(f"invalid manifest: a JSON object expected, not {type(data).__name__}")
+        if data.get("kind", MODEL_KIND) != MODEL_KIND:
+            label = f"{data.get('model', '')}:{data.get('version', '')}".strip(":") or "this version"
+            if data.get("kind") == PIPELINE_KIND:
+                raise ManifestError(f"{label} is a pipeline, not a model: it names its stage versions")
+            raise ManifestError(f"invalid manifest: unknown kind {data.get('kind')!r}")
         try:
             return cls(
                 model=data.get("model", ""),
@@ -234,6 +242,15 @@ class Manifest:
             return {}
         with np.load(version_dir / self.sample, allow_pickle=False) as data:
             return {name: data[name] for name in data.files}
+
+
+def read_kind(version_dir: Path) -> str:
+    """``model`` or ``pipeline``: what a version's manifest describes (``model`` if unreadable)."""
+    try:
+        data = json.loads((version_dir / MANIFEST_NAME).read_text())
+    except (OSError, json.JSONDecodeError):
+        return MODEL_KIND
+    return str(data.get("kind", MODEL_KIND)) if isinstance(data, dict) else MODEL_KIND
 
 
 def _codec(data: Any) -> dict[str, Any] | None:

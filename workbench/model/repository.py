@@ -21,6 +21,7 @@ import logging
 import os
 import shutil
 import tempfile
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -28,6 +29,7 @@ from filelock import FileLock
 
 from workbench.errors import (
     AliasError,
+    IntegrityError,
     ModelNotFoundError,
     PublishError,
     RepositoryError,
@@ -35,7 +37,15 @@ from workbench.errors import (
     VersionNotFoundError,
 )
 from workbench.model import publishing, signing, tuning
-from workbench.model.manifest import MANIFEST_NAME, Manifest
+from workbench.model.manifest import (
+    MANIFEST_NAME,
+    MODEL_KIND,
+    PIPELINE_KIND,
+    Manifest,
+    read_kind,
+    sha256_file,
+)
+from workbench.model.pipeline import PipelineManifest, pin
 from workbench.model.publishing import AUTO
 from workbench.model.version import ModelRef, Version, check_alias, check_model_name
 
@@ -415,6 +425,90 @@ class ModelRepository:
         manifest.verify_files(path)
         return manifest
 
+    # -- pipelines (see workbench.model.pipeline) ------------------------------------
+
+    def kind(self, model: str, version: Version | str) -> str:
+        """``model`` or ``pipeline``: what a version is."""
+        return read_kind(self.path(model, version))
+
+    def publish_pipeline(
+        self,
+        name: str,
+        version: Version | str,
+        stages: Mapping[str, str],
+        *,
+        notes: str = "",
+        aliases: Iterable[str] = (),
+        signing_key: StrPath | None = None,
+    ) -> PipelineManifest:
+        """Publish ``name:version`` naming the stage versions ``{role: "model:version"}``
+        (aliases resolved now; each stage verified and pinned by its manifest's sha256)."""
+        try:
+            check_model_name(name)
+            version = Version.parse(version)
+            alias_list = [check_alias(a) for a in aliases]
+        except ValueError as exc:
+            raise PublishError(str(exc)) from exc
+        pinned = []
+        for role, ref in stages.items():
+            model, stage_version = self.parse_ref(ref)
+            if model == name:
+                raise PublishError(f"pipeline {name} cannot name itself as its {role} stage")
+            if self.kind(model, stage_version) != MODEL_KIND:
+                raise PublishError(f"the {role} stage {model}:{stage_version} is a pipeline, not a model")
+            recorded = self.verify(model, stage_version)
+            stage_dir = self.path(model, stage_version)
+            pinned.append(pin(role, model, stage_version, stage_dir, recorded.task.value))
+        try:
+            created = datetime.now(timezone.utc).isoformat(timespec="seconds")
+            manifest = PipelineManifest(name, str(version), tuple(pinned), created, notes)
+        except ValueError as exc:
+            raise PublishError(f"{name}:{version}: {exc}") from exc
+
+        def fill(staging: Path) -> PipelineManifest:
+            publishing.write_manifest(staging / MANIFEST_NAME, manifest.to_json())
+            return manifest
+
+        self._publish_staged(name, version, signing_key, fill)
+        if alias_list:
+            self._update_aliases(self.root / name, {a: str(version) for a in alias_list})
+        log.info("published pipeline %s:%s (%s)", name, version, ", ".join(s.ref for s in manifest.stages))
+        return manifest
+
+    def pipeline(self, name: str, version: Version | str) -> PipelineManifest:
+        """A pipeline version's manifest, checked to name this pipeline and version."""
+        return PipelineManifest.read(self.path(name, version))
+
+    def verify_pipeline(
+        self, name: str, version: Version | str, *, public_key: StrPath | None = None
+    ) -> PipelineManifest:
+        """Check the pipeline's signature (with a key), then every stage and its pinned manifest.
+
+        Raises SignatureError, IntegrityError naming the stage that changed, or
+        VersionNotFoundError when a stage version is gone.
+        """
+        path = self.path(name, version)
+        key = Path(public_key) if public_key is not None else self.verify_key
+        if key is not None:
+            signing.verify_directory(path, key, label=f"{name}:{path.name}")
+        manifest = PipelineManifest.read(path)
+        manifest.verify_files(path)
+        for stage in manifest.stages:
+            try:
+                stage_dir = self.path(stage.model, stage.version)
+            except LookupError as exc:
+                raise IntegrityError(
+                    f"{name}:{path.name}: its {stage.role} stage {stage.ref} is gone ({exc})"
+                ) from exc
+            self.verify(stage.model, stage.version, public_key=public_key)
+            if sha256_file(stage_dir / MANIFEST_NAME) != stage.manifest_sha256:
+                raise IntegrityError(
+                    f"{name}:{path.name}: the manifest of its {stage.role} stage {stage.ref} has changed "
+                    f"since the pipeline was published",
+                    path=f"{stage.model}/{stage.version}/{MANIFEST_NAME}",
+                )
+        return manifest
+
     def sign(self, model: str, version: Version | str, private_key: StrPath) -> Path:
         """Sign a published version in place (after checking its sha256s).
 
@@ -422,6 +516,9 @@ class ModelRepository:
         the signature binds the version to this place.
         """
         path = self.path(model, version)
+        if read_kind(path) == PIPELINE_KIND:
+            self.verify_pipeline(model, version)
+            return signing.sign_directory(path, Path(private_key))
         recorded = Manifest.read(path)
         manifest = recorded.bind(path)
         manifest.verify_files(path)

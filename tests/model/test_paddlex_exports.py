@@ -54,12 +54,12 @@ def test_onednn_failure_is_found_and_avoided_by_auto(ocr_exports: OcrExports, tm
         repo.publish("ocr-det", "5.0.0", ocr_exports.v5_det, probe=PROBE)
     assert repo.models() == []  # nothing left behind
 
-    steps: list[int] = []
+    steps: list[tuple[int, int]] = []
     manifest = repo.publish(
         "ocr-det", "5.0.0", ocr_exports.v5_det, probe=PROBE, runtime="auto", tuning_runs=1,
-        progress=lambda done, total, trial: steps.append(done),
+        progress=lambda done, total, trial: steps.append((done, total)),
     )
-    assert steps[-1] == len(manifest.runtime_trials) + 1
+    assert steps[0][0] == 0 and steps[-1][0] == steps[-1][1] == 1 + len(manifest.runtime_trials) + 1
     assert manifest.task is Task.TEXT_DETECTION
     assert manifest.runtime.onednn is False
     dropped = [t for t in manifest.runtime_trials if not t.ok]

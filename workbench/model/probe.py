@@ -5,12 +5,14 @@ version is published without an output signature, or with ``--runtime auto``, th
 repository needs to run the model once or a few times: it does so through a
 :class:`ModelProbe` handed to it by the face (CLI, notebook, tests), whose Paddle
 implementation lives in ``workbench.runtime.paddle`` (``PaddleProbe``). The arrow
-points down: faces -> runtime -> model.
+points down: faces -> runtime -> model. A probe opens a :class:`ProbeSession` per
+settings, so the tuner can keep several loaded and time them in turn.
 """
 
 from __future__ import annotations
 
 import statistics
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -34,13 +36,39 @@ class Measurement:
         return statistics.median(self.seconds) * 1000 if self.seconds else None
 
 
-class ModelProbe(Protocol):
-    """Runs a model's files on the CPU with given settings (the runtime provides it)."""
+class ProbeSession(Protocol):
+    """One loaded model, run as often as the caller likes, then closed."""
 
-    def measure(
-        self, files: ModelFiles, inputs: TensorsIn, settings: RuntimeSettings, *, runs: int = 0
-    ) -> Measurement:
-        """Load ``files`` with ``settings``, run ``inputs`` once untimed, then ``runs`` timed
-        times; raise a WorkbenchError (ModelLoadError, PredictError) with Paddle's sentence
-        when the model cannot load or run."""
+    in_effect: dict[str, Any]
+
+    def run(self, inputs: TensorsIn) -> Tensors:
+        """Outputs of ``inputs``; a WorkbenchError (PredictError) with Paddle's sentence on failure."""
         ...
+
+    def close(self) -> None: ...
+
+
+class ModelProbe(Protocol):
+    """Loads a model's files on the CPU with given settings (the runtime provides it)."""
+
+    def open(self, files: ModelFiles, settings: RuntimeSettings) -> ProbeSession:
+        """Load ``files`` with ``settings``; a WorkbenchError (ModelLoadError) with Paddle's
+        sentence when the model cannot load."""
+        ...
+
+
+def measure(
+    probe: ModelProbe, files: ModelFiles, inputs: TensorsIn, settings: RuntimeSettings, *, runs: int = 0
+) -> Measurement:
+    """Load, run ``inputs`` once untimed, then ``runs`` timed times, and close."""
+    session = probe.open(files, settings)
+    try:
+        outputs = session.run(inputs)
+        seconds = []
+        for _ in range(runs):
+            started = time.perf_counter()
+            session.run(inputs)
+            seconds.append(time.perf_counter() - started)
+        return Measurement(outputs, tuple(seconds), dict(session.in_effect))
+    finally:
+        session.close()

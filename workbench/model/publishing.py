@@ -29,6 +29,7 @@ from workbench.model.manifest import (
     hash_files,
     write_sample,
 )
+from workbench.model.probe import measure
 from workbench.model.runtime_settings import RuntimeSettings, RuntimeTrial
 from workbench.model.task import Task
 
@@ -57,7 +58,7 @@ def _measure(
     probe: ModelProbe, files: formats.ModelFiles, sample: TensorsIn, settings: RuntimeSettings
 ) -> Any:
     try:
-        return probe.measure(files, sample, settings)
+        return measure(probe, files, sample, settings)
     except WorkbenchError as exc:
         hint = "" if settings.onednn is False else "; try --runtime auto or --runtime onednn=off"
         raise PublishError(f"the model does not run with runtime settings {settings}: {exc}{hint}") from exc

@@ -2,21 +2,25 @@
 
 Each candidate (oneDNN on/off x IR optimisation on/off, over the settings the user
 fixed) is loaded through the :class:`~workbench.model.probe.ModelProbe` and run on the
-version's sample. A candidate that fails to load or run is dropped with Paddle's
-error sentence; one whose outputs stray from the reference (the plain executor:
-oneDNN and IR optimisation off) beyond a tolerance is dropped with how far it
-strayed. The fastest remaining candidate (median over a few timed runs) becomes the
-version's settings; every trial is recorded in the manifest's ``runtime_trials``.
+version's sample; the survivors stay loaded and are timed in turn, round after round.
+A candidate that fails to load or run is dropped with Paddle's error sentence; one
+whose outputs stray from the reference (the plain executor: oneDNN and IR
+optimisation off) beyond a tolerance is dropped with how far it strayed. The
+fastest remaining candidate (median over a few timed runs) becomes the version's
+settings; every trial is recorded in the manifest's ``runtime_trials``.
 """
 
 from __future__ import annotations
 
+import statistics
+import time
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from workbench.errors import PublishError, WorkbenchError
+from workbench.model.probe import measure
 from workbench.model.runtime_settings import RuntimeSettings, RuntimeTrial
 
 if TYPE_CHECKING:
@@ -24,9 +28,11 @@ if TYPE_CHECKING:
 
     from workbench._types import TensorsIn
     from workbench.model.formats import ModelFiles
-    from workbench.model.probe import ModelProbe
+    from workbench.model.probe import ModelProbe, ProbeSession
 
 RUNS = 5
+# Untimed runs before timing: oneDNN and the executor build kernels and caches per shape.
+WARMUP_RUNS = 3
 # |candidate - reference| <= ATOL + RTOL * |reference|, elementwise.
 RTOL = 1e-3
 ATOL = 1e-4
@@ -65,49 +71,92 @@ def tune(
 ) -> TuneResult:
     """Try :func:`candidates` on ``sample``; keep the fastest that agrees with the reference.
 
-    ``progress(done, total, trial)`` is called before the first step (``trial`` None)
-    and after each. Raises PublishError when the reference or every candidate fails.
+    Every candidate that loads stays loaded, is warmed up (:data:`WARMUP_RUNS`) and
+    checked against the reference; then the survivors are timed in turn, one run each
+    per round for ``runs`` rounds, so a load spike on a shared machine hits them all
+    alike. ``progress(done, total, trial)`` is called before the first step and after
+    each (``trial`` is the finished trial of a candidate dropped or timed, else None).
+    Raises PublishError when the reference or every candidate fails.
     """
     base = base or RuntimeSettings()
     tries = candidates(base)
-    total = len(tries) + 1
+    total = 1 + len(tries) + runs
+    done = 0
+
+    def step(trial: RuntimeTrial | None = None) -> None:
+        nonlocal done
+        done += 1
+        if progress:
+            progress(done, total, trial)
+
     if progress:
         progress(0, total, None)
     try:
-        expected = probe.measure(files, sample, reference(base)).outputs
+        expected = measure(probe, files, sample, reference(base)).outputs
     except WorkbenchError as exc:
         raise PublishError(f"the model does not run even with oneDNN and IR optimisation off: {exc}") from exc
-    if progress:
-        progress(1, total, None)
-    trials: list[RuntimeTrial] = []
-    for done, settings in enumerate(tries, start=2):
-        trials.append(_trial(probe, files, sample, settings, expected, runs))
-        if progress:
-            progress(done, total, trials[-1])
+    step()
+    dropped: dict[RuntimeSettings, RuntimeTrial] = {}
+    sessions: dict[RuntimeSettings, ProbeSession] = {}
+    seconds: dict[RuntimeSettings, list[float]] = {}
+    try:
+        for settings in tries:
+            reason = _open_and_check(probe, files, sample, settings, expected, sessions)
+            if reason:
+                dropped[settings] = RuntimeTrial(settings, False, None, reason)
+            step(dropped.get(settings))
+        for _ in range(runs):
+            for settings, session in list(sessions.items()):
+                started = time.perf_counter()
+                try:
+                    session.run(sample)
+                except WorkbenchError as exc:
+                    dropped[settings] = RuntimeTrial(settings, False, None, str(exc))
+                    sessions.pop(settings).close()
+                    continue
+                seconds.setdefault(settings, []).append(time.perf_counter() - started)
+            step()
+    finally:
+        for session in sessions.values():
+            session.close()
+    trials = tuple(dropped.get(s) or RuntimeTrial(s, True, _p50_ms(seconds.get(s))) for s in tries)
     good = [t for t in trials if t.ok and t.p50_ms is not None]
     if not good:
         reasons = "; ".join(f"{t.settings}: {t.reason}" for t in trials)
         raise PublishError(f"no runtime settings ran the model correctly ({reasons})")
     best = min(good, key=lambda t: t.p50_ms or 0.0)
-    return TuneResult(best.settings, tuple(trials))
+    return TuneResult(best.settings, trials)
 
 
-def _trial(
+def _p50_ms(seconds: list[float] | None) -> float | None:
+    return statistics.median(seconds) * 1000 if seconds else None
+
+
+def _open_and_check(
     probe: ModelProbe,
     files: ModelFiles,
     sample: TensorsIn,
     settings: RuntimeSettings,
     expected: Mapping[str, Any],
-    runs: int,
-) -> RuntimeTrial:
+    sessions: dict[RuntimeSettings, ProbeSession],
+) -> str:
+    """Open ``settings``, warm it up and compare; keep it in ``sessions`` or say why not."""
     try:
-        measured = probe.measure(files, sample, settings, runs=runs)
+        session = probe.open(files, settings)
     except WorkbenchError as exc:
-        return RuntimeTrial(settings, False, None, str(exc))
-    disagreement = disagreement_with(expected, measured.outputs)
+        return str(exc)
+    try:
+        for _ in range(WARMUP_RUNS):
+            outputs = session.run(sample)
+    except WorkbenchError as exc:
+        session.close()
+        return str(exc)
+    disagreement = disagreement_with(expected, outputs)
     if disagreement:
-        return RuntimeTrial(settings, False, measured.p50_ms, disagreement)
-    return RuntimeTrial(settings, True, measured.p50_ms)
+        session.close()
+        return disagreement
+    sessions[settings] = session
+    return ""
 
 
 def disagreement_with(expected: Mapping[str, Any], actual: Mapping[str, Any]) -> str:

@@ -10,14 +10,13 @@ API but cannot be run on machines without a CUDA build of Paddle and a GPU.
 from __future__ import annotations
 
 import logging
-import time
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from workbench._paddle import import_inference
 from workbench.errors import ModelLoadError, PredictError
-from workbench.model.probe import Measurement
+from workbench.model.probe import Measurement, measure
 from workbench.model.runtime_settings import RuntimeSettings
 from workbench.runtime.device import Device, gpu_count
 from workbench.runtime.paddle_config import apply_settings, settings_in_effect
@@ -108,34 +107,40 @@ class PaddleProbe:
     """The model layer's :class:`~workbench.model.probe.ModelProbe`, on Paddle's CPU predictor.
 
     Faces hand it to ``ModelRepository.publish`` to describe outputs and to try runtime
-    settings (``--runtime auto``). Each call loads its own predictor and releases it.
+    settings (``--runtime auto``). Each session is its own predictor.
     """
 
     def __init__(self, *, cpu_threads: int = 1) -> None:
         self.cpu_threads = cpu_threads
 
-    def measure(
-        self, files: ModelFiles, inputs: TensorsIn, settings: RuntimeSettings, *, runs: int = 0
-    ) -> Measurement:
+    def open(self, files: ModelFiles, settings: RuntimeSettings) -> _ProbeSession:
         predictor = PaddlePredictor.open(
             files, Device("cpu"), cpu_threads=self.cpu_threads, settings=settings
         )
-        try:
-            missing = sorted(set(predictor.input_names) - set(inputs))
-            if missing:
-                raise ModelLoadError(
-                    f"the model's inputs are {predictor.input_names}, the sample gives {sorted(inputs)}"
-                )
-            batch = {name: np.asarray(inputs[name]) for name in predictor.input_names}
-            outputs = predictor.run(batch)
-            seconds = []
-            for _ in range(runs):
-                started = time.perf_counter()
-                predictor.run(batch)
-                seconds.append(time.perf_counter() - started)
-            return Measurement(outputs, tuple(seconds), predictor.in_effect)
-        finally:
-            predictor.release()
+        return _ProbeSession(predictor)
+
+    def measure(
+        self, files: ModelFiles, inputs: TensorsIn, settings: RuntimeSettings, *, runs: int = 0
+    ) -> Measurement:
+        """Load, run once untimed, then ``runs`` timed times (see workbench.model.probe.measure)."""
+        return measure(self, files, inputs, settings, runs=runs)
+
+
+class _ProbeSession:
+    def __init__(self, predictor: PaddlePredictor) -> None:
+        self._predictor = predictor
+        self.in_effect = dict(predictor.in_effect)
+
+    def run(self, inputs: TensorsIn) -> Tensors:
+        missing = sorted(set(self._predictor.input_names) - set(inputs))
+        if missing:
+            raise ModelLoadError(
+                f"the model's inputs are {self._predictor.input_names}, the sample gives {sorted(inputs)}"
+            )
+        return self._predictor.run({name: np.asarray(inputs[name]) for name in self._predictor.input_names})
+
+    def close(self) -> None:
+        self._predictor.release()
 
 
 def _require_cuda(device: Device) -> None:

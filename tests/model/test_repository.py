@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -179,3 +181,21 @@ def test_version_fingerprint_follows_every_file(repo_copy: Path) -> None:
     (version_dir / "nested" / "part").write_bytes(b"12")
     assert repo.version_fingerprint("digits", "1.1.0") != grown
     assert repo.version_fingerprint("digits", "9.9.9") == ()
+
+
+def test_the_model_layer_runs_models_only_through_a_probe(repo_copy: Path, tmp_path: Path) -> None:
+    code = (
+        "import sys; import workbench.model.repository, workbench.model.publishing, workbench.model.ocr_demo; "
+        "print(sorted(m for m in sys.modules if m.startswith(('workbench.runtime', 'paddle'))))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert proc.stdout.strip() == "[]"
+    from workbench.model.repository import ModelRepository as Bare
+
+    source = _model_files(repo_copy, "1.0.0", tmp_path / "export")
+    with pytest.raises(PublishError, match="give the output signature or a probe"):
+        Bare(repo_copy).publish("digits", "2.0.0", source, sample={"x": np.zeros((1, 64), np.float32)})
+    assert "2.0.0" not in [str(v) for v in Bare(repo_copy).versions("digits")]
+    # the public API's repository probes with Paddle
+    manifest = ModelRepository(repo_copy).publish("digits", "2.0.0", source, sample={"x": np.zeros((1, 64), np.float32)})
+    assert manifest.outputs[0].shape == (-1, 10)

@@ -69,9 +69,13 @@ __all__ = ["AUTO", "LATEST", "ModelRepository"]
 class ModelRepository:
     """A directory of models, each with semantic-versioned, manifest-sealed versions."""
 
-    def __init__(self, root: StrPath, *, verify_key: StrPath | None = None) -> None:
+    def __init__(
+        self, root: StrPath, *, verify_key: StrPath | None = None, probe: ModelProbe | None = None
+    ) -> None:
         self.root = Path(root).expanduser()
         self.verify_key = Path(verify_key) if verify_key is not None else None
+        # How publishing runs a model when a call names no probe (see workbench.model.probe).
+        self.probe = probe
 
     def __repr__(self) -> str:
         return f"ModelRepository({str(self.root)!r})"
@@ -322,7 +326,7 @@ class ModelRepository:
         source = Path(source)
         if not source.is_dir():
             raise PublishError(f"source {source} is not a directory")
-        probing = publishing.Probing(probe, runtime, config, progress, tuning_runs)
+        probing = publishing.Probing(probe or self.probe, runtime, config, progress, tuning_runs)
         manifest = self._publish_staged(
             model, version, signing_key,
             lambda staging: publishing.stage(
@@ -384,6 +388,7 @@ class ModelRepository:
         """
         base_dir = self.path(model, base)
         recorded = self.verify(model, base)
+        probe = probe or self.probe
         return self.publish(
             model, version, base_dir,
             sample=recorded.load_sample(base_dir) or None,

@@ -1,14 +1,14 @@
 """`--runtime auto` on the five real OCR exports: its choice against Paddle's defaults, in one run.
 
-    uv run --extra cpu python bench/bench_runtime.py [--runs 7] [--tune-runs 5] [--threads 1]
+    uv run --extra cpu python bench/bench_runtime.py [--runs 11] [--tune-runs 7] [--threads 1]
 
 For each model (PP-OCRv5 mobile det/rec, PaddleX PIR exports; PP-OCRv4 det/rec and the
 v2 text-direction classifier, pdmodel exports published with PaddleX-style configs
 written from rapidocr's settings) it publishes the export with ``--runtime auto`` into
 a scratch repository, then times the version's sample (the opt shape of its
 inference.yml) with Paddle's default settings and with the chosen ones, alternating
-the two ``--runs`` times, and prints the medians side by side with their ratio. A
-default that cannot run the model says why.
+the two ``--runs`` times after 5 untimed runs each, and prints the medians side by
+side with their ratio. A default that cannot run the model says why.
 """
 
 from __future__ import annotations
@@ -34,6 +34,8 @@ from workbench.model.runtime_settings import RuntimeSettings  # noqa: E402
 from workbench.runtime.device import Device  # noqa: E402
 from workbench.runtime.paddle import PaddlePredictor, PaddleProbe  # noqa: E402
 
+WARMUP = 5  # untimed runs per predictor first, as the tuner does
+
 
 def _p50_ms(predictor: PaddlePredictor, sample: dict, runs: int) -> list[float]:
     times = []
@@ -46,8 +48,8 @@ def _p50_ms(predictor: PaddlePredictor, sample: dict, runs: int) -> list[float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=7, help="timed runs per setting (alternating)")
-    parser.add_argument("--tune-runs", type=int, default=5, help="timed runs per candidate while tuning")
+    parser.add_argument("--runs", type=int, default=11, help="timed runs per setting (alternating)")
+    parser.add_argument("--tune-runs", type=int, default=7, help="timed rounds per candidate while tuning")
     parser.add_argument("--threads", type=int, default=1, help="CPU math threads (loader default)")
     args = parser.parse_args()
 
@@ -79,11 +81,13 @@ def main() -> None:
             default: PaddlePredictor | None = PaddlePredictor.open(
                 files, Device("cpu"), cpu_threads=args.threads, settings=RuntimeSettings()
             )
-            default.run(sample)
+            for _ in range(WARMUP):
+                default.run(sample)
             why = ""
         except WorkbenchError as exc:
             default, why = None, str(exc)
-        chosen.run(sample)
+        for _ in range(WARMUP):
+            chosen.run(sample)
         d_times: list[float] = []
         c_times: list[float] = []
         for _ in range(args.runs):

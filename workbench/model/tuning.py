@@ -30,9 +30,11 @@ if TYPE_CHECKING:
     from workbench.model.formats import ModelFiles
     from workbench.model.probe import ModelProbe, ProbeSession
 
-RUNS = 5
-# Untimed runs before timing: oneDNN and the executor build kernels and caches per shape.
-WARMUP_RUNS = 3
+RUNS = 7
+# Untimed runs before timing (fewer when fewer timed runs are asked for): oneDNN and the
+# executor build kernels and caches per shape, and the first few runs after a load
+# measured several times slower than steady state.
+WARMUP_RUNS = 5
 # |candidate - reference| <= ATOL + RTOL * |reference|, elementwise.
 RTOL = 1e-3
 ATOL = 1e-4
@@ -71,7 +73,8 @@ def tune(
 ) -> TuneResult:
     """Try :func:`candidates` on ``sample``; keep the fastest that agrees with the reference.
 
-    Every candidate that loads stays loaded, is warmed up (:data:`WARMUP_RUNS`) and
+    Every candidate that loads stays loaded, is warmed up (:data:`WARMUP_RUNS`, at most
+    ``runs``, at least 2) and
     checked against the reference; then the survivors are timed in turn, one run each
     per round for ``runs`` rounds, so a load spike on a shared machine hits them all
     alike. ``progress(done, total, trial)`` is called before the first step and after
@@ -81,6 +84,7 @@ def tune(
     base = base or RuntimeSettings()
     tries = candidates(base)
     total = 1 + len(tries) + runs
+    warmup = max(2, min(WARMUP_RUNS, runs))
     done = 0
 
     def step(trial: RuntimeTrial | None = None) -> None:
@@ -101,7 +105,7 @@ def tune(
     seconds: dict[RuntimeSettings, list[float]] = {}
     try:
         for settings in tries:
-            reason = _open_and_check(probe, files, sample, settings, expected, sessions)
+            reason = _open_and_check(probe, files, sample, settings, expected, sessions, warmup)
             if reason:
                 dropped[settings] = RuntimeTrial(settings, False, None, reason)
             step(dropped.get(settings))
@@ -139,6 +143,7 @@ def _open_and_check(
     settings: RuntimeSettings,
     expected: Mapping[str, Any],
     sessions: dict[RuntimeSettings, ProbeSession],
+    warmup: int,
 ) -> str:
     """Open ``settings``, warm it up and compare; keep it in ``sessions`` or say why not."""
     try:
@@ -146,7 +151,7 @@ def _open_and_check(
     except WorkbenchError as exc:
         return str(exc)
     try:
-        for _ in range(WARMUP_RUNS):
+        for _ in range(warmup):
             outputs = session.run(sample)
     except WorkbenchError as exc:
         session.close()

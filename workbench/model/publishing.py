@@ -14,6 +14,8 @@ import os
 import shutil
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as dist_version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -89,6 +91,12 @@ def stage(
     notes: str,
     probing: Probing,
 ) -> Manifest:
+    """Fill ``staging`` with ``source``'s files, a sample and the manifest (written last).
+
+    The signature comes from ``inputs``, else the sample, else the export's config;
+    the sample from ``sample``, else the config's opt shapes; outputs from ``outputs``,
+    else from running the sample through the probe with the version's settings.
+    """
     _copy_tree(source, staging)
     export = _stage_config(staging, source, probing.config)
     files = formats.detect(staging)
@@ -117,12 +125,9 @@ def stage(
     if not output_specs or (probing.probe is not None and sample is not None):
         described = _describe_outputs(files, sample, export, settings, probing.probe)
         output_specs = output_specs or described
-    framework = ""
     try:
-        from importlib.metadata import version as dist_version
-
         framework = "paddle " + dist_version("paddlepaddle")
-    except Exception:
+    except PackageNotFoundError:
         framework = ""
     manifest = Manifest(
         model=model,
@@ -145,6 +150,7 @@ def stage(
     write_manifest(staging / MANIFEST_NAME, manifest.to_json())
     return manifest
 
+
 def _stage_config(staging: Path, source: Path, config: StrPath | None) -> paddlex.ExportConfig | None:
     """Copy ``config`` in as ``inference.yml`` (refusing a second one) and read it."""
     target = staging / paddlex.CONFIG_NAME
@@ -158,6 +164,7 @@ def _stage_config(staging: Path, source: Path, config: StrPath | None) -> paddle
             raise PublishError(f"config file {config} does not exist")
         shutil.copyfile(config, target)
     return paddlex.read_config(target) if target.exists() else None
+
 
 def _settings(
     files: formats.ModelFiles,
@@ -181,6 +188,7 @@ def _settings(
         base=RuntimeSettings(trt_shapes=shapes), runs=probing.runs, progress=probing.progress,
     )
     return result.chosen, result.trials
+
 
 def _describe_outputs(
     files: formats.ModelFiles,
@@ -210,7 +218,7 @@ def _describe_outputs(
 
 
 def write_manifest(path: Path, text: str) -> None:
-    """Write a manifest (or aliases) file atomically, readable like a plain copy (0644 less the umask)."""
+    """Write a manifest or aliases file atomically, readable like a plain copy (0644 less umask)."""
     write_atomic(path, text, mode=0o644 & ~umask())
 
 

@@ -28,13 +28,13 @@ if TYPE_CHECKING:
     )
     from workbench.model.demo import build_demo_repository, digits_dataset
     from workbench.model.manifest import Manifest, TensorSpec
-    from workbench.model.repository import ModelRepository
     from workbench.model.version import ModelRef, Version
     from workbench.runtime.compare import Agreement, Comparison, compare
     from workbench.runtime.device import Device
     from workbench.runtime.hub import HubEvent, Prediction, VersionHub
     from workbench.runtime.loaded import LoadedVersion, LoadState
     from workbench.runtime.memory import MemoryUsage
+    from workbench.runtime.repository import ModelRepository
     from workbench.runtime.watcher import RepositoryWatcher
     from workbench.settings import Settings
 
@@ -90,7 +90,7 @@ _WHERE = {
     "ModelLoadError": "errors",
     "ModelNotFoundError": "errors",
     "ModelRef": "model.version",
-    "ModelRepository": "model.repository",
+    "ModelRepository": "runtime.repository",  # the model layer's, with Paddle as its probe
     "PredictError": "errors",
     "Prediction": "runtime.hub",
     "RepositoryError": "errors",

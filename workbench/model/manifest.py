@@ -5,6 +5,15 @@ version. It records every file's sha256 and size, the input/output signature, th
 name of the sample-input file used for warm-up and deep health checks, metrics
 such as accuracy, the creation time and free-form notes.
 
+For what the outputs mean and how the version runs it records ``task`` (a
+:class:`~workbench.model.task.Task` value), ``codec`` (a PaddleX export's
+``{"preprocess": PreProcess.transform_ops, "postprocess": PostProcess}`` copied
+verbatim from its ``inference.yml``, character dictionary included; ``null``
+without one), ``runtime`` (the Paddle Inference settings, see
+:mod:`workbench.model.runtime_settings`), ``runtime_trials`` (what ``--runtime
+auto`` measured) and ``config`` (the copied config file's name). Manifests written
+before these fields load as generic, codec-less versions with Paddle's defaults.
+
 It also names its model and version. The signature covers the manifest, so this
 binds a signed version to its place: a copy of ``digits/1.2.0`` at
 ``digits/1.9.0``, or of ``resnet/1.0.0`` at ``digits/2.0.0``, is refused when
@@ -25,6 +34,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from workbench.errors import IntegrityError, ManifestError, MisplacedVersionError
+from workbench.model.runtime_settings import RuntimeSettings, RuntimeTrial
+from workbench.model.task import Task
 from workbench.model.version import Version
 
 if TYPE_CHECKING:
@@ -34,6 +45,8 @@ MANIFEST_NAME = "workbench.json"
 SAMPLE_NAME = "sample.npz"
 SIGNATURE_NAME = "model.sig"
 FORMAT_VERSION = 1
+MODEL_KIND = "model"
+PIPELINE_KIND = "pipeline"  # a version naming other versions (workbench.model.pipeline)
 # Files that are not part of a version's content: the manifest itself and the
 # detached signature (which covers the manifest).
 UNHASHED = frozenset({MANIFEST_NAME, SIGNATURE_NAME})
@@ -96,8 +109,20 @@ class Manifest:
     metrics: dict[str, float] = field(default_factory=dict)
     notes: str = ""
     framework: str = ""
+    # What the outputs mean (decides decoding and comparison); "generic" for plain tensors.
+    task: Task = Task.GENERIC
+    # A PaddleX export's pre/post-processing, verbatim from its inference.yml:
+    # {"preprocess": PreProcess.transform_ops, "postprocess": PostProcess}; None without one.
+    codec: dict[str, Any] | None = None
+    # The Paddle Inference settings this version is loaded with (see runtime_settings).
+    runtime: RuntimeSettings = field(default_factory=RuntimeSettings)
+    # The candidates `--runtime auto` tried at publish, the chosen one among them.
+    runtime_trials: tuple[RuntimeTrial, ...] = ()
+    # The PaddleX config file copied with the version (hashed like the weights), if any.
+    config: str | None = None
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "task", Task(self.task))
         if not self.inputs:
             raise ValueError(f"{self.model}:{self.version}: manifest declares no inputs")
         names = [f.path for f in self.files]
@@ -106,6 +131,10 @@ class Manifest:
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
+        data["task"] = self.task.value
+        data["runtime"] = self.runtime.to_dict()
+        data["runtime_trials"] = [trial.to_dict() for trial in self.runtime_trials]
+        data["kind"] = MODEL_KIND
         data["format_version"] = FORMAT_VERSION
         return data
 
@@ -116,6 +145,11 @@ class Manifest:
     def from_dict(cls, data: dict[str, Any]) -> Manifest:
         if not isinstance(data, dict):
             raise ManifestError(f"invalid manifest: a JSON object expected, not {type(data).__name__}")
+        if data.get("kind", MODEL_KIND) != MODEL_KIND:
+            label = f"{data.get('model', '')}:{data.get('version', '')}".strip(":") or "this version"
+            if data.get("kind") == PIPELINE_KIND:
+                raise ManifestError(f"{label} is a pipeline, not a model: it names its stage versions")
+            raise ManifestError(f"invalid manifest: unknown kind {data.get('kind')!r}")
         try:
             return cls(
                 model=data.get("model", ""),
@@ -129,6 +163,11 @@ class Manifest:
                 metrics={k: float(v) for k, v in data.get("metrics", {}).items()},
                 notes=data.get("notes", ""),
                 framework=data.get("framework", ""),
+                task=Task.parse(data.get("task", Task.GENERIC.value)),
+                codec=_codec(data.get("codec")),
+                runtime=RuntimeSettings.from_dict(data.get("runtime")),
+                runtime_trials=tuple(RuntimeTrial.from_dict(t) for t in data.get("runtime_trials") or ()),
+                config=data.get("config"),
             )
         except KeyError as exc:
             raise ManifestError(f"invalid manifest: the field {exc} is missing") from exc
@@ -203,6 +242,23 @@ class Manifest:
             return {}
         with np.load(version_dir / self.sample, allow_pickle=False) as data:
             return {name: data[name] for name in data.files}
+
+
+def read_kind(version_dir: Path) -> str:
+    """``model`` or ``pipeline``: what a version's manifest describes (``model`` if unreadable)."""
+    try:
+        data = json.loads((version_dir / MANIFEST_NAME).read_text())
+    except (OSError, json.JSONDecodeError):
+        return MODEL_KIND
+    return str(data.get("kind", MODEL_KIND)) if isinstance(data, dict) else MODEL_KIND
+
+
+def _codec(data: Any) -> dict[str, Any] | None:
+    if data is None:
+        return None
+    if not isinstance(data, dict) or not isinstance(data.get("preprocess", []), list):
+        raise ValueError("codec must be an object with a preprocess list and a postprocess object")
+    return data
 
 
 def _same_version(recorded: str, directory: str) -> bool:

@@ -5,6 +5,13 @@ a semantic version, it is not hidden, and its manifest exists. Publishing stages
 into a hidden directory, writes the manifest last, fsyncs and renames, so a
 half-copied version is never listed or loaded. Aliases live in
 ``<root>/<model>/aliases.json``, replaced atomically under a file lock.
+
+Publishing runs the model (to describe its outputs, prove it loads with the
+version's runtime settings, or tune them with ``runtime="auto"``) only through the
+:class:`~workbench.model.probe.ModelProbe` the caller passes in; this layer never
+imports the runtime. A PaddleX export directory is published as is: its
+``inference.yml`` gives the signature, the sample, the task and the codec (see
+:mod:`workbench.model.paddlex`).
 """
 
 from __future__ import annotations
@@ -16,49 +23,59 @@ import shutil
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from filelock import FileLock
 
-from workbench._fs import write_atomic
 from workbench.errors import (
     AliasError,
+    IntegrityError,
     ModelNotFoundError,
     PublishError,
     RepositoryError,
     SignatureError,
     VersionNotFoundError,
 )
-from workbench.model import formats, signing
+from workbench.model import publishing, signing, tuning
 from workbench.model.manifest import (
     MANIFEST_NAME,
-    SAMPLE_NAME,
-    UNHASHED,
+    MODEL_KIND,
+    PIPELINE_KIND,
     Manifest,
-    TensorSpec,
-    hash_files,
-    write_sample,
+    read_kind,
+    sha256_file,
 )
+from workbench.model.pipeline import PipelineManifest, pin
+from workbench.model.publishing import AUTO
 from workbench.model.version import ModelRef, Version, check_alias, check_model_name
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping
+    from collections.abc import Callable, Iterable, Mapping
 
     import numpy as np
 
     from workbench._types import StrPath, TensorsIn
+    from workbench.model.manifest import TensorSpec
+    from workbench.model.probe import ModelProbe
+    from workbench.model.runtime_settings import RuntimeSettings, RuntimeTrial
 
 log = logging.getLogger(__name__)
+_M = TypeVar("_M")
 ALIASES_NAME = "aliases.json"
 LATEST = "latest"
+__all__ = ["AUTO", "LATEST", "ModelRepository"]
 
 
 class ModelRepository:
     """A directory of models, each with semantic-versioned, manifest-sealed versions."""
 
-    def __init__(self, root: StrPath, *, verify_key: StrPath | None = None) -> None:
+    def __init__(
+        self, root: StrPath, *, verify_key: StrPath | None = None, probe: ModelProbe | None = None
+    ) -> None:
         self.root = Path(root).expanduser()
         self.verify_key = Path(verify_key) if verify_key is not None else None
+        # How publishing runs a model when a call names no probe (see workbench.model.probe).
+        self.probe = probe
 
     def __repr__(self) -> str:
         return f"ModelRepository({str(self.root)!r})"
@@ -223,7 +240,8 @@ class ModelRepository:
                     current.pop(alias, None)
                 else:
                     current[alias] = target
-            _write_atomic(model_dir / ALIASES_NAME, json.dumps(current, indent=2, sort_keys=True) + "\n")
+            text = json.dumps(current, indent=2, sort_keys=True) + "\n"
+            publishing.write_manifest(model_dir / ALIASES_NAME, text)
 
     # -- resolving -------------------------------------------------------------------
 
@@ -281,12 +299,23 @@ class ModelRepository:
         notes: str = "",
         aliases: Iterable[str] = (),
         signing_key: StrPath | None = None,
+        probe: ModelProbe | None = None,
+        runtime: RuntimeSettings | str | None = None,
+        config: StrPath | None = None,
+        progress: Callable[[int, int, RuntimeTrial | None], None] | None = None,
+        tuning_runs: int = tuning.RUNS,
     ) -> Manifest:
         """Publish the model files in ``source`` as ``model:version``, atomically.
 
-        The signature is taken from ``inputs``/``outputs`` when given, otherwise
-        from ``sample`` (its dtypes and shapes, batch dimension dynamic) and from
-        running the sample through the model once, which also proves it loads.
+        The input signature is taken from ``inputs`` when given, otherwise from
+        ``sample`` (its dtypes and shapes, batch dimension dynamic), otherwise from the
+        export's ``inference.yml`` (or ``config``, a PaddleX-style file copied in as
+        ``inference.yml``), which also yields a generated sample, the task and the
+        codec. Outputs are taken from ``outputs`` or from running the sample through
+        ``probe`` once with the version's ``runtime`` settings, which also proves they
+        load. ``runtime="auto"`` tries a few settings through ``probe`` and records the
+        fastest correct one by the median of ``tuning_runs`` timed runs
+        (``progress(done, total, trial)`` reports each try).
         """
         try:
             check_model_name(model)
@@ -297,6 +326,23 @@ class ModelRepository:
         source = Path(source)
         if not source.is_dir():
             raise PublishError(f"source {source} is not a directory")
+        probing = publishing.Probing(probe or self.probe, runtime, config, progress, tuning_runs)
+        manifest = self._publish_staged(
+            model, version, signing_key,
+            lambda staging: publishing.stage(
+                staging, model, version, source, sample, inputs, outputs, metrics, notes, probing
+            ),
+        )
+        if alias_list:
+            self._update_aliases(self.root / model, {a: str(version) for a in alias_list})
+        log.info("published %s:%s (%d files)", model, version, len(manifest.files))
+        return manifest
+
+    def _publish_staged(
+        self, model: str, version: Version, signing_key: StrPath | None, fill: Callable[[Path], _M]
+    ) -> _M:
+        """Stage a version with ``fill`` (which writes its files and manifest), sign it,
+        fsync it and rename it into place; nothing is left behind when anything fails."""
         model_dir = self.root / model
         target = model_dir / str(version)
         if target.exists():
@@ -304,9 +350,7 @@ class ModelRepository:
         model_dir.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".staging-{version}-", dir=model_dir))
         try:
-            manifest = self._stage(
-                staging, model, version, source, sample, inputs, outputs, metrics, notes
-            )
+            manifest = fill(staging)
             if signing_key is not None:
                 signing.sign_directory(staging, Path(signing_key))
             _make_readable(staging)
@@ -319,76 +363,46 @@ class ModelRepository:
         finally:
             if staging.exists():
                 shutil.rmtree(staging, ignore_errors=True)
-        if alias_list:
-            self._update_aliases(model_dir, {a: str(version) for a in alias_list})
-        log.info("published %s:%s (%d files)", model, version, len(manifest.files))
         return manifest
 
-    def _stage(
+    def publish_settings(
         self,
-        staging: Path,
         model: str,
-        version: Version,
-        source: Path,
-        sample: TensorsIn | None,
-        inputs: Iterable[TensorSpec] | None,
-        outputs: Iterable[TensorSpec] | None,
-        metrics: Mapping[str, float] | None,
-        notes: str,
+        version: Version | str,
+        base: Version | str,
+        runtime: RuntimeSettings | str,
+        *,
+        probe: ModelProbe | None = None,
+        notes: str | None = None,
+        aliases: Iterable[str] = (),
+        signing_key: StrPath | None = None,
+        progress: Callable[[int, int, RuntimeTrial | None], None] | None = None,
+        tuning_runs: int = tuning.RUNS,
     ) -> Manifest:
-        for path in sorted(source.rglob("*")):
-            rel = path.relative_to(source)
-            if any(part.startswith(".") for part in rel.parts) or rel.as_posix() in UNHASHED:
-                continue
-            if path.is_dir():
-                (staging / rel).mkdir(parents=True, exist_ok=True)
-            elif path.is_file():
-                (staging / rel).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(path, staging / rel)
-        files = formats.detect(staging)
-        sample_name: str | None = None
-        if sample is not None:
-            if not sample:
-                raise PublishError("sample must name at least one input")
-            write_sample(staging / SAMPLE_NAME, sample)
-            sample_name = SAMPLE_NAME
-        input_specs = tuple(inputs) if inputs is not None else ()
-        if not input_specs:
-            if sample is None:
-                raise PublishError(
-                    "give a sample input (recommended: it is used for warm-up and deep health "
-                    "checks) or the input signature"
-                )
-            input_specs = tuple(TensorSpec.from_array(n, a) for n, a in sample.items())
-        output_specs = tuple(outputs) if outputs is not None else ()
-        if not output_specs:
-            if sample is None:
-                raise PublishError("give a sample input or the output signature")
-            from workbench.runtime.paddle import probe_outputs
+        """Publish ``model:version`` as ``model:base``'s files with other runtime settings.
 
-            output_specs = probe_outputs(files, input_specs, sample)
-        framework = ""
-        try:
-            from importlib.metadata import version as dist_version
-
-            framework = "paddle " + dist_version("paddlepaddle")
-        except Exception:
-            framework = ""
-        manifest = Manifest(
-            model=model,
-            version=str(version),
-            format=files.format,
-            files=hash_files(staging),
-            inputs=input_specs,
-            outputs=output_specs,
-            created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            sample=sample_name,
-            metrics=dict(metrics or {}),
-            notes=notes,
-            framework=framework,
+        The base is verified first (sha256s, and its signature when a key is configured);
+        the new version then goes through publishing like any other: its files are copied
+        and hashed, the settings proved (or tuned, with ``"auto"``) through ``probe``, and
+        it is signed with ``signing_key``.
+        """
+        base_dir = self.path(model, base)
+        recorded = self.verify(model, base)
+        probe = probe or self.probe
+        return self.publish(
+            model, version, base_dir,
+            sample=recorded.load_sample(base_dir) or None,
+            inputs=recorded.inputs,
+            outputs=recorded.outputs if probe is None else None,
+            metrics=recorded.metrics,
+            notes=recorded.notes if notes is None else notes,
+            aliases=aliases,
+            signing_key=signing_key,
+            probe=probe,
+            runtime=runtime,
+            progress=progress,
+            tuning_runs=tuning_runs,
         )
-        _write_atomic(staging / MANIFEST_NAME, manifest.to_json())
-        return manifest
 
     def verify(self, model: str, version: Version | str, *, public_key: StrPath | None = None) -> Manifest:
         """Check sha256s (always) and the signature (when a key is given or configured).
@@ -416,6 +430,90 @@ class ModelRepository:
         manifest.verify_files(path)
         return manifest
 
+    # -- pipelines (see workbench.model.pipeline) ------------------------------------
+
+    def kind(self, model: str, version: Version | str) -> str:
+        """``model`` or ``pipeline``: what a version is."""
+        return read_kind(self.path(model, version))
+
+    def publish_pipeline(
+        self,
+        name: str,
+        version: Version | str,
+        stages: Mapping[str, str],
+        *,
+        notes: str = "",
+        aliases: Iterable[str] = (),
+        signing_key: StrPath | None = None,
+    ) -> PipelineManifest:
+        """Publish ``name:version`` naming the stage versions ``{role: "model:version"}``
+        (aliases resolved now; each stage verified and pinned by its manifest's sha256)."""
+        try:
+            check_model_name(name)
+            version = Version.parse(version)
+            alias_list = [check_alias(a) for a in aliases]
+        except ValueError as exc:
+            raise PublishError(str(exc)) from exc
+        pinned = []
+        for role, ref in stages.items():
+            model, stage_version = self.parse_ref(ref)
+            if model == name:
+                raise PublishError(f"pipeline {name} cannot name itself as its {role} stage")
+            if self.kind(model, stage_version) != MODEL_KIND:
+                raise PublishError(f"the {role} stage {model}:{stage_version} is a pipeline, not a model")
+            recorded = self.verify(model, stage_version)
+            stage_dir = self.path(model, stage_version)
+            pinned.append(pin(role, model, stage_version, stage_dir, recorded.task.value))
+        try:
+            created = datetime.now(timezone.utc).isoformat(timespec="seconds")
+            manifest = PipelineManifest(name, str(version), tuple(pinned), created, notes)
+        except ValueError as exc:
+            raise PublishError(f"{name}:{version}: {exc}") from exc
+
+        def fill(staging: Path) -> PipelineManifest:
+            publishing.write_manifest(staging / MANIFEST_NAME, manifest.to_json())
+            return manifest
+
+        self._publish_staged(name, version, signing_key, fill)
+        if alias_list:
+            self._update_aliases(self.root / name, {a: str(version) for a in alias_list})
+        log.info("published pipeline %s:%s (%s)", name, version, ", ".join(s.ref for s in manifest.stages))
+        return manifest
+
+    def pipeline(self, name: str, version: Version | str) -> PipelineManifest:
+        """A pipeline version's manifest, checked to name this pipeline and version."""
+        return PipelineManifest.read(self.path(name, version))
+
+    def verify_pipeline(
+        self, name: str, version: Version | str, *, public_key: StrPath | None = None
+    ) -> PipelineManifest:
+        """Check the pipeline's signature (with a key), then every stage and its pinned manifest.
+
+        Raises SignatureError, IntegrityError naming the stage that changed, or
+        VersionNotFoundError when a stage version is gone.
+        """
+        path = self.path(name, version)
+        key = Path(public_key) if public_key is not None else self.verify_key
+        if key is not None:
+            signing.verify_directory(path, key, label=f"{name}:{path.name}")
+        manifest = PipelineManifest.read(path)
+        manifest.verify_files(path)
+        for stage in manifest.stages:
+            try:
+                stage_dir = self.path(stage.model, stage.version)
+            except LookupError as exc:
+                raise IntegrityError(
+                    f"{name}:{path.name}: its {stage.role} stage {stage.ref} is gone ({exc})"
+                ) from exc
+            self.verify(stage.model, stage.version, public_key=public_key)
+            if sha256_file(stage_dir / MANIFEST_NAME) != stage.manifest_sha256:
+                raise IntegrityError(
+                    f"{name}:{path.name}: the manifest of its {stage.role} stage {stage.ref} has changed "
+                    f"since the pipeline was published",
+                    path=f"{stage.model}/{stage.version}/{MANIFEST_NAME}",
+                )
+        return manifest
+
     def sign(self, model: str, version: Version | str, private_key: StrPath) -> Path:
         """Sign a published version in place (after checking its sha256s).
 
@@ -423,11 +521,14 @@ class ModelRepository:
         the signature binds the version to this place.
         """
         path = self.path(model, version)
+        if read_kind(path) == PIPELINE_KIND:
+            self.verify_pipeline(model, version)
+            return signing.sign_directory(path, Path(private_key))
         recorded = Manifest.read(path)
         manifest = recorded.bind(path)
         manifest.verify_files(path)
         if not recorded.names_identity:
-            _write_atomic(path / MANIFEST_NAME, manifest.to_json())
+            publishing.write_manifest(path / MANIFEST_NAME, manifest.to_json())
         return signing.sign_directory(path, Path(private_key))
 
     def delete(self, model: str, version: Version | str) -> None:
@@ -442,29 +543,12 @@ class ModelRepository:
             self._update_aliases(model_dir, stale)
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    write_atomic(path, text, mode=0o644 & ~_umask())  # readable like a plain copy
-
-
-def _umask() -> int:
-    """The process umask, read without changing it where Linux allows (os.umask is racy)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    except OSError:
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
 def _make_readable(root: Path) -> None:
     """Give staged files the modes a plain copy would have (temp files start private).
 
     Serving containers run as another user and mount the repository read-only.
     """
-    mask = _umask()
+    mask = publishing.umask()
     root.chmod(0o755 & ~mask)
     for path in root.rglob("*"):
         path.chmod((0o755 if path.is_dir() else 0o644) & ~mask)

@@ -57,3 +57,32 @@ def test_compare_rejects_an_unknown_isolation(demo_repo: Path) -> None:
                                       "--isolation", "fork"])
     assert result.exit_code == 2
     assert "--isolation must be process, thread or auto" in result.output
+
+
+def test_compare_judges_the_task_score_against_a_threshold(demo_repo: Path, tmp_path: Path) -> None:
+    _, _, x, y = digits_dataset()
+    np.savez(tmp_path / "test.npz", x=x[:200], labels=y[:200])
+    result = CliRunner().invoke(app, ["compare", "digits", "1.0.0", "1.1.0", "1.2.0", "--repo",
+                                      str(demo_repo), "--data", str(tmp_path / "test.npz"),
+                                      "--batch-size", "50", "--device", "cpu",
+                                      "--threshold", "top1>=0.85", "--min-rows", "100", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["task"] == "classification"
+    by_pair = {(p["a"], p["b"]): p["scores"][0] for p in report["scores"]}
+    agreement = {(p["a"], p["b"]): p["top1_agreement"] for p in report["agreement"]}
+    for pair, score in by_pair.items():
+        # the task score is today's top-1 agreement, with its interval and a verdict
+        assert score["metric"] == "top1" and score["value"] == pytest.approx(agreement[pair])
+        low, high = score["interval"]
+        assert low <= score["value"] <= high and score["n"] == 200
+        assert score["threshold"] == "top1>=0.85"
+    # the demo's degraded 1.2.0 agrees with 1.0.0 on about three rows in four: a clear fail
+    assert by_pair[("1.0.0", "1.2.0")]["verdict"] == "fail"
+
+
+def test_compare_rejects_a_threshold_in_the_wrong_direction(demo_repo: Path) -> None:
+    result = CliRunner().invoke(app, ["compare", "digits", "1.0.0", "--repo", str(demo_repo),
+                                      "--threshold", "cer>=0.05"])
+    assert result.exit_code == 2
+    assert "cer is bounded with <=" in result.output

@@ -10,8 +10,9 @@ Agreement is judged by the task (:mod:`workbench.runtime.scoring`): top-1 for
 classification, box F1 at IoU 0.5 for text detection, character error rate (and
 exact match) for text recognition, rows within a tolerance for anything else, each
 with its 95% interval and, when thresholds are given, a verdict. Detection and
-recognition compare decoded results: pass ``decode`` (a codec's postprocessor: raw
-output array -> one result per row).
+recognition compare decoded results: pass ``decode`` (a codec's postprocessor: version
+name and raw output array -> one result per row); decoded versions may differ in their
+raw outputs (another character set, another output name).
 """
 
 from __future__ import annotations
@@ -266,7 +267,7 @@ def compare(
     batch_size: int = 1,
     output: str | None = None,
     task: Task | str | None = None,
-    decode: Callable[[Array], Sequence[Any]] | None = None,
+    decode: Callable[[str, Array], Sequence[Any]] | None = None,
     thresholds: Sequence[scoring.Threshold | str] = (),
     min_rows: int = 1,
 ) -> Comparison:
@@ -278,10 +279,13 @@ def compare(
 
     ``task`` (default: the manifest's, else classification for class scores and generic
     otherwise) chooses the scores; detection and recognition need ``decode``, which turns
-    one version's output array into one result per row (boxes ``(N, 4, 2)``; text or
+    a version's name and output array into one result per row (boxes ``(N, 4, 2)``; text or
     ``(text, score)``). ``labels`` are the ground truth in the same form (class ids for
     classification). ``thresholds`` (``"cer<=0.05"``, ``"box_f1>=0.9"``, ...) give the
     scores a verdict; fewer than ``min_rows`` rows is inconclusive.
+
+    ``output`` names the output to compare (it must exist in every version); by default
+    each version's first output, so exports that name it differently still compare.
     """
     loaded = [hub.get(v) for v in versions] if versions else hub.loaded
     if not loaded:
@@ -296,6 +300,7 @@ def compare(
     arrays = loaded[0].validate(inputs)
     rows = len(next(iter(arrays.values())))
     out_name = output or loaded[0].outputs[0].name
+    out_names = {str(lv.version): output or lv.outputs[0].name for lv in loaded}
     judged = [t if isinstance(t, scoring.Threshold) else scoring.Threshold.parse(t)
               for t in thresholds]
     if labels is not None and len(labels) != rows:
@@ -311,9 +316,10 @@ def compare(
             began = time.perf_counter()
             result = leased.predict(batch, validate=False)
             latencies[name].append(time.perf_counter() - began)
-        if out_name not in result:
-            raise InputError(f"{hub.model}:{name} has no output {out_name!r} (has {sorted(result)})")
-        chunks[name].append(result[out_name])
+        wanted = out_names[name]
+        if wanted not in result:
+            raise InputError(f"{hub.model}:{name} has no output {wanted!r} (has {sorted(result)})")
+        chunks[name].append(result[wanted])
 
     def run_all(name: str, lv: LoadedVersion) -> None:
         for batch in batches:
@@ -335,7 +341,7 @@ def compare(
     kind = _task(task, loaded[0], outputs[names[0]], decode)
     results: dict[str, Sequence[Any]] = {}
     if decode is not None and kind in (Task.TEXT_DETECTION, Task.TEXT_RECOGNITION):
-        results = {n: list(decode(out)) for n, out in outputs.items()}
+        results = {n: list(decode(n, out)) for n, out in outputs.items()}
     scored: dict[str, Any] = results or outputs
 
     def scores(reference: Any, candidate: Any) -> tuple[scoring.ScoreResult, ...]:
@@ -343,10 +349,16 @@ def compare(
             return ()  # not class scores (one column): there is no top-1 to compare
         return scoring.score_all(kind, reference, candidate, thresholds=judged, min_n=min_rows)
 
-    pairs = [
-        agreement(outputs[a], outputs[b], names=(a, b), scores=scores(scored[a], scored[b]))
-        for a, b in itertools.combinations(names, 2)
-    ]
+    pairs = []
+    for a, b in itertools.combinations(names, 2):
+        if results and outputs[a].shape != outputs[b].shape:
+            # decoded results compare; raw outputs of another shape (a larger character
+            # set, say) have no element-wise difference
+            nan = float("nan")
+            pairs.append(Agreement(a, b, None, nan, nan, nan, scores(scored[a], scored[b])))
+        else:
+            pairs.append(agreement(outputs[a], outputs[b], names=(a, b),
+                                   scores=scores(scored[a], scored[b])))
     accuracy: dict[str, float] = {}
     truth: dict[str, tuple[scoring.ScoreResult, ...]] = {}
     if labels is not None and kind is Task.CLASSIFICATION:

@@ -42,3 +42,34 @@ def test_an_interval_across_the_threshold_is_inconclusive() -> None:
     close = report(0.86, 150)
     assert close.inconclusive and "includes the threshold 85.0%" in close.verdict
     assert report(0.5, 8, min_top1=0).passed  # no threshold: nothing to judge
+
+
+def scored_report(metric: str, value: float, interval: tuple[float, float], rows: int,
+                  min_agreement: float = DEFAULT_MIN_AGREEMENT) -> AgreementReport:
+    from workbench.model.task import Task
+    from workbench.runtime.scoring import ScoreResult, Threshold, agreement_threshold
+
+    task = {"cer": Task.TEXT_RECOGNITION, "box_f1": Task.TEXT_DETECTION}[metric]
+    threshold = agreement_threshold(task, min_agreement)
+    assert threshold is None if min_agreement <= 0 else threshold.metric == metric
+    score = ScoreResult(task, metric, value, interval, rows, threshold, 100)
+    output = OutputAgreement("maps", rows, None, 0.5, 0.01, (score,))
+    report = AgreementReport("ocr", "1.0.0", "1.x", ("sample",), rows, (output,),
+                             min_top1=min_agreement, task=task)
+    assert report.score is score
+    assert threshold is None or Threshold.parse(str(threshold)) == threshold
+    return report
+
+
+def test_other_tasks_get_the_same_verdicts_on_their_own_score() -> None:
+    # min_agreement 0.85 means box_f1 >= 0.85, and for recognition cer <= 0.15
+    passed = scored_report("box_f1", 0.95, (0.9, 0.98), 200)
+    assert passed.passed and passed.verdict == "passed (box_f1>=0.85)"
+    assert "box_f1 0.9500" in passed.summary() and passed.to_dict()["task"] == "text-detection"
+    below = scored_report("cer", 0.4, (0.3, 0.5), 200)
+    assert not below.passed and below.verdict == "below the threshold cer<=0.15"
+    straddle = scored_report("cer", 0.12, (0.08, 0.2), 200)
+    assert straddle.inconclusive and "includes the threshold cer<=0.15" in straddle.verdict
+    few = scored_report("box_f1", 1.0, (1.0, 1.0), 8)
+    assert few.inconclusive and "8 compared, at least 100 needed" in few.verdict
+    assert scored_report("cer", 0.5, (0.4, 0.6), 8, min_agreement=0.0).passed  # no threshold

@@ -386,14 +386,11 @@ def _task(
             raise InputError(f"comparing by {kind.value} needs decoded results: pass decode= "
                              "(the codec's postprocessor)")
         return kind
-    declared = getattr(first.manifest, "task", None)
+    declared = scoring.declared_task(first.manifest)
     if declared is not None:
-        kind = Task.parse(str(getattr(declared, "value", declared)))
-        if decode is None and kind in (Task.TEXT_DETECTION, Task.TEXT_RECOGNITION):
+        if decode is None and declared in (Task.TEXT_DETECTION, Task.TEXT_RECOGNITION):
             log.warning("%s is a %s model but no decoder was given: comparing raw tensors",
-                        first.version, kind.value)
+                        first.version, declared.value)
             return Task.GENERIC
-        return kind
-    if output.ndim >= 2 and output.shape[-1] >= 2:
-        return Task.CLASSIFICATION
-    return Task.GENERIC
+        return declared
+    return scoring.guessed_task(output)

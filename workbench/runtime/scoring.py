@@ -66,9 +66,11 @@ __all__ = [
     "Metric",
     "ScoreResult",
     "Threshold",
+    "agreement_threshold",
     "bootstrap_ratio",
     "box_f1",
     "character_error_rate",
+    "declared_task",
     "differing",
     "exact_match",
     "levenshtein",
@@ -552,14 +554,17 @@ def within_tolerance(
     rows = a.shape[0] if a.ndim else 1
     fa, fb = a.reshape(rows, -1), b.reshape(rows, -1)
     diff = np.abs(fa - fb)
-    ok = (diff <= atol + rtol * np.abs(fa)).all(axis=1)
+    ok = (diff <= atol + rtol * np.abs(fa)).all(axis=1)  # NaN (no answer) never agrees
     agree = int(ok.sum())
+    answered = ~np.isnan(diff).any(axis=1)
+    seen = diff[answered] if answered.any() else np.zeros(1)
     return ScoreResult(
         Task.GENERIC, "within_tolerance", agree / rows, wilson_interval(agree, rows), rows,
         details={
-            "max_abs_diff": float(diff.max()),
-            "mean_abs_diff": float(diff.mean()),
-            "max_rel_diff": float((diff / np.maximum(np.abs(fa), atol)).max()),
+            "max_abs_diff": float(seen.max()),
+            "mean_abs_diff": float(seen.mean()),
+            "max_rel_diff": float((seen / np.maximum(np.abs(fa[answered] if answered.any()
+                                                             else np.ones(1)), atol)).max()),
             "rtol": rtol,
             "atol": atol,
         },
@@ -567,6 +572,34 @@ def within_tolerance(
 
 
 # ----------------------------------------------------------------------------- dispatch
+
+
+def declared_task(manifest: object) -> Task | None:
+    """The task a manifest declares, or None for manifests written before it had one."""
+    declared = getattr(manifest, "task", None)
+    if declared is None:
+        return None
+    return declared if isinstance(declared, Task) else Task.parse(str(declared))
+
+
+def guessed_task(output: Array) -> Task:
+    """Classification for class scores (two columns or more on the last axis), else generic."""
+    array = np.asarray(output)
+    return Task.CLASSIFICATION if array.ndim >= 2 and array.shape[-1] >= 2 else Task.GENERIC
+
+
+def agreement_threshold(task: Task, min_agreement: float) -> Threshold | None:
+    """The deploy check's one number, ``min_agreement`` (e.g. 0.85), as the task's bound.
+
+    ``top1``, ``box_f1`` and ``within_tolerance`` must reach it; for text recognition it
+    is a character accuracy, so ``cer <= 1 - min_agreement``. None when it is 0 (no check).
+    """
+    if min_agreement <= 0:
+        return None
+    metric = PRIMARY[task]
+    if metric == "cer":
+        return Threshold("cer", round(1.0 - min_agreement, 10))
+    return Threshold(metric, min_agreement)
 
 
 def score_all(

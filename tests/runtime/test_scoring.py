@@ -177,3 +177,23 @@ def test_bootstrap_interval_is_reproducible_and_narrows_with_more_images() -> No
     assert large.interval[1] - large.interval[0] < small.interval[1] - small.interval[0]
     judged = large.judged(Threshold("cer", 0.05), min_n=32)
     assert judged.verdict == "pass" and judged.to_dict()["threshold"] == "cer<=0.05"
+
+
+def test_a_manifest_that_says_only_generic_leaves_the_task_to_the_outputs_shape() -> None:
+    from workbench.model.manifest import Manifest, TensorSpec
+    from workbench.runtime.scoring import agreement_threshold, declared_task, guessed_task
+
+    spec = (TensorSpec("x", "float32", (-1, 64)),)
+    plain = Manifest("m", "1.0.0", "pir", (), spec, spec, "2026-12-06T00:00:00+00:00")
+    assert plain.task is Task.GENERIC and declared_task(plain) is None
+    reader = Manifest("m", "1.0.0", "pir", (), spec, spec, "2026-12-06T00:00:00+00:00",
+                      task=Task.TEXT_RECOGNITION)
+    assert declared_task(reader) is Task.TEXT_RECOGNITION
+    assert guessed_task(np.zeros((4, 10))) is Task.CLASSIFICATION  # class scores: top-1
+    assert guessed_task(np.zeros((4, 1))) is Task.GENERIC
+    assert guessed_task(np.zeros(4)) is Task.GENERIC
+    # the deploy check's one number, per task
+    assert agreement_threshold(Task.CLASSIFICATION, 0.85) == Threshold("top1", 0.85)
+    assert agreement_threshold(Task.TEXT_DETECTION, 0.85) == Threshold("box_f1", 0.85)
+    assert agreement_threshold(Task.TEXT_RECOGNITION, 0.85) == Threshold("cer", 0.15)
+    assert agreement_threshold(Task.GENERIC, 0.0) is None

@@ -20,9 +20,11 @@ import pytest
 from tests._components import require
 from workbench import ModelRepository, VersionHub, compare
 from workbench.model.task import Task
+from workbench.runtime.paddle import PaddleProbe
 from workbench.runtime.scoring import (
     Threshold,
     box_f1,
+    declared_task,
     levenshtein,
     score,
     score_all,
@@ -112,8 +114,10 @@ def rec_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VersionHub]:
     """PP-OCRv4's recogniser published as rec 1.0.0, PP-OCRv5's as rec 2.0.0."""
     repo = ModelRepository(tmp_path_factory.mktemp("ocr-repo"))
     sample = {"x": text_lines(1, seed=99)[1]}
-    repo.publish("rec", "1.0.0", V4 / "models/ch_PP-OCRv4_rec_infer", sample=sample)
-    repo.publish("rec", "2.0.0", V5 / "PP-OCRv5_mobile_rec", sample=sample)
+    probe = PaddleProbe()
+    repo.publish("rec", "1.0.0", V4 / "models/ch_PP-OCRv4_rec_infer", sample=sample, probe=probe)
+    v5 = repo.publish("rec", "2.0.0", V5 / "PP-OCRv5_mobile_rec", sample=sample, probe=probe)
+    assert declared_task(v5) is Task.TEXT_RECOGNITION  # its inference.yml says so
     hub = VersionHub(repo, "rec", device="cpu")
     hub.load("1.0.0")
     hub.load("2.0.0")

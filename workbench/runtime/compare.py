@@ -305,6 +305,7 @@ def compare(
               for t in thresholds]
     if labels is not None and len(labels) != rows:
         raise InputError(f"{len(labels)} labels for {rows} rows")
+    declared = _task(task, loaded[0], decode)
     names = [str(lv.version) for lv in loaded]
     chunks: dict[str, list[Array]] = {n: [] for n in names}
     latencies: dict[str, list[float]] = {n: [] for n in names}
@@ -338,7 +339,7 @@ def compare(
                 run(name, lv, batch)
     seconds = time.perf_counter() - began
     outputs = {n: np.concatenate(c) for n, c in chunks.items()}
-    kind = _task(task, loaded[0], outputs[names[0]], decode)
+    kind = declared or scoring.guessed_task(outputs[names[0]])
     results: dict[str, Sequence[Any]] = {}
     if decode is not None and kind in (Task.TEXT_DETECTION, Task.TEXT_RECOGNITION):
         results = {n: list(decode(n, out)) for n, out in outputs.items()}
@@ -372,10 +373,8 @@ def compare(
                       seconds, kind, results, truth)
 
 
-def _task(
-    task: Task | str | None, first: LoadedVersion, output: Array, decode: object
-) -> Task:
-    """The task to score by: the caller's, the manifest's, or guessed from the output's shape.
+def _task(task: Task | str | None, first: LoadedVersion, decode: object) -> Task | None:
+    """The task to score by: the caller's or the manifest's (None: guess from the outputs).
 
     A detection or recognition task without a decoder is compared as generic tensors
     when it came from the manifest (with a warning), and refused when asked for.
@@ -387,10 +386,8 @@ def _task(
                              "(the codec's postprocessor)")
         return kind
     declared = scoring.declared_task(first.manifest)
-    if declared is not None:
-        if decode is None and declared in (Task.TEXT_DETECTION, Task.TEXT_RECOGNITION):
-            log.warning("%s is a %s model but no decoder was given: comparing raw tensors",
-                        first.version, declared.value)
-            return Task.GENERIC
-        return declared
-    return scoring.guessed_task(output)
+    if decode is None and declared in (Task.TEXT_DETECTION, Task.TEXT_RECOGNITION):
+        log.warning("%s is a %s model but no decoder was given: comparing raw tensors",
+                    first.version, declared.value if declared else "")
+        return Task.GENERIC
+    return declared

@@ -56,6 +56,7 @@ from workbench.model.task import Task
 
 if TYPE_CHECKING:
     from workbench._types import Array
+    from workbench.model.manifest import Manifest
 
 __all__ = [
     "BOOTSTRAP_RESAMPLES",
@@ -574,12 +575,15 @@ def within_tolerance(
 # ----------------------------------------------------------------------------- dispatch
 
 
-def declared_task(manifest: object) -> Task | None:
-    """The task a manifest declares, or None for manifests written before it had one."""
-    declared = getattr(manifest, "task", None)
-    if declared is None:
-        return None
-    return declared if isinstance(declared, Task) else Task.parse(str(declared))
+def declared_task(manifest: Manifest) -> Task | None:
+    """The task a manifest declares, or None when it says only ``generic``.
+
+    ``generic`` is the manifest's default (a version published without a PaddleX
+    ``inference.yml``), so it says nothing: the output's shape then decides
+    (:func:`guessed_task`), as before manifests had a task — class scores are compared
+    by top-1, anything else by tolerance.
+    """
+    return None if manifest.task is Task.GENERIC else manifest.task
 
 
 def guessed_task(output: Array) -> Task:

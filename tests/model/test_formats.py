@@ -15,6 +15,7 @@ import pytest
 from workbench import ModelRepository, VersionHub
 from workbench.errors import RepositoryError
 from workbench.model.formats import detect
+from workbench.runtime.paddle import PaddleProbe
 
 EXPORT = textwrap.dedent(
     """
@@ -57,7 +58,7 @@ def test_older_formats_publish_load_and_predict(
         shutil.copy(export / "inference.pdmodel", source / "__model__")
         shutil.copy(export / "inference.pdiparams", source / "__params__")
     repo = ModelRepository(tmp_path / "repo")
-    manifest = repo.publish("tiny", "1.0.0", source, sample={"x": np.ones((2, 4), np.float32)})
+    manifest = repo.publish("tiny", "1.0.0", source, sample={"x": np.ones((2, 4), np.float32)}, probe=PaddleProbe())
     assert manifest.format == layout
     hub = VersionHub(repo, "tiny", device="cpu")
     hub.load("1.0.0")

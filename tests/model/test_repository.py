@@ -18,6 +18,9 @@ from workbench.errors import (
 )
 from workbench.model.manifest import MANIFEST_NAME, Manifest
 from workbench.model.signing import generate_keypair
+from workbench.runtime.paddle import PaddleProbe
+
+PROBE = PaddleProbe()  # publishing runs each sample once to describe the outputs
 
 
 def _model_files(repo: Path, version: str, target: Path) -> Path:
@@ -49,7 +52,7 @@ def test_publish_is_atomic_and_records_signature(repo_copy: Path, tmp_path: Path
     source = _model_files(repo_copy, "1.1.0", tmp_path / "export")
     sample = {"x": np.random.default_rng(0).random((4, 64), dtype=np.float32)}
     manifest = repo.publish("digits", "1.3.0+20260405", source, sample=sample, metrics={"accuracy": 0.5},
-                            aliases=["candidate"])
+                            aliases=["candidate"], probe=PROBE)
     assert manifest.version == "1.3.0+20260405"
     assert {f.path for f in manifest.files} == {"inference.json", "inference.pdiparams", "sample.npz"}
     assert manifest.outputs[0].shape == (-1, 10)
@@ -59,7 +62,7 @@ def test_publish_is_atomic_and_records_signature(repo_copy: Path, tmp_path: Path
     leftovers = [p.name for p in (repo_copy / "digits").iterdir() if p.name.startswith(".staging")]
     assert leftovers == []
     with pytest.raises(PublishError, match="immutable"):
-        repo.publish("digits", "1.3.0+20260405", source, sample=sample)
+        repo.publish("digits", "1.3.0+20260405", source, sample=sample, probe=PROBE)
 
 
 def test_publish_refuses_sources_without_a_model_or_signature(repo_copy: Path, tmp_path: Path) -> None:
@@ -121,7 +124,8 @@ def test_signed_versions_verify_and_tampering_is_named(repo_copy: Path, tmp_path
     generate_keypair(private, public)
     repo = ModelRepository(repo_copy, verify_key=public)
     source = _model_files(repo_copy, "1.1.0", tmp_path / "export")
-    repo.publish("digits", "3.0.0", source, sample={"x": np.zeros((2, 64), np.float32)}, signing_key=private)
+    repo.publish("digits", "3.0.0", source, sample={"x": np.zeros((2, 64), np.float32)},
+                 signing_key=private, probe=PROBE)
     repo.verify("digits", "3.0.0")
     with pytest.raises(SignatureError, match="not signed"):
         repo.verify("digits", "1.0.0")
@@ -152,7 +156,8 @@ def test_published_versions_are_readable_by_other_users(repo_copy: Path, tmp_pat
     source = _model_files(repo_copy, "1.0.0", tmp_path / "export")
     old = os.umask(0o022)
     try:
-        repo.publish("digits", "5.0.0", source, sample={"x": np.zeros((1, 64), np.float32)}, aliases=["x"])
+        repo.publish("digits", "5.0.0", source, sample={"x": np.zeros((1, 64), np.float32)}, aliases=["x"],
+                     probe=PROBE)
     finally:
         os.umask(old)
     version_dir = repo_copy / "digits" / "5.0.0"

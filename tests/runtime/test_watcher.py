@@ -13,6 +13,9 @@ from tests._wait import wait_until
 from workbench import ModelRepository, RepositoryWatcher, VersionHub
 from workbench.model.manifest import MANIFEST_NAME
 from workbench.model.signing import generate_keypair
+from workbench.runtime.paddle import PaddleProbe
+
+PROBE = PaddleProbe()  # publishing runs each sample once to describe the outputs
 
 
 def _export(repo: Path, version: str, target: Path) -> Path:
@@ -29,13 +32,13 @@ def test_watcher_swaps_in_new_versions_and_reports_failures(repo_copy: Path, tmp
     watcher = RepositoryWatcher(hub, interval=0.1, follow="latest")
     assert watcher.poll() == []
     sample = {"x": np.zeros((2, 64), np.float32)}
-    repo.publish("digits", "1.3.0", _export(repo_copy, "1.1.0", tmp_path / "a"), sample=sample)
+    repo.publish("digits", "1.3.0", _export(repo_copy, "1.1.0", tmp_path / "a"), sample=sample, probe=PROBE)
     events = watcher.poll()
     assert [(e.kind, e.version) for e in events] == [("discovered", "1.3.0"), ("swapped", "1.3.0")]
     assert str(hub.active.version) == "1.3.0"
 
     broken = _export(repo_copy, "1.1.0", tmp_path / "b")
-    repo.publish("digits", "1.4.0", broken, sample=sample)
+    repo.publish("digits", "1.4.0", broken, sample=sample, probe=PROBE)
     params = repo_copy / "digits" / "1.4.0" / "inference.pdiparams"
     params.write_bytes(params.read_bytes()[:-8])  # truncated after publishing
     events = watcher.poll()
@@ -79,7 +82,7 @@ def test_watcher_retries_a_refused_version_once_it_is_signed(repo_copy: Path, tm
     hub.load("1.2.0")
     sample = {"x": np.zeros((2, 64), np.float32)}
     with RepositoryWatcher(hub, interval=0.05, follow="latest") as watcher:
-        repo.publish("digits", "1.3.0", _export(repo_copy, "1.1.0", tmp_path / "a"), sample=sample)
+        repo.publish("digits", "1.3.0", _export(repo_copy, "1.1.0", tmp_path / "a"), sample=sample, probe=PROBE)
         wait_until(lambda: _refused(watcher, "1.3.0"), timeout=30, what="1.3.0 refused (unsigned)")
         assert str(hub.active.version) == "1.2.0"
         repo.sign("digits", "1.3.0", private)  # adds model.sig; the manifest is unchanged
@@ -120,7 +123,7 @@ def test_watcher_over_worker_processes_swaps_in_and_survives_a_version_paddle_ca
         old_pids = hub.load("1.2.0").worker_pids
         sample = {"x": np.zeros((2, 64), np.float32)}
         with RepositoryWatcher(hub, interval=0.1, follow="latest", unload_previous=True) as watcher:
-            repo.publish("digits", "1.3.0", _export(repo_copy, "1.1.0", tmp_path / "a"), sample=sample)
+            repo.publish("digits", "1.3.0", _export(repo_copy, "1.1.0", tmp_path / "a"), sample=sample, probe=PROBE)
             wait_until(lambda: _swapped_in(hub, watcher, "1.3.0"), timeout=120, what="1.3.0 swapped in")
             assert hub.active.isolation == "process" and hub.active.worker_pids
             wait_until(lambda: not any(psutil.pid_exists(pid) for pid in old_pids), timeout=30,

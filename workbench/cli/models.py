@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -12,11 +13,12 @@ from workbench.errors import IntegrityError, MisplacedVersionError, WorkbenchErr
 from workbench.settings import Settings
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Iterator, Sequence
 
     from workbench.model.demo import DemoVersion
-    from workbench.model.manifest import TensorSpec
+    from workbench.model.manifest import Manifest, TensorSpec
     from workbench.model.repository import ModelRepository
+    from workbench.model.runtime_settings import RuntimeTrial
 
 app = typer.Typer(
     help="Inspect and publish model versions in a repository.",
@@ -120,6 +122,13 @@ def show(
         console.print(f"{label}: " + ", ".join(str(s) for s in specs))
     if manifest.metrics:
         console.print("metrics: " + ", ".join(f"{k}={v:.4g}" for k, v in manifest.metrics.items()))
+    console.print(f"task: {manifest.task.value}  runtime: {manifest.runtime}")
+    if manifest.codec is not None:
+        ops = manifest.codec["preprocess"]
+        steps = [next(iter(op)) if isinstance(op, dict) and op else str(op) for op in ops]
+        post = manifest.codec.get("postprocess", {}).get("name", "")
+        console.print(f"codec: {' -> '.join(steps)} | {post}", highlight=False)
+    _print_trials(manifest)
     from rich.table import Table
 
     table = Table("file", "size", "sha256")
@@ -147,7 +156,10 @@ def _parse_specs(values: list[str]) -> list[TensorSpec]:
 @app.command()
 def publish(
     ref: Annotated[str, typer.Argument(help="model:version to publish, e.g. digits:1.3.0")],
-    source: Annotated[Path, typer.Argument(help="Directory with the exported Paddle model files.")],
+    source: Annotated[
+        Path | None,
+        typer.Argument(help="Directory with the exported Paddle model files (not with --from)."),
+    ] = None,
     repo: RepoOption = None,
     sample: Annotated[
         Path | None, typer.Option(help=".npz (named inputs) or .npy (single input) sample batch.")
@@ -157,48 +169,147 @@ def publish(
     ] = None,
     metric: Annotated[list[str] | None, typer.Option(help="Metric name=value (repeatable).")] = None,
     alias: Annotated[list[str] | None, typer.Option(help="Alias to point at it (repeatable).")] = None,
-    notes: Annotated[str, typer.Option(help="Free-form notes.")] = "",
+    notes: Annotated[str | None, typer.Option(help="Free-form notes.")] = None,
     sign_key: Annotated[
         Path | None, typer.Option(help="Private key (PEM) to sign with [default: $WORKBENCH_SIGNING_KEY].")
     ] = None,
+    runtime: Annotated[
+        str | None,
+        typer.Option(
+            help="Runtime settings key=value,... (onednn=on|off, ir_optim=on|off, memory_optim=on|off, "
+            "threads=N, delete_pass=a+b, precision=fp32|fp16|bf16, tensorrt=on|off), or 'auto' to "
+            "try oneDNN and IR optimisation on/off and keep the fastest correct one.",
+        ),
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(help="PaddleX-style inference.yml for an export that has none (copied in)."),
+    ] = None,
+    from_ref: Annotated[
+        str | None,
+        typer.Option("--from", help="Publish another version's files with new --runtime settings."),
+    ] = None,
 ) -> None:
-    """Publish a version atomically (staged, manifest last, renamed into place)."""
-    import numpy as np
+    """Publish a version atomically (staged, manifest last, renamed into place).
 
+    A PaddleX export (with inference.yml) needs no sample: its signature, sample, task
+    and pre/post-processing come from the YAML.
+    """
+    from workbench.model.repository import AUTO
+    from workbench.model.runtime_settings import RuntimeSettings
     from workbench.model.version import ModelRef
+    from workbench.runtime.paddle import PaddleProbe
 
     model_ref = ModelRef.parse(ref)
     if model_ref.ref is None:
         raise typer.BadParameter("give the version as model:version")
-    arrays = None
-    if sample is not None:
-        if sample.suffix == ".npz":
-            with np.load(sample, allow_pickle=False) as data:
-                arrays = {name: data[name] for name in data.files}
+    settings: RuntimeSettings | str | None = None
+    if runtime is not None:
+        settings = AUTO if runtime.strip().lower() == AUTO else RuntimeSettings.parse(runtime)
+    signing_key = sign_key or Settings.from_env().signing_key
+    repository = _repository(repo)
+    with _tuning_progress(settings == AUTO) as progress:
+        if from_ref is not None:
+            if source is not None or sample is not None or input_spec or config is not None or metric:
+                raise typer.BadParameter(
+                    "--from publishes another version's files: give no directory, --sample, --input, "
+                    "--config or --metric with it"
+                )
+            if settings is None:
+                raise typer.BadParameter("--from publishes new runtime settings: give --runtime")
+            base_model, base = repository.parse_ref(from_ref, model_ref.model)
+            if base_model != model_ref.model:
+                raise typer.BadParameter(f"--from {from_ref} names another model than {model_ref.model}")
+            manifest = repository.publish_settings(
+                model_ref.model, model_ref.ref, base, settings,
+                probe=PaddleProbe(), notes=notes, aliases=alias or (),
+                signing_key=signing_key, progress=progress,
+            )
         else:
-            arrays = {"x": np.load(sample, allow_pickle=False)}
-            if input_spec:
-                arrays = {_parse_specs(input_spec)[0].name: arrays["x"]}
+            if source is None:
+                raise typer.BadParameter("give the directory with the model files (or --from model:version)")
+            manifest = repository.publish(
+                model_ref.model,
+                model_ref.ref,
+                source,
+                sample=_load_sample(sample, input_spec),
+                inputs=_parse_specs(input_spec) if input_spec else None,
+                metrics=_parse_metrics(metric or []),
+                notes=notes or "",
+                aliases=alias or (),
+                signing_key=signing_key,
+                probe=PaddleProbe(),
+                runtime=settings,
+                config=config,
+                progress=progress,
+            )
+    console.print(
+        f"published {manifest.model}:{manifest.version} ({len(manifest.files)} files, "
+        f"task {manifest.task.value}, runtime {manifest.runtime})"
+    )
+    _print_trials(manifest)
+
+
+def _load_sample(sample: Path | None, input_spec: list[str] | None) -> dict[str, Any] | None:
+    import numpy as np
+
+    if sample is None:
+        return None
+    if sample.suffix == ".npz":
+        with np.load(sample, allow_pickle=False) as data:
+            return {name: data[name] for name in data.files}
+    arrays = {"x": np.load(sample, allow_pickle=False)}
+    if input_spec:
+        arrays = {_parse_specs(input_spec)[0].name: arrays["x"]}
+    return arrays
+
+
+def _parse_metrics(items: list[str]) -> dict[str, float]:
     metrics = {}
-    for item in metric or []:
+    for item in items:
         name, _, value = item.partition("=")
         try:
             metrics[name] = float(value)
         except ValueError as exc:
             raise typer.BadParameter(f"metric {item!r}: expected name=number") from exc
-    repository = _repository(repo)
-    manifest = repository.publish(
-        model_ref.model,
-        model_ref.ref,
-        source,
-        sample=arrays,
-        inputs=_parse_specs(input_spec) if input_spec else None,
-        metrics=metrics,
-        notes=notes,
-        aliases=alias or (),
-        signing_key=sign_key or Settings.from_env().signing_key,
-    )
-    console.print(f"published {manifest.model}:{manifest.version} ({len(manifest.files)} files)")
+    return metrics
+
+
+@contextmanager
+def _tuning_progress(active: bool) -> Iterator[Callable[[int, int, RuntimeTrial | None], None] | None]:
+    """A rich progress bar over `--runtime auto`'s candidates (nothing when not tuning)."""
+    if not active:
+        yield None
+        return
+    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    with Progress(
+        SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
+        console=console, transient=True,
+    ) as bar:
+        task = bar.add_task("tuning runtime settings: reference run", total=None)
+
+        def report(done: int, total: int, trial: RuntimeTrial | None) -> None:
+            label = "reference run" if done == 0 else f"candidate {min(done, total - 1)}/{total - 1}"
+            bar.update(task, completed=done, total=total, description=f"tuning runtime settings: {label}")
+
+        yield report
+
+
+def _print_trials(manifest: Manifest) -> None:
+    if not manifest.runtime_trials:
+        return
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table("runtime settings", "p50 ms", "result", title="--runtime auto")
+    for trial in manifest.runtime_trials:
+        chosen = trial.settings == manifest.runtime
+        p50 = f"{trial.p50_ms:.1f}" if trial.p50_ms is not None else "-"
+        dropped = f"[red]dropped[/red]: {escape(trial.reason)}"
+        result = "[green]chosen[/green]" if chosen else ("ok" if trial.ok else dropped)
+        table.add_row(trial.settings.describe(), p50, result)
+    console.print(table)
 
 
 @app.command()

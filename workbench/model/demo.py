@@ -23,6 +23,7 @@ import numpy as np
 
 from workbench._paddle import import_paddle
 from workbench.errors import MissingDependencyError
+from workbench.model.manifest import TensorSpec
 from workbench.model.repository import ModelRepository
 from workbench.model.version import Version
 
@@ -200,13 +201,28 @@ def build_demo_repository(
                 rng = np.random.default_rng(SEED)
                 sample = {RESNET_INPUT: rng.standard_normal((2, 3, 224, 224)).astype(np.float32)}
                 metrics = {}
+            inputs, outputs = _signature(demo.model)
             repo.publish(
                 demo.model, demo.version, workdir,
-                sample=sample, metrics=metrics, notes=demo.notes, aliases=demo.aliases,
+                sample=sample, inputs=inputs, outputs=outputs,
+                metrics=metrics, notes=demo.notes, aliases=demo.aliases,
             )
         if progress:
             progress(demo, "done")
     return repo
+
+
+def _signature(model: str) -> tuple[list[TensorSpec], list[TensorSpec]]:
+    """The signature the demo exports declare (publishing need not run them to learn it)."""
+    if model == "digits":
+        return (
+            [TensorSpec(DIGITS_INPUT, "float32", (-1, 64))],
+            [TensorSpec(DIGITS_OUTPUT, "float32", (-1, 10))],
+        )
+    return (
+        [TensorSpec(RESNET_INPUT, "float32", (-1, 3, 224, 224))],
+        [TensorSpec(RESNET_OUTPUT, "float32", (-1, 1000))],
+    )
 
 
 def _exists(repo: ModelRepository, demo: DemoVersion) -> bool:

@@ -5,6 +5,15 @@ version. It records every file's sha256 and size, the input/output signature, th
 name of the sample-input file used for warm-up and deep health checks, metrics
 such as accuracy, the creation time and free-form notes.
 
+For what the outputs mean and how the version runs it records ``task`` (a
+:class:`~workbench.model.task.Task` value), ``codec`` (a PaddleX export's
+``{"preprocess": PreProcess.transform_ops, "postprocess": PostProcess}`` copied
+verbatim from its ``inference.yml``, character dictionary included; ``null``
+without one), ``runtime`` (the Paddle Inference settings, see
+:mod:`workbench.model.runtime_settings`), ``runtime_trials`` (what ``--runtime
+auto`` measured) and ``config`` (the copied config file's name). Manifests written
+before these fields load as generic, codec-less versions with Paddle's defaults.
+
 It also names its model and version. The signature covers the manifest, so this
 binds a signed version to its place: a copy of ``digits/1.2.0`` at
 ``digits/1.9.0``, or of ``resnet/1.0.0`` at ``digits/2.0.0``, is refused when
@@ -25,6 +34,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from workbench.errors import IntegrityError, ManifestError, MisplacedVersionError
+from workbench.model.runtime_settings import RuntimeSettings, RuntimeTrial
+from workbench.model.task import Task
 from workbench.model.version import Version
 
 if TYPE_CHECKING:
@@ -96,8 +107,20 @@ class Manifest:
     metrics: dict[str, float] = field(default_factory=dict)
     notes: str = ""
     framework: str = ""
+    # What the outputs mean (decides decoding and comparison); "generic" for plain tensors.
+    task: Task = Task.GENERIC
+    # A PaddleX export's pre/post-processing, verbatim from its inference.yml:
+    # {"preprocess": PreProcess.transform_ops, "postprocess": PostProcess}; None without one.
+    codec: dict[str, Any] | None = None
+    # The Paddle Inference settings this version is loaded with (see runtime_settings).
+    runtime: RuntimeSettings = field(default_factory=RuntimeSettings)
+    # The candidates `--runtime auto` tried at publish, the chosen one among them.
+    runtime_trials: tuple[RuntimeTrial, ...] = ()
+    # The PaddleX config file copied with the version (hashed like the weights), if any.
+    config: str | None = None
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "task", Task(self.task))
         if not self.inputs:
             raise ValueError(f"{self.model}:{self.version}: manifest declares no inputs")
         names = [f.path for f in self.files]
@@ -106,6 +129,9 @@ class Manifest:
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
+        data["task"] = self.task.value
+        data["runtime"] = self.runtime.to_dict()
+        data["runtime_trials"] = [trial.to_dict() for trial in self.runtime_trials]
         data["format_version"] = FORMAT_VERSION
         return data
 
@@ -129,6 +155,11 @@ class Manifest:
                 metrics={k: float(v) for k, v in data.get("metrics", {}).items()},
                 notes=data.get("notes", ""),
                 framework=data.get("framework", ""),
+                task=Task.parse(data.get("task", Task.GENERIC.value)),
+                codec=_codec(data.get("codec")),
+                runtime=RuntimeSettings.from_dict(data.get("runtime")),
+                runtime_trials=tuple(RuntimeTrial.from_dict(t) for t in data.get("runtime_trials") or ()),
+                config=data.get("config"),
             )
         except KeyError as exc:
             raise ManifestError(f"invalid manifest: the field {exc} is missing") from exc
@@ -203,6 +234,14 @@ class Manifest:
             return {}
         with np.load(version_dir / self.sample, allow_pickle=False) as data:
             return {name: data[name] for name in data.files}
+
+
+def _codec(data: Any) -> dict[str, Any] | None:
+    if data is None:
+        return None
+    if not isinstance(data, dict) or not isinstance(data.get("preprocess", []), list):
+        raise ValueError("codec must be an object with a preprocess list and a postprocess object")
+    return data
 
 
 def _same_version(recorded: str, directory: str) -> bool:

@@ -5,6 +5,13 @@ a semantic version, it is not hidden, and its manifest exists. Publishing stages
 into a hidden directory, writes the manifest last, fsyncs and renames, so a
 half-copied version is never listed or loaded. Aliases live in
 ``<root>/<model>/aliases.json``, replaced atomically under a file lock.
+
+Publishing runs the model (to describe its outputs, prove it loads with the
+version's runtime settings, or tune them with ``runtime="auto"``) only through the
+:class:`~workbench.model.probe.ModelProbe` the caller passes in; this layer never
+imports the runtime. A PaddleX export directory is published as is: its
+``inference.yml`` gives the signature, the sample, the task and the codec (see
+:mod:`workbench.model.paddlex`).
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ import logging
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,8 +36,9 @@ from workbench.errors import (
     RepositoryError,
     SignatureError,
     VersionNotFoundError,
+    WorkbenchError,
 )
-from workbench.model import formats, signing
+from workbench.model import formats, paddlex, signing, tuning
 from workbench.model.manifest import (
     MANIFEST_NAME,
     SAMPLE_NAME,
@@ -39,18 +48,22 @@ from workbench.model.manifest import (
     hash_files,
     write_sample,
 )
+from workbench.model.runtime_settings import RuntimeSettings, RuntimeTrial
+from workbench.model.task import Task
 from workbench.model.version import ModelRef, Version, check_alias, check_model_name
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping
+    from collections.abc import Callable, Iterable, Mapping
 
     import numpy as np
 
     from workbench._types import StrPath, TensorsIn
+    from workbench.model.probe import ModelProbe
 
 log = logging.getLogger(__name__)
 ALIASES_NAME = "aliases.json"
 LATEST = "latest"
+AUTO = "auto"
 
 
 class ModelRepository:
@@ -281,12 +294,23 @@ class ModelRepository:
         notes: str = "",
         aliases: Iterable[str] = (),
         signing_key: StrPath | None = None,
+        probe: ModelProbe | None = None,
+        runtime: RuntimeSettings | str | None = None,
+        config: StrPath | None = None,
+        progress: Callable[[int, int, RuntimeTrial | None], None] | None = None,
+        tuning_runs: int = tuning.RUNS,
     ) -> Manifest:
         """Publish the model files in ``source`` as ``model:version``, atomically.
 
-        The signature is taken from ``inputs``/``outputs`` when given, otherwise
-        from ``sample`` (its dtypes and shapes, batch dimension dynamic) and from
-        running the sample through the model once, which also proves it loads.
+        The input signature is taken from ``inputs`` when given, otherwise from
+        ``sample`` (its dtypes and shapes, batch dimension dynamic), otherwise from the
+        export's ``inference.yml`` (or ``config``, a PaddleX-style file copied in as
+        ``inference.yml``), which also yields a generated sample, the task and the
+        codec. Outputs are taken from ``outputs`` or from running the sample through
+        ``probe`` once with the version's ``runtime`` settings, which also proves they
+        load. ``runtime="auto"`` tries a few settings through ``probe`` and records the
+        fastest correct one by the median of ``tuning_runs`` timed runs
+        (``progress(done, total, trial)`` reports each try).
         """
         try:
             check_model_name(model)
@@ -305,7 +329,8 @@ class ModelRepository:
         staging = Path(tempfile.mkdtemp(prefix=f".staging-{version}-", dir=model_dir))
         try:
             manifest = self._stage(
-                staging, model, version, source, sample, inputs, outputs, metrics, notes
+                staging, model, version, source, sample, inputs, outputs, metrics, notes,
+                _Probing(probe, runtime, config, progress, tuning_runs),
             )
             if signing_key is not None:
                 signing.sign_directory(staging, Path(signing_key))
@@ -324,6 +349,44 @@ class ModelRepository:
         log.info("published %s:%s (%d files)", model, version, len(manifest.files))
         return manifest
 
+    def publish_settings(
+        self,
+        model: str,
+        version: Version | str,
+        base: Version | str,
+        runtime: RuntimeSettings | str,
+        *,
+        probe: ModelProbe | None = None,
+        notes: str | None = None,
+        aliases: Iterable[str] = (),
+        signing_key: StrPath | None = None,
+        progress: Callable[[int, int, RuntimeTrial | None], None] | None = None,
+        tuning_runs: int = tuning.RUNS,
+    ) -> Manifest:
+        """Publish ``model:version`` as ``model:base``'s files with other runtime settings.
+
+        The base is verified first (sha256s, and its signature when a key is configured);
+        the new version then goes through publishing like any other: its files are copied
+        and hashed, the settings proved (or tuned, with ``"auto"``) through ``probe``, and
+        it is signed with ``signing_key``.
+        """
+        base_dir = self.path(model, base)
+        recorded = self.verify(model, base)
+        return self.publish(
+            model, version, base_dir,
+            sample=recorded.load_sample(base_dir) or None,
+            inputs=recorded.inputs,
+            outputs=recorded.outputs if probe is None else None,
+            metrics=recorded.metrics,
+            notes=recorded.notes if notes is None else notes,
+            aliases=aliases,
+            signing_key=signing_key,
+            probe=probe,
+            runtime=runtime,
+            progress=progress,
+            tuning_runs=tuning_runs,
+        )
+
     def _stage(
         self,
         staging: Path,
@@ -335,38 +398,36 @@ class ModelRepository:
         outputs: Iterable[TensorSpec] | None,
         metrics: Mapping[str, float] | None,
         notes: str,
+        probing: _Probing,
     ) -> Manifest:
-        for path in sorted(source.rglob("*")):
-            rel = path.relative_to(source)
-            if any(part.startswith(".") for part in rel.parts) or rel.as_posix() in UNHASHED:
-                continue
-            if path.is_dir():
-                (staging / rel).mkdir(parents=True, exist_ok=True)
-            elif path.is_file():
-                (staging / rel).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(path, staging / rel)
+        _copy_tree(source, staging)
+        export = self._stage_config(staging, source, probing.config)
         files = formats.detect(staging)
+        input_specs = tuple(inputs) if inputs is not None else ()
+        if sample is None and export is not None and not input_specs:
+            sample = export.sample()
+        if sample is None and not input_specs:
+            raise PublishError(
+                f"{source} has neither a sample input nor an {paddlex.CONFIG_NAME}: give a sample "
+                f"(--sample x.npz; recommended: it is used for warm-up and deep health checks), "
+                f"the input signature, or a PaddleX-style config for this export (--config)"
+            )
         sample_name: str | None = None
         if sample is not None:
             if not sample:
                 raise PublishError("sample must name at least one input")
             write_sample(staging / SAMPLE_NAME, sample)
             sample_name = SAMPLE_NAME
-        input_specs = tuple(inputs) if inputs is not None else ()
         if not input_specs:
-            if sample is None:
-                raise PublishError(
-                    "give a sample input (recommended: it is used for warm-up and deep health "
-                    "checks) or the input signature"
-                )
-            input_specs = tuple(TensorSpec.from_array(n, a) for n, a in sample.items())
+            if export is not None and sample is not None and set(sample) == {s.name for s in export.shapes}:
+                input_specs = export.inputs()
+            elif sample is not None:
+                input_specs = tuple(TensorSpec.from_array(n, a) for n, a in sample.items())
+        settings, trials = self._settings(files, sample, export, probing)
         output_specs = tuple(outputs) if outputs is not None else ()
-        if not output_specs:
-            if sample is None:
-                raise PublishError("give a sample input or the output signature")
-            from workbench.runtime.paddle import probe_outputs
-
-            output_specs = probe_outputs(files, input_specs, sample)
+        if not output_specs or (probing.probe is not None and sample is not None):
+            described = self._describe_outputs(files, sample, export, settings, probing.probe)
+            output_specs = output_specs or described
         framework = ""
         try:
             from importlib.metadata import version as dist_version
@@ -386,9 +447,80 @@ class ModelRepository:
             metrics=dict(metrics or {}),
             notes=notes,
             framework=framework,
+            task=export.task if export is not None else Task.GENERIC,
+            codec=export.codec if export is not None else None,
+            runtime=settings,
+            runtime_trials=trials,
+            config=paddlex.CONFIG_NAME if export is not None else None,
         )
         _write_atomic(staging / MANIFEST_NAME, manifest.to_json())
         return manifest
+
+    @staticmethod
+    def _stage_config(staging: Path, source: Path, config: StrPath | None) -> paddlex.ExportConfig | None:
+        """Copy ``config`` in as ``inference.yml`` (refusing a second one) and read it."""
+        target = staging / paddlex.CONFIG_NAME
+        if config is not None:
+            config = Path(config)
+            if target.exists():
+                raise PublishError(
+                    f"{source} already has an {paddlex.CONFIG_NAME}; publish it as is, without a config file"
+                )
+            if not config.is_file():
+                raise PublishError(f"config file {config} does not exist")
+            shutil.copyfile(config, target)
+        return paddlex.read_config(target) if target.exists() else None
+
+    @staticmethod
+    def _settings(
+        files: formats.ModelFiles,
+        sample: TensorsIn | None,
+        export: paddlex.ExportConfig | None,
+        probing: _Probing,
+    ) -> tuple[RuntimeSettings, tuple[RuntimeTrial, ...]]:
+        runtime = probing.runtime
+        shapes = export.shapes if export is not None else ()
+        if runtime is None or isinstance(runtime, RuntimeSettings):
+            settings = runtime or RuntimeSettings()
+            if shapes and not settings.trt_shapes:
+                settings = replace(settings, trt_shapes=shapes)
+            return settings, ()
+        if runtime != AUTO:
+            raise PublishError(f"runtime must be settings or {AUTO!r}, not {runtime!r}")
+        if probing.probe is None or sample is None:
+            raise PublishError("runtime settings are tuned by running the sample: give a probe and a sample")
+        result = tuning.tune(
+            probing.probe, files, sample,
+            base=RuntimeSettings(trt_shapes=shapes), runs=probing.runs, progress=probing.progress,
+        )
+        return result.chosen, result.trials
+
+    @staticmethod
+    def _describe_outputs(
+        files: formats.ModelFiles,
+        sample: TensorsIn | None,
+        export: paddlex.ExportConfig | None,
+        settings: RuntimeSettings,
+        probe: ModelProbe | None,
+    ) -> tuple[TensorSpec, ...]:
+        """Run the sample (and the smallest export shape) once; dimensions that differ are -1."""
+        if sample is None:
+            raise PublishError("give a sample input or the output signature")
+        if probe is None:
+            raise PublishError(
+                "describing the outputs runs the model: give the output signature or a probe "
+                "(workbench.runtime.paddle.PaddleProbe)"
+            )
+        outputs = _measure(probe, files, sample, settings).outputs
+        specs = {name: TensorSpec.from_array(name, array) for name, array in outputs.items()}
+        if export is not None and set(sample) == {s.name for s in export.shapes}:
+            smaller = _measure(probe, files, export.sample("min"), settings).outputs
+            for name, array in smaller.items():
+                if name in specs and array.ndim == len(specs[name].shape):
+                    pairs = zip(specs[name].shape, array.shape, strict=True)
+                    dims = tuple(d if d == s else -1 for d, s in pairs)
+                    specs[name] = replace(specs[name], shape=dims)
+        return tuple(specs.values())
 
     def verify(self, model: str, version: Version | str, *, public_key: StrPath | None = None) -> Manifest:
         """Check sha256s (always) and the signature (when a key is given or configured).
@@ -440,6 +572,40 @@ class ModelRepository:
         stale = {a: None for a, v in self._read_aliases(model_dir).items() if v == path.name}
         if stale:
             self._update_aliases(model_dir, stale)
+
+
+@dataclass(frozen=True)
+class _Probing:
+    """How publishing may run the model: the probe, the runtime settings, the config."""
+
+    probe: ModelProbe | None
+    runtime: RuntimeSettings | str | None
+    config: StrPath | None
+    progress: Callable[[int, int, RuntimeTrial | None], None] | None
+    runs: int = tuning.RUNS
+
+
+def _measure(
+    probe: ModelProbe, files: formats.ModelFiles, sample: TensorsIn, settings: RuntimeSettings
+) -> Any:
+    try:
+        return probe.measure(files, sample, settings)
+    except WorkbenchError as exc:
+        hint = "" if settings.onednn is False else "; try --runtime auto or --runtime onednn=off"
+        raise PublishError(f"the model does not run with runtime settings {settings}: {exc}{hint}") from exc
+
+
+def _copy_tree(source: Path, staging: Path) -> None:
+    """Copy the content of ``source`` (not hidden files, manifest or signature)."""
+    for path in sorted(source.rglob("*")):
+        rel = path.relative_to(source)
+        if any(part.startswith(".") for part in rel.parts) or rel.as_posix() in UNHASHED:
+            continue
+        if path.is_dir():
+            (staging / rel).mkdir(parents=True, exist_ok=True)
+        elif path.is_file():
+            (staging / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, staging / rel)
 
 
 def _write_atomic(path: Path, text: str) -> None:

@@ -31,3 +31,16 @@ class Task(str, Enum):
         except ValueError:
             known = ", ".join(t.value for t in cls)
             raise ValueError(f"unknown task {value!r}; known tasks: {known}") from None
+
+
+# PaddleX's PostProcess names (inference.yml) and the task each implies.
+_POSTPROCESS_TASKS = {
+    "DBPostProcess": Task.TEXT_DETECTION,
+    "CTCLabelDecode": Task.TEXT_RECOGNITION,
+    "Topk": Task.CLASSIFICATION,
+}
+
+
+def task_for_postprocess(name: str | None) -> Task:
+    """The task a PaddleX ``PostProcess.name`` implies; generic for any other or none."""
+    return _POSTPROCESS_TASKS.get(name or "", Task.GENERIC)

@@ -200,7 +200,9 @@ class LoadedVersion:
         from workbench.runtime.paddle import PaddlePredictor
 
         files = formats.detect(self.path)
-        predictor = PaddlePredictor.open(files, self._device, cpu_threads=self._cpu_threads)
+        predictor = PaddlePredictor.open(
+            files, self._device, cpu_threads=self._cpu_threads, settings=self.manifest.runtime
+        )
         expected = {spec.name for spec in self.manifest.inputs}
         if set(predictor.input_names) != expected:
             raise ModelLoadError(

@@ -1,27 +1,30 @@
-"""Paddle Inference adapter for the predictor seam.
+"""Paddle Inference adapter for the predictor seam, and the probe publishing runs models by.
 
-CPU is exercised by the tests. The GPU branch (``Config.enable_use_gpu`` with a
-memory pool and device id) follows Paddle Inference's documented API but cannot
-be run on machines without a CUDA build of Paddle and a GPU.
+CPU is exercised by the tests. A version's runtime settings (oneDNN, IR and memory
+optimisation, threads, deleted passes; on a GPU precision and TensorRT) are applied
+by :mod:`workbench.runtime.paddle_config`. The GPU branch (``Config.enable_use_gpu``
+with a memory pool, device id and precision) follows Paddle Inference's documented
+API but cannot be run on machines without a CUDA build of Paddle and a GPU.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from workbench._paddle import import_inference
 from workbench.errors import ModelLoadError, PredictError
-from workbench.model.manifest import TensorSpec
+from workbench.model.probe import Measurement
+from workbench.model.runtime_settings import RuntimeSettings
+from workbench.runtime.device import Device, gpu_count
+from workbench.runtime.paddle_config import apply_settings, settings_in_effect
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
-
     from workbench._types import Tensors, TensorsIn
     from workbench.model.formats import ModelFiles
-    from workbench.runtime.device import Device
 
 log = logging.getLogger(__name__)
 
@@ -29,9 +32,11 @@ log = logging.getLogger(__name__)
 class PaddlePredictor:
     """One ``paddle.inference`` predictor with its input and output names."""
 
-    def __init__(self, predictor: Any, *, device: str) -> None:
+    def __init__(self, predictor: Any, *, device: str, in_effect: dict[str, Any] | None = None) -> None:
         self._predictor = predictor
         self.device = device
+        # What the config reported after the version's settings were applied.
+        self.in_effect: dict[str, Any] = dict(in_effect or {})
         self.input_names: list[str] = list(predictor.get_input_names())
         self.output_names: list[str] = list(predictor.get_output_names())
         # handles belong to the predictor and stay valid across runs: looked up once
@@ -39,8 +44,19 @@ class PaddlePredictor:
         self._outputs = [(name, predictor.get_output_handle(name)) for name in self.output_names]
 
     @classmethod
-    def open(cls, files: ModelFiles, device: Device, *, cpu_threads: int = 1) -> PaddlePredictor:
-        """Create a predictor for ``files`` on ``device``; Paddle errors become ModelLoadError."""
+    def open(
+        cls,
+        files: ModelFiles,
+        device: Device,
+        *,
+        cpu_threads: int = 1,
+        settings: RuntimeSettings | None = None,
+    ) -> PaddlePredictor:
+        """Create a predictor for ``files`` on ``device`` with a version's ``settings``
+        (Paddle's defaults when None); Paddle errors become ModelLoadError.
+
+        ``cpu_threads`` applies unless the settings fix a thread count of their own.
+        """
         inference = import_inference()
         if files.format == "legacy" and files.params is None:
             config = inference.Config(str(files.program.parent))
@@ -51,16 +67,16 @@ class PaddlePredictor:
         config.disable_glog_info()
         if device.is_gpu:
             _require_cuda(device)
-            # memory_pool_init_size_mb, device_id: Paddle Inference's GPU setup.
-            config.enable_use_gpu(device.memory_pool_mb, device.index)
-        else:
-            config.disable_gpu()
-            config.set_cpu_math_library_num_threads(cpu_threads)
+        apply_settings(
+            config, settings or RuntimeSettings(), device,
+            cpu_threads=cpu_threads, precision_type=inference.PrecisionType,
+        )
+        in_effect = settings_in_effect(config)
         try:
             predictor = inference.create_predictor(config)
         except Exception as exc:
             raise ModelLoadError(f"Paddle could not load {files.program}: {_first_line(exc)}") from exc
-        return cls(predictor, device=str(device))
+        return cls(predictor, device=str(device), in_effect=in_effect)
 
     def run(self, inputs: TensorsIn) -> Tensors:
         try:
@@ -76,7 +92,7 @@ class PaddlePredictor:
             raise PredictError(f"Paddle failed to run the batch: {_first_line(exc)}") from exc
 
     def clone(self) -> PaddlePredictor:
-        return PaddlePredictor(self._predictor.clone(), device=self.device)
+        return PaddlePredictor(self._predictor.clone(), device=self.device, in_effect=self.in_effect)
 
     def release(self) -> None:
         try:
@@ -88,26 +104,41 @@ class PaddlePredictor:
         self._inputs = self._outputs = []
 
 
-def probe_outputs(
-    files: ModelFiles, inputs: Sequence[TensorSpec], sample: TensorsIn
-) -> tuple[TensorSpec, ...]:
-    """Run ``sample`` once on the CPU and describe the outputs (batch dimension dynamic)."""
-    from workbench.runtime.device import Device
+class PaddleProbe:
+    """The model layer's :class:`~workbench.model.probe.ModelProbe`, on Paddle's CPU predictor.
 
-    predictor = PaddlePredictor.open(files, Device("cpu"))
-    missing = [spec.name for spec in inputs if spec.name not in sample]
-    if missing or set(predictor.input_names) != {spec.name for spec in inputs}:
-        raise ModelLoadError(
-            f"the model's inputs are {predictor.input_names}, the sample gives {sorted(sample)}"
+    Faces hand it to ``ModelRepository.publish`` to describe outputs and to try runtime
+    settings (``--runtime auto``). Each call loads its own predictor and releases it.
+    """
+
+    def __init__(self, *, cpu_threads: int = 1) -> None:
+        self.cpu_threads = cpu_threads
+
+    def measure(
+        self, files: ModelFiles, inputs: TensorsIn, settings: RuntimeSettings, *, runs: int = 0
+    ) -> Measurement:
+        predictor = PaddlePredictor.open(
+            files, Device("cpu"), cpu_threads=self.cpu_threads, settings=settings
         )
-    outputs = predictor.run({name: np.asarray(array) for name, array in sample.items()})
-    predictor.release()
-    return tuple(TensorSpec.from_array(name, array) for name, array in outputs.items())
+        try:
+            missing = sorted(set(predictor.input_names) - set(inputs))
+            if missing:
+                raise ModelLoadError(
+                    f"the model's inputs are {predictor.input_names}, the sample gives {sorted(inputs)}"
+                )
+            batch = {name: np.asarray(inputs[name]) for name in predictor.input_names}
+            outputs = predictor.run(batch)
+            seconds = []
+            for _ in range(runs):
+                started = time.perf_counter()
+                predictor.run(batch)
+                seconds.append(time.perf_counter() - started)
+            return Measurement(outputs, tuple(seconds), predictor.in_effect)
+        finally:
+            predictor.release()
 
 
 def _require_cuda(device: Device) -> None:
-    from workbench.runtime.device import gpu_count
-
     count = gpu_count()
     if count == 0:
         raise ModelLoadError(

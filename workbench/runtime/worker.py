@@ -203,9 +203,14 @@ def worker_main(fd: int) -> None:
     label, path, device, cpu_threads, input_names = conn.recv()
     try:
         from workbench.model import formats
+        from workbench.model.manifest import Manifest
         from workbench.runtime.paddle import PaddlePredictor
 
-        predictor = PaddlePredictor.open(formats.detect(path), device, cpu_threads=cpu_threads)
+        # the version's runtime settings come from its manifest, verified by the front
+        settings = Manifest.read(path).runtime
+        predictor = PaddlePredictor.open(
+            formats.detect(path), device, cpu_threads=cpu_threads, settings=settings
+        )
         if set(predictor.input_names) != set(input_names):
             raise ModelLoadError(
                 f"{label}: the model's inputs {predictor.input_names} differ from the "

@@ -1,0 +1,143 @@
+"""Runtime settings as data (text form, manifest form) and the auto-tuner's choice (fake probe)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from workbench.errors import ModelLoadError, PublishError
+from workbench.model.formats import ModelFiles
+from workbench.model.manifest import Manifest, TensorSpec
+from workbench.model.probe import Measurement
+from workbench.model.runtime_settings import RuntimeSettings, RuntimeTrial, SettingsError, ShapeRange
+from workbench.model.task import Task
+from workbench.model.tuning import disagreement_with, tune
+
+
+def test_text_form_round_trips_and_names_only_what_is_set() -> None:
+    settings = RuntimeSettings.parse(" onednn=off, ir_optim=ON ,threads=2,delete_pass=a+b_c,memory_optim=no")
+    assert settings == RuntimeSettings(
+        onednn=False, ir_optim=True, memory_optim=False, cpu_threads=2, delete_passes=("a", "b_c")
+    )
+    assert settings.describe() == "onednn=off,ir_optim=on,memory_optim=off,threads=2,delete_pass=a+b_c"
+    assert RuntimeSettings.parse(settings.describe()) == settings
+    assert RuntimeSettings.parse("").describe() == "default"
+    gpu = RuntimeSettings.parse("precision=fp16,tensorrt=on")
+    assert (gpu.precision, gpu.tensorrt) == ("fp16", True)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("onednn=maybe", "runtime setting onednn is on or off, not 'maybe'"),
+        ("speed=fast", "unknown runtime setting 'speed'; known settings: onednn, ir_optim"),
+        ("threads=0", "threads must be a positive integer, not '0'"),
+        ("threads=two", "threads must be a positive integer, not 'two'"),
+        ("onednn", "runtime setting 'onednn' needs the form key=value"),
+        ("onednn=on,onednn=off", "runtime setting 'onednn' is given twice"),
+        ("precision=fp8", "precision must be one of fp32, fp16, bf16, not 'fp8'"),
+        ("delete_pass=a b", "pass names are letters, digits and underscores"),
+    ],
+)
+def test_bad_settings_say_what_is_wrong_in_one_sentence(text: str, message: str) -> None:
+    with pytest.raises(SettingsError) as caught:
+        RuntimeSettings.parse(text)
+    assert str(caught.value).startswith(message)
+    assert "\n" not in str(caught.value)
+
+
+def test_shape_ranges_are_checked() -> None:
+    with pytest.raises(SettingsError, match="min <= opt <= max"):
+        ShapeRange("x", (1, 3, 64), (1, 3, 32), (1, 3, 128))
+    with pytest.raises(SettingsError, match="rank"):
+        ShapeRange.from_lists("x", [[1, 3], [1, 3, 4], [1, 3, 4]])
+
+
+def _manifest(**fields: object) -> Manifest:
+    return Manifest(
+        "m", "1.0.0", "pir", (), (TensorSpec("x", "float32", (-1, 3)),), (), "2026-12-06T00:00:00+00:00",
+        **fields,  # type: ignore[arg-type]
+    )
+
+
+def test_manifest_round_trips_runtime_task_and_codec() -> None:
+    settings = RuntimeSettings(
+        onednn=False, cpu_threads=2, trt_shapes=(ShapeRange("x", (1, 3), (2, 3), (8, 3)),)
+    )
+    manifest = _manifest(
+        task=Task.TEXT_RECOGNITION,
+        codec={"preprocess": [{"DecodeImage": {"img_mode": "BGR"}}], "postprocess": {"name": "CTCLabelDecode"}},
+        runtime=settings,
+        runtime_trials=(RuntimeTrial(settings, True, 1.25), RuntimeTrial(RuntimeSettings(), False, None, "boom")),
+        config="inference.yml",
+    )
+    data = json.loads(manifest.to_json())
+    assert data["task"] == "text-recognition"
+    assert data["runtime"]["onednn"] is False
+    assert data["runtime"]["trt_shapes"] == {"x": [[1, 3], [2, 3], [8, 3]]}
+    assert Manifest.from_dict(data) == manifest
+
+
+def test_manifests_without_settings_load_with_paddles_defaults(tmp_path: Path) -> None:
+    data = json.loads(_manifest().to_json())
+    for key in ("task", "codec", "runtime", "runtime_trials", "config"):
+        data.pop(key)
+    old = Manifest.from_dict(data)
+    assert old.runtime == RuntimeSettings() and old.runtime.is_default
+    assert (old.task, old.codec, old.runtime_trials) == (Task.GENERIC, None, ())
+
+
+class FakeProbe:
+    """Outputs and timings by settings, for the tuner's pure logic."""
+
+    def __init__(self) -> None:
+        self.seen: list[RuntimeSettings] = []
+
+    def measure(self, files: ModelFiles, inputs: object, settings: RuntimeSettings, *, runs: int = 0) -> Measurement:
+        self.seen.append(settings)
+        if settings.onednn and settings.ir_optim:
+            raise ModelLoadError("Paddle could not load m: (Unimplemented) not supported")
+        out = np.ones((1, 4), np.float32)
+        if settings.onednn and not settings.ir_optim:
+            out = out + 0.5  # wrong answers, very fast
+            return Measurement({"y": out}, (0.001,) * runs)
+        seconds = 0.010 if settings.ir_optim else 0.020
+        return Measurement({"y": out + 1e-6}, (seconds, seconds * 3, seconds)[:runs] or ())
+
+
+def test_tune_drops_failures_and_disagreements_and_keeps_the_fastest() -> None:
+    probe = FakeProbe()
+    files = ModelFiles("pir", Path("m.json"), Path("m.pdiparams"))
+    result = tune(probe, files, {"x": np.zeros((1, 3), np.float32)}, base=RuntimeSettings(cpu_threads=2), runs=3)
+    assert probe.seen[0] == RuntimeSettings(onednn=False, ir_optim=False, cpu_threads=2)  # the reference
+    assert result.chosen == RuntimeSettings(onednn=False, ir_optim=True, cpu_threads=2)
+    by = {t.settings.describe(): t for t in result.trials}
+    assert set(by) == {
+        "onednn=on,ir_optim=on,threads=2", "onednn=on,ir_optim=off,threads=2",
+        "onednn=off,ir_optim=on,threads=2", "onednn=off,ir_optim=off,threads=2",
+    }
+    assert not by["onednn=on,ir_optim=on,threads=2"].ok
+    assert "Unimplemented" in by["onednn=on,ir_optim=on,threads=2"].reason
+    assert "differs from the reference by up to 0.5" in by["onednn=on,ir_optim=off,threads=2"].reason
+    assert by["onednn=off,ir_optim=on,threads=2"].p50_ms == pytest.approx(10.0)
+
+
+def test_tune_fails_when_nothing_runs() -> None:
+    class Broken:
+        def measure(self, *args: object, **kwargs: object) -> Measurement:
+            raise ModelLoadError("Paddle could not load m: bad program")
+
+    files = ModelFiles("pir", Path("m.json"), Path("m.pdiparams"))
+    with pytest.raises(PublishError, match="does not run even with oneDNN and IR optimisation off: .*bad program"):
+        tune(Broken(), files, {"x": np.zeros(1)})
+
+
+def test_disagreement_names_shape_and_missing_outputs() -> None:
+    want = {"y": np.zeros((1, 4), np.float32)}
+    assert disagreement_with(want, {"y": np.zeros((1, 4), np.float32)}) == ""
+    assert "shape (1, 5)" in disagreement_with(want, {"y": np.zeros((1, 5), np.float32)})
+    assert "missing" in disagreement_with(want, {})
+    assert "not finite" in disagreement_with(want, {"y": np.full((1, 4), np.nan, np.float32)})

@@ -1,11 +1,13 @@
 """Task-aware scores on real OCR exports: PP-OCRv5 mobile against PP-OCRv4 (RapidOCR's).
 
 Lines and pages of text are rendered with known content and positions, run through
-the real recognisers (through the hub and :func:`compare`) and detectors (through
-``paddle.inference`` directly: PP-OCRv5's detector needs oneDNN off on this CPU build,
-which the runtime does not set yet), then decoded by a minimal decoder kept here — a
-CTC greedy decode, and a thresholded probability map cut into connected components,
-each grown back by an unclip distance — until the codecs' postprocessors replace it.
+the real recognisers (through the hub and :func:`compare`, decoded by each version's
+codec: CTCLabelDecode with its own character table) and detectors (through
+``paddle.inference`` directly: PP-OCRv5's detector needs oneDNN off on this CPU build).
+The detectors' maps are decoded here by a minimal decoder — a thresholded probability
+map cut into connected components, each grown back by an unclip distance — so that a
+decoding bug can be staged on them; tests/runtime/test_scoring_codecs.py scores the
+codecs' own DBPostProcess boxes.
 """
 
 from __future__ import annotations
@@ -125,14 +127,22 @@ def rec_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VersionHub]:
     hub.close()
 
 
+def codec_texts(version: str, out: np.ndarray) -> list[tuple[str, float]]:
+    """rec 1.0.0 (PP-OCRv4, no inference.yml: RapidOCR's settings) or 2.0.0 (its export's)."""
+    from tests.codecs import _ocr
+    from workbench.codecs import Codec
+
+    codec = Codec(_ocr.v4_rec_spec()) if version == "1.0.0" else Codec.from_export(
+        V5 / "PP-OCRv5_mobile_rec")
+    return [(r.text, r.score) for r in codec.decode(out, [])]
+
+
 def test_recognisers_compared_by_character_error_rate(rec_hub: VersionHub) -> None:
     texts, images = text_lines(40)
-    tables = {"1.0.0": characters_v4(), "2.0.0": characters_v5()}
     result = compare(rec_hub, images, labels=texts, batch_size=8, task="text-recognition",
-                     decode=lambda version, out: ctc_decode(out, tables[version]),
-                     thresholds=["cer<=0.05"], min_rows=32)
+                     decode=codec_texts, thresholds=["cer<=0.05"], min_rows=32)
     assert result.task is Task.TEXT_RECOGNITION
-    read = {v: [str(t) for t in result.results[v]] for v in result.versions}
+    read = {v: [text for text, _ in result.results[v]] for v in result.versions}
     # both read the rendered text nearly perfectly: the ground truth judges them
     for version in result.versions:
         cer, exact = result.truth[version]
@@ -155,10 +165,12 @@ def test_recognisers_compared_by_character_error_rate(rec_hub: VersionHub) -> No
 
 def test_a_wrong_character_table_fails_the_recognition_check(rec_hub: VersionHub) -> None:
     # the same v4 scores decoded with v5's table: a version shipped with the wrong codec
+    # (decoded by the minimal greedy decoder here: the codec refuses a table of the wrong size)
     texts, images = text_lines(40, seed=1)
     v4 = rec_hub.predict({"x": images}, version="1.0.0").outputs
     scores = next(iter(v4.values()))
-    good = ctc_decode(scores, characters_v4())
+    good = [text for text, _ in codec_texts("1.0.0", scores)]
+    assert good == ctc_decode(scores, characters_v4())  # the minimal decoder reads alike
     wrong = ctc_decode(scores, characters_v5())
     judged = score_all(Task.TEXT_RECOGNITION, good, wrong,
                        thresholds=[Threshold("cer", 0.05), Threshold("exact_match", 0.8)],

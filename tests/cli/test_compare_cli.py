@@ -86,3 +86,40 @@ def test_compare_rejects_a_threshold_in_the_wrong_direction(demo_repo: Path) -> 
                                       "--threshold", "cer>=0.05"])
     assert result.exit_code == 2
     assert "cer is bounded with <=" in result.output
+
+
+def test_compare_reads_text_recognisers_through_their_codecs(tmp_path: Path) -> None:
+    """PP-OCRv5's recogniser (a PaddleX export) against PP-OCRv4's (published with the
+    config written from RapidOCR's settings): the manifests say text-recognition, the
+    codecs decode, and the scores are CER and exact match."""
+    from tests.runtime.test_scoring_ocr import EXPORTS, text_lines
+    from workbench.model.ocr_exports import OcrExports, write_legacy_configs
+    from workbench.model.repository import ModelRepository
+    from workbench.runtime.paddle import PaddleProbe
+
+    exports = OcrExports(EXPORTS)
+    if exports.missing():
+        pytest.skip(f"the OCR exports are not under {EXPORTS}")
+    texts, images = text_lines(40, seed=3)
+    repo = ModelRepository(tmp_path / "repo")
+    probe = PaddleProbe()
+    repo.publish("rec", "1.0.0", exports.v5_rec, probe=probe)
+    configs = write_legacy_configs(exports, tmp_path / "configs")
+    repo.publish("rec", "2.0.0", exports.v4_rec, config=configs["rec"], probe=probe)
+    np.savez(tmp_path / "lines.npz", x=images, labels=np.array(texts))
+    result = CliRunner().invoke(app, ["compare", "rec", "1.0.0", "2.0.0", "--repo",
+                                      str(tmp_path / "repo"), "--data", str(tmp_path / "lines.npz"),
+                                      "--batch-size", "8", "--device", "cpu", "--isolation", "thread",
+                                      "--threshold", "cer<=0.05", "--min-rows", "32", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["task"] == "text-recognition" and report["rows"] == 40
+    (pair,) = report["scores"]
+    cer, exact = pair["scores"]
+    assert (cer["metric"], cer["threshold"], cer["verdict"]) == ("cer", "cer<=0.05", "pass")
+    assert exact["metric"] == "exact_match" and exact["value"] > 0.8
+    for version in ("1.0.0", "2.0.0"):
+        truth_cer = report["truth"][version][0]
+        assert truth_cer["metric"] == "cer" and truth_cer["value"] < 0.03, truth_cer
+    # the disagreeing rows are those read differently
+    assert len(report["disagreements"]) == round((1 - exact["value"]) * 40)

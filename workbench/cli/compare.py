@@ -10,7 +10,11 @@ import typer
 from workbench.cli._common import JsonOption, RepoOption, console, print_json, resolve_repo
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
     from rich.table import Table
+
+    from workbench.model.repository import ModelRepository
 
 
 def register(app: typer.Typer) -> None:
@@ -61,7 +65,8 @@ def compare(
             "(box F1 at IoU 0.5), text-recognition (character error rate, exact match) or "
             "generic (rows within a tolerance) [default: the manifest's, else classification "
             "for class scores, generic otherwise]. Detection and recognition compare decoded "
-            "results and need the version's codec.",
+            "results: every version needs a codec (published from a PaddleX export, or with "
+            "--config).",
             show_default=False,
         ),
     ] = None,
@@ -120,7 +125,8 @@ def compare(
             status.update("running side by side")
             result = run_compare(hub, inputs, versions=targets, labels=label_values,
                                  batch_size=batch_size, task=kind, thresholds=bounds,
-                                 min_rows=min_rows)
+                                 min_rows=min_rows,
+                                 decode=codec_decoder(repository, model, targets))
     finally:
         hub.close()
     if json:
@@ -135,6 +141,36 @@ def compare(
     console.print(f"{len(disagree)} row(s) where versions disagree" + (
         f": {disagree[:20].tolist()}" + (" …" if len(disagree) > 20 else "") if len(disagree) else ""
     ))
+
+
+def codec_decoder(
+    repository: ModelRepository, model: str, versions: Sequence[str]
+) -> Callable[[str, Any], list[Any]] | None:
+    """Decode each version's raw output with its own codec, to plain values for scoring:
+    boxes ``(N, 4, 2)`` in the input's pixels, or texts. None unless every version has a
+    detection or recognition codec."""
+    from workbench.model.task import Task
+
+    manifests = {v: repository.manifest(model, v) for v in versions}
+    specs = {v: m.codec for v, m in manifests.items()}
+    decoded = {Task.TEXT_DETECTION, Task.TEXT_RECOGNITION}
+    if any(spec is None for spec in specs.values()) or any(
+        m.task not in decoded for m in manifests.values()
+    ):
+        return None
+    from workbench.codecs import Codec
+
+    codecs = {v: Codec(spec) for v, spec in specs.items() if spec is not None}
+
+    def decode(version: str, output: Any) -> list[Any]:
+        codec = codecs[version]
+        if codec.task is Task.TEXT_DETECTION:
+            # raw maps, no source images: boxes in the model input's own pixels
+            metas = [{"shape": [output.shape[-2], output.shape[-1]]}] * len(output)
+            return [found.boxes for found in codec.decode(output, metas)]
+        return [read.text for read in codec.decode(output, [{}] * len(output))]
+
+    return decode
 
 
 def _frame_table(frame: Any, title: str) -> Table:

@@ -10,11 +10,7 @@ import typer
 from workbench.cli._common import JsonOption, RepoOption, console, print_json, resolve_repo
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
-
     from rich.table import Table
-
-    from workbench.model.repository import ModelRepository
 
 
 def register(app: typer.Typer) -> None:
@@ -116,6 +112,9 @@ def compare(
         inputs, label_values = repository.sample(model, targets[0]), None
     if labels is not None:
         label_values = np.load(labels, allow_pickle=False)
+    from workbench.runtime.decoders import codec_decoder
+
+    manifests = {v: repository.manifest(model, v) for v in targets}
     hub = VersionHub(repository, model, device=device, isolation=isolation)
     try:
         with console.status(f"loading {', '.join(targets)}") as status:
@@ -126,7 +125,7 @@ def compare(
             result = run_compare(hub, inputs, versions=targets, labels=label_values,
                                  batch_size=batch_size, task=kind, thresholds=bounds,
                                  min_rows=min_rows,
-                                 decode=codec_decoder(repository, model, targets))
+                                 decode=codec_decoder(manifests))
     finally:
         hub.close()
     if json:
@@ -141,36 +140,6 @@ def compare(
     console.print(f"{len(disagree)} row(s) where versions disagree" + (
         f": {disagree[:20].tolist()}" + (" …" if len(disagree) > 20 else "") if len(disagree) else ""
     ))
-
-
-def codec_decoder(
-    repository: ModelRepository, model: str, versions: Sequence[str]
-) -> Callable[[str, Any], list[Any]] | None:
-    """Decode each version's raw output with its own codec, to plain values for scoring:
-    boxes ``(N, 4, 2)`` in the input's pixels, or texts. None unless every version has a
-    detection or recognition codec."""
-    from workbench.model.task import Task
-
-    manifests = {v: repository.manifest(model, v) for v in versions}
-    specs = {v: m.codec for v, m in manifests.items()}
-    decoded = {Task.TEXT_DETECTION, Task.TEXT_RECOGNITION}
-    if any(spec is None for spec in specs.values()) or any(
-        m.task not in decoded for m in manifests.values()
-    ):
-        return None
-    from workbench.codecs import Codec
-
-    codecs = {v: Codec(spec) for v, spec in specs.items() if spec is not None}
-
-    def decode(version: str, output: Any) -> list[Any]:
-        codec = codecs[version]
-        if codec.task is Task.TEXT_DETECTION:
-            # raw maps, no source images: boxes in the model input's own pixels
-            metas = [{"shape": [output.shape[-2], output.shape[-1]]}] * len(output)
-            return [found.boxes for found in codec.decode(output, metas)]
-        return [read.text for read in codec.decode(output, [{}] * len(output))]
-
-    return decode
 
 
 def _frame_table(frame: Any, title: str) -> Table:

@@ -280,6 +280,11 @@ def check_agreement(
 
     started = time.perf_counter()
     errors: list[str] = []
+    kind = task or Task.CLASSIFICATION
+    if decode is None and kind in (Task.TEXT_DETECTION, Task.TEXT_RECOGNITION):
+        log.warning("%s: no decoder for %s outputs: comparing raw tensors", model, kind.value)
+        kind = Task.GENERIC
+    decoded = decode is not None and kind in (Task.TEXT_DETECTION, Task.TEXT_RECOGNITION)
     gathered: dict[str, tuple[list[Array], list[Array]]] = {}
     sources = []
     for source, inputs in batches:
@@ -292,6 +297,14 @@ def check_agreement(
             continue
         stable_version = stable_version or left.version
         candidate_version = candidate_version or right.version
+        if decoded and left.outputs and right.outputs:
+            # decoded by each version's codec: the first outputs pair up, whatever their
+            # names (another export of the same task names them differently)
+            name = next(iter(left.outputs))
+            pair = gathered.setdefault(name, ([], []))
+            pair[0].append(left.outputs[name])
+            pair[1].append(next(iter(right.outputs.values())))
+            continue
         missing = sorted(set(left.outputs) ^ set(right.outputs))
         if missing:
             errors.append(f"{source}: outputs differ by name: {missing}")
@@ -300,10 +313,6 @@ def check_agreement(
             pair = gathered.setdefault(name, ([], []))
             pair[0].append(left.outputs[name])
             pair[1].append(right.outputs[name])
-    kind = task or Task.CLASSIFICATION
-    if decode is None and kind in (Task.TEXT_DETECTION, Task.TEXT_RECOGNITION):
-        log.warning("%s: no decoder for %s outputs: comparing raw tensors", model, kind.value)
-        kind = Task.GENERIC
     threshold = scoring.agreement_threshold(kind, min_top1)
     outputs = []
     for index, (name, (lefts, rights)) in enumerate(gathered.items()):

@@ -19,7 +19,7 @@ from workbench.deploy.rollout.phases import Verdict
 from workbench.errors import BackendError, DeployError, WorkbenchError
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping
 
     from workbench.deploy.backends.base import Backend, Instance
     from workbench.deploy.client import ServingClient
@@ -172,6 +172,7 @@ class Probe:
                 stable_version=stable.version,
                 candidate_version=candidate.version,
                 task=declared_task(self.state),
+                decode=_decoder(self.state),
             )
         self.report = report
         return Verdict(report.passed, report.summary())
@@ -189,6 +190,20 @@ def declared_task(state: DeploymentState) -> Task | None:
         return task_of(ModelRepository(state.repo).manifest(state.model, version))
     except (WorkbenchError, ValueError) as exc:
         log.info("%s: cannot read the task of %s: %s", state.name, version, exc)
+        return None
+
+
+def _decoder(state: DeploymentState) -> Callable[[str, Any], list[Any]] | None:
+    """Both colours' codecs (detection/recognition versions published with one), or None."""
+    from workbench.model.repository import ModelRepository
+    from workbench.runtime.decoders import codec_decoder
+
+    versions = [v for v in (state.stable_version, state.candidate_version) if v]
+    try:
+        repo = ModelRepository(state.repo)
+        return codec_decoder({v: repo.manifest(state.model, v) for v in versions})
+    except (WorkbenchError, ValueError) as exc:
+        log.info("%s: no codecs to decode with: %s", state.name, exc)
         return None
 
 

@@ -26,7 +26,8 @@ How each is measured:
   decreasing IoU, each box used at most once, pairs below the IoU threshold never (the
   ICDAR-style one-to-one match; Hungarian matching differs only on ties of crowded
   boxes). IoU is exact for convex polygons (Sutherland–Hodgman clipping; DB's boxes are
-  rotated rectangles, hence convex). No boxes on either side is perfect agreement.
+  rotated rectangles, hence convex): :mod:`workbench.runtime.polygons`. No boxes on
+  either side is perfect agreement.
 - **cer** pools over images too: the Levenshtein distance over characters summed over
   images, divided by the reference characters summed (at least 1).
 - Both pooled ratios get a 95% percentile **bootstrap** interval: images resampled with
@@ -53,6 +54,7 @@ import numpy as np
 
 from workbench.errors import InputError
 from workbench.model.task import Task
+from workbench.runtime.polygons import IOU_THRESHOLD, as_boxes, match_boxes, polygon_iou
 
 if TYPE_CHECKING:
     from workbench._types import Array
@@ -86,7 +88,6 @@ __all__ = [
 Z_95 = 1.959964  # two-sided 95% normal quantile
 BOOTSTRAP_RESAMPLES = 2000
 BOOTSTRAP_SEED = 20261206
-IOU_THRESHOLD = 0.5
 RTOL, ATOL = 1e-3, 1e-5  # generic tensors: the default tolerance
 Verdict = Literal["pass", "fail", "inconclusive", "no threshold"]
 
@@ -359,92 +360,6 @@ def top1(reference: Array | Sequence[int], candidate: Array | Sequence[int]) -> 
 # ----------------------------------------------------------------------------- detection
 
 
-def _clip(subject: list[tuple[float, float]], a: Array, b: Array) -> list[tuple[float, float]]:
-    """The part of ``subject`` left of the directed edge ``a -> b`` (one clipping step)."""
-    out: list[tuple[float, float]] = []
-    if not subject:
-        return out
-
-    def side(p: tuple[float, float]) -> float:
-        return float((b[0] - a[0]) * (p[1] - a[1]) - (b[1] - a[1]) * (p[0] - a[0]))
-
-    prev = subject[-1]
-    for cur in subject:
-        s_cur, s_prev = side(cur), side(prev)
-        if s_cur >= 0:
-            if s_prev < 0:
-                out.append(_cross(prev, cur, s_prev, s_cur))
-            out.append(cur)
-        elif s_prev >= 0:
-            out.append(_cross(prev, cur, s_prev, s_cur))
-        prev = cur
-    return out
-
-
-def _cross(p: tuple[float, float], q: tuple[float, float], sp: float, sq: float
-           ) -> tuple[float, float]:
-    t = sp / (sp - sq)
-    return p[0] + t * (q[0] - p[0]), p[1] + t * (q[1] - p[1])
-
-
-def _area(points: Array | list[tuple[float, float]]) -> float:
-    """Signed shoelace area (positive when counter-clockwise in x-right, y-up axes)."""
-    pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
-    if len(pts) < 3:
-        return 0.0
-    x, y = pts[:, 0], pts[:, 1]
-    return 0.5 * float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1)))
-
-
-def polygon_iou(a: Array, b: Array) -> float:
-    """Exact intersection over union of two convex polygons ``(K, 2)`` (any orientation)."""
-    pa, pb = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    area_a, area_b = _area(pa), _area(pb)
-    if area_a < 0:
-        pa, area_a = pa[::-1], -area_a
-    if area_b < 0:
-        pb, area_b = pb[::-1], -area_b
-    if area_a <= 0 or area_b <= 0:
-        return 0.0
-    inter: list[tuple[float, float]] = [(float(x), float(y)) for x, y in pa]
-    for i in range(len(pb)):
-        inter = _clip(inter, pb[i], pb[(i + 1) % len(pb)])
-        if not inter:
-            return 0.0
-    overlap = abs(_area(inter))
-    union = area_a + area_b - overlap
-    return overlap / union if union > 0 else 0.0
-
-
-def _boxes(value: Any) -> Array:
-    array = np.asarray(value, dtype=np.float64)
-    if array.size == 0:
-        return np.zeros((0, 4, 2))
-    if array.ndim != 3 or array.shape[-1] != 2:
-        raise InputError(f"boxes must be (N, K, 2) polygons, got shape {array.shape}")
-    return array
-
-
-def match_boxes(reference: Array, candidate: Array, iou: float = IOU_THRESHOLD) -> int:
-    """How many one-to-one pairs reach ``iou``: greedy, best IoU first."""
-    ref, cand = _boxes(reference), _boxes(candidate)
-    if not len(ref) or not len(cand):
-        return 0
-    pairs = sorted(
-        ((polygon_iou(r, c), i, j) for i, r in enumerate(ref) for j, c in enumerate(cand)),
-        reverse=True,
-    )
-    used_r: set[int] = set()
-    used_c: set[int] = set()
-    for value, i, j in pairs:
-        if value < iou:
-            break
-        if i not in used_r and j not in used_c:
-            used_r.add(i)
-            used_c.add(j)
-    return len(used_r)
-
-
 def box_f1(
     reference: Sequence[Array], candidate: Sequence[Array], *, iou: float = IOU_THRESHOLD
 ) -> ScoreResult:
@@ -453,7 +368,7 @@ def box_f1(
         raise InputError(f"{len(reference)} reference images but {len(candidate)} candidate ones")
     tp, fp, fn = [], [], []
     for ref, cand in zip(reference, candidate, strict=True):
-        r, c = len(_boxes(ref)), len(_boxes(cand))
+        r, c = len(as_boxes(ref)), len(as_boxes(cand))
         matched = match_boxes(ref, cand, iou)
         tp.append(matched)
         fp.append(c - matched)
@@ -664,7 +579,7 @@ def differing(task: Task | str, reference: Any, candidate: Any, *,
     if task is Task.TEXT_DETECTION:
         flags = []
         for ref, cand in zip(reference, candidate, strict=True):
-            r, c = len(_boxes(ref)), len(_boxes(cand))
+            r, c = len(as_boxes(ref)), len(as_boxes(cand))
             flags.append(not (r == c == match_boxes(ref, cand)))
         return np.flatnonzero(flags)
     fa = np.asarray(reference, dtype=np.float64)

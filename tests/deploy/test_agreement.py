@@ -86,6 +86,7 @@ def test_recognisers_are_checked_over_http_by_their_codecs(tmp_path: Path) -> No
     version's codec and judged by CER (min agreement 0.85: cer <= 0.15)."""
     from tests.runtime.test_scoring_ocr import EXPORTS, text_lines
     from tests.serving.conftest import ServeProcess
+    from workbench.codecs import Codec
     from workbench.deploy.client import ServingClient
     from workbench.deploy.rollout.agreement import check_agreement
     from workbench.model.ocr_exports import OcrExports, write_legacy_configs
@@ -107,7 +108,7 @@ def test_recognisers_are_checked_over_http_by_their_codecs(tmp_path: Path) -> No
                for v in ("1.0.0", "2.0.0")]
     _, images = text_lines(32, seed=5)
     batches = [(f"lines {i}", {"x": images[i : i + 8]}) for i in range(0, 32, 8)]
-    decode = codec_decoder({v: repo.manifest("rec", v) for v in ("1.0.0", "2.0.0")})
+    decode = codec_decoder({v: repo.manifest("rec", v) for v in ("1.0.0", "2.0.0")}, Codec)
     try:
         for server in servers:
             server.start(wait_ready=False)

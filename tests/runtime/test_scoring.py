@@ -200,6 +200,7 @@ def test_a_manifest_that_says_only_generic_leaves_the_task_to_the_outputs_shape(
 
 
 def test_codec_decoder_turns_raw_outputs_into_texts_and_boxes() -> None:
+    from workbench.codecs import Codec
     from workbench.model.manifest import Manifest, TensorSpec
     from workbench.runtime.decoders import codec_decoder
 
@@ -212,13 +213,13 @@ def test_codec_decoder_turns_raw_outputs_into_texts_and_boxes() -> None:
     rec = {"preprocess": [], "postprocess": {"name": "CTCLabelDecode",
                                              "character_dict": ["a", "b", "c"],
                                              "use_space_char": False}}
-    decode = codec_decoder({"1.0.0": manifest(Task.TEXT_RECOGNITION, rec)})
+    decode = codec_decoder({"1.0.0": manifest(Task.TEXT_RECOGNITION, rec)}, Codec)
     assert decode is not None
     steps = np.eye(4)[[1, 1, 0, 2, 3, 3, 0]][None]  # a a _ b c c _ -> "abc"
     assert decode("1.0.0", steps) == ["abc"]
     det = {"preprocess": [], "postprocess": {"name": "DBPostProcess", "thresh": 0.3,
                                              "box_thresh": 0.5, "unclip_ratio": 1.5}}
-    decode = codec_decoder({"2.0.0": manifest(Task.TEXT_DETECTION, det)})
+    decode = codec_decoder({"2.0.0": manifest(Task.TEXT_DETECTION, det)}, Codec)
     assert decode is not None
     prob = np.zeros((1, 1, 64, 96), np.float32)
     prob[0, 0, 20:30, 10:70] = 0.9
@@ -226,6 +227,6 @@ def test_codec_decoder_turns_raw_outputs_into_texts_and_boxes() -> None:
     assert boxes.shape == (1, 4, 2)
     assert boxes[0, :, 0].min() < 10 and boxes[0, :, 0].max() > 70  # grown by the unclip
     # a version without a codec, or of another task: nothing to decode with
-    assert codec_decoder({"1.0.0": manifest(Task.TEXT_RECOGNITION, None)}) is None
+    assert codec_decoder({"1.0.0": manifest(Task.TEXT_RECOGNITION, None)}, Codec) is None
     assert codec_decoder({"1.0.0": manifest(Task.TEXT_RECOGNITION, rec),
-                          "2.0.0": manifest(Task.GENERIC, None)}) is None
+                          "2.0.0": manifest(Task.GENERIC, None)}, Codec) is None

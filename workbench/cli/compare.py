@@ -112,6 +112,7 @@ def compare(
         inputs, label_values = repository.sample(model, targets[0]), None
     if labels is not None:
         label_values = np.load(labels, allow_pickle=False)
+    from workbench.codecs import Codec
     from workbench.runtime.decoders import codec_decoder
 
     manifests = {v: repository.manifest(model, v) for v in targets}
@@ -125,7 +126,7 @@ def compare(
             result = run_compare(hub, inputs, versions=targets, labels=label_values,
                                  batch_size=batch_size, task=kind, thresholds=bounds,
                                  min_rows=min_rows,
-                                 decode=codec_decoder(manifests))
+                                 decode=codec_decoder(manifests, Codec))
     finally:
         hub.close()
     if json:

@@ -195,13 +195,14 @@ def declared_task(state: DeploymentState) -> Task | None:
 
 def _decoder(state: DeploymentState) -> Callable[[str, Any], list[Any]] | None:
     """Both colours' codecs (detection/recognition versions published with one), or None."""
+    from workbench.codecs import Codec
     from workbench.model.repository import ModelRepository
     from workbench.runtime.decoders import codec_decoder
 
     versions = [v for v in (state.stable_version, state.candidate_version) if v]
     try:
         repo = ModelRepository(state.repo)
-        return codec_decoder({v: repo.manifest(state.model, v) for v in versions})
+        return codec_decoder({v: repo.manifest(state.model, v) for v in versions}, Codec)
     except (WorkbenchError, ValueError) as exc:
         log.info("%s: no codecs to decode with: %s", state.name, exc)
         return None

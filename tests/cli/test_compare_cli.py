@@ -88,6 +88,7 @@ def test_compare_rejects_a_threshold_in_the_wrong_direction(demo_repo: Path) -> 
     assert "cer is bounded with <=" in result.output
 
 
+@pytest.mark.slow
 def test_compare_reads_text_recognisers_through_their_codecs(tmp_path: Path) -> None:
     """PP-OCRv5's recogniser (a PaddleX export) against PP-OCRv4's (published with the
     config written from RapidOCR's settings): the manifests say text-recognition, the

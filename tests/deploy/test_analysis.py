@@ -113,6 +113,45 @@ def test_agreement_says_when_the_candidate_failed_rather_than_disagreed() -> Non
     assert result.message.endswith("the candidate answered 61 of them with an error")
 
 
+def test_agreement_of_other_tasks_judged_on_their_scores_cautious_end() -> None:
+    from workbench.model.task import Task
+    from workbench.runtime.scoring import ScoreResult
+
+    def check(metric: str, value: float, interval: tuple[float, float], rows: int,
+              unanswered: int = 0) -> OutputCheck:
+        score = ScoreResult(Task.GENERIC, metric, value, interval, rows)
+        return OutputCheck(rows=rows, agreement=None, accuracy_stable=None,
+                           accuracy_candidate=None, unanswered=unanswered, score=score)
+
+    rule = AgreementRule()
+    # CER: the upper bound must stay under max_cer (0.05 by default)
+    low_cer = rule.judge(seen(window(), output=check("cer", 0.01, (0.004, 0.03), 120)))
+    assert (low_cer.verdict, low_cer.threshold, low_cer.value) == ("pass", 0.05, 0.03)
+    near = rule.judge(seen(window(), output=check("cer", 0.03, (0.01, 0.07), 120)))
+    assert (near.verdict, near.sustained) == ("fail", True)
+    assert "upper bound 0.07 (want cer<=0.05)" in near.message
+    # box F1: the lower bound must reach min_box_f1
+    assert rule.judge(seen(window(), output=check("box_f1", 0.97, (0.93, 0.99), 60))
+                      ).verdict == "pass"
+    assert rule.judge(seen(window(), output=check("box_f1", 0.9, (0.8, 0.95), 60))
+                      ).verdict == "fail"
+    # too few rows: inconclusive, whatever the score
+    few = rule.judge(seen(window(), output=check("cer", 0.0, (0.0, 0.0), 8)))
+    assert few.verdict == "inconclusive" and few.message == "8 rows replayed, need 32"
+    down = rule.judge(seen(window(), output=check("within_tolerance", 0.0, (0.0, 0.06), 61,
+                                                  unanswered=61)))
+    assert down.verdict == "fail" and down.message.endswith("answered 61 of them with an error")
+    # thresholds per metric from the analysis file
+    spec = AnalysisSpec.from_dict({"agreement": {"max_cer": 0.1, "min_box_f1": 0.7}})
+    loose = spec.rule("agreement")
+    assert isinstance(loose, AgreementRule) and (loose.max_cer, loose.min_box_f1) == (0.1, 0.7)
+    assert loose.judge(seen(window(), output=check("cer", 0.03, (0.01, 0.07), 120))
+                       ).verdict == "pass"
+    assert AnalysisSpec.from_dict(spec.to_dict()).rule("agreement") == loose
+    with pytest.raises(DeployValueError, match="agreement.max_cer must be a fraction"):
+        AnalysisSpec.from_dict({"agreement": {"max_cer": 2}})
+
+
 def test_accuracy_drop_in_points() -> None:
     rule = AccuracyRule()
     drop = OutputCheck(rows=540, agreement=0.74, accuracy_stable=0.94, accuracy_candidate=0.735)

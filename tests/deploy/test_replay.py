@@ -105,3 +105,38 @@ def test_a_bad_labelled_set_is_one_sentence(tmp_path: Path) -> None:
         load_labelled(tmp_path / "nolabels.npz")
     with pytest.raises(DeployError, match="cannot read"):
         load_labelled(tmp_path / "missing.npz")
+
+
+def test_other_tasks_are_replayed_into_their_score(
+        instances: dict[str, ServeProcess], labelled: Path) -> None:
+    from workbench.deploy.rollout.analysis import AgreementRule, Observation
+    from workbench.deploy.rollout.signals import ColourWindow
+    from workbench.model.task import Task
+
+    stable, good = instances["stable"].url, instances["good"].url
+    inputs, _ = load_labelled(labelled)
+    x = {"x": inputs["x"][:64]}
+    same = replay(stable, stable, "digits", x, task=Task.GENERIC, batch_rows=16)
+    assert same.agreement is None and same.rows == 64 and same.score is not None
+    assert (same.score.metric, same.score.value) == ("within_tolerance", 1.0)
+    other = replay(stable, good, "digits", x, task=Task.GENERIC, batch_rows=16)
+    assert other.score is not None and other.score.value is not None
+    assert other.score.value < 0.5 and other.score.details["max_abs_diff"] > 0.01
+    failing = replay(stable, instances["failing"].url, "digits", x, task=Task.GENERIC)
+    assert failing.unanswered == 64 and failing.score is not None and failing.score.value == 0.0
+    # a decoder turns each row into a one-character "text": its CER is 1 - top-1 agreement
+    top1 = replay(stable, good, "digits", x, batch_rows=16)
+    assert top1.agreement is not None
+
+    def as_text(version: str, out: np.ndarray) -> list[str]:
+        return [str(i) for i in out.argmax(axis=-1)]
+
+    read = replay(stable, good, "digits", x, task=Task.TEXT_RECOGNITION, decode=as_text,
+                  batch_rows=16)
+    assert read.score is not None and read.score.metric == "cer"
+    assert read.score.value == pytest.approx(1 - top1.agreement)
+    # the canary rule judges it by max_cer
+    observed = Observation(30.0, ColourWindow("green", 30.0, 100, 0, 10.0, 1e8), output=read)
+    strict, loose = AgreementRule(max_cer=0.01), AgreementRule(max_cer=0.5)
+    assert strict.judge(observed).verdict == "fail"
+    assert loose.judge(observed).verdict == "pass"

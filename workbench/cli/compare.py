@@ -39,7 +39,11 @@ def compare(
         Path | None,
         typer.Option(help=".npz of named inputs (and optional `labels`) or .npy [default: the sample]."),
     ] = None,
-    labels: Annotated[Path | None, typer.Option(help=".npy of integer class labels.")] = None,
+    labels: Annotated[
+        Path | None,
+        typer.Option(help=".npy of ground truth: integer class labels, or texts for "
+                     "text-recognition."),
+    ] = None,
     batch_size: Annotated[int, typer.Option(help="Rows per request.")] = 1,
     device: Annotated[str, typer.Option(help="cpu, gpu:N or auto.")] = "auto",
     isolation: Annotated[
@@ -50,15 +54,52 @@ def compare(
             "auto: process on a GPU, thread on the CPU."
         ),
     ] = "auto",
+    task: Annotated[
+        str | None,
+        typer.Option(
+            help="How outputs are compared: classification (top-1 agreement), text-detection "
+            "(box F1 at IoU 0.5), text-recognition (character error rate, exact match) or "
+            "generic (rows within a tolerance) [default: the manifest's, else classification "
+            "for class scores, generic otherwise]. Detection and recognition compare decoded "
+            "results: every version needs a codec (published from a PaddleX export, or with "
+            "--config).",
+            show_default=False,
+        ),
+    ] = None,
+    threshold: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--threshold",
+            help="A bound that gives the scores a verdict (pass, fail or inconclusive when "
+            "the 95% interval straddles it), repeatable: top1>=0.85, box_f1>=0.9, "
+            "cer<=0.05, exact_match>=0.8, within_tolerance>=0.99.",
+        ),
+    ] = None,
+    min_rows: Annotated[
+        int, typer.Option(help="Fewer rows than this make a verdict inconclusive.")
+    ] = 1,
     json: JsonOption = False,
 ) -> None:
-    """Run one input batch through several versions: latency, agreement, accuracy."""
+    """Run one input batch through several versions: latency, agreement, accuracy.
+
+    Agreement is measured by the task, each score with its 95% interval: top-1 for
+    classification, box F1 for text detection, CER for text recognition, rows within a
+    tolerance for anything else. With --threshold each score gets a verdict.
+    """
     import numpy as np
 
     from workbench import ModelRepository, VersionHub
+    from workbench.errors import InputError
+    from workbench.model.task import Task
+    from workbench.runtime.scoring import Threshold
 
     if isolation not in ("process", "thread", "auto"):
         raise typer.BadParameter("--isolation must be process, thread or auto")
+    try:
+        kind = Task.parse(task) if task is not None else None
+        bounds = [Threshold.parse(t) for t in threshold or ()]
+    except (ValueError, InputError) as exc:
+        raise typer.BadParameter(str(exc)) from None
     from workbench import compare as run_compare
 
     repository = ModelRepository(resolve_repo(repo))
@@ -71,6 +112,10 @@ def compare(
         inputs, label_values = repository.sample(model, targets[0]), None
     if labels is not None:
         label_values = np.load(labels, allow_pickle=False)
+    from workbench.codecs import Codec
+    from workbench.runtime.decoders import codec_decoder
+
+    manifests = {v: repository.manifest(model, v) for v in targets}
     hub = VersionHub(repository, model, device=device, isolation=isolation)
     try:
         with console.status(f"loading {', '.join(targets)}") as status:
@@ -78,7 +123,10 @@ def compare(
                 status.update(f"loading and warming {model}:{version}")
                 hub.load(version)
             status.update("running side by side")
-            result = run_compare(hub, inputs, versions=targets, labels=label_values, batch_size=batch_size)
+            result = run_compare(hub, inputs, versions=targets, labels=label_values,
+                                 batch_size=batch_size, task=kind, thresholds=bounds,
+                                 min_rows=min_rows,
+                                 decode=codec_decoder(manifests, Codec))
     finally:
         hub.close()
     if json:
@@ -86,6 +134,9 @@ def compare(
         return
     console.print(_frame_table(result.table(), f"{model}: {result.rows} rows, batch {batch_size}"))
     console.print(_frame_table(result.agreement.set_index(["a", "b"]), "agreement"))
+    for pair in result.pairs:
+        for score in pair.scores:
+            console.print(f"{pair.a} vs {pair.b}: {score}")
     disagree = result.disagreements()
     console.print(f"{len(disagree)} row(s) where versions disagree" + (
         f": {disagree[:20].tolist()}" + (" …" if len(disagree) > 20 else "") if len(disagree) else ""

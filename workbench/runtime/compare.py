@@ -5,11 +5,20 @@ inputs under the same conditions. The result holds per-version latency
 percentiles and accuracy (when labels are given), pairwise agreement (top-1
 agreement, max and mean absolute difference, mean cosine similarity) and the
 rows where versions disagree.
+
+Agreement is judged by the task (:mod:`workbench.runtime.scoring`): top-1 for
+classification, box F1 at IoU 0.5 for text detection, character error rate (and
+exact match) for text recognition, rows within a tolerance for anything else, each
+with its 95% interval and, when thresholds are given, a verdict. Detection and
+recognition compare decoded results: pass ``decode`` (a codec's postprocessor: version
+name and raw output array -> one result per row); decoded versions may differ in their
+raw outputs (another character set, another output name).
 """
 
 from __future__ import annotations
 
 import itertools
+import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -18,10 +27,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from workbench.errors import InputError
+from workbench.model.task import Task
+from workbench.runtime import scoring
 from workbench.runtime.latency import percentiles
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
     import pandas as pd
 
@@ -31,6 +42,7 @@ if TYPE_CHECKING:
     from workbench.runtime.loaded import LoadedVersion
 
 Array = np.ndarray[Any, Any]
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -43,6 +55,12 @@ class Agreement:
     max_abs_diff: float
     mean_abs_diff: float
     cosine: float  # mean per-row cosine similarity
+    scores: tuple[scoring.ScoreResult, ...] = ()  # the task's metrics, primary first
+
+    @property
+    def score(self) -> scoring.ScoreResult | None:
+        """The task's primary score (top-1, box F1, CER or within-tolerance)."""
+        return self.scores[0] if self.scores else None
 
 
 def top1_agreement(a: Array, b: Array) -> float | None:
@@ -56,11 +74,17 @@ def top1_agreement(a: Array, b: Array) -> float | None:
         raise InputError(f"outputs differ in shape: {a.shape} vs {b.shape}")
     if a.ndim < 2 or a.shape[-1] < 2 or a.size == 0:
         return None
-    return float(np.mean(np.argmax(a, axis=-1) == np.argmax(b, axis=-1)))
+    return scoring.top1(a, b).value
 
 
-def agreement(a: Array, b: Array, *, names: tuple[str, str] = ("a", "b")) -> Agreement:
-    """Compare two output arrays of equal shape (rows first)."""
+def agreement(
+    a: Array,
+    b: Array,
+    *,
+    names: tuple[str, str] = ("a", "b"),
+    scores: Sequence[scoring.ScoreResult] = (),
+) -> Agreement:
+    """Compare two output arrays of equal shape (rows first); ``scores`` are the task's."""
     if a.shape != b.shape:
         raise InputError(f"outputs differ in shape: {a.shape} vs {b.shape}")
     fa = a.reshape(len(a), -1).astype(np.float64)
@@ -77,6 +101,7 @@ def agreement(a: Array, b: Array, *, names: tuple[str, str] = ("a", "b")) -> Agr
         float(diff.max(initial=0.0)),
         float(diff.mean()),
         float(cosines.mean()),
+        tuple(scores),
     )
 
 
@@ -93,6 +118,9 @@ class Comparison:
     rows: int = 0
     batch_size: int = 1
     seconds: float = 0.0  # wall time of running every batch through every version
+    task: Task = Task.CLASSIFICATION  # the task the scores were measured for
+    results: dict[str, Sequence[Any]] = field(default_factory=dict)  # decoded, when decoded
+    truth: dict[str, tuple[scoring.ScoreResult, ...]] = field(default_factory=dict)  # vs labels
 
     @property
     def overlap(self) -> float:
@@ -127,36 +155,56 @@ class Comparison:
 
     @property
     def agreement(self) -> pd.DataFrame:
-        """One row per pair of versions."""
+        """One row per pair of versions: today's raw measures, then the task's primary score
+        (``metric``, ``value``, its 95% interval ``ci_low``..``ci_high``, ``verdict``)."""
         import pandas as pd
 
-        return pd.DataFrame.from_records(
-            [
-                {
-                    "a": p.a,
-                    "b": p.b,
-                    "top1_agreement": p.top1,
-                    "max_abs_diff": p.max_abs_diff,
-                    "mean_abs_diff": p.mean_abs_diff,
-                    "cosine": p.cosine,
-                }
-                for p in self.pairs
-            ],
-            columns=["a", "b", "top1_agreement", "max_abs_diff", "mean_abs_diff", "cosine"],
-        )
+        columns = ["a", "b", "top1_agreement", "max_abs_diff", "mean_abs_diff", "cosine",
+                   "metric", "value", "ci_low", "ci_high", "verdict"]
+        records = []
+        for p in self.pairs:
+            s = p.score
+            interval = s.interval if s is not None and s.interval is not None else (None, None)
+            records.append({
+                "a": p.a,
+                "b": p.b,
+                "top1_agreement": p.top1,
+                "max_abs_diff": p.max_abs_diff,
+                "mean_abs_diff": p.mean_abs_diff,
+                "cosine": p.cosine,
+                "metric": None if s is None else s.metric,
+                "value": None if s is None else s.value,
+                "ci_low": interval[0],
+                "ci_high": interval[1],
+                "verdict": None if s is None else s.verdict,
+            })
+        return pd.DataFrame.from_records(records, columns=columns)
 
     def table(self) -> pd.DataFrame:
         """The summary per version: accuracy (if labels), latency, agreement with the first version."""
         frame = self.latency[["p50_ms", "p99_ms", "rows_per_s"]].copy()
         if self.accuracy:
             frame.insert(0, "accuracy", [self.accuracy[v] for v in self.versions])
+        for version, scores in self.truth.items():
+            for s in scores:
+                frame.loc[version, f"{s.metric}_vs_labels"] = s.value
         reference = self.versions[0]
-        agree = {reference: 1.0}
+        if self.task is Task.CLASSIFICATION:
+            agree = {reference: 1.0}
+            for pair in self.pairs:
+                if pair.a == reference and pair.top1 is not None:
+                    agree[pair.b] = pair.top1
+            if len(agree) == len(self.versions):
+                frame[f"top1_vs_{reference}"] = [agree[v] for v in self.versions]
+            return frame
+        metric = scoring.PRIMARY[self.task]
+        perfect = 0.0 if metric == "cer" else 1.0
+        values: dict[str, float | None] = {reference: perfect}
         for pair in self.pairs:
-            if pair.a == reference and pair.top1 is not None:
-                agree[pair.b] = pair.top1
-        if len(agree) == len(self.versions):
-            frame[f"top1_vs_{reference}"] = [agree[v] for v in self.versions]
+            if pair.a == reference and pair.score is not None:
+                values[pair.b] = pair.score.value
+        if len(values) == len(self.versions):
+            frame[f"{metric}_vs_{reference}"] = [values[v] for v in self.versions]
         return frame
 
     def predictions(self) -> dict[str, Array]:
@@ -164,9 +212,18 @@ class Comparison:
         return {v: out.reshape(len(out), -1).argmax(axis=1) for v, out in self.outputs.items()}
 
     def disagreements(self) -> Array:
-        """Row indices where at least two versions predict different classes."""
-        predicted = np.stack(list(self.predictions().values()))
-        return np.flatnonzero((predicted != predicted[0]).any(axis=0))
+        """Row indices where at least two versions disagree: predict different classes
+        (classification), read different text, find boxes that do not match one to one, or
+        differ beyond the tolerance (generic) — each version against the first."""
+        if self.task is Task.CLASSIFICATION:
+            predicted = np.stack(list(self.predictions().values()))
+            return np.flatnonzero((predicted != predicted[0]).any(axis=0))
+        first = self.versions[0]
+        source: dict[str, Any] = self.results if self.results else self.outputs
+        rows: set[int] = set()
+        for version in self.versions[1:]:
+            rows.update(scoring.differing(self.task, source[first], source[version]).tolist())
+        return np.array(sorted(rows), dtype=np.int64)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -176,7 +233,13 @@ class Comparison:
             "batch_size": self.batch_size,
             "seconds": self.seconds,
             "overlap": self.overlap,
+            "task": self.task.value,
             "accuracy": self.accuracy,
+            "scores": [
+                {"a": p.a, "b": p.b, "scores": [s.to_dict() for s in p.scores]}
+                for p in self.pairs
+            ],
+            "truth": {v: [s.to_dict() for s in scores] for v, scores in self.truth.items()},
             "latency_ms": self.latency.round(4).reset_index().to_dict(orient="records"),
             "agreement": self.agreement.to_dict(orient="records"),
             "disagreements": self.disagreements().tolist(),
@@ -191,7 +254,9 @@ class Comparison:
         )
 
     def __str__(self) -> str:
-        return self.table().to_string() + "\n\n" + self.agreement.to_string(index=False)
+        lines = [f"{p.a} vs {p.b}: {s}" for p in self.pairs for s in p.scores]
+        return (self.table().to_string() + "\n\n" + self.agreement.to_string(index=False)
+                + ("\n\n" + "\n".join(lines) if lines else ""))
 
 
 def compare(
@@ -199,15 +264,29 @@ def compare(
     inputs: TensorsIn | Array,
     *,
     versions: Sequence[Version | str] | None = None,
-    labels: Array | Sequence[int] | None = None,
+    labels: Array | Sequence[Any] | None = None,
     batch_size: int = 1,
     output: str | None = None,
+    task: Task | str | None = None,
+    decode: Callable[[str, Array], Sequence[Any]] | None = None,
+    thresholds: Sequence[scoring.Threshold | str] = (),
+    min_rows: int = 1,
 ) -> Comparison:
     """Run ``inputs`` through ``versions`` (default: all loaded) and compare them.
 
     ``inputs`` is a dict of arrays, or one array for single-input models. Rows
     are sent in batches of ``batch_size``, round-robin across versions; versions
     that all run in worker processes (process isolation) run in parallel.
+
+    ``task`` (default: the manifest's, else classification for class scores and generic
+    otherwise) chooses the scores; detection and recognition need ``decode``, which turns
+    a version's name and output array into one result per row (boxes ``(N, 4, 2)``; text or
+    ``(text, score)``). ``labels`` are the ground truth in the same form (class ids for
+    classification). ``thresholds`` (``"cer<=0.05"``, ``"box_f1>=0.9"``, ...) give the
+    scores a verdict; fewer than ``min_rows`` rows is inconclusive.
+
+    ``output`` names the output to compare (it must exist in every version); by default
+    each version's first output, so exports that name it differently still compare.
     """
     loaded = [hub.get(v) for v in versions] if versions else hub.loaded
     if not loaded:
@@ -222,10 +301,12 @@ def compare(
     arrays = loaded[0].validate(inputs)
     rows = len(next(iter(arrays.values())))
     out_name = output or loaded[0].outputs[0].name
-    if labels is not None:
-        labels = np.asarray(labels)
-        if len(labels) != rows:
-            raise InputError(f"{len(labels)} labels for {rows} rows")
+    out_names = {str(lv.version): output or lv.outputs[0].name for lv in loaded}
+    judged = [t if isinstance(t, scoring.Threshold) else scoring.Threshold.parse(t)
+              for t in thresholds]
+    if labels is not None and len(labels) != rows:
+        raise InputError(f"{len(labels)} labels for {rows} rows")
+    declared = _task(task, loaded[0], decode)
     names = [str(lv.version) for lv in loaded]
     chunks: dict[str, list[Array]] = {n: [] for n in names}
     latencies: dict[str, list[float]] = {n: [] for n in names}
@@ -237,9 +318,10 @@ def compare(
             began = time.perf_counter()
             result = leased.predict(batch, validate=False)
             latencies[name].append(time.perf_counter() - began)
-        if out_name not in result:
-            raise InputError(f"{hub.model}:{name} has no output {out_name!r} (has {sorted(result)})")
-        chunks[name].append(result[out_name])
+        wanted = out_names[name]
+        if wanted not in result:
+            raise InputError(f"{hub.model}:{name} has no output {wanted!r} (has {sorted(result)})")
+        chunks[name].append(result[wanted])
 
     def run_all(name: str, lv: LoadedVersion) -> None:
         for batch in batches:
@@ -258,11 +340,55 @@ def compare(
                 run(name, lv, batch)
     seconds = time.perf_counter() - began
     outputs = {n: np.concatenate(c) for n, c in chunks.items()}
-    pairs = [
-        agreement(outputs[a], outputs[b], names=(a, b)) for a, b in itertools.combinations(names, 2)
-    ]
+    kind = declared or scoring.guessed_task(outputs[names[0]])
+    results: dict[str, Sequence[Any]] = {}
+    if decode is not None and kind in (Task.TEXT_DETECTION, Task.TEXT_RECOGNITION):
+        results = {n: list(decode(n, out)) for n, out in outputs.items()}
+    scored: dict[str, Any] = results or outputs
+
+    def scores(reference: Any, candidate: Any) -> tuple[scoring.ScoreResult, ...]:
+        if kind is Task.CLASSIFICATION and top1_agreement(reference, candidate) is None:
+            return ()  # not class scores (one column): there is no top-1 to compare
+        return scoring.score_all(kind, reference, candidate, thresholds=judged, min_n=min_rows)
+
+    pairs = []
+    for a, b in itertools.combinations(names, 2):
+        if results and outputs[a].shape != outputs[b].shape:
+            # decoded results compare; raw outputs of another shape (a larger character
+            # set, say) have no element-wise difference
+            nan = float("nan")
+            pairs.append(Agreement(a, b, None, nan, nan, nan, scores(scored[a], scored[b])))
+        else:
+            pairs.append(agreement(outputs[a], outputs[b], names=(a, b),
+                                   scores=scores(scored[a], scored[b])))
     accuracy: dict[str, float] = {}
-    if labels is not None:
+    truth: dict[str, tuple[scoring.ScoreResult, ...]] = {}
+    if labels is not None and kind is Task.CLASSIFICATION:
+        truth_ids = np.asarray(labels)
         for name, out in outputs.items():
-            accuracy[name] = float((out.reshape(rows, -1).argmax(axis=1) == labels).mean())
-    return Comparison(names, out_name, outputs, latencies, pairs, accuracy, rows, batch_size, seconds)
+            accuracy[name] = float((out.reshape(rows, -1).argmax(axis=1) == truth_ids).mean())
+    elif labels is not None:
+        truth = {n: scoring.score_all(kind, list(labels), scored[n], thresholds=judged,
+                                      min_n=min_rows) for n in names}
+    return Comparison(names, out_name, outputs, latencies, pairs, accuracy, rows, batch_size,
+                      seconds, kind, results, truth)
+
+
+def _task(task: Task | str | None, first: LoadedVersion, decode: object) -> Task | None:
+    """The task to score by: the caller's or the manifest's (None: guess from the outputs).
+
+    A detection or recognition task without a decoder is compared as generic tensors
+    when it came from the manifest (with a warning), and refused when asked for.
+    """
+    if task is not None:
+        kind = Task.parse(task) if isinstance(task, str) else task
+        if decode is None and kind in (Task.TEXT_DETECTION, Task.TEXT_RECOGNITION):
+            raise InputError(f"comparing by {kind.value} needs decoded results: pass decode= "
+                             "(the codec's postprocessor)")
+        return kind
+    declared = scoring.declared_task(first.manifest)
+    if decode is None and declared in (Task.TEXT_DETECTION, Task.TEXT_RECOGNITION):
+        log.warning("%s is a %s model but no decoder was given: comparing raw tensors",
+                    first.version, declared.value if declared else "")
+        return Task.GENERIC
+    return declared

@@ -100,7 +100,7 @@ class Channel:
         data = bytearray(total)
         got = 0
         while got < total:
-            size = self._sock.recv_into(memoryview(data)[got:], PACKET)
+            size = self._sock.recv_into(memoryview(data)[got:], min(PACKET, total - got))
             if size == 0:
                 raise EOFError("the other end closed the channel")
             got += size

@@ -8,7 +8,9 @@
     GET  /v2/models/{m}[/versions/{v}]         model metadata (inputs/outputs, datatypes, shapes)
     GET  /v2/models/{m}[/versions/{v}]/ready   readiness of the model / of one version
     GET  /v2/models/{m}[/versions/{v}]/config  Triton-style model configuration
-    POST /v2/models/{m}[/versions/{v}]/infer   inference (JSON or binary tensor extension)
+    POST /v2/models/{m}[/versions/{v}]/infer   inference (JSON or binary tensor extension;
+                                               a BYTES input of encoded images goes through
+                                               the version's codec: serving/images.py)
     GET  /v2/models[/{m}[/versions/{v}]]/stats Triton's statistics extension
     POST /v2/repository/index                  the repository's versions and their state
     POST /v2/repository/models/{m}/load|unload Triton's repository extension (admin token)
@@ -46,6 +48,7 @@ from workbench.serving import protocol
 from workbench.serving.admin import admin_routes
 from workbench.serving.batching import QueueFull
 from workbench.serving.connections import PEER_CLOSED
+from workbench.serving.images import ImageInference, wants_codec
 from workbench.serving.protocol import HEADER_LENGTH, ProtocolError
 from workbench.serving.reservoir import Reservoir, reservoir_route
 from workbench.serving.responses import (
@@ -159,6 +162,7 @@ class _Handlers:
         self.service = service
         self.model = service.model
         self.reservoir = Reservoir(service.settings.reservoir_size)
+        self.images = ImageInference(service)
         # ids for responses to requests without one: unique per process start and request
         self._id_prefix = uuid.uuid4().hex[:12]
         self._ids = itertools.count(1)
@@ -336,16 +340,20 @@ class _Handlers:
             loaded = service.take(ref)
             try:
                 version = loaded.version_label
-                inputs = service.check_inputs(
-                    loaded, decoded.inputs, [out.name for out in decoded.outputs or ()]
-                )
-                service.check_batch(loaded, decoded.batch_size)
-                if not head.replay:
-                    self.reservoir.offer(inputs)
-                if service.settings.faults is not None:
-                    await service.settings.faults.apply(version)
-                computed = time.perf_counter()
-                result = await service.run(loaded, inputs, gone=_peer_probe(scope))
+                if wants_codec(decoded):  # encoded images in, the task's result out
+                    computed = time.perf_counter()
+                    result = await self.images.infer(loaded, decoded, gone=_peer_probe(scope))
+                else:
+                    inputs = service.check_inputs(
+                        loaded, decoded.inputs, [out.name for out in decoded.outputs or ()]
+                    )
+                    service.check_batch(loaded, decoded.batch_size)
+                    if not head.replay:
+                        self.reservoir.offer(inputs)
+                    if service.settings.faults is not None:
+                        await service.settings.faults.apply(version)
+                    computed = time.perf_counter()
+                    result = await service.run(loaded, inputs, gone=_peer_probe(scope))
                 encoding = time.perf_counter()
                 content, json_length = protocol.encode_infer_response(
                     model=self.model,

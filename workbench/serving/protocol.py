@@ -8,6 +8,11 @@ for in binary (``parameters.binary_data`` per output, or ``binary_data_output`` 
 whole request) are appended after the JSON header, whose size the response announces
 in the same header. Triton's ``tritonclient.http`` and KServe's REST client speak this.
 
+``BYTES`` elements travel as strings in JSON and length-prefixed (4-byte little-endian)
+in binary. An input whose ``parameters.content_type`` is ``"base64"`` (MLServer's and
+KServe's convention for binary payloads such as encoded images in JSON) carries its
+elements base64-encoded; they are decoded here, so the rest of the server sees bytes.
+
 Everything here is pure: bytes in, arrays out (and back). Every problem with a request
 raises :class:`ProtocolError` (an :class:`~workbench.errors.InputError`) with a message
 fit to return to the client.
@@ -15,6 +20,8 @@ fit to return to the client.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import math
 import struct
@@ -231,6 +238,8 @@ def decode_infer_request(
                 )
             array = _from_binary(binary[offset : offset + size], datatype, shape, name)
             offset += size
+        if name in plan.base64:
+            array = _from_base64(array, name)
         if not allow_nonfinite and array.dtype.kind == "f" and not np.isfinite(array).all():
             raise ProtocolError(f"input {name!r} contains NaN or infinite values")
         inputs[name] = array
@@ -253,6 +262,7 @@ class _Plan:
     outputs: tuple[RequestedOutput, ...] | None
     binary_output: bool
     parameters: Mapping[str, Any]
+    base64: frozenset[str] = frozenset()  # BYTES inputs whose elements are base64 text
 
     @property
     def reusable(self) -> bool:
@@ -279,6 +289,7 @@ def _plan(header: bytes) -> _Plan:
         raise ProtocolError("request must have a non-empty 'inputs' list")
     inputs: list[tuple[str, str, tuple[int, ...], int, Array | None]] = []
     names: set[str] = set()
+    encoded: set[str] = set()
     for index, raw in enumerate(raw_inputs):
         if not isinstance(raw, dict):
             raise ProtocolError(f"inputs[{index}] must be an object")
@@ -290,7 +301,12 @@ def _plan(header: bytes) -> _Plan:
         names.add(name)
         shape = _shape(raw.get("shape"), name)
         dtype = dtype_of(raw.get("datatype"))
-        size = _binary_size(_parameters(raw, f"input {name!r}"), name)
+        input_params = _parameters(raw, f"input {name!r}")
+        if input_params.get("content_type") == "base64":
+            if raw["datatype"] != "BYTES":
+                raise ProtocolError(f"input {name!r}: content_type base64 needs datatype BYTES")
+            encoded.add(name)
+        size = _binary_size(input_params, name)
         if size is not None:
             if "data" in raw:
                 raise ProtocolError(f"input {name!r} has both 'data' and binary_data_size")
@@ -307,7 +323,7 @@ def _plan(header: bytes) -> _Plan:
     request_id = doc.get("id")
     if request_id is not None and not isinstance(request_id, str):
         raise ProtocolError("'id' must be a string")
-    return _Plan(tuple(inputs), request_id, outputs, binary_output, params)
+    return _Plan(tuple(inputs), request_id, outputs, binary_output, params, frozenset(encoded))
 
 
 def _parameters(obj: Mapping[str, Any], where: str) -> dict[str, Any]:
@@ -375,6 +391,19 @@ def _unpack_bytes(raw: memoryview, count: int, name: str) -> Array:
     array = np.empty(count, dtype=np.object_)
     array[:] = items
     return array
+
+
+def _from_base64(array: Array, name: str) -> Array:
+    out = np.empty(array.shape, dtype=np.object_)
+    flat = out.reshape(-1)
+    for index, item in enumerate(array.reshape(-1).tolist()):
+        try:
+            flat[index] = base64.b64decode(item, validate=True)
+        except (binascii.Error, ValueError):
+            raise ProtocolError(
+                f"input {name!r}: element {index} is not valid base64 (content_type is base64)"
+            ) from None
+    return out
 
 
 def _from_json(

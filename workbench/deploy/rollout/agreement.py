@@ -5,6 +5,14 @@ file) go to both instances; their outputs are compared per output tensor: top-1
 agreement (argmax over the last axis, for outputs with more than one class) and the
 maximum and mean absolute difference. The report passes when both answered every
 batch with outputs of the same shapes and top-1 agreement is at least the threshold.
+
+Other tasks are judged by their own score (:mod:`workbench.runtime.scoring`) on the
+first output: box F1 for text detection and CER for text recognition (on results
+decoded by ``decode``; without a decoder their raw tensors are compared), rows within a
+tolerance for generic outputs. The threshold is :func:`~workbench.runtime.scoring.
+agreement_threshold` of ``min_top1`` (``box_f1 >= t``, ``cer <= 1 - t``, ...) and the
+verdict follows the same rule: too few rows or an interval across the threshold is
+inconclusive.
 """
 
 from __future__ import annotations
@@ -17,11 +25,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from workbench.deploy.rollout.phases import MIN_AGREEMENT_ROWS
-from workbench.errors import DeployError, ServingError
+from workbench.errors import DeployError, InputError, ServingError
+from workbench.model.task import Task
+from workbench.runtime import scoring
 from workbench.runtime.compare import top1_agreement
+from workbench.runtime.scoring import ScoreResult, wilson_interval
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Callable, Mapping, Sequence
 
     from workbench._types import Array, StrPath, Tensors
     from workbench.deploy.client import ServingClient
@@ -38,6 +49,7 @@ class OutputAgreement:
     top1: float | None  # share of rows whose argmax agrees; None for single-value outputs
     max_abs_diff: float
     mean_abs_diff: float
+    scores: tuple[ScoreResult, ...] = ()  # the task's scores on this output, primary first
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -46,6 +58,7 @@ class OutputAgreement:
             "top1": self.top1,
             "max_abs_diff": self.max_abs_diff,
             "mean_abs_diff": self.mean_abs_diff,
+            "scores": [s.to_dict() for s in self.scores],
         }
 
 
@@ -64,6 +77,17 @@ class AgreementReport:
     min_rows: int = MIN_AGREEMENT_ROWS
     seconds: float = 0.0
     extra: Mapping[str, Any] = field(default_factory=dict, compare=False)
+    task: Task = Task.CLASSIFICATION
+
+    @property
+    def score(self) -> ScoreResult | None:
+        """The task's primary score, judged (None for classification: see :attr:`top1`)."""
+        if self.task is Task.CLASSIFICATION:
+            return None
+        for output in self.outputs:
+            if output.scores:
+                return output.scores[0]
+        return None
 
     @property
     def top1(self) -> float | None:
@@ -108,6 +132,8 @@ class AgreementReport:
             return "failed"
         if self.min_top1 <= 0:
             return "no threshold set"
+        if self.task is not Task.CLASSIFICATION:
+            return self._task_verdict()
         interval = self.interval
         if interval is None:
             return "passed (no class-score output to compare)"
@@ -122,10 +148,24 @@ class AgreementReport:
         return (f"inconclusive: the 95% interval {low:.1%}..{high:.1%} includes the threshold "
                 f"{self.min_top1:.1%} (give more rows with --sample)")
 
+    def _task_verdict(self) -> str:
+        score = self.score
+        if score is None or score.value is None or score.threshold is None:
+            return f"passed (no {self.task.value} output to compare)"
+        verdict = score.verdict
+        if verdict == "pass":
+            return f"passed ({score.threshold})"
+        if verdict == "fail":
+            return f"below the threshold {score.threshold}"
+        return f"inconclusive: {score.reason} (give more rows with --sample)"
+
     def summary(self) -> str:
         """One line for logs, history and the CLI."""
         if self.errors:
             return f"agreement check failed: {self.errors[0]}"
+        if self.score is not None:
+            return (f"{self.candidate_version} vs {self.stable_version}: {self.score}, "
+                    f"max |diff| {self.max_abs_diff:.4g} ({self.verdict})")
         top1 = "n/a" if self.top1 is None else f"{self.top1:.1%}"
         if self.interval is not None:
             top1 += " (95% CI {:.1%}..{:.1%})".format(*self.interval)
@@ -146,6 +186,8 @@ class AgreementReport:
             "max_abs_diff": self.max_abs_diff,
             "mean_abs_diff": self.mean_abs_diff,
             "min_top1": self.min_top1,
+            "task": self.task.value,
+            "score": None if self.score is None else self.score.to_dict(),
             "min_rows": self.min_rows,
             "interval": None if self.interval is None else list(self.interval),
             "inconclusive": self.inconclusive,
@@ -156,16 +198,6 @@ class AgreementReport:
             "outputs": [o.to_dict() for o in self.outputs],
             "summary": self.summary(),
         }
-
-
-def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """The Wilson score interval of a proportion (95% for the default ``z``)."""
-    if n <= 0:
-        return 0.0, 1.0
-    p = successes / n
-    center = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * ((p * (1 - p) / n + z * z / (4 * n * n)) ** 0.5) / (1 + z * z / n)
-    return max(0.0, center - half), min(1.0, center + half)
 
 
 def load_sample_file(path: StrPath, input_names: Sequence[str]) -> Tensors:
@@ -195,11 +227,21 @@ def load_sample_file(path: StrPath, input_names: Sequence[str]) -> Tensors:
     return {name: arrays[name] for name in input_names}
 
 
-def compare_outputs(name: str, stable: Array, candidate: Array) -> OutputAgreement:
-    """Top-1 agreement and absolute differences of two outputs of the same shape."""
+def compare_outputs(
+    name: str,
+    stable: Array,
+    candidate: Array,
+    *,
+    scores: Sequence[ScoreResult] = (),
+) -> OutputAgreement:
+    """Top-1 agreement and absolute differences of two outputs of the same shape
+    (``scores``: the task's scores of this output, when measured)."""
     a = np.asarray(stable, dtype=np.float64)
     b = np.asarray(candidate, dtype=np.float64)
     if a.shape != b.shape:
+        if scores:  # decoded results were compared: raw outputs may differ in shape
+            rows = int(a.shape[0]) if a.ndim else 1
+            return OutputAgreement(name, rows, None, float("nan"), float("nan"), tuple(scores))
         raise ValueError(f"output {name!r}: shapes differ, {a.shape} vs {b.shape}")
     diff = np.abs(a - b)
     top1 = top1_agreement(a, b)
@@ -210,6 +252,7 @@ def compare_outputs(name: str, stable: Array, candidate: Array) -> OutputAgreeme
         top1=top1,
         max_abs_diff=float(diff.max()) if diff.size else 0.0,
         mean_abs_diff=float(diff.mean()) if diff.size else 0.0,
+        scores=tuple(scores),
     )
 
 
@@ -223,12 +266,25 @@ def check_agreement(
     min_rows: int = MIN_AGREEMENT_ROWS,
     stable_version: str | None = None,
     candidate_version: str | None = None,
+    task: Task | None = None,
+    decode: Callable[[str, Array], Sequence[Any]] | None = None,
 ) -> AgreementReport:
-    """Send every ``(source, inputs)`` batch to both instances and compare the outputs."""
+    """Send every ``(source, inputs)`` batch to both instances and compare the outputs.
+
+    ``task`` (default: classification) chooses the score; detection and recognition are
+    scored on ``decode(version, first_output)`` results, or as generic tensors without
+    a decoder. ``min_top1`` is the task's threshold through
+    :func:`~workbench.runtime.scoring.agreement_threshold`.
+    """
     import time
 
     started = time.perf_counter()
     errors: list[str] = []
+    kind = task or Task.CLASSIFICATION
+    if decode is None and kind in (Task.TEXT_DETECTION, Task.TEXT_RECOGNITION):
+        log.warning("%s: no decoder for %s outputs: comparing raw tensors", model, kind.value)
+        kind = Task.GENERIC
+    decoded = decode is not None and kind in (Task.TEXT_DETECTION, Task.TEXT_RECOGNITION)
     gathered: dict[str, tuple[list[Array], list[Array]]] = {}
     sources = []
     for source, inputs in batches:
@@ -241,6 +297,14 @@ def check_agreement(
             continue
         stable_version = stable_version or left.version
         candidate_version = candidate_version or right.version
+        if decoded and left.outputs and right.outputs:
+            # decoded by each version's codec: the first outputs pair up, whatever their
+            # names (another export of the same task names them differently)
+            name = next(iter(left.outputs))
+            pair = gathered.setdefault(name, ([], []))
+            pair[0].append(left.outputs[name])
+            pair[1].append(next(iter(right.outputs.values())))
+            continue
         missing = sorted(set(left.outputs) ^ set(right.outputs))
         if missing:
             errors.append(f"{source}: outputs differ by name: {missing}")
@@ -249,11 +313,21 @@ def check_agreement(
             pair = gathered.setdefault(name, ([], []))
             pair[0].append(left.outputs[name])
             pair[1].append(right.outputs[name])
+    threshold = scoring.agreement_threshold(kind, min_top1)
     outputs = []
-    for name, (lefts, rights) in gathered.items():
+    for index, (name, (lefts, rights)) in enumerate(gathered.items()):
         try:
-            outputs.append(compare_outputs(name, _stack(lefts), _stack(rights)))
-        except ValueError as exc:
+            stable_out, candidate_out = _stack(lefts), _stack(rights)
+            scores: tuple[ScoreResult, ...] = ()
+            if kind is not Task.CLASSIFICATION and index == 0:
+                ref: Any = stable_out
+                cand: Any = candidate_out
+                if decode is not None:
+                    ref = decode(stable_version or "stable", stable_out)
+                    cand = decode(candidate_version or "candidate", candidate_out)
+                scores = (scoring.score(kind, ref, cand, threshold=threshold, min_n=min_rows),)
+            outputs.append(compare_outputs(name, stable_out, candidate_out, scores=scores))
+        except (ValueError, InputError) as exc:
             errors.append(str(exc))
     rows = max((o.rows for o in outputs), default=0)
     report = AgreementReport(
@@ -267,6 +341,7 @@ def check_agreement(
         min_top1=min_top1,
         min_rows=min_rows,
         seconds=time.perf_counter() - started,
+        task=kind,
     )
     log.info("%s: %s", model, report.summary())
     return report

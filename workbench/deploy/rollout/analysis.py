@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from workbench.errors import DeployValueError, MissingDependencyError
+from workbench.runtime.scoring import DEFAULT_THRESHOLDS, Threshold
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -300,25 +301,50 @@ class MemoryRule:
 
 @dataclass(frozen=True)
 class AgreementRule:
-    """Top-1 agreement of the candidate with stable on replayed inputs: fails when the
-    Wilson lower bound of the agreement is below ``min_agreement``.
+    """Agreement of the candidate with stable on replayed inputs, by the model's task.
 
-    The default 0.8 sits between the demo's versions, measured against 1.0.0 on the
-    540 held-out digits: 1.1.0 (retrained) agrees on 94.3% (lower bound 92%; on 64 rows
-    about 85%), the degraded 1.2.0 on 74.4% (lower bound 71%). Below ``min_rows`` rows
-    the check is inconclusive: the 8-row manifest sample alone cannot tell them apart.
+    Classification: top-1 agreement; fails when its Wilson lower bound is below
+    ``min_agreement``. The default 0.8 sits between the demo's versions, measured against
+    1.0.0 on the 540 held-out digits: 1.1.0 (retrained) agrees on 94.3% (lower bound 92%;
+    on 64 rows about 85%), the degraded 1.2.0 on 74.4% (lower bound 71%).
+
+    Other tasks are judged by their score's cautious end (the lower bound, the upper
+    for CER; :mod:`workbench.runtime.scoring`): text detection by box F1 at IoU 0.5
+    against ``min_box_f1`` (file key ``agreement.min_box_f1``), text recognition by the
+    character error rate against ``max_cer`` (``agreement.max_cer``), generic tensors by
+    the share of rows within tolerance against ``min_within_tolerance``
+    (``agreement.min_within_tolerance``).
+
+    Below ``min_rows`` rows the check is inconclusive: the 8-row manifest sample alone
+    cannot tell the demo's versions apart.
     """
 
     min_agreement: float = 0.8
     min_rows: int = 32
     name: str = "agreement"
+    min_box_f1: float = 0.9
+    max_cer: float = 0.05
+    min_within_tolerance: float = 0.99
 
     def __post_init__(self) -> None:
         _check_fraction("agreement.min", self.min_agreement)
         _check_positive("agreement.min_rows", self.min_rows)
+        _check_fraction("agreement.min_box_f1", self.min_box_f1)
+        _check_fraction("agreement.max_cer", self.max_cer)
+        _check_fraction("agreement.min_within_tolerance", self.min_within_tolerance)
+
+    def threshold(self, metric: str) -> Threshold:
+        """This rule's bound on ``metric`` (``top1``, ``box_f1``, ``cer``, ...)."""
+        value = {"top1": self.min_agreement, "box_f1": self.min_box_f1, "cer": self.max_cer,
+                 "within_tolerance": self.min_within_tolerance}.get(metric)
+        if value is None:
+            return DEFAULT_THRESHOLDS[metric]
+        return Threshold(metric, value)
 
     def judge(self, seen: Observation) -> RuleResult:
         check = seen.output
+        if check is not None and check.score is not None:
+            return self._judge_score(check)
         base = partial(RuleResult, rule=self.name, threshold=self.min_agreement)
         if check is None:
             return base(verdict="skip", value=None, message="no inputs to replay (no labelled set)")
@@ -340,6 +366,30 @@ class AgreementRule:
         # An output disagreement does not fade with time: one failed interval is enough.
         return base(
             verdict=verdict, value=low, message=text, sustained=verdict == "fail",
+            samples=check.rows,
+        )
+
+    def _judge_score(self, check: OutputCheck) -> RuleResult:
+        """Box F1, CER or within-tolerance: judged on the interval's cautious end."""
+        assert check.score is not None
+        score = check.score.judged(self.threshold(check.score.metric), self.min_rows)
+        assert score.threshold is not None
+        base = partial(RuleResult, rule=self.name, threshold=score.threshold.value)
+        bound = score.bound
+        if score.value is None or bound is None:
+            return base(verdict="inconclusive", value=None, message="no replayed outputs")
+        if check.rows < self.min_rows:
+            return base(
+                verdict="inconclusive", value=score.value, samples=check.rows,
+                message=f"{check.rows} rows replayed, need {self.min_rows}",
+            )
+        side = "lower" if score.higher_is_better else "upper"
+        text = f"{score}; {side} bound {bound:.4g} (want {score.threshold})"
+        if check.unanswered:
+            text += f"; the candidate answered {check.unanswered} of them with an error"
+        verdict: Verdict = "pass" if score.threshold.met_by(bound) else "fail"
+        return base(
+            verdict=verdict, value=bound, message=text, sustained=verdict == "fail",
             samples=check.rows,
         )
 
@@ -560,7 +610,9 @@ _SECTIONS: dict[str, tuple[Any, dict[str, str]]] = {
                                                "floor_ms": "floor_ms",
                                                "min_requests": "min_requests"}),
     "memory": (MemoryRule, {"growth_mb_per_min": "max_mb_per_min", "intervals": "intervals"}),
-    "agreement": (AgreementRule, {"min": "min_agreement", "min_rows": "min_rows"}),
+    "agreement": (AgreementRule, {"min": "min_agreement", "min_rows": "min_rows",
+                                  "min_box_f1": "min_box_f1", "max_cer": "max_cer",
+                                  "min_within_tolerance": "min_within_tolerance"}),
     "accuracy": (AccuracyRule, {"max_drop": "max_drop"}),
 }
 _INT_ATTRS = {"intervals", "min_requests", "min_rows"}

@@ -8,6 +8,12 @@ batches to both instances and returns an :class:`~workbench.deploy.rollout.signa
 top-1 agreement (argmax over the last axis of the first classification output) and
 accuracy against the labels.
 
+Other tasks (``task``, or generic when no output holds class scores) are scored on the
+first output by :mod:`workbench.runtime.scoring` — box F1 and CER on results decoded by
+``decode``, rows within a tolerance otherwise — and the check carries that
+:class:`~workbench.runtime.scoring.ScoreResult` (unjudged: the canary rule judges it).
+A row the candidate fails is scored as a worst answer: no boxes, empty text, NaN.
+
 A batch the stable instance cannot answer is left out (it says nothing about the
 candidate); a batch the candidate cannot answer counts as disagreeing on every row (it
 did not give the stable answer), and its rows are counted as ``unanswered`` too, so a
@@ -18,16 +24,19 @@ unreadable sample never passes as agreement.
 from __future__ import annotations
 
 import logging
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from workbench.deploy.rollout.signals import OutputCheck
-from workbench.errors import DeployError, ServingError
+from workbench.errors import DeployError, InputError, ServingError
+from workbench.model.task import Task
+from workbench.runtime import scoring
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping, Sequence
 
     from workbench._types import Array, StrPath
 
@@ -85,13 +94,24 @@ def replay(
     labels: Array | None = None,
     batch_rows: int = 64,
     timeout: float = 30.0,
+    task: Task | None = None,
+    decode: Callable[[str, Array], Sequence[Any]] | None = None,
 ) -> OutputCheck:
-    """Send ``inputs`` (rows along axis 0) to both instances in batches and compare."""
+    """Send ``inputs`` (rows along axis 0) to both instances in batches and compare.
+
+    ``task`` None or classification: top-1 of the first class-score output, as always
+    (generic when there is none). Detection and recognition need ``decode`` (version
+    ``"stable"``/``"candidate"`` and the first output -> one result per row), else their
+    raw tensors are compared.
+    """
     from workbench.deploy.client import ServingClient
 
     rows = _rows(inputs)
     if batch_rows < 1:
         raise ValueError("batch_rows must be at least 1")
+    if task is not None and task is not Task.CLASSIFICATION:
+        return _replay_scored(stable_url, candidate_url, model, inputs, rows, batch_rows,
+                              timeout, task, decode)
     compared = agreed = stable_right = candidate_right = unanswered = 0
     # Marked as replays: the instances count them apart from live traffic (a replay must not
     # make a quiet canary look judged) and keep them out of their reservoirs.
@@ -107,7 +127,9 @@ def replay(
                 log.warning("%s: stable could not answer a replayed batch: %s", model, exc)
                 continue
             if want is None:
-                break  # no classification output: nothing to compare top-1 on
+                # no classification output: compare the tensors within a tolerance
+                return _replay_scored(stable_url, candidate_url, model, inputs, rows,
+                                      batch_rows, timeout, Task.GENERIC, None)
             try:
                 got = _top1(candidate.infer(model, batch).outputs)
             except ServingError as exc:
@@ -133,6 +155,82 @@ def replay(
     )
 
 
+def _replay_scored(
+    stable_url: str,
+    candidate_url: str,
+    model: str,
+    inputs: Mapping[str, Array],
+    rows: int,
+    batch_rows: int,
+    timeout: float,
+    task: Task,
+    decode: Callable[[str, Array], Sequence[Any]] | None,
+) -> OutputCheck:
+    """Replay for a task other than classification: one score over all replayed rows."""
+    from workbench.deploy.client import ServingClient
+
+    if decode is None and task in (Task.TEXT_DETECTION, Task.TEXT_RECOGNITION):
+        log.warning("%s: no decoder for %s outputs: comparing raw tensors", model, task.value)
+        task = Task.GENERIC
+    wanted: list[Any] = []
+    got: list[Any] = []
+    compared = unanswered = 0
+    marked = {"x-workbench-replay": "1"}
+    with ServingClient(stable_url, timeout=timeout, headers=marked) as stable, \
+            ServingClient(candidate_url, timeout=timeout, headers=marked) as candidate:
+        for start in range(0, rows, batch_rows):
+            batch = {name: array[start : start + batch_rows] for name, array in inputs.items()}
+            try:
+                reference = _first(stable.infer(model, batch).outputs)
+            except ServingError as exc:
+                log.warning("%s: stable could not answer a replayed batch: %s", model, exc)
+                continue
+            if reference is None:
+                break
+            try:
+                answer = _first(candidate.infer(model, batch).outputs)
+            except ServingError as exc:
+                log.info("%s: candidate failed a replayed batch: %s", model, exc)
+                answer = None
+            if answer is not None and decode is None and answer.shape != reference.shape:
+                answer = None  # another shape: no answer to this batch
+            count = len(reference)
+            if answer is None:
+                unanswered += count
+            compared += count
+            if decode is not None:
+                wanted.extend(decode("stable", reference))
+                got.extend(decode("candidate", answer) if answer is not None
+                           else [_no_answer(task)] * count)
+            else:
+                wanted.append(np.asarray(reference, dtype=np.float64))
+                got.append(np.asarray(answer, dtype=np.float64) if answer is not None
+                           else np.full(reference.shape, np.nan))
+    if not compared:
+        return OutputCheck(rows=0, agreement=None, accuracy_stable=None, accuracy_candidate=None)
+    ref_all: Any = wanted if decode is not None else np.concatenate(wanted)
+    cand_all: Any = got if decode is not None else np.concatenate(got)
+    try:
+        result = scoring.score(task, ref_all, cand_all)
+    except InputError as exc:
+        log.warning("%s: replayed outputs cannot be scored: %s", model, exc)
+        return OutputCheck(rows=0, agreement=None, accuracy_stable=None, accuracy_candidate=None)
+    return OutputCheck(rows=compared, agreement=None, accuracy_stable=None,
+                       accuracy_candidate=None, unanswered=unanswered, score=result)
+
+
+def _first(outputs: Mapping[str, Array]) -> Array | None:
+    for array in outputs.values():
+        first: Array = np.asarray(array)
+        return first
+    return None
+
+
+def _no_answer(task: Task) -> Any:
+    """What a failed row counts as: nothing found, nothing read."""
+    return np.zeros((0, 4, 2)) if task is Task.TEXT_DETECTION else ""
+
+
 def output_check(
     stable_url: str,
     candidate_url: str,
@@ -142,13 +240,20 @@ def output_check(
     admin_token: str | None = None,
     sample: Mapping[str, Array] | None = None,
     batch_rows: int = 64,
+    task: Task | None = None,
+    decode: Callable[[str, Array], Sequence[Any]] | None = None,
 ) -> OutputCheck:
     """Replay the best inputs there are: the labelled set, else the stable instance's
-    reservoir (with ``admin_token``), else ``sample`` (e.g. the manifest's)."""
+    reservoir (with ``admin_token``), else ``sample`` (e.g. the manifest's).
+
+    ``task`` and ``decode`` as for :func:`replay`; labels are class ids, so a labelled
+    set measures accuracy for classification only.
+    """
+    run = partial(replay, stable_url, candidate_url, model, batch_rows=batch_rows, task=task,
+                  decode=decode)
     if labelled is not None:
         inputs, labels = load_labelled(labelled)
-        return replay(stable_url, candidate_url, model, inputs, labels=labels,
-                      batch_rows=batch_rows)
+        return run(inputs, labels=labels)
     if admin_token is not None:
         try:
             reservoir = fetch_reservoir(stable_url, admin_token)
@@ -156,9 +261,9 @@ def output_check(
             log.warning("%s: %s; falling back to the sample", model, exc)
             reservoir = {}
         if reservoir:
-            return replay(stable_url, candidate_url, model, reservoir, batch_rows=batch_rows)
+            return run(reservoir)
     if sample:
-        return replay(stable_url, candidate_url, model, sample, batch_rows=batch_rows)
+        return run(sample)
     return OutputCheck(rows=0, agreement=None, accuracy_stable=None, accuracy_candidate=None)
 
 

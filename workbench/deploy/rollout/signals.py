@@ -7,7 +7,10 @@ existing Prometheus) produce these values; the analysis rules judge them.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from workbench.runtime.scoring import ScoreResult
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,9 @@ class OutputCheck:
     accuracy_stable: float | None  # on a labelled set, when one is given
     accuracy_candidate: float | None
     unanswered: int = 0  # of ``rows``, those the candidate answered with an error
+    # the task's primary score (box F1, CER, within tolerance) when the task is not
+    # classification; ``agreement`` is then None
+    score: ScoreResult | None = None
 
 
 class MetricsSource(Protocol):

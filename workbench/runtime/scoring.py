@@ -1,0 +1,589 @@
+"""How far a candidate's results are from a reference's: one score per task, with its evidence.
+
+The reference is the stable version's results (agreement) or ground truth (accuracy).
+Inputs are plain values, as a task's postprocessor gives them, one entry per image/row:
+
+==================  =========================================  =====================================
+task                results                                    metrics (primary first)
+==================  =========================================  =====================================
+classification      label ids ``(rows,)`` or class scores      ``top1`` — share of equal arg-max
+                    ``(rows, ..., classes)`` (arg-max taken
+                    over the last axis)
+text-detection      per image, boxes ``(N, K, 2)`` (4-point    ``box_f1`` — F1 of one-to-one box
+                    polygons, ``K=4``)                         matches at IoU >= 0.5
+text-recognition    per image, the text read                   ``cer`` — character error rate;
+                                                               ``exact_match`` — share read alike
+generic             tensors, rows first                        ``within_tolerance`` — share of rows
+                                                               with ``|c - r| <= atol + rtol |r|``
+==================  =========================================  =====================================
+
+How each is measured:
+
+- **top1, exact_match, within_tolerance** are proportions over rows: their interval is the
+  95% Wilson score interval (:func:`wilson_interval`).
+- **box_f1** pools over images: ``2 TP / (2 TP + FP + FN)``, a true positive being a
+  candidate box matched to a reference box. Matching is *greedy*: pairs are taken by
+  decreasing IoU, each box used at most once, pairs below the IoU threshold never (the
+  ICDAR-style one-to-one match; Hungarian matching differs only on ties of crowded
+  boxes). IoU is exact for convex polygons (Sutherland–Hodgman clipping; DB's boxes are
+  rotated rectangles, hence convex): :mod:`workbench.runtime.polygons`. No boxes on
+  either side is perfect agreement.
+- **cer** pools over images too: the Levenshtein distance over characters summed over
+  images, divided by the reference characters summed (at least 1).
+- Both pooled ratios get a 95% percentile **bootstrap** interval: images resampled with
+  replacement :data:`BOOTSTRAP_RESAMPLES` times from a fixed seed, so the same inputs give
+  the same interval.
+
+A :class:`ScoreResult` judges its value against a :class:`Threshold` (``top1>=0.85``,
+``box_f1>=0.9``, ``cer<=0.05``) the way the deploy checks always have: fewer than
+``min_n`` rows is *inconclusive*; an interval wholly on the wrong side *fails*; an interval
+wholly on the right side *passes*; an interval that straddles the threshold is
+*inconclusive* (more rows would tell). :attr:`ScoreResult.bound` is the interval's
+cautious end, for rules that judge on it alone (the canary agreement rule).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+
+from workbench.errors import InputError
+from workbench.model.task import Task
+from workbench.runtime.polygons import IOU_THRESHOLD, as_boxes, match_boxes, polygon_iou
+
+if TYPE_CHECKING:
+    from workbench._types import Array
+    from workbench.model.manifest import Manifest
+
+__all__ = [
+    "BOOTSTRAP_RESAMPLES",
+    "DEFAULT_THRESHOLDS",
+    "METRICS",
+    "PRIMARY",
+    "Z_95",
+    "Metric",
+    "ScoreResult",
+    "Threshold",
+    "agreement_threshold",
+    "bootstrap_ratio",
+    "box_f1",
+    "character_error_rate",
+    "declared_task",
+    "differing",
+    "exact_match",
+    "levenshtein",
+    "polygon_iou",
+    "score",
+    "score_all",
+    "top1",
+    "wilson_interval",
+    "within_tolerance",
+]
+
+Z_95 = 1.959964  # two-sided 95% normal quantile
+BOOTSTRAP_RESAMPLES = 2000
+BOOTSTRAP_SEED = 20261206
+RTOL, ATOL = 1e-3, 1e-5  # generic tensors: the default tolerance
+Verdict = Literal["pass", "fail", "inconclusive", "no threshold"]
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A named score: which way is better, and how its interval is found."""
+
+    name: str
+    higher_is_better: bool
+    interval: Literal["wilson", "bootstrap"]
+    description: str
+
+    @property
+    def op(self) -> Literal[">=", "<="]:
+        return ">=" if self.higher_is_better else "<="
+
+
+METRICS: dict[str, Metric] = {
+    m.name: m
+    for m in (
+        Metric("top1", True, "wilson", "share of rows with the same top-1 class"),
+        Metric("box_f1", True, "bootstrap", "F1 of text boxes matched at IoU >= 0.5"),
+        Metric("cer", False, "bootstrap", "character error rate against the reference text"),
+        Metric("exact_match", True, "wilson", "share of texts read exactly alike"),
+        Metric("within_tolerance", True, "wilson", "share of rows equal within rtol/atol"),
+    )
+}
+#: The metric a task is judged by when no other is asked for.
+PRIMARY: dict[Task, str] = {
+    Task.CLASSIFICATION: "top1",
+    Task.TEXT_DETECTION: "box_f1",
+    Task.TEXT_RECOGNITION: "cer",
+    Task.GENERIC: "within_tolerance",
+}
+#: Which metrics apply to which task (primary first).
+TASK_METRICS: dict[Task, tuple[str, ...]] = {
+    Task.CLASSIFICATION: ("top1",),
+    Task.TEXT_DETECTION: ("box_f1",),
+    Task.TEXT_RECOGNITION: ("cer", "exact_match"),
+    Task.GENERIC: ("within_tolerance",),
+}
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """A bound on one metric: ``top1>=0.85``, ``box_f1>=0.9``, ``cer<=0.05``."""
+
+    metric: str
+    value: float
+
+    def __post_init__(self) -> None:
+        if self.metric not in METRICS:
+            raise InputError(f"unknown metric {self.metric!r}; known: {', '.join(METRICS)}")
+        if not 0.0 <= self.value <= 1.0 and self.metric != "cer":
+            raise InputError(f"{self.metric} threshold must be in 0..1, not {self.value}")
+        if self.value < 0:
+            raise InputError(f"{self.metric} threshold must be >= 0, not {self.value}")
+
+    @property
+    def op(self) -> Literal[">=", "<="]:
+        return METRICS[self.metric].op
+
+    def met_by(self, value: float) -> bool:
+        return value >= self.value if self.op == ">=" else value <= self.value
+
+    @classmethod
+    def parse(cls, text: str) -> Threshold:
+        """``"cer<=0.05"``, ``"box_f1 >= 0.9"``, ``"top1>=85%"`` → a threshold.
+
+        The operator must be the metric's own direction (``cer`` is bounded above, the
+        others below); a ValueError-like :class:`InputError` says so otherwise.
+        """
+        match = re.fullmatch(r"\s*([a-z0-9_]+)\s*(>=|<=)\s*([0-9.]+)\s*(%?)\s*", text)
+        if match is None:
+            raise InputError(f"not a threshold: {text!r} (try 'cer<=0.05' or 'box_f1>=0.9')")
+        name, op, number, percent = match.groups()
+        if name not in METRICS:
+            raise InputError(f"unknown metric {name!r} in {text!r}; known: {', '.join(METRICS)}")
+        if op != METRICS[name].op:
+            raise InputError(f"{name} is bounded with {METRICS[name].op}, not {op}: {text!r}")
+        try:
+            value = float(number) / (100.0 if percent else 1.0)
+        except ValueError:
+            raise InputError(f"not a number in threshold {text!r}") from None
+        return cls(name, value)
+
+    def __str__(self) -> str:
+        return f"{self.metric}{self.op}{self.value:g}"
+
+
+#: The threshold per metric when none is given (top-1 is the deploy default, 85%).
+DEFAULT_THRESHOLDS: dict[str, Threshold] = {
+    "top1": Threshold("top1", 0.85),
+    "box_f1": Threshold("box_f1", 0.9),
+    "cer": Threshold("cer", 0.05),
+    "exact_match": Threshold("exact_match", 0.8),
+    "within_tolerance": Threshold("within_tolerance", 0.99),
+}
+
+
+@dataclass(frozen=True)
+class ScoreResult:
+    """One metric of a candidate against a reference, with its 95% interval and verdict."""
+
+    task: Task
+    metric: str
+    value: float | None  # None when nothing could be compared
+    interval: tuple[float, float] | None
+    n: int  # rows/images compared
+    threshold: Threshold | None = None
+    min_n: int = 1  # fewer rows than this: inconclusive
+    details: Mapping[str, float] = field(default_factory=dict, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.metric not in METRICS:
+            raise ValueError(f"unknown metric {self.metric!r}")
+        if self.threshold is not None and self.threshold.metric != self.metric:
+            raise ValueError(f"a {self.threshold.metric} threshold cannot judge {self.metric}")
+        if self.n < 0 or self.min_n < 0:
+            raise ValueError("n and min_n must be >= 0")
+
+    @property
+    def higher_is_better(self) -> bool:
+        return METRICS[self.metric].higher_is_better
+
+    @property
+    def bound(self) -> float | None:
+        """The interval's cautious end: the lower for higher-is-better metrics, else the upper."""
+        if self.interval is None:
+            return self.value
+        return self.interval[0] if self.higher_is_better else self.interval[1]
+
+    def judged(self, threshold: Threshold | None, min_n: int | None = None) -> ScoreResult:
+        """This score judged against another threshold (and minimum of rows)."""
+        return ScoreResult(self.task, self.metric, self.value, self.interval, self.n, threshold,
+                           self.min_n if min_n is None else min_n, self.details)
+
+    @property
+    def verdict(self) -> Verdict:
+        if self.threshold is None:
+            return "no threshold"
+        if self.value is None or self.n < max(self.min_n, 1):
+            return "inconclusive"
+        low, high = self.interval if self.interval is not None else (self.value, self.value)
+        good, bad = (low, high) if self.higher_is_better else (high, low)
+        if not self.threshold.met_by(bad):
+            return "fail"  # even the interval's most favourable end misses the threshold
+        if self.threshold.met_by(good):
+            return "pass"
+        return "inconclusive"
+
+    @property
+    def reason(self) -> str:
+        """Why the verdict is what it is, in a few words."""
+        verdict = self.verdict
+        if self.threshold is None:
+            return "no threshold set"
+        if self.value is None:
+            return "nothing compared"
+        if verdict == "inconclusive" and self.n < self.min_n:
+            return f"{self.n} compared, at least {self.min_n} needed"
+        if verdict == "inconclusive":
+            return f"the 95% interval includes the threshold {self.threshold}"
+        return f"{self.threshold}" if verdict == "pass" else f"misses {self.threshold}"
+
+    def __str__(self) -> str:
+        if self.value is None:
+            return f"{self.metric}: n/a ({self.task.value}, n={self.n})"
+        text = f"{self.metric} {_fmt(self.metric, self.value)}"
+        if self.interval is not None:
+            low, high = self.interval
+            text += f" (95% CI {_fmt(self.metric, low)}..{_fmt(self.metric, high)})"
+        text += f" on {self.n}"
+        if self.threshold is not None:
+            text += f": {self.verdict}, {self.reason}"
+        return text
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "task": self.task.value,
+            "metric": self.metric,
+            "value": self.value,
+            "interval": None if self.interval is None else list(self.interval),
+            "n": self.n,
+            "threshold": None if self.threshold is None else str(self.threshold),
+            "min_n": self.min_n,
+            "verdict": self.verdict,
+            "details": dict(self.details),
+        }
+
+
+def _fmt(metric: str, value: float) -> str:
+    return f"{value:.2%}" if metric in ("top1", "exact_match", "within_tolerance") else f"{value:.4f}"
+
+
+# ----------------------------------------------------------------------------- intervals
+
+
+def wilson_interval(successes: float, n: float, z: float = Z_95) -> tuple[float, float]:
+    """The Wilson score interval of a proportion (95% by default; ``(0, 1)`` for ``n = 0``)."""
+    if n <= 0:
+        return 0.0, 1.0
+    p = min(max(successes / n, 0.0), 1.0)
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def bootstrap_ratio(
+    numerators: Array, denominators: Array, *, resamples: int = BOOTSTRAP_RESAMPLES,
+    seed: int = BOOTSTRAP_SEED, floor: float = 0.0,
+) -> tuple[float, float]:
+    """95% percentile bootstrap interval of ``sum(num) / max(sum(den), floor)`` over items.
+
+    Items (images) are drawn with replacement; a fixed ``seed`` makes it reproducible.
+    A resample whose denominator is 0 counts as ratio 1 when ``floor`` is 0 (used by F1:
+    nothing to find and nothing found is perfect agreement).
+    """
+    num = np.asarray(numerators, dtype=np.float64)
+    den = np.asarray(denominators, dtype=np.float64)
+    n = len(num)
+    if n == 0:
+        return 0.0, 1.0
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, n, size=(resamples, n))
+    sums_num = num[picks].sum(axis=1)
+    sums_den = np.maximum(den[picks].sum(axis=1), floor)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ratios = np.where(sums_den > 0, sums_num / np.where(sums_den > 0, sums_den, 1.0), 1.0)
+    low, high = np.percentile(ratios, [2.5, 97.5])
+    return float(low), float(high)
+
+
+# ----------------------------------------------------------------------------- classification
+
+
+def _labels(values: Array | Sequence[int]) -> Array:
+    """Label ids from label ids (integers) or class scores (arg-max over the last axis)."""
+    array = np.asarray(values)
+    if array.ndim >= 2:
+        if array.shape[-1] < 2:
+            raise InputError(f"class scores need two classes or more, got shape {array.shape}")
+        labels: Array = np.argmax(array, axis=-1)
+        return labels
+    return array
+
+
+def top1(reference: Array | Sequence[int], candidate: Array | Sequence[int]) -> ScoreResult:
+    """Share of positions whose top-1 class agrees (label ids, or class scores over the last axis).
+
+    ``n`` is the number of rows (the first axis), as the deploy checks count them; for
+    ``(rows, positions, classes)`` scores the value is the share of all positions.
+    """
+    a, b = _labels(reference), _labels(candidate)
+    if a.shape != b.shape:
+        raise InputError(f"results differ in shape: {a.shape} vs {b.shape}")
+    if a.size == 0:
+        return ScoreResult(Task.CLASSIFICATION, "top1", None, None, 0)
+    value = float(np.mean(a == b))
+    rows = int(a.shape[0]) if a.ndim else 1
+    agree = int((a == b).reshape(rows, -1).all(axis=1).sum())
+    return ScoreResult(
+        Task.CLASSIFICATION, "top1", value, wilson_interval(round(value * rows), rows), rows,
+        details={"rows_agreeing": float(agree)},
+    )
+
+
+# ----------------------------------------------------------------------------- detection
+
+
+def box_f1(
+    reference: Sequence[Array], candidate: Sequence[Array], *, iou: float = IOU_THRESHOLD
+) -> ScoreResult:
+    """F1 of the candidate's boxes against the reference's, pooled over images."""
+    if len(reference) != len(candidate):
+        raise InputError(f"{len(reference)} reference images but {len(candidate)} candidate ones")
+    tp, fp, fn = [], [], []
+    for ref, cand in zip(reference, candidate, strict=True):
+        r, c = len(as_boxes(ref)), len(as_boxes(cand))
+        matched = match_boxes(ref, cand, iou)
+        tp.append(matched)
+        fp.append(c - matched)
+        fn.append(r - matched)
+    n = len(tp)
+    if n == 0:
+        return ScoreResult(Task.TEXT_DETECTION, "box_f1", None, None, 0)
+    t, p, f = np.array(tp, float), np.array(fp, float), np.array(fn, float)
+    num, den = 2 * t, 2 * t + p + f
+    value = float(num.sum() / den.sum()) if den.sum() > 0 else 1.0
+    found, wanted = t.sum() + p.sum(), t.sum() + f.sum()
+    return ScoreResult(
+        Task.TEXT_DETECTION, "box_f1", value, bootstrap_ratio(num, den), n,
+        details={
+            "precision": float(t.sum() / found) if found else 1.0,
+            "recall": float(t.sum() / wanted) if wanted else 1.0,
+            "matched": float(t.sum()),
+            "reference_boxes": float(wanted),
+            "candidate_boxes": float(found),
+            "iou": iou,
+        },
+    )
+
+
+# ----------------------------------------------------------------------------- recognition
+
+
+def levenshtein(a: str, b: str) -> int:
+    """Edit distance over characters (insertions, deletions, substitutions cost 1)."""
+    if len(a) < len(b):
+        a, b = b, a
+    previous = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        current = [i]
+        for j, cb in enumerate(b, 1):
+            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ca != cb)))
+        previous = current
+    return previous[-1]
+
+
+def _texts(values: Sequence[Any]) -> list[str]:
+    texts = []
+    for value in values:
+        if isinstance(value, tuple | list) and value and isinstance(value[0], str):
+            value = value[0]  # (text, score) as the recognition postprocessor gives it
+        if isinstance(value, np.str_ | bytes):
+            value = value.decode() if isinstance(value, bytes) else str(value)
+        if not isinstance(value, str):
+            raise InputError(f"recognition results are texts or (text, score), not {value!r}")
+        texts.append(value)
+    return texts
+
+
+def character_error_rate(reference: Sequence[Any], candidate: Sequence[Any]) -> ScoreResult:
+    """Edits over reference characters, pooled over images (texts or ``(text, score)``)."""
+    ref, cand = _texts(reference), _texts(candidate)
+    if len(ref) != len(cand):
+        raise InputError(f"{len(ref)} reference texts but {len(cand)} candidate ones")
+    if not ref:
+        return ScoreResult(Task.TEXT_RECOGNITION, "cer", None, None, 0)
+    edits = np.array([levenshtein(r, c) for r, c in zip(ref, cand, strict=True)], float)
+    chars = np.array([len(r) for r in ref], float)
+    value = float(edits.sum() / max(chars.sum(), 1.0))
+    return ScoreResult(
+        Task.TEXT_RECOGNITION, "cer", value, bootstrap_ratio(edits, chars, floor=1.0), len(ref),
+        details={"edits": float(edits.sum()), "reference_chars": float(chars.sum())},
+    )
+
+
+def exact_match(reference: Sequence[Any], candidate: Sequence[Any]) -> ScoreResult:
+    """Share of images whose text is read exactly alike."""
+    ref, cand = _texts(reference), _texts(candidate)
+    if len(ref) != len(cand):
+        raise InputError(f"{len(ref)} reference texts but {len(cand)} candidate ones")
+    if not ref:
+        return ScoreResult(Task.TEXT_RECOGNITION, "exact_match", None, None, 0)
+    same = sum(r == c for r, c in zip(ref, cand, strict=True))
+    return ScoreResult(Task.TEXT_RECOGNITION, "exact_match", same / len(ref),
+                       wilson_interval(same, len(ref)), len(ref))
+
+
+# ----------------------------------------------------------------------------- generic tensors
+
+
+def within_tolerance(
+    reference: Array, candidate: Array, *, rtol: float = RTOL, atol: float = ATOL
+) -> ScoreResult:
+    """Share of rows whose every value satisfies ``|c - r| <= atol + rtol * |r|``.
+
+    ``details`` carries the largest absolute and relative differences (the relative one
+    over ``max(|r|, atol)``) and the mean absolute difference.
+    """
+    a = np.asarray(reference, dtype=np.float64)
+    b = np.asarray(candidate, dtype=np.float64)
+    if a.shape != b.shape:
+        raise InputError(f"outputs differ in shape: {a.shape} vs {b.shape}")
+    if a.size == 0:
+        return ScoreResult(Task.GENERIC, "within_tolerance", None, None, 0)
+    rows = a.shape[0] if a.ndim else 1
+    fa, fb = a.reshape(rows, -1), b.reshape(rows, -1)
+    diff = np.abs(fa - fb)
+    ok = (diff <= atol + rtol * np.abs(fa)).all(axis=1)  # NaN (no answer) never agrees
+    agree = int(ok.sum())
+    answered = ~np.isnan(diff).any(axis=1)
+    seen = diff[answered] if answered.any() else np.zeros(1)
+    return ScoreResult(
+        Task.GENERIC, "within_tolerance", agree / rows, wilson_interval(agree, rows), rows,
+        details={
+            "max_abs_diff": float(seen.max()),
+            "mean_abs_diff": float(seen.mean()),
+            "max_rel_diff": float((seen / np.maximum(np.abs(fa[answered] if answered.any()
+                                                             else np.ones(1)), atol)).max()),
+            "rtol": rtol,
+            "atol": atol,
+        },
+    )
+
+
+# ----------------------------------------------------------------------------- dispatch
+
+
+def declared_task(manifest: Manifest) -> Task | None:
+    """The task a manifest declares, or None when it says only ``generic``.
+
+    ``generic`` is the manifest's default (a version published without a PaddleX
+    ``inference.yml``), so it says nothing: the output's shape then decides
+    (:func:`guessed_task`), as before manifests had a task — class scores are compared
+    by top-1, anything else by tolerance.
+    """
+    return None if manifest.task is Task.GENERIC else manifest.task
+
+
+def guessed_task(output: Array) -> Task:
+    """Classification for class scores (two columns or more on the last axis), else generic."""
+    array = np.asarray(output)
+    return Task.CLASSIFICATION if array.ndim >= 2 and array.shape[-1] >= 2 else Task.GENERIC
+
+
+def agreement_threshold(task: Task, min_agreement: float) -> Threshold | None:
+    """The deploy check's one number, ``min_agreement`` (e.g. 0.85), as the task's bound.
+
+    ``top1``, ``box_f1`` and ``within_tolerance`` must reach it; for text recognition it
+    is a character accuracy, so ``cer <= 1 - min_agreement``. None when it is 0 (no check).
+    """
+    if min_agreement <= 0:
+        return None
+    metric = PRIMARY[task]
+    if metric == "cer":
+        return Threshold("cer", round(1.0 - min_agreement, 10))
+    return Threshold(metric, min_agreement)
+
+
+def score_all(
+    task: Task | str,
+    reference: Any,
+    candidate: Any,
+    *,
+    thresholds: Sequence[Threshold] | Mapping[str, Threshold] = (),
+    min_n: int = 1,
+    rtol: float = RTOL,
+    atol: float = ATOL,
+) -> tuple[ScoreResult, ...]:
+    """Every metric of ``task`` (primary first), each judged by its threshold if one is given."""
+    task = Task.parse(task) if isinstance(task, str) else task
+    given = dict(thresholds) if isinstance(thresholds, Mapping) else {t.metric: t for t in thresholds}
+    unknown = set(given) - set(TASK_METRICS[task])
+    if unknown:
+        raise InputError(f"{task.value} is not measured by {', '.join(sorted(unknown))} "
+                         f"(it has {', '.join(TASK_METRICS[task])})")
+    if task is Task.CLASSIFICATION:
+        results: tuple[ScoreResult, ...] = (top1(reference, candidate),)
+    elif task is Task.TEXT_DETECTION:
+        results = (box_f1(reference, candidate),)
+    elif task is Task.TEXT_RECOGNITION:
+        results = (character_error_rate(reference, candidate), exact_match(reference, candidate))
+    else:
+        results = (within_tolerance(reference, candidate, rtol=rtol, atol=atol),)
+    return tuple(r.judged(given.get(r.metric), min_n) for r in results)
+
+
+def score(
+    task: Task | str,
+    reference: Any,
+    candidate: Any,
+    *,
+    threshold: Threshold | None = None,
+    min_n: int = 1,
+) -> ScoreResult:
+    """The task's primary score (or ``threshold``'s metric), judged by ``threshold``."""
+    task = Task.parse(task) if isinstance(task, str) else task
+    results = score_all(task, reference, candidate,
+                        thresholds=(threshold,) if threshold else (), min_n=min_n)
+    wanted = threshold.metric if threshold is not None else PRIMARY[task]
+    return next(r for r in results if r.metric == wanted)
+
+
+def differing(task: Task | str, reference: Any, candidate: Any, *,
+              rtol: float = RTOL, atol: float = ATOL) -> Array:
+    """Indices of rows/images where the candidate's result differs from the reference's."""
+    task = Task.parse(task) if isinstance(task, str) else task
+    if task is Task.CLASSIFICATION:
+        a, b = _labels(reference), _labels(candidate)
+        rows = len(a)
+        return np.flatnonzero((a != b).reshape(rows, -1).any(axis=1))
+    if task is Task.TEXT_RECOGNITION:
+        pairs = zip(_texts(reference), _texts(candidate), strict=True)
+        return np.flatnonzero([r != c for r, c in pairs])
+    if task is Task.TEXT_DETECTION:
+        flags = []
+        for ref, cand in zip(reference, candidate, strict=True):
+            r, c = len(as_boxes(ref)), len(as_boxes(cand))
+            flags.append(not (r == c == match_boxes(ref, cand)))
+        return np.flatnonzero(flags)
+    fa = np.asarray(reference, dtype=np.float64)
+    fb = np.asarray(candidate, dtype=np.float64)
+    rows = fa.shape[0] if fa.ndim else 1
+    fa, fb = fa.reshape(rows, -1), fb.reshape(rows, -1)
+    return np.flatnonzero(~(np.abs(fa - fb) <= atol + rtol * np.abs(fa)).all(axis=1))

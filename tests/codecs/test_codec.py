@@ -87,6 +87,13 @@ def test_ctc_merges_repeats_drops_blanks_and_decides_the_space_by_class_count() 
         decode(np.zeros((1, 2, 7), dtype=np.float32))
 
 
+def test_postprocess_in_paddleclas_form() -> None:
+    codec = Codec({"preprocess": [], "postprocess": {"Topk": {"topk": 1, "label_list": ["0", "180"]}}})
+    assert codec.task is Task.CLASSIFICATION
+    (result,) = codec.decode(np.array([[0.2, 0.8]]), [{}])
+    assert result.labels == ("180",)
+
+
 def test_topk_labels_best_first() -> None:
     (result,) = Topk(topk=2, label_list=["0", "180", "90"])(np.array([[0.1, 0.7, 0.2]]))
     assert result.labels == ("180", "90") and result.class_ids == (1, 2)

@@ -112,9 +112,16 @@ def main() -> None:
         try:
             for model in ("det", "rec"):
                 server = ServeProcess(["--repo", str(Path(tmp) / "repo"), "--model", model,
-                                       "--workers", "1", "--log-level", "warning"],
+                                       "--workers", "1", "--log-level", "warning",
+                                       "--max-batch-size", "2" if model == "det" else "8"],
                                       Path(tmp) / f"{model}.log")
-                servers.append(server.start())
+                servers.append(server.start(wait_ready=False))
+            for server in servers:
+                try:
+                    server.wait_ready(timeout=900)
+                except AssertionError:
+                    print(server.log()[-4000:])
+                    raise
             det_client = triton.InferenceServerClient(servers[0].url.removeprefix("http://"))
             rec_client = triton.InferenceServerClient(servers[1].url.removeprefix("http://"))
 

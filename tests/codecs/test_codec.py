@@ -121,3 +121,15 @@ def test_the_v5_exports_build_from_their_inference_yml() -> None:
     assert det.task is Task.TEXT_DETECTION and "DetLabelEncode" not in det.names
     assert rec.task is Task.TEXT_RECOGNITION
     assert len(rec.postprocess.characters(18385)) == 18385  # blank + dictionary + space
+
+
+def test_building_a_codec_and_the_serving_app_import_no_opencv() -> None:
+    from tests.cli._modules import loaded_by
+
+    loaded = loaded_by(code=(
+        "import workbench.serving.app\n"
+        "from workbench.codecs import Codec\n"
+        "Codec({'preprocess': [{'DecodeImage': None}], 'postprocess': {'name': 'Topk'}})"
+    ))
+    assert not loaded & {"cv2", "pyclipper"}
+    assert not loaded_by("--help") & {"cv2", "pyclipper"}

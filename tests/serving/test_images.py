@@ -51,7 +51,8 @@ def rec_server(serve: Any, ocr_repo: Path) -> ServeProcess:
 
 @pytest.fixture(scope="module")
 def det_server(serve: Any, ocr_repo: Path) -> ServeProcess:
-    return serve(["--repo", str(ocr_repo), "--model", "det", "--workers", "1"])
+    # warm-up runs every batch size up to --max-batch-size at the 736x736 sample: keep it small
+    return serve(["--repo", str(ocr_repo), "--model", "det", "--workers", "1", "--max-batch-size", "2"])
 
 
 @pytest.fixture(scope="module")
@@ -147,6 +148,16 @@ def test_malformed_images_are_refused_and_the_instance_keeps_serving(
         assert outputs(good.json())["text"]["data"][0].strip() == LINES[0]
 
 
+def test_model_metadata_describes_the_image_call(rec_server: ServeProcess) -> None:
+    with rec_server.client() as client:
+        meta = client.get("/v2/models/rec").json()
+    assert meta["inputs"][0]["datatype"] == "FP32"  # the raw signature stays what it is
+    codec = meta["parameters"]["codec"]
+    assert codec["task"] == "text-recognition"
+    assert codec["inputs"][0]["datatype"] == "BYTES"
+    assert [o["name"] for o in codec["outputs"]] == ["text", "score"]
+
+
 def test_raw_tensors_still_work_beside_images(rec_server: ServeProcess) -> None:
     x = np.random.default_rng(0).random((2, 3, 48, 320), dtype=np.float32)
     with rec_server.client() as client:
@@ -184,4 +195,5 @@ def test_a_version_without_codec_says_so(serve: Any, demo_repo: Path) -> None:
         answer = client.post("/v2/models/digits/infer", json=b64_body([b"\x89PNG"]))
     assert answer.status_code == 400
     assert "has no codec" in answer.json()["error"]
+    assert "parameters" not in httpx.get(f"{server.url}/v2/models/digits").json()
     assert httpx.get(f"{server.url}/v2/health/ready").status_code == 200

@@ -51,7 +51,7 @@ from workbench.errors import (
     VersionNotLoadedError,
     WorkbenchError,
 )
-from workbench.serving import protocol
+from workbench.serving import images, protocol
 from workbench.serving.batching import ClientGone, QueueFull
 from workbench.serving.connections import PEER_CLOSED
 from workbench.serving.images import ImageInference, wants_codec
@@ -309,7 +309,7 @@ class _Handlers:
         versions = [str(loaded.version)] if versioned else [
             str(lv.version) for lv in self.service.hub.loaded
         ]
-        doc = {
+        doc: dict[str, Any] = {
             "name": self.model,
             "versions": versions,
             "platform": "paddle_inference",
@@ -318,6 +318,9 @@ class _Handlers:
         }
         if not versioned:
             doc["active_version"] = str(loaded.version)
+        codec = images.metadata(loaded)
+        if codec is not None:  # how to send encoded images instead (serving/images.py)
+            doc["parameters"] = {"codec": codec}
         return json_response(doc, version=str(loaded.version))
 
     async def model_ready(self, request: Request) -> Response:
@@ -430,6 +433,8 @@ class _Handlers:
             try:
                 version = loaded.version_label
                 if wants_codec(decoded):  # encoded images in, the task's result out
+                    if service.settings.faults is not None:
+                        await service.settings.faults.apply(version)
                     computed = time.perf_counter()
                     result = await self.images.infer(loaded, decoded, gone=_peer_probe(scope))
                 else:

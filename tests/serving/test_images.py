@@ -1,8 +1,7 @@
 """Image in, text out: a real ``workbench serve`` answering encoded images through codecs.
 
-The PP-OCRv5 mobile recogniser is published from its PaddleX export (its inference.yml
-gives the codec) and the PP-OCRv4 detector from RapidOCR's legacy export with an
-inference.yml written from RapidOCR's config; clients send PNGs as OIP ``BYTES``
+The PP-OCRv5 mobile recogniser and detector are published from their PaddleX exports
+(the manifest records the codec from inference.yml); clients send PNGs as OIP ``BYTES``
 tensors: JSON base64 (MLServer/KServe), the binary extension by hand (KServe's plain
 REST style) and ``tritonclient.http``. All must get what the codec computes in-process.
 """
@@ -11,14 +10,12 @@ from __future__ import annotations
 
 import base64
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
 import pytest
-import yaml
 
 from tests.codecs import _ocr
 from tests.serving.conftest import ServeProcess, binary_infer_body, json_infer_body
@@ -30,27 +27,19 @@ LINES = _ocr.LINES[:4]
 
 @pytest.fixture(scope="module")
 def ocr_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """rec 1.0.0 (PP-OCRv5 export as is), det 1.0.0 (PP-OCRv4 + a written inference.yml)."""
+    """The PP-OCRv5 exports published as is: rec 5.0.0, det 5.0.0 (oneDNN off: its PIR
+    program fails under oneDNN on the CPU build); the manifests carry the codecs."""
     _ocr.require_exports()
     _ocr.require_fonts()
     from workbench import ModelRepository
-    from workbench.model.manifest import TensorSpec
+    from workbench.model.runtime_settings import RuntimeSettings
+    from workbench.runtime.paddle import PaddleProbe
 
     root = tmp_path_factory.mktemp("ocr-repo")
     repo = ModelRepository(root)
-    work = tmp_path_factory.mktemp("ocr-src")
-    rec_src = work / "rec"
-    shutil.copytree(_ocr.V5_REC, rec_src)
-    repo.publish("rec", "1.0.0", rec_src, sample={"x": np.zeros((1, 3, 48, 320), np.float32)},
-                 inputs=[TensorSpec("x", "float32", (-1, 3, 48, -1))])
-    det_src = work / "det"
-    shutil.copytree(_ocr.V4_DET, det_src)
-    spec = _ocr.v4_det_spec()
-    (det_src / "inference.yml").write_text(yaml.safe_dump(
-        {"PreProcess": {"transform_ops": spec["preprocess"]}, "PostProcess": spec["postprocess"]}
-    ))
-    repo.publish("det", "1.0.0", det_src, sample={"x": np.zeros((1, 3, 64, 64), np.float32)},
-                 inputs=[TensorSpec("x", "float32", (-1, 3, -1, -1))])
+    rec = repo.publish("rec", "5.0.0", _ocr.V5_REC, probe=PaddleProbe())
+    det = repo.publish("det", "5.0.0", _ocr.V5_DET, probe=PaddleProbe(), runtime=RuntimeSettings.parse("onednn=off"))
+    assert rec.codec is not None and det.codec is not None
     return root
 
 
@@ -62,7 +51,8 @@ def rec_server(serve: Any, ocr_repo: Path) -> ServeProcess:
 
 @pytest.fixture(scope="module")
 def det_server(serve: Any, ocr_repo: Path) -> ServeProcess:
-    return serve(["--repo", str(ocr_repo), "--model", "det", "--workers", "1"])
+    # warm-up runs every batch size up to --max-batch-size at the 736x736 sample: keep it small
+    return serve(["--repo", str(ocr_repo), "--model", "det", "--workers", "1", "--max-batch-size", "2"])
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +98,7 @@ def test_json_base64_images_are_read_as_text(rec_server: ServeProcess, lines: li
     assert out["text"]["data"] == expected_texts
     assert [t.strip() for t in out["text"]["data"]] == LINES  # ground truth too
     assert all(0.5 < s <= 1.0 for s in out["score"]["data"])
-    assert answer.headers["x-model-version"] == "1.0.0"
+    assert answer.headers["x-model-version"] == "5.0.0"
 
 
 def test_binary_images_get_the_same_answer(rec_server: ServeProcess, lines: list[bytes],
@@ -158,6 +148,16 @@ def test_malformed_images_are_refused_and_the_instance_keeps_serving(
         assert outputs(good.json())["text"]["data"][0].strip() == LINES[0]
 
 
+def test_model_metadata_describes_the_image_call(rec_server: ServeProcess) -> None:
+    with rec_server.client() as client:
+        meta = client.get("/v2/models/rec").json()
+    assert meta["inputs"][0]["datatype"] == "FP32"  # the raw signature stays what it is
+    codec = meta["parameters"]["codec"]
+    assert codec["task"] == "text-recognition"
+    assert codec["inputs"][0]["datatype"] == "BYTES"
+    assert [o["name"] for o in codec["outputs"]] == ["text", "score"]
+
+
 def test_raw_tensors_still_work_beside_images(rec_server: ServeProcess) -> None:
     x = np.random.default_rng(0).random((2, 3, 48, 320), dtype=np.float32)
     with rec_server.client() as client:
@@ -182,7 +182,7 @@ def test_detection_answers_boxes_per_image(det_server: ServeProcess) -> None:
     index = np.array(out["image_index"]["data"])
     boxes = np.array(out["boxes"]["data"], dtype=np.float32).reshape(out["boxes"]["shape"])
     assert out["boxes"]["shape"][1:] == [4, 2] and list(np.bincount(index)) == [3, 2]
-    expected = Codec(_ocr.v4_det_spec()).run(images, _ocr.run_fn(_ocr.V4_DET))
+    expected = Codec.from_export(_ocr.V5_DET).run(images, _ocr.run_fn(_ocr.V5_DET, mkldnn=False))
     np.testing.assert_allclose(boxes[index == 0], expected[0].boxes, atol=1.0)
     np.testing.assert_allclose(boxes[index == 1], expected[1].boxes, atol=1.0)
     for (_, (x0, y0, x1, y1)), box in zip(truth, sorted(boxes[index == 0], key=lambda b: b[0][1]), strict=True):
@@ -195,4 +195,5 @@ def test_a_version_without_codec_says_so(serve: Any, demo_repo: Path) -> None:
         answer = client.post("/v2/models/digits/infer", json=b64_body([b"\x89PNG"]))
     assert answer.status_code == 400
     assert "has no codec" in answer.json()["error"]
+    assert "parameters" not in httpx.get(f"{server.url}/v2/models/digits").json()
     assert httpx.get(f"{server.url}/v2/health/ready").status_code == 200

@@ -65,11 +65,9 @@ class Codec:
                 f"a codec must be a mapping with preprocess and postprocess, not {type(spec).__name__}"
             )
         steps = spec.get("preprocess")
-        post = spec.get("postprocess")
         if not isinstance(steps, list):
             raise CodecError("the codec's preprocess must be a list of operations")
-        if not isinstance(post, dict) or not isinstance(post.get("name"), str):
-            raise CodecError("the codec's postprocess must be a mapping with a name")
+        post = _postprocess(spec.get("postprocess"))
         self.operations: list[Callable[[Sample], Sample]] = []
         self.names: list[str] = []
         for step in steps:
@@ -165,6 +163,17 @@ class Codec:
             for index, result in zip(indices, decoded, strict=True):
                 results[index] = result
         return results
+
+
+def _postprocess(post: object) -> dict[str, Any]:
+    """``{name: X, ...parameters}`` (PaddleOCR's form) or ``{X: {...parameters}}`` (PaddleClas')."""
+    if isinstance(post, dict) and isinstance(post.get("name"), str):
+        return post
+    if isinstance(post, dict) and len(post) == 1:
+        ((name, params),) = post.items()
+        if isinstance(name, str) and isinstance(params, dict | None):
+            return {"name": name, **(params or {})}
+    raise CodecError(f"the codec's postprocess must be a mapping with a name, not {post!r}")
 
 
 def _step(step: object) -> tuple[str, dict[str, Any]]:

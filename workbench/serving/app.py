@@ -44,7 +44,7 @@ from workbench.errors import (
     ModelNotFoundError,
     WorkbenchError,
 )
-from workbench.serving import protocol
+from workbench.serving import images, protocol
 from workbench.serving.admin import admin_routes
 from workbench.serving.batching import QueueFull
 from workbench.serving.connections import PEER_CLOSED
@@ -220,7 +220,7 @@ class _Handlers:
         versions = [str(loaded.version)] if versioned else [
             str(lv.version) for lv in self.service.hub.loaded
         ]
-        doc = {
+        doc: dict[str, Any] = {
             "name": self.model,
             "versions": versions,
             "platform": "paddle_inference",
@@ -229,6 +229,9 @@ class _Handlers:
         }
         if not versioned:
             doc["active_version"] = str(loaded.version)
+        codec = images.metadata(loaded)
+        if codec is not None:  # how to send encoded images instead (serving/images.py)
+            doc["parameters"] = {"codec": codec}
         return json_response(doc, version=str(loaded.version))
 
     async def model_ready(self, request: Request) -> Response:
@@ -341,6 +344,8 @@ class _Handlers:
             try:
                 version = loaded.version_label
                 if wants_codec(decoded):  # encoded images in, the task's result out
+                    if service.settings.faults is not None:
+                        await service.settings.faults.apply(version)
                     computed = time.perf_counter()
                     result = await self.images.infer(loaded, decoded, gone=_peer_probe(scope))
                 else:

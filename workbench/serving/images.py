@@ -31,6 +31,8 @@ or binary as asked):
 Images are decoded and transformed in a thread, run through the version's runner (so
 they are batched with other requests and counted in its metrics like any rows), and
 decoded back in a thread. Bytes that are not an image answer 400 naming the element.
+The model metadata (``GET /v2/models/{m}``) of a version with a codec describes this
+call under ``parameters.codec`` (task, image input, outputs).
 """
 
 from __future__ import annotations
@@ -134,6 +136,36 @@ class ImageInference:
             compute_seconds=sum(run.compute_seconds for run in runs) + time.perf_counter() - started,
             batch_size=len(images),
         )
+
+
+#: The datatype and shape of each output, per output name (K: boxes, k: top classes).
+_SHAPES = {
+    "text": ("BYTES", [-1]), "score": ("FP32", [-1]),
+    "boxes": ("FP32", [-1, 4, 2]), "scores": ("FP32", [-1]), "image_index": ("INT32", [-1]),
+    "labels": ("BYTES", [-1, -1]), "class_ids": ("INT64", [-1, -1]),
+}
+
+
+def metadata(loaded: LoadedVersion) -> dict[str, Any] | None:
+    """How to call the version with images, for its model metadata (``parameters.codec``);
+    None when its manifest records no codec."""
+    manifest = loaded.manifest
+    task = getattr(manifest, "task", None)
+    names = OUTPUTS.get(getattr(task, "value", ""))
+    if not getattr(manifest, "codec", None) or names is None:
+        return None
+    outputs = []
+    for name in names:
+        datatype, shape = _SHAPES[name]
+        if name == "scores" and task is not None and task.value == "classification":
+            shape = [-1, -1]
+        outputs.append({"name": name, "datatype": datatype, "shape": shape})
+    return {
+        "task": task.value if task is not None else None,
+        "inputs": [{"name": "image", "datatype": "BYTES", "shape": [-1],
+                    "parameters": {"content_type": "base64 in JSON; raw in binary"}}],
+        "outputs": outputs,
+    }
 
 
 def build_codec(loaded: LoadedVersion) -> Codec | None:

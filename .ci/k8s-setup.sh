@@ -59,6 +59,10 @@ ETCD_PORT=12379
 KUBELET_PORT=16250
 KUBELET_HEALTHZ_PORT=16248
 NODE_NAME="workbench-node"
+# The node's address: the kubelet refuses a loopback one, so a dummy interface holds an
+# address only this machine reaches (the primary address when that cannot be made).
+NODE_LINK="wb-k8s0"
+NODE_LINK_IP="10.255.255.1"
 SUITE=bookworm
 # The pinned source package (bookworm's, a point release: Debian keeps it in the suite).
 K8S_DEB_VERSION="1.20.5+really1.20.2-1.1+deb12u1"
@@ -139,6 +143,21 @@ source_tree() {  # the tree at a stable path (the Go build cache keys on it)
     mv "${tree}.tmp" "${tree}"
 }
 
+patch_reflect2() {  # the vendored reflect2 v1.0.1 crashes on Go >= 1.18: v1.0.2's fix
+    # Go 1.18 changed reflect.mapiterinit to fill an iterator the caller allocates; v1.0.1
+    # takes a pointer back, and json-iterator's map encoding faults (kube-apiserver dies
+    # encoding a custom resource's metadata). Same change as reflect2 v1.0.2.
+    local dir="$1/vendor/github.com/modern-go/reflect2"
+    grep -q 'm unsafe.Pointer, it \*hiter)$' "${dir}/unsafe_link.go" && return
+    perl -0pi -e 's/func mapiterinit\(rtype unsafe.Pointer, m unsafe.Pointer\) \*hiter/func mapiterinit(rtype unsafe.Pointer, m unsafe.Pointer, it *hiter)/;
+        s/(type hiter struct \{\n).*?\n\}/$1\tkey         unsafe.Pointer\n\tvalue       unsafe.Pointer\n\tt           unsafe.Pointer\n\th           unsafe.Pointer\n\tbuckets     unsafe.Pointer\n\tbptr        unsafe.Pointer\n\toverflow    *[]unsafe.Pointer\n\toldoverflow *[]unsafe.Pointer\n\tstartBucket uintptr\n\toffset      uint8\n\twrapped     bool\n\tB           uint8\n\ti           uint8\n\tbucket      uintptr\n\tcheckBucket uintptr\n}/s' \
+        "${dir}/unsafe_link.go"
+    perl -0pi -e 's/\treturn &UnsafeMapIterator\{\n\t\thiter:      mapiterinit\(type2.rtype, \*\(\*unsafe.Pointer\)\(obj\)\),/\tvar it hiter\n\tmapiterinit(type2.rtype, *(*unsafe.Pointer)(obj), &it)\n\treturn &UnsafeMapIterator{\n\t\thiter:      &it,/' \
+        "${dir}/unsafe_map.go"
+    grep -q 'm unsafe.Pointer, it \*hiter)$' "${dir}/unsafe_link.go" && grep -q 'hiter:      &it,' "${dir}/unsafe_map.go" \
+        || die "patching vendor/github.com/modern-go/reflect2 failed"
+}
+
 generate_openapi() {  # the release tree lacks pkg/generated/openapi/zz_generated.openapi.go
     local tree="$1" dirs
     [ -f "${tree}/pkg/generated/openapi/zz_generated.openapi.go" ] && return
@@ -163,6 +182,7 @@ build_binaries() {  # build_binaries OUT: the servers, the kubelet and a static 
     local targets=() name
     for name in ${COMPONENTS}; do targets+=("./cmd/${name}"); done
     cd "${tree}"
+    patch_reflect2 "${tree}"
     generate_openapi "${tree}"
     log "go build ${COMPONENTS} (${K8S_VERSION}, -tags providerless; about 4 minutes cold)"
     go build -tags providerless -o "${out}/" -ldflags "-s -w \
@@ -178,7 +198,7 @@ build_binaries() {  # build_binaries OUT: the servers, the kubelet and a static 
 
 build_hash() {
     { echo "${BUILD_REVISION} ${K8S_DEB_VERSION} ${K8S_VERSION} ${GO_PACKAGE} ${COMPONENTS}"
-      declare -f build_binaries generate_openapi source_tree; } | sha256sum | cut -c1-16
+      declare -f build_binaries patch_reflect2 generate_openapi source_tree; } | sha256sum | cut -c1-16
 }
 
 build() {  # sets BIN to the cached build's directory, building it when absent
@@ -257,9 +277,11 @@ stop_cluster() {
     local name
     for name in kubelet kube-scheduler kube-controller-manager kube-apiserver etcd; do stop_one "${name}"; done
     remove_pod_containers
+    ip link del "${NODE_LINK}" 2> /dev/null || true
     # the kubelet's volume mounts (secrets and service account tokens are tmpfs mounts)
     if [ -d "${STATE_DIR}/kubelet" ]; then
-        awk -v dir="${STATE_DIR}/kubelet/" 'index($2, dir) == 1 {print $2}' /proc/mounts | sort -r \
+        awk -v dir="${STATE_DIR}/kubelet" '$2 == dir || index($2, dir "/") == 1 {print $2}' /proc/mounts \
+            | sort -r \
             | xargs -r -n1 umount -l 2> /dev/null || true
     fi
 }
@@ -271,14 +293,16 @@ spawn() {  # spawn NAME COMMAND...: a daemon that outlives this script, logs in 
     echo $! > "${RUN_DIR}/${name}.pid"
 }
 
-wait_for() {  # wait_for WHAT SECONDS LOG COMMAND...
-    local what="$1" seconds="$2" logfile="$3"; shift 3
+wait_for() {  # wait_for NAME SECONDS COMMAND...: until COMMAND succeeds, while NAME runs
+    local name="$1" seconds="$2"; shift 2
     for _ in $(seq $((seconds * 2))); do
         "$@" && return 0
+        alive "${name}" || break
         sleep 0.5
     done
-    tail -n 40 "${logfile}" >&2 || true
-    die "${what} did not come up within ${seconds} s (log: ${logfile})"
+    tail -n 40 "${RUN_DIR}/${name}.log" >&2 || true
+    alive "${name}" || die "${name} exited (log: ${RUN_DIR}/${name}.log)"
+    die "${name} was not ready within ${seconds} s (log: ${RUN_DIR}/${name}.log)"
 }
 
 cert() {  # cert NAME SUBJECT [SAN]: a key and a certificate signed by the CA (in the cwd)
@@ -320,7 +344,7 @@ make_pki() {  # a CA, serving and client certificates, the service account key, 
     cert apiserver "/CN=kube-apiserver" "IP:127.0.0.1,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,\
 DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
     cert apiserver-kubelet-client "/O=system:masters/CN=kube-apiserver-kubelet-client"
-    cert kubelet "/CN=${NODE_NAME}" "IP:127.0.0.1,DNS:${NODE_NAME},DNS:localhost"
+    cert kubelet "/CN=${NODE_NAME}" "IP:${NODE_IP},IP:127.0.0.1,DNS:${NODE_NAME},DNS:localhost"
     openssl genrsa -out sa.key 2048 2> /dev/null
     openssl rsa -in sa.key -pubout -out sa.pub 2> /dev/null
     # static tokens: one user per component, so RBAC (and the Node authorizer) tell them apart
@@ -360,6 +384,18 @@ node_ready() {
         -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2> /dev/null)" = True ]
 }
 
+node_ip() {  # sets NODE_IP
+    if ip link show "${NODE_LINK}" > /dev/null 2>&1 \
+        || { ip link add "${NODE_LINK}" type dummy 2> /dev/null \
+             && ip addr add "${NODE_LINK_IP}/32" dev "${NODE_LINK}" && ip link set "${NODE_LINK}" up; }; then
+        NODE_IP="${NODE_LINK_IP}"
+    else
+        NODE_IP="$(ip -4 route get 1.1.1.1 2> /dev/null | sed -n 's/.* src \([0-9.]*\).*/\1/p')"
+        [ -n "${NODE_IP}" ] || die "no address for the node: no dummy interface and no default route"
+    fi
+    log "the node's address: ${NODE_IP}"
+}
+
 start_cluster() {
     local pki="${RUN_DIR}/pki" host
     host="$(docker_host)"
@@ -368,6 +404,7 @@ start_cluster() {
     stop_cluster
     rm -rf "${RUN_DIR}/etcd" "${STATE_DIR}/kubelet"
     mkdir -p "${RUN_DIR}" "${STATE_DIR}/kubelet"
+    node_ip
     make_pki
     pause_image
 
@@ -378,12 +415,12 @@ start_cluster() {
         --listen-peer-urls "http://127.0.0.1:$((ETCD_PORT + 1))" \
         --initial-advertise-peer-urls "http://127.0.0.1:$((ETCD_PORT + 1))" \
         --initial-cluster "workbench=http://127.0.0.1:$((ETCD_PORT + 1))" --log-level warn
-    wait_for etcd 30 "${RUN_DIR}/etcd.log" curl -sf "http://127.0.0.1:${ETCD_PORT}/health" -o /dev/null
+    wait_for etcd 30 curl -sf "http://127.0.0.1:${ETCD_PORT}/health" -o /dev/null
 
     log "starting kube-apiserver ${K8S_VERSION} on https://127.0.0.1:${PORT}"
     spawn kube-apiserver "${BIN}/kube-apiserver" \
         --etcd-servers "http://127.0.0.1:${ETCD_PORT}" \
-        --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "${PORT}" --insecure-port 0 \
+        --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "${PORT}" \
         --tls-cert-file "${pki}/apiserver.crt" --tls-private-key-file "${pki}/apiserver.key" \
         --client-ca-file "${pki}/ca.crt" --token-auth-file "${pki}/tokens.csv" \
         --authorization-mode Node,RBAC --enable-admission-plugins NodeRestriction \
@@ -393,9 +430,9 @@ start_cluster() {
         --kubelet-client-certificate "${pki}/apiserver-kubelet-client.crt" \
         --kubelet-client-key "${pki}/apiserver-kubelet-client.key" \
         --kubelet-certificate-authority "${pki}/ca.crt" \
-        --kubelet-preferred-address-types InternalIP,Hostname \
-        --allow-privileged true --v 1
-    wait_for kube-apiserver 120 "${RUN_DIR}/kube-apiserver.log" admin_ok
+        --kubelet-preferred-address-types InternalIP \
+        --allow-privileged=true --v 1
+    wait_for kube-apiserver 120 admin_ok
 
     log "starting kube-controller-manager and kube-scheduler"
     spawn kube-controller-manager "${BIN}/kube-controller-manager" \
@@ -407,11 +444,12 @@ start_cluster() {
 
     log "starting the kubelet (node ${NODE_NAME}, dockershim on ${host})"
     spawn kubelet "${BIN}/kubelet" \
-        --kubeconfig "${pki}/kubelet.kubeconfig" --hostname-override "${NODE_NAME}" --node-ip 127.0.0.1 \
+        --kubeconfig "${pki}/kubelet.kubeconfig" --hostname-override "${NODE_NAME}" --node-ip "${NODE_IP}" \
         --root-dir "${STATE_DIR}/kubelet" --cert-dir "${STATE_DIR}/kubelet/pki" \
         --tls-cert-file "${pki}/kubelet.crt" --tls-private-key-file "${pki}/kubelet.key" \
         --client-ca-file "${pki}/ca.crt" --anonymous-auth=false --authorization-mode AlwaysAllow \
-        --address 127.0.0.1 --port "${KUBELET_PORT}" --healthz-port "${KUBELET_HEALTHZ_PORT}" \
+        --address "${NODE_IP}" --port "${KUBELET_PORT}" \
+        --healthz-bind-address 127.0.0.1 --healthz-port "${KUBELET_HEALTHZ_PORT}" \
         --read-only-port 0 \
         --container-runtime docker --docker-endpoint "${host}" \
         --pod-infra-container-image "${PAUSE_IMAGE}" \
@@ -420,13 +458,17 @@ start_cluster() {
         --eviction-hard "memory.available<50Mi,nodefs.available<1%,imagefs.available<1%" \
         --cluster-domain cluster.local --resolv-conf /etc/resolv.conf \
         --volume-plugin-dir "${STATE_DIR}/kubelet/volume-plugins" --v 1
-    wait_for "the node ${NODE_NAME}" 120 "${RUN_DIR}/kubelet.log" node_ready
+    wait_for kubelet 120 node_ready
 }
 
 install_crds() {  # the custom resources the exports write (tests/k8s_live/_crds.py)
     log "installing CRDs (Gateway API, Argo Rollouts, KServe)"
+    local crds="${RUN_DIR}/crds.yaml"
     (cd "${ROOT}" && uv run --frozen --extra cpu --extra notebook --extra dev python -m tests.k8s_live._crds) \
-        | kubectl_admin apply --server-side --force-conflicts -f - >&2
+        > "${crds}"
+    # create (the cluster is new): a client-side apply's annotation would not hold these
+    # schemas, and 1.20's server-side apply turns their `default: ""` into null
+    kubectl_admin create -f "${crds}" > /dev/null
     kubectl_admin wait --for condition=Established --timeout 60s crd --all > /dev/null
 }
 

@@ -53,13 +53,9 @@ class Cluster:
         context = ssl.create_default_context(cafile=str(self.ca_file))
         try:
             with urllib.request.urlopen(req, context=context, timeout=30) as resp:
-                return resp.status, json.loads(resp.read() or b"{}")
+                return resp.status, _parse(resp.read())
         except urllib.error.HTTPError as exc:
-            text = exc.read()
-            try:
-                return exc.code, json.loads(text)
-            except ValueError:
-                return exc.code, text.decode("utf-8", "replace")
+            return exc.code, _parse(exc.read())
 
     def served_group_versions(self) -> set[str]:
         """Every group/version the server serves (discovery: /api and /apis)."""
@@ -71,6 +67,14 @@ class Cluster:
         for group in groups["groups"]:
             served.update(version["groupVersion"] for version in group["versions"])
         return served
+
+
+def _parse(body: bytes) -> Any:
+    """JSON, or the text itself (/readyz answers ``ok``)."""
+    try:
+        return json.loads(body or b"{}")
+    except ValueError:
+        return body.decode("utf-8", "replace")
 
 
 def load(kubeconfig: Path) -> Cluster:

@@ -11,8 +11,8 @@ turns them back into structural CRD schemas: ``oneOf [X, {type: null}]`` becomes
 ``anyOf [integer, string]`` becomes ``x-kubernetes-int-or-string``, ``nullable`` and the
 ObjectMeta reference go (metadata is ``type: object``, as in every upstream CRD), and an
 object that lists no properties keeps its contents (``x-kubernetes-preserve-unknown-fields``)
-instead of having them pruned. ``.ci/k8s-setup.sh`` pipes the output into
-``kubectl apply --server-side``.
+instead of having them pruned. A string's ``default: ""`` is left out: Kubernetes 1.20
+reads it as null and refuses the CRD. ``.ci/k8s-setup.sh`` creates them with kubectl.
 """
 
 from __future__ import annotations
@@ -38,16 +38,26 @@ KINDS: tuple[tuple[str, str, str, str, str, str], ...] = (
     (ARGO, "argoproj.io", "v1alpha1", "AnalysisRun", "analysisruns", "Namespaced"),
 )
 NULL = {"type": "null"}
+#: the annotation Gateway API v1.0.0's CRDs carry (a *.k8s.io group needs one)
+APPROVAL = "https://github.com/kubernetes-sigs/gateway-api/pull/2466"
 INT_OR_STRING = [{"type": "integer"}, {"type": "string"}]
 
 
-def structural(node: Any) -> Any:
-    """A kubernetes-models schema node as a structural CRD schema node."""
+def structural(node: Any, junctor: bool = False) -> Any:
+    """A kubernetes-models schema node as a structural CRD schema node.
+
+    ``junctor``: the node is a branch of oneOf/anyOf/allOf/not, where a structural schema
+    names no types (the node that holds the junctor does).
+    """
     if isinstance(node, list):
-        return [structural(item) for item in node]
+        return [structural(item, junctor) for item in node]
     if not isinstance(node, dict):
         return node
     node = {key: value for key, value in node.items() if key != "nullable"}
+    if node.get("default") == "" and node.get("type") == "string":
+        del node["default"]  # 1.20 reads an empty-string default as null and refuses the CRD
+    if not node and not junctor:  # an open schema ("any value"), as upstream's unknown-field-preserving nodes
+        return {"x-kubernetes-preserve-unknown-fields": True}
     one_of = node.get("oneOf")
     if isinstance(one_of, list) and NULL in one_of:
         rest = [branch for branch in one_of if branch != NULL]
@@ -60,11 +70,23 @@ def structural(node: Any) -> Any:
     if node.get("anyOf") == INT_OR_STRING or node.get("anyOf") == INT_OR_STRING[::-1]:
         node.pop("anyOf")
         node["x-kubernetes-int-or-string"] = True
-    out = {key: structural(value) for key, value in node.items()}
+    out = {key: _structural_value(key, value) for key, value in node.items()}
+    if not junctor and "type" not in out and ("properties" in out or "additionalProperties" in out):
+        out["type"] = "object"
     if (out.get("type") == "object" and "properties" not in out and "additionalProperties" not in out
             and not out.get("x-kubernetes-preserve-unknown-fields")):
         out["x-kubernetes-preserve-unknown-fields"] = True
     return out
+
+
+def _structural_value(key: str, value: Any) -> Any:
+    if key in ("properties", "patternProperties"):  # name -> schema
+        return {name: structural(schema) for name, schema in value.items()}
+    if key in ("default", "enum", "example", "required"):  # values, not schemas
+        return value
+    if key in ("oneOf", "anyOf", "allOf", "not"):
+        return structural(value, junctor=True)
+    return structural(value)
 
 
 def _schema(package: str, group: str, version: str, kind: str) -> dict[str, Any]:
@@ -83,6 +105,9 @@ def _schema(package: str, group: str, version: str, kind: str) -> dict[str, Any]
 
 def crd(package: str, group: str, version: str, kind: str, plural: str, scope: str) -> dict[str, Any]:
     """One CustomResourceDefinition, served and stored at ``version``, with a status subresource."""
+    metadata: dict[str, Any] = {"name": f"{plural}.{group}"}
+    if group.endswith(".k8s.io"):  # a protected group: upstream's CRDs carry the approval
+        metadata["annotations"] = {"api-approved.kubernetes.io": APPROVAL}
     subresources: dict[str, Any] = {"status": {}}
     if kind == "Rollout":  # as upstream: an HPA scales a Rollout through /scale
         subresources["scale"] = {"specReplicasPath": ".spec.replicas", "statusReplicasPath": ".status.replicas",
@@ -90,7 +115,7 @@ def crd(package: str, group: str, version: str, kind: str, plural: str, scope: s
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
-        "metadata": {"name": f"{plural}.{group}"},
+        "metadata": metadata,
         "spec": {
             "group": group,
             "names": {"kind": kind, "listKind": f"{kind}List", "plural": plural, "singular": kind.lower()},

@@ -4,7 +4,8 @@ The node is the kubelet built from the same Kubernetes 1.20.2 tree as the contro
 (not a fake: it runs the containers and their probes). It uses dockershim on the private
 dockerd of .ci/docker-setup.sh, so WORKBENCH_TEST_IMAGE, built there, runs without a
 registry (``imagePullPolicy: Never``). No CNI plugin runs, so the pods use
-``hostNetwork`` (their IP is the node's, 127.0.0.1) and listen on a free loopback port.
+``hostNetwork``: their IP is the node's (an address on a dummy interface that only this
+machine reaches, see .ci/k8s-setup.sh), which they learn from the downward API and listen on.
 
 The Deployment's readiness probe is an HTTP GET the kubelet sends to a file server in the
 container (404 until the test makes the file, then 200); its liveness probe an exec the
@@ -30,7 +31,7 @@ if TYPE_CHECKING:
     from tests.k8s_live._cluster import Cluster
 
 SERVER = "import http.server, functools, os, sys; os.makedirs('/tmp/www', exist_ok=True); " \
-         "http.server.ThreadingHTTPServer(('127.0.0.1', int(sys.argv[1])), " \
+         "http.server.ThreadingHTTPServer((os.environ['POD_IP'], int(sys.argv[1])), " \
          "functools.partial(http.server.SimpleHTTPRequestHandler, directory='/tmp/www')).serve_forever()"
 
 
@@ -58,6 +59,7 @@ def deployment(name: str, image: str, port: int) -> dict[str, Any]:
                 "containers": [{
                     "name": "web", "image": image, "imagePullPolicy": "Never",
                     "command": ["python", "-c", SERVER, str(port)],
+                    "env": [{"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}],
                     "readinessProbe": {"httpGet": {"path": "/ready", "port": port}, "periodSeconds": 1,
                                        "failureThreshold": 1},
                     "livenessProbe": {"exec": {"command": ["sh", "-c", "test ! -e /tmp/sick"]},
@@ -107,10 +109,12 @@ def test_deployment_ready_through_probes_and_pod_replaced(cluster: Cluster, name
     first = running_pod(cluster, namespace, name)
     pod = first["metadata"]["name"]
     assert first["spec"]["nodeName"] == os.environ.get("WORKBENCH_TEST_K8S_NODE", first["spec"]["nodeName"])
-    assert first["status"]["podIP"] == "127.0.0.1"
+    node = cluster.get("node", first["spec"]["nodeName"])
+    (node_ip,) = [a["address"] for a in node["status"]["addresses"] if a["type"] == "InternalIP"]
+    assert first["status"]["podIP"] == node_ip
     # the server answers, but /ready is 404: the kubelet's HTTP probe keeps the pod out of Ready
     wait_until(lambda: cluster.kubectl("exec", "-n", namespace, pod, "--", "python", "-c",
-                                       f"import urllib.request; urllib.request.urlopen('http://127.0.0.1:{port}/')",
+                                       f"import urllib.request; urllib.request.urlopen('http://{node_ip}:{port}/')",
                                        check=False).returncode == 0, 60, "the file server in the pod")
     for _ in range(3):
         assert not ready(cluster, namespace, pod)

@@ -5,6 +5,8 @@
 #   bash .ci/k8s-setup.sh > /tmp/workbench-k8s.env && source /tmp/workbench-k8s.env
 #   bash .ci/k8s-setup.sh --build   # only fetch and build the binaries (cached)
 #   bash .ci/k8s-setup.sh --stop    # stop the cluster (the build cache stays)
+#   bash .ci/k8s-setup.sh --restart # a new cluster, also when one is running (from
+#                                   # another checkout's build: a running one is reused)
 #
 # stdout carries only `export NAME=value` lines (everything else goes to stderr):
 #   KUBECONFIG                      admin kubeconfig (token of a system:masters user, TLS
@@ -158,6 +160,23 @@ patch_reflect2() {  # the vendored reflect2 v1.0.1 crashes on Go >= 1.18: v1.0.2
         || die "patching vendor/github.com/modern-go/reflect2 failed"
 }
 
+patch_zero_check() {  # schema validation must not take "" (or 0, false) for null on Go >= 1.19
+    # The vendored OpenAPI validators test `reflect.DeepEqual(reflect.Zero(T), reflect.ValueOf(v))`,
+    # which compares two reflect.Value headers: false for every value built with Go 1.15,
+    # true for "" since Go 1.19 points both at the runtime's shared zero value. Then a
+    # custom resource's `group: ""` (or a CRD's `default: ""`) is refused as null. Back to
+    # what the check did with the Go Kubernetes 1.20 was released with: null only.
+    local file
+    for file in "$1"/vendor/github.com/go-openapi/validate/type.go \
+                "$1"/vendor/k8s.io/kube-openapi/pkg/validation/validate/type.go; do
+        sed -i 's/if data == nil || reflect.DeepEqual(reflect.Zero(reflect.TypeOf(data)), reflect.ValueOf(data)) {/if data == nil {/' \
+            "${file}"
+        grep -q 'reflect.DeepEqual(reflect.Zero(reflect.TypeOf(data))' "${file}" \
+            && die "patching ${file} failed"
+    done
+    return 0
+}
+
 generate_openapi() {  # the release tree lacks pkg/generated/openapi/zz_generated.openapi.go
     local tree="$1" dirs
     [ -f "${tree}/pkg/generated/openapi/zz_generated.openapi.go" ] && return
@@ -183,6 +202,7 @@ build_binaries() {  # build_binaries OUT: the servers, the kubelet and a static 
     for name in ${COMPONENTS}; do targets+=("./cmd/${name}"); done
     cd "${tree}"
     patch_reflect2 "${tree}"
+    patch_zero_check "${tree}"
     generate_openapi "${tree}"
     log "go build ${COMPONENTS} (${K8S_VERSION}, -tags providerless; about 4 minutes cold)"
     go build -tags providerless -o "${out}/" -ldflags "-s -w \
@@ -198,7 +218,7 @@ build_binaries() {  # build_binaries OUT: the servers, the kubelet and a static 
 
 build_hash() {
     { echo "${BUILD_REVISION} ${K8S_DEB_VERSION} ${K8S_VERSION} ${GO_PACKAGE} ${COMPONENTS}"
-      declare -f build_binaries patch_reflect2 generate_openapi source_tree; } | sha256sum | cut -c1-16
+      declare -f build_binaries patch_reflect2 patch_zero_check generate_openapi source_tree; } | sha256sum | cut -c1-16
 }
 
 build() {  # sets BIN to the cached build's directory, building it when absent
@@ -218,8 +238,9 @@ build() {  # sets BIN to the cached build's directory, building it when absent
     touch "${BIN}.tmp/.complete"
     rm -rf "${BIN}"
     mv "${BIN}.tmp" "${BIN}"
-    # older builds
-    find "${CACHE}" -maxdepth 1 -name 'bin-*' ! -path "${BIN}" -exec rm -rf {} +
+    # older builds: keep the three newest (checkouts of other revisions may share this cache)
+    find "${CACHE}" -maxdepth 1 -name 'bin-*.tmp' ! -path "${BIN}.tmp" -mmin +60 -exec rm -rf {} +
+    ls -1dt "${CACHE}"/bin-* 2> /dev/null | grep -v '\.tmp$' | tail -n +4 | xargs -r rm -rf
     log "built in $((SECONDS - started)) s ($(du -sh "${CACHE}/gocache" | cut -f1) of Go build cache)"
 }
 
@@ -466,17 +487,16 @@ install_crds() {  # the custom resources the exports write (tests/k8s_live/_crds
     local crds="${RUN_DIR}/crds.yaml"
     (cd "${ROOT}" && uv run --frozen --extra cpu --extra notebook --extra dev python -m tests.k8s_live._crds) \
         > "${crds}"
-    # create (the cluster is new): a client-side apply's annotation would not hold these
-    # schemas, and 1.20's server-side apply turns their `default: ""` into null
-    kubectl_admin create -f "${crds}" > /dev/null
+    # server-side: a client-side apply's last-applied annotation could not hold these schemas
+    kubectl_admin apply --server-side --force-conflicts -f "${crds}" > /dev/null
     kubectl_admin wait --for condition=Established --timeout 60s crd --all > /dev/null
 }
 
 main() {
     case "${1:-}" in
         --stop) stop_cluster; return ;;
-        --build | "") ;;
-        *) die "unknown option ${1} (use --build or --stop)" ;;
+        --build | --restart | "") ;;
+        *) die "unknown option ${1} (use --build, --restart or --stop)" ;;
     esac
     [ "$(id -u)" = 0 ] || die "needs root (it runs a kubelet)"
     command -v kubectl > /dev/null || die "kubectl is not installed (apt-get install kubernetes-client)"
@@ -486,8 +506,11 @@ main() {
     flock --timeout 1800 9 || die "another k8s-setup holds ${CACHE}/setup.lock"
     build
     [ "${1:-}" = --build ] && return
-    if cluster_up && [ "$(cat "${RUN_DIR}/bin" 2> /dev/null)" = "${BIN}" ]; then
-        log "reusing the cluster at https://127.0.0.1:${PORT}"
+    if cluster_up && { [ "$(cat "${RUN_DIR}/bin" 2> /dev/null)" = "${BIN}" ] || [ "${1:-}" != --restart ]; }; then
+        log "reusing the cluster at https://127.0.0.1:${PORT} ($(cat "${RUN_DIR}/bin" 2> /dev/null))"
+        if [ "$(cat "${RUN_DIR}/bin" 2> /dev/null)" != "${BIN}" ]; then
+            log "warning: it runs another build than this checkout's ${BIN}; --restart to switch"
+        fi
     else
         start_cluster
         echo "${BIN}" > "${RUN_DIR}/bin"

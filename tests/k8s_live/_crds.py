@@ -11,8 +11,7 @@ turns them back into structural CRD schemas: ``oneOf [X, {type: null}]`` becomes
 ``anyOf [integer, string]`` becomes ``x-kubernetes-int-or-string``, ``nullable`` and the
 ObjectMeta reference go (metadata is ``type: object``, as in every upstream CRD), and an
 object that lists no properties keeps its contents (``x-kubernetes-preserve-unknown-fields``)
-instead of having them pruned. A string's ``default: ""`` is left out: Kubernetes 1.20
-reads it as null and refuses the CRD. ``.ci/k8s-setup.sh`` creates them with kubectl.
+instead of having them pruned. ``.ci/k8s-setup.sh`` applies them (server-side apply).
 """
 
 from __future__ import annotations
@@ -54,8 +53,6 @@ def structural(node: Any, junctor: bool = False) -> Any:
     if not isinstance(node, dict):
         return node
     node = {key: value for key, value in node.items() if key != "nullable"}
-    if node.get("default") == "" and node.get("type") == "string":
-        del node["default"]  # 1.20 reads an empty-string default as null and refuses the CRD
     if not node and not junctor:  # an open schema ("any value"), as upstream's unknown-field-preserving nodes
         return {"x-kubernetes-preserve-unknown-fields": True}
     one_of = node.get("oneOf")

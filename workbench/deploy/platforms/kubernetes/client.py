@@ -392,6 +392,7 @@ class KubeApi:
             raise describe_error(response.status, response.read(), "watch", what)
         raw = response.response  # urllib3's, not preloaded: read as the server sends
         pending = b""
+        done = False
         try:
             for chunk in raw.stream(amt=None, decode_content=False):
                 pending += chunk
@@ -401,11 +402,14 @@ class KubeApi:
                         yield json.loads(line)
             if pending.strip():
                 yield json.loads(pending)
+            done = True
         except (OSError, ValueError) as exc:
             if isinstance(exc, ValueError):
                 raise ClusterError(f"the watch of {what} sent something that is not JSON: {exc}") from exc
             log.debug("the watch of %s ended: %s", what, exc)  # the slice ends, the caller goes on
         finally:
+            if not done:  # left mid-stream: the connection still carries the watch, drop it
+                raw.close()
             raw.release_conn()
 
     def patch(self, api_version: str, kind: str, name: str, patch: Obj) -> Obj:

@@ -177,6 +177,18 @@ patch_zero_check() {  # schema validation must not take "" (or 0, false) for nul
     return 0
 }
 
+patch_oom_adj() {  # no negative oom_score_adj: this machine's containers cannot lower theirs
+    # Lowering an oom_score_adj takes CAP_SYS_RESOURCE, which processes here lack, so runc
+    # fails to start a container asked for -998 (the kubelet's pod sandbox) or -997
+    # (Guaranteed pods). Those two become 0, the score everything here runs with;
+    # BestEffort (1000) and Burstable (1..999) pods keep theirs.
+    sed -i 's/^\(\tdefaultSandboxOOMAdj int = \)-998$/\10/' "$1/pkg/kubelet/dockershim/docker_sandbox.go"
+    sed -i 's/^\(\tguaranteedOOMScoreAdj int = \)-997$/\10/' "$1/pkg/kubelet/qos/policy.go"
+    grep -q '^.defaultSandboxOOMAdj int = 0$' "$1/pkg/kubelet/dockershim/docker_sandbox.go" \
+        && grep -q '^.guaranteedOOMScoreAdj int = 0$' "$1/pkg/kubelet/qos/policy.go" \
+        || die "patching the kubelet's OOM score adjustments failed"
+}
+
 generate_openapi() {  # the release tree lacks pkg/generated/openapi/zz_generated.openapi.go
     local tree="$1" dirs
     [ -f "${tree}/pkg/generated/openapi/zz_generated.openapi.go" ] && return
@@ -203,6 +215,7 @@ build_binaries() {  # build_binaries OUT: the servers, the kubelet and a static 
     cd "${tree}"
     patch_reflect2 "${tree}"
     patch_zero_check "${tree}"
+    patch_oom_adj "${tree}"
     generate_openapi "${tree}"
     log "go build ${COMPONENTS} (${K8S_VERSION}, -tags providerless; about 4 minutes cold)"
     go build -tags providerless -o "${out}/" -ldflags "-s -w \
@@ -218,7 +231,7 @@ build_binaries() {  # build_binaries OUT: the servers, the kubelet and a static 
 
 build_hash() {
     { echo "${BUILD_REVISION} ${K8S_DEB_VERSION} ${K8S_VERSION} ${GO_PACKAGE} ${COMPONENTS}"
-      declare -f build_binaries patch_reflect2 patch_zero_check generate_openapi source_tree; } | sha256sum | cut -c1-16
+      declare -f build_binaries patch_reflect2 patch_zero_check patch_oom_adj generate_openapi source_tree; } | sha256sum | cut -c1-16
 }
 
 build() {  # sets BIN to the cached build's directory, building it when absent

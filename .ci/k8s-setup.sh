@@ -49,8 +49,9 @@
 #
 # Custom resources the exports use are installed as CRDs: Gateway API v1 (GatewayClass,
 # Gateway, HTTPRoute), Argo Rollouts v1alpha1 (Rollout, AnalysisTemplate, AnalysisRun),
-# KServe v1beta1 InferenceService (tests/k8s_live/_crds.py
-# builds them from the same pinned sources tests/deploy/k8s/_crds.py validates against).
+# KServe v1beta1 InferenceService: tests/k8s_live/_crds.py builds them from the pinned
+# sources the offline schema tests validate against
+# (tests/deploy/platforms/kubernetes/manifests/_crds.py).
 # Kubernetes 1.20 serves autoscaling/v2beta2 and policy/v1beta1, not autoscaling/v2 or
 # policy/v1.
 #

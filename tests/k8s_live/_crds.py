@@ -3,8 +3,9 @@
 Prints CustomResourceDefinitions (apiextensions.k8s.io/v1, multi-document YAML) for
 Gateway API v1 (GatewayClass, Gateway, HTTPRoute), Argo Rollouts v1alpha1 (Rollout,
 AnalysisTemplate, AnalysisRun) and KServe v1beta1 (InferenceService), from the same
-pinned sources the offline schema tests use (tests/deploy/k8s/_crds.py): the npm
-packages' per-kind ``openAPIV3Schema`` and KServe's upstream CRD file.
+pinned sources the offline schema tests use
+(tests/deploy/platforms/kubernetes/manifests/_crds.py): the npm packages' per-kind
+``openAPIV3Schema`` and KServe's upstream CRD file.
 
 The npm packages rewrite the upstream schemas for JSON Schema validators; this module
 turns them back into structural CRD schemas: ``oneOf [X, {type: null}]`` becomes ``X``,
@@ -22,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from tests.deploy.k8s import _crds
+from tests.deploy.platforms.kubernetes.manifests import _crds
 
 GATEWAY = "@kubernetes-models/gateway-api"
 ARGO = "@kubernetes-models/argo-rollouts"

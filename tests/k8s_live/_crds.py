@@ -3,8 +3,9 @@
 Prints CustomResourceDefinitions (apiextensions.k8s.io/v1, multi-document YAML) for
 Gateway API v1 (GatewayClass, Gateway, HTTPRoute), Argo Rollouts v1alpha1 (Rollout,
 AnalysisTemplate, AnalysisRun) and KServe v1beta1 (InferenceService), from the same
-pinned sources the offline schema tests use (tests/deploy/platforms/kubernetes/manifests/_crds.py): the npm
-packages' per-kind ``openAPIV3Schema`` and KServe's upstream CRD file.
+pinned sources the offline schema tests use
+(tests/deploy/platforms/kubernetes/manifests/_crds.py): the npm packages' per-kind
+``openAPIV3Schema`` and KServe's upstream CRD file.
 
 The npm packages rewrite the upstream schemas for JSON Schema validators; this module
 turns them back into structural CRD schemas: ``oneOf [X, {type: null}]`` becomes ``X``,

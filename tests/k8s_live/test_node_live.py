@@ -4,8 +4,8 @@ The node is the kubelet built from the same Kubernetes 1.20.2 tree as the contro
 (not a fake: it runs the containers and their probes). It uses dockershim on the private
 dockerd of .ci/docker-setup.sh, so WORKBENCH_TEST_IMAGE, built there, runs without a
 registry (``imagePullPolicy: Never``). No CNI plugin runs, so the pods use
-``hostNetwork``: their IP is the node's (an address on a dummy interface that only this
-machine reaches, see .ci/k8s-setup.sh), which they learn from the downward API and listen on.
+``hostNetwork``: their IP is the node's (see .ci/k8s-setup.sh), which they learn from the
+downward API and listen on.
 
 The Deployment's readiness probe is an HTTP GET the kubelet sends to a file server in the
 container (404 until the test makes the file, then 200); its liveness probe an exec the

@@ -13,6 +13,11 @@
 #   3. a rollback under the same load, timed
 #   and prints what it measured.
 #
+# On the CI machine's cluster (.ci/k8s-setup.sh: Kubernetes 1.20, one kubelet, no pod
+# network, no kube-proxy, no cluster DNS) only step 1 can run; there:
+#   bash bench/k8s_smoke.sh --kubeconfig /run/workbench-k8s/pki/admin.kubeconfig \
+#       --context workbench --image workbench-test:latest --dry-run-only
+#
 # The load loop goes through `kubectl port-forward` to the Gateway's Service when
 # --gateway-service is given (the Gateway follows the HTTPRoute, so it sees the switch).
 # Without it, the loop runs inside the driver pod against the stable Service: a
@@ -25,11 +30,12 @@ usage() {
 usage: bench/k8s_smoke.sh --context CONTEXT --image IMAGE --pvc CLAIM [options]
 
   --context CONTEXT        kube context to use (required: nothing runs without it)
+  --kubeconfig FILE        the kubeconfig holding CONTEXT [$KUBECONFIG or ~/.kube/config]
   --namespace NS           namespace to work in [workbench-smoke]
   --image IMAGE            the workbench image with the k8s extra (the default build),
                            pullable by the cluster (required)
-  --pvc CLAIM              PersistentVolumeClaim holding the model repository (required),
-                           e.g. filled with `workbench models demo`
+  --pvc CLAIM              PersistentVolumeClaim holding the model repository (required
+                           unless --dry-run-only), e.g. filled with `workbench models demo`
   --model MODEL            model to deploy [digits]
   --from VERSION           version for blue [1.0.0]
   --to VERSION             version for green [1.1.0]
@@ -39,6 +45,8 @@ usage: bench/k8s_smoke.sh --context CONTEXT --image IMAGE --pvc CLAIM [options]
   --requests N             requests per phase of the load loop [2000]
   --export-dir DIR         a kustomize directory to dry-run instead of exporting one
   --keep                   leave the objects in the cluster
+  --dry-run-only           step 1 only: for a cluster whose pods cannot reach Services
+                           (no pod network, kube-proxy or cluster DNS)
   -h, --help               this text
 
 environment: WORKBENCH (the local workbench command [workbench]), PYTHON (a Python with
@@ -49,7 +57,7 @@ EOF
 die() { echo "k8s_smoke: $*" >&2; exit 2; }
 
 CONTEXT="" NAMESPACE="workbench-smoke" IMAGE="" PVC="" MODEL="digits" FROM="1.0.0" TO="1.1.0"
-NAME="smoke" GATEWAY="" GATEWAY_SERVICE="" REQUESTS=2000 EXPORT_DIR="" KEEP=0
+NAME="smoke" GATEWAY="" GATEWAY_SERVICE="" REQUESTS=2000 EXPORT_DIR="" KEEP=0 DRY_RUN_ONLY=0
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --context) CONTEXT="${2:?--context needs a value}"; shift 2 ;;
@@ -65,6 +73,8 @@ while [[ $# -gt 0 ]]; do
         --requests) REQUESTS="${2:?--requests needs a value}"; shift 2 ;;
         --export-dir) EXPORT_DIR="${2:?--export-dir needs a value}"; shift 2 ;;
         --keep) KEEP=1; shift ;;
+        --dry-run-only) DRY_RUN_ONLY=1; shift ;;
+        --kubeconfig) export KUBECONFIG="${2:?--kubeconfig needs a value}"; shift 2 ;;
         -h|--help) usage; exit 0 ;;
         *) usage >&2; die "unknown argument: $1" ;;
     esac
@@ -72,6 +82,9 @@ done
 
 [[ -n "$CONTEXT" ]] || die "refusing to run without --context: this script changes a real cluster"
 [[ -n "$IMAGE" ]] || die "--image is required (the workbench image, pullable by the cluster)"
+if [[ "$DRY_RUN_ONLY" == 1 ]]; then
+    PVC="${PVC:-workbench-models}"  # named by the exported pods; the dry run needs no claim
+fi
 [[ -n "$PVC" ]] || die "--pvc is required (a PersistentVolumeClaim holding the model repository)"
 [[ "$REQUESTS" =~ ^[0-9]+$ && "$REQUESTS" -ge 1 && "$REQUESTS" -le 100000 ]] \
     || die "--requests must be a number in 1..100000"
@@ -84,6 +97,8 @@ command -v kubectl >/dev/null || die "kubectl is not installed"
 K=(kubectl --context "$CONTEXT" --namespace "$NAMESPACE")
 kubectl config get-contexts "$CONTEXT" >/dev/null 2>&1 || die "no kube context named $CONTEXT"
 kubectl --context "$CONTEXT" version >/dev/null 2>&1 || die "the API server of $CONTEXT does not answer"
+SERVER_VERSION="$(kubectl --context "$CONTEXT" get --raw /version 2>/dev/null \
+    | sed -n 's/.*"gitVersion": *"\([^"]*\)".*/\1/p' | head -n 1)"
 
 DRIVER="wb-$NAME-driver"
 WORK="$(mktemp -d)"
@@ -125,7 +140,17 @@ else
     DRY="FAILED"
     echo "$dry" >&2
 fi
+echo "server:   ${SERVER_VERSION:-unknown} ($CONTEXT)"
 echo "dry run (server): $DRY"
+# what the export names that the server does not serve (discovery), e.g. autoscaling/v2 on 1.20
+UNSERVED="$(grep -rh '^apiVersion:' "$EXPORT_DIR" | awk '{print $2}' | sort -u \
+    | grep -v '^kustomize.config.k8s.io/' \
+    | grep -vxF -f <(kubectl --context "$CONTEXT" api-versions) | paste -sd' ' || true)"
+[[ -n "$UNSERVED" ]] && echo "not served by the server: $UNSERVED"
+if [[ "$DRY_RUN_ONLY" == 1 ]]; then
+    [[ "$DRY" == FAILED ]] && exit 1
+    exit 0
+fi
 
 # -- 2. the driver pod: the workbench inside the cluster ---------------------------------
 "${K[@]}" apply -f - >/dev/null <<EOF

@@ -10,6 +10,7 @@ import typer
 from workbench.cli._common import console
 
 if TYPE_CHECKING:
+    from workbench.deploy.platforms.kubernetes.capabilities import ApiVersions
     from workbench.deploy.platforms.kubernetes.export import ExportSource
 
 
@@ -57,12 +58,27 @@ def export(
     prometheus: Annotated[
         str, typer.Option(help="Prometheus the Argo Rollouts analysis queries.")
     ] = "http://prometheus.monitoring.svc:9090",
+    kube_version: Annotated[
+        str | None, typer.Option(help="Write the API versions this Kubernetes release serves (e.g. 1.20: "
+                                      "autoscaling/v2beta2, policy/v1beta1), offline.")
+    ] = None,
+    gateway_api: Annotated[
+        str | None, typer.Option(help="The HTTPRoute's version with --kube-version "
+                                      "(gateway.networking.k8s.io/v1 or v1beta1).")
+    ] = None,
+    kubeconfig: Annotated[
+        Path | None, typer.Option(help="Ask this cluster which API versions it serves (its discovery; "
+                                       "nothing is applied).")
+    ] = None,
+    context: Annotated[str | None, typer.Option(help="The kubeconfig context (with --kubeconfig).")] = None,
 ) -> None:
     """Write a deployment as Kubernetes manifests: a kustomize directory for Argo CD or Flux.
 
     From the local deployment NAME (its running versions and weights), or, with --model
     and --version, from the command line alone. Nothing is applied: `kubectl apply -k DIR`.
-    A non-empty directory that is not a previous export is refused.
+    A non-empty directory that is not a previous export is refused. The HPA, PDB and
+    HTTPRoute are written in the newest API versions unless --kube-version names a release
+    or --kubeconfig a cluster to ask (like Helm's .Capabilities.APIVersions).
     """
     from workbench.deploy.platforms.kubernetes.export import FORMATS
     from workbench.deploy.platforms.kubernetes.export import export as write_export
@@ -82,8 +98,32 @@ def export(
         prometheus_url=prometheus,
     )
     source = _source(name, model, version, candidate, weight)
-    files = write_export(source, opts, fmt, out)
-    console.print(f"{name}: wrote {len(files)} files to {out} ({fmt}); apply with: kubectl apply -k {out}")
+    versions = _versions(kube_version, gateway_api, kubeconfig, context)
+    files = write_export(source, opts, fmt, out, versions)
+    console.print(f"{name}: wrote {len(files)} files to {out} ({fmt}, API versions of {versions.source}); "
+                  f"apply with: kubectl apply -k {out}")
+
+
+def _versions(kube_version: str | None, gateway_api: str | None, kubeconfig: Path | None,
+              context: str | None) -> ApiVersions:
+    """The API versions to write: a release's, a live cluster's, or the newest."""
+    from workbench.deploy.platforms.kubernetes.capabilities import ApiVersions
+
+    if kube_version is not None and (kubeconfig is not None or context is not None):
+        raise typer.BadParameter("give --kube-version or --kubeconfig/--context, not both")
+    if gateway_api is not None and kube_version is None:
+        raise typer.BadParameter("--gateway-api goes with --kube-version (a cluster says its own)")
+    if kube_version is not None:
+        return ApiVersions.for_release(kube_version, gateway=gateway_api)
+    if kubeconfig is None and context is None:
+        return ApiVersions()
+    from workbench.deploy.platforms.kubernetes.client import KubeApi
+
+    api = KubeApi.connect(context=context, config_file=str(kubeconfig) if kubeconfig else None)
+    try:
+        return ApiVersions.from_served(api.served_versions(), source=f"the cluster at {api.server}")
+    finally:
+        api.close()
 
 
 def _source(name: str, model: str | None, version: str | None, candidate: str | None,

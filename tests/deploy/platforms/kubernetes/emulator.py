@@ -14,6 +14,12 @@ workbench uses, not Kubernetes:
   replicas are ready and ``Available`` (``ready_after`` GETs later, to show progress), or,
   for the names in ``broken``, never: a Pod in ``CrashLoopBackOff`` (or another waiting
   reason) and a Warning Event for it;
+- discovery (``/api``, ``/apis``) answering the group/versions in ``served`` (the
+  newest ones by default; a test sets Kubernetes 1.20's);
+- watches (``?watch=true`` on a collection, a ``metadata.name`` field selector): each
+  watch request is one step of the Deployment "controller" below, answered as one
+  ``MODIFIED`` event when the status changed (else, after a short pause, none), then
+  the stream ends, as a real watch does at its ``timeoutSeconds``;
 - fault injection (:meth:`Emulator.fail`): the next matching calls answer a ``Status``
   with the given code (403, 409, 422 ...);
 - a journal of every call (:attr:`Emulator.calls`) for call-sequence assertions;
@@ -46,6 +52,20 @@ _PATH = re.compile(
 )
 
 
+#: What a current cluster with the Gateway API serves (the workbench's group/versions).
+SERVED_LATEST = frozenset({
+    "v1", "apps/v1", "autoscaling/v1", "autoscaling/v2", "policy/v1", "coordination.k8s.io/v1",
+    "networking.k8s.io/v1", "rbac.authorization.k8s.io/v1", "gateway.networking.k8s.io/v1",
+    "gateway.networking.k8s.io/v1beta1", "argoproj.io/v1alpha1", "serving.kserve.io/v1beta1",
+})
+#: What Kubernetes 1.20 serves of them (with the Gateway API CRDs at v1beta1).
+SERVED_1_20 = frozenset({
+    "v1", "apps/v1", "autoscaling/v1", "autoscaling/v2beta1", "autoscaling/v2beta2", "policy/v1beta1",
+    "coordination.k8s.io/v1", "networking.k8s.io/v1", "rbac.authorization.k8s.io/v1",
+    "gateway.networking.k8s.io/v1beta1",
+})
+
+
 @dataclass
 class Call:
     method: str
@@ -53,6 +73,7 @@ class Call:
     content_type: str
     body: Any
     status: int
+    query: dict[str, str] = field(default_factory=dict)
 
     @property
     def kind_name(self) -> str:
@@ -123,7 +144,8 @@ class Emulator:
     broken: dict[str, Broken] = field(default_factory=dict)  # Deployment name -> why
     logs: dict[str, list[str]] = field(default_factory=dict)  # pod name -> log lines
     kubelet: Any = None  # object with sync(emulator), called after every write
-    ready_after: int = 0  # GETs of a Deployment before its status turns ready
+    ready_after: int = 0  # GETs (or watches) of a Deployment before its status turns ready
+    served: set[str] = field(default_factory=lambda: set(SERVED_LATEST))  # discovery's answer
     _rv: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     _lock: threading.RLock = field(default_factory=threading.RLock)
     _pending: dict[str, int] = field(default_factory=dict)
@@ -200,7 +222,7 @@ class Emulator:
     def writes(self) -> list[str]:
         """``METHOD plural/name`` of every write, in order."""
         return [f"{c.method} {c.kind_name}" for c in self.calls
-                if c.method != "GET" and c.status < 400]
+                if c.method not in ("GET", "WATCH") and c.status < 400]
 
     # -- the API -----------------------------------------------------------------------
 
@@ -211,12 +233,48 @@ class Emulator:
         body = None
         if raw:
             body = yaml.safe_load(raw) if "yaml" in content_type else json.loads(raw)
+        if method == "GET" and query.get("watch") in ("true", "1"):
+            return self._watch(url.path, query)
         with self._lock:
             status, answer = self._handle(method, url.path, query, content_type, body)
-            self.calls.append(Call(method, url.path, content_type, body, status))
+            self.calls.append(Call(method, url.path, content_type, body, status, query))
             if method != "GET" and status < 400 and self.kubelet is not None:
                 self.kubelet.sync(self)
         return status, answer
+
+    def _watch(self, path: str, query: dict[str, str]) -> tuple[int, Any]:
+        """One watch request: a step of the Deployment controller, as newline-delimited events."""
+        m = _PATH.match(path)
+        name = query.get("fieldSelector", "").removeprefix("metadata.name=")
+        if not m or m["name"] or not name:
+            return self._status(400, "BadRequest", "the emulator watches one object by metadata.name")
+        key = (m["group"], m["ns"], m["plural"], name)
+        with self._lock:
+            self.calls.append(Call("WATCH", path, "", None, 200, query))
+            before = copy.deepcopy(self.objects.get(key))
+            if before is not None and m["plural"] == "deployments":
+                self._tick(key)
+            after = copy.deepcopy(self.objects.get(key))
+        if before is not None and after is None:
+            return 200, json.dumps({"type": "DELETED", "object": before}) + "\n"
+        if after is not None and after != before:
+            return 200, json.dumps({"type": "MODIFIED", "object": after}) + "\n"
+        threading.Event().wait(min(0.2, float(query.get("timeoutSeconds", "1"))))
+        return 200, ""
+
+    def _discovery(self, path: str) -> tuple[int, dict[str, Any]] | None:
+        if path == "/api":
+            return 200, {"kind": "APIVersions", "versions": sorted(v for v in self.served if "/" not in v)}
+        if path == "/apis":
+            groups: dict[str, list[str]] = {}
+            for version in sorted(self.served):
+                if "/" in version:
+                    groups.setdefault(version.split("/")[0], []).append(version)
+            return 200, {"kind": "APIGroupList", "apiVersion": "v1", "groups": [
+                {"name": group, "versions": [{"groupVersion": v, "version": v.split("/")[1]} for v in versions],
+                 "preferredVersion": {"groupVersion": versions[0], "version": versions[0].split("/")[1]}}
+                for group, versions in groups.items()]}
+        return None
 
     def _status(self, code: int, reason: str, message: str) -> tuple[int, dict[str, Any]]:
         return code, {"kind": "Status", "apiVersion": "v1", "status": "Failure",
@@ -228,6 +286,8 @@ class Emulator:
             if fault.times > 0 and fault.method == method and fault.path.search(path):
                 fault.times -= 1
                 return self._status(fault.status, fault.reason, fault.message or fault.reason)
+        if method == "GET" and (found := self._discovery(path)) is not None:
+            return found
         m = _PATH.match(path)
         if not m:
             return self._status(404, "NotFound", f"the server could not find {path}")

@@ -118,21 +118,19 @@ def test_a_deadline_the_controller_gave_up_on_fails_at_once(make_backend, emulat
                         "message": 'ReplicaSet "web-blue-7d9f" has timed out progressing.'}]}
     emulator._reconcile = lambda key: None  # type: ignore[method-assign]  # the controller stopped
     with pytest.raises(BackendError, match="progress deadline exceeded: ReplicaSet"):
-        backend.wait_ready("web-blue", 30.0, poll=0.05)
+        backend.wait_ready("web-blue", 30.0)
 
 
 @pytest.mark.parametrize(
     ("status", "words"),
     [(403, 'forbidden (deployments.apps "web-blue" is forbidden: User "tester" cannot patch); '
            "the context's user lacks the RBAC permission"),
-     (422, "the object is invalid (Deployment.apps \"web-blue\" is invalid: spec.template...)"),
-     (409, "conflict (Apply failed with 1 conflict)")],
+     (422, "the object is invalid (Deployment.apps \"web-blue\" is invalid: spec.template...)")],
 )
 def test_api_errors_while_starting_are_one_sentence(make_backend, emulator: Emulator, status: int,
                                                     words: str) -> None:
     messages = {403: 'deployments.apps "web-blue" is forbidden: User "tester" cannot patch',
-                422: 'Deployment.apps "web-blue" is invalid: spec.template...',
-                409: "Apply failed with 1 conflict"}
+                422: 'Deployment.apps "web-blue" is invalid: spec.template...'}
     emulator.fail("PATCH", "/deployments/web-blue$", status, messages[status])
     with pytest.raises(BackendError) as info:
         make_backend().start(spec("blue"))
@@ -175,3 +173,34 @@ def test_options_are_checked_by_name(make_backend) -> None:
         make_backend(gpu=1)
     with pytest.raises(DeployValueError, match="replicas must be a number"):
         make_backend(replicas="two")
+
+
+def test_an_apply_conflict_on_a_workbench_object_takes_the_fields_back(make_backend, emulator: Emulator) -> None:
+    backend = make_backend()
+    backend.start(spec("blue"))
+    emulator.fail("PATCH", "/deployments/web-blue$", 409,
+                  'Apply failed with 1 conflict: conflict with "kubectl-edit" using apps/v1: .spec.replicas')
+    backend.start(spec("blue"))
+    applies = [c for c in emulator.calls if c.method == "PATCH" and c.path.endswith("/deployments/web-blue")]
+    assert [c.status for c in applies[-2:]] == [409, 200]
+    assert "force" not in applies[-2].query and applies[-1].query["force"] == "true"
+    assert all(c.query["fieldManager"] == "workbench" for c in applies)
+
+
+def test_an_apply_conflict_on_someone_elses_object_is_refused(make_backend, emulator: Emulator) -> None:
+    from workbench.deploy.platforms.kubernetes.client import ApplyConflict
+
+    emulator.objects[("apis/apps/v1", "ml", "deployments", "web-blue")] = {
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "web-blue", "namespace": "ml", "resourceVersion": "1", "generation": 1,
+                     "uid": "u1", "labels": {"app": "theirs"}}, "spec": {"replicas": 5}}
+    emulator.fail("PATCH", "/deployments/web-blue$", 409,
+                  'Apply failed with 1 conflict: conflict with "helm" using apps/v1: .spec.replicas')
+    with pytest.raises(BackendError) as info:
+        make_backend().start(spec("blue"))
+    assert isinstance(info.value.__cause__, ApplyConflict)
+    assert str(info.value).startswith("cannot apply Deployment ml/web-blue: it was not made by the workbench")
+    assert 'conflict with "helm"' in str(info.value)
+    forced = [c for c in emulator.calls if c.query.get("force") == "true"]
+    assert not forced
+    assert (emulator.obj("deployments", "web-blue") or {})["spec"]["replicas"] == 5  # theirs, untouched

@@ -80,9 +80,10 @@ def test_blue_green_apply_wait_flip_keep_then_scale_down(make_backend, emulator:
     scale_up = next(c for c in emulator.calls if c.method == "PATCH" and c.path.endswith("web-green"))
     assert scale_up.body["spec"]["replicas"] == 3
     assert scale_up.content_type == "application/merge-patch+json"
-    gets_between = [c for c in emulator.calls[emulator.calls.index(scale_up):]
-                    if c.method == "GET" and c.path.endswith("deployments/web-green")]
-    assert len(gets_between) >= 2  # it waited for readiness before the flip
+    flip = next(c for c in emulator.calls if c.method == "PATCH" and c.path.endswith("services/web"))
+    watches_between = [c for c in emulator.calls[emulator.calls.index(scale_up):emulator.calls.index(flip)]
+                       if c.method == "WATCH" and c.query.get("fieldSelector") == "metadata.name=web-green"]
+    assert watches_between  # it watched green until it was ready, before the flip
     assert selector(emulator) == "green" and replicas(emulator, "green") == 3
     # blue keeps its replicas for the delay
     assert annotations(emulator, "blue")[SCALE_DOWN_AT] == f"{clock.now + 60:.3f}"

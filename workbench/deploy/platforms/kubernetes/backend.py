@@ -19,8 +19,16 @@ it to ``replicas`` before it takes traffic.
 
 Traffic is not the backend's business: the router flips the stable Service's selector
 and the HTTPRoute's weights. The ``kubernetes`` client is imported only when a backend
-is made (the ``k8s`` extra). Everything here was checked against an in-memory API
-emulator, not a live cluster.
+is made (the ``k8s`` extra).
+
+Fitting the cluster: the HPA, PDB and HTTPRoute are written in the versions the
+cluster's discovery says it serves (:mod:`~workbench.deploy.platforms.kubernetes.capabilities`:
+``autoscaling/v2beta2`` and ``policy/v1beta1`` on Kubernetes 1.20). Writes are
+server-side applies by the ``workbench`` field manager (conflicts: see
+:mod:`~workbench.deploy.platforms.kubernetes.client`). Waiting for a colour watches its
+Deployment (no polling) within one total deadline, ``ready_timeout``, looking at its
+pods between changes. Tested against an in-memory API emulator and a live Kubernetes
+1.20 API server (tests/k8s_live/test_backend_live.py).
 """
 
 from __future__ import annotations
@@ -33,7 +41,8 @@ from typing import TYPE_CHECKING, Any
 
 from workbench.deploy.backend import Backend, Instance, InstanceSpec, Readiness
 from workbench.deploy.platforms.kubernetes import options
-from workbench.deploy.platforms.kubernetes.client import ClusterError, KubeApi, translate
+from workbench.deploy.platforms.kubernetes.capabilities import ApiVersions
+from workbench.deploy.platforms.kubernetes.client import ApplyConflict, ClusterError, KubeApi, translate
 from workbench.deploy.platforms.kubernetes.colour import admin_secret_name, live_colour_objects
 from workbench.deploy.platforms.kubernetes.options import KubernetesOptions
 from workbench.deploy.platforms.kubernetes.readiness import pod_problems, rollout_progress
@@ -55,7 +64,8 @@ LABEL_DEPLOYMENT = options.DEPLOYMENT_LABEL
 LABEL_COLOR = options.COLOR_LABEL
 MODEL_ANNOTATION = options.MODEL_ANNOTATION
 VERSION_ANNOTATION = options.VERSION_ANNOTATION
-#: What a colour is made of, in the order it is deleted.
+#: What a colour is made of, in the order it is deleted (versions as rendered; fitted to
+#: the cluster by :meth:`KubernetesBackend.fit`).
 COLOUR_KINDS = (("autoscaling/v2", "HorizontalPodAutoscaler"), ("policy/v1", "PodDisruptionBudget"),
                 ("apps/v1", "Deployment"), ("v1", "Service"))
 
@@ -69,6 +79,7 @@ class KubernetesBackend(Backend):
                  progress: Callable[[str], None] | None = None, **options: Any) -> None:
         self.options = KubernetesOptions.from_mapping(options)
         self._api = api
+        self._versions: ApiVersions | None = None
         self.progress = progress  # called with a line at each change while waiting
 
     def __repr__(self) -> str:
@@ -82,6 +93,19 @@ class KubernetesBackend(Backend):
                                             config_file=self.options.kubeconfig,
                                             namespace=self.options.namespace)
         return self._api
+
+    @property
+    def versions(self) -> ApiVersions:
+        """The API versions the cluster serves for the kinds written in several (discovery,
+        read once)."""
+        if self._versions is None:
+            with translate(BackendError):
+                self._versions = ApiVersions.from_served(self.api.served_versions())
+        return self._versions
+
+    def version_of(self, api_version: str, kind: str) -> str:
+        """``api_version`` as rendered for ``kind``, fitted to the cluster."""
+        return str(self.versions.fit({"apiVersion": api_version, "kind": kind})["apiVersion"])
 
     # -- names and objects ---------------------------------------------------------------
 
@@ -114,7 +138,9 @@ class KubernetesBackend(Backend):
     def objects(self, spec: InstanceSpec, replicas: int) -> list[Obj]:
         """The admin token's Secret, the colour's Deployment, Service, HPA and PDB, as
         :mod:`workbench.deploy.platforms.kubernetes.manifests` renders them."""
-        return live_colour_objects(spec, self.options, self.api.namespace, replicas=replicas, port=SERVE_PORT)
+        objects = live_colour_objects(spec, self.options, self.api.namespace, replicas=replicas,
+                                      port=SERVE_PORT)
+        return [self.versions.fit(obj) for obj in objects]
 
     # -- Backend -------------------------------------------------------------------------
 
@@ -133,7 +159,9 @@ class KubernetesBackend(Backend):
             self._say(f"{name}: applied ({spec.model} {spec.version}, {replicas} replica(s)"
                       f"{', candidate' if candidate else ''})")
             self.wait_ready(name, self.options.ready_timeout)
-        except BackendError:
+        except BackendError as exc:
+            if isinstance(exc.__cause__, ApplyConflict):  # someone else's object: leave it be
+                raise
             with contextlib.suppress(ClusterError):  # nothing of this colour stays behind
                 self._delete_colour(name)
             raise
@@ -143,13 +171,19 @@ class KubernetesBackend(Backend):
                         labels={LABEL_DEPLOYMENT: spec.deployment, LABEL_COLOR: spec.color,
                                 "replicas": str(replicas)})
 
-    def wait_ready(self, name: str, timeout: float, *, poll: float = 0.5) -> None:
-        """Wait until Deployment ``name`` is available; BackendError naming why it is not."""
+    def wait_ready(self, name: str, timeout: float) -> None:
+        """Wait until Deployment ``name`` is available, watching it (no polling) for at most
+        ``timeout`` seconds in all; BackendError naming why it is not. Its pods are looked
+        at after each change and whenever the watch is quiet (every few seconds), so a
+        crash loop or an image that cannot be pulled ends the wait early."""
         deadline = time.monotonic() + timeout
         last = ""
-        while True:
-            with translate(BackendError):
-                deployment = self.api.get("apps/v1", "Deployment", name)
+        with translate(BackendError):
+            deployment: Obj | None = self.api.get("apps/v1", "Deployment", name)
+            since = str(((deployment or {}).get("metadata") or {}).get("resourceVersion") or "")
+            changes = self.api.watch("apps/v1", "Deployment", name, deadline=deadline, since=since,
+                                     slice_seconds=min(5.0, max(1.0, timeout)))
+            while True:
                 if deployment is None:
                     raise BackendError(f"{name} was deleted while it was starting")
                 progress = rollout_progress(deployment)
@@ -157,16 +191,22 @@ class KubernetesBackend(Backend):
                     self._say(f"{name}: ready ({progress.message})")
                     return
                 fatal, warnings = self._problems(deployment)
-            if progress.message != last:
-                self._say(f"{name}: {progress.message}")
-                last = progress.message
-            timed_out = time.monotonic() >= deadline
-            if fatal or progress.failed or timed_out:
-                why = "; ".join(fatal) or (progress.message if progress.failed else
-                                           f"not ready within {timeout:g}s ({progress.message})")
-                seen = f"; events: {' | '.join(warnings)}" if warnings else ""
-                raise BackendError(f"{name} did not become ready: {why}{seen}")
-            time.sleep(poll)
+                if progress.message != last:
+                    self._say(f"{name}: {progress.message}")
+                    last = progress.message
+                if fatal or progress.failed:
+                    why = "; ".join(fatal) or progress.message
+                    seen = f"; events: {' | '.join(warnings)}" if warnings else ""
+                    raise BackendError(f"{name} did not become ready: {why}{seen}")
+                change = next(changes, _DEADLINE)
+                if change is _DEADLINE:
+                    seen = f"; events: {' | '.join(warnings)}" if warnings else ""
+                    raise BackendError(f"{name} did not become ready: not ready within {timeout:g}s "
+                                       f"({progress.message}){seen}")
+                if change is None:
+                    deployment = None
+                elif isinstance(change, dict) and change:
+                    deployment = change
 
     def _problems(self, deployment: Obj) -> tuple[list[str], list[str]]:
         selector = (deployment.get("spec") or {}).get("selector", {}).get("matchLabels") or {}
@@ -190,7 +230,7 @@ class KubernetesBackend(Backend):
 
     def _delete_colour(self, name: str) -> None:
         for api_version, kind in COLOUR_KINDS:
-            self.api.delete(api_version, kind, name)
+            self.api.delete(self.version_of(api_version, kind), kind, name)
 
     def _colour_deployment(self, instance: Instance) -> tuple[str, Obj | None]:
         """The name of ``instance``'s colour Deployment and the object (None if gone)."""
@@ -257,6 +297,9 @@ class KubernetesBackend(Backend):
         log.info("%s", line)
         if self.progress is not None:
             self.progress(line)
+
+
+_DEADLINE = object()  # the watch ended: the deadline passed
 
 
 def _replicas(deployment: Obj) -> tuple[int, int]:

@@ -8,10 +8,24 @@ in-cluster service-account credentials, TLS, auth plugins. It is imported only h
 only when a :class:`KubeApi` is made, so ``workbench --help`` never loads it.
 
 Writes are server-side apply (``application/apply-patch+yaml``, field manager
-``workbench``, forced), merge patches, or replaces that carry the object's
-``resourceVersion`` (optimistic concurrency: a stale one gets 409 Conflict). API
-failures become :class:`ClusterError` with one sentence naming the call and the
-server's reason; callers re-raise them as their own seam's error.
+``workbench``), merge patches, or replaces that carry the object's ``resourceVersion``
+(optimistic concurrency: a stale one gets 409 Conflict). API failures become
+:class:`ClusterError` with one sentence naming the call and the server's reason;
+callers re-raise them as their own seam's error.
+
+Conflicts of an apply. An apply is first sent unforced. When the server answers 409
+(a field the apply sets is owned by another field manager: ``kubectl edit``, ``kubectl
+scale``, the HPA controller, another tool), the object decides: if it carries the
+workbench's ``app.kubernetes.io/managed-by: workbench`` label, the workbench made it and
+owns it, so the apply is repeated with ``force=true`` and takes the fields back (logged
+as a warning naming the fields); otherwise the object is someone else's, and the apply
+fails with :class:`ApplyConflict` naming the fields and their managers — the workbench
+never overwrites what it did not make.
+
+Waiting. :meth:`KubeApi.watch` streams an object's changes (``?watch=true`` with a
+``metadata.name`` field selector, from the ``resourceVersion`` just read) instead of
+polling, each request bounded by ``timeoutSeconds`` and the caller's total deadline.
+:meth:`KubeApi.served_versions` is the cluster's discovery (``/api``, ``/apis``).
 """
 
 from __future__ import annotations
@@ -19,6 +33,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -30,11 +45,27 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-__all__ = ["FIELD_MANAGER", "ClusterError", "KubeApi", "Obj", "translate"]
+__all__ = ["FIELD_MANAGER", "MANAGED_BY", "ApiError", "ApplyConflict", "ClusterError", "KubeApi", "Obj",
+           "translate"]
 
 Obj = dict[str, Any]
 
 FIELD_MANAGER = "workbench"
+#: The label (and value) on every object the workbench makes: those it may force-apply.
+MANAGED_BY = ("app.kubernetes.io/managed-by", "workbench")
+
+
+class ApiError(ClusterError):
+    """An error answer of the API server; ``detail``: the server's own message."""
+
+    def __init__(self, message: str, status: int = 0, reason: str = "", detail: str = "") -> None:
+        super().__init__(message, status, reason)
+        self.detail = detail
+
+
+class ApplyConflict(ApiError):
+    """An apply would take fields another field manager owns, on an object the
+    workbench did not make."""
 
 #: Plural resource names of the kinds the workbench touches (the REST path's last part).
 PLURALS: Mapping[str, str] = {
@@ -73,7 +104,7 @@ def path_of(api_version: str, kind: str, namespace: str | None, name: str | None
     return f"{group}{where}/{plural}" + (f"/{name}" if name else "")
 
 
-def describe_error(status: int, body: bytes | str | None, verb: str, what: str) -> ClusterError:
+def describe_error(status: int, body: bytes | str | None, verb: str, what: str) -> ApiError:
     """One sentence for an API error response (a ``Status`` object, usually)."""
     text = body.decode("utf-8", "replace") if isinstance(body, bytes) else (body or "")
     reason, message = "", text.strip()[:300]
@@ -96,7 +127,7 @@ def describe_error(status: int, body: bytes | str | None, verb: str, what: str) 
         hint = f"the object is invalid ({message})"
     else:
         hint = f"HTTP {status} {reason} ({message})"
-    return ClusterError(f"{lead}: {hint}", status, reason)
+    return ApiError(f"{lead}: {hint}", status, reason, message)
 
 
 class KubeApi:
@@ -108,6 +139,7 @@ class KubeApi:
         self.namespace = namespace
         self.context = context
         self.timeout = timeout
+        self._served: frozenset[str] | None = None
 
     def __repr__(self) -> str:
         return f"KubeApi(server={self.server!r}, namespace={self.namespace!r})"
@@ -259,16 +291,126 @@ class KubeApi:
                             what=self._what(kind, name))
 
     def apply(self, obj: Obj) -> Obj:
-        """Server-side apply ``obj`` as the ``workbench`` field manager (forced)."""
+        """Server-side apply ``obj`` as the ``workbench`` field manager; on a conflict,
+        forced when the object is the workbench's, else :class:`ApplyConflict` (see the
+        module docstring)."""
         api_version, kind, name = _ident(obj)
-        return self.request(
-            "PATCH",
-            path_of(api_version, kind, self.namespace, name),
-            body=obj,
-            query={"fieldManager": FIELD_MANAGER, "force": "true"},
-            content_type="application/apply-patch+yaml",
-            what=self._what(kind, name),
-        )
+        try:
+            return self._apply(obj, force=False)
+        except ApiError as exc:
+            if exc.status != 409:
+                raise
+            current = self.get(api_version, kind, name)
+            labels = ((current or {}).get("metadata") or {}).get("labels") or {}
+            if current is None or labels.get(MANAGED_BY[0]) == MANAGED_BY[1]:
+                log.warning("%s: taking back fields another manager changed (%s)",
+                            self._what(kind, name), exc.detail)
+                return self._apply(obj, force=True)
+            raise ApplyConflict(
+                f"cannot apply {self._what(kind, name)}: it was not made by the workbench "
+                f"(no {MANAGED_BY[0]}={MANAGED_BY[1]} label) and another field manager owns "
+                f"fields the workbench sets ({exc.detail}); delete or rename it, or choose "
+                "another deployment name", exc.status, exc.reason, exc.detail) from exc
+
+    def _apply(self, obj: Obj, *, force: bool) -> Obj:
+        api_version, kind, name = _ident(obj)
+        query = {"fieldManager": FIELD_MANAGER}
+        if force:
+            query["force"] = "true"
+        return self.request("PATCH", path_of(api_version, kind, self.namespace, name), body=obj,
+                            query=query, content_type="application/apply-patch+yaml",
+                            what=self._what(kind, name))
+
+    # -- discovery and watches -----------------------------------------------------------
+
+    def served_versions(self) -> frozenset[str]:
+        """Every group/version the cluster serves (``v1``, ``apps/v1``, ``autoscaling/v2beta2``,
+        ...), from discovery; read once per :class:`KubeApi`."""
+        if self._served is None:
+            core = self.request("GET", "/api", what="the API versions (discovery)")
+            groups = self.request("GET", "/apis", what="the API groups (discovery)")
+            served = set(core.get("versions") or ())
+            for group in groups.get("groups") or ():
+                served.update(str(v.get("groupVersion")) for v in group.get("versions") or ())
+            self._served = frozenset(served)
+        return self._served
+
+    def watch(self, api_version: str, kind: str, name: str, *, deadline: float,
+              since: str | None = None, slice_seconds: float = 10.0) -> Iterator[Obj | None]:
+        """Stream ``kind``/``name`` as it changes, until ``deadline`` (``time.monotonic()``).
+
+        Yields the object after each change, ``None`` once it is deleted, and an empty
+        dict when a watch request ended without a change (every ``slice_seconds`` at
+        most), so the caller can look elsewhere (pods, events) between changes.
+        ``since``: the ``resourceVersion`` to watch from (the object's as just
+        read). A 410 Gone (history compacted) restarts from now.
+        """
+        path = path_of(api_version, kind, self.namespace)
+        version = since
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            query = {"watch": "true", "fieldSelector": f"metadata.name={name}",
+                     "timeoutSeconds": str(max(1, int(min(left, slice_seconds))))}
+            if version:
+                query["resourceVersion"] = version
+            changed = False
+            for event in self._stream(path, query, what=f"{self._what(kind, name)} (watch)"):
+                kind_of_event = event.get("type")
+                obj = event.get("object") or {}
+                if kind_of_event == "ERROR":
+                    if int(obj.get("code") or 0) == 410:  # too old: start again from now
+                        version = None
+                        break
+                    raise describe_error(int(obj.get("code") or 500), json.dumps(obj), "watch",
+                                         self._what(kind, name))
+                version = str((obj.get("metadata") or {}).get("resourceVersion") or version or "")
+                if kind_of_event == "BOOKMARK":
+                    continue
+                changed = True
+                yield None if kind_of_event == "DELETED" else obj
+            if not changed:
+                yield {}
+
+    def _stream(self, path: str, query: Mapping[str, str], *, what: str) -> Iterator[Obj]:
+        """The events of one watch request, one JSON line each, as they arrive."""
+        headers = {"Accept": "application/json, */*"}
+        try:
+            serialized = self._client.param_serialize(
+                method="GET", resource_path=path, query_params=list(query.items()),
+                header_params=headers, auth_settings=["BearerToken"])
+            timeout = float(query.get("timeoutSeconds", self.timeout)) + self.timeout
+            response = self._client.call_api(*serialized, _request_timeout=timeout)
+        except Exception as exc:
+            status = int(getattr(exc, "status", 0) or 0)
+            if status:
+                raise describe_error(status, getattr(exc, "body", None), "watch", what) from exc
+            raise ClusterError(f"cannot reach the Kubernetes API at {self.server} to watch {what}: "
+                               f"{exc}") from exc
+        if not 200 <= response.status < 300:
+            raise describe_error(response.status, response.read(), "watch", what)
+        raw = response.response  # urllib3's, not preloaded: read as the server sends
+        pending = b""
+        done = False
+        try:
+            for chunk in raw.stream(amt=None, decode_content=False):
+                pending += chunk
+                *lines, pending = pending.split(b"\n")
+                for line in lines:
+                    if line.strip():
+                        yield json.loads(line)
+            if pending.strip():
+                yield json.loads(pending)
+            done = True
+        except (OSError, ValueError) as exc:
+            if isinstance(exc, ValueError):
+                raise ClusterError(f"the watch of {what} sent something that is not JSON: {exc}") from exc
+            log.debug("the watch of %s ended: %s", what, exc)  # the slice ends, the caller goes on
+        finally:
+            if not done:  # left mid-stream: the connection still carries the watch, drop it
+                raw.close()
+            raw.release_conn()
 
     def patch(self, api_version: str, kind: str, name: str, patch: Obj) -> Obj:
         """A JSON merge patch (RFC 7386): maps merge, lists and scalars replace."""

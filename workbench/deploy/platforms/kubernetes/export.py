@@ -3,12 +3,18 @@
 Three formats over the same :class:`ExportSource` (model, versions per colour, weights):
 
 - ``k8s``: plain Kubernetes (:func:`~workbench.deploy.platforms.kubernetes.manifests.deployment_objects`):
-  the colour Deployments, Services, HPAs, PDBs, the stable Service and the route;
+  the colour Deployments, Services, HPAs, PDBs, the stable Service and the route, and
+  the least-privilege ServiceAccount, Role and RoleBinding the workbench runs the
+  deployment with (:mod:`~workbench.deploy.platforms.kubernetes.rbac`);
 - ``argo-rollouts``: a ``Rollout`` with canary steps and an ``AnalysisTemplate``
   (:mod:`~workbench.deploy.platforms.kubernetes.argo`) serving the desired version (the candidate's,
   if there is one);
 - ``kserve``: an ``InferenceService`` (:mod:`~workbench.deploy.platforms.kubernetes.kserve`), the
   candidate with ``canaryTrafficPercent``.
+
+The HPA, PDB and HTTPRoute are written in the API versions of an
+:class:`~workbench.deploy.platforms.kubernetes.capabilities.ApiVersions` (the newest by
+default; a Kubernetes release's, ``--kube-version 1.20``, or a live cluster's discovery).
 
 The directory gets one YAML file per object, ``kustomization.yaml`` listing them in
 apply order, and ``.workbench-export.json`` naming what it wrote. Everything is rendered
@@ -28,6 +34,8 @@ from typing import TYPE_CHECKING, Any
 from workbench._fs import write_atomic
 from workbench.deploy.names import COLORS, check_color
 from workbench.deploy.platforms.kubernetes import argo, kserve
+from workbench.deploy.platforms.kubernetes.capabilities import ApiVersions
+from workbench.deploy.platforms.kubernetes.rbac import rbac_objects
 from workbench.deploy.platforms.kubernetes.routes import check_weights, deployment_objects
 from workbench.errors import DeployError, DeployValueError
 from workbench.model.version import Version, check_model_name
@@ -113,13 +121,21 @@ class ExportSource:
         return cls(name, model, {"blue": version, "green": candidate}, weights)
 
 
-def render(source: ExportSource, opts: K8sOptions, fmt: str) -> list[Manifest]:
-    """The objects of ``source`` in format ``fmt``, in apply order."""
+def render(source: ExportSource, opts: K8sOptions, fmt: str,
+           versions: ApiVersions | None = None) -> list[Manifest]:
+    """The objects of ``source`` in format ``fmt``, in apply order, in ``versions``
+    (default: the newest API versions)."""
+    versions = versions or ApiVersions()
+    return [versions.fit(obj) for obj in _render(source, opts, fmt)]
+
+
+def _render(source: ExportSource, opts: K8sOptions, fmt: str) -> list[Manifest]:
     candidate = source.candidate
     desired = source.versions[candidate or source.stable]
     if fmt == "k8s":
-        return deployment_objects(opts, source.name, source.model, source.versions, source.shares,
-                                  stable=source.stable)
+        return [*rbac_objects(source.name, opts.namespace),
+                *deployment_objects(opts, source.name, source.model, source.versions, source.shares,
+                                    stable=source.stable)]
     if fmt == "argo-rollouts":
         return argo.rollout_objects(opts, source.name, source.model, desired)
     if fmt == "kserve":
@@ -202,9 +218,11 @@ def write(out: StrPath, files: Mapping[str, str], *, meta: Mapping[str, Any] | N
     return written
 
 
-def export(source: ExportSource, opts: K8sOptions, fmt: str, out: StrPath) -> list[Path]:
-    """Render ``source`` as ``fmt`` and write it into ``out``; returns the files written."""
-    files = documents(render(source, opts, fmt), source, fmt)
+def export(source: ExportSource, opts: K8sOptions, fmt: str, out: StrPath,
+           versions: ApiVersions | None = None) -> list[Path]:
+    """Render ``source`` as ``fmt`` (in ``versions``) and write it into ``out``; returns
+    the files written."""
+    files = documents(render(source, opts, fmt, versions), source, fmt)
     _previous(Path(out))  # refuse before writing anything
     return write(out, files, meta={"format": fmt, "deployment": source.name, "model": source.model,
                                    "versions": dict(source.versions)})

@@ -20,7 +20,8 @@ Order of one :meth:`KubernetesRouter.apply`, so a failure leaves traffic where i
    scales it to 0 replicas when the delay is over, and every apply reaps what is due
    too. A rollback after that scales the old colour back up first (step 1).
 
-Tested against an in-memory API emulator, not a live cluster.
+Tested against an in-memory API emulator and, for the blue/green path and the
+HTTPRoute it writes, a live Kubernetes 1.20 API server (tests/k8s_live/test_backend_live.py).
 """
 
 from __future__ import annotations
@@ -113,12 +114,13 @@ class KubernetesRouter:
                 versions: dict[str, str] = {u.color: u.version for u in table.upstreams}
                 wanted = http_route(self.options, namespace, self.deployment, weights, versions,
                                     port=SERVE_PORT, mirror=self._mirror(table.candidate, mirror))
-                route = self.api.get("gateway.networking.k8s.io/v1", "HTTPRoute", self.deployment)
+                wanted = self.backend.versions.fit(wanted)
+                route = self.api.get(wanted["apiVersion"], "HTTPRoute", self.deployment)
                 if route is None:
                     self.api.apply(wanted)
                 elif (route.get("spec") or {}).get("rules") != wanted["spec"]["rules"]:
                     # one merge patch replaces the rules list: pins and weights change together
-                    self.api.patch("gateway.networking.k8s.io/v1", "HTTPRoute", self.deployment,
+                    self.api.patch(wanted["apiVersion"], "HTTPRoute", self.deployment,
                                    {"spec": {"rules": wanted["spec"]["rules"]}})
             serving = {c: w for c, w in weights.items() if w > 0}
             if before != serving:
@@ -152,7 +154,7 @@ class KubernetesRouter:
         with translate(RouterError):
             self.api.delete("v1", "Service", self.deployment)
             if self.options.gateway:
-                self.api.delete("gateway.networking.k8s.io/v1", "HTTPRoute", self.deployment)
+                self.api.delete(self.backend.versions.http_route, "HTTPRoute", self.deployment)
 
     # -- keeping the old colour for a while ----------------------------------------------
 
@@ -187,10 +189,11 @@ class KubernetesRouter:
         """Keep the colour's HPA from scaling it below ``replicas`` (the candidate's HPA was
         rendered for its preview replicas)."""
         try:
-            hpa = self.api.get("autoscaling/v2", "HorizontalPodAutoscaler", name)
+            hpa_version = self.backend.versions.hpa
+            hpa = self.api.get(hpa_version, "HorizontalPodAutoscaler", name)
             if hpa is not None and int(hpa.get("spec", {}).get("minReplicas", 1)) < replicas:
                 top = max(replicas, int(hpa["spec"].get("maxReplicas", replicas)))
-                self.api.patch("autoscaling/v2", "HorizontalPodAutoscaler", name,
+                self.api.patch(hpa_version, "HorizontalPodAutoscaler", name,
                                {"spec": {"minReplicas": replicas, "maxReplicas": top}})
         except ClusterError as exc:
             if exc.status not in (403, 404):  # no HPA, or no right to it: the Deployment decides

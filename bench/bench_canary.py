@@ -39,8 +39,8 @@ from rich.console import Console
 from rich.table import Table
 
 from workbench.deploy import canary
-from workbench.deploy.backends.process import ProcessBackend
 from workbench.deploy.manager import DeploymentManager
+from workbench.deploy.platforms.process.backend import ProcessBackend
 from workbench.deploy.rollout.analysis import AnalysisSpec
 from workbench.deploy.rollout.controller import Action, CanaryStatus, Stage
 

@@ -183,7 +183,9 @@ def test_version_fingerprint_follows_every_file(repo_copy: Path) -> None:
     assert repo.version_fingerprint("digits", "9.9.9") == ()
 
 
-def test_the_model_layer_runs_models_only_through_a_probe(repo_copy: Path, tmp_path: Path) -> None:
+def test_the_model_layer_runs_models_only_through_a_probe(
+    repo_copy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     code = (
         "import sys; import workbench.model.repository, workbench.model.publishing, workbench.model.ocr_demo; "
         "print(sorted(m for m in sys.modules if m.startswith(('workbench.runtime', 'paddle'))))"
@@ -192,10 +194,13 @@ def test_the_model_layer_runs_models_only_through_a_probe(repo_copy: Path, tmp_p
     assert proc.stdout.strip() == "[]"
     from workbench.model.repository import ModelRepository as Bare
 
+    # the public API's repository is the model layer's, with Paddle as its default probe
+    assert ModelRepository is Bare and isinstance(Bare.default_probe, PaddleProbe)
     source = _model_files(repo_copy, "1.0.0", tmp_path / "export")
-    with pytest.raises(PublishError, match="give the output signature or a probe"):
-        Bare(repo_copy).publish("digits", "2.0.0", source, sample={"x": np.zeros((1, 64), np.float32)})
-    assert "2.0.0" not in [str(v) for v in Bare(repo_copy).versions("digits")]
-    # the public API's repository probes with Paddle
     manifest = ModelRepository(repo_copy).publish("digits", "2.0.0", source, sample={"x": np.zeros((1, 64), np.float32)})
     assert manifest.outputs[0].shape == (-1, 10)
+    # without a probe, publishing cannot describe outputs and says so
+    monkeypatch.setattr(Bare, "default_probe", None)
+    with pytest.raises(PublishError, match="give the output signature or a probe"):
+        Bare(repo_copy).publish("digits", "2.1.0", source, sample={"x": np.zeros((1, 64), np.float32)})
+    assert "2.1.0" not in [str(v) for v in Bare(repo_copy).versions("digits")]

@@ -23,7 +23,7 @@ import shutil
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from filelock import FileLock
 
@@ -68,6 +68,10 @@ __all__ = ["AUTO", "LATEST", "ModelRepository"]
 
 class ModelRepository:
     """A directory of models, each with semantic-versioned, manifest-sealed versions."""
+
+    # The probe publishing uses when neither the call nor the repository names one; set
+    # by the runtime's composition point (workbench.runtime.repository), never here.
+    default_probe: ClassVar[ModelProbe | None] = None
 
     def __init__(
         self, root: StrPath, *, verify_key: StrPath | None = None, probe: ModelProbe | None = None
@@ -326,7 +330,8 @@ class ModelRepository:
         source = Path(source)
         if not source.is_dir():
             raise PublishError(f"source {source} is not a directory")
-        probing = publishing.Probing(probe or self.probe, runtime, config, progress, tuning_runs)
+        probe = probe or self.probe or self.default_probe
+        probing = publishing.Probing(probe, runtime, config, progress, tuning_runs)
         manifest = self._publish_staged(
             model, version, signing_key,
             lambda staging: publishing.stage(
@@ -388,7 +393,7 @@ class ModelRepository:
         """
         base_dir = self.path(model, base)
         recorded = self.verify(model, base)
-        probe = probe or self.probe
+        probe = probe or self.probe or self.default_probe
         return self.publish(
             model, version, base_dir,
             sample=recorded.load_sample(base_dir) or None,

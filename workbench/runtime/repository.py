@@ -2,27 +2,19 @@
 
 The model layer's :class:`~workbench.model.repository.ModelRepository` never imports
 the runtime; publishing runs a model (to describe its outputs, prove its runtime
-settings or tune them) through the probe it is given. This is the repository the
-public API and notebooks use: the same class with :class:`PaddleProbe` as its default
-probe, so ``ModelRepository(root).publish(..., sample=...)`` runs the sample on Paddle.
+settings or tune them) through the probe it is given, or the class's
+``default_probe``. This module is the composition point the public API goes through
+(``workbench.ModelRepository`` resolves here): importing it sets Paddle's CPU probe
+as that default, so ``ModelRepository(root).publish(..., sample=...)`` from a notebook
+runs the sample on Paddle. A probe passed to a repository or a call still wins.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from workbench.model import repository
+from workbench.model.repository import ModelRepository
 from workbench.runtime.paddle import PaddleProbe
 
-if TYPE_CHECKING:
-    from workbench._types import StrPath
-    from workbench.model.probe import ModelProbe
+if ModelRepository.default_probe is None:
+    ModelRepository.default_probe = PaddleProbe()
 
-
-class ModelRepository(repository.ModelRepository):
-    """A :class:`workbench.model.repository.ModelRepository` probing models with Paddle."""
-
-    def __init__(
-        self, root: StrPath, *, verify_key: StrPath | None = None, probe: ModelProbe | None = None
-    ) -> None:
-        super().__init__(root, verify_key=verify_key, probe=probe or PaddleProbe())
+__all__ = ["ModelRepository"]

@@ -11,7 +11,6 @@ import re
 import subprocess
 import sys
 import time
-from typing import TYPE_CHECKING
 
 import pytest
 import typer
@@ -20,9 +19,6 @@ from typer.testing import CliRunner
 from tests._wait import wait_until
 from tests.deploy.test_cli_deploy import env, run  # noqa: F401 - the env fixture
 from workbench.cli import app
-
-if TYPE_CHECKING:
-    from pathlib import Path
 
 pytestmark = pytest.mark.nginx
 

@@ -138,6 +138,38 @@ def _wrapped(text: str, width: int, indent: str = "") -> str:
     )
 
 
+def verdict_text(verdict: str, sustained: bool) -> str:
+    """A rule's verdict as read: a fail that rolls back now says so; one that does not
+    yet says the canary holds."""
+    if verdict != "fail":
+        return verdict
+    return "fail → rollback" if sustained else "fail, holding"
+
+
+def number(value: float) -> str:
+    """A measured value for a table: ``208,400``, ``412``, ``12.3``, ``0.0123`` (never
+    ``2.084e+05``)."""
+    size = abs(value)
+    if size >= 1000:
+        return f"{value:,.0f}"
+    if size >= 100 or value == int(value):
+        return f"{value:.0f}"
+    if size >= 0.001:
+        return f"{value:.3g}"
+    return f"{value:.2e}" if value else "0"
+
+
+def verdicts(results: Sequence[Mapping[str, Any]]) -> str:
+    """A canary tick's verdicts in one line: ``error_rate pass 0.004 (max 0.03), ...``."""
+    parts = []
+    for r in results:
+        value = r.get("value")
+        shown = "–" if value is None else number(float(value))
+        parts.append(f"{r.get('rule')} {verdict_text(str(r.get('verdict')), bool(r.get('sustained')))}"
+                     f" {shown} (threshold {number(float(r.get('threshold', 0.0)))})")
+    return "; ".join(parts)
+
+
 def history_view(name: str, entries: Sequence[HistoryEntry], width: int = 80) -> RenderableType:
     """One line per action, oldest first (time, action, outcome, phase, traffic to stable and
     candidate, versions stable → candidate); below it who acted and why."""
@@ -179,6 +211,9 @@ def history_view(name: str, entries: Sequence[HistoryEntry], width: int = 80) ->
         note = ": ".join(filter(None, (f"by {e.by}" if e.by else "", e.reason)))
         if note:
             lines.append(f"[dim]{_wrapped(note, width, indent)}[/]")
+        results = e.details.get("results") if e.details else None
+        if results:
+            lines.append(f"[dim]{_wrapped('rules: ' + verdicts(results), width, indent)}[/]")
     if not entries:
         lines.append("no history")
     return Group(*lines)

@@ -20,6 +20,7 @@ from rich.console import Group
 from rich.table import Table
 
 from workbench.cli._common import JsonOption, console, print_json
+from workbench.cli._deploy_view import number, verdict_text
 from workbench.errors import WorkbenchError
 
 if TYPE_CHECKING:
@@ -86,27 +87,6 @@ def render(deployment_name: str, status: CanaryStatus | None, spec: AnalysisSpec
     table.caption = status.message
     table.caption_justify = "left"
     return Group(table)
-
-
-def verdict_text(verdict: str, sustained: bool) -> str:
-    """A rule's verdict as read: a fail that rolls back now says so; one that does not
-    yet says the canary holds."""
-    if verdict != "fail":
-        return verdict
-    return "fail → rollback" if sustained else "fail, holding"
-
-
-def number(value: float) -> str:
-    """A measured value for a table: ``208,400``, ``412``, ``12.3``, ``0.0123`` (never
-    ``2.084e+05``)."""
-    size = abs(value)
-    if size >= 1000:
-        return f"{value:,.0f}"
-    if size >= 100 or value == int(value):
-        return f"{value:.0f}"
-    if size >= 0.001:
-        return f"{value:.3g}"
-    return f"{value:.2e}" if value else "0"
 
 
 def finished_line(name: str, done: dict[str, Any]) -> str:

@@ -171,3 +171,32 @@ def test_help_texts_give_one_default_each() -> None:
                                        env={"COLUMNS": "200"}).output.split())
     assert "Ready instances a colour needs [default: all of them]." in text
     assert "[default: all of them]. [default: 0]" not in text
+
+
+def test_a_canary_rolled_back_by_a_rule_says_which_and_when(
+    nginx: None, env: dict[str, str]  # noqa: F811
+) -> None:
+    """1.2.0 answers with a different top-1 than 1.0.0: the agreement rule fails on the
+    first tick (replaying stable's manifest sample) and the controller rolls back."""
+    run(env, "create", "web", "--model", "stub", "--version", "stable")
+    proc = subprocess.run(
+        [sys.executable, "-m", "workbench", "deploy", "update", "web", "--version", "1.2.0",
+         "--min-agreement", "0", "--strategy", "canary", "--steps", "50,100",
+         "--interval", "1s"],
+        env={**os.environ, **env}, capture_output=True, text=True, timeout=180,
+    )
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert proc.stdout.endswith("\n")
+    assert "fail → rollback" in proc.stdout and "(sustained)" not in proc.stdout
+    status = run(env, "status", "web")
+    assert re.search(r"canary rolled back at \d\d:\d\d:\d\d by rule agreement: rule agreement "
+                     r"failed", " ".join(status.split())), status
+    assert "controller" not in status
+    assert roles(env) == {"stable": ("blue", "1.0.0", "100%")}
+    entries = history(env)
+    assert [e["action"] for e in entries][-3:] == ["verify", "weight", "rollback"]
+    rollback = entries[-1]
+    assert rollback["by"] == "controller" and rollback["outcome"] == "failed"
+    assert any(r["rule"] == "agreement" and r["verdict"] == "fail"
+               for r in rollback["details"]["results"])  # type: ignore[index]
+    assert "agreement fail → rollback" in " ".join(run(env, "history", "web").split())

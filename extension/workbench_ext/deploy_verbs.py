@@ -134,6 +134,7 @@ def cmd_update(call: Call, args: argparse.Namespace) -> Any:
             auto_promote=args.auto_promote,
             timeout=args.timeout,
             on_tick=tick,
+            strategy=args.strategy,
         ),
         desc=f"update {args.name}",
         steps=steps,

@@ -169,9 +169,10 @@ def history_rows(entries: Any) -> list[dict[str, Any]]:
         {
             "time": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e.time)),
             "action": e.action,
+            "by": e.by,
             "outcome": e.outcome,
-            "stable": e.stable_version,
-            "candidate": e.candidate_version,
+            "stable": e.stable_version or "",
+            "candidate": e.candidate_version or "",  # not NaN in a table
             "phase": e.phase,
             "weights": ", ".join(f"{c} {w}%" for c, w in dict(e.weights).items()),
             "reason": e.reason,

@@ -143,7 +143,7 @@ def test_good_version_is_promoted_through_every_step(manager: DeploymentManager,
     assert weights == [25, 50, 100]
     assert web.phase is Phase.PROMOTED and web.state.weights[web.state.rollout.candidate] == 100
     assert clients.failed == 0 and clients.by_version("1.1.0") > 0
-    ticks = [h for h in web.history() if h.action == "canary" and h.details.get("results")]
+    ticks = [h for h in web.history() if "canary" in h.details and h.details.get("results")]
     assert ticks and all("threshold" in r for h in ticks for r in h.details["results"])
 
 
@@ -158,7 +158,7 @@ def test_degraded_version_is_rolled_back_on_a_replay_of_live_inputs(
     assert status.stage is Stage.ROLLED_BACK, status.message
     assert "agreement" in status.message
     assert clients.failed == 0
-    (tick,) = [h for h in web.history() if h.action == "canary" and h.outcome == "failed"]
+    (tick,) = [h for h in web.history() if "canary" in h.details and h.outcome == "failed"]
     (agreement,) = [r for r in tick.details["results"] if r["rule"] == "agreement"]
     assert agreement["verdict"] == "fail" and agreement["value"] < 0.85
 
@@ -176,7 +176,7 @@ def test_degraded_version_is_rolled_back_by_the_agreement_rule(manager: Deployme
     assert web.phase is Phase.ROLLED_BACK and web.state.candidate is None
     assert clients.failed == 0
     last = web.history()[-1]
-    assert last.action == "canary" and last.outcome == "failed"
+    assert last.action == "rollback" and last.outcome == "failed" and last.by == "controller"
     assert any(r["rule"] == "agreement" and r["verdict"] == "fail"
                for r in last.details["results"])
 

@@ -57,9 +57,12 @@ def test_detached_canary_waits_at_a_gate_until_resume(
     assert "canary promoted at 100%" in out
     state = json.loads(run(env, "status", "web", "--json"))
     assert state["phase"] == "promoted"
-    wait_until(lambda: f"controller: pid {pid}, gone" in run(env, "status", "web"), timeout=30)
+    wait_until(lambda: not json.loads(run(env, "status", "web", "--json"))["canary"][
+        "controller"]["alive"], timeout=30)
     canary = json.loads(run(env, "status", "web", "--json"))["canary"]
     assert canary["controller"] == {"pid": pid, "alive": False}
-    assert "carry on with" not in run(env, "status", "web")  # the canary is done
+    status = run(env, "status", "web")
+    assert "carry on with" not in status and "controller" not in status  # the canary is done
+    assert re.search(r"canary promoted at \d\d:\d\d:\d\d by cli", status), status
     history = run(env, "history", "web")
     assert "canary" in history

@@ -45,6 +45,14 @@ def traffic(weights: Mapping[str, int]) -> str:
     return ", ".join(f"{c} {w}%" for c, w in weights.items())
 
 
+def role_traffic(state: DeploymentState) -> str:
+    """``stable 1.1.0 (green) 100%, previous 1.0.0 (blue) 0%``: each role's share."""
+    from workbench.deploy.status import roles
+
+    return ", ".join(f"{role} {escape(r['version'])} ({r['color']}) {r['weight']}%"
+                     for role, r in roles(state).items())
+
+
 def _table(*columns: str, justify_right: Sequence[str] = ()) -> Table:
     from rich import box
     from rich.table import Table
@@ -70,10 +78,14 @@ def status_view(
     """
     from rich.console import Group
 
+    from workbench.deploy.status import ROLE_ORDER, step
+
     state = status.state
     router = "[green]up[/]" if status.router_running else "[red]down[/]"
+    at = step(state)
+    at_step = f" step {at['index']}/{at['of']}" if at else ""
     heading = (
-        f"[bold]{escape(state.name)}[/]  {escape(state.model)}  {phase(state.phase)}  "
+        f"[bold]{escape(state.name)}[/]  {escape(state.model)}  {phase(state.phase)}{at_step}  "
         f"router {router}  {escape(state.url)}"
     )
     if rates is not None:
@@ -84,7 +96,9 @@ def status_view(
     columns = ("colour", "role", "version", "traffic", "ready", *(live if rates is not None else where))
     table = _table(*columns, justify_right=("traffic", *live))
     notes: list[str] = []
-    for i in status.instances:
+    ordered = sorted(status.instances, key=lambda i: (
+        ROLE_ORDER.index(i.role) if i.role in ROLE_ORDER else len(ROLE_ORDER), i.color))
+    for i in ordered:
         ready = "yes" if i.ready else ("[red]lost[/]" if i.lost else "[red]no[/]")
         row = [f"[{i.color}]{i.color}[/]", i.role, escape(i.version), f"{i.weight}%", ready]
         if rates is not None:
@@ -124,20 +138,53 @@ def _wrapped(text: str, width: int, indent: str = "") -> str:
     )
 
 
+def verdict_text(verdict: str, sustained: bool) -> str:
+    """A rule's verdict as read: a fail that rolls back now says so; one that does not
+    yet says the canary holds."""
+    if verdict != "fail":
+        return verdict
+    return "fail → rollback" if sustained else "fail, holding"
+
+
+def number(value: float) -> str:
+    """A measured value for a table: ``208,400``, ``412``, ``12.3``, ``0.0123`` (never
+    ``2.084e+05``)."""
+    size = abs(value)
+    if size >= 1000:
+        return f"{value:,.0f}"
+    if size >= 100 or value == int(value):
+        return f"{value:.0f}"
+    if size >= 0.001:
+        return f"{value:.3g}"
+    return f"{value:.2e}" if value else "0"
+
+
+def verdicts(results: Sequence[Mapping[str, Any]]) -> str:
+    """A canary tick's verdicts in one line: ``error_rate pass 0.004 (max 0.03), ...``."""
+    parts = []
+    for r in results:
+        value = r.get("value")
+        shown = "–" if value is None else number(float(value))
+        parts.append(f"{r.get('rule')} {verdict_text(str(r.get('verdict')), bool(r.get('sustained')))}"
+                     f" {shown} (threshold {number(float(r.get('threshold', 0.0)))})")
+    return "; ".join(parts)
+
+
 def history_view(name: str, entries: Sequence[HistoryEntry], width: int = 80) -> RenderableType:
-    """One line per action (time, action, outcome, phase, traffic, versions), its reason below."""
+    """One line per action, oldest first (time, action, outcome, phase, traffic to stable and
+    candidate, versions stable → candidate); below it who acted and why."""
     from rich.console import Group
 
-    header = ("time", "action", "outcome", "phase", "blue/green", "versions")
+    header = ("time", "action", "outcome", "phase", "stable/cand", "versions")
     rows: list[tuple[str, ...]] = []
     for e in entries:
         versions = e.stable_version or ""
         if e.candidate_version:
             versions += f" → {e.candidate_version}"
-        split = "/".join(str(e.weights.get(c, 0)) for c in ("blue", "green"))
+        stable, candidate = e.split
         rows.append(
             (time.strftime("%H:%M:%S", time.localtime(e.time)), e.action, e.outcome, e.phase,
-             split, versions)
+             f"{stable}/{candidate}", versions)
         )
     widths = [max(len(h), *(len(r[k]) for r in rows)) for k, h in enumerate(header)]
     fixed = sum(widths[:-1]) + 2 * (len(header) - 1)
@@ -161,8 +208,12 @@ def history_view(name: str, entries: Sequence[HistoryEntry], width: int = 80) ->
             lines.append(f"[dim]{today}[/]")
             day = today
         lines.append(line(row, ["", "", OUTCOME_STYLE.get(e.outcome, ""), PHASE_STYLE.get(e.phase, "")]))
-        if e.reason:
-            lines.append(f"[dim]{_wrapped(e.reason, width, indent)}[/]")
+        note = ": ".join(filter(None, (f"by {e.by}" if e.by else "", e.reason)))
+        if note:
+            lines.append(f"[dim]{_wrapped(note, width, indent)}[/]")
+        results = e.details.get("results") if e.details else None
+        if results:
+            lines.append(f"[dim]{_wrapped('rules: ' + verdicts(results), width, indent)}[/]")
     if not entries:
         lines.append("no history")
     return Group(*lines)
@@ -198,6 +249,6 @@ def agreement_view(report: Mapping[str, Any]) -> RenderableType:
 
 
 def done_line(state: DeploymentState, what: str) -> str:
-    """``web: promoted 1.1.0 — phase promoted; traffic blue 0%, green 100%``."""
-    weights = traffic(state.weights)
-    return f"{escape(state.name)}: {escape(what)} — phase {phase(state.phase)}; traffic {weights}"
+    """``web: promoted 1.1.0 — phase promoted; stable 1.1.0 (green) 100%, previous 1.0.0 (blue) 0%``."""
+    return (f"{escape(state.name)}: {escape(what)} — phase {phase(state.phase)}; "
+            f"{role_traffic(state)}")

@@ -20,6 +20,8 @@ from rich.console import Group
 from rich.table import Table
 
 from workbench.cli._common import JsonOption, console, print_json
+from workbench.cli._deploy_view import number, verdict_text
+from workbench.errors import WorkbenchError
 
 if TYPE_CHECKING:
     from rich.console import RenderableType
@@ -64,8 +66,9 @@ def render(deployment_name: str, status: CanaryStatus | None, spec: AnalysisSpec
         plan.append(text)
     if status.index < 0:
         plan.insert(0, "[bold reverse] mirror [/]")
+    at = "mirror" if status.index < 0 else f"step {status.index + 1}/{len(status.steps)}"
     header = (
-        f"{deployment_name}: canary [bold]{status.stage.value}[/] at {status.weight}% "
+        f"{deployment_name}: canary [bold]{status.stage.value}[/] at {status.weight}%, {at} "
         f"(tick {status.ticks}, every {spec.interval:g}s)   plan: " + " → ".join(plan)
     )
     table = Table(title=header, title_justify="left")
@@ -73,17 +76,27 @@ def render(deployment_name: str, status: CanaryStatus | None, spec: AnalysisSpec
         table.add_column(column)
     for result in status.last:
         style = _VERDICT_STYLE.get(result.verdict, "white")
-        verdict = result.verdict + (" (sustained)" if result.sustained else "")
+        verdict = verdict_text(result.verdict, result.sustained)
         table.add_row(
             result.rule,
-            "–" if result.value is None else f"{result.value:.4g}",
-            f"{result.threshold:g}",
+            "–" if result.value is None else number(result.value),
+            number(result.threshold),
             f"[{style}]{verdict}[/]",
             result.message,
         )
     table.caption = status.message
     table.caption_justify = "left"
     return Group(table)
+
+
+def finished_line(name: str, done: dict[str, Any]) -> str:
+    """``web: canary promoted at 15:22:42 by the controller`` or ``… rolled back at … by rule
+    error_rate: …``: how a finished canary ended."""
+    at = time.strftime("%H:%M:%S", time.localtime(done["at"]))
+    stage = {"rolled_back": "rolled back", "aborted": "aborted"}.get(done["stage"], done["stage"])
+    who = f"by rule {done['rule']}" if done["rule"] else f"by {done['by'] or 'hand'}"
+    why = f": {done['message']}" if done["rule"] and done["message"] else ""
+    return f"{name}: canary {stage} at {at} {who}{why}"
 
 
 def start(
@@ -119,6 +132,17 @@ def foreground(deployment: Deployment, spec: AnalysisSpec | None, *, prometheus:
     if json:
         status = run(deployment, spec, prometheus=prometheus, stop=stop)
         print_json(status.to_dict())
+        return
+    if not console.is_terminal:  # piped or logged: a line per action, then the verdicts
+        def said(status: CanaryStatus, action: Any) -> None:
+            if action.kind not in ("hold", "none"):
+                console.print(f"{time.strftime('%H:%M:%S')} canary {action.kind}: "
+                              f"{action.reason or status.message}", highlight=False)
+
+        status = run(deployment, spec, prometheus=prometheus, stop=stop, on_tick=said)
+        console.print(render(deployment.name, status, spec))
+        if status.stage.value == "rolled_back":
+            raise typer.Exit(1)
         return
     with Live(render(deployment.name, None, spec), console=console, refresh_per_second=2) as live:
         def show(status: CanaryStatus, _action: object) -> None:
@@ -173,21 +197,29 @@ def command(deployment: Deployment, verb: str, reason: str = "") -> CanaryStatus
 
 
 def status_part(deployment: Deployment, process: ControllerProcess | None) -> list[RenderableType]:
-    """What ``deploy status`` adds for a canary: the verdicts, and its controller process."""
-    from workbench.deploy.canary import controller
+    """What ``deploy status`` adds for a canary: while it runs, the verdicts and its
+    controller process; once it ended, one line saying how and when (no controller)."""
+    from rich.markup import escape
 
-    data = deployment.state.canary
+    from workbench.deploy.canary import controller
+    from workbench.deploy.status import finished
+
+    state = deployment.state
+    data = state.canary
     if not data or "status" not in data:
         return []
+    done = finished(state)
+    if done is not None:
+        return [escape(finished_line(deployment.name, done))]
     control = controller(deployment)
     status = control.status
     lines: list[RenderableType] = [render(deployment.name, status, control.spec)]
     if process is None or process.pid is None:
         lines.append("  controller: none")
     else:
-        state = "[green]running[/]" if process.alive else "gone"
-        lines.append(f"  controller: pid {process.pid}, {state}")
-    if status is not None and not status.done and not (process and process.alive):
+        alive = "[green]running[/]" if process.alive else "[red]gone[/]"
+        lines.append(f"  controller: pid {process.pid}, {alive}")
+    if not (process and process.alive):
         lines.append(f"  carry on with: workbench deploy restore {deployment.name}")
     return lines
 
@@ -229,15 +261,38 @@ def register(app: typer.Typer, manager: Any) -> None:
         import logging
 
         from workbench.deploy import canary
+        from workbench.deploy.state import set_face
 
         logging.basicConfig(level=logging.INFO, format="%(message)s")
         deployment = manager().get(name)
-        status = canary.run(deployment, prometheus=prometheus)
-        print(f"{time.strftime('%H:%M:%S')} {name}: canary {status.stage.value}: {status.message}")
+        set_face("controller")  # after the manager, which says cli
+
+        def said(line: str) -> None:
+            print(f"{time.strftime('%H:%M:%S')} {name}: {line}", flush=True)
+
+        def verifying(state: Any) -> None:
+            said(f"{state.phase}: {state.rollout.message}")
+
+        try:
+            status = canary.run(deployment, prometheus=prometheus, on_verify=verifying)
+        except WorkbenchError as exc:
+            said(f"canary not started: {exc}")
+            raise typer.Exit(1) from None
+        said(f"canary {status.stage.value}: {status.message}")
+
+
+def stage_text(stage: str) -> str:
+    """A canary stage as read: ``rolled back``, not ``rolled_back``."""
+    return stage.replace("_", " ")
+
+
+def said(name: str, status: CanaryStatus) -> str:
+    """``web: canary rolled back at 0% — rolled back by hand``."""
+    return f"{name}: canary {stage_text(status.stage.value)} at {status.weight}% — {status.message}"
 
 
 def _said(name: str, status: CanaryStatus, json: bool) -> None:
     if json:
         print_json(status.to_dict())
     else:
-        console.print(f"{name}: canary {status.stage.value} at {status.weight}% — {status.message}")
+        console.print(said(name, status), highlight=False)

@@ -41,6 +41,9 @@ def register(parent: typer.Typer) -> None:
 
 def _manager(repo: Path | None = None) -> DeploymentManager:
     from workbench.deploy.manager import DeploymentManager
+    from workbench.deploy.state import set_face
+
+    set_face("cli")  # the history says who acted
 
     return DeploymentManager(repo=repo)
 
@@ -62,13 +65,12 @@ def _canary_verb(deployment: Any, verb: str, reason: str, json: bool) -> bool:
         return False
     from workbench.cli import canary as canary_cli
 
-    status = canary_cli.command(deployment, verb, reason)
+    done = {"rollback": "rolled back by hand", "abort": "aborted by hand"}
+    status = canary_cli.command(deployment, verb, reason or done.get(verb, ""))
     if json:
         print_json(deployment.state.to_dict())
     else:
-        console.print(
-            f"{deployment.name}: canary {status.stage.value} at {status.weight}% — {status.message}"
-        )
+        console.print(canary_cli.said(deployment.name, status), highlight=False)
     return True
 
 
@@ -129,7 +131,8 @@ def create(
                      "engine's host name resolved].")
     ] = None,
     min_ready: Annotated[
-        int, typer.Option(help="Ready instances a colour needs [default: all of them].")
+        int, typer.Option(help="Ready instances a colour needs [default: all of them].",
+                          show_default=False)
     ] = 0,
     repo: RepoOption = None,
     json: JsonOption = False,
@@ -255,7 +258,8 @@ def update(
         str | None, typer.Option(help="Judge on this Prometheus (PromQL) instead of scraping.")
     ] = None,
     detach: Annotated[
-        bool, typer.Option("--detach", help="Run the canary controller in the background.")
+        bool, typer.Option("--detach", help="Return once the candidate started; a background "
+                           "controller verifies it and runs the canary.")
     ] = False,
     json: JsonOption = False,
 ) -> None:
@@ -288,6 +292,18 @@ def update(
             console.print(f"[dim]{time.strftime('%H:%M:%S')}[/] {phase(state.phase)}: {message}")
             last["message"] = message
 
+    if spec is not None and detach:
+        # the controller verifies and steps; this returns as soon as the candidate started
+        from workbench.cli import canary as canary_cli
+
+        with console.status(f"starting {version} on {name}…", spinner="dots") as spinner:
+            _kubernetes_progress(deployment.context.backend(deployment.state), spinner,
+                                 f"{name}:")
+            deployment.update(version, sample_file=sample, auto_promote=False,
+                              min_agreement=verification_threshold(min_agreement, strategy),
+                              timeout=timeout, wait=False, strategy=strategy)
+        canary_cli.start(deployment, spec, detach=True, prometheus=prometheus, json=json)
+        return
     error: RolloutError | None = None
     with console.status(f"rolling out {version} to {name}…", spinner="dots") as spinner:
         _kubernetes_progress(deployment.context.backend(deployment.state), spinner, f"{name}:")
@@ -299,6 +315,7 @@ def update(
                 min_agreement=verification_threshold(min_agreement, strategy),
                 timeout=timeout,
                 on_tick=progress,
+                strategy=strategy,
             )
         except RolloutError as exc:
             error = exc

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +28,7 @@ from workbench.deploy.rollout.controller import (
     controller_running,
 )
 from workbench.deploy.rollout.phases import Phase
+from workbench.deploy.state import face
 from workbench.errors import RolloutError, WorkbenchError
 
 if TYPE_CHECKING:
@@ -34,6 +36,7 @@ if TYPE_CHECKING:
 
     from workbench.deploy.deployment import Deployment
     from workbench.deploy.rollout.signals import MetricsSource, OutputCheck
+    from workbench.deploy.state import DeploymentState
 
 __all__ = ["DeploymentTarget", "active", "controller", "run", "running_pid"]
 
@@ -47,8 +50,12 @@ class DeploymentTarget:
         self.deployment = deployment
         self.spec = spec
         self.source = source
+        #: who acts through this target: the controller's loop, or a face's command
+        self.by = face()
+        self._action: tuple[str, float] | None = None
 
     def set_weight(self, percent: int, reason: str) -> None:
+        self._acted("weight")
         self.deployment.weight(percent, reason)
 
     def mirror(self, percent: int, reason: str) -> None:
@@ -62,10 +69,12 @@ class DeploymentTarget:
         self.deployment.context.router(state).apply(routing_table(state).with_mirror(percent))
 
     def promote(self, reason: str) -> None:
+        self._acted("promote")
         self.deployment.promote(reason)
 
     def rollback(self, reason: str) -> None:
         if self.deployment.phase in (Phase.VERIFIED, Phase.CANARY, Phase.PROMOTED):
+            self._acted("rollback")
             self.deployment.rollback(reason)
 
     def load(self) -> CanaryStatus | None:
@@ -75,22 +84,42 @@ class DeploymentTarget:
         return CanaryStatus.from_dict(data["status"])
 
     def save(self, status: CanaryStatus, action: Action) -> None:
+        """Persist ``status``; one history entry per action: the verdicts join the entry the
+        deployment recorded for a weight, promote or rollback; a gate, pause, resume or
+        mirror gets one of its own; a hold gets none (its verdicts are in the status)."""
         store = self.deployment.context.store
+        acted, self._action = self._action, None
         with store.transaction(self.deployment.name) as txn:
             state = txn.state
             canary = {**(state.canary or {}), "status": status.to_dict(),
                       "spec": self.spec.to_dict(), "source": self.source}
+            state = replace(state, canary=canary)
+            if action.kind in ("hold", "none"):
+                txn.save(state)
+                return
             details: dict[str, Any] = {
                 "canary": action.kind,
                 "stage": status.stage.value,
                 "step": status.index,
+                "steps": len(status.steps),
                 "weight": status.weight,
                 "results": [r.to_dict() for r in status.last],
             }
-            outcome = "failed" if action.kind == "rollback" and status.last else "ok"
-            state = replace(state, canary=canary)
-            txn.save(state.record("canary", outcome, action.reason or status.message,
-                                  details=details))
+            ruled = action.kind == "rollback" and any(r.sustained for r in status.last)
+            outcome = "failed" if ruled else None
+            reason = action.reason or status.message
+            if acted is not None:
+                name, since = acted
+                state = state.amend(name, since=since, details=details, by=self.by,
+                                    outcome=outcome, reason=reason)
+            else:
+                state = state.record(action.kind, outcome or "ok", reason, details=details,
+                                     by=self.by)
+            txn.save(state)
+
+    def _acted(self, action: str) -> None:
+        """Remember that this tick changed the deployment (which records ``action``)."""
+        self._action = (action, time.time() - 1.0)
 
 
 def active(deployment: Deployment) -> bool:
@@ -111,8 +140,10 @@ def controller(
     spec: AnalysisSpec | None = None,
     *,
     prometheus: str | None = None,
+    by: str | None = None,
 ) -> CanaryController:
-    """A controller for ``deployment``'s canary: ``spec`` or the persisted one."""
+    """A controller for ``deployment``'s canary: ``spec`` or the persisted one; ``by`` is
+    who its actions are recorded as (default: this process's face)."""
     state = deployment.state
     data = state.canary or {}
     if spec is None:
@@ -159,6 +190,7 @@ def controller(
                             labelled=labelled, admin_token=token, sample=sample)
 
     target = DeploymentTarget(deployment, spec, "prometheus" if prometheus else "scrape")
+    target.by = by or target.by
     return CanaryController(deployment.name, target, spec, source, stable=stable,
                             candidate=candidate, output=output, hooks=Hooks(spec.hooks))
 
@@ -170,14 +202,19 @@ def run(
     prometheus: str | None = None,
     stop: threading.Event | None = None,
     on_tick: Callable[[CanaryStatus, Action], None] | None = None,
+    on_verify: Callable[[DeploymentState], None] | None = None,
 ) -> CanaryStatus:
     """Run ``deployment``'s canary to its end (or until ``stop``), holding its controller lock.
 
-    A verified candidate starts at the plan's first step; a canary persisted earlier (a
+    A candidate still starting or verifying (``update --detach`` returns once it started)
+    is verified first: a failure ends the run with the RolloutError saying why. A
+    verified candidate starts at the plan's first step; a canary persisted earlier (a
     restore after a crash) carries on where it stood.
     """
     with controller_lock(deployment.context.store.directory(deployment.name)):
-        control = controller(deployment, spec, prometheus=prometheus)
+        if deployment.state.rollout.in_progress:
+            deployment.wait(on_tick=on_verify)
+        control = controller(deployment, spec, prometheus=prometheus, by="controller")
         if on_tick is not None:
             control.listeners.append(on_tick)
         status = control.status

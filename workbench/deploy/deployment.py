@@ -235,6 +235,7 @@ class Deployment:
         wait: bool = True,
         poll: float = 0.2,
         on_tick: Callable[[DeploymentState], None] | None = None,
+        strategy: str = "blue-green",
     ) -> DeploymentState:
         """Start ``version`` as the candidate colour and verify it (readiness, deep health,
         output agreement with stable); then wait for :meth:`promote` (or promote at once
@@ -270,6 +271,7 @@ class Deployment:
                 timeout=timeout,
                 auto_promote=auto_promote,
                 checks=tuple(c for c in CHECKS if c in checks),
+                strategy=strategy,
             )
 
         state = self._act(

@@ -67,6 +67,25 @@ def _color(value: object) -> Color:
     raise StateError(f"invalid colour {value!r} in deployment state")
 
 
+#: Which face acts in this process (``cli``, ``notebook``, ``api``); set by the CLI at start.
+_FACE: list[str] = []
+
+
+def set_face(face: str) -> None:
+    """Record ``face`` (``cli``, ``notebook``, ``controller``) as who acts in this process."""
+    _FACE[:] = [face]
+
+
+def face() -> str:
+    """Who acts in this process: as set by :func:`set_face`, else ``notebook`` inside a
+    Jupyter kernel, else ``api``."""
+    import sys
+
+    if _FACE:
+        return _FACE[0]
+    return "notebook" if "ipykernel" in sys.modules else "api"
+
+
 def actor() -> str:
     """Who acts: ``user@host:pid``, recorded in the history."""
     try:
@@ -238,6 +257,8 @@ class HistoryEntry:
     reason: str = ""
     actor: str = ""
     details: Mapping[str, Any] = field(default_factory=dict, compare=False)  # e.g. rule verdicts
+    by: str = ""  # which face acted: controller, cli, notebook, api ("" in older entries)
+    stable_color: str = ""  # the colour that was stable then ("" in older entries)
 
     def __post_init__(self) -> None:
         if self.outcome not in ("ok", "failed", "refused"):
@@ -254,8 +275,18 @@ class HistoryEntry:
             "weights": dict(self.weights),
             "reason": self.reason,
             "actor": self.actor,
+            "by": self.by,
+            "stable_color": self.stable_color,
             **({"details": dict(self.details)} if self.details else {}),
         }
+
+    @property
+    def split(self) -> tuple[int, int]:
+        """The traffic of (stable, candidate) in percent after this action."""
+        stable = self.stable_color or max(self.weights, key=lambda c: self.weights[c], default="")
+        ours = self.weights.get(stable, 100 if len(self.weights) <= 1 else 0)
+        theirs = sum(w for c, w in self.weights.items() if c != stable)
+        return ours, theirs
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> HistoryEntry:
@@ -274,6 +305,8 @@ class HistoryEntry:
             reason=str(data.get("reason", "")),
             actor=str(data.get("actor", "")),
             details=dict(data.get("details") or {}),
+            by=str(data.get("by", "")),
+            stable_color=str(data.get("stable_color", "")),
         )
 
 
@@ -478,8 +511,10 @@ class DeploymentState:
         *,
         now: float | None = None,
         details: Mapping[str, Any] | None = None,
+        by: str | None = None,
     ) -> DeploymentState:
-        """Return this state with a history entry appended (versions and phase as they are now)."""
+        """Return this state with a history entry appended (versions and phase as they are now;
+        ``by``: the face that acted, default this process's :func:`face`)."""
         entry = HistoryEntry(
             time=time.time() if now is None else now,
             action=action,
@@ -491,8 +526,31 @@ class DeploymentState:
             reason=reason,
             actor=actor(),
             details=dict(details or {}),
+            by=by or face(),
+            stable_color=self.rollout.stable,
         )
         return replace(self, history=(*self.history, entry)[-MAX_HISTORY:])
+
+    def amend(
+        self,
+        action: str,
+        *,
+        since: float,
+        details: Mapping[str, Any],
+        by: str,
+        outcome: str | None = None,
+        reason: str = "",
+    ) -> DeploymentState:
+        """Return this state with ``details`` and ``by`` added to its last entry when that is
+        ``action`` recorded at or after ``since`` (one entry per action: the controller's
+        verdicts join the weight, promote or rollback entry its change recorded); else with
+        a new entry for ``action``."""
+        last = self.history[-1] if self.history else None
+        if last is None or last.action != action or last.time < since:
+            return self.record(action, outcome or "ok", reason, details=details, by=by)
+        merged = replace(last, details={**last.details, **details}, by=by,
+                         outcome=outcome or last.outcome, reason=reason or last.reason)
+        return replace(self, history=(*self.history[:-1], merged))
 
     # -- JSON ----------------------------------------------------------------------------
 

@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from workbench.deploy.rollout.controller import ControllerProcess
     from workbench.deploy.state import DeploymentState, InstanceRecord
 
-__all__ = ["DeploymentStatus", "InstanceStatus", "look_at_instances"]
+__all__ = ["DeploymentStatus", "InstanceStatus", "finished", "look_at_instances", "roles", "step"]
 
 
 @dataclass(frozen=True)
@@ -26,7 +26,7 @@ class InstanceStatus:
     """
 
     color: Color
-    role: str  # "stable" | "candidate"
+    role: str  # "stable" | "candidate" | "previous" (see Rollout.roles)
     version: str
     url: str
     ref: str
@@ -107,6 +107,8 @@ class DeploymentStatus:
             "message": state.rollout.message,
             "stable": state.rollout.stable,
             "weights": dict(state.weights),
+            "roles": roles(state),
+            "step": step(state),
             "stable_version": state.stable_version,
             "candidate_version": state.candidate_version,
             "router_running": self.router_running,
@@ -119,12 +121,59 @@ class DeploymentStatus:
         }
 
     def _canary(self) -> dict[str, Any] | None:
-        """The canary's persisted status and its controller: ``{"pid", "alive"}``."""
+        """The canary's persisted status, its controller (``{"pid", "alive"}``) and, once it
+        ended, how (``finished``: stage, time, rule, by whom)."""
         canary = self.state.canary
         if canary is None:
             return None
         controller = self.controller.to_dict() if self.controller is not None else None
-        return {"status": canary.get("status"), "controller": controller}
+        return {"status": canary.get("status"), "controller": controller,
+                "finished": finished(self.state)}
+
+
+#: The order roles are listed in: the one taking the traffic first.
+ROLE_ORDER = ("stable", "candidate", "previous")
+
+
+def roles(state: DeploymentState) -> dict[str, dict[str, Any]]:
+    """Each role (stable, candidate, previous; see :attr:`Rollout.roles`) that has instances:
+    its colour, version and weight."""
+    weights = state.weights
+    out = {}
+    for role, color in state.rollout.roles.items():
+        group = state.instances.get(color)
+        if group is not None:
+            out[role] = {"color": color, "version": group.version, "weight": weights.get(color, 0)}
+    return out
+
+
+def step(state: DeploymentState) -> dict[str, int] | None:
+    """Where a canary stands in its plan, ``{"index": k, "of": n}`` (k from 1; 0 while it
+    mirrors), or None when no canary runs."""
+    data = (state.canary or {}).get("status")
+    if not data or data.get("stage") in FINAL_STAGES:
+        return None
+    return {"index": int(data.get("index", 0)) + 1, "of": len(data.get("steps", ()))}
+
+
+FINAL_STAGES = frozenset({"promoted", "rolled_back", "aborted"})
+
+
+def finished(state: DeploymentState) -> dict[str, Any] | None:
+    """How the deployment's last canary ended, or None while it runs (or none ran):
+    ``{"stage", "at", "rule", "by", "message"}``; ``rule`` names the rule that rolled it
+    back (None when a person did), ``by`` who acted (controller, cli, notebook, api)."""
+    data = (state.canary or {}).get("status")
+    if not data or data.get("stage") not in FINAL_STAGES:
+        return None
+    rule = next((r.get("rule") for r in data.get("last", ())
+                 if r.get("verdict") == "fail" and r.get("sustained")), None)
+    if data.get("stage") != "rolled_back":
+        rule = None
+    by = next((e.by for e in reversed(state.history)
+               if e.details.get("canary") in ("promote", "rollback", "abort")), "")
+    return {"stage": data["stage"], "at": float(data.get("updated", 0.0)), "rule": rule,
+            "by": by, "message": str(data.get("message", ""))}
 
 
 def look_at_instances(
@@ -168,7 +217,7 @@ def look_at_instances(
         instances.append(
             InstanceStatus(
                 color=color,
-                role="stable" if color == state.rollout.stable else "candidate",
+                role=state.rollout.role(color),
                 version=record.version,
                 url=record.url,
                 ref=record.ref,

@@ -194,7 +194,7 @@ class DeployPanel(Panel):
         import pandas as pd
 
         entries = self.deployment.history(HISTORY_ROWS)
-        frame = pd.DataFrame.from_records(list(reversed(history_rows(entries))))
+        frame = pd.DataFrame.from_records(history_rows(entries))  # oldest first, as the CLI
         self.history.value = html_table(frame.set_index("time") if len(frame) else frame)
 
     def _gone(self) -> None:

@@ -45,7 +45,8 @@ class Phase(str, Enum):
     STARTING = "starting"
     # The candidate runs; readiness, deep health and output agreement are being checked.
     VERIFYING = "verifying"
-    # The candidate passed verification and is warm with no traffic, waiting for promote.
+    # The candidate passed verification and is warm with no traffic: waiting for promote
+    # (blue-green), or for the canary controller's first step.
     VERIFIED = "verified"
     # The candidate takes a share of the traffic (``weight`` percent, ``step`` changes so far).
     CANARY = "canary"
@@ -97,6 +98,9 @@ def verification_threshold(min_agreement: float | None, strategy: str) -> float:
         return min_agreement
     return 0.0 if strategy == "canary" else DEFAULT_MIN_AGREEMENT
 
+
+#: How a verified candidate goes on: a promote by hand, or the canary controller's steps.
+STRATEGIES = ("blue-green", "canary")
 
 #: Fewer compared rows than this make an agreement verdict inconclusive.
 MIN_AGREEMENT_ROWS = 100
@@ -157,6 +161,27 @@ class Rollout:
     deadline: float | None = None  # verification fails if not done by then
     auto_promote: bool = False
     checks: tuple[str, ...] = field(default=CHECKS)
+    strategy: str = "blue-green"  # or "canary": verified means the canary starts, not a wait
+
+    @property
+    def roles(self) -> dict[str, Color]:
+        """Which colour plays which role for a reader: ``stable`` (the known-good colour
+        taking the traffic), ``candidate`` (the new one, while it is judged), ``previous``
+        (after a promote: the old stable, kept warm as the rollback target).
+
+        After a promote the candidate *is* the new stable, as Argo Rollouts shows it;
+        :attr:`stable` keeps naming the rollback target until the next update.
+        """
+        if self.phase is Phase.PROMOTED:
+            return {"stable": self.candidate, "previous": self.stable}
+        if self.phase in (Phase.STABLE, Phase.ROLLED_BACK, Phase.FAILED):
+            return {"stable": self.stable}
+        return {"stable": self.stable, "candidate": self.candidate}
+
+    def role(self, color: Color) -> str:
+        """The role ``color`` plays for a reader (see :attr:`roles`); ``candidate`` for a
+        colour left over from a rollout that ended."""
+        return next((r for r, c in self.roles.items() if c == color), "candidate")
 
     def __post_init__(self) -> None:
         if not isinstance(self.phase, Phase):
@@ -200,6 +225,7 @@ class Rollout:
             "deadline": self.deadline,
             "auto_promote": self.auto_promote,
             "checks": list(self.checks),
+            "strategy": self.strategy,
         }
 
     @classmethod
@@ -216,6 +242,7 @@ class Rollout:
             deadline=None if deadline is None else float(str(deadline)),
             auto_promote=bool(data.get("auto_promote", False)),
             checks=tuple(str(c) for c in _list(data.get("checks", list(CHECKS)))),
+            strategy=str(data.get("strategy", "blue-green")),
         )
 
 
@@ -250,8 +277,11 @@ def begin_update(
     timeout: float,
     auto_promote: bool = False,
     checks: tuple[str, ...] = CHECKS,
+    strategy: str = "blue-green",
 ) -> Rollout:
     """Start a new rollout. From ``promoted`` the promoted colour first becomes stable."""
+    if strategy not in STRATEGIES:
+        raise DeployValueError(f"strategy is blue-green or canary, not {strategy!r}")
     _refuse(rollout, "update", IDLE_PHASES, "promote, roll back or abort the current rollout first")
     stable = rollout.candidate if rollout.phase is Phase.PROMOTED else rollout.stable
     return move(
@@ -266,6 +296,7 @@ def begin_update(
         deadline=now + timeout,
         auto_promote=auto_promote,
         checks=checks,
+        strategy=strategy,
     )
 
 
@@ -409,10 +440,11 @@ def _verified(rollout: Rollout, *, now: float) -> Rollout:
             deadline=None,
             message="verified and promoted",
         )
+    next_ = "the canary starts" if rollout.strategy == "canary" else "waiting for promote"
     return move(
         rollout,
         Phase.VERIFIED,
         now=now,
         deadline=None,
-        message="verified; waiting for promote",
+        message=f"all checks passed; {next_}",
     )

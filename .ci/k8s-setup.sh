@@ -116,7 +116,7 @@ Dir::State::status "/var/lib/dpkg/status";
 Dir::Cache "${apt}/cache";
 Dir::Etc::SourceList "${apt}/etc/sources.list";
 Dir::Etc::SourceParts "${apt}/etc/sources.list.d";
-APT::Get::Download-Only "false";
+APT::Sandbox::User "root";
 EOF
     export APT_CONFIG="${apt}/apt.conf"
     log "apt-get update (private sources: ${mirror} ${SUITE}, deb and deb-src)"

@@ -10,7 +10,6 @@ them; the same objects at the served pre-releases are taken.
 
 from __future__ import annotations
 
-import copy
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -47,14 +46,18 @@ def test_server_side_apply_patch_and_optimistic_replace(api: KubeApi, namespace:
 
     patched = api.patch("apps/v1", "Deployment", name, {"metadata": {"annotations": {"wb-test": "1"}}})
     assert patched["metadata"]["annotations"]["wb-test"] == "1"
-    stale = copy.deepcopy(applied)  # its resourceVersion predates the patch
+
+    # optimistic concurrency, on a ConfigMap (as the state store keeps it; no controller
+    # writes it meanwhile, as the deployment controller does a Deployment's status)
+    state = api.create({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "wb-state"},
+                        "data": {"n": "0"}})
+    first = api.replace({**state, "data": {"n": "1"}})
+    assert first["metadata"]["resourceVersion"] != state["metadata"]["resourceVersion"]
     with pytest.raises(ClusterError) as refused:
-        api.replace(stale)
+        api.replace({**state, "data": {"n": "stale"}})  # the resourceVersion before the first replace
     assert refused.value.status == 409
-    fresh = api.get("apps/v1", "Deployment", name)
-    assert fresh is not None
-    fresh["metadata"]["annotations"]["wb-test"] = "2"
-    assert api.replace(fresh)["metadata"]["annotations"]["wb-test"] == "2"
+    current = api.get("v1", "ConfigMap", "wb-state")
+    assert current is not None and current["data"] == {"n": "1"}
 
     assert api.delete("apps/v1", "Deployment", name) is True
     assert api.get("apps/v1", "Service", "nothing-here") is None

@@ -39,8 +39,8 @@
 # The node is the REAL kubelet 1.20 built from the same tree (not a fake agent), using
 # dockershim against the private dockerd of .ci/docker-setup.sh (so images built there,
 # WORKBENCH_TEST_IMAGE, run without a registry; `imagePullPolicy: Never`). It registers
-# with a non-loopback address (the kubelet refuses 127.0.0.1): a dummy interface's
-# 10.255.255.1 where one can be made, else the machine's primary address; its API (port
+# with a non-loopback address (the kubelet refuses 127.0.0.1): 10.255.255.1 on a dummy
+# interface, or on a veth pair kept on this machine where there is no dummy driver; its API (port
 # 16250) takes only clients with a certificate of the cluster's CA. No CNI plugin,
 # kube-proxy or cluster DNS runs: pods that must be reached use `hostNetwork: true`
 # (other pods run, with a loopback interface only and no pod IP); the pod sandbox image is
@@ -75,8 +75,11 @@ ETCD_PORT=12379
 KUBELET_PORT=16250
 KUBELET_HEALTHZ_PORT=16248
 NODE_NAME="workbench-node"
-# The node's address: the kubelet refuses a loopback one, so a dummy interface holds an
-# address only this machine reaches (the primary address when that cannot be made).
+# The node's address: the kubelet refuses a loopback one, so an interface of our own holds
+# an address only this machine reaches: a dummy interface, or (where the kernel has no
+# dummy driver) one end of a veth pair whose two ends both stay on this machine. Probes of
+# host-network pods go to this address and never leave the machine; the machine's own
+# network address is never used.
 NODE_LINK="wb-k8s0"
 NODE_LINK_IP="10.255.255.1"
 SUITE=bookworm
@@ -433,14 +436,15 @@ node_ready() {
 }
 
 node_ip() {  # sets NODE_IP
-    if ip link show "${NODE_LINK}" > /dev/null 2>&1 \
-        || { ip link add "${NODE_LINK}" type dummy 2> /dev/null \
-             && ip addr add "${NODE_LINK_IP}/32" dev "${NODE_LINK}" && ip link set "${NODE_LINK}" up; }; then
-        NODE_IP="${NODE_LINK_IP}"
-    else
-        NODE_IP="$(ip -4 route get 1.1.1.1 2> /dev/null | sed -n 's/.* src \([0-9.]*\).*/\1/p')"
-        [ -n "${NODE_IP}" ] || die "no address for the node: no dummy interface and no default route"
+    if ! ip link show "${NODE_LINK}" > /dev/null 2>&1; then
+        ip link add "${NODE_LINK}" type dummy 2> /dev/null \
+            || ip link add "${NODE_LINK}" type veth peer name "${NODE_LINK}p" \
+            || die "cannot make an interface for the node's address (no dummy or veth links)"
+        ip link show "${NODE_LINK}p" > /dev/null 2>&1 && ip link set "${NODE_LINK}p" up
+        ip addr add "${NODE_LINK_IP}/32" dev "${NODE_LINK}"
+        ip link set "${NODE_LINK}" up
     fi
+    NODE_IP="${NODE_LINK_IP}"
     log "the node's address: ${NODE_IP}"
 }
 
@@ -516,7 +520,14 @@ install_crds() {  # the custom resources the exports write (tests/k8s_live/_crds
         > "${crds}"
     # server-side: a client-side apply's last-applied annotation could not hold these schemas
     kubectl_admin apply --server-side --force-conflicts -f "${crds}" > /dev/null
-    kubectl_admin wait --for condition=Established --timeout 60s crd --all > /dev/null
+    # A CRD just created may have no conditions yet, which `kubectl wait` reports as an
+    # error rather than waiting on: ask again until all are Established (60 s at most).
+    local tries=0
+    until kubectl_admin wait --for condition=Established --timeout 60s crd --all > /dev/null 2>&1; do
+        tries=$((tries + 1))
+        [ "${tries}" -lt 30 ] || die "the CRDs were not Established within 60 s"
+        sleep 2
+    done
 }
 
 main() {

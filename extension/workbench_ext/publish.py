@@ -11,6 +11,7 @@ import html
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from workbench.model import tuning
 from workbench.model.publishing import AUTO
 from workbench.model.runtime_settings import RuntimeSettings
 from workbench_ext.panels import html_table
@@ -79,23 +80,31 @@ def publish(
     settings: RuntimeSettings | str | None = None
     if runtime is not None:
         settings = AUTO if runtime.strip().lower() == AUTO else RuntimeSettings.parse(runtime)
-    state: dict[str, Any] = {"done": 0, "total": None, "label": "reference run"}
+    auto = settings == AUTO
+    tries = len(tuning.candidates(RuntimeSettings()))
+    state: dict[str, Any] = {"done": 0, "label": "reference run"}
 
     def report(done: int, total: int, trial: RuntimeTrial | None) -> None:
-        state["done"], state["total"] = done, total
-        state["label"] = "reference run" if done == 0 else f"candidate {min(done, total - 1)}/{total - 1}"
+        # the reference run, each candidate loaded and checked, then the timing rounds
+        state["done"] = done
+        if done == 0:
+            state["label"] = "reference run"
+        elif done <= tries:
+            state["label"] = f"candidate {done}/{tries}"
+        else:
+            state["label"] = f"timing round {done - tries}/{total - 1 - tries}"
 
     manifest = run_with_progress(
         lambda: session.repo.publish(
             model, version, source, runtime=settings, config=config, notes=notes,
-            progress=report if settings == AUTO else None,
+            progress=report if auto else None,
         ),
-        desc=f"publish {model}:{version}" + (" (--runtime auto)" if settings == AUTO else ""),
-        steps=None if settings == AUTO else [f"publish {model}:{version}"],
-        done=(lambda: int(state["done"])) if settings == AUTO else None,
-        total=None,
+        desc=f"publish {model}:{version}" + (" (--runtime auto)" if auto else ""),
+        steps=None if auto else [f"publish {model}:{version}"],
+        done=(lambda: int(state["done"])) if auto else None,
+        total=1 + tries + tuning.RUNS if auto else None,
         status=lambda: str(state["label"]),
-        unit="try",
+        unit="step",
         disable=not progress,
     )
     return Published(manifest)

@@ -78,8 +78,12 @@ def ocr_repo(shell: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[P
         session.set_repo(before)
 
 
-def test_publish_runtime_auto_drops_onednn_for_the_v5_detector(shell: Any, ocr_repo: Path) -> None:
+def test_publish_runtime_auto_drops_onednn_for_the_v5_detector(
+    shell: Any, ocr_repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     published = run(shell, "%paddle publish ocr-det:5.0.0 {v5.v5_det} --runtime auto")
+    bars = capsys.readouterr().err  # the bar, one line per step: candidates, then timing rounds
+    assert "candidate 4/4" in bars and "timing round" in bars and "100%" in bars, bars
     manifest = published.manifest
     assert (manifest.model, str(manifest.version), manifest.task.value) == ("ocr-det", "5.0.0", "text-detection")
     assert manifest.runtime.onednn is False

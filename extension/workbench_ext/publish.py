@@ -91,8 +91,10 @@ def publish(
             state["label"] = "reference run"
         elif done <= tries:
             state["label"] = f"candidate {done}/{tries}"
-        else:
+        elif done < total:
             state["label"] = f"timing round {done - tries}/{total - 1 - tries}"
+        else:
+            state["label"] = "done"
 
     manifest = run_with_progress(
         lambda: session.repo.publish(

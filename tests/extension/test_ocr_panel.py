@@ -8,6 +8,7 @@ then two pipeline versions read rendered pages with known text, side by side:
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -83,7 +84,9 @@ def test_publish_runtime_auto_drops_onednn_for_the_v5_detector(
 ) -> None:
     published = run(shell, "%paddle publish ocr-det:5.0.0 {v5.v5_det} --runtime auto")
     bars = capsys.readouterr().err  # the bar, one line per step: candidates, then timing rounds
-    assert "candidate 4/4" in bars and "timing round" in bars and "100%" in bars, bars
+    assert "candidate 4/4" in bars and "timing round 1/" in bars and "100%" in bars, bars
+    rounds = [int(n) for n, total in re.findall(r"timing round (\d+)/(\d+)", bars)]
+    assert max(rounds) == int(re.findall(r"timing round \d+/(\d+)", bars)[0]), bars
     manifest = published.manifest
     assert (manifest.model, str(manifest.version), manifest.task.value) == ("ocr-det", "5.0.0", "text-detection")
     assert manifest.runtime.onednn is False

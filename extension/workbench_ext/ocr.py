@@ -34,8 +34,9 @@ if TYPE_CHECKING:
 
     import pandas as pd
 
-    from workbench._types import Array
     from workbench_ext.state import Session
+
+Array = np.ndarray[Any, Any]
 
 
 @dataclass

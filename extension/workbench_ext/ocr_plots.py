@@ -19,10 +19,11 @@ from workbench_ext.plots import PALETTE, _figure
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from workbench._types import Array
     from workbench.codecs.ocr import TextLine
 
 MAX_WIDTH = 420  # figure pixels
+
+Array = np.ndarray[Any, Any]
 
 
 def png_url(image: Array) -> str:

@@ -52,6 +52,50 @@ def cmd_repo(call: Call, args: argparse.Namespace) -> Any:
     return session.repo
 
 
+@verb("publish", VERBS)
+@magic_arguments(name="paddle publish")
+@argument("ref", help="model:version to publish, e.g. ocr-det:5.0.0.")
+@argument("source", help="Directory with the exported model (a PaddleX export needs nothing else).")
+@argument(
+    "--runtime", default=None,
+    help="Runtime settings key=value,... (onednn=on|off, ir_optim=on|off, ...), or 'auto' to try "
+    "oneDNN and IR optimisation on/off and keep the fastest correct one.",
+)
+@argument("--config", default=None, help="PaddleX-style inference.yml for an export that has none.")
+@argument("--notes", default="", help="Free-form notes.")
+@quiet
+def cmd_publish(call: Call, args: argparse.Namespace) -> Any:
+    """Publish an export directory as a version, as `workbench models publish` does."""
+    from pathlib import Path
+
+    from workbench_ext import publish
+
+    model, _, ref = args.ref.partition(":")
+    if not model or not ref:
+        raise SessionError("give the version as model:version, e.g. ocr-det:5.0.0")
+    return publish.publish(
+        call.session, model, ref, Path(args.source).expanduser(), runtime=args.runtime,
+        config=Path(args.config).expanduser() if args.config else None, notes=args.notes,
+        progress=progress(args),
+    )
+
+
+@verb("ocr", VERBS)
+@magic_arguments(name="paddle ocr")
+@argument("model", help="An OCR pipeline, e.g. ocr.")
+@argument("versions", nargs="+", metavar="VERSION", help="Its versions to compare, e.g. 5.0.0 4.0.0.")
+@argument("--images", required=True, metavar="EXPR", help="A list of HxWx3 uint8 BGR images.")
+@argument("--truth", default=None, metavar="EXPR", help="Each image's text (lines joined by newlines).")
+@quiet
+def cmd_ocr(call: Call, args: argparse.Namespace) -> Any:
+    """Read images with OCR pipeline versions: CER (against the truth or the first), latency."""
+    from workbench_ext import ocr
+
+    truth = call.eval(args.truth) if args.truth else None
+    return ocr.run_ocr(call.session, args.model, args.versions, call.eval(args.images), truth=truth,
+                       progress=progress(args))
+
+
 @verb("list", VERBS)
 @magic_arguments(name="paddle list")
 @argument("model", nargs="?", help="A model: list its versions (default: every model).")
@@ -298,11 +342,27 @@ def cmd_serve(call: Call, args: argparse.Namespace) -> Any:
 
 @verb("panel", VERBS)
 @magic_arguments(name="paddle panel")
-@argument("kind", choices=["versions", "compare", "deploy"], help="Which panel.")
-@argument("target", nargs="?", help="The model (versions, compare) or the deployment (deploy).")
+@argument("kind", choices=["versions", "compare", "ocr", "deploy"], help="Which panel.")
+@argument("target", nargs="?", help="The model (versions, compare, ocr) or the deployment (deploy).")
+@argument("versions", nargs="*", metavar="VERSION", help="ocr: the pipeline versions to compare.")
+@argument("--images", default=None, metavar="EXPR", help="ocr: a list of HxWx3 uint8 BGR images.")
+@argument("--truth", default=None, metavar="EXPR", help="ocr: each image's text, if known.")
 def cmd_panel(call: Call, args: argparse.Namespace) -> Any:
-    """Interactive panels: versions (load/use/rollback), compare (side by side), deploy (blue/green)."""
+    """Interactive panels: versions (load/use/rollback), compare (side by side), ocr (OCR
+    pipelines side by side), deploy (blue/green)."""
     session = call.session
+    if args.kind == "ocr":
+        from workbench_ext import ocr
+        from workbench_ext.panels.ocr import OcrPanel
+
+        if not args.target or not args.versions or not args.images:
+            raise SessionError("usage: %paddle panel ocr MODEL VERSION... --images EXPR [--truth EXPR]")
+        truth = call.eval(args.truth) if args.truth else None
+        panel = OcrPanel(session, args.target, args.versions, call.eval(args.images), truth=truth)
+        panel.show(ocr.run_ocr(session, args.target, panel.versions, panel.images, truth=truth))
+        return panel
+    if args.versions or args.images or args.truth:
+        raise SessionError(f"VERSION, --images and --truth are for the ocr panel, not {args.kind}")
     if args.kind == "versions":
         from workbench_ext.panels.versions import VersionsPanel
 
@@ -382,7 +442,8 @@ class PaddleMagics(Magics):
     @magic_arguments()
     @argument(
         "verb",
-        help="repo, list, load, unload, use, rollback, predict, compare, bench, serve, deploy, panel.",
+        help="repo, publish, list, load, unload, use, rollback, predict, compare, ocr, bench, serve, "
+        "deploy, panel.",
     )
     @argument("args", nargs="*", help="The verb's arguments; `%%paddle VERB --help` lists them.")
     @line_cell_magic
@@ -400,6 +461,8 @@ class PaddleMagics(Magics):
             r = %paddle compare 1.0.0 1.1.0 --data x_test --labels y_test
             %paddle bench --batch-size 16
             %paddle panel versions                   # load/unload/use/rollback buttons
+            %paddle publish ocr-det:5.0.0 ./export --runtime auto
+            %paddle panel ocr ocr 5.0.0 4.0.0 --images pages --truth texts
             %paddle deploy create web digits@stable  # blue/green behind nginx
             %paddle deploy update web 1.1.0
             %paddle deploy weight web 25

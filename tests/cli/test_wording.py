@@ -7,7 +7,7 @@ import io
 from rich.console import Console
 
 from workbench.cli._deploy_view import history_view, number, verdict_text, verdicts
-from workbench.deploy.state import HistoryEntry
+from workbench.deploy.history import HistoryEntry
 
 
 def test_numbers_never_read_in_exponent_notation() -> None:

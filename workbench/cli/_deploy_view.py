@@ -19,7 +19,8 @@ if TYPE_CHECKING:
     from rich.console import RenderableType
     from rich.table import Table
 
-    from workbench.deploy.state import DeploymentState, HistoryEntry
+    from workbench.deploy.history import HistoryEntry
+    from workbench.deploy.state import DeploymentState
     from workbench.deploy.status import DeploymentStatus
     from workbench.deploy.traffic import Rates
 

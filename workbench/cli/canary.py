@@ -261,7 +261,7 @@ def register(app: typer.Typer, manager: Any) -> None:
         import logging
 
         from workbench.deploy import canary
-        from workbench.deploy.state import set_face
+        from workbench.deploy.history import set_face
 
         logging.basicConfig(level=logging.INFO, format="%(message)s")
         deployment = manager().get(name)

@@ -40,8 +40,8 @@ def register(parent: typer.Typer) -> None:
 
 
 def _manager(repo: Path | None = None) -> DeploymentManager:
+    from workbench.deploy.history import set_face
     from workbench.deploy.manager import DeploymentManager
-    from workbench.deploy.state import set_face
 
     set_face("cli")  # the history says who acted
 

@@ -18,11 +18,12 @@ from workbench._lazy import lazy_attributes
 if TYPE_CHECKING:
     from workbench.deploy.deployment import Deployment
     from workbench.deploy.events import DeployEvent
+    from workbench.deploy.history import HistoryEntry
     from workbench.deploy.manager import DeploymentManager
     from workbench.deploy.platforms import get_backend
     from workbench.deploy.platforms.process.backend import ProcessBackend
     from workbench.deploy.rollout.phases import Phase
-    from workbench.deploy.state import DeploymentState, HistoryEntry, StateStore
+    from workbench.deploy.state import DeploymentState, StateStore
     from workbench.deploy.status import DeploymentStatus, InstanceStatus
 
 __all__ = [
@@ -46,7 +47,7 @@ _WHERE = {
     "DeploymentStatus": "status",
     "InstanceStatus": "status",
     "DeploymentState": "state",
-    "HistoryEntry": "state",
+    "HistoryEntry": "history",
     "StateStore": "state",
     "Phase": "rollout.phases",
     "ProcessBackend": "platforms.process.backend",

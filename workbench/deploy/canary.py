@@ -18,6 +18,7 @@ import time
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
+from workbench.deploy.history import face
 from workbench.deploy.rollout.analysis import AnalysisSpec
 from workbench.deploy.rollout.controller import (
     Action,
@@ -28,7 +29,6 @@ from workbench.deploy.rollout.controller import (
     controller_running,
 )
 from workbench.deploy.rollout.phases import Phase
-from workbench.deploy.state import face
 from workbench.errors import RolloutError, WorkbenchError
 
 if TYPE_CHECKING:

@@ -61,9 +61,10 @@ if TYPE_CHECKING:
     from workbench._types import Color, StrPath
     from workbench.deploy.backend import Backend, Instance
     from workbench.deploy.events import Subscribers
+    from workbench.deploy.history import HistoryEntry
     from workbench.deploy.logs import LogSource
     from workbench.deploy.router import Router
-    from workbench.deploy.state import DeploymentState, HistoryEntry, StateStore
+    from workbench.deploy.state import DeploymentState, StateStore
 
 __all__ = ["DeployContext", "Deployment", "resolve_version", "routing_table"]
 

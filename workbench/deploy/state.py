@@ -17,12 +17,9 @@ read the same file.
 from __future__ import annotations
 
 import contextlib
-import getpass
 import json
 import logging
-import os
 import shutil
-import socket
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -34,6 +31,7 @@ from filelock import Timeout as LockTimeout
 from workbench._fs import write_atomic
 from workbench.deploy.backend import Instance, InstanceSpec, check_instance_address
 from workbench.deploy.fleet import Engine, check_fleet
+from workbench.deploy.history import HistoryEntry, actor, face
 from workbench.deploy.names import COLORS, check_deployment_name
 from workbench.deploy.rollout.phases import Rollout
 from workbench.errors import DeployValueError, StateCorruptError, StateError
@@ -65,34 +63,6 @@ def _color(value: object) -> Color:
     if value == "green":
         return "green"
     raise StateError(f"invalid colour {value!r} in deployment state")
-
-
-#: Which face acts in this process (``cli``, ``notebook``, ``api``); set by the CLI at start.
-_FACE: list[str] = []
-
-
-def set_face(face: str) -> None:
-    """Record ``face`` (``cli``, ``notebook``, ``controller``) as who acts in this process."""
-    _FACE[:] = [face]
-
-
-def face() -> str:
-    """Who acts in this process: as set by :func:`set_face`, else ``notebook`` inside a
-    Jupyter kernel, else ``api``."""
-    import sys
-
-    if _FACE:
-        return _FACE[0]
-    return "notebook" if "ipykernel" in sys.modules else "api"
-
-
-def actor() -> str:
-    """Who acts: ``user@host:pid``, recorded in the history."""
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):
-        user = str(os.getuid())
-    return f"{user}@{socket.gethostname()}:{os.getpid()}"
 
 
 @dataclass(frozen=True)
@@ -241,73 +211,6 @@ class InstanceSet:
     @property
     def urls(self) -> list[str]:
         return [r.url for r in self.records]
-
-
-@dataclass(frozen=True)
-class HistoryEntry:
-    """One action on a deployment: when, what, from which version to which, how it ended."""
-
-    time: float
-    action: str  # create, update, verify, promote, weight, switch, rollback, abort, delete, ...
-    outcome: str  # "ok" | "failed" | "refused"
-    stable_version: str | None
-    candidate_version: str | None
-    phase: str
-    weights: Mapping[str, int] = field(default_factory=dict, compare=False)
-    reason: str = ""
-    actor: str = ""
-    details: Mapping[str, Any] = field(default_factory=dict, compare=False)  # e.g. rule verdicts
-    by: str = ""  # which face acted: controller, cli, notebook, api ("" in older entries)
-    stable_color: str = ""  # the colour that was stable then ("" in older entries)
-
-    def __post_init__(self) -> None:
-        if self.outcome not in ("ok", "failed", "refused"):
-            raise ValueError(f"outcome must be ok, failed or refused, not {self.outcome!r}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "time": self.time,
-            "action": self.action,
-            "outcome": self.outcome,
-            "stable_version": self.stable_version,
-            "candidate_version": self.candidate_version,
-            "phase": self.phase,
-            "weights": dict(self.weights),
-            "reason": self.reason,
-            "actor": self.actor,
-            "by": self.by,
-            "stable_color": self.stable_color,
-            **({"details": dict(self.details)} if self.details else {}),
-        }
-
-    @property
-    def split(self) -> tuple[int, int]:
-        """The traffic of (stable, candidate) in percent after this action."""
-        stable = self.stable_color or max(self.weights, key=lambda c: self.weights[c], default="")
-        ours = self.weights.get(stable, 100 if len(self.weights) <= 1 else 0)
-        theirs = sum(w for c, w in self.weights.items() if c != stable)
-        return ours, theirs
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> HistoryEntry:
-        def opt(key: str) -> str | None:
-            value = data.get(key)
-            return None if value is None else str(value)
-
-        return cls(
-            time=float(data["time"]),
-            action=str(data["action"]),
-            outcome=str(data["outcome"]),
-            stable_version=opt("stable_version"),
-            candidate_version=opt("candidate_version"),
-            phase=str(data.get("phase", "")),
-            weights={str(k): int(v) for k, v in dict(data.get("weights", {})).items()},
-            reason=str(data.get("reason", "")),
-            actor=str(data.get("actor", "")),
-            details=dict(data.get("details") or {}),
-            by=str(data.get("by", "")),
-            stable_color=str(data.get("stable_color", "")),
-        )
 
 
 @dataclass(frozen=True)

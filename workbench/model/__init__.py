@@ -1,1 +1,29 @@
-"""On-disk side of the model layer: versions, manifests, the repository, signing, demo models."""
+"""On-disk side of the model layer: versions, manifests, the repository, signing, demo models.
+
+The names below are the layer's front for the faces (the kernel extension, the CLI),
+imported on first use so that ``import workbench.model`` stays cheap.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from workbench._lazy import lazy_attributes
+
+if TYPE_CHECKING:
+    from workbench.model.manifest import Manifest
+    from workbench.model.publishing import AUTO
+    from workbench.model.runtime_settings import RuntimeSettings, RuntimeTrial
+    from workbench.model.tuning import tuning_plan
+
+__all__ = ["AUTO", "Manifest", "RuntimeSettings", "RuntimeTrial", "tuning_plan"]
+
+_WHERE = {
+    "AUTO": "publishing",
+    "Manifest": "manifest",
+    "RuntimeSettings": "runtime_settings",
+    "RuntimeTrial": "runtime_settings",
+    "tuning_plan": "tuning",
+}
+
+__getattr__ = lazy_attributes(__name__, _WHERE)

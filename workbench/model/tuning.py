@@ -57,6 +57,12 @@ def candidates(base: RuntimeSettings) -> list[RuntimeSettings]:
     return found
 
 
+def tuning_plan(base: RuntimeSettings) -> tuple[int, int]:
+    """How many candidates :func:`tune` tries from ``base`` and how many timing rounds it
+    runs: what a progress bar of a tuning counts besides the reference run."""
+    return len(candidates(base)), RUNS
+
+
 def reference(base: RuntimeSettings) -> RuntimeSettings:
     """The plainest way to run a model: oneDNN and IR optimisation off."""
     return replace(base, onednn=False, ir_optim=False)

@@ -1,1 +1,19 @@
-"""In-memory side of the model layer: devices, Paddle predictors, loaded versions, the hub."""
+"""In-memory side of the model layer: devices, Paddle predictors, loaded versions, the hub.
+
+The names below are the layer's front for the faces, imported on first use.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from workbench._lazy import lazy_attributes
+
+if TYPE_CHECKING:
+    from workbench.runtime.scoring import character_error_rate, exact_match
+
+__all__ = ["character_error_rate", "exact_match"]
+
+_WHERE = {"character_error_rate": "scoring", "exact_match": "scoring"}
+
+__getattr__ = lazy_attributes(__name__, _WHERE)

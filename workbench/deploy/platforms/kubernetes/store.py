@@ -36,6 +36,7 @@ import uuid
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
+from workbench.deploy.history import actor
 from workbench.deploy.names import check_deployment_name
 from workbench.deploy.platforms.kubernetes.client import ClusterError, translate
 from workbench.deploy.platforms.kubernetes.options import DEPLOYMENT_LABEL, ROLE_LABEL
@@ -45,7 +46,6 @@ from workbench.deploy.state import (
     DeploymentState,
     StateStore,
     Transaction,
-    actor,
     parse_state,
 )
 from workbench.errors import StateCorruptError, StateError

@@ -22,10 +22,10 @@ from workbench.deploy.rollout.controller import (
     Action,
     CanaryController,
     CanaryStatus,
-    Hooks,
     controller_lock,
     controller_running,
 )
+from workbench.deploy.rollout.hooks import Hooks
 from workbench.deploy.rollout.phases import Phase
 from workbench.errors import RolloutError, WorkbenchError
 
@@ -80,6 +80,9 @@ class DeploymentTarget:
             state = txn.state
             canary = {**(state.canary or {}), "status": status.to_dict(),
                       "spec": self.spec.to_dict(), "source": self.source}
+            if action.kind == "observe":  # a look with a source failure: status only
+                txn.save(replace(state, canary=canary))
+                return
             details: dict[str, Any] = {
                 "canary": action.kind,
                 "stage": status.stage.value,
@@ -160,7 +163,9 @@ def controller(
 
     target = DeploymentTarget(deployment, spec, "prometheus" if prometheus else "scrape")
     return CanaryController(deployment.name, target, spec, source, stable=stable,
-                            candidate=candidate, output=output, hooks=Hooks(spec.hooks))
+                            candidate=candidate, output=output,
+                            hooks=Hooks(spec.hooks, confirm=spec.confirm,
+                                        timeout=spec.hook_timeout))
 
 
 def run(

@@ -233,3 +233,20 @@ def test_durations() -> None:
     assert parse_steps("5, 25 ,gate,100%") == (5, 25, "gate", 100)
     with pytest.raises(DeployValueError, match="not a duration"):
         parse_duration("soon")
+
+
+def test_error_rate_against_stable_finds_a_5_percent_candidate_in_a_few_failures() -> None:
+    rule = ErrorRateRule(max_ratio=1.0)
+    clean = window(requests=1800, errors=0, colour="blue")
+    early = rule.judge(seen(window(requests=100, errors=5), stable=clean))
+    assert (early.verdict, early.sustained) == ("fail", True)
+    assert "stable's 0.00% of 1800" in early.message and early.decision is not None
+    assert early.decision["baseline"] == 1800
+    # the threshold alone does not see it yet
+    assert not ErrorRateRule().judge(seen(window(requests=100, errors=5), stable=clean)).sustained
+    # within max_rate, a candidate worse than stable is not rolled back on that alone
+    within = rule.judge(seen(window(requests=400, errors=8), stable=clean))
+    assert within.verdict == "pass"
+    again = AnalysisSpec.from_dict(AnalysisSpec(rules=(rule,)).to_dict())
+    assert again.rule("error_rate") == rule
+    assert AnalysisSpec.from_dict(AnalysisSpec().to_dict()).rule("error_rate") == ErrorRateRule()

@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 from workbench.deploy.rollout.sequential import (
     DEFAULT_ALPHA,
     DifferenceTest,
+    RateRatioTest,
     ThresholdTest,
     exceeding,
     log_moments,
@@ -195,6 +196,12 @@ class ErrorRateRule:
     """Server errors (5xx) of the candidate: fails, at every scrape, as soon as the
     sequential test finds its error rate above ``max_rate`` at the observation's alpha.
 
+    With ``max_ratio``, the candidate also fails as soon as its rate is above ``max_rate``
+    and significantly above ``max_ratio`` times stable's (an exact test of where the
+    failures come from): against a clean stable that takes a handful of failures, where
+    the threshold alone needs hundreds of requests to tell 5% from 3%. Each test then
+    runs at half the observation's alpha.
+
     ``intervals`` is read from older analysis files and no longer used: the test needs no
     streak to tell a 5% candidate from a 3% threshold, and takes no more than two or
     three requests to tell a candidate failing them all.
@@ -204,6 +211,7 @@ class ErrorRateRule:
     intervals: int = 3
     min_requests: int = 20
     name: str = "error_rate"
+    max_ratio: float | None = None
     every_scrape: ClassVar[bool] = True
     reads: ClassVar[str] = "metrics"
 
@@ -211,11 +219,14 @@ class ErrorRateRule:
         _check_fraction("error_rate.max", self.max_rate)
         _check_positive("error_rate.intervals", self.intervals)
         _check_positive("error_rate.min_requests", self.min_requests)
+        if self.max_ratio is not None:
+            _check_positive("error_rate.max_ratio", self.max_ratio)
 
     def judge(self, seen: Observation) -> RuleResult:
-        window = seen.candidate
+        window, stable = seen.candidate, seen.stable
         rate = window.error_rate
-        decision = ThresholdTest(_level(self.max_rate), alpha=seen.alpha).decide(
+        alpha = seen.alpha / 2 if self.max_ratio is not None else seen.alpha
+        decision = ThresholdTest(_level(self.max_rate), alpha=alpha).decide(
             window.errors, window.requests)
         base = partial(RuleResult, rule=self.name, threshold=self.max_rate,
                        samples=window.requests, decision=decision.to_dict())
@@ -223,6 +234,15 @@ class ErrorRateRule:
             text = (f"{rate:.1%} of {window.requests:g} requests failed (max {self.max_rate:.1%}); "
                     f"significant: {decision}")
             return base(verdict="fail", value=rate, message=text, sustained=True)
+        if self.max_ratio is not None and stable is not None and rate is not None:
+            versus = RateRatioTest(self.max_ratio, alpha=alpha).decide(
+                (window.errors, window.requests), (stable.errors, stable.requests))
+            if versus.significant and rate > self.max_rate:
+                text = (f"{rate:.1%} of {window.requests:g} requests failed (max "
+                        f"{self.max_rate:.1%}), stable's {stable.error_rate or 0.0:.2%} of "
+                        f"{stable.requests:g} (max {self.max_ratio:g}x); significant: {versus}")
+                return base(verdict="fail", value=rate, message=text, sustained=True,
+                            decision=versus.to_dict())
         if rate is None or window.requests < self.min_requests:
             return base(
                 verdict="inconclusive", value=rate,
@@ -553,7 +573,8 @@ class AnalysisSpec:
             if rule is None or rule.name not in present:
                 data[section] = False
                 continue
-            data[section] = {key: getattr(rule, attr) for key, attr in keys.items()}
+            data[section] = {key: getattr(rule, attr) for key, attr in keys.items()
+                             if getattr(rule, attr) is not None}
         return data
 
     @classmethod
@@ -670,7 +691,7 @@ class AnalysisSpec:
 #: file section -> (rule class, {file key: dataclass attribute})
 _SECTIONS: dict[str, tuple[Any, dict[str, str]]] = {
     "error_rate": (ErrorRateRule, {"max": "max_rate", "intervals": "intervals",
-                                   "min_requests": "min_requests"}),
+                                   "min_requests": "min_requests", "max_ratio": "max_ratio"}),
     "latency": (LatencyRule, {"p99_ms": "max_ms", "hold": "hold_seconds",
                               "min_requests": "min_requests"}),
     "relative_latency": (RelativeLatencyRule, {"max_ratio": "max_ratio",

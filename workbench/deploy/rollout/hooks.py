@@ -17,6 +17,7 @@ the deadline included, means "not confirmed" and the controller pauses the canar
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import logging
@@ -36,6 +37,9 @@ __all__ = ["Hooks", "deliver"]
 
 log = logging.getLogger(__name__)
 events_log = logging.getLogger("workbench.deploy.events")
+#: process groups of the hook commands running now (killed if this process exits first)
+_RUNNING: set[int] = set()
+_RUNNING_LOCK = threading.Lock()
 
 
 def deliver(target: str, body: str, seconds: float) -> tuple[bool, str]:
@@ -60,6 +64,8 @@ def _run(command: str, body: str, seconds: float) -> tuple[bool, str]:
             command, shell=True, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
             stderr=errors, start_new_session=True,
         )
+        with _RUNNING_LOCK:
+            _RUNNING.add(process.pid)
         try:
             assert process.stdin is not None
             with contextlib.suppress(BrokenPipeError):
@@ -72,6 +78,8 @@ def _run(command: str, body: str, seconds: float) -> tuple[bool, str]:
             return False, f"killed with its process group after {seconds:g} s"
         finally:
             _kill_group(process.pid)  # whatever it left running in its group goes with it
+            with _RUNNING_LOCK:
+                _RUNNING.discard(process.pid)
         errors.seek(0)
         tail = errors.read()[-300:].decode(errors="replace").strip()
     if code == 0:
@@ -82,6 +90,15 @@ def _run(command: str, body: str, seconds: float) -> tuple[bool, str]:
 def _kill_group(pgid: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, signal.SIGKILL)
+
+
+@atexit.register
+def _kill_running() -> None:
+    """A process that exits mid-delivery leaves no hook command behind (daemon workers
+    stop without their ``finally``)."""
+    with _RUNNING_LOCK:
+        for pgid in list(_RUNNING):
+            _kill_group(pgid)
 
 
 class Hooks:

@@ -16,9 +16,10 @@ analysis interval of ``--intervals``, the controller looking every ``--scrape`` 
 - ``degraded``: 1.2.0 (trained on shuffled labels) with full verification: the agreement
   check refuses it before any traffic moves (reported as such).
 
-Reported per scenario and interval: seconds from the candidate's first request (seen by
-polling its own ``workbench_requests_total`` every 50 ms) to the rollback being done (all
-traffic on stable; targets: <= 1 s for 100% errors, <= 5 s for 5%), the requests that
+Reported per scenario and interval: seconds from the candidate's first request to its
+last one (both seen by polling its own ``workbench_requests_total`` every 50 ms: the time
+the bad version took traffic; targets: <= 1 s for 100% errors, <= 5 s for 5%), and to the
+rollback being done (the candidate drained and stopped too), the requests that
 reached the bad version (its own counter; target <= 50 at 200 requests/s for 100%
 errors), and failed client requests (target 0; the router retries a candidate's 500 on
 stable).
@@ -135,7 +136,8 @@ class CounterWatch:
     def __init__(self, url: str) -> None:
         self.url = url
         self.base = self.read()
-        self.first: float | None = None
+        self.first: float | None = None  # when its counter first moved
+        self.moved: float | None = None  # when its counter last moved
         self.last = self.base
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -151,8 +153,11 @@ class CounterWatch:
                 value = self.read()
             except (httpx.HTTPError, ValueError):
                 continue  # stopped with the rollback
+            now = time.monotonic()
             if value > self.base and self.first is None:
-                self.first = time.monotonic()
+                self.first = now
+            if value > self.last:
+                self.moved = now
             self.last = max(self.last, value)
 
     def stop(self) -> float:
@@ -177,15 +182,18 @@ def one_run(web, version: str, faults: str, spec: AnalysisSpec, load: PacedLoad)
         marks.setdefault(action.kind, time.monotonic())
 
     status = canary.run(web, spec, on_tick=listen)
+    done = time.monotonic()
     reached = watch.stop()
     if status.stage is not Stage.ROLLED_BACK:
         raise SystemExit(f"{version} was not rolled back: {status.stage.value} {status.message}")
     first = watch.first if watch.first is not None else marks["advance"]
-    clients = load.between(marks["advance"], marks["rollback"] + 1.0)
+    moved = watch.moved if watch.moved is not None else first
+    clients = load.between(marks["advance"], done + 1.0)
     console.log(f"{faults or version}: {status.message[:150]}")
     time.sleep(1.0)
     return {
-        "seconds": marks["rollback"] - first,
+        "seconds": moved - first,
+        "done": marks["rollback"] - first,
         "reached": reached,
         "clients": len(clients),
         "failed": sum(not s.ok for s in clients),
@@ -244,24 +252,29 @@ def main() -> None:
     table = Table(title=f"failing canaries rolled back ({args.runs} runs each, "
                         f"{args.rate:g} client requests/s asked, {sent / elapsed:.0f} sent)",
                   title_justify="left")
-    for column in ("scenario", "interval (s)", "first bad request to rollback, median / max (s)",
+    for column in ("scenario", "interval (s)",
+                   "first to last request reaching it, median / max (s)",
+                   "first bad request to rollback done, median / max (s)",
                    "requests reaching it, median / max", "failed client requests"):
         table.add_column(column)
     figures: dict[str, object] = {}
     for (name, interval), runs in results.items():
         secs = [float(r["seconds"]) for r in runs]  # type: ignore[arg-type]
+        done = [float(r["done"]) for r in runs]  # type: ignore[arg-type]
         reached = [float(r["reached"]) for r in runs]  # type: ignore[arg-type]
         failed = sum(int(r["failed"]) for r in runs)  # type: ignore[call-overload]
         clients = sum(int(r["clients"]) for r in runs)  # type: ignore[call-overload]
         figures[f"{name} @ {interval:g}s"] = {
             "seconds_median": statistics.median(secs), "seconds_max": max(secs),
+            "done_median": statistics.median(done), "done_max": max(done),
             "reached_median": statistics.median(reached), "reached_max": max(reached),
             "failed": failed, "clients": clients}
         table.add_row(name, f"{interval:g}", f"{statistics.median(secs):.2f} / {max(secs):.2f}",
+                      f"{statistics.median(done):.2f} / {max(done):.2f}",
                       f"{statistics.median(reached):.0f} / {max(reached):.0f}",
                       f"{failed} of {clients}")
     for name, why in refused.items():
-        table.add_row(name, "-", "refused before traffic", "0", "0")
+        table.add_row(name, "-", "refused before traffic", "-", "0", "0")
         figures[name] = {"refused": why}
         console.log(f"{name}: {why[:200]}")
     console.print(table)

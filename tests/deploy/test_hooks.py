@@ -112,3 +112,17 @@ def test_a_confirm_hook_that_hangs_means_not_confirmed_within_the_timeout(tmp_pa
     assert wait_gone(int(pids.read_text()), 5.0)
     assert Hooks(confirm=("true",)).confirm({}) == (True, "confirmed")
     assert Hooks(confirm=("false",)).confirm({})[0] is False
+
+
+def test_a_process_exiting_delivers_its_queued_events_first(tmp_path: Path) -> None:
+    """A CLI command (``deploy pause``) sends its event and exits at once: the event still
+    goes out, within the hook deadline."""
+    import subprocess
+
+    out = tmp_path / "event.json"
+    code = (
+        "from workbench.deploy.rollout.hooks import Hooks\n"
+        f"Hooks(['sleep 0.5; cat > {out}'], timeout=5).send({{'event': 'pause'}})\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=30)
+    assert json.loads(out.read_text()) == {"event": "pause"}

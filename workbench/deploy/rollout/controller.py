@@ -496,6 +496,7 @@ class CanaryController:
             return final
         finally:
             self.hooks.drain(self.hooks.timeout + 1.0)
+            self.hooks.close()
 
     # -- internals -----------------------------------------------------------------------
 

@@ -28,6 +28,7 @@ import subprocess
 import tempfile
 import threading
 import time
+import weakref
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -40,6 +41,8 @@ events_log = logging.getLogger("workbench.deploy.events")
 #: process groups of the hook commands running now (killed if this process exits first)
 _RUNNING: set[int] = set()
 _RUNNING_LOCK = threading.Lock()
+#: every Hooks of this process, drained (bounded) when it exits
+_ALL: weakref.WeakSet[Hooks] = weakref.WeakSet()
 
 
 def deliver(target: str, body: str, seconds: float) -> tuple[bool, str]:
@@ -93,9 +96,14 @@ def _kill_group(pgid: int) -> None:
 
 
 @atexit.register
-def _kill_running() -> None:
-    """A process that exits mid-delivery leaves no hook command behind (daemon workers
-    stop without their ``finally``)."""
+def _at_exit() -> None:
+    """A process that exits (a CLI command, a detached controller) first gives queued
+    deliveries one deadline to go out, then leaves no hook command behind (daemon
+    workers stop without their ``finally``)."""
+    hooks = list(_ALL)
+    end = time.monotonic() + max((h.timeout for h in hooks), default=0.0) + 1.0
+    for each in hooks:
+        each.drain(max(0.0, end - time.monotonic()))
     with _RUNNING_LOCK:
         for pgid in list(_RUNNING):
             _kill_group(pgid)
@@ -121,10 +129,10 @@ class Hooks:
         self.retries = retries
         self.backoff = backoff
         self._queues: dict[str, queue.Queue[str | None]] = {}
-        self._workers: list[threading.Thread] = []
         self._pending = 0
         self._idle = threading.Condition()
         self.failures: list[tuple[str, str]] = []  # (target, why) of dropped deliveries
+        _ALL.add(self)
 
     def __repr__(self) -> str:
         return f"<Hooks {len(self.targets)} targets, {len(self.gates)} gates>"
@@ -163,8 +171,10 @@ class Hooks:
         return True
 
     def close(self) -> None:
-        """Stop the workers once their queues are done (they are daemons: exiting skips the rest)."""
-        for q in self._queues.values():
+        """Stop the workers once their queues are done (a later send starts new ones)."""
+        with self._idle:
+            queues, self._queues = self._queues, {}
+        for q in queues.values():
             q.put(None)
 
     # -- internals -----------------------------------------------------------------------
@@ -173,14 +183,13 @@ class Hooks:
         with self._idle:
             if target not in self._queues:
                 self._queues[target] = queue.Queue()
-                worker = threading.Thread(target=self._work, args=(target,), daemon=True,
+                worker = threading.Thread(target=self._work,
+                                          args=(target, self._queues[target]), daemon=True,
                                           name=f"hook {target[:40]}")
-                self._workers.append(worker)
                 worker.start()
             return self._queues[target]
 
-    def _work(self, target: str) -> None:
-        q = self._queues[target]
+    def _work(self, target: str, q: queue.Queue[str | None]) -> None:
         while True:
             body = q.get()
             if body is None:

@@ -80,8 +80,14 @@ def test_the_level_of_the_test_is_the_observation_alpha() -> None:
     assert (strict.sustained, lenient.sustained) == (False, True)
 
 
-def test_error_rate_within_threshold_passes() -> None:
-    assert ErrorRateRule().judge(seen(window(requests=100, errors=2))).verdict == "pass"
+def test_error_rate_within_threshold_passes_once_the_evidence_is_in() -> None:
+    pending = ErrorRateRule().judge(seen(window(requests=100, errors=2)))
+    assert pending.verdict == "inconclusive" and "evidence it is within pending" in pending.message
+    assert pending.decision is not None and pending.decision["pending"]
+    assert ErrorRateRule().judge(seen(window(requests=1000, errors=10))).verdict == "pass"
+    assert ErrorRateRule().judge(seen(window(requests=60, errors=0))).verdict == "pass"
+    lax = ErrorRateRule(evidence=None)
+    assert lax.judge(seen(window(requests=100, errors=2))).verdict == "pass"
 
 
 def test_latency_absolute_is_held_for_a_minute() -> None:
@@ -245,7 +251,7 @@ def test_error_rate_against_stable_finds_a_5_percent_candidate_in_a_few_failures
     # the threshold alone does not see it yet
     assert not ErrorRateRule().judge(seen(window(requests=100, errors=5), stable=clean)).sustained
     # within max_rate, a candidate worse than stable is not rolled back on that alone
-    within = rule.judge(seen(window(requests=400, errors=8), stable=clean))
+    within = rule.judge(seen(window(requests=2000, errors=20), stable=clean))
     assert within.verdict == "pass"
     again = AnalysisSpec.from_dict(AnalysisSpec(rules=(rule,)).to_dict())
     assert again.rule("error_rate") == rule

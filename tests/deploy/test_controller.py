@@ -177,7 +177,12 @@ def test_a_step_passes_only_after_its_interval_and_its_evidence() -> None:
     assert target.history[-1]["action"] == "hold"
     status = look(controller, 5.0)  # 17.5 requests: not yet
     assert (status.weight, target.history[-1]["action"]) == (25, "hold")
-    status = look(controller, 5.0)  # 20 requests: the evidence is in, mid-interval
+    status = look(controller, 30.0)  # 32.5 requests, none failed: evidence coming in
+    assert (status.weight, status.inconclusive) == (25, 0)
+    assert status.message.startswith("holding, evidence coming in: error_rate")
+    status = look(controller, 20.0)  # 42.5: not yet
+    assert status.weight == 25
+    status = look(controller, 50.0)  # 67.5 clean requests: the evidence is in
     assert (status.stage, status.weight) == (Stage.STEP, 50)
 
 

@@ -58,6 +58,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_STEPS",
     "GATE",
+    "PENDING",
     "AccuracyRule",
     "AgreementRule",
     "AnalysisSpec",
@@ -186,6 +187,11 @@ def _finish(rule: str, seen: Observation, needed: int, result: RuleResult) -> Ru
     return replace(result, message=f"{result.message}; {streak} of {needed} intervals")
 
 
+#: Marks a result's decision whose evidence for a pass is still coming in: the step
+#: holds without counting an inconclusive interval.
+PENDING = "pending"
+
+
 def _level(threshold: float) -> float:
     """A threshold as a test level strictly inside (0, 1)."""
     return min(max(threshold, 1e-6), 1.0 - 1e-6)
@@ -202,6 +208,12 @@ class ErrorRateRule:
     the threshold alone needs hundreds of requests to tell 5% from 3%. Each test then
     runs at half the observation's alpha.
 
+    A pass needs evidence too: at least ``min_requests`` requests, and the opposite test
+    (is the rate below ``max_rate``?) significant at ``evidence`` (a lenient level: 0.2
+    takes about 60 clean requests against 3%, 375 at 1%; None: the point estimate is enough). Until
+    then the rule is inconclusive with the evidence pending, which holds the step without
+    counting towards ``max_inconclusive``.
+
     ``intervals`` is read from older analysis files and no longer used: the test needs no
     streak to tell a 5% candidate from a 3% threshold, and takes no more than two or
     three requests to tell a candidate failing them all.
@@ -212,6 +224,7 @@ class ErrorRateRule:
     min_requests: int = 20
     name: str = "error_rate"
     max_ratio: float | None = None
+    evidence: float | None = 0.2
     every_scrape: ClassVar[bool] = True
     reads: ClassVar[str] = "metrics"
 
@@ -221,6 +234,8 @@ class ErrorRateRule:
         _check_positive("error_rate.min_requests", self.min_requests)
         if self.max_ratio is not None:
             _check_positive("error_rate.max_ratio", self.max_ratio)
+        if self.evidence is not None and not 0.0 < self.evidence < 1.0:
+            raise DeployValueError(f"error_rate.evidence must be in (0, 1), not {self.evidence}")
 
     def judge(self, seen: Observation) -> RuleResult:
         window, stable = seen.candidate, seen.stable
@@ -250,7 +265,15 @@ class ErrorRateRule:
             )
         text = f"{rate:.1%} of {window.requests:g} requests failed (max {self.max_rate:.1%})"
         if rate <= self.max_rate:
-            return base(verdict="pass", value=rate, message=text)
+            if self.evidence is None or self.max_rate <= 0.0:
+                return base(verdict="pass", value=rate, message=text)
+            within = ThresholdTest(_level(self.max_rate), alpha=self.evidence, above=False).decide(
+                window.errors, window.requests)
+            if within.significant:
+                return base(verdict="pass", value=rate, message=text)
+            return base(verdict="inconclusive", value=rate,
+                        message=f"{text}; evidence it is within pending: {within}",
+                        decision={**decision.to_dict(), PENDING: True})
         return base(verdict="fail", value=rate, message=f"{text}; not significant yet: {decision}")
 
 
@@ -691,7 +714,8 @@ class AnalysisSpec:
 #: file section -> (rule class, {file key: dataclass attribute})
 _SECTIONS: dict[str, tuple[Any, dict[str, str]]] = {
     "error_rate": (ErrorRateRule, {"max": "max_rate", "intervals": "intervals",
-                                   "min_requests": "min_requests", "max_ratio": "max_ratio"}),
+                                   "min_requests": "min_requests", "max_ratio": "max_ratio",
+                                   "evidence": "evidence"}),
     "latency": (LatencyRule, {"p99_ms": "max_ms", "hold": "hold_seconds",
                               "min_requests": "min_requests"}),
     "relative_latency": (RelativeLatencyRule, {"max_ratio": "max_ratio",

@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from workbench.deploy.rollout.analysis import (
     GATE,
+    PENDING,
     AnalysisSpec,
     Observation,
     RuleResult,
@@ -250,6 +251,9 @@ def decide(
         reason = "holding: " + "; ".join(f"{r.rule} {r.message}" for r in breaching)
         return replace(seen, inconclusive=0, message=reason), Action("hold", reason=reason)
     unsure = [r for r in results if r.verdict == "inconclusive"]
+    if unsure and not failures and all(r.decision and r.decision.get(PENDING) for r in unsure):
+        reason = "holding, evidence coming in: " + "; ".join(f"{r.rule} {r.message}" for r in unsure)
+        return replace(seen, inconclusive=0, message=reason), Action("hold", reason=reason)
     if unsure or failures:
         count = status.inconclusive + 1
         why = "; ".join([*(f"{r.rule}: {r.message}" for r in unsure),

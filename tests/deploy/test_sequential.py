@@ -37,13 +37,31 @@ def bernoulli_paths(p: float, requests: int, seed: int) -> np.ndarray:
     return np.cumsum(rng.random((RUNS, requests)) < p, axis=1)
 
 
+def critical_counts(threshold: float, requests: int, most: int) -> np.ndarray:
+    """For each number of trials 1..requests, the fewest hits (of at most ``most``) at which
+    the test rejects ``mean <= threshold`` (inf: none). The statistic grows with the hits,
+    so a path is rejected exactly when its hits reach this count."""
+    counts = np.full(requests, np.inf)
+    hits = np.arange(most + 1)[None, :]
+    for start in range(0, requests, 500):
+        trials = np.arange(start + 1, min(start + 500, requests) + 1)[:, None]
+        significant = (threshold_log_lr(np.minimum(hits, trials), trials, threshold) >= BOUNDARY)
+        significant &= hits <= trials
+        found = significant.any(axis=1)
+        counts[start:start + len(trials)][found] = significant.argmax(axis=1)[found]
+    return counts
+
+
 def threshold_first_rejections(p: float, threshold: float, requests: int, seed: int,
                                above: bool = True) -> np.ndarray:
+    """Requests to the first rejection of each of RUNS Bernoulli(p) paths, looked at after
+    every request (inf: never)."""
     hits = bernoulli_paths(p, requests, seed)
-    trials = np.arange(1, requests + 1)
-    chunks = [threshold_log_lr(hits[i:i + 250], trials, threshold, above=above)
-              for i in range(0, RUNS, 250)]
-    return first_rejection(np.concatenate(chunks))
+    if not above:  # "mean >= t" on x is "mean <= 1 - t" on 1 - x
+        hits = np.arange(1, requests + 1) - hits
+        threshold = 1.0 - threshold
+    critical = critical_counts(threshold, requests, int(hits.max()))
+    return first_rejection(np.where(hits >= critical, np.inf, -np.inf))
 
 
 @pytest.mark.parametrize(("rate", "seed"), [(0.03, 1), (0.01, 2), (0.001, 3)])

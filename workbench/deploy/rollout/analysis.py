@@ -12,10 +12,11 @@ sentence. Verdicts:
 - ``skip``: the rule does not apply (no labelled set, no stable figure to compare with).
 
 **Sequential rules** (``every_scrape``: the error rate, p99 latency, latency against
-stable) are judged at every scrape, on the figures accumulated since the step began, with
-an anytime-valid test (:mod:`workbench.deploy.rollout.sequential`): a rollback the moment
-the evidence against the candidate is significant at ``alpha`` (a candidate failing every
-request is rolled back after two or three of them), however often it was looked at. Its
+stable, in :mod:`workbench.deploy.rollout.traffic_rules`) are judged at every scrape, on
+the figures accumulated since the step began, with an anytime-valid test
+(:mod:`workbench.deploy.rollout.sequential`): a rollback the moment the evidence against
+the candidate is significant at ``alpha`` (a candidate failing every request is rolled
+back after two or three of them), however often it was looked at. Its
 :class:`~workbench.deploy.rollout.sequential.Decision` (statistic, boundary, sample sizes)
 is kept in the result. The ``alpha`` a rule gets is the spec's, split evenly among the
 sequential rules. The other rules (memory, agreement, accuracy) are judged once an
@@ -33,32 +34,36 @@ from CLI flags.
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass, field, fields, replace
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from workbench.deploy.rollout.sequential import (
-    DEFAULT_ALPHA,
-    DifferenceTest,
-    RateRatioTest,
-    ThresholdTest,
-    exceeding,
-    log_moments,
+from workbench.deploy.rollout.sequential import DEFAULT_ALPHA
+from workbench.deploy.rollout.traffic_rules import ErrorRateRule, LatencyRule, RelativeLatencyRule
+from workbench.deploy.rollout.verdicts import (
+    PENDING,
+    VERDICTS,
+    Observation,
+    Rule,
+    RuleResult,
+    Verdict,
+    wilson_interval,
 )
+from workbench.deploy.rollout.verdicts import check_fraction as _check_fraction
+from workbench.deploy.rollout.verdicts import check_positive as _check_positive
+from workbench.deploy.rollout.verdicts import sustain as _finish
 from workbench.errors import DeployValueError, MissingDependencyError
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
-    from workbench.deploy.rollout.signals import ColourWindow, OutputCheck
-
 __all__ = [
     "DEFAULT_STEPS",
     "GATE",
     "PENDING",
+    "VERDICTS",
     "AccuracyRule",
     "AgreementRule",
     "AnalysisSpec",
@@ -70,330 +75,16 @@ __all__ = [
     "Rule",
     "RuleResult",
     "Step",
+    "Verdict",
     "parse_duration",
     "parse_steps",
     "wilson_interval",
 ]
 
-Verdict = Literal["pass", "fail", "inconclusive", "skip"]
-VERDICTS: tuple[Verdict, ...] = ("pass", "fail", "inconclusive", "skip")
 #: A step of the plan: a candidate weight in percent, or a manual gate.
 Step = int | Literal["gate"]
 GATE: Literal["gate"] = "gate"
 DEFAULT_STEPS: tuple[Step, ...] = (5, 25, 50, 100)
-Z_95 = 1.959964  # two-sided 95% normal quantile
-
-
-def wilson_interval(successes: float, trials: float, z: float = Z_95) -> tuple[float, float]:
-    """The Wilson score interval of a proportion (``(0, 1)`` for no trials)."""
-    if trials <= 0:
-        return 0.0, 1.0
-    p = min(max(successes / trials, 0.0), 1.0)
-    denom = 1 + z * z / trials
-    centre = (p + z * z / (2 * trials)) / denom
-    half = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
-@dataclass(frozen=True)
-class RuleResult:
-    """One rule's judgement of one interval."""
-
-    rule: str
-    verdict: Verdict
-    value: float | None  # what was measured (None when nothing could be)
-    threshold: float
-    message: str
-    sustained: bool = False  # a fail strong or long enough to roll back now
-    samples: float = 0.0
-    # a sequential rule's test: statistic, boundary, estimate, sample sizes (Decision.to_dict)
-    decision: Mapping[str, Any] | None = None
-
-    def __post_init__(self) -> None:
-        if self.verdict not in VERDICTS:
-            raise ValueError(f"verdict must be one of {VERDICTS}, not {self.verdict!r}")
-
-    def __str__(self) -> str:
-        return f"{self.rule}: {self.verdict} ({self.message})"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "rule": self.rule,
-            "verdict": self.verdict,
-            "value": self.value,
-            "threshold": self.threshold,
-            "message": self.message,
-            "sustained": self.sustained,
-            "samples": self.samples,
-            **({"decision": dict(self.decision)} if self.decision is not None else {}),
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> RuleResult:
-        value = data.get("value")
-        verdict = str(data["verdict"])
-        if verdict not in VERDICTS:
-            raise ValueError(f"unknown verdict {verdict!r}")
-        return cls(
-            rule=str(data["rule"]),
-            verdict=verdict,  # type: ignore[arg-type]
-            value=None if value is None else float(value),
-            threshold=float(data["threshold"]),
-            message=str(data.get("message", "")),
-            sustained=bool(data.get("sustained", False)),
-            samples=float(data.get("samples", 0.0)),
-            decision=dict(data["decision"]) if data.get("decision") else None,
-        )
-
-
-@dataclass(frozen=True)
-class Observation:
-    """What the controller saw, and the little it remembers of the last intervals.
-
-    At every scrape the windows hold the traffic since the step began (what the
-    sequential rules judge); ``due`` marks the look that ends an interval.
-    """
-
-    interval: float  # seconds between interval decisions (the step's minimum dwell)
-    candidate: ColourWindow
-    stable: ColourWindow | None = None
-    output: OutputCheck | None = None
-    previous_memory: float | None = None  # candidate's resident memory at the last interval
-    streaks: Mapping[str, int] = field(default_factory=dict)  # rule -> failed intervals so far
-    alpha: float = DEFAULT_ALPHA  # the level of each sequential rule's test
-    due: bool = True  # this look ends an interval (streaks may complete only then)
-
-
-class Rule(Protocol):
-    """A check of one interval; ``name`` keys its streak and its history."""
-
-    @property
-    def name(self) -> str: ...
-
-    def judge(self, seen: Observation) -> RuleResult: ...
-
-
-def _needed(seconds: float, interval: float) -> int:
-    return max(1, math.ceil(seconds / interval - 1e-9)) if interval > 0 else 1
-
-
-def _finish(rule: str, seen: Observation, needed: int, result: RuleResult) -> RuleResult:
-    """Mark a failing result sustained once it failed ``needed`` intervals in a row."""
-    if result.verdict != "fail" or result.sustained:
-        return result
-    streak = seen.streaks.get(rule, 0) + 1
-    if streak >= needed and seen.due:
-        return replace(result, sustained=True)
-    return replace(result, message=f"{result.message}; {streak} of {needed} intervals")
-
-
-#: Marks a result's decision whose evidence for a pass is still coming in: the step
-#: holds without counting an inconclusive interval.
-PENDING = "pending"
-
-
-def _level(threshold: float) -> float:
-    """A threshold as a test level strictly inside (0, 1)."""
-    return min(max(threshold, 1e-6), 1.0 - 1e-6)
-
-
-@dataclass(frozen=True)
-class ErrorRateRule:
-    """Server errors (5xx) of the candidate: fails, at every scrape, as soon as the
-    sequential test finds its error rate above ``max_rate`` at the observation's alpha.
-
-    With ``max_ratio``, the candidate also fails as soon as its rate is above ``max_rate``
-    and significantly above ``max_ratio`` times stable's (an exact test of where the
-    failures come from): against a clean stable that takes a handful of failures, where
-    the threshold alone needs hundreds of requests to tell 5% from 3%. Each test then
-    runs at half the observation's alpha.
-
-    A pass needs evidence too: at least ``min_requests`` requests, and the opposite test
-    (is the rate below ``max_rate``?) significant at ``evidence`` (a lenient level: 0.2
-    takes about 60 clean requests against 3%, 375 at 1%; None: the point estimate is enough). Until
-    then the rule is inconclusive with the evidence pending, which holds the step without
-    counting towards ``max_inconclusive``.
-
-    ``intervals`` is read from older analysis files and no longer used: the test needs no
-    streak to tell a 5% candidate from a 3% threshold, and takes no more than two or
-    three requests to tell a candidate failing them all.
-    """
-
-    max_rate: float = 0.03
-    intervals: int = 3
-    min_requests: int = 20
-    name: str = "error_rate"
-    max_ratio: float | None = None
-    evidence: float | None = 0.2
-    every_scrape: ClassVar[bool] = True
-    reads: ClassVar[str] = "metrics"
-
-    def __post_init__(self) -> None:
-        _check_fraction("error_rate.max", self.max_rate)
-        _check_positive("error_rate.intervals", self.intervals)
-        _check_positive("error_rate.min_requests", self.min_requests)
-        if self.max_ratio is not None:
-            _check_positive("error_rate.max_ratio", self.max_ratio)
-        if self.evidence is not None and not 0.0 < self.evidence < 1.0:
-            raise DeployValueError(f"error_rate.evidence must be in (0, 1), not {self.evidence}")
-
-    def judge(self, seen: Observation) -> RuleResult:
-        window, stable = seen.candidate, seen.stable
-        rate = window.error_rate
-        alpha = seen.alpha / 2 if self.max_ratio is not None else seen.alpha
-        decision = ThresholdTest(_level(self.max_rate), alpha=alpha).decide(
-            window.errors, window.requests)
-        base = partial(RuleResult, rule=self.name, threshold=self.max_rate,
-                       samples=window.requests, decision=decision.to_dict())
-        if rate is not None and decision.significant:
-            text = (f"{rate:.1%} of {window.requests:g} requests failed (max {self.max_rate:.1%}); "
-                    f"significant: {decision}")
-            return base(verdict="fail", value=rate, message=text, sustained=True)
-        if self.max_ratio is not None and stable is not None and rate is not None:
-            versus = RateRatioTest(self.max_ratio, alpha=alpha).decide(
-                (window.errors, window.requests), (stable.errors, stable.requests))
-            if versus.significant and rate > self.max_rate:
-                text = (f"{rate:.1%} of {window.requests:g} requests failed (max "
-                        f"{self.max_rate:.1%}), stable's {stable.error_rate or 0.0:.2%} of "
-                        f"{stable.requests:g} (max {self.max_ratio:g}x); significant: {versus}")
-                return base(verdict="fail", value=rate, message=text, sustained=True,
-                            decision=versus.to_dict())
-        if rate is None or window.requests < self.min_requests:
-            return base(
-                verdict="inconclusive", value=rate,
-                message=f"{window.requests:g} requests, need {self.min_requests}",
-            )
-        text = f"{rate:.1%} of {window.requests:g} requests failed (max {self.max_rate:.1%})"
-        if rate <= self.max_rate:
-            if self.evidence is None or self.max_rate <= 0.0:
-                return base(verdict="pass", value=rate, message=text)
-            within = ThresholdTest(_level(self.max_rate), alpha=self.evidence, above=False).decide(
-                window.errors, window.requests)
-            if within.significant:
-                return base(verdict="pass", value=rate, message=text)
-            return base(verdict="inconclusive", value=rate,
-                        message=f"{text}; evidence it is within pending: {within}",
-                        decision={**decision.to_dict(), PENDING: True})
-        return base(verdict="fail", value=rate, message=f"{text}; not significant yet: {decision}")
-
-
-@dataclass(frozen=True)
-class LatencyRule:
-    """The candidate's p99 latency against ``max_ms``.
-
-    With the latency histogram (the scrape source reads it), the p99 is above ``max_ms``
-    exactly when more than 1% of requests are slower than it: a sequential test of that
-    share fails the candidate at every scrape as soon as it is significant. Without one
-    (a Prometheus source), the p99 must stay above ``max_ms`` for ``hold_seconds``.
-    """
-
-    max_ms: float = 500.0
-    hold_seconds: float = 60.0
-    min_requests: int = 20
-    name: str = "latency_p99"
-    every_scrape: ClassVar[bool] = True
-    reads: ClassVar[str] = "metrics"
-
-    def __post_init__(self) -> None:
-        _check_positive("latency.p99_ms", self.max_ms)
-        if self.hold_seconds < 0:
-            raise DeployValueError(f"latency.hold must be >= 0, not {self.hold_seconds}")
-
-    def judge(self, seen: Observation) -> RuleResult:
-        window = seen.candidate
-        base = partial(RuleResult, rule=self.name, threshold=self.max_ms, samples=window.requests)
-        p99 = window.p99_ms
-        if window.buckets:
-            slow, total = exceeding(window.buckets, self.max_ms / 1000.0)
-            decision = ThresholdTest(0.01, alpha=seen.alpha).decide(slow, total)
-            base = partial(base, decision=decision.to_dict())
-            if decision.significant:
-                shown = "?" if p99 is None else f"{p99:.0f}"
-                return base(
-                    verdict="fail", value=p99, sustained=True,
-                    message=(f"p99 {shown} ms (max {self.max_ms:.0f} ms); {slow:g} of "
-                             f"{total:g} requests slower than {self.max_ms:.0f} ms, "
-                             f"significant: {decision}"),
-                )
-        if p99 is None or window.requests < self.min_requests:
-            return base(
-                verdict="inconclusive", value=p99,
-                message=f"{window.requests:g} requests, need {self.min_requests}",
-            )
-        text = f"p99 {p99:.0f} ms (max {self.max_ms:.0f} ms)"
-        if p99 <= self.max_ms:
-            return base(verdict="pass", value=p99, message=text)
-        result = base(verdict="fail", value=p99, message=text)
-        if window.buckets:
-            return replace(result, message=f"{text}; not significant yet")
-        return _finish(self.name, seen, _needed(self.hold_seconds, seen.interval), result)
-
-
-@dataclass(frozen=True)
-class RelativeLatencyRule:
-    """The candidate's latency against stable's: fails above ``max_ratio`` × stable.
-
-    With both latency histograms, a sequential test of the mean log latency fails the
-    candidate at every scrape as soon as it is significantly more than ``max_ratio``
-    times stable's. Whatever the histograms, a p99 above ``max_ratio`` × stable's for
-    ``intervals`` intervals fails it too (a slower tail need not move the mean). Below
-    ``floor_ms`` the candidate passes whatever the ratio (a 3 ms p99 against a 1 ms one
-    is noise, not a regression).
-    """
-
-    max_ratio: float = 1.5
-    intervals: int = 2
-    floor_ms: float = 50.0
-    min_requests: int = 20
-    name: str = "latency_vs_stable"
-    every_scrape: ClassVar[bool] = True
-    reads: ClassVar[str] = "metrics"
-    needs_stable: ClassVar[bool] = True
-
-    def __post_init__(self) -> None:
-        if self.max_ratio < 1.0:
-            raise DeployValueError(f"latency.relative must be >= 1, not {self.max_ratio}")
-        _check_positive("latency.relative_intervals", self.intervals)
-
-    def judge(self, seen: Observation) -> RuleResult:
-        window, stable = seen.candidate, seen.stable
-        base = partial(RuleResult, rule=self.name, threshold=self.max_ratio, samples=window.requests)
-        under_floor = window.p99_ms is not None and window.p99_ms <= self.floor_ms
-        significant = None
-        if window.buckets and stable is not None and stable.buckets:
-            decision = DifferenceTest(margin=math.log(self.max_ratio), alpha=seen.alpha).decide(
-                log_moments(window.buckets), log_moments(stable.buckets))
-            base = partial(base, decision=decision.to_dict())
-            if decision.significant and decision.estimate is not None and not under_floor:
-                significant = (f"mean latency {math.exp(decision.estimate):.2f}x stable's "
-                               f"(max {self.max_ratio:g}x), significant: {decision}")
-        if window.p99_ms is None or window.requests < self.min_requests:
-            if significant:
-                return base(verdict="fail", value=None, message=significant, sustained=True)
-            return base(
-                verdict="inconclusive", value=None,
-                message=f"{window.requests:g} requests, need {self.min_requests}",
-            )
-        if under_floor:
-            return base(
-                verdict="pass", value=None,
-                message=f"p99 {window.p99_ms:.0f} ms, under the {self.floor_ms:.0f} ms floor",
-            )
-        if stable is None or stable.p99_ms is None or stable.requests < self.min_requests:
-            return base(
-                verdict="skip", value=None, message="too little stable traffic to compare",
-            )
-        ratio = window.p99_ms / max(stable.p99_ms, 1e-6)
-        text = (
-            f"p99 {window.p99_ms:.0f} ms = {ratio:.2f}x stable's {stable.p99_ms:.0f} ms "
-            f"(max {self.max_ratio:g}x)"
-        )
-        if significant:
-            return base(verdict="fail", value=ratio, message=f"{text}; {significant}",
-                        sustained=True)
-        verdict: Verdict = "pass" if ratio <= self.max_ratio else "fail"
-        result = base(verdict=verdict, value=ratio, message=text)
-        return _finish(self.name, seen, self.intervals, result)
 
 
 @dataclass(frozen=True)
@@ -787,11 +478,3 @@ def _float(what: str, value: object) -> float:
         raise DeployValueError(f"{what} must be a number, not {value!r}") from None
 
 
-def _check_fraction(what: str, value: float) -> None:
-    if not 0.0 <= value <= 1.0:
-        raise DeployValueError(f"{what} must be a fraction in 0..1, not {value}")
-
-
-def _check_positive(what: str, value: float) -> None:
-    if value <= 0:
-        raise DeployValueError(f"{what} must be positive, not {value}")

@@ -46,9 +46,9 @@ from rich.console import Console
 from rich.table import Table
 
 from workbench.deploy import canary
-from workbench.deploy.backends.process import ProcessBackend
 from workbench.deploy.client import encode_inputs
 from workbench.deploy.manager import DeploymentManager
+from workbench.deploy.platforms.process.backend import ProcessBackend
 from workbench.deploy.rollout.analysis import AnalysisSpec, ErrorRateRule
 from workbench.deploy.rollout.controller import Action, CanaryStatus, Stage
 from workbench.deploy.traffic import parse_metrics

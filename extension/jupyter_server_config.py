@@ -8,7 +8,9 @@
 # Environment knobs: WORKBENCH_LAB_IP (default 127.0.0.1; the image sets 0.0.0.0),
 # WORKBENCH_LAB_PORT (default 8888), WORKBENCH_NOTEBOOKS (the notebook directory).
 
+import importlib.util
 import os
+from pathlib import Path
 
 c = get_config()  # type: ignore[name-defined]  # noqa: F821
 
@@ -28,3 +30,11 @@ c.LabApp.extension_manager = "readonly"
 c.MappingKernelManager.cull_idle_timeout = 24 * 3600
 c.MappingKernelManager.cull_interval = 600
 c.FileContentsManager.delete_to_trash = False
+
+# BokehJS from this server, not inlined into notebooks: Bokeh's own static directory
+# (js/bokeh.min.js, ...) under /static/, fetched once per kernel by workbench_ext.
+_bokeh = importlib.util.find_spec("bokeh")
+if _bokeh is not None and _bokeh.submodule_search_locations:
+    _static = Path(next(iter(_bokeh.submodule_search_locations))) / "server" / "static"
+    if _static.is_dir():
+        c.ServerApp.extra_static_paths = [str(_static)]

@@ -25,6 +25,10 @@ Each class carries the exit code the CLI uses for it.
     │   ├── VersionNotLoadedError
     │   └── WorkerDiedError         a version's worker process died (restarting)
     ├── ServingError                talking to a serving instance over HTTP
+    ├── (serving, beside the code that raises them)
+    │   ├── QueueFull               a version's queue is full (also a RuntimeError); 503
+    │   ├── ClientGone              the client left before its request ran; 499
+    │   └── HealthCheckFailed       the deep health check found a problem; 503
     └── DeployError                 blue/green deployments
         ├── DeployValueError        an invalid name, host, port, colour or weight
         ├── BackendError            starting or stopping serving instances

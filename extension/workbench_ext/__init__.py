@@ -2,7 +2,10 @@
 
 Adds the ``%paddle`` line and cell magics, rich display of workbench objects,
 and the panels (``%paddle panel versions|compare|deploy``). Loading twice is a
-no-op; unloading removes the magics and frees the versions this kernel loaded.
+no-op, and says nothing: a kernel whose profile auto-loads the extension runs
+a tutorial's ``%load_ext workbench_ext`` quietly (IPython's own magic would print
+"already loaded ... use %reload_ext"). Unloading removes the magics and frees the
+versions this kernel loaded.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ __all__ = ["get_session", "load_ipython_extension", "unload_ipython_extension"]
 
 log = logging.getLogger(__name__)
 _LOADED: set[int] = set()
+#: IPython's ``%load_ext`` per shell, while ours stands in for it.
+_LOAD_EXT: dict[int, Any] = {}
 
 
 def get_session(shell: Any = None) -> Any:
@@ -28,15 +33,13 @@ def load_ipython_extension(ipython: Any) -> None:
     """Register the magics and display formatters on ``ipython`` (idempotent)."""
     if id(ipython) in _LOADED:
         return
-    from workbench._paddle import quiet
-
-    quiet()  # before anything imports paddle in this kernel
     from workbench_ext import display
     from workbench_ext.magics import PaddleMagics
     from workbench_ext.state import get_session as _get
 
     ipython.register_magics(PaddleMagics(ipython, _get(ipython)))
     display.register(ipython)
+    _quiet_load_ext(ipython)
     _LOADED.add(id(ipython))
     log.debug("workbench_ext loaded")
 
@@ -53,5 +56,24 @@ def unload_ipython_extension(ipython: Any) -> None:
         magics[kind].pop("paddle", None)
     ipython.magics_manager.registry.pop("PaddleMagics", None)
     display.unregister(ipython)
+    original = _LOAD_EXT.pop(id(ipython), None)
+    if original is not None:
+        magics["line"]["load_ext"] = original
     drop_session(ipython)
     _LOADED.discard(id(ipython))
+
+
+def _quiet_load_ext(ipython: Any) -> None:
+    """``%load_ext workbench_ext`` when it is loaded already: a no-op, like loading it again."""
+    original = ipython.magics_manager.magics["line"].get("load_ext")
+    if original is None or id(ipython) in _LOAD_EXT:
+        return
+
+    def load_ext(line: str) -> Any:
+        if line.strip() == __name__ and __name__ in ipython.extension_manager.loaded:
+            return None
+        return original(line)
+
+    load_ext.__doc__ = original.__doc__
+    _LOAD_EXT[id(ipython)] = original
+    ipython.register_magic_function(load_ext, "line", "load_ext")

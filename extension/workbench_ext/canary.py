@@ -116,7 +116,7 @@ class CanaryRun:
         self._stop.set()
 
     def _ipython_display_(self) -> None:
-        from IPython.display import display
+        from workbench_ext._ipython import display
 
         display(self.view)
 

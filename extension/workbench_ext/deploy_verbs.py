@@ -8,18 +8,20 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from IPython.core.magic_arguments import argument, magic_arguments
-
 from workbench.deploy.rollout.phases import DEFAULT_MIN_AGREEMENT, verification_threshold
-from workbench_ext.magics import DEPLOY_VERBS, verb
+from workbench_ext._args import argument, magic_arguments
 from workbench_ext.progress import run_with_progress
+from workbench_ext.verb import Verb, verb
 
 if TYPE_CHECKING:
     import argparse
 
     import pandas as pd
 
-    from workbench_ext.magics import Call
+    from workbench_ext.verb import Call
+
+#: The deploy verbs, dispatched by ``%paddle deploy ACTION``.
+DEPLOY_VERBS: dict[str, Verb] = {}
 
 reason = argument("--reason", default="", help="Why (recorded in the history).")
 name = argument("name", help="The deployment.")
@@ -239,7 +241,7 @@ def cmd_agreement(call: Call, args: argparse.Namespace) -> Any:
 
     report = _deployment(call, args.name).agreement
     if report is None:
-        from workbench_ext.state import SessionError
+        from workbench_ext.errors import SessionError
 
         raise SessionError(f"{args.name} has no agreement report yet; run `%paddle deploy update` first")
     frame = pd.DataFrame.from_records(report.get("outputs", []))

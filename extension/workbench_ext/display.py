@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import html
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -100,7 +100,7 @@ def prediction_html(pred: Prediction) -> str:
 
 def loaded_html(lv: LoadedVersion) -> str:
     stats = lv.stats()
-    rows = [
+    rows: list[list[Any]] = [
         ["model", lv.model],
         ["version", str(lv.version)],
         ["device", lv.device],
@@ -185,7 +185,7 @@ def history_rows(entries: Any) -> list[dict[str, Any]]:
 
 def _plain(fn: Callable[[Any], str]) -> Callable[[Any, RepresentationPrinter, bool], None]:
     def printer(obj: Any, p: RepresentationPrinter, cycle: bool) -> None:
-        p.text(fn(obj))
+        cast("Any", p).text(fn(obj))
 
     return printer
 

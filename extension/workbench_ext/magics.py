@@ -10,90 +10,32 @@ and IPython displays it richly.
 
 from __future__ import annotations
 
-import ast
 import logging
 import shlex
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
-from IPython.core.magic_arguments import argument, magic_arguments
 
 from workbench import WorkbenchError
 from workbench_ext import ops
-from workbench_ext.state import Session, SessionError, get_session
+from workbench_ext._args import argument, magic_arguments
+from workbench_ext.deploy_verbs import DEPLOY_VERBS
+from workbench_ext.errors import SessionError
+from workbench_ext.state import Session, get_session
+from workbench_ext.verb import Call, Verb, progress, quiet, verb
 
 if TYPE_CHECKING:
     import argparse
-    from collections.abc import Callable
 
 log = logging.getLogger(__name__)
-VERBS: dict[str, Any] = {}
-DEPLOY_VERBS: dict[str, Any] = {}
-
-
-@dataclass
-class Call:
-    """What a verb gets besides its arguments: the shell, the session and the cell body."""
-
-    shell: Any
-    session: Session
-    cell: str | None = None
-
-    def eval(self, source: str) -> Any:
-        """Evaluate an expression (a variable name, ``x[:10]``...) in the user's namespace."""
-        try:
-            return eval(source, self.shell.user_global_ns, self.shell.user_ns)
-        except NameError as exc:
-            raise SessionError(f"{exc} in the notebook's namespace") from None
-        except SyntaxError as exc:
-            raise SessionError(f"cannot evaluate {source!r}: {exc.msg}") from None
-
-    def run_cell_value(self) -> Any:
-        """Run the cell body and return the value of its last expression (like IPython's Out)."""
-        source = (self.cell or "").strip()
-        if not source:
-            raise SessionError("the cell is empty: its last line should be the input (an expression)")
-        tree = ast.parse(source)
-        if not tree.body or not isinstance(tree.body[-1], ast.Expr):
-            raise SessionError("the cell's last line must be an expression giving the input")
-        last = ast.Expression(tree.body.pop().value)
-        namespace = self.shell.user_ns
-        if tree.body:
-            exec(compile(tree, "<paddle cell>", "exec"), namespace)
-        return eval(compile(last, "<paddle cell>", "eval"), namespace)
-
-    def value(self, expression: str | None, what: str, *, required: bool = False) -> Any:
-        """An input from ``--data EXPR``, else from the cell body, else None."""
-        if expression:
-            return self.eval(expression)
-        if self.cell is not None and self.cell.strip():
-            return self.run_cell_value()
-        if required:
-            raise SessionError(f"give the {what} with --{what} EXPR or as the cell's expression")
-        return None
-
-
-def verb(name: str, table: dict[str, Any] | None = None) -> Callable[[Any], Any]:
-    def register(func: Any) -> Any:
-        (VERBS if table is None else table)[name] = func
-        return func
-
-    return register
-
-
-def _progress(args: argparse.Namespace) -> bool:
-    return not getattr(args, "quiet", False)
-
-
-quiet = argument("-q", "--quiet", action="store_true", help="No progress bar.")
+VERBS: dict[str, Verb] = {}
 
 
 # -- model layer ----------------------------------------------------------------------
 
 
-@verb("repo")
+@verb("repo", VERBS)
 @magic_arguments(name="paddle repo")
 @argument("path", nargs="?", help="Repository directory (default: $WORKBENCH_REPO).")
 @argument("--demo", action="store_true", help="Train and publish the demo models there if missing.")
@@ -106,11 +48,11 @@ def cmd_repo(call: Call, args: argparse.Namespace) -> Any:
         session.set_repo(args.path)
     if args.demo:
         models = [m.strip() for m in args.models.split(",") if m.strip()]
-        ops.build_demo(session.repo.root, models, progress=_progress(args))
+        ops.build_demo(session.repo.root, models, progress=progress(args))
     return session.repo
 
 
-@verb("list")
+@verb("list", VERBS)
 @magic_arguments(name="paddle list")
 @argument("model", nargs="?", help="A model: list its versions (default: every model).")
 @argument(
@@ -128,7 +70,7 @@ def cmd_list(call: Call, args: argparse.Namespace) -> Any:
     return ops.versions_table(session, args.model)
 
 
-@verb("load")
+@verb("load", VERBS)
 @magic_arguments(name="paddle load")
 @argument(
     "refs",
@@ -165,12 +107,12 @@ def cmd_load(call: Call, args: argparse.Namespace) -> Any:
             workers=args.workers,
             activate=args.activate,
             isolation=args.isolation,
-            progress=_progress(args),
+            progress=progress(args),
         )
     return loaded[0] if len(loaded) == 1 else loaded
 
 
-@verb("unload")
+@verb("unload", VERBS)
 @magic_arguments(name="paddle unload")
 @argument("refs", nargs="*", metavar="REF", help="Versions to unload.")
 @argument("--all", action="store_true", help="Unload every version of the model, the active one last.")
@@ -194,7 +136,7 @@ def cmd_unload(call: Call, args: argparse.Namespace) -> Any:
     return done
 
 
-@verb("use")
+@verb("use", VERBS)
 @magic_arguments(name="paddle use")
 @argument("ref", help="A loaded version: digits:1.1.0, digits@canary, or 1.1.0 of the current model.")
 def cmd_use(call: Call, args: argparse.Namespace) -> Any:
@@ -224,7 +166,7 @@ def cmd_use(call: Call, args: argparse.Namespace) -> Any:
     return active
 
 
-@verb("rollback")
+@verb("rollback", VERBS)
 @magic_arguments(name="paddle rollback")
 @argument("model", nargs="?", help="The model (default: the current one).")
 def cmd_rollback(call: Call, args: argparse.Namespace) -> Any:
@@ -232,7 +174,7 @@ def cmd_rollback(call: Call, args: argparse.Namespace) -> Any:
     return call.session.hub(args.model, create=False).rollback()
 
 
-@verb("predict")
+@verb("predict", VERBS)
 @magic_arguments(name="paddle predict")
 @argument("ref", nargs="?", help="Model or version (default: the active version of the current model).")
 @argument(
@@ -269,7 +211,7 @@ def _versions(call: Call, refs: list[str], model: str | None) -> tuple[str, list
     return (names.pop() if names else call.session.model(model)), versions
 
 
-@verb("compare")
+@verb("compare", VERBS)
 @magic_arguments(name="paddle compare")
 @argument(
     "refs",
@@ -299,11 +241,11 @@ def cmd_compare(call: Call, args: argparse.Namespace) -> Any:
         data,
         labels=labels,
         batch_size=args.batch_size,
-        progress=_progress(args),
+        progress=progress(args),
     )
 
 
-@verb("bench")
+@verb("bench", VERBS)
 @magic_arguments(name="paddle bench")
 @argument("refs", nargs="*", metavar="REF", help="Loaded versions (default: every loaded one).")
 @argument("--model", default=None, help="The model (when versions are bare).")
@@ -324,11 +266,11 @@ def cmd_bench(call: Call, args: argparse.Namespace) -> Any:
         batch_size=args.batch_size,
         requests=args.requests,
         concurrency=args.concurrency,
-        progress=_progress(args),
+        progress=progress(args),
     )
 
 
-@verb("serve")
+@verb("serve", VERBS)
 @magic_arguments(name="paddle serve")
 @argument("ref", nargs="?", help="What to serve: digits@stable, digits:1.1.0 (default: the active version).")
 @argument("--port", type=int, default=None, help="Port on 127.0.0.1 (default: a free one).")
@@ -354,7 +296,7 @@ def cmd_serve(call: Call, args: argparse.Namespace) -> Any:
     return serve.start(session, model, version, port=args.port, device=args.device, workers=args.workers)
 
 
-@verb("panel")
+@verb("panel", VERBS)
 @magic_arguments(name="paddle panel")
 @argument("kind", choices=["versions", "compare", "deploy"], help="Which panel.")
 @argument("target", nargs="?", help="The model (versions, compare) or the deployment (deploy).")
@@ -381,7 +323,7 @@ def cmd_panel(call: Call, args: argparse.Namespace) -> Any:
     return DeployPanel(session, args.target)
 
 
-@verb("deploy")
+@verb("deploy", VERBS)
 @magic_arguments(name="paddle deploy")
 @argument(
     "action", help="create, update, promote, rollback, switch, weight, abort, status, history, list, delete."
@@ -480,5 +422,3 @@ class PaddleMagics(Magics):
 
 PaddleMagics.paddle.__doc__ = plain_help(PaddleMagics.paddle.__doc__ or "")
 
-# The top-level parser is only documentation (`%paddle?`); parsing is per verb.
-from workbench_ext import deploy_verbs  # noqa: E402,F401  (registers the deploy verbs)

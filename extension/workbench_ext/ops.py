@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from workbench import InputError, LoadedVersion, ModelRepository, compare
+from workbench_ext.errors import SessionError
 from workbench_ext.progress import pool, run_with_progress
-from workbench_ext.state import SessionError
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -25,7 +25,6 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from workbench import Comparison, TensorSpec, VersionHub
-    from workbench.runtime.loaded import LoadedVersion
     from workbench_ext.state import Session
 
 log = logging.getLogger(__name__)
@@ -315,7 +314,7 @@ def run_compare(
     base = {lv: lv.stats()["served"] for lv in targets}
 
     def done() -> int:
-        count = sum(lv.stats()["served"] - base[lv] for lv in targets)
+        count = int(sum(lv.stats()["served"] - base[lv] for lv in targets))
         if on_progress is not None:
             on_progress(min(count, total), total)
         return count

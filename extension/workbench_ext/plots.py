@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from workbench_ext import bokehjs
+
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
@@ -34,7 +36,7 @@ def _figure(**kwargs: Any) -> Any:
         "toolbar_location": "right",
     }
     options.update(kwargs)
-    fig = figure(**options)
+    fig: Any = figure(**options)
     fig.title.text_font_size = "11pt"
     return fig
 
@@ -86,7 +88,8 @@ def latency_data(latencies: Mapping[str, Sequence[float]], bins: int = 30) -> di
 def latency_plot(latencies: Mapping[str, Sequence[float]] | None = None, *, title: str = "") -> LatencyPlot:
     from bokeh.models import ColumnDataSource
 
-    source = ColumnDataSource(latency_data(latencies or {}))
+    data: dict[str, Any] = latency_data(latencies or {})
+    source = ColumnDataSource(data)
     fig = _figure(
         title=title or "batch latency per version", x_axis_label="ms", y_axis_label="share of batches"
     )
@@ -150,7 +153,8 @@ def matrix_plot(comparison: Comparison | None = None, a: str = "", b: str = "") 
     if comparison is not None and comparison.outputs:
         classes = next(iter(comparison.outputs.values())).reshape(comparison.rows, -1).shape[1]
     factors = [str(i) for i in range(classes)]
-    source = ColumnDataSource(matrix_data(comparison, a, b))
+    data: dict[str, Any] = matrix_data(comparison, a, b)
+    source = ColumnDataSource(data)
     fig = _figure(
         title="agreement matrix (green: same class)",
         x_range=factors,
@@ -190,34 +194,50 @@ def matrix_plot(comparison: Comparison | None = None, a: str = "", b: str = "") 
 
 @dataclass
 class MemoryPlot:
-    """Memory (MiB) attributed to each loaded version."""
+    """What each loaded version holds: its worker processes' resident memory (MiB).
+
+    Only a version in process isolation has memory of its own; one loaded in the
+    kernel shares the kernel's memory (what grew while it loaded is not what it holds:
+    the first one also carries Paddle's start-up), so it gets no bar and its axis
+    label says so.
+    """
 
     figure: Any
     source: Any
 
-    def update(self, versions: Sequence[str], mib: Sequence[float], active: str | None) -> None:
-        self.figure.x_range.factors = list(versions)
+    def update(self, versions: Sequence[str], mib: Sequence[float | None], active: str | None) -> None:
+        """``mib[i]``: what version ``i``'s worker processes hold, None for a version in the kernel."""
+        labels = [v if m is not None else f"{v} (in kernel)" for v, m in zip(versions, mib, strict=True)]
+        self.figure.x_range.factors = labels
         self.source.data = {
             "version": list(versions),
-            "mib": [float(m) for m in mib],
+            "label": labels,
+            "mib": [float(m) if m is not None else 0.0 for m in mib],
             "color": [PALETTE[2] if v == active else PALETTE[0] for v in versions],
         }
+        in_kernel = bool(versions) and all(m is None for m in mib)
+        self.figure.title.text = MEMORY_IN_KERNEL if in_kernel else MEMORY_TITLE
+
+
+MEMORY_TITLE = "worker process RSS per loaded version (green: active)"
+MEMORY_IN_KERNEL = "versions in the kernel share its memory: load with isolation=process"
 
 
 def memory_plot() -> MemoryPlot:
     from bokeh.models import ColumnDataSource
 
-    source = ColumnDataSource({"version": [], "mib": [], "color": []})
+    source = ColumnDataSource({"version": [], "label": [], "mib": [], "color": []})
     fig = _figure(
-        title="memory per loaded version (green: active)",
+        title=MEMORY_TITLE,
         x_range=[],
         height=220,
-        width=420,
-        y_axis_label="MiB",
+        width=520,
+        y_axis_label="MiB (worker RSS)",
         tools="hover,save",
-        tooltips=[("version", "@version"), ("MiB", "@mib")],
+        tooltips=[("version", "@version"), ("worker RSS MiB", "@mib")],
     )
-    fig.vbar(x="version", top="mib", width=0.6, source=source, fill_color="color", line_color=None)
+    fig.title.text_font_size = "9pt"  # the longer title fits the figure's width
+    fig.vbar(x="label", top="mib", width=0.6, source=source, fill_color="color", line_color=None)
     fig.y_range.start = 0
     return MemoryPlot(fig, source)
 
@@ -282,7 +302,7 @@ def traffic_plot() -> TrafficPlot:
         fig = _figure(
             title=title,
             x_axis_type="datetime",
-            y_range=Range1d(0, floor),
+            y_range=Range1d(start=0, end=floor),
             height=230,
             width=305,  # three side by side in a notebook next to JupyterLab's sidebar
             y_axis_label=unit,
@@ -309,33 +329,6 @@ def traffic_plot() -> TrafficPlot:
         figures.append(fig)
         sources.append(source)
     return TrafficPlot((figures[0], figures[1], figures[2]), (sources[0], sources[1], sources[2]))
-
-
-_BOKEHJS_LOADED = False
-
-
-def ensure_bokehjs() -> None:
-    """Load BokehJS into the notebook page once per kernel (inline: no CDN, works offline).
-
-    jupyter_bokeh's widget renders with the page's BokehJS; without it the frontend
-    shows an error box instead of the figure. Outside a kernel this does nothing.
-    """
-    global _BOKEHJS_LOADED
-    if _BOKEHJS_LOADED:
-        return
-    try:
-        from IPython import get_ipython
-
-        shell = get_ipython()
-    except ImportError:  # pragma: no cover - IPython ships with the notebook extra
-        return
-    if shell is None or getattr(shell, "kernel", None) is None:
-        return
-    from bokeh.io import output_notebook
-    from bokeh.resources import INLINE
-
-    output_notebook(resources=INLINE, hide_banner=True)
-    _BOKEHJS_LOADED = True
 
 
 _WIDGET_CLASS: Any = None
@@ -366,7 +359,7 @@ def _widget_class() -> Any:
 
 def widget(fig: Any) -> Any:
     """An ipywidget showing a Bokeh figure or layout (synced both ways by jupyter_bokeh)."""
-    ensure_bokehjs()
+    bokehjs.ensure_loaded()
     return _widget_class()(fig)
 
 

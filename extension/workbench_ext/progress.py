@@ -12,10 +12,13 @@ control at once; the interrupted work finishes on its own on the worker.
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import TYPE_CHECKING, Any, TypeVar
+
+from workbench_ext._ipython import in_kernel
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -72,6 +75,19 @@ def pool(size: int) -> ThreadPoolExecutor:
 STEP_FORMAT = "{desc}: {n_fmt}/{total_fmt} steps |{bar}| {elapsed}{postfix}"
 
 
+def frontend() -> str:
+    """Where a bar draws: ``widget`` (a Jupyter kernel), ``terminal`` (stderr is a tty) or ``lines``.
+
+    Chosen per bar, not once per process as ``tqdm.auto`` does (it looks at which
+    modules were imported, so a terminal IPython that imported ipykernel, or a test
+    run, gets widget bars printed as text).
+    """
+    if in_kernel():
+        return "widget"
+    isatty = getattr(sys.stderr, "isatty", None)
+    return "terminal" if isatty is not None and isatty() else "lines"
+
+
 def bar(
     total: int | None = None,
     desc: str = "",
@@ -80,20 +96,34 @@ def bar(
     disable: bool = False,
     bar_format: str | None = None,
 ) -> Any:
-    """A ``tqdm.auto`` bar that cleans up after itself."""
-    from tqdm.auto import tqdm
+    """A tqdm bar for the current frontend that cleans up after itself.
 
-    # Shown only for work that takes longer than DELAY seconds; a finished bar stays (green).
-    return tqdm(
-        total=total,
-        desc=desc,
-        unit=unit,
-        leave=True,
-        delay=DELAY,
-        disable=disable,
-        dynamic_ncols=True,
-        bar_format=bar_format,
-    )
+    In a kernel, an ipywidgets bar whose output is re-published with its final state
+    when it closes (a saved notebook shows ``100%``, not the ``0%`` it was displayed
+    with); in a terminal, tqdm's ``\\r``-redrawn line, trimmed to the width; elsewhere
+    (a pipe, a log file, a captured stream) one line per change of count or step,
+    never the same line twice. Shown only for work that takes longer than DELAY seconds.
+    """
+    from workbench_ext import _bars
+
+    kind = frontend()
+    options: dict[str, Any] = {
+        "total": total,
+        "desc": desc,
+        "unit": unit,
+        "leave": True,
+        "delay": DELAY,
+        "disable": disable,
+        "dynamic_ncols": True,
+        "bar_format": bar_format,
+    }
+    if kind == "widget":
+        return _bars.NotebookBar(**options)
+    if kind == "lines":
+        return _bars.LineBar(**options)
+    from tqdm.std import tqdm
+
+    return tqdm(**options)
 
 
 def run_with_progress(
@@ -123,10 +153,9 @@ def run_with_progress(
         steps = list(steps or [desc])
         total, bar_format = len(steps), STEP_FORMAT
         if done is None:
-            done = lambda: 0  # noqa: E731 - finished when the work returns
+            done = _nothing_done  # finished when the work returns
         if status is None:
-            count, names = done, steps
-            status = lambda: names[min(count(), len(names) - 1)]  # noqa: E731
+            status = _step_name(done, steps)
 
     def draw(progress: Any, wait: Callable[[float], bool]) -> None:
         shown = 0
@@ -158,6 +187,19 @@ def run_with_progress(
         result = future.result()
         _finish(progress, total)
         return result
+
+
+def _nothing_done() -> int:
+    return 0
+
+
+def _step_name(done: Callable[[], int], names: Sequence[str]) -> Callable[[], str]:
+    """The name of the step under way (the last one once all are done)."""
+
+    def name() -> str:
+        return names[min(done(), len(names) - 1)]
+
+    return name
 
 
 def _finish(progress: Any, total: int | None) -> None:

@@ -13,18 +13,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from workbench import ModelRepository, Settings, Version, VersionHub
+from workbench_ext.errors import SessionError
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from workbench import HubEvent
-    from workbench_ext.serve import ServedModel
+    from workbench_ext.served import ServedModel
+
+__all__ = ["Session", "SessionError", "drop_session", "get_session"]
 
 log = logging.getLogger(__name__)
-
-
-class SessionError(ValueError):
-    """A request the session cannot make sense of (shown to the user as one sentence)."""
 
 
 class Session:

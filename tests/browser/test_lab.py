@@ -46,6 +46,7 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 RUN_TIMEOUT_MS = 300_000
+BOKEHJS = "Copyright (c) Anaconda, Inc., and Bokeh Contributors"  # the library's header
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -141,8 +142,15 @@ def _button(panel: Any, label: str) -> Any:
 
 
 def _run_all(page: Any) -> None:
-    """Run > Run All Cells, once the kernel is idle (retried if the kernel was not ready yet)."""
+    """Clear the saved outputs, then Run > Run All Cells once the kernel is idle (retried if needed).
+
+    The tutorials are saved executed: without clearing, the closing line of the last run
+    would already be on the page.
+    """
     page.wait_for_selector(".jp-StatusBar-TextItem:has-text('| Idle')", timeout=120_000)
+    page.click(".lm-MenuBar-itemLabel:text-is('Edit')")
+    page.click(".lm-Menu-itemLabel:text-is('Clear Outputs of All Cells')")
+    page.wait_for_function("() => document.querySelectorAll('.jp-OutputArea-output').length === 0")
     started = (
         "() => Array.from(document.querySelectorAll('.jp-InputArea-prompt'))"
         ".some(e => /\\[(\\*|\\d+)\\]/.test(e.textContent))"
@@ -219,6 +227,13 @@ def test_quickstart_renders_the_version_panel_and_bokeh_figures(lab: dict[str, A
         )
         panel.screenshot(path=str(_artifacts() / "version-panel-after-use.png"))
 
+        # saved from the browser, the notebook stays small: BokehJS came from the server
+        page.keyboard.press("Control+s")
+        saved = lab["notebooks"] / "01-quickstart.ipynb"
+        wait_until(lambda: "QUICKSTART OK" in saved.read_text(), 30, what="Lab to save the notebook")
+        assert saved.stat().st_size < 500_000, saved.stat().st_size
+        assert BOKEHJS not in saved.read_text()
+
 
 DEPLOY_NOTEBOOK = [
     "%paddle deploy create bw digits@stable -q\n%paddle deploy update bw 1.1.0 -q\n%paddle deploy weight bw 25",
@@ -282,3 +297,67 @@ def test_deploy_panel_fits_the_page_with_readable_figures(lab: dict[str, Any]) -
         )
         # nothing of the deployment outlives the test (its instances run detached)
         assert deleted.returncode == 0, deleted.stdout + deleted.stderr
+
+
+PANELS_NOTEBOOK = [
+    (
+        "from workbench.model.demo import digits_dataset\n"
+        "_, _, x_test, y_test = digits_dataset()\n"
+        "%paddle load digits@stable digits@canary -q"
+    ),
+    "panel = %paddle panel versions digits\npanel",
+    (
+        "r = %paddle compare digits:1.0.0 digits:1.1.0 --data x_test --labels y_test --batch-size 64 -q\n"
+        "compare = %paddle panel compare digits\n"
+        "compare.show(r)\n"
+        "compare"
+    ),
+    "print('PANELS OK')",
+]
+
+#: Does an element (and every table in it) fit its width, or does it scroll sideways?
+FITS = """el => ({
+    scroll: el.scrollWidth, client: el.clientWidth,
+    output: el.closest('.jp-OutputArea-output').scrollWidth,
+    outputClient: el.closest('.jp-OutputArea-output').clientWidth,
+    tables: Array.from(el.querySelectorAll('table')).map(t => {
+        const box = t.parentElement;
+        return {table: t.offsetWidth, scroll: box.scrollWidth, client: box.clientWidth};
+    }),
+})"""
+
+
+def test_panels_fit_at_1400_px_and_say_what_they_measure(lab: dict[str, Any], tmp_path: Path) -> None:
+    """The versions and compare panels at 1400 px: no sideways scrolling; the form matches the result."""
+    import nbformat
+
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in PANELS_NOTEBOOK])
+    nbformat.write(notebook, lab["notebooks"] / "panels.ipynb")
+    shots = Path(tempfile.mkdtemp(prefix="wb-panels-", dir="/tmp"))
+    with _run_notebook(lab, "panels.ipynb", "PANELS OK", []) as page:
+        for selector, name in ((".workbench-versions-panel", "versions"), (".workbench-compare-panel", "compare")):
+            panel = page.locator(selector)
+            assert panel.count() == 1, selector
+            panel.scroll_into_view_if_needed()
+            time.sleep(1)  # let Bokeh paint
+            shot = shots / f"{name}-panel-1400.png"
+            panel.screenshot(path=str(shot))
+            print(f"{name} panel at 1400 px: {shot}")
+            fit = panel.evaluate(FITS)
+            assert fit["scroll"] <= fit["client"], (name, fit)
+            assert fit["output"] <= fit["outputClient"], (name, fit)
+            assert fit["tables"], (name, fit)
+            for table in fit["tables"]:
+                assert table["scroll"] <= table["client"], (name, table)
+
+        versions = page.locator(".workbench-versions-panel")
+        text = versions.inner_text()
+        for column in ("served", "failed", "p99 ms", "RSS MiB"):
+            assert column in text, column
+        assert "in kernel" in text  # no memory of its own to chart for an in-kernel version
+        assert versions.locator(".bk-Figure").count() == 1
+
+        compare = page.locator(".workbench-compare-panel")
+        batch = compare.locator(".widget-text input").first.input_value()
+        assert batch == "64" and "batch 64" in compare.inner_text(), batch
+        assert page.locator(".jupyter-widgets-error-widget").count() == 0

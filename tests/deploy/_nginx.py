@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tests._components import require
-from workbench.deploy.router.nginx import NginxRouter
+from workbench.deploy.nginx import NginxRouter
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

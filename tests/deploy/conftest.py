@@ -210,8 +210,8 @@ def make_manager(
 
     Every deployment left at the end of the test is deleted (router and instances).
     """
-    from workbench.deploy.backends.process import ProcessBackend
     from workbench.deploy.manager import DeploymentManager
+    from workbench.deploy.platforms.process.backend import ProcessBackend
 
     env = {"WB_STUB_MODES": json.dumps(MODES)}
 

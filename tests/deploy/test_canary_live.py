@@ -91,8 +91,8 @@ class Clients:
 def manager(nginx: None, demo_repo: Path, home: Path) -> Iterator[DeploymentManager]:
     """A manager whose instances of version FAULTY get the faults in $WB_TEST_FAULTS
     (e.g. ``workbench serve --fault-error-rate 1 --fault-version 1.1.0``)."""
-    from workbench.deploy.backends.process import ProcessBackend
     from workbench.deploy.manager import DeploymentManager
+    from workbench.deploy.platforms.process.backend import ProcessBackend
 
     wrapper = home / "faulty_serve.py"
     wrapper.write_text(

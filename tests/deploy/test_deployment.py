@@ -243,7 +243,7 @@ def test_events_are_emitted_after_each_action(web: Deployment) -> None:
 def test_a_bad_nginx_config_is_never_installed(
     nginx: None, make_manager: Callable[..., DeploymentManager]
 ) -> None:
-    from workbench.deploy.router.nginx import NginxRouter
+    from workbench.deploy.nginx import NginxRouter
 
     broken = {"on": False}
 
@@ -311,7 +311,7 @@ def test_restore_after_a_host_restart(web: Deployment) -> None:
 def test_an_update_killed_before_it_recorded_its_instance_leaves_nothing_stuck(
     web: Deployment,
 ) -> None:
-    from workbench.deploy.backends.base import InstanceSpec
+    from workbench.deploy.backend import InstanceSpec
 
     state = web.update("1.1.0", wait=False)
     engine = web.context.backend(web.state)
@@ -379,7 +379,7 @@ def test_docker_backend_blue_green(request: pytest.FixtureRequest, home: Path) -
     """The same rollout with serving containers of the workbench image on a real engine,
     behind a router that runs in containers of that image on that engine."""
     from workbench.deploy.manager import DeploymentManager
-    from workbench.deploy.router.docker import DockerNginx
+    from workbench.deploy.platforms.docker.router import DockerNginx
 
     engine: DockerEngine = request.getfixturevalue("docker_engine")
     repo: Path = request.getfixturevalue("served_repo")
@@ -412,7 +412,7 @@ def test_docker_backend_blue_green(request: pytest.FixtureRequest, home: Path) -
                 == {("blue", "1.0.0")}
     finally:
         manager.delete("dock")
-    from workbench.deploy.backends.docker import LABEL
+    from workbench.deploy.platforms.docker.backend import LABEL
 
     left = engine.client.containers.list(all=True, filters={"label": f"{LABEL}.deployment=dock"})
     assert left == []

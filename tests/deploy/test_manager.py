@@ -7,9 +7,9 @@ from typing import TYPE_CHECKING
 import pytest
 
 from workbench.deploy.manager import DeploymentManager, default_router
+from workbench.deploy.platforms.docker.router import DockerNginx
+from workbench.deploy.platforms.process.router import LocalNginx
 from workbench.deploy.rollout.phases import Rollout
-from workbench.deploy.router.docker import DockerNginx
-from workbench.deploy.router.local import LocalNginx
 from workbench.deploy.state import DeploymentState
 from workbench.errors import DeployError
 

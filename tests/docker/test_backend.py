@@ -11,8 +11,8 @@ import pytest
 
 from tests._wait import wait_until
 from tests.docker.conftest import free_port
-from workbench.deploy.backends.base import InstanceSpec
-from workbench.deploy.backends.docker import MODELS_DIR, DockerBackend
+from workbench.deploy.backend import InstanceSpec
+from workbench.deploy.platforms.docker.backend import MODELS_DIR, DockerBackend
 from workbench.errors import BackendError
 
 if TYPE_CHECKING:

@@ -19,7 +19,8 @@ import pytest
 
 from tests._wait import wait_until
 from tests.docker.conftest import Containers, DockerEngine, free_port
-from workbench.deploy.k8s.manifests import K8sOptions, colour_objects
+from workbench.deploy.platforms.kubernetes.manifests import colour_objects
+from workbench.deploy.platforms.kubernetes.options import K8sOptions
 
 _SIZES = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30}
 
@@ -107,13 +108,17 @@ def test_the_rendered_router_pod_routes_to_the_colour_services(
     Service port).
     """
     from tests.deploy._serve import serving_colours
-    from workbench.deploy.k8s.manifests import router_objects, routing_table, service_host
-    from workbench.deploy.router.table import RoutingTable, Upstream
+    from workbench.deploy.platforms.kubernetes.routes import (
+        cluster_routing_table,
+        router_objects,
+        service_host,
+    )
+    from workbench.deploy.routing import RoutingTable, Upstream
 
     with serving_colours(demo_repo, tmp_path, {"blue": ["--version", "1.0.0"],
                                                "green": ["--version", "1.1.0"]}) as servers:
         opts = K8sOptions(image=docker_engine.image, router="nginx", router_port=free_port())
-        base = routing_table(opts, "web", {"blue": 50, "green": 50}, {"blue": "1.0.0", "green": "1.1.0"})
+        base = cluster_routing_table(opts, "web", {"blue": 50, "green": 50}, {"blue": "1.0.0", "green": "1.1.0"})
         table = RoutingTable(**{**base.to_dict(), "upstreams": tuple(
             Upstream(u.color, u.host, servers[u.color].port, u.version) for u in base.upstreams)})
         config, deployment, _ = router_objects(opts, "web", table)

@@ -10,9 +10,9 @@ import httpx
 import pytest
 
 from tests.docker.conftest import free_port
-from workbench.deploy.router.docker import DockerNginx
-from workbench.deploy.router.nginx import NginxRouter
-from workbench.deploy.router.table import RoutingTable, Upstream
+from workbench.deploy.nginx import NginxRouter
+from workbench.deploy.platforms.docker.router import DockerNginx
+from workbench.deploy.routing import RoutingTable, Upstream
 from workbench.errors import RouterError
 
 if TYPE_CHECKING:

@@ -8,9 +8,9 @@ from typing import TYPE_CHECKING
 import pytest
 
 from tests.docker.conftest import free_port
-from workbench.deploy.backends.base import InstanceSpec
-from workbench.deploy.backends.docker import DockerBackend
-from workbench.deploy.backends.engine import UnknownHostKeyError
+from workbench.deploy.backend import InstanceSpec
+from workbench.deploy.platforms.docker.backend import DockerBackend
+from workbench.deploy.platforms.docker.engine import UnknownHostKeyError
 from workbench.errors import BackendError
 
 if TYPE_CHECKING:

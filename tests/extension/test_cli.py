@@ -152,7 +152,7 @@ def test_lab_on_a_busy_port_says_so_before_any_work(tmp_path: Path) -> None:
     assert not (tmp_path / "repo").exists() and not (tmp_path / "home").exists()  # nothing trained
 
 
-def test_lab_as_root_refuses_without_allow_root(
+def test_lab_as_root_on_loopback_starts_with_terminals_off_and_elsewhere_needs_allow_root(
     demo_repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from workbench.cli import lab
@@ -161,15 +161,85 @@ def test_lab_as_root_refuses_without_allow_root(
     monkeypatch.setenv("WORKBENCH_REPO", str(demo_repo))
     monkeypatch.setattr(lab, "running_as_root", lambda: True)
     args = ["lab", "--print-command", "--no-demo", "--port", "18767"]
-    refused = CliRunner().invoke(app, args)
-    assert refused.exit_code != 0 and isinstance(refused.exception, WorkbenchError)
-    assert "--allow-root" in str(refused.exception)
-    assert not (tmp_path / "home").exists()  # nothing written
 
-    allowed = CliRunner().invoke(app, [*args, "--allow-root"])
+    loopback = CliRunner().invoke(app, args)
+    assert loopback.exit_code == 0, loopback.output
+    assert "--ServerApp.allow_root=True" in loopback.stdout
+    assert "--ServerApp.terminals_enabled=False" in loopback.stdout
+    assert "--ServerApp.ip=127.0.0.1" in loopback.stdout
+    assert loopback.stderr.strip().splitlines() == [lab.ROOT_WARNING]  # one line
+
+    refused = CliRunner().invoke(app, [*args, "--ip", "0.0.0.0"])
+    assert refused.exit_code != 0 and isinstance(refused.exception, WorkbenchError)
+    assert "--allow-root" in str(refused.exception) and "0.0.0.0" in str(refused.exception)
+
+    allowed = CliRunner().invoke(app, [*args, "--ip", "0.0.0.0", "--allow-root"])
     assert allowed.exit_code == 0, allowed.output
-    assert "--ServerApp.allow_root=True" in allowed.stdout
-    assert "WARNING: JupyterLab runs as root" in allowed.stderr
+    assert "--ServerApp.ip=0.0.0.0" in allowed.stdout and "--ServerApp.allow_root=True" in allowed.stdout
+    assert "terminals_enabled" not in allowed.stdout  # the user asked for root: terminals stay
+    assert allowed.stderr.strip().splitlines() == [lab.ROOT_WARNING_ALLOWED]
+
+
+def test_lab_as_root_really_starts_on_loopback_with_the_token(tmp_path: Path) -> None:
+    """`workbench lab` as root, no --allow-root: JupyterLab answers 200 with the token, 403 without."""
+    import urllib.error
+    import urllib.request
+
+    import pytest
+
+    if os.geteuid() != 0:
+        pytest.skip("starting JupyterLab as root needs root (this test runs as an ordinary user)")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    token = "t" + os.urandom(12).hex()
+    env = {
+        **os.environ,
+        "WORKBENCH_HOME": str(tmp_path / "home"),
+        "WORKBENCH_REPO": str(tmp_path / "repo"),
+        "JUPYTER_TOKEN": token,
+    }
+    log = tmp_path / "lab.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "workbench", "lab", "--port", str(port), "--no-demo",
+             "--notebook-dir", str(tmp_path / "nb")],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
+    base = f"http://127.0.0.1:{port}"
+
+    def get(path: str) -> int:
+        try:
+            with urllib.request.urlopen(base + path, timeout=5) as response:
+                return int(response.status)
+        except urllib.error.HTTPError as exc:
+            return exc.code
+
+    try:
+        from tests._wait import wait_until
+
+        def up() -> bool:
+            assert process.poll() is None, log.read_text()[-3000:]
+            return get(f"/api/status?token={token}") == 200
+
+        wait_until(up, 120, 0.5, what="JupyterLab as root to answer", ignore=(OSError,))
+        assert get("/api/status") == 403  # the token is required
+        assert get(f"/api/terminals?token={token}") == 404  # no terminals (no root shells)
+        text = log.read_text()
+        assert text.count("WARNING: JupyterLab runs as root") == 1, text
+        assert f"JupyterLab: http://127.0.0.1:{port}/lab?token={token}" in text
+    finally:
+        import signal
+
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(5)
 
 
 def test_lab_does_not_retrain_an_existing_repository(demo_repo: Path) -> None:

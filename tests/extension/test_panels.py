@@ -81,6 +81,11 @@ def test_versions_panel_buttons_drive_the_hub(session: Any) -> None:
         assert str(hub.active.version) == "1.0.0"
         assert "1.0.0" in panel.loaded.value and "ready" in panel.loaded.value
         assert panel.memory.source.data["version"] == ["1.0.0"]
+        # in the kernel a version holds no memory of its own: no bar, and the figure says why
+        assert panel.memory.source.data["label"] == ["1.0.0 (in kernel)"]
+        assert panel.memory.source.data["mib"] == [0.0]
+        assert "share its memory" in panel.memory.figure.title.text
+        assert "in kernel" in panel.loaded.value
         assert panel.error is None and "done" in panel.status.value
 
         panel.version.value = "1.1.0"
@@ -164,6 +169,25 @@ def test_compare_panel_runs_and_draws(session: Any, digits: dict[str, Any]) -> N
         click(panel, "run")
         assert panel.error is None, panel.error
         assert panel.result is not None and panel.result.rows == 400
+        assert f"batch {panel.batch_size.value}," in panel.summary.value  # the form and the result agree
+    finally:
+        panel.close()
+
+
+def test_compare_panel_form_agrees_with_the_result_it_shows(session: Any, digits: dict[str, Any]) -> None:
+    """A result from `%paddle compare --batch-size 64` shown in a fresh panel: the form says 64 too."""
+    from workbench_ext import ops
+    from workbench_ext.panels.compare import ComparePanel
+
+    result = ops.run_compare(
+        session, "digits", ["1.0.0", "1.2.0"], digits["x_test"][:128], batch_size=64, progress=False
+    )
+    panel = ComparePanel(session, "digits", namespace=digits)
+    try:
+        assert panel.batch_size.value == 32  # the form's default
+        panel.show(result)
+        assert panel.batch_size.value == 64 and "batch 64" in panel.summary.value
+        assert panel.versions.value == ("1.0.0", "1.2.0")
     finally:
         panel.close()
 
@@ -304,6 +328,10 @@ def test_versions_panel_loads_into_a_worker_process_and_shows_its_memory_and_sta
         worker_mib = dict(zip(panel.memory.source.data["version"], panel.memory.source.data["mib"],
                               strict=True))["1.2.0"]
         assert worker_mib > 20, worker_mib
+        # what the worker process holds: its RSS, as psutil reads it (within what a refresh moves)
+        rss_mib = psutil.Process(pid).memory_info().rss / 2**20
+        assert abs(worker_mib - rss_mib) < max(8.0, 0.1 * rss_mib), (worker_mib, rss_mib)
+        assert panel.memory.figure.title.text.startswith("worker process RSS")
         os.kill(pid, signal.SIGKILL)  # the panel follows the worker's death and restart
         wait_until(lambda: f"pid {pid} down" in panel.loaded.value, 15, what="the panel to show it down")
         wait_until(lambda: "ready" in panel.loaded.value and f"pid {pid} " not in panel.loaded.value

@@ -7,6 +7,7 @@ and the closing line each notebook prints when everything held.
 
 from __future__ import annotations
 
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -23,6 +24,10 @@ ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = ROOT / "notebooks"
 CELL_TIMEOUT = 300  # seconds per cell (creating a deployment starts two serving processes)
 WIDGET = "application/vnd.jupyter.widget-view+json"
+#: A saved tutorial stays small: BokehJS (3.9 MB) is fetched by the page, never saved in it.
+MAX_BYTES = 500_000
+BOKEHJS = "Copyright (c) Anaconda, Inc., and Bokeh Contributors"  # the library's header
+TUTORIALS = sorted(NOTEBOOKS.glob("*.ipynb"))
 
 
 @pytest.fixture
@@ -59,6 +64,34 @@ def execute(path: Path, workdir: Path, *, after: str = "") -> Any:
         artifacts.mkdir(parents=True, exist_ok=True)
         nbformat.write(notebook, artifacts / path.name)  # the executed copy, for a look after a failure
     return notebook
+
+
+def assert_saves_small(notebook: Any, workdir: Path) -> int:
+    """Saved as Lab and nbconvert save it: under MAX_BYTES, no BokehJS, nothing alarming, bars finished."""
+    import nbformat
+
+    saved = workdir / "saved.ipynb"
+    nbformat.write(notebook, saved)
+    size = saved.stat().st_size
+    text = saved.read_text()
+    assert size < MAX_BYTES, f"{size} bytes"
+    assert BOKEHJS not in text
+    assert "already loaded" not in text_of(notebook)
+    # a progress bar's saved text is its final state, never a frozen 0%
+    frozen = [t for t in bar_texts(notebook) if re.search(r"(?<!\d)0%|: 0/\d+ steps", t)]
+    assert not frozen, frozen
+    return size
+
+
+def bar_texts(notebook: Any) -> list[str]:
+    """The text form of every widget output (what a viewer without widget state shows)."""
+    return [str(out["data"].get("text/plain", "")) for _, out in outputs(notebook) if WIDGET in out.get("data", {})]
+
+
+@pytest.mark.parametrize("path", TUTORIALS, ids=[p.stem for p in TUTORIALS])
+def test_committed_tutorials_are_small_and_carry_no_bokehjs(path: Path) -> None:
+    assert path.stat().st_size < MAX_BYTES, path.stat().st_size
+    assert BOKEHJS not in path.read_text()
 
 
 def outputs(notebook: Any) -> list[tuple[str, dict[str, Any]]]:
@@ -98,6 +131,7 @@ def has(outs: list[dict[str, Any]], mime: str) -> bool:
 def test_quickstart(env: Path) -> None:
     notebook = execute(NOTEBOOKS / "01-quickstart.ipynb", env)
     assert_clean(notebook)
+    assert_saves_small(notebook, env)
     text = text_of(notebook)
     assert "QUICKSTART OK {'active': '1.0.0', 'loaded': ['1.0.0', '1.1.0']}" in text
     assert "now answering: 1.1.0" in text and "rolled back to 1.0.0" in text
@@ -114,6 +148,7 @@ def test_quickstart(env: Path) -> None:
 def test_side_by_side(env: Path) -> None:
     notebook = execute(NOTEBOOKS / "02-side-by-side.ipynb", env)
     assert_clean(notebook)
+    assert_saves_small(notebook, env)
     text = text_of(notebook)
     assert "SIDE BY SIDE OK" in text and "rows differ" in text
     result = output_of(notebook, "r = %paddle compare")
@@ -138,6 +173,7 @@ def test_blue_green(env: Path) -> None:
     )
     notebook = execute(NOTEBOOKS / "03-blue-green.ipynb", env, after=check)
     assert_clean(notebook)
+    assert_saves_small(notebook, env)
     assert "PANEL STAYS" in text_of(notebook)
     text = text_of(notebook)
     assert "BLUE GREEN OK" in text
@@ -186,6 +222,7 @@ def test_canary(env: Path) -> None:
     )
     notebook = execute(NOTEBOOKS / "04-canary.ipynb", env)
     assert_clean(notebook)
+    assert_saves_small(notebook, env)
     text = text_of(notebook)
     assert "CANARY OK" in text
     assert "promoted - all rules passed; promoted" in text

@@ -186,9 +186,9 @@ def create(
 def _kubernetes_manager(manager: DeploymentManager, namespace: str | None, context: str | None,
                         kubeconfig: str | None) -> DeploymentManager:
     """The manager with its state in the cluster (unless WORKBENCH_STATE already says so)."""
-    from workbench.deploy.k8s.client import KubeApi, translate
-    from workbench.deploy.k8s.store import ClusterStateStore
     from workbench.deploy.manager import DeploymentManager
+    from workbench.deploy.platforms.kubernetes.client import KubeApi, translate
+    from workbench.deploy.platforms.kubernetes.store import ClusterStateStore
     from workbench.errors import StateError
 
     if isinstance(manager.store, ClusterStateStore):
@@ -205,7 +205,7 @@ def _kubernetes_progress(engine: Any, spinner: Any, prefix: str) -> None:
 
 
 def _kubernetes_hint(manager: DeploymentManager, name: str) -> str:
-    from workbench.deploy.k8s.store import ClusterStateStore
+    from workbench.deploy.platforms.kubernetes.store import ClusterStateStore
 
     store = manager.store
     assert isinstance(store, ClusterStateStore)

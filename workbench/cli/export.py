@@ -10,7 +10,7 @@ import typer
 from workbench.cli._common import console
 
 if TYPE_CHECKING:
-    from workbench.deploy.k8s.export import ExportSource
+    from workbench.deploy.platforms.kubernetes.export import ExportSource
 
 
 def register(app: typer.Typer) -> None:
@@ -64,9 +64,9 @@ def export(
     and --version, from the command line alone. Nothing is applied: `kubectl apply -k DIR`.
     A non-empty directory that is not a previous export is refused.
     """
-    from workbench.deploy.k8s.export import FORMATS
-    from workbench.deploy.k8s.export import export as write_export
-    from workbench.deploy.k8s.manifests import K8sOptions
+    from workbench.deploy.platforms.kubernetes.export import FORMATS
+    from workbench.deploy.platforms.kubernetes.export import export as write_export
+    from workbench.deploy.platforms.kubernetes.options import K8sOptions
 
     if fmt not in FORMATS:
         raise typer.BadParameter(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
@@ -88,7 +88,7 @@ def export(
 
 def _source(name: str, model: str | None, version: str | None, candidate: str | None,
             weight: int) -> ExportSource:
-    from workbench.deploy.k8s.export import ExportSource
+    from workbench.deploy.platforms.kubernetes.export import ExportSource
 
     if model is not None or version is not None:
         if model is None or version is None:

@@ -10,14 +10,18 @@ autosaving over, the installed or checked-out originals; a copy the user edited 
 left alone) and starts JupyterLab on 127.0.0.1 with token authentication. The token
 is ``$JUPYTER_TOKEN`` or a new one, printed with the URL.
 
-As root it refuses to start unless ``--allow-root`` is given: the lab's terminals
-would be root shells.
+As root (a fresh cloud machine, a container) it starts on loopback with a one-line
+warning and the lab's terminals off: only someone who can already reach this
+machine's loopback and holds the token gets in, and no page opens a root shell.
+Listening on another address as root needs ``--allow-root`` (then the terminals
+stay on: the user said so).
 """
 
 from __future__ import annotations
 
 import errno
 import hashlib
+import ipaddress
 import json
 import os
 import secrets
@@ -107,11 +111,22 @@ def notebook_dir(home: Path, explicit: Path | None = None) -> Path:
     return target
 
 
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (an address or ``localhost``) is this machine's loopback."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def check_port(port: int, host: str = "127.0.0.1") -> None:
     """Refuse a busy port (another Jupyter server?) before anything else happens."""
     if not 0 < port < 65536:
         raise WorkbenchError(f"--port must be 1..65535, not {port}")
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
@@ -119,7 +134,7 @@ def check_port(port: int, host: str = "127.0.0.1") -> None:
         except OSError as exc:
             if exc.errno not in (errno.EADDRINUSE, errno.EACCES):
                 raise WorkbenchError(f"cannot use port {port} on {host}: {exc.strerror}") from exc
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         free = sock.getsockname()[1]
     raise WorkbenchError(
@@ -132,19 +147,23 @@ def running_as_root() -> bool:
     return hasattr(os, "geteuid") and os.geteuid() == 0
 
 
-def check_root(allow_root: bool) -> None:
-    """Refuse to run as root unless the user said so."""
-    if running_as_root() and not allow_root:
+def check_root(allow_root: bool, ip: str = "127.0.0.1") -> None:
+    """As root, refuse an address other than loopback unless the user said so."""
+    if running_as_root() and not allow_root and not is_loopback(ip):
         raise WorkbenchError(
-            "refusing to run JupyterLab as root (its terminals would be root shells); "
-            "run it as an ordinary user, or pass --allow-root if you must"
+            f"refusing to run JupyterLab as root on {ip} (anyone reaching that address with the "
+            "token could run code as root); keep the default 127.0.0.1, run as an ordinary user, "
+            "or pass --allow-root if you must"
         )
 
 
-ROOT_WARNING = (
-    "WARNING: JupyterLab runs as root. Its terminals are root shells and every notebook "
-    "can change the whole machine. Run it as an ordinary user where you can."
-)
+def terminals_off(allow_root: bool) -> bool:
+    """As root without ``--allow-root`` (so on loopback) the lab has no terminals."""
+    return running_as_root() and not allow_root
+
+
+ROOT_WARNING = "WARNING: JupyterLab runs as root (terminals are off; pass --allow-root to keep them)."
+ROOT_WARNING_ALLOWED = "WARNING: JupyterLab runs as root: its terminals are root shells (--allow-root)."
 
 
 def install_profile(home: Path) -> dict[str, Path]:
@@ -185,13 +204,14 @@ def plan(
     token: str | None = None,
     browser: bool = False,
     allow_root: bool = False,
+    ip: str = "127.0.0.1",
 ) -> LabPlan:
     """The JupyterLab command line and environment (nothing is started)."""
     try:
         import jupyterlab  # noqa: F401
     except ModuleNotFoundError as exc:
         raise MissingDependencyError("jupyterlab", "notebook") from exc
-    check_root(allow_root)
+    check_root(allow_root, ip)
     dirs = install_profile(home)
     root = notebook_dir(home, notebooks)
     secret = token or os.environ.get("JUPYTER_TOKEN") or secrets.token_hex(24)
@@ -202,7 +222,7 @@ def plan(
         "IPYTHONDIR": str(dirs["ipython"]),
         "WORKBENCH_HOME": str(home),
         "WORKBENCH_REPO": str(repo),
-        "WORKBENCH_LAB_IP": "127.0.0.1",
+        "WORKBENCH_LAB_IP": ip,
         "WORKBENCH_LAB_PORT": str(port),
         "WORKBENCH_NOTEBOOKS": str(root),
     }
@@ -212,7 +232,7 @@ def plan(
         "-m",
         "jupyterlab",
         f"--ServerApp.root_dir={root}",
-        "--ServerApp.ip=127.0.0.1",
+        f"--ServerApp.ip={ip}",
         f"--ServerApp.port={port}",
         "--ServerApp.port_retries=0",
         f"--ServerApp.open_browser={browser}",
@@ -220,12 +240,18 @@ def plan(
     ]
     if running_as_root():
         argv.append("--ServerApp.allow_root=True")
-    url = f"http://127.0.0.1:{port}/lab?token={secret}"
+    if terminals_off(allow_root):
+        argv.append("--ServerApp.terminals_enabled=False")
+    host = f"[{ip}]" if ":" in ip else ip
+    url = f"http://{host}:{port}/lab?token={secret}"
     return LabPlan(argv, env, url, secret, root, repo)
 
 
 def lab(
-    port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 8888,
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8888,
+    ip: Annotated[
+        str, typer.Option("--ip", help="Address to listen on (as root, beyond loopback needs --allow-root).")
+    ] = "127.0.0.1",
     notebooks: Annotated[
         Path | None,
         typer.Option(
@@ -240,14 +266,21 @@ def lab(
         bool, typer.Option("--print-command", help="Print the command and URL instead of starting.")
     ] = False,
     allow_root: Annotated[
-        bool, typer.Option("--allow-root", help="Run as root (terminals become root shells).")
+        bool,
+        typer.Option(
+            "--allow-root",
+            help="As root: listen beyond loopback, keep the terminals (root shells).",
+        ),
     ] = False,
 ) -> None:
-    """Start JupyterLab with the %paddle extension and the demo models, on 127.0.0.1 with a token."""
+    """Start JupyterLab with the %paddle extension and the demo models, on 127.0.0.1 with a token.
+
+    As root it starts on loopback with its terminals off; another --ip as root needs --allow-root.
+    """
     from workbench.settings import Settings
 
-    check_root(allow_root)
-    check_port(port)
+    check_root(allow_root, ip)
+    check_port(port, ip)
     settings = Settings.from_env()
     if demo:
         ensure_demo(settings.repo)
@@ -258,9 +291,11 @@ def lab(
         notebooks=notebooks,
         browser=browser,
         allow_root=allow_root,
+        ip=ip,
     )
     if running_as_root():
-        typer.secho(ROOT_WARNING, fg=typer.colors.RED, bold=True, err=True)
+        warning = ROOT_WARNING_ALLOWED if allow_root else ROOT_WARNING
+        typer.secho(warning, fg=typer.colors.RED, bold=True, err=True)
     typer.echo(f"notebooks: {lab_plan.notebook_dir}")
     typer.echo(f"models:    {lab_plan.repo}")
     typer.echo(f"JupyterLab: {lab_plan.url}")

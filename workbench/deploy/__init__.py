@@ -16,11 +16,11 @@ from typing import TYPE_CHECKING
 from workbench._lazy import lazy_attributes
 
 if TYPE_CHECKING:
-    from workbench.deploy.backends import get_backend
-    from workbench.deploy.backends.process import ProcessBackend
     from workbench.deploy.deployment import Deployment
     from workbench.deploy.events import DeployEvent
     from workbench.deploy.manager import DeploymentManager
+    from workbench.deploy.platforms import get_backend
+    from workbench.deploy.platforms.process.backend import ProcessBackend
     from workbench.deploy.rollout.phases import Phase
     from workbench.deploy.state import DeploymentState, HistoryEntry, StateStore
     from workbench.deploy.status import DeploymentStatus, InstanceStatus
@@ -49,8 +49,8 @@ _WHERE = {
     "HistoryEntry": "state",
     "StateStore": "state",
     "Phase": "rollout.phases",
-    "ProcessBackend": "backends.process",
-    "get_backend": "backends",
+    "ProcessBackend": "platforms.process.backend",
+    "get_backend": "platforms",
 }
 
 

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from workbench.deploy.exposition import parse_metrics
 from workbench.errors import ServingError
 
 if TYPE_CHECKING:
@@ -264,8 +265,6 @@ class ServingClient:
 
     def metrics(self) -> dict[str, list[tuple[dict[str, str], float]]]:
         """``GET /metrics`` parsed: sample name -> [(labels, value), ...]."""
-        from workbench.deploy.traffic import parse_metrics
-
         try:
             return parse_metrics(self.metrics_text())
         except ValueError as exc:

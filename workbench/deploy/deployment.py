@@ -36,14 +36,16 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from workbench.deploy.backends.process import free_port
 from workbench.deploy.events import DeployEvent
 from workbench.deploy.fleet import start_all
 from workbench.deploy.names import check_deployment_name
+from workbench.deploy.nginx import NginxRouter
+from workbench.deploy.platforms import get_backend, get_runner
+from workbench.deploy.ports import free_port
 from workbench.deploy.rollout import phases as flow
 from workbench.deploy.rollout.phases import CHECKS, DEFAULT_MIN_AGREEMENT, Phase, Rollout
 from workbench.deploy.rollout.verification import Probe, wait_healthy
-from workbench.deploy.router.table import RoutingTable, Upstream
+from workbench.deploy.routing import RoutingTable, Upstream
 from workbench.deploy.state import InstanceRecord, Plan
 from workbench.deploy.status import DeploymentStatus, look_at_instances
 from workbench.errors import (
@@ -57,10 +59,10 @@ from workbench.errors import (
 
 if TYPE_CHECKING:
     from workbench._types import Color, StrPath
-    from workbench.deploy.backends.base import Backend, Instance
+    from workbench.deploy.backend import Backend, Instance
     from workbench.deploy.events import Subscribers
     from workbench.deploy.logs import LogSource
-    from workbench.deploy.router.base import Router
+    from workbench.deploy.router import Router
     from workbench.deploy.state import DeploymentState, HistoryEntry, StateStore
 
 __all__ = ["DeployContext", "Deployment", "resolve_version", "routing_table"]
@@ -485,10 +487,6 @@ class Deployment:
 
     def _stop_without_state(self, timeout: float) -> None:
         """Best effort with no state at all: local instances by their records, local nginx."""
-        from workbench.deploy.backends import get_backend
-        from workbench.deploy.router import get_runner
-        from workbench.deploy.router.nginx import NginxRouter
-
         log.warning("%s: no readable state; stopping local instances and nginx it left", self.name)
         with contextlib.suppress(RouterError):
             NginxRouter(self.context.store.directory(self.name) / "router", get_runner()).stop()

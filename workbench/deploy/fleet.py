@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import socket
 import urllib.parse
 from dataclasses import dataclass
@@ -27,9 +28,9 @@ from workbench.errors import DeployValueError, WorkbenchError
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping, Sequence
 
-    from workbench.deploy.backends.base import Backend, Instance, InstanceSpec
+    from workbench.deploy.backend import Backend, Instance, InstanceSpec
 
-__all__ = ["Engine", "check_fleet", "parse_engine", "publish_address", "start_all"]
+__all__ = ["Engine", "check_fleet", "describe", "is_local", "parse_engine", "publish_address", "start_all"]
 
 log = logging.getLogger(__name__)
 
@@ -71,14 +72,25 @@ class Engine:
         )
 
 
+def describe(docker_host: str | None) -> str:
+    """The engine address as the user would write it."""
+    return docker_host or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+
+
+def is_local(docker_host: str | None) -> bool:
+    """Whether the engine runs on this machine (so its ports and paths are ours)."""
+    url = docker_host or os.environ.get("DOCKER_HOST") or "unix://"
+    if url.startswith(("unix://", "npipe://", "fd://")):
+        return True
+    return (urllib.parse.urlsplit(url).hostname or "") in {"localhost", "127.0.0.1", "::1"}
+
+
 def publish_address(url: str) -> str:
     """The address the host of engine ``url`` is reached at from here.
 
     Loopback for a local engine (a ``unix://`` socket, ``localhost``); otherwise the
     URL's host name resolved, IPv4 first (DeployValueError when it does not resolve).
     """
-    from workbench.deploy.backends.engine import is_local
-
     if not url or is_local(url):
         return LOOPBACK
     host = urllib.parse.urlsplit(url).hostname

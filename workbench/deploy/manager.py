@@ -6,9 +6,9 @@ and version resolution against the model repository.
 
 Where a deployment's router runs is decided when it is created and persisted as
 ``state.router``, so every later process builds the same runner and finds the same
-nginx: ``"docker"`` (:class:`~workbench.deploy.router.docker.DockerNginx`, a
+nginx: ``"docker"`` (:class:`~workbench.deploy.platforms.docker.router.DockerNginx`, a
 container of the instances' image on their engine) for the docker backend on a
-local engine, ``"process"`` (:class:`~workbench.deploy.router.local.LocalNginx`)
+local engine, ``"process"`` (:class:`~workbench.deploy.platforms.process.router.LocalNginx`)
 otherwise.
 """
 
@@ -20,12 +20,21 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from workbench.deploy.backends import get_backend
-from workbench.deploy.backends.process import free_port, port_in_use
 from workbench.deploy.deployment import DeployContext, Deployment, resolve_version, routing_table
 from workbench.deploy.events import DeployEvent, EventCallback, Subscribers
-from workbench.deploy.fleet import start_all
+from workbench.deploy.fleet import check_fleet, describe, is_local, parse_engine, start_all
 from workbench.deploy.names import check_deployment_name, check_host, check_port
+from workbench.deploy.nginx import NginxRouter
+from workbench.deploy.platforms import (
+    RUNNERS,
+    fleet_backend,
+    get_backend,
+    get_runner,
+    kubernetes_address,
+    kubernetes_router,
+    state_store,
+)
+from workbench.deploy.ports import free_port, port_in_use
 from workbench.deploy.rollout.phases import Phase, Rollout
 from workbench.deploy.rollout.verification import wait_healthy
 from workbench.deploy.state import DeploymentState, InstanceRecord, StateStore
@@ -33,10 +42,9 @@ from workbench.errors import DeployError, DeployValueError, StateCorruptError, W
 
 if TYPE_CHECKING:
     from workbench._types import StrPath
-    from workbench.deploy.backends.base import Backend
+    from workbench.deploy.backend import Backend
     from workbench.deploy.fleet import Engine
-    from workbench.deploy.router.base import NginxRunner, Router
-    from workbench.deploy.router.nginx import NginxRouter
+    from workbench.deploy.router import NginxRunner, Router
 
 __all__ = ["BackendFactory", "DeploymentManager", "RouterFactory", "open_deployment"]
 
@@ -48,16 +56,12 @@ _DOCKER_ROUTER_OPTIONS = ("docker_host", "image", "known_hosts", "identity_file"
 
 
 def _local_engine(options: Mapping[str, str]) -> bool:
-    from workbench.deploy.backends.engine import is_local
-
     return is_local(options.get("docker_host"))
 
 
 def fleet_of(backend: str, docker_host: str | None, engines: Sequence[Engine]) -> tuple[Engine, ...]:
     """The engines of a new deployment: those given, or a remote ``docker_host`` alone
     (so its instances are recorded at its host's address, not at loopback), or none."""
-    from workbench.deploy.fleet import check_fleet, parse_engine
-
     if engines and backend != "docker":
         raise DeployValueError(f"engines are Docker engines; they need backend 'docker', not {backend!r}")
     if engines and docker_host:
@@ -85,34 +89,6 @@ def default_router(backend: str, options: Mapping[str, str]) -> str:
     return "docker" if backend == "docker" and _local_engine(options) else "process"
 
 
-# -- Kubernetes: state in a ConfigMap, traffic through Services (workbench.deploy.k8s) ------
-
-
-def _state_store(home: Path, lock_timeout: float) -> StateStore:
-    """Where deployment states live: files under ``home``, or the cluster when
-    ``WORKBENCH_STATE=kubernetes`` (see :func:`workbench.deploy.k8s.store.store_from_env`)."""
-    from workbench.deploy.k8s.store import store_from_env
-
-    return store_from_env(home, lock_timeout=lock_timeout) or StateStore(home, lock_timeout=lock_timeout)
-
-
-def _kubernetes_router(name: str, backend: Backend, workdir: Path) -> Router:
-    from workbench.deploy.backends.kubernetes import KubernetesBackend
-    from workbench.deploy.router.kubernetes import KubernetesRouter
-
-    if not isinstance(backend, KubernetesBackend):
-        raise DeployError(f"deployment {name!r} routes in Kubernetes but runs on {backend.name}")
-    return KubernetesRouter(name, backend, workdir=workdir)
-
-
-def _kubernetes_address(name: str, backend: Backend) -> tuple[str, int]:
-    """The stable Service's in-cluster host and port: a deployment's public address."""
-    from workbench.deploy.backends.kubernetes import SERVE_PORT, KubernetesBackend
-
-    assert isinstance(backend, KubernetesBackend)
-    return backend.stable_host(name), SERVE_PORT
-
-
 class DeploymentManager:
     """Creates, finds and deletes deployments under one workbench home."""
 
@@ -131,7 +107,7 @@ class DeploymentManager:
         settings = Settings.from_env()
         self.home = Path(home) if home is not None else settings.home
         self.repo = Path(repo) if repo is not None else settings.repo
-        self.store = store if store is not None else _state_store(self.home, lock_timeout)
+        self.store = store if store is not None else state_store(self.home, lock_timeout)
         self._backend_factory = backend_factory
         self._router_factory = router_factory
         self._backends: dict[tuple[str, tuple[tuple[str, str], ...]], Backend] = {}
@@ -171,8 +147,6 @@ class DeploymentManager:
         ``state.router`` names it; a docker router uses the engine and image of the
         deployment's instances (its ``backend_options``). No state: a local process.
         """
-        from workbench.deploy.router import get_runner
-
         name = state.router if state is not None else "process"
         options: dict[str, str] = {}
         if state is not None and name == "docker":
@@ -187,12 +161,10 @@ class DeploymentManager:
         workdir = self.store.directory(name) / "router"
         if self._router_factory is not None:
             return self._router_factory(workdir)
-        from workbench.deploy.router.nginx import NginxRouter
-
         if state is None and self.store.exists(name):
             state = self.store.load(name)
         if state is not None and state.router == "kubernetes":
-            return _kubernetes_router(name, self.backend(state.backend, state.backend_options), workdir)
+            return kubernetes_router(name, self.backend(state.backend, state.backend_options), workdir)
         return NginxRouter(workdir, self.runner(state))
 
     def subscribe(self, callback: EventCallback) -> Callable[[], None]:
@@ -210,9 +182,7 @@ class DeploymentManager:
         """The backend of a deployment's instances: one per engine of its fleet, if it has one."""
         if not state.fleet:
             return self.backend(state.backend, state.backend_options)
-        from workbench.deploy.backends.fleet import FleetBackend
-
-        return FleetBackend({
+        return fleet_backend({
             e.url: self.backend(state.backend, {**state.backend_options, "docker_host": e.url})
             for e in state.fleet
         })
@@ -288,13 +258,9 @@ class DeploymentManager:
         router = router or (
             "process" if engines else default_router(backend, options)
         )
-        from workbench.deploy.router import RUNNERS
-
         if router not in (*RUNNERS, "kubernetes"):
             raise DeployError(f"unknown router {router!r}; choose one of: {', '.join(RUNNERS)}")
         if router == "docker" and (engines or not _local_engine(options)):
-            from workbench.deploy.backends.engine import describe
-
             where = ", ".join(e.url for e in engines) or describe(options.get("docker_host"))
             raise DeployError(
                 "the docker router needs a Docker engine on this machine (it mounts the "
@@ -338,7 +304,7 @@ class DeploymentManager:
             if txn.exists:
                 raise DeployError(f"deployment {name!r} already exists ({txn.state.url})")
             if backend == "kubernetes":
-                host, public_port = _kubernetes_address(name, self.backend(backend, options))
+                host, public_port = kubernetes_address(name, self.backend(backend, options))
             public = public_port or free_port(host)
             if backend != "kubernetes" and port_in_use(public, host):
                 raise DeployError(f"cannot create {name!r}: port {public} on {host} is in use")

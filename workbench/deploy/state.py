@@ -32,7 +32,7 @@ from filelock import FileLock
 from filelock import Timeout as LockTimeout
 
 from workbench._fs import write_atomic
-from workbench.deploy.backends.base import Instance, InstanceSpec, check_instance_address
+from workbench.deploy.backend import Instance, InstanceSpec, check_instance_address
 from workbench.deploy.fleet import Engine, check_fleet
 from workbench.deploy.names import COLORS, check_deployment_name
 from workbench.deploy.rollout.phases import Rollout

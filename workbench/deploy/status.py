@@ -9,7 +9,7 @@ from workbench.errors import WorkbenchError
 
 if TYPE_CHECKING:
     from workbench._types import Color
-    from workbench.deploy.backends.base import Backend
+    from workbench.deploy.backend import Backend
     from workbench.deploy.rollout.controller import ControllerProcess
     from workbench.deploy.state import DeploymentState, InstanceRecord
 

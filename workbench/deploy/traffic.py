@@ -16,30 +16,20 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeAlias
 
+from workbench.deploy.client import ServingClient
+from workbench.deploy.exposition import Samples as Samples
+from workbench.deploy.exposition import parse_metrics as parse_metrics
+from workbench.errors import WorkbenchError
+
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping, Sequence
 
-Samples: TypeAlias = "dict[str, list[tuple[dict[str, str], float]]]"
 Rates: TypeAlias = "dict[str, float | None]"
 REQUESTS = "workbench_requests_total"
 BUCKETS = "workbench_request_duration_seconds_bucket"
 NO_RATES: Rates = {"rps": None, "error_rate": None, "p99_ms": None}
 
 log = logging.getLogger(__name__)
-
-
-def parse_metrics(text: str) -> Samples:
-    """Prometheus text exposition as sample name -> [(labels, value), ...].
-
-    Raises ``ValueError`` on text that is not the exposition format.
-    """
-    from prometheus_client.parser import text_string_to_metric_families
-
-    samples: Samples = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            samples.setdefault(sample.name, []).append((dict(sample.labels), float(sample.value)))
-    return samples
 
 
 @dataclass(frozen=True)
@@ -143,9 +133,6 @@ class TrafficSampler:
         The rates are over the instances that answered both times (a set that changed
         starts afresh), so an instance that stops answering never makes them negative.
         """
-        from workbench.deploy.client import ServingClient
-        from workbench.errors import WorkbenchError
-
         point: dict[str, Rates] = {}
         for color, where in urls.items():
             read: dict[str, Counters] = {}

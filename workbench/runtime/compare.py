@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from workbench.errors import InputError
+from workbench.runtime.latency import percentiles
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -111,13 +112,13 @@ class Comparison:
         records = []
         for version in self.versions:
             seconds = np.asarray(self.latencies[version])
-            p50, p90, p99 = np.percentile(seconds, [50, 90, 99]) * 1000
+            ms = percentiles(seconds, scale=1000)
             records.append(
                 {
                     "version": version,
-                    "p50_ms": p50,
-                    "p90_ms": p90,
-                    "p99_ms": p99,
+                    "p50_ms": ms["p50"],
+                    "p90_ms": ms["p90"],
+                    "p99_ms": ms["p99"],
                     "mean_ms": seconds.mean() * 1000,
                     "rows_per_s": self.rows / seconds.sum() if seconds.sum() > 0 else float("nan"),
                 }

@@ -16,6 +16,7 @@ import numpy as np
 
 from workbench.errors import HubError, InputError, ModelLoadError
 from workbench.model import formats
+from workbench.runtime.latency import percentiles
 from workbench.runtime.memory import MemoryUsage, gpu_memory_used, process_rss
 
 if TYPE_CHECKING:
@@ -437,10 +438,5 @@ class LoadedVersion:
 
     def stats(self) -> dict[str, Any]:
         """Served and failed counts, and latency percentiles (seconds) of recent batches."""
-        latencies = np.asarray(self._latencies, dtype=float)
-        percentiles = (
-            dict(zip(("p50", "p90", "p99"), np.percentile(latencies, [50, 90, 99]).tolist(), strict=True))
-            if latencies.size
-            else {"p50": None, "p90": None, "p99": None}
-        )
-        return {"served": self._served, "failed": self._failed, "inflight": self._inflight, **percentiles}
+        return {"served": self._served, "failed": self._failed, "inflight": self._inflight,
+                **percentiles(self._latencies)}

@@ -35,6 +35,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from workbench.serving.protocol import ProtocolError, loads
+from workbench.serving.responses import error_response, json_response, message_for, read_body, status_for
 from workbench.serving.service import describe
 
 if TYPE_CHECKING:
@@ -91,8 +92,6 @@ class _Admin:
         self._lock = asyncio.Lock()  # one admin action at a time
 
     def guard(self, handler: Handler) -> Handler:
-        from workbench.serving.app import error_response, message_for, status_for
-
         async def guarded(request: Request) -> Response:
             refused = check_token(
                 self.service.settings.admin_token, request.headers.get("authorization")
@@ -115,8 +114,6 @@ class _Admin:
         return guarded
 
     async def _body(self, request: Request) -> dict[str, Any]:
-        from workbench.serving.app import read_body
-
         raw = await read_body(request, MAX_ADMIN_BODY)
         if not raw.strip():
             return {}
@@ -143,8 +140,6 @@ class _Admin:
         return ref
 
     def _done(self, action: str, **extra: Any) -> Response:
-        from workbench.serving.app import json_response
-
         active = self.hub.active
         doc = {"ok": True, "action": action, **extra,
                "active": str(active.version) if active else None}
@@ -152,8 +147,6 @@ class _Admin:
         return json_response(doc)
 
     async def status(self, request: Request) -> Response:
-        from workbench.serving.app import json_response
-
         return json_response(self.service.status())
 
     async def load(self, request: Request) -> Response:

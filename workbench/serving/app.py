@@ -34,26 +34,30 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 from starlette.routing import Route
 
 from workbench.errors import (
     HubError,
-    InputError,
-    IntegrityError,
-    ModelLoadError,
     ModelNotFoundError,
-    PredictError,
-    RepositoryError,
-    VersionNotLoadedError,
     WorkbenchError,
 )
 from workbench.serving import protocol
-from workbench.serving.batching import ClientGone, QueueFull
+from workbench.serving.admin import admin_routes
+from workbench.serving.batching import QueueFull
 from workbench.serving.connections import PEER_CLOSED
-from workbench.serving.protocol import HEADER_LENGTH, PayloadTooLarge, ProtocolError
+from workbench.serving.protocol import HEADER_LENGTH, ProtocolError
 from workbench.serving.reservoir import Reservoir, reservoir_route
+from workbench.serving.responses import (
+    JSON_TYPE,
+    VERSION_HEADER,
+    content_length,
+    error_response,
+    json_response,
+    message_for,
+    receive_body,
+    status_for,
+)
 from workbench.serving.service import (
     HealthCheckFailed,
     Service,
@@ -63,7 +67,7 @@ from workbench.serving.service import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+    from collections.abc import AsyncIterator, Callable, Iterable
 
     from starlette.requests import Request
     from starlette.types import Receive, Scope, Send
@@ -74,23 +78,19 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 access_log = logging.getLogger("workbench.serving.access")
 
-VERSION_HEADER = "x-model-version"
 #: Marks a request a canary analysis replays: counted apart, never kept in the reservoir.
 REPLAY_HEADER = "x-workbench-replay"
-JSON_TYPE = "application/json"
 SERVER_NAME = "paddle-workbench"
 EXTENSIONS = (
     "binary_tensor_data", "health_deep", "metrics", "model_repository", "statistics", "admin",
 )
 RETRY_AFTER = "1"  # seconds a client should wait after a 503 for a full queue
-CLIENT_CLOSED = 499  # nginx's status for a request whose client went away
 
 
 def create_app(hub: VersionHub, *, settings: ServingSettings | None = None) -> Starlette:
     """The ASGI app serving ``hub``'s model; ``app.state.service`` is its :class:`Service`."""
     service = Service(hub, settings)
     handlers = _Handlers(service)
-    from workbench.serving.admin import admin_routes
 
     routes = [
         Route("/v2", handlers.server_metadata, methods=["GET"]),
@@ -133,55 +133,7 @@ def create_app(hub: VersionHub, *, settings: ServingSettings | None = None) -> S
     return app
 
 
-# -- responses ---------------------------------------------------------------------------
-
-
-def json_response(doc: Any, status: int = 200, version: str | None = None) -> Response:
-    headers = {VERSION_HEADER: version} if version else None
-    return Response(
-        protocol.dumps(doc), status, headers, media_type=JSON_TYPE
-    )
-
-
-def error_response(
-    status: int,
-    message: str,
-    version: str | None = None,
-    headers: Mapping[str, str] | None = None,
-) -> Response:
-    headers = dict(headers or {})
-    if version:
-        headers[VERSION_HEADER] = version
-    return Response(protocol.error_body(message), status, headers, media_type=JSON_TYPE)
-
-
-def status_for(exc: BaseException, *, admin: bool = False) -> int:
-    """The HTTP status an error maps to (admin calls answer 409 for hub state conflicts)."""
-    if isinstance(exc, ProtocolError):
-        return exc.status
-    if isinstance(exc, QueueFull):
-        return 503
-    if isinstance(exc, ClientGone | ClientDisconnect):
-        return CLIENT_CLOSED
-    if isinstance(exc, InputError):
-        return 400
-    if isinstance(exc, VersionNotLoadedError | LookupError):
-        return 404
-    if isinstance(exc, HubError):
-        return 409 if admin else 503
-    if isinstance(exc, IntegrityError):
-        return 422
-    if isinstance(exc, RepositoryError):
-        return 400
-    if isinstance(exc, ModelLoadError | PredictError | WorkbenchError):
-        return 500
-    return 500
-
-
-def message_for(exc: BaseException) -> str:
-    if isinstance(exc, WorkbenchError):
-        return str(exc)
-    return f"internal error: {type(exc).__name__}: {exc}"
+# -- app-wide error handlers ----------------------------------------------------------
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -197,47 +149,6 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 async def _unexpected(request: Request, exc: Exception) -> Response:
     logger.exception("unhandled error on %s %s", request.method, request.url.path)
     return error_response(500, message_for(exc))
-
-
-def _content_length(value: str | None) -> int | None:
-    """A Content-Length header's value, None when absent (chunked)."""
-    if value is None:
-        return None
-    try:
-        return int(value)
-    except ValueError:
-        raise ProtocolError(f"invalid Content-Length {value!r}") from None
-
-
-def declared_length(request: Request) -> int | None:
-    """The request's Content-Length, or None when it sends none (chunked)."""
-    return _content_length(request.headers.get("content-length"))
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refusing (413) anything over ``limit`` before reading it all."""
-    return await receive_body(request.receive, declared_length(request), limit)
-
-
-async def receive_body(receive: Receive, declared: int | None, limit: int) -> bytes:
-    """The body from ASGI ``receive``; over ``limit`` is refused (413) as soon as it shows,
-    by the declared length before anything is read."""
-    if declared is not None and declared > limit:
-        raise PayloadTooLarge(limit)
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise ClientDisconnect()
-        chunk = message.get("body", b"")
-        if chunk:
-            size += len(chunk)
-            if size > limit:
-                raise PayloadTooLarge(limit)
-            chunks.append(chunk)
-        if not message.get("more_body", False):
-            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 # -- handlers ----------------------------------------------------------------------------
@@ -500,7 +411,7 @@ class _Handlers:
     async def _decode(self, head: _InferHead, receive: Receive) -> protocol.InferRequest:
         """Read and decode the body; a large one waits its turn and decodes off the loop."""
         decoder = self.service.decoder
-        declared = _content_length(head.content_length)
+        declared = content_length(head.content_length)
         json_size = declared
         if head.header_length is not None:  # binary extension: only the JSON part counts
             json_size = _int_or_none(head.header_length)

@@ -44,6 +44,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from workbench.errors import WorkbenchError
+
 if TYPE_CHECKING:
     from concurrent.futures import Executor
 
@@ -82,11 +84,11 @@ class BatchingConfig:
             raise ValueError(f"max_queue must be >= 1, not {self.max_queue}")
 
 
-class ClientGone(Exception):
+class ClientGone(WorkbenchError):
     """The client disconnected while its request waited; it was not computed."""
 
 
-class QueueFull(RuntimeError):
+class QueueFull(WorkbenchError, RuntimeError):
     """A version's queue holds ``limit`` waiting requests already; try again shortly."""
 
     def __init__(self, name: str, limit: int) -> None:

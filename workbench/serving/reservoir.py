@@ -23,7 +23,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from workbench.serving.admin import guarded
 from workbench.serving.protocol import datatype_of
+from workbench.serving.responses import json_response
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -126,9 +128,6 @@ class Reservoir:
 def reservoir_route(service: Service, reservoir: Reservoir) -> Route:
     """``GET /v2/admin/reservoir`` behind the admin token."""
     from starlette.routing import Route
-
-    from workbench.serving.admin import guarded
-    from workbench.serving.app import json_response
 
     async def handler(request: Request) -> Response:
         return json_response(reservoir.to_json(service.model))

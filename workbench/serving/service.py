@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
+from workbench.errors import WorkbenchError
 from workbench.serving.aliases import AliasCache
 from workbench.serving.batching import (
     Batcher,
@@ -400,7 +401,7 @@ class Service:
             }
 
 
-class HealthCheckFailed(Exception):
+class HealthCheckFailed(WorkbenchError):
     """The deep health check found a problem; the message says which."""
 
     def __init__(self, message: str, *, version: str | None = None) -> None:

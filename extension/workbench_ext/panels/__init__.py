@@ -178,15 +178,16 @@ def html_table(frame: Any, *, max_rows: int = 30) -> str:
     """A DataFrame as compact HTML for an ipywidgets.HTML."""
     if frame is None or len(frame) == 0:
         return "<i>nothing yet</i>"
-    styled = frame.head(max_rows).to_html(
+    styled: str = frame.head(max_rows).to_html(
         float_format=lambda v: f"{v:.4g}",
         na_rep="",
         border=0,
         classes="workbench-table",
     )
     return (
-        "<style>.workbench-table{border-collapse:collapse;font-size:12px}"
+        "<style>.workbench-table{border-collapse:collapse;font-size:12px;max-width:100%}"
         ".workbench-table td,.workbench-table th"
-        "{padding:2px 8px;border-bottom:1px solid #ddd;text-align:right}"
+        "{padding:2px 8px;border-bottom:1px solid #ddd;text-align:right;"
+        "white-space:normal;overflow-wrap:anywhere}"
         "</style>" + styled
     )

@@ -180,6 +180,11 @@ class ComparePanel(Panel):
     def show(self, result: Comparison) -> None:
         """Draw a comparison (called after a run; also usable with a result from %paddle compare)."""
         self.result = result
+        # the form says what the result was made with (a result from %paddle compare too)
+        self.batch_size.max = max(self.batch_size.max, result.batch_size)
+        self.batch_size.value = result.batch_size
+        if set(result.versions) <= set(self.versions.options):
+            self.versions.value = tuple(result.versions)
         self.summary.value = (
             f"<p>{result.rows} rows, batch {result.batch_size}, "
             f"output <code>{html.escape(result.output)}</code></p>" + html_table(result.table())

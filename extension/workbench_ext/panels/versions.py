@@ -120,8 +120,10 @@ class VersionsPanel(Panel):
         self.repository.value = html_table(ops.versions_table(self.session, self.model))
         if hub is not None and hub.loaded:
             frame = ops.loaded_table(hub)
-            self.loaded.value = html_table(frame)
-            self.memory.update(list(frame.index), list(frame["memory_mib"]), active)
+            self.loaded.value = html_table(compact(frame)) + workers_html(frame)
+            held = frame["memory_scope"] == "worker"  # in-kernel versions share the kernel's memory
+            mib = [m if h else None for m, h in zip(frame["memory_mib"], held, strict=True)]
+            self.memory.update(list(frame.index), mib, active)
         else:
             self.loaded.value = "<i>no version loaded; pick one and press Load</i>"
             self.memory.update([], [], None)
@@ -157,3 +159,40 @@ class VersionsPanel(Panel):
     def close(self) -> None:
         self._unsubscribe()
         super().close()
+
+
+#: The loaded-versions columns the panel shows (``%paddle list --loaded`` has them all).
+COLUMNS = {
+    "active": "active",
+    "device": "device",
+    "isolation": "isolation",
+    "state": "state",
+    "memory_mib": "RSS MiB",
+    "served": "served",
+    "failed": "failed",
+    "p99_ms": "p99 ms",
+}
+
+
+def compact(frame: Any) -> Any:
+    """The loaded-versions table narrowed to what fits beside the sidebar at 1400 px.
+
+    ``RSS MiB`` is the resident memory of the version's worker processes; a version
+    loaded in the kernel (thread isolation) shares the kernel's memory, so it has none
+    of its own to show.
+    """
+    shown = frame[list(COLUMNS)].rename(columns=COLUMNS).astype(object)
+    shown = shown.where(shown.notna(), "")  # no latency yet: blank, not "None"
+    in_kernel = frame["memory_scope"] != "worker"
+    shown["RSS MiB"] = shown["RSS MiB"].where(~in_kernel, "in kernel")
+    return shown
+
+
+def workers_html(frame: Any) -> str:
+    """One line per version in process isolation: its worker processes (pid, state, RSS)."""
+    lines = [
+        f"<div><code>{html.escape(str(version))}</code> workers: {html.escape(str(text))}</div>"
+        for version, text in frame["worker_processes"].items()
+        if text
+    ]
+    return f"<div style='font-size:11px;color:#555;margin-top:2px'>{''.join(lines)}</div>" if lines else ""

@@ -20,7 +20,7 @@ from workbench.errors import BackendError, DeployError, WorkbenchError
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    from workbench.deploy.backends.base import Backend, Instance
+    from workbench.deploy.backend import Backend, Instance
     from workbench.deploy.client import ServingClient
     from workbench.deploy.rollout.agreement import AgreementReport
     from workbench.deploy.state import DeploymentState, InstanceRecord, Plan

@@ -1,23 +1,28 @@
 """How fast and how safely a failing canary is rolled back, measured in one run.
 
     uv run --extra cpu --extra notebook --extra dev python bench/bench_canary.py \
-        [--repo DIR] [--runs 3] [--interval 2] [--threads 2]
+        [--repo DIR] [--runs 3] [--intervals 30,2] [--rate 200] [--threads 8] \
+        [--scrape 0.25] [--json]
 
 Blue serves digits 1.0.0 behind real nginx; real ``workbench serve`` processes. Client
-threads send inference requests through the router the whole time. Each run rolls out
-a bad candidate as a canary (steps 10,50,100) and lets the controller judge it:
+threads send inference requests through the router at ``--rate`` requests/s in all (paced,
+bounded in time and count) the whole time. Each run rolls out a bad candidate as a canary
+(steps 10,50,100; the default rules, the error rate also compared with stable's) at each
+analysis interval of ``--intervals``, the controller looking every ``--scrape`` seconds:
 
-- ``faulty``: 1.1.0 served with ``--fault-error-rate 1`` (every inference answers 500);
-  verification checks only readiness, so the fault shows under traffic — the error-rate
-  rule must catch it;
-- ``degraded``: 1.2.0 (trained on shuffled labels), judged by the agreement and accuracy
-  rules on the demo's labelled test set.
+- ``100% errors``: 1.1.0 served with ``--fault-error-rate 1`` (every inference answers 500);
+  verification checks only readiness, so the fault shows under traffic;
+- ``5% errors``: the same with ``--fault-error-rate 0.05``;
+- ``degraded``: 1.2.0 (trained on shuffled labels) with full verification: the agreement
+  check refuses it before any traffic moves (reported as such).
 
-Reported per scenario: time from the candidate's first weight (its first bad request
-can come no earlier) to the rollback being done (all traffic on stable, candidate
-stopped), in seconds and in analysis intervals (target <= 2); the share of client
-requests that reached the bad version (counted by the candidate's own metrics); failed
-client requests (target 0).
+Reported per scenario and interval: seconds from the candidate's first request to its
+last one (both seen by polling its own ``workbench_requests_total`` every 50 ms: the time
+the bad version took traffic; targets: <= 1 s for 100% errors, <= 5 s for 5%), and to the
+rollback being done (the candidate drained and stopped too), the requests that
+reached the bad version (its own counter; target <= 50 at 200 requests/s for 100%
+errors), and failed client requests (target 0; the router retries a candidate's 500 on
+stable).
 """
 
 from __future__ import annotations
@@ -29,64 +34,167 @@ import shutil
 import statistics
 import sys
 import tempfile
+import threading
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+import httpx
 import numpy as np
-from bench_cutover import Load, demo_repo
+from bench_cutover import demo_repo
 from rich.console import Console
 from rich.table import Table
 
 from workbench.deploy import canary
+from workbench.deploy.client import encode_inputs
 from workbench.deploy.manager import DeploymentManager
 from workbench.deploy.platforms.process.backend import ProcessBackend
-from workbench.deploy.rollout.analysis import AnalysisSpec
+from workbench.deploy.rollout.analysis import AnalysisSpec, ErrorRateRule
 from workbench.deploy.rollout.controller import Action, CanaryStatus, Stage
+from workbench.deploy.traffic import parse_metrics
+from workbench.errors import WorkbenchError
 
-console = Console()
+console = Console(width=140)
 FAULTY = "1.1.0"
+FAULTS_ENV = "WB_BENCH_FAULTS"
 
 
 def faulty_backend(home: Path) -> ProcessBackend:
-    """Instances of FAULTY answer 500 to every inference (``--fault-version``)."""
+    """Instances of FAULTY get the faults in $WB_BENCH_FAULTS (read when each starts)."""
     wrapper = home / "faulty_serve.py"
     wrapper.write_text(
         "import sys, os\n"
         "args = [sys.executable, '-m', 'workbench', *sys.argv[1:]]\n"
-        f"args += ['--fault-error-rate', '1', '--fault-version', {FAULTY!r}]\n"
+        f"faults = os.environ.get({FAULTS_ENV!r}, '').split()\n"
+        f"if faults:\n"
+        f"    args += [*faults, '--fault-version', {FAULTY!r}]\n"
         "os.execv(sys.executable, args)\n"
     )
     return ProcessBackend(home, command=[sys.executable, str(wrapper)])
 
 
-def one_run(web, version: str, spec: AnalysisSpec, load: Load) -> dict[str, float]:  # type: ignore[no-untyped-def]
-    checks = ("ready",) if version == FAULTY else ("ready", "deep_health", "agreement")
-    web.update(version, timeout=300, checks=checks)
+@dataclass(frozen=True)
+class Sample:
+    start: float
+    ok: bool
+
+
+class PacedLoad:
+    """``threads`` clients sending ``rate`` requests/s in all, until stopped (at most
+    ``limit`` seconds and ``rate * limit`` requests)."""
+
+    def __init__(self, url: str, model: str, rate: float, threads: int, limit: float) -> None:
+        self.url, self.model = url, model
+        self.pause = threads / rate
+        self.samples: list[Sample] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self.began = time.monotonic()
+        self._deadline = self.began + limit
+        self._budget = int(rate * limit)
+        x = np.random.default_rng(0).normal(size=(1, 64)).astype(np.float32)
+        self._body = json.dumps(encode_inputs({"x": x})).encode()
+        self._threads = [threading.Thread(target=self._run, args=(i,), daemon=True)
+                         for i in range(threads)]
+
+    def __enter__(self) -> PacedLoad:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(30)
+
+    def _run(self, index: int) -> None:
+        path = f"/v2/models/{self.model}/infer"
+        headers = {"content-type": "application/json"}
+        due = time.monotonic() + index * self.pause / len(self._threads)
+        with httpx.Client(base_url=self.url, timeout=30.0, trust_env=False) as client:
+            while not self._stop.is_set() and time.monotonic() < self._deadline:
+                self._stop.wait(max(0.0, due - time.monotonic()))
+                due += self.pause
+                with self._lock:
+                    if len(self.samples) >= self._budget:
+                        return
+                start = time.monotonic()
+                try:
+                    ok = client.post(path, content=self._body, headers=headers).status_code == 200
+                except httpx.HTTPError:
+                    ok = False
+                with self._lock:
+                    self.samples.append(Sample(start, ok))
+
+    def between(self, start: float, end: float) -> list[Sample]:
+        with self._lock:
+            return [s for s in self.samples if start <= s.start < end]
+
+
+class CounterWatch:
+    """Polls an instance's request counter every 50 ms: when it first moved, and how far."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.base = self.read()
+        self.first: float | None = None  # when its counter first moved
+        self.moved: float | None = None  # when its counter last moved
+        self.last = self.base
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def read(self) -> float:
+        text = httpx.get(f"{self.url}/metrics", timeout=2.0, trust_env=False).text
+        return sum(v for _, v in parse_metrics(text).get("workbench_requests_total", []))
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.05):
+            try:
+                value = self.read()
+            except (httpx.HTTPError, ValueError):
+                continue  # stopped with the rollback
+            now = time.monotonic()
+            if value > self.base and self.first is None:
+                self.first = now
+            if value > self.last:
+                self.moved = now
+            self.last = max(self.last, value)
+
+    def stop(self) -> float:
+        self._stop.set()
+        self._thread.join(5)
+        return self.last - self.base
+
+
+def one_run(web, version: str, faults: str, spec: AnalysisSpec, load: PacedLoad) -> dict[str, object]:  # type: ignore[no-untyped-def]
+    os.environ[FAULTS_ENV] = faults
+    checks = ("ready",) if faults else ("ready", "deep_health", "agreement")
+    try:
+        web.update(version, timeout=300, checks=checks)
+    except WorkbenchError as exc:
+        return {"refused": str(exc)}
+    if web.phase.value != "verified":
+        return {"refused": web.state.rollout.message}
+    watch = CounterWatch(web.state.instances[web.state.rollout.candidate].url)
     marks: dict[str, float] = {}
 
     def listen(status: CanaryStatus, action: Action) -> None:
-        if action.kind == "advance" and "exposed" not in marks:
-            marks["exposed"] = time.monotonic()
-        if action.kind == "rollback":
-            marks["rolled_back"] = time.monotonic()
+        marks.setdefault(action.kind, time.monotonic())
 
-    t0 = time.monotonic()
     status = canary.run(web, spec, on_tick=listen)
-    t1 = time.monotonic()
+    done = time.monotonic()
+    reached = watch.stop()
     if status.stage is not Stage.ROLLED_BACK:
         raise SystemExit(f"{version} was not rolled back: {status.stage.value} {status.message}")
-    reached = sum(
-        r["samples"] for h in web.history() if h.action == "canary" and h.time >= time.time() - (t1 - t0) - 1
-        for r in h.details.get("results", []) if r["rule"] == "error_rate"
-    )
-    clients = load.between(marks["exposed"], t1)
-    seconds = marks["rolled_back"] - marks["exposed"]
-    console.log(f"{version}: {status.message}")
+    first = watch.first if watch.first is not None else marks["advance"]
+    moved = watch.moved if watch.moved is not None else first
+    clients = load.between(marks["advance"], done + 1.0)
+    console.log(f"{faults or version}: {status.message[:150]}")
     time.sleep(1.0)
     return {
-        "seconds": seconds,
-        "intervals": seconds / spec.interval,
+        "seconds": moved - first,
+        "done": marks["rollback"] - first,
         "reached": reached,
         "clients": len(clients),
         "failed": sum(not s.ok for s in clients),
@@ -96,65 +204,82 @@ def one_run(web, version: str, spec: AnalysisSpec, load: Load) -> dict[str, floa
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repo", type=Path, default=None, help="repository with digits")
-    parser.add_argument("--runs", type=int, default=3, help="rollouts per scenario")
-    parser.add_argument("--interval", type=float, default=2.0, help="analysis interval (s)")
-    parser.add_argument("--threads", type=int, default=2, help="client threads")
+    parser.add_argument("--runs", type=int, default=3, help="rollouts per scenario and interval")
+    parser.add_argument("--intervals", default="30,2", help="analysis intervals (s)")
+    parser.add_argument("--rate", type=float, default=200.0, help="client requests/s in all")
+    parser.add_argument("--threads", type=int, default=8, help="client threads")
+    parser.add_argument("--scrape", type=float, default=0.25,
+                        help="seconds between the controller's looks (scrapes)")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON too")
     args = parser.parse_args()
 
-    from workbench.model.demo import digits_dataset
-
     repo = demo_repo(args.repo)
     home = Path(tempfile.mkdtemp(prefix="wb-bench-", dir="/tmp"))
-    _, _, x_test, y_test = digits_dataset()
-    labelled = home / "digits-test.npz"
-    np.savez(labelled, x=x_test, labels=y_test)
-    base = AnalysisSpec(steps=(10, 50, 100), interval=args.interval)
-    base = base.with_flags()
-    scenarios = {
-        "faulty": (FAULTY, base),
-        "degraded": ("1.2.0", replace(base, labelled=str(labelled))),
-    }
+    intervals = [float(i) for i in args.intervals.split(",")]
+    rules = tuple(replace(r, max_ratio=1.0) if isinstance(r, ErrorRateRule) else r
+                  for r in AnalysisSpec().rules)
+    scenarios = {"100% errors": (FAULTY, "--fault-error-rate 1"),
+                 "5% errors": (FAULTY, "--fault-error-rate 0.05")}
     manager = DeploymentManager(home, repo=repo,
                                 backend_factory=lambda name, options: faulty_backend(home))
-    results: dict[str, list[dict[str, float]]] = {name: [] for name in scenarios}
+    results: dict[tuple[str, float], list[dict[str, object]]] = {}
+    refused: dict[str, str] = {}
     started = time.monotonic()
     try:
         with console.status("creating the deployment (blue: digits 1.0.0)…"):
             web = manager.create("bench", "digits", "1.0.0", timeout=300)
-        limit = 120.0 + args.runs * len(scenarios) * 120.0
-        with Load(web.url, "digits", args.threads, limit) as load:
-            for run in range(args.runs):
-                for name, (version, spec) in scenarios.items():
-                    with console.status(f"run {run + 1}/{args.runs}: {name} canary of {version}…"):
-                        results[name].append(one_run(web, version, spec, load))
+        limit = 180.0 + args.runs * len(scenarios) * len(intervals) * 90.0
+        with PacedLoad(web.url, "digits", args.rate, args.threads, limit) as load:
+            time.sleep(2.0)
+            with console.status("degraded 1.2.0, fully verified…"):
+                outcome = one_run(web, "1.2.0", "", AnalysisSpec(steps=(10, 50, 100)), load)
+            refused["degraded"] = str(outcome.get("refused", "not refused"))
+            for interval in intervals:
+                spec = AnalysisSpec(steps=(10, 50, 100), interval=interval, rules=rules,
+                                    scrape=args.scrape)
+                for run in range(args.runs):
+                    for name, (version, faults) in scenarios.items():
+                        with console.status(f"interval {interval:g} s, run {run + 1}/{args.runs}: "
+                                            f"{name}…"):
+                            results.setdefault((name, interval), []).append(
+                                one_run(web, version, faults, spec, load))
+            sent = len(load.samples) / (time.monotonic() - load.began)
     finally:
         for name in manager.names():
             manager.delete(name)
         shutil.rmtree(home, ignore_errors=True)
 
+    elapsed = time.monotonic() - started
     table = Table(title=f"failing canaries rolled back ({args.runs} runs each, "
-                        f"interval {args.interval:g} s, {args.threads} client threads)",
+                        f"{args.rate:g} client requests/s asked, {sent:.0f} sent)",
                   title_justify="left")
-    for column in ("scenario", "to rollback, median / max (s)", "in intervals, median / max",
-                   "client requests reaching it", "failed client requests"):
+    for column in ("scenario", "interval (s)",
+                   "first to last request reaching it, median / max (s)",
+                   "first bad request to rollback done, median / max (s)",
+                   "requests reaching it, median / max", "failed client requests"):
         table.add_column(column)
-    figures: dict[str, dict[str, float]] = {}
-    for name, runs in results.items():
-        secs = [r["seconds"] for r in runs]
-        ints = [r["intervals"] for r in runs]
-        reached = sum(r["reached"] for r in runs)
-        clients = sum(r["clients"] for r in runs)
-        failed = sum(int(r["failed"]) for r in runs)
-        figures[name] = {"seconds_median": statistics.median(secs), "seconds_max": max(secs),
-                         "intervals_median": statistics.median(ints), "intervals_max": max(ints),
-                         "reached": reached, "clients": clients, "failed": failed}
-        table.add_row(name, f"{statistics.median(secs):.1f} / {max(secs):.1f}",
-                      f"{statistics.median(ints):.2f} / {max(ints):.2f}",
-                      f"{reached:.0f} of {clients} ({reached / max(clients, 1):.1%})",
-                      str(failed))
+    figures: dict[str, object] = {}
+    for (name, interval), runs in results.items():
+        secs = [float(r["seconds"]) for r in runs]  # type: ignore[arg-type]
+        done = [float(r["done"]) for r in runs]  # type: ignore[arg-type]
+        reached = [float(r["reached"]) for r in runs]  # type: ignore[arg-type]
+        failed = sum(int(r["failed"]) for r in runs)  # type: ignore[call-overload]
+        clients = sum(int(r["clients"]) for r in runs)  # type: ignore[call-overload]
+        figures[f"{name} @ {interval:g}s"] = {
+            "seconds_median": statistics.median(secs), "seconds_max": max(secs),
+            "done_median": statistics.median(done), "done_max": max(done),
+            "reached_median": statistics.median(reached), "reached_max": max(reached),
+            "failed": failed, "clients": clients}
+        table.add_row(name, f"{interval:g}", f"{statistics.median(secs):.2f} / {max(secs):.2f}",
+                      f"{statistics.median(done):.2f} / {max(done):.2f}",
+                      f"{statistics.median(reached):.0f} / {max(reached):.0f}",
+                      f"{failed} of {clients}")
+    for name, why in refused.items():
+        table.add_row(name, "-", "refused before traffic", "-", "0", "0")
+        figures[name] = {"refused": why}
+        console.log(f"{name}: {why[:200]}")
     console.print(table)
-    console.log(f"done in {time.monotonic() - started:.0f} s")
+    console.log(f"done in {elapsed:.0f} s")
     if args.json:
         print(json.dumps(figures, indent=2))
 

@@ -46,13 +46,19 @@ def test_error_rate_too_few_requests_is_inconclusive_never_passed() -> None:
     assert "need 20" in result.message
 
 
-def test_error_rate_slightly_high_fails_only_after_three_intervals() -> None:
+def test_error_rate_slightly_high_holds_until_the_evidence_is_significant() -> None:
     rule = ErrorRateRule()
     first = rule.judge(seen(window(requests=100, errors=5)))
     assert (first.verdict, first.sustained) == ("fail", False)
     assert first.value == pytest.approx(0.05) and first.threshold == 0.03
-    third = rule.judge(seen(window(requests=100, errors=5), streaks={"error_rate": 2}))
-    assert (third.verdict, third.sustained) == ("fail", True)
+    assert "not significant yet" in first.message
+    # a streak of intervals no longer rolls back: only the evidence does
+    assert not rule.judge(seen(window(requests=100, errors=5), streaks={"error_rate": 9})).sustained
+    later = rule.judge(seen(window(requests=3000, errors=150)))
+    assert (later.verdict, later.sustained) == ("fail", True)
+    assert later.decision is not None and later.decision["significant"]
+    assert later.decision["statistic"] >= later.decision["boundary"]
+    assert later.decision["samples"] == 3000
 
 
 def test_error_rate_far_above_the_threshold_fails_at_once() -> None:
@@ -60,8 +66,28 @@ def test_error_rate_far_above_the_threshold_fails_at_once() -> None:
     assert (result.verdict, result.sustained) == ("fail", True)
 
 
-def test_error_rate_within_threshold_passes() -> None:
-    assert ErrorRateRule().judge(seen(window(requests=100, errors=2))).verdict == "pass"
+def test_a_candidate_failing_every_request_fails_before_the_minimum_samples() -> None:
+    result = ErrorRateRule().judge(seen(window(requests=3, errors=3)))
+    assert (result.verdict, result.sustained) == ("fail", True)
+    assert result.message.startswith("100.0% of 3 requests failed")
+    quiet = ErrorRateRule().judge(seen(window(requests=3, errors=0)))
+    assert quiet.verdict == "inconclusive"  # a pass still needs min_requests
+
+
+def test_the_level_of_the_test_is_the_observation_alpha() -> None:
+    strict = ErrorRateRule().judge(seen(window(requests=400, errors=25), alpha=1e-6))
+    lenient = ErrorRateRule().judge(seen(window(requests=400, errors=25), alpha=0.2))
+    assert (strict.sustained, lenient.sustained) == (False, True)
+
+
+def test_error_rate_within_threshold_passes_once_the_evidence_is_in() -> None:
+    pending = ErrorRateRule().judge(seen(window(requests=100, errors=2)))
+    assert pending.verdict == "inconclusive" and "evidence it is within pending" in pending.message
+    assert pending.decision is not None and pending.decision["pending"]
+    assert ErrorRateRule().judge(seen(window(requests=1000, errors=10))).verdict == "pass"
+    assert ErrorRateRule().judge(seen(window(requests=60, errors=0))).verdict == "pass"
+    lax = ErrorRateRule(evidence=None)
+    assert lax.judge(seen(window(requests=100, errors=2))).verdict == "pass"
 
 
 def test_latency_absolute_is_held_for_a_minute() -> None:
@@ -71,6 +97,44 @@ def test_latency_absolute_is_held_for_a_minute() -> None:
     second = rule.judge(seen(window(p99=800), streaks={"latency_p99": 1}))
     assert second.sustained  # 2 intervals of 30 s = 1 minute
     assert rule.judge(seen(window(p99=100))).verdict == "pass"
+
+
+def histogram(counts: dict[float, float]) -> tuple[tuple[float, float], ...]:
+    """Cumulative buckets from per-bucket counts."""
+    total, out = 0.0, []
+    for bound in sorted(counts):
+        total += counts[bound]
+        out.append((bound, total))
+    return tuple(out)
+
+
+def test_latency_with_a_histogram_fails_when_too_many_requests_are_slower() -> None:
+    rule = LatencyRule(max_ms=250.0)
+    fine = histogram({0.1: 990, 0.25: 9, 0.5: 1, float("inf"): 0})
+    good = rule.judge(seen(ColourWindow("green", 30, 1000, 0, 120.0, None, fine)))
+    assert good.verdict == "pass" and good.decision is not None
+    slow = histogram({0.1: 150, 0.25: 30, 0.5: 20, float("inf"): 0})  # 10% slower than 250 ms
+    bad = rule.judge(seen(ColourWindow("green", 30, 200, 0, 480.0, None, slow)))
+    assert (bad.verdict, bad.sustained) == ("fail", True)
+    assert "20 of 200 requests slower than 250 ms" in bad.message
+    few = histogram({0.1: 8, 0.25: 1, 0.5: 1, float("inf"): 0})
+    hold = rule.judge(seen(ColourWindow("green", 30, 10, 0, 300.0, None, few)))
+    assert hold.verdict == "inconclusive"
+
+
+def test_latency_relative_with_histograms_is_a_mean_log_test() -> None:
+    rule = RelativeLatencyRule(max_ratio=1.5)
+    stable = ColourWindow("blue", 30, 900, 0, 100.0, None,
+                          histogram({0.05: 600, 0.1: 290, 0.25: 10, float("inf"): 0}))
+    same = ColourWindow("green", 30, 100, 0, 100.0, None,
+                        histogram({0.05: 66, 0.1: 33, 0.25: 1, float("inf"): 0}))
+    assert rule.judge(seen(same, stable=stable)).verdict == "pass"
+    slower = ColourWindow("green", 30, 300, 0, 900.0, None,
+                          histogram({0.1: 10, 0.25: 40, 0.5: 150, 1.0: 100, float("inf"): 0}))
+    result = rule.judge(seen(slower, stable=stable))
+    assert (result.verdict, result.sustained) == ("fail", True)
+    assert "significant" in result.message and result.decision is not None
+    assert result.decision["baseline"] == 900
 
 
 def test_latency_relative_to_stable() -> None:
@@ -214,3 +278,20 @@ def test_durations() -> None:
     assert parse_steps("5, 25 ,gate,100%") == (5, 25, "gate", 100)
     with pytest.raises(DeployValueError, match="not a duration"):
         parse_duration("soon")
+
+
+def test_error_rate_against_stable_finds_a_5_percent_candidate_in_a_few_failures() -> None:
+    rule = ErrorRateRule(max_ratio=1.0)
+    clean = window(requests=1800, errors=0, colour="blue")
+    early = rule.judge(seen(window(requests=100, errors=5), stable=clean))
+    assert (early.verdict, early.sustained) == ("fail", True)
+    assert "stable's 0.00% of 1800" in early.message and early.decision is not None
+    assert early.decision["baseline"] == 1800
+    # the threshold alone does not see it yet
+    assert not ErrorRateRule().judge(seen(window(requests=100, errors=5), stable=clean)).sustained
+    # within max_rate, a candidate worse than stable is not rolled back on that alone
+    within = rule.judge(seen(window(requests=2000, errors=20), stable=clean))
+    assert within.verdict == "pass"
+    again = AnalysisSpec.from_dict(AnalysisSpec(rules=(rule,)).to_dict())
+    assert again.rule("error_rate") == rule
+    assert AnalysisSpec.from_dict(AnalysisSpec().to_dict()).rule("error_rate") == ErrorRateRule()

@@ -1,4 +1,5 @@
-"""The canary controller driven tick by tick with fake metrics and a fake deployment."""
+"""The canary controller driven look by look with fake metrics, a fake deployment and a
+fake clock (each look moves it on by the seconds given)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import json
 import os
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pytest
@@ -18,27 +19,43 @@ from workbench.deploy.rollout.controller import (
     CanaryController,
     CanaryStatus,
     ControllerProcess,
-    Hooks,
     Stage,
     controller_lock,
     controller_process,
     controller_running,
 )
+from workbench.deploy.rollout.hooks import Hooks
 from workbench.deploy.rollout.signals import ColourWindow
-from workbench.errors import RolloutError, StateError
+from workbench.errors import MetricsError, RolloutError, StateError
+
+INTERVAL = 30.0
 
 
 class FakeSource:
-    """Each colour answers the next scripted (requests, errors, p99) window."""
+    """The candidate's traffic per interval (requests, errors, p99), steady: a window of
+    ``seconds`` holds that share of it. ``failing`` makes every read raise."""
 
     def __init__(self) -> None:
         self.candidate = (100.0, 0.0, 20.0)
+        self.failing: str | None = None
 
     def window(self, colour: str, seconds: float) -> ColourWindow:
+        if self.failing is not None:
+            raise MetricsError(self.failing)
+        share = seconds / INTERVAL
         if colour == "blue":
-            return ColourWindow("blue", seconds, 500.0, 0.0, 20.0, 1e8)
+            return ColourWindow("blue", seconds, 500.0 * share, 0.0, 20.0, 1e8)
         requests, errors, p99 = self.candidate
-        return ColourWindow(colour, seconds, requests, errors, p99 if requests else None, 1e8)
+        return ColourWindow(colour, seconds, requests * share, errors * share,
+                            p99 if requests else None, 1e8)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
 
 
 @dataclass
@@ -83,8 +100,15 @@ SPEC = AnalysisSpec(steps=(5, 25, 50, 100), interval=30.0, max_inconclusive=3,
 def make(spec: AnalysisSpec = SPEC, **kwargs: object) -> tuple[CanaryController, FakeSource, FakeTarget]:
     source, target = FakeSource(), FakeTarget()
     controller = CanaryController("web", target, spec, source, stable="blue",
-                                  candidate="green", clock=lambda: 1000.0, **kwargs)  # type: ignore[arg-type]
+                                  candidate="green", clock=Clock(), **kwargs)  # type: ignore[arg-type]
     return controller, source, target
+
+
+def look(controller: CanaryController, seconds: float = INTERVAL) -> CanaryStatus:
+    """One look, ``seconds`` after the last one."""
+    assert isinstance(controller.clock, Clock)
+    controller.clock.now += seconds
+    return controller.tick()
 
 
 def test_good_canary_is_promoted_through_every_step() -> None:
@@ -92,24 +116,30 @@ def test_good_canary_is_promoted_through_every_step() -> None:
     status = controller.begin()
     assert (status.stage, status.weight, target.weights) == (Stage.STEP, 5, [5])
     for expected in (25, 50):
-        status = controller.tick()
+        status = look(controller)
         assert (status.stage, status.weight) == (Stage.STEP, expected)
         assert [r.verdict for r in status.last] == ["pass", "pass"]
-    status = controller.tick()
+    status = look(controller)
     assert status.stage is Stage.PROMOTED and target.weights == [5, 25, 50, 100]
-    assert controller.tick() == status  # done: nothing more happens
+    assert look(controller) == status  # done: nothing more happens
 
 
 def test_failing_error_rate_rolls_back_naming_the_rule_and_numbers() -> None:
     controller, source, target = make()
     controller.begin()
-    source.candidate = (100.0, 5.0, 20.0)  # 5%: above 3%, but not beyond doubt
-    for streak in (1, 2):
-        status = controller.tick()
-        assert (status.stage, status.weight, status.streaks) == (Stage.STEP, 5, {"error_rate": streak})
-        assert status.last[0].verdict == "fail"
-    status = controller.tick()
+    source.candidate = (300.0, 15.0, 20.0)  # 5%: above 3%, but not beyond doubt at first
+    status = look(controller)
+    assert (status.stage, status.weight, status.streaks) == (Stage.STEP, 5, {"error_rate": 1})
+    assert status.last[0].verdict == "fail" and "not significant yet" in status.last[0].message
+    for _ in range(12):  # the evidence piles up until it is significant
+        status = look(controller)
+        if status.stage is not Stage.STEP:
+            break
     assert status.stage is Stage.ROLLED_BACK
+    assert 1 < status.ticks <= 12
+    decision = status.last[0].decision
+    assert decision is not None and decision["statistic"] >= decision["boundary"]
+    assert decision["samples"] == pytest.approx(300.0 * status.ticks)
     assert "error_rate" in status.message and "5.0%" in status.message and "3.0%" in status.message
     assert target.weights == [5, 0]
     assert target.order[-2:] == ["rollback", "save"]  # traffic first, then persist
@@ -120,8 +150,71 @@ def test_a_clearly_broken_candidate_is_rolled_back_on_the_first_interval() -> No
     controller, source, target = make()
     controller.begin()
     source.candidate = (100.0, 60.0, 20.0)
-    assert controller.tick().stage is Stage.ROLLED_BACK
+    assert look(controller).stage is Stage.ROLLED_BACK
     assert target.weights == [5, 0]
+
+
+def test_a_candidate_failing_every_request_is_rolled_back_at_the_first_look() -> None:
+    controller, source, target = make()
+    controller.begin()
+    source.candidate = (600.0, 600.0, 20.0)  # 20 requests/s, all failing
+    status = look(controller, 0.5)  # long before the interval ends
+    assert status.stage is Stage.ROLLED_BACK and target.weights == [5, 0]
+    assert status.message.startswith("rule error_rate failed: 100.0% of 20 requests")
+    assert target.history[-1]["action"] == "rollback"
+
+
+def test_a_step_passes_only_after_its_interval_and_its_evidence() -> None:
+    controller, source, target = make()
+    controller.begin()
+    status = look(controller, 10.0)  # every rule passes, but the step has dwelt 10 s of 30
+    assert (status.stage, status.weight, len(target.history)) == (Stage.STEP, 5, 1)
+    status = look(controller, 20.0)
+    assert (status.stage, status.weight) == (Stage.STEP, 25)
+    source.candidate = (15.0, 0.0, 20.0)  # 0.5 requests/s: 15 by the end of the interval
+    status = look(controller, 30.0)
+    assert (status.stage, status.weight, status.inconclusive) == (Stage.STEP, 25, 1)
+    assert target.history[-1]["action"] == "hold"
+    status = look(controller, 5.0)  # 17.5 requests: not yet
+    assert (status.weight, target.history[-1]["action"]) == (25, "hold")
+    status = look(controller, 30.0)  # 32.5 requests, none failed: evidence coming in
+    assert (status.weight, status.inconclusive) == (25, 0)
+    assert status.message.startswith("holding, evidence coming in: error_rate")
+    status = look(controller, 20.0)  # 42.5: not yet
+    assert status.weight == 25
+    status = look(controller, 50.0)  # 67.5 clean requests: the evidence is in
+    assert (status.stage, status.weight) == (Stage.STEP, 50)
+
+
+def test_a_failing_metrics_source_is_inconclusive_then_pauses_saying_why() -> None:
+    spec = AnalysisSpec(steps=(5, 50, 100), interval=30.0, max_failures=4,
+                        rules=(ErrorRateRule(), LatencyRule()))
+    controller, source, target = make(spec)
+    controller.begin()
+    source.failing = "Prometheus at http://127.0.0.1:9: ConnectError: refused"
+    for count in (1, 2, 3):
+        status = look(controller, 1.0)
+        assert (status.stage, status.failures) == (Stage.STEP, count)
+        assert "cannot read" in status.message and "refused" in status.message
+    assert [h["action"] for h in target.history] == ["advance", "observe", "observe", "observe"]
+    status = look(controller, 1.0)
+    assert status.stage is Stage.PAUSED
+    assert status.message.startswith("paused after 4 failed reads in a row (metrics: ")
+    assert all(r.verdict == "inconclusive" and "refused" in r.message for r in status.last)
+    assert target.weights == [5]  # never promoted, never rolled back
+    source.failing = None
+    controller.command("resume")
+    status = look(controller, 30.0)
+    assert (status.stage, status.weight, status.failures) == (Stage.STEP, 50, 0)
+
+
+def test_a_source_failing_at_the_end_of_an_interval_is_an_inconclusive_interval() -> None:
+    controller, source, _ = make()
+    controller.begin()
+    source.failing = "no instance of green answered its metrics scrape"
+    status = look(controller, 30.0)
+    assert (status.stage, status.inconclusive) == (Stage.STEP, 1)
+    assert "cannot read metrics" in status.message
 
 
 def test_quiet_canary_holds_then_pauses_saying_why_then_resumes() -> None:
@@ -129,17 +222,17 @@ def test_quiet_canary_holds_then_pauses_saying_why_then_resumes() -> None:
     controller.begin()
     source.candidate = (3.0, 0.0, 20.0)
     for count in (1, 2):
-        status = controller.tick()
+        status = look(controller)
         assert (status.stage, status.weight, status.inconclusive) == (Stage.STEP, 5, count)
         assert status.last[0].verdict == "inconclusive"
-    status = controller.tick()
+    status = look(controller)
     assert status.stage is Stage.PAUSED and "3 inconclusive intervals" in status.message
     assert "need 20" in status.message
-    assert controller.tick().stage is Stage.PAUSED  # paused: ticks change nothing
+    assert look(controller).stage is Stage.PAUSED  # paused: ticks change nothing
     status = controller.command("resume")
     assert (status.stage, status.inconclusive) == (Stage.STEP, 0)
     source.candidate = (100.0, 0.0, 20.0)
-    status = controller.tick()
+    status = look(controller)
     assert (status.stage, status.weight) == (Stage.STEP, 25)
     assert target.weights == [5, 25]
 
@@ -148,9 +241,9 @@ def test_gate_waits_for_resume_or_promote() -> None:
     spec = AnalysisSpec(steps=(5, "gate", 50, 100), interval=30.0, rules=(ErrorRateRule(),))
     controller, _, target = make(spec)
     controller.begin()
-    status = controller.tick()
+    status = look(controller)
     assert (status.stage, status.weight) == (Stage.GATE, 5)
-    assert controller.tick().stage is Stage.GATE  # waits however long
+    assert look(controller).stage is Stage.GATE  # waits however long
     status = controller.command("resume")
     assert (status.stage, status.weight) == (Stage.STEP, 50)
     status = controller.command("promote")  # skip ahead
@@ -160,7 +253,7 @@ def test_gate_waits_for_resume_or_promote() -> None:
 def test_abort_mid_step_sends_all_traffic_to_stable() -> None:
     controller, _, target = make()
     controller.begin()
-    controller.tick()
+    look(controller)
     status = controller.command("abort", "not today")
     assert (status.stage, status.message) == (Stage.ABORTED, "not today")
     assert target.weights == [5, 25, 0]
@@ -172,11 +265,14 @@ def test_restart_from_persisted_state_carries_on_where_it_was() -> None:
     controller, source, target = make()
     controller.begin()
     source.candidate = (100.0, 5.0, 20.0)
-    controller.tick()
-    controller.tick()  # error_rate failing 2 of 3 intervals
-    again = CanaryController("web", target, SPEC, source, stable="blue", candidate="green")
-    status = again.tick()
-    assert status.stage is Stage.ROLLED_BACK  # the streak survived the restart
+    look(controller)
+    look(controller)  # error_rate above 3%, not significant yet
+    again = CanaryController("web", target, SPEC, source, stable="blue", candidate="green",
+                             clock=controller.clock)
+    status = look(again)
+    assert (status.stage, status.at_step, status.streaks) == (Stage.STEP, 3, {"error_rate": 3})
+    # the step's start survived the restart: the test judges all three intervals
+    assert status.last[0].samples == pytest.approx(300.0)
 
 
 def test_mirror_phase_judges_before_any_weight() -> None:
@@ -185,7 +281,7 @@ def test_mirror_phase_judges_before_any_weight() -> None:
     status = controller.begin()
     assert (status.stage, status.weight, target.weights) == (Stage.MIRROR, 0, [0])
     source.candidate = (100.0, 50.0, 20.0)
-    assert controller.tick().stage is Stage.ROLLED_BACK
+    assert look(controller).stage is Stage.ROLLED_BACK
     assert target.weights == [0, 0]  # never above 0%
 
 
@@ -195,11 +291,13 @@ def test_hooks_get_json_events(tmp_path: Path) -> None:
     controller, source, _ = make(hooks=Hooks((hook,)))
     controller.begin()
     source.candidate = (100.0, 60.0, 20.0)
-    controller.tick()
+    look(controller)
+    assert controller.hooks.drain(30)
     events = [json.loads(line) for line in out.read_text().splitlines()]
     assert [e["event"] for e in events] == ["advance", "rollback"]
     assert events[-1]["results"][0]["rule"] == "error_rate"
     assert events[-1]["results"][0]["value"] == pytest.approx(0.6)
+    assert events[-1]["results"][0]["decision"]["significant"]
 
 
 def test_only_one_controller_per_deployment(tmp_path: Path) -> None:
@@ -249,9 +347,45 @@ def test_url_hooks_get_the_event_posted_as_json() -> None:
         controller, source, _ = make(hooks=Hooks((url,)))
         controller.begin()
         source.candidate = (100.0, 60.0, 20.0)
-        controller.tick()
+        look(controller)
+        assert controller.hooks.drain(30)
     finally:
         server.shutdown()
         server.server_close()
     assert [b["event"] for b in bodies] == ["advance", "rollback"]
     assert bodies[-1]["deployment"] == "web" and bodies[-1]["weight"] == 0
+
+
+def test_a_rollback_never_waits_on_a_hanging_hook(tmp_path: Path) -> None:
+    from tests.deploy._trickle import wait_gone
+
+    pids = tmp_path / "pids"
+    hooks = Hooks((f"sleep 600 & echo $! >> {pids}; wait",), timeout=1.0, retries=0)
+    controller, source, target = make(hooks=hooks)
+    controller.begin()
+    source.candidate = (600.0, 600.0, 20.0)
+    began = time.monotonic()
+    status = look(controller, 1.0)
+    assert status.stage is Stage.ROLLED_BACK and target.weights == [5, 0]
+    assert time.monotonic() - began < 0.5  # the hook (advance, rollback) runs elsewhere
+    assert hooks.drain(10)
+    children = [int(line) for line in pids.read_text().split()]
+    assert len(children) == 2 and all(wait_gone(pid, 5.0) for pid in children)
+
+
+def test_an_unconfirmed_promotion_pauses_at_the_last_step() -> None:
+    spec = AnalysisSpec(steps=(50, 100), interval=30.0, rules=(ErrorRateRule(),),
+                        confirm=("sleep 600",), hook_timeout=0.5)
+    controller, _, target = make(spec)
+    controller.begin()
+    began = time.monotonic()
+    status = look(controller)
+    assert time.monotonic() - began < 2.0
+    assert (status.stage, status.weight) == (Stage.PAUSED, 50)
+    assert status.message.startswith("promotion not confirmed: confirm hook sleep 600 killed")
+    assert target.weights == [50] and target.history[-1]["action"] == "pause"
+    controller.command("resume")
+    controller.spec = replace(spec, confirm=("true",))
+    controller.hooks = Hooks(confirm=("true",))
+    status = look(controller)
+    assert status.stage is Stage.PROMOTED and target.weights == [50, 100]

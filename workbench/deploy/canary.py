@@ -24,10 +24,10 @@ from workbench.deploy.rollout.controller import (
     Action,
     CanaryController,
     CanaryStatus,
-    Hooks,
     controller_lock,
     controller_running,
 )
+from workbench.deploy.rollout.hooks import Hooks
 from workbench.deploy.rollout.phases import Phase
 from workbench.errors import RolloutError, WorkbenchError
 
@@ -94,7 +94,8 @@ class DeploymentTarget:
             canary = {**(state.canary or {}), "status": status.to_dict(),
                       "spec": self.spec.to_dict(), "source": self.source}
             state = replace(state, canary=canary)
-            if action.kind in ("hold", "none"):
+            # a hold, or a look with only a source failure to count: status only
+            if action.kind in ("hold", "none", "observe"):
                 txn.save(state)
                 return
             details: dict[str, Any] = {
@@ -192,7 +193,9 @@ def controller(
     target = DeploymentTarget(deployment, spec, "prometheus" if prometheus else "scrape")
     target.by = by or target.by
     return CanaryController(deployment.name, target, spec, source, stable=stable,
-                            candidate=candidate, output=output, hooks=Hooks(spec.hooks))
+                            candidate=candidate, output=output,
+                            hooks=Hooks(spec.hooks, confirm=spec.confirm,
+                                        timeout=spec.hook_timeout))
 
 
 def run(

@@ -1,25 +1,31 @@
-"""The canary analysis: rules that judge one interval's signals, and the spec that holds them.
+"""The canary analysis: rules that judge the candidate's signals, and the spec that holds them.
 
 Each rule is a frozen dataclass with a ``judge(observation)`` that returns a
 :class:`RuleResult`: the rule's name, the measured value, the threshold, a verdict and a
 sentence. Verdicts:
 
 - ``pass``: measured within the threshold on enough samples;
-- ``fail``: measured beyond the threshold on enough samples (``sustained`` says whether
-  the breach has lasted long enough, or is strong enough, to roll back now);
-- ``inconclusive``: too few samples to tell — never counted as a pass;
+- ``fail``: measured beyond the threshold (``sustained`` says whether the evidence is
+  strong enough to roll back now; otherwise the canary holds and gathers more);
+- ``inconclusive``: too few samples to tell, or the source could not be read — never
+  counted as a pass;
 - ``skip``: the rule does not apply (no labelled set, no stable figure to compare with).
 
-Two things make the defaults stricter than a plain threshold-for-N-intervals:
+**Sequential rules** (``every_scrape``: the error rate, p99 latency, latency against
+stable, in :mod:`workbench.deploy.rollout.traffic_rules`) are judged at every scrape, on
+the figures accumulated since the step began, with an anytime-valid test
+(:mod:`workbench.deploy.rollout.sequential`): a rollback the moment the evidence against
+the candidate is significant at ``alpha`` (a candidate failing every request is rolled
+back after two or three of them), however often it was looked at. Its
+:class:`~workbench.deploy.rollout.sequential.Decision` (statistic, boundary, sample sizes)
+is kept in the result. The ``alpha`` a rule gets is the spec's, split evenly among the
+sequential rules. The other rules (memory, agreement, accuracy) are judged once an
+interval.
 
-- **Minimum samples.** A window with fewer than ``min_requests`` requests (or fewer than
-  ``min_rows`` replayed rows) is inconclusive, so a quiet canary is held, not waved through.
-- **Evidence, not just a point estimate.** Rates are judged with a Wilson score interval:
-  an error rate whose *lower* bound is already above the threshold fails at once (a
-  candidate answering 40% errors is rolled back on the first interval, not the third),
-  while one only a little above it must stay there for ``intervals`` intervals. Agreement
-  with stable is judged on the Wilson *lower* bound, so 18/20 agreeing rows do not pass a
-  rule that 900/1000 would.
+**Minimum samples** still apply to a pass: a window with fewer than ``min_requests``
+requests (or fewer than ``min_rows`` replayed rows) is inconclusive, so a quiet canary is
+held, not waved through. Agreement with stable is judged on the Wilson *lower* bound, so
+18/20 agreeing rows do not pass a rule that 900/1000 would.
 
 :class:`AnalysisSpec` gathers the rules, the step plan and the controller's pacing; it
 loads from a reusable TOML or YAML file (unknown keys are an error naming the key) and
@@ -28,24 +34,39 @@ from CLI flags.
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass, field, fields, replace
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
+from workbench.deploy.rollout.sequential import DEFAULT_ALPHA
+from workbench.deploy.rollout.traffic_rules import ErrorRateRule, LatencyRule, RelativeLatencyRule
+from workbench.deploy.rollout.verdicts import (
+    PENDING,
+    VERDICTS,
+    Observation,
+    Rule,
+    RuleResult,
+    Verdict,
+    wilson_interval,
+)
+from workbench.deploy.rollout.verdicts import check_fraction as _check_fraction
+from workbench.deploy.rollout.verdicts import check_positive as _check_positive
+from workbench.deploy.rollout.verdicts import sustain as _finish
 from workbench.errors import DeployValueError, MissingDependencyError
 from workbench.runtime.scoring import DEFAULT_THRESHOLDS, Threshold
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
-    from workbench.deploy.rollout.signals import ColourWindow, OutputCheck
+    from workbench.deploy.rollout.signals import OutputCheck
 
 __all__ = [
     "DEFAULT_STEPS",
     "GATE",
+    "PENDING",
+    "VERDICTS",
     "AccuracyRule",
     "AgreementRule",
     "AnalysisSpec",
@@ -57,219 +78,16 @@ __all__ = [
     "Rule",
     "RuleResult",
     "Step",
+    "Verdict",
     "parse_duration",
     "parse_steps",
     "wilson_interval",
 ]
 
-Verdict = Literal["pass", "fail", "inconclusive", "skip"]
-VERDICTS: tuple[Verdict, ...] = ("pass", "fail", "inconclusive", "skip")
 #: A step of the plan: a candidate weight in percent, or a manual gate.
 Step = int | Literal["gate"]
 GATE: Literal["gate"] = "gate"
 DEFAULT_STEPS: tuple[Step, ...] = (5, 25, 50, 100)
-Z_95 = 1.959964  # two-sided 95% normal quantile
-
-
-def wilson_interval(successes: float, trials: float, z: float = Z_95) -> tuple[float, float]:
-    """The Wilson score interval of a proportion (``(0, 1)`` for no trials)."""
-    if trials <= 0:
-        return 0.0, 1.0
-    p = min(max(successes / trials, 0.0), 1.0)
-    denom = 1 + z * z / trials
-    centre = (p + z * z / (2 * trials)) / denom
-    half = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
-@dataclass(frozen=True)
-class RuleResult:
-    """One rule's judgement of one interval."""
-
-    rule: str
-    verdict: Verdict
-    value: float | None  # what was measured (None when nothing could be)
-    threshold: float
-    message: str
-    sustained: bool = False  # a fail strong or long enough to roll back now
-    samples: float = 0.0
-
-    def __post_init__(self) -> None:
-        if self.verdict not in VERDICTS:
-            raise ValueError(f"verdict must be one of {VERDICTS}, not {self.verdict!r}")
-
-    def __str__(self) -> str:
-        return f"{self.rule}: {self.verdict} ({self.message})"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "rule": self.rule,
-            "verdict": self.verdict,
-            "value": self.value,
-            "threshold": self.threshold,
-            "message": self.message,
-            "sustained": self.sustained,
-            "samples": self.samples,
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> RuleResult:
-        value = data.get("value")
-        verdict = str(data["verdict"])
-        if verdict not in VERDICTS:
-            raise ValueError(f"unknown verdict {verdict!r}")
-        return cls(
-            rule=str(data["rule"]),
-            verdict=verdict,  # type: ignore[arg-type]
-            value=None if value is None else float(value),
-            threshold=float(data["threshold"]),
-            message=str(data.get("message", "")),
-            sustained=bool(data.get("sustained", False)),
-            samples=float(data.get("samples", 0.0)),
-        )
-
-
-@dataclass(frozen=True)
-class Observation:
-    """What the controller saw in one interval, and the little it remembers of the last ones."""
-
-    interval: float  # seconds between ticks
-    candidate: ColourWindow
-    stable: ColourWindow | None = None
-    output: OutputCheck | None = None
-    previous_memory: float | None = None  # candidate's resident memory at the last tick
-    streaks: Mapping[str, int] = field(default_factory=dict)  # rule -> failed intervals so far
-
-
-class Rule(Protocol):
-    """A check of one interval; ``name`` keys its streak and its history."""
-
-    @property
-    def name(self) -> str: ...
-
-    def judge(self, seen: Observation) -> RuleResult: ...
-
-
-def _needed(seconds: float, interval: float) -> int:
-    return max(1, math.ceil(seconds / interval - 1e-9)) if interval > 0 else 1
-
-
-def _finish(rule: str, seen: Observation, needed: int, result: RuleResult) -> RuleResult:
-    """Mark a failing result sustained once it failed ``needed`` intervals in a row."""
-    if result.verdict != "fail" or result.sustained:
-        return result
-    streak = seen.streaks.get(rule, 0) + 1
-    if streak >= needed:
-        return replace(result, sustained=True)
-    return replace(result, message=f"{result.message}; {streak} of {needed} intervals")
-
-
-@dataclass(frozen=True)
-class ErrorRateRule:
-    """Server errors (5xx) of the candidate: fails above ``max_rate`` for ``intervals``
-    intervals in a row, or at once when even the Wilson lower bound is above it."""
-
-    max_rate: float = 0.03
-    intervals: int = 3
-    min_requests: int = 20
-    name: str = "error_rate"
-
-    def __post_init__(self) -> None:
-        _check_fraction("error_rate.max", self.max_rate)
-        _check_positive("error_rate.intervals", self.intervals)
-        _check_positive("error_rate.min_requests", self.min_requests)
-
-    def judge(self, seen: Observation) -> RuleResult:
-        window = seen.candidate
-        rate = window.error_rate
-        base = partial(RuleResult, rule=self.name, threshold=self.max_rate, samples=window.requests)
-        if rate is None or window.requests < self.min_requests:
-            return base(
-                verdict="inconclusive", value=rate,
-                message=f"{window.requests:g} requests, need {self.min_requests}",
-            )
-        text = f"{rate:.1%} of {window.requests:g} requests failed (max {self.max_rate:.1%})"
-        if rate <= self.max_rate:
-            return base(verdict="pass", value=rate, message=text)
-        low, _ = wilson_interval(window.errors, window.requests)
-        result = base(
-            verdict="fail", value=rate, message=text, sustained=low > self.max_rate
-        )
-        return _finish(self.name, seen, self.intervals, result)
-
-
-@dataclass(frozen=True)
-class LatencyRule:
-    """The candidate's p99 latency: fails above ``max_ms`` held for ``hold_seconds``."""
-
-    max_ms: float = 500.0
-    hold_seconds: float = 60.0
-    min_requests: int = 20
-    name: str = "latency_p99"
-
-    def __post_init__(self) -> None:
-        _check_positive("latency.p99_ms", self.max_ms)
-        if self.hold_seconds < 0:
-            raise DeployValueError(f"latency.hold must be >= 0, not {self.hold_seconds}")
-
-    def judge(self, seen: Observation) -> RuleResult:
-        window = seen.candidate
-        base = partial(RuleResult, rule=self.name, threshold=self.max_ms, samples=window.requests)
-        if window.p99_ms is None or window.requests < self.min_requests:
-            return base(
-                verdict="inconclusive", value=window.p99_ms,
-                message=f"{window.requests:g} requests, need {self.min_requests}",
-            )
-        text = f"p99 {window.p99_ms:.0f} ms (max {self.max_ms:.0f} ms)"
-        verdict: Verdict = "pass" if window.p99_ms <= self.max_ms else "fail"
-        result = base(verdict=verdict, value=window.p99_ms, message=text)
-        return _finish(self.name, seen, _needed(self.hold_seconds, seen.interval), result)
-
-
-@dataclass(frozen=True)
-class RelativeLatencyRule:
-    """The candidate's p99 against stable's: fails above ``max_ratio`` × stable for
-    ``intervals`` intervals. Below ``floor_ms`` the candidate passes whatever the ratio
-    (a 3 ms p99 against a 1 ms one is noise, not a regression)."""
-
-    max_ratio: float = 1.5
-    intervals: int = 2
-    floor_ms: float = 50.0
-    min_requests: int = 20
-    name: str = "latency_vs_stable"
-
-    def __post_init__(self) -> None:
-        if self.max_ratio < 1.0:
-            raise DeployValueError(f"latency.relative must be >= 1, not {self.max_ratio}")
-        _check_positive("latency.relative_intervals", self.intervals)
-
-    def judge(self, seen: Observation) -> RuleResult:
-        window, stable = seen.candidate, seen.stable
-        base = partial(RuleResult, rule=self.name, threshold=self.max_ratio, samples=window.requests)
-        if window.p99_ms is None or window.requests < self.min_requests:
-            return base(
-                verdict="inconclusive", value=None,
-                message=f"{window.requests:g} requests, need {self.min_requests}",
-            )
-        if window.p99_ms <= self.floor_ms:
-            return base(
-                verdict="pass", value=None,
-                message=f"p99 {window.p99_ms:.0f} ms, under the {self.floor_ms:.0f} ms floor",
-
-            )
-        if stable is None or stable.p99_ms is None or stable.requests < self.min_requests:
-            return base(
-                verdict="skip", value=None, message="too little stable traffic to compare",
-
-            )
-        ratio = window.p99_ms / max(stable.p99_ms, 1e-6)
-        text = (
-            f"p99 {window.p99_ms:.0f} ms = {ratio:.2f}x stable's {stable.p99_ms:.0f} ms "
-            f"(max {self.max_ratio:g}x)"
-        )
-        verdict: Verdict = "pass" if ratio <= self.max_ratio else "fail"
-        result = base(verdict=verdict, value=ratio, message=text)
-        return _finish(self.name, seen, self.intervals, result)
 
 
 @dataclass(frozen=True)
@@ -280,6 +98,7 @@ class MemoryRule:
     max_mb_per_min: float = 100.0
     intervals: int = 2
     name: str = "memory_growth"
+    reads: ClassVar[str] = "metrics"
 
     def __post_init__(self) -> None:
         _check_positive("memory.growth_mb_per_min", self.max_mb_per_min)
@@ -401,6 +220,7 @@ class AccuracyRule:
 
     max_drop: float = 5.0
     name: str = "accuracy"
+    reads: ClassVar[str] = "output"
 
     def __post_init__(self) -> None:
         if not 0 <= self.max_drop <= 100:
@@ -431,13 +251,18 @@ class AnalysisSpec:
     """How a canary is stepped and judged (see ``workbench deploy update --help``)."""
 
     steps: tuple[Step, ...] = DEFAULT_STEPS
-    interval: float = 30.0  # seconds between ticks (and the window each tick reads)
+    interval: float = 30.0  # seconds between interval decisions: each step's minimum dwell
     max_inconclusive: int = 5  # inconclusive intervals in a row before the rollout pauses
+    alpha: float = DEFAULT_ALPHA  # level of the sequential tests (split among their rules)
+    scrape: float = 1.0  # seconds between scrapes (looks), at most the interval
+    max_failures: int = 10  # failed reads of a source in a row before the rollout pauses
     mirror: int = 0  # percent of stable's requests mirrored to the candidate (0: no mirror)
     mirror_intervals: int = 1  # intervals judged on mirrored traffic before the first weight
     synthetic: float = 0.0  # requests/s of sample traffic sent to the candidate (0: none)
     labelled: str | None = None  # .npz with inputs and "labels", for the accuracy rule
     hooks: tuple[str, ...] = ()  # commands to run or URLs to POST each event to
+    confirm: tuple[str, ...] = ()  # commands or URLs that must accept each automatic promotion
+    hook_timeout: float = 5.0  # total deadline of one hook delivery (and of all confirmations)
     rules: tuple[Rule, ...] = field(
         default_factory=lambda: (
             ErrorRateRule(), LatencyRule(), RelativeLatencyRule(), MemoryRule(),
@@ -457,6 +282,11 @@ class AnalysisSpec:
         if self.interval <= 0:
             raise DeployValueError(f"interval must be positive, not {self.interval}")
         _check_positive("max_inconclusive", self.max_inconclusive)
+        if not 0.0 < self.alpha < 1.0:
+            raise DeployValueError(f"alpha must be in (0, 1), not {self.alpha}")
+        _check_positive("scrape", self.scrape)
+        _check_positive("max_failures", self.max_failures)
+        _check_positive("hook_timeout", self.hook_timeout)
         if not 0 <= self.mirror <= 100:
             raise DeployValueError(f"mirror must be a percentage in 0..100, not {self.mirror}")
         if self.synthetic < 0:
@@ -474,6 +304,17 @@ class AnalysisSpec:
     def judge(self, seen: Observation) -> tuple[RuleResult, ...]:
         return tuple(rule.judge(seen) for rule in self.rules)
 
+    @property
+    def look(self) -> float:
+        """Seconds between two looks of the controller (scrapes)."""
+        return min(self.scrape, self.interval)
+
+    @property
+    def rule_alpha(self) -> float:
+        """Each sequential rule's level: ``alpha`` split among them (Bonferroni)."""
+        count = sum(bool(getattr(rule, "every_scrape", False)) for rule in self.rules)
+        return self.alpha / max(count, 1)
+
     # -- (de)serialisation ---------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
@@ -481,11 +322,16 @@ class AnalysisSpec:
             "steps": list(self.steps),
             "interval": self.interval,
             "max_inconclusive": self.max_inconclusive,
+            "alpha": self.alpha,
+            "scrape": self.scrape,
+            "max_failures": self.max_failures,
             "mirror": self.mirror,
             "mirror_intervals": self.mirror_intervals,
             "synthetic": self.synthetic,
             "labelled": self.labelled,
             "hooks": list(self.hooks),
+            "confirm": list(self.confirm),
+            "hook_timeout": self.hook_timeout,
         }
         present = {rule.name for rule in self.rules}
         for section, (cls, keys) in _SECTIONS.items():
@@ -493,20 +339,23 @@ class AnalysisSpec:
             if rule is None or rule.name not in present:
                 data[section] = False
                 continue
-            data[section] = {key: getattr(rule, attr) for key, attr in keys.items()}
+            data[section] = {key: getattr(rule, attr) for key, attr in keys.items()
+                             if getattr(rule, attr) is not None}
         return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, source: str = "analysis") -> AnalysisSpec:
         """Build a spec from a mapping (a parsed file, or a persisted spec).
 
-        Top-level keys: ``steps``, ``interval``, ``max_inconclusive``, ``mirror``,
-        ``mirror_intervals``, ``synthetic``, ``labelled``, ``hooks``, and one table per
+        Top-level keys: ``steps``, ``interval``, ``max_inconclusive``, ``alpha``,
+        ``scrape``, ``max_failures``, ``mirror``, ``mirror_intervals``, ``synthetic``,
+        ``labelled``, ``hooks``, ``confirm``, ``hook_timeout``, and one table per
         rule (``error_rate``, ``latency``, ``relative_latency``, ``memory``, ``agreement``,
         ``accuracy``); a rule table set to ``false`` drops the rule.
         """
         known = {"steps", "interval", "max_inconclusive", "mirror", "mirror_intervals",
-                 "synthetic", "labelled", "hooks", *_SECTIONS}
+                 "synthetic", "labelled", "hooks", "alpha", "scrape", "max_failures",
+                 "confirm", "hook_timeout", *_SECTIONS}
         for key in data:
             if key not in known:
                 raise DeployValueError(
@@ -515,18 +364,22 @@ class AnalysisSpec:
         changes: dict[str, Any] = {}
         if "steps" in data:
             changes["steps"] = parse_steps(data["steps"])
-        if "interval" in data:
-            changes["interval"] = parse_duration(data["interval"])
-        for key in ("max_inconclusive", "mirror", "mirror_intervals"):
+        for key in ("interval", "scrape", "hook_timeout"):
+            if key in data:
+                changes[key] = parse_duration(data[key])
+        if "alpha" in data:
+            changes["alpha"] = _float(f"{source}: alpha", data["alpha"])
+        for key in ("max_inconclusive", "mirror", "mirror_intervals", "max_failures"):
             if key in data:
                 changes[key] = _int(f"{source}: {key}", data[key])
         if "synthetic" in data:
             changes["synthetic"] = _float(f"{source}: synthetic", data["synthetic"])
         if data.get("labelled") is not None:
             changes["labelled"] = str(data["labelled"])
-        if "hooks" in data:
-            hooks = data["hooks"]
-            changes["hooks"] = (hooks,) if isinstance(hooks, str) else tuple(map(str, hooks))
+        for key in ("hooks", "confirm"):
+            if key in data:
+                hooks = data[key]
+                changes[key] = (hooks,) if isinstance(hooks, str) else tuple(map(str, hooks))
         rules: list[Rule] = []
         for section, (rule_cls, keys) in _SECTIONS.items():
             table = data.get(section, {})
@@ -592,17 +445,20 @@ class AnalysisSpec:
             raise DeployValueError(f"unknown analysis settings: {sorted(unknown)}")
         if "steps" in given:
             given["steps"] = parse_steps(given["steps"])
-        if "interval" in given:
-            given["interval"] = parse_duration(given["interval"])
-        if "hooks" in given:
-            given["hooks"] = tuple(given["hooks"])
+        for key in ("interval", "scrape", "hook_timeout"):
+            if key in given:
+                given[key] = parse_duration(given[key])
+        for key in ("hooks", "confirm"):
+            if key in given:
+                given[key] = tuple(given[key])
         return replace(self, **given)
 
 
 #: file section -> (rule class, {file key: dataclass attribute})
 _SECTIONS: dict[str, tuple[Any, dict[str, str]]] = {
     "error_rate": (ErrorRateRule, {"max": "max_rate", "intervals": "intervals",
-                                   "min_requests": "min_requests"}),
+                                   "min_requests": "min_requests", "max_ratio": "max_ratio",
+                                   "evidence": "evidence"}),
     "latency": (LatencyRule, {"p99_ms": "max_ms", "hold": "hold_seconds",
                               "min_requests": "min_requests"}),
     "relative_latency": (RelativeLatencyRule, {"max_ratio": "max_ratio",
@@ -676,11 +532,3 @@ def _float(what: str, value: object) -> float:
         raise DeployValueError(f"{what} must be a number, not {value!r}") from None
 
 
-def _check_fraction(what: str, value: float) -> None:
-    if not 0.0 <= value <= 1.0:
-        raise DeployValueError(f"{what} must be a fraction in 0..1, not {value}")
-
-
-def _check_positive(what: str, value: float) -> None:
-    if value <= 0:
-        raise DeployValueError(f"{what} must be positive, not {value}")

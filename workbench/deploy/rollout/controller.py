@@ -1,33 +1,39 @@
 """The canary controller: data plus a pure step, and the loop that carries it out.
 
 :class:`CanaryStatus` is what is persisted (in the deployment's state file, key
-``canary``): the step plan, where the rollout stands in it, the rules' failure streaks,
-the inconclusive count and the last verdicts. :func:`decide` is the pure step: given the
-status, the spec, one interval's rule results and the time, it returns the next status
-and at most one :class:`Action`:
+``canary``): the step plan, where the rollout stands in it, when the step began, the
+rules' failure streaks, the inconclusive and source-failure counts and the last verdicts.
+:func:`decide` is the pure step: given the status, the spec, one look's rule results, the
+sources that failed and the time, it returns the next status and at most one
+:class:`Action`:
 
-- ``advance``: every rule passed (or was skipped) → the next step's weight;
+- ``rollback``: a rule's evidence against the candidate is significant → all traffic to
+  stable at once, at any look (the reason names the rule and its numbers);
+- ``advance``: the step's interval has passed (its minimum dwell) and every rule passed
+  (or was skipped) → the next step's weight, at the first look where that holds;
 - ``gate``: the next step is a manual gate → wait for ``promote`` or ``resume``;
-- ``hold``: a rule is inconclusive, or failing but not for long enough yet;
-- ``pause``: ``max_inconclusive`` inconclusive intervals in a row → pause, saying why;
-- ``rollback``: a rule failed for its window → all traffic to stable (the reason names
-  the rule and its numbers);
-- ``promote``: the last step passed → the candidate takes all traffic.
+- ``promote``: the last step passed → the candidate takes all traffic (after the
+  ``confirm`` hooks accepted it: a refusal or a timeout pauses instead);
+- ``hold``: at the end of an interval, a rule is inconclusive or failing without
+  significance yet;
+- ``pause``: ``max_inconclusive`` inconclusive intervals, or ``max_failures`` failed
+  reads of a source, in a row → pause, saying why;
+- ``observe``: a look with nothing to do but a source failure to count (persisted, no
+  history entry); ``none``: nothing to do or to record.
 
-:class:`CanaryController` runs one tick per interval against a :class:`Target` (the
-deployment: weights, promote, rollback, and where the status is saved), reading a
-:class:`~workbench.deploy.rollout.signals.MetricsSource` and an output check. Only one
-controller runs per deployment (:meth:`CanaryController.lock`). Events go to the JSON log
-and to hooks (a command gets the event as JSON on stdin; a URL gets it POSTed).
+:class:`CanaryController` looks every ``spec.look`` seconds (at most one) against a
+:class:`Target` (the deployment: weights, promote, rollback, and where the status is
+saved), reading a :class:`~workbench.deploy.rollout.signals.MetricsSource` and, once an
+interval, an output check. A source that fails is inconclusive, never fatal. Only one
+controller runs per deployment (:func:`controller_lock`). Events go to the JSON log and to
+hooks (:mod:`workbench.deploy.rollout.hooks`), delivered off the controller's path.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -38,12 +44,14 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from workbench.deploy.rollout.analysis import (
     GATE,
+    PENDING,
     AnalysisSpec,
     Observation,
     RuleResult,
     Step,
     format_steps,
 )
+from workbench.deploy.rollout.hooks import Hooks
 from workbench.errors import RolloutError, StateError
 
 if TYPE_CHECKING:
@@ -64,7 +72,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-events_log = logging.getLogger("workbench.deploy.events")
 
 
 class Stage(str, Enum):
@@ -72,11 +79,12 @@ class Stage(str, Enum):
 
     # Mirrored copies of stable's traffic reach the candidate; no user sees its answers.
     MIRROR = "mirror"
-    # The candidate takes the current step's weight and is judged every interval.
+    # The candidate takes the current step's weight and is judged at every scrape.
     STEP = "step"
     # The plan reached a manual gate: waiting for promote or resume.
     GATE = "gate"
-    # Paused by a user, or after too many inconclusive intervals; resume to go on.
+    # Paused by a user, after too many inconclusive intervals or failed reads of a
+    # source, or because a promotion was not confirmed; resume to go on.
     PAUSED = "paused"
     # The candidate took all traffic.
     PROMOTED = "promoted"
@@ -99,15 +107,18 @@ class CanaryStatus:
     steps: tuple[Step, ...]
     index: int = 0  # the step of ``steps`` the canary is at (-1: mirror phase)
     stage: Stage = Stage.STEP
-    ticks: int = 0  # intervals judged so far
-    at_step: int = 0  # intervals judged at the current step
+    ticks: int = 0  # decisions taken so far (intervals ended, steps passed, rollbacks)
+    at_step: int = 0  # intervals ended at the current step
     inconclusive: int = 0  # inconclusive intervals in a row
+    failures: int = 0  # looks in a row at which a source could not be read
     streaks: Mapping[str, int] = field(default_factory=dict)  # rule -> failed intervals in a row
     memory: float | None = None  # the candidate's resident memory at the last tick
     last: tuple[RuleResult, ...] = ()
     message: str = ""
     started: float = 0.0
     updated: float = 0.0
+    since: float = 0.0  # when the current step (or the mirror) began
+    checked: float = 0.0  # when the last interval ended (the next ends one interval later)
 
     def __post_init__(self) -> None:
         if not isinstance(self.stage, Stage):
@@ -143,6 +154,9 @@ class CanaryStatus:
             "message": self.message,
             "started": self.started,
             "updated": self.updated,
+            "since": self.since,
+            "checked": self.checked,
+            "failures": self.failures,
         }
 
     @classmethod
@@ -161,12 +175,16 @@ class CanaryStatus:
             message=str(data.get("message", "")),
             started=float(data.get("started", 0.0)),
             updated=float(data.get("updated", 0.0)),
+            since=float(data.get("since", data.get("updated", 0.0))),
+            checked=float(data.get("checked", data.get("updated", 0.0))),
+            failures=int(data.get("failures", 0)),
         )
 
 
 @dataclass(frozen=True)
 class Action:
-    """What one tick decided; ``kind`` is advance, gate, hold, pause, rollback, promote or none."""
+    """What one look decided; ``kind`` is advance, gate, hold, pause, rollback, promote,
+    observe or none (and mirror, resume, abort for the other transitions)."""
 
     kind: str
     weight: int | None = None  # the candidate's weight after the action (advance, promote)
@@ -177,36 +195,69 @@ def start(spec: AnalysisSpec, *, now: float) -> tuple[CanaryStatus, Action]:
     """The status and first action of a new canary (mirror phase, or the first step)."""
     if spec.mirror:
         status = CanaryStatus(spec.steps, index=-1, stage=Stage.MIRROR, started=now,
-                              updated=now, message=f"mirroring {spec.mirror}% of traffic")
+                              updated=now, since=now, checked=now,
+                              message=f"mirroring {spec.mirror}% of traffic")
         return status, Action("mirror", 0, status.message)
     status = CanaryStatus(spec.steps, index=-1, stage=Stage.STEP, started=now, updated=now)
     return _enter_next(status, now=now, reason="canary started")
 
 
 def decide(
-    status: CanaryStatus, spec: AnalysisSpec, results: tuple[RuleResult, ...], *, now: float
+    status: CanaryStatus,
+    spec: AnalysisSpec,
+    results: tuple[RuleResult, ...],
+    *,
+    now: float,
+    failures: Mapping[str, str] | None = None,
 ) -> tuple[CanaryStatus, Action]:
-    """One tick: judge ``results`` and do at most one transition (see the module docstring)."""
+    """One look: judge ``results`` and do at most one transition (see the module docstring).
+
+    ``failures`` maps each source that could not be read at this look (``metrics``,
+    ``stable metrics``, ``output``) to why.
+    """
     if status.stage not in (Stage.STEP, Stage.MIRROR):
         return status, Action("none", reason=f"canary is {status.stage.value}")
-    streaks = {r.rule: status.streaks.get(r.rule, 0) + 1 for r in results if r.verdict == "fail"}
-    seen = replace(
-        status, ticks=status.ticks + 1, at_step=status.at_step + 1, streaks=streaks,
-        last=results, updated=now,
-    )
+    failures = failures or {}
+    failed_reads = status.failures + 1 if failures else 0
+    due = now - (status.checked or status.since) >= spec.interval - 1e-6
+    dwell = spec.interval * (spec.mirror_intervals if status.stage is Stage.MIRROR else 1)
+    dwelt = now - status.since >= dwell - 1e-6
+    decided = replace(status, ticks=status.ticks + 1, last=results, updated=now,
+                      failures=failed_reads)
     failed = [r for r in results if r.verdict == "fail" and r.sustained]
     if failed:
         worst = failed[0]
         reason = f"rule {worst.rule} failed: {worst.message}"
-        return replace(seen, stage=Stage.ROLLED_BACK, message=reason), Action("rollback", 0, reason)
+        return (replace(decided, stage=Stage.ROLLED_BACK, message=reason),
+                Action("rollback", 0, reason))
+    why_failed = "; ".join(f"{source}: {why}" for source, why in failures.items())
+    if failures and failed_reads >= spec.max_failures:
+        reason = f"paused after {failed_reads} failed reads in a row ({why_failed})"
+        return (replace(decided, stage=Stage.PAUSED, message=reason), Action("pause", reason=reason))
+    passed = all(r.verdict in ("pass", "skip") for r in results) and not failures
+    if not due:
+        if dwelt and passed:
+            return _enter_next(replace(decided, inconclusive=0), now=now,
+                               reason="all rules passed")
+        if failed_reads != status.failures:
+            reason = f"cannot read {why_failed}" if failures else "sources read again"
+            return (replace(status, failures=failed_reads, message=reason),
+                    Action("observe", reason=reason))
+        return status, Action("none")
+    streaks = {r.rule: status.streaks.get(r.rule, 0) + 1 for r in results if r.verdict == "fail"}
+    seen = replace(decided, at_step=status.at_step + 1, checked=now, streaks=streaks)
     breaching = [r for r in results if r.verdict == "fail"]
     if breaching:
         reason = "holding: " + "; ".join(f"{r.rule} {r.message}" for r in breaching)
         return replace(seen, inconclusive=0, message=reason), Action("hold", reason=reason)
     unsure = [r for r in results if r.verdict == "inconclusive"]
-    if unsure:
+    if unsure and not failures and all(r.decision and r.decision.get(PENDING) for r in unsure):
+        reason = "holding, evidence coming in: " + "; ".join(f"{r.rule} {r.message}" for r in unsure)
+        return replace(seen, inconclusive=0, message=reason), Action("hold", reason=reason)
+    if unsure or failures:
         count = status.inconclusive + 1
-        why = "; ".join(f"{r.rule}: {r.message}" for r in unsure)
+        why = "; ".join([*(f"{r.rule}: {r.message}" for r in unsure),
+                         *(f"cannot read {why_failed}" for _ in [failures] if failures)])
         if count >= spec.max_inconclusive:
             reason = f"paused after {count} inconclusive intervals ({why})"
             return (
@@ -216,7 +267,7 @@ def decide(
         reason = f"holding, inconclusive {count}/{spec.max_inconclusive} ({why})"
         return replace(seen, inconclusive=count, message=reason), Action("hold", reason=reason)
     seen = replace(seen, inconclusive=0)
-    if status.stage is Stage.MIRROR and seen.at_step < spec.mirror_intervals:
+    if not dwelt:
         reason = f"mirror passed {seen.at_step}/{spec.mirror_intervals} intervals"
         return replace(seen, message=reason), Action("hold", reason=reason)
     return _enter_next(seen, now=now, reason="all rules passed")
@@ -228,7 +279,7 @@ def _enter_next(status: CanaryStatus, *, now: float, reason: str) -> tuple[Canar
         message = f"{reason}; promoted"
         return (
             replace(status, index=min(index, len(status.steps) - 1), stage=Stage.PROMOTED,
-                    at_step=0, message=message, updated=now),
+                    at_step=0, message=message, updated=now, since=now, checked=now),
             Action("promote", 100, message),
         )
     step = status.steps[index]
@@ -236,12 +287,12 @@ def _enter_next(status: CanaryStatus, *, now: float, reason: str) -> tuple[Canar
         message = f"{reason}; waiting at a gate for promote or resume"
         return (
             replace(status, index=index, stage=Stage.GATE, at_step=0, message=message,
-                    updated=now),
+                    updated=now, since=now, checked=now),
             Action("gate", reason=message),
         )
     message = f"{reason}; step {index + 1}/{len(status.steps)}: {step}% to the candidate"
     moved = replace(status, index=index, stage=Stage.STEP, at_step=0, streaks={},
-                    message=message, updated=now)
+                    inconclusive=0, message=message, updated=now, since=now, checked=now)
     return moved, Action("advance", int(step), message)
 
 
@@ -262,7 +313,8 @@ def resume(status: CanaryStatus, *, now: float) -> tuple[CanaryStatus, Action]:
         raise RolloutError(f"cannot resume a canary that is {status.stage.value}")
     stage = Stage.MIRROR if status.index < 0 else Stage.STEP
     return (
-        replace(status, stage=stage, inconclusive=0, at_step=0, message="resumed", updated=now),
+        replace(status, stage=stage, inconclusive=0, failures=0, at_step=0, message="resumed",
+                updated=now, since=now, checked=now, streaks={}),
         Action("hold", reason="resumed"),
     )
 
@@ -303,37 +355,13 @@ class Target(Protocol):
         ...
 
 
-@dataclass(frozen=True)
-class Hooks:
-    """Where events go besides the log: commands (event JSON on stdin) and URLs (POST)."""
-
-    targets: tuple[str, ...] = ()
-    timeout: float = 5.0
-
-    def send(self, event: Mapping[str, Any]) -> None:
-        body = json.dumps(event, sort_keys=True)
-        events_log.info(body)
-        for target in self.targets:
-            try:
-                if target.startswith(("http://", "https://")):
-                    import httpx
-
-                    httpx.post(target, content=body, timeout=self.timeout,
-                               headers={"content-type": "application/json"})
-                else:
-                    subprocess.run(  # the user's own hook command
-                        target, shell=True, input=body, text=True, timeout=self.timeout,
-                        check=False, capture_output=True,
-                    )
-            except Exception as exc:  # a broken hook must not stop a rollback
-                log.warning("event hook %s failed: %s", target, exc)
-
-
 NOTIFY = frozenset({"advance", "gate", "pause", "promote", "rollback", "mirror", "resume", "abort"})
+#: What a rule reads when it has no ``reads`` of its own: the replayed output check.
+OUTPUT = "output"
 
 
 class CanaryController:
-    """Runs a canary: one :meth:`tick` per interval until it is promoted or rolled back."""
+    """Runs a canary: one :meth:`tick` per look (``spec.look`` seconds) until it is done."""
 
     def __init__(
         self,
@@ -355,7 +383,7 @@ class CanaryController:
         self.stable = stable
         self.candidate = candidate
         self.output = output
-        self.hooks = hooks or Hooks(spec.hooks)
+        self.hooks = hooks or Hooks(spec.hooks, confirm=spec.confirm, timeout=spec.hook_timeout)
         self.clock = clock
         self.listeners: list[Callable[[CanaryStatus, Action], None]] = []
 
@@ -372,22 +400,61 @@ class CanaryController:
         return self._carry_out(status, action)
 
     def tick(self) -> CanaryStatus:
-        """Read the sources, judge the rules, do at most one transition, persist."""
+        """One look: read the sources, judge the rules, do at most one transition, persist.
+
+        A source that cannot be read makes the rules reading it inconclusive, with the
+        reason; it never ends the controller. The output check (a replay) and the rules
+        that are not sequential are judged only when an interval ends; between, their
+        last results stand.
+        """
         status = self.target.load()
         if status is None:
             raise RolloutError(f"{self.name}: no canary was started")
         if status.stage not in (Stage.STEP, Stage.MIRROR):
             return status
-        window = self.source.window(self.candidate, self.spec.interval)
-        stable_window = self.source.window(self.stable, self.spec.interval)
-        check = self.output() if self.output is not None else None
-        seen = Observation(
-            interval=self.spec.interval, candidate=window, stable=stable_window, output=check,
-            previous_memory=status.memory, streaks=status.streaks,
-        )
-        results = self.spec.judge(seen)
-        after, action = decide(status, self.spec, results, now=self.clock())
-        after = replace(after, memory=window.memory_bytes)
+        now = self.clock()
+        spec = self.spec
+        due = now - (status.checked or status.since) >= spec.interval - 1e-6
+        span = max(now - (status.since or now), spec.look, 1e-3)  # the step so far
+        failures: dict[str, str] = {}
+        window = self._read("metrics", failures, lambda: self.source.window(self.candidate, span))
+        stable_window = self._read("stable metrics", failures,
+                                   lambda: self.source.window(self.stable, span))
+        check = None
+        if due and self.output is not None:
+            check = self._read(OUTPUT, failures, self.output)
+        earlier = {r.rule: r for r in status.last}
+        results: list[RuleResult] = []
+        seen = None
+        if window is not None:
+            seen = Observation(
+                interval=spec.interval, candidate=window, stable=stable_window, output=check,
+                previous_memory=status.memory, streaks=status.streaks, alpha=spec.rule_alpha,
+                due=due,
+            )
+        for rule in spec.rules:
+            reads = getattr(rule, "reads", OUTPUT)
+            if not due and not getattr(rule, "every_scrape", False):
+                if rule.name in earlier:  # judged at the end of the last interval
+                    results.append(earlier[rule.name])
+                else:
+                    results.append(_unjudged(rule.name))
+                continue
+            problem = failures.get(reads) or (
+                failures.get("stable metrics") if getattr(rule, "needs_stable", False) else None)
+            if problem is not None or seen is None:
+                why = problem or failures.get("metrics", "")
+                results.append(RuleResult(rule.name, "inconclusive", None, 0.0,
+                                          f"cannot read {reads}: {why}"))
+                continue
+            results.append(rule.judge(seen))
+        after, action = decide(status, spec, tuple(results), now=now, failures=failures)
+        if due and window is not None and action.kind != "none":
+            after = replace(after, memory=window.memory_bytes)
+        if action.kind == "promote" and self.hooks.gates:
+            after, action = self._confirm(status, after, action)
+        if action.kind == "none":
+            return after
         return self._carry_out(after, action)
 
     def command(self, verb: str, reason: str = "") -> CanaryStatus:
@@ -415,21 +482,49 @@ class CanaryController:
         raise RolloutError(f"unknown canary command {verb!r}")
 
     def run(self, stop: threading.Event | None = None, *, first_delay: float | None = None) -> CanaryStatus:
-        """Tick every ``interval`` until the canary is done or ``stop`` is set."""
+        """Look every ``spec.look`` seconds until the canary is done or ``stop`` is set;
+        then give the queued hook deliveries a last deadline to go out."""
         stop = stop or threading.Event()
-        stop.wait(self.spec.interval if first_delay is None else first_delay)
-        while not stop.is_set():
-            began = time.monotonic()
-            status = self.tick()
-            if status.done:
-                return status
-            stop.wait(max(0.0, self.spec.interval - (time.monotonic() - began)))
-        final = self.target.load()
-        if final is None:
-            raise RolloutError(f"{self.name}: the canary status was lost")
-        return final
+        look = self.spec.look
+        try:
+            stop.wait(look if first_delay is None else first_delay)
+            while not stop.is_set():
+                began = time.monotonic()
+                status = self.tick()
+                if status.done:
+                    return status
+                stop.wait(max(0.0, look - (time.monotonic() - began)))
+            final = self.target.load()
+            if final is None:
+                raise RolloutError(f"{self.name}: the canary status was lost")
+            return final
+        finally:
+            self.hooks.drain(self.hooks.timeout + 1.0)
+            self.hooks.close()
 
     # -- internals -----------------------------------------------------------------------
+
+    def _read(self, source: str, failures: dict[str, str], read: Callable[[], Any]) -> Any:
+        """``read()``, or None with the reason in ``failures`` when it raised."""
+        try:
+            return read()
+        except Exception as exc:  # a source error is inconclusive, never fatal
+            why = str(exc) or type(exc).__name__
+            log.warning("%s: cannot read %s: %s", self.name, source, why)
+            failures[source] = why
+            return None
+
+    def _confirm(
+        self, before: CanaryStatus, after: CanaryStatus, action: Action
+    ) -> tuple[CanaryStatus, Action]:
+        """Ask the promotion gates (bounded); not confirmed: pause at the last step."""
+        ok, why = self.hooks.confirm(event(self.name, after, replace(action, kind="confirm")))
+        if ok:
+            return after, action
+        reason = f"promotion not confirmed: {why}"
+        paused = replace(after, index=before.index, stage=Stage.PAUSED, message=reason,
+                         since=before.since, checked=before.checked)
+        return paused, Action("pause", reason=reason)
 
     def _carry_out(self, status: CanaryStatus, action: Action) -> CanaryStatus:
         """Traffic first (one router change), then persist, then the event."""
@@ -541,3 +636,7 @@ def _pid(path: Path) -> int | None:
         return int(path.read_text().strip() or 0) or None
     except (OSError, ValueError):
         return None
+
+
+def _unjudged(rule: str) -> RuleResult:
+    return RuleResult(rule, "inconclusive", None, 0.0, "not judged yet this step")

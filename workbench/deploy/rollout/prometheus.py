@@ -19,13 +19,17 @@ own templates (they are plain strings, reusable across deployments)::
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
+from http.client import HTTPException
 from string import Template
 from typing import Any
+from urllib.parse import urlencode
 
+from workbench.deploy.rollout.deadline import request_within
 from workbench.deploy.rollout.signals import ColourWindow
 from workbench.errors import MetricsError
 
@@ -129,26 +133,33 @@ class PrometheusSource:
         )
 
     def query(self, promql: str) -> float | None:
-        """The value of an instant query's single result; None for no result or NaN."""
-        import httpx
+        """The value of an instant query's single result; None for no result or NaN.
 
+        The query has ``timeout`` seconds in all (connect to last byte); every failure —
+        unreachable, hanging, refused, not JSON, not one series — is a MetricsError.
+        """
+        url = f"{self.url}/api/v1/query?" + urlencode({"query": promql})
         try:
-            response = httpx.get(f"{self.url}/api/v1/query", params={"query": promql},
-                                 timeout=self.timeout)
-            doc = response.json()
-        except (httpx.HTTPError, ValueError) as exc:
-            raise MetricsError(f"Prometheus at {self.url}: {exc}") from exc
-        if response.status_code != 200 or doc.get("status") != "success":
+            answer = request_within("GET", url, self.timeout)
+            doc = json.loads(answer.body)
+        except (OSError, HTTPException, ValueError) as exc:
+            raise MetricsError(f"Prometheus at {self.url}: {type(exc).__name__}: {exc}") from exc
+        if not isinstance(doc, dict):
+            raise MetricsError(f"Prometheus at {self.url} answered {type(doc).__name__}, not an object")
+        if answer.status != 200 or doc.get("status") != "success":
             raise MetricsError(
-                f"Prometheus at {self.url} refused {promql!r}: {doc.get('error', response.status_code)}"
+                f"Prometheus at {self.url} refused {promql!r}: {doc.get('error', answer.status)}"
             )
-        data = doc.get("data", {})
-        result = data.get("result")
-        if data.get("resultType") == "scalar":
-            result = [{"value": result}]
-        if not result:
-            return None
-        if len(result) > 1:
-            raise MetricsError(f"{promql!r} gave {len(result)} series; aggregate it to one")
-        value = float(result[0]["value"][1])
+        try:
+            data = doc.get("data", {})
+            result = data.get("result")
+            if data.get("resultType") == "scalar":
+                result = [{"value": result}]
+            if not result:
+                return None
+            if len(result) > 1:
+                raise MetricsError(f"{promql!r} gave {len(result)} series; aggregate it to one")
+            value = float(result[0]["value"][1])
+        except (AttributeError, KeyError, IndexError, TypeError, ValueError) as exc:
+            raise MetricsError(f"Prometheus at {self.url}: unexpected answer to {promql!r}") from exc
         return None if math.isnan(value) else value

@@ -24,7 +24,9 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from http.client import HTTPException
 
+from workbench.deploy.rollout.deadline import request_within
 from workbench.deploy.rollout.signals import ColourWindow
 from workbench.deploy.traffic import Counters, parse_metrics, quantile
 from workbench.errors import MetricsError
@@ -71,8 +73,10 @@ class ScrapeSource:
 
     ``targets`` maps colour to instance base URLs (a callable is asked afresh on each
     scrape, so instances that come and go are followed). ``keep`` is how many seconds
-    of history are kept per instance. ``fetch`` returns an URL's metrics text
-    (default: an HTTP GET with ``timeout``); ``clock`` is a monotonic clock. Thread-safe.
+    of history are kept per instance. ``fetch`` returns an URL's metrics text (default:
+    an HTTP GET finished within ``timeout`` in all, connect to last byte, so a hanging or
+    trickling instance costs a look no more than that); ``clock`` is a monotonic clock.
+    Thread-safe.
     """
 
     def __init__(
@@ -91,6 +95,7 @@ class ScrapeSource:
         self._clock = clock
         self._history: dict[tuple[str, str], deque[Scrape]] = {}
         self._lock = threading.Lock()
+        self.errors: dict[str, str] = {}  # colour -> why its last scrape failed
 
     def targets(self) -> dict[str, list[str]]:
         """Colour -> instance URLs, right now."""
@@ -104,15 +109,21 @@ class ScrapeSource:
             if colour is not None and name != colour:
                 continue
             read[name] = 0
+            problems: list[str] = []
             for url in urls:
                 try:
                     text = self._fetch(f"{url}/metrics")
                     scrape = Scrape.parse(text, self._clock())
                 except (OSError, ValueError, MetricsError) as exc:
                     log.warning("%s: cannot scrape %s/metrics: %s", name, url, exc)
+                    problems.append(f"{url}/metrics: {_why(exc)}")
                     continue
                 self._remember(name, url, scrape)
                 read[name] += 1
+            if problems:
+                self.errors[name] = "; ".join(problems)
+            else:
+                self.errors.pop(name, None)
         return read
 
     def window(self, colour: str, seconds: float) -> ColourWindow:
@@ -125,7 +136,8 @@ class ScrapeSource:
             raise ValueError(f"a window must last more than 0 seconds, not {seconds}")
         read = self.scrape(colour)
         if not read.get(colour):
-            raise MetricsError(f"no instance of {colour} answered its metrics scrape")
+            why = self.errors.get(colour, "it has no instance")
+            raise MetricsError(f"no instance of {colour} answered its metrics scrape ({why})")
         urls = self.targets()[colour]
         now = self._clock()
         requests = errors = 0.0
@@ -154,6 +166,7 @@ class ScrapeSource:
             errors=errors,
             p99_ms=None if p99 is None else p99 * 1000.0,
             memory_bytes=sum(memory) if memory else None,
+            buckets=tuple(sorted(buckets.items())) if buckets else None,
         )
 
     def history(self, colour: str) -> dict[str, list[Scrape]]:
@@ -169,12 +182,14 @@ class ScrapeSource:
                 history.popleft()  # history[1] alone still covers `keep` seconds
 
     def _http_get(self, url: str) -> str:
-        import httpx
-
         try:
-            response = httpx.get(url, timeout=self.timeout)
-        except httpx.HTTPError as exc:
-            raise MetricsError(f"{url}: {exc}") from exc
-        if response.status_code != 200:
-            raise MetricsError(f"{url} answered {response.status_code}")
-        return response.text
+            answer = request_within("GET", url, self.timeout)
+        except (OSError, HTTPException) as exc:
+            raise MetricsError(f"{url}: {_why(exc)}") from exc
+        if answer.status != 200:
+            raise MetricsError(f"{url} answered {answer.status}")
+        return answer.body.decode("utf-8", errors="replace")
+
+
+def _why(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

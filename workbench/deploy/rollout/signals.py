@@ -23,6 +23,9 @@ class ColourWindow:
     errors: float  # of which server errors (5xx); client errors (4xx) are not counted
     p99_ms: float | None  # None when there were no requests
     memory_bytes: float | None  # resident memory now (sum over the colour's instances)
+    # the window's latency histogram: (upper bound in seconds, cumulative count), ascending;
+    # None when the source does not read it (the latency rules then judge ``p99_ms`` alone)
+    buckets: tuple[tuple[float, float], ...] | None = None
 
     @property
     def error_rate(self) -> float | None:

@@ -221,6 +221,10 @@ def test_accuracy_drop_in_points() -> None:
     drop = OutputCheck(rows=540, agreement=0.74, accuracy_stable=0.94, accuracy_candidate=0.735)
     result = rule.judge(seen(window(), output=drop))
     assert result.verdict == "fail" and result.value == pytest.approx(20.5)
+    assert "down 20.5 points (max drop 5)" in result.message
+    gain = OutputCheck(rows=540, agreement=0.9, accuracy_stable=0.9, accuracy_candidate=0.92)
+    better = rule.judge(seen(window(), output=gain))
+    assert better.verdict == "pass" and "up 2.0 points" in better.message
     nolabels = OutputCheck(rows=540, agreement=0.9, accuracy_stable=None, accuracy_candidate=None)
     assert rule.judge(seen(window(), output=nolabels)).verdict == "skip"
 

@@ -232,9 +232,10 @@ class AccuracyRule:
         if check is None or check.accuracy_stable is None or check.accuracy_candidate is None:
             return base(verdict="skip", value=None, message="no labelled set")
         drop = (check.accuracy_stable - check.accuracy_candidate) * 100
+        change = f"down {drop:.1f} points" if drop > 0 else f"up {-drop:.1f} points"
         text = (
             f"accuracy {check.accuracy_candidate:.1%} vs stable {check.accuracy_stable:.1%}: "
-            f"{drop:+.1f} points drop (max {self.max_drop:g})"
+            f"{change} (max drop {self.max_drop:g})"
         )
         verdict: Verdict = "pass" if drop <= self.max_drop else "fail"
         return base(

@@ -55,7 +55,7 @@ from workbench.deploy.rollout.verdicts import check_fraction as _check_fraction
 from workbench.deploy.rollout.verdicts import check_positive as _check_positive
 from workbench.deploy.rollout.verdicts import sustain as _finish
 from workbench.errors import DeployValueError, MissingDependencyError
-from workbench.runtime.scoring import DEFAULT_THRESHOLDS, Threshold
+from workbench.runtime.thresholds import DEFAULT_THRESHOLDS, Threshold
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence

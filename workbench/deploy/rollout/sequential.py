@@ -37,9 +37,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from functools import cache
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
 
 __all__ = [
     "DEFAULT_ALPHA",
@@ -56,7 +58,7 @@ __all__ = [
 DEFAULT_ALPHA = 0.01
 #: Alternatives of the threshold test, as odds ratios against the threshold's odds:
 #: 2^(1/2) … 2^12, equally weighted (from "a little worse" to "always failing").
-ODDS_RATIOS = 2.0 ** (np.arange(1, 25) / 2.0)
+ODDS_RATIOS = tuple(2.0 ** (k / 2.0) for k in range(1, 25))
 
 
 @dataclass(frozen=True)
@@ -92,10 +94,15 @@ def _check_alpha(alpha: float) -> None:
         raise ValueError(f"alpha must be in (0, 1), not {alpha}")
 
 
+@cache
 def _alternatives(threshold: float) -> np.ndarray:
+    import numpy as np  # numpy only where a test is computed: `deploy status` never needs it
+
     odds = threshold / (1.0 - threshold)
-    alt_odds = odds * ODDS_RATIOS
-    return np.asarray(alt_odds / (1.0 + alt_odds))
+    alt_odds = odds * np.asarray(ODDS_RATIOS)
+    alts = np.asarray(alt_odds / (1.0 + alt_odds))
+    alts.flags.writeable = False  # shared by every call with this threshold
+    return alts
 
 
 def threshold_log_lr(total: Any, trials: Any, threshold: float, *, above: bool = True) -> Any:
@@ -104,6 +111,8 @@ def threshold_log_lr(total: Any, trials: Any, threshold: float, *, above: bool =
 
     Arrays broadcast; the result has their shape.
     """
+    import numpy as np
+
     if not 0.0 < threshold < 1.0:
         raise ValueError(f"a threshold must be in (0, 1), not {threshold}")
     s = np.asarray(total, dtype=float)
@@ -123,6 +132,8 @@ def difference_log_lr(diff: Any, variance: Any, tau: float) -> Any:
     """log of the Gaussian mixture likelihood ratio (Johari et al., eq. 11) of an estimated
     difference ``diff`` (already less the margin) with ``variance``, mixing N(0, tau^2).
     Only a positive ``diff`` counts as evidence: the result is 0 where ``diff <= 0``."""
+    import numpy as np
+
     d = np.asarray(diff, dtype=float)
     v = np.maximum(np.asarray(variance, dtype=float), 1e-300)
     t2 = tau * tau

@@ -93,14 +93,13 @@ def test_compare_reads_text_recognisers_through_their_codecs(tmp_path: Path) -> 
     """PP-OCRv5's recogniser (a PaddleX export) against PP-OCRv4's (published with the
     config written from RapidOCR's settings): the manifests say text-recognition, the
     codecs decode, and the scores are CER and exact match."""
-    from tests.runtime.test_scoring_ocr import EXPORTS, text_lines
-    from workbench.model.ocr_exports import OcrExports, write_legacy_configs
+    from tests.codecs._ocr import require_exports
+    from tests.runtime.test_scoring_ocr import text_lines
+    from workbench.model.ocr_exports import write_legacy_configs
     from workbench.model.repository import ModelRepository
     from workbench.runtime.paddle import PaddleProbe
 
-    exports = OcrExports(EXPORTS)
-    if exports.missing():
-        pytest.skip(f"the OCR exports are not under {EXPORTS}")
+    exports = require_exports()  # fetched into the cache when missing; a failure under CI=true
     texts, images = text_lines(40, seed=3)
     repo = ModelRepository(tmp_path / "repo")
     probe = PaddleProbe()

@@ -85,20 +85,19 @@ def test_recognisers_are_checked_over_http_by_their_codecs(tmp_path: Path) -> No
     """The verification check between two real instances serving PP-OCRv5's and PP-OCRv4's
     recognisers: outputs of different sizes (18385 vs 6625 classes) decoded by each
     version's codec and judged by CER (min agreement 0.85: cer <= 0.15)."""
-    from tests.runtime.test_scoring_ocr import EXPORTS, text_lines
+    from tests.codecs._ocr import require_exports
+    from tests.runtime.test_scoring_ocr import text_lines
     from tests.serving.conftest import ServeProcess
     from workbench.codecs import Codec
     from workbench.deploy.client import ServingClient
     from workbench.deploy.rollout.agreement import check_agreement
-    from workbench.model.ocr_exports import OcrExports, write_legacy_configs
+    from workbench.model.ocr_exports import write_legacy_configs
     from workbench.model.repository import ModelRepository
     from workbench.model.task import Task
     from workbench.runtime.decoders import codec_decoder
     from workbench.runtime.paddle import PaddleProbe
 
-    exports = OcrExports(EXPORTS)
-    if exports.missing():
-        pytest.skip(f"the OCR exports are not under {EXPORTS}")
+    exports = require_exports()  # fetched into the cache when missing; a failure under CI=true
     repo = ModelRepository(tmp_path / "repo")
     probe = PaddleProbe()
     repo.publish("rec", "1.0.0", exports.v5_rec, probe=probe)

@@ -204,3 +204,34 @@ def test_the_model_layer_runs_models_only_through_a_probe(
     with pytest.raises(PublishError, match="give the output signature or a probe"):
         Bare(repo_copy).publish("digits", "2.1.0", source, sample={"x": np.zeros((1, 64), np.float32)})
     assert "2.1.0" not in [str(v) for v in Bare(repo_copy).versions("digits")]
+
+
+def test_publishing_with_an_output_signature_and_default_settings_runs_nothing(tmp_path: Path) -> None:
+    """Given its outputs, a version publishes without running (files a probe could not
+    load publish as before); settings the caller asks for are proved by running it."""
+    from workbench.model.manifest import TensorSpec
+    from workbench.model.repository import ModelRepository as Bare
+    from workbench.model.runtime_settings import RuntimeSettings
+
+    opened: list[RuntimeSettings] = []
+
+    class Refusing:
+        def open(self, files: object, settings: RuntimeSettings) -> object:
+            opened.append(settings)
+            raise PublishError("this probe loads nothing")
+
+    source = tmp_path / "files"
+    source.mkdir()
+    (source / "inference.json").write_text("{}", encoding="utf-8")
+    (source / "inference.pdiparams").write_bytes(b"\0" * 16)
+    repo = Bare(tmp_path / "repo", probe=Refusing())  # type: ignore[arg-type]
+    signature = {
+        "sample": {"x": np.zeros((2, 4), np.float32)},
+        "inputs": [TensorSpec("x", "float32", (-1, 4))],
+        "outputs": [TensorSpec("y", "float32", (-1, 2))],
+    }
+    manifest = repo.publish("stub", "1.0.0", source, **signature)  # type: ignore[arg-type]
+    assert manifest.outputs[0].name == "y" and opened == []
+    with pytest.raises(PublishError, match="loads nothing"):
+        repo.publish("stub", "1.1.0", source, runtime=RuntimeSettings.parse("onednn=off"), **signature)  # type: ignore[arg-type]
+    assert len(opened) == 1 and "1.1.0" not in [str(v) for v in repo.versions("stub")]

@@ -122,7 +122,10 @@ def stage(
             input_specs = tuple(TensorSpec.from_array(n, a) for n, a in sample.items())
     settings, trials = _settings(files, sample, export, probing)
     output_specs = tuple(outputs) if outputs is not None else ()
-    if not output_specs or (probing.probe is not None and sample is not None):
+    # The model runs to describe its outputs, and to prove runtime settings the caller
+    # asked for; given outputs and default settings, publishing runs nothing.
+    asked = probing.runtime is not None
+    if not output_specs or (asked and probing.probe is not None and sample is not None):
         described = _describe_outputs(files, sample, export, settings, probing.probe)
         output_specs = output_specs or described
     try:

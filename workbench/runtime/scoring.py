@@ -44,7 +44,6 @@ cautious end, for rules that judge on it alone (the canary agreement rule).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
@@ -59,8 +58,10 @@ from workbench.runtime.thresholds import (
     METRICS,
     PRIMARY,
     TASK_METRICS,
+    Z_95,
     Metric,
     Threshold,
+    wilson_interval,
 )
 
 if TYPE_CHECKING:
@@ -92,7 +93,6 @@ __all__ = [
     "within_tolerance",
 ]
 
-Z_95 = 1.959964  # two-sided 95% normal quantile
 BOOTSTRAP_RESAMPLES = 2000
 BOOTSTRAP_SEED = 20261206
 RTOL, ATOL = 1e-3, 1e-5  # generic tensors: the default tolerance
@@ -195,17 +195,6 @@ def _fmt(metric: str, value: float) -> str:
 
 
 # ----------------------------------------------------------------------------- intervals
-
-
-def wilson_interval(successes: float, n: float, z: float = Z_95) -> tuple[float, float]:
-    """The Wilson score interval of a proportion (95% by default; ``(0, 1)`` for ``n = 0``)."""
-    if n <= 0:
-        return 0.0, 1.0
-    p = min(max(successes / n, 0.0), 1.0)
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def bootstrap_ratio(

@@ -7,6 +7,7 @@ the deploy verbs that only read state load this module, never numpy.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from typing import Literal
@@ -14,7 +15,29 @@ from typing import Literal
 from workbench.errors import InputError
 from workbench.model.task import Task
 
-__all__ = ["DEFAULT_THRESHOLDS", "METRICS", "PRIMARY", "TASK_METRICS", "Metric", "Threshold"]
+__all__ = [
+    "DEFAULT_THRESHOLDS",
+    "METRICS",
+    "PRIMARY",
+    "TASK_METRICS",
+    "Z_95",
+    "Metric",
+    "Threshold",
+    "wilson_interval",
+]
+
+Z_95 = 1.959964  # two-sided 95% normal quantile
+
+
+def wilson_interval(successes: float, n: float, z: float = Z_95) -> tuple[float, float]:
+    """The Wilson score interval of a proportion (95% by default; ``(0, 1)`` for ``n = 0``)."""
+    if n <= 0:
+        return 0.0, 1.0
+    p = min(max(successes / n, 0.0), 1.0)
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from workbench.deploy.rollout.sequential import DEFAULT_ALPHA
 from workbench.errors import DeployValueError
+from workbench.runtime.thresholds import wilson_interval
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -35,18 +36,6 @@ __all__ = [
 
 Verdict = Literal["pass", "fail", "inconclusive", "skip"]
 VERDICTS: tuple[Verdict, ...] = ("pass", "fail", "inconclusive", "skip")
-Z_95 = 1.959964  # two-sided 95% normal quantile
-
-
-def wilson_interval(successes: float, trials: float, z: float = Z_95) -> tuple[float, float]:
-    """The Wilson score interval of a proportion (``(0, 1)`` for no trials)."""
-    if trials <= 0:
-        return 0.0, 1.0
-    p = min(max(successes / trials, 0.0), 1.0)
-    denom = 1 + z * z / trials
-    centre = (p + z * z / (2 * trials)) / denom
-    half = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 @dataclass(frozen=True)

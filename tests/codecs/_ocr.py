@@ -101,13 +101,9 @@ def png(image: np.ndarray) -> bytes:
 
 def cer(truth: str, found: str) -> float:
     """Character error rate: Levenshtein distance / len(truth)."""
-    previous = list(range(len(found) + 1))
-    for i, a in enumerate(truth, 1):
-        current = [i]
-        for j, b in enumerate(found, 1):
-            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (a != b)))
-        previous = current
-    return previous[-1] / max(1, len(truth))
+    from workbench.runtime.scoring import levenshtein
+
+    return levenshtein(truth, found) / max(1, len(truth))
 
 
 def predictor(model_dir: Path, *, mkldnn: bool = True) -> Any:

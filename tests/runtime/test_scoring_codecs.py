@@ -38,7 +38,7 @@ def exports() -> None:
 
 @pytest.mark.slow
 def test_codec_boxes_of_two_detectors_score_by_box_f1(exports: None) -> None:
-    v4 = Codec(_ocr.v4_det_spec())
+    v4 = Codec(_ocr.v4_spec("det"))
     v5 = Codec.from_export(_ocr.V5_DET)
     run_v4 = _ocr.run_fn(_ocr.V4_DET)
     run_v5 = _ocr.run_fn(_ocr.V5_DET, mkldnn=False)  # PP-OCRv5 det fails under oneDNN on CPU
@@ -72,7 +72,7 @@ def test_codec_boxes_of_two_detectors_score_by_box_f1(exports: None) -> None:
 
 @pytest.mark.slow
 def test_codec_texts_of_two_recognisers_score_by_cer(exports: None) -> None:
-    v4 = Codec(_ocr.v4_rec_spec())
+    v4 = Codec(_ocr.v4_spec("rec"))
     v5 = Codec.from_export(_ocr.V5_REC)
     run_v4, run_v5 = _ocr.run_fn(_ocr.V4_REC), _ocr.run_fn(_ocr.V5_REC)
     truth = [text for _ in _ocr.FONT_FILES for text in _ocr.LINES]

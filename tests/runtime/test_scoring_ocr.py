@@ -131,7 +131,7 @@ def codec_texts(version: str, out: np.ndarray) -> list[tuple[str, float]]:
     from tests.codecs import _ocr
     from workbench.codecs import Codec
 
-    codec = Codec(_ocr.v4_rec_spec()) if version == "1.0.0" else Codec.from_export(
+    codec = Codec(_ocr.v4_spec("rec")) if version == "1.0.0" else Codec.from_export(
         V5 / "PP-OCRv5_mobile_rec")
     return [(r.text, r.score) for r in codec.decode(out, [])]
 

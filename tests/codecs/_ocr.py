@@ -106,7 +106,7 @@ def cer(truth: str, found: str) -> float:
     return levenshtein(truth, found) / max(1, len(truth))
 
 
-def predictor(model_dir: Path, *, mkldnn: bool = True) -> Any:
+def predictor(model_dir: Path, *, mkldnn: bool = True, threads: int | None = None) -> Any:
     """A paddle.inference predictor for an export (PP-OCRv5 det needs ``mkldnn=False``:
     its PIR program fails under oneDNN on the CPU build)."""
     from workbench._paddle import import_inference
@@ -121,6 +121,8 @@ def predictor(model_dir: Path, *, mkldnn: bool = True) -> Any:
     config.disable_gpu()
     if not mkldnn:
         config.disable_mkldnn()
+    if threads is not None:
+        config.set_cpu_math_library_num_threads(threads)
     return inference.create_predictor(config)
 
 

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from tests._components import require
-from tests.codecs._ocr import RAPID, V5, require_exports
+from tests.codecs._ocr import RAPID, V5, predictor, require_exports
 from workbench import ModelRepository, VersionHub, compare
 from workbench.model.task import Task
 from workbench.runtime.paddle import PaddleProbe
@@ -210,18 +210,8 @@ def text_pages(count: int, seed: int = 0) -> tuple[list[np.ndarray], list[np.nda
 
 
 def _detector(directory: Path) -> Any:
-    from workbench._paddle import import_inference
-
-    inference = import_inference()
-    program = directory / "inference.json"
-    if not program.exists():
-        program = directory / "inference.pdmodel"
-    config = inference.Config(str(program), str(directory / "inference.pdiparams"))
-    config.disable_gpu()
-    config.disable_mkldnn()  # PP-OCRv5's detector fails under oneDNN on this CPU build
-    config.disable_glog_info()
-    config.set_cpu_math_library_num_threads(1)
-    return inference.create_predictor(config)
+    # PP-OCRv5's detector fails under oneDNN on this CPU build
+    return predictor(directory, mkldnn=False, threads=1)
 
 
 def _probability_map(predictor: Any, page: np.ndarray) -> np.ndarray:

@@ -421,10 +421,23 @@ def test_docker_backend_blue_green(request: pytest.FixtureRequest, home: Path) -
         assert engine.client.containers.list(all=True, filters={"name": name}) == []
 
 
-def test_rollback_and_restore_recover_from_a_killed_front_master(web: Deployment) -> None:
+def kill_and_wait(pid: int) -> None:
+    """SIGKILL ``pid`` and wait until it is dead: delivery is asynchronous, and a master
+    still running for a moment on a busy host looks healthy to the next command."""
     import os
     import signal
 
+    import psutil
+
+    from tests._wait import wait_until
+    from workbench.deploy.spawn import alive
+
+    proc = psutil.Process(pid)
+    os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: not alive(proc), 10, 0.01, what=f"process {pid} dead")
+
+
+def test_rollback_and_restore_recover_from_a_killed_front_master(web: Deployment) -> None:
     import psutil
 
     web.update("1.1.0", timeout=30)
@@ -433,7 +446,7 @@ def test_rollback_and_restore_recover_from_a_killed_front_master(web: Deployment
                     .read_text())
     workers = psutil.Process(front_pid).children()
     assert workers
-    os.kill(front_pid, signal.SIGKILL)  # its workers live on, holding the port
+    kill_and_wait(front_pid)  # its workers live on, holding the port
     state = web.rollback("front master was killed")
     assert state.phase == "rolled_back"
     assert colors(web.url, 5) == {"blue:1.0.0": 5}
@@ -445,7 +458,7 @@ def test_rollback_and_restore_recover_from_a_killed_front_master(web: Deployment
 
     front_pid = int((web.context.store.directory("web") / "router" / "front" / "nginx.pid")
                     .read_text())
-    os.kill(front_pid, signal.SIGKILL)
+    kill_and_wait(front_pid)
     restored = web.restore(timeout=30)
     assert restored.history[-1].outcome == "ok"
     assert colors(web.url, 5) == {"blue:1.0.0": 5}

@@ -85,7 +85,10 @@ def default_router(backend: str, options: Mapping[str, str]) -> str:
     which must then reach the instances' addresses from here.
     """
     if backend == "kubernetes":
-        return "kubernetes"  # the stable Service's selector and the HTTPRoute's weights
+        # the stable Service's selector and the HTTPRoute's weights; pods on the host network
+        # (no kube-proxy needed) are reached by the workbench's own nginx here
+        host_network = options.get("host_network", "").strip().lower() in ("1", "true", "yes", "on")
+        return "process" if host_network else "kubernetes"
     return "docker" if backend == "docker" and _local_engine(options) else "process"
 
 
@@ -303,10 +306,10 @@ class DeploymentManager:
         with self.store.transaction(name) as txn:
             if txn.exists:
                 raise DeployError(f"deployment {name!r} already exists ({txn.state.url})")
-            if backend == "kubernetes":
+            if router == "kubernetes":  # the stable Service is the public address
                 host, public_port = kubernetes_address(name, self.backend(backend, options))
             public = public_port or free_port(host)
-            if backend != "kubernetes" and port_in_use(public, host):
+            if router != "kubernetes" and port_in_use(public, host):
                 raise DeployError(f"cannot create {name!r}: port {public} on {host} is in use")
             state = DeploymentState(
                 name=name,

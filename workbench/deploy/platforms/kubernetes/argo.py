@@ -35,7 +35,7 @@ from workbench.deploy.platforms.kubernetes.manifests import (
     service,
     version_annotations,
 )
-from workbench.deploy.platforms.kubernetes.options import VERSION_ANNOTATION, K8sOptions
+from workbench.deploy.platforms.kubernetes.options import VERSION_ANNOTATION, KubernetesOptions
 from workbench.deploy.platforms.kubernetes.routes import route
 from workbench.deploy.rollout.analysis import ErrorRateRule, LatencyRule
 
@@ -53,7 +53,7 @@ def canary_name(name: str) -> str:
     return f"{name}-canary"
 
 
-def analysis_template(opts: K8sOptions, name: str) -> Manifest:
+def analysis_template(opts: KubernetesOptions, name: str) -> Manifest:
     """The ``AnalysisTemplate`` ``<name>``: error rate and p99 latency of the canary's pods."""
     errors_rule, latency_rule = ErrorRateRule(), LatencyRule()
     total = f"sum(rate(workbench_requests_total{{{_SELECTOR}}}[{WINDOW}]))"
@@ -87,7 +87,7 @@ def analysis_template(opts: K8sOptions, name: str) -> Manifest:
     }
 
 
-def rollout(opts: K8sOptions, name: str, model: str, version: str) -> Manifest:
+def rollout(opts: KubernetesOptions, name: str, model: str, version: str) -> Manifest:
     """The ``Rollout`` ``<name>`` whose pod template serves ``model`` ``version``."""
     pod_labels = labels(name, None, extra=opts.extra_labels)
     container = serve_container(opts, name, "blue", model, version)  # the colour is not in the pod
@@ -100,7 +100,7 @@ def rollout(opts: K8sOptions, name: str, model: str, version: str) -> Manifest:
             "templates": [{"templateName": name}],
             "startingStep": 1,
             "args": [
-                {"name": "namespace", "value": opts.namespace},
+                {"name": "namespace", "value": opts.target_namespace},
                 {"name": "canary-hash", "valueFrom": {"podTemplateHashValue": "Latest"}},
             ],
         },
@@ -108,7 +108,7 @@ def rollout(opts: K8sOptions, name: str, model: str, version: str) -> Manifest:
             [{"setWeight": weight}] + ([{"pause": {"duration": PAUSE}}] if weight < 100 else []))],
     }
     if opts.router == "gateway":
-        plugin = {"httpRoute": name, "namespace": opts.namespace}
+        plugin = {"httpRoute": name, "namespace": opts.target_namespace}
         strategy["trafficRouting"] = {"plugins": {GATEWAY_PLUGIN: plugin}}
     return {
         "apiVersion": "argoproj.io/v1alpha1",
@@ -127,7 +127,7 @@ def rollout(opts: K8sOptions, name: str, model: str, version: str) -> Manifest:
     }
 
 
-def rollout_objects(opts: K8sOptions, name: str, model: str, version: str) -> list[Manifest]:
+def rollout_objects(opts: KubernetesOptions, name: str, model: str, version: str) -> list[Manifest]:
     """Rollout, its stable and canary Services, HTTPRoute (gateway), AnalysisTemplate, HPA, PDB.
 
     ``version`` is the desired one: applying a new version starts a canary from the
@@ -150,7 +150,7 @@ def rollout_objects(opts: K8sOptions, name: str, model: str, version: str) -> li
     return objects
 
 
-def _weighted_route(opts: K8sOptions, name: str) -> Manifest:
+def _weighted_route(opts: KubernetesOptions, name: str) -> Manifest:
     """The HTTPRoute the Gateway API plugin sets the weights of (stable 100, canary 0 at rest)."""
     return route(opts, name, [{
         "matches": [{"path": {"type": "PathPrefix", "value": "/"}}],

@@ -5,7 +5,9 @@ serve mode) and Service, waits until the Deployment is available (the readiness 
 on ``/v2/health/ready`` passed on every replica), logging its progress, and returns an
 :class:`~workbench.deploy.backend.Instance` whose URL is the colour Service's
 in-cluster address (``http://<deployment>-<colour>.<namespace>.svc:8000``), or, for a
-workbench outside the cluster, ``node_address`` and the Service's NodePort. A colour
+workbench outside the cluster, ``node_address`` and the Service's NodePort; on the host
+network (``host_network``), the node's address (``node_address``, else the pod's host
+IP) and the colour's own port (blue ``port``, green ``port + 1``). A colour
 that never becomes ready (a crash loop, an image that cannot be pulled, an
 unschedulable pod, the progress deadline, or ``ready_timeout``) raises BackendError
 naming the reason, and its objects are deleted; only the candidate colour's objects
@@ -27,8 +29,17 @@ cluster's discovery says it serves (:mod:`~workbench.deploy.platforms.kubernetes
 server-side applies by the ``workbench`` field manager (conflicts: see
 :mod:`~workbench.deploy.platforms.kubernetes.client`). Waiting for a colour watches its
 Deployment (no polling) within one total deadline, ``ready_timeout``, looking at its
-pods between changes. Tested against an in-memory API emulator and a live Kubernetes
-1.20 API server (tests/k8s_live/test_backend_live.py).
+pods between changes.
+
+Clusters without a pod network or a storage provisioner (bare metal, edge, the live test
+cluster): ``host_network`` runs the serving pods in the node's network namespace, and
+``models_path`` mounts the model repository from a directory on the node (read-only)
+instead of a PersistentVolumeClaim. The workbench's own nginx router on a machine that
+reaches the node then routes to the colours (``router="process"``).
+
+Tested against an in-memory API emulator and a live Kubernetes 1.20 cluster with a real
+kubelet (tests/k8s_live/test_backend_live.py, tests/k8s_live/test_serving_live.py: the
+rendered serving pods, ``workbench serve`` of a real model, under load).
 """
 
 from __future__ import annotations
@@ -86,6 +97,11 @@ class KubernetesBackend(Backend):
         return f"KubernetesBackend(namespace={self.options.namespace!r}, image={self.options.image!r})"
 
     @property
+    def port(self) -> int:
+        """The colour Services' (and the stable Service's) port."""
+        return self.options.port
+
+    @property
     def api(self) -> KubeApi:
         if self._api is None:
             with translate(BackendError):
@@ -123,10 +139,13 @@ class KubernetesBackend(Backend):
         return f"{deployment}.{self.api.namespace}.svc"
 
     def address(self, deployment: str, color: Color | str) -> tuple[str, int]:
-        """Where the workbench reaches a colour: its Service's in-cluster name and port, or,
-        with ``node_address``, that node and the Service's NodePort."""
+        """Where the workbench reaches a colour: its Service's in-cluster name and port;
+        with ``node_address``, that node and the Service's NodePort; on the host network,
+        the node (``node_address`` or the pod's host IP) and the colour's port."""
+        if self.options.host_network:
+            return self._node_of(deployment, color), self.options.colour_port(color)
         if not self.options.node_address:
-            return self.service_host(deployment, color), SERVE_PORT
+            return self.service_host(deployment, color), self.port
         with translate(BackendError):
             service = self.api.get("v1", "Service", self.object_name(deployment, color)) or {}
         ports = (service.get("spec") or {}).get("ports") or [{}]
@@ -135,11 +154,26 @@ class KubernetesBackend(Backend):
             raise BackendError(f"Service {self.object_name(deployment, color)} has no NodePort")
         return self.options.node_address, int(node_port)
 
+    def _node_of(self, deployment: str, color: Color | str) -> str:
+        """The address of the node a host-network colour runs on (its ready pod's first)."""
+        if self.options.node_address:
+            return self.options.node_address
+        labels = {LABEL_DEPLOYMENT: deployment, LABEL_COLOR: str(color)}
+        with translate(BackendError):
+            pods = self.api.list("v1", "Pod", labels=labels)
+        live = [p for p in pods if not (p.get("metadata") or {}).get("deletionTimestamp")]
+        ready = [p for p in live if _pod_ready(p)]
+        for pod in [*ready, *live]:
+            host = (pod.get("status") or {}).get("hostIP")
+            if host:
+                return str(host)
+        raise BackendError(f"{self.object_name(deployment, color)} has no pod on a node yet; "
+                           "give node_address to name the node")
+
     def objects(self, spec: InstanceSpec, replicas: int) -> list[Obj]:
         """The admin token's Secret, the colour's Deployment, Service, HPA and PDB, as
         :mod:`workbench.deploy.platforms.kubernetes.manifests` renders them."""
-        objects = live_colour_objects(spec, self.options, self.api.namespace, replicas=replicas,
-                                      port=SERVE_PORT)
+        objects = live_colour_objects(spec, self.options, self.api.namespace, replicas=replicas)
         return [self.versions.fit(obj) for obj in objects]
 
     # -- Backend -------------------------------------------------------------------------
@@ -282,7 +316,7 @@ class KubernetesBackend(Backend):
             try:
                 host, port = self.address(deployment, color)
             except BackendError:
-                host, port = self.service_host(deployment, color), SERVE_PORT
+                host, port = self.service_host(deployment, color), self.port
             spec = InstanceSpec(
                 deployment=deployment, color=color, model=annotations.get(MODEL_ANNOTATION, "?"),
                 version=annotations.get(VERSION_ANNOTATION, "?"), repo=options.MODELS_DIR, port=port,
@@ -300,6 +334,11 @@ class KubernetesBackend(Backend):
 
 
 _DEADLINE = object()  # the watch ended: the deadline passed
+
+
+def _pod_ready(pod: Obj) -> bool:
+    conditions = (pod.get("status") or {}).get("conditions") or []
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
 
 
 def _replicas(deployment: Obj) -> tuple[int, int]:

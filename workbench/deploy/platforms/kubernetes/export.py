@@ -45,7 +45,7 @@ if TYPE_CHECKING:
 
     from workbench._types import Color, StrPath
     from workbench.deploy.platforms.kubernetes.manifests import Manifest
-    from workbench.deploy.platforms.kubernetes.options import K8sOptions
+    from workbench.deploy.platforms.kubernetes.options import KubernetesOptions
     from workbench.deploy.state import DeploymentState
 
 __all__ = ["FORMATS", "MARKER", "ExportSource", "export", "render", "write"]
@@ -121,7 +121,7 @@ class ExportSource:
         return cls(name, model, {"blue": version, "green": candidate}, weights)
 
 
-def render(source: ExportSource, opts: K8sOptions, fmt: str,
+def render(source: ExportSource, opts: KubernetesOptions, fmt: str,
            versions: ApiVersions | None = None) -> list[Manifest]:
     """The objects of ``source`` in format ``fmt``, in apply order, in ``versions``
     (default: the newest API versions)."""
@@ -129,11 +129,11 @@ def render(source: ExportSource, opts: K8sOptions, fmt: str,
     return [versions.fit(obj) for obj in _render(source, opts, fmt)]
 
 
-def _render(source: ExportSource, opts: K8sOptions, fmt: str) -> list[Manifest]:
+def _render(source: ExportSource, opts: KubernetesOptions, fmt: str) -> list[Manifest]:
     candidate = source.candidate
     desired = source.versions[candidate or source.stable]
     if fmt == "k8s":
-        return [*rbac_objects(source.name, opts.namespace),
+        return [*rbac_objects(source.name, opts.target_namespace),
                 *deployment_objects(opts, source.name, source.model, source.versions, source.shares,
                                     stable=source.stable)]
     if fmt == "argo-rollouts":
@@ -218,7 +218,7 @@ def write(out: StrPath, files: Mapping[str, str], *, meta: Mapping[str, Any] | N
     return written
 
 
-def export(source: ExportSource, opts: K8sOptions, fmt: str, out: StrPath,
+def export(source: ExportSource, opts: KubernetesOptions, fmt: str, out: StrPath,
            versions: ApiVersions | None = None) -> list[Path]:
     """Render ``source`` as ``fmt`` (in ``versions``) and write it into ``out``; returns
     the files written."""

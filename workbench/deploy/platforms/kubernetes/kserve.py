@@ -27,14 +27,14 @@ from workbench.deploy.platforms.kubernetes.manifests import (
 from workbench.errors import DeployValueError
 
 if TYPE_CHECKING:
-    from workbench.deploy.platforms.kubernetes.options import K8sOptions
+    from workbench.deploy.platforms.kubernetes.options import KubernetesOptions
 
 __all__ = ["KSERVE_MODELS", "inference_service"]
 
 KSERVE_MODELS = "/mnt/models"  # where KServe mounts the storage URI
 
 
-def inference_service(opts: K8sOptions, name: str, model: str, version: str, *,
+def inference_service(opts: KubernetesOptions, name: str, model: str, version: str, *,
                       canary_percent: int | None = None) -> Manifest:
     """The InferenceService ``<name>`` serving ``version`` (the candidate when ``canary_percent`` is set)."""
     container = serve_container(opts, name, "blue", model, version, container_name="kserve-container",

@@ -8,12 +8,13 @@ and, for weighted traffic, a Gateway API HTTPRoute over the colour Services or t
 workbench's own nginx router as a Deployment (where the cluster has no Gateway
 controller).
 
-The options (:class:`~.options.K8sOptions`) and label keys are in :mod:`.options`; the
+The options (:class:`~.options.KubernetesOptions`) and label keys are in :mod:`.options`; the
 traffic objects (HTTPRoute, nginx router, Ingress) and the whole deployment in :mod:`.routes`.
 
 Public API (stable; the Kubernetes backend and ``workbench deploy export`` use it):
 
-- :class:`K8sOptions`: namespace, image, model PVC, port, GPUs, replicas, HPA, probes, router.
+- :class:`KubernetesOptions`: namespace, image, model PVC or host directory, port, host
+  network, GPUs, replicas, HPA, probes, router.
 - :func:`labels`, :func:`selector`: the labels every object carries / the pod selector.
 - :func:`colour_objects` -> ``[Deployment, Service, HorizontalPodAutoscaler, PodDisruptionBudget]``.
 - :func:`pod_template`, :func:`serve_container`: the pod of one colour (reused by exports).
@@ -48,7 +49,7 @@ from workbench.deploy.platforms.kubernetes.options import (
     ROLE_LABEL,
     TMP_DIR,
     VERSION_ANNOTATION,
-    K8sOptions,
+    KubernetesOptions,
     check_dns_label,
     check_positive,
 )
@@ -115,9 +116,9 @@ def labels(name: str, color: str | None = None, *, role: str = "serve",
     }
 
 
-def metadata(opts: K8sOptions, obj_name: str, obj_labels: Mapping[str, str],
+def metadata(opts: KubernetesOptions, obj_name: str, obj_labels: Mapping[str, str],
           annotations: Mapping[str, str] | None = None) -> Manifest:
-    meta: Manifest = {"name": obj_name, "namespace": opts.namespace, "labels": dict(obj_labels)}
+    meta: Manifest = {"name": obj_name, "namespace": opts.target_namespace, "labels": dict(obj_labels)}
     if annotations:
         meta["annotations"] = dict(annotations)
     return meta
@@ -139,7 +140,7 @@ def _probe(path: str, *, period: int, failures: int, timeout: int = 3,
             "failureThreshold": failures}
 
 
-def serve_container(opts: K8sOptions, name: str, color: str, model: str, version: str, *,
+def serve_container(opts: KubernetesOptions, name: str, color: str, model: str, version: str, *,
                     container_name: str = "serve", startup_probe: bool = True,
                     probe_port: str | int | None = "http") -> Manifest:
     """The serving container: ``workbench serve`` of one version, hardened, with probes.
@@ -149,11 +150,17 @@ def serve_container(opts: K8sOptions, name: str, color: str, model: str, version
     warm; with ``deep_health`` readiness runs a real inference on the manifest's sample),
     liveness ``/v2/health/live``. preStop waits :data:`PRESTOP_SECONDS` so the pod leaves
     the endpoints before SIGTERM starts the server's drain.
+
+    On the host network (``opts.host_network``) the server binds the pod's address (the
+    node's, ``$(POD_IP)``), not every interface of the node, on the colour's own port
+    (:meth:`~.options.KubernetesOptions.colour_port`), declared as a host port so the
+    scheduler never places two pods wanting it on one node.
     """
+    port = opts.colour_port(check_color(color))
     spec = InstanceSpec(
         deployment=name, color=check_color(color), model=model, version=version, repo=MODELS_DIR,
-        port=opts.port, host="0.0.0.0", device=opts.device, workers=opts.workers,
-        extra_args=("--graceful-timeout", str(opts.graceful_timeout)),
+        port=port, host="$(POD_IP)" if opts.host_network else "0.0.0.0", device=opts.device,
+        workers=opts.workers, extra_args=("--graceful-timeout", str(opts.graceful_timeout)),
     )
     resources: Manifest = {"requests": {"cpu": opts.cpu_request, "memory": opts.memory_request}}
     limits: Manifest = {}
@@ -171,6 +178,8 @@ def serve_container(opts: K8sOptions, name: str, color: str, model: str, version
         {"name": "WORKBENCH_REPO", "value": MODELS_DIR},
         {"name": "PYTHONDONTWRITEBYTECODE", "value": "1"},
     ]
+    if opts.host_network:  # the pod's address is the node's: bind it, not 0.0.0.0
+        env.insert(0, {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}})
     if opts.admin_token_secret:
         env.append({"name": "WORKBENCH_ADMIN_TOKEN", "valueFrom": {
             "secretKeyRef": {"name": opts.admin_token_secret, "key": "token"}}})
@@ -180,7 +189,8 @@ def serve_container(opts: K8sOptions, name: str, color: str, model: str, version
         "image": opts.image,
         "imagePullPolicy": opts.image_pull_policy,
         "args": spec.serve_args(),
-        "ports": [{"name": "http", "containerPort": opts.port, "protocol": "TCP"}],
+        "ports": [{"name": "http", "containerPort": port, "protocol": "TCP",
+                   **({"hostPort": port} if opts.host_network else {})}],
         "env": env,
         "resources": resources,
         "readinessProbe": _probe(ready_path, period=10 if opts.deep_health else 5, failures=3,
@@ -205,7 +215,7 @@ def serve_container(opts: K8sOptions, name: str, color: str, model: str, version
     return container
 
 
-def _pod_security(opts: K8sOptions) -> Manifest:
+def _pod_security(opts: KubernetesOptions) -> Manifest:
     return {
         "runAsNonRoot": True,
         "runAsUser": opts.run_as_user,
@@ -215,15 +225,20 @@ def _pod_security(opts: K8sOptions) -> Manifest:
     }
 
 
-def serve_volumes(opts: K8sOptions) -> list[Manifest]:
+def serve_volumes(opts: KubernetesOptions) -> list[Manifest]:
+    """The model repository (the PVC, or ``models_path`` on the node), /tmp and /dev/shm."""
+    models: Manifest = (
+        {"name": "models", "hostPath": {"path": opts.models_path, "type": "Directory"}}
+        if opts.models_path else
+        {"name": "models", "persistentVolumeClaim": {"claimName": opts.models_claim, "readOnly": True}})
     return [
-        {"name": "models", "persistentVolumeClaim": {"claimName": opts.models_claim, "readOnly": True}},
+        models,
         {"name": "tmp", "emptyDir": {}},
         {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": opts.shm_size}},
     ]
 
 
-def pod_spec(opts: K8sOptions, containers: list[Manifest], volumes: list[Manifest]) -> Manifest:
+def pod_spec(opts: KubernetesOptions, containers: list[Manifest], volumes: list[Manifest]) -> Manifest:
     """A pod spec with the workbench's security context and graceful termination."""
     spec: Manifest = {
         "securityContext": _pod_security(opts),
@@ -234,10 +249,13 @@ def pod_spec(opts: K8sOptions, containers: list[Manifest], volumes: list[Manifes
     }
     if opts.service_account:
         spec["serviceAccountName"] = opts.service_account
+    if opts.host_network:  # no pod network: the node's (cluster DNS still first, if there is one)
+        spec["hostNetwork"] = True
+        spec["dnsPolicy"] = "ClusterFirstWithHostNet"
     return spec
 
 
-def pod_template(opts: K8sOptions, name: str, color: str, model: str, version: str) -> Manifest:
+def pod_template(opts: KubernetesOptions, name: str, color: str, model: str, version: str) -> Manifest:
     """The pod template of one colour serving ``model`` ``version``."""
     return {
         "metadata": {
@@ -251,7 +269,7 @@ def pod_template(opts: K8sOptions, name: str, color: str, model: str, version: s
 # -- per colour ---------------------------------------------------------------------------
 
 
-def service(opts: K8sOptions, obj_name: str, obj_labels: Mapping[str, str], sel: Mapping[str, str],
+def service(opts: KubernetesOptions, obj_name: str, obj_labels: Mapping[str, str], sel: Mapping[str, str],
              port: int, annotations: Mapping[str, str] | None = None) -> Manifest:
     return {
         "apiVersion": "v1",
@@ -265,7 +283,7 @@ def service(opts: K8sOptions, obj_name: str, obj_labels: Mapping[str, str], sel:
     }
 
 
-def hpa(opts: K8sOptions, target: Mapping[str, str], obj_name: str, obj_labels: Mapping[str, str],
+def hpa(opts: KubernetesOptions, target: Mapping[str, str], obj_name: str, obj_labels: Mapping[str, str],
         replicas: int) -> Manifest:
     """An autoscaling/v2 HPA on CPU utilisation, from ``replicas`` up to ``opts.hpa_max``."""
     low = max(1, replicas)
@@ -285,7 +303,8 @@ def hpa(opts: K8sOptions, target: Mapping[str, str], obj_name: str, obj_labels: 
     }
 
 
-def pdb(opts: K8sOptions, obj_name: str, obj_labels: Mapping[str, str], sel: Mapping[str, str]) -> Manifest:
+def pdb(opts: KubernetesOptions, obj_name: str, obj_labels: Mapping[str, str],
+        sel: Mapping[str, str]) -> Manifest:
     """A policy/v1 PodDisruptionBudget: voluntary evictions take at most one pod at a time."""
     return {
         "apiVersion": "policy/v1",
@@ -295,7 +314,7 @@ def pdb(opts: K8sOptions, obj_name: str, obj_labels: Mapping[str, str], sel: Map
     }
 
 
-def colour_objects(opts: K8sOptions, name: str, color: str, model: str, version: str, *,
+def colour_objects(opts: KubernetesOptions, name: str, color: str, model: str, version: str, *,
                    replicas: int) -> list[Manifest]:
     """``[Deployment, Service, HorizontalPodAutoscaler, PodDisruptionBudget]`` of one colour.
 
@@ -328,7 +347,7 @@ def colour_objects(opts: K8sOptions, name: str, color: str, model: str, version:
     ]
 
 
-def stable_service(opts: K8sOptions, name: str, color: str) -> Manifest:
+def stable_service(opts: KubernetesOptions, name: str, color: str) -> Manifest:
     """The Service ``<name>``: selects the pods of ``color`` only; blue/green flips its selector."""
     return service(opts, check_name(name), labels(name, None, extra=opts.extra_labels),
                     selector(name, color), opts.port)

@@ -1,10 +1,14 @@
-"""How a deployment runs on Kubernetes: the options of the renderer and of the live backend.
+"""How a deployment runs on Kubernetes: one options type for the renderer and the live backend.
 
-:class:`K8sOptions` is what :mod:`.manifests` renders from (``workbench deploy export``);
-:class:`KubernetesOptions` is what :class:`~.backend.KubernetesBackend` is made with (CLI
-values and a deployment's state, all strings), translated into the former by
-:func:`~.colour.render_options`. The label and annotation keys every object carries are here
-too, so the backend, the router and the renderer share one spelling.
+:class:`KubernetesOptions` is what :mod:`.manifests` renders from (``workbench deploy export``)
+and what :class:`~.backend.KubernetesBackend` is made with. The backend gets its options as
+a mapping of strings (CLI values, a deployment's persisted ``backend_options``) through
+:meth:`KubernetesOptions.from_mapping`, which keeps the JSON keys those were always written
+with (``pvc``, ``gateway``: aliases of :attr:`~KubernetesOptions.models_claim` and
+:attr:`~KubernetesOptions.gateway_name`) and the live backend's defaults (one replica; the
+stable Service's selector as the router unless a Gateway is named). ``K8sOptions`` is the
+type's former name, kept as an alias. The label and annotation keys every object carries
+are here too, so the backend, the router and the renderer share one spelling.
 """
 
 from __future__ import annotations
@@ -27,6 +31,13 @@ __all__ = [
     "check_dns_label",
     "check_positive",
 ]
+
+# the live backend's defaults where the renderer's (for exports) differ, and the JSON keys
+# (CLI option names, persisted backend options) that name a field differently
+LIVE_REPLICAS = 1
+ALIASES: Mapping[str, str] = {"pvc": "models_claim", "gateway": "gateway_name"}
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off", "")
 
 #: Label and annotation keys (one prefix, like the Docker backend's ``workbench.*`` labels).
 PREFIX = "workbench.paddle.dev"
@@ -70,15 +81,25 @@ def check_positive(value: int, what: str, minimum: int = 1) -> None:
 
 
 @dataclass(frozen=True)
-class K8sOptions:
-    """How a deployment runs on Kubernetes (everything but the model and its versions)."""
+class KubernetesOptions:
+    """How a deployment runs on Kubernetes (everything but the model and its versions).
 
-    namespace: str = "default"
+    The rendering fields come first; the live backend's own (where the cluster is, how
+    long to wait) last. Every field may be given as a string through :meth:`from_mapping`.
+    """
+
+    namespace: str | None = None  # None: the kube context's namespace live, ``default`` in exports
     image: str = "paddle-workbench:latest"
     image_pull_policy: str = "IfNotPresent"
     models_claim: str = "workbench-models"  # PVC holding the model repository (mounted read-only)
+    # the model repository as a directory on every node (hostPath, read-only) instead of a PVC:
+    # clusters without a storage provisioner (bare metal, edge), the repository synced to each node
+    models_path: str | None = None
     port: int = 8000
     router_port: int = ROUTER_PORT  # the nginx router's port (router="nginx")
+    # pods in the node's network namespace (no CNI plugin, kube-proxy or DNS needed): each
+    # colour binds its own port on the node's address (blue ``port``, green ``port + 1``)
+    host_network: bool = False
     gpus: int = 0  # per pod; > 0 adds nvidia.com/gpu limits and serves on gpu:0
     workers: int = 1  # worker processes per version (``workbench serve --workers``)
     replicas: int = 2  # pods of the live colour
@@ -103,9 +124,16 @@ class K8sOptions:
     service_account: str | None = None
     prometheus_url: str = "http://prometheus.monitoring.svc:9090"  # for exported analyses
     extra_labels: Mapping[str, str] = field(default_factory=dict)
+    # -- the live backend ---------------------------------------------------------------
+    context: str | None = None  # None: the kubeconfig's current context
+    kubeconfig: str | None = None  # None: $KUBECONFIG or ~/.kube/config, else in-cluster
+    ready_timeout: float = 300.0  # seconds a colour may take to become available
+    scale_down_delay: float = 30.0  # seconds a colour that lost its traffic stays up
+    node_address: str | None = None  # reach colours at this node (NodePorts, or host-network ports)
 
     def __post_init__(self) -> None:
-        check_dns_label(self.namespace, "namespace")
+        if self.namespace is not None:
+            check_dns_label(self.namespace, "namespace")
         check_dns_label(self.models_claim, "PVC name")
         check_dns_label(self.gateway_name, "Gateway name")
         if self.gateway_namespace is not None:
@@ -114,6 +142,10 @@ class K8sOptions:
             check_dns_label(self.admin_token_secret, "Secret name")
         if self.service_account is not None:
             check_dns_label(self.service_account, "ServiceAccount name")
+        if self.models_path is not None and (not isinstance(self.models_path, str)
+                                             or not self.models_path.startswith("/")):
+            raise DeployValueError(f"the models path must be an absolute directory on the nodes, "
+                                   f"not {self.models_path!r}")
         if not isinstance(self.image, str) or not _IMAGE.match(self.image):
             raise DeployValueError(f"invalid image reference {self.image!r}")
         if self.image_pull_policy not in ("Always", "IfNotPresent", "Never"):
@@ -121,6 +153,8 @@ class K8sOptions:
                 f"image pull policy must be Always, IfNotPresent or Never, not {self.image_pull_policy!r}"
             )
         check_port(self.port)
+        if self.host_network:
+            check_port(self.port + 1, "port + 1 (green's port on the host network)")
         check_port(self.router_port, "router port")
         check_positive(self.gpus, "gpus", 0)
         check_positive(self.workers, "workers")
@@ -151,6 +185,14 @@ class K8sOptions:
                 r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$", value
             ):
                 raise DeployValueError(f"invalid extra label {key}={value!r}")
+        if isinstance(self.ready_timeout, bool) or not isinstance(self.ready_timeout, (int, float)) \
+                or self.ready_timeout <= 0:
+            raise DeployValueError(
+                f"ready_timeout must be a positive number of seconds, not {self.ready_timeout!r}")
+        if isinstance(self.scale_down_delay, bool) or not isinstance(self.scale_down_delay, (int, float)) \
+                or self.scale_down_delay < 0:
+            raise DeployValueError(
+                f"scale_down_delay must be a non-negative number of seconds, not {self.scale_down_delay!r}")
 
     @property
     def device(self) -> str:
@@ -162,56 +204,88 @@ class K8sOptions:
         """Seconds Kubernetes waits after preStop starts: preStop, the server's drain, a margin."""
         return PRESTOP_SECONDS + self.graceful_timeout + 10
 
+    @property
+    def target_namespace(self) -> str:
+        """The namespace objects are written in (``default`` when none was named)."""
+        return self.namespace or "default"
 
-# -- names and labels ---------------------------------------------------------------------
+    @property
+    def uses_gateway(self) -> bool:
+        """Traffic splits go through a Gateway API HTTPRoute."""
+        return self.router == "gateway"
 
+    def colour_port(self, color: str) -> int:
+        """The port a colour's server listens on: ``port``, and on the host network green
+        one above it (both colours share the node's ports)."""
+        return self.port + 1 if self.host_network and color == "green" else self.port
 
-@dataclass(frozen=True)
-class KubernetesOptions:
-    """Where and how colours run; every field may be given as a string (the CLI, the state)."""
-
-    namespace: str | None = None  # None: the kube context's namespace
-    context: str | None = None  # None: the kubeconfig's current context
-    kubeconfig: str | None = None  # None: $KUBECONFIG or ~/.kube/config, else in-cluster
-    image: str = "paddle-workbench:latest"
-    pvc: str | None = None  # the model repository's PersistentVolumeClaim (mounted read-only)
-    gpus: int = 0  # nvidia.com/gpu per replica
-    replicas: int = 1  # replicas of a colour that takes traffic
-    preview_replicas: int = 1  # replicas of a candidate before it takes traffic
-    ready_timeout: float = 300.0  # seconds a colour may take to become available
-    scale_down_delay: float = 30.0  # seconds a colour that lost its traffic stays up
-    gateway: str | None = None  # the Gateway an HTTPRoute attaches to (canary weights)
-    node_address: str | None = None  # reach colours at this node's NodePorts (workbench outside)
-
-    def __post_init__(self) -> None:
-        for name in ("gpus", "replicas", "preview_replicas"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise DeployValueError(f"{name} must be a non-negative integer, not {value!r}")
-        if self.replicas < 1:
-            raise DeployValueError(f"replicas must be at least 1, not {self.replicas}")
-        if self.ready_timeout <= 0 or self.scale_down_delay < 0:
-            raise DeployValueError("ready_timeout must be positive and scale_down_delay not negative")
+    # -- as strings: the CLI's values and a deployment's persisted backend options ------
 
     @classmethod
     def from_mapping(cls, options: Mapping[str, Any]) -> KubernetesOptions:
-        """Options from strings (or values); unknown keys are refused by name."""
+        """Options from strings (or values) as the live backend takes them; unknown keys are
+        refused by name. ``pvc`` and ``gateway`` are the JSON keys of ``models_claim`` and
+        ``gateway_name``; without ``router``, a named gateway means ``gateway``, else
+        ``service``; without ``replicas``, one; without ``hpa_max``, at least 4."""
         known = {f.name: f for f in fields(cls)}
         values: dict[str, Any] = {}
         for key, value in options.items():
             if value is None:
                 continue
-            if key not in known:
+            name = ALIASES.get(key, key)
+            if name not in known:
+                names = sorted({*known, *ALIASES})
                 raise DeployValueError(
-                    f"unknown kubernetes backend option {key!r}; known: {', '.join(sorted(known))}")
-            kind = str(known[key].type)
-            try:
-                if kind.startswith("int"):
-                    values[key] = int(value)
-                elif kind.startswith("float"):
-                    values[key] = float(value)
-                else:
-                    values[key] = str(value)
-            except ValueError:
-                raise DeployValueError(f"{key} must be a number, not {value!r}") from None
+                    f"unknown kubernetes backend option {key!r}; known: {', '.join(names)}")
+            values[name] = _parse(name, str(known[name].type), value)
+        if "router" not in values:
+            values["router"] = "gateway" if "gateway_name" in values else "service"
+        values.setdefault("replicas", LIVE_REPLICAS)
+        values.setdefault("hpa_max", max(values["replicas"], cls.hpa_max))
         return cls(**values)
+
+    def to_mapping(self) -> dict[str, Any]:
+        """The options as JSON values, every field named (``from_mapping`` reads them back)."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is None:
+                continue
+            out[f.name] = list(value) if isinstance(value, tuple) else (
+                dict(value) if isinstance(value, Mapping) else value)
+        return out
+
+
+#: The type's former name (``workbench deploy export`` and existing callers).
+K8sOptions = KubernetesOptions
+
+
+def _parse(name: str, kind: str, value: Any) -> Any:
+    """``value`` (a string from the CLI or the state, or a value) as field ``name`` of type ``kind``."""
+    try:
+        if kind.startswith("bool"):
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text not in (*_TRUE, *_FALSE):
+                raise ValueError(value)
+            return text in _TRUE
+        if kind.startswith("int"):
+            if isinstance(value, bool):
+                raise ValueError(value)
+            return int(value)
+        if kind.startswith("float"):
+            return float(value)
+        if kind.startswith("tuple"):
+            items = value if isinstance(value, (list, tuple)) else str(value).split(",")
+            return tuple(str(v).strip() for v in items if str(v).strip())
+        if kind.startswith("Mapping"):
+            if isinstance(value, Mapping):
+                return {str(k): str(v) for k, v in value.items()}
+            pairs = [p.split("=", 1) for p in str(value).split(",") if p.strip()]
+            return {k.strip(): v.strip() for k, v in pairs}
+    except ValueError:
+        what = "true or false" if kind.startswith("bool") else "a number" if kind[:3] in ("int", "flo") \
+            else "KEY=VALUE pairs"
+        raise DeployValueError(f"{name} must be {what}, not {value!r}") from None
+    return str(value)

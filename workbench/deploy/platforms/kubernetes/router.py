@@ -29,10 +29,9 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import asdict
 from typing import TYPE_CHECKING
 
-from workbench.deploy.platforms.kubernetes.backend import LABEL_COLOR, LABEL_DEPLOYMENT, SERVE_PORT
+from workbench.deploy.platforms.kubernetes.backend import LABEL_COLOR, LABEL_DEPLOYMENT
 from workbench.deploy.platforms.kubernetes.client import ClusterError, translate
 from workbench.deploy.platforms.kubernetes.colour import http_route, stable_service
 from workbench.deploy.platforms.kubernetes.manifests import selector
@@ -71,7 +70,8 @@ class KubernetesRouter:
         self.background = background  # start a reaper for each scale-down delay
 
     def __repr__(self) -> str:
-        return f"KubernetesRouter({self.deployment!r}, gateway={self.options.gateway!r})"
+        gateway = self.options.gateway_name if self.options.uses_gateway else None
+        return f"KubernetesRouter({self.deployment!r}, gateway={gateway!r})"
 
     @property
     def api(self) -> KubeApi:
@@ -86,13 +86,13 @@ class KubernetesRouter:
     def apply(self, table: RoutingTable) -> None:
         weights: dict[str, int] = {c: table.weights[c] for c in table.colors}
         split = all(0 < w < 100 for w in weights.values()) and len(weights) == 2
-        if split and not self.options.gateway:
+        if split and not self.options.uses_gateway:
             raise RouterError(
                 f"{self.deployment}: a traffic split ({_show(weights)}) needs a Gateway API HTTPRoute; "
                 "give the deployment a gateway (--gateway NAME), or switch all at once"
             )
         mirror = table.mirror_percent if table.candidate in weights else 0
-        if mirror and not self.options.gateway:
+        if mirror and not self.options.uses_gateway:
             raise RouterError(f"{self.deployment}: mirroring needs a Gateway API HTTPRoute; "
                               "give the deployment a gateway (--gateway NAME)")
         live = table.stable if split else max(weights, key=lambda c: weights[c])
@@ -104,16 +104,15 @@ class KubernetesRouter:
             service = self.api.get("v1", "Service", self.deployment)
             before = _weights_of(service)
             if service is None:
-                self.api.apply(stable_service(self.options, namespace, self.deployment, live,
-                                              port=SERVE_PORT))
+                self.api.apply(stable_service(self.options, namespace, self.deployment, live))
             elif (service.get("spec") or {}).get("selector", {}).get(LABEL_COLOR) != live:
                 self.api.patch("v1", "Service", self.deployment,
                                {"spec": {"selector": selector(self.deployment, live)}})
                 log.info("%s: stable Service now selects %s", self.deployment, live)
-            if self.options.gateway:
+            if self.options.uses_gateway:
                 versions: dict[str, str] = {u.color: u.version for u in table.upstreams}
                 wanted = http_route(self.options, namespace, self.deployment, weights, versions,
-                                    port=SERVE_PORT, mirror=self._mirror(table.candidate, mirror))
+                                    mirror=self._mirror(table.candidate, mirror))
                 wanted = self.backend.versions.fit(wanted)
                 route = self.api.get(wanted["apiVersion"], "HTTPRoute", self.deployment)
                 if route is None:
@@ -134,13 +133,13 @@ class KubernetesRouter:
             self.reap(now)
         if parked and self.background and self.options.scale_down_delay > 0:
             log_path = None if self.workdir is None else self.workdir / "reaper.log"
-            launch(self.deployment, due, asdict(self.options), log_path)
+            launch(self.deployment, due, self.options.to_mapping(), log_path)
 
     def _mirror(self, candidate: str, percent: int) -> Obj | None:
         """The HTTPRoute filter copying ``percent`` of requests to the candidate (GEP-3171)."""
         if not percent:
             return None
-        ref = {"name": self._colour_name(candidate), "port": SERVE_PORT}
+        ref = {"name": self._colour_name(candidate), "port": self.options.port}
         return {"type": "RequestMirror", "requestMirror": {"backendRef": ref, "percent": percent}}
 
     @property
@@ -153,7 +152,7 @@ class KubernetesRouter:
         """Delete the stable Service and the HTTPRoute. Idempotent."""
         with translate(RouterError):
             self.api.delete("v1", "Service", self.deployment)
-            if self.options.gateway:
+            if self.options.uses_gateway:
                 self.api.delete(self.backend.versions.http_route, "HTTPRoute", self.deployment)
 
     # -- keeping the old colour for a while ----------------------------------------------

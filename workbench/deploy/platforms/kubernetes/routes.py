@@ -32,7 +32,7 @@ from workbench.deploy.platforms.kubernetes.options import (
     ROUTER_CONF_DIR,
     ROUTER_WORKDIR,
     VERSION_HEADER,
-    K8sOptions,
+    KubernetesOptions,
 )
 from workbench.deploy.routing import RoutingTable, Upstream, render_front, render_nginx
 from workbench.errors import DeployValueError, RouterError
@@ -68,7 +68,7 @@ def check_weights(weights: Mapping[str, int]) -> dict[str, int]:
     return {c: checked[c] for c in COLORS if c in checked}
 
 
-def http_route(opts: K8sOptions, name: str, weights: Mapping[str, int], *,
+def http_route(opts: KubernetesOptions, name: str, weights: Mapping[str, int], *,
                versions: Mapping[str, str] | None = None) -> Manifest:
     """A Gateway API (v1) HTTPRoute ``<name>`` splitting traffic over the colour Services.
 
@@ -101,7 +101,7 @@ def http_route(opts: K8sOptions, name: str, weights: Mapping[str, int], *,
     return route(opts, name, rules)
 
 
-def route(opts: K8sOptions, name: str, rules: list[Manifest]) -> Manifest:
+def route(opts: KubernetesOptions, name: str, rules: list[Manifest]) -> Manifest:
     """An HTTPRoute ``<name>`` attached to the options' Gateway, with ``rules``."""
     parent: Manifest = {"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": opts.gateway_name}
     if opts.gateway_namespace:
@@ -118,12 +118,12 @@ def route(opts: K8sOptions, name: str, rules: list[Manifest]) -> Manifest:
     }
 
 
-def service_host(opts: K8sOptions, name: str, color: str) -> str:
+def service_host(opts: KubernetesOptions, name: str, color: str) -> str:
     """The cluster DNS name of a colour's Service."""
-    return f"{colour_name(name, color)}.{opts.namespace}.svc.cluster.local"
+    return f"{colour_name(name, color)}.{opts.target_namespace}.svc.cluster.local"
 
 
-def cluster_routing_table(opts: K8sOptions, name: str, weights: Mapping[str, int],
+def cluster_routing_table(opts: KubernetesOptions, name: str, weights: Mapping[str, int],
                           versions: Mapping[str, str], *, stable: str = "blue") -> RoutingTable:
     """The nginx router's table, its upstreams being the colour Services' cluster DNS names."""
     shares = check_weights(weights)
@@ -141,7 +141,7 @@ def cluster_routing_table(opts: K8sOptions, name: str, weights: Mapping[str, int
         raise DeployValueError(str(exc)) from None
 
 
-def router_objects(opts: K8sOptions, name: str, routing: RoutingTable | Mapping[str, int], *,
+def router_objects(opts: KubernetesOptions, name: str, routing: RoutingTable | Mapping[str, int], *,
                    versions: Mapping[str, str] | None = None, stable: str = "blue") -> list[Manifest]:
     """The workbench's nginx router in the cluster: ``[ConfigMap, Deployment, Service]``.
 
@@ -231,7 +231,7 @@ def router_objects(opts: K8sOptions, name: str, routing: RoutingTable | Mapping[
 INGRESS_CANARY = "nginx.ingress.kubernetes.io/canary"
 
 
-def ingress_objects(opts: K8sOptions, name: str, weights: Mapping[str, int], *,
+def ingress_objects(opts: KubernetesOptions, name: str, weights: Mapping[str, int], *,
                     stable: str = "blue") -> list[Manifest]:
     """Legacy: ingress-nginx Ingresses (class ``nginx``) for clusters that still run it.
 
@@ -281,7 +281,7 @@ def live_colour(weights: Mapping[str, int], stable: str) -> Color:
     return next(check_color(c) for c, w in shares.items() if w == best)
 
 
-def deployment_objects(opts: K8sOptions, name: str, model: str, versions: Mapping[str, str],
+def deployment_objects(opts: KubernetesOptions, name: str, model: str, versions: Mapping[str, str],
                        weights: Mapping[str, int] | None = None, *, stable: str = "blue") -> list[Manifest]:
     """Every object of a deployment, in apply order.
 

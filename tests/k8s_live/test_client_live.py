@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from tests.k8s_live._cluster import wait_until
 from workbench.deploy.platforms.kubernetes.client import KubeApi
 from workbench.deploy.platforms.kubernetes.options import K8sOptions
 from workbench.deploy.platforms.kubernetes.routes import deployment_objects
@@ -83,3 +84,41 @@ def test_colour_objects_against_discovery(cluster: Cluster, api: KubeApi, namesp
         assert moved["apiVersion"] in served, what
         api.apply(moved)
         assert api.get(moved["apiVersion"], obj["kind"], obj["metadata"]["name"]) is not None
+
+
+def route(namespace: str, hostname: str) -> dict[str, Any]:
+    return {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+            "metadata": {"name": "wb-watched", "namespace": namespace},
+            "spec": {"parentRefs": [{"name": "workbench"}], "hostnames": [hostname]}}
+
+
+def test_a_watch_from_a_compacted_version_restarts_from_a_fresh_list(api: KubeApi, namespace: str) -> None:
+    """resourceVersion 1 of a kind whose watch cache began later (a CRD installed after the
+    cluster made its first objects) is answered 410 Gone; the watch lists again and goes
+    on from there: first the object as it is now, then its changes."""
+    import time
+
+    api.create(route(namespace, "a.example.com"))
+    changes = api.watch("gateway.networking.k8s.io/v1", "HTTPRoute", "wb-watched",
+                        deadline=time.monotonic() + 20, since="1", slice_seconds=2)
+    first = next(changes)
+    assert first and first["spec"]["hostnames"] == ["a.example.com"]  # the fresh list, not a slice ending
+    api.patch("gateway.networking.k8s.io/v1", "HTTPRoute", "wb-watched", {"spec": {"hostnames": ["b.example.com"]}})
+    seen = next(c for c in changes if c)
+    assert seen["spec"]["hostnames"] == ["b.example.com"]
+
+
+def test_an_object_deleted_while_its_history_was_compacted_is_seen_gone(api: KubeApi, namespace: str) -> None:
+    """The restart after 410 Gone tells a waiter that the object is gone (a watch from now
+    would say nothing until the deadline)."""
+    import time
+
+    api.create(route(namespace, "a.example.com"))
+    api.delete("gateway.networking.k8s.io/v1", "HTTPRoute", "wb-watched")  # foreground: gone shortly
+    wait_until(lambda: api.get("gateway.networking.k8s.io/v1", "HTTPRoute", "wb-watched") is None, 30,
+               "the HTTPRoute to be gone")
+    started = time.monotonic()
+    changes = api.watch("gateway.networking.k8s.io/v1", "HTTPRoute", "wb-watched",
+                        deadline=started + 15, since="1", slice_seconds=2)
+    assert next(changes) is None
+    assert time.monotonic() - started < 5

@@ -343,7 +343,10 @@ class KubeApi:
         dict when a watch request ended without a change (every ``slice_seconds`` at
         most), so the caller can look elsewhere (pods, events) between changes.
         ``since``: the ``resourceVersion`` to watch from (the object's as just
-        read). A 410 Gone (history compacted) restarts from now.
+        read). A 410 Gone (that version's history is compacted, or older than the
+        server's watch cache) restarts from a fresh list, as client-go's reflector does:
+        the object as it is now (``None`` if it is gone meanwhile) is yielded, and the
+        watch goes on from the list's ``resourceVersion``, so no change is lost.
         """
         path = path_of(api_version, kind, self.namespace)
         version = since
@@ -355,13 +358,13 @@ class KubeApi:
                      "timeoutSeconds": str(max(1, int(min(left, slice_seconds))))}
             if version:
                 query["resourceVersion"] = version
-            changed = False
+            changed = expired = False
             for event in self._stream(path, query, what=f"{self._what(kind, name)} (watch)"):
                 kind_of_event = event.get("type")
                 obj = event.get("object") or {}
                 if kind_of_event == "ERROR":
-                    if int(obj.get("code") or 0) == 410:  # too old: start again from now
-                        version = None
+                    if int(obj.get("code") or 0) == 410:  # too old: start again from a fresh list
+                        expired = True
                         break
                     raise describe_error(int(obj.get("code") or 500), json.dumps(obj), "watch",
                                          self._what(kind, name))
@@ -370,8 +373,20 @@ class KubeApi:
                     continue
                 changed = True
                 yield None if kind_of_event == "DELETED" else obj
-            if not changed:
+            if expired:
+                version, current = self._relist(path, kind, name)
+                log.debug("the watch of %s restarts from a fresh list at %s", self._what(kind, name), version)
+                yield current
+            elif not changed:
                 yield {}
+
+    def _relist(self, path: str, kind: str, name: str) -> tuple[str, Obj | None]:
+        """The list's ``resourceVersion`` and ``kind``/``name`` in it (None when it is gone)."""
+        answer = self.request("GET", path, query={"fieldSelector": f"metadata.name={name}"},
+                              what=f"{self._what(kind, name)} (list after 410 Gone)")
+        version = str((answer.get("metadata") or {}).get("resourceVersion") or "")
+        items = list(answer.get("items") or [])
+        return version, (items[0] if items else None)
 
     def _stream(self, path: str, query: Mapping[str, str], *, what: str) -> Iterator[Obj]:
         """The events of one watch request, one JSON line each, as they arrive."""

@@ -7,14 +7,13 @@ backend connects with a kubeconfig holding that account's token (TokenRequest AP
 
 What runs where. The control plane is real: discovery, server-side apply and its
 conflicts, watches, RBAC, the CRD schema of the HTTPRoute, the Deployment controller
-and the scheduler. The node is the real kubelet, but it has no CNI plugin (pods must
-use ``hostNetwork``) and no model repository volume, so the Deployments the backend
-renders (``workbench serve`` of a model from a PersistentVolumeClaim, on port 8000)
-cannot run here. The colours that must become Ready are therefore Deployments made by
-the test with the backend's names, labels and annotations, whose pod is a small file
-server on the host network with an HTTP readiness probe that the kubelet runs: their
-readiness, the backend's watch of it, ``deploy status``'s readiness and the router's
-switch and rollback are real; the model inside is not. No traffic is sent to the pods.
+and the scheduler. The node is the real kubelet, with no CNI plugin. The colours here
+are Deployments made by the test with the backend's names, labels and annotations, whose
+pod is a small file server on the host network with an HTTP readiness probe that the
+kubelet runs: their readiness, the backend's watch of it, ``deploy status``'s readiness
+and the Service-selector switch and rollback are real; no traffic is sent to them. The
+backend's own serving pods (``workbench serve`` of a real model, ``host_network`` and
+``models_path``) run under load in tests/k8s_live/test_serving_live.py.
 """
 
 from __future__ import annotations

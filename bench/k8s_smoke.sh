@@ -13,10 +13,16 @@
 #   3. a rollback under the same load, timed
 #   and prints what it measured.
 #
-# On the CI machine's cluster (.ci/k8s-setup.sh: Kubernetes 1.20, one kubelet, no pod
-# network, no kube-proxy, no cluster DNS) only step 1 can run; there:
-#   bash bench/k8s_smoke.sh --kubeconfig /run/workbench-k8s/pki/admin.kubeconfig \
-#       --context workbench --image workbench-test:latest --dry-run-only
+# A cluster without a pod network, kube-proxy or cluster DNS (bare metal, edge, the CI
+# machine's .ci/k8s-setup.sh: Kubernetes 1.20, one kubelet) runs steps 2-3 with
+# --host-network: the serving pods bind their ports on the node's address, the model
+# repository is a directory on the node (--models-path), and the workbench runs here
+# (this kubeconfig) with its own nginx router routing to the node; the load goes through
+# that router. On the CI machine's cluster:
+#   PYTHON=.venv/bin/python bash bench/k8s_smoke.sh --kubeconfig /run/workbench-k8s/pki/admin.kubeconfig \
+#       --context workbench --image workbench-test:latest --host-network \
+#       --models-path "$(pwd)/.cache/demo-repo-…" --cpu-request 100m
+# (--dry-run-only: step 1 alone.)
 #
 # The load loop goes through `kubectl port-forward` to the Gateway's Service when
 # --gateway-service is given (the Gateway follows the HTTPRoute, so it sees the switch).
@@ -45,12 +51,16 @@ usage: bench/k8s_smoke.sh --context CONTEXT --image IMAGE --pvc CLAIM [options]
   --requests N             requests per phase of the load loop [2000]
   --export-dir DIR         a kustomize directory to dry-run instead of exporting one
   --keep                   leave the objects in the cluster
-  --dry-run-only           step 1 only: for a cluster whose pods cannot reach Services
-                           (no pod network, kube-proxy or cluster DNS)
+  --dry-run-only           step 1 only
+  --host-network           steps 2-3 from here on a cluster without a pod network: pods
+                           on the node's network, the workbench's nginx router here
+  --models-path DIR        the model repository on the node (with --host-network)
+  --port P                 the colours' ports on the node: blue P, green P+1 [8000]
+  --cpu-request Q          CPU request of each serving pod [the backend's: 1]
   -h, --help               this text
 
 environment: WORKBENCH (the local workbench command [workbench]), PYTHON (a Python with
-httpx for the port-forward load loop [python3])
+httpx, and the workbench for --host-network [python3])
 EOF
 }
 
@@ -58,6 +68,7 @@ die() { echo "k8s_smoke: $*" >&2; exit 2; }
 
 CONTEXT="" NAMESPACE="workbench-smoke" IMAGE="" PVC="" MODEL="digits" FROM="1.0.0" TO="1.1.0"
 NAME="smoke" GATEWAY="" GATEWAY_SERVICE="" REQUESTS=2000 EXPORT_DIR="" KEEP=0 DRY_RUN_ONLY=0
+HOST_NETWORK=0 MODELS_PATH="" PORT=8000 CPU_REQUEST=""
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --context) CONTEXT="${2:?--context needs a value}"; shift 2 ;;
@@ -74,6 +85,10 @@ while [[ $# -gt 0 ]]; do
         --export-dir) EXPORT_DIR="${2:?--export-dir needs a value}"; shift 2 ;;
         --keep) KEEP=1; shift ;;
         --dry-run-only) DRY_RUN_ONLY=1; shift ;;
+        --host-network) HOST_NETWORK=1; shift ;;
+        --models-path) MODELS_PATH="${2:?--models-path needs a value}"; shift 2 ;;
+        --port) PORT="${2:?--port needs a value}"; shift 2 ;;
+        --cpu-request) CPU_REQUEST="${2:?--cpu-request needs a value}"; shift 2 ;;
         --kubeconfig) export KUBECONFIG="${2:?--kubeconfig needs a value}"; shift 2 ;;
         -h|--help) usage; exit 0 ;;
         *) usage >&2; die "unknown argument: $1" ;;
@@ -82,8 +97,13 @@ done
 
 [[ -n "$CONTEXT" ]] || die "refusing to run without --context: this script changes a real cluster"
 [[ -n "$IMAGE" ]] || die "--image is required (the workbench image, pullable by the cluster)"
-if [[ "$DRY_RUN_ONLY" == 1 ]]; then
+if [[ "$DRY_RUN_ONLY" == 1 || "$HOST_NETWORK" == 1 ]]; then
     PVC="${PVC:-workbench-models}"  # named by the exported pods; the dry run needs no claim
+fi
+if [[ "$HOST_NETWORK" == 1 && "$DRY_RUN_ONLY" == 0 ]]; then
+    [[ "$MODELS_PATH" == /* && -d "$MODELS_PATH/$MODEL" ]] \
+        || die "--host-network needs --models-path: an absolute directory holding $MODEL"
+    [[ "$PORT" =~ ^[0-9]+$ && "$PORT" -ge 1 && "$PORT" -le 65534 ]] || die "--port must be a number in 1..65534"
 fi
 [[ -n "$PVC" ]] || die "--pvc is required (a PersistentVolumeClaim holding the model repository)"
 [[ "$REQUESTS" =~ ^[0-9]+$ && "$REQUESTS" -ge 1 && "$REQUESTS" -le 100000 ]] \
@@ -126,6 +146,9 @@ if [[ -z "$EXPORT_DIR" ]]; then
     export_args=(deploy export "$NAME" --format k8s --out "$EXPORT_DIR" --model "$MODEL"
                  --version "$FROM" --candidate "$TO" --image "$IMAGE" --pvc "$PVC"
                  --namespace "$NAMESPACE")
+    # the API versions the server's release serves (autoscaling/v2beta2, policy/v1beta1 on 1.20)
+    RELEASE="$(sed -n 's/^v\([0-9][0-9]*\.[0-9][0-9]*\).*/\1/p' <<<"$SERVER_VERSION")"
+    [[ -n "$RELEASE" ]] && export_args+=(--kube-version "$RELEASE")
     if [[ -n "$GATEWAY" ]]; then
         export_args+=(--router gateway --gateway "$GATEWAY")
     else
@@ -150,6 +173,72 @@ UNSERVED="$(grep -rh '^apiVersion:' "$EXPORT_DIR" | awk '{print $2}' | sort -u \
 if [[ "$DRY_RUN_ONLY" == 1 ]]; then
     [[ "$DRY" == FAILED ]] && exit 1
     exit 0
+fi
+
+# -- 2-3 on the host network: the workbench here, its nginx routing to the node ---------
+if [[ "$HOST_NETWORK" == 1 ]]; then
+    HOST_PY='
+import json, os, sys, tempfile, threading, time, httpx
+from pathlib import Path
+from workbench.deploy.manager import DeploymentManager
+a = json.loads(sys.argv[1])
+options = {"namespace": a["namespace"], "image": a["image"], "host_network": "true",
+           "models_path": a["models"], "port": a["port"], "scale_down_delay": "30", "context": a["context"]}
+if os.environ.get("KUBECONFIG"):
+    options["kubeconfig"] = os.environ["KUBECONFIG"]
+if a["cpu"]:
+    options["cpu_request"] = a["cpu"]
+if a["gateway"]:
+    options["gateway"] = a["gateway"]
+home = Path(tempfile.mkdtemp(prefix="wbsmoke-"))
+manager = DeploymentManager(home, repo=a["models"])
+body = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 64], "data": [0.0] * 64}]}
+def phase(label, url, act, new):
+    answers, n = [], int(a["requests"])
+    def run():
+        with httpx.Client(timeout=5.0) as client:
+            for _ in range(n):
+                t = time.monotonic()
+                try:
+                    r = client.post(url, json=body)
+                    answers.append((t, r.status_code, r.headers.get("x-model-version", "?")))
+                except httpx.HTTPError:
+                    answers.append((t, 0, "-"))
+    thread = threading.Thread(target=run); thread.start(); time.sleep(1)
+    t0 = time.monotonic(); act(); took = time.monotonic() - t0
+    thread.join()
+    ok = sum(1 for _, s, _ in answers if s == 200); failed = len(answers) - ok
+    moved = next((t - t0 for t, s, v in answers if t >= t0 and s == 200 and v == new), None)
+    versions = {}
+    for _, s, v in answers:
+        if s == 200: versions[v] = versions.get(v, 0) + 1
+    after = "never" if moved is None else f"{moved:.2f} s"
+    print(f"{label:<9} {took:8.2f} s  {ok:6d} ok  {failed:4d} failed  answered by "
+          + ",".join(f"{k}:{v}" for k, v in sorted(versions.items())) + f"; first {new} answer after {after}")
+    return failed
+model, old, new, count = a["model"], a["from"], a["to"], a["requests"]
+t0 = time.monotonic()
+web = manager.create(a["name"], model, old, backend="kubernetes", backend_options=options, timeout=600)
+print(f"create:   {time.monotonic() - t0:.2f} s (blue {model} {old} ready, pods on the host network, router {web.url})")
+failed = 0
+try:
+    t0 = time.monotonic(); web.update(new, timeout=600)
+    print(f"update:   {time.monotonic() - t0:.2f} s (green {new} ready and verified)")
+    url = f"{web.url}/v2/models/{model}/infer"
+    failed += phase("promote", url, lambda: web.promote("smoke"), new)
+    failed += phase("rollback", url, lambda: web.rollback("smoke"), old)
+finally:
+    if not a["keep"]:
+        manager.delete(a["name"])
+print(f"(switch and rollback: wall time of the verb; the load ran {count} requests across each)")
+sys.exit(1 if failed else 0)
+'
+    ARGS=$(printf '{"namespace":"%s","image":"%s","models":"%s","port":"%s","context":"%s","cpu":"%s","gateway":"%s","name":"%s","model":"%s","from":"%s","to":"%s","requests":"%s","keep":%s}' \
+        "$NAMESPACE" "$IMAGE" "$MODELS_PATH" "$PORT" "$CONTEXT" "$CPU_REQUEST" "$GATEWAY" "$NAME" "$MODEL" \
+        "$FROM" "$TO" "$REQUESTS" "$([[ $KEEP == 1 ]] && echo true || echo false)")
+    KEEP=1  # the driver deletes what it made; there is no driver pod
+    ${PYTHON:-python3} -c "$HOST_PY" "$ARGS"
+    exit $?
 fi
 
 # -- 2. the driver pod: the workbench inside the cluster ---------------------------------

@@ -16,7 +16,7 @@ import pytest
 
 from tests.k8s_live._cluster import wait_until
 from workbench.deploy.platforms.kubernetes.client import KubeApi
-from workbench.deploy.platforms.kubernetes.options import K8sOptions
+from workbench.deploy.platforms.kubernetes.options import KubernetesOptions
 from workbench.deploy.platforms.kubernetes.routes import deployment_objects
 from workbench.errors import ClusterError
 
@@ -33,7 +33,7 @@ def api(cluster: Cluster, namespace: str) -> KubeApi:
 
 
 def colour_objects(namespace: str) -> list[dict[str, Any]]:
-    opts = K8sOptions(namespace=namespace, router="service", image="paddle-workbench:test")
+    opts = KubernetesOptions(namespace=namespace, router="service", image="paddle-workbench:test")
     return deployment_objects(opts, "web", "digits", {"blue": "1.0.0"}, {"blue": 100}, stable="blue")
 
 

@@ -61,6 +61,6 @@ def test_switch_and_rollback_on_the_host_network_with_no_failed_request(
         line = next(x for x in out.splitlines() if x.startswith(verb))
         match = re.search(r"(\d+) ok\s+(\d+) failed .*first " + re.escape(new) + r" answer after ([0-9.]+) s", line)
         assert match, line
-        assert int(match.group(1)) == 300 and int(match.group(2)) == 0, line
+        assert int(match.group(1)) >= 300 and int(match.group(2)) == 0, line
     assert cluster.get("deployments", "-n", namespace)["items"] == [] or all(
         d["metadata"].get("deletionTimestamp") for d in cluster.get("deployments", "-n", namespace)["items"])

@@ -14,7 +14,7 @@ from tests.deploy.platforms.kubernetes.manifests import _crds
 from tests.deploy.platforms.kubernetes.manifests.conftest import CASES, render
 from workbench.deploy.platforms.kubernetes.export import FORMATS, ExportSource
 from workbench.deploy.platforms.kubernetes.export import render as render_export
-from workbench.deploy.platforms.kubernetes.options import K8sOptions
+from workbench.deploy.platforms.kubernetes.options import KubernetesOptions
 
 pytest.importorskip("kubernetes_validate")
 
@@ -23,8 +23,8 @@ SOURCES = {
     "stable": ExportSource.from_versions("web", "digits", "1.0.0"),
 }
 OPTIONS = {
-    "gateway-gpu": K8sOptions(gpus=1, hostnames=("digits.example.com",), gateway_namespace="infra"),
-    "service-deep": K8sOptions(router="service", deep_health=True),
+    "gateway-gpu": KubernetesOptions(gpus=1, hostnames=("digits.example.com",), gateway_namespace="infra"),
+    "service-deep": KubernetesOptions(router="service", deep_health=True),
 }
 
 

@@ -18,24 +18,24 @@ from typer.testing import CliRunner
 
 from workbench.cli import app
 from workbench.deploy.platforms.kubernetes.export import FORMATS, MARKER, ExportSource, export, render
-from workbench.deploy.platforms.kubernetes.options import K8sOptions
+from workbench.deploy.platforms.kubernetes.options import KubernetesOptions
 from workbench.deploy.rollout.phases import Phase, Rollout
 from workbench.deploy.state import DeploymentState, InstanceRecord, StateStore
 from workbench.errors import DeployValueError
 
 GOLDEN = Path(__file__).parent / "golden"
 CANARY = ExportSource.from_versions("digits", "digits", "1.0.0", "1.1.0", 25)
-GPU = K8sOptions(namespace="ml", image="registry.example/paddle-workbench:1.4", gpus=1,
+GPU = KubernetesOptions(namespace="ml", image="registry.example/paddle-workbench:1.4", gpus=1,
                  hostnames=("digits.example.com",), gateway_namespace="infra")
 
 #: case -> (source, options, format)
-GOLDEN_CASES: dict[str, tuple[ExportSource, K8sOptions, str]] = {
+GOLDEN_CASES: dict[str, tuple[ExportSource, KubernetesOptions, str]] = {
     "k8s-gateway-canary": (CANARY, GPU, "k8s"),
-    "k8s-nginx-canary": (CANARY, K8sOptions(router="nginx"), "k8s"),
+    "k8s-nginx-canary": (CANARY, KubernetesOptions(router="nginx"), "k8s"),
     "k8s-service-stable": (ExportSource.from_versions("digits", "digits", "1.0.0"),
-                           K8sOptions(router="service", deep_health=True), "k8s"),
+                           KubernetesOptions(router="service", deep_health=True), "k8s"),
     "argo-rollouts-gateway": (CANARY, GPU, "argo-rollouts"),
-    "argo-rollouts-service": (CANARY, K8sOptions(router="service"), "argo-rollouts"),
+    "argo-rollouts-service": (CANARY, KubernetesOptions(router="service"), "argo-rollouts"),
     "kserve-canary": (CANARY, GPU, "kserve"),
 }
 
@@ -58,16 +58,16 @@ def test_export_matches_its_golden_directory(case: str, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_the_kustomization_lists_every_object_file_in_apply_order(fmt: str, tmp_path: Path) -> None:
-    written = export(CANARY, K8sOptions(), fmt, tmp_path)
+    written = export(CANARY, KubernetesOptions(), fmt, tmp_path)
     kustomization = yaml.safe_load((tmp_path / "kustomization.yaml").read_text())
     assert kustomization["kind"] == "Kustomization"
     assert kustomization["resources"] == [p.name for p in written if p.name != "kustomization.yaml"]
     objects = [yaml.safe_load((tmp_path / f).read_text()) for f in kustomization["resources"]]
-    assert objects == render(CANARY, K8sOptions(), fmt)
+    assert objects == render(CANARY, KubernetesOptions(), fmt)
 
 
 def test_argo_rollout_serves_the_candidate_in_5_25_100_steps_judged_by_the_analysis() -> None:
-    objects = {o["kind"]: o for o in render(CANARY, K8sOptions(), "argo-rollouts")}
+    objects = {o["kind"]: o for o in render(CANARY, KubernetesOptions(), "argo-rollouts")}
     rollout = objects["Rollout"]
     args = rollout["spec"]["template"]["spec"]["containers"][0]["args"]
     assert args[args.index("--version") + 1] == "1.1.0"
@@ -77,7 +77,7 @@ def test_argo_rollout_serves_the_candidate_in_5_25_100_steps_judged_by_the_analy
     queries = " ".join(m["provider"]["prometheus"]["query"] for m in objects["AnalysisTemplate"]["spec"]["metrics"])
     assert "workbench_requests_total" in queries and "workbench_request_duration_seconds_bucket" in queries
     assert objects["HorizontalPodAutoscaler"]["spec"]["scaleTargetRef"]["kind"] == "Rollout"
-    services = [o["metadata"]["name"] for o in render(CANARY, K8sOptions(), "argo-rollouts") if o["kind"] == "Service"]
+    services = [o["metadata"]["name"] for o in render(CANARY, KubernetesOptions(), "argo-rollouts") if o["kind"] == "Service"]
     assert {canary["stableService"], canary["canaryService"]} == set(services)
 
 
@@ -97,16 +97,16 @@ def test_a_directory_that_is_not_an_export_is_refused_and_left_alone(tmp_path: P
     mine = tmp_path / "notes.txt"
     mine.write_text("mine")
     with pytest.raises(DeployValueError, match="not empty"):
-        export(CANARY, K8sOptions(), "k8s", tmp_path)
+        export(CANARY, KubernetesOptions(), "k8s", tmp_path)
     assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
     assert mine.read_text() == "mine"
 
 
 def test_a_previous_export_is_replaced_and_a_users_own_files_stay(tmp_path: Path) -> None:
-    export(CANARY, K8sOptions(router="nginx"), "k8s", tmp_path)
+    export(CANARY, KubernetesOptions(router="nginx"), "k8s", tmp_path)
     assert (tmp_path / "configmap-digits-router.yaml").exists()
     (tmp_path / "patch.yaml").write_text("# mine\n")
-    export(CANARY, K8sOptions(router="gateway"), "k8s", tmp_path)
+    export(CANARY, KubernetesOptions(router="gateway"), "k8s", tmp_path)
     assert not (tmp_path / "configmap-digits-router.yaml").exists()  # stale file of the last export
     assert (tmp_path / "httproute-digits.yaml").exists()
     assert (tmp_path / "patch.yaml").read_text() == "# mine\n"
@@ -241,5 +241,5 @@ def test_a_failed_write_removes_the_directories_it_made(tmp_path: Path, monkeypa
     monkeypatch.setattr(export_module, "write_atomic", full_disk)
     source = ExportSource.from_versions("web", "digits", "1.0.0")
     with pytest.raises(export_module.DeployError, match="No space left on device"):
-        export(source, K8sOptions(), "k8s", tmp_path / "new" / "out")
+        export(source, KubernetesOptions(), "k8s", tmp_path / "new" / "out")
     assert list(tmp_path.iterdir()) == []

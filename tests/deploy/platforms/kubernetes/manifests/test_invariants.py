@@ -9,7 +9,7 @@ import pytest
 
 from tests.deploy.platforms.kubernetes.manifests.conftest import CASES, render
 from workbench.deploy.platforms.kubernetes.manifests import colour_objects, stable_service
-from workbench.deploy.platforms.kubernetes.options import COLOR_LABEL, K8sOptions
+from workbench.deploy.platforms.kubernetes.options import COLOR_LABEL, KubernetesOptions
 from workbench.deploy.platforms.kubernetes.routes import deployment_objects, http_route
 from workbench.errors import DeployValueError
 
@@ -58,7 +58,7 @@ def test_stable_service_selects_exactly_the_live_colour(case: str) -> None:
 
 
 def test_stable_service_flips_with_its_colour() -> None:
-    blue, green = (stable_service(K8sOptions(), "web", c) for c in ("blue", "green"))
+    blue, green = (stable_service(KubernetesOptions(), "web", c) for c in ("blue", "green"))
     assert blue["spec"]["selector"][COLOR_LABEL] == "blue"
     assert green["spec"]["selector"][COLOR_LABEL] == "green"
     assert blue["metadata"] == green["metadata"]
@@ -74,7 +74,7 @@ def test_names_are_dns_labels(case: str) -> None:
 @pytest.mark.parametrize("name", ["Web", "web_1", "-web", "web-", "w" * 41, "1web", ""])
 def test_invalid_names_are_refused_with_one_sentence(name: str) -> None:
     with pytest.raises(DeployValueError, match="invalid"):
-        deployment_objects(K8sOptions(), name, "digits", {"blue": "1.0.0"})
+        deployment_objects(KubernetesOptions(), name, "digits", {"blue": "1.0.0"})
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
@@ -161,7 +161,7 @@ def test_route_weights_sum_to_100_and_reference_existing_services(case: str) -> 
 
 
 def test_route_pins_colours_and_versions_like_the_nginx_router() -> None:
-    route = http_route(K8sOptions(), "web", {"blue": 90, "green": 10},
+    route = http_route(KubernetesOptions(), "web", {"blue": 90, "green": 10},
                        versions={"blue": "1.0.0", "green": "1.1.0"})
     pins = {
         (m["headers"][0]["name"], m["headers"][0]["value"]): rule["backendRefs"][0]["name"]
@@ -171,7 +171,7 @@ def test_route_pins_colours_and_versions_like_the_nginx_router() -> None:
         ("x-deploy-color", "blue"): "web-blue", ("x-deploy-color", "green"): "web-green",
         ("x-model-version", "1.0.0"): "web-blue", ("x-model-version", "1.1.0"): "web-green",
     }
-    same = http_route(K8sOptions(), "web", {"blue": 50, "green": 50}, versions={"blue": "1.0.0", "green": "1.0.0"})
+    same = http_route(KubernetesOptions(), "web", {"blue": 50, "green": 50}, versions={"blue": "1.0.0", "green": "1.0.0"})
     assert not [r for r in same["spec"]["rules"]
                 if any(h["name"] == "x-model-version" for m in r["matches"] for h in m.get("headers", []))]
 
@@ -179,7 +179,7 @@ def test_route_pins_colours_and_versions_like_the_nginx_router() -> None:
 @pytest.mark.parametrize("weights", [{"blue": 90, "green": 20}, {"blue": 101}, {"red": 100}, {}, {"blue": 99.5}])
 def test_bad_weights_are_refused(weights: dict[str, Any]) -> None:
     with pytest.raises(DeployValueError):
-        http_route(K8sOptions(), "web", weights)
+        http_route(KubernetesOptions(), "web", weights)
 
 
 def test_the_nginx_router_routes_to_the_colour_services() -> None:
@@ -200,7 +200,7 @@ def test_the_nginx_router_routes_to_the_colour_services() -> None:
 
 
 def test_a_scaled_down_colour_keeps_its_objects_with_no_pods() -> None:
-    deployment, _, hpa, _ = colour_objects(K8sOptions(), "web", "blue", "digits", "1.0.0", replicas=0)
+    deployment, _, hpa, _ = colour_objects(KubernetesOptions(), "web", "blue", "digits", "1.0.0", replicas=0)
     assert deployment["spec"]["replicas"] == 0
     assert hpa["spec"]["minReplicas"] == 1  # the API's minimum; an HPA does not scale a Deployment at 0
 
@@ -212,7 +212,7 @@ def test_a_scaled_down_colour_keeps_its_objects_with_no_pods() -> None:
 ])
 def test_bad_options_are_refused(field: str, value: Any) -> None:
     with pytest.raises(DeployValueError):
-        K8sOptions(**{field: value})
+        KubernetesOptions(**{field: value})
 
 
 @pytest.mark.parametrize("router", ["gateway", "service"])
@@ -220,7 +220,7 @@ def test_the_argo_rollout_selects_its_pods_and_its_services_select_them_too(rout
     from workbench.deploy.platforms.kubernetes.export import ExportSource
     from workbench.deploy.platforms.kubernetes.export import render as render_export
 
-    opts = K8sOptions(router=router, gpus=1)
+    opts = KubernetesOptions(router=router, gpus=1)
     objects = render_export(ExportSource.from_versions("web", "digits", "1.0.0", "1.1.0", 25), opts,
                             "argo-rollouts")
     (rollout,) = kinds(objects, "Rollout")

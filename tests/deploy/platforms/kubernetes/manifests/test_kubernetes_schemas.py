@@ -41,10 +41,10 @@ def test_a_misspelt_field_fails_strict_validation() -> None:
 def test_the_core_objects_of_every_export_validate_strictly(fmt: str, version: str) -> None:
     from workbench.deploy.platforms.kubernetes.export import ExportSource
     from workbench.deploy.platforms.kubernetes.export import render as render_export
-    from workbench.deploy.platforms.kubernetes.options import K8sOptions
+    from workbench.deploy.platforms.kubernetes.options import KubernetesOptions
 
     source = ExportSource.from_versions("web", "digits", "1.0.0", "1.1.0", 25)
-    core = [o for o in render_export(source, K8sOptions(gpus=1), fmt) if o["kind"] not in CRD_KINDS]
+    core = [o for o in render_export(source, KubernetesOptions(gpus=1), fmt) if o["kind"] not in CRD_KINDS]
     assert {o["kind"] for o in core} >= {"Service", "HorizontalPodAutoscaler", "PodDisruptionBudget"}
     for obj in core:
         kubernetes_validate.validate(obj, version, strict=True)

@@ -111,8 +111,10 @@ def colour(color: str, version: str, image: str, port: int, *, ready: bool = Tru
                     "name": "serve", "image": image, "imagePullPolicy": "Never",
                     "command": ["python", "-c", SERVER, str(port), "ready" if ready else "never"],
                     "env": [{"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}],
+                    # a slow answer on a busy node is not a readiness change (it would update
+                    # the Deployment's status, which the tests compare)
                     "readinessProbe": {"httpGet": {"path": "/ready", "port": port}, "periodSeconds": 1,
-                                       "failureThreshold": 1},
+                                       "timeoutSeconds": 5, "failureThreshold": 3},
                 }],
             }},
         },

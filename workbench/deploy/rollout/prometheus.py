@@ -29,7 +29,7 @@ from string import Template
 from typing import Any
 from urllib.parse import urlencode
 
-from workbench.deploy.rollout.deadline import request_within
+from workbench.deploy.http import request_within
 from workbench.deploy.rollout.signals import ColourWindow
 from workbench.errors import MetricsError
 

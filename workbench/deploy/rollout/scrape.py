@@ -26,7 +26,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from http.client import HTTPException
 
-from workbench.deploy.rollout.deadline import request_within
+from workbench.deploy.http import request_within
 from workbench.deploy.rollout.signals import ColourWindow
 from workbench.deploy.traffic import Counters, parse_metrics, quantile
 from workbench.errors import MetricsError

@@ -201,12 +201,12 @@ def _loaded(hub: VersionHub | None, version: str) -> LoadedVersion | None:
 
 def build_demo(root: Any, models: Sequence[str] = ("digits",), *, progress: bool = True) -> ModelRepository:
     """Train and publish the demo models into ``root`` (versions already there are kept)."""
-    from workbench.model.demo import ALL, build_demo_repository
+    from workbench.model import DEMO_VERSIONS, build_demo_repository
 
     unknown = set(models) - set(DEMO_MODELS)
     if unknown:
         raise SessionError(f"unknown demo model(s) {', '.join(sorted(unknown))}; choose from digits, resnet")
-    total = sum(1 for d in ALL if d.model in models)
+    total = sum(1 for d in DEMO_VERSIONS if d.model in models)
     finished = [0]
     current = [""]
 

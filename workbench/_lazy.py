@@ -11,13 +11,18 @@ if TYPE_CHECKING:
 
 def lazy_attributes(package: str, where: Mapping[str, str]) -> Callable[[str], Any]:
     """A module ``__getattr__`` for ``package`` that imports ``name`` from
-    ``package.<where[name]>`` on first use and caches it in the package."""
+    ``package.<where[name]>`` on first use and caches it in the package.
+
+    ``where[name]`` may be ``"module:attribute"`` when the front offers ``attribute`` of
+    ``module`` under another name (one that says what it is outside its module).
+    """
 
     def __getattr__(name: str) -> Any:
-        module = where.get(name)
-        if module is None:
+        found = where.get(name)
+        if found is None:
             raise AttributeError(f"module {package!r} has no attribute {name!r}")
-        value = getattr(import_module(f"{package}.{module}"), name)
+        module, _, attribute = found.partition(":")
+        value = getattr(import_module(f"{package}.{module}"), attribute or name)
         setattr(import_module(package), name, value)  # later look-ups skip this function
         return value
 

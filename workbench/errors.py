@@ -27,6 +27,8 @@ Each class carries the exit code the CLI uses for it.
     │   ├── VersionNotLoadedError
     │   └── WorkerDiedError         a version's worker process died (restarting)
     ├── ServingError                talking to a serving instance over HTTP
+    ├── DeadlineError               an HTTP request had no full answer within its total deadline
+    │                               (also a TimeoutError; beside the deploy layer's HTTP seam)
     ├── (serving, beside the code that raises them)
     │   ├── QueueFull               a version's queue is full (also a RuntimeError); 503
     │   ├── ClientGone              the client left before its request ran; 499

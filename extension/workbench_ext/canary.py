@@ -15,9 +15,7 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from workbench.deploy.deployment import Deployment
-    from workbench.deploy.rollout.analysis import AnalysisSpec
-    from workbench.deploy.rollout.controller import Action, CanaryStatus
+    from workbench.deploy import Action, AnalysisSpec, CanaryStatus, Deployment
 
 log = logging.getLogger(__name__)
 VERDICT_COLORS = {"pass": "#2e7d32", "fail": "#c62828", "inconclusive": "#ef6c00", "skip": "#888"}
@@ -64,7 +62,7 @@ def canary_html(name: str, status: CanaryStatus | None, spec: AnalysisSpec | Non
 
 def panel_html(deployment: Deployment) -> str:
     """The deploy panel's canary section (empty when the deployment never ran a canary)."""
-    from workbench.deploy.canary import controller
+    from workbench.deploy import canary_controller as controller
 
     data = deployment.state.canary
     if not data or "status" not in data:
@@ -125,10 +123,10 @@ class CanaryRun:
         self.view.value = canary_html(self.deployment.name, status, self.spec)
 
     def _run(self) -> None:
-        from workbench.deploy import canary
+        from workbench.deploy import run_canary
 
         try:
-            self.status = canary.run(
+            self.status = run_canary(
                 self.deployment, self.spec, prometheus=self.prometheus, stop=self._stop, on_tick=self._tick
             )
             self.view.value = canary_html(self.deployment.name, self.status, self.spec)
@@ -144,6 +142,6 @@ def start(deployment: Deployment, spec: AnalysisSpec, *, prometheus: str | None 
 
 def command(deployment: Deployment, verb: str, reason: str = "") -> Any:
     """pause, resume, promote, abort or rollback the deployment's canary."""
-    from workbench.deploy.canary import controller
+    from workbench.deploy import canary_controller as controller
 
     return controller(deployment).command(verb, reason)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from workbench.deploy.rollout.phases import DEFAULT_MIN_AGREEMENT, verification_threshold
+from workbench.deploy import DEFAULT_MIN_AGREEMENT, verification_threshold
 from workbench_ext._args import argument, magic_arguments
 from workbench_ext.progress import run_with_progress
 from workbench_ext.verb import Verb, verb
@@ -103,7 +103,7 @@ def cmd_update(call: Call, args: argparse.Namespace) -> Any:
     result is the canary's live view (``.wait()`` for the end)."""
     spec = None
     if args.strategy == "canary":
-        from workbench.deploy.rollout.analysis import AnalysisSpec
+        from workbench.deploy import AnalysisSpec
         from workbench.errors import WorkbenchError
 
         try:
@@ -156,7 +156,7 @@ def _simple(action: str, doc: str) -> None:
     @reason
     def command(call: Call, args: argparse.Namespace) -> Any:
         deployment = _deployment(call, args.name)
-        from workbench.deploy.canary import active
+        from workbench.deploy import canary_active as active
 
         if action in ("promote", "rollback", "abort") and active(deployment):
             from workbench_ext import canary

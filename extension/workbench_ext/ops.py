@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from workbench import InputError, LoadedVersion, ModelRepository, compare
+from workbench.runtime import percentiles
 from workbench_ext.errors import SessionError
 from workbench_ext.progress import pool, run_with_progress
 
@@ -201,12 +202,12 @@ def _loaded(hub: VersionHub | None, version: str) -> LoadedVersion | None:
 
 def build_demo(root: Any, models: Sequence[str] = ("digits",), *, progress: bool = True) -> ModelRepository:
     """Train and publish the demo models into ``root`` (versions already there are kept)."""
-    from workbench.model.demo import ALL, build_demo_repository
+    from workbench.model import DEMO_VERSIONS, build_demo_repository
 
     unknown = set(models) - set(DEMO_MODELS)
     if unknown:
         raise SessionError(f"unknown demo model(s) {', '.join(sorted(unknown))}; choose from digits, resnet")
-    total = sum(1 for d in ALL if d.model in models)
+    total = sum(1 for d in DEMO_VERSIONS if d.model in models)
     finished = [0]
     current = [""]
 
@@ -356,18 +357,15 @@ class BenchResult:
 
         rows = []
         for version, seconds in self.latencies.items():
-            values = np.asarray(seconds) * 1000 if seconds else np.asarray([np.nan])
-            p50, p90, p99 = np.percentile(values, [50, 90, 99])
+            ms = percentiles(seconds, scale=1000)
             wall = self.wall.get(version, 0.0)
             rows.append(
                 {
                     "version": version,
                     "requests": len(seconds),
                     "errors": self.errors.get(version, 0),
-                    "p50_ms": p50,
-                    "p90_ms": p90,
-                    "p99_ms": p99,
-                    "mean_ms": float(values.mean()),
+                    **{f"{key}_ms": math.nan if value is None else value for key, value in ms.items()},
+                    "mean_ms": float(np.mean(seconds)) * 1000 if seconds else math.nan,
                     "requests_per_s": len(seconds) / wall if wall else float("nan"),
                     "rows_per_s": len(seconds) * self.batch_size / wall if wall else float("nan"),
                 }

@@ -35,7 +35,7 @@ def start(
     extra: list[str] | None = None,
 ) -> ServedModel:
     """Start ``workbench serve`` for ``model`` ``version`` and wait until it is ready."""
-    from workbench.deploy.client import ServingClient
+    from workbench.deploy import ServingClient
 
     host = "127.0.0.1"
     port = port or free_port(host)

@@ -41,7 +41,7 @@ class ServedModel:
 
     def client(self, timeout: float = 30.0) -> Any:
         """A ServingClient for this instance (Open Inference Protocol over HTTP)."""
-        from workbench.deploy.client import ServingClient
+        from workbench.deploy import ServingClient
 
         return ServingClient(self.url, timeout=timeout)
 

@@ -19,16 +19,16 @@ from workbench.deploy.rollout.analysis import (
     parse_steps,
     wilson_interval,
 )
-from workbench.deploy.rollout.signals import ColourWindow, OutputCheck
+from workbench.deploy.rollout.signals import ColorWindow, OutputCheck
 from workbench.errors import DeployValueError
 
 
 def window(requests: float = 100, errors: float = 0, p99: float | None = 20.0,
-           memory: float | None = 1e8, colour: str = "green") -> ColourWindow:
-    return ColourWindow(colour, 30.0, requests, errors, p99, memory)
+           memory: float | None = 1e8, color: str = "green") -> ColorWindow:
+    return ColorWindow(color, 30.0, requests, errors, p99, memory)
 
 
-def seen(candidate: ColourWindow, **kwargs: object) -> Observation:
+def seen(candidate: ColorWindow, **kwargs: object) -> Observation:
     return Observation(interval=30.0, candidate=candidate, **kwargs)  # type: ignore[arg-type]
 
 
@@ -111,25 +111,25 @@ def histogram(counts: dict[float, float]) -> tuple[tuple[float, float], ...]:
 def test_latency_with_a_histogram_fails_when_too_many_requests_are_slower() -> None:
     rule = LatencyRule(max_ms=250.0)
     fine = histogram({0.1: 990, 0.25: 9, 0.5: 1, float("inf"): 0})
-    good = rule.judge(seen(ColourWindow("green", 30, 1000, 0, 120.0, None, fine)))
+    good = rule.judge(seen(ColorWindow("green", 30, 1000, 0, 120.0, None, fine)))
     assert good.verdict == "pass" and good.decision is not None
     slow = histogram({0.1: 150, 0.25: 30, 0.5: 20, float("inf"): 0})  # 10% slower than 250 ms
-    bad = rule.judge(seen(ColourWindow("green", 30, 200, 0, 480.0, None, slow)))
+    bad = rule.judge(seen(ColorWindow("green", 30, 200, 0, 480.0, None, slow)))
     assert (bad.verdict, bad.sustained) == ("fail", True)
     assert "20 of 200 requests slower than 250 ms" in bad.message
     few = histogram({0.1: 8, 0.25: 1, 0.5: 1, float("inf"): 0})
-    hold = rule.judge(seen(ColourWindow("green", 30, 10, 0, 300.0, None, few)))
+    hold = rule.judge(seen(ColorWindow("green", 30, 10, 0, 300.0, None, few)))
     assert hold.verdict == "inconclusive"
 
 
 def test_latency_relative_with_histograms_is_a_mean_log_test() -> None:
     rule = RelativeLatencyRule(max_ratio=1.5)
-    stable = ColourWindow("blue", 30, 900, 0, 100.0, None,
+    stable = ColorWindow("blue", 30, 900, 0, 100.0, None,
                           histogram({0.05: 600, 0.1: 290, 0.25: 10, float("inf"): 0}))
-    same = ColourWindow("green", 30, 100, 0, 100.0, None,
+    same = ColorWindow("green", 30, 100, 0, 100.0, None,
                         histogram({0.05: 66, 0.1: 33, 0.25: 1, float("inf"): 0}))
     assert rule.judge(seen(same, stable=stable)).verdict == "pass"
-    slower = ColourWindow("green", 30, 300, 0, 900.0, None,
+    slower = ColorWindow("green", 30, 300, 0, 900.0, None,
                           histogram({0.1: 10, 0.25: 40, 0.5: 150, 1.0: 100, float("inf"): 0}))
     result = rule.judge(seen(slower, stable=stable))
     assert (result.verdict, result.sustained) == ("fail", True)
@@ -139,11 +139,11 @@ def test_latency_relative_with_histograms_is_a_mean_log_test() -> None:
 
 def test_latency_relative_to_stable() -> None:
     rule = RelativeLatencyRule(intervals=1)
-    slow = rule.judge(seen(window(p99=300), stable=window(p99=100, colour="blue")))
+    slow = rule.judge(seen(window(p99=300), stable=window(p99=100, color="blue")))
     assert slow.verdict == "fail" and slow.value == pytest.approx(3.0)
-    same = rule.judge(seen(window(p99=120), stable=window(p99=100, colour="blue")))
+    same = rule.judge(seen(window(p99=120), stable=window(p99=100, color="blue")))
     assert same.verdict == "pass"
-    fast_enough = rule.judge(seen(window(p99=9), stable=window(p99=2, colour="blue")))
+    fast_enough = rule.judge(seen(window(p99=9), stable=window(p99=2, color="blue")))
     assert fast_enough.verdict == "pass"  # under the floor
     assert rule.judge(seen(window(p99=300))).verdict == "skip"
 
@@ -286,7 +286,7 @@ def test_durations() -> None:
 
 def test_error_rate_against_stable_finds_a_5_percent_candidate_in_a_few_failures() -> None:
     rule = ErrorRateRule(max_ratio=1.0)
-    clean = window(requests=1800, errors=0, colour="blue")
+    clean = window(requests=1800, errors=0, color="blue")
     early = rule.judge(seen(window(requests=100, errors=5), stable=clean))
     assert (early.verdict, early.sustained) == ("fail", True)
     assert "stable's 0.00% of 1800" in early.message and early.decision is not None

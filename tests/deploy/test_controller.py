@@ -25,7 +25,7 @@ from workbench.deploy.rollout.controller import (
     controller_running,
 )
 from workbench.deploy.rollout.hooks import Hooks
-from workbench.deploy.rollout.signals import ColourWindow
+from workbench.deploy.rollout.signals import ColorWindow
 from workbench.errors import MetricsError, RolloutError, StateError
 
 INTERVAL = 30.0
@@ -39,15 +39,15 @@ class FakeSource:
         self.candidate = (100.0, 0.0, 20.0)
         self.failing: str | None = None
 
-    def window(self, colour: str, seconds: float) -> ColourWindow:
+    def window(self, color: str, seconds: float) -> ColorWindow:
         if self.failing is not None:
             raise MetricsError(self.failing)
         share = seconds / INTERVAL
-        if colour == "blue":
-            return ColourWindow("blue", seconds, 500.0 * share, 0.0, 20.0, 1e8)
+        if color == "blue":
+            return ColorWindow("blue", seconds, 500.0 * share, 0.0, 20.0, 1e8)
         requests, errors, p99 = self.candidate
-        return ColourWindow(colour, seconds, requests * share, errors * share,
-                            p99 if requests else None, 1e8)
+        return ColorWindow(color, seconds, requests * share, errors * share,
+                           p99 if requests else None, 1e8)
 
 
 class Clock:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.deploy._trickle import TrickleServer, wait_gone
-from workbench.deploy.rollout.deadline import DeadlineError, request_within
+from workbench.deploy.http import DeadlineError, request_within
 from workbench.deploy.rollout.hooks import Hooks, deliver
 
 

@@ -110,7 +110,7 @@ def test_a_bad_labelled_set_is_one_sentence(tmp_path: Path) -> None:
 def test_other_tasks_are_replayed_into_their_score(
         instances: dict[str, ServeProcess], labelled: Path) -> None:
     from workbench.deploy.rollout.analysis import AgreementRule, Observation
-    from workbench.deploy.rollout.signals import ColourWindow
+    from workbench.deploy.rollout.signals import ColorWindow
     from workbench.model.task import Task
 
     stable, good = instances["stable"].url, instances["good"].url
@@ -136,7 +136,7 @@ def test_other_tasks_are_replayed_into_their_score(
     assert read.score is not None and read.score.metric == "cer"
     assert read.score.value == pytest.approx(1 - top1.agreement)
     # the canary rule judges it by max_cer
-    observed = Observation(30.0, ColourWindow("green", 30.0, 100, 0, 10.0, 1e8), output=read)
+    observed = Observation(30.0, ColorWindow("green", 30.0, 100, 0, 10.0, 1e8), output=read)
     strict, loose = AgreementRule(max_cer=0.01), AgreementRule(max_cer=0.5)
     assert strict.judge(observed).verdict == "fail"
     assert loose.judge(observed).verdict == "pass"

@@ -401,3 +401,20 @@ def test_hub_workers_keep_the_normal_scheduling_policy(hub: VersionHub) -> None:
     # wait behind whatever else runs on the core
     pids = hub.get("1.0.0").worker_pids  # type: ignore[attr-defined]
     assert pids and all(os.sched_getscheduler(pid) == os.SCHED_OTHER for pid in pids)
+
+
+def test_a_process_loaded_version_takes_named_typed_parameters_only(demo_repo: Path) -> None:
+    import inspect
+
+    from workbench.runtime.device import Device
+    from workbench.runtime.isolated import ProcessLoadedVersion
+
+    parameters = inspect.signature(ProcessLoadedVersion).parameters.values()
+    assert not [p.name for p in parameters if p.kind is inspect.Parameter.VAR_KEYWORD]
+    repo = ModelRepository(demo_repo)
+    version = repo.resolve("digits", "1.0.0")
+    # each worker process builds its own predictor: an in-process factory has no place here
+    kwargs: dict[str, Any] = {"factory": lambda: None}
+    with pytest.raises(TypeError, match="factory"):
+        ProcessLoadedVersion(model="digits", version=version, manifest=repo.manifest("digits", version),
+                             path=repo.path("digits", version), device=Device.parse("cpu"), **kwargs)

@@ -225,11 +225,11 @@ def agreement_view(report: Mapping[str, Any]) -> RenderableType:
     from rich.console import Group
 
     verdict = str(report.get("verdict", "passed" if report.get("passed") else "failed"))
-    colour = "green" if report.get("passed") else "yellow" if report.get("inconclusive") else "red"
+    color = "green" if report.get("passed") else "yellow" if report.get("inconclusive") else "red"
     interval = report.get("interval")
     heading = (
         f"agreement of {escape(str(report.get('candidate_version')))} (candidate) with "
-        f"{escape(str(report.get('stable_version')))} (stable): [{colour}]{escape(verdict)}[/]"
+        f"{escape(str(report.get('stable_version')))} (stable): [{color}]{escape(verdict)}[/]"
         + ("" if not interval else " (95% interval {:.1%}..{:.1%})".format(*interval))
     )
     numbers = ("rows", "top-1 agreement", "max |diff|", "mean |diff|")

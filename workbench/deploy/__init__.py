@@ -16,17 +16,28 @@ from typing import TYPE_CHECKING
 from workbench._lazy import lazy_attributes
 
 if TYPE_CHECKING:
+    from workbench.deploy.canary import active as canary_active
+    from workbench.deploy.canary import controller as canary_controller
+    from workbench.deploy.canary import run as run_canary
+    from workbench.deploy.client import ServingClient
     from workbench.deploy.deployment import Deployment
     from workbench.deploy.events import DeployEvent
     from workbench.deploy.history import HistoryEntry
     from workbench.deploy.manager import DeploymentManager
     from workbench.deploy.platforms import get_backend
     from workbench.deploy.platforms.process.backend import ProcessBackend
-    from workbench.deploy.rollout.phases import Phase
+    from workbench.deploy.rollout.analysis import AnalysisSpec
+    from workbench.deploy.rollout.controller import Action, CanaryStatus
+    from workbench.deploy.rollout.phases import DEFAULT_MIN_AGREEMENT, Phase, verification_threshold
     from workbench.deploy.state import DeploymentState, StateStore
     from workbench.deploy.status import DeploymentStatus, InstanceStatus
+    from workbench.deploy.traffic import TrafficSampler
 
 __all__ = [
+    "DEFAULT_MIN_AGREEMENT",
+    "Action",
+    "AnalysisSpec",
+    "CanaryStatus",
     "DeployEvent",
     "Deployment",
     "DeploymentManager",
@@ -36,11 +47,21 @@ __all__ = [
     "InstanceStatus",
     "Phase",
     "ProcessBackend",
+    "ServingClient",
     "StateStore",
+    "TrafficSampler",
+    "canary_active",
+    "canary_controller",
     "get_backend",
+    "run_canary",
+    "verification_threshold",
 ]
 
 _WHERE = {
+    "Action": "rollout.controller",
+    "AnalysisSpec": "rollout.analysis",
+    "CanaryStatus": "rollout.controller",
+    "DEFAULT_MIN_AGREEMENT": "rollout.phases",
     "DeployEvent": "events",
     "Deployment": "deployment",
     "DeploymentManager": "manager",
@@ -51,7 +72,13 @@ _WHERE = {
     "StateStore": "state",
     "Phase": "rollout.phases",
     "ProcessBackend": "platforms.process.backend",
+    "ServingClient": "client",
+    "TrafficSampler": "traffic",
+    "canary_active": "canary:active",
+    "canary_controller": "canary:controller",
     "get_backend": "platforms",
+    "run_canary": "canary:run",
+    "verification_threshold": "rollout.phases",
 }
 
 

@@ -1,19 +1,22 @@
 """A small HTTP client for one serving instance (or a router in front of some).
 
 The deploy layer judges instances the way a user's client sees them: over the Open
-Inference Protocol REST API. Every transport error and every error status becomes a
-:class:`~workbench.errors.ServingError` (with ``status`` when there was a response).
+Inference Protocol REST API, through the deploy layer's one HTTP seam
+(:func:`~workbench.deploy.http.request_within`), so each request has a total deadline from
+connect to the last byte. Every transport error, every deadline and every error status
+becomes a :class:`~workbench.errors.ServingError` (with ``status`` when there was a response).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass, field
+from http.client import HTTPException
 from typing import TYPE_CHECKING, Any
 
-import httpx
-
 from workbench.deploy.exposition import parse_metrics
+from workbench.deploy.http import Answer, DeadlineError, request_within
 from workbench.errors import ServingError
 
 if TYPE_CHECKING:
@@ -99,7 +102,11 @@ def decode_outputs(body: Mapping[str, Any]) -> dict[str, Array]:
 
 
 class ServingClient:
-    """Health, metadata, inference and metrics of one instance at ``base_url``."""
+    """Health, metadata, inference and metrics of one instance at ``base_url``.
+
+    ``timeout`` is each request's total deadline in seconds (connect to last byte), not a
+    per-read timeout: a server that trickles its answer cannot hold a caller longer.
+    """
 
     def __init__(
         self,
@@ -107,17 +114,11 @@ class ServingClient:
         *,
         timeout: float = 10.0,
         headers: Mapping[str, str] | None = None,
-        transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
+        self._headers = dict(headers or {})
         self._batch_limits: dict[tuple[str, str | None], int] = {}
-        self._http = httpx.Client(
-            base_url=self.base_url,
-            timeout=timeout,
-            headers=dict(headers or {}),
-            transport=transport,
-            trust_env=False,
-        )
 
     def __repr__(self) -> str:
         return f"ServingClient({self.base_url!r})"
@@ -129,38 +130,55 @@ class ServingClient:
         self.close()
 
     def close(self) -> None:
-        self._http.close()
+        """Nothing to release: each request has its own connection."""
 
     # -- plumbing ------------------------------------------------------------------------
 
-    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        headers: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> Answer:
+        """``method path`` (``body`` sent as JSON) within ``timeout`` (the client's by default)."""
+        seconds = self.timeout if timeout is None else timeout
+        sent = {**self._headers, **(headers or {})}
+        data = None
+        if body is not None:
+            data = json.dumps(body, separators=(",", ":")).encode()
+            sent.setdefault("content-type", "application/json")
+        url = self.base_url + path
         try:
-            return self._http.request(method, path, **kwargs)
-        except httpx.TimeoutException as exc:
-            raise ServingError(f"{method} {self.base_url}{path} timed out") from exc
-        except httpx.HTTPError as exc:
-            raise ServingError(f"{method} {self.base_url}{path} failed: {exc}") from exc
+            return request_within(method, url, seconds, body=data, headers=sent)
+        except DeadlineError as exc:
+            raise ServingError(f"{method} {url} timed out (no full answer within {seconds:g} s)") from exc
+        except (OSError, HTTPException, ValueError) as exc:
+            raise ServingError(f"{method} {url} failed: {exc}") from exc
 
-    def _checked(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        response = self._request(method, path, **kwargs)
-        if response.status_code >= 400:
+    def _checked(
+        self, method: str, path: str, *, body: Any = None, headers: Mapping[str, str] | None = None
+    ) -> Answer:
+        response = self._request(method, path, body=body, headers=headers)
+        if response.status >= 400:
             raise ServingError(
-                f"{method} {self.base_url}{path} answered {response.status_code}: "
+                f"{method} {self.base_url}{path} answered {response.status}: "
                 f"{_error_text(response)}",
-                status=response.status_code,
+                status=response.status,
             )
         return response
 
     def _health(self, path: str, timeout: float | None) -> Health:
-        kwargs: dict[str, Any] = {} if timeout is None else {"timeout": timeout}
         try:
-            response = self._request("GET", path, **kwargs)
+            response = self._request("GET", path, timeout=timeout)
         except ServingError as exc:
             return Health(False, None, error=str(exc))
         detail = _json(response)
-        ok = response.status_code == 200
-        error = "" if ok else (_error_text(response) or f"status {response.status_code}")
-        return Health(ok, response.status_code, detail, error)
+        ok = response.status == 200
+        error = "" if ok else (_error_text(response) or f"status {response.status}")
+        return Health(ok, response.status, detail, error)
 
     # -- API -----------------------------------------------------------------------------
 
@@ -201,7 +219,7 @@ class ServingClient:
                 response = self._request("GET", path)
             except ServingError:
                 return 0  # not known now; asked again next time
-            limit = _json(response).get("max_batch_size") if response.status_code == 200 else 0
+            limit = _json(response).get("max_batch_size") if response.status == 200 else 0
             self._batch_limits[key] = int(limit) if isinstance(limit, int) and limit > 0 else 0
         return self._batch_limits[key]
 
@@ -245,7 +263,7 @@ class ServingClient:
         headers: Mapping[str, str] | None,
     ) -> InferResult:
         path = f"/v2/models/{model}" + (f"/versions/{version}" if version else "") + "/infer"
-        response = self._checked("POST", path, json=encode_inputs(inputs), headers=headers)
+        response = self._checked("POST", path, body=encode_inputs(inputs), headers=headers)
         body = _json(response)
         try:
             outputs = decode_outputs(body)
@@ -256,7 +274,7 @@ class ServingClient:
             version=response.headers.get("x-model-version") or body.get("model_version"),
             model=body.get("model_name"),
             color=response.headers.get("x-deploy-color"),
-            seconds=response.elapsed.total_seconds(),
+            seconds=response.seconds,
         )
 
     def metrics_text(self) -> str:
@@ -271,7 +289,7 @@ class ServingClient:
             raise ServingError(f"unparseable metrics from {self.base_url}: {exc}") from exc
 
 
-def _json(response: httpx.Response) -> dict[str, Any]:
+def _json(response: Answer) -> dict[str, Any]:
     try:
         data = response.json()
     except ValueError:
@@ -279,7 +297,7 @@ def _json(response: httpx.Response) -> dict[str, Any]:
     return data if isinstance(data, dict) else {"value": data}
 
 
-def _error_text(response: httpx.Response) -> str:
+def _error_text(response: Answer) -> str:
     data = _json(response)
     if "error" in data:
         return str(data["error"])

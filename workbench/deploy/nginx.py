@@ -19,17 +19,18 @@ Where nginx runs is the :class:`~workbench.deploy.router.NginxRunner` seam:
 from __future__ import annotations
 
 import contextlib
-import http.client
 import json
 import logging
 import socket
 import time
+from http.client import HTTPException
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import filelock
 
 from workbench._fs import atomic_path, write_atomic
+from workbench.deploy.http import request_within
 from workbench.deploy.platforms import get_runner
 from workbench.deploy.routing import (
     ACCESS_LOG,
@@ -270,23 +271,23 @@ class NginxRouter:
                 write_atomic(path, data)
 
     def _wait_for(self, table: RoutingTable) -> None:
-        """Poll ``/router/table`` through the front, on fresh connections, until it shows ``table``."""
-        host = table.url.removeprefix("http://").rsplit(":", 1)[0].strip("[]")
+        """Poll ``/router/table`` through the front, on fresh connections, until it shows ``table``.
+
+        Each probe has at most a second and the whole wait ``ready_timeout``, both in all
+        (connect to last byte): a front that trickles its answer cannot stretch either.
+        """
         deadline = time.monotonic() + self.ready_timeout
         last: object = None
         while True:
-            conn = http.client.HTTPConnection(host, table.listen_port, timeout=1.0)
             try:
-                conn.request("GET", "/router/table")
-                response = conn.getresponse()
-                body = response.read()
-                if response.status == 200 and json.loads(body).get("revision") == table.revision:
+                left = deadline - time.monotonic()
+                answer = request_within("GET", f"{table.url}/router/table", min(1.0, max(left, 0.001)))
+                shown = answer.json() if answer.status == 200 else None
+                if isinstance(shown, dict) and shown.get("revision") == table.revision:
                     return
-                last = f"HTTP {response.status}: {body[:200]!r}"
-            except (OSError, ValueError, http.client.HTTPException) as exc:
+                last = f"HTTP {answer.status}: {answer.body[:200]!r}"
+            except (OSError, ValueError, HTTPException) as exc:
                 last = exc
-            finally:
-                conn.close()
             if time.monotonic() > deadline:
                 raise RouterError(
                     f"nginx did not serve revision {table.revision} at {table.url} within "

@@ -11,18 +11,30 @@ from typing import TYPE_CHECKING
 from workbench._lazy import lazy_attributes
 
 if TYPE_CHECKING:
+    from workbench.model.demo import ALL as DEMO_VERSIONS
+    from workbench.model.demo import build_demo_repository
     from workbench.model.manifest import Manifest
     from workbench.model.publishing import AUTO
     from workbench.model.runtime_settings import RuntimeSettings, RuntimeTrial
     from workbench.model.tuning import tuning_plan
 
-__all__ = ["AUTO", "Manifest", "RuntimeSettings", "RuntimeTrial", "tuning_plan"]
+__all__ = [
+    "AUTO",
+    "DEMO_VERSIONS",
+    "Manifest",
+    "RuntimeSettings",
+    "RuntimeTrial",
+    "build_demo_repository",
+    "tuning_plan",
+]
 
 _WHERE = {
     "AUTO": "publishing",
+    "DEMO_VERSIONS": "demo:ALL",  # every demo version build_demo_repository can publish
     "Manifest": "manifest",
     "RuntimeSettings": "runtime_settings",
     "RuntimeTrial": "runtime_settings",
+    "build_demo_repository": "demo",
     "tuning_plan": "tuning",
 }
 

@@ -10,10 +10,18 @@ from typing import TYPE_CHECKING
 from workbench._lazy import lazy_attributes
 
 if TYPE_CHECKING:
+    from workbench.runtime.device import available_devices
+    from workbench.runtime.latency import PERCENTILES, percentiles
     from workbench.runtime.scoring import character_error_rate, exact_match
 
-__all__ = ["character_error_rate", "exact_match"]
+__all__ = ["PERCENTILES", "available_devices", "character_error_rate", "exact_match", "percentiles"]
 
-_WHERE = {"character_error_rate": "scoring", "exact_match": "scoring"}
+_WHERE = {
+    "PERCENTILES": "latency",
+    "available_devices": "device",
+    "character_error_rate": "scoring",
+    "exact_match": "scoring",
+    "percentiles": "latency",
+}
 
 __getattr__ = lazy_attributes(__name__, _WHERE)

@@ -14,7 +14,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from workbench.errors import HubError, VersionNotLoadedError
 from workbench.model.version import Version
@@ -186,24 +186,23 @@ class VersionHub:
             manifest = self.repository.manifest(self.model, version)
         dev = Device.parse(device, memory_pool_mb=memory_pool_mb) if device is not None else self.device
         mode = _isolation(isolation, dev) if isolation is not None else self.isolation
-        kwargs: dict[str, Any] = {
-            "model": self.model,
-            "version": version,
-            "manifest": manifest,
-            "path": self.repository.path(self.model, version),
-            "device": dev,
-            "workers": workers or self.workers,
-            "cpu_threads": self.cpu_threads,
-            "warmup_batch_sizes": self.warmup_batch_sizes,
-        }
+        path = self.repository.path(self.model, version)
         if mode == "process":
             from workbench.runtime.isolated import ProcessLoadedVersion
 
             def on_event(kind: str, message: str) -> None:
                 self._emit(kind, version, message)
 
-            return ProcessLoadedVersion(on_event=on_event, **kwargs).open()
-        return LoadedVersion(**kwargs).open()
+            return ProcessLoadedVersion(
+                model=self.model, version=version, manifest=manifest, path=path, device=dev,
+                workers=workers or self.workers, cpu_threads=self.cpu_threads,
+                warmup_batch_sizes=self.warmup_batch_sizes, on_event=on_event,
+            ).open()
+        return LoadedVersion(
+            model=self.model, version=version, manifest=manifest, path=path, device=dev,
+            workers=workers or self.workers, cpu_threads=self.cpu_threads,
+            warmup_batch_sizes=self.warmup_batch_sizes,
+        ).open()
 
     def unload(self, ref: Version | str, *, timeout: float = 30.0) -> None:
         """Drain and free a loaded version; the active version cannot be unloaded."""

@@ -29,8 +29,12 @@ from workbench.runtime.worker import STOP_TIMEOUT, WorkerPredictor, backoff_dela
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
+    from pathlib import Path
 
     from workbench._types import Tensors, TensorsIn
+    from workbench.model.manifest import Manifest
+    from workbench.model.version import Version
+    from workbench.runtime.device import Device
 
 log = logging.getLogger(__name__)
 MONITOR_INTERVAL = 0.5
@@ -59,8 +63,30 @@ class ProcessLoadedVersion(LoadedVersion):
 
     isolation = "process"
 
-    def __init__(self, *, on_event: Callable[[str, str], None] | None = None, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+    def __init__(
+        self,
+        *,
+        model: str,
+        version: Version,
+        manifest: Manifest,
+        path: Path,
+        device: Device,
+        workers: int = 1,
+        cpu_threads: int = 1,
+        warmup_batch_sizes: tuple[int, ...] = (),
+        on_event: Callable[[str, str], None] | None = None,
+    ) -> None:
+        # no ``factory``: each worker process builds its own predictor from ``path``
+        super().__init__(
+            model=model,
+            version=version,
+            manifest=manifest,
+            path=path,
+            device=device,
+            workers=workers,
+            cpu_threads=cpu_threads,
+            warmup_batch_sizes=warmup_batch_sizes,
+        )
         self._on_event = on_event
         self._cond = threading.Condition()
         self._free: list[_WorkerLane] = []

@@ -19,7 +19,7 @@ import logging
 import threading
 from typing import TYPE_CHECKING, Any
 
-from workbench.deploy.traffic import TrafficSampler
+from workbench.deploy import TrafficSampler
 from workbench_ext import plots
 from workbench_ext.display import history_rows
 from workbench_ext.panels import Panel, html_table

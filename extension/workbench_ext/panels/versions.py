@@ -39,7 +39,7 @@ class VersionsPanel(Panel):
         self.repository = w.HTML()
         self.loaded = w.HTML()
         self.version = w.Dropdown(description="version", layout=w.Layout(width="220px"))
-        from workbench.runtime.device import available_devices
+        from workbench.runtime import available_devices
 
         self.device = w.Dropdown(  # only the devices Paddle reports on this machine
             description="device",

@@ -4,7 +4,7 @@ A hook is a command (it gets the event as JSON on stdin) or an http(s) URL (the 
 POSTed to it). :class:`Hooks` keeps one delivery queue and one worker thread per hook, so
 :meth:`Hooks.send` returns at once: a rollback, and the next tick, never wait on a hook,
 and a slow hook delays no other. Each delivery has a total deadline (``timeout``): an URL
-from connect to the last byte of its answer (:func:`~workbench.deploy.rollout.deadline.request_within`),
+from connect to the last byte of its answer (:func:`~workbench.deploy.http.request_within`),
 a command until it exits — it runs in its own process group, killed as a group at the
 deadline, so a ``sleep 600`` it started does not outlive it. A failed delivery (an error,
 a non-2xx answer, a nonzero exit, the deadline) is retried ``retries`` times with
@@ -32,7 +32,7 @@ import weakref
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from workbench.deploy.rollout.deadline import request_within
+from workbench.deploy.http import request_within
 
 __all__ = ["Hooks", "deliver"]
 

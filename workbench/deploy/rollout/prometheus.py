@@ -2,8 +2,8 @@
 
 Where the serving instances are already scraped by a Prometheus, the canary analysis
 asks it instead of scraping them itself (``--prometheus URL``). Each figure of a
-:class:`~workbench.deploy.rollout.signals.ColourWindow` is one PromQL instant query rendered
-from a :class:`PromQLTemplates` template: ``$selector`` becomes the colour's label
+:class:`~workbench.deploy.rollout.signals.ColorWindow` is one PromQL instant query rendered
+from a :class:`PromQLTemplates` template: ``$selector`` becomes the color's label
 selector and ``$window`` the window as a PromQL duration. The defaults read the
 serving instance's own metric names; a team whose Prometheus relabels them gives its
 own templates (they are plain strings, reusable across deployments)::
@@ -14,7 +14,7 @@ own templates (they are plain strings, reusable across deployments)::
     source.window("green", 60.0)
 
 :func:`instance_selector` selects instances by address (Prometheus' default
-``instance`` label is ``host:port``) where there are no colour labels.
+``instance`` label is ``host:port``) where there are no color labels.
 """
 
 from __future__ import annotations
@@ -29,13 +29,13 @@ from string import Template
 from typing import Any
 from urllib.parse import urlencode
 
-from workbench.deploy.rollout.deadline import request_within
-from workbench.deploy.rollout.signals import ColourWindow
+from workbench.deploy.http import request_within
+from workbench.deploy.rollout.signals import ColorWindow
 from workbench.errors import MetricsError
 
 __all__ = ["PromQLTemplates", "PrometheusSource", "Selectors", "instance_selector"]
 
-#: colour -> PromQL label matchers (without braces), or a callable giving the current ones
+#: color -> PromQL label matchers (without braces), or a callable giving the current ones
 Selectors = Mapping[str, str] | Callable[[], Mapping[str, str]]
 
 
@@ -89,7 +89,7 @@ def instance_selector(urls: Sequence[str]) -> str:
 
 
 class PrometheusSource:
-    """Per-colour traffic windows queried from the Prometheus at ``url``."""
+    """Per-color traffic windows queried from the Prometheus at ``url``."""
 
     def __init__(
         self,
@@ -106,25 +106,25 @@ class PrometheusSource:
         self.templates = templates or PromQLTemplates()
         self.timeout = timeout
 
-    def selector(self, colour: str) -> str:
+    def selector(self, color: str) -> str:
         found = self._selectors() if callable(self._selectors) else self._selectors
-        if colour not in found or not found[colour].strip():
-            raise MetricsError(f"no Prometheus selector for {colour}")
-        return found[colour]
+        if color not in found or not found[color].strip():
+            raise MetricsError(f"no Prometheus selector for {color}")
+        return found[color]
 
-    def window(self, colour: str, seconds: float) -> ColourWindow:
-        """``colour``'s traffic over the last ``seconds``, from four instant queries."""
+    def window(self, color: str, seconds: float) -> ColorWindow:
+        """``color``'s traffic over the last ``seconds``, from four instant queries."""
         if seconds <= 0:
             raise ValueError(f"a window must last more than 0 seconds, not {seconds}")
-        selector = self.selector(colour)
+        selector = self.selector(color)
         values = {
             name: self.query(self.templates.render(name, selector, seconds))
             for name in ("requests", "errors", "p99", "memory")
         }
         requests = values["requests"] or 0.0
         p99 = values["p99"] if requests > 0 else None
-        return ColourWindow(
-            colour=colour,
+        return ColorWindow(
+            color=color,
             seconds=seconds,
             requests=requests,
             errors=values["errors"] or 0.0,

@@ -25,11 +25,13 @@ from __future__ import annotations
 
 import logging
 from functools import partial
+from http.client import HTTPException
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from workbench.deploy.http import request_within
 from workbench.deploy.rollout.signals import OutputCheck
 from workbench.errors import DeployError, InputError, ServingError
 from workbench.model.task import Task
@@ -47,17 +49,16 @@ LABELS = "labels"
 
 
 def fetch_reservoir(url: str, admin_token: str, *, timeout: float = 10.0) -> dict[str, Array]:
-    """The reservoir sample of the instance at ``url`` (empty when it holds no rows)."""
-    import httpx
-
+    """The reservoir sample of the instance at ``url`` (empty when it holds no rows), read
+    within ``timeout`` seconds in all (connect to last byte)."""
     try:
-        response = httpx.get(f"{url.rstrip('/')}/v2/admin/reservoir", timeout=timeout,
-                             headers={"Authorization": f"Bearer {admin_token}"})
+        response = request_within("GET", f"{url.rstrip('/')}/v2/admin/reservoir", timeout,
+                                  headers={"Authorization": f"Bearer {admin_token}"})
         doc = response.json()
-    except (httpx.HTTPError, ValueError) as exc:
+    except (OSError, HTTPException, ValueError) as exc:
         raise ServingError(f"cannot read the reservoir of {url}: {exc}") from exc
-    if response.status_code != 200:
-        raise ServingError(f"{url} refused its reservoir ({response.status_code}): "
+    if response.status != 200:
+        raise ServingError(f"{url} refused its reservoir ({response.status}): "
                            f"{doc.get('error', '') if isinstance(doc, dict) else ''}")
     from workbench.deploy.client import decode_outputs
 

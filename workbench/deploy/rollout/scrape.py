@@ -3,17 +3,17 @@
 No Prometheus needed: :class:`ScrapeSource` reads each instance's ``/metrics``
 (``workbench_requests_total``, the ``workbench_request_duration_seconds`` histogram,
 ``workbench_process_resident_memory_bytes``), keeps a short history of those
-cumulative counters per colour and instance, and answers :meth:`ScrapeSource.window`
+cumulative counters per color and instance, and answers :meth:`ScrapeSource.window`
 from the difference between the newest scrape and the last one at least ``seconds``
 older — the way Prometheus' ``increase()`` and ``histogram_quantile()`` do, counter
-resets included. Each ``window`` call scrapes the colour first, so a controller that
+resets included. Each ``window`` call scrapes the color first, so a controller that
 calls it once per interval gets exact per-interval figures; call :meth:`scrape` at the
 start of a step so the first window already has a base::
 
     source = ScrapeSource({"blue": ["http://127.0.0.1:9001"], "green": [...]})
     source.scrape()
     ...
-    window = source.window("green", 30.0)   # ColourWindow(requests, errors, p99_ms, memory)
+    window = source.window("green", 30.0)   # ColorWindow(requests, errors, p99_ms, memory)
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from http.client import HTTPException
 
-from workbench.deploy.rollout.deadline import request_within
-from workbench.deploy.rollout.signals import ColourWindow
+from workbench.deploy.http import request_within
+from workbench.deploy.rollout.signals import ColorWindow
 from workbench.deploy.traffic import Counters, parse_metrics, quantile
 from workbench.errors import MetricsError
 
@@ -35,7 +35,7 @@ __all__ = ["Scrape", "ScrapeSource", "Targets"]
 
 log = logging.getLogger(__name__)
 
-#: colour -> base URLs of its serving instances (or a callable giving the current ones)
+#: color -> base URLs of its serving instances (or a callable giving the current ones)
 Targets = Mapping[str, Sequence[str]] | Callable[[], Mapping[str, Sequence[str]]]
 MEMORY = "workbench_process_resident_memory_bytes"
 
@@ -69,9 +69,9 @@ def _bucket_increase(before: Scrape, after: Scrape) -> dict[float, float]:
 
 
 class ScrapeSource:
-    """Per-colour traffic windows from the instances' own ``/metrics``.
+    """Per-color traffic windows from the instances' own ``/metrics``.
 
-    ``targets`` maps colour to instance base URLs (a callable is asked afresh on each
+    ``targets`` maps color to instance base URLs (a callable is asked afresh on each
     scrape, so instances that come and go are followed). ``keep`` is how many seconds
     of history are kept per instance. ``fetch`` returns an URL's metrics text (default:
     an HTTP GET finished within ``timeout`` in all, connect to last byte, so a hanging or
@@ -95,18 +95,18 @@ class ScrapeSource:
         self._clock = clock
         self._history: dict[tuple[str, str], deque[Scrape]] = {}
         self._lock = threading.Lock()
-        self.errors: dict[str, str] = {}  # colour -> why its last scrape failed
+        self.errors: dict[str, str] = {}  # color -> why its last scrape failed
 
     def targets(self) -> dict[str, list[str]]:
         """Colour -> instance URLs, right now."""
         found = self._targets() if callable(self._targets) else self._targets
-        return {colour: [url.rstrip("/") for url in urls] for colour, urls in found.items()}
+        return {color: [url.rstrip("/") for url in urls] for color, urls in found.items()}
 
-    def scrape(self, colour: str | None = None) -> dict[str, int]:
-        """Scrape every instance (of ``colour``, or of all colours) once; colour -> instances read."""
+    def scrape(self, color: str | None = None) -> dict[str, int]:
+        """Scrape every instance (of ``color``, or of all colors) once; color -> instances read."""
         read: dict[str, int] = {}
         for name, urls in self.targets().items():
-            if colour is not None and name != colour:
+            if color is not None and name != color:
                 continue
             read[name] = 0
             problems: list[str] = []
@@ -126,19 +126,19 @@ class ScrapeSource:
                 self.errors.pop(name, None)
         return read
 
-    def window(self, colour: str, seconds: float) -> ColourWindow:
-        """``colour``'s traffic over the last ``seconds`` (shorter while history is young).
+    def window(self, color: str, seconds: float) -> ColorWindow:
+        """``color``'s traffic over the last ``seconds`` (shorter while history is young).
 
-        Raises :class:`~workbench.errors.MetricsError` if ``colour`` has no instance or
+        Raises :class:`~workbench.errors.MetricsError` if ``color`` has no instance or
         none of them answered its scrape.
         """
         if seconds <= 0:
             raise ValueError(f"a window must last more than 0 seconds, not {seconds}")
-        read = self.scrape(colour)
-        if not read.get(colour):
-            why = self.errors.get(colour, "it has no instance")
-            raise MetricsError(f"no instance of {colour} answered its metrics scrape ({why})")
-        urls = self.targets()[colour]
+        read = self.scrape(color)
+        if not read.get(color):
+            why = self.errors.get(color, "it has no instance")
+            raise MetricsError(f"no instance of {color} answered its metrics scrape ({why})")
+        urls = self.targets()[color]
         now = self._clock()
         requests = errors = 0.0
         span = 0.0
@@ -146,7 +146,7 @@ class ScrapeSource:
         memory: list[float] = []
         with self._lock:
             for url in urls:
-                history = self._history.get((colour, url))
+                history = self._history.get((color, url))
                 if not history or now - history[-1].at > self.timeout + 1.0:
                     continue  # never read, or not in this scrape: its data is stale
                 last = history[-1]
@@ -159,8 +159,8 @@ class ScrapeSource:
                 for bound, count in _bucket_increase(base, last).items():
                     buckets[bound] = buckets.get(bound, 0.0) + count
         p99 = quantile(tuple(sorted(buckets.items())), 0.99) if requests > 0 else None
-        return ColourWindow(
-            colour=colour,
+        return ColorWindow(
+            color=color,
             seconds=span,
             requests=requests,
             errors=errors,
@@ -169,14 +169,14 @@ class ScrapeSource:
             buckets=tuple(sorted(buckets.items())) if buckets else None,
         )
 
-    def history(self, colour: str) -> dict[str, list[Scrape]]:
-        """Instance URL -> the scrapes kept for ``colour`` (oldest first)."""
+    def history(self, color: str) -> dict[str, list[Scrape]]:
+        """Instance URL -> the scrapes kept for ``color`` (oldest first)."""
         with self._lock:
-            return {url: list(h) for (c, url), h in self._history.items() if c == colour}
+            return {url: list(h) for (c, url), h in self._history.items() if c == color}
 
-    def _remember(self, colour: str, url: str, scrape: Scrape) -> None:
+    def _remember(self, color: str, url: str, scrape: Scrape) -> None:
         with self._lock:
-            history = self._history.setdefault((colour, url), deque())
+            history = self._history.setdefault((color, url), deque())
             history.append(scrape)
             while len(history) > 2 and scrape.at - history[1].at >= self.keep:
                 history.popleft()  # history[1] alone still covers `keep` seconds

@@ -1,4 +1,4 @@
-"""What the canary analysis reads: per-colour windows of live traffic and output checks.
+"""What the canary analysis reads: per-color windows of live traffic and output checks.
 
 Sources (``scrape`` reads each instance's ``/metrics``; ``prometheus`` runs PromQL on an
 existing Prometheus) produce these values; the analysis rules judge them.
@@ -14,15 +14,15 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True)
-class ColourWindow:
-    """What one colour's instances did over the last ``seconds``."""
+class ColorWindow:
+    """What one color's instances did over the last ``seconds``."""
 
-    colour: str
+    color: str
     seconds: float
     requests: float  # inference requests answered in the window (any status)
     errors: float  # of which server errors (5xx); client errors (4xx) are not counted
     p99_ms: float | None  # None when there were no requests
-    memory_bytes: float | None  # resident memory now (sum over the colour's instances)
+    memory_bytes: float | None  # resident memory now (sum over the color's instances)
     # the window's latency histogram: (upper bound in seconds, cumulative count), ascending;
     # None when the source does not read it (the latency rules then judge ``p99_ms`` alone)
     buckets: tuple[tuple[float, float], ...] | None = None
@@ -47,6 +47,6 @@ class OutputCheck:
 
 
 class MetricsSource(Protocol):
-    def window(self, colour: str, seconds: float) -> ColourWindow:
-        """Traffic of ``colour`` over the last ``seconds``."""
+    def window(self, color: str, seconds: float) -> ColorWindow:
+        """Traffic of ``color`` over the last ``seconds``."""
         ...

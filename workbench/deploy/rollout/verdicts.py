@@ -17,7 +17,7 @@ from workbench.runtime.thresholds import wilson_interval
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    from workbench.deploy.rollout.signals import ColourWindow, OutputCheck
+    from workbench.deploy.rollout.signals import ColorWindow, OutputCheck
 
 __all__ = [
     "PENDING",
@@ -98,8 +98,8 @@ class Observation:
     """
 
     interval: float  # seconds between interval decisions (the step's minimum dwell)
-    candidate: ColourWindow
-    stable: ColourWindow | None = None
+    candidate: ColorWindow
+    stable: ColorWindow | None = None
     output: OutputCheck | None = None
     previous_memory: float | None = None  # candidate's resident memory at the last interval
     streaks: Mapping[str, int] = field(default_factory=dict)  # rule -> failed intervals so far

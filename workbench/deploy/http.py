@@ -1,34 +1,59 @@
-"""HTTP requests with a total deadline, from connect to the last byte.
+"""The one HTTP client seam of the deploy layer: a request with a total deadline, from
+connect to the last byte.
 
 httpx's (and the socket's) timeouts apply to each read: a server that answers one byte
-every two seconds keeps a "5 s timeout" request alive for as long as it likes. The canary
-controller cannot wait like that — not for a metrics scrape, not for a hook — so
-:func:`request_within` gives a request ``seconds`` in all: a timer shuts the socket down
-when they are up, which ends whatever read is blocked on it, and the request raises
-:class:`DeadlineError`.
+every two seconds keeps a "5 s timeout" request alive for as long as it likes. Nothing in
+the deploy layer can wait like that — not the serving client, not the router waiting for
+nginx, not a metrics scrape, a Prometheus query, a reservoir fetch or a hook — so every one
+of them asks :func:`request_within`, which gives a request ``seconds`` in all: a timer
+shuts the socket down when they are up, which ends whatever read is blocked on it, and the
+request raises :class:`DeadlineError`.
+
+Each request has its own connection (loopback and cluster-local connects are cheap, and a
+connection the timer shut down is never reused by mistake); proxies from the environment
+are not used.
 """
 
 from __future__ import annotations
 
 import contextlib
 import http.client
+import json
 import socket
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
+
+from workbench.errors import WorkbenchError
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 __all__ = ["Answer", "DeadlineError", "request_within"]
 
 
-class DeadlineError(TimeoutError):
+class DeadlineError(WorkbenchError, TimeoutError):
     """A request did not finish (connect to last byte) within its deadline."""
 
 
 @dataclass(frozen=True)
 class Answer:
+    """A whole HTTP answer: status, body, headers (names in lower case) and the seconds it took."""
+
     status: int
     body: bytes
+    headers: Mapping[str, str] = field(default_factory=dict, compare=False)
+    seconds: float = field(default=0.0, compare=False)
+
+    @property
+    def text(self) -> str:
+        return self.body.decode("utf-8", errors="replace")
+
+    def json(self) -> Any:
+        """The body as JSON (``ValueError`` when it is not)."""
+        return json.loads(self.body)
 
 
 def request_within(
@@ -37,12 +62,12 @@ def request_within(
     seconds: float,
     *,
     body: bytes | None = None,
-    headers: dict[str, str] | None = None,
+    headers: Mapping[str, str] | None = None,
 ) -> Answer:
     """``method url`` finished within ``seconds`` (:class:`DeadlineError` otherwise).
 
     Other failures raise ``OSError`` (refused, reset, unreachable) or
-    ``http.client.HTTPException`` (not HTTP).
+    ``http.client.HTTPException`` (not HTTP); ``ValueError`` for a URL that is not http(s).
     """
     if seconds <= 0:
         raise DeadlineError(f"{url}: no time left")
@@ -68,7 +93,7 @@ def request_within(
     started = time.monotonic()
     timer.start()
     try:
-        conn.request(method, path, body=body, headers=headers or {})
+        conn.request(method, path, body=body, headers=dict(headers or {}))
         response = conn.getresponse()
         data = response.read()
     except (OSError, http.client.HTTPException) as exc:
@@ -80,4 +105,5 @@ def request_within(
         conn.close()
     if expired.is_set():
         raise DeadlineError(f"{url}: no full answer within {seconds:g} s")
-    return Answer(response.status, data)
+    return Answer(response.status, data, {k.lower(): v for k, v in response.getheaders()},
+                  time.monotonic() - started)

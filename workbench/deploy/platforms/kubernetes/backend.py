@@ -143,7 +143,7 @@ class KubernetesBackend(Backend):
         with ``node_address``, that node and the Service's NodePort; on the host network,
         the node (``node_address`` or the pod's host IP) and the colour's port."""
         if self.options.host_network:
-            return self._node_of(deployment, color), self.options.colour_port(color)
+            return self._node_of(deployment, color), self.options.color_port(color)
         if not self.options.node_address:
             return self.service_host(deployment, color), self.port
         with translate(BackendError):

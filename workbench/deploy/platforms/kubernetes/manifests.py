@@ -153,10 +153,10 @@ def serve_container(opts: KubernetesOptions, name: str, color: str, model: str, 
 
     On the host network (``opts.host_network``) the server binds the pod's address (the
     node's, ``$(POD_IP)``), not every interface of the node, on the colour's own port
-    (:meth:`~.options.KubernetesOptions.colour_port`), declared as a host port so the
+    (:meth:`~.options.KubernetesOptions.color_port`), declared as a host port so the
     scheduler never places two pods wanting it on one node.
     """
-    port = opts.colour_port(check_color(color))
+    port = opts.color_port(check_color(color))
     spec = InstanceSpec(
         deployment=name, color=check_color(color), model=model, version=version, repo=MODELS_DIR,
         port=port, host="$(POD_IP)" if opts.host_network else "0.0.0.0", device=opts.device,

@@ -214,7 +214,7 @@ class KubernetesOptions:
         """Traffic splits go through a Gateway API HTTPRoute."""
         return self.router == "gateway"
 
-    def colour_port(self, color: str) -> int:
+    def color_port(self, color: str) -> int:
         """The port a colour's server listens on: ``port``, and on the host network green
         one above it (both colours share the node's ports)."""
         return self.port + 1 if self.host_network and color == "green" else self.port

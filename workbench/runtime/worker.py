@@ -311,9 +311,7 @@ class WorkerPredictor:
         the front's session: with the kernel's autogroup scheduling (on where CPU cgroups
         are not used, e.g. processes on a shared host) CPU is shared between sessions,
         and a worker in a session of its own was scheduled as another tenant, each
-        request waiting for it to get its turn. Served PP-OCRv5 text recognition on a
-        loaded 2-core host, one request at a time, interleaved: 234 ms a line with the
-        worker in its own session, 128 ms in the front's (in-process: 156 ms).
+        request waiting for it to get its turn (docs/benchmarks.md, OCR through codecs).
         """
         front, back = Channel.pair()
         try:

@@ -386,14 +386,16 @@ def test_auto_isolation_is_process_on_a_gpu_and_thread_on_the_cpu(demo_repo: Pat
     assert VersionHub(repo, "digits", device="cpu", isolation="process").isolation == "process"
 
 
-def test_a_worker_is_a_fresh_interpreter_in_its_own_session(hub: VersionHub) -> None:
-    """Never a fork of a process that may hold Paddle; a signal to the front's group spares it."""
+def test_a_worker_is_a_fresh_interpreter_in_its_own_process_group(hub: VersionHub) -> None:
+    """Never a fork of a process that may hold Paddle; a signal to the front's group spares it;
+    the front's session, so the scheduler does not treat it as another tenant."""
     for loaded in hub.loaded:
         for pid in loaded.worker_pids:
             worker = psutil.Process(pid)
             assert worker.cmdline()[1:3] == ["-m", "workbench.runtime.worker"], worker.cmdline()
             assert worker.ppid() == os.getpid()
-            assert os.getsid(pid) == pid != os.getsid(0)
+            assert os.getpgid(pid) == pid != os.getpgid(0)
+            assert os.getsid(pid) == os.getsid(0)
 
 
 def test_hub_workers_keep_the_normal_scheduling_policy(hub: VersionHub) -> None:

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from tests.codecs import _ocr
-from tests.serving.conftest import ServeProcess, binary_infer_body, json_infer_body
+from tests.serving.conftest import ADMIN_TOKEN, ServeProcess, binary_infer_body, json_infer_body
 
 pytestmark = pytest.mark.slow
 
@@ -46,13 +46,13 @@ def ocr_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def rec_server(serve: Any, ocr_repo: Path) -> ServeProcess:
     return serve(["--repo", str(ocr_repo), "--model", "rec", "--workers", "1",
-                  "--max-batch-size", "8"])
+                  "--max-batch-size", "8"], env={"WORKBENCH_ADMIN_TOKEN": ADMIN_TOKEN})
 
 
 @pytest.fixture(scope="module")
 def det_server(serve: Any, ocr_repo: Path) -> ServeProcess:
-    # warm-up runs every batch size up to --max-batch-size at the 736x736 sample: keep it small
-    return serve(["--repo", str(ocr_repo), "--model", "det", "--workers", "1", "--max-batch-size", "2"])
+    return serve(["--repo", str(ocr_repo), "--model", "det", "--workers", "1", "--max-batch-size", "2"],
+                 env={"WORKBENCH_ADMIN_TOKEN": ADMIN_TOKEN})
 
 
 @pytest.fixture(scope="module")
@@ -197,3 +197,66 @@ def test_a_version_without_codec_says_so(serve: Any, demo_repo: Path) -> None:
     assert "has no codec" in answer.json()["error"]
     assert "parameters" not in httpx.get(f"{server.url}/v2/models/digits").json()
     assert httpx.get(f"{server.url}/v2/health/ready").status_code == 200
+
+
+def reservoir(server: ServeProcess) -> dict[str, Any]:
+    answer = httpx.get(f"{server.url}/v2/admin/reservoir", timeout=30.0,
+                       headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+    assert answer.status_code == 200, answer.text
+    doc: dict[str, Any] = answer.json()
+    return doc
+
+
+def kept_images(doc: dict[str, Any]) -> list[bytes]:
+    (tensor,) = doc["inputs"]
+    assert tensor["datatype"] == "BYTES" and tensor["parameters"] == {"content_type": "base64"}
+    assert tensor["shape"] == [doc["rows"]]
+    return [base64.b64decode(item) for item in tensor["data"]]
+
+
+def test_image_requests_are_kept_for_replay(rec_server: ServeProcess, expected_texts: list[str]) -> None:
+    """The reservoir keeps each answered image as sent; replays and undecodable images are
+    not kept; the reservoir's body, posted back, is read as the originals were."""
+    sent = [_ocr.png(_ocr.render_line(text, "DejaVuSerif.ttf")) for text in LINES]
+    before = reservoir(rec_server)["seen"]
+    with rec_server.client() as client:
+        assert client.post("/v2/models/rec/infer", json=b64_body(sent[:3])).status_code == 200
+        body, headers = binary_body(sent[3:])
+        assert client.post("/v2/models/rec/infer", content=body, headers=headers).status_code == 200
+        replayed = client.post("/v2/models/rec/infer", json=b64_body([_ocr.png(_ocr.render_line("replay"))]),
+                               headers={"x-workbench-replay": "1"})
+        assert replayed.status_code == 200
+        assert client.post("/v2/models/rec/infer", json=b64_body([b"not an image"])).status_code == 400
+        doc = reservoir(rec_server)
+        assert doc["seen"] == before + len(sent)
+        kept = kept_images(doc)
+        assert set(sent) <= set(kept)
+        read = []
+        for part in parts(doc, 8):  # --max-batch-size 8
+            answer = client.post("/v2/models/rec/infer", json=part, headers={"x-workbench-replay": "1"})
+            assert answer.status_code == 200, answer.text
+            read += outputs(answer.json())["text"]["data"]
+    texts = dict(zip(kept, read, strict=True))
+    assert [texts[image].strip() for image in sent] == LINES
+
+
+def parts(doc: dict[str, Any], rows: int) -> list[dict[str, Any]]:
+    """The reservoir's body as requests of at most ``rows`` images."""
+    (tensor,) = doc["inputs"]
+    data = tensor["data"]
+    return [{"inputs": [{**tensor, "shape": [len(data[i:i + rows])], "data": data[i:i + rows]}]}
+            for i in range(0, len(data), rows)]
+
+
+def test_detection_images_are_kept_for_replay(det_server: ServeProcess) -> None:
+    page = _ocr.png(_ocr.render_page(_ocr.LINES[5:7])[0])
+    with det_server.client() as client:
+        first = client.post("/v2/models/det/infer", json=b64_body([page]))
+        assert first.status_code == 200
+        doc = reservoir(det_server)
+        assert page in kept_images(doc)
+        row = kept_images(doc).index(page)
+        (part,) = parts({"inputs": doc["inputs"]}, 1)[row : row + 1]
+        replayed = client.post("/v2/models/det/infer", json=part, headers={"x-workbench-replay": "1"})
+    assert replayed.status_code == 200, replayed.text
+    assert outputs(replayed.json())["boxes"]["data"] == outputs(first.json())["boxes"]["data"]

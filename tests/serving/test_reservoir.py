@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from collections import Counter
 from pathlib import Path
 
@@ -27,6 +28,23 @@ def test_reservoir_fills_then_stays_bounded_and_copies_rows() -> None:
     assert len(Reservoir(0)) == 0 and Reservoir(0).sample() == {}
     with pytest.raises(ValueError):
         Reservoir(-1)
+
+
+def test_images_are_rows_within_a_byte_bound() -> None:
+    reservoir = Reservoir(8, max_bytes=1000, seed=0)
+    reservoir.offer_images("image", [b"a" * 300, b"b" * 300])
+    reservoir.offer_images("image", [b"c" * 600, b"d" * 100])  # c would pass the bound
+    assert reservoir.seen == 4 and len(reservoir) == 3 and reservoir.bytes == 700
+    doc = reservoir.to_json("rec")
+    (tensor,) = doc["inputs"]
+    assert tensor["datatype"] == "BYTES" and tensor["shape"] == [3]
+    assert tensor["parameters"] == {"content_type": "base64"}
+    assert [base64.b64decode(item) for item in tensor["data"]] == [b"a" * 300, b"b" * 300, b"d" * 100]
+    for i in range(200):  # once full, replacements stay within the bound too
+        reservoir.offer_images("image", [bytes([i]) * (50 + i * 3)])
+    assert reservoir.bytes == sum(len(b) for b in reservoir.sample()["image"]) <= 1000
+    with pytest.raises(ValueError):
+        Reservoir(4, max_bytes=-1)
 
 
 def test_reservoir_is_a_uniform_sample() -> None:

@@ -18,6 +18,7 @@ from workbench.errors import HubError, InputError, ModelLoadError
 from workbench.model import formats
 from workbench.runtime.latency import percentiles
 from workbench.runtime.memory import MemoryUsage, gpu_memory_used, process_rss
+from workbench.runtime.warmup import batch_sizes, describe, plan
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -36,24 +37,6 @@ WARMUP_RUNS = 2
 # after the first batch that ends past PRIME_SECONDS.
 PRIME_RUNS = 3
 PRIME_SECONDS = 0.05
-
-
-def _batch_sizes(rows: int) -> list[int]:
-    """1, 2, 4, ... up to and including ``rows``."""
-    sizes = {rows}
-    size = 1
-    while size < rows:
-        sizes.add(size)
-        size *= 2
-    return sorted(sizes)
-
-
-def _resize_batch(array: np.ndarray[Any, Any], size: int) -> np.ndarray[Any, Any]:
-    """The first ``size`` rows of ``array``, repeating rows when it has fewer."""
-    if array.shape[0] >= size:
-        return array[:size]
-    reps = -(-size // array.shape[0])
-    return np.concatenate([array] * reps)[:size]
 
 
 class _Lane:
@@ -149,6 +132,8 @@ class LoadedVersion:
         self._latencies: deque[float] = deque(maxlen=2048)
         self._memory = MemoryUsage(0)
         self._prime_inputs: Tensors | None = None
+        # what the last warm-up ran: one {input: shape} per batch (workbench.runtime.warmup)
+        self.warmup_shapes: list[dict[str, tuple[int, ...]]] = []
         self.primed = 0  # batches run by prime(), counted apart from served requests
 
     isolation = "thread"
@@ -214,17 +199,21 @@ class LoadedVersion:
 
     def _warm_up(self) -> None:
         # Paddle prepares kernels and buffers per input shape on its first run, so
-        # every clone runs each batch size a request is likely to bring.
+        # every clone runs each batch size a request is likely to bring, within a
+        # size budget (workbench.runtime.warmup).
         for lane in self._lanes:
             self._warm_lane(lane)
 
     def _warm_lane(self, lane: Any) -> None:
         sample = self.warmup_inputs()
         rows = next(iter(sample.values())).shape[0] if sample else 1
-        sizes = self.warmup_batch_sizes or _batch_sizes(rows)
-        self._prime_inputs = {n: _resize_batch(a, min(sizes)) for n, a in sample.items()}
-        for size in sizes:
-            batch = {n: _resize_batch(a, size) for n, a in sample.items()}
+        sizes = self.warmup_batch_sizes or batch_sizes(rows)
+        batches = plan(sample, sizes, self.manifest.inputs)
+        self.warmup_shapes = [{n: a.shape for n, a in batch.items()} for batch in batches]
+        if batches:
+            self._prime_inputs = batches[0]
+        log.info("%s:%s warms up with batches %s", self.model, self.version, describe(batches))
+        for batch in batches:
             for _ in range(WARMUP_RUNS):
                 outputs = lane.run(batch)
             for name, array in outputs.items():

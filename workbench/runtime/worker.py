@@ -307,14 +307,19 @@ class WorkerPredictor:
 
         A fresh interpreter (``python -m workbench.runtime.worker``), never a fork: no
         Paddle state is copied, and the caller's ``__main__`` is not run again. It gets
-        its own session and process group, so a signal to the front's group spares it.
+        its own process group, so a signal to the front's group spares it, but stays in
+        the front's session: with the kernel's autogroup scheduling (on where CPU cgroups
+        are not used, e.g. processes on a shared host) CPU is shared between sessions,
+        and a worker in a session of its own was scheduled as another tenant, each
+        request waiting for it to get its turn (docs/benchmarks.md, OCR through codecs).
         """
         front, back = Channel.pair()
         try:
             process = subprocess.Popen(
                 [sys.executable, "-m", "workbench.runtime.worker", str(back.fileno())],
                 pass_fds=[back.fileno()],
-                start_new_session=True,
+                stdin=subprocess.DEVNULL,
+                process_group=0,
             )
         finally:
             back.close()

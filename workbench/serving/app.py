@@ -48,7 +48,7 @@ from workbench.serving import images, protocol
 from workbench.serving.admin import admin_routes
 from workbench.serving.batching import QueueFull
 from workbench.serving.connections import PEER_CLOSED
-from workbench.serving.images import ImageInference, wants_codec
+from workbench.serving.images import ImageInference, encoded_images, wants_codec
 from workbench.serving.protocol import HEADER_LENGTH, ProtocolError
 from workbench.serving.reservoir import Reservoir, reservoir_route
 from workbench.serving.responses import (
@@ -347,7 +347,10 @@ class _Handlers:
                     if service.settings.faults is not None:
                         await service.settings.faults.apply(version)
                     computed = time.perf_counter()
-                    result = await self.images.infer(loaded, decoded, gone=_peer_probe(scope))
+                    name, images = encoded_images(decoded)
+                    result = await self.images.infer(loaded, decoded, images, gone=_peer_probe(scope))
+                    if not head.replay:
+                        self.reservoir.offer_images(name, images)
                 else:
                     inputs = service.check_inputs(
                         loaded, decoded.inputs, [out.name for out in decoded.outputs or ()]

@@ -91,10 +91,9 @@ class ImageInference:
         self._codecs[id(loaded)] = (loaded, codec)
         return codec
 
-    async def infer(self, loaded: LoadedVersion, request: InferRequest,
+    async def infer(self, loaded: LoadedVersion, request: InferRequest, images: Sequence[bytes],
                     gone: Callable[[], bool] | None = None) -> RunResult:
-        """The task's outputs for the request's images."""
-        images = _images(request)
+        """The task's outputs for the request's ``images`` (its :func:`encoded_images`)."""
         codec = await self.codec(loaded)
         label = f"{loaded.model}:{loaded.version}"
         if codec is None:
@@ -181,7 +180,9 @@ def build_codec(loaded: LoadedVersion) -> Codec | None:
     return codec
 
 
-def _images(request: InferRequest) -> list[bytes]:
+def encoded_images(request: InferRequest) -> tuple[str, list[bytes]]:
+    """The name of an image request's ``BYTES`` input and its images, each its own bytes;
+    ProtocolError when the request is not one input of encoded images."""
     if len(request.inputs) != 1:
         raise ProtocolError(
             f"an image request has one BYTES input of encoded images, not {len(request.inputs)} inputs"
@@ -195,7 +196,7 @@ def _images(request: InferRequest) -> list[bytes]:
         )
     if array.size == 0:
         raise ProtocolError(f"input {name!r} holds no image")
-    return [bytes(item) for item in array.reshape(-1).tolist()]
+    return name, [bytes(item) for item in array.reshape(-1).tolist()]
 
 
 def _prepare(codec: Codec, images: Sequence[bytes]) -> list[Any]:

@@ -8,15 +8,27 @@ over before the next one it keeps (Li's Algorithm L), so most requests cost one
 comparison: no random draw, no copy. A row is one slice along the batch axis of every
 input tensor (a request whose inputs disagree on their first dimension is kept whole, as one row).
 
+An image request (a ``BYTES`` input of encoded images, :mod:`workbench.serving.images`)
+offers one row per image, the image's bytes as the client sent them, once it has been
+answered (an image that does not decode is not kept). The kept rows' bytes stay within
+``max_bytes`` (:data:`DEFAULT_BYTES`): a row that would take them past it is passed
+over (so with large images the sample holds fewer than ``size`` rows, and leans a
+little towards the smaller images once the bound is reached).
+
 ``GET /v2/admin/reservoir`` (admin token) answers the sample as an Open Inference
 Protocol request body, the rows stacked along the batch axis, ready to be replayed::
 
     {"model": "digits", "seen": 12345, "rows": 256,
      "inputs": [{"name": "x", "datatype": "FP32", "shape": [256, 64], "data": [...]}]}
+
+Images come back as they are sent in JSON: ``{"name": "image", "datatype": "BYTES",
+"shape": [n], "parameters": {"content_type": "base64"}, "data": ["iVBORw0KG...", ...]}``,
+so the body can be posted to the model's ``infer`` as it is.
 """
 
 from __future__ import annotations
 
+import base64
 import math
 import random
 from typing import TYPE_CHECKING, Any
@@ -28,7 +40,7 @@ from workbench.serving.protocol import datatype_of
 from workbench.serving.responses import json_response
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Mapping, Sequence
 
     from starlette.requests import Request
     from starlette.responses import Response
@@ -36,19 +48,25 @@ if TYPE_CHECKING:
 
     from workbench.serving.service import Service
 
-__all__ = ["DEFAULT_SIZE", "Reservoir", "reservoir_route"]
+__all__ = ["DEFAULT_BYTES", "DEFAULT_SIZE", "Reservoir", "reservoir_route"]
 
 DEFAULT_SIZE = 256
+DEFAULT_BYTES = 64 << 20  # the kept rows' bytes, at most (images can be large)
 Row = dict[str, np.ndarray[Any, Any]]
 
 
 class Reservoir:
     """A uniform sample of request rows; ``size`` 0 keeps nothing. Used from the event loop."""
 
-    def __init__(self, size: int = DEFAULT_SIZE, *, seed: int | None = None) -> None:
+    def __init__(self, size: int = DEFAULT_SIZE, *, max_bytes: int = DEFAULT_BYTES,
+                 seed: int | None = None) -> None:
         if size < 0:
             raise ValueError(f"the reservoir size must be >= 0, not {size}")
+        if max_bytes < 0:
+            raise ValueError(f"the reservoir's byte bound must be >= 0, not {max_bytes}")
         self.size = size
+        self.max_bytes = max_bytes
+        self.bytes = 0  # held by the kept rows
         self.seen = 0
         self._rows: list[Row] = []
         self._random = random.Random(seed)
@@ -83,6 +101,14 @@ class Reservoir:
             if len(self._rows) == self.size:
                 self._skip(number)
 
+    def offer_images(self, name: str, images: Sequence[bytes]) -> None:
+        """Consider one answered image request: one row per encoded image."""
+        if not self.size or not images:
+            return
+        array = np.empty(len(images), dtype=np.object_)
+        array[:] = [bytes(image) for image in images]
+        self.offer({name: array})
+
     def _skip(self, number: int) -> None:
         """Algorithm L: draw the number of the next row to keep after row ``number``."""
         draw = self._random.random
@@ -93,6 +119,11 @@ class Reservoir:
         self._next = number + 1 + int(math.log(1.0 - draw()) / math.log1p(-self._weight))
 
     def _keep(self, slot: int, row: Row) -> None:
+        size = _nbytes(row)
+        freed = _nbytes(self._rows[slot]) if slot < len(self._rows) else 0
+        if self.bytes - freed + size > self.max_bytes:
+            return  # over the byte bound: passed over
+        self.bytes += size - freed
         if slot == len(self._rows):
             self._rows.append(row)
         else:
@@ -117,12 +148,22 @@ class Reservoir:
             "model": model,
             "seen": self.seen,
             "rows": rows,
-            "inputs": [
-                {"name": name, "datatype": datatype_of(array.dtype), "shape": list(array.shape),
-                 "data": array.ravel().tolist()}
-                for name, array in stacked.items()
-            ],
+            "inputs": [_tensor(name, array) for name, array in stacked.items()],
         }
+
+
+def _tensor(name: str, array: np.ndarray[Any, Any]) -> dict[str, Any]:
+    if array.dtype.kind == "O":  # encoded images: base64 in JSON, as clients send them
+        return {"name": name, "datatype": "BYTES", "shape": list(array.shape),
+                "parameters": {"content_type": "base64"},
+                "data": [base64.b64encode(item).decode("ascii") for item in array.ravel().tolist()]}
+    return {"name": name, "datatype": datatype_of(array.dtype), "shape": list(array.shape),
+            "data": array.ravel().tolist()}
+
+
+def _nbytes(row: Row) -> int:
+    return sum(sum(len(item) for item in array.ravel().tolist()) if array.dtype.kind == "O"
+               else array.nbytes for array in row.values())
 
 
 def reservoir_route(service: Service, reservoir: Reservoir) -> Route:

@@ -66,8 +66,8 @@ def panel_html(deployment: Deployment) -> str:
     """The deploy panel's canary section (empty when the deployment never ran a canary)."""
     from workbench.deploy.canary import controller
 
-    data = deployment.state.canary
-    if not data or "status" not in data:
+    canary = deployment.state.canary
+    if canary is None or not canary.started:
         return ""
     control = controller(deployment)
     return canary_html(deployment.name, control.status, control.spec)
@@ -144,6 +144,6 @@ def start(deployment: Deployment, spec: AnalysisSpec, *, prometheus: str | None 
 
 def command(deployment: Deployment, verb: str, reason: str = "") -> Any:
     """pause, resume, promote, abort or rollback the deployment's canary."""
-    from workbench.deploy.canary import controller
+    from workbench.deploy import canary
 
-    return controller(deployment).command(verb, reason)
+    return canary.command(deployment, verb, reason)

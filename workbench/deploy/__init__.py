@@ -5,6 +5,7 @@ The public API (shared by the CLI and the notebook extension)::
     from workbench.deploy import DeploymentManager
     web = DeploymentManager().create("web", "digits", "1.0.0")
     web.update("1.1.0"); web.promote(); web.rollback()
+    steer(web, "promote")  # what a person's promote does: during a canary, skip a step
 
 Submodules are imported lazily, so ``import workbench.deploy`` stays cheap.
 """
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING
 from workbench._lazy import lazy_attributes
 
 if TYPE_CHECKING:
+    from workbench.deploy.canary import steer
     from workbench.deploy.deployment import Deployment
     from workbench.deploy.events import DeployEvent
     from workbench.deploy.history import HistoryEntry
@@ -38,6 +40,7 @@ __all__ = [
     "ProcessBackend",
     "StateStore",
     "get_backend",
+    "steer",
 ]
 
 _WHERE = {
@@ -52,6 +55,7 @@ _WHERE = {
     "Phase": "rollout.phases",
     "ProcessBackend": "platforms.process.backend",
     "get_backend": "platforms",
+    "steer": "canary",
 }
 
 

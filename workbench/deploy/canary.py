@@ -6,7 +6,9 @@ through the router; the canary status and each tick's verdicts in the state file
 ``canary``, and its history). :func:`controller` builds one from the persisted spec, so
 a CLI command in another shell (``deploy pause``, ``resume``, ``promote``) acts on the
 same canary a detached controller or a notebook thread runs. :func:`run` starts a canary
-on a verified candidate and ticks it to the end.
+on a verified candidate and ticks it to the end. :func:`steer` is where a person's
+promote, rollback or abort is sent to the canary's controller while a canary runs, for
+every face.
 """
 
 from __future__ import annotations

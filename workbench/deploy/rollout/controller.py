@@ -25,7 +25,11 @@ sources that failed and the time, it returns the next status and at most one
 :class:`Target` (the deployment: weights, promote, rollback, and where the status is
 saved), reading a :class:`~workbench.deploy.rollout.signals.MetricsSource` and, once an
 interval, an output check. A source that fails is inconclusive, never fatal. Only one
-controller runs per deployment (:func:`controller_lock`). Events go to the JSON log and to
+controller runs per deployment (:func:`controller_lock`). A look reads and judges without
+a lock, then carries out its decision in one locked transaction that checks the status's
+revision first: a command (:meth:`CanaryController.command`, from any process, itself
+one locked read-decide-save) that came in between wins, and the look's decision is
+dropped, so no step is lost or judged on the window of the step before. Events go to the JSON log and to
 hooks (:mod:`workbench.deploy.rollout.hooks`), delivered off the controller's path.
 """
 

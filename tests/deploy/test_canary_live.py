@@ -249,7 +249,7 @@ def test_failing_version_is_rolled_back_on_a_real_prometheus(
     assert status.stage is Phase.ROLLED_BACK
     assert status.message.startswith("rule error_rate failed"), status.message
     assert clients.failed == 0
-    assert web.state.canary is not None and web.state.canary["source"] == "prometheus"
+    assert web.state.canary is not None and web.state.canary.source == "prometheus"
 
 
 def test_quiet_canary_holds_then_synthetic_traffic_gets_it_judged(

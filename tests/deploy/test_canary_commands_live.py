@@ -19,6 +19,7 @@ from tests.deploy.test_cli_deploy import env, run  # noqa: F401 - the env fixtur
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from pathlib import Path
 
     from workbench.deploy.manager import DeploymentManager
 
@@ -105,3 +106,42 @@ def test_abort_moves_all_traffic_to_stable_while_the_controller_runs(
 
 def _body() -> dict[str, object]:
     return {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 64], "data": [0.5] * 64}]}
+
+
+def test_the_notebook_panel_s_buttons_steer_the_canary_too(
+    nginx: None, env: dict[str, str], stub_repo: Path, home: Path,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The deploy panel's Promote during a canary skips one step (it used to promote the
+    candidate outright behind the controller's back); its Abort ends the canary."""
+    pytest.importorskip("ipywidgets")
+    from workbench_ext.panels.deploy import DeployPanel
+    from workbench_ext.state import Session
+
+    from workbench.deploy import canary as canaries
+    from workbench.deploy.rollout.analysis import AnalysisSpec
+
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    session = Session(stub_repo, device="cpu", home=home)
+    web = session.deployments.create("web", "stub", "stable")
+    web.update("1.1.0")
+    canaries.remember(web, AnalysisSpec(steps=(5, 10, 100), interval=600.0))
+    canaries.controller(web).begin()  # the canary stands at 5%, judged by nobody meanwhile
+    panel = DeployPanel(session, "web", interval=0.5, live=False)
+    try:
+        panel.buttons["promote"].click()
+        panel.wait(60)
+        assert panel.error is None, panel.error
+        state = session.deployments.get("web").state
+        assert state.canary is not None and state.canary.status is not None
+        assert (state.canary.status.weight, state.phase) == (10, "canary")
+        assert state.weights[state.rollout.candidate] == 10
+        panel.buttons["abort"].click()
+        panel.wait(60)
+        state = session.deployments.get("web").state
+        assert state.canary is not None and state.canary.status is not None
+        assert state.canary.status.stage.value == "aborted"
+        assert state.weights == {state.rollout.stable: 100}
+    finally:
+        panel.close()

@@ -15,12 +15,14 @@ import pytest
 
 from workbench.deploy.rollout.analysis import AnalysisSpec, ErrorRateRule, LatencyRule
 from workbench.deploy.rollout.controller import (
-    SPAWNED_PID,
     Action,
     CanaryController,
     CanaryStatus,
-    ControllerProcess,
     Stage,
+)
+from workbench.deploy.rollout.controller_process import (
+    SPAWNED_PID,
+    ControllerProcess,
     controller_lock,
     controller_process,
     controller_running,

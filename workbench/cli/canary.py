@@ -28,7 +28,8 @@ if TYPE_CHECKING:
 
     from workbench.deploy.deployment import Deployment
     from workbench.deploy.rollout.analysis import AnalysisSpec
-    from workbench.deploy.rollout.controller import CanaryStatus, ControllerProcess
+    from workbench.deploy.rollout.controller import CanaryStatus
+    from workbench.deploy.rollout.controller_process import ControllerProcess
 
 NameArg = Annotated[str, typer.Argument(help="Deployment name.")]
 _VERDICT_STYLE = {"pass": "green", "fail": "red", "inconclusive": "yellow", "skip": "dim"}
@@ -162,7 +163,7 @@ def foreground(deployment: Deployment, spec: AnalysisSpec | None, *, prometheus:
 
 def spawn(deployment: Deployment, prometheus: str | None) -> tuple[int, Path]:
     """Start ``workbench deploy canary-run NAME`` in the background; its pid and log file."""
-    from workbench.deploy.rollout.controller import SPAWNED_PID
+    from workbench.deploy.rollout.controller_process import SPAWNED_PID
 
     directory = deployment.context.store.directory(deployment.name)
     log = directory / LOG_FILE

@@ -26,9 +26,8 @@ from workbench.deploy.rollout.controller import (
     Action,
     CanaryController,
     CanaryStatus,
-    controller_lock,
-    controller_running,
 )
+from workbench.deploy.rollout.controller_process import controller_lock, controller_running
 from workbench.deploy.rollout.hooks import Hooks
 from workbench.deploy.rollout.phases import Phase
 from workbench.deploy.state import CanaryState

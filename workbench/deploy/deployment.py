@@ -182,7 +182,7 @@ class Deployment:
                 router_running = self.context.router(state).running
         controller = None
         if state.canary is not None:
-            from workbench.deploy.rollout.controller import controller_process
+            from workbench.deploy.rollout.controller_process import controller_process
 
             controller = controller_process(self.context.store.directory(self.name))
         return DeploymentStatus(state, router_running, instances, controller)

@@ -25,25 +25,24 @@ sources that failed and the time, it returns the next status and at most one
 :class:`Target` (the deployment: weights, promote, rollback, and where the status is
 saved), reading a :class:`~workbench.deploy.rollout.signals.MetricsSource` and, once an
 interval, an output check. A source that fails is inconclusive, never fatal. Only one
-controller runs per deployment (:func:`controller_lock`). A look reads and judges without
-a lock, then carries out its decision in one locked transaction that checks the status's
-revision first: a command (:meth:`CanaryController.command`, from any process, itself
-one locked read-decide-save) that came in between wins, and the look's decision is
-dropped, so no step is lost or judged on the window of the step before. Events go to the JSON log and to
-hooks (:mod:`workbench.deploy.rollout.hooks`), delivered off the controller's path.
+controller runs per deployment (:mod:`~workbench.deploy.rollout.controller_process`). A
+look reads and judges without a lock, then carries out its decision in one locked
+transaction that checks the status's revision first: a command
+(:meth:`CanaryController.command`, from any process, itself one locked read-decide-save)
+that came in between wins, and the look's decision is dropped, so no step is lost or
+judged on the window of the step before. Events go to the JSON log and to hooks
+(:mod:`workbench.deploy.rollout.hooks`), delivered off the controller's path.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from enum import Enum
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from workbench.deploy.rollout.analysis import (
@@ -57,7 +56,7 @@ from workbench.deploy.rollout.analysis import (
 )
 from workbench.deploy.rollout.hooks import Hooks
 from workbench.deploy.rollout.phases import Phase
-from workbench.errors import RolloutError, StateError
+from workbench.errors import RolloutError
 
 if TYPE_CHECKING:
     from workbench.deploy.rollout.signals import MetricsSource, OutputCheck
@@ -67,7 +66,6 @@ __all__ = [
     "CanaryController",
     "CanaryStage",
     "CanaryStatus",
-    "ControllerProcess",
     "Hooks",
     "Stage",
     "Target",
@@ -624,82 +622,6 @@ def event(name: str, status: CanaryStatus, action: Action) -> dict[str, Any]:
         "results": [r.to_dict() for r in status.last],
         "time": status.updated,
     }
-
-
-SPAWNED_PID = "controller.pid"  # written by whoever starts a detached controller
-
-
-@contextlib.contextmanager
-def controller_lock(directory: Path) -> Iterator[Path]:
-    """Hold the deployment's controller lock (StateError when another controller runs).
-
-    The lock file records the pid of the holder, for ``deploy status``.
-    """
-    import fcntl
-
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / "controller.lock"
-    handle = path.open("a+")
-    try:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise StateError(
-                f"a canary controller already runs for this deployment (pid {_pid(path)})"
-            ) from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(str(os.getpid()))
-        handle.flush()
-        yield path
-    finally:
-        handle.close()
-
-
-def controller_running(directory: Path) -> int | None:
-    """The pid of the controller that holds the lock, or None when none runs."""
-    process = controller_process(directory)
-    return process.pid if process.alive else None
-
-
-@dataclass(frozen=True)
-class ControllerProcess:
-    """A deployment's canary controller: the pid of the latest one, and whether it runs."""
-
-    pid: int | None  # None: no controller ever started here
-    alive: bool  # it holds the controller lock
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"pid": self.pid, "alive": self.alive}
-
-
-def controller_process(directory: Path) -> ControllerProcess:
-    """The deployment's controller as seen now.
-
-    The lock file names its latest holder; a detached start also writes
-    ``controller.pid``, which names a controller that has not taken the lock yet (or died
-    before it could): the newer of the two files is the latest controller.
-    """
-    import fcntl
-
-    path = directory / "controller.lock"
-    if path.exists():
-        with path.open("a+") as handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return ControllerProcess(_pid(path), True)
-            fcntl.flock(handle, fcntl.LOCK_UN)
-    candidates = [p for p in (path, directory / SPAWNED_PID) if p.exists()]
-    latest = max(candidates, key=lambda p: p.stat().st_mtime_ns, default=None)
-    return ControllerProcess(None if latest is None else _pid(latest), False)
-
-
-def _pid(path: Path) -> int | None:
-    try:
-        return int(path.read_text().strip() or 0) or None
-    except (OSError, ValueError):
-        return None
 
 
 def _unjudged(rule: str) -> RuleResult:

@@ -38,6 +38,7 @@ import threading
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import numpy as np
@@ -50,9 +51,12 @@ from workbench.deploy.client import encode_inputs
 from workbench.deploy.manager import DeploymentManager
 from workbench.deploy.platforms.process.backend import ProcessBackend
 from workbench.deploy.rollout.analysis import AnalysisSpec, ErrorRateRule
-from workbench.deploy.rollout.controller import Action, CanaryStatus, Stage
+from workbench.deploy.rollout.phases import Phase
 from workbench.deploy.traffic import parse_metrics
 from workbench.errors import WorkbenchError
+
+if TYPE_CHECKING:
+    from workbench.deploy.rollout.controller import Action, CanaryStatus
 
 console = Console(width=140)
 FAULTY = "1.1.0"
@@ -185,7 +189,7 @@ def one_run(web, version: str, faults: str, spec: AnalysisSpec, load: PacedLoad)
     status = canary.run(web, spec, on_tick=listen)
     done = time.monotonic()
     reached = watch.stop()
-    if status.stage is not Stage.ROLLED_BACK:
+    if status.stage is not Phase.ROLLED_BACK:
         raise SystemExit(f"{version} was not rolled back: {status.stage.value} {status.message}")
     first = watch.first if watch.first is not None else marks["advance"]
     moved = watch.moved if watch.moved is not None else first

@@ -46,7 +46,17 @@ def _add_import(path: Path, line: str) -> None:
 def test_the_tree_keeps_every_contract(tmp_path: Path) -> None:
     result = _lint(_copy(tmp_path))
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "0 broken" in result.stdout
+    assert "Contracts: 5 kept, 0 broken" in result.stdout
+
+
+def test_no_cycle_is_excused() -> None:
+    """The acyclic contract holds with no ignored import (verification, which probes the
+    deployment state, lives beside the state, not inside rollout/ that the state uses)."""
+    import tomllib
+
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    (contract,) = [c for c in config["tool"]["importlinter"]["contracts"] if c["id"] == "no-cycles"]
+    assert not contract.get("ignore_imports"), contract["ignore_imports"]
 
 
 @pytest.mark.parametrize(
@@ -62,6 +72,8 @@ def test_the_tree_keeps_every_contract(tmp_path: Path) -> None:
          "The deploy core names no platform"),
         # a cycle hidden in a function would still be an import: client <-> traffic
         ("workbench/deploy/client.py", "import workbench.deploy.traffic", "No import cycles"),
+        # the rollout reaching back to the state that holds its phase and canary status
+        ("workbench/deploy/rollout/phases.py", "import workbench.deploy.state", "No import cycles"),
         # the extension reaching past the public API
         ("workbench_ext/state.py", "import workbench.deploy.platforms.process.backend",
          "The extension uses only workbench's public API"),

@@ -38,7 +38,8 @@ Each class carries the exit code the CLI uses for it.
         ├── BackendError            starting or stopping serving instances
         ├── RouterError             rendering, checking or reloading nginx
         ├── StateError              the persisted deployment state
-        │   └── StateCorruptError   state.json cannot be read (restore or delete --force)
+        │   ├── StateCorruptError   state.json cannot be read (restore or delete --force)
+        │   └── CanaryConflictError a canary decision made on a status that changed meanwhile
         ├── RolloutError            an action the rollout's phase does not allow
         ├── MetricsError            a colour's traffic could not be read (scrape, Prometheus)
         └── ClusterError            the Kubernetes API refused or failed a call (re-raised at
@@ -201,6 +202,10 @@ class StateError(DeployError):
 
 class StateCorruptError(StateError):
     """A deployment's state file exists but cannot be read."""
+
+
+class CanaryConflictError(StateError):
+    """A canary status was saved over another revision than the one it was decided on."""
 
 
 class RolloutError(DeployError):

@@ -64,8 +64,8 @@ def panel_html(deployment: Deployment) -> str:
     """The deploy panel's canary section (empty when the deployment never ran a canary)."""
     from workbench.deploy import canary_controller as controller
 
-    data = deployment.state.canary
-    if not data or "status" not in data:
+    canary = deployment.state.canary
+    if canary is None or not canary.started:
         return ""
     control = controller(deployment)
     return canary_html(deployment.name, control.status, control.spec)
@@ -142,6 +142,6 @@ def start(deployment: Deployment, spec: AnalysisSpec, *, prometheus: str | None 
 
 def command(deployment: Deployment, verb: str, reason: str = "") -> Any:
     """pause, resume, promote, abort or rollback the deployment's canary."""
-    from workbench.deploy import canary_controller as controller
+    from workbench.deploy import canary_command
 
-    return controller(deployment).command(verb, reason)
+    return canary_command(deployment, verb, reason)

@@ -156,14 +156,12 @@ def _simple(action: str, doc: str) -> None:
     @reason
     def command(call: Call, args: argparse.Namespace) -> Any:
         deployment = _deployment(call, args.name)
-        from workbench.deploy import canary_active as active
+        from workbench.deploy import steer
 
-        if action in ("promote", "rollback", "abort") and active(deployment):
-            from workbench_ext import canary
-
-            canary.command(deployment, action, args.reason)  # promote skips ahead a step
-        else:
-            getattr(deployment, action)(args.reason)
+        if action == "switch":
+            deployment.switch(args.reason)
+        else:  # during a canary, its controller takes it (promote: skip ahead a step)
+            steer(deployment, action, args.reason)
         return deployment.status()
 
     command.__name__ = f"cmd_{action}"

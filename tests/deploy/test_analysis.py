@@ -46,6 +46,18 @@ def test_error_rate_too_few_requests_is_inconclusive_never_passed() -> None:
     assert "need 20" in result.message
 
 
+def test_a_window_without_a_latency_says_so_not_that_it_needs_requests() -> None:
+    """Plenty of requests but no p99 (a source without a histogram): the latency rules are
+    inconclusive saying what is missing; too few requests reads the same in every rule."""
+    for rule in (LatencyRule(), RelativeLatencyRule()):
+        result = rule.judge(seen(window(requests=50, p99=None), stable=window(colour="blue")))
+        assert result.verdict == "inconclusive", rule
+        assert result.message == "no p99 latency measured in 50 requests", rule
+    for rule in (ErrorRateRule(), LatencyRule(), RelativeLatencyRule()):
+        few = rule.judge(seen(window(requests=5), stable=window(colour="blue")))
+        assert (few.verdict, few.message) == ("inconclusive", "5 requests, need 20"), rule
+
+
 def test_error_rate_slightly_high_holds_until_the_evidence_is_significant() -> None:
     rule = ErrorRateRule()
     first = rule.judge(seen(window(requests=100, errors=5)))

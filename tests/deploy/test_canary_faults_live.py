@@ -112,7 +112,7 @@ def test_a_failing_candidate_is_rolled_back_on_time_past_hanging_hooks(
             returned = time.monotonic()
     finally:
         trickle.close()
-    assert status.stage is Stage.ROLLED_BACK, status.message
+    assert status.stage is Phase.ROLLED_BACK, status.message
     assert status.message.startswith("rule error_rate failed: 100.0%")
     # decided within a few looks of the first weight, though every hook hangs (then the
     # router reload and the candidate's drain and stop)

@@ -139,7 +139,7 @@ def test_good_version_is_promoted_through_every_step(manager: DeploymentManager,
     with Clients(web.url) as clients:
         status = canary.run(web, spec(labelled),
                             on_tick=lambda s, a: weights.append(a.weight) if a.weight else None)
-    assert status.stage is Stage.PROMOTED, status.message
+    assert status.stage is Phase.PROMOTED, status.message
     assert weights == [25, 50, 100]
     assert web.phase is Phase.PROMOTED and web.state.weights[web.state.rollout.candidate] == 100
     assert clients.failed == 0 and clients.by_version("1.1.0") > 0
@@ -155,7 +155,7 @@ def test_degraded_version_is_rolled_back_on_a_replay_of_live_inputs(
     with Clients(web.url) as clients:
         time.sleep(3)  # stable's reservoir fills with live requests first
         status = canary.run(web, spec())
-    assert status.stage is Stage.ROLLED_BACK, status.message
+    assert status.stage is Phase.ROLLED_BACK, status.message
     assert "agreement" in status.message
     assert clients.failed == 0
     (tick,) = [h for h in web.history() if "canary" in h.details and h.outcome == "failed"]
@@ -170,7 +170,7 @@ def test_degraded_version_is_rolled_back_by_the_agreement_rule(manager: Deployme
     web = updated(manager, "1.2.0", checks=("ready",))
     with Clients(web.url) as clients:
         status = canary.run(web, spec(labelled))
-    assert status.stage is Stage.ROLLED_BACK
+    assert status.stage is Phase.ROLLED_BACK
     assert "agreement" in status.message and "min 80%" in status.message
     assert status.weight == 25  # judged at the first step, never beyond it
     assert web.phase is Phase.ROLLED_BACK and web.state.candidate is None
@@ -192,7 +192,7 @@ def test_failing_version_is_rolled_back_by_error_rate_without_client_failures(
     rules = (ErrorRateRule(min_requests=5), LatencyRule(min_requests=10))
     with Clients(web.url) as clients:
         status = canary.run(web, spec(rules=rules))
-    assert status.stage is Stage.ROLLED_BACK
+    assert status.stage is Phase.ROLLED_BACK
     assert status.message.startswith("rule error_rate failed: 100.0%")
     assert status.ticks <= 2
     assert clients.failed == 0  # the router retried every candidate 500 on stable
@@ -207,7 +207,7 @@ def test_slow_version_is_rolled_back_by_the_latency_rule_without_client_failures
     rules = (ErrorRateRule(min_requests=5), LatencyRule(max_ms=250, hold_seconds=0, min_requests=5))
     with Clients(web.url) as clients:
         status = canary.run(web, spec(rules=rules))
-    assert status.stage is Stage.ROLLED_BACK
+    assert status.stage is Phase.ROLLED_BACK
     assert status.message.startswith("rule latency_p99 failed: p99"), status.message
     assert "(max 250 ms)" in status.message
     assert clients.failed == 0
@@ -220,7 +220,7 @@ def test_mirror_finds_a_failing_candidate_before_any_user_reaches_it(
     web = updated(manager, FAULTY, checks=("ready",))
     with Clients(web.url) as clients:
         status = canary.run(web, spec(mirror=100))
-    assert status.stage is Stage.ROLLED_BACK and status.index == -1  # still mirroring
+    assert status.stage is Phase.ROLLED_BACK and status.index == -1  # still mirroring
     assert "error_rate" in status.message
     assert status.weight == 0
     weights = [h.weights for h in web.history() if h.action in ("canary", "weight")]
@@ -246,10 +246,10 @@ def test_failing_version_is_rolled_back_on_a_real_prometheus(
             status = canary.run(web, spec(interval=2.0), prometheus=prometheus.url)
     finally:
         prometheus.stop()
-    assert status.stage is Stage.ROLLED_BACK
+    assert status.stage is Phase.ROLLED_BACK
     assert status.message.startswith("rule error_rate failed"), status.message
     assert clients.failed == 0
-    assert web.state.canary is not None and web.state.canary["source"] == "prometheus"
+    assert web.state.canary is not None and web.state.canary.source == "prometheus"
 
 
 def test_quiet_canary_holds_then_synthetic_traffic_gets_it_judged(
@@ -274,4 +274,4 @@ def test_quiet_canary_holds_then_synthetic_traffic_gets_it_judged(
     web.abort("quiet")
     web.update("1.1.0", timeout=300)
     status = canary.run(web, spec(synthetic=20.0))
-    assert status.stage is Stage.PROMOTED, status.message
+    assert status.stage is Phase.PROMOTED, status.message

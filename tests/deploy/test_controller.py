@@ -3,6 +3,7 @@ fake clock (each look moves it on by the seconds given)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -14,19 +15,22 @@ import pytest
 
 from workbench.deploy.rollout.analysis import AnalysisSpec, ErrorRateRule, LatencyRule
 from workbench.deploy.rollout.controller import (
-    SPAWNED_PID,
     Action,
     CanaryController,
     CanaryStatus,
-    ControllerProcess,
     Stage,
+)
+from workbench.deploy.rollout.controller_process import (
+    SPAWNED_PID,
+    ControllerProcess,
     controller_lock,
     controller_process,
     controller_running,
 )
 from workbench.deploy.rollout.hooks import Hooks
+from workbench.deploy.rollout.phases import Phase
 from workbench.deploy.rollout.signals import ColorWindow
-from workbench.errors import MetricsError, RolloutError, StateError
+from workbench.errors import CanaryConflictError, MetricsError, RolloutError, StateError
 
 INTERVAL = 30.0
 
@@ -81,6 +85,9 @@ class FakeTarget:
         self.order.append("rollback")
         self.weights.append(0)
 
+    def locked(self) -> contextlib.AbstractContextManager[None]:
+        return contextlib.nullcontext()
+
     def load(self) -> CanaryStatus | None:
         # through JSON, as the state file does
         return None if self.saved is None else CanaryStatus.from_dict(
@@ -88,6 +95,9 @@ class FakeTarget:
         )
 
     def save(self, status: CanaryStatus, action: Action) -> None:
+        before = self.load()
+        if before is not None and before.revision != status.revision - 1:
+            raise CanaryConflictError(f"saved {status.revision} over {before.revision}")
         self.order.append("save")
         self.saved = status.to_dict()
         self.history.append({"action": action.kind, "results": [r.to_dict() for r in status.last]})
@@ -120,7 +130,7 @@ def test_good_canary_is_promoted_through_every_step() -> None:
         assert (status.stage, status.weight) == (Stage.STEP, expected)
         assert [r.verdict for r in status.last] == ["pass", "pass"]
     status = look(controller)
-    assert status.stage is Stage.PROMOTED and target.weights == [5, 25, 50, 100]
+    assert status.stage is Phase.PROMOTED and target.weights == [5, 25, 50, 100]
     assert look(controller) == status  # done: nothing more happens
 
 
@@ -135,7 +145,7 @@ def test_failing_error_rate_rolls_back_naming_the_rule_and_numbers() -> None:
         status = look(controller)
         if status.stage is not Stage.STEP:
             break
-    assert status.stage is Stage.ROLLED_BACK
+    assert status.stage is Phase.ROLLED_BACK
     assert 1 < status.ticks <= 12
     decision = status.last[0].decision
     assert decision is not None and decision["statistic"] >= decision["boundary"]
@@ -150,7 +160,7 @@ def test_a_clearly_broken_candidate_is_rolled_back_on_the_first_interval() -> No
     controller, source, target = make()
     controller.begin()
     source.candidate = (100.0, 60.0, 20.0)
-    assert look(controller).stage is Stage.ROLLED_BACK
+    assert look(controller).stage is Phase.ROLLED_BACK
     assert target.weights == [5, 0]
 
 
@@ -159,7 +169,7 @@ def test_a_candidate_failing_every_request_is_rolled_back_at_the_first_look() ->
     controller.begin()
     source.candidate = (600.0, 600.0, 20.0)  # 20 requests/s, all failing
     status = look(controller, 0.5)  # long before the interval ends
-    assert status.stage is Stage.ROLLED_BACK and target.weights == [5, 0]
+    assert status.stage is Phase.ROLLED_BACK and target.weights == [5, 0]
     assert status.message.startswith("rule error_rate failed: 100.0% of 20 requests")
     assert target.history[-1]["action"] == "rollback"
 
@@ -247,7 +257,7 @@ def test_gate_waits_for_resume_or_promote() -> None:
     status = controller.command("resume")
     assert (status.stage, status.weight) == (Stage.STEP, 50)
     status = controller.command("promote")  # skip ahead
-    assert status.stage is Stage.PROMOTED and target.weights == [5, 50, 100]
+    assert status.stage is Phase.PROMOTED and target.weights == [5, 50, 100]
 
 
 def test_abort_mid_step_sends_all_traffic_to_stable() -> None:
@@ -259,6 +269,62 @@ def test_abort_mid_step_sends_all_traffic_to_stable() -> None:
     assert target.weights == [5, 25, 0]
     with pytest.raises(RolloutError, match="aborted"):
         controller.command("resume")
+
+
+def test_a_finished_canary_stands_at_the_deployments_phase_one_enum_for_each_word() -> None:
+    assert not set(Stage.__members__) & set(Phase.__members__)
+    assert {s.value for s in Stage} | {Phase.PROMOTED.value, Phase.ROLLED_BACK.value} == {
+        "mirror", "step", "gate", "paused", "aborted", "promoted", "rolled_back"}
+    for stage in ("promoted", "rolled_back", "aborted", "gate"):
+        status = CanaryStatus.from_dict({"steps": [5, "gate", 100], "index": 1, "stage": stage})
+        assert status.stage.value == stage and status.done is (stage != "gate")
+        assert isinstance(status.stage, Phase if stage != "aborted" and stage != "gate" else Stage)
+    with pytest.raises(ValueError, match="unknown canary stage 'verified'"):
+        CanaryStatus.from_dict({"steps": [100], "stage": "verified"})
+
+
+def test_a_command_during_a_look_wins_and_the_look_is_dropped() -> None:
+    """A promote arriving while a look reads its metrics: the step it entered stands (the
+    look's decision, made on the step before, is dropped) and is judged afresh."""
+    controller, source, target = make()
+    controller.begin()  # 5%
+    assert isinstance(controller.clock, Clock)
+    read = source.window
+    spans: list[float] = []
+    commanded: list[CanaryStatus] = []
+
+    def window(color: str, seconds: float) -> ColorWindow:
+        if color == "green":
+            spans.append(seconds)
+        if not commanded:  # another shell's `deploy promote`, while this look reads
+            commanded.append(controller.command("promote"))
+        return read(color, seconds)
+
+    source.window = window  # type: ignore[method-assign]
+    status = look(controller)  # an interval has passed: the look would advance to 25% too
+    assert commanded[0].weight == 25 and commanded[0].revision == 2
+    assert (status.stage, status.weight, status.revision) == (Stage.STEP, 25, 2)
+    assert target.weights == [5, 25]  # one step each: nothing lost, nothing twice
+    assert [h["action"] for h in target.history] == ["advance", "advance"]
+    controller.clock.now += 2.0
+    controller.tick()
+    assert spans[-1] == pytest.approx(2.0)  # the step the command entered: a fresh window
+
+
+def test_two_commands_at_once_take_two_steps() -> None:
+    controller, _, target = make()
+    controller.begin()
+    first = controller.command("promote")
+    second = controller.command("promote")
+    assert (first.weight, second.weight, target.weights) == (25, 50, [5, 25, 50])
+    assert second.revision == first.revision + 1
+
+
+def test_a_save_over_another_revision_is_refused() -> None:
+    controller, _, target = make()
+    status = controller.begin()
+    with pytest.raises(CanaryConflictError):
+        target.save(status, Action("hold"))  # decided on revision 0, but 1 is saved
 
 
 def test_restart_from_persisted_state_carries_on_where_it_was() -> None:
@@ -281,7 +347,7 @@ def test_mirror_phase_judges_before_any_weight() -> None:
     status = controller.begin()
     assert (status.stage, status.weight, target.weights) == (Stage.MIRROR, 0, [0])
     source.candidate = (100.0, 50.0, 20.0)
-    assert look(controller).stage is Stage.ROLLED_BACK
+    assert look(controller).stage is Phase.ROLLED_BACK
     assert target.weights == [0, 0]  # never above 0%
 
 
@@ -366,7 +432,7 @@ def test_a_rollback_never_waits_on_a_hanging_hook(tmp_path: Path) -> None:
     source.candidate = (600.0, 600.0, 20.0)
     began = time.monotonic()
     status = look(controller, 1.0)
-    assert status.stage is Stage.ROLLED_BACK and target.weights == [5, 0]
+    assert status.stage is Phase.ROLLED_BACK and target.weights == [5, 0]
     assert time.monotonic() - began < 0.5  # the hook (advance, rollback) runs elsewhere
     assert hooks.drain(10)
     children = [int(line) for line in pids.read_text().split()]
@@ -388,4 +454,4 @@ def test_an_unconfirmed_promotion_pauses_at_the_last_step() -> None:
     controller.spec = replace(spec, confirm=("true",))
     controller.hooks = Hooks(confirm=("true",))
     status = look(controller)
-    assert status.stage is Stage.PROMOTED and target.weights == [50, 100]
+    assert status.stage is Phase.PROMOTED and target.weights == [50, 100]

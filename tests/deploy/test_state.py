@@ -10,10 +10,12 @@ from pathlib import Path
 
 import pytest
 
+from workbench.deploy.rollout.analysis import AnalysisSpec
 from workbench.deploy.rollout.phases import Phase, Rollout
 from workbench.deploy.state import (
     MAX_HISTORY,
     PREVIOUS_FILE,
+    CanaryState,
     DeploymentState,
     InstanceRecord,
     Plan,
@@ -166,3 +168,54 @@ def test_remove_deletes_the_directory(tmp_path: Path) -> None:
     store.remove("web")
     assert not store.directory("web").exists()
     assert store.names() == []
+
+
+GOLDEN = Path(__file__).parent / "golden"
+
+
+def test_a_canary_written_before_it_was_typed_reads_as_attributes() -> None:
+    """A state file with a finished canary, as written before the canary was typed."""
+    data = json.loads((GOLDEN / "state_canary_rolled_back.json").read_text())
+    state = DeploymentState.from_dict(data)
+    canary = state.canary
+    assert isinstance(canary, CanaryState)
+    assert (canary.source, canary.prometheus) == ("prometheus", "http://127.0.0.1:9090")
+    assert AnalysisSpec.from_dict(canary.spec).steps == (5, "gate", 50, 100)
+    status = canary.status
+    assert status is not None and status.stage is Phase.ROLLED_BACK and status.done
+    assert (status.index, status.weight, status.streaks) == (2, 50, {"error_rate": 2})
+    assert status.last[0].rule == "error_rate" and status.last[0].sustained
+    assert status.revision == 0 and not canary.active
+    # written back with the same keys (the status gains its revision)
+    again = state.to_dict()["canary"]
+    assert again["status"].pop("revision") == 0
+    assert again == data["canary"]
+
+
+def test_a_canary_not_started_yet_has_its_spec_and_no_status() -> None:
+    data = json.loads((GOLDEN / "state_canary_spec_only.json").read_text())
+    canary = DeploymentState.from_dict(data).canary
+    assert canary is not None and canary.status is None
+    assert not canary.started and not canary.active and canary.source == "scrape"
+    assert DeploymentState.from_dict(data).to_dict()["canary"] == data["canary"]
+
+
+def test_lock_is_reentrant_within_a_thread_and_exclusive_across_threads(tmp_path: Path) -> None:
+    store = StateStore(tmp_path, lock_timeout=0.2)
+    with store.lock("web"), store.transaction("web") as txn:  # joins the lock this thread holds
+        txn.save(make_state())
+        other: list[BaseException] = []
+
+        def elsewhere() -> None:
+            try:
+                with store.lock("web"):
+                    pass
+            except StateError as exc:
+                other.append(exc)
+
+        thread = threading.Thread(target=elsewhere)
+        thread.start()
+        thread.join()
+        assert other and "locked by another process" in str(other[0])
+    with store.lock("web", timeout=0.2):  # released once the outer one ended
+        pass

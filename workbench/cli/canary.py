@@ -28,7 +28,8 @@ if TYPE_CHECKING:
 
     from workbench.deploy.deployment import Deployment
     from workbench.deploy.rollout.analysis import AnalysisSpec
-    from workbench.deploy.rollout.controller import CanaryStatus, ControllerProcess
+    from workbench.deploy.rollout.controller import CanaryStatus
+    from workbench.deploy.rollout.controller_process import ControllerProcess
 
 NameArg = Annotated[str, typer.Argument(help="Deployment name.")]
 _VERDICT_STYLE = {"pass": "green", "fail": "red", "inconclusive": "yellow", "skip": "dim"}
@@ -110,7 +111,7 @@ def start(
     """Run the canary of a verified candidate: in the foreground, or detached."""
     from workbench.deploy import canary
 
-    _remember_spec(deployment, spec, prometheus)
+    canary.remember(deployment, spec, prometheus)
     if detach:
         pid, log = spawn(deployment, prometheus)
         if json:
@@ -162,7 +163,7 @@ def foreground(deployment: Deployment, spec: AnalysisSpec | None, *, prometheus:
 
 def spawn(deployment: Deployment, prometheus: str | None) -> tuple[int, Path]:
     """Start ``workbench deploy canary-run NAME`` in the background; its pid and log file."""
-    from workbench.deploy.rollout.controller import SPAWNED_PID
+    from workbench.deploy.rollout.controller_process import SPAWNED_PID
 
     directory = deployment.context.store.directory(deployment.name)
     log = directory / LOG_FILE
@@ -178,22 +179,11 @@ def spawn(deployment: Deployment, prometheus: str | None) -> tuple[int, Path]:
     return process.pid, log
 
 
-def _remember_spec(deployment: Deployment, spec: AnalysisSpec, prometheus: str | None) -> None:
-    from dataclasses import replace
-
-    store = deployment.context.store
-    with store.transaction(deployment.name) as txn:
-        state = txn.state
-        canary = {"spec": spec.to_dict(), "source": "prometheus" if prometheus else "scrape",
-                  "prometheus": prometheus}
-        txn.save(replace(state, canary=canary))
-
-
 def command(deployment: Deployment, verb: str, reason: str = "") -> CanaryStatus:
     """Pause, resume, promote (skip ahead), abort or roll back the deployment's canary."""
-    from workbench.deploy.canary import controller
+    from workbench.deploy import canary
 
-    return controller(deployment).command(verb, reason)
+    return canary.command(deployment, verb, reason)
 
 
 def status_part(deployment: Deployment, process: ControllerProcess | None) -> list[RenderableType]:
@@ -205,8 +195,7 @@ def status_part(deployment: Deployment, process: ControllerProcess | None) -> li
     from workbench.deploy.status import finished
 
     state = deployment.state
-    data = state.canary
-    if not data or "status" not in data:
+    if state.canary is None or not state.canary.started:
         return []
     done = finished(state)
     if done is not None:
@@ -230,7 +219,8 @@ def carry_on(deployment: Deployment, *, quiet: bool = False) -> int | None:
 
     if not active(deployment) or running_pid(deployment):
         return None
-    pid, log = spawn(deployment, (deployment.state.canary or {}).get("prometheus"))
+    canary = deployment.state.canary
+    pid, log = spawn(deployment, None if canary is None else canary.prometheus)
     if not quiet:
         console.print(f"{deployment.name}: canary controller resumed as pid {pid}; log {log}")
     return pid

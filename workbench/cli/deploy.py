@@ -57,21 +57,22 @@ def _done(state: DeploymentState, what: str, json: bool) -> None:
     console.print(done_line(state, what))
 
 
-def _canary_verb(deployment: Any, verb: str, reason: str, json: bool) -> bool:
-    """Send ``verb`` to the deployment's canary when one is under way (True if it was)."""
+def _steer(name: str, verb: str, reason: str, json: bool) -> DeploymentState | None:
+    """``verb`` through the deploy layer (during a canary, its controller takes it); the
+    canary's line is printed here, the state returned for the caller's line otherwise."""
     from workbench.deploy import canary
 
-    if not canary.active(deployment):
-        return False
-    from workbench.cli import canary as canary_cli
-
-    done = {"rollback": "rolled back by hand", "abort": "aborted by hand"}
-    status = canary_cli.command(deployment, verb, reason or done.get(verb, ""))
+    deployment = _manager().get(name)
+    steered = canary.steer(deployment, verb, reason)
+    if steered.canary is None:
+        return steered.state
     if json:
-        print_json(deployment.state.to_dict())
+        print_json(steered.state.to_dict())
     else:
-        console.print(canary_cli.said(deployment.name, status), highlight=False)
-    return True
+        from workbench.cli import canary as canary_cli
+
+        console.print(canary_cli.said(deployment.name, steered.canary), highlight=False)
+    return None
 
 
 # -- commands -----------------------------------------------------------------------------
@@ -339,21 +340,17 @@ def promote(name: NameArg, reason: ReasonOption = "", json: JsonOption = False) 
     """All traffic to the candidate; stable stays warm as the rollback target.
 
     During a canary: skip ahead to the next step (past a gate, too)."""
-    deployment = _manager().get(name)
-    if _canary_verb(deployment, "promote", reason, json):
-        return
-    state = deployment.promote(reason)
-    _done(state, f"promoted {state.candidate_version}", json)
+    state = _steer(name, "promote", reason, json)
+    if state is not None:
+        _done(state, f"promoted {state.candidate_version}", json)
 
 
 @app.command()
 def rollback(name: NameArg, reason: ReasonOption = "", json: JsonOption = False) -> None:
     """All traffic back to stable (one router reload), then stop the candidate."""
-    deployment = _manager().get(name)
-    if _canary_verb(deployment, "rollback", reason, json):
-        return
-    state = deployment.rollback(reason)
-    _done(state, f"rolled back to {state.stable_version}", json)
+    state = _steer(name, "rollback", reason, json)
+    if state is not None:
+        _done(state, f"rolled back to {state.stable_version}", json)
 
 
 @app.command()
@@ -378,11 +375,9 @@ def weight(
 @app.command()
 def abort(name: NameArg, reason: ReasonOption = "", json: JsonOption = False) -> None:
     """Drop the candidate before it was promoted; stable keeps all traffic."""
-    deployment = _manager().get(name)
-    if _canary_verb(deployment, "abort", reason, json):
-        return
-    state = deployment.abort(reason)
-    _done(state, "candidate dropped", json)
+    state = _steer(name, "abort", reason, json)
+    if state is not None:
+        _done(state, "candidate dropped", json)
 
 
 @app.command()

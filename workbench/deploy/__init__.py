@@ -5,6 +5,7 @@ The public API (shared by the CLI and the notebook extension)::
     from workbench.deploy import DeploymentManager
     web = DeploymentManager().create("web", "digits", "1.0.0")
     web.update("1.1.0"); web.promote(); web.rollback()
+    steer(web, "promote")  # what a person's promote does: during a canary, skip a step
 
 Submodules are imported lazily, so ``import workbench.deploy`` stays cheap.
 """
@@ -17,9 +18,11 @@ from workbench._lazy import lazy_attributes
 
 if TYPE_CHECKING:
     from workbench.deploy.canary import active as canary_active
+    from workbench.deploy.canary import command as canary_command
     from workbench.deploy.canary import controller as canary_controller
     from workbench.deploy.canary import run as run_canary
     from workbench.deploy.client import ServingClient
+    from workbench.deploy.canary import steer
     from workbench.deploy.deployment import Deployment
     from workbench.deploy.events import DeployEvent
     from workbench.deploy.history import HistoryEntry
@@ -51,9 +54,11 @@ __all__ = [
     "StateStore",
     "TrafficSampler",
     "canary_active",
+    "canary_command",
     "canary_controller",
     "get_backend",
     "run_canary",
+    "steer",
     "verification_threshold",
 ]
 
@@ -78,7 +83,9 @@ _WHERE = {
     "canary_controller": "canary:controller",
     "get_backend": "platforms",
     "run_canary": "canary:run",
+    "canary_command": "canary:command",
     "verification_threshold": "rollout.phases",
+    "steer": "canary",
 }
 
 

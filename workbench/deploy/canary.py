@@ -6,7 +6,9 @@ through the router; the canary status and each tick's verdicts in the state file
 ``canary``, and its history). :func:`controller` builds one from the persisted spec, so
 a CLI command in another shell (``deploy pause``, ``resume``, ``promote``) acts on the
 same canary a detached controller or a notebook thread runs. :func:`run` starts a canary
-on a verified candidate and ticks it to the end.
+on a verified candidate and ticks it to the end. :func:`steer` is where a person's
+promote, rollback or abort is sent to the canary's controller while a canary runs, for
+every face.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import contextlib
 import logging
 import threading
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from workbench.deploy.history import face
@@ -24,12 +26,12 @@ from workbench.deploy.rollout.controller import (
     Action,
     CanaryController,
     CanaryStatus,
-    controller_lock,
-    controller_running,
 )
+from workbench.deploy.rollout.controller_process import controller_lock, controller_running
 from workbench.deploy.rollout.hooks import Hooks
 from workbench.deploy.rollout.phases import Phase
-from workbench.errors import RolloutError, WorkbenchError
+from workbench.deploy.state import CanaryState
+from workbench.errors import CanaryConflictError, RolloutError, WorkbenchError
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -38,7 +40,17 @@ if TYPE_CHECKING:
     from workbench.deploy.rollout.signals import MetricsSource, OutputCheck
     from workbench.deploy.state import DeploymentState
 
-__all__ = ["DeploymentTarget", "active", "controller", "run", "running_pid"]
+__all__ = [
+    "DeploymentTarget",
+    "Steered",
+    "active",
+    "command",
+    "controller",
+    "remember",
+    "run",
+    "running_pid",
+    "steer",
+]
 
 log = logging.getLogger(__name__)
 
@@ -77,22 +89,31 @@ class DeploymentTarget:
             self._acted("rollback")
             self.deployment.rollback(reason)
 
+    def locked(self) -> contextlib.AbstractContextManager[None]:
+        """The deployment's state lock; the deployment's actions and :meth:`save` join it."""
+        return self.deployment.context.store.lock(self.deployment.name)
+
     def load(self) -> CanaryStatus | None:
-        data = self.deployment.state.canary
-        if not data or "status" not in data:
-            return None
-        return CanaryStatus.from_dict(data["status"])
+        canary = self.deployment.state.canary
+        return None if canary is None else canary.status
 
     def save(self, status: CanaryStatus, action: Action) -> None:
-        """Persist ``status``; one history entry per action: the verdicts join the entry the
+        """Persist ``status`` (CanaryConflictError unless the persisted status is the
+        revision before it); one history entry per action: the verdicts join the entry the
         deployment recorded for a weight, promote or rollback; a gate, pause, resume or
         mirror gets one of its own; a hold gets none (its verdicts are in the status)."""
         store = self.deployment.context.store
         acted, self._action = self._action, None
         with store.transaction(self.deployment.name) as txn:
             state = txn.state
-            canary = {**(state.canary or {}), "status": status.to_dict(),
-                      "spec": self.spec.to_dict(), "source": self.source}
+            before = state.canary.status if state.canary is not None else None
+            if before is not None and before.revision != status.revision - 1:
+                raise CanaryConflictError(
+                    f"{state.name}: the canary changed meanwhile (revision {before.revision}, "
+                    f"this change was made on {status.revision - 1})"
+                )
+            kept = state.canary or CanaryState()
+            canary = replace(kept, status=status, spec=self.spec.to_dict(), source=self.source)
             state = replace(state, canary=canary)
             # a hold, or a look with only a source failure to count: status only
             if action.kind in ("hold", "none", "observe"):
@@ -125,10 +146,58 @@ class DeploymentTarget:
 
 def active(deployment: Deployment) -> bool:
     """Whether ``deployment`` has a canary that is not done yet."""
-    data = deployment.state.canary
-    if not data or "status" not in data:
-        return False
-    return not CanaryStatus.from_dict(data["status"]).done
+    canary = deployment.state.canary
+    return canary is not None and canary.active
+
+
+#: What a person's promote, rollback or abort does during a canary (see :func:`steer`).
+STEERED = ("promote", "rollback", "abort")
+#: The reason recorded when a person gave none.
+_BY_HAND = {"rollback": "rolled back by hand", "abort": "aborted by hand"}
+
+
+@dataclass(frozen=True)
+class Steered:
+    """What :func:`steer` did: the deployment's state after it, and the canary's status
+    when a canary took the command (None: the deployment acted on its own)."""
+
+    state: DeploymentState
+    canary: CanaryStatus | None = None
+
+
+def steer(deployment: Deployment, verb: str, reason: str = "") -> Steered:
+    """A person's ``promote``, ``rollback`` or ``abort``, from any face.
+
+    During a canary it goes to the canary's controller: ``promote`` skips ahead a step
+    (past a gate, too), ``rollback`` and ``abort`` move all traffic to stable at once and
+    end the canary (the running controller sees it at its next look). Otherwise it is the
+    deployment's own action. Decided and done under the deployment's lock, so the canary
+    cannot end between the look and the act.
+    """
+    if verb not in STEERED:
+        raise RolloutError(f"unknown command {verb!r}; choose from {', '.join(STEERED)}")
+    with deployment.context.store.lock(deployment.name):
+        if active(deployment):
+            status = controller(deployment).command(verb, reason or _BY_HAND.get(verb, ""))
+            return Steered(deployment.state, status)
+        act: Callable[[str], DeploymentState] = getattr(deployment, verb)
+        return Steered(act(reason))
+
+
+def command(deployment: Deployment, verb: str, reason: str = "") -> CanaryStatus:
+    """``pause``, ``resume``, ``promote`` (skip ahead), ``abort`` or ``rollback`` the
+    deployment's canary, under its lock, whichever process runs the controller."""
+    return controller(deployment).command(verb, reason)
+
+
+def remember(deployment: Deployment, spec: AnalysisSpec, prometheus: str | None = None) -> None:
+    """Persist how the deployment's next canary is judged (its controller, wherever it
+    runs, reads it back); the status of an earlier canary is dropped."""
+    store = deployment.context.store
+    with store.transaction(deployment.name) as txn:
+        canary = CanaryState(spec=spec.to_dict(), prometheus=prometheus,
+                             source="prometheus" if prometheus else "scrape")
+        txn.save(replace(txn.state, canary=canary))
 
 
 def running_pid(deployment: Deployment) -> int | None:
@@ -146,10 +215,10 @@ def controller(
     """A controller for ``deployment``'s canary: ``spec`` or the persisted one; ``by`` is
     who its actions are recorded as (default: this process's face)."""
     state = deployment.state
-    data = state.canary or {}
+    canary = state.canary or CanaryState()
     if spec is None:
-        spec = AnalysisSpec.from_dict(data.get("spec", {}), source="persisted canary spec")
-    prometheus = prometheus or data.get("prometheus")
+        spec = AnalysisSpec.from_dict(canary.spec, source="persisted canary spec")
+    prometheus = prometheus or canary.prometheus
     stable, candidate = state.rollout.stable, state.rollout.candidate
 
     def urls() -> dict[str, list[str]]:

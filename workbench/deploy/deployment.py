@@ -19,7 +19,7 @@ the rollout in the meantime.
 A :class:`Deployment` acts through a small :class:`DeployContext` (the state store,
 its backend, its router, the event subscribers) that
 :class:`~workbench.deploy.manager.DeploymentManager` hands it; it never sees the
-manager. The pieces live beside this module: :mod:`~workbench.deploy.rollout.verification`
+manager. The pieces live beside this module: :mod:`~workbench.deploy.verification`
 (the checks a candidate passes), :mod:`~workbench.deploy.status`
 (:class:`~workbench.deploy.status.DeploymentStatus`) and :mod:`~workbench.deploy.events`
 (:class:`~workbench.deploy.events.DeployEvent`).
@@ -44,10 +44,10 @@ from workbench.deploy.platforms import get_backend, get_runner
 from workbench.deploy.ports import free_port
 from workbench.deploy.rollout import phases as flow
 from workbench.deploy.rollout.phases import CHECKS, DEFAULT_MIN_AGREEMENT, Phase, Rollout
-from workbench.deploy.rollout.verification import Probe, wait_healthy
 from workbench.deploy.routing import RoutingTable, Upstream
 from workbench.deploy.state import InstanceRecord, Plan
 from workbench.deploy.status import DeploymentStatus, look_at_instances
+from workbench.deploy.verification import Probe, wait_healthy
 from workbench.errors import (
     BackendError,
     DeployError,
@@ -182,7 +182,7 @@ class Deployment:
                 router_running = self.context.router(state).running
         controller = None
         if state.canary is not None:
-            from workbench.deploy.rollout.controller import controller_process
+            from workbench.deploy.rollout.controller_process import controller_process
 
             controller = controller_process(self.context.store.directory(self.name))
         return DeploymentStatus(state, router_running, instances, controller)

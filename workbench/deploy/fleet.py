@@ -141,7 +141,7 @@ def start_all(
     """Start ``specs`` at once (one thread each) and return those that started.
 
     ``ready(instance)``, when given, runs after each start and raises if the instance
-    is not fit (e.g. :func:`~workbench.deploy.rollout.verification.wait_healthy`); an
+    is not fit (e.g. :func:`~workbench.deploy.verification.wait_healthy`); an
     instance that fails it is stopped. With fewer than ``need`` instances left, every
     one is stopped and the first error is raised; otherwise the failures are logged.
     """

@@ -36,8 +36,8 @@ from workbench.deploy.platforms import (
 )
 from workbench.deploy.ports import free_port, port_in_use
 from workbench.deploy.rollout.phases import Phase, Rollout
-from workbench.deploy.rollout.verification import wait_healthy
 from workbench.deploy.state import DeploymentState, InstanceRecord, StateStore
+from workbench.deploy.verification import wait_healthy
 from workbench.errors import DeployError, DeployValueError, StateCorruptError, WorkbenchError
 
 if TYPE_CHECKING:

@@ -20,6 +20,7 @@ import contextlib
 import json
 import logging
 import shutil
+import threading
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -33,6 +34,7 @@ from workbench.deploy.backend import Instance, InstanceSpec, check_instance_addr
 from workbench.deploy.fleet import Engine, check_fleet
 from workbench.deploy.history import HistoryEntry, actor, face
 from workbench.deploy.names import COLORS, check_deployment_name
+from workbench.deploy.rollout.controller import CanaryStatus
 from workbench.deploy.rollout.phases import Rollout
 from workbench.errors import DeployValueError, StateCorruptError, StateError
 
@@ -48,6 +50,10 @@ MAX_HISTORY = 1000
 STATE_FILE = "state.json"
 ADMIN_TOKEN_FILE = "admin.token"
 PREVIOUS_FILE = "state.json.prev"  # the state before the last write
+
+
+#: Per thread: the lock files it holds, and how deep (StateStore.lock is re-entrant).
+_held = threading.local()
 
 
 def default_home() -> Path:
@@ -248,6 +254,44 @@ class Plan:
 
 
 @dataclass(frozen=True)
+class CanaryState:
+    """A deployment's canary as persisted (key ``canary``): how it is judged, where its
+    metrics come from, and its controller's status once it started."""
+
+    spec: Mapping[str, Any] = field(default_factory=dict)  # the AnalysisSpec, as its to_dict
+    source: str = "scrape"  # or "prometheus"
+    prometheus: str | None = None  # the Prometheus URL the metrics come from
+    status: CanaryStatus | None = None  # None until the controller took its first step
+
+    @property
+    def started(self) -> bool:
+        return self.status is not None
+
+    @property
+    def active(self) -> bool:
+        """Started and not ended yet."""
+        return self.status is not None and not self.status.done
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"spec": dict(self.spec), "source": self.source,
+                                "prometheus": self.prometheus}
+        if self.status is not None:
+            data["status"] = self.status.to_dict()
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> CanaryState:
+        status = data.get("status")
+        prometheus = data.get("prometheus")
+        return cls(
+            spec=dict(data.get("spec") or {}),
+            source=str(data.get("source") or "scrape"),
+            prometheus=None if prometheus is None else str(prometheus),
+            status=None if status is None else CanaryStatus.from_dict(status),
+        )
+
+
+@dataclass(frozen=True)
 class DeploymentState:
     """Everything persisted about one deployment."""
 
@@ -270,7 +314,7 @@ class DeploymentState:
     min_ready: int = 0
     plan: Plan | None = None  # the current (or last) rollout's target
     agreement: Mapping[str, Any] | None = None  # the last output-agreement report
-    canary: Mapping[str, Any] | None = None  # the canary controller's status (its plan, step, verdicts)
+    canary: CanaryState | None = None  # the canary: its spec and controller's status
     history: tuple[HistoryEntry, ...] = ()
     revision: int = 0  # bumped on every write
     created_at: float = 0.0
@@ -478,7 +522,7 @@ class DeploymentState:
             "min_ready": self.min_ready,
             "plan": None if self.plan is None else self.plan.to_dict(),
             "agreement": None if self.agreement is None else dict(self.agreement),
-            "canary": None if self.canary is None else dict(self.canary),
+            "canary": None if self.canary is None else self.canary.to_dict(),
             "history": [h.to_dict() for h in self.history],
             "revision": self.revision,
             "created_at": self.created_at,
@@ -520,7 +564,7 @@ class DeploymentState:
             min_ready=int(data.get("min_ready", 0)),
             plan=None if plan is None else Plan.from_dict(plan),
             agreement=None if agreement is None else dict(agreement),
-            canary=None if data.get("canary") is None else dict(data["canary"]),
+            canary=None if data.get("canary") is None else CanaryState.from_dict(data["canary"]),
             history=tuple(HistoryEntry.from_dict(h) for h in data.get("history", [])),
             revision=int(data.get("revision", 0)),
             created_at=float(data.get("created_at", 0.0)),
@@ -665,10 +709,23 @@ class StateStore:
 
     @contextlib.contextmanager
     def lock(self, name: str, timeout: float | None = None) -> Iterator[None]:
-        """Hold the deployment's file lock (StateError if another process holds it too long)."""
+        """Hold the deployment's file lock (StateError if another process holds it too long).
+
+        Re-entrant within a thread: a transaction opened while the thread holds the lock
+        (the canary controller's read-decide-save around a deployment's action) joins it.
+        """
         directory = self.directory(name)
+        path = str(directory / (STATE_FILE + ".lock"))
+        held: dict[str, int] = _held.__dict__.setdefault("depth", {})
+        if held.get(path):
+            held[path] += 1
+            try:
+                yield
+            finally:
+                held[path] -= 1
+            return
         directory.mkdir(parents=True, exist_ok=True)
-        lock = FileLock(str(directory / (STATE_FILE + ".lock")))
+        lock = FileLock(path)
         wait = self.lock_timeout if timeout is None else timeout
         try:
             lock.acquire(timeout=wait)
@@ -676,9 +733,11 @@ class StateStore:
             raise StateError(
                 f"deployment {name!r} is locked by another process (waited {wait:.0f}s)"
             ) from None
+        held[path] = 1
         try:
             yield
         finally:
+            held.pop(path, None)
             lock.release()
 
     @contextlib.contextmanager

@@ -5,12 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from workbench.deploy.rollout.phases import Phase
 from workbench.errors import WorkbenchError
 
 if TYPE_CHECKING:
     from workbench._types import Color
     from workbench.deploy.backend import Backend
-    from workbench.deploy.rollout.controller import ControllerProcess
+    from workbench.deploy.rollout.controller_process import ControllerProcess
     from workbench.deploy.state import DeploymentState, InstanceRecord
 
 __all__ = ["DeploymentStatus", "InstanceStatus", "finished", "look_at_instances", "roles", "step"]
@@ -127,8 +128,8 @@ class DeploymentStatus:
         if canary is None:
             return None
         controller = self.controller.to_dict() if self.controller is not None else None
-        return {"status": canary.get("status"), "controller": controller,
-                "finished": finished(self.state)}
+        status = None if canary.status is None else canary.status.to_dict()
+        return {"status": status, "controller": controller, "finished": finished(self.state)}
 
 
 #: The order roles are listed in: the one taking the traffic first.
@@ -150,30 +151,26 @@ def roles(state: DeploymentState) -> dict[str, dict[str, Any]]:
 def step(state: DeploymentState) -> dict[str, int] | None:
     """Where a canary stands in its plan, ``{"index": k, "of": n}`` (k from 1; 0 while it
     mirrors), or None when no canary runs."""
-    data = (state.canary or {}).get("status")
-    if not data or data.get("stage") in FINAL_STAGES:
+    canary = state.canary
+    if canary is None or canary.status is None or canary.status.done:
         return None
-    return {"index": int(data.get("index", 0)) + 1, "of": len(data.get("steps", ()))}
-
-
-FINAL_STAGES = frozenset({"promoted", "rolled_back", "aborted"})
+    return {"index": canary.status.index + 1, "of": len(canary.status.steps)}
 
 
 def finished(state: DeploymentState) -> dict[str, Any] | None:
     """How the deployment's last canary ended, or None while it runs (or none ran):
     ``{"stage", "at", "rule", "by", "message"}``; ``rule`` names the rule that rolled it
     back (None when a person did), ``by`` who acted (controller, cli, notebook, api)."""
-    data = (state.canary or {}).get("status")
-    if not data or data.get("stage") not in FINAL_STAGES:
+    status = None if state.canary is None else state.canary.status
+    if status is None or not status.done:
         return None
-    rule = next((r.get("rule") for r in data.get("last", ())
-                 if r.get("verdict") == "fail" and r.get("sustained")), None)
-    if data.get("stage") != "rolled_back":
-        rule = None
+    rule = None
+    if status.stage is Phase.ROLLED_BACK:
+        rule = next((r.rule for r in status.last if r.verdict == "fail" and r.sustained), None)
     by = next((e.by for e in reversed(state.history)
                if e.details.get("canary") in ("promote", "rollback", "abort")), "")
-    return {"stage": data["stage"], "at": float(data.get("updated", 0.0)), "rule": rule,
-            "by": by, "message": str(data.get("message", ""))}
+    return {"stage": status.stage.value, "at": status.updated, "rule": rule, "by": by,
+            "message": status.message}
 
 
 def look_at_instances(

@@ -19,7 +19,7 @@ import logging
 import threading
 from typing import TYPE_CHECKING, Any
 
-from workbench.deploy import TrafficSampler
+from workbench.deploy import TrafficSampler, steer
 from workbench_ext import plots
 from workbench_ext.display import history_rows
 from workbench_ext.panels import Panel, html_table
@@ -262,13 +262,17 @@ class DeployPanel(Panel):
         )
 
     def promote(self) -> Future[Any]:
-        return self.act("promoting", lambda: self.deployment.promote("promote button in the notebook"))
+        return self.act("promoting", lambda: self._steer("promote"))
 
     def rollback(self) -> Future[Any]:
-        return self.act("rolling back", lambda: self.deployment.rollback("rollback button in the notebook"))
+        return self.act("rolling back", lambda: self._steer("rollback"))
 
     def abort(self) -> Future[Any]:
-        return self.act("aborting", lambda: self.deployment.abort("abort button in the notebook"))
+        return self.act("aborting", lambda: self._steer("abort"))
+
+    def _steer(self, verb: str) -> Any:
+        """During a canary, its controller takes the button (promote: skip ahead a step)."""
+        return steer(self.deployment, verb, f"{verb} button in the notebook").state
 
     def switch(self) -> Future[Any]:
         return self.act("switching", lambda: self.deployment.switch("switch button in the notebook"))

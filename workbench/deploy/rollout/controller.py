@@ -25,21 +25,24 @@ sources that failed and the time, it returns the next status and at most one
 :class:`Target` (the deployment: weights, promote, rollback, and where the status is
 saved), reading a :class:`~workbench.deploy.rollout.signals.MetricsSource` and, once an
 interval, an output check. A source that fails is inconclusive, never fatal. Only one
-controller runs per deployment (:func:`controller_lock`). Events go to the JSON log and to
-hooks (:mod:`workbench.deploy.rollout.hooks`), delivered off the controller's path.
+controller runs per deployment (:mod:`~workbench.deploy.rollout.controller_process`). A
+look reads and judges without a lock, then carries out its decision in one locked
+transaction that checks the status's revision first: a command
+(:meth:`CanaryController.command`, from any process, itself one locked read-decide-save)
+that came in between wins, and the look's decision is dropped, so no step is lost or
+judged on the window of the step before. Events go to the JSON log and to hooks
+(:mod:`workbench.deploy.rollout.hooks`), delivered off the controller's path.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from enum import Enum
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from workbench.deploy.rollout.analysis import (
@@ -52,7 +55,8 @@ from workbench.deploy.rollout.analysis import (
     format_steps,
 )
 from workbench.deploy.rollout.hooks import Hooks
-from workbench.errors import RolloutError, StateError
+from workbench.deploy.rollout.phases import Phase
+from workbench.errors import RolloutError
 
 if TYPE_CHECKING:
     from workbench.deploy.rollout.signals import MetricsSource, OutputCheck
@@ -60,8 +64,8 @@ if TYPE_CHECKING:
 __all__ = [
     "Action",
     "CanaryController",
+    "CanaryStage",
     "CanaryStatus",
-    "ControllerProcess",
     "Hooks",
     "Stage",
     "Target",
@@ -75,7 +79,9 @@ log = logging.getLogger(__name__)
 
 
 class Stage(str, Enum):
-    """Where the canary stands in its plan."""
+    """Where a canary stands in its plan, where the deployment's :class:`Phase` has no word
+    for it. A canary that ended stands at :attr:`Phase.PROMOTED`, :attr:`Phase.ROLLED_BACK`
+    (the deployment's own phases) or :attr:`ABORTED` (the deployment is back to stable)."""
 
     # Mirrored copies of stable's traffic reach the candidate; no user sees its answers.
     MIRROR = "mirror"
@@ -86,10 +92,6 @@ class Stage(str, Enum):
     # Paused by a user, after too many inconclusive intervals or failed reads of a
     # source, or because a promotion was not confirmed; resume to go on.
     PAUSED = "paused"
-    # The candidate took all traffic.
-    PROMOTED = "promoted"
-    # A rule failed, or a user rolled back: all traffic is on stable.
-    ROLLED_BACK = "rolled_back"
     # A user aborted the canary.
     ABORTED = "aborted"
 
@@ -97,7 +99,24 @@ class Stage(str, Enum):
         return self.value
 
 
-FINAL = frozenset({Stage.PROMOTED, Stage.ROLLED_BACK, Stage.ABORTED})
+#: Where a canary can stand: one of its own stages, or the phase it ended in.
+CanaryStage = Stage | Phase
+#: Where a canary ends: the candidate took all traffic (promoted), a rule failed or a user
+#: rolled back (rolled_back: all traffic on stable), or a user aborted it.
+FINAL: frozenset[CanaryStage] = frozenset({Phase.PROMOTED, Phase.ROLLED_BACK, Stage.ABORTED})
+
+
+def canary_stage(value: object) -> CanaryStage:
+    """The stage named ``value`` (``step``, ``gate``, …, ``promoted``, ``rolled_back``)."""
+    if isinstance(value, (Stage, Phase)):
+        return value
+    text = str(value)
+    if text in (Phase.PROMOTED.value, Phase.ROLLED_BACK.value):
+        return Phase(text)
+    try:
+        return Stage(text)
+    except ValueError:
+        raise ValueError(f"unknown canary stage {text!r}") from None
 
 
 @dataclass(frozen=True)
@@ -106,7 +125,7 @@ class CanaryStatus:
 
     steps: tuple[Step, ...]
     index: int = 0  # the step of ``steps`` the canary is at (-1: mirror phase)
-    stage: Stage = Stage.STEP
+    stage: CanaryStage = Stage.STEP
     ticks: int = 0  # decisions taken so far (intervals ended, steps passed, rollbacks)
     at_step: int = 0  # intervals ended at the current step
     inconclusive: int = 0  # inconclusive intervals in a row
@@ -119,10 +138,11 @@ class CanaryStatus:
     updated: float = 0.0
     since: float = 0.0  # when the current step (or the mirror) began
     checked: float = 0.0  # when the last interval ended (the next ends one interval later)
+    #: bumped on every save; a save must follow the revision its decision was made on
+    revision: int = 0
 
     def __post_init__(self) -> None:
-        if not isinstance(self.stage, Stage):
-            object.__setattr__(self, "stage", Stage(self.stage))
+        object.__setattr__(self, "stage", canary_stage(self.stage))
         if not -1 <= self.index < len(self.steps):
             raise ValueError(f"step index {self.index} outside the plan {self.steps}")
 
@@ -157,6 +177,7 @@ class CanaryStatus:
             "since": self.since,
             "checked": self.checked,
             "failures": self.failures,
+            "revision": self.revision,
         }
 
     @classmethod
@@ -165,7 +186,7 @@ class CanaryStatus:
         return cls(
             steps=tuple(GATE if s == GATE else int(s) for s in data["steps"]),
             index=int(data.get("index", 0)),
-            stage=Stage(str(data.get("stage", "step"))),
+            stage=canary_stage(data.get("stage", "step")),
             ticks=int(data.get("ticks", 0)),
             at_step=int(data.get("at_step", 0)),
             inconclusive=int(data.get("inconclusive", 0)),
@@ -178,6 +199,7 @@ class CanaryStatus:
             since=float(data.get("since", data.get("updated", 0.0))),
             checked=float(data.get("checked", data.get("updated", 0.0))),
             failures=int(data.get("failures", 0)),
+            revision=int(data.get("revision", 0)),
         )
 
 
@@ -228,7 +250,7 @@ def decide(
     if failed:
         worst = failed[0]
         reason = f"rule {worst.rule} failed: {worst.message}"
-        return (replace(decided, stage=Stage.ROLLED_BACK, message=reason),
+        return (replace(decided, stage=Phase.ROLLED_BACK, message=reason),
                 Action("rollback", 0, reason))
     why_failed = "; ".join(f"{source}: {why}" for source, why in failures.items())
     if failures and failed_reads >= spec.max_failures:
@@ -278,7 +300,7 @@ def _enter_next(status: CanaryStatus, *, now: float, reason: str) -> tuple[Canar
     if index >= len(status.steps) or status.steps[index] == 100:
         message = f"{reason}; promoted"
         return (
-            replace(status, index=min(index, len(status.steps) - 1), stage=Stage.PROMOTED,
+            replace(status, index=min(index, len(status.steps) - 1), stage=Phase.PROMOTED,
                     at_step=0, message=message, updated=now, since=now, checked=now),
             Action("promote", 100, message),
         )
@@ -326,7 +348,7 @@ def skip(status: CanaryStatus, *, now: float) -> tuple[CanaryStatus, Action]:
     return _enter_next(status, now=now, reason="promoted by hand")
 
 
-def finish(status: CanaryStatus, stage: Stage, *, now: float, reason: str) -> CanaryStatus:
+def finish(status: CanaryStatus, stage: CanaryStage, *, now: float, reason: str) -> CanaryStatus:
     return replace(status, stage=stage, message=reason, updated=now)
 
 
@@ -334,7 +356,18 @@ def finish(status: CanaryStatus, stage: Stage, *, now: float, reason: str) -> Ca
 
 
 class Target(Protocol):
-    """What the controller changes: the deployment."""
+    """What the controller changes: the deployment.
+
+    Everything the controller decides on what it read is carried out inside
+    :meth:`locked`: read again, check the revision, change the traffic, save — one
+    transaction, so a command from another process and a tick never act on the same
+    status twice. Calls within it take no lock of their own (the target's lock is
+    re-entrant); nothing slow (a metrics read, a hook) happens while it is held.
+    """
+
+    def locked(self) -> contextlib.AbstractContextManager[object]:
+        """Hold the deployment's lock (re-entrant within a thread)."""
+        ...
 
     def set_weight(self, percent: int, reason: str) -> None: ...
 
@@ -351,7 +384,9 @@ class Target(Protocol):
         ...
 
     def save(self, status: CanaryStatus, action: Action) -> None:
-        """Persist ``status``, with a history entry for ``action`` (its verdicts)."""
+        """Persist ``status``, with a history entry for ``action`` (its verdicts); a
+        :class:`~workbench.errors.CanaryConflictError` when the persisted status is not the
+        revision before ``status.revision``."""
         ...
 
 
@@ -397,7 +432,7 @@ class CanaryController:
     def begin(self) -> CanaryStatus:
         """Start the plan (mirror or first weight); the candidate must be verified."""
         status, action = start(self.spec, now=self.clock())
-        return self._carry_out(status, action)
+        return self._carry_out(status, action, on=None)
 
     def tick(self) -> CanaryStatus:
         """One look: read the sources, judge the rules, do at most one transition, persist.
@@ -455,30 +490,41 @@ class CanaryController:
             after, action = self._confirm(status, after, action)
         if action.kind == "none":
             return after
-        return self._carry_out(after, action)
+        return self._carry_out(after, action, on=status)
 
     def command(self, verb: str, reason: str = "") -> CanaryStatus:
-        """``pause``, ``resume``, ``promote`` (skip ahead), ``abort`` or ``rollback``."""
-        status = self.target.load()
-        if status is None:
-            raise RolloutError(f"{self.name}: no canary is running")
-        now = self.clock()
+        """``pause``, ``resume``, ``promote`` (skip ahead), ``abort`` or ``rollback``.
+
+        Read, decide and carry out under the deployment's lock, whatever the controller
+        is doing: two commands at once act one after the other (two ``promote``: two
+        steps), and a tick that read the status before the command drops its decision.
+        ``abort`` and ``rollback`` move all traffic to stable here, not in the controller;
+        the controller sees the canary ended at its next look.
+        """
+        with self.target.locked():
+            status = self.target.load()
+            if status is None:
+                raise RolloutError(f"{self.name}: no canary is running")
+            after, action = self._command(status, verb, reason, now=self.clock())
+            return self._carry_out(after, action, on=status)
+
+    def _command(
+        self, status: CanaryStatus, verb: str, reason: str, *, now: float
+    ) -> tuple[CanaryStatus, Action]:
         if verb == "pause":
-            return self._carry_out(pause(status, now=now, reason=reason or "paused by hand"),
-                                   Action("pause", reason=reason or "paused by hand"))
+            why = reason or "paused by hand"
+            return pause(status, now=now, reason=why), Action("pause", reason=why)
         if verb == "resume":
             after, action = resume(status, now=now)
-            return self._carry_out(after, replace(action, kind="resume") if
-                                   action.kind == "hold" else action)
+            return after, replace(action, kind="resume") if action.kind == "hold" else action
         if verb == "promote":
-            return self._carry_out(*skip(status, now=now))
+            return skip(status, now=now)
         if verb in ("abort", "rollback"):
             if status.done:
                 raise RolloutError(f"cannot {verb} a canary that is {status.stage.value}")
-            stage = Stage.ABORTED if verb == "abort" else Stage.ROLLED_BACK
+            stage: CanaryStage = Stage.ABORTED if verb == "abort" else Phase.ROLLED_BACK
             why = reason or f"{verb} by hand"
-            return self._carry_out(finish(status, stage, now=now, reason=why),
-                                   Action(verb, 0, why))
+            return finish(status, stage, now=now, reason=why), Action(verb, 0, why)
         raise RolloutError(f"unknown canary command {verb!r}")
 
     def run(self, stop: threading.Event | None = None, *, first_delay: float | None = None) -> CanaryStatus:
@@ -526,17 +572,33 @@ class CanaryController:
                          since=before.since, checked=before.checked)
         return paused, Action("pause", reason=reason)
 
-    def _carry_out(self, status: CanaryStatus, action: Action) -> CanaryStatus:
-        """Traffic first (one router change), then persist, then the event."""
-        if action.kind == "mirror":
-            self.target.mirror(self.spec.mirror, action.reason)
-        elif action.kind == "advance" and action.weight is not None:
-            self.target.set_weight(action.weight, action.reason)
-        elif action.kind == "promote":
-            self.target.promote(action.reason)
-        elif action.kind in ("rollback", "abort"):
-            self.target.rollback(action.reason)
-        self.target.save(status, action)
+    def _carry_out(
+        self, status: CanaryStatus, action: Action, *, on: CanaryStatus | None
+    ) -> CanaryStatus:
+        """Under the lock: check that the persisted status is still ``on`` (the one the
+        decision was made on; None: a new canary), then traffic first (one router change),
+        then persist. Then, the lock released, the event. A decision made on a status
+        that changed meanwhile (a command came first) is dropped: the current status is
+        returned and the next look judges afresh."""
+        with self.target.locked():
+            current = self.target.load()
+            if on is not None and (current is None or current.revision != on.revision):
+                log.info("%s: the canary changed while this look judged it (revision %s, "
+                         "now %s); %s dropped", self.name, on.revision,
+                         None if current is None else current.revision, action.kind)
+                if current is None:
+                    raise RolloutError(f"{self.name}: the canary status was lost")
+                return current
+            status = replace(status, revision=(0 if current is None else current.revision) + 1)
+            if action.kind == "mirror":
+                self.target.mirror(self.spec.mirror, action.reason)
+            elif action.kind == "advance" and action.weight is not None:
+                self.target.set_weight(action.weight, action.reason)
+            elif action.kind == "promote":
+                self.target.promote(action.reason)
+            elif action.kind in ("rollback", "abort"):
+                self.target.rollback(action.reason)
+            self.target.save(status, action)
         if action.kind in NOTIFY:
             self.hooks.send(event(self.name, status, action))
         for listener in list(self.listeners):
@@ -560,82 +622,6 @@ def event(name: str, status: CanaryStatus, action: Action) -> dict[str, Any]:
         "results": [r.to_dict() for r in status.last],
         "time": status.updated,
     }
-
-
-SPAWNED_PID = "controller.pid"  # written by whoever starts a detached controller
-
-
-@contextlib.contextmanager
-def controller_lock(directory: Path) -> Iterator[Path]:
-    """Hold the deployment's controller lock (StateError when another controller runs).
-
-    The lock file records the pid of the holder, for ``deploy status``.
-    """
-    import fcntl
-
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / "controller.lock"
-    handle = path.open("a+")
-    try:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise StateError(
-                f"a canary controller already runs for this deployment (pid {_pid(path)})"
-            ) from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(str(os.getpid()))
-        handle.flush()
-        yield path
-    finally:
-        handle.close()
-
-
-def controller_running(directory: Path) -> int | None:
-    """The pid of the controller that holds the lock, or None when none runs."""
-    process = controller_process(directory)
-    return process.pid if process.alive else None
-
-
-@dataclass(frozen=True)
-class ControllerProcess:
-    """A deployment's canary controller: the pid of the latest one, and whether it runs."""
-
-    pid: int | None  # None: no controller ever started here
-    alive: bool  # it holds the controller lock
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"pid": self.pid, "alive": self.alive}
-
-
-def controller_process(directory: Path) -> ControllerProcess:
-    """The deployment's controller as seen now.
-
-    The lock file names its latest holder; a detached start also writes
-    ``controller.pid``, which names a controller that has not taken the lock yet (or died
-    before it could): the newer of the two files is the latest controller.
-    """
-    import fcntl
-
-    path = directory / "controller.lock"
-    if path.exists():
-        with path.open("a+") as handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return ControllerProcess(_pid(path), True)
-            fcntl.flock(handle, fcntl.LOCK_UN)
-    candidates = [p for p in (path, directory / SPAWNED_PID) if p.exists()]
-    latest = max(candidates, key=lambda p: p.stat().st_mtime_ns, default=None)
-    return ControllerProcess(None if latest is None else _pid(latest), False)
-
-
-def _pid(path: Path) -> int | None:
-    try:
-        return int(path.read_text().strip() or 0) or None
-    except (OSError, ValueError):
-        return None
 
 
 def _unjudged(rule: str) -> RuleResult:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 from functools import partial
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from workbench.deploy.rollout.sequential import (
     DifferenceTest,
@@ -32,7 +32,23 @@ from workbench.deploy.rollout.verdicts import (
 )
 from workbench.errors import DeployValueError
 
-__all__ = ["ErrorRateRule", "LatencyRule", "RelativeLatencyRule"]
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+__all__ = ["ErrorRateRule", "LatencyRule", "RelativeLatencyRule", "too_few"]
+
+
+def too_few(
+    base: Callable[..., RuleResult], requests: float, min_requests: int, what: str,
+    value: float | None,
+) -> RuleResult:
+    """Inconclusive: a window too thin to judge — fewer than ``min_requests`` requests, or
+    enough of them but no ``what`` measured (a source without a latency histogram)."""
+    if requests < min_requests:
+        message = f"{requests:g} requests, need {min_requests}"
+    else:
+        message = f"no {what} measured in {requests:g} requests"
+    return base(verdict="inconclusive", value=value, message=message)
 
 
 @dataclass(frozen=True)
@@ -97,10 +113,7 @@ class ErrorRateRule:
                 return base(verdict="fail", value=rate, message=text, sustained=True,
                             decision=versus.to_dict())
         if rate is None or window.requests < self.min_requests:
-            return base(
-                verdict="inconclusive", value=rate,
-                message=f"{window.requests:g} requests, need {self.min_requests}",
-            )
+            return too_few(base, window.requests, self.min_requests, "error rate", rate)
         text = f"{rate:.1%} of {window.requests:g} requests failed (max {self.max_rate:.1%})"
         if rate <= self.max_rate:
             if self.evidence is None or self.max_rate <= 0.0:
@@ -154,10 +167,7 @@ class LatencyRule:
                              f"significant: {decision}"),
                 )
         if p99 is None or window.requests < self.min_requests:
-            return base(
-                verdict="inconclusive", value=p99,
-                message=f"{window.requests:g} requests, need {self.min_requests}",
-            )
+            return too_few(base, window.requests, self.min_requests, "p99 latency", p99)
         text = f"p99 {p99:.0f} ms (max {self.max_ms:.0f} ms)"
         if p99 <= self.max_ms:
             return base(verdict="pass", value=p99, message=text)
@@ -208,10 +218,7 @@ class RelativeLatencyRule:
         if window.p99_ms is None or window.requests < self.min_requests:
             if significant:
                 return base(verdict="fail", value=None, message=significant, sustained=True)
-            return base(
-                verdict="inconclusive", value=None,
-                message=f"{window.requests:g} requests, need {self.min_requests}",
-            )
+            return too_few(base, window.requests, self.min_requests, "p99 latency", None)
         if under_floor:
             return base(
                 verdict="pass", value=None,

@@ -94,7 +94,7 @@ class ImageInference:
     async def infer(self, loaded: LoadedVersion, request: InferRequest,
                     gone: Callable[[], bool] | None = None) -> RunResult:
         """The task's outputs for the request's images."""
-        images = _images(request)
+        images = request_images(request)
         codec = await self.codec(loaded)
         label = f"{loaded.model}:{loaded.version}"
         if codec is None:
@@ -181,7 +181,7 @@ def build_codec(loaded: LoadedVersion) -> Codec | None:
     return codec
 
 
-def _images(request: InferRequest) -> list[bytes]:
+def request_images(request: InferRequest) -> list[bytes]:
     if len(request.inputs) != 1:
         raise ProtocolError(
             f"an image request has one BYTES input of encoded images, not {len(request.inputs)} inputs"

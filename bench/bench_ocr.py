@@ -1,6 +1,6 @@
 """OCR through codecs: served vs in-process vs RapidOCR, side by side, in one run.
 
-    uv run python bench/bench_ocr.py [--pages 12] [--lines 48] [--rounds 2]
+    uv run python bench/bench_ocr.py [--pages 12] [--lines 48] [--rounds 2] [--pipeline-pages 8]
 
 The PP-OCRv5 mobile detector and recogniser are published from their PaddleX exports
 (codecs from inference.yml; the detector with oneDNN off) into a temporary repository
@@ -16,6 +16,9 @@ Rows, per stage and for the chain, all on one machine, one after another:
 - ``rapidocr v4``: RapidOCR's own pre/post-processing with its PP-OCRv4 weights, in
   this process, from the same PNGs (its own image loading), and our codecs on the same
   v4 weights (``codecs v4``) so the codec cost is compared like for like
+
+Then, unless ``--pipeline-pages 0``, the OCR pipeline versions served as one model
+against the same chain in-process, with their CER (``bench/bench_ocr_pipeline.py``).
 
 Each row reports images/s and p50 / p99 latency in ms over ``--rounds`` passes (the
 first pass warms up and is not counted); ratios are printed against in-process
@@ -71,6 +74,8 @@ def main() -> None:
     parser.add_argument("--pages", type=int, default=12)
     parser.add_argument("--lines", type=int, default=48)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--pipeline-pages", type=int, default=8,
+                        help="pages for the served-pipeline rows (bench_ocr_pipeline.py); 0: skip them")
     args = parser.parse_args()
     began = time.perf_counter()
     _ocr.require_exports()
@@ -171,6 +176,11 @@ def main() -> None:
             print(f"| {r['label']} | {r['ips']:.2f} | {r['p50']:.1f} | {r['p99']:.1f} | "
                   f"{r['ips'] / base:.2f}x | {r['ips'] / v4:.2f}x |")
         print()
+    if args.pipeline_pages:  # pipeline versions served as one model (bench_ocr_pipeline.py)
+        import bench_ocr_pipeline
+
+        bench_ocr_pipeline.report(bench_ocr_pipeline.run(args.pipeline_pages, args.rounds),
+                                  args.pipeline_pages, args.rounds)
     print(f"run took {time.perf_counter() - began:.0f} s")
 
 

@@ -14,6 +14,7 @@ import pytest
 from workbench import InputError, IntegrityError, ModelRepository, VersionHub
 from workbench.model.runtime_settings import RuntimeSettings
 from workbench.runtime.pipeline import STAGE_WARMUP, LoadedPipeline
+from workbench.runtime.watcher import RepositoryWatcher
 
 if TYPE_CHECKING:
     from workbench.runtime.hub import HubEvent
@@ -78,3 +79,16 @@ def test_a_pipeline_whose_stage_changed_is_refused_and_the_active_one_stays(repo
         assert str(hub.active.version) == "1.0.0"
         assert [str(lv.version) for lv in hub.loaded] == ["1.0.0"]
     assert any(e.kind == "load_failed" and e.version == "3.0.0" for e in events)
+
+
+def test_the_watcher_swaps_in_a_new_pipeline_version(repo: ModelRepository) -> None:
+    with VersionHub(repo, "ocr", device="cpu", isolation="thread") as hub:
+        hub.load("2.0.0")
+        watcher = RepositoryWatcher(hub, interval=0.1, follow="latest")
+        assert watcher.poll() == []
+        repo.publish_pipeline("ocr", "2.1.0", {"det": "digits:1.2.0", "rec": "digits:1.3.0"})
+        events = watcher.poll()
+        assert [(e.kind, e.version) for e in events] == [("discovered", "2.1.0"), ("swapped", "2.1.0")]
+        active = hub.active
+        assert isinstance(active, LoadedPipeline) and str(active.version) == "2.1.0"
+        assert [str(lv.version) for lv in active.stages.values()] == ["1.2.0", "1.3.0"]

@@ -1,6 +1,6 @@
 """OCR through codecs: served vs in-process vs RapidOCR, side by side, in one run.
 
-    uv run python bench/bench_ocr.py [--pages 12] [--lines 48] [--rounds 2]
+    uv run python bench/bench_ocr.py [--pages 12] [--lines 48] [--rounds 2] [--pipeline-pages 8]
 
 The PP-OCRv5 mobile detector and recogniser are published from their PaddleX exports
 (codecs from inference.yml; the detector with oneDNN off) into a temporary repository
@@ -23,6 +23,9 @@ against in-process (target: served >= 0.9x). The served rows include HTTP, PNG
 transfer and worker IPC. For det and rec, in-process and served are called
 alternately, item by item, so both see the same load on a shared machine; the other
 rows run one after another.
+
+Then, unless ``--pipeline-pages 0``, the OCR pipeline versions served as one model
+against the same chain in-process, with their CER (``bench/bench_ocr_pipeline.py``).
 """
 
 from __future__ import annotations
@@ -96,6 +99,8 @@ def main() -> None:
     parser.add_argument("--pages", type=int, default=12)
     parser.add_argument("--lines", type=int, default=48)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--pipeline-pages", type=int, default=8,
+                        help="pages for the served-pipeline rows (bench_ocr_pipeline.py); 0: skip them")
     args = parser.parse_args()
     began = time.perf_counter()
     _ocr.require_exports()
@@ -198,6 +203,11 @@ def main() -> None:
             print(f"| {r['label']} | {r['ips']:.2f} | {r['p50']:.1f} | {r['p99']:.1f} | "
                   f"{r['ips'] / base:.2f}x | {r['ips'] / v4:.2f}x |")
         print()
+    if args.pipeline_pages:  # pipeline versions served as one model (bench_ocr_pipeline.py)
+        import bench_ocr_pipeline
+
+        bench_ocr_pipeline.report(bench_ocr_pipeline.run(args.pipeline_pages, args.rounds),
+                                  args.pipeline_pages, args.rounds)
     print(f"run took {time.perf_counter() - began:.0f} s")
 
 

@@ -74,17 +74,20 @@ def models_table(session: Session) -> pd.DataFrame:
     for model in session.repo.models():
         hub = session.hubs.get(model)
         aliases = session.repo.aliases(model)
+        versions = session.repo.versions(model)
         rows.append(
             {
                 "model": model,
-                "versions": ", ".join(str(v) for v in session.repo.versions(model)),
+                # pipeline (an OCR pipeline naming its stage versions) or model
+                "kind": session.repo.kind(model, versions[-1]) if versions else "",
+                "versions": ", ".join(str(v) for v in versions),
                 "aliases": ", ".join(f"{a}→{v}" for a, v in aliases.items()),
                 "loaded": ", ".join(str(lv.version) for lv in hub.loaded) if hub else "",
                 "active": str(hub.active.version) if hub and hub.active else "",
             }
         )
     return pd.DataFrame.from_records(
-        rows, columns=["model", "versions", "aliases", "loaded", "active"]
+        rows, columns=["model", "kind", "versions", "aliases", "loaded", "active"]
     ).set_index("model")
 
 
@@ -99,7 +102,22 @@ def versions_table(session: Session, model: str) -> pd.DataFrame:
         aliases.setdefault(str(version), []).append(alias)
     rows = []
     metric_names: list[str] = []
+    pipelines = False
     for version in repo.versions(model):
+        if repo.kind(model, version) == "pipeline":  # its stages, in order, instead of metrics
+            pipelines = True
+            pipeline = repo.pipeline(model, version)
+            loaded = _loaded(hub, str(version))
+            rows.append({
+                "version": str(version),
+                "aliases": ", ".join(aliases.get(str(version), [])),
+                "stages": " → ".join(f"{s.role} {s.ref}" for s in pipeline.stages),
+                "notes": pipeline.notes,
+                "created": pipeline.created,
+                "loaded": loaded.device if loaded else "",
+                "active": bool(hub and hub.active is not None and hub.active is loaded and loaded),
+            })
+            continue
         manifest = repo.manifest(model, version)
         for name in manifest.metrics:
             if name not in metric_names:
@@ -119,6 +137,7 @@ def versions_table(session: Session, model: str) -> pd.DataFrame:
     columns = [
         "version",
         "aliases",
+        *(["stages"] if pipelines else []),
         *[f"metric:{m}" for m in metric_names],
         "notes",
         "created",

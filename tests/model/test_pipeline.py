@@ -88,6 +88,10 @@ def test_pipeline_cli_publish_list_show_verify(repo_copy: Path) -> None:
     result = runner.invoke(app, ["models", "list", *repo, "--json"])
     rows = {(r["model"], r["version"]): r for r in json.loads(result.output)}
     assert rows["ocr", "1.0.0"]["format"] == "pipeline" and rows["ocr", "1.0.0"]["problem"] is None
+    assert rows["ocr", "1.0.0"]["kind"] == "pipeline" and rows["digits", "1.0.0"]["kind"] == "model"
+    assert rows["ocr", "1.0.0"]["stages"] == {"det": "digits:1.0.0", "cls": "digits:1.2.0", "rec": "digits:1.1.0"}
+    result = runner.invoke(app, ["models", "list", *repo], env={"COLUMNS": "200"})
+    assert "det digits:1.0.0 → cls digits:1.2.0 → rec digits:1.1.0" in result.output
     result = runner.invoke(app, ["models", "show", "ocr:1.0.0", *repo])
     assert "cls: digits:1.2.0 (generic)" in result.output
     result = runner.invoke(app, ["models", "verify", "all", *repo])

@@ -50,6 +50,7 @@ def list_(repo: RepoOption = None, json: JsonOption = False) -> None:
             row: dict[str, Any] = {
                 "model": model,
                 "version": str(version),
+                "kind": None,  # model or pipeline
                 "aliases": [a for a, v in aliases.items() if v == version],
                 "format": None,
                 "metrics": {},
@@ -59,14 +60,16 @@ def list_(repo: RepoOption = None, json: JsonOption = False) -> None:
             try:
                 if repository.kind(model, version) == "pipeline":
                     pipeline = repository.pipeline(model, version)
-                    row.update(format="pipeline", created=pipeline.created)
+                    row.update(kind="pipeline", format="pipeline", created=pipeline.created,
+                               stages={s.role: s.ref for s in pipeline.stages})
                     rows.append(row)
                     continue
                 manifest = repository.manifest(model, version)
             except WorkbenchError as exc:
                 row["problem"] = _problem(exc)
             else:
-                row.update(format=manifest.format, metrics=manifest.metrics, created=manifest.created)
+                row.update(kind="model", format=manifest.format, metrics=manifest.metrics,
+                           created=manifest.created)
             rows.append(row)
     failed = bool(rows) and all(row["problem"] for row in rows)
     if json:
@@ -91,10 +94,12 @@ def _print_versions(root: Path, rows: list[dict[str, Any]]) -> None:
     from rich.table import Table
 
     table = Table(title=f"models in {root}")
-    for column in ("model", "version", "aliases", "format", "metrics", "created"):
+    for column in ("model", "version", "aliases", "format", "metrics / stages", "created"):
         table.add_column(column)
     for row in rows:
         metrics = ", ".join(f"{k}={v:.4g}" for k, v in row["metrics"].items())
+        if row.get("stages"):  # a pipeline version: what it runs, in order
+            metrics = " → ".join(f"{role} {ref}" for role, ref in row["stages"].items())
         kind = row["problem"].split(":", 1)[0] if row["problem"] else None
         table.add_row(
             row["model"], row["version"], ", ".join(row["aliases"]),

@@ -21,8 +21,8 @@ if TYPE_CHECKING:
     from workbench.deploy.canary import command as canary_command
     from workbench.deploy.canary import controller as canary_controller
     from workbench.deploy.canary import run as run_canary
-    from workbench.deploy.client import ServingClient
     from workbench.deploy.canary import steer
+    from workbench.deploy.client import ServingClient
     from workbench.deploy.deployment import Deployment
     from workbench.deploy.events import DeployEvent
     from workbench.deploy.history import HistoryEntry

@@ -17,14 +17,18 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from workbench.errors import HubError, VersionNotLoadedError
+from workbench.model.manifest import PIPELINE_KIND
 from workbench.model.version import Version
 from workbench.runtime.device import Device
 from workbench.runtime.loaded import LoadedVersion
+from workbench.runtime.pipeline import LoadedPipeline
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from workbench._types import Tensors, TensorsIn
+    from workbench.model.manifest import Manifest
+    from workbench.model.pipeline import Stage
     from workbench.model.repository import ModelRepository
 
 log = logging.getLogger(__name__)
@@ -180,28 +184,69 @@ class VersionHub:
         verify: bool,
         isolation: str | None,
     ) -> LoadedVersion:
+        dev = Device.parse(device, memory_pool_mb=memory_pool_mb) if device is not None else self.device
+        mode = _isolation(isolation, dev) if isolation is not None else self.isolation
+        if self.repository.kind(self.model, version) == PIPELINE_KIND:
+            return self._open_pipeline(version, dev, workers or self.workers, verify, mode)
         if verify:
             manifest = self.repository.verify(self.model, version)
         else:
             manifest = self.repository.manifest(self.model, version)
-        dev = Device.parse(device, memory_pool_mb=memory_pool_mb) if device is not None else self.device
-        mode = _isolation(isolation, dev) if isolation is not None else self.isolation
-        path = self.repository.path(self.model, version)
+        return self._open_version(
+            self.model, version, manifest, dev, workers or self.workers, mode,
+            self.warmup_batch_sizes, lambda kind, message: self._emit(kind, version, message),
+        )
+
+    def _open_version(
+        self,
+        model: str,
+        version: Version,
+        manifest: Manifest,
+        device: Device,
+        workers: int,
+        mode: str,
+        warmup_batch_sizes: tuple[int, ...],
+        on_event: Callable[[str, str], None],
+    ) -> LoadedVersion:
+        path = self.repository.path(model, version)
         if mode == "process":
             from workbench.runtime.isolated import ProcessLoadedVersion
 
-            def on_event(kind: str, message: str) -> None:
-                self._emit(kind, version, message)
-
             return ProcessLoadedVersion(
-                model=self.model, version=version, manifest=manifest, path=path, device=dev,
-                workers=workers or self.workers, cpu_threads=self.cpu_threads,
-                warmup_batch_sizes=self.warmup_batch_sizes, on_event=on_event,
+                model=model, version=version, manifest=manifest, path=path, device=device,
+                workers=workers, cpu_threads=self.cpu_threads,
+                warmup_batch_sizes=warmup_batch_sizes, on_event=on_event,
             ).open()
         return LoadedVersion(
-            model=self.model, version=version, manifest=manifest, path=path, device=dev,
-            workers=workers or self.workers, cpu_threads=self.cpu_threads,
-            warmup_batch_sizes=self.warmup_batch_sizes,
+            model=model, version=version, manifest=manifest, path=path, device=device,
+            workers=workers, cpu_threads=self.cpu_threads, warmup_batch_sizes=warmup_batch_sizes,
+        ).open()
+
+    def _open_pipeline(
+        self, version: Version, device: Device, workers: int, verify: bool, mode: str
+    ) -> LoadedPipeline:
+        """A pipeline version with its stage versions loaded (see runtime/pipeline.py); with
+        ``verify``, its signature, every stage and every stage's pinned manifest are checked."""
+        if verify:
+            pipeline = self.repository.verify_pipeline(self.model, version)
+        else:
+            pipeline = self.repository.pipeline(self.model, version)
+
+        def open_stage(stage: Stage, warmup_batch_sizes: tuple[int, ...]) -> LoadedVersion:
+            stage_version = Version.parse(stage.version)
+            manifest = self.repository.manifest(stage.model, stage_version)
+
+            def on_event(kind: str, message: str) -> None:
+                self._emit(kind, version, f"{stage.role} stage {stage.ref}: {message}")
+
+            return self._open_version(
+                stage.model, stage_version, manifest, device, workers, mode,
+                warmup_batch_sizes, on_event,
+            )
+
+        return LoadedPipeline(
+            model=self.model, version=version, pipeline=pipeline,
+            path=self.repository.path(self.model, version), device=device, open_stage=open_stage,
         ).open()
 
     def unload(self, ref: Version | str, *, timeout: float = 30.0) -> None:

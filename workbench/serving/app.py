@@ -10,7 +10,9 @@
     GET  /v2/models/{m}[/versions/{v}]/config  Triton-style model configuration
     POST /v2/models/{m}[/versions/{v}]/infer   inference (JSON or binary tensor extension;
                                                a BYTES input of encoded images goes through
-                                               the version's codec: serving/images.py)
+                                               the version's codec: serving/images.py;
+                                               a pipeline version answers the lines
+                                               it reads: serving/pipelines.py)
     GET  /v2/models[/{m}[/versions/{v}]]/stats Triton's statistics extension
     POST /v2/repository/index                  the repository's versions and their state
     POST /v2/repository/models/{m}/load|unload Triton's repository extension (admin token)
@@ -44,11 +46,13 @@ from workbench.errors import (
     ModelNotFoundError,
     WorkbenchError,
 )
-from workbench.serving import images, protocol
+from workbench.runtime.pipeline import LoadedPipeline
+from workbench.serving import images, pipelines, protocol
 from workbench.serving.admin import admin_routes
 from workbench.serving.batching import QueueFull
 from workbench.serving.connections import PEER_CLOSED
 from workbench.serving.images import ImageInference, encoded_images, wants_codec
+from workbench.serving.pipelines import PipelineInference
 from workbench.serving.protocol import HEADER_LENGTH, ProtocolError
 from workbench.serving.reservoir import Reservoir, reservoir_route
 from workbench.serving.responses import (
@@ -163,6 +167,7 @@ class _Handlers:
         self.model = service.model
         self.reservoir = Reservoir(service.settings.reservoir_size)
         self.images = ImageInference(service)
+        self.pipelines = PipelineInference(service)
         # ids for responses to requests without one: unique per process start and request
         self._id_prefix = uuid.uuid4().hex[:12]
         self._ids = itertools.count(1)
@@ -229,9 +234,11 @@ class _Handlers:
         }
         if not versioned:
             doc["active_version"] = str(loaded.version)
-        codec = images.metadata(loaded)
-        if codec is not None:  # how to send encoded images instead (serving/images.py)
-            doc["parameters"] = {"codec": codec}
+        if isinstance(loaded, LoadedPipeline):  # how to send it images (serving/pipelines.py)
+            doc["platform"] = "workbench_pipeline"
+            doc["parameters"] = {"pipeline": pipelines.metadata(loaded)}
+        elif (codec := images.metadata(loaded)) is not None:
+            doc["parameters"] = {"codec": codec}  # how to send encoded images instead (images.py)
         return json_response(doc, version=str(loaded.version))
 
     async def model_ready(self, request: Request) -> Response:
@@ -348,7 +355,10 @@ class _Handlers:
                         await service.settings.faults.apply(version)
                     computed = time.perf_counter()
                     name, images = encoded_images(decoded)
-                    result = await self.images.infer(loaded, decoded, images, gone=_peer_probe(scope))
+                    if isinstance(loaded, LoadedPipeline):  # lines out (serving/pipelines.py)
+                        result = await self.pipelines.infer(loaded, decoded, images, gone=_peer_probe(scope))
+                    else:
+                        result = await self.images.infer(loaded, decoded, images, gone=_peer_probe(scope))
                     if not head.replay:
                         self.reservoir.offer_images(name, images)
                 else:

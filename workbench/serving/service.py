@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import numpy as np
 
 from workbench.errors import WorkbenchError
+from workbench.runtime.pipeline import LoadedPipeline
 from workbench.serving.aliases import AliasCache
 from workbench.serving.batching import (
     Batcher,
@@ -267,6 +268,12 @@ class Service:
             return fn(*args, **kwargs)
         return await asyncio.to_thread(fn, *args, **kwargs)
 
+    async def compute(self, fn: Callable[[], T]) -> T:
+        """``fn()`` on the inference threads (those that run Paddle, which live as long as
+        the service), for work that calls a version's ``predict`` itself (a pipeline)."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, fn)
+
     def check_batch(self, loaded: LoadedVersion, rows: int) -> None:
         """Refuse a batch over the ``max_batch_size`` the model's config advertises."""
         limit = self.settings.batching.max_batch_size
@@ -378,6 +385,8 @@ class Service:
         :class:`HealthCheckFailed` with the reason otherwise.
         """
         with self.lease(ref) as loaded:
+            if isinstance(loaded, LoadedPipeline):
+                return await self._deep_check_stages(loaded)
             try:
                 sample = await asyncio.to_thread(loaded.warmup_inputs)
                 started = time.perf_counter()
@@ -399,6 +408,36 @@ class Service:
                 "seconds": round(seconds, 6),
                 "outputs": {name: list(np.shape(out)) for name, out in result.outputs.items()},
             }
+
+
+    async def _deep_check_stages(self, pipeline: LoadedPipeline) -> dict[str, Any]:
+        """A pipeline's deep check: each stage's sample through that stage, outputs checked."""
+        label = f"{self.model}:{pipeline.version}"
+        started = time.perf_counter()
+        outputs: dict[str, Any] = {}
+        for role, stage in list(pipeline.stages.items()):
+
+            def run(stage: LoadedVersion = stage) -> tuple[Tensors, int]:
+                sample = stage.warmup_inputs()
+                rows = next(iter(sample.values())).shape[0] if sample else 1
+                return stage.predict(sample, validate=False), rows
+
+            try:
+                result, rows = await self.compute(run)
+            except Exception as exc:
+                raise HealthCheckFailed(
+                    f"{label}: its {role} stage {stage.model}:{stage.version} failed on its sample: {exc}",
+                    version=str(pipeline.version),
+                ) from exc
+            check_outputs(stage, result, rows)
+            outputs[role] = {name: list(np.shape(out)) for name, out in result.items()}
+        return {
+            "ok": True,
+            "model": self.model,
+            "version": str(pipeline.version),
+            "seconds": round(time.perf_counter() - started, 6),
+            "outputs": outputs,
+        }
 
 
 class HealthCheckFailed(WorkbenchError):

@@ -50,11 +50,11 @@ def test_a_window_without_a_latency_says_so_not_that_it_needs_requests() -> None
     """Plenty of requests but no p99 (a source without a histogram): the latency rules are
     inconclusive saying what is missing; too few requests reads the same in every rule."""
     for rule in (LatencyRule(), RelativeLatencyRule()):
-        result = rule.judge(seen(window(requests=50, p99=None), stable=window(colour="blue")))
+        result = rule.judge(seen(window(requests=50, p99=None), stable=window(color="blue")))
         assert result.verdict == "inconclusive", rule
         assert result.message == "no p99 latency measured in 50 requests", rule
     for rule in (ErrorRateRule(), LatencyRule(), RelativeLatencyRule()):
-        few = rule.judge(seen(window(requests=5), stable=window(colour="blue")))
+        few = rule.judge(seen(window(requests=5), stable=window(color="blue")))
         assert (few.verdict, few.message) == ("inconclusive", "5 requests, need 20"), rule
 
 

@@ -66,3 +66,48 @@ def test_detached_canary_waits_at_a_gate_until_resume(
     assert re.search(r"canary promoted at \d\d:\d\d:\d\d by cli", status), status
     history = run(env, "history", "web")
     assert "canary" in history
+
+
+def _status(env: dict[str, str]) -> subprocess.CompletedProcess[str]:  # noqa: F811
+    return subprocess.run([sys.executable, "-m", "workbench", "deploy", "status", "web", "--json"],
+                          env={**os.environ, **env}, capture_output=True, text=True, timeout=120)
+
+
+def test_status_exits_1_while_a_canary_has_no_controller_or_is_paused(
+    nginx: None, env: dict[str, str]  # noqa: F811
+) -> None:
+    import signal
+
+    run(env, "create", "web", "--model", "stub", "--version", "stable")
+    out = run(env, "update", "web", "--version", "1.1.0", "--strategy", "canary",
+              "--steps", "gate,100", "--interval", "0.5s", "--detach")
+    match = re.search(r"canary controller runs as pid (\d+)", out)
+    assert match, out
+    os.kill(int(match.group(1)), signal.SIGKILL)  # before (or while) it verifies the candidate
+    wait_until(lambda: _status(env).returncode == 1, timeout=30)
+    proc = _status(env)
+    assert json.loads(proc.stdout)["canary"]["controller"]["alive"] is False
+    said = ("web: the canary at 0% has no live controller, so nothing judges it; "
+            "carry on with: workbench deploy restore web")
+    assert proc.stderr.strip() == f"✗ {said}", proc.stderr
+    assert json.loads(proc.stdout)["canary"]["problem"] == said
+
+    out = run(env, "restore", "web")
+    match = re.search(r"canary controller resumed as pid (\d+)", out)
+    assert match, out
+    pid = int(match.group(1))
+
+    def at_the_gate() -> bool:
+        proc = _status(env)
+        status = json.loads(proc.stdout)["canary"]["status"] or {}
+        return proc.returncode == 0 and status.get("stage") == "gate"
+
+    wait_until(at_the_gate, timeout=60)
+    run(env, "pause", "web", "--reason", "reading the logs")
+    proc = _status(env)
+    assert proc.returncode == 1 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert proc.stderr.startswith("✗ web: the canary is paused at 0% ("), proc.stderr
+    assert "reading the logs" in proc.stderr
+    assert proc.stderr.rstrip().endswith("; go on with: workbench deploy resume web")
+    assert json.loads(proc.stdout)["canary"]["controller"] == {"pid": pid, "alive": True}
+    os.kill(pid, signal.SIGKILL)

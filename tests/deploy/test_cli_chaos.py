@@ -28,7 +28,8 @@ pytestmark = pytest.mark.nginx
 INFER = "/v2/models/digits/infer"
 
 
-def workbench(env: dict[str, str], *args: str, timeout: float = 400) -> subprocess.CompletedProcess[str]:
+def workbench(env: dict[str, str], *args: str,  # noqa: F811
+              timeout: float = 400) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "workbench", *args], env={**os.environ, **env},
                           capture_output=True, text=True, timeout=timeout)
 

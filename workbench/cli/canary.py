@@ -225,10 +225,14 @@ def status_part(deployment: Deployment, process: ControllerProcess | None) -> li
 
 
 def carry_on(deployment: Deployment, *, quiet: bool = False) -> int | None:
-    """After a restore: start a detached controller for an unfinished canary none runs."""
+    """After a restore: start a detached controller for an unfinished canary none runs
+    (also one whose controller died before the candidate was verified)."""
     from workbench.deploy.canary import active, running_pid
 
-    if not active(deployment) or running_pid(deployment):
+    state = deployment.state
+    pending = (bool(state.canary) and "status" not in (state.canary or {})
+               and (state.rollout.in_progress or state.phase == "verified"))
+    if not (active(deployment) or pending) or running_pid(deployment):
         return None
     pid, log = spawn(deployment, (deployment.state.canary or {}).get("prometheus"))
     if not quiet:

@@ -440,8 +440,9 @@ def status(
     With --watch, also each colour's requests/s, server errors and p99 latency
     (from its /metrics between two refreshes), under a timestamp. Without --watch,
     exits 1 when a deployment shown is unhealthy (its router down, or a colour that
-    takes traffic short of ready instances) or unreadable, so scripts and monitors
-    can act on it.
+    takes traffic short of ready instances) or unreadable, or when its unfinished
+    canary is paused or has no live controller (the reason on one line), so scripts
+    and monitors can act on it.
     """
     from workbench.errors import StateCorruptError
 
@@ -467,7 +468,10 @@ def status(
             print_json(statuses[0].to_dict() if name else [s.to_dict() for s in statuses])
         else:
             console.print(_render(statuses, None))
-        if unreadable or not all(s.healthy for s in statuses):
+        problems = [s.canary_problem for s in statuses if s.canary_problem]
+        for problem in problems:
+            err_console.print(f"✗ {problem}", highlight=False)
+        if unreadable or problems or not all(s.healthy for s in statuses):
             raise typer.Exit(1)
         return
     from rich.live import Live

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -56,3 +57,14 @@ def atomic_path(
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
+
+
+def unreadable(exc: BaseException) -> str:
+    """Why a data file (``.npz``, ``.npy``) could not be read, in a few words."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    if isinstance(exc, (EOFError, zipfile.BadZipFile)):
+        return "truncated, or not a zip archive"
+    if isinstance(exc, ValueError) and "pickle" in str(exc):
+        return "not a NumPy .npz or .npy file"
+    return str(exc) or type(exc).__name__

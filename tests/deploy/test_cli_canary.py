@@ -111,3 +111,65 @@ def test_status_exits_1_while_a_canary_has_no_controller_or_is_paused(
     assert proc.stderr.rstrip().endswith("; go on with: workbench deploy resume web")
     assert json.loads(proc.stdout)["canary"]["controller"] == {"pid": pid, "alive": True}
     os.kill(pid, signal.SIGKILL)
+
+
+def _bad_file(tmp_path: Path, kind: str) -> Path:
+    import numpy as np
+
+    path = tmp_path / f"{kind}.npz"
+    if kind == "missing":
+        return path
+    if kind == "text":
+        path.write_text("not an archive\n")
+    elif kind == "truncated":
+        np.savez(path, x=np.zeros((4, 64), np.float32), labels=np.zeros(4, np.int64))
+        path.write_bytes(path.read_bytes()[:60])
+    elif kind == "no-labels":
+        np.savez(path, x=np.zeros((4, 64), np.float32))
+    elif kind == "other-inputs":
+        np.savez(path, image=np.zeros((4, 64), np.float32), labels=np.zeros(4, np.int64))
+    return path
+
+
+@pytest.mark.parametrize("detach", [False, True], ids=["foreground", "detach"])
+@pytest.mark.parametrize("kind", ["missing", "text", "truncated", "no-labels", "other-inputs"])
+def test_a_bad_labelled_set_is_one_sentence_before_any_traffic(
+    nginx: None, env: dict[str, str], tmp_path: Path, kind: str, detach: bool  # noqa: F811
+) -> None:
+    run(env, "create", "web", "--model", "stub", "--version", "stable")
+    before = json.loads(run(env, "status", "web", "--json"))
+    labelled = _bad_file(tmp_path, kind)
+    analysis = tmp_path / "analysis.toml"
+    analysis.write_text(f'labelled = "{labelled}"\n')
+    proc = subprocess.run(
+        [sys.executable, "-m", "workbench", "deploy", "update", "web", "--version", "1.1.0",
+         "--strategy", "canary", "--analysis", str(analysis), *(["--detach"] if detach else [])],
+        env={**os.environ, **env}, capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode != 0, proc.stdout
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and str(labelled) in lines[0], lines
+    assert "Traceback" not in proc.stderr
+    after = json.loads(run(env, "status", "web", "--json"))
+    assert after["revision"] == before["revision"] and after["phase"] == "stable"
+    assert after["weights"] == before["weights"] and after["canary"] is None
+    assert [i["color"] for i in after["instances"]] == ["blue"]
+
+
+@pytest.mark.parametrize("kind", ["text", "truncated", "other-inputs"])
+def test_a_bad_sample_file_is_one_sentence_before_anything_starts(
+    nginx: None, env: dict[str, str], tmp_path: Path, kind: str  # noqa: F811
+) -> None:
+    run(env, "create", "web", "--model", "stub", "--version", "stable")
+    before = json.loads(run(env, "status", "web", "--json"))
+    sample = _bad_file(tmp_path, kind)
+    proc = subprocess.run(
+        [sys.executable, "-m", "workbench", "deploy", "update", "web", "--version", "1.1.0",
+         "--sample", str(sample)],
+        env={**os.environ, **env}, capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode != 0, proc.stdout
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and str(sample) in lines[0], lines
+    after = json.loads(run(env, "status", "web", "--json"))
+    assert after["revision"] == before["revision"] and after["phase"] == "stable"

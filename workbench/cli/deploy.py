@@ -301,6 +301,10 @@ def update(
     elif strategy != "blue-green":
         raise DeployValueError(f"--strategy is blue-green or canary, not {strategy!r}")
     deployment = _manager().get(name)
+    if spec is not None:  # every file the analysis names, read before anything starts
+        from workbench.deploy.canary import check_files
+
+        spec = check_files(deployment, spec, version)
     last = {"message": ""}
 
     def progress(state: DeploymentState) -> None:

@@ -258,8 +258,7 @@ class Deployment:
         sample = None
         if sample_file is not None:
             sample = str(Path(sample_file).expanduser().resolve())
-            if not Path(sample).is_file():
-                raise DeployError(f"sample file {sample} does not exist")
+            self._check_sample(state, resolved, sample)
         unknown = set(checks) - set(CHECKS)
         if unknown:
             raise DeployError(f"unknown checks {sorted(unknown)}; choose from {list(CHECKS)}")
@@ -308,6 +307,17 @@ class Deployment:
         if not wait:
             return state
         return self._follow(state, poll, on_tick)
+
+    def _check_sample(self, state: DeploymentState, version: str, sample: str) -> None:
+        """Read ``sample`` as verification will, before anything starts (DeployError if bad)."""
+        from workbench.deploy.rollout.agreement import load_sample_file  # numpy
+        from workbench.model.repository import ModelRepository
+
+        try:
+            inputs = ModelRepository(state.repo).manifest(state.model, version).inputs
+        except WorkbenchError as exc:
+            raise DeployError(f"cannot check sample file {sample}: {exc}") from exc
+        load_sample_file(sample, [t.name for t in inputs])
 
     def wait(
         self,

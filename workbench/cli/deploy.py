@@ -23,7 +23,9 @@ from workbench.errors import WorkbenchError
 if TYPE_CHECKING:
     from rich.console import RenderableType
 
+    from workbench.deploy.deployment import Deployment
     from workbench.deploy.manager import DeploymentManager
+    from workbench.deploy.rollout.controller import CanaryStatus
     from workbench.deploy.state import DeploymentState
     from workbench.deploy.status import DeploymentStatus
     from workbench.deploy.traffic import Rates
@@ -77,6 +79,21 @@ def _canary_verb(deployment: Any, verb: str, reason: str, json: bool) -> bool:
     else:
         console.print(canary_cli.said(deployment.name, status), highlight=False)
     return True
+
+
+def pulled(verb: str, deployment: Deployment, status: CanaryStatus | None,
+           state: DeploymentState, json: bool) -> None:
+    """Print how a rollback or abort (:func:`workbench.cli.brake.pull`) ended."""
+    if status is not None:  # the canary's controller acted
+        if json:
+            print_json(deployment.state.to_dict())
+        else:
+            from workbench.cli import canary as canary_cli
+
+            console.print(canary_cli.said(deployment.name, status), highlight=False)
+        return
+    what = f"rolled back to {state.stable_version}" if verb == "rollback" else "candidate dropped"
+    _done(state, what, json)
 
 
 # -- commands -----------------------------------------------------------------------------
@@ -393,11 +410,9 @@ def promote(name: NameArg, reason: ReasonOption = "", json: JsonOption = False) 
 @app.command()
 def rollback(name: NameArg, reason: ReasonOption = "", json: JsonOption = False) -> None:
     """All traffic back to stable (one router reload), then stop the candidate."""
-    deployment = _manager().get(name)
-    if _canary_verb(deployment, "rollback", reason, json):
-        return
-    state = deployment.rollback(reason)
-    _done(state, f"rolled back to {state.stable_version}", json)
+    from workbench.cli.brake import pull
+
+    pulled("rollback", *pull("rollback", name, reason), json)
 
 
 @app.command()
@@ -422,11 +437,9 @@ def weight(
 @app.command()
 def abort(name: NameArg, reason: ReasonOption = "", json: JsonOption = False) -> None:
     """Drop the candidate before it was promoted; stable keeps all traffic."""
-    deployment = _manager().get(name)
-    if _canary_verb(deployment, "abort", reason, json):
-        return
-    state = deployment.abort(reason)
-    _done(state, "candidate dropped", json)
+    from workbench.cli.brake import pull
+
+    pulled("abort", *pull("abort", name, reason), json)
 
 
 @app.command()

@@ -197,6 +197,12 @@ def step(state: DeploymentState) -> dict[str, int] | None:
 FINAL_STAGES = frozenset({"promoted", "rolled_back", "aborted"})
 
 
+def canary_under_way(state: DeploymentState) -> bool:
+    """Whether ``state`` has a canary that started and is not done yet."""
+    data = (state.canary or {}).get("status")
+    return bool(data) and data.get("stage") not in FINAL_STAGES
+
+
 def finished(state: DeploymentState) -> dict[str, Any] | None:
     """How the deployment's last canary ended, or None while it runs (or none ran):
     ``{"stage", "at", "rule", "by", "message"}``; ``rule`` names the rule that rolled it

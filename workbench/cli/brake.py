@@ -1,0 +1,88 @@
+"""The emergency brake: ``workbench rollback NAME`` and ``abort NAME`` before typer loads.
+
+A manual rollback is typed when a release goes wrong, often on a busy host, and the
+time that counts is from the keystroke to the last request on the bad version. So
+:func:`brake` reads the few forms of the two verbs by hand (``[deploy] rollback|abort
+NAME [--reason TEXT] [--json]``), imports only the deploy layer, and acts: the router
+switch comes first, the candidate is stopped after it. Only then are typer and rich
+imported, to print what the typer command prints. Anything else (``--help``, another
+option, a missing name) is left to typer, whose command calls the same :func:`pull`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from workbench.deploy.deployment import Deployment
+    from workbench.deploy.rollout.controller import CanaryStatus
+    from workbench.deploy.state import DeploymentState
+
+__all__ = ["brake", "parse", "pull"]
+
+VERBS = ("rollback", "abort")
+#: The history's reason when a person gives none, for a canary stopped by hand.
+BY_HAND = {"rollback": "rolled back by hand", "abort": "aborted by hand"}
+
+
+def parse(args: Sequence[str]) -> tuple[str, str, str, bool] | None:
+    """``(verb, name, reason, json)`` of a rollback or abort command line, or None for any
+    other command line (typer's to read)."""
+    words = list(args)
+    if words[:1] == ["deploy"]:
+        words = words[1:]
+    if not words or words[0] not in VERBS:
+        return None
+    verb, rest = words[0], words[1:]
+    name: str | None = None
+    reason, json = "", False
+    i = 0
+    while i < len(rest):
+        word = rest[i]
+        if word == "--json":
+            json = True
+        elif word == "--reason" and i + 1 < len(rest):
+            reason = rest[i + 1]
+            i += 1
+        elif word.startswith("--reason="):
+            reason = word.partition("=")[2]
+        elif name is None and word and not word.startswith("-"):
+            name = word
+        else:
+            return None
+        i += 1
+    return None if name is None else (verb, name, reason, json)
+
+
+def pull(verb: str, name: str, reason: str) -> tuple[Deployment, CanaryStatus | None, DeploymentState]:
+    """Roll back or abort ``name``: through its canary's controller when a canary is under
+    way (the status it ends in), else on the deployment itself (the state it ends in)."""
+    from workbench.deploy.history import set_face
+    from workbench.deploy.manager import DeploymentManager
+    from workbench.deploy.status import canary_under_way
+
+    set_face("cli")  # the history says who acted
+    deployment = DeploymentManager().get(name)
+    if canary_under_way(deployment.state):
+        from workbench.deploy.canary import controller
+
+        status = controller(deployment).command(verb, reason or BY_HAND[verb])
+        return deployment, status, deployment.state
+    state = deployment.rollback(reason) if verb == "rollback" else deployment.abort(reason)
+    return deployment, None, state
+
+
+def brake(args: Sequence[str]) -> bool:
+    """Carry out a rollback or abort command line and print its outcome (True), or leave
+    any other command line alone (False)."""
+    parsed = parse(args)
+    if parsed is None:
+        return False
+    verb, name, reason, json = parsed
+    deployment, status, state = pull(verb, name, reason)
+    from workbench.cli.deploy import pulled  # typer and rich: after the switch
+
+    pulled(verb, deployment, status, state, json)
+    return True

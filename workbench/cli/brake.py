@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from workbench.deploy.rollout.controller import CanaryStatus
     from workbench.deploy.state import DeploymentState
 
-__all__ = ["brake", "parse", "pull"]
+__all__ = ["brake", "parse", "pull", "pulled"]
 
 VERBS = ("rollback", "abort")
 #: The history's reason when a person gives none, for a canary stopped by hand.
@@ -81,8 +81,24 @@ def brake(args: Sequence[str]) -> bool:
     if parsed is None:
         return False
     verb, name, reason, json = parsed
-    deployment, status, state = pull(verb, name, reason)
-    from workbench.cli.deploy import pulled  # typer and rich: after the switch
-
-    pulled(verb, deployment, status, state, json)
+    pulled(verb, *pull(verb, name, reason), json)
     return True
+
+
+def pulled(verb: str, deployment: Deployment, status: CanaryStatus | None,
+           state: DeploymentState, json: bool) -> None:
+    """Print how :func:`pull` ended, as the typer command does (typer and rich are
+    imported here, after the switch)."""
+    from workbench.cli._common import console, print_json
+
+    if json:
+        print_json(state.to_dict())
+    elif status is not None:  # the canary's controller acted
+        from workbench.cli.canary import said
+
+        console.print(said(deployment.name, status), highlight=False)
+    else:
+        from workbench.cli._deploy_view import done_line
+
+        what = f"rolled back to {state.stable_version}" if verb == "rollback" else "candidate dropped"
+        console.print(done_line(state, what))

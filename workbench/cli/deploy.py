@@ -23,9 +23,7 @@ from workbench.errors import WorkbenchError
 if TYPE_CHECKING:
     from rich.console import RenderableType
 
-    from workbench.deploy.deployment import Deployment
     from workbench.deploy.manager import DeploymentManager
-    from workbench.deploy.rollout.controller import CanaryStatus
     from workbench.deploy.state import DeploymentState
     from workbench.deploy.status import DeploymentStatus
     from workbench.deploy.traffic import Rates
@@ -72,28 +70,12 @@ def _canary_verb(deployment: Any, verb: str, reason: str, json: bool) -> bool:
         return False
     from workbench.cli import canary as canary_cli
 
-    done = {"rollback": "rolled back by hand", "abort": "aborted by hand"}
-    status = canary_cli.command(deployment, verb, reason or done.get(verb, ""))
+    status = canary_cli.command(deployment, verb, reason)
     if json:
         print_json(deployment.state.to_dict())
     else:
         console.print(canary_cli.said(deployment.name, status), highlight=False)
     return True
-
-
-def pulled(verb: str, deployment: Deployment, status: CanaryStatus | None,
-           state: DeploymentState, json: bool) -> None:
-    """Print how a rollback or abort (:func:`workbench.cli.brake.pull`) ended."""
-    if status is not None:  # the canary's controller acted
-        if json:
-            print_json(deployment.state.to_dict())
-        else:
-            from workbench.cli import canary as canary_cli
-
-            console.print(canary_cli.said(deployment.name, status), highlight=False)
-        return
-    what = f"rolled back to {state.stable_version}" if verb == "rollback" else "candidate dropped"
-    _done(state, what, json)
 
 
 # -- commands -----------------------------------------------------------------------------
@@ -410,7 +392,7 @@ def promote(name: NameArg, reason: ReasonOption = "", json: JsonOption = False) 
 @app.command()
 def rollback(name: NameArg, reason: ReasonOption = "", json: JsonOption = False) -> None:
     """All traffic back to stable (one router reload), then stop the candidate."""
-    from workbench.cli.brake import pull
+    from workbench.cli.brake import pull, pulled
 
     pulled("rollback", *pull("rollback", name, reason), json)
 
@@ -437,7 +419,7 @@ def weight(
 @app.command()
 def abort(name: NameArg, reason: ReasonOption = "", json: JsonOption = False) -> None:
     """Drop the candidate before it was promoted; stable keeps all traffic."""
-    from workbench.cli.brake import pull
+    from workbench.cli.brake import pull, pulled
 
     pulled("abort", *pull("abort", name, reason), json)
 

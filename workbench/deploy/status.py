@@ -200,7 +200,7 @@ FINAL_STAGES = frozenset({"promoted", "rolled_back", "aborted"})
 def canary_under_way(state: DeploymentState) -> bool:
     """Whether ``state`` has a canary that started and is not done yet."""
     data = (state.canary or {}).get("status")
-    return bool(data) and data.get("stage") not in FINAL_STAGES
+    return data is not None and bool(data) and data.get("stage") not in FINAL_STAGES
 
 
 def finished(state: DeploymentState) -> dict[str, Any] | None:

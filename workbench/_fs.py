@@ -6,7 +6,6 @@ import contextlib
 import errno
 import os
 import tempfile
-import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -62,6 +61,8 @@ def atomic_path(
 
 def unreadable(exc: BaseException) -> str:
     """Why a data file (``.npz``, ``.npy``) could not be read, in a few words."""
+    import zipfile  # not at the top: a rollback imports this module before it switches
+
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
     if isinstance(exc, (EOFError, zipfile.BadZipFile)):

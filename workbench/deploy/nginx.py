@@ -19,7 +19,6 @@ Where nginx runs is the :class:`~workbench.deploy.router.NginxRunner` seam:
 from __future__ import annotations
 
 import contextlib
-import http.client
 import json
 import logging
 import socket
@@ -271,6 +270,8 @@ class NginxRouter:
 
     def _wait_for(self, table: RoutingTable) -> None:
         """Poll ``/router/table`` through the front, on fresh connections, until it shows ``table``."""
+        import http.client  # with email and ssl: not imported before the switch it follows
+
         host = table.url.removeprefix("http://").rsplit(":", 1)[0].strip("[]")
         deadline = time.monotonic() + self.ready_timeout
         last: object = None

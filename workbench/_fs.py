@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import tempfile
 from pathlib import Path
@@ -56,3 +57,33 @@ def atomic_path(
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
+
+
+def unreadable(exc: BaseException) -> str:
+    """Why a data file (``.npz``, ``.npy``) could not be read, in a few words."""
+    import zipfile  # not at the top: a rollback imports this module before it switches
+
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    if isinstance(exc, (EOFError, zipfile.BadZipFile)):
+        return "truncated, or not a zip archive"
+    if isinstance(exc, ValueError) and "pickle" in str(exc):
+        return "not a NumPy .npz or .npy file"
+    return str(exc) or type(exc).__name__
+
+
+#: Errors a user fixes by making room, and by fixing permissions (or a read-only mount).
+_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
+_DENIED = frozenset({errno.EACCES, errno.EPERM, errno.EROFS})
+
+
+def cannot_write(what: str, where: StrPath, exc: OSError) -> str:
+    """One sentence for a write that failed: what, where, why, and what to do about it."""
+    why = exc.strerror or str(exc) or type(exc).__name__
+    if exc.errno in _FULL:
+        advice = "free some space there and try again"
+    elif exc.errno in _DENIED:
+        advice = "make it writable for this user (or use another directory) and try again"
+    else:
+        advice = "fix that and try again"
+    return f"cannot write {what} in {where}: {why}; {advice}"

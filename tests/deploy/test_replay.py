@@ -103,7 +103,7 @@ def test_a_bad_labelled_set_is_one_sentence(tmp_path: Path) -> None:
     np.savez(tmp_path / "nolabels.npz", x=np.zeros((3, 64), np.float32))
     with pytest.raises(DeployError, match="'labels' array"):
         load_labelled(tmp_path / "nolabels.npz")
-    with pytest.raises(DeployError, match="cannot read"):
+    with pytest.raises(DeployError, match="missing.npz does not exist"):
         load_labelled(tmp_path / "missing.npz")
 
 

@@ -214,10 +214,14 @@ def status_part(deployment: Deployment, process: ControllerProcess | None) -> li
 
 
 def carry_on(deployment: Deployment, *, quiet: bool = False) -> int | None:
-    """After a restore: start a detached controller for an unfinished canary none runs."""
+    """After a restore: start a detached controller for an unfinished canary none runs
+    (also one whose controller died before the candidate was verified)."""
     from workbench.deploy.canary import active, running_pid
 
-    if not active(deployment) or running_pid(deployment):
+    state = deployment.state
+    pending = (state.canary is not None and not state.canary.started
+               and (state.rollout.in_progress or state.phase == "verified"))
+    if not (active(deployment) or pending) or running_pid(deployment):
         return None
     canary = deployment.state.canary
     pid, log = spawn(deployment, None if canary is None else canary.prometheus)

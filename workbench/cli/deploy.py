@@ -13,7 +13,11 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from workbench.cli._common import JsonOption, RepoOption, console, err_console, print_json
-from workbench.deploy.rollout.phases import DEFAULT_MIN_AGREEMENT, verification_threshold
+from workbench.deploy.rollout.phases import (
+    CHECKS,
+    DEFAULT_MIN_AGREEMENT,
+    verification_threshold,
+)
 from workbench.errors import WorkbenchError
 
 if TYPE_CHECKING:
@@ -23,6 +27,7 @@ if TYPE_CHECKING:
     from workbench.deploy.state import DeploymentState
     from workbench.deploy.status import DeploymentStatus
     from workbench.deploy.traffic import Rates
+    from workbench.serving.faults import FaultConfig
 
 app = typer.Typer(
     help="Blue/green deployments: one router in front of two colours of serving instances.",
@@ -262,6 +267,14 @@ def update(
         bool, typer.Option("--detach", help="Return once the candidate started; a background "
                            "controller verifies it and runs the canary.")
     ] = False,
+    fault_error_rate: Annotated[
+        float, typer.Option(help="Chaos testing: share of the candidate's inference requests "
+                            "answered 500 (0..1); stable gets no faults.")
+    ] = 0.0,
+    fault_latency_ms: Annotated[
+        float, typer.Option(help="Chaos testing: milliseconds added to each of the candidate's "
+                            "inference requests (0..600000).")
+    ] = 0.0,
     json: JsonOption = False,
 ) -> None:
     """Start VERSION on the other colour, verify it, report, then wait for `promote`.
@@ -270,10 +283,14 @@ def update(
     manifests' samples (plus --sample). Stable keeps all traffic meanwhile. With
     --strategy canary the candidate then takes the --steps weights one --interval at a
     time, judged by the analysis rules: promoted at the end, rolled back when one fails.
+    --fault-error-rate and --fault-latency-ms make the candidate fail and slow down on
+    purpose (chaos testing), to rehearse a rollback on the deployment itself; its
+    verification then skips the agreement check.
     """
     from workbench.cli._deploy_view import agreement_view, phase
     from workbench.errors import DeployValueError, RolloutError
 
+    faults = _faults(fault_error_rate, fault_latency_ms)
     spec = None
     if strategy == "canary":
         from workbench.cli import canary as canary_cli
@@ -285,6 +302,10 @@ def update(
     elif strategy != "blue-green":
         raise DeployValueError(f"--strategy is blue-green or canary, not {strategy!r}")
     deployment = _manager().get(name)
+    if spec is not None:  # every file the analysis names, read before anything starts
+        from workbench.deploy.canary import check_files
+
+        spec = check_files(deployment, spec, version)
     last = {"message": ""}
 
     def progress(state: DeploymentState) -> None:
@@ -302,7 +323,8 @@ def update(
                                  f"{name}:")
             deployment.update(version, sample_file=sample, auto_promote=False,
                               min_agreement=verification_threshold(min_agreement, strategy),
-                              timeout=timeout, wait=False, strategy=strategy)
+                              timeout=timeout, wait=False, strategy=strategy, faults=faults,
+                              checks=_checks(faults))
         canary_cli.start(deployment, spec, detach=True, prometheus=prometheus, json=json)
         return
     error: RolloutError | None = None
@@ -317,6 +339,8 @@ def update(
                 timeout=timeout,
                 on_tick=progress,
                 strategy=strategy,
+                faults=faults,
+                checks=_checks(faults),
             )
         except RolloutError as exc:
             error = exc
@@ -335,6 +359,26 @@ def update(
         canary_cli.start(deployment, spec, detach=detach, prometheus=prometheus, json=json)
 
 
+def _faults(error_rate: float, latency_ms: float) -> FaultConfig | None:
+    """The candidate's chaos-testing faults, or None; out of range is one sentence."""
+    if error_rate == 0 and latency_ms == 0:
+        return None  # the serving layer (and numpy) stays unimported
+    from workbench.errors import DeployValueError
+    from workbench.serving.faults import FaultConfig
+
+    if not 0.0 <= error_rate <= 1.0:
+        raise DeployValueError(f"--fault-error-rate must be in 0..1, not {error_rate:g}")
+    if not 0.0 <= latency_ms <= 600_000:
+        raise DeployValueError(f"--fault-latency-ms must be in 0..600000, not {latency_ms:g}")
+    return FaultConfig(error_rate, latency_ms)
+
+
+def _checks(faults: FaultConfig | None) -> tuple[str, ...]:
+    """Verification's checks: without the agreement check when the candidate fails on
+    purpose (its inference answers meet the faults; readiness and deep health do not)."""
+    return tuple(c for c in CHECKS if faults is None or c != "agreement")
+
+
 @app.command()
 def promote(name: NameArg, reason: ReasonOption = "", json: JsonOption = False) -> None:
     """All traffic to the candidate; stable stays warm as the rollback target.
@@ -348,9 +392,9 @@ def promote(name: NameArg, reason: ReasonOption = "", json: JsonOption = False) 
 @app.command()
 def rollback(name: NameArg, reason: ReasonOption = "", json: JsonOption = False) -> None:
     """All traffic back to stable (one router reload), then stop the candidate."""
-    state = _steer(name, "rollback", reason, json)
-    if state is not None:
-        _done(state, f"rolled back to {state.stable_version}", json)
+    from workbench.cli.brake import pull, pulled
+
+    pulled("rollback", *pull("rollback", name, reason), json)
 
 
 @app.command()
@@ -375,9 +419,9 @@ def weight(
 @app.command()
 def abort(name: NameArg, reason: ReasonOption = "", json: JsonOption = False) -> None:
     """Drop the candidate before it was promoted; stable keeps all traffic."""
-    state = _steer(name, "abort", reason, json)
-    if state is not None:
-        _done(state, "candidate dropped", json)
+    from workbench.cli.brake import pull, pulled
+
+    pulled("abort", *pull("abort", name, reason), json)
 
 
 @app.command()
@@ -395,8 +439,9 @@ def status(
     With --watch, also each colour's requests/s, server errors and p99 latency
     (from its /metrics between two refreshes), under a timestamp. Without --watch,
     exits 1 when a deployment shown is unhealthy (its router down, or a colour that
-    takes traffic short of ready instances) or unreadable, so scripts and monitors
-    can act on it.
+    takes traffic short of ready instances) or unreadable, or when its unfinished
+    canary is paused or has no live controller (the reason on one line), so scripts
+    and monitors can act on it.
     """
     from workbench.errors import StateCorruptError
 
@@ -422,7 +467,10 @@ def status(
             print_json(statuses[0].to_dict() if name else [s.to_dict() for s in statuses])
         else:
             console.print(_render(statuses, None))
-        if unreadable or not all(s.healthy for s in statuses):
+        problems = [s.canary_problem for s in statuses if s.canary_problem]
+        for problem in problems:
+            err_console.print(f"✗ {problem}", highlight=False)
+        if unreadable or problems or not all(s.healthy for s in statuses):
             raise typer.Exit(1)
         return
     from rich.live import Live

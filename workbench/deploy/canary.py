@@ -18,8 +18,10 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from workbench.deploy.deployment import resolve_version
 from workbench.deploy.history import face
 from workbench.deploy.rollout.analysis import AnalysisSpec
 from workbench.deploy.rollout.controller import (
@@ -31,7 +33,7 @@ from workbench.deploy.rollout.controller_process import controller_lock, control
 from workbench.deploy.rollout.hooks import Hooks
 from workbench.deploy.rollout.phases import Phase
 from workbench.deploy.state import CanaryState
-from workbench.errors import CanaryConflictError, RolloutError, WorkbenchError
+from workbench.errors import CanaryConflictError, DeployError, RolloutError, WorkbenchError
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -265,6 +267,31 @@ def controller(
                             candidate=candidate, output=output,
                             hooks=Hooks(spec.hooks, confirm=spec.confirm,
                                         timeout=spec.hook_timeout))
+
+
+def check_files(deployment: Deployment, spec: AnalysisSpec, version: str) -> AnalysisSpec:
+    """Read and validate every file ``spec`` names against ``version``'s inputs before any
+    traffic moves; ``spec`` back with their paths made absolute (a detached controller or
+    a later restore may run elsewhere). Raises DeployError, one sentence, on the first bad one.
+    """
+    if not spec.labelled:
+        return spec
+    from workbench.deploy.rollout.replay import load_labelled  # numpy
+    from workbench.model.repository import ModelRepository
+
+    labelled = Path(spec.labelled).expanduser().resolve()
+    inputs, _ = load_labelled(labelled)
+    state = deployment.state
+    resolved = resolve_version(state.repo, state.model, version)
+    try:
+        names = [t.name for t in ModelRepository(state.repo).manifest(state.model, resolved).inputs]
+    except WorkbenchError as exc:
+        raise DeployError(f"cannot check the labelled set {labelled}: {exc}") from exc
+    missing = [name for name in names if name not in inputs]
+    if missing:
+        raise DeployError(f"the labelled set {labelled} lacks the inputs {missing} of "
+                          f"{state.model} {resolved} (it has {sorted(inputs)})")
+    return replace(spec, labelled=str(labelled))
 
 
 def run(

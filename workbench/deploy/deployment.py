@@ -65,6 +65,7 @@ if TYPE_CHECKING:
     from workbench.deploy.logs import LogSource
     from workbench.deploy.router import Router
     from workbench.deploy.state import DeploymentState, StateStore
+    from workbench.serving.faults import FaultConfig
 
 __all__ = ["DeployContext", "Deployment", "resolve_version", "routing_table"]
 
@@ -237,6 +238,7 @@ class Deployment:
         poll: float = 0.2,
         on_tick: Callable[[DeploymentState], None] | None = None,
         strategy: str = "blue-green",
+        faults: FaultConfig | None = None,
     ) -> DeploymentState:
         """Start ``version`` as the candidate colour and verify it (readiness, deep health,
         output agreement with stable); then wait for :meth:`promote` (or promote at once
@@ -245,6 +247,9 @@ class Deployment:
         With ``wait=False`` it returns once the candidate was started; call :meth:`tick`
         until the rollout is no longer in progress. Raises RolloutError when the
         candidate fails (the state then says ``failed`` and why).
+
+        ``faults`` (chaos testing) are injected into the candidate's instances only
+        (``workbench serve --fault-error-rate/--fault-latency-ms``); stable never has any.
         """
         state = self.state
         resolved = resolve_version(state.repo, state.model, version)
@@ -253,8 +258,7 @@ class Deployment:
         sample = None
         if sample_file is not None:
             sample = str(Path(sample_file).expanduser().resolve())
-            if not Path(sample).is_file():
-                raise DeployError(f"sample file {sample} does not exist")
+            self._check_sample(state, resolved, sample)
         unknown = set(checks) - set(CHECKS)
         if unknown:
             raise DeployError(f"unknown checks {sorted(unknown)}; choose from {list(CHECKS)}")
@@ -280,6 +284,9 @@ class Deployment:
         )
         specs = state.instance_specs(state.rollout.candidate, resolved, plan.port,
                                      admin_token=self.admin_token)
+        if faults is not None and faults.active:
+            specs = [replace(spec, extra_args=(*spec.extra_args, *faults.serve_args()))
+                     for spec in specs]
         color = state.rollout.candidate
         engine = self._backend(state)
         try:
@@ -300,6 +307,17 @@ class Deployment:
         if not wait:
             return state
         return self._follow(state, poll, on_tick)
+
+    def _check_sample(self, state: DeploymentState, version: str, sample: str) -> None:
+        """Read ``sample`` as verification will, before anything starts (DeployError if bad)."""
+        from workbench.deploy.rollout.agreement import load_sample_file  # numpy
+        from workbench.model.repository import ModelRepository
+
+        try:
+            inputs = ModelRepository(state.repo).manifest(state.model, version).inputs
+        except WorkbenchError as exc:
+            raise DeployError(f"cannot check sample file {sample}: {exc}") from exc
+        load_sample_file(sample, [t.name for t in inputs])
 
     def wait(
         self,

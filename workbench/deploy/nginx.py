@@ -23,14 +23,12 @@ import json
 import logging
 import socket
 import time
-from http.client import HTTPException
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import filelock
 
 from workbench._fs import atomic_path, write_atomic
-from workbench.deploy.http import request_within
 from workbench.deploy.platforms import get_runner
 from workbench.deploy.routing import (
     ACCESS_LOG,
@@ -276,6 +274,11 @@ class NginxRouter:
         Each probe has at most a second and the whole wait ``ready_timeout``, both in all
         (connect to last byte): a front that trickles its answer cannot stretch either.
         """
+        # with http.client (email, ssl): not imported before the switch it follows
+        from http.client import HTTPException
+
+        from workbench.deploy.http import request_within
+
         deadline = time.monotonic() + self.ready_timeout
         last: object = None
         while True:

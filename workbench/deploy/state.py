@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from filelock import FileLock
 from filelock import Timeout as LockTimeout
 
-from workbench._fs import write_atomic
+from workbench._fs import cannot_write, write_atomic
 from workbench.deploy.backend import Instance, InstanceSpec, check_instance_address
 from workbench.deploy.fleet import Engine, check_fleet
 from workbench.deploy.history import HistoryEntry, actor, face
@@ -724,15 +724,18 @@ class StateStore:
             finally:
                 held[path] -= 1
             return
-        directory.mkdir(parents=True, exist_ok=True)
         lock = FileLock(path)
         wait = self.lock_timeout if timeout is None else timeout
         try:
+            directory.mkdir(parents=True, exist_ok=True)
             lock.acquire(timeout=wait)
         except LockTimeout:
             raise StateError(
                 f"deployment {name!r} is locked by another process (waited {wait:.0f}s)"
             ) from None
+        except OSError as exc:  # mkdir, or the lock file (LockTimeout is one too)
+            raise StateError(cannot_write(f"the lock of deployment {name!r}", directory,
+                                          exc)) from exc
         held[path] = 1
         try:
             yield
@@ -755,11 +758,15 @@ class StateStore:
 
     def _write(self, state: DeploymentState, *, keep_previous: bool = True) -> None:
         path = self.path(state.name)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if keep_previous:
-            with contextlib.suppress(OSError, ValueError):
-                current = path.read_bytes()
-                json.loads(current)  # only a readable state is worth keeping
-                write_atomic(path.parent / PREVIOUS_FILE, current)
-        data = json.dumps(state.to_dict(), indent=2, sort_keys=False) + "\n"
-        write_atomic(path, data)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if keep_previous:
+                with contextlib.suppress(OSError, ValueError):
+                    current = path.read_bytes()
+                    json.loads(current)  # only a readable state is worth keeping
+                    write_atomic(path.parent / PREVIOUS_FILE, current)
+            data = json.dumps(state.to_dict(), indent=2, sort_keys=False) + "\n"
+            write_atomic(path, data)
+        except OSError as exc:  # a full disk, a read-only home: the old state stays whole
+            raise StateError(cannot_write(f"the state of deployment {state.name!r}", path.parent,
+                                          exc)) from exc

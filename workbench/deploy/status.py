@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from workbench.deploy.rollout.phases import Phase
@@ -92,6 +93,32 @@ class DeploymentStatus:
         return self.router_running and bool(serving)
 
     @property
+    def canary_problem(self) -> str | None:
+        """Why an unfinished canary needs a person, in one line: it is paused, or no live
+        controller judges it (None when neither, or when no canary is under way)."""
+        canary = self.state.canary
+        if canary is None:
+            return None
+        status = canary.status
+        name = self.state.name
+        if status is not None:
+            if status.done:
+                return None
+            weight = self.state.weights.get(self.state.rollout.candidate, 0)
+            if status.stage == "paused":
+                why = status.message.strip().rstrip(".")
+                return (f"{name}: the canary is paused at {weight}%" + (f" ({why})" if why else "")
+                        + f"; go on with: workbench deploy resume {name}")
+        elif not (self.state.rollout.in_progress or self.state.phase == "verified"):
+            return None  # a canary spec left from a start that never began, nothing pending
+        else:
+            weight = 0
+        if self.controller is not None and (self.controller.alive or _runs(self.controller.pid)):
+            return None  # judging, or started and about to take the controller lock
+        return (f"{name}: the canary at {weight}% has no live controller, so nothing judges "
+                f"it; carry on with: workbench deploy restore {name}")
+
+    @property
     def lost(self) -> list[InstanceStatus]:
         """The instances whose container, process or engine is gone."""
         return [i for i in self.instances if i.lost]
@@ -129,7 +156,17 @@ class DeploymentStatus:
             return None
         controller = self.controller.to_dict() if self.controller is not None else None
         status = None if canary.status is None else canary.status.to_dict()
-        return {"status": status, "controller": controller, "finished": finished(self.state)}
+        return {"status": status, "controller": controller,
+                "finished": finished(self.state), "problem": self.canary_problem}
+def _runs(pid: int | None) -> bool:
+    """Whether ``pid`` is a running ``workbench deploy canary-run`` (a zombie has no
+    command line; a reused pid runs something else)."""
+    if pid is None:
+        return False
+    try:
+        return b"canary-run" in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
 
 
 #: The order roles are listed in: the one taking the traffic first.

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from filelock import FileLock
 
+from workbench._fs import cannot_write
 from workbench.errors import (
     AliasError,
     IntegrityError,
@@ -352,8 +353,12 @@ class ModelRepository:
         target = model_dir / str(version)
         if target.exists():
             raise PublishError(f"{model}:{version} already exists in {self.root}; versions are immutable")
-        model_dir.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".staging-{version}-", dir=model_dir))
+        what = f"{model}:{version}"
+        try:
+            model_dir.mkdir(parents=True, exist_ok=True)
+            staging = Path(tempfile.mkdtemp(prefix=f".staging-{version}-", dir=model_dir))
+        except OSError as exc:
+            raise PublishError(cannot_write(what, model_dir, exc)) from exc
         try:
             manifest = fill(staging)
             if signing_key is not None:
@@ -365,6 +370,8 @@ class ModelRepository:
             except OSError as exc:
                 raise PublishError(f"{model}:{version} was published concurrently: {exc}") from exc
             _fsync_dir(model_dir)
+        except OSError as exc:  # a full disk, a directory turned read-only: nothing is left
+            raise PublishError(cannot_write(what, model_dir, exc)) from exc
         finally:
             if staging.exists():
                 shutil.rmtree(staging, ignore_errors=True)

@@ -41,6 +41,17 @@ class FaultConfig:
     def active(self) -> bool:
         return self.error_rate > 0 or self.latency_ms > 0
 
+    def serve_args(self) -> tuple[str, ...]:
+        """The ``workbench serve`` options that inject these faults (``()`` when none)."""
+        args: list[str] = []
+        if self.error_rate > 0:
+            args += ["--fault-error-rate", f"{self.error_rate:g}"]
+        if self.latency_ms > 0:
+            args += ["--fault-latency-ms", f"{self.latency_ms:g}"]
+        for version in self.versions if args else ():
+            args += ["--fault-version", version]
+        return tuple(args)
+
     def applies_to(self, version: str) -> bool:
         return not self.versions or version in self.versions
 

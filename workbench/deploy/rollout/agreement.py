@@ -18,12 +18,14 @@ inconclusive.
 from __future__ import annotations
 
 import logging
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from workbench._fs import unreadable
 from workbench.deploy.rollout.phases import MIN_AGREEMENT_ROWS
 from workbench.errors import DeployError, InputError, ServingError
 from workbench.model.task import Task
@@ -219,8 +221,8 @@ def load_sample_file(path: StrPath, input_names: Sequence[str]) -> Tensors:
             arrays = {input_names[0]: np.asarray(array)}
         else:
             raise DeployError(f"sample file {file} must be .npz or .npy")
-    except (OSError, ValueError) as exc:
-        raise DeployError(f"cannot read sample file {file}: {exc}") from exc
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise DeployError(f"cannot read sample file {file}: {unreadable(exc)}") from exc
     missing = [n for n in input_names if n not in arrays]
     if missing:
         raise DeployError(f"sample file {file} lacks inputs {missing} (has {sorted(arrays)})")

@@ -24,6 +24,7 @@ unreadable sample never passes as agreement.
 from __future__ import annotations
 
 import logging
+import zipfile
 from functools import partial
 from http.client import HTTPException
 from pathlib import Path
@@ -31,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from workbench._fs import unreadable
 from workbench.deploy.http import request_within
 from workbench.deploy.rollout.signals import OutputCheck
 from workbench.errors import DeployError, InputError, ServingError
@@ -74,8 +76,10 @@ def load_labelled(path: StrPath) -> tuple[dict[str, Array], Array]:
     try:
         with np.load(file, allow_pickle=False) as archive:
             arrays = {name: np.asarray(archive[name]) for name in archive.files}
-    except (OSError, ValueError) as exc:
-        raise DeployError(f"cannot read the labelled set {file}: {exc}") from exc
+    except FileNotFoundError:
+        raise DeployError(f"the labelled set {file} does not exist") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise DeployError(f"cannot read the labelled set {file}: {unreadable(exc)}") from exc
     labels = arrays.pop(LABELS, None)
     if labels is None or not arrays:
         raise DeployError(f"the labelled set {file} needs the model's inputs and a "

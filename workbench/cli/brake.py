@@ -1,0 +1,98 @@
+"""The emergency brake: ``workbench rollback NAME`` and ``abort NAME`` before typer loads.
+
+A manual rollback is typed when a release goes wrong, often on a busy host, and the
+time that counts is from the keystroke to the last request on the bad version. So
+:func:`brake` reads the few forms of the two verbs by hand (``[deploy] rollback|abort
+NAME [--reason TEXT] [--json]``), imports only the deploy layer, and acts: the router
+switch comes first, the candidate is stopped after it. Only then are typer and rich
+imported, to print what the typer command prints. Anything else (``--help``, another
+option, a missing name) is left to typer, whose command calls the same :func:`pull`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from workbench.deploy.deployment import Deployment
+    from workbench.deploy.rollout.controller import CanaryStatus
+    from workbench.deploy.state import DeploymentState
+
+__all__ = ["brake", "parse", "pull", "pulled"]
+
+VERBS = ("rollback", "abort")
+
+
+def parse(args: Sequence[str]) -> tuple[str, str, str, bool] | None:
+    """``(verb, name, reason, json)`` of a rollback or abort command line, or None for any
+    other command line (typer's to read)."""
+    words = list(args)
+    if words[:1] == ["deploy"]:
+        words = words[1:]
+    if not words or words[0] not in VERBS:
+        return None
+    verb, rest = words[0], words[1:]
+    name: str | None = None
+    reason, json = "", False
+    i = 0
+    while i < len(rest):
+        word = rest[i]
+        if word == "--json":
+            json = True
+        elif word == "--reason" and i + 1 < len(rest):
+            reason = rest[i + 1]
+            i += 1
+        elif word.startswith("--reason="):
+            reason = word.partition("=")[2]
+        elif name is None and word and not word.startswith("-"):
+            name = word
+        else:
+            return None
+        i += 1
+    return None if name is None else (verb, name, reason, json)
+
+
+def pull(verb: str, name: str, reason: str) -> tuple[Deployment, CanaryStatus | None, DeploymentState]:
+    """Roll back or abort ``name`` (:func:`~workbench.deploy.canary.steer`: through its
+    canary's controller when a canary is under way, the status it ends in; else on the
+    deployment itself), and the state it ends in."""
+    from workbench.deploy.canary import steer
+    from workbench.deploy.history import set_face
+    from workbench.deploy.manager import DeploymentManager
+
+    set_face("cli")  # the history says who acted
+    deployment = DeploymentManager().get(name)
+    steered = steer(deployment, verb, reason)
+    return deployment, steered.canary, steered.state
+
+
+def brake(args: Sequence[str]) -> bool:
+    """Carry out a rollback or abort command line and print its outcome (True), or leave
+    any other command line alone (False)."""
+    parsed = parse(args)
+    if parsed is None:
+        return False
+    verb, name, reason, json = parsed
+    pulled(verb, *pull(verb, name, reason), json)
+    return True
+
+
+def pulled(verb: str, deployment: Deployment, status: CanaryStatus | None,
+           state: DeploymentState, json: bool) -> None:
+    """Print how :func:`pull` ended, as the typer command does (typer and rich are
+    imported here, after the switch)."""
+    from workbench.cli._common import console, print_json
+
+    if json:
+        print_json(state.to_dict())
+    elif status is not None:  # the canary's controller acted
+        from workbench.cli.canary import said
+
+        console.print(said(deployment.name, status), highlight=False)
+    else:
+        from workbench.cli._deploy_view import done_line
+
+        what = f"rolled back to {state.stable_version}" if verb == "rollback" else "candidate dropped"
+        console.print(done_line(state, what))

@@ -20,7 +20,7 @@ import pytest
 from tests._wait import wait_until
 from tests.docker.conftest import Containers, DockerEngine, free_port
 from workbench.deploy.platforms.kubernetes.manifests import colour_objects
-from workbench.deploy.platforms.kubernetes.options import K8sOptions
+from workbench.deploy.platforms.kubernetes.options import KubernetesOptions
 
 _SIZES = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30}
 
@@ -63,7 +63,7 @@ def docker_run_args(pod: dict[str, Any], repo: Path) -> tuple[list[str], dict[st
 def test_the_rendered_pod_serves_drains_and_exits_cleanly(
         docker_engine: DockerEngine, containers: Containers, served_repo: Path) -> None:
     port = free_port()
-    opts = K8sOptions(port=port, image=docker_engine.image, graceful_timeout=10, deep_health=True)
+    opts = KubernetesOptions(port=port, image=docker_engine.image, graceful_timeout=10, deep_health=True)
     deployment = colour_objects(opts, "web", "blue", "digits", "1.0.0", replicas=1)[0]
     pod = deployment["spec"]["template"]["spec"]
     (spec,) = pod["containers"]
@@ -117,7 +117,7 @@ def test_the_rendered_router_pod_routes_to_the_colour_services(
 
     with serving_colours(demo_repo, tmp_path, {"blue": ["--version", "1.0.0"],
                                                "green": ["--version", "1.1.0"]}) as servers:
-        opts = K8sOptions(image=docker_engine.image, router="nginx", router_port=free_port())
+        opts = KubernetesOptions(image=docker_engine.image, router="nginx", router_port=free_port())
         base = cluster_routing_table(opts, "web", {"blue": 50, "green": 50}, {"blue": "1.0.0", "green": "1.1.0"})
         table = RoutingTable(**{**base.to_dict(), "upstreams": tuple(
             Upstream(u.color, u.host, servers[u.color].port, u.version) for u in base.upstreams)})

@@ -105,6 +105,21 @@ def create(
     context: Annotated[str | None, typer.Option(help="Kube context [default: the current one].")] = None,
     kubeconfig: Annotated[str | None, typer.Option(help="Kubeconfig file [default: $KUBECONFIG].")] = None,
     pvc: Annotated[str | None, typer.Option(help="PersistentVolumeClaim of the model repository.")] = None,
+    models_path: Annotated[
+        str | None,
+        typer.Option(help="Directory on the nodes holding the model repository, mounted read-only "
+                     "(instead of --pvc).")
+    ] = None,
+    host_network: Annotated[
+        bool,
+        typer.Option("--host-network", help="Pods in the node's network (clusters without a pod "
+                     "network): blue binds port 8000 on the node, green 8001."),
+    ] = False,
+    image_pull_policy: Annotated[
+        str | None,
+        typer.Option(help="Always, IfNotPresent or Never (an image loaded on the nodes) "
+                     "[default: IfNotPresent].", show_default=False)
+    ] = None,
     gpus: Annotated[int | None, typer.Option(help="nvidia.com/gpu per replica.")] = None,
     replicas: Annotated[
         int | None,
@@ -162,7 +177,8 @@ def create(
         options |= {"namespace": namespace, "context": context, "kubeconfig": kubeconfig, "pvc": pvc,
                     "gpus": gpus, "replicas": replicas, "preview_replicas": preview_replicas,
                     "gateway": gateway, "scale_down_delay": scale_down_delay,
-                    "node_address": node_address}
+                    "node_address": node_address, "models_path": models_path,
+                    "host_network": host_network or None, "image_pull_policy": image_pull_policy}
         manager = _kubernetes_manager(manager, namespace, context, kubeconfig)
     backend_options = {k: str(v) for k, v in options.items() if v is not None}
     with console.status(f"starting {model} {version} as blue of {name}…", spinner="dots") as spinner:

@@ -82,7 +82,7 @@ def export(
     """
     from workbench.deploy.platforms.kubernetes.export import FORMATS
     from workbench.deploy.platforms.kubernetes.export import export as write_export
-    from workbench.deploy.platforms.kubernetes.options import K8sOptions
+    from workbench.deploy.platforms.kubernetes.options import KubernetesOptions
 
     if fmt not in FORMATS:
         raise typer.BadParameter(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
@@ -90,7 +90,7 @@ def export(
         raise typer.BadParameter(
             "--router does not apply to --format kserve: its InferenceService splits the traffic itself"
         )
-    opts = K8sOptions(
+    opts = KubernetesOptions(
         namespace=namespace, image=image, models_claim=pvc, gpus=gpus, replicas=replicas,
         preview_replicas=preview_replicas, hpa_max=max_replicas, router=router or "gateway",
         gateway_name=gateway,

@@ -7,12 +7,8 @@ import pytest
 
 from workbench.deploy.manager import default_router
 from workbench.deploy.platforms.kubernetes.manifests import colour_objects
-from workbench.deploy.platforms.kubernetes.options import K8sOptions, KubernetesOptions
+from workbench.deploy.platforms.kubernetes.options import KubernetesOptions
 from workbench.errors import DeployValueError
-
-
-def test_the_former_name_is_the_same_type() -> None:
-    assert K8sOptions is KubernetesOptions
 
 
 def test_persisted_keys_keep_their_names_and_the_live_defaults() -> None:

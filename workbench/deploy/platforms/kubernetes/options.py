@@ -6,9 +6,9 @@ a mapping of strings (CLI values, a deployment's persisted ``backend_options``) 
 :meth:`KubernetesOptions.from_mapping`, which keeps the JSON keys those were always written
 with (``pvc``, ``gateway``: aliases of :attr:`~KubernetesOptions.models_claim` and
 :attr:`~KubernetesOptions.gateway_name`) and the live backend's defaults (one replica; the
-stable Service's selector as the router unless a Gateway is named). ``K8sOptions`` is the
-type's former name, kept as an alias. The label and annotation keys every object carries
-are here too, so the backend, the router and the renderer share one spelling.
+stable Service's selector as the router unless a Gateway is named). The label and
+annotation keys every object carries are here too, so the backend, the router and the
+renderer share one spelling.
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ __all__ = [
     "DEPLOYMENT_LABEL",
     "PREFIX",
     "ROLE_LABEL",
-    "K8sOptions",
     "KubernetesOptions",
     "check_dns_label",
     "check_positive",
@@ -255,9 +254,6 @@ class KubernetesOptions:
                 dict(value) if isinstance(value, Mapping) else value)
         return out
 
-
-#: The type's former name (``workbench deploy export`` and existing callers).
-K8sOptions = KubernetesOptions
 
 
 def _parse(name: str, kind: str, value: Any) -> Any:

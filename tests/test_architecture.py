@@ -129,3 +129,12 @@ def test_code_spells_color_one_way() -> None:
                    for t in tokenize.tokenize(handle.readline)):
                 named.add(str(path.relative_to(ROOT)))
     assert named <= COLOUR_NAMES_LEFT, sorted(named - COLOUR_NAMES_LEFT)
+
+
+#: A module past this many bytes holds more than one concept: split it.
+MAX_MODULE_BYTES = 30_000
+
+
+def test_no_module_is_over_30_kb() -> None:
+    sizes = {str(p.relative_to(ROOT)): p.stat().st_size for p in _sources()}
+    assert {p: n for p, n in sizes.items() if n > MAX_MODULE_BYTES} == {}

@@ -21,6 +21,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from workbench.deploy.canary_state import CanaryState
 from workbench.deploy.deployment import resolve_version
 from workbench.deploy.history import face
 from workbench.deploy.rollout.analysis import AnalysisSpec
@@ -32,7 +33,6 @@ from workbench.deploy.rollout.controller import (
 from workbench.deploy.rollout.controller_process import controller_lock, controller_running
 from workbench.deploy.rollout.hooks import Hooks
 from workbench.deploy.rollout.phases import Phase
-from workbench.deploy.state import CanaryState
 from workbench.errors import CanaryConflictError, DeployError, RolloutError, WorkbenchError
 
 if TYPE_CHECKING:

@@ -31,10 +31,10 @@ from filelock import Timeout as LockTimeout
 
 from workbench._fs import cannot_write, write_atomic
 from workbench.deploy.backend import Instance, InstanceSpec, check_instance_address
+from workbench.deploy.canary_state import CanaryState
 from workbench.deploy.fleet import Engine, check_fleet
 from workbench.deploy.history import HistoryEntry, actor, face
 from workbench.deploy.names import COLORS, check_deployment_name
-from workbench.deploy.rollout.controller import CanaryStatus
 from workbench.deploy.rollout.phases import Rollout
 from workbench.errors import DeployValueError, StateCorruptError, StateError
 
@@ -250,44 +250,6 @@ class Plan:
             port=int(data["port"]),
             sample_file=None if sample is None else str(sample),
             min_agreement=float(data.get("min_agreement", 0.0)),
-        )
-
-
-@dataclass(frozen=True)
-class CanaryState:
-    """A deployment's canary as persisted (key ``canary``): how it is judged, where its
-    metrics come from, and its controller's status once it started."""
-
-    spec: Mapping[str, Any] = field(default_factory=dict)  # the AnalysisSpec, as its to_dict
-    source: str = "scrape"  # or "prometheus"
-    prometheus: str | None = None  # the Prometheus URL the metrics come from
-    status: CanaryStatus | None = None  # None until the controller took its first step
-
-    @property
-    def started(self) -> bool:
-        return self.status is not None
-
-    @property
-    def active(self) -> bool:
-        """Started and not ended yet."""
-        return self.status is not None and not self.status.done
-
-    def to_dict(self) -> dict[str, Any]:
-        data: dict[str, Any] = {"spec": dict(self.spec), "source": self.source,
-                                "prometheus": self.prometheus}
-        if self.status is not None:
-            data["status"] = self.status.to_dict()
-        return data
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> CanaryState:
-        status = data.get("status")
-        prometheus = data.get("prometheus")
-        return cls(
-            spec=dict(data.get("spec") or {}),
-            source=str(data.get("source") or "scrape"),
-            prometheus=None if prometheus is None else str(prometheus),
-            status=None if status is None else CanaryStatus.from_dict(status),
         )
 
 

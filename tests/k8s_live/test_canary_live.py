@@ -6,7 +6,9 @@ nginx reading its configuration from the ConfigMap ``web-router``, on the host n
 (the cluster has no pod network) on its own port, routing to the colours' ports at the
 node address. The canary controller steps the weights 5 -> 25 -> 100; at each step the
 test reads the weight from the ConfigMap and counts which colour answered the clients'
-requests through the router pod's port. Then a degraded version (1.2.0, whose answers
+requests through the router pod's port. Before that, ``deploy status`` reports blue
+unready while the API server's Deployment status has one of its two replicas unavailable.
+Then a degraded version (1.2.0, whose answers
 disagree with the labelled digits) is rolled back by the controller. No client request
 may fail in either.
 """
@@ -95,6 +97,21 @@ def test_canary_through_the_in_cluster_router_on_the_live_cluster(
         assert pod["hostNetwork"] and pod["volumes"][0]["configMap"]["name"] == f"{NAME}-router"
         assert router["status"]["availableReplicas"] == 1
         assert router_weight(cluster, namespace) == 0
+
+        # `deploy status` readiness is the Deployment's status as the API server has it: a
+        # second blue replica cannot be placed (the node's port is taken by the first)
+        (blue,) = web.status().instances
+        assert (blue.running, blue.ready, blue.error) == (True, True, "")
+        cluster.kubectl("scale", "deployment", f"{NAME}-blue", "-n", namespace, "--replicas=2")
+        wait_until(lambda: cluster.get("deployment", f"{NAME}-blue", "-n", namespace)["status"]
+                   .get("unavailableReplicas") == 1, 60, 0.5, what="blue's second replica unavailable")
+        (blue,) = web.status().instances
+        assert blue.running and not blue.ready, blue
+        assert blue.error.startswith("1 of 2 replicas available"), blue.error
+        assert "Unschedulable" in blue.error and "ports" in blue.error, blue.error
+        assert not web.status().healthy
+        cluster.kubectl("scale", "deployment", f"{NAME}-blue", "-n", namespace, "--replicas=1")
+        wait_until(lambda: web.status().instances[0].ready, 60, 0.5, what="blue ready again")
 
         seen: list[tuple[float, int, int]] = []  # (when, controller's weight, ConfigMap's weight)
 

@@ -27,7 +27,9 @@ Order of one :meth:`KubernetesRouter.apply`, so a failure leaves traffic where i
    too. A rollback after that scales the old colour back up first (step 1).
 
 Tested against an in-memory API emulator and, for the blue/green path and the
-HTTPRoute it writes, a live Kubernetes 1.20 API server (tests/k8s_live/test_backend_live.py).
+HTTPRoute it writes, a live Kubernetes 1.20 API server (tests/k8s_live/test_backend_live.py);
+the nginx router in the cluster drives a canary there under load
+(tests/k8s_live/test_canary_live.py).
 """
 
 from __future__ import annotations

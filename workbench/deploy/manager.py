@@ -85,10 +85,12 @@ def default_router(backend: str, options: Mapping[str, str]) -> str:
     which must then reach the instances' addresses from here.
     """
     if backend == "kubernetes":
-        # the stable Service's selector and the HTTPRoute's weights; pods on the host network
-        # (no kube-proxy needed) are reached by the workbench's own nginx here
+        # the stable Service's selector and the HTTPRoute's weights, or the nginx router in the
+        # cluster; other pods on the host network (no kube-proxy needed) are reached by the
+        # workbench's own nginx here
         host_network = options.get("host_network", "").strip().lower() in ("1", "true", "yes", "on")
-        return "process" if host_network else "kubernetes"
+        in_cluster = options.get("router", "").strip() == "nginx"
+        return "process" if host_network and not in_cluster else "kubernetes"
     return "docker" if backend == "docker" and _local_engine(options) else "process"
 
 

@@ -121,8 +121,9 @@ def kubernetes_router(name: str, backend: Backend, workdir: Path) -> Router:
 
 
 def kubernetes_address(name: str, backend: Backend) -> tuple[str, int]:
-    """The stable Service's in-cluster host and port: a deployment's public address."""
-    from workbench.deploy.platforms.kubernetes.backend import SERVE_PORT, KubernetesBackend
+    """A deployment's public address: the stable Service's in-cluster host and port, or
+    its in-cluster nginx router's (see ``KubernetesBackend.public_address``)."""
+    from workbench.deploy.platforms.kubernetes.backend import KubernetesBackend
 
     assert isinstance(backend, KubernetesBackend)
-    return backend.stable_host(name), SERVE_PORT
+    return backend.public_address(name)

@@ -3,11 +3,17 @@ the host-network and host-directory options as rendered."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import time
+from pathlib import Path
+
 import pytest
 
 from workbench.deploy.manager import default_router
 from workbench.deploy.platforms.kubernetes.manifests import colour_objects
 from workbench.deploy.platforms.kubernetes.options import KubernetesOptions
+from workbench.deploy.platforms.kubernetes.routes import RELOAD_LOOP, router_objects
 from workbench.errors import DeployValueError
 
 
@@ -76,3 +82,56 @@ def test_pod_network_pods_are_unchanged() -> None:
 def test_host_network_deployments_route_through_the_workbench_nginx() -> None:
     assert default_router("kubernetes", {"host_network": "true"}) == "process"
     assert default_router("kubernetes", {}) == "kubernetes"
+
+
+def test_the_nginx_router_in_the_cluster_routes_host_network_deployments_too() -> None:
+    assert default_router("kubernetes", {"host_network": "true", "router": "nginx"}) == "kubernetes"
+
+
+def test_the_in_cluster_router_reloads_in_place_and_fits_one_node_on_the_host_network() -> None:
+    opts = KubernetesOptions(host_network=True, router="nginx", router_port=9300)
+    _, deployment, _ = router_objects(opts, "web", {"blue": 95, "green": 5},
+                                      versions={"blue": "1.0.0", "green": "1.1.0"})
+    spec = deployment["spec"]
+    assert spec["replicas"] == 1 and spec["strategy"]["rollingUpdate"] == {"maxSurge": 0, "maxUnavailable": 1}
+    pod = spec["template"]["spec"]
+    assert pod["hostNetwork"] is True
+    for container in pod["containers"]:
+        assert container["command"][:3] == ["sh", "-c", RELOAD_LOOP]
+    front = next(c for c in pod["containers"] if c["name"] == "front")
+    assert front["ports"][0]["containerPort"] == 9300
+    pod_network = router_objects(KubernetesOptions(router="nginx"), "web", {"blue": 100},
+                                 versions={"blue": "1.0.0"})[1]["spec"]
+    assert pod_network["replicas"] == 2 and pod_network["strategy"]["rollingUpdate"]["maxSurge"] == 1
+
+
+def test_the_reload_loop_reloads_nginx_when_its_configuration_changes(tmp_path: Path) -> None:
+    """The loop under a real POSIX sh, with a stand-in ``nginx`` recording its calls."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    calls = tmp_path / "calls"
+    fake = bin_dir / "nginx"
+    master = tmp_path / "master.pid"
+    fake.write_text(f'#!/bin/sh\necho "$*" >> {calls}\n'
+                    f'case "$*" in *"-s quit"*) kill "$(cat {master})"; exit 0;; *-s*|*-t*) exit 0;; esac\n'
+                    f'echo $$ > {master}; trap "exit 0" TERM; while :; do sleep 0.1; done\n')
+    fake.chmod(0o755)
+    conf = tmp_path / "nginx.conf"
+    conf.write_text("first\n")
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    loop = subprocess.Popen(["sh", "-c", RELOAD_LOOP, "router", str(conf)], env=env,
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        time.sleep(1.5)
+        conf.write_text("second\n")
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and "-s reload" not in calls.read_text():
+            time.sleep(0.1)
+    finally:
+        loop.terminate()
+        out, _ = loop.communicate(timeout=10)
+    lines = calls.read_text().splitlines()
+    assert lines[0] == f"-p {tmp_path}/ -c {conf}"
+    assert f"-p {tmp_path}/ -c {conf} -t -q" in lines and f"-p {tmp_path}/ -c {conf} -s reload" in lines
+    assert lines[-1] == f"-p {tmp_path}/ -c {conf} -s quit"  # SIGTERM: a graceful quit
+    assert loop.returncode == 0 and f"router: reloaded {conf}" in out

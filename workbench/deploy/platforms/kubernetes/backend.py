@@ -138,6 +138,19 @@ class KubernetesBackend(Backend):
         """The in-cluster host name of the deployment's stable Service (its public address)."""
         return f"{deployment}.{self.api.namespace}.svc"
 
+    def public_address(self, deployment: str) -> tuple[str, int]:
+        """Where clients reach the deployment: the stable Service's in-cluster name, or with
+        ``router=nginx`` the router's Service, or on the host network the router's port on
+        ``node_address`` (which must then be given: the router's pod does not exist yet)."""
+        if self.options.router != "nginx":
+            return self.stable_host(deployment), SERVE_PORT
+        if not self.options.host_network:
+            return f"{deployment}-router.{self.api.namespace}.svc", self.options.router_port
+        if not self.options.node_address:
+            raise BackendError("the nginx router on the host network needs node_address "
+                               "(the node whose router_port clients reach)")
+        return self.options.node_address, self.options.router_port
+
     def address(self, deployment: str, color: Color | str) -> tuple[str, int]:
         """Where the workbench reaches a colour: its Service's in-cluster name and port;
         with ``node_address``, that node and the Service's NodePort; on the host network,
@@ -188,6 +201,7 @@ class KubernetesBackend(Backend):
         replicas = max(1, min(replicas, self.options.replicas))
         try:
             with translate(BackendError):
+                self._wait_deleted(name, self.options.ready_timeout)
                 for obj in self.objects(spec, replicas):
                     self.api.apply(obj)
             self._say(f"{name}: applied ({spec.model} {spec.version}, {replicas} replica(s)"
@@ -204,6 +218,22 @@ class KubernetesBackend(Backend):
         return Instance(spec=ready, backend=self.name, ref=f"{self.api.namespace}/{name}",
                         labels={LABEL_DEPLOYMENT: spec.deployment, LABEL_COLOR: spec.color,
                                 "replicas": str(replicas)})
+
+    def _wait_deleted(self, name: str, timeout: float) -> None:
+        """Wait (watching) until the colour's Deployment and Service of a previous start,
+        still being deleted (foreground: their pods and endpoints go first), are gone: an
+        apply meanwhile would only update the object being deleted."""
+        deadline = time.monotonic() + timeout
+        for api_version, kind in (("apps/v1", "Deployment"), ("v1", "Service")):
+            obj = self.api.get(api_version, kind, name)
+            meta = (obj or {}).get("metadata") or {}
+            if not meta.get("deletionTimestamp"):
+                continue
+            self._say(f"{name}: waiting until the previous {kind} is deleted")
+            changes = self.api.watch(api_version, kind, name, deadline=deadline,
+                                     since=str(meta.get("resourceVersion") or ""))
+            if not any(change is None for change in changes):
+                raise BackendError(f"{name}: the previous {kind} was still being deleted after {timeout:g}s")
 
     def wait_ready(self, name: str, timeout: float) -> None:
         """Wait until Deployment ``name`` is available, watching it (no polling) for at most

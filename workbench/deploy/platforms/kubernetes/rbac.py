@@ -49,6 +49,8 @@ def rules(name: str) -> list[Manifest]:
         {"apiGroups": ["policy"], "resources": ["poddisruptionbudgets"], "verbs": list(_APPLY)},
         {"apiGroups": ["gateway.networking.k8s.io"], "resources": ["httproutes"], "verbs": list(_APPLY)},
         {"apiGroups": [""], "resources": ["pods", "pods/log", "events"], "verbs": ["get", "list", "watch"]},
+        # the nginx router's pods are annotated with their table's hash (a prompt ConfigMap refresh)
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["patch"]},
         {"apiGroups": [""], "resources": ["configmaps"], "verbs": list(_APPLY)},
         {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
          "verbs": ["get", "create", "update", "delete"]},

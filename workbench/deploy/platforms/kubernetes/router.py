@@ -5,7 +5,13 @@ takes all traffic (one PATCH; kube-proxy follows within a second or two). Canary
 weights patch the ``backendRefs`` weights of a Gateway API ``HTTPRoute`` over the two
 colour Services, so the canary controller drives weights through this router exactly
 as it does through nginx. The HTTPRoute is used when the deployment names a Gateway
-(``gateway`` option); without one, a split is refused with one sentence.
+(``gateway`` option). With ``router=nginx`` the workbench's own nginx router runs in the
+cluster instead (:func:`~workbench.deploy.platforms.kubernetes.routes.router_objects`: a
+Deployment reading its configuration from the ConfigMap ``<name>-router``): each apply
+writes the table to the ConfigMap and annotates the router's pods with its hash, which
+makes the kubelet refresh the mounted files at once; the pods reload nginx in place. On
+the host network its upstreams are the colours' node ports. Without either, a split is
+refused with one sentence.
 
 Order of one :meth:`KubernetesRouter.apply`, so a failure leaves traffic where it was:
 
@@ -21,22 +27,27 @@ Order of one :meth:`KubernetesRouter.apply`, so a failure leaves traffic where i
    too. A rollback after that scales the old colour back up first (step 1).
 
 Tested against an in-memory API emulator and, for the blue/green path and the
-HTTPRoute it writes, a live Kubernetes 1.20 API server (tests/k8s_live/test_backend_live.py).
+HTTPRoute it writes, a live Kubernetes 1.20 API server (tests/k8s_live/test_backend_live.py);
+the nginx router in the cluster drives a canary there under load
+(tests/k8s_live/test_canary_live.py).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from workbench.deploy.platforms.kubernetes.backend import LABEL_COLOR, LABEL_DEPLOYMENT
 from workbench.deploy.platforms.kubernetes.client import ClusterError, translate
 from workbench.deploy.platforms.kubernetes.colour import http_route, stable_service
-from workbench.deploy.platforms.kubernetes.manifests import selector
-from workbench.deploy.platforms.kubernetes.options import PREFIX
+from workbench.deploy.platforms.kubernetes.manifests import router_name, selector
+from workbench.deploy.platforms.kubernetes.options import CONFIG_ANNOTATION, PREFIX
 from workbench.deploy.platforms.kubernetes.reaper import launch
+from workbench.deploy.platforms.kubernetes.routes import router_objects
 from workbench.errors import BackendError, RouterError
 
 if TYPE_CHECKING:
@@ -86,10 +97,11 @@ class KubernetesRouter:
     def apply(self, table: RoutingTable) -> None:
         weights: dict[str, int] = {c: table.weights[c] for c in table.colors}
         split = all(0 < w < 100 for w in weights.values()) and len(weights) == 2
-        if split and not self.options.uses_gateway:
+        if split and not (self.options.uses_gateway or self.uses_nginx):
             raise RouterError(
                 f"{self.deployment}: a traffic split ({_show(weights)}) needs a Gateway API HTTPRoute; "
-                "give the deployment a gateway (--gateway NAME), or switch all at once"
+                "give the deployment a gateway (--gateway NAME) or the nginx router (router=nginx), "
+                "or switch all at once"
             )
         mirror = table.mirror_percent if table.candidate in weights else 0
         if mirror and not self.options.uses_gateway:
@@ -101,6 +113,8 @@ class KubernetesRouter:
             for color, weight in sorted(weights.items()):
                 if weight > 0:
                     self._scale_up(color)
+            if self.uses_nginx:
+                self._apply_nginx(table)
             service = self.api.get("v1", "Service", self.deployment)
             before = _weights_of(service)
             if service is None:
@@ -135,6 +149,46 @@ class KubernetesRouter:
             log_path = None if self.workdir is None else self.workdir / "reaper.log"
             launch(self.deployment, due, self.options.to_mapping(), log_path)
 
+    @property
+    def uses_nginx(self) -> bool:
+        """Traffic goes through the workbench's nginx router in the cluster."""
+        return self.options.router == "nginx"
+
+    def _router_objects(self, table: RoutingTable) -> list[Obj]:
+        """The in-cluster router's ConfigMap, Deployment and Service for ``table`` (its
+        upstreams are the colours' addresses as the backend gave them), and no config hash
+        in the pod template: a new table is reloaded in place, not rolled."""
+        opts = replace(self.options, namespace=self.api.namespace)
+        pod_table = replace(table, listen_host="0.0.0.0", listen_port=opts.router_port)
+        objects = [self.backend.versions.fit(o) for o in router_objects(opts, self.deployment, pod_table)]
+        objects[1]["spec"]["template"]["metadata"].pop("annotations", None)
+        return objects
+
+    def _apply_nginx(self, table: RoutingTable) -> None:
+        """Write ``table`` to the router's ConfigMap; the first time, start the router and
+        wait until it is available; after that, annotate its pods with the table's hash so
+        the kubelet refreshes their ConfigMap volume now rather than at its next sync."""
+        configmap, deployment, service = self._router_objects(table)
+        name = configmap["metadata"]["name"]
+        current = self.api.get("v1", "ConfigMap", name)
+        changed = current is None or current.get("data") != configmap["data"]
+        if changed:
+            self.api.apply(configmap)
+        if self.api.get("apps/v1", "Deployment", name) is None:
+            self.api.apply(service)
+            self.api.apply(deployment)
+            try:
+                self.backend.wait_ready(name, self.options.ready_timeout)
+            except BackendError as exc:
+                raise RouterError(f"{exc}; traffic unchanged") from exc
+            return
+        if changed:
+            digest = hashlib.sha256(json.dumps(configmap["data"], sort_keys=True).encode()).hexdigest()[:16]
+            for pod in self.api.list("v1", "Pod", labels=selector(self.deployment, role="router")):
+                self.api.patch("v1", "Pod", pod["metadata"]["name"],
+                               {"metadata": {"annotations": {CONFIG_ANNOTATION: digest}}})
+            log.info("%s: router table %s written (%s)", self.deployment, digest, table)
+
     def _mirror(self, candidate: str, percent: int) -> Obj | None:
         """The HTTPRoute filter copying ``percent`` of requests to the candidate (GEP-3171)."""
         if not percent:
@@ -154,6 +208,10 @@ class KubernetesRouter:
             self.api.delete("v1", "Service", self.deployment)
             if self.options.uses_gateway:
                 self.api.delete(self.backend.versions.http_route, "HTTPRoute", self.deployment)
+            if self.uses_nginx:
+                name = router_name(self.deployment)
+                for api_version, kind in (("apps/v1", "Deployment"), ("v1", "Service"), ("v1", "ConfigMap")):
+                    self.api.delete(api_version, kind, name)
 
     # -- keeping the old colour for a while ----------------------------------------------
 

@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "INGRESS_CANARY",
+    "RELOAD_LOOP",
     "check_weights",
     "cluster_routing_table",
     "deployment_objects",
@@ -141,14 +142,43 @@ def cluster_routing_table(opts: KubernetesOptions, name: str, weights: Mapping[s
         raise DeployValueError(str(exc)) from None
 
 
+#: The router containers' command (``sh -c``; $1 is the nginx configuration): nginx in the
+#: background, reloaded (after ``nginx -t``) whenever its configuration file changes, which
+#: the kubelet makes happen when it refreshes the ConfigMap volume (at its sync, or at once
+#: when the pod is updated: the live router annotates its pods); SIGTERM quits nginx
+#: gracefully. Polls once a second with ``cksum``: POSIX sh, nothing else in the image.
+RELOAD_LOOP = """\
+conf="$1"; prefix="$(dirname "$conf")/"
+nginx -p "$prefix" -c "$conf" & pid=$!
+trap 'nginx -p "$prefix" -c "$conf" -s quit; wait "$pid"; exit 0' TERM INT
+seen="$(cksum < "$conf")"
+while kill -0 "$pid" 2>/dev/null; do
+  sleep 1 & wait $!
+  now="$(cksum < "$conf")"
+  [ "$now" = "$seen" ] && continue
+  seen="$now"
+  if nginx -p "$prefix" -c "$conf" -t -q; then
+    nginx -p "$prefix" -c "$conf" -s reload && echo "router: reloaded $conf"
+  else
+    echo "router: $conf is not valid, nginx keeps the previous one" >&2
+  fi
+done
+wait "$pid"
+"""
+
+
 def router_objects(opts: KubernetesOptions, name: str, routing: RoutingTable | Mapping[str, int], *,
                    versions: Mapping[str, str] | None = None, stable: str = "blue") -> list[Manifest]:
     """The workbench's nginx router in the cluster: ``[ConfigMap, Deployment, Service]``.
 
     ``routing`` is a :class:`RoutingTable` or weights (colour -> percent, with ``versions``).
     The pod runs the two nginx tiers of the local router (front and router, sharing the
-    router's unix socket in an emptyDir) from the image's ``router`` mode; the ConfigMap's
-    hash is a pod annotation, so a new table rolls the router's pods.
+    router's unix socket in an emptyDir); each tier's container reloads its nginx in place
+    (``nginx -s reload``: no connection dropped) when the kubelet refreshes the mounted
+    ConfigMap (:data:`RELOAD_LOOP`). The ConfigMap's hash is a pod annotation too, so a
+    GitOps apply of a new table rolls the pods as well. On the host network the router
+    binds ``router_port`` on its node: one pod (two could not share the node's port), which
+    makes way for its successor (``maxSurge`` 0) when the template changes.
     """
     table = routing if isinstance(routing, RoutingTable) else cluster_routing_table(
         opts, name, routing, versions or {}, stable=stable)
@@ -170,7 +200,7 @@ def router_objects(opts: KubernetesOptions, name: str, routing: RoutingTable | M
             "name": tier,
             "image": opts.image,
             "imagePullPolicy": opts.image_pull_policy,
-            "args": ["router", f"{ROUTER_CONF_DIR}/{conf}"],
+            "command": ["sh", "-c", RELOAD_LOOP, "router", f"{ROUTER_CONF_DIR}/{conf}"],
             "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}},
             "securityContext": {
                 "allowPrivilegeEscalation": False,
@@ -216,10 +246,12 @@ def router_objects(opts: KubernetesOptions, name: str, routing: RoutingTable | M
             "kind": "Deployment",
             "metadata": metadata(opts, obj, obj_labels),
             "spec": {
-                "replicas": 2,
+                "replicas": 1 if opts.host_network else 2,
                 "revisionHistoryLimit": 3,
                 "selector": {"matchLabels": sel},
-                "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
+                "strategy": {"type": "RollingUpdate", "rollingUpdate": (
+                    {"maxSurge": 0, "maxUnavailable": 1} if opts.host_network
+                    else {"maxSurge": 1, "maxUnavailable": 0})},
                 "template": {"metadata": {"labels": obj_labels, "annotations": {CONFIG_ANNOTATION: digest}},
                              "spec": spec},
             },

@@ -39,7 +39,7 @@ from workbench.deploy.rollout.phases import Rollout
 from workbench.errors import DeployValueError, StateCorruptError, StateError
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Iterator, Mapping
+    from collections.abc import Callable, Iterable, Iterator, Mapping
 
     from workbench._types import Color, StrPath
 
@@ -52,8 +52,29 @@ ADMIN_TOKEN_FILE = "admin.token"
 PREVIOUS_FILE = "state.json.prev"  # the state before the last write
 
 
-#: Per thread: the lock files it holds, and how deep (StateStore.lock is re-entrant).
+#: Per thread: the locks it holds, and how deep (a store's lock is re-entrant).
 _held = threading.local()
+
+
+@contextlib.contextmanager
+def reentrant(key: str, acquire: Callable[[], contextlib.AbstractContextManager[None]]) -> Iterator[None]:
+    """Hold the lock ``key`` through ``acquire()``, or join it when this thread holds it
+    already: a transaction opened inside another (the canary controller's read-decide-save
+    around a deployment's action) must not wait on itself. Every store's ``lock`` uses it."""
+    depth: dict[str, int] = _held.__dict__.setdefault("depth", {})
+    if depth.get(key):
+        depth[key] += 1
+        try:
+            yield
+        finally:
+            depth[key] -= 1
+        return
+    with acquire():
+        depth[key] = 1
+        try:
+            yield
+        finally:
+            depth.pop(key, None)
 
 
 def default_home() -> Path:
@@ -677,32 +698,27 @@ class StateStore:
         (the canary controller's read-decide-save around a deployment's action) joins it.
         """
         directory = self.directory(name)
-        path = str(directory / (STATE_FILE + ".lock"))
-        held: dict[str, int] = _held.__dict__.setdefault("depth", {})
-        if held.get(path):
-            held[path] += 1
-            try:
-                yield
-            finally:
-                held[path] -= 1
-            return
-        lock = FileLock(path)
+        path = directory / (STATE_FILE + ".lock")
+        with reentrant(str(path), lambda: self._file_lock(name, path, timeout)):
+            yield
+
+    @contextlib.contextmanager
+    def _file_lock(self, name: str, path: Path, timeout: float | None) -> Iterator[None]:
+        lock = FileLock(str(path))
         wait = self.lock_timeout if timeout is None else timeout
         try:
-            directory.mkdir(parents=True, exist_ok=True)
+            path.parent.mkdir(parents=True, exist_ok=True)
             lock.acquire(timeout=wait)
         except LockTimeout:
             raise StateError(
                 f"deployment {name!r} is locked by another process (waited {wait:.0f}s)"
             ) from None
         except OSError as exc:  # mkdir, or the lock file (LockTimeout is one too)
-            raise StateError(cannot_write(f"the lock of deployment {name!r}", directory,
+            raise StateError(cannot_write(f"the lock of deployment {name!r}", path.parent,
                                           exc)) from exc
-        held[path] = 1
         try:
             yield
         finally:
-            held.pop(path, None)
             lock.release()
 
     @contextlib.contextmanager

@@ -47,6 +47,7 @@ from workbench.deploy.state import (
     StateStore,
     Transaction,
     parse_state,
+    reentrant,
 )
 from workbench.errors import StateCorruptError, StateError
 
@@ -225,8 +226,16 @@ class ClusterStateStore(StateStore):
 
     @contextlib.contextmanager
     def lock(self, name: str, timeout: float | None = None) -> Iterator[None]:
-        """Hold the deployment's Lease (StateError if another holder keeps it too long)."""
+        """Hold the deployment's Lease (StateError if another holder keeps it too long).
+
+        Re-entrant within a thread, like the file store's lock."""
         lease = f"wb-{check_deployment_name(name)}-lock"
+        key = f"lease:{self.api.server}/{self.api.namespace}/{lease}"
+        with reentrant(key, lambda: self._hold(name, lease, timeout)):
+            yield
+
+    @contextlib.contextmanager
+    def _hold(self, name: str, lease: str, timeout: float | None) -> Iterator[None]:
         holder = f"{actor()}/{uuid.uuid4().hex[:8]}"
         wait = self.lock_timeout if timeout is None else timeout
         deadline = time.monotonic() + wait

@@ -19,7 +19,7 @@ import pytest
 
 from tests._wait import wait_until
 from tests.docker.conftest import Containers, DockerEngine, free_port
-from workbench.deploy.platforms.kubernetes.manifests import colour_objects
+from workbench.deploy.platforms.kubernetes.manifests import color_objects
 from workbench.deploy.platforms.kubernetes.options import KubernetesOptions
 
 _SIZES = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30}
@@ -64,7 +64,7 @@ def test_the_rendered_pod_serves_drains_and_exits_cleanly(
         docker_engine: DockerEngine, containers: Containers, served_repo: Path) -> None:
     port = free_port()
     opts = KubernetesOptions(port=port, image=docker_engine.image, graceful_timeout=10, deep_health=True)
-    deployment = colour_objects(opts, "web", "blue", "digits", "1.0.0", replicas=1)[0]
+    deployment = color_objects(opts, "web", "blue", "digits", "1.0.0", replicas=1)[0]
     pod = deployment["spec"]["template"]["spec"]
     (spec,) = pod["containers"]
     args, kwargs = docker_run_args(pod, served_repo)
@@ -107,7 +107,7 @@ def test_the_rendered_router_pod_routes_to_the_colour_services(
     serve`` per colour listens (each on its own port, where a cluster would use one
     Service port).
     """
-    from tests.deploy._serve import serving_colours
+    from tests.deploy._serve import serving_colors
     from workbench.deploy.platforms.kubernetes.routes import (
         cluster_routing_table,
         router_objects,
@@ -115,7 +115,7 @@ def test_the_rendered_router_pod_routes_to_the_colour_services(
     )
     from workbench.deploy.routing import RoutingTable, Upstream
 
-    with serving_colours(demo_repo, tmp_path, {"blue": ["--version", "1.0.0"],
+    with serving_colors(demo_repo, tmp_path, {"blue": ["--version", "1.0.0"],
                                                "green": ["--version", "1.1.0"]}) as servers:
         opts = KubernetesOptions(image=docker_engine.image, router="nginx", router_port=free_port())
         base = cluster_routing_table(opts, "web", {"blue": 50, "green": 50}, {"blue": "1.0.0", "green": "1.1.0"})
@@ -138,8 +138,8 @@ def test_the_rendered_router_pod_routes_to_the_colour_services(
                                                    if m["name"] == "front"), "mode": "rw"}}
             tmpfs = {m["mountPath"]: "rw,mode=1777" for m in spec["volumeMounts"] if m["name"] == "work"}
             security = {**pod["securityContext"], **spec["securityContext"]}
-            started[spec["name"]] = containers.run(
-                spec["args"], user=f"{security['runAsUser']}:{security['runAsGroup']}",
+            started[spec["name"]] = containers.run(  # a Kubernetes command is docker's entrypoint
+                spec.get("args"), entrypoint=spec.get("command"), user=f"{security['runAsUser']}:{security['runAsGroup']}",
                 read_only=security["readOnlyRootFilesystem"], cap_drop=security["capabilities"]["drop"],
                 security_opt=["no-new-privileges"], volumes=binds, tmpfs=tmpfs, extra_hosts=hosts)
         url = f"http://127.0.0.1:{table.listen_port}"

@@ -105,18 +105,6 @@ def test_latency_percentiles_are_computed_in_one_place() -> None:
     assert found == [], found
 
 
-# Modules still naming things "colour" (they are being reworked on their own): each line
-# goes when its module says "color" like the rest of the code. Prose may say either.
-COLOUR_NAMES_LEFT = {
-    "workbench/deploy/platforms/kubernetes/backend.py",
-    "workbench/deploy/platforms/kubernetes/colour.py",
-    "workbench/deploy/platforms/kubernetes/manifests.py",
-    "workbench/deploy/platforms/kubernetes/rbac.py",
-    "workbench/deploy/platforms/kubernetes/router.py",
-    "workbench/deploy/platforms/kubernetes/routes.py",
-}
-
-
 def test_code_spells_color_one_way() -> None:
     """Identifiers say "color" (the type is Color, the header x-deploy-color); CLI flags,
     JSON keys and prose keep their spelling."""
@@ -128,7 +116,7 @@ def test_code_spells_color_one_way() -> None:
             if any(t.type == tokenize.NAME and "colour" in t.string.lower()
                    for t in tokenize.tokenize(handle.readline)):
                 named.add(str(path.relative_to(ROOT)))
-    assert named <= COLOUR_NAMES_LEFT, sorted(named - COLOUR_NAMES_LEFT)
+    assert named == set(), sorted(named)
 
 
 #: A module past this many bytes holds more than one concept: split it.

@@ -13,13 +13,13 @@ if TYPE_CHECKING:
 
 
 @contextlib.contextmanager
-def serving_colours(demo_repo: Path, logs: Path, colours: Mapping[str, Sequence[str]],
+def serving_colors(demo_repo: Path, logs: Path, colors: Mapping[str, Sequence[str]],
                     env: dict[str, str] | None = None) -> Iterator[dict[str, ServeProcess]]:
     """Start one digits instance per colour with its extra ``workbench serve`` arguments
     (e.g. ``{"blue": ["--version", "1.0.0"], ...}``) and ``env``, ready; stop them all afterwards."""
     common = ["--repo", str(demo_repo), "--model", "digits", "--workers", "1", "--no-access-log"]
-    servers = {colour: ServeProcess([*common, *args], logs / f"{colour}.log", env)
-               for colour, args in colours.items()}
+    servers = {color: ServeProcess([*common, *args], logs / f"{color}.log", env)
+               for color, args in colors.items()}
     try:
         for server in servers.values():
             server.start(wait_ready=False)

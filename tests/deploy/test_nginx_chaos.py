@@ -14,7 +14,7 @@ import pytest
 
 from tests._wait import wait_until
 from tests.deploy._nginx import free_port, require_nginx
-from tests.deploy._serve import serving_colours
+from tests.deploy._serve import serving_colors
 from tests.serving.conftest import ServeProcess, json_infer_body, metric_value, x_batch
 from workbench.deploy.nginx import NginxRouter
 from workbench.deploy.routing import RoutingTable, Upstream
@@ -33,9 +33,9 @@ def stack(demo_repo: Path, tmp_path_factory: pytest.TempPathFactory
     """Blue and green instances, and an nginx router in front of them (stopped afterwards)."""
     require_nginx()
     logs = tmp_path_factory.mktemp("chaos-logs")
-    colours = {"blue": ["--version", "1.0.0"],
+    colors = {"blue": ["--version", "1.0.0"],
                "green": ["--version", "1.1.0", "--fault-error-rate", "1"]}
-    with serving_colours(demo_repo, logs, colours) as servers:
+    with serving_colors(demo_repo, logs, colors) as servers:
         nginx = NginxRouter(logs / "router")
         try:
             yield servers, nginx

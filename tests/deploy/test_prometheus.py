@@ -15,7 +15,7 @@ from tests.deploy._prometheus import (
     require_prometheus,
     selector,
 )
-from tests.deploy._serve import serving_colours
+from tests.deploy._serve import serving_colors
 from tests.serving.conftest import ServeProcess, json_infer_body, x_batch
 from workbench.deploy.rollout.prometheus import PrometheusSource, PromQLTemplates, instance_selector
 from workbench.errors import MetricsError
@@ -52,10 +52,10 @@ def stack(demo_repo: Path, tmp_path_factory: pytest.TempPathFactory
           ) -> Iterator[tuple[dict[str, ServeProcess], PrometheusServer]]:
     require_prometheus()
     logs = tmp_path_factory.mktemp("prometheus")
-    colours = {"blue": ["--version", "1.0.0"],
+    colors = {"blue": ["--version", "1.0.0"],
                "green": ["--version", "1.1.0", "--fault-error-rate", "0.5",
                          "--fault-latency-ms", "150"]}
-    with serving_colours(demo_repo, logs, colours) as servers:
+    with serving_colors(demo_repo, logs, colors) as servers:
         prometheus = PrometheusServer(logs / "prom", {c: [s.url] for c, s in servers.items()})
         try:
             yield servers, prometheus

@@ -8,7 +8,7 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.deploy._serve import serving_colours
+from tests.deploy._serve import serving_colors
 from tests.serving.conftest import ADMIN_TOKEN, ServeProcess, json_infer_body
 from workbench.deploy.rollout.replay import fetch_reservoir, load_labelled, output_check, replay
 from workbench.errors import DeployError, ServingError
@@ -33,11 +33,11 @@ def labelled(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def instances(demo_repo: Path, tmp_path_factory: pytest.TempPathFactory
               ) -> Iterator[dict[str, ServeProcess]]:
-    colours = {"stable": ["--version", "1.0.0", "--reservoir-size", "64"],
+    colors = {"stable": ["--version", "1.0.0", "--reservoir-size", "64"],
                "good": ["--version", "1.1.0"],
                "degraded": ["--version", "1.2.0"],
                "failing": ["--version", "1.1.0", "--fault-error-rate", "1"]}
-    with serving_colours(demo_repo, tmp_path_factory.mktemp("replay"), colours,
+    with serving_colors(demo_repo, tmp_path_factory.mktemp("replay"), colors,
                          env={"WORKBENCH_ADMIN_TOKEN": ADMIN_TOKEN}) as servers:
         yield servers
 

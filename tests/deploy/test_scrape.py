@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import httpx
 import pytest
 
-from tests.deploy._serve import serving_colours
+from tests.deploy._serve import serving_colors
 from tests.serving.conftest import ServeProcess, json_infer_body, x_batch
 from workbench.deploy.rollout.scrape import ScrapeSource
 from workbench.errors import MetricsError
@@ -109,7 +109,7 @@ def test_history_is_bounded() -> None:
 def instances(demo_repo: Path, tmp_path_factory: pytest.TempPathFactory
               ) -> Iterator[dict[str, ServeProcess]]:
     logs = tmp_path_factory.mktemp("scrape-logs")
-    with serving_colours(demo_repo, logs, {"blue": ["--version", "1.0.0"],
+    with serving_colors(demo_repo, logs, {"blue": ["--version", "1.0.0"],
                                            "green": ["--version", "1.1.0", "--fault-error-rate", "0.5",
                                      "--fault-latency-ms", "150"]}) as servers:
         yield servers

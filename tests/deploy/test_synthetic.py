@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pytest
 
-from tests.deploy._serve import serving_colours
+from tests.deploy._serve import serving_colors
 from tests.serving.conftest import ServeProcess, x_batch
 from workbench.deploy.rollout.scrape import ScrapeSource
 from workbench.deploy.rollout.synthetic import SyntheticTraffic
@@ -20,8 +20,8 @@ if TYPE_CHECKING:
 
 @pytest.fixture(scope="module")
 def instance(demo_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
-    colours = {"green": ["--version", "1.1.0", "--fault-error-rate", "0.5"]}
-    with serving_colours(demo_repo, tmp_path_factory.mktemp("synthetic"), colours) as servers:
+    colors = {"green": ["--version", "1.1.0", "--fault-error-rate", "0.5"]}
+    with serving_colors(demo_repo, tmp_path_factory.mktemp("synthetic"), colors) as servers:
         yield servers["green"]
 
 

@@ -69,7 +69,7 @@ def served(url: str) -> float:
         return 0.0
 
 
-def colour_at(state: DeploymentState, color: str) -> list[tuple[str, str]]:
+def color_at(state: DeploymentState, color: str) -> list[tuple[str, str]]:
     return [(r.engine, r.host) for r in state.records(color)]  # type: ignore[arg-type]
 
 
@@ -98,7 +98,7 @@ def test_blue_green_across_two_hosts_and_a_host_lost_under_load(
         state = web.state
         assert state.router == "process" and state.url.startswith("http://127.0.0.1:")
         # each instance is recorded at the address its host publishes, not at loopback
-        assert colour_at(state, "blue") == [(h.url, h.address) for h in hosts]
+        assert color_at(state, "blue") == [(h.url, h.address) for h in hosts]
 
         # bounded: 2 clients at 20 requests/s each, at most 40 000 requests and 15 minutes
         with Load(web.url, threads=2, rate=20.0, max_requests=40_000, max_seconds=900.0) as load:
@@ -110,7 +110,7 @@ def test_blue_green_across_two_hosts_and_a_host_lost_under_load(
 
             state = web.update("1.1.0", timeout=300, min_agreement=0.0)
             assert state.rollout.phase is Phase.VERIFIED
-            assert colour_at(state, "green") == [(h.url, h.address) for h in hosts]
+            assert color_at(state, "green") == [(h.url, h.address) for h in hosts]
 
             state = web.promote()
             promoted = time.monotonic()
@@ -168,7 +168,7 @@ def test_blue_green_across_two_hosts_and_a_host_lost_under_load(
         lost_host.wait_dockerd()
         state = web.restore(timeout=300)
         assert state.history[-1].outcome == "ok" and lost_host.url in state.history[-1].reason
-        assert colour_at(state, "blue") == [(h.url, h.address) for h in hosts]
+        assert color_at(state, "blue") == [(h.url, h.address) for h in hosts]
         assert [i.state for i in web.status(timeout=5.0).instances] == ["ready", "ready"]
         print(f"fleet under load: {len(load.answers)} requests, 0 failed; {dict(during)} "
               f"answered from the host's stop ({gone - stopped:.1f}s) on")

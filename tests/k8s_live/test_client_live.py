@@ -32,13 +32,13 @@ def api(cluster: Cluster, namespace: str) -> KubeApi:
     return KubeApi.connect(config_file=str(cluster.kubeconfig), namespace=namespace, timeout=30)
 
 
-def colour_objects(namespace: str) -> list[dict[str, Any]]:
+def color_objects(namespace: str) -> list[dict[str, Any]]:
     opts = KubernetesOptions(namespace=namespace, router="service", image="paddle-workbench:test")
     return deployment_objects(opts, "web", "digits", {"blue": "1.0.0"}, {"blue": 100}, stable="blue")
 
 
 def test_server_side_apply_patch_and_optimistic_replace(api: KubeApi, namespace: str) -> None:
-    (deployment,) = [o for o in colour_objects(namespace) if o["kind"] == "Deployment"]
+    (deployment,) = [o for o in color_objects(namespace) if o["kind"] == "Deployment"]
     name = deployment["metadata"]["name"]
     applied = api.apply(deployment)
     managers = {(f["manager"], f["operation"]) for f in applied["metadata"]["managedFields"]}
@@ -71,7 +71,7 @@ def test_colour_objects_against_discovery(cluster: Cluster, api: KubeApi, namesp
     """Each object the backend applies for a colour is taken at its own group version
     exactly when the server serves it; the unserved ones are taken at the pre-release."""
     served = cluster.served_group_versions()
-    for obj in colour_objects(namespace):
+    for obj in color_objects(namespace):
         what = f"{obj['apiVersion']} {obj['kind']}"
         if obj["apiVersion"] in served:
             api.apply(obj)

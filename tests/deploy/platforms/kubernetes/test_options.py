@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from workbench.deploy.manager import default_router
-from workbench.deploy.platforms.kubernetes.manifests import colour_objects
+from workbench.deploy.platforms.kubernetes.manifests import color_objects
 from workbench.deploy.platforms.kubernetes.options import KubernetesOptions
 from workbench.deploy.platforms.kubernetes.routes import RELOAD_LOOP, router_objects
 from workbench.errors import DeployValueError
@@ -53,7 +53,7 @@ def test_host_network_pods_bind_the_node_address_on_a_port_per_colour() -> None:
     opts = KubernetesOptions(host_network=True, port=9100, models_path="/srv/models")
     ports = {}
     for color in ("blue", "green"):
-        deployment = colour_objects(opts, "web", color, "digits", "1.0.0", replicas=1)[0]
+        deployment = color_objects(opts, "web", color, "digits", "1.0.0", replicas=1)[0]
         pod = deployment["spec"]["template"]["spec"]
         assert pod["hostNetwork"] is True and pod["dnsPolicy"] == "ClusterFirstWithHostNet"
         (container,) = pod["containers"]
@@ -72,7 +72,7 @@ def test_host_network_pods_bind_the_node_address_on_a_port_per_colour() -> None:
 
 
 def test_pod_network_pods_are_unchanged() -> None:
-    pod = colour_objects(KubernetesOptions(), "web", "green", "digits", "1.0.0", replicas=1)[0]
+    pod = color_objects(KubernetesOptions(), "web", "green", "digits", "1.0.0", replicas=1)[0]
     spec = pod["spec"]["template"]["spec"]
     assert "hostNetwork" not in spec and spec["containers"][0]["ports"] == [
         {"name": "http", "containerPort": 8000, "protocol": "TCP"}]

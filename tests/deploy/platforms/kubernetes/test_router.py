@@ -45,7 +45,7 @@ def annotations(emulator: Emulator, color: str) -> dict[str, str]:
     return (emulator.obj("deployments", f"web-{color}") or {})["metadata"].get("annotations", {})
 
 
-def both_colours(backend) -> KubernetesRouter:
+def both_colors(backend) -> KubernetesRouter:
     """Blue live behind the stable Service, green started beside it with no traffic."""
     router = KubernetesRouter("web", backend)
     backend.start(spec("blue"))
@@ -147,7 +147,7 @@ def test_canary_weights_go_through_the_httproute(make_backend, emulator: Emulato
 
 
 def test_a_split_without_a_gateway_is_refused_and_nothing_changes(make_backend, emulator: Emulator) -> None:
-    router = both_colours(make_backend())
+    router = both_colors(make_backend())
     emulator.calls.clear()
     with pytest.raises(RouterError, match=r"^web: a traffic split \(blue 75%, green 25%\) needs a Gateway "
                                           r"API HTTPRoute; give the deployment a gateway"):
@@ -156,7 +156,7 @@ def test_a_split_without_a_gateway_is_refused_and_nothing_changes(make_backend, 
 
 
 def test_a_colour_that_cannot_scale_up_never_gets_traffic(make_backend, emulator: Emulator) -> None:
-    router = both_colours(make_backend(replicas=3, gateway="public"))
+    router = both_colors(make_backend(replicas=3, gateway="public"))
     service, route = emulator.obj("services", "web"), emulator.obj("httproutes", "web")
     blue = emulator.obj("deployments", "web-blue")
     emulator.broken["web-green"] = Broken()
@@ -169,7 +169,7 @@ def test_a_colour_that_cannot_scale_up_never_gets_traffic(make_backend, emulator
 
 
 def test_api_errors_on_the_flip_are_one_sentence(make_backend, emulator: Emulator) -> None:
-    router = both_colours(make_backend())
+    router = both_colors(make_backend())
     emulator.fail("PATCH", "/services/web$", 403, 'services "web" is forbidden')
     with pytest.raises(RouterError, match=r"^the Kubernetes API refused to patch Service ml/web: "
                                           r"forbidden \(services \"web\" is forbidden\)"):
@@ -178,7 +178,7 @@ def test_api_errors_on_the_flip_are_one_sentence(make_backend, emulator: Emulato
 
 
 def test_a_mirror_share_becomes_a_request_mirror_filter(make_backend, emulator: Emulator) -> None:
-    router = both_colours(make_backend(gateway="public"))
+    router = both_colors(make_backend(gateway="public"))
     router.apply(table(0).with_mirror(20))
     rule = (emulator.obj("httproutes", "web") or {})["spec"]["rules"][-1]
     assert rule["filters"] == [{"type": "RequestMirror", "requestMirror": {
@@ -187,7 +187,7 @@ def test_a_mirror_share_becomes_a_request_mirror_filter(make_backend, emulator: 
     router.apply(table(5))  # the first weight ends the mirror
     assert "filters" not in (emulator.obj("httproutes", "web") or {})["spec"]["rules"][-1]
     with pytest.raises(RouterError, match="^web: mirroring needs a Gateway API HTTPRoute"):
-        both_colours(make_backend()).apply(table(0).with_mirror(20))
+        both_colors(make_backend()).apply(table(0).with_mirror(20))
 
 
 def test_a_detached_reaper_scales_the_old_colour_down_after_the_delay(

@@ -54,7 +54,7 @@ from workbench.deploy.backend import Backend, Instance, InstanceSpec, Readiness
 from workbench.deploy.platforms.kubernetes import options
 from workbench.deploy.platforms.kubernetes.capabilities import ApiVersions
 from workbench.deploy.platforms.kubernetes.client import ApplyConflict, ClusterError, KubeApi, translate
-from workbench.deploy.platforms.kubernetes.colour import admin_secret_name, live_colour_objects
+from workbench.deploy.platforms.kubernetes.color import admin_secret_name, live_color_objects
 from workbench.deploy.platforms.kubernetes.options import KubernetesOptions
 from workbench.deploy.platforms.kubernetes.readiness import pod_problems, rollout_progress
 from workbench.errors import BackendError
@@ -77,7 +77,7 @@ MODEL_ANNOTATION = options.MODEL_ANNOTATION
 VERSION_ANNOTATION = options.VERSION_ANNOTATION
 #: What a colour is made of, in the order it is deleted (versions as rendered; fitted to
 #: the cluster by :meth:`KubernetesBackend.fit`).
-COLOUR_KINDS = (("autoscaling/v2", "HorizontalPodAutoscaler"), ("policy/v1", "PodDisruptionBudget"),
+COLOR_KINDS = (("autoscaling/v2", "HorizontalPodAutoscaler"), ("policy/v1", "PodDisruptionBudget"),
                 ("apps/v1", "Deployment"), ("v1", "Service"))
 
 
@@ -186,7 +186,7 @@ class KubernetesBackend(Backend):
     def objects(self, spec: InstanceSpec, replicas: int) -> list[Obj]:
         """The admin token's Secret, the colour's Deployment, Service, HPA and PDB, as
         :mod:`workbench.deploy.platforms.kubernetes.manifests` renders them."""
-        objects = live_colour_objects(spec, self.options, self.api.namespace, replicas=replicas)
+        objects = live_color_objects(spec, self.options, self.api.namespace, replicas=replicas)
         return [self.versions.fit(obj) for obj in objects]
 
     # -- Backend -------------------------------------------------------------------------
@@ -211,7 +211,7 @@ class KubernetesBackend(Backend):
             if isinstance(exc.__cause__, ApplyConflict):  # someone else's object: leave it be
                 raise
             with contextlib.suppress(ClusterError):  # nothing of this colour stays behind
-                self._delete_colour(name)
+                self._delete_color(name)
             raise
         host, port = self.address(spec.deployment, spec.color)
         ready = replace(spec, host=host, port=port)
@@ -283,20 +283,20 @@ class KubernetesBackend(Backend):
         admin-token Secret)."""
         deployment = instance.spec.deployment
         with translate(BackendError):
-            self._delete_colour(self.object_name(deployment, instance.spec.color))
-            if not self._colours(deployment):
+            self._delete_color(self.object_name(deployment, instance.spec.color))
+            if not self._colors(deployment):
                 self.api.delete("v1", "Secret", admin_secret_name(deployment))
 
-    def _colours(self, deployment: str) -> list[Obj]:
+    def _colors(self, deployment: str) -> list[Obj]:
         """The deployment's colour Deployments (not its nginx router, if it has one)."""
         found = self.api.list("apps/v1", "Deployment", labels={LABEL_DEPLOYMENT: deployment})
         return [o for o in found if ((o.get("metadata") or {}).get("labels") or {}).get(LABEL_COLOR)]
 
-    def _delete_colour(self, name: str) -> None:
-        for api_version, kind in COLOUR_KINDS:
+    def _delete_color(self, name: str) -> None:
+        for api_version, kind in COLOR_KINDS:
             self.api.delete(self.version_of(api_version, kind), kind, name)
 
-    def _colour_deployment(self, instance: Instance) -> tuple[str, Obj | None]:
+    def _color_deployment(self, instance: Instance) -> tuple[str, Obj | None]:
         """The name of ``instance``'s colour Deployment and the object (None if gone)."""
         name = self.object_name(instance.spec.deployment, instance.spec.color)
         with translate(BackendError):
@@ -304,7 +304,7 @@ class KubernetesBackend(Backend):
 
     def is_running(self, instance: Instance) -> bool:
         """The Deployment exists and has an available replica (or was scaled down on purpose)."""
-        _, deployment = self._colour_deployment(instance)
+        _, deployment = self._color_deployment(instance)
         if deployment is None:
             return False
         wanted, available = _replicas(deployment)
@@ -314,7 +314,7 @@ class KubernetesBackend(Backend):
         """Ready when every replica the Deployment wants is available: the pods' own
         readiness probes decide, not an HTTP probe from here (the in-cluster Service
         name does not resolve outside the cluster)."""
-        name, deployment = self._colour_deployment(instance)
+        name, deployment = self._color_deployment(instance)
         if deployment is None:
             return Readiness(False, False, f"Deployment {name} is gone")
         wanted, available = _replicas(deployment)
@@ -335,7 +335,7 @@ class KubernetesBackend(Backend):
 
     def find(self, deployment: str) -> list[Instance]:
         with translate(BackendError):
-            found = self._colours(deployment)
+            found = self._colors(deployment)
         instances = []
         for obj in found:
             labels = (obj.get("metadata") or {}).get("labels") or {}

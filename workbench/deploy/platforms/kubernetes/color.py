@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from workbench.deploy.platforms.kubernetes.client import Obj
     from workbench.deploy.platforms.kubernetes.options import KubernetesOptions
 
-__all__ = ["admin_secret_name", "for_deployment", "http_route", "live_colour_objects", "stable_service"]
+__all__ = ["admin_secret_name", "for_deployment", "http_route", "live_color_objects", "stable_service"]
 
 
 def admin_secret_name(deployment: str) -> str:
@@ -36,7 +36,7 @@ def for_deployment(options: KubernetesOptions, namespace: str, deployment: str, 
                    admin_token_secret=admin_secret_name(deployment) if admin_token else None)
 
 
-def live_colour_objects(spec: InstanceSpec, options: KubernetesOptions, namespace: str, *,
+def live_color_objects(spec: InstanceSpec, options: KubernetesOptions, namespace: str, *,
                         replicas: int) -> list[Obj]:
     """The admin token's Secret (when the spec has one), then the colour's Deployment,
     Service, HorizontalPodAutoscaler and PodDisruptionBudget."""
@@ -50,7 +50,7 @@ def live_colour_objects(spec: InstanceSpec, options: KubernetesOptions, namespac
                          "labels": manifests.labels(spec.deployment, role="admin")},
             "data": {"token": base64.b64encode(spec.admin_token.encode()).decode()},
         })
-    rendered = manifests.colour_objects(opts, spec.deployment, spec.color, spec.model, spec.version,
+    rendered = manifests.color_objects(opts, spec.deployment, spec.color, spec.model, spec.version,
                                         replicas=replicas)
     for obj in rendered:
         if obj["kind"] == "Service" and options.node_address and not options.host_network:

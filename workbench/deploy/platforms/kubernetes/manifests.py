@@ -58,8 +58,8 @@ from workbench.errors import DeployValueError
 __all__ = [
     "Manifest",
     "check_name",
-    "colour_name",
-    "colour_objects",
+    "color_name",
+    "color_objects",
     "hpa",
     "labels",
     "metadata",
@@ -85,7 +85,7 @@ def check_name(name: str) -> str:
     return name
 
 
-def colour_name(name: str, color: str) -> str:
+def color_name(name: str, color: str) -> str:
     """``<name>-blue`` / ``<name>-green``: the Deployment, Service, HPA and PDB of a colour."""
     return f"{check_name(name)}-{check_color(color)}"
 
@@ -314,7 +314,7 @@ def pdb(opts: KubernetesOptions, obj_name: str, obj_labels: Mapping[str, str],
     }
 
 
-def colour_objects(opts: KubernetesOptions, name: str, color: str, model: str, version: str, *,
+def color_objects(opts: KubernetesOptions, name: str, color: str, model: str, version: str, *,
                    replicas: int) -> list[Manifest]:
     """``[Deployment, Service, HorizontalPodAutoscaler, PodDisruptionBudget]`` of one colour.
 
@@ -322,7 +322,7 @@ def colour_objects(opts: KubernetesOptions, name: str, color: str, model: str, v
     its HPA then stays idle (Kubernetes does not scale a Deployment at zero).
     """
     check_positive(replicas, "replicas", 0)
-    obj = colour_name(name, color)
+    obj = color_name(name, color)
     obj_labels = labels(name, color, extra=opts.extra_labels)
     sel = selector(name, color)
     deployment = {

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from workbench.deploy.platforms.kubernetes.colour import admin_secret_name
+from workbench.deploy.platforms.kubernetes.color import admin_secret_name
 from workbench.deploy.platforms.kubernetes.manifests import check_name, labels
 
 if TYPE_CHECKING:

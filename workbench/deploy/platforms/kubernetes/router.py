@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING
 
 from workbench.deploy.platforms.kubernetes.backend import LABEL_COLOR, LABEL_DEPLOYMENT
 from workbench.deploy.platforms.kubernetes.client import ClusterError, translate
-from workbench.deploy.platforms.kubernetes.colour import http_route, stable_service
+from workbench.deploy.platforms.kubernetes.color import http_route, stable_service
 from workbench.deploy.platforms.kubernetes.manifests import router_name, selector
 from workbench.deploy.platforms.kubernetes.options import CONFIG_ANNOTATION, PREFIX
 from workbench.deploy.platforms.kubernetes.reaper import launch
@@ -89,7 +89,7 @@ class KubernetesRouter:
         with translate(RouterError):
             return self.backend.api
 
-    def _colour_name(self, color: str) -> str:
+    def _color_name(self, color: str) -> str:
         return self.backend.object_name(self.deployment, color)
 
     # -- Router --------------------------------------------------------------------------
@@ -193,7 +193,7 @@ class KubernetesRouter:
         """The HTTPRoute filter copying ``percent`` of requests to the candidate (GEP-3171)."""
         if not percent:
             return None
-        ref = {"name": self._colour_name(candidate), "port": self.options.port}
+        ref = {"name": self._color_name(candidate), "port": self.options.port}
         return {"type": "RequestMirror", "requestMirror": {"backendRef": ref, "percent": percent}}
 
     @property
@@ -258,7 +258,7 @@ class KubernetesRouter:
 
     def _mark(self, color: str, when: float) -> None:
         try:
-            self.api.patch("apps/v1", "Deployment", self._colour_name(color),
+            self.api.patch("apps/v1", "Deployment", self._color_name(color),
                            {"metadata": {"annotations": {SCALE_DOWN_AT: f"{when:.3f}"}}})
         except ClusterError as exc:
             if exc.status != 404:  # already gone (a rollback stops the candidate next)
@@ -266,7 +266,7 @@ class KubernetesRouter:
 
     def _scale_up(self, color: str) -> None:
         """Give ``color`` its full replicas (and no pending scale-down) before it takes traffic."""
-        name = self._colour_name(color)
+        name = self._color_name(color)
         obj = self.api.get("apps/v1", "Deployment", name)
         if obj is None:
             raise RouterError(f"{self.deployment}: {color} has no Deployment {name}; traffic unchanged")

@@ -15,8 +15,8 @@ from workbench.deploy.names import COLORS, check_color
 from workbench.deploy.platforms.kubernetes.manifests import (
     Manifest,
     check_name,
-    colour_name,
-    colour_objects,
+    color_name,
+    color_objects,
     labels,
     metadata,
     pod_spec,
@@ -48,7 +48,7 @@ __all__ = [
     "deployment_objects",
     "http_route",
     "ingress_objects",
-    "live_colour",
+    "live_color",
     "route",
     "router_objects",
     "service_host",
@@ -81,7 +81,7 @@ def http_route(opts: KubernetesOptions, name: str, weights: Mapping[str, int], *
     versions = dict(versions or {})
 
     def ref(color: str, weight: int | None = None) -> Manifest:
-        backend: Manifest = {"group": "", "kind": "Service", "name": colour_name(name, color),
+        backend: Manifest = {"group": "", "kind": "Service", "name": color_name(name, color),
                              "port": opts.port}
         if weight is not None:
             backend["weight"] = weight
@@ -121,7 +121,7 @@ def route(opts: KubernetesOptions, name: str, rules: list[Manifest]) -> Manifest
 
 def service_host(opts: KubernetesOptions, name: str, color: str) -> str:
     """The cluster DNS name of a colour's Service."""
-    return f"{colour_name(name, color)}.{opts.target_namespace}.svc.cluster.local"
+    return f"{color_name(name, color)}.{opts.target_namespace}.svc.cluster.local"
 
 
 def cluster_routing_table(opts: KubernetesOptions, name: str, weights: Mapping[str, int],
@@ -278,7 +278,7 @@ def ingress_objects(opts: KubernetesOptions, name: str, weights: Mapping[str, in
         raise DeployValueError(f"the stable colour {stable_color} has no weight")
 
     def ingress(obj: str, color: str, annotations: Mapping[str, str] | None = None) -> Manifest:
-        backend = {"service": {"name": colour_name(name, color), "port": {"number": opts.port}}}
+        backend = {"service": {"name": color_name(name, color), "port": {"number": opts.port}}}
         http = {"paths": [{"path": "/", "pathType": "Prefix", "backend": backend}]}
         rules: list[Manifest] = [{"host": h, "http": http} for h in opts.hostnames] or [{"http": http}]
         return {
@@ -304,7 +304,7 @@ def ingress_objects(opts: KubernetesOptions, name: str, weights: Mapping[str, in
 # -- a whole deployment -------------------------------------------------------------------
 
 
-def live_colour(weights: Mapping[str, int], stable: str) -> Color:
+def live_color(weights: Mapping[str, int], stable: str) -> Color:
     """The colour taking most of the traffic (ties: ``stable``)."""
     shares = check_weights(weights)
     best = max(shares.values())
@@ -331,12 +331,12 @@ def deployment_objects(opts: KubernetesOptions, name: str, model: str, versions:
     for color, weight in shares.items():
         if weight and color not in versions:
             raise DeployValueError(f"colour {color} has a weight but no version")
-    live = live_colour(shares, stable_color)
+    live = live_color(shares, stable_color)
     objects: list[Manifest] = []
     for color in COLORS:
         if color in versions:
             replicas = opts.replicas if color == live else opts.preview_replicas
-            objects += colour_objects(opts, name, color, model, versions[color], replicas=replicas)
+            objects += color_objects(opts, name, color, model, versions[color], replicas=replicas)
     objects.append(stable_service(opts, name, live))
     full: dict[str, int] = {c: shares.get(c, 0) for c in COLORS if c in versions}
     if opts.router == "gateway":

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from tests.deploy.platforms.kubernetes.manifests.conftest import CASES, render
-from workbench.deploy.platforms.kubernetes.manifests import colour_objects, stable_service
+from workbench.deploy.platforms.kubernetes.manifests import color_objects, stable_service
 from workbench.deploy.platforms.kubernetes.options import COLOR_LABEL, KubernetesOptions
 from workbench.deploy.platforms.kubernetes.routes import deployment_objects, http_route
 from workbench.errors import DeployValueError
@@ -200,7 +200,7 @@ def test_the_nginx_router_routes_to_the_colour_services() -> None:
 
 
 def test_a_scaled_down_colour_keeps_its_objects_with_no_pods() -> None:
-    deployment, _, hpa, _ = colour_objects(KubernetesOptions(), "web", "blue", "digits", "1.0.0", replicas=0)
+    deployment, _, hpa, _ = color_objects(KubernetesOptions(), "web", "blue", "digits", "1.0.0", replicas=0)
     assert deployment["spec"]["replicas"] == 0
     assert hpa["spec"]["minReplicas"] == 1  # the API's minimum; an HPA does not scale a Deployment at 0
 

@@ -49,6 +49,7 @@ SCHEMA = 1
 MAX_HISTORY = 1000
 STATE_FILE = "state.json"
 ADMIN_TOKEN_FILE = "admin.token"
+LOCK_FILE = STATE_FILE + ".lock"  # flock'ed by FileLock, and by the brake (cli/brake.py)
 PREVIOUS_FILE = "state.json.prev"  # the state before the last write
 
 
@@ -677,7 +678,7 @@ class StateStore:
         (the canary controller's read-decide-save around a deployment's action) joins it.
         """
         directory = self.directory(name)
-        path = str(directory / (STATE_FILE + ".lock"))
+        path = str(directory / LOCK_FILE)
         held: dict[str, int] = _held.__dict__.setdefault("depth", {})
         if held.get(path):
             held[path] += 1
@@ -704,6 +705,18 @@ class StateStore:
         finally:
             held.pop(path, None)
             lock.release()
+
+    @contextlib.contextmanager
+    def held(self, name: str) -> Iterator[None]:
+        """Let :meth:`lock` join the deployment's lock, which the caller already holds by
+        ``flock`` on its own descriptor (the brake, :mod:`workbench.cli.brake`)."""
+        held: dict[str, int] = _held.__dict__.setdefault("depth", {})
+        path = str(self.directory(name) / LOCK_FILE)
+        held[path] = held.get(path, 0) + 1
+        try:
+            yield
+        finally:
+            held[path] -= 1
 
     @contextlib.contextmanager
     def transaction(self, name: str, timeout: float | None = None) -> Iterator[Transaction]:

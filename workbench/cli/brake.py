@@ -3,15 +3,22 @@
 A manual rollback is typed when a release goes wrong, often on a busy host, and the
 time that counts is from the keystroke to the last request on the bad version. So
 :func:`brake` reads the few forms of the two verbs by hand (``[deploy] rollback|abort
-NAME [--reason TEXT] [--json]``), imports only the deploy layer, and acts: the router
-switch comes first, the candidate is stopped after it. Only then are typer and rich
-imported, to print what the typer command prints. Anything else (``--help``, another
+NAME [--reason TEXT] [--json]``) and acts: the router switch comes first, the
+candidate is stopped after it. A rollback for which the deploy layer prepared the
+router's configuration (:mod:`workbench.deploy.prepared`) is switched with the standard
+library alone (:func:`workbench.cli._switch.switch`), under the deployment's lock; the
+deploy layer is imported after that, and its rollback, run inside the same lock, finds
+the router switched and does the rest. Otherwise the deploy layer does it all. Only
+then are typer and rich imported, to print what the typer command prints. Anything else (``--help``, another
 option, a missing name) is left to typer, whose command calls the same :func:`pull`.
 """
 
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING
+
+from workbench.cli._switch import switch
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -54,17 +61,22 @@ def parse(args: Sequence[str]) -> tuple[str, str, str, bool] | None:
     return None if name is None else (verb, name, reason, json)
 
 
-def pull(verb: str, name: str, reason: str) -> tuple[Deployment, CanaryStatus | None, DeploymentState]:
+def pull(
+    verb: str, name: str, reason: str, *, locked: bool = False
+) -> tuple[Deployment, CanaryStatus | None, DeploymentState]:
     """Roll back or abort ``name`` (:func:`~workbench.deploy.canary.steer`: through its
     canary's controller when a canary is under way, the status it ends in; else on the
-    deployment itself), and the state it ends in."""
+    deployment itself), and the state it ends in. ``locked``: this thread holds the
+    deployment's lock already (the brake's switch)."""
     from workbench.deploy.canary import steer
     from workbench.deploy.history import set_face
     from workbench.deploy.manager import DeploymentManager
 
     set_face("cli")  # the history says who acted
-    deployment = DeploymentManager().get(name)
-    steered = steer(deployment, verb, reason)
+    manager = DeploymentManager()
+    with manager.store.held(name) if locked else contextlib.nullcontext():
+        deployment = manager.get(name)
+        steered = steer(deployment, verb, reason)
     return deployment, steered.canary, steered.state
 
 
@@ -75,7 +87,13 @@ def brake(args: Sequence[str]) -> bool:
     if parsed is None:
         return False
     verb, name, reason, json = parsed
-    pulled(verb, *pull(verb, name, reason), json)
+    held = switch(name) if verb == "rollback" else None
+    try:
+        outcome = pull(verb, name, reason, locked=held is not None)
+    finally:
+        if held is not None:
+            held.release()
+    pulled(verb, *outcome, json)
     return True
 
 

@@ -36,6 +36,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from workbench.deploy import prepared
 from workbench.deploy.events import DeployEvent
 from workbench.deploy.fleet import start_all
 from workbench.deploy.names import check_deployment_name
@@ -45,7 +46,7 @@ from workbench.deploy.ports import free_port
 from workbench.deploy.rollout import phases as flow
 from workbench.deploy.rollout.phases import CHECKS, DEFAULT_MIN_AGREEMENT, Phase, Rollout
 from workbench.deploy.routing import RoutingTable, Upstream
-from workbench.deploy.state import InstanceRecord, Plan
+from workbench.deploy.state import LOCK_FILE, InstanceRecord, Plan
 from workbench.deploy.status import DeploymentStatus, look_at_instances
 from workbench.deploy.verification import Probe, wait_healthy
 from workbench.errors import (
@@ -132,6 +133,20 @@ def routing_table(state: DeploymentState) -> RoutingTable:
         green_weight=green,
         stable=state.rollout.stable,
     )
+
+
+def _settled(
+    before: DeploymentState, after: DeploymentState
+) -> tuple[DeploymentState, list[InstanceRecord]]:
+    """``after`` without the candidate a move to a single-colour phase stops, and its records."""
+    phase = after.rollout.phase
+    drop: list[InstanceRecord] = []
+    if phase in _SINGLE and phase is not before.rollout.phase:
+        candidate = after.candidate
+        if candidate is not None:
+            drop.extend(candidate)
+            after = after.without_instance(candidate.color)
+    return after, drop
 
 
 class Deployment:
@@ -526,13 +541,7 @@ class Deployment:
 
         Returns ``after`` without the instances that were stopped.
         """
-        phase = after.rollout.phase
-        drop: list[InstanceRecord] = []
-        if phase in _SINGLE and phase is not before.rollout.phase:
-            candidate = after.candidate
-            if candidate is not None:
-                drop.extend(candidate)
-                after = after.without_instance(candidate.color)
+        after, drop = _settled(before, after)
         if routing_table(after) != routing_table(before) or not self._router_up(after):
             self.context.router(after).apply(routing_table(after))
         engine = self._backend(after)
@@ -576,8 +585,26 @@ class Deployment:
                 raise
             message = reason or rollout.message
             saved = txn.save(after.record(action, "ok", message))
+            self._prepare_rollback(saved)
         self.context.emit(DeployEvent.of(saved, action, "ok", message))
         return saved
+
+    def _prepare_rollback(self, state: DeploymentState) -> None:
+        """Keep the router configuration a rollback of ``state`` would install, checked
+        (:mod:`~workbench.deploy.prepared`), or none when no rollback could follow."""
+        router = self.context.router(state)
+        if not isinstance(router, NginxRouter):
+            return
+        try:
+            rollout = flow.rollback(state.rollout, now=time.time())
+        except RolloutError:
+            rollout = None
+        if rollout is None or (state.canary is not None and state.canary.active):
+            prepared.discard(router.workdir)
+            return
+        after, _ = _settled(state, replace(state, rollout=rollout))
+        lock = self.context.store.directory(self.name) / LOCK_FILE
+        prepared.prepare(router, routing_table(after), state.revision, lock)
 
     def _attach(self, state: DeploymentState, instances: Sequence[Instance]) -> DeploymentState:
         """Record the started candidate, unless another process moved the rollout meanwhile."""

@@ -254,8 +254,13 @@ class NginxRouter:
                         self.runner.reload(conf)
             raise
 
+    @property
+    def lock_path(self) -> Path:
+        """The file lock every change of the installed files holds (``flock``)."""
+        return self.workdir / _LOCK_FILE
+
     def _lock(self) -> filelock.BaseFileLock:
-        return filelock.FileLock(str(self.workdir / _LOCK_FILE), timeout=60)
+        return filelock.FileLock(str(self.lock_path), timeout=60)
 
     def _snapshot(self) -> dict[Path, bytes | None]:
         paths = (*self._confs, self.workdir / TABLE_FILE)

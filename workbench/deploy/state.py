@@ -49,6 +49,7 @@ SCHEMA = 1
 MAX_HISTORY = 1000
 STATE_FILE = "state.json"
 ADMIN_TOKEN_FILE = "admin.token"
+LOCK_FILE = STATE_FILE + ".lock"  # flock'ed by FileLock, and by the brake (cli/brake.py)
 PREVIOUS_FILE = "state.json.prev"  # the state before the last write
 
 
@@ -698,7 +699,7 @@ class StateStore:
         (the canary controller's read-decide-save around a deployment's action) joins it.
         """
         directory = self.directory(name)
-        path = directory / (STATE_FILE + ".lock")
+        path = directory / LOCK_FILE
         with reentrant(str(path), lambda: self._file_lock(name, path, timeout)):
             yield
 
@@ -720,6 +721,13 @@ class StateStore:
             yield
         finally:
             lock.release()
+
+    @contextlib.contextmanager
+    def held(self, name: str) -> Iterator[None]:
+        """Let :meth:`lock` join the deployment's lock, which the caller already holds by
+        ``flock`` on its own descriptor (the brake, :mod:`workbench.cli.brake`)."""
+        with reentrant(str(self.directory(name) / LOCK_FILE), contextlib.nullcontext):
+            yield
 
     @contextlib.contextmanager
     def transaction(self, name: str, timeout: float | None = None) -> Iterator[Transaction]:

@@ -1,0 +1,78 @@
+"""The prepared rollback: the router configuration a rollback installs, made in advance.
+
+Whenever an action leaves a deployment in a state a rollback can leave (a verified or
+promoted candidate, no canary under way), :func:`prepare` renders the router
+configuration that rollback would install, checks it with ``nginx -t`` and keeps it in
+the router's workdir, with the state revision it was made for::
+
+    <workdir>/nginx.conf.rollback   the checked configuration (mode 0600, as installed)
+    <workdir>/rollback.json         {"state_revision", "table", "revision", "url",
+                                     "conf", "prepared", "pid_file", "router_lock", "state_lock"}
+
+``rollback.json`` is written last, so it only names a complete configuration. The
+emergency brake (:mod:`workbench.cli.brake`) uses it only when the state file still
+has that revision (under the deployment's lock): it renames the configuration over
+``nginx.conf``, signals the router's master and waits for the new table, before
+importing this layer; the ordinary rollback then runs and finds the router already
+switched. Any other state write bumps the revision, so a stale file is never used.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from typing import TYPE_CHECKING
+
+from workbench._fs import atomic_path, write_atomic
+from workbench.deploy.routing import CONF_FILE, PID_FILE
+from workbench.errors import RouterError
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from workbench.deploy.nginx import NginxRouter
+    from workbench.deploy.routing import RoutingTable
+
+__all__ = ["PREPARED_CONF", "PREPARED_FILE", "discard", "prepare"]
+
+log = logging.getLogger(__name__)
+
+PREPARED_FILE = "rollback.json"
+PREPARED_CONF = CONF_FILE + ".rollback"
+
+
+def discard(workdir: Path) -> None:
+    """Remove the prepared rollback of ``workdir``, if any (the description first)."""
+    for name in (PREPARED_FILE, PREPARED_CONF):
+        with contextlib.suppress(OSError):
+            (workdir / name).unlink(missing_ok=True)
+
+
+def prepare(router: NginxRouter, table: RoutingTable, state_revision: int, state_lock: Path) -> bool:
+    """Keep the checked configuration of ``table`` for state revision ``state_revision``
+    (True), or none at all when it cannot be made (False; the rollback then takes the
+    ordinary path)."""
+    workdir = router.workdir
+    discard(workdir)
+    conf = workdir / PREPARED_CONF
+    try:
+        with atomic_path(conf) as tmp:
+            tmp.write_text(router.render(table), encoding="utf-8")
+            router.runner.check(tmp)
+        write_atomic(workdir / PREPARED_FILE, json.dumps({
+            "state_revision": state_revision,
+            "table": table.to_dict(),
+            "revision": table.revision,
+            "url": table.url,
+            "conf": str(router.conf_path),
+            "prepared": str(conf),
+            "pid_file": str(workdir / PID_FILE),
+            "router_lock": str(router.lock_path),
+            "state_lock": str(state_lock),
+        }, indent=2))
+    except (OSError, RouterError) as exc:
+        log.warning("%s: no prepared rollback: %s", workdir, exc)
+        discard(workdir)
+        return False
+    return True

@@ -69,7 +69,6 @@ def test_canary_through_the_in_cluster_router_on_the_live_cluster(
     from workbench.deploy import canary
     from workbench.deploy.manager import DeploymentManager
     from workbench.deploy.rollout.analysis import AgreementRule, AnalysisSpec, ErrorRateRule
-    from workbench.deploy.rollout.controller import Stage
     from workbench.deploy.rollout.phases import Phase
 
     config = account_kubeconfig(cluster, namespace, tmp_path / "operator.kubeconfig")
@@ -128,7 +127,7 @@ def test_canary_through_the_in_cluster_router_on_the_live_cluster(
             assert web.phase is Phase.VERIFIED
             status = canary.run(web, plan, on_tick=on_tick)
             promoted = time.monotonic()
-            assert status.stage is Stage.PROMOTED, status.message
+            assert status.stage is Phase.PROMOTED, status.message
             wait_until(lambda: len(load.since(promoted + SETTLE)) >= 20, 60, 0.1, what="load after promotion")
             end = time.monotonic()
 
@@ -157,7 +156,7 @@ def test_canary_through_the_in_cluster_router_on_the_live_cluster(
         assert n100 >= 20 and full == 1.0, shares
         assert lag < SETTLE, lag
 
-        assert bad.stage is Stage.ROLLED_BACK and "agreement" in bad.message, bad.message
+        assert bad.stage is Phase.ROLLED_BACK and "agreement" in bad.message, bad.message
         assert web.phase is Phase.ROLLED_BACK and web.state.candidate is None
         after, n_after = share(load.answers, rolled + SETTLE, time.monotonic() + 1, "green")
         assert n_after >= 20 and after == 1.0  # green (1.1.0) kept everything

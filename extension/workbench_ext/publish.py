@@ -11,7 +11,7 @@ import html
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from workbench.model import AUTO, RuntimeSettings, tuning_plan
+from workbench.model import AUTO, RuntimeSettings, progress_label, tuning_steps
 from workbench_ext.panels import html_table
 from workbench_ext.progress import run_with_progress
 
@@ -78,20 +78,14 @@ def publish(
     if runtime is not None:
         settings = AUTO if runtime.strip().lower() == AUTO else RuntimeSettings.parse(runtime)
     auto = settings == AUTO
-    tries, rounds = tuning_plan(RuntimeSettings())
+    steps = len(tuning_steps(RuntimeSettings()))
     state: dict[str, Any] = {"done": 0, "label": "reference run"}
 
     def report(done: int, total: int, trial: RuntimeTrial | None) -> None:
-        # the reference run, each candidate loaded and checked, then the timing rounds
+        # the reference run, each candidate loaded and checked, the timing rounds, then
+        # the neighbours of the fastest and the timing rounds of all survivors
         state["done"] = done
-        if done == 0:
-            state["label"] = "reference run"
-        elif done <= tries:
-            state["label"] = f"candidate {done}/{tries}"
-        elif done < total:
-            state["label"] = f"timing round {done - tries}/{total - 1 - tries}"
-        else:
-            state["label"] = "done"
+        state["label"] = progress_label(done, total)
 
     manifest = run_with_progress(
         lambda: session.repo.publish(
@@ -101,7 +95,7 @@ def publish(
         desc=f"publish {model}:{version}" + (" (--runtime auto)" if auto else ""),
         steps=None if auto else [f"publish {model}:{version}"],
         done=(lambda: int(state["done"])) if auto else None,
-        total=1 + tries + rounds if auto else None,
+        total=steps if auto else None,
         status=lambda: str(state["label"]),
         unit="step",
         disable=not progress,

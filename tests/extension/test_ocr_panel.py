@@ -83,15 +83,16 @@ def test_publish_runtime_auto_drops_onednn_for_the_v5_detector(
     shell: Any, ocr_repo: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     published = run(shell, "%paddle publish ocr-det:5.0.0 {v5.v5_det} --runtime auto")
-    bars = capsys.readouterr().err  # the bar, one line per step: candidates, then timing rounds
+    bars = capsys.readouterr().err  # the bar, one line per step: candidates, timing, neighbours
     assert "candidate 4/4" in bars and "timing round 1/" in bars and "100%" in bars, bars
+    assert "neighbour 1/" in bars and "retiming 1/" in bars, bars
     rounds = [int(n) for n, total in re.findall(r"timing round (\d+)/(\d+)", bars)]
     assert max(rounds) == int(re.findall(r"timing round \d+/(\d+)", bars)[0]), bars
     manifest = published.manifest
     assert (manifest.model, str(manifest.version), manifest.task.value) == ("ocr-det", "5.0.0", "text-detection")
     assert manifest.runtime.onednn is False
     dropped = [t for t in manifest.runtime_trials if not t.ok]
-    assert dropped and all(t.settings.onednn for t in dropped)
+    assert dropped and all(t.settings.onednn or t.settings.memory_optim for t in dropped)
     table = published.trials()
     assert "chosen" in set(table["result"]) and table["result"].str.startswith("dropped").any()
     html = published._repr_html_()

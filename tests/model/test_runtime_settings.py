@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 
 from workbench.errors import ModelLoadError, PublishError
+from workbench.model import tuning
 from workbench.model.formats import ModelFiles
 from workbench.model.manifest import Manifest, TensorSpec
 from workbench.model.runtime_settings import RuntimeSettings, RuntimeTrial, SettingsError, ShapeRange
 from workbench.model.task import Task
-from workbench.model.tuning import disagreement_with, tune
+from workbench.model.tuning import disagreement_with, tune, tuning_steps
 
 
 def test_text_form_round_trips_and_names_only_what_is_set() -> None:
@@ -117,28 +118,73 @@ class FakeProbe:
         out = np.ones((1, 4), np.float32)
         if settings.onednn and not settings.ir_optim:
             return FakeSession({"y": out + 0.5}, 0.0, self.log)  # wrong answers, very fast
-        return FakeSession({"y": out + 1e-6}, 0.002 if settings.ir_optim else 0.02, self.log)
+        seconds = self.fast if settings.ir_optim else self.slow
+        if settings.memory_optim:
+            seconds *= self.memory_factor
+        if settings.cpu_threads and settings.cpu_threads > 1:
+            seconds *= self.threads_factor
+        return FakeSession({"y": out + 1e-6}, seconds, self.log)
+
+    fast, slow = 0.002, 0.02
+    memory_factor = 1.0
+    threads_factor = 1.0
 
 
 def test_tune_drops_failures_and_disagreements_and_keeps_the_fastest() -> None:
     probe = FakeProbe()
+    probe.memory_factor = 3.0  # memory optimisation slows this model down
     files = ModelFiles("pir", Path("m.json"), Path("m.pdiparams"))
-    result = tune(probe, files, {"x": np.zeros((1, 3), np.float32)}, base=RuntimeSettings(cpu_threads=2), runs=3)
+    steps: list[tuple[int, int]] = []
+    result = tune(
+        probe, files, {"x": np.zeros((1, 3), np.float32)}, base=RuntimeSettings(cpu_threads=2), runs=3,
+        progress=lambda done, total, trial: steps.append((done, total)),
+    )
     assert probe.seen[0] == RuntimeSettings(onednn=False, ir_optim=False, cpu_threads=2)  # the reference
     assert result.chosen == RuntimeSettings(onednn=False, ir_optim=True, cpu_threads=2)
     by = {t.settings.describe(): t for t in result.trials}
-    assert set(by) == {
+    assert list(by) == [
         "onednn=on,ir_optim=on,threads=2", "onednn=on,ir_optim=off,threads=2",
         "onednn=off,ir_optim=on,threads=2", "onednn=off,ir_optim=off,threads=2",
-    }
+        # the fastest's neighbour; the threads are fixed by the user, so not varied
+        "onednn=off,ir_optim=on,memory_optim=on,threads=2",
+    ]
     assert not by["onednn=on,ir_optim=on,threads=2"].ok
     assert "Unimplemented" in by["onednn=on,ir_optim=on,threads=2"].reason
     assert "differs from the reference by up to 0.5" in by["onednn=on,ir_optim=off,threads=2"].reason
-    assert 2.0 <= (by["onednn=off,ir_optim=on,threads=2"].p50_ms or 0) < 20.0
+    assert 2.0 <= (by["onednn=off,ir_optim=on,threads=2"].p50_ms or 0) < 6.0
+    assert (by["onednn=off,ir_optim=on,memory_optim=on,threads=2"].p50_ms or 0) >= 6.0
     assert (by["onednn=off,ir_optim=off,threads=2"].p50_ms or 0) >= 20.0
     assert probe.log[-1] == "close"
-    # every session opened is closed: the reference, two kept and the one that disagreed
-    assert probe.log.count("close") == 4
+    # every session opened is closed: the reference, three kept and the one that disagreed
+    assert probe.log.count("close") == 5
+    assert steps[0] == (0, 12) and steps[-1] == (12, 12)
+    assert [done for done, _ in steps] == list(range(13))
+    assert len(tuning_steps(RuntimeSettings(cpu_threads=2), runs=3)) == 12
+
+
+def test_tune_tries_memory_optimisation_and_threads_on_the_fastest(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Phase 2 loads the fastest's neighbours beside phase 1's survivors and times them
+    all again together: the choice and every recorded figure come from one window."""
+    monkeypatch.setattr(tuning, "usable_threads", lambda: 2)
+    probe = FakeProbe()
+    probe.fast, probe.slow = 0.02, 0.06  # 20 ms, a neighbour 2 ms or 10 ms: apart even under load
+    probe.memory_factor, probe.threads_factor = 0.1, 0.5
+    files = ModelFiles("pir", Path("m.json"), Path("m.pdiparams"))
+    result = tune(probe, files, {"x": np.zeros((1, 3), np.float32)}, runs=3)
+    by = {t.settings.describe(): t for t in result.trials}
+    assert set(by) >= {"onednn=off,ir_optim=on,memory_optim=on", "onednn=off,ir_optim=on,threads=2"}
+    assert result.chosen == RuntimeSettings(onednn=False, ir_optim=True, memory_optim=True)
+    chosen = by[result.chosen.describe()]
+    assert chosen.p50_ms == min(t.p50_ms for t in result.trials if t.ok and t.p50_ms is not None)
+    assert len(result.trials) == 6 and probe.log.count("close") == 6
+    # what the user fixed is never varied
+    fixed = tune(
+        FakeProbe(), files, {"x": np.zeros((1, 3), np.float32)},
+        base=RuntimeSettings(memory_optim=False, cpu_threads=1), runs=2,
+    )
+    assert {t.settings.memory_optim for t in fixed.trials} == {False}
+    assert {t.settings.cpu_threads for t in fixed.trials} == {1}
+    assert len(fixed.trials) == 4
 
 
 def test_tune_fails_when_nothing_runs() -> None:

@@ -302,6 +302,8 @@ def _tuning_progress(active: bool) -> Iterator[Callable[[int, int, RuntimeTrial 
         return
     from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+    from workbench.model.tuning import progress_label
+
     with Progress(
         SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
         console=console, transient=True,
@@ -309,7 +311,7 @@ def _tuning_progress(active: bool) -> Iterator[Callable[[int, int, RuntimeTrial 
         task = bar.add_task("tuning runtime settings: reference run", total=None)
 
         def report(done: int, total: int, trial: RuntimeTrial | None) -> None:
-            label = "reference run" if done == 0 else f"candidate {min(done, total - 1)}/{total - 1}"
+            label = progress_label(done, total)
             bar.update(task, completed=done, total=total, description=f"tuning runtime settings: {label}")
 
         yield report

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from workbench.model.manifest import Manifest
     from workbench.model.publishing import AUTO
     from workbench.model.runtime_settings import RuntimeSettings, RuntimeTrial
-    from workbench.model.tuning import tuning_plan
+    from workbench.model.tuning import progress_label, tuning_steps
 
 __all__ = [
     "AUTO",
@@ -25,7 +25,8 @@ __all__ = [
     "RuntimeSettings",
     "RuntimeTrial",
     "build_demo_repository",
-    "tuning_plan",
+    "progress_label",
+    "tuning_steps",
 ]
 
 _WHERE = {
@@ -35,7 +36,8 @@ _WHERE = {
     "RuntimeSettings": "runtime_settings",
     "RuntimeTrial": "runtime_settings",
     "build_demo_repository": "demo",
-    "tuning_plan": "tuning",
+    "progress_label": "tuning",
+    "tuning_steps": "tuning",
 }
 
 __getattr__ = lazy_attributes(__name__, _WHERE)

@@ -163,7 +163,9 @@ def judge_by_segment(
         return replace(
             result, rule=overall.rule, message=f"in segment {named}, {result.message}",
             decision={**(result.decision or {}), "segment": named, "segment_by": str(key),
-                      "segments": summary},
+                      "segments": summary, "overall": {"verdict": overall.verdict,
+                                                       "samples": overall.samples,
+                                                       "value": overall.value}},
         )
     return replace(overall, decision={**(overall.decision or {}), "segment_by": str(key),
                                       "segments": summary})

@@ -20,8 +20,11 @@ Multiple looks are already paid for by the sequential tests; multiple segments a
 for with Bonferroni: the rule's level is split in half, one half for the overall test,
 the other shared among the ``max_segments + 2`` segments an instance can report (its
 distinct values, ``other`` and ``none``) — a fixed number, so the guarantee holds however
-many segments show up. A source without per-segment series (Prometheus, or instances
-started without ``--segment-by``) judges the whole traffic only, and says so.
+many segments show up. Both sources read segments: the scrape from each instance's
+``/metrics``, Prometheus with three more queries per look (``sum by (segment_by, segment)``;
+no histogram there, so a segment's p99 must hold above the bound as the whole traffic's
+does). A source without per-segment series (instances started without ``--segment-by``)
+judges the whole traffic only, and says so.
 """
 
 from __future__ import annotations

@@ -75,6 +75,8 @@ def test_faults_reach_the_candidate_only(nginx: None, demo_repo: Path, home: Pat
     ("--fault-error-rate", "1.5", "--fault-error-rate must be in 0..1, not 1.5"),
     ("--fault-error-rate", "-0.1", "--fault-error-rate must be in 0..1, not -0.1"),
     ("--fault-latency-ms", "-5", "--fault-latency-ms must be in 0..600000, not -5"),
+    ("--fault-segment", "x-tenant=b",
+     "--fault-segment limits faults: give --fault-error-rate or --fault-latency-ms too"),
 ])
 def test_a_fault_out_of_range_is_one_sentence_and_starts_nothing(
     nginx: None, env: dict[str, str], flag: str, value: str, said: str  # noqa: F811

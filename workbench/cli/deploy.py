@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from rich.console import RenderableType
 
     from workbench.deploy.manager import DeploymentManager
+    from workbench.deploy.rollout.analysis import AnalysisSpec
     from workbench.deploy.state import DeploymentState
     from workbench.deploy.status import DeploymentStatus
     from workbench.deploy.traffic import Rates
@@ -291,6 +292,10 @@ def update(
         float, typer.Option(help="Chaos testing: milliseconds added to each of the candidate's "
                             "inference requests (0..600000).")
     ] = 0.0,
+    fault_segment: Annotated[
+        str | None, typer.Option(help="Chaos testing: inject the faults only into one traffic "
+                                 "segment's requests (x-tenant=b, or param:tenant=b).")
+    ] = None,
     json: JsonOption = False,
 ) -> None:
     """Start VERSION on the other colour, verify it, report, then wait for `promote`.
@@ -301,12 +306,13 @@ def update(
     time, judged by the analysis rules: promoted at the end, rolled back when one fails.
     --fault-error-rate and --fault-latency-ms make the candidate fail and slow down on
     purpose (chaos testing), to rehearse a rollback on the deployment itself; its
-    verification then skips the agreement check.
+    verification then skips the agreement check. --fault-segment limits them to the
+    requests of one segment, for an analysis that judges rules per segment (segment_by).
     """
     from workbench.cli._deploy_view import agreement_view, phase
     from workbench.errors import DeployValueError, RolloutError
 
-    faults = _faults(fault_error_rate, fault_latency_ms)
+    faults = _faults(fault_error_rate, fault_latency_ms, fault_segment)
     spec = None
     if strategy == "canary":
         from workbench.cli import canary as canary_cli
@@ -340,6 +346,7 @@ def update(
             deployment.update(version, sample_file=sample, auto_promote=False,
                               min_agreement=verification_threshold(min_agreement, strategy),
                               timeout=timeout, wait=False, strategy=strategy, faults=faults,
+                              serve_args=_serve_args(spec),
                               checks=_checks(faults))
         canary_cli.start(deployment, spec, detach=True, prometheus=prometheus, json=json)
         return
@@ -356,6 +363,7 @@ def update(
                 on_tick=progress,
                 strategy=strategy,
                 faults=faults,
+                serve_args=_serve_args(spec),
                 checks=_checks(faults),
             )
         except RolloutError as exc:
@@ -375,9 +383,15 @@ def update(
         canary_cli.start(deployment, spec, detach=detach, prometheus=prometheus, json=json)
 
 
-def _faults(error_rate: float, latency_ms: float) -> FaultConfig | None:
+def _faults(error_rate: float, latency_ms: float, segment: str | None = None,
+            ) -> FaultConfig | None:
     """The candidate's chaos-testing faults, or None; out of range is one sentence."""
     if error_rate == 0 and latency_ms == 0:
+        if segment is not None:
+            from workbench.errors import DeployValueError
+
+            raise DeployValueError("--fault-segment limits faults: give --fault-error-rate "
+                                   "or --fault-latency-ms too")
         return None  # the serving layer (and numpy) stays unimported
     from workbench.errors import DeployValueError
     from workbench.serving.faults import FaultConfig
@@ -386,7 +400,19 @@ def _faults(error_rate: float, latency_ms: float) -> FaultConfig | None:
         raise DeployValueError(f"--fault-error-rate must be in 0..1, not {error_rate:g}")
     if not 0.0 <= latency_ms <= 600_000:
         raise DeployValueError(f"--fault-latency-ms must be in 0..600000, not {latency_ms:g}")
-    return FaultConfig(error_rate, latency_ms)
+    try:
+        return FaultConfig(error_rate, latency_ms, segment=segment)
+    except ValueError as exc:
+        raise DeployValueError(f"--fault-segment: {exc}") from None
+
+
+def _serve_args(spec: AnalysisSpec | None) -> tuple[str, ...]:
+    """The candidate's serve options the analysis needs (per-segment metrics)."""
+    if spec is None:
+        return ()
+    from workbench.deploy.rollout.segments import serve_args
+
+    return serve_args(spec.rules)
 
 
 def _checks(faults: FaultConfig | None) -> tuple[str, ...]:

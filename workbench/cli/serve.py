@@ -118,6 +118,20 @@ def serve(
         list[str] | None,
         typer.Option(help="Chaos testing: inject faults only into this version (repeatable)."),
     ] = None,
+    fault_segment: Annotated[
+        str | None,
+        typer.Option(help="Chaos testing: inject faults only into the requests of one traffic "
+                     "segment: x-tenant=b (a header) or param:tenant=b (a request parameter)."),
+    ] = None,
+    segment_by: Annotated[
+        list[str] | None,
+        typer.Option(help="Also count requests per traffic segment, read from a header "
+                     "(header:x-tenant) or a request parameter (param:tenant); repeatable."),
+    ] = None,
+    max_segments: Annotated[
+        int, typer.Option(help="Distinct segment values counted apart per key; later ones "
+                          "are pooled as 'other'.")
+    ] = 16,
 ) -> None:
     """Serve a model over the Open Inference Protocol (KServe v2 REST), with metrics and admin.
 
@@ -129,6 +143,7 @@ def serve(
     from workbench.runtime.hub import VersionHub
     from workbench.serving.batching import BatchingConfig
     from workbench.serving.connections import ConnectionLimits
+    from workbench.serving.segments import SegmentKey
     from workbench.serving.server import ServerOptions, bind, run
     from workbench.serving.service import ServingSettings
     from workbench.settings import Settings
@@ -163,7 +178,10 @@ def serve(
             reload_ref=primary,
             access_log=access_log,
             reservoir_size=reservoir_size,
-            faults=fault_config(fault_error_rate, fault_latency_ms, fault_version),
+            faults=fault_config(fault_error_rate, fault_latency_ms, fault_version,
+                                fault_segment),
+            segment_by=tuple(SegmentKey.parse(key) for key in segment_by or ()),
+            max_segments=max_segments,
         )
         limits = ConnectionLimits(
             keep_alive_timeout=keep_alive_timeout,
@@ -207,12 +225,12 @@ def serve(
 
 
 def fault_config(
-    error_rate: float, latency_ms: float, versions: list[str] | None
+    error_rate: float, latency_ms: float, versions: list[str] | None, segment: str | None = None,
 ) -> FaultConfig | None:
     """The chaos-testing faults asked for, or None when there are none."""
     from workbench.serving.faults import FaultConfig
 
-    faults = FaultConfig(error_rate, latency_ms, tuple(versions or ()))
+    faults = FaultConfig(error_rate, latency_ms, tuple(versions or ()), segment)
     if not faults.active:
         return None
     logging.getLogger("workbench.serving").warning("fault injection on: %s", faults)

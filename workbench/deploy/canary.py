@@ -232,7 +232,8 @@ def controller(
         from workbench.deploy.rollout.prometheus import PrometheusSource, instance_selector
 
         source = PrometheusSource(
-            prometheus, lambda: {c: instance_selector(u) for c, u in urls().items()}
+            prometheus, lambda: {c: instance_selector(u) for c, u in urls().items()},
+            segments=any(getattr(rule, "segment_by", None) for rule in spec.rules),
         )
     else:
         from workbench.deploy.rollout.scrape import ScrapeSource

@@ -254,6 +254,7 @@ class Deployment:
         on_tick: Callable[[DeploymentState], None] | None = None,
         strategy: str = "blue-green",
         faults: FaultConfig | None = None,
+        serve_args: Sequence[str] = (),
     ) -> DeploymentState:
         """Start ``version`` as the candidate colour and verify it (readiness, deep health,
         output agreement with stable); then wait for :meth:`promote` (or promote at once
@@ -265,6 +266,8 @@ class Deployment:
 
         ``faults`` (chaos testing) are injected into the candidate's instances only
         (``workbench serve --fault-error-rate/--fault-latency-ms``); stable never has any.
+        ``serve_args`` go to the candidate's ``workbench serve`` too (e.g. a canary's
+        ``--segment-by``).
         """
         state = self.state
         resolved = resolve_version(state.repo, state.model, version)
@@ -299,9 +302,9 @@ class Deployment:
         )
         specs = state.instance_specs(state.rollout.candidate, resolved, plan.port,
                                      admin_token=self.admin_token)
-        if faults is not None and faults.active:
-            specs = [replace(spec, extra_args=(*spec.extra_args, *faults.serve_args()))
-                     for spec in specs]
+        extra = (*(faults.serve_args() if faults is not None else ()), *serve_args)
+        if extra:
+            specs = [replace(spec, extra_args=(*spec.extra_args, *extra)) for spec in specs]
         color = state.rollout.candidate
         engine = self._backend(state)
         try:

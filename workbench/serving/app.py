@@ -65,6 +65,7 @@ from workbench.serving.responses import (
     receive_body,
     status_for,
 )
+from workbench.serving.segments import SegmentKey, segment_values
 from workbench.serving.service import (
     HealthCheckFailed,
     Service,
@@ -344,15 +345,19 @@ class _Handlers:
         status = 200
         timings: list[float] = []
         extra: list[tuple[bytes, bytes]] = []
+        segments: dict[SegmentKey, str | None] | None = None
         try:
             ref = self._infer_ref(model, pinned, head.version)
             decoded = await self._decode(head, receive)
+            if service.segment_keys:
+                segments = segment_values(service.segment_keys, scope["headers"],
+                                          decoded.parameters)
             loaded = service.take(ref)
             try:
                 version = loaded.version_label
                 if wants_codec(decoded):  # encoded images in, the task's result out
                     if service.settings.faults is not None:
-                        await service.settings.faults.apply(version)
+                        await service.settings.faults.apply(version, segments)
                     computed = time.perf_counter()
                     name, images = encoded_images(decoded)
                     if isinstance(loaded, LoadedPipeline):  # lines out (serving/pipelines.py)
@@ -369,7 +374,7 @@ class _Handlers:
                     if not head.replay:
                         self.reservoir.offer(inputs)
                     if service.settings.faults is not None:
-                        await service.settings.faults.apply(version)
+                        await service.settings.faults.apply(version, segments)
                     computed = time.perf_counter()
                     result = await service.run(loaded, inputs, gone=_peer_probe(scope))
                 encoding = time.perf_counter()
@@ -401,6 +406,10 @@ class _Handlers:
             extra.append((_VERSION, version.encode()))
         seconds = time.perf_counter() - started
         service.metrics.request(version, status, seconds, replay=head.replay)
+        if service.metrics.segment_keys and not head.replay:
+            if segments is None:  # the body never decoded: headers only
+                segments = segment_values(service.segment_keys, scope["headers"], None)
+            service.metrics.segment_request(version, status, seconds, segments)
         if version:
             stats = service.statistics.version(version)
             if timings:

@@ -10,6 +10,11 @@ Names (the deploy layer's analysis reads these):
 
 - ``workbench_requests_total{model,version,outcome}`` outcome = ok | client_error | server_error
 - ``workbench_request_duration_seconds{model,version}`` histogram, whole request
+- with ``workbench serve --segment-by KEY`` (:mod:`workbench.serving.segments`), also
+  ``workbench_segment_requests_total{model,version,segment_by,segment,outcome}`` and
+  ``workbench_segment_request_duration_seconds{model,version,segment_by,segment}``: the
+  same two per segment of the traffic, at most ``--max-segments`` values per key (the
+  rest pooled as ``other``); a segment's series appear with its first request
 - ``workbench_replayed_requests_total{model,version,outcome}``: requests marked
   ``x-workbench-replay`` (a canary analysis replaying inputs to compare outputs), kept out
   of the two above so that replays never pass for live traffic
@@ -53,10 +58,14 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
+from workbench.serving.segments import DEFAULT_MAX_SEGMENTS, SegmentBook
+
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable, Iterator, Mapping, Sequence
 
     from prometheus_client import Metric
+
+    from workbench.serving.segments import SegmentKey
 
 OUTCOMES = ("ok", "client_error", "server_error")
 LATENCY_BUCKETS = (
@@ -143,6 +152,16 @@ class _Children:
         }
 
 
+class _Segment:
+    """One segment's requests by outcome and their latency."""
+
+    __slots__ = ("by_outcome", "duration")
+
+    def __init__(self) -> None:
+        self.by_outcome = {outcome: _Count() for outcome in OUTCOMES}
+        self.duration = _Histogram(LATENCY_BUCKETS)
+
+
 class ServingMetrics:
     """The metrics of one instance serving ``model``."""
 
@@ -166,6 +185,10 @@ class ServingMetrics:
         self._children: dict[str, _Children] = {}
         self._unresolved: dict[str, _Count] = {}  # outcome -> requests that reached no version
         self._unresolved_duration: _Histogram | None = None
+        # (version, segment key, segment) -> its outcome counts and latency histogram
+        self.segment_keys: tuple[SegmentKey, ...] = ()
+        self._books: dict[SegmentKey, SegmentBook] = {}
+        self._segments: dict[tuple[str, str, str], _Segment] = {}
         self.registry.register(_RequestCollector(self))
         if snapshot is not None:
             self.registry.register(_StateCollector(model, snapshot))
@@ -185,9 +208,32 @@ class ServingMetrics:
         for outcome in OUTCOMES:
             self._replayed.labels(self.model, version, outcome)
 
+    def segment_by(self, keys: Sequence[SegmentKey],
+                   limit: int = DEFAULT_MAX_SEGMENTS) -> None:
+        """Also count requests per segment of ``keys``, ``limit`` values each at most."""
+        self.segment_keys = tuple(keys)
+        self._books = {key: SegmentBook(limit) for key in keys}
+
+    def segment_request(self, version: str, status: int, seconds: float,
+                        values: Mapping[SegmentKey, str | None]) -> None:
+        """Count one finished request in its segments (after :meth:`request`; live
+        traffic of a loaded version only)."""
+        if version not in self._children:
+            return
+        outcome = "ok" if status < 400 else "client_error" if status < 500 else "server_error"
+        for key, book in self._books.items():
+            index = (version, str(key), book.label(values.get(key)))
+            series = self._segments.get(index)
+            if series is None:
+                series = self._segments[index] = _Segment()
+            series.by_outcome[outcome].inc()
+            series.duration.observe(seconds)
+
     def unloaded(self, version: str) -> None:
         """Remove an unloaded version's series."""
         self._children.pop(version, None)
+        for index in [i for i in self._segments if i[0] == version]:
+            del self._segments[index]
         for outcome in OUTCOMES:
             self._replayed.remove(self.model, version, outcome)
 
@@ -267,6 +313,28 @@ class _RequestCollector(Collector):
         for version, children in versions:
             inflight.add_metric([model, version], children.inflight.value)
         yield inflight
+        if metrics.segment_keys:
+            yield from _segment_families(model, list(metrics._segments.items()))
+
+
+def _segment_families(model: str, segments: list[tuple[tuple[str, str, str], _Segment]],
+                      ) -> Iterator[Metric]:
+    labels = ["model", "version", "segment_by", "segment"]
+    requests = CounterMetricFamily(
+        "workbench_segment_requests", "Inference requests by traffic segment and outcome.",
+        labels=[*labels, "outcome"],
+    )
+    duration = HistogramMetricFamily(
+        "workbench_segment_request_duration_seconds",
+        "Inference request latency by traffic segment, end to end.", labels=labels,
+    )
+    for (version, key, segment), series in segments:
+        for outcome, count in series.by_outcome.items():
+            requests.add_metric([model, version, key, segment, outcome], count.value)
+        duration.add_metric([model, version, key, segment], series.duration.buckets(),
+                            series.duration.total)
+    yield requests
+    yield duration
 
 
 class _ProcessCollector(ProcessCollector):

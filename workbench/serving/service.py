@@ -42,6 +42,7 @@ from workbench.serving.batching import (
 from workbench.serving.decoding import BodyDecoder
 from workbench.serving.metrics import ServingMetrics, Snapshot, VersionState
 from workbench.serving.protocol import ProtocolError, datatype_of
+from workbench.serving.segments import DEFAULT_MAX_SEGMENTS
 from workbench.serving.statistics import InferenceStatistics
 
 if TYPE_CHECKING:
@@ -52,6 +53,7 @@ if TYPE_CHECKING:
     from workbench.runtime.loaded import LoadedVersion
     from workbench.serving.batching import AsyncPredictFn, PredictFn
     from workbench.serving.faults import FaultConfig
+    from workbench.serving.segments import SegmentKey
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +78,8 @@ class ServingSettings:
     access_log: bool = True
     faults: FaultConfig | None = None  # chaos testing (workbench.serving.faults)
     reservoir_size: int = 256  # request rows sampled for canary replay (workbench.serving.reservoir)
+    segment_by: tuple[SegmentKey, ...] = ()  # per-segment metrics (workbench.serving.segments)
+    max_segments: int = DEFAULT_MAX_SEGMENTS  # distinct values per key; the rest are "other"
 
     def __post_init__(self) -> None:
         if self.max_body_bytes < 1024:
@@ -86,6 +90,8 @@ class ServingSettings:
             raise ValueError("the admin token must be at least 8 characters")
         if self.max_large_bodies < 1:
             raise ValueError(f"max_large_bodies must be >= 1, not {self.max_large_bodies}")
+        if self.max_segments < 1:
+            raise ValueError(f"the segment bound must be at least 1, not {self.max_segments}")
 
     def __repr__(self) -> str:  # never print the token
         token = "set" if self.admin_token else "off"
@@ -103,6 +109,11 @@ class Service:
         self.model = hub.model
         self.settings = settings or ServingSettings()
         self.metrics = ServingMetrics(self.model, self.snapshot)
+        self.metrics.segment_by(self.settings.segment_by, self.settings.max_segments)
+        faulted = self.settings.faults.segment_rule if self.settings.faults else None
+        # the segments a request is read for: those counted, and the one faults are limited to
+        self.segment_keys = tuple(dict.fromkeys(
+            (*self.settings.segment_by, *([faulted[0]] if faulted else []))))
         self.statistics = InferenceStatistics(self.model)
         self.aliases = AliasCache(hub.repository, self.model)
         self.decoder = BodyDecoder(self.settings.large_body_bytes, self.settings.max_large_bodies)

@@ -352,11 +352,13 @@ class AnalysisSpec:
         ``scrape``, ``max_failures``, ``mirror``, ``mirror_intervals``, ``synthetic``,
         ``labelled``, ``hooks``, ``confirm``, ``hook_timeout``, and one table per
         rule (``error_rate``, ``latency``, ``relative_latency``, ``memory``, ``agreement``,
-        ``accuracy``); a rule table set to ``false`` drops the rule.
+        ``accuracy``); a rule table set to ``false`` drops the rule. ``segment_by`` and
+        ``max_segments`` at the top apply to the three traffic rules that do not set
+        their own (:mod:`workbench.deploy.rollout.segments`).
         """
         known = {"steps", "interval", "max_inconclusive", "mirror", "mirror_intervals",
                  "synthetic", "labelled", "hooks", "alpha", "scrape", "max_failures",
-                 "confirm", "hook_timeout", *_SECTIONS}
+                 "confirm", "hook_timeout", "segment_by", "max_segments", *_SECTIONS}
         for key in data:
             if key not in known:
                 raise DeployValueError(
@@ -398,12 +400,19 @@ class AnalysisSpec:
                         f"(known: {', '.join(sorted(keys))})"
                     )
                 attr = keys[key]
-                if attr == "hold_seconds":
+                if attr == "segment_by":
+                    kwargs[attr] = None if value is False else str(value)
+                elif attr == "hold_seconds":
                     kwargs[attr] = parse_duration(value)
                 elif attr in _INT_ATTRS:
                     kwargs[attr] = _int(f"{source}: {section}.{key}", value)
                 else:
                     kwargs[attr] = _float(f"{source}: {section}.{key}", value)
+            if "segment_by" in keys:  # the analysis' segment_by, unless the rule has its own
+                for attr in ("segment_by", "max_segments"):
+                    if attr not in kwargs and data.get(attr) is not None:
+                        kwargs[attr] = (str(data[attr]) if attr == "segment_by"
+                                        else _int(f"{source}: {attr}", data[attr]))
             rules.append(rule_cls(**kwargs))
         changes["rules"] = tuple(rules)
         return replace(cls(), **changes)
@@ -455,24 +464,26 @@ class AnalysisSpec:
         return replace(self, **given)
 
 
+#: a traffic rule judged per segment too (workbench.deploy.rollout.segments)
+_SEGMENTS = {"segment_by": "segment_by", "max_segments": "max_segments"}
 #: file section -> (rule class, {file key: dataclass attribute})
 _SECTIONS: dict[str, tuple[Any, dict[str, str]]] = {
     "error_rate": (ErrorRateRule, {"max": "max_rate", "intervals": "intervals",
                                    "min_requests": "min_requests", "max_ratio": "max_ratio",
-                                   "evidence": "evidence"}),
+                                   "evidence": "evidence", **_SEGMENTS}),
     "latency": (LatencyRule, {"p99_ms": "max_ms", "hold": "hold_seconds",
-                              "min_requests": "min_requests"}),
+                              "min_requests": "min_requests", **_SEGMENTS}),
     "relative_latency": (RelativeLatencyRule, {"max_ratio": "max_ratio",
                                                "intervals": "intervals",
                                                "floor_ms": "floor_ms",
-                                               "min_requests": "min_requests"}),
+                                               "min_requests": "min_requests", **_SEGMENTS}),
     "memory": (MemoryRule, {"growth_mb_per_min": "max_mb_per_min", "intervals": "intervals"}),
     "agreement": (AgreementRule, {"min": "min_agreement", "min_rows": "min_rows",
                                   "min_box_f1": "min_box_f1", "max_cer": "max_cer",
                                   "min_within_tolerance": "min_within_tolerance"}),
     "accuracy": (AccuracyRule, {"max_drop": "max_drop"}),
 }
-_INT_ATTRS = {"intervals", "min_requests", "min_rows"}
+_INT_ATTRS = {"intervals", "min_requests", "min_rows", "max_segments"}
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 
 

@@ -52,6 +52,19 @@ class PromQLTemplates:
         "(rate(workbench_request_duration_seconds_bucket{$selector}[$window])))"
     )
     memory: str = "sum(workbench_process_resident_memory_bytes{$selector})"
+    # per traffic segment (rollout.segments), one series per (segment_by, segment)
+    segment_requests: str = (
+        "sum by (segment_by, segment) "
+        "(increase(workbench_segment_requests_total{$selector}[$window]))"
+    )
+    segment_errors: str = (
+        "sum by (segment_by, segment) (increase(workbench_segment_requests_total"
+        '{$selector,outcome="server_error"}[$window]))'
+    )
+    segment_p99: str = (
+        "histogram_quantile(0.99, sum by (segment_by, segment, le) "
+        "(rate(workbench_segment_request_duration_seconds_bucket{$selector}[$window])))"
+    )
 
     def __post_init__(self) -> None:
         for item in fields(self):
@@ -98,6 +111,7 @@ class PrometheusSource:
         *,
         templates: PromQLTemplates | None = None,
         timeout: float = 5.0,
+        segments: bool = False,
     ) -> None:
         if not re.match(r"^https?://", url):
             raise ValueError(f"the Prometheus URL must start with http:// or https://, not {url!r}")
@@ -105,6 +119,7 @@ class PrometheusSource:
         self._selectors = selectors
         self.templates = templates or PromQLTemplates()
         self.timeout = timeout
+        self.segments = segments  # also query the per-segment figures (three more queries)
 
     def selector(self, color: str) -> str:
         found = self._selectors() if callable(self._selectors) else self._selectors
@@ -130,7 +145,37 @@ class PrometheusSource:
             errors=values["errors"] or 0.0,
             p99_ms=None if p99 is None else p99 * 1000.0,
             memory_bytes=values["memory"],
+            segments=self._segments(color, selector, seconds) if self.segments else None,
         )
+
+    def _segments(self, color: str, selector: str,
+                  seconds: float) -> dict[str, dict[str, ColorWindow]] | None:
+        """Segment key -> segment -> window (no histogram: the p99 alone); None if none."""
+        found = {name: self.vector(self.templates.render(name, selector, seconds))
+                 for name in ("segment_requests", "segment_errors", "segment_p99")}
+        if not found["segment_requests"]:
+            return None
+        windows: dict[str, dict[str, ColorWindow]] = {}
+        for (key, segment), requests in found["segment_requests"].items():
+            p99 = found["segment_p99"].get((key, segment)) if requests > 0 else None
+            windows.setdefault(key, {})[segment] = ColorWindow(
+                color=color, seconds=seconds, requests=requests,
+                errors=found["segment_errors"].get((key, segment), 0.0),
+                p99_ms=None if p99 is None else p99 * 1000.0, memory_bytes=None)
+        return windows
+
+    def vector(self, promql: str) -> dict[tuple[str, str], float]:
+        """An instant query's series by their ``segment_by`` and ``segment`` labels (NaN left out)."""
+        out: dict[tuple[str, str], float] = {}
+        try:
+            for series in self._result(promql):
+                labels = series.get("metric", {})
+                value = float(series["value"][1])
+                if not math.isnan(value):
+                    out[(str(labels.get("segment_by", "")), str(labels.get("segment", "")))] = value
+        except (AttributeError, KeyError, IndexError, TypeError, ValueError) as exc:
+            raise MetricsError(f"Prometheus at {self.url}: unexpected answer to {promql!r}") from exc
+        return out
 
     def query(self, promql: str) -> float | None:
         """The value of an instant query's single result; None for no result or NaN.
@@ -138,6 +183,19 @@ class PrometheusSource:
         The query has ``timeout`` seconds in all (connect to last byte); every failure —
         unreachable, hanging, refused, not JSON, not one series — is a MetricsError.
         """
+        try:
+            result = self._result(promql)
+            if not result:
+                return None
+            if len(result) > 1:
+                raise MetricsError(f"{promql!r} gave {len(result)} series; aggregate it to one")
+            value = float(result[0]["value"][1])
+        except (AttributeError, KeyError, IndexError, TypeError, ValueError) as exc:
+            raise MetricsError(f"Prometheus at {self.url}: unexpected answer to {promql!r}") from exc
+        return None if math.isnan(value) else value
+
+    def _result(self, promql: str) -> list[Any]:
+        """An instant query's result list (a scalar as one series)."""
         url = f"{self.url}/api/v1/query?" + urlencode({"query": promql})
         try:
             answer = request_within("GET", url, self.timeout)
@@ -155,11 +213,10 @@ class PrometheusSource:
             result = data.get("result")
             if data.get("resultType") == "scalar":
                 result = [{"value": result}]
-            if not result:
-                return None
-            if len(result) > 1:
-                raise MetricsError(f"{promql!r} gave {len(result)} series; aggregate it to one")
-            value = float(result[0]["value"][1])
-        except (AttributeError, KeyError, IndexError, TypeError, ValueError) as exc:
+        except AttributeError as exc:
             raise MetricsError(f"Prometheus at {self.url}: unexpected answer to {promql!r}") from exc
-        return None if math.isnan(value) else value
+        if result is None:
+            return []
+        if not isinstance(result, list):
+            raise MetricsError(f"Prometheus at {self.url}: unexpected answer to {promql!r}")
+        return result

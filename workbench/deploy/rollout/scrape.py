@@ -23,10 +23,11 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.client import HTTPException
 
 from workbench.deploy.http import request_within
+from workbench.deploy.rollout.segments import SegmentCounters, segment_counters, segment_windows
 from workbench.deploy.rollout.signals import ColorWindow
 from workbench.deploy.traffic import Counters, parse_metrics, quantile
 from workbench.errors import MetricsError
@@ -46,12 +47,14 @@ class Scrape:
 
     counters: Counters
     memory_bytes: float | None
+    segments: SegmentCounters = field(default_factory=dict)  # --segment-by instances only
 
     @classmethod
     def parse(cls, text: str, at: float) -> Scrape:
         samples = parse_metrics(text)
         memory = [value for _, value in samples.get(MEMORY, [])]
-        return cls(Counters.from_samples(samples, at), sum(memory) if memory else None)
+        return cls(Counters.from_samples(samples, at), sum(memory) if memory else None,
+                   segment_counters(samples, at))
 
     @property
     def at(self) -> float:
@@ -144,6 +147,7 @@ class ScrapeSource:
         span = 0.0
         buckets: dict[float, float] = {}
         memory: list[float] = []
+        pairs: list[tuple[SegmentCounters, SegmentCounters]] = []
         with self._lock:
             for url in urls:
                 history = self._history.get((color, url))
@@ -154,6 +158,7 @@ class ScrapeSource:
                     memory.append(last.memory_bytes)
                 base = next((s for s in reversed(history) if s.at <= last.at - seconds), history[0])
                 span = max(span, last.at - base.at)
+                pairs.append((base.segments, last.segments))
                 requests += _increase(base.counters.requests, last.counters.requests)
                 errors += _increase(base.counters.errors, last.counters.errors)
                 for bound, count in _bucket_increase(base, last).items():
@@ -167,6 +172,7 @@ class ScrapeSource:
             p99_ms=None if p99 is None else p99 * 1000.0,
             memory_bytes=sum(memory) if memory else None,
             buckets=tuple(sorted(buckets.items())) if buckets else None,
+            segments=segment_windows(color, span, pairs),
         )
 
     def history(self, color: str) -> dict[str, list[Scrape]]:

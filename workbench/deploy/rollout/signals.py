@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from workbench.runtime.scoring import ScoreResult
 
 
@@ -26,6 +28,9 @@ class ColorWindow:
     # the window's latency histogram: (upper bound in seconds, cumulative count), ascending;
     # None when the source does not read it (the latency rules then judge ``p99_ms`` alone)
     buckets: tuple[tuple[float, float], ...] | None = None
+    # segment key ("header:x-tenant") -> segment -> its window, from instances serving with
+    # --segment-by (workbench.deploy.rollout.segments); None when the source has none
+    segments: Mapping[str, Mapping[str, ColorWindow]] | None = None
 
     @property
     def error_rate(self) -> float | None:

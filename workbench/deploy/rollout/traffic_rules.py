@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 from functools import partial
 from typing import TYPE_CHECKING, ClassVar
 
+from workbench.deploy.rollout.segments import judge_by_segment, segment_key
 from workbench.deploy.rollout.sequential import (
     DifferenceTest,
     RateRatioTest,
@@ -51,6 +52,12 @@ def too_few(
     return base(verdict="inconclusive", value=value, message=message)
 
 
+def _check_segments(rule: ErrorRateRule | LatencyRule | RelativeLatencyRule) -> None:
+    object.__setattr__(rule, "segment_by", segment_key(rule.segment_by))
+    if rule.max_segments is not None:
+        check_positive(f"{rule.name}.max_segments", rule.max_segments)
+
+
 @dataclass(frozen=True)
 class ErrorRateRule:
     """Server errors (5xx) of the candidate: fails, at every scrape, as soon as the
@@ -79,10 +86,13 @@ class ErrorRateRule:
     name: str = "error_rate"
     max_ratio: float | None = None
     evidence: float | None = 0.2
+    segment_by: str | None = None  # also judge each segment (rollout.segments)
+    max_segments: int | None = None
     every_scrape: ClassVar[bool] = True
     reads: ClassVar[str] = "metrics"
 
     def __post_init__(self) -> None:
+        _check_segments(self)
         check_fraction("error_rate.max", self.max_rate)
         check_positive("error_rate.intervals", self.intervals)
         check_positive("error_rate.min_requests", self.min_requests)
@@ -92,6 +102,9 @@ class ErrorRateRule:
             raise DeployValueError(f"error_rate.evidence must be in (0, 1), not {self.evidence}")
 
     def judge(self, seen: Observation) -> RuleResult:
+        return judge_by_segment(self, seen, self._judge)
+
+    def _judge(self, seen: Observation) -> RuleResult:
         window, stable = seen.candidate, seen.stable
         rate = window.error_rate
         alpha = seen.alpha / 2 if self.max_ratio is not None else seen.alpha
@@ -142,15 +155,21 @@ class LatencyRule:
     hold_seconds: float = 60.0
     min_requests: int = 20
     name: str = "latency_p99"
+    segment_by: str | None = None  # also judge each segment (rollout.segments)
+    max_segments: int | None = None
     every_scrape: ClassVar[bool] = True
     reads: ClassVar[str] = "metrics"
 
     def __post_init__(self) -> None:
+        _check_segments(self)
         check_positive("latency.p99_ms", self.max_ms)
         if self.hold_seconds < 0:
             raise DeployValueError(f"latency.hold must be >= 0, not {self.hold_seconds}")
 
     def judge(self, seen: Observation) -> RuleResult:
+        return judge_by_segment(self, seen, self._judge)
+
+    def _judge(self, seen: Observation) -> RuleResult:
         window = seen.candidate
         base = partial(RuleResult, rule=self.name, threshold=self.max_ms, samples=window.requests)
         p99 = window.p99_ms
@@ -194,16 +213,22 @@ class RelativeLatencyRule:
     floor_ms: float = 50.0
     min_requests: int = 20
     name: str = "latency_vs_stable"
+    segment_by: str | None = None  # also judge each segment (rollout.segments)
+    max_segments: int | None = None
     every_scrape: ClassVar[bool] = True
     reads: ClassVar[str] = "metrics"
     needs_stable: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
+        _check_segments(self)
         if self.max_ratio < 1.0:
             raise DeployValueError(f"latency.relative must be >= 1, not {self.max_ratio}")
         check_positive("latency.relative_intervals", self.intervals)
 
     def judge(self, seen: Observation) -> RuleResult:
+        return judge_by_segment(self, seen, self._judge)
+
+    def _judge(self, seen: Observation) -> RuleResult:
         window, stable = seen.candidate, seen.stable
         base = partial(RuleResult, rule=self.name, threshold=self.max_ratio, samples=window.requests)
         under_floor = window.p99_ms is not None and window.p99_ms <= self.floor_ms

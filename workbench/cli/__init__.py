@@ -8,7 +8,6 @@ the switch does not need is imported; every other command goes to typer.
 
 from __future__ import annotations
 
-import logging
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -36,13 +35,13 @@ def main(argv: list[str] | None = None) -> None:
     Usage errors, ``--help`` and exits are handled by click (standalone mode);
     anything else propagates as a traceback, which is a bug to report.
     """
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     args = sys.argv[1:] if argv is None else list(argv)
     try:
-        from workbench.cli.brake import brake
+        from workbench.cli.brake import brake, log_warnings
 
         if brake(args):
             return
+        log_warnings()
         from workbench.cli.root import app
 
         app(args=args)

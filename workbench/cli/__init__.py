@@ -9,11 +9,13 @@ the switch does not need is imported; every other command goes to typer.
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING, Any
 
 from workbench.errors import WorkbenchError
 
+TYPE_CHECKING = False  # typing is not imported before the brake's switch
 if TYPE_CHECKING:
+    from typing import Any
+
     import typer
 
     app: typer.Typer

@@ -19,9 +19,10 @@ command calls the same :func:`pull`.
 from __future__ import annotations
 
 import contextlib
-from typing import TYPE_CHECKING
 
 from workbench.cli._switch import switch
+
+TYPE_CHECKING = False  # typing is not imported before the switch
 
 if TYPE_CHECKING:
     from collections.abc import Sequence

@@ -7,9 +7,9 @@ Names are imported on first use (module ``__getattr__``), so ``import workbench`
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from workbench._lazy import lazy_attributes
+
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing (the brake runs first)
 
 if TYPE_CHECKING:
     from workbench.errors import (

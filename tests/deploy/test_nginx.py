@@ -19,7 +19,7 @@ from tests._wait import wait_until
 from tests.deploy._nginx import ColorServer, free_port, require_nginx, running_router
 from workbench.deploy.nginx import NginxRouter
 from workbench.deploy.platforms.process.router import LocalNginx
-from workbench.deploy.routing import RoutingTable, Upstream, render_front, render_nginx
+from workbench.deploy.routing import RoutingTable, Upstream, brake_file, render_front, render_nginx
 from workbench.errors import RouterError
 
 if TYPE_CHECKING:
@@ -153,6 +153,28 @@ def test_header_pinning(client: httpx.Client, router: NginxRouter, make_table: A
     # the colour header beats the version header
     pinned = {"x-deploy-color": "green", "x-model-version": "1.0.0"}
     assert colors(client, 5, **pinned) == {"green": 5}
+
+
+def test_the_brake_file_sends_every_request_to_stable_without_a_reload(
+    client: httpx.Client, router: NginxRouter, make_table: Any
+) -> None:
+    table = make_table(100)
+    router.apply(table)
+    master = (router.workdir / "nginx.pid").read_text()
+    brake = router.workdir / brake_file(table.revision)
+    assert colors(client, 10) == {"green": 10}
+    brake.touch()
+    try:
+        # every request from the next one on, pinned ones too; nginx was not reloaded
+        assert colors(client, 10) == {"blue": 10}
+        assert colors(client, 5, **{"x-deploy-color": "green"}) == {"blue": 5}
+        assert colors(client, 5, **{"x-model-version": "1.1.0"}) == {"blue": 5}
+        assert (router.workdir / "nginx.pid").read_text() == master
+        # the brake of another revision does nothing
+        router.apply(make_table(100, mirror_percent=0, max_fails=4))
+        assert colors(client, 10) == {"green": 10}
+    finally:
+        brake.unlink(missing_ok=True)
 
 
 def test_blue_only_table(client: httpx.Client, router: NginxRouter, upstreams: Any, port: int) -> None:

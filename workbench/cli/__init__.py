@@ -8,13 +8,14 @@ the switch does not need is imported; every other command goes to typer.
 
 from __future__ import annotations
 
-import logging
 import sys
-from typing import TYPE_CHECKING, Any
 
 from workbench.errors import WorkbenchError
 
+TYPE_CHECKING = False  # typing is not imported before the brake's switch
 if TYPE_CHECKING:
+    from typing import Any
+
     import typer
 
     app: typer.Typer
@@ -36,13 +37,13 @@ def main(argv: list[str] | None = None) -> None:
     Usage errors, ``--help`` and exits are handled by click (standalone mode);
     anything else propagates as a traceback, which is a bug to report.
     """
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     args = sys.argv[1:] if argv is None else list(argv)
     try:
-        from workbench.cli.brake import brake
+        from workbench.cli.brake import brake, log_warnings
 
         if brake(args):
             return
+        log_warnings()
         from workbench.cli.root import app
 
         app(args=args)

@@ -63,24 +63,6 @@ def _done(state: DeploymentState, what: str, json: bool) -> None:
     console.print(done_line(state, what))
 
 
-def _steer(name: str, verb: str, reason: str, json: bool) -> DeploymentState | None:
-    """``verb`` through the deploy layer (during a canary, its controller takes it); the
-    canary's line is printed here, the state returned for the caller's line otherwise."""
-    from workbench.deploy import canary
-
-    deployment = _manager().get(name)
-    steered = canary.steer(deployment, verb, reason)
-    if steered.canary is None:
-        return steered.state
-    if json:
-        print_json(steered.state.to_dict())
-    else:
-        from workbench.cli import canary as canary_cli
-
-        console.print(canary_cli.said(deployment.name, steered.canary), highlight=False)
-    return None
-
-
 # -- commands -----------------------------------------------------------------------------
 
 
@@ -426,9 +408,9 @@ def promote(name: NameArg, reason: ReasonOption = "", json: JsonOption = False) 
     """All traffic to the candidate; stable stays warm as the rollback target.
 
     During a canary: skip ahead to the next step (past a gate, too)."""
-    state = _steer(name, "promote", reason, json)
-    if state is not None:
-        _done(state, f"promoted {state.candidate_version}", json)
+    from workbench.cli.brake import pull, pulled
+
+    pulled("promote", *pull("promote", name, reason), json)
 
 
 @app.command()

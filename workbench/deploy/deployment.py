@@ -584,7 +584,7 @@ class Deployment:
             try:
                 after = self._effects(before, after)
             except WorkbenchError as exc:
-                txn.save(before.record(action, "failed", str(exc)))
+                txn.save(self._failed(action, before, after, exc))
                 raise
             message = reason or rollout.message
             saved = txn.save(after.record(action, "ok", message))
@@ -592,12 +592,39 @@ class Deployment:
         self.context.emit(DeployEvent.of(saved, action, "ok", message))
         return saved
 
+    def _failed(
+        self, action: str, before: DeploymentState, after: DeploymentState, exc: WorkbenchError
+    ) -> DeploymentState:
+        """The state ``action`` leaves when its effects failed with ``exc``: ``before``,
+        unless the router routes as ``after`` says all the same (the brake of
+        ``workbench rollback`` sends all traffic to stable, or the new table is installed
+        and only its wait failed). Then ``after``'s rollout, with the instances it would
+        have stopped still recorded (they run, without traffic), and the failure."""
+        settled, _ = _settled(before, after)
+        table = routing_table(settled)
+        router = self.context.router(after)
+        try:
+            routed = isinstance(router, NginxRouter) and (
+                router.table == table
+                or (not table.servers(table.candidate) and prepared.braked(router))
+            )
+        except (RouterError, OSError):
+            routed = False
+        if not routed:
+            return before.record(action, "failed", str(exc))
+        stopped = " ".join(f"{r.color} {r.version}" for r in after.records() if r not in settled.records())
+        message = (f"{exc}; the router routes as the {action} says all the same"
+                   + (f" ({stopped} still runs, without traffic)" if stopped else ""))
+        return after.record(action, "failed", message)
+
     def _prepare_rollback(self, state: DeploymentState) -> None:
         """Keep the router configuration a rollback of ``state`` would install, checked
-        (:mod:`~workbench.deploy.prepared`), or none when no rollback could follow."""
+        (:mod:`~workbench.deploy.prepared`), or none when no rollback could follow; and
+        remove the brake files of configurations no longer installed."""
         router = self.context.router(state)
         if not isinstance(router, NginxRouter):
             return
+        prepared.tidy(router)
         try:
             rollout = flow.rollback(state.rollout, now=time.time())
         except RolloutError:

@@ -37,6 +37,7 @@ from workbench.deploy.routing import (
     FRONT_DIR,
     SOCKET_FILE,
     RoutingTable,
+    brake_file,
     hostport,
     render_front,
     render_nginx,
@@ -175,6 +176,8 @@ class NginxRouter:
             changed = {conf: not conf.exists() or conf.read_text() != text for conf, text in texts.items()}
             changed[self.conf_path] = True  # the router always reloads: that is the switch
             installed = self.table
+            # a table applied routes as it says, even one braked earlier (the same revision)
+            (self.workdir / brake_file(table.revision)).unlink(missing_ok=True)
             # each candidate replaces its file when the block ends, all checks passed
             with contextlib.ExitStack() as candidates:
                 for conf, text in texts.items():

@@ -1,4 +1,4 @@
-"""The prepared rollback: the router configuration a rollback installs, made in advance.
+"""The prepared rollback: what a rollback installs, made in advance, and the router's brake.
 
 Whenever an action leaves a deployment in a state a rollback can leave (a verified or
 promoted candidate, no canary under way), :func:`prepare` renders the router
@@ -7,14 +7,18 @@ the router's workdir, with the state revision it was made for::
 
     <workdir>/nginx.conf.rollback   the checked configuration (mode 0600, as installed)
     <workdir>/rollback.json         {"state_revision", "table", "revision", "url",
-                                     "conf", "prepared", "pid_file", "router_lock", "state_lock"}
+                                     "conf", "prepared", "pid_file", "router_lock",
+                                     "state_lock", "router_revision", "brake"}
 
 ``rollback.json`` is written last, so it only names a complete configuration. The
 emergency brake (:mod:`workbench.cli.brake`) uses it only when the state file still
-has that revision (under the deployment's lock): it renames the configuration over
-``nginx.conf``, signals the router's master and waits for the new table, before
-importing this layer; the ordinary rollback then runs and finds the router already
-switched. Any other state write bumps the revision, so a stale file is never used.
+has that revision (under the deployment's lock): it creates the running
+configuration's brake file (``brake``, :func:`~workbench.deploy.routing.brake_file` of
+``router_revision``), which sends every request to stable with no reload, before
+importing this layer; the ordinary rollback then installs the rolled-back
+configuration. Any other state write bumps the revision, so a stale file is never
+used. :func:`tidy` removes the brake files of configurations no longer installed, and
+:func:`braked` tells whether the installed one is braked.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from workbench._fs import atomic_path, write_atomic
-from workbench.deploy.routing import CONF_FILE, PID_FILE
+from workbench.deploy.routing import BRAKE_PREFIX, CONF_FILE, PID_FILE, brake_file
 from workbench.errors import RouterError
 
 if TYPE_CHECKING:
@@ -34,7 +38,7 @@ if TYPE_CHECKING:
     from workbench.deploy.nginx import NginxRouter
     from workbench.deploy.routing import RoutingTable
 
-__all__ = ["PREPARED_CONF", "PREPARED_FILE", "discard", "prepare"]
+__all__ = ["PREPARED_CONF", "PREPARED_FILE", "braked", "discard", "prepare", "tidy"]
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +61,9 @@ def prepare(router: NginxRouter, table: RoutingTable, state_revision: int, state
     discard(workdir)
     conf = workdir / PREPARED_CONF
     try:
+        installed = router.table
+        if installed is None:
+            raise RouterError("no configuration installed yet")
         with atomic_path(conf) as tmp:
             tmp.write_text(router.render(table), encoding="utf-8")
             router.runner.check(tmp)
@@ -70,9 +77,34 @@ def prepare(router: NginxRouter, table: RoutingTable, state_revision: int, state
             "pid_file": str(workdir / PID_FILE),
             "router_lock": str(router.lock_path),
             "state_lock": str(state_lock),
+            "router_revision": installed.revision,
+            "brake": str(workdir / brake_file(installed.revision)),
         }, indent=2))
     except (OSError, RouterError) as exc:
         log.warning("%s: no prepared rollback: %s", workdir, exc)
         discard(workdir)
         return False
     return True
+
+
+def braked(router: NginxRouter) -> bool:
+    """Whether the installed configuration's brake is pulled: every request to stable."""
+    try:
+        installed = router.table
+    except RouterError:
+        return False
+    return installed is not None and (router.workdir / brake_file(installed.revision)).exists()
+
+
+def tidy(router: NginxRouter) -> None:
+    """Remove the brake files of configurations that are no longer installed (the
+    installed one's stays: it routes by it)."""
+    try:
+        installed = router.table
+    except RouterError:
+        return
+    keep = brake_file(installed.revision) if installed is not None else None
+    for path in router.workdir.glob(BRAKE_PREFIX + "*"):
+        if path.name != keep:
+            with contextlib.suppress(OSError):
+                path.unlink()

@@ -67,6 +67,7 @@ if TYPE_CHECKING:
 __all__ = [
     "RoutingTable",
     "Upstream",
+    "brake_file",
     "render_front",
     "render_nginx",
 ]
@@ -78,6 +79,7 @@ ERROR_LOG = "error.log"
 ACCESS_LOG = "access.log"
 FRONT_DIR = "front"  # the front's own workdir, inside the router's
 SOCKET_FILE = "router.sock"  # in FRONT_DIR: the router listens here, the front connects
+BRAKE_PREFIX = "brake."  # + a table's revision: while it exists, that table routes all to stable
 _MAX_SOCKET_PATH = 107  # sun_path holds 108 bytes with the terminating NUL
 _TEMPLATES = Path(__file__).parent / "templates"
 _VERSION = re.compile(r"^[0-9][0-9A-Za-z.+_-]{0,63}$")
@@ -402,9 +404,31 @@ def render_nginx(table: RoutingTable, *, workdir: StrPath, user: str | None = No
         connect_timeout=_duration(table.connect_timeout),
         read_timeout=_duration(table.read_timeout),
         **mirror,
+        brake=_brake(table, values["workdir"]),
         color_locations=color_locations,
     )
     return _ConfTemplate((_TEMPLATES / "nginx.conf.tmpl").read_text(encoding="utf-8")).substitute(values)
+
+
+def brake_file(revision: str) -> str:
+    """The name, in the router's workdir, of the brake of the configuration of table
+    ``revision``: while that file exists, the configuration sends every request to the
+    stable colour (its ``final`` location), as a rollback will, with no reload."""
+    return BRAKE_PREFIX + revision
+
+
+def _brake(table: RoutingTable, workdir: str) -> str:
+    """The brake's lines of ``location /`` (none when stable is the only colour routed)."""
+    if not _has_final(table):
+        return ""
+    return (
+        "            # The brake (`workbench rollback`): while this file exists, every request\n"
+        "            # goes to stable, as the rollback's configuration routes it (no reload).\n"
+        f"            if (-f {workdir}/{brake_file(table.revision)}) {{\n"
+        "                return 419;\n"
+        "            }\n"
+        f"            error_page 419 = @wb_{table.stable}_final;\n"
+    )
 
 
 def _other(color: Color) -> Color:

@@ -15,6 +15,11 @@ has that revision (under the deployment's lock): it renames the configuration ov
 ``nginx.conf``, signals the router's master and waits for the new table, before
 importing this layer; the ordinary rollback then runs and finds the router already
 switched. Any other state write bumps the revision, so a stale file is never used.
+
+During a canary the controller keeps one too, made at each step for no state revision
+(the canary saves its status at every interval): its rollback switches to it (:func:`switch`)
+when the table a rollback installs is still the one it was made for, then the ordinary
+rollback runs as above.
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ if TYPE_CHECKING:
     from workbench.deploy.nginx import NginxRouter
     from workbench.deploy.routing import RoutingTable
 
-__all__ = ["PREPARED_CONF", "PREPARED_FILE", "discard", "prepare"]
+__all__ = ["PREPARED_CONF", "PREPARED_FILE", "discard", "prepare", "switch"]
 
 log = logging.getLogger(__name__)
 
@@ -75,4 +80,29 @@ def prepare(router: NginxRouter, table: RoutingTable, state_revision: int, state
         log.warning("%s: no prepared rollback: %s", workdir, exc)
         discard(workdir)
         return False
+    return True
+
+
+def switch(router: NginxRouter, table: RoutingTable) -> bool:
+    """Install the prepared configuration if it was made for ``table`` (its revision) and
+    return once the router serves it (True); False, with nothing changed, when none was
+    prepared for it or the router does not run. The prepared files are used up either way.
+
+    The canary's controller rolls back through it (the configuration was made and checked
+    when the step began), so its rollback skips rendering and ``nginx -t``."""
+    workdir = router.workdir
+    conf = workdir / PREPARED_CONF
+    try:
+        kept = json.loads((workdir / PREPARED_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    if not isinstance(kept, dict) or kept.get("revision") != table.revision or not conf.exists():
+        return False
+    try:
+        router.install_checked(conf, table)
+    except (OSError, RouterError) as exc:
+        log.warning("%s: the prepared rollback was not installed: %s", workdir, exc)
+        return False
+    finally:
+        discard(workdir)
     return True

@@ -36,7 +36,6 @@ from workbench.deploy.rollout.controller import (
 from workbench.deploy.rollout.controller_process import controller_lock, controller_running
 from workbench.deploy.rollout.hooks import Hooks
 from workbench.deploy.rollout.phases import Phase
-from workbench.deploy.state import LOCK_FILE
 from workbench.errors import CanaryConflictError, DeployError, RolloutError, WorkbenchError
 
 if TYPE_CHECKING:
@@ -76,17 +75,6 @@ class DeploymentTarget:
     def set_weight(self, percent: int, reason: str) -> None:
         self._acted("weight")
         self.deployment.weight(percent, reason)
-        self._prepare_rollback()
-
-    def _prepare_rollback(self) -> None:
-        """Keep the router configuration a rollback from this step installs, checked with
-        ``nginx -t`` now (:mod:`workbench.deploy.prepared`), for :meth:`rollback` to
-        switch to at once. Made for no state revision: the brake's own switch never uses
-        it (a canary saves its status at every interval)."""
-        found = _rollback_table(self.deployment)
-        if found is not None:
-            lock = self.deployment.context.store.directory(self.deployment.name) / LOCK_FILE
-            prepared.prepare(found[0], found[1], -1, lock)
 
     def mirror(self, percent: int, reason: str) -> None:
         """The candidate at 0% with a mirror share: one router change, undone by the
@@ -103,9 +91,10 @@ class DeploymentTarget:
         self.deployment.promote(reason)
 
     def rollback(self, reason: str) -> None:
-        """The router switch first (the configuration prepared when the step began, when
-        it is still the one to install), then the deployment's rollback, which finds the
-        router switched, records it and stops the candidate."""
+        """The router switch first (to the configuration the deployment keeps checked,
+        :mod:`workbench.deploy.prepared`, when it is still the one to install), then the
+        deployment's rollback, which finds the router switched, records it and stops the
+        candidate."""
         if self.deployment.phase in (Phase.VERIFIED, Phase.CANARY, Phase.PROMOTED):
             self._acted("rollback")
             found = _rollback_table(self.deployment)

@@ -16,10 +16,10 @@ has that revision (under the deployment's lock): it renames the configuration ov
 importing this layer; the ordinary rollback then runs and finds the router already
 switched. Any other state write bumps the revision, so a stale file is never used.
 
-During a canary the controller keeps one too, made at each step for no state revision
-(the canary saves its status at every interval): its rollback switches to it (:func:`switch`)
-when the table a rollback installs is still the one it was made for, then the ordinary
-rollback runs as above.
+During a canary it is kept too, for no state revision (the canary saves its status at
+every interval, so the brake's switch never uses it): the controller's rollback switches
+to it (:func:`switch`) when the table a rollback installs is still the one it was made
+for, then the ordinary rollback runs as above.
 """
 
 from __future__ import annotations
@@ -57,14 +57,21 @@ def discard(workdir: Path) -> None:
 def prepare(router: NginxRouter, table: RoutingTable, state_revision: int, state_lock: Path) -> bool:
     """Keep the checked configuration of ``table`` for state revision ``state_revision``
     (True), or none at all when it cannot be made (False; the rollback then takes the
-    ordinary path)."""
+    ordinary path). A configuration kept already with the same text is not checked again
+    (each step of a canary keeps the one made when the candidate was verified)."""
     workdir = router.workdir
-    discard(workdir)
     conf = workdir / PREPARED_CONF
+    text = router.render(table)
     try:
-        with atomic_path(conf) as tmp:
-            tmp.write_text(router.render(table), encoding="utf-8")
-            router.runner.check(tmp)
+        kept = conf.read_text(encoding="utf-8") if conf.exists() else None
+    except OSError:
+        kept = None
+    (workdir / PREPARED_FILE).unlink(missing_ok=True)  # the description goes first
+    try:
+        if kept != text:  # the same configuration was checked already: only say for what
+            with atomic_path(conf) as tmp:
+                tmp.write_text(text, encoding="utf-8")
+                router.runner.check(tmp)
         write_atomic(workdir / PREPARED_FILE, json.dumps({
             "state_revision": state_revision,
             "table": table.to_dict(),

@@ -77,3 +77,11 @@ def test_switch_installs_only_the_configuration_made_for_that_table(tmp_path: Pa
     assert router.installed == [("green 0\n", "rev-0")]
     assert not (tmp_path / prepared.PREPARED_FILE).exists()  # used up
     assert not prepared.switch(router, Table(0))  # type: ignore[arg-type]
+
+
+def test_switch_refuses_a_kept_configuration_that_is_not_the_tables(tmp_path: Path) -> None:
+    router = Router(tmp_path)
+    prepared.prepare(router, Table(0), -1, tmp_path / "lock")  # type: ignore[arg-type]
+    (tmp_path / prepared.PREPARED_CONF).write_text("green 50\n")  # changed since it was checked
+    assert not prepared.switch(router, Table(0))  # type: ignore[arg-type]
+    assert router.installed == []

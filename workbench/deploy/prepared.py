@@ -106,6 +106,8 @@ def switch(router: NginxRouter, table: RoutingTable) -> bool:
     if not isinstance(kept, dict) or kept.get("revision") != table.revision or not conf.exists():
         return False
     try:
+        if conf.read_text(encoding="utf-8") != router.render(table):
+            return False  # not what was checked for this table: the ordinary path
         router.install_checked(conf, table)
     except (OSError, RouterError) as exc:
         log.warning("%s: the prepared rollback was not installed: %s", workdir, exc)

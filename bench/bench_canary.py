@@ -2,7 +2,7 @@
 
     uv run --extra cpu --extra notebook --extra dev python bench/bench_canary.py \
         [--repo DIR] [--runs 3] [--intervals 30,2] [--rate 200] [--threads 8] \
-        [--scrape 0.25] [--json]
+        [--scrape 0.25] [--good 10] [--json]
 
 Blue serves digits 1.0.0 behind real nginx; real ``workbench serve`` processes. Client
 threads send inference requests through the router at ``--rate`` requests/s in all (paced,
@@ -22,12 +22,17 @@ the bad version took traffic; targets: <= 1 s for 100% errors, <= 5 s for 5%), a
 rollback being done (the candidate drained and stopped too), the requests that
 reached the bad version (its own counter; target <= 50 at 200 requests/s for 100%
 errors), and failed client requests (target 0; the router retries a candidate's 500 on
-stable).
+stable). The time to the last request is split at the look that decided the rollback:
+detection (first request to that look) and the switch (that look to the last request).
+
+Then ``--good`` good canaries (1.1.0 and 1.0.0 in turn, no fault) run to their end at the
+shortest interval: none may be rolled back (the false rollbacks of a real canary).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -186,6 +191,7 @@ def one_run(web, version: str, faults: str, spec: AnalysisSpec, load: PacedLoad)
     def listen(status: CanaryStatus, action: Action) -> None:
         marks.setdefault(action.kind, time.monotonic())
 
+    offset = time.monotonic() - time.time()  # the status's times are wall-clock
     status = canary.run(web, spec, on_tick=listen)
     done = time.monotonic()
     reached = watch.stop()
@@ -196,13 +202,30 @@ def one_run(web, version: str, faults: str, spec: AnalysisSpec, load: PacedLoad)
     clients = load.between(marks["advance"], done + 1.0)
     console.log(f"{faults or version}: {status.message[:150]}")
     time.sleep(1.0)
+    decided = status.updated + offset  # the look that decided the rollback
     return {
         "seconds": moved - first,
+        "detect": decided - first,
+        "switch": moved - decided,
         "done": marks["rollback"] - first,
         "reached": reached,
         "clients": len(clients),
         "failed": sum(not s.ok for s in clients),
     }
+
+
+def good_run(web, version: str, spec: AnalysisSpec, load: PacedLoad) -> dict[str, object]:  # type: ignore[no-untyped-def]
+    """A good candidate (no fault; verified as ``update`` does by default, which warms it
+    up) through the whole canary."""
+    os.environ[FAULTS_ENV] = ""
+    web.update(version, timeout=300)
+    began = time.monotonic()
+    status = canary.run(web, spec)
+    clients = load.between(began, time.monotonic())
+    console.log(f"good {version}: {status.stage.value}: {status.message[:150]}")
+    return {"rolled_back": status.stage is Phase.ROLLED_BACK, "seconds": time.monotonic() - began,
+            "clients": len(clients), "failed": sum(not s.ok for s in clients),
+            "message": status.message}
 
 
 def main() -> None:
@@ -214,6 +237,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=8, help="client threads")
     parser.add_argument("--scrape", type=float, default=0.25,
                         help="seconds between the controller's looks (scrapes)")
+    parser.add_argument("--good", type=int, default=10,
+                        help="good canaries (no fault) run to the end at the shortest interval")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON too")
     args = parser.parse_args()
 
@@ -228,11 +253,13 @@ def main() -> None:
                                 backend_factory=lambda name, options: faulty_backend(home))
     results: dict[tuple[str, float], list[dict[str, object]]] = {}
     refused: dict[str, str] = {}
+    good: list[dict[str, object]] = []
+    errors: list[str] = []
     started = time.monotonic()
     try:
         with console.status("creating the deployment (blue: digits 1.0.0)…"):
             web = manager.create("bench", "digits", "1.0.0", timeout=300)
-        limit = 180.0 + args.runs * len(scenarios) * len(intervals) * 90.0
+        limit = 180.0 + (args.runs * len(scenarios) * len(intervals) + args.good) * 90.0
         with PacedLoad(web.url, "digits", args.rate, args.threads, limit) as load:
             time.sleep(2.0)
             with console.status("degraded 1.2.0, fully verified…"):
@@ -245,8 +272,20 @@ def main() -> None:
                     for name, (version, faults) in scenarios.items():
                         with console.status(f"interval {interval:g} s, run {run + 1}/{args.runs}: "
                                             f"{name}…"):
-                            results.setdefault((name, interval), []).append(
-                                one_run(web, version, faults, spec, load))
+                            try:
+                                outcome = one_run(web, version, faults, spec, load)
+                            except WorkbenchError as exc:  # e.g. a reload not shown in time
+                                console.log(f"{name}: the run failed: {exc}")
+                                errors.append(f"{name} @ {interval:g} s: {exc}")
+                                with contextlib.suppress(WorkbenchError):
+                                    web.rollback("the bench run failed")
+                                continue
+                            results.setdefault((name, interval), []).append(outcome)
+            good_spec = AnalysisSpec(steps=(10, 50, 100), interval=min(intervals), rules=rules,
+                                     scrape=args.scrape)
+            for run in range(args.good):  # promoted, each is stable for the next
+                with console.status(f"good canary {run + 1}/{args.good}…"):
+                    good.append(good_run(web, ("1.0.0", FAULTY)[(run + 1) % 2], good_spec, load))
             sent = len(load.samples) / (time.monotonic() - load.began)
     finally:
         for name in manager.names():
@@ -259,6 +298,7 @@ def main() -> None:
                   title_justify="left")
     for column in ("scenario", "interval (s)",
                    "first to last request reaching it, median / max (s)",
+                   "of which: to the deciding look / from it to the last request, median (s)",
                    "first bad request to rollback done, median / max (s)",
                    "requests reaching it, median / max", "failed client requests"):
         table.add_column(column)
@@ -269,20 +309,38 @@ def main() -> None:
         reached = [float(r["reached"]) for r in runs]  # type: ignore[arg-type]
         failed = sum(int(r["failed"]) for r in runs)  # type: ignore[call-overload]
         clients = sum(int(r["clients"]) for r in runs)  # type: ignore[call-overload]
+        detect = [float(r["detect"]) for r in runs]  # type: ignore[arg-type]
+        switch = [float(r["switch"]) for r in runs]  # type: ignore[arg-type]
         figures[f"{name} @ {interval:g}s"] = {
             "seconds_median": statistics.median(secs), "seconds_max": max(secs),
+            "seconds": secs, "detect_median": statistics.median(detect),
+            "switch_median": statistics.median(switch),
             "done_median": statistics.median(done), "done_max": max(done),
             "reached_median": statistics.median(reached), "reached_max": max(reached),
             "failed": failed, "clients": clients}
         table.add_row(name, f"{interval:g}", f"{statistics.median(secs):.2f} / {max(secs):.2f}",
+                      f"{statistics.median(detect):.2f} / {statistics.median(switch):.2f}",
                       f"{statistics.median(done):.2f} / {max(done):.2f}",
                       f"{statistics.median(reached):.0f} / {max(reached):.0f}",
                       f"{failed} of {clients}")
+    if good:
+        back = sum(bool(r["rolled_back"]) for r in good)
+        failed = sum(int(r["failed"]) for r in good)  # type: ignore[call-overload]
+        clients = sum(int(r["clients"]) for r in good)  # type: ignore[call-overload]
+        table.add_row(f"good (no fault), {len(good)} canaries", f"{min(intervals):g}",
+                      f"{back} rolled back", "-", "-", "-", f"{failed} of {clients}")
+        figures["good"] = {"canaries": len(good), "rolled_back": back, "failed": failed,
+                           "clients": clients,
+                           "seconds_median": statistics.median(float(r["seconds"])  # type: ignore[arg-type]
+                                                               for r in good)}
     for name, why in refused.items():
-        table.add_row(name, "-", "refused before traffic", "-", "0", "0")
+        table.add_row(name, "-", "refused before traffic", "-", "-", "0", "0")
         figures[name] = {"refused": why}
         console.log(f"{name}: {why[:200]}")
     console.print(table)
+    for error in errors:
+        console.log(f"failed run: {error}")
+    figures["failed_runs"] = errors
     console.log(f"done in {elapsed:.0f} s")
     if args.json:
         print(json.dumps(figures, indent=2))

@@ -7,7 +7,10 @@ Each scenario streams requests to a candidate (and, for the comparisons with sta
 times as many to stable: a 10% canary) and looks at the test after every request (every
 10 requests for the two-sample tests, as a scrape would). Reported: the share of runs
 with a rollback (for a good candidate at the edge of what is allowed, this is the false
-rollback rate, to be <= alpha), and the median number of candidate requests to it.
+rollback rate, to be <= alpha), and the median number of candidate requests to it. The
+rows marked "rule level" run at the level each of the error-rate rule's two tests gets in a
+canary with the default rules and a comparison with stable (alpha / 6); the one against a
+clean stable looks after every candidate request.
 """
 
 from __future__ import annotations
@@ -103,6 +106,17 @@ def scenarios(runs: int, alpha: float, seed: int = 7) -> list[tuple[str, bool, n
         ("latency +50% vs stable, max +20% (mean log)", False,
          log_latency_runs(math.log(1.5), math.log(1.2), runs=runs, looks=200, alpha=alpha,
                           rng=rng)),
+        # at the level each of the error-rate rule's two tests runs at in a canary with the
+        # default rules and a comparison with stable (alpha / 3 rules / 2 tests)
+        ("rule level: error rate 3.0%, max 3% (A/A)", True,
+         threshold_runs(0.03, 0.03, runs=runs, requests=3000, alpha=alpha / 6, rng=rng)),
+        ("rule level: error rate 100%, max 3%", False,
+         threshold_runs(1.0, 0.03, runs=runs, requests=50, alpha=alpha / 6, rng=rng)),
+        ("rule level: error rate 5% vs a clean stable", False,
+         error_vs_stable_runs(0.05, 0.0, 1.0, runs=runs, looks=1000, alpha=alpha / 6, rng=rng,
+                              per_look=1)),
+        ("rule level: error rate 1% = stable's 1% (A/A)", True,
+         error_vs_stable_runs(0.01, 0.01, 1.0, runs=runs, looks=400, alpha=alpha / 6, rng=rng)),
     ]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -311,3 +312,16 @@ def test_error_rate_against_stable_finds_a_5_percent_candidate_in_a_few_failures
     again = AnalysisSpec.from_dict(AnalysisSpec(rules=(rule,)).to_dict())
     assert again.rule("error_rate") == rule
     assert AnalysisSpec.from_dict(AnalysisSpec().to_dict()).rule("error_rate") == ErrorRateRule()
+
+
+def test_a_slower_p99_against_stable_fails_only_once_held_for_its_seconds() -> None:
+    """At a 2 s interval, two slow intervals are four seconds of a fresh instance's tail:
+    the p99 ratio must hold ``hold_seconds`` (30 s: 15 intervals) before it rolls back."""
+    rule = RelativeLatencyRule()
+    slow, stable = window(p99=300), window(p99=100, color="blue")
+    short = Observation(interval=2.0, candidate=slow, stable=stable, streaks={rule.name: 1})
+    assert (rule.judge(short).verdict, rule.judge(short).sustained) == ("fail", False)
+    held = replace(short, streaks={rule.name: 14})
+    assert rule.judge(held).sustained
+    at_30 = Observation(interval=30.0, candidate=slow, stable=stable, streaks={rule.name: 1})
+    assert rule.judge(at_30).sustained  # two 30 s intervals, as before

@@ -275,3 +275,33 @@ def test_quiet_canary_holds_then_synthetic_traffic_gets_it_judged(
     web.update("1.1.0", timeout=300)
     status = canary.run(web, spec(synthetic=20.0))
     assert status.stage is Phase.PROMOTED, status.message
+
+
+def test_the_controllers_rollback_switches_to_the_configuration_prepared_at_the_step(
+    manager: DeploymentManager, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The router configuration a rollback installs stays kept, checked, during the canary;
+    the controller's rollback switches to it (no render, no ``nginx -t`` on the way)."""
+    import json
+    import logging
+
+    from workbench.deploy.deployment import routing_table
+
+    monkeypatch.setenv("WB_TEST_FAULTS", "--fault-error-rate 1")
+    web = updated(manager, FAULTY, checks=("ready",))
+    workdir = web.context.router(web.state).workdir
+    kept: list[dict[str, object]] = []
+
+    def on_tick(status: object, action: object) -> None:
+        if getattr(action, "kind", "") == "advance":
+            kept.append(json.loads((workdir / "rollback.json").read_text()))
+            assert (workdir / "nginx.conf.rollback").exists()
+
+    rules = (ErrorRateRule(min_requests=5), LatencyRule(min_requests=10))
+    with caplog.at_level(logging.INFO, logger="workbench.deploy.nginx"), Clients(web.url) as clients:
+        status = canary.run(web, spec(rules=rules), on_tick=on_tick)
+    assert status.stage is Phase.ROLLED_BACK
+    assert [k["revision"] for k in kept] == [routing_table(web.state).revision]  # all to stable
+    assert any("switched to the checked" in r.getMessage() for r in caplog.records)
+    assert not (workdir / "rollback.json").exists()  # used up
+    assert clients.failed == 0

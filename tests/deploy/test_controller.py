@@ -7,13 +7,14 @@ import contextlib
 import json
 import os
 import sys
+import threading
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pytest
 
-from workbench.deploy.rollout.analysis import AnalysisSpec, ErrorRateRule, LatencyRule
+from workbench.deploy.rollout.analysis import AgreementRule, AnalysisSpec, ErrorRateRule, LatencyRule
 from workbench.deploy.rollout.controller import (
     Action,
     CanaryController,
@@ -455,3 +456,44 @@ def test_an_unconfirmed_promotion_pauses_at_the_last_step() -> None:
     controller.hooks = Hooks(confirm=("true",))
     status = look(controller)
     assert status.stage is Phase.PROMOTED and target.weights == [50, 100]
+
+
+def test_a_slow_output_check_does_not_stop_the_looks() -> None:
+    """The replay at an interval's end runs off the looks: a candidate failing meanwhile is
+    rolled back at once, and the interval ends (the step passes) once the check is in."""
+    release = threading.Event()
+    replays: list[float] = []
+
+    def output() -> None:
+        replays.append(time.monotonic())
+        release.wait(20.0)  # a replay on a very busy host
+
+    spec = AnalysisSpec(steps=(5, 25, 100), interval=30.0, scrape=0.05,
+                        rules=(ErrorRateRule(), AgreementRule()))
+    controller, source, target = make(spec, output=output)
+    controller.begin()
+    began = time.monotonic()
+    status = look(controller)  # the interval has passed: the replay starts
+    assert (status.stage, status.weight, len(replays)) == (Stage.STEP, 5, 1)
+    status = look(controller, 0.5)
+    assert status.weight == 5 and len(replays) == 1  # still under way: the step waits for it
+    source.candidate = (600.0, 600.0, 20.0)  # now failing every request
+    status = look(controller, 0.5)
+    assert status.stage is Phase.ROLLED_BACK and target.weights == [5, 0]
+    assert time.monotonic() - began < 10.0  # never blocked by the replay
+    release.set()
+
+
+def test_the_interval_ends_at_the_first_look_after_the_output_check_is_in() -> None:
+    release = threading.Event()
+    spec = AnalysisSpec(steps=(5, 25, 100), interval=30.0, scrape=0.05,
+                        rules=(ErrorRateRule(), AgreementRule()))
+    controller, _, target = make(spec, output=lambda: release.wait(20.0) and None)
+    controller.begin()
+    status = look(controller)
+    assert status.weight == 5 and not target.history[1:]  # nothing decided yet
+    release.set()
+    time.sleep(0.2)
+    status = look(controller, 1.0)
+    assert (status.stage, status.weight) == (Stage.STEP, 25)
+    assert [r.verdict for r in status.last] == ["pass", "skip"]  # the agreement was judged

@@ -152,3 +152,44 @@ def test_histogram_readings() -> None:
     one = log_moments(((0.1, 0.0), (0.25, 40.0), (math.inf, 40.0)))
     assert one[2] == pytest.approx(math.log(2.5) ** 2 / 12)  # one crowded bucket: its width
     assert log_moments(()) == (0.0, 0.0, 0.0)
+
+
+#: The level of each of the error-rate rule's two tests with the default rules (three
+#: sequential rules) and a comparison with stable: 0.01 / 3 / 2.
+RULE_ALPHA = DEFAULT_ALPHA / 3 / 2
+
+
+def test_two_failed_requests_of_two_decide_at_the_error_rate_rules_level() -> None:
+    test = ThresholdTest(0.03, alpha=RULE_ALPHA)
+    assert test.decide(2, 2).significant  # a candidate failing every request
+    assert not test.decide(1, 1).significant
+    assert not test.decide(2, 3).significant  # one success: the graded alternatives only
+    assert test.decide(3, 4).significant
+
+
+def test_three_failures_all_the_candidates_decide_against_a_clean_stable_at_a_10pct_share() -> None:
+    test = RateRatioTest(1.0, alpha=RULE_ALPHA)
+    assert test.decide((3, 60), (0, 540)).significant
+    assert not test.decide((2, 40), (0, 360)).significant
+    assert not test.decide((3, 60), (1, 540)).significant  # one of stable's: not yet
+    assert test.decide((5, 60), (1, 540)).significant
+
+
+@pytest.mark.parametrize(("rate", "seed"), [(0.002, 11), (0.01, 12)])
+def test_rare_failures_at_stables_rate_are_rarely_rolled_back(rate: float, seed: int) -> None:
+    """A/A with few failures, where the "all the candidate's" alternative weighs most: a
+    10% canary with stable's error rate, looked at every 10 candidate requests."""
+    rng = np.random.default_rng(seed)
+    looks, per = 400, 10
+    f_c = np.cumsum(rng.binomial(per, rate, (RUNS, looks)), axis=1)
+    f_s = np.cumsum(rng.binomial(9 * per, rate, (RUNS, looks)), axis=1)
+    assert np.isfinite(first_rejection(threshold_log_lr(f_c, f_c + f_s, 0.1), per)).mean() \
+        <= DEFAULT_ALPHA
+
+
+def test_the_pass_evidence_has_no_weight_on_every_value_passing() -> None:
+    """Evidence for a pass ("mean >= t" on successes) is not hurried: as before, about 60
+    clean requests against 3% at the lenient 0.2."""
+    within = ThresholdTest(0.03, alpha=0.2, above=False)  # errors: is the rate below 3%?
+    assert not within.decide(0, 57).significant and within.decide(0, 58).significant
+    assert threshold_log_lr(3, 3, 0.03, certain=0.0) < threshold_log_lr(3, 3, 0.03)

@@ -21,9 +21,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from workbench.deploy import prepared
 from workbench.deploy.canary_state import CanaryState
-from workbench.deploy.deployment import resolve_version
+from workbench.deploy.deployment import resolve_version, routing_table
 from workbench.deploy.history import face
+from workbench.deploy.nginx import NginxRouter
+from workbench.deploy.rollout import phases as flow
 from workbench.deploy.rollout.analysis import AnalysisSpec
 from workbench.deploy.rollout.controller import (
     Action,
@@ -40,6 +43,7 @@ if TYPE_CHECKING:
 
     from workbench.deploy.deployment import Deployment
     from workbench.deploy.rollout.signals import MetricsSource, OutputCheck
+    from workbench.deploy.routing import RoutingTable
     from workbench.deploy.state import DeploymentState
 
 __all__ = [
@@ -87,8 +91,15 @@ class DeploymentTarget:
         self.deployment.promote(reason)
 
     def rollback(self, reason: str) -> None:
+        """The router switch first (to the configuration the deployment keeps checked,
+        :mod:`workbench.deploy.prepared`, when it is still the one to install), then the
+        deployment's rollback, which finds the router switched, records it and stops the
+        candidate."""
         if self.deployment.phase in (Phase.VERIFIED, Phase.CANARY, Phase.PROMOTED):
             self._acted("rollback")
+            found = _rollback_table(self.deployment)
+            if found is not None:
+                prepared.switch(*found)
             self.deployment.rollback(reason)
 
     def locked(self) -> contextlib.AbstractContextManager[None]:
@@ -144,6 +155,20 @@ class DeploymentTarget:
     def _acted(self, action: str) -> None:
         """Remember that this tick changed the deployment (which records ``action``)."""
         self._action = (action, time.time() - 1.0)
+
+
+def _rollback_table(deployment: Deployment) -> tuple[NginxRouter, RoutingTable] | None:
+    """The nginx router of ``deployment`` and the table a rollback now installs (None: no
+    nginx router, or no rollback possible)."""
+    state = deployment.state
+    router = deployment.context.router(state)
+    if not isinstance(router, NginxRouter):
+        return None
+    try:
+        rollout = flow.rollback(state.rollout, now=time.time())
+    except RolloutError:
+        return None
+    return router, routing_table(replace(state, rollout=rollout))
 
 
 def active(deployment: Deployment) -> bool:

@@ -629,12 +629,14 @@ class Deployment:
             rollout = flow.rollback(state.rollout, now=time.time())
         except RolloutError:
             rollout = None
-        if rollout is None or (state.canary is not None and state.canary.active):
+        if rollout is None:
             prepared.discard(router.workdir)
             return
         after, _ = _settled(state, replace(state, rollout=rollout))
         lock = self.context.store.directory(self.name) / LOCK_FILE
-        prepared.prepare(router, routing_table(after), state.revision, lock)
+        # a canary saves at every interval: for its controller's rollback, not the brake's
+        canary = state.canary is not None and state.canary.active
+        prepared.prepare(router, routing_table(after), -1 if canary else state.revision, lock)
 
     def _attach(self, state: DeploymentState, instances: Sequence[Instance]) -> DeploymentState:
         """Record the started candidate, unless another process moved the rollout meanwhile."""

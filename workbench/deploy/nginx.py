@@ -197,6 +197,24 @@ class NginxRouter:
             self._wait_for(table)
         logger.info("router %s: applied %s in %.3f s", self.workdir, table, time.monotonic() - started)
 
+    def install_checked(self, checked: Path, table: RoutingTable) -> None:
+        """Switch the running router to ``checked``, a configuration rendered for ``table``
+        that passed ``nginx -t`` when it was made (:mod:`workbench.deploy.prepared`): renamed
+        over the router's, reloaded, and returned once new requests are routed by ``table``.
+        RouterError when the router does not run (nothing changed) or the reload fails."""
+        started = time.monotonic()
+        with self._lock():
+            if not (self.conf_path.exists() and self.runner.is_running(self.conf_path)):
+                raise RouterError(f"nginx is not running in {self.workdir}")
+            snapshot = self._snapshot()
+            checked.replace(self.conf_path)
+            write_atomic(self.workdir / TABLE_FILE, json.dumps(table.to_dict(), indent=2).encode())
+            running = dict.fromkeys(self._confs, True)
+            self._bring_up(running, {self.conf_path: True, self.front_conf_path: False}, snapshot)
+            self._wait_for(table)
+        logger.info("router %s: switched to the checked %s in %.3f s", self.workdir, table,
+                    time.monotonic() - started)
+
     def start(self) -> None:
         """Start nginx on the installed configuration (e.g. after a restart). No-op if running."""
         table = self.table

@@ -19,6 +19,11 @@ importing this layer; the ordinary rollback then installs the rolled-back
 configuration. Any other state write bumps the revision, so a stale file is never
 used. :func:`tidy` removes the brake files of configurations no longer installed, and
 :func:`braked` tells whether the installed one is braked.
+
+During a canary it is kept too, for no state revision (the canary saves its status at
+every interval, so the brake's switch never uses it): the controller's rollback switches
+to it (:func:`switch`) when the table a rollback installs is still the one it was made
+for, then the ordinary rollback runs as above.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from workbench._fs import atomic_path, write_atomic
@@ -33,12 +39,10 @@ from workbench.deploy.routing import BRAKE_PREFIX, CONF_FILE, PID_FILE, brake_fi
 from workbench.errors import RouterError
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
     from workbench.deploy.nginx import NginxRouter
     from workbench.deploy.routing import RoutingTable
 
-__all__ = ["PREPARED_CONF", "PREPARED_FILE", "braked", "discard", "prepare", "tidy"]
+__all__ = ["PREPARED_CONF", "PREPARED_FILE", "braked", "discard", "prepare", "switch", "tidy"]
 
 log = logging.getLogger(__name__)
 
@@ -56,17 +60,24 @@ def discard(workdir: Path) -> None:
 def prepare(router: NginxRouter, table: RoutingTable, state_revision: int, state_lock: Path) -> bool:
     """Keep the checked configuration of ``table`` for state revision ``state_revision``
     (True), or none at all when it cannot be made (False; the rollback then takes the
-    ordinary path)."""
+    ordinary path). A configuration kept already with the same text is not checked again
+    (each step of a canary keeps the one made when the candidate was verified)."""
     workdir = router.workdir
-    discard(workdir)
     conf = workdir / PREPARED_CONF
+    text = router.render(table)
+    try:
+        kept = conf.read_text(encoding="utf-8") if conf.exists() else None
+    except OSError:
+        kept = None
+    (workdir / PREPARED_FILE).unlink(missing_ok=True)  # the description goes first
     try:
         installed = router.table
         if installed is None:
             raise RouterError("no configuration installed yet")
-        with atomic_path(conf) as tmp:
-            tmp.write_text(router.render(table), encoding="utf-8")
-            router.runner.check(tmp)
+        if kept != text:  # the same configuration was checked already: only say for what
+            with atomic_path(conf) as tmp:
+                tmp.write_text(text, encoding="utf-8")
+                router.runner.check(tmp)
         write_atomic(workdir / PREPARED_FILE, json.dumps({
             "state_revision": state_revision,
             "table": table.to_dict(),
@@ -108,3 +119,34 @@ def tidy(router: NginxRouter) -> None:
         if path.name != keep:
             with contextlib.suppress(OSError):
                 path.unlink()
+
+
+def switch(router: NginxRouter, table: RoutingTable) -> bool:
+    """Install the prepared configuration if it was made for ``table`` (its revision) and
+    return once the router serves it (True); False, with nothing changed, when none was
+    prepared for it or the router does not run. The prepared files are used up either way.
+
+    The canary's controller rolls back through it (the configuration was made and checked
+    when the step began), so its rollback skips rendering and ``nginx -t``."""
+    workdir = router.workdir
+    conf = workdir / PREPARED_CONF
+    try:
+        kept = json.loads((workdir / PREPARED_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    if not isinstance(kept, dict) or kept.get("revision") != table.revision or not conf.exists():
+        return False
+    try:
+        if conf.read_text(encoding="utf-8") != router.render(table):
+            return False  # not what was checked for this table: the ordinary path
+        installed = router.table
+        brake = kept.get("brake")
+        if isinstance(brake, str) and installed is not None and kept.get("router_revision") == installed.revision:
+            Path(brake).touch()  # every request to stable now, before the reload
+        router.install_checked(conf, table)
+    except (OSError, RouterError) as exc:
+        log.warning("%s: the prepared rollback was not installed: %s", workdir, exc)
+        return False
+    finally:
+        discard(workdir)
+    return True

@@ -54,6 +54,7 @@ from workbench.deploy.rollout.analysis import (
     Step,
     format_steps,
 )
+from workbench.deploy.rollout.background import BackgroundRead
 from workbench.deploy.rollout.hooks import Hooks
 from workbench.deploy.rollout.phases import Phase
 from workbench.errors import RolloutError
@@ -231,17 +232,20 @@ def decide(
     *,
     now: float,
     failures: Mapping[str, str] | None = None,
+    due: bool | None = None,
 ) -> tuple[CanaryStatus, Action]:
     """One look: judge ``results`` and do at most one transition (see the module docstring).
 
     ``failures`` maps each source that could not be read at this look (``metrics``,
-    ``stable metrics``, ``output``) to why.
+    ``stable metrics``, ``output``) to why; ``due``: whether the look ends an interval
+    (default: the interval has passed since the last one ended).
     """
     if status.stage not in (Stage.STEP, Stage.MIRROR):
         return status, Action("none", reason=f"canary is {status.stage.value}")
     failures = failures or {}
     failed_reads = status.failures + 1 if failures else 0
-    due = now - (status.checked or status.since) >= spec.interval - 1e-6
+    if due is None:
+        due = now - (status.checked or status.since) >= spec.interval - 1e-6
     dwell = spec.interval * (spec.mirror_intervals if status.stage is Stage.MIRROR else 1)
     dwelt = now - status.since >= dwell - 1e-6
     decided = replace(status, ticks=status.ticks + 1, last=results, updated=now,
@@ -421,6 +425,7 @@ class CanaryController:
         self.hooks = hooks or Hooks(spec.hooks, confirm=spec.confirm, timeout=spec.hook_timeout)
         self.clock = clock
         self.listeners: list[Callable[[CanaryStatus, Action], None]] = []
+        self._replay = BackgroundRead(output or (lambda: None))
 
     def __repr__(self) -> str:
         return f"<CanaryController {self.name} {self.candidate}>"
@@ -440,7 +445,8 @@ class CanaryController:
         A source that cannot be read makes the rules reading it inconclusive, with the
         reason; it never ends the controller. The output check (a replay) and the rules
         that are not sequential are judged only when an interval ends; between, their
-        last results stand.
+        last results stand. The check runs on a thread of its own (the looks go on), and
+        the interval ends at the first look that finds it done.
         """
         status = self.target.load()
         if status is None:
@@ -455,9 +461,12 @@ class CanaryController:
         window = self._read("metrics", failures, lambda: self.source.window(self.candidate, span))
         stable_window = self._read("stable metrics", failures,
                                    lambda: self.source.window(self.stable, span))
-        check = None
+        check, waiting = None, False
         if due and self.output is not None:
-            check = self._read(OUTPUT, failures, self.output)
+            done, check, error = self._replay.poll(status.since, wait=spec.look)
+            due, waiting = done, not done
+            if error is not None:
+                failures[OUTPUT] = str(error) or type(error).__name__
         earlier = {r.rule: r for r in status.last}
         results: list[RuleResult] = []
         seen = None
@@ -470,7 +479,9 @@ class CanaryController:
         for rule in spec.rules:
             reads = getattr(rule, "reads", OUTPUT)
             if not due and not getattr(rule, "every_scrape", False):
-                if rule.name in earlier:  # judged at the end of the last interval
+                if waiting:  # the interval ends once the output check is in
+                    results.append(_unjudged(rule.name, "output check under way"))
+                elif rule.name in earlier:  # judged at the end of the last interval
                     results.append(earlier[rule.name])
                 else:
                     results.append(_unjudged(rule.name))
@@ -483,7 +494,7 @@ class CanaryController:
                                           f"cannot read {reads}: {why}"))
                 continue
             results.append(rule.judge(seen))
-        after, action = decide(status, spec, tuple(results), now=now, failures=failures)
+        after, action = decide(status, spec, tuple(results), now=now, failures=failures, due=due)
         if due and window is not None and action.kind != "none":
             after = replace(after, memory=window.memory_bytes)
         if action.kind == "promote" and self.hooks.gates:
@@ -624,5 +635,5 @@ def event(name: str, status: CanaryStatus, action: Action) -> dict[str, Any]:
     }
 
 
-def _unjudged(rule: str) -> RuleResult:
-    return RuleResult(rule, "inconclusive", None, 0.0, "not judged yet this step")
+def _unjudged(rule: str, why: str = "not judged yet this step") -> RuleResult:
+    return RuleResult(rule, "inconclusive", None, 0.0, why)

@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     import numpy as np
 
 __all__ = [
+    "CERTAIN",
     "DEFAULT_ALPHA",
     "Decision",
     "DifferenceTest",
@@ -57,8 +58,15 @@ __all__ = [
 
 DEFAULT_ALPHA = 0.01
 #: Alternatives of the threshold test, as odds ratios against the threshold's odds:
-#: 2^(1/2) … 2^12, equally weighted (from "a little worse" to "always failing").
+#: 2^(1/2) … 2^12, equally weighted (from "a little worse" to "nearly always failing").
 ODDS_RATIOS = tuple(2.0 ** (k / 2.0) for k in range(1, 25))
+#: Weight of one more alternative of the tests against an upper threshold: every value is
+#: beyond it (every request fails; every failure is the candidate's). A broken candidate
+#: is the commonest bad one, and this weight decides it on two failed requests of two
+#: against a 3% maximum (on three failures, all the candidate's, against stable at a 10%
+#: share), at the level the error-rate rule tests at (0.01 / 3 rules / 2 tests). The
+#: other alternatives share the rest: a graded excess takes log(4/3) = 0.29 more evidence.
+CERTAIN = 0.25
 
 
 @dataclass(frozen=True)
@@ -105,16 +113,25 @@ def _alternatives(threshold: float) -> np.ndarray:
     return alts
 
 
-def threshold_log_lr(total: Any, trials: Any, threshold: float, *, above: bool = True) -> Any:
+def threshold_log_lr(
+    total: Any, trials: Any, threshold: float, *, above: bool = True, certain: float | None = None
+) -> Any:
     """log of the mixture likelihood ratio against "mean <= threshold" (``above``) or
     "mean >= threshold" (not ``above``), for ``total`` summed over ``trials`` values in [0, 1].
 
-    Arrays broadcast; the result has their shape.
+    The mixture: weight ``certain`` on "every value is 1" (default :data:`CERTAIN` when
+    ``above``, none otherwise: the evidence for a pass is not hurried), the rest spread
+    evenly over :data:`ODDS_RATIOS`. Each alternative's likelihood ratio is a nonnegative
+    supermartingale under the null (for values in [0, 1] too, by convexity), and so is
+    any fixed mixture of them. Arrays broadcast; the result has their shape.
     """
     import numpy as np
 
     if not 0.0 < threshold < 1.0:
         raise ValueError(f"a threshold must be in (0, 1), not {threshold}")
+    weight = (CERTAIN if above else 0.0) if certain is None else certain
+    if not 0.0 <= weight < 1.0:
+        raise ValueError(f"certain must be in [0, 1), not {weight}")
     s = np.asarray(total, dtype=float)
     n = np.asarray(trials, dtype=float)
     if not above:  # "mean >= t" on x is "mean <= 1 - t" on 1 - x
@@ -122,9 +139,12 @@ def threshold_log_lr(total: Any, trials: Any, threshold: float, *, above: bool =
     alts = _alternatives(threshold)
     up = np.log(alts / threshold)
     down = np.log((1.0 - alts) / (1.0 - threshold))
-    terms = s[..., None] * up + (n - s)[..., None] * down
+    terms = s[..., None] * up + (n - s)[..., None] * down + math.log((1.0 - weight) / len(alts))
+    if weight > 0.0:  # likelihood ratio (1/t)^n while every value is 1, else 0
+        sure = np.where(n - s <= 1e-9, s * math.log(1.0 / threshold) + math.log(weight), -np.inf)
+        terms = np.concatenate([terms, sure[..., None]], axis=-1)
     peak = terms.max(axis=-1)
-    result = peak + np.log(np.exp(terms - peak[..., None]).mean(axis=-1))
+    result = peak + np.log(np.exp(terms - peak[..., None]).sum(axis=-1))
     return float(result) if result.ndim == 0 else result
 
 

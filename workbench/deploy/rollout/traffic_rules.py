@@ -203,7 +203,9 @@ class RelativeLatencyRule:
     With both latency histograms, a sequential test of the mean log latency fails the
     candidate at every scrape as soon as it is significantly more than ``max_ratio``
     times stable's. Whatever the histograms, a p99 above ``max_ratio`` × stable's for
-    ``intervals`` intervals fails it too (a slower tail need not move the mean). Below
+    ``intervals`` intervals, and at least ``hold_seconds``, fails it too (a slower tail
+    need not move the mean; a p99 of a few seconds of a fresh instance's traffic is no
+    evidence, however short the interval). Below
     ``floor_ms`` the candidate passes whatever the ratio (a 3 ms p99 against a 1 ms one
     is noise, not a regression).
     """
@@ -213,6 +215,7 @@ class RelativeLatencyRule:
     floor_ms: float = 50.0
     min_requests: int = 20
     name: str = "latency_vs_stable"
+    hold_seconds: float = 30.0
     segment_by: str | None = None  # also judge each segment (rollout.segments)
     max_segments: int | None = None
     every_scrape: ClassVar[bool] = True
@@ -263,4 +266,5 @@ class RelativeLatencyRule:
                         sustained=True)
         verdict: Verdict = "pass" if ratio <= self.max_ratio else "fail"
         result = base(verdict=verdict, value=ratio, message=text)
-        return sustain(self.name, seen, self.intervals, result)
+        needed = max(self.intervals, intervals_needed(self.hold_seconds, seen.interval))
+        return sustain(self.name, seen, needed, result)

@@ -141,7 +141,8 @@ def switch(router: NginxRouter, table: RoutingTable) -> bool:
             return False  # not what was checked for this table: the ordinary path
         installed = router.table
         brake = kept.get("brake")
-        if isinstance(brake, str) and installed is not None and kept.get("router_revision") == installed.revision:
+        current = installed is not None and kept.get("router_revision") == installed.revision
+        if isinstance(brake, str) and current:
             Path(brake).touch()  # every request to stable now, before the reload
         router.install_checked(conf, table)
     except (OSError, RouterError) as exc:

@@ -22,15 +22,18 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from filelock import FileLock
 
 HERE = Path(__file__).resolve().parent
 REQUIREMENTS = HERE / "rapidocr-requirements.txt"
 RUNNER = HERE / "_rapidocr_runner.py"
 COMPLETE = ".complete"
+Line = tuple[str, np.ndarray, float]  # text, box (4, 2), score
 
 
 class EnvError(RuntimeError):
@@ -131,6 +134,41 @@ def run_rapidocr(python: Path, images: list[Path], *, rounds: int = 1, warmup: b
         versions={"rapidocr-paddle": answer["rapidocr"], "paddlepaddle": answer["paddle"]},
         load_seconds=answer["load_seconds"],
     )
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    """Intersection over union of two quadrilaterals."""
+    from shapely.geometry import Polygon
+
+    pa, pb = Polygon(a), Polygon(b)
+    union = pa.union(pb).area
+    return float(pa.intersection(pb).area / union) if union else 0.0
+
+
+def match(ours: Sequence[Line], theirs: Sequence[Line]) -> tuple[list[tuple[Line, Line, float]], list[Line],
+                                                                    list[Line]]:
+    """Pairs of lines by box IoU, best first, each line used once; the lines left on each side."""
+    scored = sorted(((iou(a[1], b[1]), i, j) for i, a in enumerate(ours) for j, b in enumerate(theirs)),
+                    reverse=True)
+    pairs, used_a, used_b = [], set(), set()
+    for value, i, j in scored:
+        if value > 0 and i not in used_a and j not in used_b:
+            pairs.append((ours[i], theirs[j], value))
+            used_a.add(i)
+            used_b.add(j)
+    return (pairs, [a for i, a in enumerate(ours) if i not in used_a],
+            [b for j, b in enumerate(theirs) if j not in used_b])
+
+
+def same_lines(ours: Sequence[Line], theirs: Sequence[Line], min_iou: float = 0.9) -> bool:
+    """Every line has a partner with the same text and box IoU >= ``min_iou``, none left over."""
+    pairs, left, right = match(ours, theirs)
+    return not left and not right and all(a[0] == b[0] and value >= min_iou for a, b, value in pairs)
+
+
+def as_lines(run: RapidRun) -> list[list[Line]]:
+    """RapidOCR's lines as (text, box, score)."""
+    return [[(line.text, np.array(line.box, np.float32), line.score) for line in found] for found in run.lines]
 
 
 def require_rapidocr() -> Path:

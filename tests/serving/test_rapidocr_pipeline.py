@@ -14,21 +14,23 @@ none left over.
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pytest
 
 from tests.codecs import _ocr, _rapidocr
 from tests.serving import _pipeline
-from tests.serving.conftest import ServeProcess
+
+if TYPE_CHECKING:
+    from tests.serving.conftest import ServeProcess
 
 pytestmark = pytest.mark.slow
 
 PAGES = 8  # _pipeline.pages: every DejaVu face, 2-3 lines each
-Line = tuple[str, np.ndarray, float]  # text, box (4, 2), score
+Line = _rapidocr.Line
 
 
 @pytest.fixture(scope="module")
@@ -48,8 +50,7 @@ def rapid(pages: tuple[list[bytes], list[Path]]) -> list[list[Line]]:
     python = _rapidocr.require_rapidocr()
     run = _rapidocr.run_rapidocr(python, pages[1])
     assert run.versions["rapidocr-paddle"] == "1.4.5"
-    return [[(line.text, np.array(line.box, np.float32), line.score) for line in found]
-            for found in run.lines]
+    return _rapidocr.as_lines(run)
 
 
 @pytest.fixture(scope="module")
@@ -76,33 +77,10 @@ def hub_lines(repo_root: Path, pages: tuple[list[bytes], list[Path]]) -> Iterato
         hub.close()
 
 
-def iou(a: np.ndarray, b: np.ndarray) -> float:
-    from shapely.geometry import Polygon
-
-    pa, pb = Polygon(a), Polygon(b)
-    union = pa.union(pb).area
-    return float(pa.intersection(pb).area / union) if union else 0.0
-
-
-def match(ours: Sequence[Line], theirs: Sequence[Line]) -> tuple[list[tuple[Line, Line, float]], list[Line],
-                                                                    list[Line]]:
-    """Pairs by box IoU, best first, each line used once; the lines left on each side."""
-    scored = sorted(((iou(a[1], b[1]), i, j) for i, a in enumerate(ours) for j, b in enumerate(theirs)),
-                    reverse=True)
-    pairs, used_a, used_b = [], set(), set()
-    for value, i, j in scored:
-        if value > 0 and i not in used_a and j not in used_b:
-            pairs.append((ours[i], theirs[j], value))
-            used_a.add(i)
-            used_b.add(j)
-    return (pairs, [a for i, a in enumerate(ours) if i not in used_a],
-            [b for j, b in enumerate(theirs) if j not in used_b])
-
-
 def assert_reads_like_rapidocr(ours: list[list[Line]], theirs: list[list[Line]], what: str) -> None:
     assert len(ours) == len(theirs) == PAGES
     for page, (mine, rapid) in enumerate(zip(ours, theirs, strict=True)):
-        pairs, only_ours, only_rapid = match(mine, rapid)
+        pairs, only_ours, only_rapid = _rapidocr.match(mine, rapid)
         assert not only_ours and not only_rapid, (what, page, "unmatched", only_ours, only_rapid)
         for (text, _, score), (their_text, _, their_score), value in pairs:
             assert text == their_text, (what, page, text, their_text)

@@ -1,6 +1,7 @@
 """OCR pipeline versions served as one model vs the same chain in-process and RapidOCR's own.
 
-    uv run --extra cpu --extra dev python bench/bench_ocr_pipeline.py [--pages 8] [--rounds 2]
+    uv run --extra cpu --extra dev python bench/bench_ocr_pipeline.py [--pages 8] [--rounds 2] \
+        [--versions 5.0.0,4.0.0]
 
 The real PP-OCRv5 det/rec and PP-OCRv4 det/rec exports and RapidOCR's v2 orientation
 classifier are published (oneDNN off, as tests/serving/_pipeline.py does) with two
@@ -29,6 +30,7 @@ pages warms up and is not counted.
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import sys
 import tempfile
@@ -96,7 +98,7 @@ def corpus_cer(truths: list[list[str]], found: list[list[str]]) -> float:
     return errors / sum(len("\n".join(t)) for t in truths)
 
 
-def run(pages_count: int, rounds: int) -> list[dict[str, Any]]:
+def run(pages_count: int, rounds: int, versions: tuple[str, ...] = VERSIONS) -> list[dict[str, Any]]:
     """One row per pipeline version (see the module docstring)."""
     import tritonclient.http as triton
 
@@ -107,15 +109,16 @@ def run(pages_count: int, rounds: int) -> list[dict[str, Any]]:
     with tempfile.TemporaryDirectory(prefix="bench-ocr-pipeline-") as tmp:
         root = Path(tmp) / "repo"
         _pipeline.publish_pipelines(root)
-        server = ServeProcess(["--repo", str(root), "--model", "ocr", "--version", VERSIONS[0],
-                               "--load", VERSIONS[1], "--workers", "1", "--max-batch-size", "4",
+        loads = [arg for version in versions[1:] for arg in ("--load", version)]
+        server = ServeProcess(["--repo", str(root), "--model", "ocr", "--version", versions[0], *loads,
+                               "--workers", "1", "--max-batch-size", "4",
                                "--log-level", "warning", "--no-access-log"], Path(tmp) / "serve.log")
         server.start(wait_ready=False)
         try:
             server.wait_ready(timeout=900)
             client = triton.InferenceServerClient(server.url.removeprefix("http://"))
             repo = ModelRepository(root)
-            for version in VERSIONS:
+            for version in versions:
                 chain = _pipeline.in_process(repo, f"ocr:{version}")
                 local_ips, local_seconds, local = throughput(
                     pages, lambda page, chain=chain: chain([page])[0], rounds)
@@ -151,6 +154,8 @@ def run(pages_count: int, rounds: int) -> list[dict[str, Any]]:
                             for (texts, boxes), theirs in zip(answers, rapid_lines, strict=True)),
                     })
                 rows.append(row)
+                del chain  # its predictors' memory, before the next version's
+                gc.collect()
             client.close()
         except AssertionError:
             print(server.log()[-4000:])
@@ -203,9 +208,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--pages", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--versions", default=",".join(VERSIONS),
+                        help="pipeline versions, comma-separated (RapidOCR's column is 4.0.0's)")
     args = parser.parse_args()
     began = time.perf_counter()
-    report(run(args.pages, args.rounds), args.pages, args.rounds)
+    report(run(args.pages, args.rounds, tuple(args.versions.split(","))), args.pages, args.rounds)
     print(f"run took {time.perf_counter() - began:.0f} s")
 
 

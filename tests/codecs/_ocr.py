@@ -163,7 +163,4 @@ def v4_spec(kind: str) -> dict[str, Any]:
 
 def v4_cls_spec() -> dict[str, Any]:
     """RapidOCR's orientation classifier: a ratio-kept 48x192 line, labels 0 and 180."""
-    return {
-        "preprocess": [{"DecodeImage": {"img_mode": "BGR"}}, {"RecResizeImg": {"image_shape": [3, 48, 192]}}],
-        "postprocess": {"name": "Topk", "topk": 1, "label_list": ["0", "180"]},
-    }
+    return v4_spec("cls")

@@ -9,7 +9,8 @@ from tests.codecs import _ocr
 from workbench.codecs import Codec
 from workbench.codecs.cls import Topk
 from workbench.codecs.det import DBPostProcess
-from workbench.codecs.image import DetResizeForTest, NormalizeImage, RecResizeImg
+from workbench.codecs.image import ClsResizeImg, DetResizeForTest, NormalizeImage, RecResizeImg
+from workbench.codecs.ocr import OcrChain
 from workbench.codecs.rec import CTCLabelDecode
 from workbench.errors import CodecError, ImageDecodeError
 from workbench.model.task import Task
@@ -72,6 +73,50 @@ def test_rec_resize_keeps_the_ratio_and_a_batch_is_as_wide_as_its_widest_line() 
     ((indices, batch),) = codec.batches(prepared)
     assert indices == [1, 0] and batch.shape == (2, 3, 48, 960)  # narrowest first; 48 * 20 wide
     assert [i for i, _ in codec.batches(prepared, max_rows=1)] == [[1], [0]]
+
+
+def test_cls_resize_keeps_the_ratio_pads_short_lines_and_squeezes_long_ones_to_its_width() -> None:
+    op = ClsResizeImg(image_shape=[3, 48, 192])
+    short = op({"image": np.full((24, 48, 3), 255, dtype=np.uint8)})["image"]  # 2:1 -> 96 wide
+    assert short.shape == (3, 48, 192) and np.allclose(short[:, :, :96], 1.0) and not short[:, :, 96:].any()
+    line = np.zeros((20, 400, 3), dtype=np.uint8)  # 20:1, longer than 192 / 48
+    line[:, 200:] = 255
+    long = op({"image": line})["image"]
+    assert long.shape == (3, 48, 192)  # squeezed to the width, not stretched in height alone
+    assert np.allclose(long[:, :, :90], -1.0) and np.allclose(long[:, :, 102:], 1.0)
+    codec = Codec({"preprocess": [{"ClsResizeImg": {"image_shape": [3, 48, 192]}}],
+                   "postprocess": {"name": "Topk", "label_list": ["0", "180"]}})
+    prepared = [codec.prepare(np.zeros((10, 200, 3), np.uint8)), codec.prepare(np.zeros((48, 96, 3), np.uint8))]
+    ((indices, batch),) = codec.batches(prepared)  # a fixed shape: one batch
+    assert indices == [0, 1] and batch.shape == (2, 3, 48, 192)
+
+
+def test_an_ocr_chain_drops_lines_below_the_recognisers_drop_score() -> None:
+    det = Codec({"preprocess": [{"DetResizeForTest": {"image_shape": [64, 128]}}, {"ToCHWImage": None}],
+                 "postprocess": {"name": "DBPostProcess", "box_thresh": 0.6}})
+    prob = np.zeros((1, 1, 64, 128), dtype=np.float32)
+    prob[0, 0, 10:20, 10:100] = 0.9
+    prob[0, 0, 40:50, 10:100] = 0.9
+
+    def rec_codec(**post: object) -> Codec:
+        return Codec({"preprocess": [{"RecResizeImg": {"image_shape": [3, 48, 320]}}],
+                      "postprocess": {"name": "CTCLabelDecode", "character_dict": ["a", "b"], **post}})
+
+    def rec(batch: np.ndarray) -> np.ndarray:  # one line sure (a: 0.9), the others not (b: 0.3)
+        scores = np.zeros((len(batch), 4, 3), dtype=np.float32)
+        scores[:, :, 2] = 0.3
+        scores[0, :, 2], scores[0, :, 1] = 0.0, 0.9
+        return scores
+
+    image = np.full((64, 128, 3), 255, dtype=np.uint8)
+    (kept,) = OcrChain(det, rec_codec()).run([image], lambda _: prob, rec)
+    assert sorted(line.text for line in kept) == ["a", "b"]  # PaddleX's default: every line
+    (dropped,) = OcrChain(det, rec_codec(drop_score=0.5)).run([image], lambda _: prob, rec)
+    assert [line.text for line in dropped] == ["a"]
+    (forced,) = OcrChain(det, rec_codec(drop_score=0.5), drop_score=0.0).run([image], lambda _: prob, rec)
+    assert len(forced) == 2
+    with pytest.raises(CodecError, match="drop_score must be a number from 0 to 1"):
+        rec_codec(drop_score=1.5)
 
 
 def test_ctc_merges_repeats_drops_blanks_and_decides_the_space_by_class_count() -> None:

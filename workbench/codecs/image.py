@@ -5,7 +5,7 @@ HWC uint8 array once decoded) and, after a resize, ``shape`` = ``[src_h, src_w,
 ratio_h, ratio_w]`` so a post-processor can map results back to the source image.
 The names and parameters are PaddleOCR's / PaddleClas's (``DecodeImage``,
 ``DetResizeForTest``, ``NormalizeImage``, ``ToCHWImage``, ``ResizeImage``,
-``CropImage``, ``RecResizeImg``, ``KeepKeys``); the arithmetic follows theirs so a
+``CropImage``, ``RecResizeImg``, ``ClsResizeImg``, ``KeepKeys``); the arithmetic follows theirs so a
 served model sees the tensors it was exported for. Label encoders
 (``DetLabelEncode``, ``MultiLabelEncode``, ...) prepare training targets: an export
 lists them, inference skips them.
@@ -294,13 +294,27 @@ class RecResizeImg:
     def resize(self, image: Array, width: int) -> Array:
         """``image`` (HWC uint8) as a (C, H, ``width``) float32 line, zero-padded on the right."""
         h, w = image.shape[:2]
-        resized_w = min(width, math.ceil(self.height * w / h))
+        resized_w = min(width, math.ceil(self.height * (w / h)))  # PaddleOCR's rounding
         resized = cv2().resize(image, (resized_w, self.height)).astype(np.float32)
         if resized.ndim == 2:
             resized = resized[:, :, None]
         padded = np.zeros((self.channels, self.height, width), dtype=np.float32)
         padded[:, :, :resized_w] = (resized.transpose((2, 0, 1)) / 255.0 - 0.5) / 0.5
         return padded
+
+
+class ClsResizeImg:
+    """PaddleOCR's text-direction classifier input: a line resized to height ``image_shape[1]``,
+    ratio kept, at most ``image_shape[2]`` wide, normalised to [-1, 1], CHW, zero-padded on
+    the right to ``image_shape[2]`` (RapidOCR's and PaddleOCR's ``resize_norm_img``; a
+    plain ``ResizeImage`` would stretch a long line and turn its reading upside down)."""
+
+    def __init__(self, image_shape: object = (3, 48, 192), **_: Any) -> None:
+        self.line = RecResizeImg(image_shape)
+
+    def __call__(self, sample: Sample) -> Sample:
+        sample["image"] = self.line.resize(sample["image"], self.line.width)
+        return sample
 
 
 class KeepKeys:
@@ -322,6 +336,7 @@ OPERATIONS: Mapping[str, type] = {
     "ResizeImage": ResizeImage,
     "CropImage": CropImage,
     "RecResizeImg": RecResizeImg,
+    "ClsResizeImg": ClsResizeImg,
     "KeepKeys": KeepKeys,
 }
 

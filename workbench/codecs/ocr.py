@@ -3,6 +3,8 @@
 :class:`OcrChain` runs an image through a text detector's codec, cuts each box out
 (:mod:`workbench.codecs.crop`), turns crops the orientation classifier reads as upside
 down (label ``180`` above ``cls_thresh``), and reads them with a recogniser's codec.
+Lines read with a score below ``drop_score`` are left out; by default the recogniser's
+codec says (its ``CTCLabelDecode`` ``drop_score``, 0.0 unless its config sets one).
 The models are ``predict`` functions (batch in, first output out), so the same chain
 runs in-process, over the hub, or against served versions.
 """
@@ -41,7 +43,7 @@ class OcrChain:
     """Detection, crop, optional orientation and recognition codecs, in order."""
 
     def __init__(self, det: Codec, rec: Codec, cls: Codec | None = None, *, cls_thresh: float = 0.9,
-                 drop_score: float = 0.0, rec_batch: int = 6) -> None:
+                 drop_score: float | None = None, rec_batch: int = 6) -> None:
         if det.task is not Task.TEXT_DETECTION or rec.task is not Task.TEXT_RECOGNITION:
             raise CodecError(
                 f"an OCR chain needs a text-detection then a text-recognition stage, not "
@@ -51,6 +53,8 @@ class OcrChain:
             raise CodecError(f"the orientation stage must be a classifier, not {cls.task.value}")
         self.det, self.rec, self.cls = det, rec, cls
         self.cls_thresh = cls_thresh
+        if drop_score is None:
+            drop_score = float(getattr(rec.postprocess, "drop_score", 0.0))
         self.drop_score = drop_score
         self.rec_batch = rec_batch
         self._decode = DecodeImage()

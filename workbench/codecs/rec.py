@@ -7,6 +7,11 @@ empty line). Class 0 is the blank; classes 1..N are ``character_dict`` in order;
 ``use_space_char`` (PaddleX's default) one more class, a space, follows the dictionary.
 When the export does not say and the model has exactly one class fewer than that, the
 space is left out: the class count decides.
+
+``drop_score`` (default 0.0: keep every line) is the recogniser's confidence floor: an
+OCR chain (:class:`~workbench.codecs.ocr.OcrChain`) leaves out lines read with a lower
+score. PaddleOCR 2.x and RapidOCR run their PP-OCR recognisers with 0.5 (``drop_score``,
+``text_score``); PaddleX 3's OCR pipeline keeps every line.
 """
 
 from __future__ import annotations
@@ -36,12 +41,16 @@ class CTCLabelDecode:
     """``CTCLabelDecode`` with the export's character dictionary."""
 
     def __init__(self, character_dict: Sequence[str] | None = None, use_space_char: bool | None = None,
-                 **_: Any) -> None:
+                 drop_score: float = 0.0, **_: Any) -> None:
         if not character_dict:
             raise CodecError("CTCLabelDecode needs the export's character_dict (a list of characters)")
         if not all(isinstance(c, str) for c in character_dict):
             raise CodecError("CTCLabelDecode: character_dict must be a list of strings")
+        number = isinstance(drop_score, int | float) and not isinstance(drop_score, bool)
+        if not number or not 0 <= drop_score <= 1:
+            raise CodecError(f"CTCLabelDecode: drop_score must be a number from 0 to 1, not {drop_score!r}")
         self.dictionary = list(character_dict)
+        self.drop_score = float(drop_score)
         self.use_space_char = use_space_char
 
     def characters(self, classes: int) -> list[str]:

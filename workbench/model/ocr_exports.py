@@ -162,6 +162,7 @@ def legacy_configs(exports: OcrExports) -> dict[str, dict[str, Any]]:
     """
     settings = yaml.safe_load(exports.rapidocr_config.read_text(encoding="utf-8"))
     det, rec, cls = settings["Det"], settings["Rec"], settings["Cls"]
+    text_score = float(settings["Global"]["text_score"])
     decode = {"DecodeImage": {"channel_first": False, "img_mode": "BGR"}}
     keys = exports.rec_keys.read_text(encoding="utf-8").splitlines()
     rec_shape = [int(d) for d in rec["rec_img_shape"]]
@@ -197,18 +198,16 @@ def legacy_configs(exports: OcrExports) -> dict[str, dict[str, Any]]:
                 {"RecResizeImg": {"image_shape": rec_shape}},
                 {"KeepKeys": {"keep_keys": ["image", "label_ctc", "label_gtc", "length", "valid_ratio"]}},
             ]},
-            "PostProcess": {"name": "CTCLabelDecode", "character_dict": keys},
+            # rapidocr drops lines read below Global.text_score
+            "PostProcess": {"name": "CTCLabelDecode", "character_dict": keys, "drop_score": text_score},
         },
         "cls": {
             "Global": {"model_name": "ch_ppocr_mobile_v2.0_cls"},
             "Hpi": _shapes([[1, *cls_shape], [1, *cls_shape], [int(cls["cls_batch_num"]), *cls_shape]]),
             "PreProcess": {"transform_ops": [
                 decode,
-                {"ResizeImage": {"size": [cls_shape[2], cls_shape[1]]}},
-                {"NormalizeImage": {
-                    "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5], "order": "hwc", "scale": "1./255.",
-                }},
-                {"ToCHWImage": None},
+                # ratio kept and zero-padded, normalised to [-1, 1], as rapidocr's classifier
+                {"ClsResizeImg": {"image_shape": cls_shape}},
             ]},
             "PostProcess": {"Topk": {"topk": 1, "label_list": [str(label) for label in cls["label_list"]]}},
         },

@@ -148,9 +148,12 @@ class LoadedPipeline(LoadedVersion):
 
         return predict
 
-    def counted(self) -> None:
-        """Count one request served (the chain ran to its end)."""
-        self._served += 1
+    def counted(self, *, failed: bool = False) -> None:
+        """Count one request served (the chain ran to its end), or one that failed."""
+        if failed:
+            self._failed += 1
+        else:
+            self._served += 1
 
     @property
     def inputs(self) -> tuple[TensorSpec, ...]:

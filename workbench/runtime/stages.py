@@ -91,6 +91,11 @@ class SharedStages:
             log.info("%s stays loaded: another pipeline still uses it", ref)
         return last
 
+    def loaded(self) -> list[LoadedVersion]:
+        """The stage versions loaded now."""
+        with self._lock:
+            return [loaded for loaded, _ in self._loaded.values()]
+
     def holders(self, ref: str) -> int:
         """How many pipelines hold stage ``ref`` (0 when it is not loaded)."""
         with self._lock:

@@ -20,35 +20,58 @@ order (top to bottom, then left to right):
 - ``image_index`` (INT32 ``[K]``): the image each line belongs to.
 
 A request may name some of them in ``outputs``. Raw tensors are refused with 400 (a
-pipeline has no tensor signature), as are bytes that are not an image. The chain runs on
-the instance's inference threads, one image request at a time per thread; its stages'
-batches are its own (one image to the detector, up to six crops to the recogniser), so
-pipeline requests are not batched with each other.
+pipeline has no tensor signature), as are bytes that are not an image.
+
+The stages are scheduled as Triton schedules an ensemble's composing models: a request
+holds no thread while a stage computes. Its CPU steps (decoding, each codec's pre- and
+post-processing, crops) run on the instance's inference threads between the stages'
+model calls (:meth:`~workbench.codecs.ocr.OcrChain.steps`), and each model call is
+queued to its stage version's own runner (:meth:`.Service.stage_runner`, the dynamic
+batcher of :mod:`.batching`), so one request's detection runs while another's
+recognition does. A stage version named by several loaded pipelines is loaded once
+(:mod:`workbench.runtime.stages`) and has one runner for all of them. With batching on, a
+stage's runner merges same-shape batches of concurrent requests (pages of one size to the
+detector, up to ``max_batch_size`` images; crop batches of one width to the classifier and
+the recogniser, up to the chain's ``rec_batch`` crops). Detection and orientation answer
+each row exactly as they do alone (convolutions: checked bit for bit on the v4 and v5
+exports), so boxes and turns never depend on a neighbour; the recogniser's attention
+layers may differ by float rounding in a merged batch (about 1e-6 in the v5 scores, the
+texts the same). With ``--no-batching`` every batch runs as its request formed it, and
+the lines are bit for bit those the chain reads in-process. Each stage version's counts and
+batch sizes are in ``GET /v2/models/stats`` under its own model name, as Triton lists
+an ensemble's composing models.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias, cast
 
 import numpy as np
 
 from workbench.codecs.image import DecodeImage
-from workbench.codecs.ocr import OcrChain
+from workbench.codecs.ocr import OcrChain, StageCall
 from workbench.errors import ImageDecodeError, WorkbenchError
 from workbench.serving.batching import ClientGone, RunResult
 from workbench.serving.images import build_codec
 from workbench.serving.protocol import ProtocolError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Awaitable, Callable, Generator, Sequence
 
     from workbench._types import Array, Tensors
     from workbench.codecs.ocr import TextLine
+    from workbench.runtime.loaded import LoadedVersion
     from workbench.runtime.pipeline import LoadedPipeline
     from workbench.serving.protocol import InferRequest
     from workbench.serving.service import Service
+
+    #: :meth:`OcrChain.steps`: yields stage calls, is sent their outputs, returns the lines
+    Steps: TypeAlias = Generator[StageCall, list[Array], list[list[TextLine]]]
+    #: one stage's batch in, its first output out, through the stage's runner
+    StageRunner: TypeAlias = Callable[[Array], Awaitable[Array]]
 
 #: The outputs of a pipeline, in order, with their datatype and shape.
 OUTPUTS: dict[str, tuple[str, list[int]]] = {
@@ -74,8 +97,8 @@ def build_chain(loaded: LoadedPipeline) -> OcrChain:
     return OcrChain(codecs["det"], codecs["rec"], codecs.get("cls"))
 
 
-def read_lines(chain: OcrChain, loaded: LoadedPipeline, images: Sequence[bytes]) -> list[list[TextLine]]:
-    """Each image's lines through ``chain`` over the pipeline's loaded stages (blocking)."""
+def decode_images(images: Sequence[bytes]) -> list[Array]:
+    """The request's images as HWC arrays; ProtocolError (400) for bytes that are not one."""
     decode = DecodeImage()
     decoded: list[Array] = []
     for index, image in enumerate(images):
@@ -83,10 +106,15 @@ def read_lines(chain: OcrChain, loaded: LoadedPipeline, images: Sequence[bytes])
             decoded.append(decode({"image": image})["image"])
         except ImageDecodeError as exc:
             raise ProtocolError(f"image {index}: {exc}") from exc
-    det, rec = loaded.stage_predict("det"), loaded.stage_predict("rec")
-    if det is None or rec is None:  # the hub unloaded it meanwhile; never while leased
-        raise WorkbenchError(f"{loaded.model}:{loaded.version} is not loaded")
-    return chain.run(decoded, det, rec, loaded.stage_predict("cls"))
+    return decoded
+
+
+def advance(steps: Steps, outputs: list[Array] | None) -> StageCall | list[list[TextLine]]:
+    """The chain's next stage call after ``outputs`` (None to start), or its lines."""
+    try:
+        return steps.send(outputs)  # type: ignore[arg-type]  # None starts the generator
+    except StopIteration as done:
+        return cast("list[list[TextLine]]", done.value)
 
 
 def to_tensors(lines: Sequence[Sequence[TextLine]]) -> Tensors:
@@ -118,7 +146,8 @@ def metadata(loaded: LoadedPipeline) -> dict[str, Any]:
 
 
 class PipelineInference:
-    """Runs image requests through the OCR chain of the pipeline version that answers them."""
+    """Runs image requests through the OCR chain of the pipeline version that answers them,
+    each stage's model calls through that stage's own queue (see the module docstring)."""
 
     def __init__(self, service: Service) -> None:
         self.service = service
@@ -135,6 +164,35 @@ class PipelineInference:
         self._chains[id(loaded)] = (loaded, chain)
         return chain
 
+    def _stage(self, stage: LoadedVersion, rows: int) -> StageRunner:
+        """``submit(batch) -> first output`` through the stage's runner (shared by every
+        pipeline naming the stage version), counted in the stage's statistics."""
+        runner = self.service.stage_runner(stage, rows)
+        stats = self.service.stage_statistics(stage)
+        name, first = stage.inputs[0].name, stage.outputs[0].name
+
+        async def submit(batch: Array) -> Array:
+            queued = time.perf_counter()
+            try:
+                result = await runner.submit({name: batch})
+            except BaseException:
+                stats.failed(time.perf_counter() - queued)
+                raise
+            stats.succeeded(len(batch), time.perf_counter() - queued, result.queue_seconds, 0.0,
+                            result.compute_seconds, 0.0)
+            return result.outputs[first]
+
+        return submit
+
+    def _rows(self, chain: OcrChain, role: str) -> int:
+        """The rows a stage's batch may hold when it merges concurrent requests' batches:
+        the instance's ``max_batch_size`` images for the detector, the chain's
+        ``rec_batch`` crops for the others; 1 (never merged) with batching off."""
+        batching = self.service.settings.batching
+        if not batching.enabled:
+            return 1
+        return batching.max_batch_size if role == "det" else chain.rec_batch
+
     async def infer(self, loaded: LoadedPipeline, request: InferRequest, images: Sequence[bytes],
                     gone: Callable[[], bool] | None = None) -> RunResult:
         """The lines of the request's ``images`` (its :func:`~.images.encoded_images`)."""
@@ -149,17 +207,31 @@ class PipelineInference:
             if want.name not in OUTPUTS:
                 raise ProtocolError(f"unknown output {want.name!r}; {label} answers with {list(OUTPUTS)}")
         chain = await self.chain(loaded)
+        stages = dict(loaded.stages)
+        if "det" not in stages or "rec" not in stages:  # the hub unloaded it; never while leased
+            raise WorkbenchError(f"{label} is not loaded")
+        submit = {role: self._stage(stage, self._rows(chain, role)) for role, stage in stages.items()}
         queued = time.perf_counter()
 
-        def run() -> tuple[float, list[list[TextLine]]]:
+        def begin() -> tuple[float, Steps, StageCall | list[list[TextLine]]]:
             started = time.perf_counter()
             if gone is not None and gone():
                 raise ClientGone(f"{label}: the client left before its request ran")
-            return started, read_lines(chain, loaded, images)
+            steps = chain.steps(decode_images(images), classify="cls" in stages)
+            return started, steps, advance(steps, None)
 
-        started, lines = await self.service.compute(run)
+        started, steps, call = await self.service.compute(begin)
+        try:
+            while isinstance(call, StageCall):
+                stage = submit[call.role]
+                outputs = await asyncio.gather(*(stage(batch) for batch in call.batches))
+                call = await self.service.compute(functools.partial(advance, steps, list(outputs)))
+        except BaseException:
+            loaded.counted(failed=True)
+            steps.close()
+            raise
         seconds = time.perf_counter() - started
         loaded.counted()
         self.service.metrics.version(loaded.version_label).inference.observe(seconds)
-        return RunResult(to_tensors(lines), queue_seconds=started - queued,
+        return RunResult(to_tensors(call), queue_seconds=started - queued,
                          compute_seconds=seconds, batch_size=len(images))

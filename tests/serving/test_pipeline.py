@@ -248,3 +248,23 @@ def test_concurrent_requests_overlap_in_shared_stages_and_merge_their_pages(
     assert grew(det, "execution_count") < 6  # some pages went through together
     merged = [b["batch_size"] for b in after[det]["batch_stats"] if b["batch_size"] > 1]
     assert merged and max(merged) <= 4  # never past max_batch_size
+
+
+def test_a_request_alone_calls_its_stages_without_queueing(
+    server: ServeProcess, pages: tuple[list[bytes], list[list[str]]]
+) -> None:
+    """With no other request in a chain, the stages are called straight from the request's
+    inference thread (no hop through the stages' queues): each stage counts one call and
+    one execution and no time queued."""
+    with server.client() as client:
+        before = stage_stats(client)
+        answer = client.post("/v2/models/ocr/versions/4.0.0/infer", json=b64_body(pages[0][:1]))
+        after = stage_stats(client)
+    assert answer.status_code == 200, answer.text
+    for key in [("ocr-det", "4.0.0"), ("ocr-cls", "2.0.0"), ("ocr-rec", "4.0.0")]:
+        old = before.get(key, {"execution_count": 0, "inference_stats": {
+            "success": {"count": 0}, "queue": {"count": 0, "ns": 0}}})
+        new = after[key]
+        assert new["inference_stats"]["success"]["count"] - old["inference_stats"]["success"]["count"] == 1
+        assert new["execution_count"] - old["execution_count"] == 1
+        assert new["inference_stats"]["queue"]["ns"] == old["inference_stats"]["queue"]["ns"], key

@@ -28,7 +28,10 @@ post-processing, crops) run on the instance's inference threads between the stag
 model calls (:meth:`~workbench.codecs.ocr.OcrChain.steps`), and each model call is
 queued to its stage version's own runner (:meth:`.Service.stage_runner`, the dynamic
 batcher of :mod:`.batching`), so one request's detection runs while another's
-recognition does. A stage version named by several loaded pipelines is loaded once
+recognition does. A request alone in its chain calls its stages straight from its
+inference thread, as the in-process chain does, and saves the hops to the event loop and
+back that a busy machine makes slow; as soon as another request is in a chain, stage
+calls go through the queues again. A stage version named by several loaded pipelines is loaded once
 (:mod:`workbench.runtime.stages`) and has one runner for all of them. With batching on, a
 stage's runner merges same-shape batches of concurrent requests (pages of one size to the
 detector, up to ``max_batch_size`` images; crop batches of one width to the classifier and
@@ -59,19 +62,19 @@ from workbench.serving.images import build_codec
 from workbench.serving.protocol import ProtocolError
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Generator, Sequence
+    from collections.abc import Callable, Generator, Sequence
 
     from workbench._types import Array, Tensors
     from workbench.codecs.ocr import TextLine
     from workbench.runtime.loaded import LoadedVersion
     from workbench.runtime.pipeline import LoadedPipeline
+    from workbench.serving.batching import Runner
     from workbench.serving.protocol import InferRequest
     from workbench.serving.service import Service
+    from workbench.serving.statistics import VersionStatistics
 
     #: :meth:`OcrChain.steps`: yields stage calls, is sent their outputs, returns the lines
     Steps: TypeAlias = Generator[StageCall, list[Array], list[list[TextLine]]]
-    #: one stage's batch in, its first output out, through the stage's runner
-    StageRunner: TypeAlias = Callable[[Array], Awaitable[Array]]
 
 #: The outputs of a pipeline, in order, with their datatype and shape.
 OUTPUTS: dict[str, tuple[str, list[int]]] = {
@@ -145,6 +148,43 @@ def metadata(loaded: LoadedPipeline) -> dict[str, Any]:
     }
 
 
+class _Stage:
+    """One stage version of a request's chain: its batches through the stage's runner
+    (:meth:`submit`, on the loop) or straight to the stage (:meth:`call`, on an inference
+    thread); either way counted in the stage's statistics."""
+
+    def __init__(self, stage: LoadedVersion, runner: Runner, stats: VersionStatistics,
+                 loop: asyncio.AbstractEventLoop) -> None:
+        self.stage, self.runner, self.stats, self.loop = stage, runner, stats, loop
+        self.name, self.first = stage.inputs[0].name, stage.outputs[0].name
+
+    async def submit(self, batch: Array) -> Array:
+        queued = time.perf_counter()
+        try:
+            result = await self.runner.submit({self.name: batch})
+        except BaseException:
+            self.stats.failed(time.perf_counter() - queued)
+            raise
+        self.stats.succeeded(len(batch), time.perf_counter() - queued, result.queue_seconds, 0.0,
+                             result.compute_seconds, 0.0)
+        return result.outputs[self.first]
+
+    def call(self, batch: Array) -> Array:
+        started = time.perf_counter()
+        try:
+            output = self.stage.predict({self.name: batch}, validate=False)[self.first]
+        except BaseException:
+            self.loop.call_soon_threadsafe(self.stats.failed, time.perf_counter() - started)
+            raise
+        seconds = time.perf_counter() - started
+        self.loop.call_soon_threadsafe(self._count, len(batch), seconds)
+        return output
+
+    def _count(self, rows: int, seconds: float) -> None:  # statistics change on the loop
+        self.stats.executed(rows, seconds)
+        self.stats.succeeded(rows, seconds, 0.0, 0.0, seconds, 0.0)
+
+
 class PipelineInference:
     """Runs image requests through the OCR chain of the pipeline version that answers them,
     each stage's model calls through that stage's own queue (see the module docstring)."""
@@ -152,6 +192,7 @@ class PipelineInference:
     def __init__(self, service: Service) -> None:
         self.service = service
         self._chains: dict[int, tuple[LoadedPipeline, OcrChain]] = {}
+        self._inflight = 0  # pipeline requests between their first and last step (on the loop)
 
     async def chain(self, loaded: LoadedPipeline) -> OcrChain:
         """The pipeline's chain (built once, off the loop)."""
@@ -164,25 +205,21 @@ class PipelineInference:
         self._chains[id(loaded)] = (loaded, chain)
         return chain
 
-    def _stage(self, stage: LoadedVersion, rows: int) -> StageRunner:
-        """``submit(batch) -> first output`` through the stage's runner (shared by every
-        pipeline naming the stage version), counted in the stage's statistics."""
-        runner = self.service.stage_runner(stage, rows)
-        stats = self.service.stage_statistics(stage)
-        name, first = stage.inputs[0].name, stage.outputs[0].name
+    def _stage(self, stage: LoadedVersion, rows: int) -> _Stage:
+        return _Stage(stage, self.service.stage_runner(stage, rows),
+                      self.service.stage_statistics(stage), asyncio.get_running_loop())
 
-        async def submit(batch: Array) -> Array:
-            queued = time.perf_counter()
-            try:
-                result = await runner.submit({name: batch})
-            except BaseException:
-                stats.failed(time.perf_counter() - queued)
-                raise
-            stats.succeeded(len(batch), time.perf_counter() - queued, result.queue_seconds, 0.0,
-                            result.compute_seconds, 0.0)
-            return result.outputs[first]
-
-        return submit
+    def _alone(self, steps: Steps, call: StageCall | list[list[TextLine]],
+               stages: dict[str, _Stage]) -> StageCall | list[list[TextLine]]:
+        """On an inference thread: while this request is the only one in a chain, its stage
+        calls go straight to the stage versions from this thread, as the in-process chain
+        makes them (no hop to the event loop and back per stage, which a loaded machine
+        makes costly); once another request is in a chain, the stage call goes back to the
+        loop and through the stage's queue, so the requests overlap and batch."""
+        while isinstance(call, StageCall) and self._inflight == 1:
+            stage = stages[call.role]
+            call = advance(steps, [stage.call(batch) for batch in call.batches])
+        return call
 
     def _rows(self, chain: OcrChain, role: str) -> int:
         """The rows a stage's batch may hold when it merges concurrent requests' batches:
@@ -210,7 +247,7 @@ class PipelineInference:
         stages = dict(loaded.stages)
         if "det" not in stages or "rec" not in stages:  # the hub unloaded it; never while leased
             raise WorkbenchError(f"{label} is not loaded")
-        submit = {role: self._stage(stage, self._rows(chain, role)) for role, stage in stages.items()}
+        runners = {role: self._stage(stage, self._rows(chain, role)) for role, stage in stages.items()}
         queued = time.perf_counter()
 
         def begin() -> tuple[float, Steps, StageCall | list[list[TextLine]]]:
@@ -218,18 +255,27 @@ class PipelineInference:
             if gone is not None and gone():
                 raise ClientGone(f"{label}: the client left before its request ran")
             steps = chain.steps(decode_images(images), classify="cls" in stages)
-            return started, steps, advance(steps, None)
+            return started, steps, self._alone(steps, advance(steps, None), runners)
 
-        started, steps, call = await self.service.compute(begin)
+        def resume(steps: Steps, outputs: list[Array]) -> StageCall | list[list[TextLine]]:
+            return self._alone(steps, advance(steps, outputs), runners)
+
+        self._inflight += 1
         try:
-            while isinstance(call, StageCall):
-                stage = submit[call.role]
-                outputs = await asyncio.gather(*(stage(batch) for batch in call.batches))
-                call = await self.service.compute(functools.partial(advance, steps, list(outputs)))
+            started, steps, call = await self.service.compute(begin)
+            try:
+                while isinstance(call, StageCall):
+                    stage = runners[call.role]
+                    outputs = await asyncio.gather(*(stage.submit(batch) for batch in call.batches))
+                    call = await self.service.compute(functools.partial(resume, steps, list(outputs)))
+            except BaseException:
+                steps.close()
+                raise
         except BaseException:
             loaded.counted(failed=True)
-            steps.close()
             raise
+        finally:
+            self._inflight -= 1
         seconds = time.perf_counter() - started
         loaded.counted()
         self.service.metrics.version(loaded.version_label).inference.observe(seconds)

@@ -58,10 +58,34 @@ def test_a_pipeline_loads_its_stages_and_switches_as_one_version(repo: ModelRepo
         stages = list(second.stages.values())
         hub.unload("2.0.0")
         assert second.state.value == "unloaded" and not second.stages
-        assert [lv.state.value for lv in stages] == ["unloaded"] * 3
+        # its det and rec went with it; its cls (digits:1.0.0) is 1.0.0's det and stays
+        assert [lv.state.value for lv in stages] == ["unloaded", "ready", "unloaded"]
     kinds = [(e.kind, e.version) for e in events]
     assert ("activated", "2.0.0") in kinds and ("rolled_back", "1.0.0") in kinds
     assert ("unloaded", "2.0.0") in kinds
+
+
+def test_a_stage_named_by_two_pipelines_is_loaded_once_and_stays_while_one_uses_it(
+    repo: ModelRepository,
+) -> None:
+    repo.publish_pipeline("ocr", "3.0.0", {"det": "digits:1.0.0", "rec": "digits:1.2.0"})
+    with VersionHub(repo, "ocr", device="cpu", isolation="thread") as hub:
+        first = hub.load("1.0.0")
+        third = hub.load("3.0.0")
+        assert isinstance(first, LoadedPipeline) and isinstance(third, LoadedPipeline)
+        shared = first.stages["det"]
+        assert third.stages["det"] is shared  # one loaded version, not two
+        assert hub.stages.loads == 3  # digits 1.0.0, 1.3.0, 1.2.0
+        assert hub.stages.holders("digits:1.0.0") == 2
+        hub.use("3.0.0")
+        hub.unload("1.0.0")
+        assert shared.state.value == "ready" and hub.stages.holders("digits:1.0.0") == 1
+        assert first.state.value == "unloaded"
+        predict = third.stage_predict("det")
+        assert predict is not None and predict(np.zeros((1, 64), np.float32)).shape[0] == 1
+        hub.load("1.0.0")  # back: the shared stage is counted again, not loaded again
+        assert hub.get("1.0.0").stages["det"] is shared and hub.stages.loads == 4  # 1.3.0 again
+    assert shared.state.value == "unloaded" and hub.stages.holders("digits:1.0.0") == 0
 
 
 def test_a_pipeline_whose_stage_changed_is_refused_and_the_active_one_stays(repo: ModelRepository) -> None:

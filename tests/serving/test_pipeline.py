@@ -200,3 +200,71 @@ def test_a_pipeline_whose_stage_changed_or_vanished_is_refused(
     assert words in answer.json()["error"]
     assert "\n" not in answer.json()["error"]
     assert infer.headers["x-model-version"] == "5.0.0"  # the active pipeline is untouched
+
+
+def stage_stats(client: Any) -> dict[tuple[str, str], dict[str, Any]]:
+    """The stage versions' entries of ``GET /v2/models/stats``, by (model, version)."""
+    doc = client.get("/v2/models/stats").json()
+    return {(s["name"], s["version"]): s for s in doc["model_stats"] if s["name"] != "ocr"}
+
+
+def test_concurrent_requests_overlap_in_shared_stages_and_merge_their_pages(
+    server: ServeProcess, repo_root: Path, pages: tuple[list[bytes], list[list[str]]]
+) -> None:
+    """Six requests at once with one inference thread: a request holds no thread while a
+    stage computes, so the pages that reach the detector while it runs another request's
+    page wait in its queue and go through in merged batches (the old chain held the one
+    thread from decode to recognition: six requests, six detector runs); the classifier
+    both pipelines name is one stage version with one set of counts."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    page = pages[0][0]
+    with server.client() as client:
+        before = stage_stats(client)
+        with ThreadPoolExecutor(6) as pool:
+            answers = list(pool.map(
+                lambda _: client.post("/v2/models/ocr/versions/5.0.0/infer", json=b64_body([page])),
+                range(6)))
+        after = stage_stats(client)
+    want = expected(repo_root, "ocr:5.0.0", [page])
+    for answer in answers:
+        assert answer.status_code == 200, answer.text
+        served = outputs(answer.json())
+        assert served["text"] == want["text"]
+        boxes = np.asarray(served["boxes"], np.float32).reshape(-1, 4, 2)
+        assert np.array_equal(boxes, np.asarray(want["boxes"], np.float32).reshape(-1, 4, 2))
+        assert np.allclose(served["score"], np.float32(want["score"]), rtol=0, atol=1e-5)
+    assert sorted(after) == [("ocr-cls", "2.0.0"), ("ocr-det", "4.0.0"), ("ocr-det", "5.0.0"),
+                             ("ocr-rec", "4.0.0"), ("ocr-rec", "5.0.0")]
+
+    def grew(key: tuple[str, str], field: str) -> int:
+        def value(doc: dict[str, Any]) -> int:
+            return int(doc["inference_stats"]["success"]["count"] if field == "calls" else doc[field])
+        return value(after[key]) - (value(before[key]) if key in before else 0)
+
+    det = ("ocr-det", "5.0.0")
+    assert grew(det, "calls") == 6  # one page per request
+    assert grew(det, "inference_count") == 6
+    assert grew(det, "execution_count") < 6  # some pages went through together
+    merged = [b["batch_size"] for b in after[det]["batch_stats"] if b["batch_size"] > 1]
+    assert merged and max(merged) <= 4  # never past max_batch_size
+
+
+def test_a_request_alone_calls_its_stages_without_queueing(
+    server: ServeProcess, pages: tuple[list[bytes], list[list[str]]]
+) -> None:
+    """With no other request in a chain, the stages are called straight from the request's
+    inference thread (no hop through the stages' queues): each stage counts one call and
+    one execution and no time queued."""
+    with server.client() as client:
+        before = stage_stats(client)
+        answer = client.post("/v2/models/ocr/versions/4.0.0/infer", json=b64_body(pages[0][:1]))
+        after = stage_stats(client)
+    assert answer.status_code == 200, answer.text
+    for key in [("ocr-det", "4.0.0"), ("ocr-cls", "2.0.0"), ("ocr-rec", "4.0.0")]:
+        old = before.get(key, {"execution_count": 0, "inference_stats": {
+            "success": {"count": 0}, "queue": {"count": 0, "ns": 0}}})
+        new = after[key]
+        assert new["inference_stats"]["success"]["count"] - old["inference_stats"]["success"]["count"] == 1
+        assert new["execution_count"] - old["execution_count"] == 1
+        assert new["inference_stats"]["queue"]["ns"] == old["inference_stats"]["queue"]["ns"], key

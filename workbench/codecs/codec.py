@@ -156,10 +156,22 @@ class Codec:
             max_rows: int = 0) -> list[Any]:
         """``images`` through preprocessing, ``predict`` (batch in, first output out) and
         post-processing; results in the order of ``images``."""
+        prepared, batches = self.plan(images, max_rows)
+        return self.collect(prepared, batches, [predict(batch) for _, batch in batches])
+
+    def plan(self, images: Sequence[bytes | Array], max_rows: int = 0
+             ) -> tuple[list[Prepared], list[tuple[list[int], Array]]]:
+        """:meth:`run`'s first half: the images prepared and their model input batches."""
         prepared = [self.prepare(image) for image in images]
+        return prepared, self.batches(prepared, max_rows)
+
+    def collect(self, prepared: Sequence[Prepared], batches: Sequence[tuple[list[int], Array]],
+                outputs: Sequence[Array]) -> list[Any]:
+        """:meth:`run`'s second half: each batch's model output decoded, results in the
+        order of the images."""
         results: list[Any] = [None] * len(prepared)
-        for indices, batch in self.batches(prepared, max_rows):
-            decoded = self.decode(predict(batch), [prepared[i].meta for i in indices])
+        for (indices, _), output in zip(batches, outputs, strict=True):
+            decoded = self.decode(output, [prepared[i].meta for i in indices])
             for index, result in zip(indices, decoded, strict=True):
                 results[index] = result
         return results

@@ -22,6 +22,7 @@ from workbench.model.version import Version
 from workbench.runtime.device import Device
 from workbench.runtime.loaded import LoadedVersion
 from workbench.runtime.pipeline import LoadedPipeline
+from workbench.runtime.stages import SharedStages
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -105,6 +106,7 @@ class VersionHub:
         self._loading: set[Version] = set()
         self._active: LoadedVersion | None = None
         self._history: list[Version] = []
+        self.stages = SharedStages()  # the stage versions of loaded pipelines, each loaded once
         self._lock = threading.RLock()
         self._listeners: list[Callable[[HubEvent], None]] = []
         self._closed = False
@@ -239,14 +241,15 @@ class VersionHub:
             def on_event(kind: str, message: str) -> None:
                 self._emit(kind, version, f"{stage.role} stage {stage.ref}: {message}")
 
-            return self._open_version(
+            return self.stages.acquire(stage.ref, lambda: self._open_version(
                 stage.model, stage_version, manifest, device, workers, mode,
                 warmup_batch_sizes, on_event,
-            )
+            ))
 
         return LoadedPipeline(
             model=self.model, version=version, pipeline=pipeline,
             path=self.repository.path(self.model, version), device=device, open_stage=open_stage,
+            close_stage=self.stages.release,
         ).open()
 
     def unload(self, ref: Version | str, *, timeout: float = 30.0) -> None:

@@ -6,7 +6,10 @@ the hub loads any version (its runtime settings from its own manifest, the hub's
 workers and isolation), warms them, and then stands in the hub for the pipeline version:
 it is leased, activated, primed before a switch, drained and unloaded like a model's
 version, so ``use``, ``rollback`` and the watcher's hot-swap work on pipelines unchanged.
-Its stages belong to it: unloading the pipeline unloads them.
+Its stages come from ``open_stage`` and go back through ``close_stage`` once it is drained:
+the hub shares a stage version between the pipelines naming it
+(:mod:`workbench.runtime.stages`), so unloading a pipeline unloads only the stages no
+other loaded pipeline uses.
 
 It answers no raw tensors (a pipeline has no tensor signature of its own): the serving
 layer runs its stages through the OCR chain of their codecs
@@ -57,13 +60,17 @@ class LoadedPipeline(LoadedVersion):
         path: Path,
         device: Device,
         open_stage: Callable[[Stage, tuple[int, ...]], LoadedVersion],
+        close_stage: Callable[[LoadedVersion], object] | None = None,
     ) -> None:
+        """``close_stage(stage)`` gives a stage back once the pipeline no longer needs it
+        (default: unload it)."""
         # The hub and the serving layer hold every version as a LoadedVersion; a pipeline's
         # ``manifest`` is its PipelineManifest (``pipeline``, typed), never a model's.
         super().__init__(model=model, version=version, manifest=cast("Manifest", pipeline),
                          path=path, device=device)
         self.pipeline = pipeline
         self._open_stage = open_stage
+        self._close_stage = close_stage
         self.stages: dict[str, LoadedVersion] = {}
 
     isolation = "pipeline"
@@ -106,7 +113,10 @@ class LoadedPipeline(LoadedVersion):
         stages, self.stages = self.stages, {}
         for loaded in stages.values():
             try:
-                loaded.close()
+                if self._close_stage is not None:
+                    self._close_stage(loaded)
+                else:
+                    loaded.close()
             except Exception:
                 log.exception("%s:%s: could not unload stage %r", self.model, self.version, loaded)
 
@@ -138,9 +148,12 @@ class LoadedPipeline(LoadedVersion):
 
         return predict
 
-    def counted(self) -> None:
-        """Count one request served (the chain ran to its end)."""
-        self._served += 1
+    def counted(self, *, failed: bool = False) -> None:
+        """Count one request served (the chain ran to its end), or one that failed."""
+        if failed:
+            self._failed += 1
+        else:
+            self._served += 1
 
     @property
     def inputs(self) -> tuple[TensorSpec, ...]:

@@ -333,7 +333,10 @@ class _Handlers:
             ]
         except Exception as exc:
             return error_response(status_for(exc), message_for(exc))
-        return json_response(self.service.statistics.document(versions))
+        document = self.service.statistics.document(versions)
+        if "model" not in request.path_params:  # and a pipeline's stages, as Triton's ensembles
+            document["model_stats"].extend(self.service.stage_documents())
+        return json_response(document)
 
     async def infer(self, scope: Scope, receive: Receive, send: Send, model: str,
                     pinned: str | None) -> None:

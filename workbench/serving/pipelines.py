@@ -20,35 +20,61 @@ order (top to bottom, then left to right):
 - ``image_index`` (INT32 ``[K]``): the image each line belongs to.
 
 A request may name some of them in ``outputs``. Raw tensors are refused with 400 (a
-pipeline has no tensor signature), as are bytes that are not an image. The chain runs on
-the instance's inference threads, one image request at a time per thread; its stages'
-batches are its own (one image to the detector, up to six crops to the recogniser), so
-pipeline requests are not batched with each other.
+pipeline has no tensor signature), as are bytes that are not an image.
+
+The stages are scheduled as Triton schedules an ensemble's composing models: a request
+holds no thread while a stage computes. Its CPU steps (decoding, each codec's pre- and
+post-processing, crops) run on the instance's inference threads between the stages'
+model calls (:meth:`~workbench.codecs.ocr.OcrChain.steps`), and each model call is
+queued to its stage version's own runner (:meth:`.Service.stage_runner`, the dynamic
+batcher of :mod:`.batching`), so one request's detection runs while another's
+recognition does. A request alone in its chain calls its stages straight from its
+inference thread, as the in-process chain does, and saves the hops to the event loop and
+back that a busy machine makes slow; as soon as another request is in a chain, stage
+calls go through the queues again. A stage version named by several loaded pipelines is loaded once
+(:mod:`workbench.runtime.stages`) and has one runner for all of them. With batching on, a
+stage's runner merges same-shape batches of concurrent requests (pages of one size to the
+detector, up to ``max_batch_size`` images; crop batches of one width to the classifier and
+the recogniser, up to the chain's ``rec_batch`` crops). Detection and orientation answer
+each row exactly as they do alone (convolutions: checked bit for bit on the v4 and v5
+exports), so boxes and turns never depend on a neighbour; the recogniser's attention
+layers may differ by float rounding in a merged batch (about 1e-6 in the v5 scores, the
+texts the same). With ``--no-batching`` every batch runs as its request formed it, and
+the lines are bit for bit those the chain reads in-process. Each stage version's counts and
+batch sizes are in ``GET /v2/models/stats`` under its own model name, as Triton lists
+an ensemble's composing models.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias, cast
 
 import numpy as np
 
 from workbench.codecs.image import DecodeImage
-from workbench.codecs.ocr import OcrChain
+from workbench.codecs.ocr import OcrChain, StageCall
 from workbench.errors import ImageDecodeError, WorkbenchError
 from workbench.serving.batching import ClientGone, RunResult
 from workbench.serving.images import build_codec
 from workbench.serving.protocol import ProtocolError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Generator, Sequence
 
     from workbench._types import Array, Tensors
     from workbench.codecs.ocr import TextLine
+    from workbench.runtime.loaded import LoadedVersion
     from workbench.runtime.pipeline import LoadedPipeline
+    from workbench.serving.batching import Runner
     from workbench.serving.protocol import InferRequest
     from workbench.serving.service import Service
+    from workbench.serving.statistics import VersionStatistics
+
+    #: :meth:`OcrChain.steps`: yields stage calls, is sent their outputs, returns the lines
+    Steps: TypeAlias = Generator[StageCall, list[Array], list[list[TextLine]]]
 
 #: The outputs of a pipeline, in order, with their datatype and shape.
 OUTPUTS: dict[str, tuple[str, list[int]]] = {
@@ -74,8 +100,8 @@ def build_chain(loaded: LoadedPipeline) -> OcrChain:
     return OcrChain(codecs["det"], codecs["rec"], codecs.get("cls"))
 
 
-def read_lines(chain: OcrChain, loaded: LoadedPipeline, images: Sequence[bytes]) -> list[list[TextLine]]:
-    """Each image's lines through ``chain`` over the pipeline's loaded stages (blocking)."""
+def decode_images(images: Sequence[bytes]) -> list[Array]:
+    """The request's images as HWC arrays; ProtocolError (400) for bytes that are not one."""
     decode = DecodeImage()
     decoded: list[Array] = []
     for index, image in enumerate(images):
@@ -83,10 +109,15 @@ def read_lines(chain: OcrChain, loaded: LoadedPipeline, images: Sequence[bytes])
             decoded.append(decode({"image": image})["image"])
         except ImageDecodeError as exc:
             raise ProtocolError(f"image {index}: {exc}") from exc
-    det, rec = loaded.stage_predict("det"), loaded.stage_predict("rec")
-    if det is None or rec is None:  # the hub unloaded it meanwhile; never while leased
-        raise WorkbenchError(f"{loaded.model}:{loaded.version} is not loaded")
-    return chain.run(decoded, det, rec, loaded.stage_predict("cls"))
+    return decoded
+
+
+def advance(steps: Steps, outputs: list[Array] | None) -> StageCall | list[list[TextLine]]:
+    """The chain's next stage call after ``outputs`` (None to start), or its lines."""
+    try:
+        return steps.send(outputs)  # type: ignore[arg-type]  # None starts the generator
+    except StopIteration as done:
+        return cast("list[list[TextLine]]", done.value)
 
 
 def to_tensors(lines: Sequence[Sequence[TextLine]]) -> Tensors:
@@ -117,12 +148,51 @@ def metadata(loaded: LoadedPipeline) -> dict[str, Any]:
     }
 
 
+class _Stage:
+    """One stage version of a request's chain: its batches through the stage's runner
+    (:meth:`submit`, on the loop) or straight to the stage (:meth:`call`, on an inference
+    thread); either way counted in the stage's statistics."""
+
+    def __init__(self, stage: LoadedVersion, runner: Runner, stats: VersionStatistics,
+                 loop: asyncio.AbstractEventLoop) -> None:
+        self.stage, self.runner, self.stats, self.loop = stage, runner, stats, loop
+        self.name, self.first = stage.inputs[0].name, stage.outputs[0].name
+
+    async def submit(self, batch: Array) -> Array:
+        queued = time.perf_counter()
+        try:
+            result = await self.runner.submit({self.name: batch})
+        except BaseException:
+            self.stats.failed(time.perf_counter() - queued)
+            raise
+        self.stats.succeeded(len(batch), time.perf_counter() - queued, result.queue_seconds, 0.0,
+                             result.compute_seconds, 0.0)
+        return result.outputs[self.first]
+
+    def call(self, batch: Array) -> Array:
+        started = time.perf_counter()
+        try:
+            output = self.stage.predict({self.name: batch}, validate=False)[self.first]
+        except BaseException:
+            self.loop.call_soon_threadsafe(self.stats.failed, time.perf_counter() - started)
+            raise
+        seconds = time.perf_counter() - started
+        self.loop.call_soon_threadsafe(self._count, len(batch), seconds)
+        return output
+
+    def _count(self, rows: int, seconds: float) -> None:  # statistics change on the loop
+        self.stats.executed(rows, seconds)
+        self.stats.succeeded(rows, seconds, 0.0, 0.0, seconds, 0.0)
+
+
 class PipelineInference:
-    """Runs image requests through the OCR chain of the pipeline version that answers them."""
+    """Runs image requests through the OCR chain of the pipeline version that answers them,
+    each stage's model calls through that stage's own queue (see the module docstring)."""
 
     def __init__(self, service: Service) -> None:
         self.service = service
         self._chains: dict[int, tuple[LoadedPipeline, OcrChain]] = {}
+        self._inflight = 0  # pipeline requests between their first and last step (on the loop)
 
     async def chain(self, loaded: LoadedPipeline) -> OcrChain:
         """The pipeline's chain (built once, off the loop)."""
@@ -134,6 +204,31 @@ class PipelineInference:
             self._chains.clear()
         self._chains[id(loaded)] = (loaded, chain)
         return chain
+
+    def _stage(self, stage: LoadedVersion, rows: int) -> _Stage:
+        return _Stage(stage, self.service.stage_runner(stage, rows),
+                      self.service.stage_statistics(stage), asyncio.get_running_loop())
+
+    def _alone(self, steps: Steps, call: StageCall | list[list[TextLine]],
+               stages: dict[str, _Stage]) -> StageCall | list[list[TextLine]]:
+        """On an inference thread: while this request is the only one in a chain, its stage
+        calls go straight to the stage versions from this thread, as the in-process chain
+        makes them (no hop to the event loop and back per stage, which a loaded machine
+        makes costly); once another request is in a chain, the stage call goes back to the
+        loop and through the stage's queue, so the requests overlap and batch."""
+        while isinstance(call, StageCall) and self._inflight == 1:
+            stage = stages[call.role]
+            call = advance(steps, [stage.call(batch) for batch in call.batches])
+        return call
+
+    def _rows(self, chain: OcrChain, role: str) -> int:
+        """The rows a stage's batch may hold when it merges concurrent requests' batches:
+        the instance's ``max_batch_size`` images for the detector, the chain's
+        ``rec_batch`` crops for the others; 1 (never merged) with batching off."""
+        batching = self.service.settings.batching
+        if not batching.enabled:
+            return 1
+        return batching.max_batch_size if role == "det" else chain.rec_batch
 
     async def infer(self, loaded: LoadedPipeline, request: InferRequest, images: Sequence[bytes],
                     gone: Callable[[], bool] | None = None) -> RunResult:
@@ -149,17 +244,40 @@ class PipelineInference:
             if want.name not in OUTPUTS:
                 raise ProtocolError(f"unknown output {want.name!r}; {label} answers with {list(OUTPUTS)}")
         chain = await self.chain(loaded)
+        stages = dict(loaded.stages)
+        if "det" not in stages or "rec" not in stages:  # the hub unloaded it; never while leased
+            raise WorkbenchError(f"{label} is not loaded")
+        runners = {role: self._stage(stage, self._rows(chain, role)) for role, stage in stages.items()}
         queued = time.perf_counter()
 
-        def run() -> tuple[float, list[list[TextLine]]]:
+        def begin() -> tuple[float, Steps, StageCall | list[list[TextLine]]]:
             started = time.perf_counter()
             if gone is not None and gone():
                 raise ClientGone(f"{label}: the client left before its request ran")
-            return started, read_lines(chain, loaded, images)
+            steps = chain.steps(decode_images(images), classify="cls" in stages)
+            return started, steps, self._alone(steps, advance(steps, None), runners)
 
-        started, lines = await self.service.compute(run)
+        def resume(steps: Steps, outputs: list[Array]) -> StageCall | list[list[TextLine]]:
+            return self._alone(steps, advance(steps, outputs), runners)
+
+        self._inflight += 1
+        try:
+            started, steps, call = await self.service.compute(begin)
+            try:
+                while isinstance(call, StageCall):
+                    stage = runners[call.role]
+                    outputs = await asyncio.gather(*(stage.submit(batch) for batch in call.batches))
+                    call = await self.service.compute(functools.partial(resume, steps, list(outputs)))
+            except BaseException:
+                steps.close()
+                raise
+        except BaseException:
+            loaded.counted(failed=True)
+            raise
+        finally:
+            self._inflight -= 1
         seconds = time.perf_counter() - started
         loaded.counted()
         self.service.metrics.version(loaded.version_label).inference.observe(seconds)
-        return RunResult(to_tensors(lines), queue_seconds=started - queued,
+        return RunResult(to_tensors(call), queue_seconds=started - queued,
                          compute_seconds=seconds, batch_size=len(images))

@@ -43,7 +43,7 @@ from workbench.serving.decoding import BodyDecoder
 from workbench.serving.metrics import ServingMetrics, Snapshot, VersionState
 from workbench.serving.protocol import ProtocolError, datatype_of
 from workbench.serving.segments import DEFAULT_MAX_SEGMENTS
-from workbench.serving.statistics import InferenceStatistics
+from workbench.serving.statistics import InferenceStatistics, VersionStatistics
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator
@@ -130,6 +130,7 @@ class Service:
         )
         self._control = ThreadPoolExecutor(max_workers=1, thread_name_prefix="workbench-control")
         self._runners: dict[int, tuple[LoadedVersion, Runner]] = {}
+        self._stage_statistics: dict[str, InferenceStatistics] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._unsubscribe: Callable[[], object] | None = None
         self._closing: set[asyncio.Future[None]] = set()
@@ -347,6 +348,45 @@ class Service:
                                   name=name)
         self._runners[id(loaded)] = (loaded, runner)
         return runner
+
+    def stage_runner(self, stage: LoadedVersion, max_batch_size: int) -> Runner:
+        """The runner of a pipeline's stage version, one for every pipeline naming it: a
+        dynamic batcher (no queue delay) merging same-shape batches of concurrent requests
+        up to ``max_batch_size`` rows (1: never), counted in the stage's statistics."""
+        entry = self._runners.get(id(stage))
+        if entry is not None and entry[0] is stage:
+            return entry[1]
+        stats = self.stage_statistics(stage)
+
+        def predict(inputs: TensorsIn) -> Tensors:
+            return stage.predict(inputs, validate=False)
+
+        runner = Batcher(
+            predict,
+            self._executor,
+            BatchingConfig(True, max_batch_size, 0.0, stage.workers, self.settings.batching.max_queue),
+            on_batch=stats.executed,
+            name=f"{stage.model}:{stage.version}",
+            apredict=self._on_loop(stage, predict),
+        )
+        self._runners[id(stage)] = (stage, runner)
+        return runner
+
+    def stage_statistics(self, stage: LoadedVersion) -> VersionStatistics:
+        """The statistics of a pipeline's stage version, under the stage's own model."""
+        stats = self._stage_statistics.get(stage.model)
+        if stats is None:
+            stats = self._stage_statistics[stage.model] = InferenceStatistics(stage.model)
+        return stats.version(stage.version_label)
+
+    def stage_documents(self) -> list[dict[str, Any]]:
+        """Triton's ``model_stats`` entries of the stage versions loaded now."""
+        docs: list[dict[str, Any]] = []
+        for stage in self.hub.stages.loaded():
+            stats = self._stage_statistics.get(stage.model)
+            if stats is not None:
+                docs.extend(stats.document([stage.version_label])["model_stats"])
+        return docs
 
     def _on_loop(self, loaded: LoadedVersion, predict: PredictFn) -> AsyncPredictFn | None:
         """In process isolation, batches go to an idle worker from the event loop (no

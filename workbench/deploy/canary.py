@@ -368,6 +368,10 @@ def _synthetic(deployment: Deployment, spec: AnalysisSpec) -> Any:
     candidate = state.candidate
     if candidate is None:
         return None
+    if is_pipeline(state.repo, state.model, candidate.version):
+        log.warning("%s: %s is a pipeline: it has no sample to send as synthetic traffic",
+                    state.name, candidate.version)
+        return None
     sample = ModelRepository(state.repo).sample(state.model, candidate.version)
     if not sample:
         log.warning("%s: %s has no sample to send as synthetic traffic", state.name,

@@ -236,3 +236,14 @@ def test_verification_agreement_of_two_pipelines(pipelines: dict[str, str], tmp_
     assert alike.passed and alike.verdict == "passed (cer<=0.15)"
     assert few.inconclusive and not few.passed
     assert report.to_dict()["score"]["metric"] == "cer"
+
+
+def test_a_models_replay_leaves_image_rows_to_the_pipelines(pipelines: dict[str, str]) -> None:
+    """The tensor replay of a model reads an image reservoir, but does not compare images:
+    it falls back to the sample (none here: nothing compared)."""
+    from workbench.deploy.rollout.replay import fetch_reservoir, output_check
+
+    rows = fetch_reservoir(pipelines["stable"], TOKEN)
+    assert rows["image"].tolist() == [PNG + b"seen", PNG + b"live"]
+    check = output_check(pipelines["stable"], pipelines["shifted"], "ocr", admin_token=TOKEN)
+    assert check.rows == 0 and check.agreement is None

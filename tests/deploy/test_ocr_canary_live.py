@@ -35,7 +35,8 @@ if TYPE_CHECKING:
     from workbench.deploy.deployment import Deployment
     from workbench.deploy.manager import DeploymentManager
 
-pytestmark = [pytest.mark.nginx, pytest.mark.slow]
+# minutes each on a loaded 2-core machine (seconds per image, and a replay every interval)
+pytestmark = [pytest.mark.nginx, pytest.mark.slow, pytest.mark.timeout(1800)]
 INFER = "/v2/models/ocr/infer"
 #: The labelled pages: two lines each, small (the v4 detector scales the short side to 736).
 PAGES = [["Invoice No. 48213", "Total: 1375.40 EUR"],
@@ -178,8 +179,10 @@ def spec(pages: Path, *, max_cer: float) -> AnalysisSpec:
     CER against the labelled pages; latency is not judged (seconds per image here)."""
     rules = (ErrorRateRule(min_requests=1), AgreementRule(min_rows=len(PAGES), max_cer=max_cer),
              AccuracyRule(max_drop=5.0))
-    return AnalysisSpec(steps=(50, 100), interval=2.0, max_inconclusive=8, rules=rules,
-                        labelled=str(pages))
+    # a busy instance may miss its 2-second metrics scrape: a missed read is inconclusive,
+    # and many in a row must not pause the canary here
+    return AnalysisSpec(steps=(50, 100), interval=2.0, max_inconclusive=50, max_failures=1000,
+                        rules=rules, labelled=str(pages))
 
 
 def deployed(manager: DeploymentManager, version: str) -> Deployment:

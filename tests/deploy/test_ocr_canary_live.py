@@ -25,7 +25,7 @@ import pytest
 from tests.codecs import _ocr
 from tests.serving._pipeline import publish_pipelines
 from workbench.deploy import canary
-from workbench.deploy.rollout.analysis import AccuracyRule, AgreementRule, AnalysisSpec, ErrorRateRule
+from workbench.deploy.rollout.analysis import AccuracyRule, AgreementRule, AnalysisSpec
 from workbench.deploy.rollout.phases import Phase
 
 if TYPE_CHECKING:
@@ -175,10 +175,12 @@ class Clients:
 
 
 def spec(pages: Path, *, max_cer: float) -> AnalysisSpec:
-    """Two steps, judged on errors, on agreement with stable (CER of the pages read) and on
-    CER against the labelled pages; latency is not judged (seconds per image here)."""
-    rules = (ErrorRateRule(min_requests=1), AgreementRule(min_rows=len(PAGES), max_cer=max_cer),
-             AccuracyRule(max_drop=5.0))
+    """Two steps, judged on agreement with stable (CER of the pages read) and on CER
+    against the labelled pages. Latency and errors are not judged: at seconds per image a
+    client sends a few requests a minute, far too few for the sequential error-rate test
+    to find its evidence within the test (a failing request would still reach no client:
+    the router retries it on stable, which the zero-failures assertions check)."""
+    rules = (AgreementRule(min_rows=len(PAGES), max_cer=max_cer), AccuracyRule(max_drop=5.0))
     # a busy instance may miss its 2-second metrics scrape: a missed read is inconclusive,
     # and many in a row must not pause the canary here
     return AnalysisSpec(steps=(50, 100), interval=2.0, max_inconclusive=50, max_failures=1000,

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 import httpx
 import pytest
 
+from tests._wait import wait_until
 from tests.codecs import _ocr
 from tests.serving._pipeline import publish_pipelines
 from workbench.deploy import canary
@@ -215,6 +216,10 @@ def test_v4_to_v5_canary_is_promoted_on_cer(manager: DeploymentManager, pages: P
         started = time.monotonic()
         status = canary.run(web, spec(pages, max_cer=0.5))
         seconds = time.monotonic() - started
+        # a few requests a minute, split at random during the canary: after the promotion
+        # every one goes to 5.0.0
+        if status.stage is Phase.PROMOTED:
+            wait_until(lambda: clients.by_version("5.0.0") > 0, timeout=180)
     print(f"\nv4 -> v5: {status.stage.value} in {seconds:.1f} s; client requests {clients.total} "
           f"({dict(clients.answers)}), failed {clients.failed}")
     assert status.stage is Phase.PROMOTED, status.message

@@ -43,12 +43,14 @@ def analysis_spec(
     interval: str | None,
     mirror: int | None,
     synthetic: float | None,
+    labelled: Path | None = None,
 ) -> AnalysisSpec:
     """The spec of ``--analysis FILE`` (or the defaults) with the flags given on top."""
     from workbench.deploy.rollout.analysis import AnalysisSpec
 
     spec = AnalysisSpec.load(analysis) if analysis is not None else AnalysisSpec()
-    return spec.with_flags(steps=steps, interval=interval, mirror=mirror, synthetic=synthetic)
+    return spec.with_flags(steps=steps, interval=interval, mirror=mirror, synthetic=synthetic,
+                           labelled=None if labelled is None else str(labelled))
 
 
 def render(deployment_name: str, status: CanaryStatus | None, spec: AnalysisSpec) -> RenderableType:

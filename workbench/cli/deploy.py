@@ -229,7 +229,8 @@ def update(
     version: Annotated[str, typer.Option("--version", "-v", help="Version or alias to roll out.")],
     sample: Annotated[
         Path | None,
-        typer.Option(help="Extra agreement inputs: .npz (one array per input) or .npy."),
+        typer.Option(help="Extra agreement inputs: .npz (one array per input) or .npy; an OCR "
+                     "pipeline: a directory of images."),
     ] = None,
     auto_promote: Annotated[
         bool, typer.Option("--auto-promote", help="Promote as soon as verification passes.")
@@ -258,6 +259,10 @@ def update(
     ] = None,
     synthetic: Annotated[
         float | None, typer.Option(help="Send the sample at this many requests/s to the canary.")
+    ] = None,
+    labelled: Annotated[
+        Path | None, typer.Option(help="Canary accuracy rule's labelled set: .npz of inputs and "
+                                  "`labels`; an OCR pipeline: a directory of images and texts.json.")
     ] = None,
     prometheus: Annotated[
         str | None, typer.Option(help="Judge on this Prometheus (PromQL) instead of scraping.")
@@ -301,10 +306,12 @@ def update(
 
         spec = canary_cli.analysis_spec(
             analysis=analysis, steps=steps, interval=interval, mirror=mirror,
-            synthetic=synthetic,
+            synthetic=synthetic, labelled=labelled,
         )
     elif strategy != "blue-green":
         raise DeployValueError(f"--strategy is blue-green or canary, not {strategy!r}")
+    elif labelled is not None:
+        raise DeployValueError("--labelled is judged by a canary's accuracy rule: add --strategy canary")
     deployment = _manager().get(name)
     if spec is not None:  # every file the analysis names, read before anything starts
         from workbench.deploy.canary import check_files

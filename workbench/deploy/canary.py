@@ -36,6 +36,7 @@ from workbench.deploy.rollout.controller import (
 from workbench.deploy.rollout.controller_process import controller_lock, controller_running
 from workbench.deploy.rollout.hooks import Hooks
 from workbench.deploy.rollout.phases import Phase
+from workbench.deploy.verification import is_pipeline
 from workbench.errors import CanaryConflictError, DeployError, RolloutError, WorkbenchError
 
 if TYPE_CHECKING:
@@ -267,15 +268,22 @@ def controller(
     labelled = spec.labelled
     token = deployment.admin_token
     fallback: dict[str, Any] = {}  # stable's manifest sample, read once (stable does not change)
+    pipeline = is_pipeline(state.repo, state.model, state.stable_version)
 
     def output() -> OutputCheck | None:
         """Replay the labelled set if one is given, else the stable instance's reservoir of
-        recent request inputs, else stable's manifest sample, to both colours."""
+        recent request inputs, else stable's manifest sample, to both colours (an OCR
+        pipeline: its images, scored by pages, :mod:`~workbench.deploy.rollout.pages`)."""
         from workbench.deploy.rollout.replay import output_check
 
         now = deployment.state
         if stable not in now.instances or candidate not in now.instances:
             return None
+        if pipeline:
+            from workbench.deploy.rollout.pages import ocr_check  # numpy
+
+            return ocr_check(now.instances[stable].url, now.instances[candidate].url, now.model,
+                             labelled=labelled, admin_token=token)
         if not labelled and "sample" not in fallback:
             fallback["sample"] = None
             with contextlib.suppress(WorkbenchError, OSError):
@@ -302,13 +310,20 @@ def check_files(deployment: Deployment, spec: AnalysisSpec, version: str) -> Ana
     """
     if not spec.labelled:
         return spec
-    from workbench.deploy.rollout.replay import load_labelled  # numpy
+    from workbench.deploy.rollout.pages import load_images  # numpy
+    from workbench.deploy.rollout.replay import load_labelled
     from workbench.model.repository import ModelRepository
 
     labelled = Path(spec.labelled).expanduser().resolve()
-    inputs, _ = load_labelled(labelled)
     state = deployment.state
     resolved = resolve_version(state.repo, state.model, version)
+    if is_pipeline(state.repo, state.model, resolved):
+        load_images(labelled, labelled=True)  # images and their texts, read and checked
+        return replace(spec, labelled=str(labelled))
+    if labelled.is_dir():
+        raise DeployError(f"the labelled set {labelled} is a directory of images: that is for an "
+                          f"OCR pipeline, and {state.model} {resolved} is a model (give an .npz)")
+    inputs, _ = load_labelled(labelled)
     try:
         names = [t.name for t in ModelRepository(state.repo).manifest(state.model, resolved).inputs]
     except WorkbenchError as exc:
@@ -378,6 +393,10 @@ def _synthetic(deployment: Deployment, spec: AnalysisSpec) -> Any:
     state = deployment.state
     candidate = state.candidate
     if candidate is None:
+        return None
+    if is_pipeline(state.repo, state.model, candidate.version):
+        log.warning("%s: %s is a pipeline: it has no sample to send as synthetic traffic",
+                    state.name, candidate.version)
         return None
     sample = ModelRepository(state.repo).sample(state.model, candidate.version)
     if not sample:

@@ -9,6 +9,8 @@ becomes a :class:`~workbench.errors.ServingError` (with ``status`` when there wa
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import logging
 from dataclasses import dataclass, field
@@ -68,12 +70,20 @@ class InferResult:
 
 
 def encode_inputs(inputs: TensorsIn) -> dict[str, Any]:
-    """The JSON body of an infer request for ``inputs``."""
+    """The JSON body of an infer request for ``inputs``.
+
+    An array of ``bytes`` (dtype object or ``S``: encoded images, one per element) goes as
+    a ``BYTES`` input, base64 with ``"parameters": {"content_type": "base64"}``, the way
+    the serving instance reads images in JSON; strings go as ``BYTES`` text.
+    """
     import numpy as np
 
     encoded = []
     for name, value in inputs.items():
         array = np.asarray(value)
+        if array.dtype.kind in "OSU":
+            encoded.append(_encode_bytes(name, array))
+            continue
         try:
             datatype = _DATATYPES[array.dtype.name]
         except KeyError:
@@ -89,16 +99,54 @@ def encode_inputs(inputs: TensorsIn) -> dict[str, Any]:
     return {"inputs": encoded}
 
 
+def _encode_bytes(name: str, array: Array) -> dict[str, Any]:
+    """One ``BYTES`` input: bytes base64-encoded (content type base64), or strings as they are."""
+    items = array.reshape(-1).tolist()
+    if all(isinstance(item, bytes | bytearray) for item in items):
+        return {"name": name, "shape": list(array.shape), "datatype": "BYTES",
+                "parameters": {"content_type": "base64"},
+                "data": [base64.b64encode(item).decode("ascii") for item in items]}
+    if all(isinstance(item, str) for item in items):
+        return {"name": name, "shape": list(array.shape), "datatype": "BYTES", "data": items}
+    raise ValueError(f"input {name!r}: BYTES elements must all be bytes or all be strings")
+
+
 def decode_outputs(body: Mapping[str, Any]) -> dict[str, Array]:
-    """The outputs of a JSON infer response as arrays."""
+    """The outputs of a JSON infer response as arrays.
+
+    ``BYTES`` outputs become object arrays: of ``bytes`` when their ``parameters`` say
+    ``content_type: base64`` (the reservoir's image rows), else of the strings sent (text).
+    """
     import numpy as np
 
     outputs: dict[str, Array] = {}
     for item in body.get("outputs", []):
-        dtype = _DTYPES.get(str(item.get("datatype")), "float32")
+        datatype = str(item.get("datatype"))
         shape = [int(d) for d in item.get("shape", [])]
+        if datatype == "BYTES":
+            outputs[str(item["name"])] = _decode_bytes(item).reshape(shape)
+            continue
+        dtype = _DTYPES.get(datatype, "float32")
         outputs[str(item["name"])] = np.asarray(item.get("data", []), dtype=dtype).reshape(shape)
     return outputs
+
+
+def _decode_bytes(item: Mapping[str, Any]) -> Array:
+    import numpy as np
+
+    data = item.get("data", [])
+    if not isinstance(data, list) or not all(isinstance(v, str) for v in data):
+        raise ValueError(f"output {item.get('name')!r}: BYTES data must be a list of strings")
+    parameters = item.get("parameters") or {}
+    array = np.empty(len(data), dtype=np.object_)
+    if isinstance(parameters, dict) and parameters.get("content_type") == "base64":
+        try:
+            array[:] = [base64.b64decode(v, validate=True) for v in data]
+        except binascii.Error as exc:
+            raise ValueError(f"output {item.get('name')!r}: not valid base64: {exc}") from None
+    else:
+        array[:] = data
+    return array
 
 
 class ServingClient:

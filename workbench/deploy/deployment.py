@@ -48,7 +48,7 @@ from workbench.deploy.rollout.phases import CHECKS, DEFAULT_MIN_AGREEMENT, Phase
 from workbench.deploy.routing import RoutingTable, Upstream
 from workbench.deploy.state import LOCK_FILE, InstanceRecord, Plan
 from workbench.deploy.status import DeploymentStatus, look_at_instances
-from workbench.deploy.verification import Probe, wait_healthy
+from workbench.deploy.verification import Probe, check_sample, wait_healthy
 from workbench.errors import (
     BackendError,
     DeployError,
@@ -328,14 +328,7 @@ class Deployment:
 
     def _check_sample(self, state: DeploymentState, version: str, sample: str) -> None:
         """Read ``sample`` as verification will, before anything starts (DeployError if bad)."""
-        from workbench.deploy.rollout.agreement import load_sample_file  # numpy
-        from workbench.model.repository import ModelRepository
-
-        try:
-            inputs = ModelRepository(state.repo).manifest(state.model, version).inputs
-        except WorkbenchError as exc:
-            raise DeployError(f"cannot check sample file {sample}: {exc}") from exc
-        load_sample_file(sample, [t.name for t in inputs])
+        check_sample(state, version, sample)
 
     def wait(
         self,

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from workbench.deploy.state import DeploymentState, InstanceRecord, Plan
     from workbench.model.task import Task
 
-__all__ = ["Probe", "agreement_samples", "declared_task", "wait_healthy"]
+__all__ = ["Probe", "agreement_samples", "check_sample", "declared_task", "is_pipeline", "wait_healthy"]
 
 log = logging.getLogger(__name__)
 
@@ -148,6 +148,8 @@ class Probe:
         if stable is None:
             return Verdict.passed("no stable instance to compare with")
         plan = self.state.plan
+        if is_pipeline(self.state.repo, self.state.model, candidate.version):
+            return self._pages_agreement(plan)
         try:
             batches = agreement_samples(self.state, plan)
         except WorkbenchError as exc:
@@ -176,6 +178,63 @@ class Probe:
             )
         self.report = report
         return Verdict(report.passed, report.summary())
+
+    def _pages_agreement(self, plan: Plan | None) -> Verdict:
+        """An OCR pipeline's agreement check: the sample images (``--sample``, a directory)
+        read by both colours, the candidate's pages scored against stable's by CER."""
+        from workbench.deploy.rollout.pages import load_images, pages_agreement  # numpy
+
+        stable, candidate = self.state.stable, self.state.candidate
+        assert stable is not None and candidate is not None
+        threshold = plan.min_agreement if plan else 0.0
+        if plan is None or not plan.sample_file:
+            if threshold > 0:
+                return Verdict.failed(
+                    f"{candidate.version} is an OCR pipeline: give sample images (--sample, a "
+                    f"directory) to check the agreement threshold {threshold:.0%} on, or "
+                    "--min-agreement 0 to skip the check"
+                )
+            return Verdict.passed("no sample images to compare on (agreement not checked)")
+        try:
+            sample = load_images(plan.sample_file)
+        except WorkbenchError as exc:
+            return Verdict.failed(str(exc))
+        with self._client(stable.records[0], 120.0) as left, \
+                self._client(candidate.records[0], 120.0) as right:
+            report = pages_agreement(left, right, self.state.model, [sample],
+                                     min_agreement=threshold, stable_version=stable.version,
+                                     candidate_version=candidate.version)
+        self.report = report
+        return Verdict(report.passed, report.summary())
+
+
+def is_pipeline(repo: str, model: str, version: str | None) -> bool:
+    """Whether ``model`` ``version`` is a pipeline version (False when it cannot be read)."""
+    from workbench.model.repository import ModelRepository
+
+    if not version:
+        return False
+    try:
+        return ModelRepository(repo).kind(model, version) == "pipeline"
+    except (WorkbenchError, OSError, ValueError):
+        return False
+
+
+def check_sample(state: DeploymentState, version: str, sample: str) -> None:
+    """Read ``sample`` as verification will, before anything starts (DeployError if bad):
+    an ``.npz``/``.npy`` of the version's inputs, or sample images for a pipeline."""
+    from workbench.deploy.rollout.agreement import load_sample_file  # numpy
+    from workbench.deploy.rollout.pages import load_images
+    from workbench.model.repository import ModelRepository
+
+    if is_pipeline(state.repo, state.model, version):
+        load_images(sample)
+        return
+    try:
+        inputs = ModelRepository(state.repo).manifest(state.model, version).inputs
+    except WorkbenchError as exc:
+        raise DeployError(f"cannot check sample file {sample}: {exc}") from exc
+    load_sample_file(sample, [t.name for t in inputs])
 
 
 def declared_task(state: DeploymentState) -> Task | None:

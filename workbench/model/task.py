@@ -1,7 +1,8 @@
 """What a model's outputs mean: the task, which decides how two versions are compared.
 
 A classification model is judged by its top-1 label, a text detector by the boxes it
-finds, a text recogniser by the characters it reads; anything else by its tensors.
+finds, a text recogniser by the characters it reads, an OCR pipeline by both; anything
+else by its tensors.
 The manifest records the task (from a PaddleX export's ``inference.yml`` where there
 is one); the codecs decode outputs by it and the scoring module compares by it.
 """
@@ -22,6 +23,9 @@ class Task(str, Enum):
     TEXT_RECOGNITION = "text-recognition"
     # Any other tensors; compared by max-abs / relative error within a tolerance.
     GENERIC = "generic"
+    # An OCR pipeline version (det, cls, rec): the lines read on each image, each with its
+    # box; compared by the CER of each image's text (its lines, newline-joined) and box F1.
+    OCR = "ocr"
 
     @classmethod
     def parse(cls, value: str) -> Task:

@@ -13,6 +13,9 @@ text-detection      per image, boxes ``(N, K, 2)`` (4-point    ``box_f1`` — F1
                     polygons, ``K=4``)                         matches at IoU >= 0.5
 text-recognition    per image, the text read                   ``cer`` — character error rate;
                                                                ``exact_match`` — share read alike
+ocr (pipelines)     per image, a :class:`Page`: its lines and   ``cer`` of each page's text (lines
+                    their boxes (or only the text: ground      joined by newlines); ``box_f1``;
+                    truth)                                     ``exact_match``
 generic             tensors, rows first                        ``within_tolerance`` — share of rows
                                                                with ``|c - r| <= atol + rtol |r|``
 ==================  =========================================  =====================================
@@ -45,7 +48,7 @@ cautious end, for rules that judge on it alone (the canary agreement rule).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -75,6 +78,7 @@ __all__ = [
     "PRIMARY",
     "Z_95",
     "Metric",
+    "Page",
     "ScoreResult",
     "Threshold",
     "agreement_threshold",
@@ -85,6 +89,7 @@ __all__ = [
     "differing",
     "exact_match",
     "levenshtein",
+    "ocr_scores",
     "polygon_iou",
     "score",
     "score_all",
@@ -349,6 +354,50 @@ def exact_match(reference: Sequence[Any], candidate: Sequence[Any]) -> ScoreResu
                        wilson_interval(same, len(ref)), len(ref))
 
 
+# ----------------------------------------------------------------------------- OCR pipelines
+
+
+@dataclass(frozen=True)
+class Page:
+    """What an OCR pipeline read on one image: its lines in reading order and their boxes
+    (``(N, 4, 2)``; None for ground truth, which is text only)."""
+
+    lines: tuple[str, ...]
+    boxes: Any = None
+
+    @property
+    def text(self) -> str:
+        """The page's lines, each stripped, joined by newlines (what CER is measured on)."""
+        return "\n".join(line.strip() for line in self.lines)
+
+
+def _pages(values: Sequence[Any]) -> list[Page]:
+    pages = []
+    for value in values:
+        if isinstance(value, str):
+            value = Page(tuple(value.split("\n")))
+        elif isinstance(value, tuple | list) and all(isinstance(v, str) for v in value):
+            value = Page(tuple(value))
+        if not isinstance(value, Page):
+            raise InputError(f"OCR results are pages (lines and boxes) or texts, not {value!r}")
+        pages.append(value)
+    return pages
+
+
+def ocr_scores(reference: Sequence[Any], candidate: Sequence[Any]) -> tuple[ScoreResult, ...]:
+    """CER of each page's text (pooled over pages), box F1 (when both sides have boxes:
+    not against text-only ground truth) and exact match, all tagged as OCR scores."""
+    ref, cand = _pages(reference), _pages(candidate)
+    if len(ref) != len(cand):
+        raise InputError(f"{len(ref)} reference images but {len(cand)} candidate ones")
+    texts = ([p.text for p in ref], [p.text for p in cand])
+    boxed = bool(ref) and all(p.boxes is not None for p in (*ref, *cand))
+    boxes = (box_f1([p.boxes for p in ref], [p.boxes for p in cand]) if boxed
+             else ScoreResult(Task.TEXT_DETECTION, "box_f1", None, None, 0))
+    found = (character_error_rate(*texts), boxes, exact_match(*texts))
+    return tuple(replace(result, task=Task.OCR) for result in found)
+
+
 # ----------------------------------------------------------------------------- generic tensors
 
 
@@ -443,6 +492,8 @@ def score_all(
         results = (box_f1(reference, candidate),)
     elif task is Task.TEXT_RECOGNITION:
         results = (character_error_rate(reference, candidate), exact_match(reference, candidate))
+    elif task is Task.OCR:
+        results = ocr_scores(reference, candidate)
     else:
         results = (within_tolerance(reference, candidate, rtol=rtol, atol=atol),)
     return tuple(r.judged(given.get(r.metric), min_n) for r in results)
@@ -475,6 +526,9 @@ def differing(task: Task | str, reference: Any, candidate: Any, *,
     if task is Task.TEXT_RECOGNITION:
         pairs = zip(_texts(reference), _texts(candidate), strict=True)
         return np.flatnonzero([r != c for r, c in pairs])
+    if task is Task.OCR:
+        pages = zip(_pages(reference), _pages(candidate), strict=True)
+        return np.flatnonzero([r.text != c.text for r, c in pages])
     if task is Task.TEXT_DETECTION:
         flags = []
         for ref, cand in zip(reference, candidate, strict=True):

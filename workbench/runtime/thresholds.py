@@ -70,6 +70,7 @@ PRIMARY: dict[Task, str] = {
     Task.TEXT_DETECTION: "box_f1",
     Task.TEXT_RECOGNITION: "cer",
     Task.GENERIC: "within_tolerance",
+    Task.OCR: "cer",
 }
 #: Which metrics apply to which task (primary first).
 TASK_METRICS: dict[Task, tuple[str, ...]] = {
@@ -77,6 +78,7 @@ TASK_METRICS: dict[Task, tuple[str, ...]] = {
     Task.TEXT_DETECTION: ("box_f1",),
     Task.TEXT_RECOGNITION: ("cer", "exact_match"),
     Task.GENERIC: ("within_tolerance",),
+    Task.OCR: ("cer", "box_f1", "exact_match"),
 }
 
 

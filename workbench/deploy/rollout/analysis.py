@@ -61,6 +61,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
     from workbench.deploy.rollout.signals import OutputCheck
+    from workbench.runtime.scoring import ScoreResult
 
 __all__ = [
     "DEFAULT_STEPS",
@@ -216,7 +217,9 @@ class AgreementRule:
 @dataclass(frozen=True)
 class AccuracyRule:
     """Accuracy on a labelled set: fails on a drop of more than ``max_drop`` points
-    against stable. Skipped when no labelled set is given."""
+    against stable. Skipped when no labelled set is given. An OCR pipeline's labelled set
+    (images and their lines) is judged by CER instead: the candidate's may rise at most
+    ``max_drop`` points above stable's."""
 
     max_drop: float = 5.0
     name: str = "accuracy"
@@ -229,6 +232,8 @@ class AccuracyRule:
     def judge(self, seen: Observation) -> RuleResult:
         check = seen.output
         base = partial(RuleResult, rule=self.name, threshold=self.max_drop)
+        if check is not None and check.truth_stable is not None and check.truth_candidate is not None:
+            return self._judge_score(check.truth_stable, check.truth_candidate, check.rows)
         if check is None or check.accuracy_stable is None or check.accuracy_candidate is None:
             return base(verdict="skip", value=None, message="no labelled set")
         drop = (check.accuracy_stable - check.accuracy_candidate) * 100
@@ -242,6 +247,22 @@ class AccuracyRule:
             verdict=verdict, value=drop, message=text, sustained=verdict == "fail",
             samples=check.rows,
         )
+
+    def _judge_score(self, stable: ScoreResult, candidate: ScoreResult, rows: int) -> RuleResult:
+        """A score against the labelled set's truth (an OCR pipeline's CER): fails when the
+        candidate is worse than stable by more than ``max_drop`` points."""
+        base = partial(RuleResult, rule=self.name, threshold=self.max_drop)
+        metric = "CER" if candidate.metric == "cer" else candidate.metric
+        if stable.value is None or candidate.value is None:
+            return base(verdict="inconclusive", value=None, message=f"no {metric} measured")
+        change = (candidate.value - stable.value) * 100
+        worse = -change if candidate.higher_is_better else change
+        text = (f"{metric} {candidate.value:.1%} vs stable {stable.value:.1%} on {rows} images: "
+                f"{'up' if change >= 0 else 'down'} {abs(change):.1f} points "
+                f"(max {'rise' if not candidate.higher_is_better else 'drop'} {self.max_drop:g})")
+        verdict: Verdict = "pass" if worse <= self.max_drop else "fail"
+        return base(verdict=verdict, value=worse, message=text, sustained=verdict == "fail",
+                    samples=rows)
 
 
 # ----------------------------------------------------------------------------- the spec
@@ -260,7 +281,9 @@ class AnalysisSpec:
     mirror: int = 0  # percent of stable's requests mirrored to the candidate (0: no mirror)
     mirror_intervals: int = 1  # intervals judged on mirrored traffic before the first weight
     synthetic: float = 0.0  # requests/s of sample traffic sent to the candidate (0: none)
-    labelled: str | None = None  # .npz with inputs and "labels", for the accuracy rule
+    # .npz with inputs and "labels" (an OCR pipeline: a directory of images and
+    # texts.json), for the accuracy rule
+    labelled: str | None = None
     hooks: tuple[str, ...] = ()  # commands to run or URLs to POST each event to
     confirm: tuple[str, ...] = ()  # commands or URLs that must accept each automatic promotion
     hook_timeout: float = 5.0  # total deadline of one hook delivery (and of all confirmations)

@@ -49,6 +49,10 @@ class OutputCheck:
     # the task's primary score (box F1, CER, within tolerance) when the task is not
     # classification; ``agreement`` is then None
     score: ScoreResult | None = None
+    # against ground truth, for a task judged by a score (an OCR pipeline on a labelled
+    # set: each one's CER); ``accuracy_*`` are then None
+    truth_stable: ScoreResult | None = None
+    truth_candidate: ScoreResult | None = None
 
 
 class MetricsSource(Protocol):

@@ -285,7 +285,7 @@ def test_the_controllers_rollback_switches_to_the_configuration_prepared_at_the_
     import json
     import logging
 
-    from workbench.deploy.deployment import routing_table
+    from workbench.deploy.tables import routing_table
 
     monkeypatch.setenv("WB_TEST_FAULTS", "--fault-error-rate 1")
     web = updated(manager, FAULTY, checks=("ready",))

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from workbench.deploy import prepared
+from workbench.deploy.routing import brake_file
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,7 @@ class Router:
     workdir: Path
     runner: Runner = field(default_factory=Runner)
     installed: list[tuple[str, str]] = field(default_factory=list)
+    table: Table | None = field(default_factory=lambda: Table(10))  # the canary's step
 
     @property
     def conf_path(self) -> Path:
@@ -52,8 +54,13 @@ class Router:
         return f"green {table.green}\n"
 
     def install_checked(self, checked: Path, table: Table) -> None:
+        braked = (self.workdir / brake_file(self.table.revision)).exists() if self.table else False
         self.installed.append((checked.read_text(), table.revision))
+        self.braked_before_install.append(braked)
         checked.replace(self.conf_path)
+        self.table = table
+
+    braked_before_install: list[bool] = field(default_factory=list)
 
 
 def test_the_same_configuration_is_checked_once_and_kept_for_each_new_revision(tmp_path: Path) -> None:
@@ -85,3 +92,20 @@ def test_switch_refuses_a_kept_configuration_that_is_not_the_tables(tmp_path: Pa
     (tmp_path / prepared.PREPARED_CONF).write_text("green 50\n")  # changed since it was checked
     assert not prepared.switch(router, Table(0))  # type: ignore[arg-type]
     assert router.installed == []
+
+
+def test_switch_pulls_the_running_configurations_brake_before_the_reload(tmp_path: Path) -> None:
+    """Every request goes to stable from the moment the controller decides, not once the
+    reload is done; a brake kept for a configuration no longer running is not pulled."""
+    router = Router(tmp_path)
+    prepared.prepare(router, Table(0), -1, tmp_path / "lock")  # type: ignore[arg-type]
+    assert prepared.switch(router, Table(0))  # type: ignore[arg-type]
+    assert router.braked_before_install == [True]
+
+    router = Router(tmp_path / "moved")
+    router.workdir.mkdir()
+    prepared.prepare(router, Table(0), -1, tmp_path / "lock")  # type: ignore[arg-type]
+    router.table = Table(20)  # the next step was installed after the rollback was kept
+    assert prepared.switch(router, Table(0))  # type: ignore[arg-type]
+    assert router.braked_before_install == [False]
+    assert not (router.workdir / brake_file("rev-10")).exists()

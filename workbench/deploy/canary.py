@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from workbench.deploy import prepared
 from workbench.deploy.canary_state import CanaryState
-from workbench.deploy.deployment import resolve_version, routing_table
+from workbench.deploy.deployment import resolve_version
 from workbench.deploy.history import face
 from workbench.deploy.nginx import NginxRouter
 from workbench.deploy.rollout import phases as flow
@@ -36,6 +36,7 @@ from workbench.deploy.rollout.controller import (
 from workbench.deploy.rollout.controller_process import controller_lock, controller_running
 from workbench.deploy.rollout.hooks import Hooks
 from workbench.deploy.rollout.phases import Phase
+from workbench.deploy.tables import routing_table
 from workbench.deploy.verification import is_pipeline
 from workbench.errors import CanaryConflictError, DeployError, RolloutError, WorkbenchError
 
@@ -80,8 +81,6 @@ class DeploymentTarget:
     def mirror(self, percent: int, reason: str) -> None:
         """The candidate at 0% with a mirror share: one router change, undone by the
         first weight (the deployment's routing table has no mirror)."""
-        from workbench.deploy.deployment import routing_table
-
         state = self.deployment.state
         if state.rollout.phase is not Phase.VERIFIED:
             raise RolloutError(f"{state.name}: mirroring needs a verified candidate")

@@ -45,9 +45,9 @@ from workbench.deploy.platforms import get_backend, get_runner
 from workbench.deploy.ports import free_port
 from workbench.deploy.rollout import phases as flow
 from workbench.deploy.rollout.phases import CHECKS, DEFAULT_MIN_AGREEMENT, Phase, Rollout
-from workbench.deploy.routing import RoutingTable, Upstream
 from workbench.deploy.state import LOCK_FILE, InstanceRecord, Plan
 from workbench.deploy.status import DeploymentStatus, look_at_instances
+from workbench.deploy.tables import routing_table, settled
 from workbench.deploy.verification import Probe, check_sample, wait_healthy
 from workbench.errors import (
     BackendError,
@@ -68,14 +68,10 @@ if TYPE_CHECKING:
     from workbench.deploy.state import DeploymentState, StateStore
     from workbench.serving.faults import FaultConfig
 
-__all__ = ["DeployContext", "Deployment", "resolve_version", "routing_table"]
+__all__ = ["DeployContext", "Deployment", "resolve_version"]
 
 log = logging.getLogger(__name__)
 
-#: Phases after which the candidate slot is emptied (its instance stopped).
-_SINGLE = frozenset({Phase.STABLE, Phase.STARTING, Phase.ROLLED_BACK, Phase.FAILED})
-#: Phases in which the candidate has an upstream in the router.
-_ROUTED = frozenset({Phase.VERIFIED, Phase.CANARY, Phase.PROMOTED})
 
 
 @dataclass(frozen=True)
@@ -103,50 +99,6 @@ def resolve_version(repo: StrPath, model: str, ref: str) -> str:
         return str(ModelRepository(repo).resolve(model, ref))
     except WorkbenchError as exc:
         raise DeployError(f"cannot deploy {model} {ref} from the repository {repo}: {exc}") from exc
-
-
-def routing_table(state: DeploymentState) -> RoutingTable:
-    """The routing table ``state`` calls for."""
-    # The candidate joins the router (pinnable, and backup of the stable colour)
-    # only once verified: before that it must not see a single request.
-    routed = {
-        color: record
-        for color, record in state.instances.items()
-        if color == state.rollout.stable or state.rollout.phase in _ROUTED
-    }
-    # every instance of a colour (on every engine) is one of its upstream's servers
-    upstreams = tuple(
-        Upstream(color=r.color, host=r.host, port=r.port, version=r.version)
-        for records in routed.values()
-        for r in records
-    )
-    green = state.rollout.weights["green"]
-    if "green" not in routed:
-        green = 0
-    if "blue" not in routed:
-        green = 100
-    return RoutingTable(
-        deployment=state.name,
-        listen_port=state.port,
-        listen_host=state.host,
-        upstreams=upstreams,
-        green_weight=green,
-        stable=state.rollout.stable,
-    )
-
-
-def _settled(
-    before: DeploymentState, after: DeploymentState
-) -> tuple[DeploymentState, list[InstanceRecord]]:
-    """``after`` without the candidate a move to a single-colour phase stops, and its records."""
-    phase = after.rollout.phase
-    drop: list[InstanceRecord] = []
-    if phase in _SINGLE and phase is not before.rollout.phase:
-        candidate = after.candidate
-        if candidate is not None:
-            drop.extend(candidate)
-            after = after.without_instance(candidate.color)
-    return after, drop
 
 
 class Deployment:
@@ -537,7 +489,7 @@ class Deployment:
 
         Returns ``after`` without the instances that were stopped.
         """
-        after, drop = _settled(before, after)
+        after, drop = settled(before, after)
         if routing_table(after) != routing_table(before) or not self._router_up(after):
             self.context.router(after).apply(routing_table(after))
         engine = self._backend(after)
@@ -593,7 +545,7 @@ class Deployment:
         ``workbench rollback`` sends all traffic to stable, or the new table is installed
         and only its wait failed). Then ``after``'s rollout, with the instances it would
         have stopped still recorded (they run, without traffic), and the failure."""
-        settled, _ = _settled(before, after)
+        settled, _ = settled(before, after)
         table = routing_table(settled)
         router = self.context.router(after)
         try:
@@ -625,7 +577,7 @@ class Deployment:
         if rollout is None:
             prepared.discard(router.workdir)
             return
-        after, _ = _settled(state, replace(state, rollout=rollout))
+        after, _ = settled(state, replace(state, rollout=rollout))
         lock = self.context.store.directory(self.name) / LOCK_FILE
         # a canary saves at every interval: for its controller's rollback, not the brake's
         canary = state.canary is not None and state.canary.active

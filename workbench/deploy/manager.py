@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from workbench.deploy.deployment import DeployContext, Deployment, resolve_version, routing_table
+from workbench.deploy.deployment import DeployContext, Deployment, resolve_version
 from workbench.deploy.events import DeployEvent, EventCallback, Subscribers
 from workbench.deploy.fleet import check_fleet, describe, is_local, parse_engine, start_all
 from workbench.deploy.names import check_deployment_name, check_host, check_port
@@ -37,6 +37,7 @@ from workbench.deploy.platforms import (
 from workbench.deploy.ports import free_port, port_in_use
 from workbench.deploy.rollout.phases import Phase, Rollout
 from workbench.deploy.state import DeploymentState, InstanceRecord, StateStore
+from workbench.deploy.tables import routing_table
 from workbench.deploy.verification import wait_healthy
 from workbench.errors import DeployError, DeployValueError, StateCorruptError, WorkbenchError
 

@@ -16,7 +16,6 @@ import pytest
 
 from tests.deploy.platforms.kubernetes.conftest import spec
 from tests.deploy.platforms.kubernetes.emulator import Broken
-from workbench.deploy.deployment import routing_table
 from workbench.deploy.manager import DeploymentManager, default_router
 from workbench.deploy.platforms.kubernetes.backend import KubernetesBackend
 from workbench.deploy.platforms.kubernetes.client import KubeApi
@@ -24,6 +23,7 @@ from workbench.deploy.platforms.kubernetes.router import KubernetesRouter
 from workbench.deploy.platforms.kubernetes.store import ClusterStateStore
 from workbench.deploy.rollout.phases import Phase, Rollout
 from workbench.deploy.state import DeploymentState, InstanceRecord
+from workbench.deploy.tables import routing_table
 from workbench.errors import RolloutError, RouterError
 
 if TYPE_CHECKING:

@@ -29,6 +29,8 @@ from pathlib import Path
 import numpy as np
 from filelock import FileLock
 
+from workbench.model.ocr_exports import cache_dir
+
 HERE = Path(__file__).resolve().parent
 REQUIREMENTS = HERE / "rapidocr-requirements.txt"
 RUNNER = HERE / "_rapidocr_runner.py"
@@ -60,11 +62,8 @@ class RapidRun:
 
 
 def cache_root() -> Path:
-    ci = os.environ.get("WORKBENCH_CI_CACHE")
-    if ci:
-        return Path(ci) / "rapidocr-env"
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "workbench" / "rapidocr-env"
+    """Beside the fetched exports: ``$WORKBENCH_CI_CACHE`` or ``~/.cache/workbench``."""
+    return cache_dir().with_name("rapidocr-env")
 
 
 def _base_python() -> tuple[str, str]:

@@ -545,8 +545,8 @@ class Deployment:
         ``workbench rollback`` sends all traffic to stable, or the new table is installed
         and only its wait failed). Then ``after``'s rollout, with the instances it would
         have stopped still recorded (they run, without traffic), and the failure."""
-        settled, _ = settled(before, after)
-        table = routing_table(settled)
+        intended, _ = settled(before, after)
+        table = routing_table(intended)
         router = self.context.router(after)
         try:
             routed = isinstance(router, NginxRouter) and (
@@ -557,7 +557,7 @@ class Deployment:
             routed = False
         if not routed:
             return before.record(action, "failed", str(exc))
-        stopped = " ".join(f"{r.color} {r.version}" for r in after.records() if r not in settled.records())
+        stopped = " ".join(f"{r.color} {r.version}" for r in after.records() if r not in intended.records())
         message = (f"{exc}; the router routes as the {action} says all the same"
                    + (f" ({stopped} still runs, without traffic)" if stopped else ""))
         return after.record(action, "failed", message)

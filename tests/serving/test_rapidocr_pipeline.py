@@ -64,13 +64,14 @@ def repo_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def hub_lines(repo_root: Path, pages: tuple[list[bytes], list[Path]]) -> Iterator[list[list[Line]]]:
     from workbench import ModelRepository
     from workbench.runtime.hub import VersionHub
-    from workbench.serving.pipelines import build_chain, read_lines
+    from workbench.serving.pipelines import build_chain, decode_images
 
     hub = VersionHub(ModelRepository(repo_root), "ocr", device="cpu", isolation="thread", cpu_threads=1)
     try:
         loaded = hub.load("4.0.0")
         chain = build_chain(loaded)  # type: ignore[arg-type]
-        found = [read_lines(chain, loaded, [image])[0] for image in pages[0]]  # type: ignore[arg-type]
+        det, rec, cls = (loaded.stage_predict(role) for role in ("det", "rec", "cls"))  # type: ignore[attr-defined]
+        found = [chain.run(decode_images([image]), det, rec, cls)[0] for image in pages[0]]
         yield [[(line.text, np.asarray(line.box, np.float32), line.score) for line in lines]
                for lines in found]
     finally:

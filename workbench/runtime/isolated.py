@@ -124,6 +124,7 @@ class ProcessLoadedVersion(LoadedVersion):
     def open(self, *, warmup: bool = True) -> ProcessLoadedVersion:
         """Start the workers in parallel, warm each one; then the version is READY."""
         started = time.perf_counter()
+        self.weights_bytes  # read now: the version's files may go once it is loaded
         with ThreadPoolExecutor(self.workers) as pool:
             futures = [pool.submit(self._new_worker) for _ in range(self.workers)]
         lanes: list[_WorkerLane] = []
@@ -378,7 +379,7 @@ class ProcessLoadedVersion(LoadedVersion):
         if self._device.is_gpu:
             used = [gpu_memory_used(self._device.index, pid) for pid in pids]
             gpu = None if any(u is None for u in used) else sum(u or 0 for u in used)
-        return MemoryUsage(rss, gpu, scope="worker")
+        return MemoryUsage(rss, gpu, scope="worker", weights_bytes=self.weights_bytes)
 
     def stats(self) -> dict[str, Any]:
         return {**super().stats(), "worker_restarts": self.restarts}

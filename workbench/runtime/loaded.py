@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from workbench.errors import HubError, InputError, ModelLoadError
+from workbench.errors import HubError, InputError, ModelLoadError, RepositoryError
 from workbench.model import formats
 from workbench.runtime.latency import percentiles
 from workbench.runtime.memory import MemoryUsage, gpu_memory_used, process_rss
@@ -172,7 +172,10 @@ class LoadedVersion:
         gpu = None if gpu_after is None or gpu_before is None else max(0, gpu_after - gpu_before)
         # In-process, a version's memory cannot be told apart from the process's: this is
         # the growth during its load, and the first version also pays Paddle's start-up.
-        self._memory = MemoryUsage(max(0, process_rss() - rss_before), gpu, scope="load growth")
+        self._memory = MemoryUsage(
+            max(0, process_rss() - rss_before), gpu, scope="load growth",
+            weights_bytes=self.weights_bytes,
+        )
         self.load_seconds = time.perf_counter() - started
         self.loaded_at = time.time()
         self.state = LoadState.READY
@@ -181,6 +184,11 @@ class LoadedVersion:
             self.model, self.version, self.device, self.load_seconds, self._memory,
         )
         return self
+
+    @functools.cached_property
+    def weights_bytes(self) -> int:
+        """The size of the version's parameter file: the floor of what it holds loaded."""
+        return _params_size(self.path)
 
     def _open_paddle(self) -> Predictor:
         from workbench.runtime.paddle import PaddlePredictor
@@ -431,3 +439,12 @@ class LoadedVersion:
         """Served and failed counts, and latency percentiles (seconds) of recent batches."""
         return {"served": self._served, "failed": self._failed, "inflight": self._inflight,
                 **percentiles(self._latencies)}
+
+
+def _params_size(path: Path) -> int:
+    """The size of the parameter file of the export in ``path`` (0 where it has none)."""
+    try:
+        params = formats.detect(path).params
+        return params.stat().st_size if params is not None else 0
+    except (OSError, RepositoryError):
+        return 0

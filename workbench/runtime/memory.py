@@ -17,15 +17,21 @@ class MemoryUsage:
     ``worker``: the resident memory of the version's own worker processes (process
     isolation). ``load growth``: how much the shared process grew while the version
     loaded and warmed (thread isolation); the first version loaded also carries
-    Paddle's one-time start-up, so it is not what the version alone holds.
+    Paddle's one-time start-up, so it is not what the version alone holds, and a
+    process that freed memory earlier reuses it, so a reload can grow it by nothing.
+    ``weights_bytes``: the size of the version's parameter files, the floor of what
+    it holds on its device whatever the process did before (0 where unknown).
     """
 
     rss_bytes: int
     gpu_bytes: int | None = None
     scope: str = "load growth"
+    weights_bytes: int = 0
 
     def __str__(self) -> str:
         text = f"{self.rss_bytes / 2**20:.1f} MiB RSS"
+        if self.weights_bytes:
+            text = f"weights {self.weights_bytes / 2**20:.1f} MiB, {text}"
         if self.gpu_bytes is not None:
             text += f", {self.gpu_bytes / 2**20:.1f} MiB GPU"
         return f"{text} ({self.scope})"

@@ -176,7 +176,10 @@ class LoadedPipeline(LoadedVersion):
         usages = [lv.memory for lv in self.stages.values()]
         gpus = [u.gpu_bytes for u in usages if u.gpu_bytes is not None]
         scope = usages[0].scope if usages else "load growth"
-        return MemoryUsage(sum(u.rss_bytes for u in usages), sum(gpus) if gpus else None, scope=scope)
+        return MemoryUsage(
+            sum(u.rss_bytes for u in usages), sum(gpus) if gpus else None, scope=scope,
+            weights_bytes=sum(u.weights_bytes for u in usages),
+        )
 
     def validate(self, inputs: TensorsIn, *, allow_nonfinite: bool = False) -> Tensors:
         raise InputError(

@@ -540,7 +540,10 @@ def describe(loaded: LoadedVersion, active: LoadedVersion | None = None) -> dict
         "device": loaded.device,
         "inflight": loaded.inflight,
         "load_seconds": round(loaded.load_seconds, 3),
-        "memory": {"rss_bytes": memory.rss_bytes, "gpu_bytes": memory.gpu_bytes, "scope": memory.scope},
+        "memory": {
+            "rss_bytes": memory.rss_bytes, "gpu_bytes": memory.gpu_bytes, "scope": memory.scope,
+            "weights_bytes": memory.weights_bytes,
+        },
         **_isolation(loaded),
         "inputs": [spec_json(spec) for spec in loaded.inputs],
         "outputs": [spec_json(spec) for spec in loaded.outputs],

@@ -124,7 +124,8 @@ class ProcessLoadedVersion(LoadedVersion):
     def open(self, *, warmup: bool = True) -> ProcessLoadedVersion:
         """Start the workers in parallel, warm each one; then the version is READY."""
         started = time.perf_counter()
-        self.weights_bytes  # read now: the version's files may go once it is loaded
+        # read now: the version's files may go once it is loaded
+        log.debug("%s: weights %d bytes", self.label, self.weights_bytes)
         with ThreadPoolExecutor(self.workers) as pool:
             futures = [pool.submit(self._new_worker) for _ in range(self.workers)]
         lanes: list[_WorkerLane] = []

@@ -7,7 +7,7 @@ Not imported by the workbench or its tests: :mod:`tests.codecs._rapidocr` runs i
 
 and reads one JSON answer from stdout::
 
-    {"rapidocr": "1.4.5", "paddle": "3.3.1", "load_seconds": 1.2,
+    {"rapidocr": "1.4.5", "paddle": "3.3.1", "load_seconds": 1.2, "peak_rss": 1048576000,
      "images": [{"lines": [{"box": [[x, y] x4], "text": "...", "score": 0.99}, ...],
                  "seconds": [0.41, ...]}, ...]}
 
@@ -16,11 +16,13 @@ and rec and the v2 classifier its wheel ships), only ``cpu_math_library_num_thre
 Each image's encoded bytes are read once and handed to the pipeline, which decodes them
 itself (as the workbench's chain does). With ``warmup`` every image runs once first,
 uncounted; then ``rounds`` passes, each timed per image; the lines are the last pass's.
+``peak_rss`` is the runner's peak resident memory in bytes (``getrusage``).
 Whatever Paddle prints goes to stderr; stdout carries the answer alone.
 """
 
 import json
 import os
+import resource
 import sys
 import time
 
@@ -57,6 +59,7 @@ def main() -> None:
         "rapidocr": getattr(rapidocr_paddle, "__version__", None) or _version("rapidocr-paddle"),
         "paddle": paddle.__version__,
         "load_seconds": load_seconds,
+        "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,  # KiB on Linux
         "images": [
             {"lines": [{"box": [[float(x), float(y)] for x, y in box], "text": text, "score": float(score)}
                        for box, text, score in lines],

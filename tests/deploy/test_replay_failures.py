@@ -4,6 +4,7 @@ On a busy host a replayed batch can meet a full queue (503), a timeout or a rese
 connection on either colour. The agreement rule must judge only the rows both colours
 answered, say how many failed and why, and be inconclusive, never failing, when too few
 rows are left: a candidate that fails requests is the error-rate rule's business.
+Deploy verification's agreement check asks again when a colour was busy.
 """
 
 from __future__ import annotations
@@ -162,3 +163,34 @@ def test_a_scored_replay_scores_only_the_rows_both_answered(
     assert (check.rows, check.failed) == (960, 64)
     assert check.score is not None and check.score.value == 1.0
     assert "64 of 1024 replayed rows failed: candidate timeout (64)" in result.message
+
+
+class Answering(Instance):
+    """An instance as deploy verification's client sees it: answers name their version."""
+
+    def infer(self, model: str, inputs: Mapping[str, Array]) -> Any:
+        answer = super().infer(model, inputs)
+        answer.version = "1.x"
+        return answer
+
+
+def test_verification_asks_again_when_a_colour_was_busy_and_fails_on_a_server_error() -> None:
+    from workbench.deploy.rollout.agreement import check_agreement
+    from workbench.deploy.verification import agreement_verdict
+
+    batches = [("sample", {"x": reservoir(64)["x"][:32]}), ("extra", reservoir(128))]
+    busy = check_agreement(Answering(), Answering(fail={2: BUSY}), "digits", batches,  # type: ignore[arg-type]
+                           min_top1=0.85)
+    assert not busy.errors and busy.inconclusive and not busy.passed
+    assert busy.verdict.startswith("inconclusive: 1 of 2 sample batches not answered (extra: ")
+    pending = agreement_verdict(busy)
+    assert pending.ok is None and pending.message.startswith("agreement not checked yet: 1 of 2")
+    # the next look finds both colours answering: judged
+    done = check_agreement(Answering(), Answering(), "digits", batches, min_top1=0.85)  # type: ignore[arg-type]
+    assert done.passed and agreement_verdict(done).ok is True
+    # a server error (500) is the candidate's own: the check fails
+    broken = ServingError("POST http://candidate/v2/models/digits/infer answered 500: boom",
+                          status=500)
+    failed = check_agreement(Answering(), Answering(fail={1: broken}), "digits", batches,  # type: ignore[arg-type]
+                             min_top1=0.85)
+    assert failed.verdict == "failed" and agreement_verdict(failed).ok is False

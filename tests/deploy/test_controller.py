@@ -497,3 +497,25 @@ def test_the_interval_ends_at_the_first_look_after_the_output_check_is_in() -> N
     status = look(controller, 1.0)
     assert (status.stage, status.weight) == (Stage.STEP, 25)
     assert [r.verdict for r in status.last] == ["pass", "skip"]  # the agreement was judged
+
+
+def test_a_look_reads_both_colours_at_once() -> None:
+    """Each window is a round trip to busy instances: the candidate's is not read after
+    stable's answered (a broken candidate's look waits on one round trip, not two)."""
+
+    class Meeting(FakeSource):
+        def __init__(self) -> None:
+            super().__init__()
+            self.both = threading.Barrier(2, timeout=5.0)
+
+        def window(self, color: str, seconds: float) -> ColorWindow:
+            self.both.wait()  # broken (BrokenBarrierError) unless the other read is under way
+            return super().window(color, seconds)
+
+    source, target = Meeting(), FakeTarget()
+    controller = CanaryController("web", target, SPEC, source, stable="blue",  # type: ignore[arg-type]
+                                  candidate="green", clock=Clock())
+    controller.begin()
+    status = look(controller)
+    assert not any("cannot read" in r.message for r in status.last), status.last
+    assert status.step is not None and status.weight == 25

@@ -458,9 +458,7 @@ class CanaryController:
         due = now - (status.checked or status.since) >= spec.interval - 1e-6
         span = max(now - (status.since or now), spec.look, 1e-3)  # the step so far
         failures: dict[str, str] = {}
-        window = self._read("metrics", failures, lambda: self.source.window(self.candidate, span))
-        stable_window = self._read("stable metrics", failures,
-                                   lambda: self.source.window(self.stable, span))
+        window, stable_window = self._windows(span, failures)
         check, waiting = None, False
         if due and self.output is not None:
             done, check, error = self._replay.poll(status.since, wait=spec.look)
@@ -560,6 +558,23 @@ class CanaryController:
             self.hooks.close()
 
     # -- internals -----------------------------------------------------------------------
+
+    def _windows(self, span: float, failures: dict[str, str]) -> tuple[Any, Any]:
+        """The candidate's and stable's windows, read at once: each is a round trip to
+        busy instances (or a Prometheus), and a broken candidate is judged on the first."""
+        stable: dict[str, Any] = {}
+        stable_failures: dict[str, str] = {}
+
+        def read_stable() -> None:
+            stable["window"] = self._read("stable metrics", stable_failures,
+                                          lambda: self.source.window(self.stable, span))
+
+        thread = threading.Thread(target=read_stable, daemon=True, name="canary-stable-read")
+        thread.start()
+        window = self._read("metrics", failures, lambda: self.source.window(self.candidate, span))
+        thread.join()
+        failures.update(stable_failures)
+        return window, stable.get("window")
 
     def _read(self, source: str, failures: dict[str, str], read: Callable[[], Any]) -> Any:
         """``read()``, or None with the reason in ``failures`` when it raised."""

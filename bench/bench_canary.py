@@ -28,7 +28,9 @@ the last request). The client threads run in a process of their own, the control
 this one.
 
 Then ``--good`` good canaries (1.1.0 and 1.0.0 in turn, no fault) run to their end at the
-shortest interval: none may be rolled back (the false rollbacks of a real canary).
+shortest interval: none may be rolled back (the false rollbacks of a real canary). One
+that pauses (its rules inconclusive too long) is stopped and counted apart, as is a run
+that fails outright, so neither hangs the bench nor reads as a rollback.
 """
 
 from __future__ import annotations
@@ -260,18 +262,38 @@ def one_run(web, version: str, faults: str, spec: AnalysisSpec, load: PacedLoad)
     }
 
 
-def good_run(web, version: str, spec: AnalysisSpec, load: PacedLoad) -> dict[str, object]:  # type: ignore[no-untyped-def]
+def good_run(web, spec: AnalysisSpec, load: PacedLoad) -> dict[str, object]:  # type: ignore[no-untyped-def]
     """A good candidate (no fault; verified as ``update`` does by default, which warms it
-    up) through the whole canary."""
+    up) through the whole canary: the version stable does not serve. A canary that pauses
+    (rules inconclusive for ``max_inconclusive`` intervals, e.g. every replay failing at
+    this load) is stopped, rolled back by hand and counted as paused, not rolled back; a
+    run that fails outright (verification not done in time) is counted as failed."""
     os.environ[FAULTS_ENV] = ""
-    web.update(version, timeout=300)
+    version = FAULTY if web.state.stable_version == "1.0.0" else "1.0.0"
     began = time.monotonic()
-    status = canary.run(web, spec)
+    stop = threading.Event()
+
+    def listen(status: CanaryStatus, action: Action) -> None:
+        if action.kind == "pause":
+            stop.set()
+
+    try:
+        web.update(version, timeout=300)
+        status = canary.run(web, spec, stop=stop, on_tick=listen)
+        message, back = status.message, status.stage is Phase.ROLLED_BACK
+    except WorkbenchError as exc:
+        message, back = f"the run failed: {exc}", False
+    paused = stop.is_set()
+    if paused or message.startswith("the run failed"):
+        with contextlib.suppress(WorkbenchError):
+            web.rollback("the bench stopped this good canary")
     clients = load.between(began, time.monotonic())
-    console.log(f"good {version}: {status.stage.value}: {status.message[:150]}")
-    return {"rolled_back": status.stage is Phase.ROLLED_BACK, "seconds": time.monotonic() - began,
+    console.log(f"good {version}: {'paused: ' if paused else ''}{message[:150]}")
+    return {"rolled_back": back, "paused": paused,
+            "failed_run": message.startswith("the run failed"),
+            "seconds": time.monotonic() - began,
             "clients": len(clients), "failed": sum(not s.ok for s in clients),
-            "message": status.message}
+            "message": message}
 
 
 def main() -> None:
@@ -331,7 +353,7 @@ def main() -> None:
                                      scrape=args.scrape)
             for run in range(args.good):  # promoted, each is stable for the next
                 with console.status(f"good canary {run + 1}/{args.good}…"):
-                    good.append(good_run(web, ("1.0.0", FAULTY)[(run + 1) % 2], good_spec, load))
+                    good.append(good_run(web, good_spec, load))
             sent = len(load.samples) / (time.monotonic() - load.began)
     finally:
         for name in manager.names():
@@ -371,12 +393,15 @@ def main() -> None:
                       f"{failed} of {clients}")
     if good:
         back = sum(bool(r["rolled_back"]) for r in good)
+        paused = sum(bool(r["paused"]) for r in good)
+        broken = sum(bool(r["failed_run"]) for r in good)
         failed = sum(int(r["failed"]) for r in good)  # type: ignore[call-overload]
         clients = sum(int(r["clients"]) for r in good)  # type: ignore[call-overload]
         table.add_row(f"good (no fault), {len(good)} canaries", f"{min(intervals):g}",
-                      f"{back} rolled back", "-", "-", "-", f"{failed} of {clients}")
-        figures["good"] = {"canaries": len(good), "rolled_back": back, "failed": failed,
-                           "clients": clients,
+                      f"{back} rolled back, {paused} paused, {broken} failed runs",
+                      "-", "-", "-", f"{failed} of {clients}")
+        figures["good"] = {"canaries": len(good), "rolled_back": back, "paused": paused,
+                           "failed_runs": broken, "failed": failed, "clients": clients,
                            "seconds_median": statistics.median(float(r["seconds"])  # type: ignore[arg-type]
                                                                for r in good)}
     for name, why in refused.items():

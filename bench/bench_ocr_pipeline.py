@@ -255,7 +255,8 @@ def run(pages_count: int, rounds: int, versions: tuple[str, ...] = VERSIONS) -> 
 
                     done = alternated(pages, {"local": read, "served": served}, rounds, counting)
                     after = server_seconds(server.url)
-                    del read  # its predictors' memory, before the next version's
+                    spent = dict(timed.spent)
+                    del read, timed, counting  # its predictors' memory, before the next version's
                     gc.collect()
                 local_ips, local_seconds, local = done["local"]
                 served_ips, served_seconds, answers = done["served"]
@@ -272,7 +273,7 @@ def run(pages_count: int, rounds: int, versions: tuple[str, ...] = VERSIONS) -> 
                     "local_cer": corpus_cer(truths, [[line.text for line in lines] for lines in local]),
                     "same": same, "pages": len(pages),
                     "local_rss": local_rss.peak, "served_rss": served_rss.peak,
-                    "split": split(repo, version, timed, sum(local_seconds), sum(served_seconds),
+                    "split": split(repo, version, spent, sum(local_seconds), sum(served_seconds),
                                    before, after, len(local_seconds)),
                 }
                 if version == RAPIDOCR_VERSION:  # right after the same pages in-process and served
@@ -298,10 +299,11 @@ def run(pages_count: int, rounds: int, versions: tuple[str, ...] = VERSIONS) -> 
     return rows
 
 
-def split(repo: Any, version: str, timed: Timed, local_total: float, served_total: float,
+def split(repo: Any, version: str, local_spent: dict[str, float], local_total: float, served_total: float,
           before: dict[tuple[str, str], dict[str, float]], after: dict[tuple[str, str], dict[str, float]],
           images: int) -> dict[str, tuple[float, float | None]]:
-    """Milliseconds per image by part, (in-process, served), over the counted passes."""
+    """Milliseconds per image by part, (in-process, served), over the counted passes;
+    ``local_spent``: the in-process stages' model seconds by role."""
     def spent(key: tuple[str, str], stat: str) -> float:
         return after.get(key, {}).get(stat, 0.0) - before.get(key, {}).get(stat, 0.0)
 
@@ -313,10 +315,10 @@ def split(repo: Any, version: str, timed: Timed, local_total: float, served_tota
     request = spent(pipeline, "success")
     chain = spent(pipeline, "compute_infer")
     parts: dict[str, tuple[float, float | None]] = {
-        f"{role} model calls": (timed.spent[role], stages[role]) for role in roles
+        f"{role} model calls": (local_spent[role], stages[role]) for role in roles
     }
     parts["chain CPU steps (decode, codecs, crops)"] = (
-        local_total - sum(timed.spent[role] for role in roles), chain - sum(stages.values()))
+        local_total - sum(local_spent[role] for role in roles), chain - sum(stages.values()))
     parts["request decode + answer encode + queue"] = (0.0, request - chain)
     parts["HTTP round trip (client - server)"] = (0.0, served_total - request)
     parts["total"] = (local_total, served_total)

@@ -32,7 +32,7 @@ Memory: the peak RSS of each side while it runs a version, sampled every 0.1 s: 
 process alone for in-process (its predictors, with what publishing left behind), the
 server summed over its process and its stage workers (both pipeline versions stay loaded
 there, so its peak is the whole instance's; shared library pages count once per process),
-and RapidOCR's runner (``getrusage``). The served
+and RapidOCR's runner (its ``VmHWM``). The served
 time per image is split with the server's statistics (``/v2/models/stats``, counted
 passes only): the HTTP round trip outside the server, request decoding and answer
 encoding, the chain's own CPU steps (codecs, crops) and the stage calls (worker IPC
@@ -366,7 +366,7 @@ def report(rows: list[dict[str, Any]], pages: int, rounds: int) -> None:
         print(f"| ocr:{r['version']} | {r['local_rss'] / MiB:.0f} MiB | {r['served_rss'] / MiB:.0f} MiB | "
               f"{rapid_rss} |")
     print(f"\nserver + workers while loading every pipeline: {rows[0]['server_load_rss'] / MiB:.0f} MiB; "
-          f"this process's peak over the run: "
+          f"this process's peak over the run (publishing included): "
           f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
     for r in rows:
         print(f"\nocr:{r['version']}, ms per image (counted passes)\n")

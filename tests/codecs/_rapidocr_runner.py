@@ -16,13 +16,13 @@ and rec and the v2 classifier its wheel ships), only ``cpu_math_library_num_thre
 Each image's encoded bytes are read once and handed to the pipeline, which decodes them
 itself (as the workbench's chain does). With ``warmup`` every image runs once first,
 uncounted; then ``rounds`` passes, each timed per image; the lines are the last pass's.
-``peak_rss`` is the runner's peak resident memory in bytes (``getrusage``).
+``peak_rss`` is the runner's peak resident memory in bytes (``VmHWM``: getrusage's
+``ru_maxrss`` would report the parent's RSS at the fork when that was larger).
 Whatever Paddle prints goes to stderr; stdout carries the answer alone.
 """
 
 import json
 import os
-import resource
 import sys
 import time
 
@@ -59,7 +59,7 @@ def main() -> None:
         "rapidocr": getattr(rapidocr_paddle, "__version__", None) or _version("rapidocr-paddle"),
         "paddle": paddle.__version__,
         "load_seconds": load_seconds,
-        "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,  # KiB on Linux
+        "peak_rss": _peak_rss(),
         "images": [
             {"lines": [{"box": [[float(x), float(y)] for x, y in box], "text": text, "score": float(score)}
                        for box, text, score in lines],
@@ -68,6 +68,18 @@ def main() -> None:
         ],
     }, answer)
     answer.close()
+
+
+def _peak_rss():
+    """This process's peak resident memory since it started its program, bytes (Linux)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
 
 
 def _version(name: str) -> str:

@@ -36,9 +36,16 @@ from workbench.deploy.rollout.controller import (
 from workbench.deploy.rollout.controller_process import controller_lock, controller_running
 from workbench.deploy.rollout.hooks import Hooks
 from workbench.deploy.rollout.phases import Phase
+from workbench.deploy.rollout.segments import uncounted
 from workbench.deploy.tables import routing_table
 from workbench.deploy.verification import is_pipeline
-from workbench.errors import CanaryConflictError, DeployError, RolloutError, WorkbenchError
+from workbench.errors import (
+    CanaryConflictError,
+    DeployError,
+    DeployValueError,
+    RolloutError,
+    WorkbenchError,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -52,6 +59,8 @@ __all__ = [
     "DeploymentTarget",
     "Steered",
     "active",
+    "check_files",
+    "check_segments",
     "command",
     "controller",
     "remember",
@@ -332,6 +341,27 @@ def check_files(deployment: Deployment, spec: AnalysisSpec, version: str) -> Ana
         raise DeployError(f"the labelled set {labelled} lacks the inputs {missing} of "
                           f"{state.model} {resolved} (it has {sorted(inputs)})")
     return replace(spec, labelled=str(labelled))
+
+
+def check_segments(state: DeploymentState, spec: AnalysisSpec) -> None:
+    """Refuse, in one sentence before anything starts, a canary whose rules compare each
+    segment with stable's (``relative_latency``, ``error_rate.max_ratio`` with
+    ``segment_by``) while stable's instances do not count requests per segment."""
+    rollout = state.rollout
+    color = rollout.candidate if rollout.phase is Phase.PROMOTED else rollout.stable
+    records = state.records(color)
+    missing = [found for r in records for found in uncounted(spec.rules, r.args)]
+    if not records or not missing:
+        return
+    rule, key = missing[0]
+    version = records[0].version
+    section = {"latency_vs_stable": "relative_latency"}.get(rule.name, rule.name)
+    raise DeployValueError(
+        f"{rule.name} compares each {key} segment with the same segment of stable, but "
+        f"stable ({color}, {state.model} {version}) does not count requests per segment: "
+        f"start stable with it first (workbench deploy update {state.name} --version {version} "
+        f"--segment-by {key} --auto-promote), or set segment_by = false in the analysis' {section} "
+        "table")
 
 
 def run(

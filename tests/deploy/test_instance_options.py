@@ -46,11 +46,22 @@ def counts(args: list[str]) -> bool:
 
 
 def kill(web: Deployment, color: Color) -> None:
-    """SIGKILL ``color``'s instance, as a reboot would, and wait until it is gone."""
+    """SIGKILL ``color``'s instance and its children (its own session), as a reboot would,
+    and wait until they are gone."""
     pid = int(web.state.instances[color].ref)
-    os.kill(pid, signal.SIGKILL)
-    wait_until(lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie",
-               10, 0.05, what=f"pid {pid} gone")
+    procs = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
+    os.killpg(os.getpgid(pid), signal.SIGKILL)
+
+    def running(proc: psutil.Process) -> bool:
+        try:
+            return proc.status() != psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return False
+
+    def gone() -> bool:
+        return not any(running(p) for p in procs)
+
+    wait_until(gone, 10, 0.05, what=f"pid {pid} and its children gone")
 
 
 def test_restore_starts_the_candidate_with_its_segments_and_faults_and_stable_without(
@@ -162,3 +173,39 @@ def test_create_segment_by_starts_stable_counting_per_segment(
     assert "segment_by: a segment is header:NAME or param:NAME, not 'cookie:x'" in said, said
     said = refused(env, "create", "other", "--model", "stub", "--max-segments", "8")
     assert "--max-segments bounds --segment-by: give --segment-by too" in said, said
+
+
+@pytest.mark.slow
+def test_a_restored_workbench_serve_candidate_counts_segments_and_fails_as_before(
+    nginx: None, demo_repo: Path, home: Path,
+) -> None:
+    """The same with real ``workbench serve`` instances of the demo model: after a crash,
+    the restored candidate counts tenant b's requests apart and still fails them all;
+    stable answers every one."""
+    import httpx
+    import numpy as np
+
+    from tests.serving.conftest import json_infer_body
+    from workbench.deploy.manager import DeploymentManager
+
+    web = DeploymentManager(home, repo=demo_repo).create("web", "digits", "1.0.0", timeout=120)
+    try:
+        web.update("1.1.0", faults=FaultConfig(1.0, 0.0), serve_args=COUNTING,
+                   checks=("ready",), timeout=120)
+        kill(web, "green")
+        web.restore(timeout=120)
+        urls = {color: group.url for color, group in web.state.instances.items()}
+        body = json_infer_body(np.random.default_rng(0).random((1, 64), dtype=np.float32))
+        status = {}
+        with httpx.Client(timeout=30, trust_env=False) as client:
+            for color, url in urls.items():
+                status[color] = {client.post(f"{url}/v2/models/digits/infer", json=body,
+                                             headers={"x-tenant": "b"}).status_code
+                                 for _ in range(3)}
+            metrics = client.get(f"{urls['green']}/metrics").text
+    finally:
+        web.delete()
+    assert status == {"blue": {200}, "green": {500}}
+    counted = [line for line in metrics.splitlines()
+               if line.startswith("workbench_segment_requests_total{") and 'segment="b"' in line]
+    assert counted and 'segment_by="header:x-tenant"' in counted[0], metrics[-2000:]

@@ -303,27 +303,15 @@ def update(
     and per --segment-by.
     """
     from workbench.cli._deploy_view import agreement_view, phase
-    from workbench.errors import DeployValueError, RolloutError
+    from workbench.deploy.canary import check_files, update_spec
+    from workbench.errors import RolloutError
 
     faults = instance.faults(fault_error_rate, fault_latency_ms, fault_segment)
     counting = instance.segment_args(segment_by, max_segments)
-    spec = None
-    if strategy == "canary":
-        from workbench.cli import canary as canary_cli
-
-        spec = canary_cli.analysis_spec(
-            analysis=analysis, steps=steps, interval=interval, mirror=mirror,
-            synthetic=synthetic, labelled=labelled,
-        )
-    elif strategy != "blue-green":
-        raise DeployValueError(f"--strategy is blue-green or canary, not {strategy!r}")
-    elif labelled is not None:
-        raise DeployValueError("--labelled is judged by a canary's accuracy rule: add --strategy canary")
+    spec = update_spec(strategy, analysis=analysis, steps=steps, interval=interval, mirror=mirror,
+                       synthetic=synthetic, labelled=labelled)
     deployment = _manager().get(name)
-    if spec is not None:  # every file the analysis names, read before anything starts
-        from workbench.deploy.canary import check_files, check_segments
-
-        check_segments(deployment.state, spec)  # stable counts the segments it is compared on
+    if spec is not None:  # stable's segments and every file the analysis names, checked first
         spec = check_files(deployment, spec, version)
     last = {"message": ""}
 
@@ -377,6 +365,8 @@ def update(
     if error is not None:
         raise error
     if spec is not None:
+        from workbench.cli import canary as canary_cli
+
         canary_cli.start(deployment, spec, detach=detach, prometheus=prometheus, json=json)
 
 

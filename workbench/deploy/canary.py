@@ -50,6 +50,7 @@ from workbench.errors import (
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from workbench._types import StrPath
     from workbench.deploy.deployment import Deployment
     from workbench.deploy.rollout.signals import MetricsSource, OutputCheck
     from workbench.deploy.routing import RoutingTable
@@ -67,6 +68,7 @@ __all__ = [
     "run",
     "running_pid",
     "steer",
+    "update_spec",
 ]
 
 log = logging.getLogger(__name__)
@@ -311,11 +313,40 @@ def controller(
                                         timeout=spec.hook_timeout))
 
 
+def update_spec(
+    strategy: str,
+    *,
+    analysis: StrPath | None = None,
+    steps: str | None = None,
+    interval: str | None = None,
+    mirror: int | None = None,
+    synthetic: float | None = None,
+    labelled: StrPath | None = None,
+) -> AnalysisSpec | None:
+    """The canary spec of ``deploy update``'s options, for every face: ``analysis`` (a
+    .toml or .yaml file) or the defaults, with the flags given on top; None for
+    blue-green. DeployValueError, one sentence, on an unknown strategy or on ``labelled``
+    without a canary (only a canary's accuracy rule judges it). The files the spec names
+    are read later, against the candidate, by :func:`check_files`."""
+    if strategy == "canary":
+        spec = AnalysisSpec.load(Path(analysis)) if analysis is not None else AnalysisSpec()
+        return spec.with_flags(steps=steps, interval=interval, mirror=mirror, synthetic=synthetic,
+                               labelled=None if labelled is None else str(labelled))
+    if strategy != "blue-green":
+        raise DeployValueError(f"--strategy is blue-green or canary, not {strategy!r}")
+    if labelled is not None:
+        raise DeployValueError("--labelled is judged by a canary's accuracy rule: add --strategy canary")
+    return None
+
+
 def check_files(deployment: Deployment, spec: AnalysisSpec, version: str) -> AnalysisSpec:
     """Read and validate every file ``spec`` names against ``version``'s inputs before any
     traffic moves; ``spec`` back with their paths made absolute (a detached controller or
     a later restore may run elsewhere). Raises DeployError, one sentence, on the first bad one.
+    Stable's instances are checked first (:func:`check_segments`): every face calls this
+    before a canary starts.
     """
+    check_segments(deployment.state, spec)
     if not spec.labelled:
         return spec
     from workbench.deploy.rollout.pages import load_images  # numpy

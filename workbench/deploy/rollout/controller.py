@@ -426,6 +426,7 @@ class CanaryController:
         self.clock = clock
         self.listeners: list[Callable[[CanaryStatus, Action], None]] = []
         self._replay = BackgroundRead(output or (lambda: None))
+        self._moved: float | None = None  # time.monotonic() when traffic last moved
 
     def __repr__(self) -> str:
         return f"<CanaryController {self.name} {self.candidate}>"
@@ -458,9 +459,7 @@ class CanaryController:
         due = now - (status.checked or status.since) >= spec.interval - 1e-6
         span = max(now - (status.since or now), spec.look, 1e-3)  # the step so far
         failures: dict[str, str] = {}
-        window = self._read("metrics", failures, lambda: self.source.window(self.candidate, span))
-        stable_window = self._read("stable metrics", failures,
-                                   lambda: self.source.window(self.stable, span))
+        window, stable_window = self._windows(span, failures)
         check, waiting = None, False
         if due and self.output is not None:
             done, check, error = self._replay.poll(status.since, wait=spec.look)
@@ -540,11 +539,16 @@ class CanaryController:
 
     def run(self, stop: threading.Event | None = None, *, first_delay: float | None = None) -> CanaryStatus:
         """Look every ``spec.look`` seconds until the canary is done or ``stop`` is set;
-        then give the queued hook deliveries a last deadline to go out."""
+        then give the queued hook deliveries a last deadline to go out. The first look
+        comes ``first_delay`` seconds from now (default: a look after the traffic last
+        moved, e.g. by :meth:`begin`, however long saving it took)."""
         stop = stop or threading.Event()
         look = self.spec.look
+        if first_delay is None:  # a look after traffic moved, not after the move was saved
+            since = time.monotonic() - self._moved if self._moved is not None else 0.0
+            first_delay = max(0.0, look - since)
         try:
-            stop.wait(look if first_delay is None else first_delay)
+            stop.wait(first_delay)
             while not stop.is_set():
                 began = time.monotonic()
                 status = self.tick()
@@ -560,6 +564,23 @@ class CanaryController:
             self.hooks.close()
 
     # -- internals -----------------------------------------------------------------------
+
+    def _windows(self, span: float, failures: dict[str, str]) -> tuple[Any, Any]:
+        """The candidate's and stable's windows, read at once: each is a round trip to
+        busy instances (or a Prometheus), and a broken candidate is judged on the first."""
+        stable: dict[str, Any] = {}
+        stable_failures: dict[str, str] = {}
+
+        def read_stable() -> None:
+            stable["window"] = self._read("stable metrics", stable_failures,
+                                          lambda: self.source.window(self.stable, span))
+
+        thread = threading.Thread(target=read_stable, daemon=True, name="canary-stable-read")
+        thread.start()
+        window = self._read("metrics", failures, lambda: self.source.window(self.candidate, span))
+        thread.join()
+        failures.update(stable_failures)
+        return window, stable.get("window")
 
     def _read(self, source: str, failures: dict[str, str], read: Callable[[], Any]) -> Any:
         """``read()``, or None with the reason in ``failures`` when it raised."""
@@ -609,6 +630,8 @@ class CanaryController:
                 self.target.promote(action.reason)
             elif action.kind in ("rollback", "abort"):
                 self.target.rollback(action.reason)
+            if action.kind in ("mirror", "advance"):
+                self._moved = time.monotonic()
             self.target.save(status, action)
         if action.kind in NOTIFY:
             self.hooks.send(event(self.name, status, action))

@@ -36,13 +36,22 @@ from workbench.deploy.rollout.controller import (
 from workbench.deploy.rollout.controller_process import controller_lock, controller_running
 from workbench.deploy.rollout.hooks import Hooks
 from workbench.deploy.rollout.phases import Phase
+from workbench.deploy.rollout.segments import serve_args as segment_serve_args
+from workbench.deploy.rollout.segments import uncounted
 from workbench.deploy.tables import routing_table
 from workbench.deploy.verification import is_pipeline
-from workbench.errors import CanaryConflictError, DeployError, RolloutError, WorkbenchError
+from workbench.errors import (
+    CanaryConflictError,
+    DeployError,
+    DeployValueError,
+    RolloutError,
+    WorkbenchError,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from workbench._types import StrPath
     from workbench.deploy.deployment import Deployment
     from workbench.deploy.rollout.signals import MetricsSource, OutputCheck
     from workbench.deploy.routing import RoutingTable
@@ -52,12 +61,15 @@ __all__ = [
     "DeploymentTarget",
     "Steered",
     "active",
+    "check_files",
+    "check_segments",
     "command",
     "controller",
     "remember",
     "run",
     "running_pid",
     "steer",
+    "update_spec",
 ]
 
 log = logging.getLogger(__name__)
@@ -302,11 +314,46 @@ def controller(
                                         timeout=spec.hook_timeout))
 
 
+def serve_args(spec: AnalysisSpec | None) -> tuple[str, ...]:
+    """The ``workbench serve`` options a candidate needs for ``spec`` (per-segment
+    counting for rules judged per segment); every face passes them to ``update``."""
+    return () if spec is None else tuple(segment_serve_args(spec.rules))
+
+
+def update_spec(
+    strategy: str,
+    *,
+    analysis: StrPath | None = None,
+    steps: str | None = None,
+    interval: str | None = None,
+    mirror: int | None = None,
+    synthetic: float | None = None,
+    labelled: StrPath | None = None,
+) -> AnalysisSpec | None:
+    """The canary spec of ``deploy update``'s options, for every face: ``analysis`` (a
+    .toml or .yaml file) or the defaults, with the flags given on top; None for
+    blue-green. DeployValueError, one sentence, on an unknown strategy or on ``labelled``
+    without a canary (only a canary's accuracy rule judges it). The files the spec names
+    are read later, against the candidate, by :func:`check_files`."""
+    if strategy == "canary":
+        spec = AnalysisSpec.load(Path(analysis)) if analysis is not None else AnalysisSpec()
+        return spec.with_flags(steps=steps, interval=interval, mirror=mirror, synthetic=synthetic,
+                               labelled=None if labelled is None else str(labelled))
+    if strategy != "blue-green":
+        raise DeployValueError(f"--strategy is blue-green or canary, not {strategy!r}")
+    if labelled is not None:
+        raise DeployValueError("--labelled is judged by a canary's accuracy rule: add --strategy canary")
+    return None
+
+
 def check_files(deployment: Deployment, spec: AnalysisSpec, version: str) -> AnalysisSpec:
     """Read and validate every file ``spec`` names against ``version``'s inputs before any
     traffic moves; ``spec`` back with their paths made absolute (a detached controller or
     a later restore may run elsewhere). Raises DeployError, one sentence, on the first bad one.
+    Stable's instances are checked first (:func:`check_segments`): every face calls this
+    before a canary starts.
     """
+    check_segments(deployment.state, spec)
     if not spec.labelled:
         return spec
     from workbench.deploy.rollout.pages import load_images  # numpy
@@ -332,6 +379,27 @@ def check_files(deployment: Deployment, spec: AnalysisSpec, version: str) -> Ana
         raise DeployError(f"the labelled set {labelled} lacks the inputs {missing} of "
                           f"{state.model} {resolved} (it has {sorted(inputs)})")
     return replace(spec, labelled=str(labelled))
+
+
+def check_segments(state: DeploymentState, spec: AnalysisSpec) -> None:
+    """Refuse, in one sentence before anything starts, a canary whose rules compare each
+    segment with stable's (``relative_latency``, ``error_rate.max_ratio`` with
+    ``segment_by``) while stable's instances do not count requests per segment."""
+    rollout = state.rollout
+    color = rollout.candidate if rollout.phase is Phase.PROMOTED else rollout.stable
+    records = state.records(color)
+    missing = [found for r in records for found in uncounted(spec.rules, r.args)]
+    if not records or not missing:
+        return
+    rule, key = missing[0]
+    version = records[0].version
+    section = {"latency_vs_stable": "relative_latency"}.get(rule.name, rule.name)
+    raise DeployValueError(
+        f"{rule.name} compares each {key} segment with the same segment of stable, but "
+        f"stable ({color}, {state.model} {version}) does not count requests per segment: "
+        f"start stable with it first (workbench deploy update {state.name} --version {version} "
+        f"--segment-by {key} --auto-promote), or set segment_by = false in the analysis' {section} "
+        "table")
 
 
 def run(

@@ -2,7 +2,7 @@
 
     uv run --extra cpu --extra notebook --extra dev python bench/bench_canary.py \
         [--repo DIR] [--runs 3] [--intervals 30,2] [--rate 200] [--threads 8] \
-        [--scrape 0.25] [--good 10] [--json]
+        [--scrape 0.25] [--good 10] [--scenarios NAME,...] [--json]
 
 Blue serves digits 1.0.0 behind real nginx; real ``workbench serve`` processes. Client
 threads send inference requests through the router at ``--rate`` requests/s in all (paced,
@@ -13,6 +13,8 @@ analysis interval of ``--intervals``, the controller looking every ``--scrape`` 
 - ``100% errors``: 1.1.0 served with ``--fault-error-rate 1`` (every inference answers 500);
   verification checks only readiness, so the fault shows under traffic;
 - ``5% errors``: the same with ``--fault-error-rate 0.05``;
+- ``+50% latency``: the same with ``--fault-latency-ms 140`` (every answer 140 ms late, a
+  p99 of about 150 ms), judged with the p99 maximum at 100 ms (:data:`LATENCY_MAX_MS`);
 - ``degraded``: 1.2.0 (trained on shuffled labels) with full verification: the agreement
   check refuses it before any traffic moves (reported as such).
 
@@ -60,7 +62,7 @@ from workbench.deploy import canary
 from workbench.deploy.client import encode_inputs
 from workbench.deploy.manager import DeploymentManager
 from workbench.deploy.platforms.process.backend import ProcessBackend
-from workbench.deploy.rollout.analysis import AnalysisSpec, ErrorRateRule
+from workbench.deploy.rollout.analysis import AnalysisSpec, ErrorRateRule, LatencyRule
 from workbench.deploy.rollout.phases import Phase
 from workbench.deploy.traffic import parse_metrics
 from workbench.errors import WorkbenchError
@@ -72,6 +74,9 @@ if TYPE_CHECKING:
 
 console = Console(width=140)
 FAULTY = "1.1.0"
+#: The p99 maximum of the latency scenario, whose candidate answers 140 ms late: a p99
+#: of about 150 ms (digits answers in a few), +50% over it.
+LATENCY_MAX_MS = 100.0
 FAULTS_ENV = "WB_BENCH_FAULTS"
 
 
@@ -307,6 +312,8 @@ def main() -> None:
                         help="seconds between the controller's looks (scrapes)")
     parser.add_argument("--good", type=int, default=10,
                         help="good canaries (no fault) run to the end at the shortest interval")
+    parser.add_argument("--scenarios", default="",
+                        help="comma-separated scenarios to run (default: all)")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON too")
     args = parser.parse_args()
 
@@ -316,7 +323,15 @@ def main() -> None:
     rules = tuple(replace(r, max_ratio=1.0) if isinstance(r, ErrorRateRule) else r
                   for r in AnalysisSpec().rules)
     scenarios = {"100% errors": (FAULTY, "--fault-error-rate 1"),
-                 "5% errors": (FAULTY, "--fault-error-rate 0.05")}
+                 "5% errors": (FAULTY, "--fault-error-rate 0.05"),
+                 "+50% latency": (FAULTY, "--fault-latency-ms 140")}
+    unknown = set(args.scenarios.split(",")) - set(scenarios) if args.scenarios else set()
+    if unknown:
+        parser.error(f"unknown scenarios {sorted(unknown)}; known: {', '.join(scenarios)}")
+    if args.scenarios:
+        scenarios = {k: v for k, v in scenarios.items() if k in args.scenarios.split(",")}
+    slow_rules = tuple(replace(r, max_ms=LATENCY_MAX_MS) if isinstance(r, LatencyRule) else r
+                       for r in rules)
     manager = DeploymentManager(home, repo=repo,
                                 backend_factory=lambda name, options: faulty_backend(home))
     results: dict[tuple[str, float], list[dict[str, object]]] = {}
@@ -338,6 +353,10 @@ def main() -> None:
                                     scrape=args.scrape)
                 for run in range(args.runs):
                     for name, (version, faults) in scenarios.items():
+                        if "latency" in name:
+                            spec = replace(spec, rules=slow_rules)
+                        else:
+                            spec = replace(spec, rules=rules)
                         with console.status(f"interval {interval:g} s, run {run + 1}/{args.runs}: "
                                             f"{name}…"):
                             try:

@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -53,6 +54,7 @@ os.environ.setdefault("GLOG_minloglevel", "3")
 
 import psutil
 from rich.console import Console
+from rich.logging import RichHandler
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -230,6 +232,9 @@ def main() -> None:
     if shutil.which("nginx") is None and not Path("/usr/sbin/nginx").exists():
         raise SystemExit("nginx is not installed (e.g. apt-get install nginx-light)")
 
+    # the controller's warnings (a busy instance missing its metrics scrape) above the bar
+    logging.basicConfig(level=logging.WARNING, format="%(message)s",
+                        handlers=[RichHandler(console=console, show_path=False)])
     signal.signal(signal.SIGTERM, interrupt)
     top = Path(tempfile.mkdtemp(prefix="wb-ocr-", dir="/tmp"))  # short: the router's socket
     load_start = os.getloadavg()[0]

@@ -66,6 +66,7 @@ from rich.progress import (
 from rich.table import Table
 
 from tests.deploy import _ocr_canary as shared
+from workbench._paddle import import_paddle
 from workbench.deploy import canary
 from workbench.deploy.rollout.phases import Phase
 from workbench.errors import WorkbenchError
@@ -190,7 +191,7 @@ def report(runs: dict[str, list[dict[str, Any]]], args: argparse.Namespace,
         stable = [r["cer_stable"] for r in judged if r["cer_stable"] is not None]
         candidate = [r["cer_candidate"] for r in judged if r["cer_candidate"] is not None]
         outcomes = ", ".join(r["outcome"] + ("" if r.get("expected", False) else " (!)")
-                             for r in done)
+                             for r in done) or "not run"
         table.add_row(
             name, outcomes,
             f"{statistics.median(seconds):.0f} / {max(seconds):.0f}" if seconds else "-",
@@ -235,7 +236,12 @@ def main() -> None:
     # the controller's warnings (a busy instance missing its metrics scrape) above the bar
     logging.basicConfig(level=logging.WARNING, format="%(message)s",
                         handlers=[RichHandler(console=console, show_path=False)])
+    with console.status("importing Paddle…"):
+        import_paddle()
+    # after Paddle's import, which resets SIGTERM's handler: both end the bench through
+    # its clean-up (a shell may also have started it with SIGINT ignored)
     signal.signal(signal.SIGTERM, interrupt)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     top = Path(tempfile.mkdtemp(prefix="wb-ocr-", dir="/tmp"))  # short: the router's socket
     load_start = os.getloadavg()[0]
     runs: dict[str, list[dict[str, Any]]] = {s.name: [] for s in SCENARIOS}
@@ -281,6 +287,8 @@ def main() -> None:
             sweep(top)
             shutil.rmtree(top, ignore_errors=True)
         signal.signal(signal.SIGINT, signal.default_int_handler)
+    if interrupted:
+        console.log("interrupted: the figures are those of the runs that ended")
     figures = report(runs, args, (load_start, os.getloadavg()[0]))
     console.log(f"done in {time.monotonic() - started:.0f} s")
     if args.json:

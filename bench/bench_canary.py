@@ -16,17 +16,21 @@ analysis interval of ``--intervals``, the controller looking every ``--scrape`` 
 - ``degraded``: 1.2.0 (trained on shuffled labels) with full verification: the agreement
   check refuses it before any traffic moves (reported as such).
 
-Reported per scenario and interval: seconds from the candidate's first request to its
-last one (both seen by polling its own ``workbench_requests_total`` every 50 ms: the time
-the bad version took traffic; targets: <= 1 s for 100% errors, <= 5 s for 5%), and to the
-rollback being done (the candidate drained and stopped too), the requests that
-reached the bad version (its own counter; target <= 50 at 200 requests/s for 100%
-errors), and failed client requests (target 0; the router retries a candidate's 500 on
-stable). The time to the last request is split at the look that decided the rollback:
-detection (first request to that look) and the switch (that look to the last request).
+Reported per scenario and interval: seconds from the candidate's first request to its last
+one (both seen by polling its own ``workbench_requests_total`` every 50 ms, each change
+dated at the middle of its poll: the time the bad version took traffic; targets: <= 1 s
+for 100% errors, <= 5 s for 5%), and to the rollback being done (the candidate drained and
+stopped too), the requests that reached the bad version (its own counter; target <= 50 at
+200 requests/s for 100% errors), and failed client requests (target 0; the router retries
+a candidate's 500 on stable). The time to the last request is split at the look that
+decided the rollback: detection (first request to that look) and the switch (that look to
+the last request). The client threads run in a process of their own, the controller in
+this one.
 
 Then ``--good`` good canaries (1.1.0 and 1.0.0 in turn, no fault) run to their end at the
-shortest interval: none may be rolled back (the false rollbacks of a real canary).
+shortest interval: none may be rolled back (the false rollbacks of a real canary). One
+that pauses (its rules inconclusive too long) is stopped and counted apart, as is a run
+that fails outright, so neither hangs the bench nor reads as a rollback.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import multiprocessing
 import os
 import shutil
 import statistics
@@ -61,6 +66,8 @@ from workbench.deploy.traffic import parse_metrics
 from workbench.errors import WorkbenchError
 
 if TYPE_CHECKING:
+    from multiprocessing.connection import Connection
+
     from workbench.deploy.rollout.controller import Action, CanaryStatus
 
 console = Console(width=140)
@@ -90,58 +97,96 @@ class Sample:
 
 class PacedLoad:
     """``threads`` clients sending ``rate`` requests/s in all, until stopped (at most
-    ``limit`` seconds and ``rate * limit`` requests)."""
+    ``limit`` seconds and ``rate * limit`` requests), in a process of their own: the
+    canary's controller runs in this one, as it runs in a process of its own (the
+    ``deploy update`` command, or its detached controller) in use, not beside eight busy
+    client threads sharing its interpreter lock. Sample times are ``time.monotonic()``,
+    the same clock in both processes."""
 
     def __init__(self, url: str, model: str, rate: float, threads: int, limit: float) -> None:
-        self.url, self.model = url, model
-        self.pause = threads / rate
-        self.samples: list[Sample] = []
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
         self.began = time.monotonic()
-        self._deadline = self.began + limit
-        self._budget = int(rate * limit)
-        x = np.random.default_rng(0).normal(size=(1, 64)).astype(np.float32)
-        self._body = json.dumps(encode_inputs({"x": x})).encode()
-        self._threads = [threading.Thread(target=self._run, args=(i,), daemon=True)
-                         for i in range(threads)]
+        context = multiprocessing.get_context("spawn")
+        self._conn, child = context.Pipe()
+        self._process = context.Process(target=_load_process, daemon=True, name="paced-load",
+                                         args=(child, url, model, rate, threads, limit))
 
     def __enter__(self) -> PacedLoad:
-        for thread in self._threads:
-            thread.start()
+        self._process.start()
+        if not self._conn.poll(120) or self._conn.recv() != "started":
+            raise SystemExit("the load process did not start")
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(30)
+        with contextlib.suppress(OSError, EOFError):
+            self._conn.send("stop")
+            self._conn.recv()
+        self._process.join(30)
+        if self._process.is_alive():
+            self._process.kill()
 
-    def _run(self, index: int) -> None:
-        path = f"/v2/models/{self.model}/infer"
+    @property
+    def samples(self) -> list[Sample]:
+        self._conn.send("samples")
+        return [Sample(start, ok) for start, ok in self._conn.recv()]
+
+    def between(self, start: float, end: float) -> list[Sample]:
+        return [s for s in self.samples if start <= s.start < end]
+
+
+def _load_process(conn: Connection, url: str, model: str, rate: float, threads: int,
+                  limit: float) -> None:
+    """The client threads; answers ``samples`` (every (start, ok) so far) and ``stop``."""
+    pause = threads / rate
+    samples: list[tuple[float, bool]] = []
+    lock = threading.Lock()
+    stop = threading.Event()
+    deadline = time.monotonic() + limit
+    budget = int(rate * limit)
+    x = np.random.default_rng(0).normal(size=(1, 64)).astype(np.float32)
+    body = json.dumps(encode_inputs({"x": x})).encode()
+
+    def run(index: int) -> None:
+        path = f"/v2/models/{model}/infer"
         headers = {"content-type": "application/json"}
-        due = time.monotonic() + index * self.pause / len(self._threads)
-        with httpx.Client(base_url=self.url, timeout=30.0, trust_env=False) as client:
-            while not self._stop.is_set() and time.monotonic() < self._deadline:
-                self._stop.wait(max(0.0, due - time.monotonic()))
-                due += self.pause
-                with self._lock:
-                    if len(self.samples) >= self._budget:
+        due = time.monotonic() + index * pause / threads
+        with httpx.Client(base_url=url, timeout=30.0, trust_env=False) as client:
+            while not stop.is_set() and time.monotonic() < deadline:
+                stop.wait(max(0.0, due - time.monotonic()))
+                due += pause
+                with lock:
+                    if len(samples) >= budget:
                         return
                 start = time.monotonic()
                 try:
-                    ok = client.post(path, content=self._body, headers=headers).status_code == 200
+                    ok = client.post(path, content=body, headers=headers).status_code == 200
                 except httpx.HTTPError:
                     ok = False
-                with self._lock:
-                    self.samples.append(Sample(start, ok))
+                with lock:
+                    samples.append((start, ok))
 
-    def between(self, start: float, end: float) -> list[Sample]:
-        with self._lock:
-            return [s for s in self.samples if start <= s.start < end]
+    workers = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(threads)]
+    for worker in workers:
+        worker.start()
+    conn.send("started")
+    while True:
+        try:
+            message = conn.recv()
+        except EOFError:  # the bench is gone
+            message = "stop"
+        if message == "stop":
+            stop.set()
+            for worker in workers:
+                worker.join(30)
+            with contextlib.suppress(OSError):
+                conn.send("stopped")
+            return
+        with lock:
+            conn.send(list(samples))
 
 
 class CounterWatch:
-    """Polls an instance's request counter every 50 ms: when it first moved, and how far."""
+    """Polls an instance's request counter every 50 ms: when it first moved, and how far
+    (a change is dated at the middle of the poll that saw it)."""
 
     def __init__(self, url: str) -> None:
         self.url = url
@@ -159,11 +204,14 @@ class CounterWatch:
 
     def _run(self) -> None:
         while not self._stop.wait(0.05):
+            sent = time.monotonic()
             try:
                 value = self.read()
             except (httpx.HTTPError, ValueError):
                 continue  # stopped with the rollback
-            now = time.monotonic()
+            # the counter was read somewhere between the poll's send and its answer: a busy
+            # instance answers late, and the answer's arrival would date its change late
+            now = (sent + time.monotonic()) / 2
             if value > self.base and self.first is None:
                 self.first = now
             if value > self.last:
@@ -214,18 +262,38 @@ def one_run(web, version: str, faults: str, spec: AnalysisSpec, load: PacedLoad)
     }
 
 
-def good_run(web, version: str, spec: AnalysisSpec, load: PacedLoad) -> dict[str, object]:  # type: ignore[no-untyped-def]
+def good_run(web, spec: AnalysisSpec, load: PacedLoad) -> dict[str, object]:  # type: ignore[no-untyped-def]
     """A good candidate (no fault; verified as ``update`` does by default, which warms it
-    up) through the whole canary."""
+    up) through the whole canary: the version stable does not serve. A canary that pauses
+    (rules inconclusive for ``max_inconclusive`` intervals, e.g. every replay failing at
+    this load) is stopped, rolled back by hand and counted as paused, not rolled back; a
+    run that fails outright (verification not done in time) is counted as failed."""
     os.environ[FAULTS_ENV] = ""
-    web.update(version, timeout=300)
+    version = FAULTY if web.state.stable_version == "1.0.0" else "1.0.0"
     began = time.monotonic()
-    status = canary.run(web, spec)
+    stop = threading.Event()
+
+    def listen(status: CanaryStatus, action: Action) -> None:
+        if action.kind == "pause":
+            stop.set()
+
+    try:
+        web.update(version, timeout=300)
+        status = canary.run(web, spec, stop=stop, on_tick=listen)
+        message, back = status.message, status.stage is Phase.ROLLED_BACK
+    except WorkbenchError as exc:
+        message, back = f"the run failed: {exc}", False
+    paused = stop.is_set()
+    if paused or message.startswith("the run failed"):
+        with contextlib.suppress(WorkbenchError):
+            web.rollback("the bench stopped this good canary")
     clients = load.between(began, time.monotonic())
-    console.log(f"good {version}: {status.stage.value}: {status.message[:150]}")
-    return {"rolled_back": status.stage is Phase.ROLLED_BACK, "seconds": time.monotonic() - began,
+    console.log(f"good {version}: {'paused: ' if paused else ''}{message[:150]}")
+    return {"rolled_back": back, "paused": paused,
+            "failed_run": message.startswith("the run failed"),
+            "seconds": time.monotonic() - began,
             "clients": len(clients), "failed": sum(not s.ok for s in clients),
-            "message": status.message}
+            "message": message}
 
 
 def main() -> None:
@@ -285,7 +353,7 @@ def main() -> None:
                                      scrape=args.scrape)
             for run in range(args.good):  # promoted, each is stable for the next
                 with console.status(f"good canary {run + 1}/{args.good}…"):
-                    good.append(good_run(web, ("1.0.0", FAULTY)[(run + 1) % 2], good_spec, load))
+                    good.append(good_run(web, good_spec, load))
             sent = len(load.samples) / (time.monotonic() - load.began)
     finally:
         for name in manager.names():
@@ -325,12 +393,15 @@ def main() -> None:
                       f"{failed} of {clients}")
     if good:
         back = sum(bool(r["rolled_back"]) for r in good)
+        paused = sum(bool(r["paused"]) for r in good)
+        broken = sum(bool(r["failed_run"]) for r in good)
         failed = sum(int(r["failed"]) for r in good)  # type: ignore[call-overload]
         clients = sum(int(r["clients"]) for r in good)  # type: ignore[call-overload]
         table.add_row(f"good (no fault), {len(good)} canaries", f"{min(intervals):g}",
-                      f"{back} rolled back", "-", "-", "-", f"{failed} of {clients}")
-        figures["good"] = {"canaries": len(good), "rolled_back": back, "failed": failed,
-                           "clients": clients,
+                      f"{back} rolled back, {paused} paused, {broken} failed runs",
+                      "-", "-", "-", f"{failed} of {clients}")
+        figures["good"] = {"canaries": len(good), "rolled_back": back, "paused": paused,
+                           "failed_runs": broken, "failed": failed, "clients": clients,
                            "seconds_median": statistics.median(float(r["seconds"])  # type: ignore[arg-type]
                                                                for r in good)}
     for name, why in refused.items():

@@ -39,6 +39,9 @@ def canary_html(name: str, status: CanaryStatus | None, spec: AnalysisSpec | Non
         else:
             steps.append(f"<span style='color:#999'>{text}</span>")
     every = f", every {spec.interval:g} s" if spec is not None else ""
+    # what the accuracy rule judges against (an OCR pipeline's pages: by CER)
+    truth = (f" · judged against <code>{html.escape(spec.labelled)}</code>"
+             if spec is not None and spec.labelled else "")
     rows = []
     for r in status.last:
         color = VERDICT_COLORS.get(r.verdict, "#444")
@@ -55,7 +58,7 @@ def canary_html(name: str, status: CanaryStatus | None, spec: AnalysisSpec | Non
     )
     return (
         f"<div><b>canary of {html.escape(name)}</b>: <b>{status.stage.value}</b> at {status.weight}% "
-        f"(tick {status.ticks}{every}) · plan {' → '.join(steps)}<br>"
+        f"(tick {status.ticks}{every}) · plan {' → '.join(steps)}{truth}<br>"
         f"<span style='color:#666'>{html.escape(status.message)}</span>{table}</div>"
     )
 

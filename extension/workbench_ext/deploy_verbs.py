@@ -91,7 +91,10 @@ def cmd_create(call: Call, args: argparse.Namespace) -> Any:
 @argument("--steps", default=None, help="Canary weights, 'gate' waits for resume: 5,25,gate,100.")
 @argument("--interval", default=None, help="Canary analysis interval: 30s, 2m.")
 @argument("--analysis", default=None, help="Canary analysis file (.toml or .yaml).")
-@argument("--labelled", default=None, help="Labelled .npz (inputs, 'labels') for agreement and accuracy.")
+@argument("--labelled", default=None,
+          help="Canary accuracy rule's labelled set: .npz of inputs and 'labels'; an OCR "
+               "pipeline: a directory of images and texts.json (judged by CER). Checked "
+               "before any traffic moves.")
 @argument("--synthetic", type=float, default=None, help="Sample requests/s sent to the canary.")
 @argument("--mirror", type=int, default=None, help="Mirror this %% of stable's requests first.")
 @argument("--prometheus", default=None, help="Judge on this Prometheus instead of scraping.")
@@ -101,20 +104,16 @@ def cmd_update(call: Call, args: argparse.Namespace) -> Any:
 
     With --strategy canary a kernel thread then steps its weight and judges it; the
     result is the canary's live view (``.wait()`` for the end)."""
-    spec = None
-    if args.strategy == "canary":
-        from workbench.deploy import AnalysisSpec
-        from workbench.errors import WorkbenchError
+    from workbench.deploy import check_canary_files, update_spec
 
-        try:
-            spec = AnalysisSpec.load(args.analysis) if args.analysis else AnalysisSpec()
-            spec = spec.with_flags(steps=args.steps, interval=args.interval, mirror=args.mirror,
-                                   synthetic=args.synthetic, labelled=args.labelled)
-        except WorkbenchError as exc:
-            from IPython.core.error import UsageError
-
-            raise UsageError(str(exc)) from None
+    # parsed and checked as `workbench deploy update` does: a bad file is one sentence
+    # (a UsageError) before the candidate starts and before any traffic moves
+    spec = update_spec(args.strategy, analysis=args.analysis, steps=args.steps,
+                       interval=args.interval, mirror=args.mirror, synthetic=args.synthetic,
+                       labelled=args.labelled)
     deployment = _deployment(call, args.name)
+    if spec is not None:
+        spec = check_canary_files(deployment, spec, args.version)
     steps = [f"start {args.version}", *UPDATE_STEPS.values()]
     latest: dict[str, Any] = {"done": 0, "text": steps[0]}
 

@@ -182,12 +182,21 @@ def test_agreement_judged_on_the_wilson_lower_bound() -> None:
     assert "error" not in failed.message
 
 
-def test_agreement_says_when_the_candidate_failed_rather_than_disagreed() -> None:
-    down = OutputCheck(rows=61, agreement=0.0, accuracy_stable=None, accuracy_candidate=None,
-                       unanswered=61)
+def test_agreement_judges_the_rows_compared_and_names_the_failed_replays() -> None:
+    # a full queue answered 64 of 125 replayed rows with 503: missing evidence, 61 compared
+    busy = OutputCheck(rows=61, agreement=1.0, accuracy_stable=None, accuracy_candidate=None,
+                       failed=64, failures=(("candidate 503", 64),))
+    result = AgreementRule().judge(seen(window(), output=busy))
+    assert (result.verdict, result.samples) == ("pass", 61)
+    assert result.message.endswith("; 64 of 125 replayed rows failed: candidate 503 (64)")
+    assert result.decision == {"compared": 61, "failed": 64, "failures": {"candidate 503": 64}}
+    # every replay failed: nothing to judge, inconclusive, never a fail
+    down = OutputCheck(rows=0, agreement=None, accuracy_stable=None, accuracy_candidate=None,
+                       failed=61, failures=(("candidate timeout", 61),))
     result = AgreementRule().judge(seen(window(), output=down))
-    assert (result.verdict, result.sustained) == ("fail", True)
-    assert result.message.endswith("the candidate answered 61 of them with an error")
+    assert (result.verdict, result.sustained) == ("inconclusive", False)
+    assert result.message == ("no rows compared; 61 of 61 replayed rows failed: "
+                              "candidate timeout (61)")
 
 
 def test_agreement_of_other_tasks_judged_on_their_scores_cautious_end() -> None:
@@ -195,10 +204,11 @@ def test_agreement_of_other_tasks_judged_on_their_scores_cautious_end() -> None:
     from workbench.runtime.scoring import ScoreResult
 
     def check(metric: str, value: float, interval: tuple[float, float], rows: int,
-              unanswered: int = 0) -> OutputCheck:
+              failed: int = 0) -> OutputCheck:
         score = ScoreResult(Task.GENERIC, metric, value, interval, rows)
         return OutputCheck(rows=rows, agreement=None, accuracy_stable=None,
-                           accuracy_candidate=None, unanswered=unanswered, score=score)
+                           accuracy_candidate=None, failed=failed,
+                           failures=(("candidate 503", failed),) if failed else (), score=score)
 
     rule = AgreementRule()
     # CER: the upper bound must stay under max_cer (0.05 by default)
@@ -214,10 +224,13 @@ def test_agreement_of_other_tasks_judged_on_their_scores_cautious_end() -> None:
                       ).verdict == "fail"
     # too few rows: inconclusive, whatever the score
     few = rule.judge(seen(window(), output=check("cer", 0.0, (0.0, 0.0), 8)))
-    assert few.verdict == "inconclusive" and few.message == "8 rows replayed, need 32"
-    down = rule.judge(seen(window(), output=check("within_tolerance", 0.0, (0.0, 0.06), 61,
-                                                  unanswered=61)))
-    assert down.verdict == "fail" and down.message.endswith("answered 61 of them with an error")
+    assert few.verdict == "inconclusive" and few.message == "8 rows compared, need 32"
+    # rows whose replay failed are left out and named; too few left: inconclusive
+    busy = rule.judge(seen(window(), output=check("within_tolerance", 1.0, (0.9, 1.0), 8,
+                                                  failed=56)))
+    assert (busy.verdict, busy.sustained) == ("inconclusive", False)
+    assert busy.message == ("8 rows compared, need 32; 56 of 64 replayed rows failed: "
+                            "candidate 503 (56)")
     # thresholds per metric from the analysis file
     spec = AnalysisSpec.from_dict({"agreement": {"max_cer": 0.1, "min_box_f1": 0.7}})
     loose = spec.rule("agreement")

@@ -187,8 +187,9 @@ def test_failing_version_is_rolled_back_by_error_rate_without_client_failures(
     monkeypatch.setenv("WB_TEST_FAULTS", "--fault-error-rate 1")
     # only readiness is verified: the faults show under traffic, as a real regression would
     web = updated(manager, FAULTY, checks=("ready",))
-    # Judged on live traffic alone (a replay would catch it too, as rows the candidate
-    # failed): 25% of 40 requests/s makes about 12 candidate requests an interval.
+    # Judged on live traffic alone (a replay the candidate fails is missing evidence for
+    # agreement, never a verdict): 25% of 40 requests/s makes about 12 candidate requests
+    # an interval.
     rules = (ErrorRateRule(min_requests=5), LatencyRule(min_requests=10))
     with Clients(web.url) as clients:
         status = canary.run(web, spec(rules=rules))

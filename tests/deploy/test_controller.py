@@ -519,3 +519,35 @@ def test_a_look_reads_both_colours_at_once() -> None:
     status = look(controller)
     assert not any("cannot read" in r.message for r in status.last), status.last
     assert status.step is not None and status.weight == 25
+
+
+def test_the_first_look_comes_a_look_after_traffic_moved_not_after_it_was_saved() -> None:
+    """Saving the status after the first weight can take a while on a busy machine; a
+    broken candidate takes traffic meanwhile, so the first look is not put off by it."""
+    moments: dict[str, float] = {}
+
+    class SlowSave(FakeTarget):
+        def set_weight(self, percent: int, reason: str) -> None:
+            moments.setdefault("moved", time.monotonic())
+            super().set_weight(percent, reason)
+
+        def save(self, status: CanaryStatus, action: Action) -> None:
+            time.sleep(1.0)
+            super().save(status, action)
+
+    spec = replace(SPEC, interval=1.0, scrape=1.0)
+    source, target = FakeSource(), SlowSave()
+    source.candidate = (100.0, 100.0, 20.0)  # every request fails: rolled back at the first look
+    controller = CanaryController("web", target, spec, source, stable="blue",  # type: ignore[arg-type]
+                                  candidate="green")
+
+    def looked(status: CanaryStatus, action: Action) -> None:
+        if action.kind == "rollback":
+            moments.setdefault("rollback", time.monotonic())
+
+    controller.listeners.append(looked)
+    controller.begin()
+    status = controller.run()
+    assert status.stage is Phase.ROLLED_BACK
+    # a look (1 s) after the traffic moved plus the rollback's own save (1 s): not three
+    assert moments["rollback"] - moments["moved"] < 2.6, moments

@@ -208,11 +208,13 @@ def test_a_labelled_set_replays_as_pages_and_measures_cer(pipelines: dict[str, s
     assert same.rows == 3 and same.score is not None and same.score.value == 0.0
     assert same.truth_stable is not None and same.truth_stable.value == pytest.approx(1 / 6)
     shifted = ocr_check(pipelines["stable"], pipelines["shifted"], "ocr", labelled=folder)
-    # a -> b, b -> c, and "fail" unanswered: read as nothing (4 edits): 6 edits of 6 characters
-    assert shifted.unanswered == 1 and shifted.score is not None and shifted.score.value == 1.0
-    # against the truth (a, x, fail): b, c and nothing are 1 + 1 + 4 edits of 6 characters
+    # a -> b, b -> c: 2 edits of 2 characters; "fail" failed (500): left out, not read as
+    # nothing (a failed replay is missing evidence, not disagreement)
+    assert (shifted.rows, shifted.failed, shifted.failures) == (2, 1, (("candidate 500", 1),))
+    assert shifted.score is not None and shifted.score.value == 1.0
+    # against the truth of the images both read (a, x): b and c are 1 + 1 edits of 2
     assert shifted.truth_candidate is not None and shifted.truth_candidate.value == 1.0
-    assert shifted.truth_stable is not None and shifted.truth_stable.value == pytest.approx(1 / 6)
+    assert shifted.truth_stable is not None and shifted.truth_stable.value == pytest.approx(1 / 2)
 
 
 def test_the_reservoir_of_image_rows_is_replayed(pipelines: dict[str, str]) -> None:

@@ -84,17 +84,20 @@ def test_the_reservoir_of_real_requests_is_replayed(
         fetch_reservoir(stable.url, "wrong-token-123456")
 
 
-def test_a_failing_candidate_disagrees_and_nothing_to_compare_is_no_agreement(
+def test_failed_replays_are_missing_evidence_and_nothing_to_compare_is_no_agreement(
         instances: dict[str, ServeProcess], labelled: Path) -> None:
     stable = instances["stable"].url
     inputs, labels = load_labelled(labelled)
+    # the candidate answers every request 500: not one row compared, all named as failed
+    # (the error-rate rule judges a failing candidate; agreement has nothing to go on)
     failing = replay(stable, instances["failing"].url, "digits", {"x": inputs["x"][:50]},
                      labels=labels[:50], batch_rows=20)
-    assert failing.rows == 50 and failing.agreement == 0.0 and failing.accuracy_candidate == 0.0
-    assert failing.unanswered == 50  # failed, not disagreed
+    assert (failing.rows, failing.agreement, failing.accuracy_candidate) == (0, None, None)
+    assert (failing.failed, failing.failures) == (50, (("candidate 500", 50),))
     # the stable instance cannot answer: nothing was compared, so no agreement at all
     broken = replay(instances["failing"].url, stable, "digits", {"x": inputs["x"][:10]})
     assert broken.rows == 0 and broken.agreement is None
+    assert broken.failures == (("stable 500", 10),)
     # no labelled set, no token, no sample: nothing to replay
     assert output_check(stable, stable, "digits").agreement is None
 
@@ -123,7 +126,7 @@ def test_other_tasks_are_replayed_into_their_score(
     assert other.score is not None and other.score.value is not None
     assert other.score.value < 0.5 and other.score.details["max_abs_diff"] > 0.01
     failing = replay(stable, instances["failing"].url, "digits", x, task=Task.GENERIC)
-    assert failing.unanswered == 64 and failing.score is not None and failing.score.value == 0.0
+    assert (failing.rows, failing.failed, failing.score) == (0, 64, None)
     # a decoder turns each row into a one-character "text": its CER is 1 - top-1 agreement
     top1 = replay(stable, good, "digits", x, batch_rows=16)
     assert top1.agreement is not None

@@ -58,6 +58,9 @@ def test_the_magic_reference_has_every_verb_and_argument() -> None:
             if name not in ("--help", "-h"):
                 assert f"`{name}" in body or f", {name}`" in body, f"{title}: {name}"
     assert "Choices: process, thread." in sections["%paddle load"]
+    # the canary's labelled set, as the CLI takes it: an .npz, or an OCR set judged by CER
+    update = sections["%paddle deploy update"]
+    assert "| `--labelled` | LABELLED |" in update and "a directory of images and texts.json" in update
 
 
 def test_every_page_is_in_the_nav() -> None:

@@ -36,23 +36,6 @@ _VERDICT_STYLE = {"pass": "green", "fail": "red", "inconclusive": "yellow", "ski
 LOG_FILE = "controller.log"
 
 
-def analysis_spec(
-    *,
-    analysis: Path | None,
-    steps: str | None,
-    interval: str | None,
-    mirror: int | None,
-    synthetic: float | None,
-    labelled: Path | None = None,
-) -> AnalysisSpec:
-    """The spec of ``--analysis FILE`` (or the defaults) with the flags given on top."""
-    from workbench.deploy.rollout.analysis import AnalysisSpec
-
-    spec = AnalysisSpec.load(analysis) if analysis is not None else AnalysisSpec()
-    return spec.with_flags(steps=steps, interval=interval, mirror=mirror, synthetic=synthetic,
-                           labelled=None if labelled is None else str(labelled))
-
-
 def render(deployment_name: str, status: CanaryStatus | None, spec: AnalysisSpec) -> RenderableType:
     """The step plan and each rule's last value against its threshold."""
     if status is None:

@@ -297,25 +297,14 @@ def update(
     requests of one segment, for an analysis that judges rules per segment (segment_by).
     """
     from workbench.cli._deploy_view import agreement_view, phase
-    from workbench.errors import DeployValueError, RolloutError
+    from workbench.deploy.canary import check_files, update_spec
+    from workbench.errors import RolloutError
 
     faults = _faults(fault_error_rate, fault_latency_ms, fault_segment)
-    spec = None
-    if strategy == "canary":
-        from workbench.cli import canary as canary_cli
-
-        spec = canary_cli.analysis_spec(
-            analysis=analysis, steps=steps, interval=interval, mirror=mirror,
-            synthetic=synthetic, labelled=labelled,
-        )
-    elif strategy != "blue-green":
-        raise DeployValueError(f"--strategy is blue-green or canary, not {strategy!r}")
-    elif labelled is not None:
-        raise DeployValueError("--labelled is judged by a canary's accuracy rule: add --strategy canary")
+    spec = update_spec(strategy, analysis=analysis, steps=steps, interval=interval, mirror=mirror,
+                       synthetic=synthetic, labelled=labelled)
     deployment = _manager().get(name)
     if spec is not None:  # every file the analysis names, read before anything starts
-        from workbench.deploy.canary import check_files
-
         spec = check_files(deployment, spec, version)
     last = {"message": ""}
 
@@ -369,6 +358,8 @@ def update(
     if error is not None:
         raise error
     if spec is not None:
+        from workbench.cli import canary as canary_cli
+
         canary_cli.start(deployment, spec, detach=detach, prometheus=prometheus, json=json)
 
 

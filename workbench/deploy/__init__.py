@@ -6,6 +6,8 @@ The public API (shared by the CLI and the notebook extension)::
     web = DeploymentManager().create("web", "digits", "1.0.0")
     web.update("1.1.0"); web.promote(); web.rollback()
     steer(web, "promote")  # what a person's promote does: during a canary, skip a step
+    # deploy update's canary options, parsed, and the files they name checked against 1.2.0
+    spec = check_canary_files(web, update_spec("canary", labelled="pages/"), "1.2.0")
 
 Submodules are imported lazily, so ``import workbench.deploy`` stays cheap.
 """
@@ -18,10 +20,11 @@ from workbench._lazy import lazy_attributes
 
 if TYPE_CHECKING:
     from workbench.deploy.canary import active as canary_active
+    from workbench.deploy.canary import check_files as check_canary_files
     from workbench.deploy.canary import command as canary_command
     from workbench.deploy.canary import controller as canary_controller
     from workbench.deploy.canary import run as run_canary
-    from workbench.deploy.canary import steer
+    from workbench.deploy.canary import steer, update_spec
     from workbench.deploy.client import ServingClient
     from workbench.deploy.deployment import Deployment
     from workbench.deploy.events import DeployEvent
@@ -56,9 +59,11 @@ __all__ = [
     "canary_active",
     "canary_command",
     "canary_controller",
+    "check_canary_files",
     "get_backend",
     "run_canary",
     "steer",
+    "update_spec",
     "verification_threshold",
 ]
 
@@ -81,11 +86,13 @@ _WHERE = {
     "TrafficSampler": "traffic",
     "canary_active": "canary:active",
     "canary_controller": "canary:controller",
+    "check_canary_files": "canary:check_files",
     "get_backend": "platforms",
     "run_canary": "canary:run",
     "canary_command": "canary:command",
     "verification_threshold": "rollout.phases",
     "steer": "canary",
+    "update_spec": "canary",
 }
 
 

@@ -38,11 +38,18 @@ from workbench.deploy.rollout.hooks import Hooks
 from workbench.deploy.rollout.phases import Phase
 from workbench.deploy.tables import routing_table
 from workbench.deploy.verification import is_pipeline
-from workbench.errors import CanaryConflictError, DeployError, RolloutError, WorkbenchError
+from workbench.errors import (
+    CanaryConflictError,
+    DeployError,
+    DeployValueError,
+    RolloutError,
+    WorkbenchError,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from workbench._types import StrPath
     from workbench.deploy.deployment import Deployment
     from workbench.deploy.rollout.signals import MetricsSource, OutputCheck
     from workbench.deploy.routing import RoutingTable
@@ -52,12 +59,14 @@ __all__ = [
     "DeploymentTarget",
     "Steered",
     "active",
+    "check_files",
     "command",
     "controller",
     "remember",
     "run",
     "running_pid",
     "steer",
+    "update_spec",
 ]
 
 log = logging.getLogger(__name__)
@@ -300,6 +309,32 @@ def controller(
                             candidate=candidate, output=output,
                             hooks=Hooks(spec.hooks, confirm=spec.confirm,
                                         timeout=spec.hook_timeout))
+
+
+def update_spec(
+    strategy: str,
+    *,
+    analysis: StrPath | None = None,
+    steps: str | None = None,
+    interval: str | None = None,
+    mirror: int | None = None,
+    synthetic: float | None = None,
+    labelled: StrPath | None = None,
+) -> AnalysisSpec | None:
+    """The canary spec of ``deploy update``'s options, for every face: ``analysis`` (a
+    .toml or .yaml file) or the defaults, with the flags given on top; None for
+    blue-green. DeployValueError, one sentence, on an unknown strategy or on ``labelled``
+    without a canary (only a canary's accuracy rule judges it). The files the spec names
+    are read later, against the candidate, by :func:`check_files`."""
+    if strategy == "canary":
+        spec = AnalysisSpec.load(Path(analysis)) if analysis is not None else AnalysisSpec()
+        return spec.with_flags(steps=steps, interval=interval, mirror=mirror, synthetic=synthetic,
+                               labelled=None if labelled is None else str(labelled))
+    if strategy != "blue-green":
+        raise DeployValueError(f"--strategy is blue-green or canary, not {strategy!r}")
+    if labelled is not None:
+        raise DeployValueError("--labelled is judged by a canary's accuracy rule: add --strategy canary")
+    return None
 
 
 def check_files(deployment: Deployment, spec: AnalysisSpec, version: str) -> AnalysisSpec:

@@ -27,7 +27,8 @@ if TYPE_CHECKING:
     from workbench.deploy.state import DeploymentState, InstanceRecord, Plan
     from workbench.model.task import Task
 
-__all__ = ["Probe", "agreement_samples", "check_sample", "declared_task", "is_pipeline", "wait_healthy"]
+__all__ = ["Probe", "agreement_samples", "agreement_verdict", "check_sample", "declared_task",
+           "is_pipeline", "wait_healthy"]
 
 log = logging.getLogger(__name__)
 
@@ -176,8 +177,10 @@ class Probe:
                 task=declared_task(self.state),
                 decode=_decoder(self.state),
             )
-        self.report = report
-        return Verdict(report.passed, report.summary())
+        verdict = agreement_verdict(report)
+        if verdict.ok is not None:  # a pending check leaves no report (nor history entry)
+            self.report = report
+        return verdict
 
     def _pages_agreement(self, plan: Plan | None) -> Verdict:
         """An OCR pipeline's agreement check: the sample images (``--sample``, a directory)
@@ -206,6 +209,15 @@ class Probe:
                                      candidate_version=candidate.version)
         self.report = report
         return Verdict(report.passed, report.summary())
+
+
+def agreement_verdict(report: AgreementReport) -> Verdict:
+    """Passed or failed as ``report`` says; pending while a busy or unreachable colour left
+    sample batches unanswered (a 503, a timeout): asked again at the next look, until the
+    verification deadline, since a provider error is no verdict on the outputs."""
+    if report.retry and not report.errors:
+        return Verdict.pending(report.summary())
+    return Verdict(report.passed, report.summary())
 
 
 def is_pipeline(repo: str, model: str, version: str | None) -> bool:

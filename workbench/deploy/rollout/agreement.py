@@ -13,6 +13,12 @@ tolerance for generic outputs. The threshold is :func:`~workbench.runtime.scorin
 agreement_threshold` of ``min_top1`` (``box_f1 >= t``, ``cer <= 1 - t``, ...) and the
 verdict follows the same rule: too few rows or an interval across the threshold is
 inconclusive.
+
+A batch a busy or unreachable instance could not answer (429, 503, a timeout, a refused
+or reset connection: :func:`retryable`) says nothing about the outputs: it is kept in
+``retry``, not ``errors``, and the report is inconclusive (deploy verification asks
+again) rather than failed. Any other error (a 500, outputs of other names or shapes)
+fails the check.
 """
 
 from __future__ import annotations
@@ -76,6 +82,8 @@ class AgreementReport:
     outputs: tuple[OutputAgreement, ...]
     errors: tuple[str, ...] = ()
     min_top1: float = 0.0
+    # batches a busy or unreachable instance could not answer: ask again, judge nothing
+    retry: tuple[str, ...] = ()
     min_rows: int = MIN_AGREEMENT_ROWS
     seconds: float = 0.0
     extra: Mapping[str, Any] = field(default_factory=dict, compare=False)
@@ -130,7 +138,12 @@ class AgreementReport:
     def verdict(self) -> str:
         """``passed (>= 85.0%)``, ``below the threshold 85.0%``, ``inconclusive: ...``,
         ``no threshold set`` or ``failed``."""
-        if self.errors or not self.outputs:
+        if self.errors:
+            return "failed"
+        if self.retry:
+            return (f"inconclusive: {len(self.retry)} of {len(self.sources)} sample batches "
+                    f"not answered ({self.retry[0]})")
+        if not self.outputs:
             return "failed"
         if self.min_top1 <= 0:
             return "no threshold set"
@@ -165,6 +178,8 @@ class AgreementReport:
         """One line for logs, history and the CLI."""
         if self.errors:
             return f"agreement check failed: {self.errors[0]}"
+        if self.retry:
+            return f"agreement not checked yet: {self.verdict.removeprefix('inconclusive: ')}"
         if self.score is not None:
             return (f"{self.candidate_version} vs {self.stable_version}: {self.score}, "
                     f"max |diff| {self.max_abs_diff:.4g} ({self.verdict})")
@@ -196,6 +211,7 @@ class AgreementReport:
             "passed": self.passed,
             "verdict": self.verdict,
             "errors": list(self.errors),
+            "retry": list(self.retry),
             "seconds": self.seconds,
             "outputs": [o.to_dict() for o in self.outputs],
             "summary": self.summary(),
@@ -282,6 +298,7 @@ def check_agreement(
 
     started = time.perf_counter()
     errors: list[str] = []
+    retry: list[str] = []
     kind = task or Task.CLASSIFICATION
     if decode is None and kind in (Task.TEXT_DETECTION, Task.TEXT_RECOGNITION):
         log.warning("%s: no decoder for %s outputs: comparing raw tensors", model, kind.value)
@@ -295,7 +312,7 @@ def check_agreement(
             left = stable.infer(model, inputs)
             right = candidate.infer(model, inputs)
         except ServingError as exc:
-            errors.append(f"{source}: {exc}")
+            (retry if retryable(exc) else errors).append(f"{source}: {exc}")
             continue
         stable_version = stable_version or left.version
         candidate_version = candidate_version or right.version
@@ -344,9 +361,18 @@ def check_agreement(
         min_rows=min_rows,
         seconds=time.perf_counter() - started,
         task=kind,
+        retry=tuple(retry),
     )
     log.info("%s: %s", model, report.summary())
     return report
+
+
+def retryable(exc: ServingError) -> bool:
+    """A busy or unreachable instance (429, 503, a timeout, a refused or reset connection):
+    worth asking again, no verdict on its outputs. A 500 or a malformed answer is one."""
+    if exc.status is not None:
+        return exc.status in (429, 503)
+    return not str(exc).startswith("malformed")
 
 
 def _stack(arrays: list[Array]) -> Array:

@@ -137,6 +137,12 @@ class AgreementRule:
 
     Below ``min_rows`` rows the check is inconclusive: the 8-row manifest sample alone
     cannot tell the demo's versions apart.
+
+    Only the rows both colours answered are judged. A row whose replay failed (a 503 from
+    a full queue, a timeout: a busy host) is missing evidence, never disagreement: the
+    message and the result's ``decision`` say how many failed and why, and when too few
+    rows are left the verdict is inconclusive. A candidate failing requests is the
+    error-rate rule's to judge, on live traffic.
     """
 
     min_agreement: float = 0.8
@@ -168,24 +174,25 @@ class AgreementRule:
         base = partial(RuleResult, rule=self.name, threshold=self.min_agreement)
         if check is None:
             return base(verdict="skip", value=None, message="no inputs to replay (no labelled set)")
+        base = partial(base, decision=_replayed(check))
         if check.agreement is None:
-            return base(verdict="inconclusive", value=None, message="no replayed outputs")
+            return base(verdict="inconclusive", value=None,
+                        message=_noted("no rows compared" if check.failed else
+                                       "no replayed outputs", check))
         if check.rows < self.min_rows:
             return base(
                 verdict="inconclusive", value=check.agreement, samples=check.rows,
-                message=f"{check.rows} rows replayed, need {self.min_rows}",
+                message=_noted(f"{check.rows} rows compared, need {self.min_rows}", check),
             )
         low, _ = wilson_interval(check.agreement * check.rows, check.rows)
         text = (
             f"{check.agreement:.1%} of {check.rows} rows agree, lower bound {low:.1%} "
             f"(min {self.min_agreement:.0%})"
         )
-        if check.unanswered:
-            text += f"; the candidate answered {check.unanswered} of them with an error"
         verdict: Verdict = "pass" if low >= self.min_agreement else "fail"
         # An output disagreement does not fade with time: one failed interval is enough.
         return base(
-            verdict=verdict, value=low, message=text, sustained=verdict == "fail",
+            verdict=verdict, value=low, message=_noted(text, check), sustained=verdict == "fail",
             samples=check.rows,
         )
 
@@ -194,24 +201,36 @@ class AgreementRule:
         assert check.score is not None
         score = check.score.judged(self.threshold(check.score.metric), self.min_rows)
         assert score.threshold is not None
-        base = partial(RuleResult, rule=self.name, threshold=score.threshold.value)
+        base = partial(RuleResult, rule=self.name, threshold=score.threshold.value,
+                       decision=_replayed(check))
         bound = score.bound
         if score.value is None or bound is None:
-            return base(verdict="inconclusive", value=None, message="no replayed outputs")
+            return base(verdict="inconclusive", value=None,
+                        message=_noted("no replayed outputs", check))
         if check.rows < self.min_rows:
             return base(
                 verdict="inconclusive", value=score.value, samples=check.rows,
-                message=f"{check.rows} rows replayed, need {self.min_rows}",
+                message=_noted(f"{check.rows} rows compared, need {self.min_rows}", check),
             )
         side = "lower" if score.higher_is_better else "upper"
         text = f"{score}; {side} bound {bound:.4g} (want {score.threshold})"
-        if check.unanswered:
-            text += f"; the candidate answered {check.unanswered} of them with an error"
         verdict: Verdict = "pass" if score.threshold.met_by(bound) else "fail"
         return base(
-            verdict=verdict, value=bound, message=text, sustained=verdict == "fail",
+            verdict=verdict, value=bound, message=_noted(text, check), sustained=verdict == "fail",
             samples=check.rows,
         )
+
+
+def _noted(text: str, check: OutputCheck) -> str:
+    """``text`` and, when some replays failed, how many and why (missing evidence)."""
+    failed = check.failures_text()
+    return f"{text}; {failed}" if failed else text
+
+
+def _replayed(check: OutputCheck) -> dict[str, Any]:
+    """The replay's counts, kept with the result: rows compared, rows whose replay
+    failed and why (reason -> rows)."""
+    return {"compared": check.rows, "failed": check.failed, "failures": dict(check.failures)}
 
 
 @dataclass(frozen=True)

@@ -426,6 +426,7 @@ class CanaryController:
         self.clock = clock
         self.listeners: list[Callable[[CanaryStatus, Action], None]] = []
         self._replay = BackgroundRead(output or (lambda: None))
+        self._moved: float | None = None  # time.monotonic() when traffic last moved
 
     def __repr__(self) -> str:
         return f"<CanaryController {self.name} {self.candidate}>"
@@ -538,11 +539,16 @@ class CanaryController:
 
     def run(self, stop: threading.Event | None = None, *, first_delay: float | None = None) -> CanaryStatus:
         """Look every ``spec.look`` seconds until the canary is done or ``stop`` is set;
-        then give the queued hook deliveries a last deadline to go out."""
+        then give the queued hook deliveries a last deadline to go out. The first look
+        comes ``first_delay`` seconds from now (default: a look after the traffic last
+        moved, e.g. by :meth:`begin`, however long saving it took)."""
         stop = stop or threading.Event()
         look = self.spec.look
+        if first_delay is None:  # a look after traffic moved, not after the move was saved
+            since = time.monotonic() - self._moved if self._moved is not None else 0.0
+            first_delay = max(0.0, look - since)
         try:
-            stop.wait(look if first_delay is None else first_delay)
+            stop.wait(first_delay)
             while not stop.is_set():
                 began = time.monotonic()
                 status = self.tick()
@@ -624,6 +630,8 @@ class CanaryController:
                 self.target.promote(action.reason)
             elif action.kind in ("rollback", "abort"):
                 self.target.rollback(action.reason)
+            if action.kind in ("mirror", "advance"):
+                self._moved = time.monotonic()
             self.target.save(status, action)
         if action.kind in NOTIFY:
             self.hooks.send(event(self.name, status, action))

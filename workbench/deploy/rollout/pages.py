@@ -25,8 +25,9 @@ of live image rows (``GET /v2/admin/reservoir``, base64 ``BYTES``). A directory 
 (``score``: the candidate's CER against stable; ``truth_stable``/``truth_candidate``:
 each one's CER against the labelled set), :func:`pages_agreement` gives deploy
 verification its :class:`~workbench.deploy.rollout.agreement.AgreementReport`.
-An image the stable instance cannot answer is left out; one the candidate cannot answer
-is scored as a page read as nothing (and counted as ``unanswered``).
+An image either instance cannot answer (a 503, a timeout) is left out and counted as a
+failed replay with its reason (:class:`~workbench.deploy.rollout.replay.ReplayFailures`):
+missing evidence, never a page read as nothing. Deploy verification names them as errors.
 """
 
 from __future__ import annotations
@@ -41,8 +42,7 @@ from typing import TYPE_CHECKING
 from workbench.deploy.client import ServingClient
 from workbench.deploy.rollout.agreement import AgreementReport, OutputAgreement
 from workbench.deploy.rollout.phases import MIN_AGREEMENT_ROWS
-from workbench.deploy.rollout.replay import fetch_reservoir
-from workbench.deploy.rollout.signals import OutputCheck
+from workbench.deploy.rollout.replay import ReplayFailures, fetch_reservoir, nothing_compared
 from workbench.errors import DeployError, InputError, ServingError
 from workbench.model.task import Task
 from workbench.runtime import scoring
@@ -52,6 +52,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
     from workbench._types import Array, StrPath
+    from workbench.deploy.rollout.signals import OutputCheck
 
 __all__ = ["TEXTS", "ImageSet", "load_images", "ocr_check", "pages_agreement",
            "read_page", "read_pages"]
@@ -64,7 +65,6 @@ TEXTS = "texts.json"
 INPUT = "image"
 #: How an image file starts: PNG, JPEG, BMP, TIFF (both byte orders), WebP (RIFF).
 _MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"BM", b"II*\x00", b"MM\x00*", b"RIFF")
-_NOTHING = Page(())  # what a failed answer counts as: nothing read
 
 
 @dataclass(frozen=True)
@@ -150,39 +150,50 @@ def read_page(outputs: Mapping[str, Array]) -> Page:
 
 def read_pages(client: ServingClient, model: str, images: Sequence[bytes]) -> list[Page | None]:
     """Each image's page as ``client`` reads it, one request per image (None: it failed)."""
-    import numpy as np
-
     pages: list[Page | None] = []
     for index, image in enumerate(images):
-        row = np.empty(1, dtype=np.object_)
-        row[0] = bytes(image)
         try:
-            pages.append(read_page(client.infer(model, {INPUT: row}).outputs))
+            pages.append(_read(client, model, image))
         except ServingError as exc:
             log.info("%s: %s could not read image %d: %s", model, client.base_url, index, exc)
             pages.append(None)
     return pages
 
 
-def _paired(stable: ServingClient, candidate: ServingClient, model: str,
-            images: Sequence[bytes]) -> tuple[list[int], list[Page], list[Page], int]:
-    """The images stable answered (their indices), both sides' pages, and how many of them
-    the candidate failed (scored as nothing read)."""
+def _read(client: ServingClient, model: str, image: bytes) -> Page:
+    """One image's page as ``client`` reads it (ServingError when it cannot)."""
+    import numpy as np
+
+    row = np.empty(1, dtype=np.object_)
+    row[0] = bytes(image)
+    return read_page(client.infer(model, {INPUT: row}).outputs)
+
+
+def _paired(stable: ServingClient, candidate: ServingClient, model: str, images: Sequence[bytes]
+            ) -> tuple[list[int], list[Page], list[Page], ReplayFailures]:
+    """The images both colours read (their indices) and each one's pages; the images
+    either could not read are left out, counted by reason (missing evidence)."""
     kept: list[int] = []
     wanted: list[Page] = []
     got: list[Page] = []
-    unanswered = 0
+    failures = ReplayFailures()
     for index, image in enumerate(images):
-        (reference,) = read_pages(stable, model, [image])
-        if reference is None:
-            continue  # says nothing about the candidate
-        (answer,) = read_pages(candidate, model, [image])
-        if answer is None:
-            unanswered += 1
+        try:
+            reference = _read(stable, model, image)
+        except ServingError as exc:
+            log.info("%s: stable could not read image %d: %s", model, index, exc)
+            failures.add("stable", 1, exc)
+            continue
+        try:
+            answer = _read(candidate, model, image)
+        except ServingError as exc:
+            log.info("%s: candidate could not read image %d: %s", model, index, exc)
+            failures.add("candidate", 1, exc)
+            continue
         kept.append(index)
         wanted.append(reference)
-        got.append(answer or _NOTHING)
-    return kept, wanted, got, unanswered
+        got.append(answer)
+    return kept, wanted, got, failures
 
 
 def _replay(stable_url: str, candidate_url: str, model: str, sample: ImageSet,
@@ -190,9 +201,9 @@ def _replay(stable_url: str, candidate_url: str, model: str, sample: ImageSet,
     marked = {"x-workbench-replay": "1"}  # counted apart from live traffic, never kept
     with ServingClient(stable_url, timeout=timeout, headers=marked) as stable, \
             ServingClient(candidate_url, timeout=timeout, headers=marked) as candidate:
-        kept, wanted, got, unanswered = _paired(stable, candidate, model, sample.images)
+        kept, wanted, got, failures = _paired(stable, candidate, model, sample.images)
     if not kept:
-        return OutputCheck(rows=0, agreement=None, accuracy_stable=None, accuracy_candidate=None)
+        return nothing_compared(failures)
     try:
         score = scoring.score(Task.OCR, wanted, got)
         truth_stable = truth_candidate = None
@@ -202,10 +213,10 @@ def _replay(stable_url: str, candidate_url: str, model: str, sample: ImageSet,
             truth_candidate = scoring.score(Task.OCR, truths, got)
     except InputError as exc:
         log.warning("%s: replayed pages cannot be scored: %s", model, exc)
-        return OutputCheck(rows=0, agreement=None, accuracy_stable=None, accuracy_candidate=None)
-    return OutputCheck(rows=len(kept), agreement=None, accuracy_stable=None,
-                       accuracy_candidate=None, unanswered=unanswered, score=score,
-                       truth_stable=truth_stable, truth_candidate=truth_candidate)
+        return nothing_compared(failures)
+    return failures.check(rows=len(kept), agreement=None, accuracy_stable=None,
+                          accuracy_candidate=None, score=score, truth_stable=truth_stable,
+                          truth_candidate=truth_candidate)
 
 
 def ocr_check(
@@ -233,7 +244,7 @@ def ocr_check(
         if images:
             return _replay(stable_url, candidate_url, model,
                            ImageSet("reservoir", (), tuple(images)), timeout)
-    return OutputCheck(rows=0, agreement=None, accuracy_stable=None, accuracy_candidate=None)
+    return nothing_compared()
 
 
 def pages_agreement(
@@ -255,12 +266,11 @@ def pages_agreement(
     wanted: list[Page] = []
     got: list[Page] = []
     for sample in samples:
-        kept, left, right, unanswered = _paired(stable, candidate, model, sample.images)
-        if len(kept) < len(sample.images):
-            errors.append(f"{sample.source}: stable could not read {len(sample.images) - len(kept)} "
-                          f"of its {len(sample.images)} images")
-        if unanswered:
-            errors.append(f"{sample.source}: the candidate failed {unanswered} of its images")
+        _, left, right, failures = _paired(stable, candidate, model, sample.images)
+        if failures.rows:
+            why = ", ".join(f"{reason} ({n})" for reason, n in failures.reasons)
+            errors.append(f"{sample.source}: {failures.rows} of its {len(sample.images)} "
+                          f"images could not be read: {why}")
         wanted.extend(left)
         got.extend(right)
     outputs: tuple[OutputAgreement, ...] = ()

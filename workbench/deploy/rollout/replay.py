@@ -12,19 +12,23 @@ Other tasks (``task``, or generic when no output holds class scores) are scored 
 first output by :mod:`workbench.runtime.scoring` — box F1 and CER on results decoded by
 ``decode``, rows within a tolerance otherwise — and the check carries that
 :class:`~workbench.runtime.scoring.ScoreResult` (unjudged: the canary rule judges it).
-A row the candidate fails is scored as a worst answer: no boxes, empty text, NaN.
 
-A batch the stable instance cannot answer is left out (it says nothing about the
-candidate); a batch the candidate cannot answer counts as disagreeing on every row (it
-did not give the stable answer), and its rows are counted as ``unanswered`` too, so a
-verdict can say the candidate failed rather than disagreed. No rows compared means ``agreement=None``: an
-unreadable sample never passes as agreement.
+A batch either instance cannot answer (a full queue's 503, a timeout, a reset
+connection: a busy host meets them) is missing evidence, not disagreement: it is left
+out of every figure, and its rows are counted as ``failed`` with the reason
+(:class:`ReplayFailures`: ``candidate 503``, ``stable timeout``), so the agreement rule
+judges only the rows both answered and says how many it could not. A candidate that
+fails requests is the error-rate rule's business (live traffic), as a provider error is
+not a failure in Argo Rollouts' analysis. A candidate that answers with other shapes did
+answer: its rows disagree. No rows compared means ``agreement=None``: an unreadable
+sample never passes as agreement.
 """
 
 from __future__ import annotations
 
 import logging
 import zipfile
+from collections import Counter
 from functools import partial
 from http.client import HTTPException
 from pathlib import Path
@@ -44,10 +48,54 @@ if TYPE_CHECKING:
 
     from workbench._types import Array, StrPath
 
-__all__ = ["fetch_reservoir", "load_labelled", "output_check", "replay"]
+__all__ = [
+    "ReplayFailures",
+    "failure_reason",
+    "fetch_reservoir",
+    "load_labelled",
+    "nothing_compared",
+    "output_check",
+    "replay",
+]
 
 log = logging.getLogger(__name__)
 LABELS = "labels"
+
+
+def failure_reason(exc: ServingError) -> str:
+    """What went wrong, in a word: the status answered (``503``), ``timeout``, or
+    ``no answer`` (refused, reset or malformed)."""
+    if exc.status is not None:
+        return str(exc.status)
+    return "timeout" if "timed out" in str(exc) else "no answer"
+
+
+class ReplayFailures:
+    """Replayed rows left out because a colour could not answer them, by reason."""
+
+    def __init__(self) -> None:
+        self.rows = 0
+        self._by: Counter[str] = Counter()
+
+    def add(self, side: str, rows: int, exc: ServingError) -> None:
+        """``rows`` of one batch ``side`` (``stable``/``candidate``) failed with ``exc``."""
+        self.rows += rows
+        self._by[f"{side} {failure_reason(exc)}"] += rows
+
+    @property
+    def reasons(self) -> tuple[tuple[str, int], ...]:
+        """``(reason, rows)``, most rows first."""
+        return tuple(self._by.most_common())
+
+    def check(self, **figures: Any) -> OutputCheck:
+        """The :class:`OutputCheck` of ``figures`` with these failures."""
+        return OutputCheck(**figures, failed=self.rows, failures=self.reasons)
+
+
+def nothing_compared(failures: ReplayFailures | None = None) -> OutputCheck:
+    """No row answered by both colours (or none to replay): no figure at all."""
+    failures = failures or ReplayFailures()
+    return failures.check(rows=0, agreement=None, accuracy_stable=None, accuracy_candidate=None)
 
 
 def fetch_reservoir(url: str, admin_token: str, *, timeout: float = 10.0) -> dict[str, Array]:
@@ -117,7 +165,8 @@ def replay(
     if task is not None and task is not Task.CLASSIFICATION:
         return _replay_scored(stable_url, candidate_url, model, inputs, rows, batch_rows,
                               timeout, task, decode)
-    compared = agreed = stable_right = candidate_right = unanswered = 0
+    compared = agreed = stable_right = candidate_right = 0
+    failures = ReplayFailures()
     # Marked as replays: the instances count them apart from live traffic (a replay must not
     # make a quiet canary look judged) and keep them out of their reservoirs.
     marked = {"x-workbench-replay": "1"}
@@ -129,7 +178,8 @@ def replay(
             try:
                 want = _top1(stable.infer(model, batch).outputs)
             except ServingError as exc:
-                log.warning("%s: stable could not answer a replayed batch: %s", model, exc)
+                log.info("%s: stable could not answer a replayed batch: %s", model, exc)
+                failures.add("stable", count, exc)
                 continue
             if want is None:
                 # no classification output: compare the tensors within a tolerance
@@ -138,10 +188,10 @@ def replay(
             try:
                 got = _top1(candidate.infer(model, batch).outputs)
             except ServingError as exc:
-                log.info("%s: candidate failed a replayed batch: %s", model, exc)
-                got = None
-                unanswered += count
-            compared += count
+                log.info("%s: candidate could not answer a replayed batch: %s", model, exc)
+                failures.add("candidate", count, exc)
+                continue
+            compared += count  # an answer of another shape: every row disagrees
             if got is not None and got.shape == want.shape:
                 agreed += int((got == want).sum())
             if labels is not None:
@@ -150,13 +200,12 @@ def replay(
                 if got is not None and got.shape == want.shape:
                     candidate_right += int((got == truth).sum())
     if not compared:
-        return OutputCheck(rows=0, agreement=None, accuracy_stable=None, accuracy_candidate=None)
-    return OutputCheck(
+        return nothing_compared(failures)
+    return failures.check(
         rows=compared,
         agreement=agreed / compared,
         accuracy_stable=stable_right / compared if labels is not None else None,
         accuracy_candidate=candidate_right / compared if labels is not None else None,
-        unanswered=unanswered,
     )
 
 
@@ -179,29 +228,31 @@ def _replay_scored(
         task = Task.GENERIC
     wanted: list[Any] = []
     got: list[Any] = []
-    compared = unanswered = 0
+    compared = 0
+    failures = ReplayFailures()
     marked = {"x-workbench-replay": "1"}
     with ServingClient(stable_url, timeout=timeout, headers=marked) as stable, \
             ServingClient(candidate_url, timeout=timeout, headers=marked) as candidate:
         for start in range(0, rows, batch_rows):
             batch = {name: array[start : start + batch_rows] for name, array in inputs.items()}
+            count = min(batch_rows, rows - start)
             try:
                 reference = _first(stable.infer(model, batch).outputs)
             except ServingError as exc:
-                log.warning("%s: stable could not answer a replayed batch: %s", model, exc)
+                log.info("%s: stable could not answer a replayed batch: %s", model, exc)
+                failures.add("stable", count, exc)
                 continue
             if reference is None:
                 break
             try:
                 answer = _first(candidate.infer(model, batch).outputs)
             except ServingError as exc:
-                log.info("%s: candidate failed a replayed batch: %s", model, exc)
-                answer = None
+                log.info("%s: candidate could not answer a replayed batch: %s", model, exc)
+                failures.add("candidate", count, exc)
+                continue
             if answer is not None and decode is None and answer.shape != reference.shape:
-                answer = None  # another shape: no answer to this batch
+                answer = None  # answered in another shape: every row disagrees
             count = len(reference)
-            if answer is None:
-                unanswered += count
             compared += count
             if decode is not None:
                 wanted.extend(decode("stable", reference))
@@ -212,16 +263,16 @@ def _replay_scored(
                 got.append(np.asarray(answer, dtype=np.float64) if answer is not None
                            else np.full(reference.shape, np.nan))
     if not compared:
-        return OutputCheck(rows=0, agreement=None, accuracy_stable=None, accuracy_candidate=None)
+        return nothing_compared(failures)
     ref_all: Any = wanted if decode is not None else np.concatenate(wanted)
     cand_all: Any = got if decode is not None else np.concatenate(got)
     try:
         result = scoring.score(task, ref_all, cand_all)
     except InputError as exc:
         log.warning("%s: replayed outputs cannot be scored: %s", model, exc)
-        return OutputCheck(rows=0, agreement=None, accuracy_stable=None, accuracy_candidate=None)
-    return OutputCheck(rows=compared, agreement=None, accuracy_stable=None,
-                       accuracy_candidate=None, unanswered=unanswered, score=result)
+        return nothing_compared(failures)
+    return failures.check(rows=compared, agreement=None, accuracy_stable=None,
+                          accuracy_candidate=None, score=result)
 
 
 def _first(outputs: Mapping[str, Array]) -> Array | None:
@@ -232,7 +283,7 @@ def _first(outputs: Mapping[str, Array]) -> Array | None:
 
 
 def _no_answer(task: Task) -> Any:
-    """What a failed row counts as: nothing found, nothing read."""
+    """What a row answered with nothing to decode counts as: nothing found, nothing read."""
     return np.zeros((0, 4, 2)) if task is Task.TEXT_DETECTION else ""
 
 
@@ -274,7 +325,7 @@ def output_check(
             return run(reservoir)
     if sample:
         return run(sample)
-    return OutputCheck(rows=0, agreement=None, accuracy_stable=None, accuracy_candidate=None)
+    return nothing_compared()
 
 
 def _rows(inputs: Mapping[str, Any]) -> int:

@@ -39,13 +39,21 @@ class ColorWindow:
 
 @dataclass(frozen=True)
 class OutputCheck:
-    """Stable and candidate answers to the same replayed inputs."""
+    """Stable and candidate answers to the same replayed inputs.
 
-    rows: int
+    Every figure is measured on the ``rows`` both colours answered. A row whose replay
+    failed on either colour (a full queue's 503, a timeout, a reset connection) is missing
+    evidence, not disagreement: it is left out and counted in ``failed``, by reason in
+    ``failures``. A candidate that fails requests is the error-rate rule's business.
+    """
+
+    rows: int  # rows both colours answered: the rows compared
     agreement: float | None  # top-1 agreement of candidate with stable
     accuracy_stable: float | None  # on a labelled set, when one is given
     accuracy_candidate: float | None
-    unanswered: int = 0  # of ``rows``, those the candidate answered with an error
+    failed: int = 0  # replayed rows left out: a colour's answer to them failed
+    # why, as (reason, rows), e.g. ("candidate 503", 64), most rows first
+    failures: tuple[tuple[str, int], ...] = ()
     # the task's primary score (box F1, CER, within tolerance) when the task is not
     # classification; ``agreement`` is then None
     score: ScoreResult | None = None
@@ -53,6 +61,18 @@ class OutputCheck:
     # set: each one's CER); ``accuracy_*`` are then None
     truth_stable: ScoreResult | None = None
     truth_candidate: ScoreResult | None = None
+
+    @property
+    def replayed(self) -> int:
+        """Rows sent: those compared and those whose replay failed."""
+        return self.rows + self.failed
+
+    def failures_text(self) -> str:
+        """``64 of 256 replayed rows failed: candidate 503 (64)``; empty when none did."""
+        if not self.failed:
+            return ""
+        why = ", ".join(f"{reason} ({rows})" for reason, rows in self.failures)
+        return f"{self.failed} of {self.replayed} replayed rows failed" + (f": {why}" if why else "")
 
 
 class MetricsSource(Protocol):

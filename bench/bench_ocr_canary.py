@@ -276,7 +276,7 @@ def main() -> None:
                     progress.advance(task)
     except KeyboardInterrupt:
         interrupted = True
-        console.log("interrupted")
+        console.log("interrupted: cleaning up")
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # the clean-up is bounded: let it end
         with console.status("cleaning up (stopping the deployment, removing the temp dir)…"):

@@ -18,8 +18,9 @@ from workbench.deploy.backend import Backend, Instance, InstanceSpec
 from workbench.deploy.fleet import Engine, parse_engine, publish_address
 from workbench.deploy.manager import fleet_of
 from workbench.deploy.platforms.docker.fleet import FleetBackend
+from workbench.deploy.records import InstanceRecord
 from workbench.deploy.rollout.phases import Phase, Rollout
-from workbench.deploy.state import DeploymentState, InstanceRecord, StateStore
+from workbench.deploy.state import DeploymentState, StateStore
 from workbench.deploy.status import look_at_instances
 from workbench.errors import BackendError, DeployValueError
 

@@ -12,7 +12,13 @@ from workbench.deploy.rollout.analysis import AnalysisSpec
 from workbench.deploy.rollout.controller import decide, start
 from workbench.deploy.rollout.phases import Phase
 from workbench.deploy.rollout.scrape import ScrapeSource
-from workbench.deploy.rollout.segments import judge_by_segment, segment_alpha, serve_args
+from workbench.deploy.rollout.segments import (
+    judge_by_segment,
+    merge_serve_args,
+    segment_alpha,
+    serve_args,
+    uncounted,
+)
 from workbench.deploy.rollout.signals import ColorWindow
 from workbench.deploy.rollout.traffic_rules import ErrorRateRule, LatencyRule, RelativeLatencyRule
 from workbench.deploy.rollout.verdicts import Observation
@@ -219,3 +225,44 @@ def test_a_bad_segment_setting_is_one_sentence(data: dict[str, object], said: st
     with pytest.raises(DeployValueError, match=said):
         AnalysisSpec.from_dict(data)
 
+
+
+def test_without_stable_segments_a_segment_is_not_compared_with_stables_whole_traffic() -> None:
+    # tenant b is slow on both colours, but stable does not count per segment: comparing b
+    # with stable's whole traffic would call it a regression
+    stable = window(2000, 0, slow=20, color="blue")
+    candidate = window(2000, 0, slow=600,
+                       segments={"a": window(1400, 0), "b": window(600, 0, slow=600)})
+    result = RelativeLatencyRule(segment_by=KEY).judge(seen(candidate, stable))
+    assert (result.decision or {})["segments"]["b"]["verdict"] != "fail", result.message
+    assert "stable has no per-segment figures for header:x-tenant" in result.message
+    assert "--segment-by header:x-tenant" in result.message
+
+
+def test_a_segment_is_compared_with_the_same_segment_of_stable_only() -> None:
+    # stable counts segments but saw no b: b is judged on its thresholds, not on stable's whole
+    stable = window(2000, 0, slow=20, color="blue", segments={"a": window(2000, 0, slow=20)})
+    candidate = window(2000, 0, slow=600,
+                       segments={"a": window(1400, 0), "b": window(600, 0, slow=600)})
+    result = RelativeLatencyRule(segment_by=KEY).judge(seen(candidate, stable))
+    assert (result.decision or {})["segments"]["b"]["verdict"] != "fail", result.message
+
+
+def test_the_rules_comparing_segments_with_stable_need_stable_to_count_them() -> None:
+    spec = AnalysisSpec.from_dict({"segment_by": "x-tenant",
+                                   "error_rate": {"max_ratio": 2.0, "segment_by": "param:t"}})
+    missing = [(rule.name, key) for rule, key in uncounted(spec.rules, ())]
+    assert missing == [("error_rate", "param:t"), ("latency_vs_stable", KEY)]  # not latency_p99
+    assert [r.name for r, _ in uncounted(spec.rules, ("--segment-by", "param:t"))] == [
+        "latency_vs_stable"]
+    assert uncounted(spec.rules, ("--segment-by", "x-tenant", "--segment-by", "param:t")) == []
+    assert uncounted(AnalysisSpec.from_dict({"segment_by": KEY, "relative_latency": False}).rules,
+                     ()) == []  # thresholds only: nothing to compare with stable
+
+
+def test_serve_options_merge_each_key_once_with_the_largest_bound() -> None:
+    assert merge_serve_args(("--segment-by", "x-tenant", "--max-segments", "4"),
+                            ("--segment-by", KEY, "--segment-by", "param:t", "--max-segments", "8"),
+                            ) == ("--segment-by", KEY, "--segment-by", "param:t", "--max-segments", "8")
+    assert merge_serve_args((), ("--graceful-timeout", "5")) == ("--graceful-timeout", "5")
+    assert merge_serve_args((), ()) == ()

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from workbench.deploy.records import InstanceRecord
 from workbench.deploy.rollout.analysis import AnalysisSpec
 from workbench.deploy.rollout.phases import Phase, Rollout
 from workbench.deploy.state import (
@@ -17,7 +18,6 @@ from workbench.deploy.state import (
     PREVIOUS_FILE,
     CanaryState,
     DeploymentState,
-    InstanceRecord,
     Plan,
     StateStore,
 )
@@ -219,3 +219,33 @@ def test_lock_is_reentrant_within_a_thread_and_exclusive_across_threads(tmp_path
         assert other and "locked by another process" in str(other[0])
     with store.lock("web", timeout=0.2):  # released once the outer one ended
         pass
+
+
+def test_an_instances_serve_options_and_faults_are_saved_and_restarted_as_its_role_allows(
+    tmp_path: Path,
+) -> None:
+    counting = ("--segment-by", "header:x-tenant", "--max-segments", "4")
+    faults = ("--fault-error-rate", "0.3")
+    green = InstanceRecord(color="green", version="1.1.0", host="127.0.0.1", port=9002,
+                           backend="process", ref="99", started_at=2.0, args=counting,
+                           faults=faults)
+    state = make_state().with_instance(green)
+    state = replace(state, rollout=Rollout(phase=Phase.CANARY, stable="blue", weight=20))
+    store = StateStore(tmp_path)
+    with store.transaction("web") as txn:
+        txn.save(state)
+    loaded = store.load("web")
+    (record,) = loaded.records("green")
+    assert (record.args, record.faults) == (counting, faults)
+    spec = record.restart_spec(loaded, "token")
+    assert spec.serve_args()[-6:] == [*counting, *faults] and spec.admin_token == "token"
+    (blue,) = loaded.records("blue")
+    assert blue.restart_spec(loaded).faults == ()  # written before options were recorded
+    # the candidate promoted, then a new rollout made it stable: its faults stay behind
+    promoted = replace(loaded, rollout=Rollout(phase=Phase.PROMOTED, stable="blue", weight=100))
+    assert record.restart_spec(promoted).faults == faults  # still the rollout's candidate
+    stable = replace(loaded, rollout=Rollout(phase=Phase.STARTING, stable="green"))
+    spec = record.restart_spec(stable)
+    assert spec.faults == () and spec.extra_args == counting
+    rolled_back = replace(loaded, rollout=Rollout(phase=Phase.ROLLED_BACK, stable="blue"))
+    assert record.restart_spec(rolled_back).faults == ()

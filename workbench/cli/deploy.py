@@ -12,23 +12,19 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from workbench.cli import _instance_options as instance
 from workbench.cli._common import JsonOption, RepoOption, console, err_console, print_json
-from workbench.deploy.rollout.phases import (
-    CHECKS,
-    DEFAULT_MIN_AGREEMENT,
-    verification_threshold,
-)
+from workbench.cli._instance_options import MaxSegmentsOption, SegmentByOption
+from workbench.deploy.rollout.phases import DEFAULT_MIN_AGREEMENT, verification_threshold
 from workbench.errors import WorkbenchError
 
 if TYPE_CHECKING:
     from rich.console import RenderableType
 
     from workbench.deploy.manager import DeploymentManager
-    from workbench.deploy.rollout.analysis import AnalysisSpec
     from workbench.deploy.state import DeploymentState
     from workbench.deploy.status import DeploymentStatus
     from workbench.deploy.traffic import Rates
-    from workbench.serving.faults import FaultConfig
 
 app = typer.Typer(
     help="Blue/green deployments: one router in front of two colours of serving instances.",
@@ -138,19 +134,24 @@ def create(
         int, typer.Option(help="Ready instances a colour needs [default: all of them].",
                           show_default=False)
     ] = 0,
+    segment_by: SegmentByOption = None,
+    max_segments: MaxSegmentsOption = None,
     repo: RepoOption = None,
     json: JsonOption = False,
 ) -> None:
     """Start MODEL VERSION as blue and put the router in front of it.
 
     With --engine (repeatable) each colour runs --replicas instances on every engine,
-    and the router balances over all of them."""
+    and the router balances over all of them. --segment-by makes the instances count
+    requests per segment from the start (later candidates too), as a canary whose rules
+    compare each segment with stable's needs."""
     from workbench.deploy.fleet import parse_engine
 
     if not engine and backend != "kubernetes" and (replicas is not None or publish_address):
         from workbench.errors import DeployValueError
 
         raise DeployValueError("--replicas and --publish-address go with --engine")
+    counting = instance.segment_args(segment_by, max_segments)
     engines = [parse_engine(e, replicas or 1, publish_address) for e in engine or ()]
     if engines:
         backend = "docker"
@@ -181,6 +182,7 @@ def create(
             backend_options=backend_options or None,
             engines=engines,
             min_ready=min_ready,
+            serve_args=counting,
         )
     state = deployment.state
     if json:
@@ -283,6 +285,8 @@ def update(
         str | None, typer.Option(help="Chaos testing: inject the faults only into one traffic "
                                  "segment's requests (x-tenant=b, or param:tenant=b).")
     ] = None,
+    segment_by: SegmentByOption = None,
+    max_segments: MaxSegmentsOption = None,
     json: JsonOption = False,
 ) -> None:
     """Start VERSION on the other colour, verify it, report, then wait for `promote`.
@@ -295,16 +299,19 @@ def update(
     purpose (chaos testing), to rehearse a rollback on the deployment itself; its
     verification then skips the agreement check. --fault-segment limits them to the
     requests of one segment, for an analysis that judges rules per segment (segment_by).
+    The candidate counts requests per segment as the analysis needs, as stable does,
+    and per --segment-by.
     """
     from workbench.cli._deploy_view import agreement_view, phase
     from workbench.deploy.canary import check_files, update_spec
     from workbench.errors import RolloutError
 
-    faults = _faults(fault_error_rate, fault_latency_ms, fault_segment)
+    faults = instance.faults(fault_error_rate, fault_latency_ms, fault_segment)
+    counting = instance.segment_args(segment_by, max_segments)
     spec = update_spec(strategy, analysis=analysis, steps=steps, interval=interval, mirror=mirror,
                        synthetic=synthetic, labelled=labelled)
     deployment = _manager().get(name)
-    if spec is not None:  # every file the analysis names, read before anything starts
+    if spec is not None:  # stable's segments and every file the analysis names, checked first
         spec = check_files(deployment, spec, version)
     last = {"message": ""}
 
@@ -324,8 +331,8 @@ def update(
             deployment.update(version, sample_file=sample, auto_promote=False,
                               min_agreement=verification_threshold(min_agreement, strategy),
                               timeout=timeout, wait=False, strategy=strategy, faults=faults,
-                              serve_args=_serve_args(spec),
-                              checks=_checks(faults))
+                              serve_args=instance.serve_args(spec, counting),
+                              checks=instance.checks(faults))
         canary_cli.start(deployment, spec, detach=True, prometheus=prometheus, json=json)
         return
     error: RolloutError | None = None
@@ -341,8 +348,8 @@ def update(
                 on_tick=progress,
                 strategy=strategy,
                 faults=faults,
-                serve_args=_serve_args(spec),
-                checks=_checks(faults),
+                serve_args=instance.serve_args(spec, counting),
+                checks=instance.checks(faults),
             )
         except RolloutError as exc:
             error = exc
@@ -361,44 +368,6 @@ def update(
         from workbench.cli import canary as canary_cli
 
         canary_cli.start(deployment, spec, detach=detach, prometheus=prometheus, json=json)
-
-
-def _faults(error_rate: float, latency_ms: float, segment: str | None = None,
-            ) -> FaultConfig | None:
-    """The candidate's chaos-testing faults, or None; out of range is one sentence."""
-    if error_rate == 0 and latency_ms == 0:
-        if segment is not None:
-            from workbench.errors import DeployValueError
-
-            raise DeployValueError("--fault-segment limits faults: give --fault-error-rate "
-                                   "or --fault-latency-ms too")
-        return None  # the serving layer (and numpy) stays unimported
-    from workbench.errors import DeployValueError
-    from workbench.serving.faults import FaultConfig
-
-    if not 0.0 <= error_rate <= 1.0:
-        raise DeployValueError(f"--fault-error-rate must be in 0..1, not {error_rate:g}")
-    if not 0.0 <= latency_ms <= 600_000:
-        raise DeployValueError(f"--fault-latency-ms must be in 0..600000, not {latency_ms:g}")
-    try:
-        return FaultConfig(error_rate, latency_ms, segment=segment)
-    except ValueError as exc:
-        raise DeployValueError(f"--fault-segment: {exc}") from None
-
-
-def _serve_args(spec: AnalysisSpec | None) -> tuple[str, ...]:
-    """The candidate's serve options the analysis needs (per-segment metrics)."""
-    if spec is None:
-        return ()
-    from workbench.deploy.rollout.segments import serve_args
-
-    return serve_args(spec.rules)
-
-
-def _checks(faults: FaultConfig | None) -> tuple[str, ...]:
-    """Verification's checks: without the agreement check when the candidate fails on
-    purpose (its inference answers meet the faults; readiness and deep health do not)."""
-    return tuple(c for c in CHECKS if faults is None or c != "agreement")
 
 
 @app.command()

@@ -38,7 +38,9 @@ class InstanceSpec:
     device: str = "cpu"
     workers: int = 1
     admin_token: str | None = None
-    extra_args: tuple[str, ...] = ()
+    extra_args: tuple[str, ...] = ()  # more ``workbench serve`` options (e.g. --segment-by)
+    #: Chaos-testing options (``--fault-error-rate`` ...): a candidate's only, never stable's.
+    faults: tuple[str, ...] = ()
     env: tuple[tuple[str, str], ...] = ()
     engine: str = ""  # the Docker engine it runs on ("" = the backend's default)
     replica: int = 0  # which of the colour's instances on that engine (0, 1, ...)
@@ -65,7 +67,7 @@ class InstanceSpec:
             "--device", self.device,
             "--workers", str(self.workers),
         ]
-        return [*args, *self.extra_args]
+        return [*args, *self.extra_args, *self.faults]
 
     def to_dict(self) -> dict[str, Any]:
         """The spec as JSON, as backends record it (pid file, container labels).
@@ -83,6 +85,7 @@ class InstanceSpec:
             "device": self.device,
             "workers": self.workers,
             "extra_args": list(self.extra_args),
+            "faults": list(self.faults),
             "engine": self.engine,
             "replica": self.replica,
         }
@@ -101,6 +104,7 @@ class InstanceSpec:
             device=str(data.get("device", "cpu")),
             workers=int(data.get("workers", 1)),
             extra_args=tuple(str(a) for a in data.get("extra_args", ())),
+            faults=tuple(str(a) for a in data.get("faults", ())),
             engine=str(data.get("engine", "")),
             replica=int(data.get("replica", 0)),
         )

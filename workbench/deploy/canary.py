@@ -36,6 +36,7 @@ from workbench.deploy.rollout.controller import (
 from workbench.deploy.rollout.controller_process import controller_lock, controller_running
 from workbench.deploy.rollout.hooks import Hooks
 from workbench.deploy.rollout.phases import Phase
+from workbench.deploy.rollout.segments import uncounted
 from workbench.deploy.tables import routing_table
 from workbench.deploy.verification import is_pipeline
 from workbench.errors import (
@@ -60,6 +61,7 @@ __all__ = [
     "Steered",
     "active",
     "check_files",
+    "check_segments",
     "command",
     "controller",
     "remember",
@@ -341,7 +343,10 @@ def check_files(deployment: Deployment, spec: AnalysisSpec, version: str) -> Ana
     """Read and validate every file ``spec`` names against ``version``'s inputs before any
     traffic moves; ``spec`` back with their paths made absolute (a detached controller or
     a later restore may run elsewhere). Raises DeployError, one sentence, on the first bad one.
+    Stable's instances are checked first (:func:`check_segments`): every face calls this
+    before a canary starts.
     """
+    check_segments(deployment.state, spec)
     if not spec.labelled:
         return spec
     from workbench.deploy.rollout.pages import load_images  # numpy
@@ -367,6 +372,27 @@ def check_files(deployment: Deployment, spec: AnalysisSpec, version: str) -> Ana
         raise DeployError(f"the labelled set {labelled} lacks the inputs {missing} of "
                           f"{state.model} {resolved} (it has {sorted(inputs)})")
     return replace(spec, labelled=str(labelled))
+
+
+def check_segments(state: DeploymentState, spec: AnalysisSpec) -> None:
+    """Refuse, in one sentence before anything starts, a canary whose rules compare each
+    segment with stable's (``relative_latency``, ``error_rate.max_ratio`` with
+    ``segment_by``) while stable's instances do not count requests per segment."""
+    rollout = state.rollout
+    color = rollout.candidate if rollout.phase is Phase.PROMOTED else rollout.stable
+    records = state.records(color)
+    missing = [found for r in records for found in uncounted(spec.rules, r.args)]
+    if not records or not missing:
+        return
+    rule, key = missing[0]
+    version = records[0].version
+    section = {"latency_vs_stable": "relative_latency"}.get(rule.name, rule.name)
+    raise DeployValueError(
+        f"{rule.name} compares each {key} segment with the same segment of stable, but "
+        f"stable ({color}, {state.model} {version}) does not count requests per segment: "
+        f"start stable with it first (workbench deploy update {state.name} --version {version} "
+        f"--segment-by {key} --auto-promote), or set segment_by = false in the analysis' {section} "
+        "table")
 
 
 def run(

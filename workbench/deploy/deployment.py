@@ -43,9 +43,11 @@ from workbench.deploy.names import check_deployment_name
 from workbench.deploy.nginx import NginxRouter
 from workbench.deploy.platforms import get_backend, get_runner
 from workbench.deploy.ports import free_port
+from workbench.deploy.records import InstanceRecord
 from workbench.deploy.rollout import phases as flow
 from workbench.deploy.rollout.phases import CHECKS, DEFAULT_MIN_AGREEMENT, Phase, Rollout
-from workbench.deploy.state import LOCK_FILE, InstanceRecord, Plan
+from workbench.deploy.rollout.segments import merge_serve_args
+from workbench.deploy.state import LOCK_FILE, Plan
 from workbench.deploy.status import DeploymentStatus, look_at_instances
 from workbench.deploy.tables import routing_table, settled
 from workbench.deploy.verification import Probe, check_sample, wait_healthy
@@ -219,7 +221,8 @@ class Deployment:
         ``faults`` (chaos testing) are injected into the candidate's instances only
         (``workbench serve --fault-error-rate/--fault-latency-ms``); stable never has any.
         ``serve_args`` go to the candidate's ``workbench serve`` too (e.g. a canary's
-        ``--segment-by``).
+        ``--segment-by``), with those stable's instances were started with (a deployment
+        that counts per segment keeps counting after a promotion).
         """
         state = self.state
         resolved = resolve_version(state.repo, state.model, version)
@@ -254,9 +257,9 @@ class Deployment:
         )
         specs = state.instance_specs(state.rollout.candidate, resolved, plan.port,
                                      admin_token=self.admin_token)
-        extra = (*(faults.serve_args() if faults is not None else ()), *serve_args)
-        if extra:
-            specs = [replace(spec, extra_args=(*spec.extra_args, *extra)) for spec in specs]
+        chaos = tuple(faults.serve_args()) if faults is not None else ()
+        args = merge_serve_args(*(r.args for r in state.records(state.rollout.stable)), serve_args)
+        specs = [replace(spec, extra_args=(*spec.extra_args, *args), faults=chaos) for spec in specs]
         color = state.rollout.candidate
         engine = self._backend(state)
         try:
@@ -412,7 +415,7 @@ class Deployment:
                 if engine.is_running(old):
                     continue
                 engine.stop(old)  # forget the stale record
-                instance = engine.start(replace(old.spec, admin_token=self.admin_token))
+                instance = engine.start(record.restart_spec(state, self.admin_token))
                 try:
                     wait_healthy(engine, instance, timeout)
                 except BaseException:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -35,8 +36,9 @@ from workbench.deploy.platforms import (
     state_store,
 )
 from workbench.deploy.ports import free_port, port_in_use
+from workbench.deploy.records import InstanceRecord
 from workbench.deploy.rollout.phases import Phase, Rollout
-from workbench.deploy.state import DeploymentState, InstanceRecord, StateStore
+from workbench.deploy.state import DeploymentState, StateStore
 from workbench.deploy.tables import routing_table
 from workbench.deploy.verification import wait_healthy
 from workbench.errors import DeployError, DeployValueError, StateCorruptError, WorkbenchError
@@ -236,6 +238,7 @@ class DeploymentManager:
         router: str | None = None,
         engines: Sequence[Engine] = (),
         min_ready: int = 0,
+        serve_args: Sequence[str] = (),
     ) -> Deployment:
         """Start ``model`` ``version`` as blue, wait until it is ready and healthy, put
         the router on ``port`` in front of it. Nothing is left behind if any step fails.
@@ -247,6 +250,9 @@ class DeploymentManager:
         ``engines``: the Docker engines each colour spans (:mod:`workbench.deploy.fleet`),
         with their replicas; a remote ``docker_host`` alone is a fleet of one.
         ``min_ready``: instances of a colour that must be ready (0: all).
+        ``serve_args``: more ``workbench serve`` options for blue, recorded with its
+        instances (e.g. ``--segment-by``, so that a canary's per-segment rules can compare
+        with stable's segments; later candidates inherit them).
         """
         # every value is checked before anything is made, so a mistake leaves nothing behind
         check_deployment_name(name)
@@ -280,7 +286,7 @@ class DeploymentManager:
             state = self._create(name, model, resolved, options, router, public_port=port,
                                  host=host, backend=backend, device=device, workers=workers,
                                  instance_port=instance_port, timeout=timeout,
-                                 fleet=fleet, min_ready=min_ready)
+                                 fleet=fleet, min_ready=min_ready, serve_args=tuple(serve_args))
         except BaseException:
             if not existed and not self.store.exists(name):
                 self.store.remove(name)  # not even an empty directory stays behind
@@ -305,6 +311,7 @@ class DeploymentManager:
         timeout: float,
         fleet: tuple[Engine, ...] = (),
         min_ready: int = 0,
+        serve_args: tuple[str, ...] = (),
     ) -> DeploymentState:
         with self.store.transaction(name) as txn:
             if txn.exists:
@@ -331,6 +338,7 @@ class DeploymentManager:
             )
             specs = state.instance_specs("blue", resolved, instance_port or free_port(),
                                          admin_token=self.store.admin_token(name))
+            specs = [replace(spec, extra_args=(*spec.extra_args, *serve_args)) for spec in specs]
             engine = self.fleet_backend(state)
             instances = start_all(engine, specs, need=state.needed(len(specs)),
                                   ready=lambda i: wait_healthy(engine, i, timeout))

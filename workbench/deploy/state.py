@@ -30,11 +30,12 @@ from filelock import FileLock
 from filelock import Timeout as LockTimeout
 
 from workbench._fs import cannot_write, write_atomic
-from workbench.deploy.backend import Instance, InstanceSpec, check_instance_address
+from workbench.deploy.backend import InstanceSpec
 from workbench.deploy.canary_state import CanaryState
 from workbench.deploy.fleet import Engine, check_fleet
 from workbench.deploy.history import HistoryEntry, actor, face
 from workbench.deploy.names import COLORS, check_deployment_name
+from workbench.deploy.records import InstanceRecord, InstanceSet, record_color
 from workbench.deploy.rollout.phases import Rollout
 from workbench.errors import DeployValueError, StateCorruptError, StateError
 
@@ -83,162 +84,6 @@ def default_home() -> Path:
     from workbench.settings import Settings
 
     return Settings.from_env().home
-
-
-def _color(value: object) -> Color:
-    if value == "blue":
-        return "blue"
-    if value == "green":
-        return "green"
-    raise StateError(f"invalid colour {value!r} in deployment state")
-
-
-@dataclass(frozen=True)
-class InstanceRecord:
-    """One colour's serving instance as last started by a backend."""
-
-    color: Color
-    version: str
-    host: str
-    port: int
-    backend: str
-    ref: str  # pid (process) or container id (docker)
-    started_at: float
-    labels: Mapping[str, str] = field(default_factory=dict, compare=False)
-    engine: str = ""  # the Docker engine it runs on ("" = the deployment's default)
-    replica: int = 0  # which of the colour's instances on that engine
-
-    def __post_init__(self) -> None:
-        check_instance_address(self.color, self.port)
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    @classmethod
-    def from_instance(
-        cls, instance: Instance, *, started_at: float | None = None
-    ) -> InstanceRecord:
-        return cls(
-            color=instance.spec.color,
-            version=instance.spec.version,
-            host=instance.spec.host,
-            port=instance.spec.port,
-            backend=instance.backend,
-            ref=instance.ref,
-            started_at=time.time() if started_at is None else started_at,
-            labels=dict(instance.labels),
-            engine=instance.spec.engine,
-            replica=instance.spec.replica,
-        )
-
-    @property
-    def where(self) -> str:
-        """The engine and replica, for messages: ``ssh://gpu1 #1`` (empty for the default)."""
-        place = self.engine + (f" #{self.replica}" if self.replica else "")
-        return place.strip()
-
-    def to_instance(self, state: DeploymentState) -> Instance:
-        spec = state.instance_spec(self.color, self.version, self.port, host=self.host,
-                                   engine=self.engine, replica=self.replica)
-        return Instance(spec=spec, backend=self.backend, ref=self.ref, labels=dict(self.labels))
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "color": self.color,
-            "version": self.version,
-            "host": self.host,
-            "port": self.port,
-            "backend": self.backend,
-            "ref": self.ref,
-            "started_at": self.started_at,
-            "labels": dict(self.labels),
-            "engine": self.engine,
-            "replica": self.replica,
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> InstanceRecord:
-        return cls(
-            color=_color(data["color"]),
-            version=str(data["version"]),
-            host=str(data["host"]),
-            port=int(data["port"]),
-            backend=str(data["backend"]),
-            ref=str(data["ref"]),
-            started_at=float(data.get("started_at", 0.0)),
-            labels={str(k): str(v) for k, v in dict(data.get("labels", {})).items()},
-            engine=str(data.get("engine", "")),
-            replica=int(data.get("replica", 0)),
-        )
-
-
-@dataclass(frozen=True)
-class InstanceSet:
-    """All instances of one colour (one per engine and replica), all serving one version.
-
-    ``version``, ``url`` and ``color`` read as those of a single instance did, so code
-    that needs one instance of the colour (a replay, a sample) takes the first.
-    """
-
-    color: Color
-    records: tuple[InstanceRecord, ...]
-
-    def __post_init__(self) -> None:
-        if not self.records:
-            raise ValueError(f"{self.color} has no instances")
-        for record in self.records:
-            if record.color != self.color:
-                raise ValueError(f"instance recorded under {self.color} is {record.color}")
-        if len({r.version for r in self.records}) > 1:
-            raise ValueError(f"the {self.color} instances serve different versions")
-        if len({(r.engine, r.replica) for r in self.records}) != len(self.records):
-            raise ValueError(f"two {self.color} instances share an engine and replica")
-
-    @classmethod
-    def of(cls, records: InstanceSet | InstanceRecord | Iterable[InstanceRecord]) -> InstanceSet:
-        if isinstance(records, InstanceSet):
-            return records
-        if isinstance(records, InstanceRecord):
-            return cls(records.color, (records,))
-        items = tuple(records)
-        return cls(items[0].color if items else "blue", items)
-
-    def __iter__(self) -> Iterator[InstanceRecord]:
-        return iter(self.records)
-
-    def __len__(self) -> int:
-        return len(self.records)
-
-    @property
-    def version(self) -> str:
-        return self.records[0].version
-
-    # The first instance's address and reference: what a colour was before it could span
-    # engines, so single-instance code reads on unchanged.
-    @property
-    def url(self) -> str:
-        return self.records[0].url
-
-    @property
-    def host(self) -> str:
-        return self.records[0].host
-
-    @property
-    def port(self) -> int:
-        return self.records[0].port
-
-    @property
-    def ref(self) -> str:
-        return self.records[0].ref
-
-    @property
-    def backend(self) -> str:
-        return self.records[0].backend
-
-    @property
-    def urls(self) -> list[str]:
-        return [r.url for r in self.records]
 
 
 @dataclass(frozen=True)
@@ -537,7 +382,7 @@ class DeploymentState:
             workers=int(data.get("workers", 1)),
             rollout=Rollout.from_dict(data["rollout"]),
             instances={
-                _color(c): InstanceSet.of(
+                record_color(c): InstanceSet.of(
                     # one object per colour: written before a colour could span engines
                     [InstanceRecord.from_dict(r)] if isinstance(r, dict)
                     else [InstanceRecord.from_dict(x) for x in r]

@@ -12,8 +12,9 @@ from workbench.errors import WorkbenchError
 if TYPE_CHECKING:
     from workbench._types import Color
     from workbench.deploy.backend import Backend
+    from workbench.deploy.records import InstanceRecord
     from workbench.deploy.rollout.controller_process import ControllerProcess
-    from workbench.deploy.state import DeploymentState, InstanceRecord
+    from workbench.deploy.state import DeploymentState
 
 __all__ = ["DeploymentStatus", "InstanceStatus", "finished", "look_at_instances", "roles", "step"]
 

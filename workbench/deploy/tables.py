@@ -12,7 +12,8 @@ from workbench.deploy.rollout.phases import Phase
 from workbench.deploy.routing import RoutingTable, Upstream
 
 if TYPE_CHECKING:
-    from workbench.deploy.state import DeploymentState, InstanceRecord
+    from workbench.deploy.records import InstanceRecord
+    from workbench.deploy.state import DeploymentState
 
 __all__ = ["routing_table", "settled"]
 

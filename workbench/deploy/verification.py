@@ -23,8 +23,9 @@ if TYPE_CHECKING:
 
     from workbench.deploy.backend import Backend, Instance
     from workbench.deploy.client import ServingClient
+    from workbench.deploy.records import InstanceRecord
     from workbench.deploy.rollout.agreement import AgreementReport
-    from workbench.deploy.state import DeploymentState, InstanceRecord, Plan
+    from workbench.deploy.state import DeploymentState, Plan
     from workbench.model.task import Task
 
 __all__ = ["Probe", "agreement_samples", "agreement_verdict", "check_sample", "declared_task",

@@ -47,11 +47,13 @@ __all__ = [
     "SEGMENT_REQUESTS",
     "SegmentCounters",
     "judge_by_segment",
+    "merge_serve_args",
     "segment_alpha",
     "segment_counters",
     "segment_key",
     "segment_windows",
     "serve_args",
+    "uncounted",
 ]
 
 SEGMENT_REQUESTS = "workbench_segment_requests_total"
@@ -132,6 +134,54 @@ def serve_args(rules: Iterable[Any]) -> tuple[str, ...]:
     return (*args, "--max-segments", str(bound)) if bound is not None else ()
 
 
+def _split(args: Iterable[str]) -> tuple[list[str], list[int], list[str]]:
+    """``workbench serve`` options as (segment keys, bounds, the other options)."""
+    keys: list[str] = []
+    bounds: list[int] = []
+    rest: list[str] = []
+    items = list(args)
+    at = 0
+    while at < len(items):
+        option, value = items[at], items[at + 1] if at + 1 < len(items) else None
+        if option == "--segment-by" and value is not None:
+            keys.append(str(SegmentKey.parse(value)))
+        elif option == "--max-segments" and value is not None:
+            bounds.append(int(value))
+        else:
+            rest.append(option)
+            at += 1
+            continue
+        at += 2
+    return keys, bounds, rest
+
+
+def merge_serve_args(*groups: Iterable[str]) -> tuple[str, ...]:
+    """Several option lists as one: every segment key once, the largest bound, the rest kept."""
+    keys: dict[str, None] = {}
+    bounds: list[int] = []
+    rest: list[str] = []
+    for group in groups:
+        more, bound, other = _split(group)
+        keys.update(dict.fromkeys(more))
+        bounds += bound
+        rest += other
+    segmented = [part for key in keys for part in ("--segment-by", key)]
+    if keys and bounds:
+        segmented += ["--max-segments", str(max(bounds))]
+    return (*rest, *segmented)
+
+
+def uncounted(rules: Iterable[Any], args: Iterable[str]) -> list[tuple[Any, str]]:
+    """The rules that compare each segment with stable's same segment (``relative_latency``,
+    ``error_rate`` with ``max_ratio``), with their key, that instances started with ``args``
+    do not count: stable needs per-segment series for them, or they would compare a
+    segment with stable's whole traffic."""
+    counted = set(_split(args)[0])
+    return [(rule, rule.segment_by) for rule in rules
+            if getattr(rule, "segment_by", None) and rule.segment_by not in counted
+            and (getattr(rule, "needs_stable", False) or getattr(rule, "max_ratio", None))]
+
+
 def judge_by_segment(
     rule: Any, seen: Observation, judge: Callable[[Observation], RuleResult],
 ) -> RuleResult:
@@ -152,7 +202,10 @@ def judge_by_segment(
     alpha = segment_alpha(seen.alpha, getattr(rule, "max_segments", None), len(windows))
     results: dict[str, RuleResult] = {}
     for segment, window in sorted(windows.items()):
-        versus = stable_segments.get(segment, stable) if stable_segments else stable
+        # a segment is compared with the same segment of stable, never with stable's whole
+        # traffic (a tenant slow on both colours is no regression); stable without
+        # per-segment series leaves a segment its threshold tests only
+        versus = stable_segments.get(segment) if stable_segments is not None else None
         results[segment] = judge(replace(seen, candidate=window, stable=versus, alpha=alpha))
     summary = {segment: {"verdict": r.verdict, "samples": r.samples, "value": r.value}
                for segment, r in results.items()}
@@ -170,5 +223,9 @@ def judge_by_segment(
                                                        "samples": overall.samples,
                                                        "value": overall.value}},
         )
-    return replace(overall, decision={**(overall.decision or {}), "segment_by": str(key),
-                                      "segments": summary})
+    message = overall.message
+    if stable is not None and stable_segments is None and uncounted([rule], ()):
+        message += (f"; stable has no per-segment figures for {key}, so no segment was "
+                    f"compared with stable's (start stable with --segment-by {key})")
+    return replace(overall, message=message, decision={
+        **(overall.decision or {}), "segment_by": str(key), "segments": summary})

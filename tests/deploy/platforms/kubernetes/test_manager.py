@@ -21,8 +21,9 @@ from workbench.deploy.platforms.kubernetes.backend import KubernetesBackend
 from workbench.deploy.platforms.kubernetes.client import KubeApi
 from workbench.deploy.platforms.kubernetes.router import KubernetesRouter
 from workbench.deploy.platforms.kubernetes.store import ClusterStateStore
+from workbench.deploy.records import InstanceRecord
 from workbench.deploy.rollout.phases import Phase, Rollout
-from workbench.deploy.state import DeploymentState, InstanceRecord
+from workbench.deploy.state import DeploymentState
 from workbench.deploy.tables import routing_table
 from workbench.errors import RolloutError, RouterError
 

@@ -19,8 +19,9 @@ from typer.testing import CliRunner
 from workbench.cli import app
 from workbench.deploy.platforms.kubernetes.export import FORMATS, MARKER, ExportSource, export, render
 from workbench.deploy.platforms.kubernetes.options import KubernetesOptions
+from workbench.deploy.records import InstanceRecord
 from workbench.deploy.rollout.phases import Phase, Rollout
-from workbench.deploy.state import DeploymentState, InstanceRecord, StateStore
+from workbench.deploy.state import DeploymentState, StateStore
 from workbench.errors import DeployValueError
 
 GOLDEN = Path(__file__).parent / "golden"

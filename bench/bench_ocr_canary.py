@@ -73,7 +73,7 @@ from workbench.errors import WorkbenchError
 
 if TYPE_CHECKING:
     from workbench.deploy.manager import DeploymentManager
-    from workbench.deploy.rollout.controller import Action, CanaryStatus
+    from workbench.deploy.rollout.decisions import Action, CanaryStatus
 
 console = Console(width=160)
 CER = re.compile(r"CER ([\d.]+)% vs stable ([\d.]+)%")

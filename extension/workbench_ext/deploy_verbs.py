@@ -104,7 +104,7 @@ def cmd_update(call: Call, args: argparse.Namespace) -> Any:
 
     With --strategy canary a kernel thread then steps its weight and judges it; the
     result is the canary's live view (``.wait()`` for the end)."""
-    from workbench.deploy import check_canary_files, update_spec
+    from workbench.deploy import canary_serve_args, check_canary_files, update_spec
 
     # parsed and checked as `workbench deploy update` does: a bad file is one sentence
     # (a UsageError) before the candidate starts and before any traffic moves
@@ -134,6 +134,7 @@ def cmd_update(call: Call, args: argparse.Namespace) -> Any:
             timeout=args.timeout,
             on_tick=tick,
             strategy=args.strategy,
+            serve_args=canary_serve_args(spec),  # per-segment counting the analysis judges by
         ),
         desc=f"update {args.name}",
         steps=steps,

@@ -59,6 +59,7 @@ class RapidRun:
     seconds: list[list[float]]
     versions: dict[str, str]
     load_seconds: float
+    peak_rss: int | None = None  # the runner's peak resident memory, bytes
 
 
 def cache_root() -> Path:
@@ -132,6 +133,7 @@ def run_rapidocr(python: Path, images: list[Path], *, rounds: int = 1, warmup: b
         seconds=[image["seconds"] for image in answer["images"]],
         versions={"rapidocr-paddle": answer["rapidocr"], "paddlepaddle": answer["paddle"]},
         load_seconds=answer["load_seconds"],
+        peak_rss=answer.get("peak_rss"),
     )
 
 

@@ -7,7 +7,7 @@ Not imported by the workbench or its tests: :mod:`tests.codecs._rapidocr` runs i
 
 and reads one JSON answer from stdout::
 
-    {"rapidocr": "1.4.5", "paddle": "3.3.1", "load_seconds": 1.2,
+    {"rapidocr": "1.4.5", "paddle": "3.3.1", "load_seconds": 1.2, "peak_rss": 1048576000,
      "images": [{"lines": [{"box": [[x, y] x4], "text": "...", "score": 0.99}, ...],
                  "seconds": [0.41, ...]}, ...]}
 
@@ -16,6 +16,8 @@ and rec and the v2 classifier its wheel ships), only ``cpu_math_library_num_thre
 Each image's encoded bytes are read once and handed to the pipeline, which decodes them
 itself (as the workbench's chain does). With ``warmup`` every image runs once first,
 uncounted; then ``rounds`` passes, each timed per image; the lines are the last pass's.
+``peak_rss`` is the runner's peak resident memory in bytes (``VmHWM``: getrusage's
+``ru_maxrss`` would report the parent's RSS at the fork when that was larger).
 Whatever Paddle prints goes to stderr; stdout carries the answer alone.
 """
 
@@ -57,6 +59,7 @@ def main() -> None:
         "rapidocr": getattr(rapidocr_paddle, "__version__", None) or _version("rapidocr-paddle"),
         "paddle": paddle.__version__,
         "load_seconds": load_seconds,
+        "peak_rss": _peak_rss(),
         "images": [
             {"lines": [{"box": [[float(x), float(y)] for x, y in box], "text": text, "score": float(score)}
                        for box, text, score in lines],
@@ -65,6 +68,18 @@ def main() -> None:
         ],
     }, answer)
     answer.close()
+
+
+def _peak_rss():
+    """This process's peak resident memory since it started its program, bytes (Linux)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
 
 
 def _version(name: str) -> str:

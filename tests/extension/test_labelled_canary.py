@@ -180,3 +180,27 @@ def test_the_labelled_set_reaches_the_canary_spec_and_its_accuracy_rule(
     finally:
         run.stop()
         run.wait(30)
+
+
+def test_a_canary_judged_per_segment_starts_its_candidate_counting_segments(
+    shell: Any, tmp_path: Path
+) -> None:
+    """``%paddle deploy update --strategy canary`` with a rule judged per segment against a
+    threshold starts the candidate with ``--segment-by``, as ``workbench deploy update``
+    does (stable need not count for it): without it the candidate has no per-segment
+    figures, and the rule never judges a segment."""
+    web = deployment(shell, "tenants", f"{STUB_MODEL}@stable")
+    assert not any("--segment-by" in r.args for r in web.state.records(web.state.rollout.stable))
+    analysis = tmp_path / "tenants.toml"
+    analysis.write_text('steps = [50, 100]\ninterval = "30s"\nsegment_by = "header:x-tenant"\n'
+                        "relative_latency = false\nmemory = false\nagreement = false\n"
+                        "accuracy = false\n")
+    run = paddle(shell, f"deploy update tenants 1.1.0 --strategy canary --analysis {analysis} -q")
+    try:
+        candidate = web.state.rollout.candidate
+        args = [list(r.args) for r in web.state.records(candidate)]
+        assert args and all("--segment-by" in a and a[a.index("--segment-by") + 1] == "header:x-tenant"
+                            for a in args), args
+    finally:
+        run.stop()
+        run.wait(30)

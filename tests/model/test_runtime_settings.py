@@ -203,3 +203,18 @@ def test_disagreement_names_shape_and_missing_outputs() -> None:
     assert "shape (1, 5)" in disagreement_with(want, {"y": np.zeros((1, 5), np.float32)})
     assert "missing" in disagreement_with(want, {})
     assert "not finite" in disagreement_with(want, {"y": np.full((1, 4), np.nan, np.float32)})
+
+
+def test_memory_optimisation_is_kept_when_it_costs_little_speed() -> None:
+    """Without it Paddle holds every intermediate tensor at once: memory that grows with
+    the input's size. Within 10% of the fastest it is chosen; beyond, speed wins."""
+    from workbench.model.runtime_settings import RuntimeTrial
+
+    def trial(p50: float, **settings: object) -> RuntimeTrial:
+        return RuntimeTrial(RuntimeSettings(onednn=False, ir_optim=True, **settings), True, p50)  # type: ignore[arg-type]
+
+    fastest, lean, threads = trial(100.0), trial(108.0, memory_optim=True), trial(101.0, cpu_threads=2)
+    assert tuning.choose([fastest, lean, threads]) is lean
+    slow_lean = trial(115.0, memory_optim=True)
+    assert tuning.choose([fastest, slow_lean, threads]) is fastest
+    assert tuning.choose([slow_lean]) is slow_lean

@@ -5,6 +5,13 @@ is published with oneDNN off (PP-OCRv5 det fails under it on the CPU build; the 
 follow so served and in-process predictors are configured alike), and the in-process
 chain opens each stage's files with that stage's manifest settings and one math thread,
 as the served workers do, so both compute the same numbers.
+
+The PP-OCRv4 stages and the v2 classifier are published with memory optimisation on
+as well (:data:`SETTINGS`), as RapidOCR runs them: the v4 detector reads a 480x140 page
+at 2528x736 (``limit_type: min``, 736), and without buffer reuse its predictor held every
+intermediate tensor at once, 3-5 GB per copy (0.8 GB with it; outputs bit-identical).
+Paddle refuses memory optimisation for the PP-OCRv5 PIR programs (``Not find
+predictor_id ... memory_optimize_pass``), whose detector reads the page at 1024x384.
 """
 
 from __future__ import annotations
@@ -25,6 +32,9 @@ PIPELINES = {
     "ocr:4.0.0": {"det": "ocr-det:4.0.0", "cls": "ocr-cls:2.0.0", "rec": "ocr-rec:4.0.0"},
 }
 
+#: Each export family's runtime settings (see the module docstring).
+SETTINGS = {"v5": "onednn=off", "v4": "onednn=off,memory_optim=on", "v2": "onednn=off,memory_optim=on"}
+
 
 def publish_pipelines(root: Path, *, extra: Sequence[tuple[str, str, str]] = ()) -> ModelRepository:
     """PP-OCRv5 det/rec, PP-OCRv4 det/rec, v2 cls and :data:`PIPELINES` in ``root``;
@@ -37,14 +47,14 @@ def publish_pipelines(root: Path, *, extra: Sequence[tuple[str, str, str]] = ())
     exports = _ocr.require_exports()
     repo = ModelRepository(root)
     configs = write_legacy_configs(exports, root.parent / f"{root.name}-configs")
-    off = RuntimeSettings.parse("onednn=off")
     probe = PaddleProbe()
     stages = [("ocr-det", "5.0.0", "v5_det"), ("ocr-rec", "5.0.0", "v5_rec"),
               ("ocr-det", "4.0.0", "v4_det"), ("ocr-rec", "4.0.0", "v4_rec"),
               ("ocr-cls", "2.0.0", "v2_cls"), *extra]
     for model, version, kind in stages:
         config = configs[kind[-3:]] if kind.startswith(("v4", "v2")) else None
-        repo.publish(model, version, getattr(exports, kind), probe=probe, runtime=off, config=config)
+        runtime = RuntimeSettings.parse(SETTINGS[kind[:2]])
+        repo.publish(model, version, getattr(exports, kind), probe=probe, runtime=runtime, config=config)
     for ref, roles in PIPELINES.items():
         name, version = ref.split(":")
         repo.publish_pipeline(name, version, roles)

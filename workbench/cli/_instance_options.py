@@ -73,9 +73,10 @@ def serve_args(spec: AnalysisSpec | None, given: tuple[str, ...] = ()) -> tuple[
     metrics)."""
     if spec is None:
         return given
-    from workbench.deploy.rollout.segments import merge_serve_args, serve_args
+    from workbench.deploy import canary_serve_args
+    from workbench.deploy.rollout.segments import merge_serve_args
 
-    return merge_serve_args(given, serve_args(spec.rules))
+    return merge_serve_args(given, canary_serve_args(spec))
 
 
 def checks(faults: FaultConfig | None) -> tuple[str, ...]:

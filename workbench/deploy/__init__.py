@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from workbench.deploy.canary import command as canary_command
     from workbench.deploy.canary import controller as canary_controller
     from workbench.deploy.canary import run as run_canary
+    from workbench.deploy.canary import serve_args as canary_serve_args
     from workbench.deploy.canary import steer, update_spec
     from workbench.deploy.client import ServingClient
     from workbench.deploy.deployment import Deployment
@@ -33,7 +34,7 @@ if TYPE_CHECKING:
     from workbench.deploy.platforms import get_backend
     from workbench.deploy.platforms.process.backend import ProcessBackend
     from workbench.deploy.rollout.analysis import AnalysisSpec
-    from workbench.deploy.rollout.controller import Action, CanaryStatus
+    from workbench.deploy.rollout.decisions import Action, CanaryStatus
     from workbench.deploy.rollout.phases import DEFAULT_MIN_AGREEMENT, Phase, verification_threshold
     from workbench.deploy.state import DeploymentState, StateStore
     from workbench.deploy.status import DeploymentStatus, InstanceStatus
@@ -59,6 +60,7 @@ __all__ = [
     "canary_active",
     "canary_command",
     "canary_controller",
+    "canary_serve_args",
     "check_canary_files",
     "get_backend",
     "run_canary",
@@ -68,9 +70,9 @@ __all__ = [
 ]
 
 _WHERE = {
-    "Action": "rollout.controller",
+    "Action": "rollout.decisions",
     "AnalysisSpec": "rollout.analysis",
-    "CanaryStatus": "rollout.controller",
+    "CanaryStatus": "rollout.decisions",
     "DEFAULT_MIN_AGREEMENT": "rollout.phases",
     "DeployEvent": "events",
     "Deployment": "deployment",
@@ -86,6 +88,7 @@ _WHERE = {
     "TrafficSampler": "traffic",
     "canary_active": "canary:active",
     "canary_controller": "canary:controller",
+    "canary_serve_args": "canary:serve_args",
     "check_canary_files": "canary:check_files",
     "get_backend": "platforms",
     "run_canary": "canary:run",

@@ -36,6 +36,7 @@ from workbench.deploy.rollout.controller import (
 from workbench.deploy.rollout.controller_process import controller_lock, controller_running
 from workbench.deploy.rollout.hooks import Hooks
 from workbench.deploy.rollout.phases import Phase
+from workbench.deploy.rollout.segments import serve_args as segment_serve_args
 from workbench.deploy.rollout.segments import uncounted
 from workbench.deploy.tables import routing_table
 from workbench.deploy.verification import is_pipeline
@@ -311,6 +312,12 @@ def controller(
                             candidate=candidate, output=output,
                             hooks=Hooks(spec.hooks, confirm=spec.confirm,
                                         timeout=spec.hook_timeout))
+
+
+def serve_args(spec: AnalysisSpec | None) -> tuple[str, ...]:
+    """The ``workbench serve`` options a candidate needs for ``spec`` (per-segment
+    counting for rules judged per segment); every face passes them to ``update``."""
+    return () if spec is None else tuple(segment_serve_args(spec.rules))
 
 
 def update_spec(

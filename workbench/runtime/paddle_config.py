@@ -5,8 +5,8 @@ the signed manifest; this module turns them into calls of Paddle Inference 3.x's
 documented Config API, and nothing else touches those switches:
 
 - CPU: ``disable_gpu``, ``set_cpu_math_library_num_threads``, ``enable_mkldnn`` /
-  ``disable_mkldnn`` (oneDNN), ``switch_ir_optim``, ``enable_memory_optim``,
-  ``delete_pass``.
+  ``disable_mkldnn`` (oneDNN), ``set_mkldnn_cache_capacity``, ``switch_ir_optim``,
+  ``enable_memory_optim``, ``delete_pass``.
 - GPU: ``enable_use_gpu(memory_pool_init_size_mb, device_id, precision_mode)`` with
   ``PrecisionType.Float32/Half/Bfloat16``; with TensorRT,
   ``enable_tensorrt_engine(workspace_size, max_batch_size, min_subgraph_size,
@@ -18,6 +18,14 @@ Config recording the calls; it has not been run here (no GPU, CPU wheel of Paddl
 
 A switch left ``None`` is not touched, so Paddle's default holds: versions published
 before settings were recorded load exactly as before.
+
+One thing is always set where oneDNN may run (on, or Paddle's default, which is on):
+its cache of kernels by input shape holds at most :data:`ONEDNN_CACHE_SHAPES` shapes.
+Paddle's own default keeps every shape it has seen; a detector fed pages of many sizes
+(``DetResizeForTest`` gives one shape per page size, in steps of 32 pixels) then grows
+by each new shape's kernels and buffers for as long as it serves (about 10 MB a shape
+for PP-OCRv4's detector at 320x500, more for larger pages). The cap changes no output:
+a shape that fell out of the cache is built again when it comes back.
 """
 
 from __future__ import annotations
@@ -30,6 +38,8 @@ if TYPE_CHECKING:
 
 TRT_WORKSPACE_BYTES = 1 << 30
 TRT_MIN_SUBGRAPH = 3
+#: Input shapes oneDNN keeps kernels for, per predictor (PaddleOCR's predictors use 10).
+ONEDNN_CACHE_SHAPES = 10
 _PRECISION_NAMES = {"fp32": "Float32", "fp16": "Half", "bf16": "Bfloat16"}
 
 
@@ -76,10 +86,12 @@ def apply_settings(
     else:
         call("disable_gpu")
         call("set_cpu_math_library_num_threads", settings.cpu_threads or cpu_threads)
-        if settings.onednn is True:
-            call("enable_mkldnn")
-        elif settings.onednn is False:
+        if settings.onednn is False:
             call("disable_mkldnn")
+        else:
+            call("set_mkldnn_cache_capacity", ONEDNN_CACHE_SHAPES)
+            if settings.onednn is True:
+                call("enable_mkldnn")
     if settings.ir_optim is not None:
         call("switch_ir_optim", settings.ir_optim)
     if settings.memory_optim is not None:

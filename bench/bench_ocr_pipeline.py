@@ -49,7 +49,6 @@ import sys
 import tempfile
 import threading
 import time
-from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -60,6 +59,8 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("GLOG_minloglevel", "3")
+
+from bench_ocr_stages import Timed  # each stage's model seconds, as the stage bench adds them
 
 from tests.codecs import _rapidocr
 from tests.serving import _pipeline
@@ -109,24 +110,6 @@ class PeakRss:
         self._stop.set()
         self._thread.join()
         self.peak = max(self.peak, self.rss())
-
-
-class Timed:
-    """``predict`` functions wrapped to add each stage's seconds to ``spent``."""
-
-    def __init__(self, predicts: dict[str, Callable[[Any], Any]]) -> None:
-        self.spent: dict[str, float] = defaultdict(float)
-        self.predicts = {role: self._wrap(role, fn) for role, fn in predicts.items()}
-
-    def _wrap(self, role: str, fn: Callable[[Any], Any]) -> Callable[[Any], Any]:
-        def predict(batch: Any) -> Any:
-            started = time.perf_counter()
-            try:
-                return fn(batch)
-            finally:
-                self.spent[role] += time.perf_counter() - started
-
-        return predict
 
 
 def in_process(repo: Any, version: str) -> tuple[Callable[[bytes], Any], Timed]:

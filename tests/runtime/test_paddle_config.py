@@ -8,15 +8,12 @@ these tests prove about it.
 
 from __future__ import annotations
 
-import ctypes
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import psutil
 import pytest
 
-from tests.codecs import _ocr
 from workbench.model import formats
 from workbench.model.runtime_settings import RuntimeSettings, ShapeRange
 from workbench.runtime.device import Device
@@ -105,33 +102,3 @@ def test_deleting_a_pass_paddle_does_not_know_still_loads(demo_repo: Path) -> No
     with pytest.raises(ValueError, match="pass names"):
         RuntimeSettings(delete_passes=("bad name",))
 
-
-def test_onednn_keeps_kernels_for_a_bounded_number_of_input_shapes() -> None:
-    """A detector fed pages of many sizes (one input shape each) stays bounded in memory:
-    Paddle's default keeps every shape's oneDNN kernels (about 10 MB a shape here)."""
-    _ocr.require_exports()
-    predictor = PaddlePredictor.open(formats.detect(_ocr.V4_DET), Device("cpu"),
-                                     settings=RuntimeSettings.parse("onednn=on,memory_optim=on"))
-    name = predictor.input_names[0]
-    widths = [320 + 32 * k for k in range(ONEDNN_CACHE_SHAPES + 18)]
-    process = psutil.Process()
-    libc = ctypes.CDLL(None)
-
-    def rss() -> int:  # what the process holds, less the free memory glibc keeps
-        libc.malloc_trim(0)
-        return int(process.memory_info().rss)
-
-    def run(width: int) -> None:
-        predictor.run({name: np.zeros((1, 3, 320, width), np.float32)})
-
-    try:
-        run(widths[-1])  # the largest input first: later growth is no larger activations'
-        for width in widths[:ONEDNN_CACHE_SHAPES + 2]:  # the cache full
-            run(width)
-        before = rss()
-        for width in widths[ONEDNN_CACHE_SHAPES + 2:-1]:  # 15 shapes more, each new
-            run(width)
-        grown = (rss() - before) / 2**20
-    finally:
-        predictor.release()
-    assert grown < 60, f"RSS grew {grown:.0f} MiB over 15 new input shapes"

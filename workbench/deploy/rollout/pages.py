@@ -178,21 +178,18 @@ def _paired(stable: ServingClient, candidate: ServingClient, model: str, images:
     got: list[Page] = []
     failures = ReplayFailures()
     for index, image in enumerate(images):
-        try:
-            reference = _read(stable, model, image)
-        except ServingError as exc:
-            log.info("%s: stable could not read image %d: %s", model, index, exc)
-            failures.add("stable", 1, exc)
-            continue
-        try:
-            answer = _read(candidate, model, image)
-        except ServingError as exc:
-            log.info("%s: candidate could not read image %d: %s", model, index, exc)
-            failures.add("candidate", 1, exc)
-            continue
-        kept.append(index)
-        wanted.append(reference)
-        got.append(answer)
+        pages: list[Page] = []
+        for colour, client in (("stable", stable), ("candidate", candidate)):
+            try:
+                pages.append(_read(client, model, image))
+            except ServingError as exc:
+                log.info("%s: %s could not read image %d: %s", model, colour, index, exc)
+                failures.add(colour, 1, exc)
+                break
+        else:
+            kept.append(index)
+            wanted.append(pages[0])
+            got.append(pages[1])
     return kept, wanted, got, failures
 
 

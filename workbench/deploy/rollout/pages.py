@@ -179,12 +179,12 @@ def _paired(stable: ServingClient, candidate: ServingClient, model: str, images:
     failures = ReplayFailures()
     for index, image in enumerate(images):
         pages: list[Page] = []
-        for colour, client in (("stable", stable), ("candidate", candidate)):
+        for side, client in (("stable", stable), ("candidate", candidate)):
             try:
                 pages.append(_read(client, model, image))
             except ServingError as exc:
-                log.info("%s: %s could not read image %d: %s", model, colour, index, exc)
-                failures.add(colour, 1, exc)
+                log.info("%s: %s could not read image %d: %s", model, side, index, exc)
+                failures.add(side, 1, exc)
                 break
         else:
             kept.append(index)

@@ -48,6 +48,9 @@ def _deployment(call: Call, deployment: str) -> Any:
 @argument("--docker-host", default=None, help="Docker engine URL (e.g. ssh://user@gpu-box).")
 @argument("--device", default="cpu", help="Device of the serving instances (cpu, gpu:N).")
 @argument("--workers", type=int, default=1, help="Predictor clones per instance.")
+@argument("--isolation", choices=("process", "thread"), default=None,
+          help="process (worker processes, serve's default) or thread (in the instance's "
+               "process: a pipeline starts in seconds); candidates inherit it.")
 @argument("--timeout", type=float, default=180.0, help="Seconds to wait for blue to be healthy.")
 @argument("-q", "--quiet", action="store_true", help="No progress bar.")
 def cmd_create(call: Call, args: argparse.Namespace) -> Any:
@@ -66,6 +69,7 @@ def cmd_create(call: Call, args: argparse.Namespace) -> Any:
             port=args.port,
             device=args.device,
             workers=args.workers,
+            isolation=args.isolation,
             timeout=args.timeout,
         ),
         desc=f"create {args.name}",

@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import psutil
@@ -26,7 +27,6 @@ from workbench.serving.faults import FaultConfig
 
 if TYPE_CHECKING:
     from collections.abc import Callable
-    from pathlib import Path
 
     from workbench._types import Color
     from workbench.deploy.deployment import Deployment
@@ -209,3 +209,19 @@ def test_a_restored_workbench_serve_candidate_counts_segments_and_fails_as_befor
     counted = [line for line in metrics.splitlines()
                if line.startswith("workbench_segment_requests_total{") and 'segment="b"' in line]
     assert counted and 'segment_by="header:x-tenant"' in counted[0], metrics[-2000:]
+
+
+def test_create_isolation_runs_every_colour_in_the_instance_process(
+    nginx: None, env: dict[str, str],  # noqa: F811
+) -> None:
+    """``--isolation thread`` (what an OCR pipeline on a small CPU wants) reaches blue's
+    command line, is recorded, and a later candidate runs the same way."""
+    run(env, "create", "web", "--model", "stub", "--version", "stable", "--isolation", "thread")
+    (blue,) = _load(env, "web").records("blue")
+    assert blue.args == ("--isolation", "thread")
+    run(env, "update", "web", "--version", "1.1.0")
+    (green,) = _load(env, "web").records("green")
+    assert green.args == ("--isolation", "thread")
+    said = refused(env, "create", "other", "--model", "stub", "--isolation", "fork")
+    assert "isolation is process or thread, not 'fork'" in said, said
+    assert not (Path(env["WORKBENCH_HOME"]) / "deployments" / "other").exists()

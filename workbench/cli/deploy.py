@@ -119,6 +119,12 @@ def create(
     host: Annotated[str, typer.Option(help="Address the router listens on.")] = "127.0.0.1",
     device: Annotated[str, typer.Option(help="cpu or gpu:N for the instances.")] = "cpu",
     workers: Annotated[int, typer.Option(help="Predictor workers per instance.")] = 1,
+    isolation: Annotated[
+        str | None,
+        typer.Option(help="process (worker processes, serve's default) or thread (in the "
+                     "instance's process: a pipeline starts in seconds); candidates inherit it.",
+                     show_default=False),
+    ] = None,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for blue to get ready.")] = 180.0,
     engine: Annotated[
         list[str] | None,
@@ -183,6 +189,7 @@ def create(
             engines=engines,
             min_ready=min_ready,
             serve_args=counting,
+            isolation=isolation,
         )
     state = deployment.state
     if json:

@@ -54,6 +54,8 @@ __all__ = ["BackendFactory", "DeploymentManager", "RouterFactory", "open_deploym
 BackendFactory = Callable[[str, Mapping[str, str]], "Backend"]
 RouterFactory = Callable[[Path], "NginxRouter"]
 
+#: How an instance may run a version (``workbench serve --isolation``).
+ISOLATIONS = ("process", "thread")
 #: Backend options that say which engine and image a docker router uses.
 _DOCKER_ROUTER_OPTIONS = ("docker_host", "image", "known_hosts", "identity_file")
 
@@ -239,6 +241,7 @@ class DeploymentManager:
         engines: Sequence[Engine] = (),
         min_ready: int = 0,
         serve_args: Sequence[str] = (),
+        isolation: str | None = None,
     ) -> Deployment:
         """Start ``model`` ``version`` as blue, wait until it is ready and healthy, put
         the router on ``port`` in front of it. Nothing is left behind if any step fails.
@@ -253,6 +256,10 @@ class DeploymentManager:
         ``serve_args``: more ``workbench serve`` options for blue, recorded with its
         instances (e.g. ``--segment-by``, so that a canary's per-segment rules can compare
         with stable's segments; later candidates inherit them).
+        ``isolation``: how each instance runs a version, ``process`` (worker processes,
+        ``workbench serve``'s default) or ``thread`` (in the instance's own process: an OCR
+        pipeline's three stages start in seconds, not minutes, on a small CPU); recorded
+        like ``serve_args``, so later candidates run the same way.
         """
         # every value is checked before anything is made, so a mistake leaves nothing behind
         check_deployment_name(name)
@@ -263,6 +270,10 @@ class DeploymentManager:
             check_port(instance_port, "instance port")
         if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
             raise DeployValueError(f"workers must be a positive integer, not {workers!r}")
+        if isolation is not None:
+            if isolation not in ISOLATIONS:
+                raise DeployValueError(f"isolation is {' or '.join(ISOLATIONS)}, not {isolation!r}")
+            serve_args = (*serve_args, "--isolation", isolation)
         resolved = self.resolve_version(model, version)
         options = {k: str(v) for k, v in (backend_options or {}).items() if v is not None}
         if docker_host:

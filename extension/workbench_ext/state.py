@@ -68,6 +68,7 @@ class Session:
         self.close_hubs()
         self.repo = ModelRepository(root, verify_key=self._verify_key)
         self.default_model = None
+        self._deployments = None  # new deployments serve from this repository
         return self.repo
 
     def model(self, name: str | None = None) -> str:

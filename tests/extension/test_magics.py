@@ -185,16 +185,18 @@ def test_use_acts_on_the_named_model_and_never_switches_the_current_one(
 def test_repo_switches_the_session(shell: Any, session: Any, demo_repo: Any, tmp_path: Any) -> None:
     other = tmp_path / "repo"
     shutil.copytree(demo_repo / "digits", other / "digits")
+    assert session.deployments.repo == demo_repo
     try:
         repo = paddle(shell, f"repo {other}")
         assert repo.root == other
         assert session.hubs == {}  # the old repository's versions were freed
+        assert session.deployments.repo == other  # `%paddle deploy create` serves from it
         assert list(paddle(shell, "list").index) == ["digits"]
         # a single-model repository needs no model name
         assert str(paddle(shell, "load stable -q").version) == "1.0.0"
     finally:
         paddle(shell, f"repo {demo_repo}")
-    assert session.hubs == {}
+    assert session.hubs == {} and session.deployments.repo == demo_repo
 
 
 def test_panel_verb_returns_a_displayable_panel(shell: Any) -> None:

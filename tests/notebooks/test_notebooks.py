@@ -235,8 +235,14 @@ def test_canary(env: Path) -> None:
 
 @pytest.mark.slow
 def test_ocr(env: Path) -> None:
-    """PP-OCRv5 exports published as is (oneDNN dropped by --runtime auto), v4 vs v5 side by side."""
+    """PP-OCRv5 exports published as is (oneDNN dropped by --runtime auto), v4 vs v5 side by
+    side, then a canary from one to the other judged by CER behind real nginx."""
     require("the DejaVu fonts", Path("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf").is_file())
+    require(
+        "nginx",
+        shutil.which("nginx", path="/usr/sbin:/usr/bin:/sbin:/bin") is not None,
+        "the router is nginx (apt-get install nginx-light)",
+    )
     from workbench.model.ocr_exports import FetchError, fetch_ocr_exports
 
     try:
@@ -251,3 +257,7 @@ def test_ocr(env: Path) -> None:
     published = output_of(notebook, "--runtime auto")[-1]["data"]["text/html"]
     assert "published ocr-det:5.0.0" in published and "dropped" in published and "chosen" in published
     assert has(output_of(notebook, "%paddle panel ocr"), WIDGET)
+    # the canary of 4.0.0 -> 5.0.0 behind nginx, judged by CER on the pages, promoted
+    assert "promoted - " in text and "CER " in text
+    assert has(output_of(notebook, "--strategy canary"), WIDGET)
+    assert not (env / "deployments" / "nb-ocr").exists()

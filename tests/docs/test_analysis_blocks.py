@@ -3,9 +3,8 @@ misspelt on a page would be refused, in one sentence, when a user copies it."""
 
 from __future__ import annotations
 
-import tomllib
-
 import pytest
+import tomllib
 
 from tests.docs._blocks import all_blocks
 from workbench.deploy.rollout.analysis import AnalysisSpec
@@ -18,6 +17,6 @@ def test_the_pages_have_analysis_files() -> None:
 
 
 @pytest.mark.parametrize("block", FILES, ids=lambda b: b.where)
-def test_analysis_file_loads_as_written(block) -> None:  # noqa: ANN001 - a Block
+def test_analysis_file_loads_as_written(block) -> None:
     spec = AnalysisSpec.from_dict(tomllib.loads(block.body), source=block.where)
     assert spec.rules, block.where

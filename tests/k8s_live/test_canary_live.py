@@ -47,12 +47,20 @@ pytest.importorskip("kubernetes")
 STEPS = (5, 25, 100)
 INTERVAL = 15.0  # seconds between the controller's steps
 SETTLE = 4.0  # seconds after a step before its share is counted (the router's reload)
+#: Every colour counts requests per tenant (workbench serve --segment-by), from blue on.
+COUNTING = ("--segment-by", "header:x-tenant")
 
 
 def router_weight(cluster: Cluster, namespace: str) -> int:
     """The green weight in the table of the ConfigMap the router pod mounts."""
     data = cluster.get("configmap", f"{NAME}-router", "-n", namespace)["data"]
     return int(json.loads(data["table.json"])["green_weight"])
+
+
+def serve_args(cluster: Cluster, namespace: str, color: str) -> list[str]:
+    """The ``workbench serve`` arguments of ``color``'s pods, as the cluster has them."""
+    deployment = cluster.get("deployment", f"{NAME}-{color}", "-n", namespace)
+    return list(deployment["spec"]["template"]["spec"]["containers"][0]["args"])
 
 
 def share(answers: list[tuple[float, int, str]], start: float, end: float, color: str) -> tuple[float, int]:
@@ -70,6 +78,7 @@ def test_canary_through_the_in_cluster_router_on_the_live_cluster(
     from workbench.deploy.manager import DeploymentManager
     from workbench.deploy.rollout.analysis import AgreementRule, AnalysisSpec, ErrorRateRule
     from workbench.deploy.rollout.phases import Phase
+    from workbench.serving.faults import FaultConfig
 
     config = account_kubeconfig(cluster, namespace, tmp_path / "operator.kubeconfig")
     port = free_pair(NODE_IP)
@@ -87,7 +96,7 @@ def test_canary_through_the_in_cluster_router_on_the_live_cluster(
     home = Path(tempfile.mkdtemp(prefix="wbk8s-"))
     manager = DeploymentManager(home, repo=node_repo)
     web = manager.create(NAME, "digits", "1.0.0", backend="kubernetes", backend_options=options,
-                         timeout=300)
+                         timeout=300, serve_args=COUNTING)
     try:
         state = web.state
         assert state.router == "kubernetes" and (state.host, state.port) == (NODE_IP, router_port)
@@ -125,6 +134,8 @@ def test_canary_through_the_in_cluster_router_on_the_live_cluster(
             # a good version: promoted through 5 -> 25 -> 100
             web.update("1.1.0", timeout=300)
             assert web.phase is Phase.VERIFIED
+            # both colours' pods count per segment (the candidate inherits it)
+            assert all(serve_args(cluster, namespace, c)[-2:] == list(COUNTING) for c in ("blue", "green"))
             status = canary.run(web, plan, on_tick=on_tick)
             promoted = time.monotonic()
             assert status.stage is Phase.PROMOTED, status.message
@@ -132,7 +143,11 @@ def test_canary_through_the_in_cluster_router_on_the_live_cluster(
             end = time.monotonic()
 
             # a degraded version: rolled back by the agreement rule at the first step
-            web.update("1.2.0", timeout=300, checks=("ready",))
+            # with a chaos fault (5 ms, harmless here): on the candidate's pods only
+            web.update("1.2.0", timeout=300, checks=("ready",), faults=FaultConfig(0.0, 5.0))
+            candidate, stable = serve_args(cluster, namespace, "blue"), serve_args(cluster, namespace, "green")
+            assert "--fault-latency-ms" in candidate and "--segment-by" in candidate, candidate
+            assert "--fault-latency-ms" not in stable, stable
             bad = canary.run(web, plan)
             rolled = time.monotonic()
             wait_until(lambda: len(load.since(rolled + SETTLE)) >= 20, 60, 0.1, what="load after rollback")

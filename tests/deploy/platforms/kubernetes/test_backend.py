@@ -204,3 +204,26 @@ def test_an_apply_conflict_on_someone_elses_object_is_refused(make_backend, emul
     forced = [c for c in emulator.calls if c.query.get("force") == "true"]
     assert not forced
     assert (emulator.obj("deployments", "web-blue") or {})["spec"]["replicas"] == 5  # theirs, untouched
+
+
+def test_a_colour_runs_with_its_serve_options_and_a_candidate_with_its_faults(
+        make_backend, emulator: Emulator) -> None:
+    """Per-segment counting on every colour and chaos faults on the candidate reach the
+    pods' ``workbench serve``, as they reach a process's or a container's."""
+    from dataclasses import replace
+
+    counting = ("--segment-by", "header:x-tenant", "--max-segments", "4")
+    faults = ("--fault-error-rate", "0.3", "--fault-latency-ms", "40")
+    backend = make_backend()
+    backend.start(replace(spec("blue"), extra_args=counting))
+    backend.start(replace(spec("green", "1.1.0"), extra_args=counting, faults=faults))
+
+    def args(color: str) -> list[str]:
+        deployment = emulator.obj("deployments", f"web-{color}")
+        assert deployment is not None
+        return list(deployment["spec"]["template"]["spec"]["containers"][0]["args"])
+
+    blue, green = args("blue"), args("green")
+    assert blue[-4:] == list(counting) and "--fault-error-rate" not in blue, blue
+    assert green[-8:] == [*counting, *faults], green
+    assert "--graceful-timeout" in green  # the backend's own options stay

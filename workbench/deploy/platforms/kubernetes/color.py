@@ -39,7 +39,8 @@ def for_deployment(options: KubernetesOptions, namespace: str, deployment: str, 
 def live_color_objects(spec: InstanceSpec, options: KubernetesOptions, namespace: str, *,
                         replicas: int) -> list[Obj]:
     """The admin token's Secret (when the spec has one), then the colour's Deployment,
-    Service, HorizontalPodAutoscaler and PodDisruptionBudget."""
+    Service, HorizontalPodAutoscaler and PodDisruptionBudget; its pods run ``workbench
+    serve`` with the spec's options (per-segment counting) and faults (a candidate's)."""
     opts = for_deployment(options, namespace, spec.deployment, workers=spec.workers,
                           admin_token=bool(spec.admin_token))
     objects: list[Obj] = []
@@ -51,7 +52,7 @@ def live_color_objects(spec: InstanceSpec, options: KubernetesOptions, namespace
             "data": {"token": base64.b64encode(spec.admin_token.encode()).decode()},
         })
     rendered = manifests.color_objects(opts, spec.deployment, spec.color, spec.model, spec.version,
-                                        replicas=replicas)
+                                        replicas=replicas, serve_args=(*spec.extra_args, *spec.faults))
     for obj in rendered:
         if obj["kind"] == "Service" and options.node_address and not options.host_network:
             obj["spec"]["type"] = "NodePort"  # reached from outside at node_address:nodePort

@@ -35,7 +35,7 @@ Invalid values raise :class:`~workbench.errors.DeployValueError` with one senten
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from workbench.deploy.backend import InstanceSpec
@@ -142,7 +142,7 @@ def _probe(path: str, *, period: int, failures: int, timeout: int = 3,
 
 def serve_container(opts: KubernetesOptions, name: str, color: str, model: str, version: str, *,
                     container_name: str = "serve", startup_probe: bool = True,
-                    probe_port: str | int | None = "http") -> Manifest:
+                    probe_port: str | int | None = "http", serve_args: Sequence[str] = ()) -> Manifest:
     """The serving container: ``workbench serve`` of one version, hardened, with probes.
 
     The image's entrypoint (tini + start.sh) runs ``serve ARGS`` as ``workbench serve``.
@@ -155,12 +155,16 @@ def serve_container(opts: KubernetesOptions, name: str, color: str, model: str, 
     node's, ``$(POD_IP)``), not every interface of the node, on the colour's own port
     (:meth:`~.options.KubernetesOptions.color_port`), declared as a host port so the
     scheduler never places two pods wanting it on one node.
+
+    ``serve_args``: more ``workbench serve`` options, after the rest (a deployment's
+    per-segment counting, a candidate's chaos faults).
     """
     port = opts.color_port(check_color(color))
     spec = InstanceSpec(
         deployment=name, color=check_color(color), model=model, version=version, repo=MODELS_DIR,
         port=port, host="$(POD_IP)" if opts.host_network else "0.0.0.0", device=opts.device,
-        workers=opts.workers, extra_args=("--graceful-timeout", str(opts.graceful_timeout)),
+        workers=opts.workers,
+        extra_args=("--graceful-timeout", str(opts.graceful_timeout), *serve_args),
     )
     resources: Manifest = {"requests": {"cpu": opts.cpu_request, "memory": opts.memory_request}}
     limits: Manifest = {}
@@ -255,14 +259,16 @@ def pod_spec(opts: KubernetesOptions, containers: list[Manifest], volumes: list[
     return spec
 
 
-def pod_template(opts: KubernetesOptions, name: str, color: str, model: str, version: str) -> Manifest:
+def pod_template(opts: KubernetesOptions, name: str, color: str, model: str, version: str, *,
+                 serve_args: Sequence[str] = ()) -> Manifest:
     """The pod template of one colour serving ``model`` ``version``."""
+    container = serve_container(opts, name, color, model, version, serve_args=serve_args)
     return {
         "metadata": {
             "labels": labels(name, color, extra=opts.extra_labels),
             "annotations": version_annotations(model, version),
         },
-        "spec": pod_spec(opts, [serve_container(opts, name, color, model, version)], serve_volumes(opts)),
+        "spec": pod_spec(opts, [container], serve_volumes(opts)),
     }
 
 
@@ -315,8 +321,9 @@ def pdb(opts: KubernetesOptions, obj_name: str, obj_labels: Mapping[str, str],
 
 
 def color_objects(opts: KubernetesOptions, name: str, color: str, model: str, version: str, *,
-                   replicas: int) -> list[Manifest]:
-    """``[Deployment, Service, HorizontalPodAutoscaler, PodDisruptionBudget]`` of one colour.
+                   replicas: int, serve_args: Sequence[str] = ()) -> list[Manifest]:
+    """``[Deployment, Service, HorizontalPodAutoscaler, PodDisruptionBudget]`` of one colour;
+    ``serve_args`` go to its ``workbench serve`` (:func:`serve_container`).
 
     ``replicas`` 0 keeps the colour's objects with no pods (a scaled-down old colour);
     its HPA then stays idle (Kubernetes does not scale a Deployment at zero).
@@ -335,7 +342,7 @@ def color_objects(opts: KubernetesOptions, name: str, color: str, model: str, ve
             "selector": {"matchLabels": sel},
             # a new pod must be ready before an old one goes: capacity never drops
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
-            "template": pod_template(opts, name, color, model, version),
+            "template": pod_template(opts, name, color, model, version, serve_args=serve_args),
         },
     }
     target = {"apiVersion": "apps/v1", "kind": "Deployment", "name": obj}

@@ -189,7 +189,10 @@ def test_agreement_judges_the_rows_compared_and_names_the_failed_replays() -> No
     result = AgreementRule().judge(seen(window(), output=busy))
     assert (result.verdict, result.samples) == ("pass", 61)
     assert result.message.endswith("; 64 of 125 replayed rows failed: candidate 503 (64)")
-    assert result.decision == {"compared": 61, "failed": 64, "failures": {"candidate 503": 64}}
+    assert result.decision is not None
+    assert {k: result.decision[k] for k in ("compared", "failed", "failures")} == {
+        "compared": 61, "failed": 64, "failures": {"candidate 503": 64}}
+    assert result.decision["samples"] == 61 and not result.decision["significant"]  # the sequential test
     # every replay failed: nothing to judge, inconclusive, never a fail
     down = OutputCheck(rows=0, agreement=None, accuracy_stable=None, accuracy_candidate=None,
                        failed=61, failures=(("candidate timeout", 61),))

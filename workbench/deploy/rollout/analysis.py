@@ -19,8 +19,10 @@ the candidate is significant at ``alpha`` (a candidate failing every request is 
 back after two or three of them), however often it was looked at. Its
 :class:`~workbench.deploy.rollout.sequential.Decision` (statistic, boundary, sample sizes)
 is kept in the result. The ``alpha`` a rule gets is the spec's, split evenly among the
-sequential rules. The other rules (memory, agreement, accuracy) are judged once an
-interval.
+sequential rules. The other rules (memory, agreement, accuracy:
+:mod:`workbench.deploy.rollout.output_rules`) are judged once an interval; top-1
+agreement may also fail the candidate on any replay in between, on its own sequential
+test over the step's distinct rows.
 
 **Minimum samples** still apply to a pass: a window with fewer than ``min_requests``
 requests (or fewer than ``min_rows`` replayed rows) is inconclusive, so a quiet canary is
@@ -40,6 +42,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
+from workbench.deploy.rollout.output_rules import AccuracyRule, AgreementRule
 from workbench.deploy.rollout.sequential import DEFAULT_ALPHA
 from workbench.deploy.rollout.traffic_rules import ErrorRateRule, LatencyRule, RelativeLatencyRule
 from workbench.deploy.rollout.verdicts import (
@@ -51,17 +54,13 @@ from workbench.deploy.rollout.verdicts import (
     Verdict,
     wilson_interval,
 )
-from workbench.deploy.rollout.verdicts import check_fraction as _check_fraction
 from workbench.deploy.rollout.verdicts import check_positive as _check_positive
 from workbench.deploy.rollout.verdicts import sustain as _finish
 from workbench.errors import DeployValueError, MissingDependencyError
-from workbench.runtime.thresholds import DEFAULT_THRESHOLDS, Threshold
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
-    from workbench.deploy.rollout.signals import OutputCheck
-    from workbench.runtime.scoring import ScoreResult
 
 __all__ = [
     "DEFAULT_STEPS",
@@ -117,174 +116,6 @@ class MemoryRule:
         verdict: Verdict = "pass" if growth <= self.max_mb_per_min else "fail"
         result = base(verdict=verdict, value=growth, message=text)
         return _finish(self.name, seen, self.intervals, result)
-
-
-@dataclass(frozen=True)
-class AgreementRule:
-    """Agreement of the candidate with stable on replayed inputs, by the model's task.
-
-    Classification: top-1 agreement; fails when its Wilson lower bound is below
-    ``min_agreement``. The default 0.8 sits between the demo's versions, measured against
-    1.0.0 on the 540 held-out digits: 1.1.0 (retrained) agrees on 94.3% (lower bound 92%;
-    on 64 rows about 85%), the degraded 1.2.0 on 74.4% (lower bound 71%).
-
-    Other tasks are judged by their score's cautious end (the lower bound, the upper
-    for CER; :mod:`workbench.runtime.scoring`): text detection by box F1 at IoU 0.5
-    against ``min_box_f1`` (file key ``agreement.min_box_f1``), text recognition by the
-    character error rate against ``max_cer`` (``agreement.max_cer``), generic tensors by
-    the share of rows within tolerance against ``min_within_tolerance``
-    (``agreement.min_within_tolerance``).
-
-    Below ``min_rows`` rows the check is inconclusive: the 8-row manifest sample alone
-    cannot tell the demo's versions apart.
-
-    Only the rows both colours answered are judged. A row whose replay failed (a 503 from
-    a full queue, a timeout: a busy host) is missing evidence, never disagreement: the
-    message and the result's ``decision`` say how many failed and why, and when too few
-    rows are left the verdict is inconclusive. A candidate failing requests is the
-    error-rate rule's to judge, on live traffic.
-    """
-
-    min_agreement: float = 0.8
-    min_rows: int = 32
-    name: str = "agreement"
-    min_box_f1: float = 0.9
-    max_cer: float = 0.05
-    min_within_tolerance: float = 0.99
-
-    def __post_init__(self) -> None:
-        _check_fraction("agreement.min", self.min_agreement)
-        _check_positive("agreement.min_rows", self.min_rows)
-        _check_fraction("agreement.min_box_f1", self.min_box_f1)
-        _check_fraction("agreement.max_cer", self.max_cer)
-        _check_fraction("agreement.min_within_tolerance", self.min_within_tolerance)
-
-    def threshold(self, metric: str) -> Threshold:
-        """This rule's bound on ``metric`` (``top1``, ``box_f1``, ``cer``, ...)."""
-        value = {"top1": self.min_agreement, "box_f1": self.min_box_f1, "cer": self.max_cer,
-                 "within_tolerance": self.min_within_tolerance}.get(metric)
-        if value is None:
-            return DEFAULT_THRESHOLDS[metric]
-        return Threshold(metric, value)
-
-    def judge(self, seen: Observation) -> RuleResult:
-        check = seen.output
-        if check is not None and check.score is not None:
-            return self._judge_score(check)
-        base = partial(RuleResult, rule=self.name, threshold=self.min_agreement)
-        if check is None:
-            return base(verdict="skip", value=None, message="no inputs to replay (no labelled set)")
-        base = partial(base, decision=_replayed(check))
-        if check.agreement is None:
-            return base(verdict="inconclusive", value=None,
-                        message=_noted("no rows compared" if check.failed else
-                                       "no replayed outputs", check))
-        if check.rows < self.min_rows:
-            return base(
-                verdict="inconclusive", value=check.agreement, samples=check.rows,
-                message=_noted(f"{check.rows} rows compared, need {self.min_rows}", check),
-            )
-        low, _ = wilson_interval(check.agreement * check.rows, check.rows)
-        text = (
-            f"{check.agreement:.1%} of {check.rows} rows agree, lower bound {low:.1%} "
-            f"(min {self.min_agreement:.0%})"
-        )
-        verdict: Verdict = "pass" if low >= self.min_agreement else "fail"
-        # An output disagreement does not fade with time: one failed interval is enough.
-        return base(
-            verdict=verdict, value=low, message=_noted(text, check), sustained=verdict == "fail",
-            samples=check.rows,
-        )
-
-    def _judge_score(self, check: OutputCheck) -> RuleResult:
-        """Box F1, CER or within-tolerance: judged on the interval's cautious end."""
-        assert check.score is not None
-        score = check.score.judged(self.threshold(check.score.metric), self.min_rows)
-        assert score.threshold is not None
-        base = partial(RuleResult, rule=self.name, threshold=score.threshold.value,
-                       decision=_replayed(check))
-        bound = score.bound
-        if score.value is None or bound is None:
-            return base(verdict="inconclusive", value=None,
-                        message=_noted("no replayed outputs", check))
-        if check.rows < self.min_rows:
-            return base(
-                verdict="inconclusive", value=score.value, samples=check.rows,
-                message=_noted(f"{check.rows} rows compared, need {self.min_rows}", check),
-            )
-        side = "lower" if score.higher_is_better else "upper"
-        text = f"{score}; {side} bound {bound:.4g} (want {score.threshold})"
-        verdict: Verdict = "pass" if score.threshold.met_by(bound) else "fail"
-        return base(
-            verdict=verdict, value=bound, message=_noted(text, check), sustained=verdict == "fail",
-            samples=check.rows,
-        )
-
-
-def _noted(text: str, check: OutputCheck) -> str:
-    """``text`` and, when some replays failed, how many and why (missing evidence)."""
-    failed = check.failures_text()
-    return f"{text}; {failed}" if failed else text
-
-
-def _replayed(check: OutputCheck) -> dict[str, Any]:
-    """The replay's counts, kept with the result: rows compared, rows whose replay
-    failed and why (reason -> rows)."""
-    return {"compared": check.rows, "failed": check.failed, "failures": dict(check.failures)}
-
-
-@dataclass(frozen=True)
-class AccuracyRule:
-    """Accuracy on a labelled set: fails on a drop of more than ``max_drop`` points
-    against stable. Skipped when no labelled set is given. An OCR pipeline's labelled set
-    (images and their lines) is judged by CER instead: the candidate's may rise at most
-    ``max_drop`` points above stable's."""
-
-    max_drop: float = 5.0
-    name: str = "accuracy"
-    reads: ClassVar[str] = "output"
-
-    def __post_init__(self) -> None:
-        if not 0 <= self.max_drop <= 100:
-            raise DeployValueError(f"accuracy.max_drop must be in 0..100, not {self.max_drop}")
-
-    def judge(self, seen: Observation) -> RuleResult:
-        check = seen.output
-        base = partial(RuleResult, rule=self.name, threshold=self.max_drop)
-        if check is not None and check.truth_stable is not None and check.truth_candidate is not None:
-            return self._judge_score(check.truth_stable, check.truth_candidate, check.rows)
-        if check is None or check.accuracy_stable is None or check.accuracy_candidate is None:
-            return base(verdict="skip", value=None, message="no labelled set")
-        drop = (check.accuracy_stable - check.accuracy_candidate) * 100
-        change = f"down {drop:.1f} points" if drop > 0 else f"up {-drop:.1f} points"
-        text = (
-            f"accuracy {check.accuracy_candidate:.1%} vs stable {check.accuracy_stable:.1%}: "
-            f"{change} (max drop {self.max_drop:g})"
-        )
-        verdict: Verdict = "pass" if drop <= self.max_drop else "fail"
-        return base(
-            verdict=verdict, value=drop, message=text, sustained=verdict == "fail",
-            samples=check.rows,
-        )
-
-    def _judge_score(self, stable: ScoreResult, candidate: ScoreResult, rows: int) -> RuleResult:
-        """A score against the labelled set's truth (an OCR pipeline's CER): fails when the
-        candidate is worse than stable by more than ``max_drop`` points."""
-        base = partial(RuleResult, rule=self.name, threshold=self.max_drop)
-        metric = "CER" if candidate.metric == "cer" else candidate.metric
-        if stable.value is None or candidate.value is None:
-            return base(verdict="inconclusive", value=None, message=f"no {metric} measured")
-        change = (candidate.value - stable.value) * 100
-        worse = -change if candidate.higher_is_better else change
-        text = (f"{metric} {candidate.value:.1%} vs stable {stable.value:.1%} on {rows} images: "
-                f"{'up' if change >= 0 else 'down'} {abs(change):.1f} points "
-                f"(max {'rise' if not candidate.higher_is_better else 'drop'} {self.max_drop:g})")
-        verdict: Verdict = "pass" if worse <= self.max_drop else "fail"
-        return base(verdict=verdict, value=worse, message=text, sustained=verdict == "fail",
-                    samples=rows)
-
-
-# ----------------------------------------------------------------------------- the spec
 
 
 @dataclass(frozen=True)

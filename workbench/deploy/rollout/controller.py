@@ -37,6 +37,7 @@ from workbench.deploy.rollout.decisions import (
     skip,
     start,
 )
+from workbench.deploy.rollout.evidence import AgreementTally
 from workbench.deploy.rollout.hooks import Hooks
 from workbench.deploy.rollout.phases import Phase
 from workbench.errors import RolloutError
@@ -128,6 +129,8 @@ class CanaryController:
         self.clock = clock
         self.listeners: list[Callable[[CanaryStatus, Action], None]] = []
         self._replay = BackgroundRead(output or (lambda: None))
+        self._early: float | None = None  # the step whose early output check is in
+        self._tally = AgreementTally()  # the step's distinct replayed rows
         self._moved: float | None = None  # time.monotonic() when traffic last moved
 
     def __repr__(self) -> str:
@@ -146,10 +149,13 @@ class CanaryController:
         """One look: read the sources, judge the rules, do at most one transition, persist.
 
         A source that cannot be read makes the rules reading it inconclusive, with the
-        reason; it never ends the controller. The output check (a replay) and the rules
-        that are not sequential are judged only when an interval ends; between, their
-        last results stand. The check runs on a thread of its own (the looks go on), and
-        the interval ends at the first look that finds it done.
+        reason; it never ends the controller. The output check (a replay) runs on a
+        thread of its own (the looks go on): once as the step begins and again when an
+        interval ends, which it does at the first look that finds that check done. The
+        rules that are not sequential are judged when an interval ends; between, their
+        last results stand — except that a rule judging the replay (``early``) may fail
+        the candidate at the look an early check comes in, on its sequential test over
+        the step's distinct rows (:class:`~.evidence.AgreementTally`).
         """
         status = self.target.load()
         if status is None:
@@ -163,11 +169,16 @@ class CanaryController:
         failures: dict[str, str] = {}
         window, stable_window = self._windows(span, failures)
         check, waiting = None, False
-        if due and self.output is not None:
-            done, check, error = self._replay.poll(status.since, wait=spec.look)
-            due, waiting = done, not done
+        if self.output is not None and (due or self._early != status.since):
+            done, check, error = self._replay.poll(status.since, wait=spec.look if due else 0.0)
+            if due:
+                due, waiting = done, not done
+            elif done:
+                self._early = status.since  # one early check per step
             if error is not None:
                 failures[OUTPUT] = str(error) or type(error).__name__
+            elif check is not None:
+                check = self._tally.add(status.since, check)
         earlier = {r.rule: r for r in status.last}
         results: list[RuleResult] = []
         seen = None
@@ -180,7 +191,11 @@ class CanaryController:
         for rule in spec.rules:
             reads = getattr(rule, "reads", OUTPUT)
             if not due and not getattr(rule, "every_scrape", False):
-                if waiting:  # the interval ends once the output check is in
+                early = rule.judge(seen) if (seen is not None and check is not None
+                                             and getattr(rule, "early", False)) else None
+                if early is not None and early.verdict == "fail" and early.sustained:
+                    results.append(early)  # the evidence against it is in: no need to wait
+                elif waiting:  # the interval ends once the output check is in
                     results.append(_unjudged(rule.name, "output check under way"))
                 elif rule.name in earlier:  # judged at the end of the last interval
                     results.append(earlier[rule.name])

@@ -56,6 +56,7 @@ __all__ = [
     "nothing_compared",
     "output_check",
     "replay",
+    "row_digests",
 ]
 
 log = logging.getLogger(__name__)
@@ -166,6 +167,7 @@ def replay(
         return _replay_scored(stable_url, candidate_url, model, inputs, rows, batch_rows,
                               timeout, task, decode)
     compared = agreed = stable_right = candidate_right = 0
+    per_row: list[tuple[bytes, bool]] = []
     failures = ReplayFailures()
     # Marked as replays: the instances count them apart from live traffic (a replay must not
     # make a quiet canary look judged) and keep them out of their reservoirs.
@@ -192,8 +194,11 @@ def replay(
                 failures.add("candidate", count, exc)
                 continue
             compared += count  # an answer of another shape: every row disagrees
+            same = np.zeros(count, dtype=bool)
             if got is not None and got.shape == want.shape:
+                same = np.asarray(got == want).reshape(count, -1).all(axis=1)
                 agreed += int((got == want).sum())
+            per_row += zip(row_digests(batch), same.tolist(), strict=True)
             if labels is not None:
                 truth = labels[start : start + count]
                 stable_right += int((want == truth).sum())
@@ -206,7 +211,26 @@ def replay(
         agreement=agreed / compared,
         accuracy_stable=stable_right / compared if labels is not None else None,
         accuracy_candidate=candidate_right / compared if labels is not None else None,
+        row_agreement=tuple(per_row),
     )
+
+
+def row_digests(inputs: Mapping[str, Array]) -> list[bytes]:
+    """A short digest of each row (axis 0) of ``inputs``, over every input in name order:
+    the same request replayed again has the same one."""
+    import hashlib
+
+    rows = _rows(inputs)
+    arrays = [np.ascontiguousarray(inputs[name]) for name in sorted(inputs)]
+    digests = []
+    for i in range(rows):
+        h = hashlib.blake2b(digest_size=16)
+        for array in arrays:
+            h.update(str(array.dtype).encode())
+            row = array[i]
+            h.update(str(row.tolist()).encode() if array.dtype.kind == "O" else row.tobytes())
+        digests.append(h.digest())
+    return digests
 
 
 def _replay_scored(

@@ -61,6 +61,10 @@ class OutputCheck:
     # set: each one's CER); ``accuracy_*`` are then None
     truth_stable: ScoreResult | None = None
     truth_candidate: ScoreResult | None = None
+    # top-1 agreement row by row, as (the row's digest, agreed), for classification: what
+    # lets the controller count each distinct row once over a step's replays
+    # (workbench.deploy.rollout.evidence)
+    row_agreement: tuple[tuple[bytes, bool], ...] = ()
 
     @property
     def replayed(self) -> int:

@@ -16,8 +16,11 @@ analysis interval of ``--intervals``, the controller looking every ``--scrape`` 
 - ``+140 ms latency``: the same with ``--fault-latency-ms 140`` (every answer 140 ms
   late), judged with the p99 maximum at 100 ms (:data:`LATENCY_MAX_MS`); queued behind
   the instance's inference worker, its p99 reads several times the maximum;
-- ``degraded``: 1.2.0 (trained on shuffled labels) with full verification: the agreement
-  check refuses it before any traffic moves (reported as such).
+- ``degraded 1.2.0``: 1.2.0 (trained on partly shuffled labels: 74% top-1 agreement with
+  1.0.0) let through on readiness alone, so the agreement rule judges it on traffic (a
+  replay of stable's reservoir as each step begins and when each interval ends);
+- ``degraded``: the same 1.2.0 with full verification: the agreement check refuses it
+  before any traffic moves (reported as such).
 
 Reported per scenario and interval: seconds from the candidate's first request to its last
 one (both seen by polling its own ``workbench_requests_total`` every 50 ms, each change
@@ -230,9 +233,11 @@ class CounterWatch:
         return self.last - self.base
 
 
-def one_run(web, version: str, faults: str, spec: AnalysisSpec, load: PacedLoad) -> dict[str, object]:  # type: ignore[no-untyped-def]
+def one_run(web, version: str, faults: str, spec: AnalysisSpec, load: PacedLoad,  # type: ignore[no-untyped-def]
+            checks: tuple[str, ...] | None = None) -> dict[str, object]:
     os.environ[FAULTS_ENV] = faults
-    checks = ("ready",) if faults else ("ready", "deep_health", "agreement")
+    if checks is None:
+        checks = ("ready",) if faults else ("ready", "deep_health", "agreement")
     try:
         web.update(version, timeout=300, checks=checks)
     except WorkbenchError as exc:
@@ -325,7 +330,8 @@ def main() -> None:
                   for r in AnalysisSpec().rules)
     scenarios = {"100% errors": (FAULTY, "--fault-error-rate 1"),
                  "5% errors": (FAULTY, "--fault-error-rate 0.05"),
-                 "+140 ms latency": (FAULTY, "--fault-latency-ms 140")}
+                 "+140 ms latency": (FAULTY, "--fault-latency-ms 140"),
+                 "degraded 1.2.0": ("1.2.0", "")}
     unknown = set(args.scenarios.split(",")) - set(scenarios) if args.scenarios else set()
     if unknown:
         parser.error(f"unknown scenarios {sorted(unknown)}; known: {', '.join(scenarios)}")
@@ -361,7 +367,7 @@ def main() -> None:
                         with console.status(f"interval {interval:g} s, run {run + 1}/{args.runs}: "
                                             f"{name}…"):
                             try:
-                                outcome = one_run(web, version, faults, spec, load)
+                                outcome = one_run(web, version, faults, spec, load, checks=("ready",))
                             except WorkbenchError as exc:  # e.g. a reload not shown in time
                                 console.log(f"{name}: the run failed: {exc}")
                                 errors.append(f"{name} @ {interval:g} s: {exc}")

@@ -194,11 +194,12 @@ def replay(
                 failures.add("candidate", count, exc)
                 continue
             compared += count  # an answer of another shape: every row disagrees
-            same = np.zeros(count, dtype=bool)
+            same: list[bool] = [False] * count
             if got is not None and got.shape == want.shape:
-                same = np.asarray(got == want).reshape(count, -1).all(axis=1)
+                rows_equal = np.asarray(np.asarray(got == want).reshape(count, -1).all(axis=1))
+                same = [bool(v) for v in rows_equal]
                 agreed += int((got == want).sum())
-            per_row += zip(row_digests(batch), same.tolist(), strict=True)
+            per_row += zip(row_digests(batch), same, strict=True)
             if labels is not None:
                 truth = labels[start : start + count]
                 stable_right += int((want == truth).sum())

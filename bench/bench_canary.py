@@ -5,10 +5,11 @@
         [--scrape 0.25] [--good 10] [--scenarios NAME,...] [--json]
 
 Blue serves digits 1.0.0 behind real nginx; real ``workbench serve`` processes. Client
-threads send inference requests through the router at ``--rate`` requests/s in all (paced,
-bounded in time and count) the whole time. Each run rolls out a bad candidate as a canary
-(steps 10,50,100; the default rules, the error rate also compared with stable's) at each
-analysis interval of ``--intervals``, the controller looking every ``--scrape`` seconds:
+threads send inference requests (the held-out digits in turn) through the router at
+``--rate`` requests/s in all (paced, bounded in time and count) the whole time. Each run
+rolls out a bad candidate as a canary (steps 10,50,100; the default rules, the error rate
+also compared with stable's) at each analysis interval of ``--intervals``, the controller
+looking every ``--scrape`` seconds:
 
 - ``100% errors``: 1.1.0 served with ``--fault-error-rate 1`` (every inference answers 500);
   verification checks only readiness, so the fault shows under traffic;
@@ -57,7 +58,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import httpx
-import numpy as np
 from bench_cutover import demo_repo
 from rich.console import Console
 from rich.table import Table
@@ -151,8 +151,12 @@ def _load_process(conn: Connection, url: str, model: str, rate: float, threads: 
     stop = threading.Event()
     deadline = time.monotonic() + limit
     budget = int(rate * limit)
-    x = np.random.default_rng(0).normal(size=(1, 64)).astype(np.float32)
-    body = json.dumps(encode_inputs({"x": x})).encode()
+    from workbench.model.demo import digits_dataset
+
+    # the held-out digits in turn, one per request: varied inputs, as real traffic is, so
+    # stable's reservoir (what the agreement rule replays) holds many distinct rows
+    _, _, x_test, _ = digits_dataset()
+    bodies = [json.dumps(encode_inputs({"x": x_test[i : i + 1]})).encode() for i in range(len(x_test))]
 
     def run(index: int) -> None:
         path = f"/v2/models/{model}/infer"
@@ -166,6 +170,7 @@ def _load_process(conn: Connection, url: str, model: str, rate: float, threads: 
                     if len(samples) >= budget:
                         return
                 start = time.monotonic()
+                body = bodies[(index + len(samples) * 7) % len(bodies)]
                 try:
                     ok = client.post(path, content=body, headers=headers).status_code == 200
                 except httpx.HTTPError:

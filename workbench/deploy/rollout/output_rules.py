@@ -47,8 +47,10 @@ class AgreementRule:
     Below ``min_rows`` rows the check is inconclusive: the 8-row manifest sample alone
     cannot tell the demo's versions apart.
 
-    Top-1 agreement is also tested sequentially (``early``): the rows of every replay in
-    the step, each distinct row once, feed an anytime-valid test of "agreement >=
+    Top-1 agreement counts each distinct row once over the step's replays (by its
+    contents): the same request replayed twice, or sent a hundred times and kept so in
+    stable's reservoir, is one row of evidence, not a hundred. It is also tested
+    sequentially (``early``): those rows feed an anytime-valid test of "agreement >=
     ``min_agreement``" (:class:`~workbench.deploy.rollout.sequential.ThresholdTest`, at
     the level of each sequential rule). When its evidence against the candidate is
     significant the rule fails at once, at whichever look the replay came in — the

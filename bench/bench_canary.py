@@ -285,7 +285,9 @@ def good_run(web, spec: AnalysisSpec, load: PacedLoad) -> dict[str, object]:  # 
     this load) is stopped, rolled back by hand and counted as paused, not rolled back; a
     run that fails outright (verification not done in time) is counted as failed."""
     os.environ[FAULTS_ENV] = ""
-    version = FAULTY if web.state.stable_version == "1.0.0" else "1.0.0"
+    state = web.state  # after a promotion the promoted colour plays stable (Rollout.roles)
+    live = state.instances[state.rollout.roles["stable"]].version
+    version = FAULTY if live == "1.0.0" else "1.0.0"
     began = time.monotonic()
     stop = threading.Event()
 

@@ -184,8 +184,10 @@ def test_large_bodies_do_not_stall_the_event_loop(server: ServeProcess) -> None:
             latencies.append(time.monotonic() - started)
             time.sleep(0.01)
     assert statuses == [400] * 8  # decoded in full, then refused: no input "nope"
-    slow = [round(t, 3) for t in latencies if t > 0.1]
-    assert len(slow) <= 2, slow  # decoded inline, every body stalled one check by ~0.25 s
+    # decoded inline, every body stalled one check by ~0.25 s (eight of them); off the loop
+    # a check waits at most for a busy CPU (~0.1 s on two cores decoding 8 bodies)
+    slow = [round(t, 3) for t in latencies if t > 0.2]
+    assert len(slow) <= 2, slow
 
 
 def test_nesting_and_dimensions_beyond_limits_are_client_errors(server: ServeProcess) -> None:

@@ -92,7 +92,9 @@ def test_windows_from_a_real_prometheus(
     assert blue.memory_bytes is not None and blue.memory_bytes > 50e6
     assert 18 <= green.requests <= 28
     assert failed > 0 and failed * 0.8 <= green.errors <= failed * 1.4 + 1
-    assert green.p99_ms is not None and 150 <= green.p99_ms <= 250
+    # 150 ms late: histogram_quantile interpolates in the (0.1, 0.25] bucket, or in the
+    # next one, (0.25, 0.5], when a request on a busy machine took longer still
+    assert green.p99_ms is not None and 150 <= green.p99_ms <= 500
     quiet = source.window("green", 0.5)  # after the traffic: nothing
     assert quiet.requests == 0 and quiet.p99_ms is None
 

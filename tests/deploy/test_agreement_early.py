@@ -159,3 +159,23 @@ def test_a_replay_still_running_at_the_interval_end_is_the_one_that_ends_it() ->
     status = look(controller, 1.0)
     assert (status.stage, status.weight) == (Stage.STEP, 25), status.message
     assert target.weights == [5, 25] and len(calls) == 1
+
+
+def test_a_task_score_is_judged_when_the_interval_ends_not_on_the_early_replay() -> None:
+    """CER, box F1, within tolerance: bootstrap bounds, not sequential tests; the replay that
+    starts the step does not decide them (a second look per interval would raise their
+    false-rollback rate)."""
+    from workbench.model.task import Task
+    from workbench.runtime.scoring import ScoreResult
+
+    bad = ScoreResult(Task.OCR, "cer", 0.6, (0.5, 0.7), 64)
+    scored = OutputCheck(rows=64, agreement=None, accuracy_stable=None, accuracy_candidate=None,
+                         score=bad)
+    controller, _, target = make(SPEC, output=Replays(scored))
+    controller.begin()
+    status = early(controller)
+    assert (status.stage, status.weight) == (Stage.STEP, 5), status.message
+    status = look(controller, 28.0)
+    assert status.stage is Phase.ROLLED_BACK and target.weights == [5, 0]
+    (failed,) = [r for r in status.last if r.rule == "agreement"]
+    assert "cer" in failed.message and failed.sustained

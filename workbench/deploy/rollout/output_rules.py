@@ -91,6 +91,10 @@ class AgreementRule:
     def judge(self, seen: Observation) -> RuleResult:
         check = seen.output
         if check is not None and check.score is not None:
+            if not seen.due:  # a bootstrap bound, not a sequential test: once an interval
+                return RuleResult(self.name, "inconclusive", None,
+                                  self.threshold(check.score.metric).value,
+                                  "judged when the interval ends")
             return self._judge_score(check)
         base = partial(RuleResult, rule=self.name, threshold=self.min_agreement)
         if check is None:

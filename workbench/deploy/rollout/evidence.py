@@ -29,9 +29,6 @@ class AgreementTally:
         self._step: Hashable = None
         self._rows: dict[bytes, bool] = {}
 
-    def __len__(self) -> int:
-        return len(self._rows)
-
     def add(self, step: Hashable, check: OutputCheck) -> OutputCheck:
         """Count ``check``'s rows not seen before in ``step`` (a new step starts afresh);
         ``check`` back with its ``rows`` and ``agreement`` over every distinct row of the

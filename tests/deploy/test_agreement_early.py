@@ -161,10 +161,11 @@ def test_a_replay_still_running_at_the_interval_end_is_the_one_that_ends_it() ->
     assert target.weights == [5, 25] and len(calls) == 1
 
 
-def test_a_task_score_is_judged_when_the_interval_ends_not_on_the_early_replay() -> None:
-    """CER, box F1, within tolerance: bootstrap bounds, not sequential tests; the replay that
-    starts the step does not decide them (a second look per interval would raise their
-    false-rollback rate)."""
+def test_a_task_score_without_its_rows_is_judged_when_the_interval_ends() -> None:
+    """A pooled score alone (CER, box F1, within tolerance) is a bootstrap bound, not a
+    sequential test: the replay that starts the step does not decide it (a second look per
+    interval would raise its false-rollback rate). With each row's score it may
+    (tests/deploy/test_scores_early.py)."""
     from workbench.model.task import Task
     from workbench.runtime.scoring import ScoreResult
 

@@ -215,6 +215,12 @@ def test_a_labelled_set_replays_as_pages_and_measures_cer(pipelines: dict[str, s
     # against the truth of the images both read (a, x): b and c are 1 + 1 edits of 2
     assert shifted.truth_candidate is not None and shifted.truth_candidate.value == 1.0
     assert shifted.truth_stable is not None and shifted.truth_stable.value == pytest.approx(1 / 2)
+    # row by row, for the sequential tests: each image's CER against stable's reading, and
+    # how much worse than stable's it is against the truth (a: 1 - 0; b: 1 - 1)
+    assert [value for _, value in shifted.row_scores] == [1.0, 1.0]
+    assert [value for _, value in shifted.row_truth] == [1.0, 0.0]
+    assert len({digest for digest, _ in shifted.row_scores}) == 2
+    assert [d for d, _ in shifted.row_scores] == [d for d, _ in same.row_scores[:2]]
 
 
 def test_the_reservoir_of_image_rows_is_replayed(pipelines: dict[str, str]) -> None:

@@ -57,6 +57,12 @@ def test_a_labelled_set_measures_agreement_and_accuracy(
     assert degraded.agreement is not None and degraded.agreement < good.agreement
     same = output_check(stable, stable, "digits", labelled=labelled)
     assert same.agreement == 1.0 and same.accuracy_candidate == same.accuracy_stable
+    # row by row, for the accuracy rule's sequential test: stable's right minus the
+    # candidate's, whose mean is the drop
+    assert len(degraded.row_truth) == 540 and {v for _, v in degraded.row_truth} <= {-1.0, 0.0, 1.0}
+    drop = sum(v for _, v in degraded.row_truth) / 540
+    assert drop == pytest.approx(degraded.accuracy_stable - degraded.accuracy_candidate)  # type: ignore[operator]
+    assert all(v == 0.0 for _, v in same.row_truth)
 
 
 def test_the_reservoir_of_real_requests_is_replayed(
@@ -138,6 +144,10 @@ def test_other_tasks_are_replayed_into_their_score(
                   batch_rows=16)
     assert read.score is not None and read.score.metric == "cer"
     assert read.score.value == pytest.approx(1 - top1.agreement)
+    # row by row too (what the sequential test reads): 0 where the row's label agrees
+    assert len(read.row_scores) == 64
+    assert 1 - sum(v for _, v in read.row_scores) / 64 == pytest.approx(top1.agreement)
+    assert [d for d, _ in read.row_scores] == [d for d, _ in top1.row_agreement]
     # the canary rule judges it by max_cer
     observed = Observation(30.0, ColorWindow("green", 30.0, 100, 0, 10.0, 1e8), output=read)
     strict, loose = AgreementRule(max_cer=0.01), AgreementRule(max_cer=0.5)

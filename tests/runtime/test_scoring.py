@@ -230,3 +230,19 @@ def test_codec_decoder_turns_raw_outputs_into_texts_and_boxes() -> None:
     assert codec_decoder({"1.0.0": manifest(Task.TEXT_RECOGNITION, None)}, Codec) is None
     assert codec_decoder({"1.0.0": manifest(Task.TEXT_RECOGNITION, rec),
                           "2.0.0": manifest(Task.GENERIC, None)}, Codec) is None
+
+
+def test_row_scores_are_each_row_s_own_score_in_0_1() -> None:
+    from workbench.runtime.scoring import Page, row_scores
+
+    assert row_scores("classification", [1, 2, 3], [1, 0, 3]) == [1.0, 0.0, 1.0]
+    # CER per text, over its own characters, capped at 1 (pages of garbage count as 1)
+    assert row_scores("text-recognition", ["abcd", "ab", "a"], ["abcx", "ab", "zzzzzz"]) == [
+        0.25, 0.0, 1.0]
+    assert row_scores("ocr", [Page(("ab", "cd"))], ["ab\ncx"]) == [pytest.approx(1 / 5)]
+    square = np.array([[0, 0], [10, 0], [10, 10], [0, 10]], float)
+    far = square + 100
+    boxes = row_scores("text-detection", [np.stack([square, far]), np.zeros((0, 4, 2))],
+                       [np.stack([square]), np.zeros((0, 4, 2))])
+    assert boxes == [pytest.approx(2 / 3), 1.0]  # one of two found: F1 2/3; none and none: 1
+    assert row_scores("generic", np.zeros((2, 3)), np.array([[0, 0, 0], [0, 1, 0]])) == [1.0, 0.0]

@@ -91,6 +91,7 @@ __all__ = [
     "levenshtein",
     "ocr_scores",
     "polygon_iou",
+    "row_scores",
     "score",
     "score_all",
     "top1",
@@ -513,6 +514,45 @@ def score(
                         thresholds=(threshold,) if threshold else (), min_n=min_n)
     wanted = threshold.metric if threshold is not None else PRIMARY[task]
     return next(r for r in results if r.metric == wanted)
+
+
+def row_scores(task: Task | str, reference: Any, candidate: Any, *,
+               rtol: float = RTOL, atol: float = ATOL) -> list[float]:
+    """Each row's (image's) primary score, in [0, 1]: what a sequential test reads.
+
+    Top-1 and within tolerance are 1 or 0; box F1 is the image's own F1 (no boxes on
+    either side: 1); CER is the image's edits over its reference characters, capped at 1
+    (so a row's CER is a bounded value, and a candidate writing pages of garbage counts
+    as wrong on every character, not more). Pooled over images these are weighted apart
+    from the task's score (long pages weigh more there); each row counts once here.
+    """
+    task = Task.parse(task) if isinstance(task, str) else task
+    if task is Task.CLASSIFICATION:
+        a, b = _labels(reference), _labels(candidate)
+        rows = len(a)
+        same: Array = np.asarray(np.asarray(a == b).reshape(rows, -1).all(axis=1))
+        return [float(v) for v in same]
+    if task in (Task.TEXT_RECOGNITION, Task.OCR):
+        if task is Task.OCR:
+            ref = [p.text for p in _pages(reference)]
+            cand = [p.text for p in _pages(candidate)]
+        else:
+            ref, cand = _texts(reference), _texts(candidate)
+        return [min(levenshtein(r, c) / max(len(r), 1), 1.0)
+                for r, c in zip(ref, cand, strict=True)]
+    if task is Task.TEXT_DETECTION:
+        scores = []
+        for ref, cand in zip(reference, candidate, strict=True):
+            r, c = len(as_boxes(ref)), len(as_boxes(cand))
+            matched = match_boxes(ref, cand, IOU_THRESHOLD)
+            scores.append(2 * matched / (r + c) if r + c else 1.0)
+        return scores
+    fa = np.asarray(reference, dtype=np.float64)
+    fb = np.asarray(candidate, dtype=np.float64)
+    rows = fa.shape[0] if fa.ndim else 1
+    fa, fb = fa.reshape(rows, -1), fb.reshape(rows, -1)
+    within: Array = np.asarray((np.abs(fa - fb) <= atol + rtol * np.abs(fa)).all(axis=1))
+    return [float(v) for v in within]
 
 
 def differing(task: Task | str, reference: Any, candidate: Any, *,

@@ -23,22 +23,38 @@ __all__ = ["AgreementTally"]
 
 
 class AgreementTally:
-    """Distinct replayed rows of one step and whether the candidate agreed on each."""
+    """Distinct replayed rows of one step: whether the candidate agreed on each, its
+    score on each (a task judged by a score), and how much worse it did than stable
+    against the truth on each (a labelled set)."""
 
     def __init__(self) -> None:
         self._step: Hashable = None
         self._rows: dict[bytes, bool] = {}
+        self._scores: dict[bytes, float] = {}
+        self._truth: dict[bytes, float] = {}
 
     def add(self, step: Hashable, check: OutputCheck) -> OutputCheck:
         """Count ``check``'s rows not seen before in ``step`` (a new step starts afresh);
         ``check`` back with its ``rows`` and ``agreement`` over every distinct row of the
-        step so far. A check without rows of its own (a task scored otherwise, nothing
-        compared) comes back as it is."""
+        step so far, and its ``row_scores`` and ``row_truth`` likewise. A check without
+        rows of its own (nothing compared) comes back as it is."""
         if step != self._step:
-            self._step, self._rows = step, {}
+            self._step, self._rows, self._scores, self._truth = step, {}, {}, {}
+        if check.row_scores:
+            check = replace(check, row_scores=_kept(self._scores, check.row_scores))
+        if check.row_truth:
+            check = replace(check, row_truth=_kept(self._truth, check.row_truth))
         if not check.row_agreement:
             return check
         for digest, agreed in check.row_agreement:
             self._rows.setdefault(digest, agreed)
         rows = len(self._rows)
         return replace(check, rows=rows, agreement=sum(self._rows.values()) / rows)
+
+
+def _kept(seen: dict[bytes, float], given: tuple[tuple[bytes, float], ...]
+          ) -> tuple[tuple[bytes, float], ...]:
+    """``given`` rows not in ``seen`` added to it; every row seen so far, first seen first."""
+    for digest, value in given:
+        seen.setdefault(digest, value)
+    return tuple(seen.items())

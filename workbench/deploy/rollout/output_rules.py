@@ -1,15 +1,16 @@
 """The canary rules on replayed outputs: agreement with stable and accuracy on a labelled set.
 
 Both read the controller's output check (:mod:`workbench.deploy.rollout.replay`: the same
-inputs sent to both colours). They are judged when an interval ends; top-1 agreement is
-also tested sequentially on every replay of the step (``early``, see
-:class:`AgreementRule`). See :mod:`workbench.deploy.rollout.analysis` for the spec that
+inputs sent to both colours). Both are also tested sequentially, row by row, on every
+replay of the step (``early``): a candidate is failed at whichever replay makes the
+evidence against it significant, seconds into a step; a pass waits for the interval's
+end. See :mod:`workbench.deploy.rollout.analysis` for the spec that
 holds them.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -91,11 +92,7 @@ class AgreementRule:
     def judge(self, seen: Observation) -> RuleResult:
         check = seen.output
         if check is not None and check.score is not None:
-            if not seen.due:  # a bootstrap bound, not a sequential test: once an interval
-                return RuleResult(self.name, "inconclusive", None,
-                                  self.threshold(check.score.metric).value,
-                                  "judged when the interval ends")
-            return self._judge_score(check)
+            return self._judge_score(check, seen)
         base = partial(RuleResult, rule=self.name, threshold=self.min_agreement)
         if check is None:
             return base(verdict="skip", value=None, message="no inputs to replay (no labelled set)")
@@ -104,11 +101,6 @@ class AgreementRule:
             return base(verdict="inconclusive", value=None,
                         message=_noted("no rows compared" if check.failed else
                                        "no replayed outputs", check))
-        if check.rows < self.min_rows:
-            return base(
-                verdict="inconclusive", value=check.agreement, samples=check.rows,
-                message=_noted(f"{check.rows} rows compared, need {self.min_rows}", check),
-            )
         low, _ = wilson_interval(check.agreement * check.rows, check.rows)
         text = (
             f"{check.agreement:.1%} of {check.rows} rows agree, lower bound {low:.1%} "
@@ -117,9 +109,14 @@ class AgreementRule:
         sequential = self._sequential(check, seen.alpha)
         if sequential is not None:
             base = partial(base, decision={**_replayed(check), **sequential.to_dict()})
-            if sequential.significant:
+            if sequential.significant:  # valid at any number of rows: no minimum to wait for
                 return base(verdict="fail", value=low, sustained=True, samples=check.rows,
                             message=_noted(f"{text}; below the minimum: {sequential}", check))
+        if check.rows < self.min_rows:
+            return base(
+                verdict="inconclusive", value=check.agreement, samples=check.rows,
+                message=_noted(f"{check.rows} rows compared, need {self.min_rows}", check),
+            )
         if not seen.due:  # between intervals only a significant fail counts; the rest waits
             return base(verdict="inconclusive", value=low, samples=check.rows,
                         message=_noted(f"{text}; judged when the interval ends", check))
@@ -138,17 +135,30 @@ class AgreementRule:
         test = ThresholdTest(self.min_agreement, alpha=alpha, above=False)
         return test.decide(round(check.agreement * check.rows), check.rows)
 
-    def _judge_score(self, check: OutputCheck) -> RuleResult:
-        """Box F1, CER or within-tolerance: judged on the interval's cautious end."""
+    def _judge_score(self, check: OutputCheck, seen: Observation) -> RuleResult:
+        """Box F1, CER or within tolerance: failed at any replay on the sequential test of
+        the step's rows' scores, else judged on the interval's cautious end."""
         assert check.score is not None
         score = check.score.judged(self.threshold(check.score.metric), self.min_rows)
         assert score.threshold is not None
+        decision = _replayed(check)
+        sequential = _score_test(score.threshold, check.row_scores, seen.alpha)
+        if sequential is not None:
+            decision.update(sequential.to_dict())
         base = partial(RuleResult, rule=self.name, threshold=score.threshold.value,
-                       decision=_replayed(check))
+                       decision=decision)
         bound = score.bound
         if score.value is None or bound is None:
             return base(verdict="inconclusive", value=None,
                         message=_noted("no replayed outputs", check))
+        # Failed early only when the pooled score is on the wrong side too: the test reads
+        # each row's score (rows weigh alike), the threshold is set on the pooled one.
+        if (sequential is not None and sequential.significant
+                and not score.threshold.met_by(score.value)):
+            rows = int(sequential.samples)
+            return base(verdict="fail", value=score.value, sustained=True, samples=rows,
+                        message=_noted(f"{score}; row by row over the step's {rows} rows, "
+                                       f"beyond {score.threshold}: {sequential}", check))
         if check.rows < self.min_rows:
             return base(
                 verdict="inconclusive", value=score.value, samples=check.rows,
@@ -156,11 +166,25 @@ class AgreementRule:
             )
         side = "lower" if score.higher_is_better else "upper"
         text = f"{score}; {side} bound {bound:.4g} (want {score.threshold})"
+        if not seen.due:  # a bootstrap bound, not a sequential test: once an interval
+            return base(verdict="inconclusive", value=bound, samples=check.rows,
+                        message=_noted(f"{text}; judged when the interval ends", check))
         verdict: Verdict = "pass" if score.threshold.met_by(bound) else "fail"
         return base(
             verdict=verdict, value=bound, message=_noted(text, check), sustained=verdict == "fail",
             samples=check.rows,
         )
+
+
+def _score_test(threshold: Threshold, rows: tuple[tuple[bytes, float], ...],
+                alpha: float) -> Decision | None:
+    """The sequential test of "the rows' mean score is on the right side of
+    ``threshold``" (None without rows, or at a bound of 0 or 1: nothing to test)."""
+    if not rows or not 0.0 < threshold.value < 1.0:
+        return None
+    above = threshold.op == "<="  # CER: is it above its maximum?
+    test = ThresholdTest(threshold.value, alpha=alpha, above=above)
+    return test.decide(sum(value for _, value in rows), len(rows))
 
 
 def _noted(text: str, check: OutputCheck) -> str:
@@ -185,13 +209,41 @@ class AccuracyRule:
     max_drop: float = 5.0
     name: str = "accuracy"
     reads: ClassVar[str] = "output"
+    #: judged on a replay that comes in between intervals too (a fail only: see judge)
+    early: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         if not 0 <= self.max_drop <= 100:
             raise DeployValueError(f"accuracy.max_drop must be in 0..100, not {self.max_drop}")
 
     def judge(self, seen: Observation) -> RuleResult:
-        check = seen.output
+        """The drop on the labelled set. It fails at whichever replay shows it, once the
+        sequential test of the rows' drops (each row: how much worse the candidate did
+        than stable, right or wrong, or its CER against stable's) is significant beyond
+        ``max_drop`` and the measured drop is beyond it too; else it is judged when the
+        interval ends."""
+        result = self._judge(seen.output)
+        sequential = self._sequential(seen.output, seen.alpha)
+        if sequential is not None:
+            result = replace(result, decision={**(result.decision or {}), **sequential.to_dict()})
+            if sequential.significant and result.verdict == "fail":
+                return replace(result, message=f"{result.message}; row by row: {sequential}")
+        if not seen.due and result.verdict in ("pass", "fail"):
+            return replace(result, verdict="inconclusive", sustained=False,
+                           message=f"{result.message}; judged when the interval ends")
+        return result
+
+    def _sequential(self, check: OutputCheck | None, alpha: float) -> Decision | None:
+        """The sequential test of "the mean drop per row <= max_drop", each row's drop in
+        [-1, 1] mapped to [0, 1] (None without rows, or at a maximum of 100 points)."""
+        if check is None or not check.row_truth or self.max_drop >= 100:
+            return None
+        limit = (self.max_drop / 100 + 1) / 2
+        test = ThresholdTest(limit, alpha=alpha, above=True)
+        total = sum((worse + 1) / 2 for _, worse in check.row_truth)
+        return test.decide(total, len(check.row_truth))
+
+    def _judge(self, check: OutputCheck | None) -> RuleResult:
         base = partial(RuleResult, rule=self.name, threshold=self.max_drop)
         if check is not None and check.truth_stable is not None and check.truth_candidate is not None:
             return self._judge_score(check.truth_stable, check.truth_candidate, check.rows)

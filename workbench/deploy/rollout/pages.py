@@ -201,19 +201,34 @@ def _replay(stable_url: str, candidate_url: str, model: str, sample: ImageSet,
         kept, wanted, got, failures = _paired(stable, candidate, model, sample.images)
     if not kept:
         return nothing_compared(failures)
+    digests = [_digest(sample.images[i]) for i in kept]
     try:
         score = scoring.score(Task.OCR, wanted, got)
+        row_scores = tuple(zip(digests, scoring.row_scores(Task.OCR, wanted, got), strict=True))
         truth_stable = truth_candidate = None
+        row_truth: tuple[tuple[bytes, float], ...] = ()
         if sample.labelled:
             truths = [sample.truths[i] for i in kept]
             truth_stable = scoring.score(Task.OCR, truths, wanted)
             truth_candidate = scoring.score(Task.OCR, truths, got)
+            worse = [c - s for s, c in zip(scoring.row_scores(Task.OCR, truths, wanted),
+                                           scoring.row_scores(Task.OCR, truths, got),
+                                           strict=True)]
+            row_truth = tuple(zip(digests, worse, strict=True))
     except InputError as exc:
         log.warning("%s: replayed pages cannot be scored: %s", model, exc)
         return nothing_compared(failures)
     return failures.check(rows=len(kept), agreement=None, accuracy_stable=None,
                           accuracy_candidate=None, score=score, truth_stable=truth_stable,
-                          truth_candidate=truth_candidate)
+                          truth_candidate=truth_candidate, row_scores=row_scores,
+                          row_truth=row_truth)
+
+
+def _digest(image: bytes) -> bytes:
+    """A short digest of an image's bytes: the same image replayed again has the same one."""
+    import hashlib
+
+    return hashlib.blake2b(image, digest_size=16).digest()
 
 
 def ocr_check(

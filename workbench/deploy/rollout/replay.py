@@ -168,6 +168,7 @@ def replay(
                               timeout, task, decode)
     compared = agreed = stable_right = candidate_right = 0
     per_row: list[tuple[bytes, bool]] = []
+    per_truth: list[tuple[bytes, float]] = []
     failures = ReplayFailures()
     # Marked as replays: the instances count them apart from live traffic (a replay must not
     # make a quiet canary look judged) and keep them out of their reservoirs.
@@ -199,12 +200,17 @@ def replay(
                 rows_equal = np.asarray(np.asarray(got == want).reshape(count, -1).all(axis=1))
                 same = [bool(v) for v in rows_equal]
                 agreed += int((got == want).sum())
-            per_row += zip(row_digests(batch), same, strict=True)
+            digests = row_digests(batch)
+            per_row += zip(digests, same, strict=True)
             if labels is not None:
                 truth = labels[start : start + count]
                 stable_right += int((want == truth).sum())
+                right = np.zeros(count, dtype=bool)
                 if got is not None and got.shape == want.shape:
                     candidate_right += int((got == truth).sum())
+                    right = _rows_right(got, truth, count)
+                worse = _rows_right(want, truth, count).astype(float) - right
+                per_truth += zip(digests, (float(v) for v in worse), strict=True)
     if not compared:
         return nothing_compared(failures)
     return failures.check(
@@ -213,7 +219,14 @@ def replay(
         accuracy_stable=stable_right / compared if labels is not None else None,
         accuracy_candidate=candidate_right / compared if labels is not None else None,
         row_agreement=tuple(per_row),
+        row_truth=tuple(per_truth),
     )
+
+
+def _rows_right(labels: Array, truth: Array, rows: int) -> Array:
+    """Whether each row's labels all equal the truth's."""
+    right: Array = np.asarray(np.asarray(labels == truth).reshape(rows, -1).all(axis=1))
+    return right
 
 
 def row_digests(inputs: Mapping[str, Array]) -> list[bytes]:
@@ -253,6 +266,7 @@ def _replay_scored(
         task = Task.GENERIC
     wanted: list[Any] = []
     got: list[Any] = []
+    digests: list[bytes] = []
     compared = 0
     failures = ReplayFailures()
     marked = {"x-workbench-replay": "1"}
@@ -279,6 +293,7 @@ def _replay_scored(
                 answer = None  # answered in another shape: every row disagrees
             count = len(reference)
             compared += count
+            digests += row_digests(batch)[:count]
             if decode is not None:
                 wanted.extend(decode("stable", reference))
                 got.extend(decode("candidate", answer) if answer is not None
@@ -293,11 +308,13 @@ def _replay_scored(
     cand_all: Any = got if decode is not None else np.concatenate(got)
     try:
         result = scoring.score(task, ref_all, cand_all)
+        per_row = scoring.row_scores(task, ref_all, cand_all)
     except InputError as exc:
         log.warning("%s: replayed outputs cannot be scored: %s", model, exc)
         return nothing_compared(failures)
+    scored = tuple(zip(digests, per_row, strict=True)) if len(digests) == len(per_row) else ()
     return failures.check(rows=compared, agreement=None, accuracy_stable=None,
-                          accuracy_candidate=None, score=result)
+                          accuracy_candidate=None, score=result, row_scores=scored)
 
 
 def _first(outputs: Mapping[str, Array]) -> Array | None:

@@ -65,6 +65,13 @@ class OutputCheck:
     # lets the controller count each distinct row once over a step's replays
     # (workbench.deploy.rollout.evidence)
     row_agreement: tuple[tuple[bytes, bool], ...] = ()
+    # the task's score row by row (each image's CER, box F1, within tolerance: in [0, 1]),
+    # as (digest, score), for a task judged by a score: what its sequential test reads
+    row_scores: tuple[tuple[bytes, float], ...] = ()
+    # on a labelled set, row by row, how much worse the candidate did than stable against
+    # the truth, in [-1, 1] (wrong where stable was right: 1; each image's CER, capped at
+    # 1, minus stable's): what the accuracy rule's sequential test reads
+    row_truth: tuple[tuple[bytes, float], ...] = ()
 
     @property
     def replayed(self) -> int:

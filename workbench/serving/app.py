@@ -54,7 +54,7 @@ from workbench.serving.connections import PEER_CLOSED
 from workbench.serving.images import ImageInference, encoded_images, wants_codec
 from workbench.serving.pipelines import PipelineInference
 from workbench.serving.protocol import HEADER_LENGTH, ProtocolError
-from workbench.serving.reservoir import Reservoir, reservoir_route
+from workbench.serving.reservoir import SegmentedReservoir, reservoir_route
 from workbench.serving.responses import (
     JSON_TYPE,
     VERSION_HEADER,
@@ -166,7 +166,10 @@ class _Handlers:
     def __init__(self, service: Service) -> None:
         self.service = service
         self.model = service.model
-        self.reservoir = Reservoir(service.settings.reservoir_size)
+        settings = service.settings
+        self.reservoir = SegmentedReservoir(
+            settings.reservoir_size, keys=settings.segment_by, label=service.metrics.segment_label,
+            limit=settings.max_segments)
         self.images = ImageInference(service)
         self.pipelines = PipelineInference(service)
         # ids for responses to requests without one: unique per process start and request
@@ -368,14 +371,14 @@ class _Handlers:
                     else:
                         result = await self.images.infer(loaded, decoded, images, gone=_peer_probe(scope))
                     if not head.replay:
-                        self.reservoir.offer_images(name, images)
+                        self.reservoir.offer_images(name, images, segments)
                 else:
                     inputs = service.check_inputs(
                         loaded, decoded.inputs, [out.name for out in decoded.outputs or ()]
                     )
                     service.check_batch(loaded, decoded.batch_size)
                     if not head.replay:
-                        self.reservoir.offer(inputs)
+                        self.reservoir.offer(inputs, segments)
                     if service.settings.faults is not None:
                         await service.settings.faults.apply(version, segments)
                     computed = time.perf_counter()

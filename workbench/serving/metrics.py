@@ -214,6 +214,10 @@ class ServingMetrics:
         self.segment_keys = tuple(keys)
         self._books = {key: SegmentBook(limit) for key in keys}
 
+    def segment_label(self, key: SegmentKey, value: str | None) -> str:
+        """The label ``value`` of ``key`` is counted under (bounded: see SegmentBook)."""
+        return self._books[key].label(value)
+
     def segment_request(self, version: str, status: int, seconds: float,
                         values: Mapping[SegmentKey, str | None]) -> None:
         """Count one finished request in its segments (after :meth:`request`; live

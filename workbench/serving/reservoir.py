@@ -24,6 +24,16 @@ Protocol request body, the rows stacked along the batch axis, ready to be replay
 Images come back as they are sent in JSON: ``{"name": "image", "datatype": "BYTES",
 "shape": [n], "parameters": {"content_type": "base64"}, "data": ["iVBORw0KG...", ...]}``,
 so the body can be posted to the model's ``infer`` as it is.
+
+Per segment (:class:`SegmentedReservoir`): an instance serving with ``--segment-by
+header:x-tenant`` also keeps a sample of each segment's rows, labelled as its metrics
+label them (at most ``--max-segments`` values of their own, the rest pooled as ``other``,
+requests without the header as ``none``: :mod:`workbench.serving.segments`), so that a
+tenant with 1% of the traffic has a sample of its own, not the two or three rows a pooled
+sample holds of it. Each segment's sample holds up to ``size`` rows and an equal share of
+the byte bound. The pooled answer lists them (``"segments": {"header:x-tenant": {"b":
+{"seen": 120, "rows": 120}, ...}}``); ``GET /v2/admin/reservoir?segment_by=header:x-tenant
+&segment=b`` answers one segment's sample, in the same form.
 """
 
 from __future__ import annotations
@@ -38,17 +48,19 @@ import numpy as np
 from workbench.serving.admin import guarded
 from workbench.serving.protocol import datatype_of
 from workbench.serving.responses import json_response
+from workbench.serving.segments import DEFAULT_MAX_SEGMENTS
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Callable, Mapping, Sequence
 
     from starlette.requests import Request
     from starlette.responses import Response
     from starlette.routing import Route
 
+    from workbench.serving.segments import SegmentKey
     from workbench.serving.service import Service
 
-__all__ = ["DEFAULT_BYTES", "DEFAULT_SIZE", "Reservoir", "reservoir_route"]
+__all__ = ["DEFAULT_BYTES", "DEFAULT_SIZE", "Reservoir", "SegmentedReservoir", "reservoir_route"]
 
 DEFAULT_SIZE = 256
 DEFAULT_BYTES = 64 << 20  # the kept rows' bytes, at most (images can be large)
@@ -166,11 +178,90 @@ def _nbytes(row: Row) -> int:
                else array.nbytes for array in row.values())
 
 
-def reservoir_route(service: Service, reservoir: Reservoir) -> Route:
-    """``GET /v2/admin/reservoir`` behind the admin token."""
+class SegmentedReservoir:
+    """The pooled sample, and a sample of each segment of each of ``keys``. ``label``
+    names a segment as the instance's metrics do (the same bounded book, so the segments
+    here are the segments there)."""
+
+    def __init__(self, size: int = DEFAULT_SIZE, *, keys: Sequence[SegmentKey] = (),
+                 label: Callable[[SegmentKey, str | None], str] | None = None,
+                 limit: int = DEFAULT_MAX_SEGMENTS, max_bytes: int = DEFAULT_BYTES) -> None:
+        self.pooled = Reservoir(size, max_bytes=max_bytes)
+        self.keys = tuple(keys) if label is not None else ()
+        self._label = label
+        self._size = size
+        # every key's segments together stay within the byte bound: an equal share each
+        self._share = max_bytes // max(len(self.keys) * (limit + 2), 1)
+        self._segments: dict[tuple[SegmentKey, str], Reservoir] = {}
+
+    def offer(self, inputs: Mapping[str, np.ndarray[Any, Any]],
+              segments: Mapping[SegmentKey, str | None] | None = None) -> None:
+        """Consider one request's rows for the pooled sample and its segments' samples."""
+        self.pooled.offer(inputs)
+        for reservoir in self._of(segments):
+            reservoir.offer(inputs)
+
+    def offer_images(self, name: str, images: Sequence[bytes],
+                     segments: Mapping[SegmentKey, str | None] | None = None) -> None:
+        self.pooled.offer_images(name, images)
+        for reservoir in self._of(segments):
+            reservoir.offer_images(name, images)
+
+    def _of(self, segments: Mapping[SegmentKey, str | None] | None) -> list[Reservoir]:
+        if not self.keys or not self._size or self._label is None:
+            return []
+        found = []
+        for key in self.keys:
+            index = (key, self._label(key, (segments or {}).get(key)))
+            reservoir = self._segments.get(index)
+            if reservoir is None:
+                reservoir = self._segments[index] = Reservoir(self._size, max_bytes=self._share)
+            found.append(reservoir)
+        return found
+
+    def listing(self) -> dict[str, dict[str, dict[str, int]]]:
+        """Segment key -> segment -> rows seen and kept."""
+        listed: dict[str, dict[str, dict[str, int]]] = {str(key): {} for key in self.keys}
+        for (key, segment), reservoir in sorted(self._segments.items(),
+                                                key=lambda item: (str(item[0][0]), item[0][1])):
+            listed[str(key)][segment] = {"seen": reservoir.seen, "rows": len(reservoir)}
+        return listed
+
+    def to_json(self, model: str, segment_by: str | None = None,
+                segment: str | None = None) -> dict[str, Any]:
+        """The pooled sample (with the segments' listing), or one segment's (ValueError
+        for a key this instance does not sample by)."""
+        if segment_by is None:
+            body = self.pooled.to_json(model)
+            if self.keys:
+                body["segments"] = self.listing()
+            return body
+        from workbench.serving.segments import SegmentKey
+
+        key = SegmentKey.parse(segment_by)
+        if key not in self.keys:
+            counted = ", ".join(str(k) for k in self.keys) or "none"
+            raise ValueError(f"this instance keeps no sample per segment of {key} "
+                             f"(it serves with --segment-by: {counted})")
+        reservoir = self._segments.get((key, segment or ""))
+        body = (reservoir or Reservoir(0)).to_json(model)
+        body.update(segment_by=str(key), segment=segment)
+        return body
+
+
+def reservoir_route(service: Service, reservoir: SegmentedReservoir) -> Route:
+    """``GET /v2/admin/reservoir[?segment_by=KEY&segment=VALUE]`` behind the admin token."""
     from starlette.routing import Route
 
     async def handler(request: Request) -> Response:
-        return json_response(reservoir.to_json(service.model))
+        query = request.query_params
+        segment_by = query.get("segment_by")
+        if segment_by is not None and "segment" not in query:
+            return json_response({"error": "segment_by needs segment= as well"}, status=400)
+        try:
+            return json_response(reservoir.to_json(service.model, segment_by,
+                                                   query.get("segment")))
+        except ValueError as exc:
+            return json_response({"error": str(exc)}, status=400)
 
     return Route("/v2/admin/reservoir", guarded(service, handler), methods=["GET"])

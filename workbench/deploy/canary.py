@@ -280,12 +280,16 @@ def controller(
     token = deployment.admin_token
     fallback: dict[str, Any] = {}  # stable's manifest sample, read once (stable does not change)
     pipeline = is_pipeline(state.repo, state.model, state.stable_version)
+    # the keys agreement is judged per segment by: each segment's sample replayed as well
+    segmented = tuple(dict.fromkeys(
+        str(getattr(rule, "segment_by", "")) for rule in spec.rules
+        if getattr(rule, "reads", None) == "output" and getattr(rule, "segment_by", None)))
 
     def output() -> OutputCheck | None:
         """Replay the labelled set if one is given, else the stable instance's reservoir of
         recent request inputs, else stable's manifest sample, to both colours (an OCR
         pipeline: its images, scored by pages, :mod:`~workbench.deploy.rollout.pages`)."""
-        from workbench.deploy.rollout.replay import output_check
+        from workbench.deploy.rollout.replay import output_check, with_segments
 
         now = deployment.state
         if stable not in now.instances or candidate not in now.instances:
@@ -303,8 +307,12 @@ def controller(
                 fallback["sample"] = ModelRepository(now.repo).sample(
                     now.model, now.instances[stable].version)
         sample = fallback.get("sample")
-        return output_check(now.instances[stable].url, now.instances[candidate].url, now.model,
-                            labelled=labelled, admin_token=token, sample=sample)
+        stable_url, candidate_url = now.instances[stable].url, now.instances[candidate].url
+        check = output_check(stable_url, candidate_url, now.model, labelled=labelled,
+                             admin_token=token, sample=sample)
+        if labelled or token is None or not segmented:
+            return check
+        return with_segments(check, stable_url, candidate_url, now.model, token, segmented)
 
     target = DeploymentTarget(deployment, spec, "prometheus" if prometheus else "scrape")
     target.by = by or target.by
@@ -384,7 +392,8 @@ def check_files(deployment: Deployment, spec: AnalysisSpec, version: str) -> Ana
 def check_segments(state: DeploymentState, spec: AnalysisSpec) -> None:
     """Refuse, in one sentence before anything starts, a canary whose rules compare each
     segment with stable's (``relative_latency``, ``error_rate.max_ratio`` with
-    ``segment_by``) while stable's instances do not count requests per segment."""
+    ``segment_by``) or replay stable's sample of each segment (``agreement`` with
+    ``segment_by``) while stable's instances do not serve per segment."""
     rollout = state.rollout
     color = rollout.candidate if rollout.phase is Phase.PROMOTED else rollout.stable
     records = state.records(color)
@@ -394,8 +403,11 @@ def check_segments(state: DeploymentState, spec: AnalysisSpec) -> None:
     rule, key = missing[0]
     version = records[0].version
     section = {"latency_vs_stable": "relative_latency"}.get(rule.name, rule.name)
+    what = (f"{rule.name} replays stable's own sample of each {key} segment"
+            if getattr(rule, "reads", None) == "output" else
+            f"{rule.name} compares each {key} segment with the same segment of stable")
     raise DeployValueError(
-        f"{rule.name} compares each {key} segment with the same segment of stable, but "
+        f"{what}, but "
         f"stable ({color}, {state.model} {version}) does not count requests per segment: "
         f"start stable with it first (workbench deploy update {state.name} --version {version} "
         f"--segment-by {key} --auto-promote), or set segment_by = false in the analysis' {section} "

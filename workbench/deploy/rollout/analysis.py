@@ -227,7 +227,8 @@ class AnalysisSpec:
         rule (``error_rate``, ``latency``, ``relative_latency``, ``memory``, ``agreement``,
         ``accuracy``); a rule table set to ``false`` drops the rule. ``segment_by`` and
         ``max_segments`` at the top apply to the three traffic rules that do not set
-        their own (:mod:`workbench.deploy.rollout.segments`).
+        their own (:mod:`workbench.deploy.rollout.segments`); ``agreement`` is judged per
+        segment only with its own ``segment_by``.
         """
         known = {"steps", "interval", "max_inconclusive", "mirror", "mirror_intervals",
                  "synthetic", "labelled", "hooks", "alpha", "scrape", "max_failures",
@@ -281,7 +282,9 @@ class AnalysisSpec:
                     kwargs[attr] = _int(f"{source}: {section}.{key}", value)
                 else:
                     kwargs[attr] = _float(f"{source}: {section}.{key}", value)
-            if "segment_by" in keys:  # the analysis' segment_by, unless the rule has its own
+            # the analysis' segment_by, for the traffic rules that do not set their own
+            # (agreement per segment replays stable's per-segment samples: asked for apart)
+            if "segment_by" in keys and section != "agreement":
                 for attr in ("segment_by", "max_segments"):
                     if attr not in kwargs and data.get(attr) is not None:
                         kwargs[attr] = (str(data[attr]) if attr == "segment_by"
@@ -353,7 +356,8 @@ _SECTIONS: dict[str, tuple[Any, dict[str, str]]] = {
     "memory": (MemoryRule, {"growth_mb_per_min": "max_mb_per_min", "intervals": "intervals"}),
     "agreement": (AgreementRule, {"min": "min_agreement", "min_rows": "min_rows",
                                   "min_box_f1": "min_box_f1", "max_cer": "max_cer",
-                                  "min_within_tolerance": "min_within_tolerance"}),
+                                  "min_within_tolerance": "min_within_tolerance",
+                                  **_SEGMENTS}),
     "accuracy": (AccuracyRule, {"max_drop": "max_drop"}),
 }
 _INT_ATTRS = {"intervals", "min_requests", "min_rows", "max_segments"}

@@ -32,14 +32,23 @@ class AgreementTally:
         self._rows: dict[bytes, bool] = {}
         self._scores: dict[bytes, float] = {}
         self._truth: dict[bytes, float] = {}
+        # (segment key, segment) -> that segment's own tally (checks judged per segment)
+        self._segments: dict[tuple[str, str], AgreementTally] = {}
 
     def add(self, step: Hashable, check: OutputCheck) -> OutputCheck:
         """Count ``check``'s rows not seen before in ``step`` (a new step starts afresh);
         ``check`` back with its ``rows`` and ``agreement`` over every distinct row of the
-        step so far, and its ``row_scores`` and ``row_truth`` likewise. A check without
-        rows of its own (nothing compared) comes back as it is."""
+        step so far, and its ``row_scores`` and ``row_truth`` likewise; each segment's
+        check (``segments``) counted the same way, on its own. A check without rows of
+        its own (nothing compared) comes back as it is."""
         if step != self._step:
             self._step, self._rows, self._scores, self._truth = step, {}, {}, {}
+            self._segments = {}
+        if check.segments:
+            check = replace(check, segments={
+                key: {segment: self._segment(key, segment).add(step, part)
+                      for segment, part in parts.items()}
+                for key, parts in check.segments.items()})
         if check.row_scores:
             check = replace(check, row_scores=_kept(self._scores, check.row_scores))
         if check.row_truth:
@@ -50,6 +59,13 @@ class AgreementTally:
             self._rows.setdefault(digest, agreed)
         rows = len(self._rows)
         return replace(check, rows=rows, agreement=sum(self._rows.values()) / rows)
+
+
+    def _segment(self, key: str, segment: str) -> AgreementTally:
+        tally = self._segments.get((key, segment))
+        if tally is None:
+            tally = self._segments[(key, segment)] = AgreementTally()
+        return tally
 
 
 def _kept(seen: dict[bytes, float], given: tuple[tuple[bytes, float], ...]

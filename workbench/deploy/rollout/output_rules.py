@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 from functools import partial
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from workbench.deploy.rollout.segments import judge_output_by_segment, segment_key
 from workbench.deploy.rollout.sequential import ThresholdTest
 from workbench.deploy.rollout.verdicts import Observation, RuleResult, Verdict, wilson_interval
 from workbench.deploy.rollout.verdicts import check_fraction as _check_fraction
@@ -70,9 +71,15 @@ class AgreementRule:
     name: str = "agreement"
     #: judged on a replay that comes in between intervals too (a fail only: see above)
     early: ClassVar[bool] = True
+    reads: ClassVar[str] = "output"
     min_box_f1: float = 0.9
     max_cer: float = 0.05
     min_within_tolerance: float = 0.99
+    #: judged on each segment's own sample of stable's reservoir as well, e.g.
+    #: "header:x-tenant" (workbench.deploy.rollout.segments); stable must serve with
+    #: --segment-by for it
+    segment_by: str | None = None
+    max_segments: int | None = None
 
     def __post_init__(self) -> None:
         _check_fraction("agreement.min", self.min_agreement)
@@ -80,6 +87,9 @@ class AgreementRule:
         _check_fraction("agreement.min_box_f1", self.min_box_f1)
         _check_fraction("agreement.max_cer", self.max_cer)
         _check_fraction("agreement.min_within_tolerance", self.min_within_tolerance)
+        object.__setattr__(self, "segment_by", segment_key(self.segment_by))
+        if self.max_segments is not None:
+            _check_positive("agreement.max_segments", self.max_segments)
 
     def threshold(self, metric: str) -> Threshold:
         """This rule's bound on ``metric`` (``top1``, ``box_f1``, ``cer``, ...)."""
@@ -90,6 +100,10 @@ class AgreementRule:
         return Threshold(metric, value)
 
     def judge(self, seen: Observation) -> RuleResult:
+        """On the pooled replay and, with ``segment_by``, on each segment's."""
+        return judge_output_by_segment(self, seen, self._judge)
+
+    def _judge(self, seen: Observation) -> RuleResult:
         check = seen.output
         if check is not None and check.score is not None:
             return self._judge_score(check, seen)

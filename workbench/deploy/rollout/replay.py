@@ -56,7 +56,10 @@ __all__ = [
     "nothing_compared",
     "output_check",
     "replay",
+    "reservoir_segments",
     "row_digests",
+    "segment_checks",
+    "with_segments",
 ]
 
 log = logging.getLogger(__name__)
@@ -99,11 +102,10 @@ def nothing_compared(failures: ReplayFailures | None = None) -> OutputCheck:
     return failures.check(rows=0, agreement=None, accuracy_stable=None, accuracy_candidate=None)
 
 
-def fetch_reservoir(url: str, admin_token: str, *, timeout: float = 10.0) -> dict[str, Array]:
-    """The reservoir sample of the instance at ``url`` (empty when it holds no rows), read
-    within ``timeout`` seconds in all (connect to last byte)."""
+def _reservoir_doc(url: str, admin_token: str, timeout: float, query: str = "") -> Any:
+    """The body of ``GET /v2/admin/reservoir`` (ServingError when it cannot be read)."""
     try:
-        response = request_within("GET", f"{url.rstrip('/')}/v2/admin/reservoir", timeout,
+        response = request_within("GET", f"{url.rstrip('/')}/v2/admin/reservoir{query}", timeout,
                                   headers={"Authorization": f"Bearer {admin_token}"})
         doc = response.json()
     except (OSError, HTTPException, ValueError) as exc:
@@ -111,12 +113,64 @@ def fetch_reservoir(url: str, admin_token: str, *, timeout: float = 10.0) -> dic
     if response.status != 200:
         raise ServingError(f"{url} refused its reservoir ({response.status}): "
                            f"{doc.get('error', '') if isinstance(doc, dict) else ''}")
+    if not isinstance(doc, dict):
+        raise ServingError(f"malformed reservoir from {url}: not a JSON object")
+    return doc
+
+
+def fetch_reservoir(url: str, admin_token: str, *, timeout: float = 10.0,
+                    segment_by: str | None = None, segment: str | None = None) -> dict[str, Array]:
+    """The reservoir sample of the instance at ``url`` (empty when it holds no rows), or
+    one segment's (``segment_by``, ``segment``), read within ``timeout`` seconds in all
+    (connect to last byte)."""
+    from urllib.parse import urlencode
+
     from workbench.deploy.client import decode_outputs
 
+    query = ("?" + urlencode({"segment_by": segment_by, "segment": segment or ""})
+             if segment_by is not None else "")
+    doc = _reservoir_doc(url, admin_token, timeout, query)
     try:
         return decode_outputs({"outputs": doc.get("inputs", [])})
     except (KeyError, TypeError, ValueError) as exc:
         raise ServingError(f"malformed reservoir from {url}: {exc}") from exc
+
+
+def reservoir_segments(url: str, admin_token: str, segment_by: str, *,
+                       timeout: float = 10.0) -> dict[str, int] | None:
+    """The segments of ``segment_by`` the instance at ``url`` keeps a sample of, each with
+    its rows; None when it keeps none by that key (not serving with ``--segment-by``)."""
+    doc = _reservoir_doc(url, admin_token, timeout)
+    listed = (doc.get("segments") or {}).get(segment_by)
+    if not isinstance(listed, dict):
+        return None
+    try:
+        return {str(name): int(entry["rows"]) for name, entry in listed.items()}
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ServingError(f"malformed reservoir segments from {url}: {exc}") from exc
+
+
+def segment_checks(stable_url: str, admin_token: str, segment_by: str,
+                   check: Callable[[Mapping[str, Array]], OutputCheck]) -> dict[str, OutputCheck] | None:
+    """``check`` (a replay to both colours) of each segment's sample of stable's
+    reservoir, by segment; None when stable keeps no sample by ``segment_by``. A segment
+    whose sample cannot be read is left out (logged): missing evidence."""
+    listed = reservoir_segments(stable_url, admin_token, segment_by)
+    if listed is None:
+        return None
+    checks: dict[str, OutputCheck] = {}
+    for segment, rows in listed.items():
+        if rows <= 0:
+            continue
+        try:
+            inputs = fetch_reservoir(stable_url, admin_token, segment_by=segment_by,
+                                     segment=segment)
+        except ServingError as exc:
+            log.info("%s=%s: %s", segment_by, segment, exc)
+            continue
+        if inputs and not any(array.dtype.kind == "O" for array in inputs.values()):
+            checks[segment] = check(inputs)
+    return checks
 
 
 def load_labelled(path: StrPath) -> tuple[dict[str, Array], Array]:
@@ -368,6 +422,26 @@ def output_check(
     if sample:
         return run(sample)
     return nothing_compared()
+
+
+def with_segments(check: OutputCheck, stable_url: str, candidate_url: str, model: str,
+                  admin_token: str, keys: Sequence[str], *, batch_rows: int = 64) -> OutputCheck:
+    """``check`` with, for each segment key in ``keys``, the replay of each segment's own
+    sample of stable's reservoir (``segments``); a key stable keeps no samples by is left
+    out, which the agreement rule reports."""
+    from dataclasses import replace as replaced
+
+    run = partial(replay, stable_url, candidate_url, model, batch_rows=batch_rows)
+    found: dict[str, dict[str, OutputCheck]] = {}
+    for key in keys:
+        try:
+            checks = segment_checks(stable_url, admin_token, key, run)
+        except ServingError as exc:
+            log.warning("%s: segments of %s not replayed: %s", model, key, exc)
+            continue
+        if checks is not None:
+            found[key] = checks
+    return replaced(check, segments=found) if found else check
 
 
 def _rows(inputs: Mapping[str, Any]) -> int:

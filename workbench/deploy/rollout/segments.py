@@ -47,6 +47,7 @@ __all__ = [
     "SEGMENT_REQUESTS",
     "SegmentCounters",
     "judge_by_segment",
+    "judge_output_by_segment",
     "merge_serve_args",
     "segment_alpha",
     "segment_counters",
@@ -175,11 +176,13 @@ def uncounted(rules: Iterable[Any], args: Iterable[str]) -> list[tuple[Any, str]
     """The rules that compare each segment with stable's same segment (``relative_latency``,
     ``error_rate`` with ``max_ratio``), with their key, that instances started with ``args``
     do not count: stable needs per-segment series for them, or they would compare a
-    segment with stable's whole traffic."""
+    segment with stable's whole traffic. Agreement per segment replays stable's sample of
+    each segment, which only an instance serving with ``--segment-by`` keeps."""
     counted = set(_split(args)[0])
     return [(rule, rule.segment_by) for rule in rules
             if getattr(rule, "segment_by", None) and rule.segment_by not in counted
-            and (getattr(rule, "needs_stable", False) or getattr(rule, "max_ratio", None))]
+            and (getattr(rule, "needs_stable", False) or getattr(rule, "max_ratio", None)
+                 or getattr(rule, "reads", None) == "output")]
 
 
 def judge_by_segment(
@@ -207,6 +210,48 @@ def judge_by_segment(
         # per-segment series leaves a segment its threshold tests only
         versus = stable_segments.get(segment) if stable_segments is not None else None
         results[segment] = judge(replace(seen, candidate=window, stable=versus, alpha=alpha))
+    combined = _combined(overall, key, results)
+    if "segment" in (combined.decision or {}):  # a segment failed: named
+        return combined
+    if stable is not None and stable_segments is None and uncounted([rule], ()):
+        return replace(combined, message=(
+            f"{combined.message}; stable has no per-segment figures for {key}, so no "
+            f"segment was compared with stable's (start stable with --segment-by {key})"))
+    return combined
+
+
+def judge_output_by_segment(
+    rule: Any, seen: Observation, judge: Callable[[Observation], RuleResult],
+) -> RuleResult:
+    """``judge`` (a rule on replayed outputs: agreement) on the pooled replay and, when
+    ``rule.segment_by`` is set, on the replay of each segment's own sample of stable's
+    reservoir (:class:`~workbench.serving.reservoir.SegmentedReservoir`), with the same
+    split of the level as the traffic rules."""
+    key_text: str | None = getattr(rule, "segment_by", None)
+    if key_text is None:
+        return judge(seen)
+    key = SegmentKey.parse(key_text)
+    overall = judge(replace(seen, alpha=seen.alpha / 2))
+    check = seen.output
+    checks = (check.segments or {}).get(str(key)) if check is not None else None
+    if checks is None:
+        if check is None or overall.verdict == "skip":
+            return overall
+        note = {"segment_by": str(key), "segments": None}
+        return replace(overall, decision={**(overall.decision or {}), **note},
+                       message=f"{overall.message}; no per-segment samples for {key} "
+                               f"(stable not serving with --segment-by {key})")
+    alpha = segment_alpha(seen.alpha, getattr(rule, "max_segments", None), len(checks))
+    results = {segment: judge(replace(seen, output=part, alpha=alpha))
+               for segment, part in sorted(checks.items())}
+    return _combined(overall, key, results)
+
+
+def _combined(overall: RuleResult, key: SegmentKey, results: Mapping[str, RuleResult]
+              ) -> RuleResult:
+    """The overall result, or the worst failing segment's named: a segment's sustained
+    fail wins over an overall verdict that is not one, as does any segment's fail over an
+    overall verdict that is not a fail. Every segment's verdict goes into the decision."""
     summary = {segment: {"verdict": r.verdict, "samples": r.samples, "value": r.value}
                for segment, r in results.items()}
     failing = sorted(((s, r) for s, r in results.items() if r.verdict == "fail"),
@@ -223,9 +268,5 @@ def judge_by_segment(
                                                        "samples": overall.samples,
                                                        "value": overall.value}},
         )
-    message = overall.message
-    if stable is not None and stable_segments is None and uncounted([rule], ()):
-        message += (f"; stable has no per-segment figures for {key}, so no segment was "
-                    f"compared with stable's (start stable with --segment-by {key})")
-    return replace(overall, message=message, decision={
+    return replace(overall, decision={
         **(overall.decision or {}), "segment_by": str(key), "segments": summary})

@@ -72,6 +72,10 @@ class OutputCheck:
     # the truth, in [-1, 1] (wrong where stable was right: 1; each image's CER, capped at
     # 1, minus stable's): what the accuracy rule's sequential test reads
     row_truth: tuple[tuple[bytes, float], ...] = ()
+    # segment key ("header:x-tenant") -> segment -> the check of that segment's sample of
+    # stable's reservoir, for an agreement rule judged per segment; None when not asked
+    # for or stable keeps no such samples (workbench.deploy.rollout.segments)
+    segments: Mapping[str, Mapping[str, OutputCheck]] | None = None
 
     @property
     def replayed(self) -> int:

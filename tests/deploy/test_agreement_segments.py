@@ -6,6 +6,7 @@ replays are OutputChecks built here, row by row."""
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -16,8 +17,10 @@ from workbench.deploy.rollout.controller import Stage
 from workbench.deploy.rollout.evidence import AgreementTally
 from workbench.deploy.rollout.phases import Phase
 from workbench.deploy.rollout.segments import serve_args, uncounted
-from workbench.deploy.rollout.signals import OutputCheck
 from workbench.errors import DeployValueError
+
+if TYPE_CHECKING:
+    from workbench.deploy.rollout.signals import OutputCheck
 
 TENANT = "header:x-tenant"
 RULE = AgreementRule(min_agreement=0.8, segment_by="x-tenant", max_segments=4)
@@ -46,7 +49,7 @@ def test_a_tenant_the_candidate_disagrees_with_is_rolled_back_by_name() -> None:
 
 def test_every_tenant_agreeing_passes_with_each_segment_s_verdict_kept() -> None:
     replays = Replays(by_tenant(check(400, 0.96), a=check(256, 0.97), b=check(64, 0.95, first=1000)))
-    controller, _, target = make(SPEC, output=replays)
+    controller, _, _ = make(SPEC, output=replays)
     controller.begin()
     early(controller)
     status = look(controller, 28.0)
@@ -58,7 +61,7 @@ def test_every_tenant_agreeing_passes_with_each_segment_s_verdict_kept() -> None
 
 
 def test_without_stable_s_segment_samples_the_pooled_verdict_stands_and_says_so() -> None:
-    controller, _, target = make(SPEC, output=Replays(check(400, 0.96)))
+    controller, _, _ = make(SPEC, output=Replays(check(400, 0.96)))
     controller.begin()
     early(controller)
     status = look(controller, 28.0)

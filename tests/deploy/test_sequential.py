@@ -193,3 +193,34 @@ def test_the_pass_evidence_has_no_weight_on_every_value_passing() -> None:
     within = ThresholdTest(0.03, alpha=0.2, above=False)  # errors: is the rate below 3%?
     assert not within.decide(0, 57).significant and within.decide(0, 58).significant
     assert threshold_log_lr(3, 3, 0.03, certain=0.0) < threshold_log_lr(3, 3, 0.03)
+
+
+def _histogram(seconds: np.ndarray, bounds: tuple[float, ...]) -> tuple[tuple[float, float], ...]:
+    """A cumulative histogram of ``seconds`` at ``bounds`` (and +Inf), as instances export."""
+    counts = [float((seconds <= bound).sum()) for bound in bounds]
+    return (*zip(bounds, counts, strict=True), (float("inf"), float(len(seconds))))
+
+
+def test_a_50_percent_slowdown_is_seen_through_the_instances_latency_buckets() -> None:
+    """Stable answering in about 63 ms, the candidate in 1.5 times that: both within one
+    bucket of the old bounds (0.05..0.1), so their mean log latencies read alike there; the
+    instances' buckets must tell them apart, on 200 candidate requests against 1,800."""
+    from workbench.serving.metrics import LATENCY_BUCKETS
+
+    rng = np.random.default_rng(3)
+    stable = 0.063 * np.exp(rng.normal(0, 0.05, 1800))
+    candidate = 1.5 * 0.063 * np.exp(rng.normal(0, 0.05, 200))
+    test = DifferenceTest(margin=math.log(1.2), alpha=0.01 / 6)
+    seen = test.decide(log_moments(_histogram(candidate, LATENCY_BUCKETS)),
+                       log_moments(_histogram(stable, LATENCY_BUCKETS)))
+    assert seen.significant, seen
+    assert seen.estimate is not None and math.exp(seen.estimate) > 1.3
+    assert all(b / a <= 1.67 for a, b in zip(LATENCY_BUCKETS, LATENCY_BUCKETS[1:], strict=False))
+    old = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.015, 0.02, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+    blind = test.decide(log_moments(_histogram(candidate, old)),
+                        log_moments(_histogram(stable, old)))
+    assert not blind.significant  # what the canary could not see before
+    # and a candidate as fast as stable is not rejected through the same buckets
+    same = 0.063 * np.exp(rng.normal(0, 0.05, 200))
+    assert not test.decide(log_moments(_histogram(same, LATENCY_BUCKETS)),
+                           log_moments(_histogram(stable, LATENCY_BUCKETS))).significant

@@ -17,6 +17,11 @@ looking every ``--scrape`` seconds:
 - ``+140 ms latency``: the same with ``--fault-latency-ms 140`` (every answer 140 ms
   late), judged with the p99 maximum at 100 ms (:data:`LATENCY_MAX_MS`); queued behind
   the instance's inference worker, its p99 reads several times the maximum;
+- ``+50% latency``: a graded excess against stable, on a deployment of its own whose
+  stable (1.0.0) answers :data:`BASE_LATENCY_MS` late and whose candidate (1.1.0) half as
+  late again (``--fault-latency-ms`` on each), judged by ``relative_latency`` with its
+  maximum at 1.2 x stable (:data:`RELATIVE_MAX`; the default 1.5 would put +50% at the
+  limit): the mean log latency's sequential test against stable's;
 - ``degraded 1.2.0``: 1.2.0 (trained on partly shuffled labels: 74% top-1 agreement with
   1.0.0) let through on readiness alone, so the agreement rule judges it on traffic (a
   replay of stable's reservoir as each step begins and when each interval ends);
@@ -66,7 +71,12 @@ from workbench.deploy import canary
 from workbench.deploy.client import encode_inputs
 from workbench.deploy.manager import DeploymentManager
 from workbench.deploy.platforms.process.backend import ProcessBackend
-from workbench.deploy.rollout.analysis import AnalysisSpec, ErrorRateRule, LatencyRule
+from workbench.deploy.rollout.analysis import (
+    AnalysisSpec,
+    ErrorRateRule,
+    LatencyRule,
+    RelativeLatencyRule,
+)
 from workbench.deploy.rollout.phases import Phase
 from workbench.deploy.traffic import parse_metrics
 from workbench.errors import WorkbenchError
@@ -82,16 +92,29 @@ FAULTY = "1.1.0"
 #: answers in a few ms).
 LATENCY_MAX_MS = 100.0
 FAULTS_ENV = "WB_BENCH_FAULTS"
+#: version -> its instances' faults, for every instance of that version (the +50% scenario)
+VERSION_FAULTS_ENV = "WB_BENCH_VERSION_FAULTS"
+#: The +50% scenario: stable answers this late, the candidate 1.5 times as late.
+BASE_LATENCY_MS = 60.0
+#: ... judged by relative_latency with this maximum ratio to stable
+RELATIVE_MAX = 1.2
+GRADED = "+50% latency"
 
 
 def faulty_backend(home: Path) -> ProcessBackend:
-    """Instances of FAULTY get the faults in $WB_BENCH_FAULTS (read when each starts)."""
+    """Instances of FAULTY get the faults in $WB_BENCH_FAULTS; every instance of a version
+    named in $WB_BENCH_VERSION_FAULTS (JSON: version -> faults) gets that version's instead
+    (both read when each instance starts)."""
     wrapper = home / "faulty_serve.py"
     wrapper.write_text(
-        "import sys, os\n"
+        "import json, sys, os\n"
         "args = [sys.executable, '-m', 'workbench', *sys.argv[1:]]\n"
+        "version = sys.argv[sys.argv.index('--version') + 1] if '--version' in sys.argv else ''\n"
+        f"mine = json.loads(os.environ.get({VERSION_FAULTS_ENV!r}) or '{{}}').get(version)\n"
         f"faults = os.environ.get({FAULTS_ENV!r}, '').split()\n"
-        f"if faults:\n"
+        "if mine:\n"
+        "    args += [*mine.split(), '--fault-version', version]\n"
+        "elif faults:\n"
         f"    args += [*faults, '--fault-version', {FAULTY!r}]\n"
         "os.execv(sys.executable, args)\n"
     )
@@ -278,6 +301,44 @@ def one_run(web, version: str, faults: str, spec: AnalysisSpec, load: PacedLoad,
     }
 
 
+def graded_runs(manager: DeploymentManager, rules: tuple[object, ...], intervals: list[float],
+                args: argparse.Namespace, results: dict[tuple[str, float], list[dict[str, object]]],
+                errors: list[str]) -> None:
+    """The +50% scenario: a deployment whose stable answers BASE_LATENCY_MS late (made here,
+    deleted after), its own client load, the candidate 1.5 times as late."""
+    late = BASE_LATENCY_MS * 1.5
+    os.environ[VERSION_FAULTS_ENV] = json.dumps({
+        "1.0.0": f"--fault-latency-ms {BASE_LATENCY_MS:g}", FAULTY: f"--fault-latency-ms {late:g}"})
+    graded = tuple(replace(r, max_ratio=RELATIVE_MAX) if isinstance(r, RelativeLatencyRule) else r
+                   for r in rules)
+    try:
+        with console.status(f"creating the {GRADED} deployment (1.0.0 answering "
+                            f"{BASE_LATENCY_MS:g} ms late)…"):
+            slow = manager.create("slow", "digits", "1.0.0", timeout=300)
+        limit = 120.0 + args.runs * len(intervals) * 90.0
+        with PacedLoad(slow.url, "digits", args.rate, args.threads, limit) as load:
+            time.sleep(2.0)
+            for interval in intervals:
+                spec = AnalysisSpec(steps=(10, 50, 100), interval=interval, rules=graded,  # type: ignore[arg-type]
+                                    scrape=args.scrape)
+                for run in range(args.runs):
+                    with console.status(f"interval {interval:g} s, run {run + 1}/{args.runs}: "
+                                        f"{GRADED}…"):
+                        try:
+                            outcome = one_run(slow, FAULTY, "", spec, load, checks=("ready",))
+                        except WorkbenchError as exc:
+                            console.log(f"{GRADED}: the run failed: {exc}")
+                            errors.append(f"{GRADED} @ {interval:g} s: {exc}")
+                            with contextlib.suppress(WorkbenchError):
+                                slow.rollback("the bench run failed")
+                            continue
+                        results.setdefault((GRADED, interval), []).append(outcome)
+    finally:
+        os.environ.pop(VERSION_FAULTS_ENV, None)
+        with contextlib.suppress(WorkbenchError):
+            manager.delete("slow")
+
+
 def good_run(web, spec: AnalysisSpec, load: PacedLoad) -> dict[str, object]:  # type: ignore[no-untyped-def]
     """A good candidate (no fault; verified as ``update`` does by default, which warms it
     up) through the whole canary: the version stable does not serve. A canary that pauses
@@ -338,6 +399,7 @@ def main() -> None:
     scenarios = {"100% errors": (FAULTY, "--fault-error-rate 1"),
                  "5% errors": (FAULTY, "--fault-error-rate 0.05"),
                  "+140 ms latency": (FAULTY, "--fault-latency-ms 140"),
+                 GRADED: (FAULTY, ""),
                  "degraded 1.2.0": ("1.2.0", "")}
     unknown = set(args.scenarios.split(",")) - set(scenarios) if args.scenarios else set()
     if unknown:
@@ -367,6 +429,8 @@ def main() -> None:
                                     scrape=args.scrape)
                 for run in range(args.runs):
                     for name, (version, faults) in scenarios.items():
+                        if name == GRADED:
+                            continue  # on a deployment of its own, below
                         if "latency" in name:
                             spec = replace(spec, rules=slow_rules)
                         else:
@@ -382,6 +446,8 @@ def main() -> None:
                                     web.rollback("the bench run failed")
                                 continue
                             results.setdefault((name, interval), []).append(outcome)
+            if GRADED in scenarios:
+                graded_runs(manager, rules, intervals, args, results, errors)
             good_spec = AnalysisSpec(steps=(10, 50, 100), interval=min(intervals), rules=rules,
                                      scrape=args.scrape)
             for run in range(args.good):  # promoted, each is stable for the next

@@ -301,6 +301,23 @@ def one_run(web, version: str, faults: str, spec: AnalysisSpec, load: PacedLoad,
     }
 
 
+def guarded_run(web, name: str, interval: float, version: str, faults: str,  # type: ignore[no-untyped-def]
+                spec: AnalysisSpec, load: PacedLoad,
+                results: dict[tuple[str, float], list[dict[str, object]]], errors: list[str]) -> None:
+    """One failing-canary run of scenario ``name``, its figures added to ``results``; a run
+    that fails outright (e.g. a reload not shown in time) is noted in ``errors`` and
+    rolled back by hand."""
+    try:
+        outcome = one_run(web, version, faults, spec, load, checks=("ready",))
+    except WorkbenchError as exc:
+        console.log(f"{name}: the run failed: {exc}")
+        errors.append(f"{name} @ {interval:g} s: {exc}")
+        with contextlib.suppress(WorkbenchError):
+            web.rollback("the bench run failed")
+        return
+    results.setdefault((name, interval), []).append(outcome)
+
+
 def graded_runs(manager: DeploymentManager, rules: tuple[object, ...], intervals: list[float],
                 args: argparse.Namespace, results: dict[tuple[str, float], list[dict[str, object]]],
                 errors: list[str]) -> None:
@@ -324,15 +341,7 @@ def graded_runs(manager: DeploymentManager, rules: tuple[object, ...], intervals
                 for run in range(args.runs):
                     with console.status(f"interval {interval:g} s, run {run + 1}/{args.runs}: "
                                         f"{GRADED}…"):
-                        try:
-                            outcome = one_run(slow, FAULTY, "", spec, load, checks=("ready",))
-                        except WorkbenchError as exc:
-                            console.log(f"{GRADED}: the run failed: {exc}")
-                            errors.append(f"{GRADED} @ {interval:g} s: {exc}")
-                            with contextlib.suppress(WorkbenchError):
-                                slow.rollback("the bench run failed")
-                            continue
-                        results.setdefault((GRADED, interval), []).append(outcome)
+                        guarded_run(slow, GRADED, interval, FAULTY, "", spec, load, results, errors)
     finally:
         os.environ.pop(VERSION_FAULTS_ENV, None)
         with contextlib.suppress(WorkbenchError):
@@ -437,15 +446,8 @@ def main() -> None:
                             spec = replace(spec, rules=rules)
                         with console.status(f"interval {interval:g} s, run {run + 1}/{args.runs}: "
                                             f"{name}…"):
-                            try:
-                                outcome = one_run(web, version, faults, spec, load, checks=("ready",))
-                            except WorkbenchError as exc:  # e.g. a reload not shown in time
-                                console.log(f"{name}: the run failed: {exc}")
-                                errors.append(f"{name} @ {interval:g} s: {exc}")
-                                with contextlib.suppress(WorkbenchError):
-                                    web.rollback("the bench run failed")
-                                continue
-                            results.setdefault((name, interval), []).append(outcome)
+                            guarded_run(web, name, interval, version, faults, spec, load,
+                                        results, errors)
             if GRADED in scenarios:
                 graded_runs(manager, rules, intervals, args, results, errors)
             good_spec = AnalysisSpec(steps=(10, 50, 100), interval=min(intervals), rules=rules,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -20,6 +21,9 @@ from workbench.deploy.rollout.phases import Phase
 from workbench.deploy.rollout.replay import row_digests
 from workbench.deploy.rollout.sequential import ThresholdTest, threshold_log_lr
 from workbench.deploy.rollout.signals import OutputCheck
+
+if TYPE_CHECKING:
+    from workbench.deploy.rollout.verdicts import RuleResult
 
 SPEC = AnalysisSpec(steps=(5, 25, 100), interval=30.0, scrape=1.0,
                     rules=(ErrorRateRule(), AgreementRule(min_agreement=0.8, min_rows=32)))
@@ -60,15 +64,21 @@ def early(controller: CanaryController) -> CanaryStatus:
     return look(controller, 1.0)
 
 
-def test_a_clearly_disagreeing_candidate_is_rolled_back_seconds_into_the_step() -> None:
-    replays = Replays(check(128, 0.3))  # a wrong label map: 30% agree
-    controller, _, target = make(SPEC, output=replays)
+def rolled_back_early(spec: AnalysisSpec, replays: Replays, rule: str = "agreement") -> RuleResult:
+    """Run a canary of ``spec`` on ``replays``; assert the replay that starts the first step
+    rolled it back, 2 seconds into a 30-second interval; ``rule``'s failing result."""
+    controller, _, target = make(spec, output=replays)
     controller.begin()
     status = early(controller)
     assert status.stage is Phase.ROLLED_BACK and target.weights == [5, 0], status.message
-    assert replays.calls == 1  # 2 seconds into a 30-second interval
-    (failed,) = [r for r in status.last if r.rule == "agreement"]
+    assert replays.calls == 1
+    (failed,) = [r for r in status.last if r.rule == rule]
     assert failed.verdict == "fail" and failed.sustained
+    return failed
+
+
+def test_a_clearly_disagreeing_candidate_is_rolled_back_seconds_into_the_step() -> None:
+    failed = rolled_back_early(SPEC, Replays(check(128, 0.3)))  # a wrong label map: 30% agree
     assert "below the minimum: log LR" in failed.message, failed.message
     decision = failed.decision or {}
     assert decision["significant"] and decision["samples"] == 128

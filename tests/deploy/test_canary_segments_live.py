@@ -17,7 +17,7 @@ import subprocess
 import sys
 import threading
 from collections import Counter
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import numpy as np
@@ -57,10 +57,11 @@ def workbench(env: dict[str, str], *args: str,
 
 
 class Tenants:
-    """Requests through the router, one in ten from tenant b, the rest from tenant a."""
+    """Requests through the router, one in ``every`` (ten) from tenant b, the rest from a."""
 
-    def __init__(self, url: str, rate: float = 40.0) -> None:
-        self.url, self.rate = url, rate
+    def __init__(self, url: str, rate: float = 40.0, every: int = 10) -> None:
+        self.url, self.rate, self.every = url, rate, every
+        self._row = np.random.default_rng(0).random((1, 64), dtype=np.float32)
         self.answers: Counter[tuple[str, int, str]] = Counter()  # tenant, status, version
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -73,13 +74,17 @@ class Tenants:
         self._stop.set()
         self._thread.join(10)
 
+    def row(self, tenant: str) -> np.ndarray:
+        """The input row ``tenant`` sends next (one row, the same every time)."""
+        return self._row
+
     def _run(self) -> None:
-        body = json_infer_body(np.random.default_rng(0).random((1, 64), dtype=np.float32))
         sent = 0
         with httpx.Client(base_url=self.url, timeout=10, trust_env=False) as client:
             while not self._stop.wait(1 / self.rate):
-                tenant = "b" if sent % 10 == 0 else "a"
+                tenant = "b" if sent % self.every == 0 else "a"
                 sent += 1
+                body = json_infer_body(self.row(tenant))
                 try:
                     response = client.post(INFER, json=body, headers={"x-tenant": tenant})
                     key = (tenant, response.status_code, response.headers.get("x-model-version", "?"))
@@ -94,6 +99,23 @@ class Tenants:
     @property
     def failed(self) -> int:
         return sum(n for (_, status, _), n in self.answers.items() if status != 200)
+
+
+def segment_rollback(updated: subprocess.CompletedProcess[str], status: dict[str, Any],
+                     history: list[dict[str, Any]], rule: str, segment: str) -> dict[str, Any]:
+    """``rule``'s result in the history's one canary rollback, asserted (with what
+    ``deploy update`` said and ``deploy status --json``) to name ``segment`` (of
+    ``header:x-tenant``) on significant evidence."""
+    said = updated.stdout + updated.stderr
+    assert updated.returncode == 1, said  # the canary was rolled back
+    assert f"canary rollback: rule {rule} failed: in segment {segment}" in said, said
+    assert status["phase"] == "rolled_back"
+    (rollback,) = [e for e in history if e.get("details", {}).get("canary") == "rollback"]
+    (judged,) = [r for r in rollback["details"]["results"] if r["rule"] == rule]
+    decision = judged["decision"]
+    assert decision["segment"] == segment and decision["segment_by"] == "header:x-tenant"
+    assert decision["significant"] and decision["statistic"] >= decision["boundary"]
+    return dict(judged)
 
 
 def test_a_regression_in_one_segment_only_is_rolled_back_naming_it(
@@ -116,23 +138,18 @@ def test_a_regression_in_one_segment_only_is_rolled_back_naming_it(
         history = json.loads(workbench(cli_env, "deploy", "history", "web", "--json").stdout)
     finally:
         workbench(cli_env, "deploy", "delete", "web", "--yes", timeout=120)
-    said = updated.stdout + updated.stderr
-    assert updated.returncode == 1, said  # the canary was rolled back
-    assert "canary rollback: rule error_rate failed: in segment x-tenant=b" in said, said
-    assert status["phase"] == "rolled_back"
+    judged = segment_rollback(updated, status, history, "error_rate", "x-tenant=b")
     assert "in segment x-tenant=b" in " ".join(shown.split()), shown
-    (rollback,) = [e for e in history if e.get("details", {}).get("canary") == "rollback"]
-    (judged,) = [r for r in rollback["details"]["results"] if r["rule"] == "error_rate"]
     decision = judged["decision"]
-    assert decision["segment"] == "x-tenant=b" and decision["segment_by"] == "header:x-tenant"
-    assert decision["significant"] and decision["statistic"] >= decision["boundary"]
     assert judged["samples"] >= 1 and decision["samples"] == judged["samples"]
-    # tenant a was fine on the candidate: its segment did not fail, and overall the
-    # candidate stayed under the bound
+    # tenant a was fine on the candidate: its segment did not fail, and the whole traffic
+    # gave no significant evidence against it (a handful of requests at the first step may
+    # read above the bound by chance: a fail that is not sustained, which holds, never
+    # rolls back)
     assert decision["segments"]["a"]["verdict"] != "fail"
     assert decision["segments"]["a"]["samples"] > judged["samples"]
     overall = decision["overall"]
-    assert overall["verdict"] != "fail" and overall["value"] < 0.15, overall
+    assert not overall["sustained"], overall
     # the candidate answered tenant a; the router answered every b failure from stable
     assert tenants.count("a", "1.1.0") > 0
     assert tenants.failed == 0, tenants.answers

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tests.deploy.test_agreement_early import Replays, check, early
+from tests.deploy.test_agreement_early import Replays, check, early, rolled_back_early
 from tests.deploy.test_controller import look, make
 from workbench.deploy.rollout.analysis import AccuracyRule, AgreementRule, AnalysisSpec, ErrorRateRule
 from workbench.deploy.rollout.controller import Stage
@@ -62,14 +62,7 @@ def labelled(rows: int, stable_right: float, candidate_right: float) -> OutputCh
 
 def test_a_wrong_dictionary_is_rolled_back_on_the_replay_that_starts_the_step() -> None:
     # every character read as the next one: each page's CER about 0.85, against 5% allowed
-    replays = Replays(scored([0.85] * 16))
-    controller, _, target = make(spec(AgreementRule(max_cer=0.05)), output=replays)
-    controller.begin()
-    status = early(controller)
-    assert status.stage is Phase.ROLLED_BACK and target.weights == [5, 0], status.message
-    assert replays.calls == 1  # 2 seconds into a 30-second interval
-    (failed,) = [r for r in status.last if r.rule == "agreement"]
-    assert failed.verdict == "fail" and failed.sustained
+    failed = rolled_back_early(spec(AgreementRule(max_cer=0.05)), Replays(scored([0.85] * 16)))
     assert "row by row over the step's 16 rows" in failed.message, failed.message
     decision = failed.decision or {}
     assert decision["significant"] and decision["samples"] == 16
@@ -78,12 +71,8 @@ def test_a_wrong_dictionary_is_rolled_back_on_the_replay_that_starts_the_step() 
 
 
 def test_low_box_f1_is_rolled_back_early_too() -> None:
-    replays = Replays(scored([0.3] * 24, metric="box_f1"))
-    controller, _, target = make(spec(AgreementRule(min_box_f1=0.9)), output=replays)
-    controller.begin()
-    status = early(controller)
-    assert status.stage is Phase.ROLLED_BACK and target.weights == [5, 0], status.message
-    (failed,) = [r for r in status.last if r.rule == "agreement"]
+    failed = rolled_back_early(spec(AgreementRule(min_box_f1=0.9)),
+                               Replays(scored([0.3] * 24, metric="box_f1")))
     assert (failed.decision or {})["test"] == "mean >= 0.9"
 
 
@@ -115,22 +104,15 @@ def test_rows_beyond_the_bound_do_not_fail_early_while_the_pooled_score_is_withi
 
 def test_a_broken_classifier_is_failed_on_fewer_rows_than_the_minimum() -> None:
     # the sequential test is valid at any number of rows: 16 rows, none agreeing, is enough
-    replays = Replays(check(16, 0.0))
-    controller, _, target = make(spec(AgreementRule(min_agreement=0.8, min_rows=32)),
-                                 output=replays)
-    controller.begin()
-    status = early(controller)
-    assert status.stage is Phase.ROLLED_BACK and target.weights == [5, 0], status.message
+    failed = rolled_back_early(spec(AgreementRule(min_agreement=0.8, min_rows=32)),
+                               Replays(check(16, 0.0)))
+    assert failed.samples == 16
 
 
 def test_a_large_accuracy_drop_is_rolled_back_on_the_first_replay() -> None:
     # the labelled set: stable right on 90% of 200 rows, the candidate on 50%
-    replays = Replays(labelled(200, 0.9, 0.5))
-    controller, _, target = make(spec(AccuracyRule(max_drop=5.0)), output=replays)
-    controller.begin()
-    status = early(controller)
-    assert status.stage is Phase.ROLLED_BACK and target.weights == [5, 0], status.message
-    (failed,) = [r for r in status.last if r.rule == "accuracy"]
+    failed = rolled_back_early(spec(AccuracyRule(max_drop=5.0)), Replays(labelled(200, 0.9, 0.5)),
+                               "accuracy")
     assert "down 40.0 points" in failed.message and "row by row: log LR" in failed.message
     assert (failed.decision or {})["samples"] == 200
 

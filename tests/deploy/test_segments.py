@@ -60,7 +60,8 @@ def test_a_segment_failing_while_the_whole_passes_fails_the_rule_naming_it() -> 
     assert decision["samples"] == 60 and result.samples == 60
     assert decision["segments"]["a"]["verdict"] == "pass"
     assert decision["segments"]["b"]["verdict"] == "fail"
-    assert decision["overall"] == {"verdict": "pass", "samples": 1560, "value": 27 / 1560}
+    assert decision["overall"] == {"verdict": "pass", "sustained": False, "samples": 1560,
+                                   "value": 27 / 1560}
 
 
 def test_the_rollback_reason_names_the_segment() -> None:

@@ -265,6 +265,7 @@ def _combined(overall: RuleResult, key: SegmentKey, results: Mapping[str, RuleRe
             result, rule=overall.rule, message=f"in segment {named}, {result.message}",
             decision={**(result.decision or {}), "segment": named, "segment_by": str(key),
                       "segments": summary, "overall": {"verdict": overall.verdict,
+                                                       "sustained": overall.sustained,
                                                        "samples": overall.samples,
                                                        "value": overall.value}},
         )

@@ -57,7 +57,14 @@ class AgreementRule:
     the level of each sequential rule). When its evidence against the candidate is
     significant the rule fails at once, at whichever look the replay came in — the
     replay that starts with the step, seconds in — not at the interval's end. A pass
-    still waits for the interval and its Wilson bound.
+    still waits for the interval and its Wilson bound. The task scores are tested the
+    same way on each distinct row's own score (an image's CER, capped at 1, its box F1,
+    a row within tolerance: ``OutputCheck.row_scores``), and fail early only when the
+    pooled score is beyond the bound too. The sequential tests are valid at any number of
+    rows, so they do not wait for ``min_rows``.
+
+    With ``segment_by``, each segment's own sample of stable's reservoir is judged as
+    well (:func:`~workbench.deploy.rollout.segments.judge_output_by_segment`).
 
     Only the rows both colours answered are judged. A row whose replay failed (a 503 from
     a full queue, a timeout: a busy host) is missing evidence, never disagreement: the

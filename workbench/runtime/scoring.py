@@ -117,6 +117,9 @@ class ScoreResult:
     threshold: Threshold | None = None
     min_n: int = 1  # fewer rows than this: inconclusive
     details: Mapping[str, float] = field(default_factory=dict, compare=False)
+    # each row's (image's) own score, in [0, 1], for the primary metrics: what a sequential
+    # test reads (see :func:`row_scores`); empty when not measured
+    rows: tuple[float, ...] = field(default=(), compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.metric not in METRICS:
@@ -139,8 +142,7 @@ class ScoreResult:
 
     def judged(self, threshold: Threshold | None, min_n: int | None = None) -> ScoreResult:
         """This score judged against another threshold (and minimum of rows)."""
-        return ScoreResult(self.task, self.metric, self.value, self.interval, self.n, threshold,
-                           self.min_n if min_n is None else min_n, self.details)
+        return replace(self, threshold=threshold, min_n=self.min_n if min_n is None else min_n)
 
     @property
     def verdict(self) -> Verdict:
@@ -255,10 +257,11 @@ def top1(reference: Array | Sequence[int], candidate: Array | Sequence[int]) -> 
         return ScoreResult(Task.CLASSIFICATION, "top1", None, None, 0)
     value = float(np.mean(a == b))
     rows = int(a.shape[0]) if a.ndim else 1
-    agree = int((a == b).reshape(rows, -1).all(axis=1).sum())
+    same = np.asarray(a == b).reshape(rows, -1).all(axis=1)
     return ScoreResult(
         Task.CLASSIFICATION, "top1", value, wilson_interval(round(value * rows), rows), rows,
-        details={"rows_agreeing": float(agree)},
+        details={"rows_agreeing": float(same.sum())},
+        rows=tuple(float(v) for v in np.asarray(same).ravel().tolist()),
     )
 
 
@@ -285,8 +288,9 @@ def box_f1(
     num, den = 2 * t, 2 * t + p + f
     value = float(num.sum() / den.sum()) if den.sum() > 0 else 1.0
     found, wanted = t.sum() + p.sum(), t.sum() + f.sum()
+    per_image = tuple(float(a / b) if b > 0 else 1.0 for a, b in zip(num, den, strict=True))
     return ScoreResult(
-        Task.TEXT_DETECTION, "box_f1", value, bootstrap_ratio(num, den), n,
+        Task.TEXT_DETECTION, "box_f1", value, bootstrap_ratio(num, den), n, rows=per_image,
         details={
             "precision": float(t.sum() / found) if found else 1.0,
             "recall": float(t.sum() / wanted) if wanted else 1.0,
@@ -337,8 +341,10 @@ def character_error_rate(reference: Sequence[Any], candidate: Sequence[Any]) -> 
     edits = np.array([levenshtein(r, c) for r, c in zip(ref, cand, strict=True)], float)
     chars = np.array([len(r) for r in ref], float)
     value = float(edits.sum() / max(chars.sum(), 1.0))
+    per_text = tuple(float(min(e / max(c, 1.0), 1.0)) for e, c in zip(edits, chars, strict=True))
     return ScoreResult(
         Task.TEXT_RECOGNITION, "cer", value, bootstrap_ratio(edits, chars, floor=1.0), len(ref),
+        rows=per_text,
         details={"edits": float(edits.sum()), "reference_chars": float(chars.sum())},
     )
 
@@ -425,6 +431,7 @@ def within_tolerance(
     seen = diff[answered] if answered.any() else np.zeros(1)
     return ScoreResult(
         Task.GENERIC, "within_tolerance", agree / rows, wilson_interval(agree, rows), rows,
+        rows=tuple(float(v) for v in np.asarray(ok).ravel().tolist()),
         details={
             "max_abs_diff": float(seen.max()),
             "mean_abs_diff": float(seen.mean()),
@@ -516,43 +523,18 @@ def score(
     return next(r for r in results if r.metric == wanted)
 
 
-def row_scores(task: Task | str, reference: Any, candidate: Any, *,
-               rtol: float = RTOL, atol: float = ATOL) -> list[float]:
+def row_scores(task: Task | str, reference: Any, candidate: Any) -> list[float]:
     """Each row's (image's) primary score, in [0, 1]: what a sequential test reads.
 
     Top-1 and within tolerance are 1 or 0; box F1 is the image's own F1 (no boxes on
     either side: 1); CER is the image's edits over its reference characters, capped at 1
     (so a row's CER is a bounded value, and a candidate writing pages of garbage counts
     as wrong on every character, not more). Pooled over images these are weighted apart
-    from the task's score (long pages weigh more there); each row counts once here.
+    from the task's score (long pages weigh more there); each row counts once here. The
+    primary score carries them (:attr:`ScoreResult.rows`): a caller that scored already
+    reads them there.
     """
-    task = Task.parse(task) if isinstance(task, str) else task
-    if task is Task.CLASSIFICATION:
-        a, b = _labels(reference), _labels(candidate)
-        rows = len(a)
-        same: Array = np.asarray(np.asarray(a == b).reshape(rows, -1).all(axis=1))
-        return [float(v) for v in same]
-    if task in (Task.TEXT_RECOGNITION, Task.OCR):
-        if task is Task.OCR:
-            ref = [p.text for p in _pages(reference)]
-            cand = [p.text for p in _pages(candidate)]
-        else:
-            ref, cand = _texts(reference), _texts(candidate)
-        return [min(levenshtein(r, c) / max(len(r), 1), 1.0)
-                for r, c in zip(ref, cand, strict=True)]
-    if task is Task.TEXT_DETECTION:
-        scores = []
-        for ref, cand in zip(reference, candidate, strict=True):
-            r, c = len(as_boxes(ref)), len(as_boxes(cand))
-            matched = match_boxes(ref, cand, IOU_THRESHOLD)
-            scores.append(2 * matched / (r + c) if r + c else 1.0)
-        return scores
-    fa = np.asarray(reference, dtype=np.float64)
-    fb = np.asarray(candidate, dtype=np.float64)
-    rows = fa.shape[0] if fa.ndim else 1
-    fa, fb = fa.reshape(rows, -1), fb.reshape(rows, -1)
-    within: Array = np.asarray((np.abs(fa - fb) <= atol + rtol * np.abs(fa)).all(axis=1))
-    return [float(v) for v in within]
+    return list(score(task, reference, candidate).rows)
 
 
 def differing(task: Task | str, reference: Any, candidate: Any, *,

@@ -204,16 +204,14 @@ def _replay(stable_url: str, candidate_url: str, model: str, sample: ImageSet,
     digests = [_digest(sample.images[i]) for i in kept]
     try:
         score = scoring.score(Task.OCR, wanted, got)
-        row_scores = tuple(zip(digests, scoring.row_scores(Task.OCR, wanted, got), strict=True))
+        row_scores = tuple(zip(digests, score.rows, strict=True))
         truth_stable = truth_candidate = None
         row_truth: tuple[tuple[bytes, float], ...] = ()
         if sample.labelled:
             truths = [sample.truths[i] for i in kept]
             truth_stable = scoring.score(Task.OCR, truths, wanted)
             truth_candidate = scoring.score(Task.OCR, truths, got)
-            worse = [c - s for s, c in zip(scoring.row_scores(Task.OCR, truths, wanted),
-                                           scoring.row_scores(Task.OCR, truths, got),
-                                           strict=True)]
+            worse = [c - s for s, c in zip(truth_stable.rows, truth_candidate.rows, strict=True)]
             row_truth = tuple(zip(digests, worse, strict=True))
     except InputError as exc:
         log.warning("%s: replayed pages cannot be scored: %s", model, exc)

@@ -362,10 +362,10 @@ def _replay_scored(
     cand_all: Any = got if decode is not None else np.concatenate(got)
     try:
         result = scoring.score(task, ref_all, cand_all)
-        per_row = scoring.row_scores(task, ref_all, cand_all)
     except InputError as exc:
         log.warning("%s: replayed outputs cannot be scored: %s", model, exc)
         return nothing_compared(failures)
+    per_row = result.rows
     scored = tuple(zip(digests, per_row, strict=True)) if len(digests) == len(per_row) else ()
     return failures.check(rows=compared, agreement=None, accuracy_stable=None,
                           accuracy_candidate=None, score=result, row_scores=scored)
